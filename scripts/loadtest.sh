@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Load test of the HTTP path: read, search and create against a release build on a fresh SQLite
+# database, next to a plain actix "hello" route (the ceiling) measured in the same run.
+# Loopback only. Needs wrk (Debian: apt-get install wrk).
+#
+#   scripts/loadtest.sh [DURATION_SECONDS] [CONNECTIONS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${1:-10}"
+CONNS="${2:-32}"
+THREADS=2
+WORKERS=2
+GW_PORT=18080
+HELLO_PORT=18099
+command -v wrk >/dev/null || { echo "wrk not found (apt-get install wrk)"; exit 2; }
+
+cargo build --release --bin sektorbro --example hello_ceiling >/dev/null
+WORK=$(mktemp -d)
+cleanup() { kill "${GW_PID:-}" "${HELLO_PID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+cat > "$WORK/gw.toml" <<TOML
+[server]
+workers = $WORKERS
+[log]
+filter = "warn"
+TOML
+SEKTORBRO_LISTEN=127.0.0.1:$GW_PORT SEKTORBRO_DATABASE_URL="sqlite://$WORK/lt.db" \
+  target/release/sektorbro serve --config "$WORK/gw.toml" &
+GW_PID=$!
+target/release/examples/hello_ceiling 127.0.0.1:$HELLO_PORT $WORKERS &
+HELLO_PID=$!
+for _ in $(seq 50); do curl -sf http://127.0.0.1:$GW_PORT/readyz >/dev/null && break; sleep 0.2; done
+
+BASE=http://127.0.0.1:$GW_PORT/fhir
+# Seed: 200 citizens, each with a care plan; one known patient to read.
+for i in $(seq -w 1 200); do
+  pid=$(curl -sf -X POST "$BASE/Patient" -H 'Content-Type: application/fhir+json' \
+    -d "{\"resourceType\":\"Patient\",\"identifier\":[{\"system\":\"urn:oid:1.2.208.176.1.2\",\"value\":\"0101${i}1234\"}],\"name\":[{\"family\":\"Hansen\",\"given\":[\"Lis\"]}]}" \
+    | sed -E 's/.*"id":"([^"]+)".*/\1/')
+  curl -sf -X POST "$BASE/CarePlan" -H 'Content-Type: application/fhir+json' \
+    -d "{\"resourceType\":\"CarePlan\",\"status\":\"active\",\"intent\":\"plan\",\"subject\":{\"reference\":\"Patient/$pid\"}}" >/dev/null
+  [ "$i" = "100" ] && READ_ID=$pid
+done
+
+cat > "$WORK/create.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/fhir+json"
+wrk.body = '{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},"subject":{"reference":"Patient/x"},"valueQuantity":{"value":72,"unit":"/min"}}'
+LUA
+
+run() { # name url [script]
+  local name=$1 url=$2 script=${3:-}
+  local out
+  if [ -n "$script" ]; then out=$(wrk -t$THREADS -c"$CONNS" -d"${DURATION}s" --latency -s "$script" "$url"); else out=$(wrk -t$THREADS -c"$CONNS" -d"${DURATION}s" --latency "$url"); fi
+  local rps p50 p99 non2xx
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
+  printf '| %-28s | %10s | %8s | %8s | %s |\n' "$name" "$rps" "$p50" "$p99" "${non2xx:-0}"
+}
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -srm); wrk -t$THREADS -c$CONNS -d${DURATION}s; gateway workers=$WORKERS, SQLite synchronous=full"
+echo "| route                        |      req/s |      p50 |      p99 | non-2xx |"
+echo "|------------------------------|-----------:|---------:|---------:|--------:|"
+run "hello (actix ceiling)" "http://127.0.0.1:$HELLO_PORT/hello"
+run "read Patient/{id}" "$BASE/Patient/$READ_ID"
+run "search CarePlan by CPR chain" "$BASE/CarePlan?patient.identifier=urn:oid:1.2.208.176.1.2%7C01011001234"
+run "search Patient?name=hans" "$BASE/Patient?name=hans&_count=10"
+run "create Observation" "$BASE/Observation" "$WORK/create.lua"

@@ -1,0 +1,99 @@
+//! `GET /fhir/metadata`: a CapabilityStatement built from what this server actually serves —
+//! the resource types in [`SUPPORTED_TYPES`] and the search parameters the registry can index.
+
+use actix_web::{web, HttpResponse};
+use serde_json::{json, Value};
+
+use crate::api::context::RequestContext;
+use crate::api::response::ok_json;
+use crate::api::AppState;
+use crate::error::FhirError;
+use crate::fhir::search_params::{ParamType, SearchParamRegistry};
+use crate::fhir::SUPPORTED_TYPES;
+
+/// Type-level and instance-level interactions every served type supports.
+const INTERACTIONS: &[&str] = &[
+    "read",
+    "vread",
+    "update",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+];
+
+fn type_code(t: &ParamType) -> &'static str {
+    match t {
+        ParamType::Token => "token",
+        ParamType::String => "string",
+        ParamType::Reference => "reference",
+        ParamType::Date => "date",
+        ParamType::Uri => "uri",
+        ParamType::Number => "number",
+        ParamType::Quantity => "quantity",
+        ParamType::Composite => "composite",
+        ParamType::Special => "special",
+    }
+}
+
+/// The CapabilityStatement for `base`, dated `date` (when this instance started).
+pub fn capability_statement(registry: &SearchParamRegistry, base: &str, date: &str) -> Value {
+    let resources: Vec<Value> = SUPPORTED_TYPES
+        .iter()
+        .map(|t| {
+            let params: Vec<_> = registry
+                .params_for(t)
+                .filter(|p| !matches!(p.ptype, ParamType::Composite | ParamType::Special))
+                .collect();
+            let mut search_params: Vec<Value> = vec![
+                json!({"name": "_id", "type": "token"}),
+                json!({"name": "_lastUpdated", "type": "date"}),
+            ];
+            search_params.extend(
+                params
+                    .iter()
+                    .filter(|p| !p.code.starts_with('_'))
+                    .map(|p| json!({"name": p.code, "type": type_code(&p.ptype)})),
+            );
+            let includes: Vec<String> = params
+                .iter()
+                .filter(|p| p.ptype == ParamType::Reference)
+                .map(|p| format!("{t}:{}", p.code))
+                .collect();
+            let interactions: Vec<Value> = INTERACTIONS.iter().map(|c| json!({"code": c})).collect();
+            json!({
+                "type": t,
+                "interaction": interactions,
+                "versioning": "versioned-update",
+                "readHistory": true,
+                "updateCreate": true,
+                "conditionalCreate": true,
+                "conditionalUpdate": true,
+                "conditionalDelete": "not-supported",
+                "searchInclude": includes,
+                "searchParam": search_params,
+            })
+        })
+        .collect();
+    json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": date,
+        "publisher": "Sektorbro",
+        "kind": "instance",
+        "software": {"name": "Sektorbro", "version": env!("CARGO_PKG_VERSION")},
+        "implementation": {"description": "Sektorbro FHIR R4 gateway", "url": base},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [{
+            "mode": "server",
+            "resource": resources,
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+        }],
+    })
+}
+
+pub async fn metadata(state: web::Data<AppState>, ctx: RequestContext) -> Result<HttpResponse, FhirError> {
+    Ok(ok_json(capability_statement(state.engine.registry(), &ctx.base, &state.started).to_string()))
+}

@@ -1,0 +1,7 @@
+//! The FHIR REST API at `/fhir`: one file per interaction family.
+
+pub mod bundle;
+pub mod crud;
+pub mod history;
+pub mod metadata;
+pub mod search;

@@ -1,0 +1,55 @@
+//! Type-level search: `GET /fhir/{type}?…` and `POST /fhir/{type}/_search` (form body).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use crate::api::context::RequestContext;
+use crate::api::response::ok_json;
+use crate::api::AppState;
+use crate::error::FhirError;
+
+/// `GET /fhir/{type}`.
+pub async fn search(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    path: web::Path<String>,
+) -> Result<HttpResponse, FhirError> {
+    run(&state, &ctx, &path.into_inner(), &ctx.query).await
+}
+
+/// `POST /fhir/{type}/_search` with `application/x-www-form-urlencoded` parameters (joined with
+/// any in the URL).
+pub async fn search_post(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, FhirError> {
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/x-www-form-urlencoded") && !body.is_empty() {
+        return Err(FhirError::not_supported(
+            415,
+            "POST _search takes application/x-www-form-urlencoded parameters",
+        ));
+    }
+    let mut pairs = ctx.query.clone();
+    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
+        .map_err(|e| FhirError::bad_request(format!("malformed form body: {e}")))?;
+    pairs.extend(form);
+    run(&state, &ctx, &path.into_inner(), &pairs).await
+}
+
+async fn run(
+    state: &AppState,
+    ctx: &RequestContext,
+    rtype: &str,
+    pairs: &[(String, String)],
+) -> Result<HttpResponse, FhirError> {
+    state.engine.check_type(rtype)?;
+    let q = state.engine.parse_pairs(rtype, pairs, ctx.lenient)?;
+    Ok(ok_json(state.engine.search(&q, &ctx.base).await?))
+}

@@ -1,0 +1,31 @@
+//! Liveness (`/healthz`), readiness (`/readyz`: the database answers) and `/metrics`.
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use super::AppState;
+
+/// The process is up and serving HTTP.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Ready to serve FHIR: the database answers. 503 otherwise, so a load balancer stops routing here.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let backend = state.engine.store().backend().name();
+    match state.engine.store().ping().await {
+        Ok(()) => HttpResponse::Ok().json(json!({"status": "ready", "database": backend})),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            HttpResponse::ServiceUnavailable()
+                .json(json!({"status": "unavailable", "database": backend, "error": "database unreachable"}))
+        }
+    }
+}
+
+/// Prometheus text exposition.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}

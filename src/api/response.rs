@@ -1,0 +1,77 @@
+//! Building FHIR HTTP responses: content type, ETag, Last-Modified, Location, and the one place
+//! where a [`FhirError`] becomes an HTTP response.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
+
+use super::context::{PreferReturn, RequestContext};
+use crate::engine::Written;
+use crate::error::FhirError;
+use crate::fhir::outcome::{operation_outcome, Issue};
+
+pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
+impl ResponseError for FhirError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code())
+            .content_type(FHIR_JSON)
+            .body(self.outcome().to_string())
+    }
+}
+
+/// `Last-Modified` value (RFC 7231 date) for epoch milliseconds.
+pub fn http_date(ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string()
+}
+
+/// 200 with a JSON body.
+pub fn ok_json(body: String) -> HttpResponse {
+    HttpResponse::Ok().content_type(FHIR_JSON).body(body)
+}
+
+/// Add the version headers of a stored resource.
+pub fn version_headers(b: &mut HttpResponseBuilder, version: i64, last_updated_ms: i64) {
+    b.insert_header((header::ETAG, format!("W/\"{version}\"")));
+    if last_updated_ms > 0 {
+        b.insert_header((header::LAST_MODIFIED, http_date(last_updated_ms)));
+    }
+}
+
+/// The answer to a create/update, honouring `Prefer: return=`.
+pub fn written(ctx: &RequestContext, w: &Written) -> HttpResponse {
+    let status = StatusCode::from_u16(w.status).unwrap_or(StatusCode::OK);
+    let mut b = HttpResponse::build(status);
+    version_headers(&mut b, w.version, w.last_updated_ms);
+    let location = format!("{}/{}/{}/_history/{}", ctx.base, w.rtype, w.id, w.version);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        b.insert_header((header::LOCATION, v.clone()));
+        if w.status == 201 {
+            b.insert_header((header::CONTENT_LOCATION, v));
+        }
+    }
+    match ctx.prefer_return {
+        PreferReturn::Minimal => b.finish(),
+        PreferReturn::OperationOutcome => {
+            let verb = match (w.status, w.matched_existing) {
+                (_, true) => "matched an existing resource; nothing was written",
+                (201, _) => "created",
+                _ => "updated",
+            };
+            let msg = format!("{}/{} version {} {verb}", w.rtype, w.id, w.version);
+            b.content_type(FHIR_JSON)
+                .body(operation_outcome(&[Issue::information("informational", msg)]).to_string())
+        }
+        PreferReturn::Representation => match &w.content {
+            Some(c) => b.content_type(FHIR_JSON).body(c.clone()),
+            None => b.finish(),
+        },
+    }
+}

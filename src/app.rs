@@ -1,0 +1,137 @@
+//! Wiring: builds the storage, engine and HTTP server from a [`Config`]. The only place that
+//! knows how the parts fit together.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::{middleware, web, App, HttpServer};
+use anyhow::Context as _;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+
+/// Open the database (migrating it) and build the shared state.
+pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> {
+    let store = crate::store::open(
+        &config.database.url,
+        config.database.max_connections,
+        &config.database.sqlite_synchronous,
+    )
+    .await
+    .with_context(|| format!("cannot open database {}", redact(&config.database.url)))?;
+    let engine = Arc::new(Engine::new(store, config.search.clone()));
+    Ok(web::Data::new(AppState {
+        engine,
+        metrics: Arc::new(Metrics::default()),
+        config,
+        started: crate::fhir::instant(chrono::Utc::now().timestamp_millis()),
+    }))
+}
+
+/// The HTTP server on an already bound listener (tests bind port 0). Signals are left to the
+/// caller, which decides how to stop it.
+pub fn http_server(
+    state: web::Data<AppState>,
+    listener: TcpListener,
+) -> std::io::Result<actix_web::dev::Server> {
+    let workers = match state.config.server.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let shutdown = state.config.server.shutdown_timeout_secs;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(middleware::from_fn(api::observe))
+            .configure(api::routes)
+    })
+    .workers(workers)
+    .shutdown_timeout(shutdown)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// Run the gateway until SIGTERM or SIGINT, then let in-flight requests finish.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.server.listen.clone();
+    let db = redact(&config.database.url);
+    let state = build_state(config).await?;
+    let listener =
+        TcpListener::bind(&listen).with_context(|| format!("cannot listen on {listen}"))?;
+    let server = http_server(state, listener)?;
+    let handle = server.handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested; finishing in-flight requests");
+        handle.stop(true).await;
+    });
+    tracing::info!(listen = %listen, database = %db, "Sektorbro is serving FHIR R4 at http://{listen}/fhir");
+    server.await.context("HTTP server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A database URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Start logging (text or JSON lines), filtered by `RUST_LOG` or the config.
+pub fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(&config.log.filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = if config.log.format == "json" {
+        builder.json().flatten_event(true).with_current_span(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted_from_database_urls() {
+        assert_eq!(
+            super::redact("postgres://app:secret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(super::redact("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+}

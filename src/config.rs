@@ -1,0 +1,216 @@
+//! One typed configuration, read from `config/default.toml` (compiled in), an optional file, then
+//! `SEKTORBRO_*` environment variables, and checked once at start.
+//!
+//! Nothing else in the crate reads the environment or config files: everything gets a `Config`.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// The compiled-in defaults: a fresh clone runs with no file at all.
+const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// The whole configuration of one gateway instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub search: SearchConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub base_url: String,
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+    pub sqlite_synchronous: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchConfig {
+    pub default_count: usize,
+    pub max_count: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub filter: String,
+    pub format: String,
+}
+
+/// Why a configuration could not be loaded; printed to the operator at start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config ({origin}): {source}")]
+    Parse {
+        origin: String,
+        source: toml::de::Error,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, overlaid by `file` (if any), overlaid by the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(file, |k| std::env::var(k).ok())
+    }
+
+    /// As [`Config::load`], with the environment supplied by the caller (tests use this).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut merged: toml::Table = parse_table(DEFAULT_TOML, "built-in defaults")?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let overlay = parse_table(&text, &path.display().to_string())?;
+            merge(&mut merged, overlay);
+        }
+        let mut config: Config =
+            toml::Value::Table(merged)
+                .try_into()
+                .map_err(|source| ConfigError::Parse {
+                    origin: file.map_or("defaults".into(), |p| p.display().to_string()),
+                    source,
+                })?;
+        if let Some(listen) = env("SEKTORBRO_LISTEN") {
+            config.server.listen = listen;
+        }
+        if let Some(url) = env("SEKTORBRO_DATABASE_URL") {
+            config.database.url = url;
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    /// The defaults alone, for tests and tools that need no file.
+    pub fn defaults() -> Config {
+        Self::load_with_env(None, |_| None).expect("the built-in config/default.toml is valid")
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self
+            .server
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .is_err()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "server.listen / SEKTORBRO_LISTEN must be HOST:PORT with an IP address, got {:?}",
+                self.server.listen
+            )));
+        }
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ConfigError::Invalid(format!(
+                "database.url / SEKTORBRO_DATABASE_URL must start with sqlite: or postgres://, got {url:?}"
+            )));
+        }
+        if !matches!(self.database.sqlite_synchronous.as_str(), "full" | "normal") {
+            return Err(ConfigError::Invalid(
+                "database.sqlite_synchronous must be \"full\" or \"normal\"".into(),
+            ));
+        }
+        if self.search.default_count == 0 || self.search.default_count > self.search.max_count {
+            return Err(ConfigError::Invalid(
+                "search.default_count must be between 1 and search.max_count".into(),
+            ));
+        }
+        if !matches!(self.log.format.as_str(), "json" | "text") {
+            return Err(ConfigError::Invalid(format!(
+                "log.format must be \"json\" or \"text\", got {:?}",
+                self.log.format
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>()
+        .map_err(|source| ConfigError::Parse {
+            origin: origin.to_string(),
+            source,
+        })
+}
+
+/// Overlay `top` onto `base`, table by table, so a file only needs the keys it changes.
+fn merge(base: &mut toml::Table, top: toml::Table) {
+    for (key, value) in top {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => merge(b, t),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_listen_on_loopback_with_sqlite() {
+        let c = Config::defaults();
+        assert_eq!(c.server.listen, "127.0.0.1:8080");
+        assert!(c.database.url.starts_with("sqlite:"));
+    }
+
+    #[test]
+    fn environment_overrides_listen_and_database() {
+        let c = Config::load_with_env(None, |k| match k {
+            "SEKTORBRO_LISTEN" => Some("127.0.0.1:9999".into()),
+            "SEKTORBRO_DATABASE_URL" => Some("postgres://u@127.0.0.1/test".into()),
+            _ => None,
+        })
+        .expect("valid");
+        assert_eq!(c.server.listen, "127.0.0.1:9999");
+        assert_eq!(c.database.url, "postgres://u@127.0.0.1/test");
+    }
+
+    #[test]
+    fn file_overlays_only_the_keys_it_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[search]\ndefault_count = 5\n").expect("write");
+        let c = Config::load_with_env(Some(&path), |_| None).expect("valid");
+        assert_eq!(c.search.default_count, 5);
+        assert_eq!(c.search.max_count, 1000);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[server]\nlisten_on = \"x\"\n").expect("write");
+        assert!(Config::load_with_env(Some(&path), |_| None).is_err());
+        let bad = Config::load_with_env(None, |k| {
+            (k == "SEKTORBRO_LISTEN").then(|| "localhost".to_string())
+        });
+        assert!(matches!(bad, Err(ConfigError::Invalid(_))));
+    }
+}

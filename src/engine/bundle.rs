@@ -1,0 +1,506 @@
+//! `transaction` and `batch` Bundles posted to the base URL.
+//!
+//! A transaction is one database transaction: entries are processed in the order the spec gives
+//! (DELETE, POST, PUT, then GET), `urn:uuid:` full URLs and conditional references (`Patient?identifier=…`)
+//! are resolved to the ids decided inside the transaction, and any failing entry rolls back all of
+//! them. A batch runs each entry on its own.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+
+use super::bundle_json::{self, etag, BundleEntry};
+use super::{now_ms, Engine, Resolved, WriteFailure, WriteOp, Written, WRITE_ATTEMPTS};
+use crate::error::FhirError;
+use crate::fhir::outcome::Issue;
+use crate::fhir::{for_each_reference, instant, new_id};
+use crate::store::StoreTx;
+
+/// Which kind of Bundle was posted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BundleKind {
+    Transaction,
+    Batch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Method {
+    // Declaration order is processing order.
+    Delete,
+    Post,
+    Put,
+    Get,
+}
+
+/// One parsed `Bundle.entry`.
+#[derive(Debug, Clone)]
+struct EntryRequest {
+    index: usize,
+    method: Method,
+    /// Resource type and the rest of the URL: `("Patient", "123")`, `("Patient", "?identifier=x")`.
+    rtype: String,
+    rest: String,
+    full_url: Option<String>,
+    resource: Option<Value>,
+    if_none_exist: Option<String>,
+    if_match: Option<i64>,
+}
+
+impl EntryRequest {
+    fn location(&self) -> String {
+        format!("Bundle.entry[{}]", self.index)
+    }
+}
+
+/// Put an entry's location in front of each issue's own.
+fn locate(e: FhirError, index: usize) -> FhirError {
+    let prefix = format!("Bundle.entry[{index}]");
+    let issues = e
+        .issues
+        .into_iter()
+        .map(|i| match &i.expression {
+            Some(x) if x.starts_with("Bundle.") => i,
+            Some(x) if x.contains('=') => {
+                let x = x.clone();
+                i.at(format!("{prefix}.request.url ({x})"))
+            }
+            Some(_) => i.within(&format!("{prefix}.resource")),
+            None => i.at(prefix.clone()),
+        })
+        .collect();
+    FhirError::new(e.status, issues)
+}
+
+impl Engine {
+    /// Process a posted `transaction` or `batch` Bundle; returns the response Bundle as JSON text.
+    pub async fn process_bundle(
+        &self,
+        bundle: &Value,
+        base: &str,
+        representation: bool,
+    ) -> Result<String, FhirError> {
+        if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+            return Err(FhirError::bad_request(
+                "POST to the base URL takes a Bundle of type transaction or batch",
+            )
+            .at("resourceType"));
+        }
+        let kind = match bundle.get("type").and_then(Value::as_str) {
+            Some("transaction") => BundleKind::Transaction,
+            Some("batch") => BundleKind::Batch,
+            other => {
+                return Err(FhirError::bad_request(format!(
+                    "POST to the base URL takes a Bundle of type transaction or batch, not {}",
+                    other.unwrap_or("(missing)")
+                ))
+                .at("Bundle.type"))
+            }
+        };
+        let entries = parse_entries(bundle)?;
+        match kind {
+            BundleKind::Transaction => self.transaction(entries, base, representation).await,
+            BundleKind::Batch => Ok(self.batch(entries, base, representation).await),
+        }
+    }
+
+    async fn transaction(
+        &self,
+        entries: Vec<EntryRequest>,
+        base: &str,
+        representation: bool,
+    ) -> Result<String, FhirError> {
+        check_duplicates(&entries)?;
+        let mut attempt = 0;
+        let written = loop {
+            attempt += 1;
+            let mut tx = self.store().begin().await?;
+            match self.transaction_writes(tx.as_mut(), &entries).await {
+                Ok(w) => match tx.commit().await {
+                    Ok(()) => break w,
+                    Err(e) if e.is_retryable() && attempt < WRITE_ATTEMPTS => continue,
+                    Err(e) => return Err(e.into()),
+                },
+                Err(WriteFailure::Retry(_)) if attempt < WRITE_ATTEMPTS => {
+                    tokio::time::sleep(std::time::Duration::from_millis(2 << attempt.min(6))).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let mut out: Vec<Option<BundleEntry>> = vec![None; entries.len()];
+        for (index, w) in written {
+            let w = self.fill_existing(w).await.map_err(|e| locate(e, index))?;
+            out[index] = Some(write_entry(base, &w, representation));
+        }
+        for e in entries.iter().filter(|e| e.method == Method::Get) {
+            out[e.index] = Some(self.get_entry(e, base).await);
+        }
+        Ok(response_bundle("transaction-response", out))
+    }
+
+    /// All writes of a transaction inside `tx`; the entry index with what each wrote.
+    async fn transaction_writes(
+        &self,
+        tx: &mut dyn StoreTx,
+        entries: &[EntryRequest],
+    ) -> Result<Vec<(usize, Written)>, WriteFailure> {
+        let mut order: Vec<&EntryRequest> =
+            entries.iter().filter(|e| e.method != Method::Get).collect();
+        order.sort_by_key(|e| (e.method, e.index));
+
+        // Phase one: decide every id, so references between entries can be rewritten.
+        let mut resolved: Vec<(usize, Resolved)> = Vec::with_capacity(order.len());
+        let mut ids: HashMap<String, String> = HashMap::new();
+        for e in &order {
+            let op = self.entry_op(e).map_err(|f| locate(f, e.index))?;
+            let r = self
+                .resolve(tx, op, None)
+                .await
+                .map_err(|f| relocate(f, e.index))?;
+            if let Some(full_url) = &e.full_url {
+                let (t, id) = r.key();
+                ids.insert(full_url.clone(), format!("{t}/{id}"));
+            }
+            resolved.push((e.index, r));
+        }
+
+        // Conditional references (`Patient?identifier=…`) resolve to exactly one match.
+        for (index, r) in &mut resolved {
+            let Some(resource) = r.resource_mut() else { continue };
+            let mut conditional = Vec::new();
+            for_each_reference(resource, &mut |s| {
+                if !ids.contains_key(s.as_str()) && is_conditional_reference(s) {
+                    conditional.push(s.clone());
+                }
+            });
+            for reference in conditional {
+                let target = self
+                    .resolve_conditional_reference(tx, &reference)
+                    .await
+                    .map_err(|f| relocate(f, *index))?;
+                ids.insert(reference, target);
+            }
+        }
+
+        // Phase two: rewrite references and write.
+        let mut written = Vec::with_capacity(resolved.len());
+        for (index, mut r) in resolved {
+            if let Some(resource) = r.resource_mut() {
+                for_each_reference(resource, &mut |s| {
+                    if let Some(target) = ids.get(s.as_str()) {
+                        *s = target.clone();
+                    }
+                });
+            }
+            let w = self.execute(tx, r).await.map_err(|f| relocate(f, index))?;
+            written.push((index, w));
+        }
+        Ok(written)
+    }
+
+    async fn resolve_conditional_reference(
+        &self,
+        tx: &mut dyn StoreTx,
+        reference: &str,
+    ) -> Result<String, WriteFailure> {
+        let (rtype, query) = reference.split_once('?').unwrap_or((reference, ""));
+        self.check_type(rtype)?;
+        let criteria = self.parse_criteria(rtype, query, false)?;
+        match self.matches(tx, &criteria).await?.as_slice() {
+            [one] => Ok(format!("{rtype}/{one}")),
+            [] => Err(FhirError::precondition_failed(format!(
+                "conditional reference {reference:?} matches no resource"
+            ))
+            .into()),
+            _ => Err(FhirError::precondition_failed(format!(
+                "conditional reference {reference:?} matches more than one resource"
+            ))
+            .into()),
+        }
+    }
+
+    /// The write an entry asks for.
+    fn entry_op(&self, e: &EntryRequest) -> Result<WriteOp, FhirError> {
+        let resource = || {
+            e.resource.clone().ok_or_else(|| {
+                FhirError::bad_request(format!("a {:?} entry needs a resource", e.method))
+                    .at(&format!("{}.resource", e.location()))
+            })
+        };
+        let criteria = |q: &str| self.parse_criteria(&e.rtype, q, false);
+        match e.method {
+            Method::Post => Ok(WriteOp::Create {
+                rtype: e.rtype.clone(),
+                resource: resource()?,
+                if_none_exist: e
+                    .if_none_exist
+                    .as_deref()
+                    .map(|q| criteria(q.trim_start_matches('?')))
+                    .transpose()?,
+            }),
+            Method::Put => match e.rest.strip_prefix('?') {
+                Some(q) => Ok(WriteOp::ConditionalUpdate {
+                    rtype: e.rtype.clone(),
+                    criteria: criteria(q)?,
+                    resource: resource()?,
+                    if_match: e.if_match,
+                }),
+                None => Ok(WriteOp::Update {
+                    rtype: e.rtype.clone(),
+                    id: e.rest.clone(),
+                    resource: resource()?,
+                    if_match: e.if_match,
+                }),
+            },
+            Method::Delete if !e.rest.is_empty() && !e.rest.starts_with('?') => Ok(WriteOp::Delete {
+                rtype: e.rtype.clone(),
+                id: e.rest.clone(),
+            }),
+            Method::Delete => Err(FhirError::not_supported(
+                400,
+                "DELETE entries need Type/id; conditional delete is not supported",
+            )
+            .at(&format!("{}.request.url", e.location()))),
+            Method::Get => Err(FhirError::internal("GET entries are not writes")),
+        }
+    }
+
+    async fn batch(&self, entries: Vec<EntryRequest>, base: &str, representation: bool) -> String {
+        let mut out = Vec::with_capacity(entries.len());
+        for e in &entries {
+            let entry = if e.method == Method::Get {
+                self.get_entry(e, base).await
+            } else {
+                let result = match self.entry_op(e) {
+                    Ok(op) => self.write(op).await,
+                    Err(err) => Err(err),
+                };
+                match result {
+                    Ok(w) => write_entry(base, &w, representation),
+                    Err(err) => error_entry(&locate(err, e.index)),
+                }
+            };
+            out.push(Some(entry));
+        }
+        response_bundle("batch-response", out)
+    }
+
+    /// Answer a GET entry (read, vread or search); errors become the entry's outcome.
+    async fn get_entry(&self, e: &EntryRequest, base: &str) -> BundleEntry {
+        let result: Result<(String, Option<String>), FhirError> = async {
+            if let Some(query) = e.rest.strip_prefix('?').or(e.rest.is_empty().then_some("")) {
+                let q = self.parse_criteria(&e.rtype, query, false)?;
+                return Ok((self.search(&q, base).await?, None));
+            }
+            let parts: Vec<&str> = e.rest.split('/').collect();
+            let r = match parts.as_slice() {
+                [id] => self.read(&e.rtype, id).await?,
+                [id, "_history", v] => self.vread(&e.rtype, id, v).await?,
+                _ => return Err(FhirError::bad_request("unsupported GET url in Bundle entry")),
+            };
+            Ok((r.content.clone().unwrap_or_default(), Some(etag(r.version))))
+        }
+        .await;
+        match result {
+            Ok((body, tag)) => {
+                let mut response = json!({"status": "200 OK"});
+                if let Some(tag) = tag {
+                    response["etag"] = json!(tag);
+                }
+                BundleEntry {
+                    fields: json!({"response": response}),
+                    resource: Some(body),
+                }
+            }
+            Err(err) => error_entry(&locate(err, e.index)),
+        }
+    }
+}
+
+fn relocate(f: WriteFailure, index: usize) -> WriteFailure {
+    match f {
+        WriteFailure::Fhir(e) => WriteFailure::Fhir(locate(e, index)),
+        retry => retry,
+    }
+}
+
+/// `Type?criteria` (not an absolute URL, not a local or urn reference).
+fn is_conditional_reference(s: &str) -> bool {
+    s.contains('?') && s.chars().next().is_some_and(|c| c.is_ascii_uppercase()) && !s.contains("://")
+}
+
+fn status_text(status: u16) -> &'static str {
+    match status {
+        200 => "200 OK",
+        201 => "201 Created",
+        204 => "204 No Content",
+        400 => "400 Bad Request",
+        404 => "404 Not Found",
+        409 => "409 Conflict",
+        410 => "410 Gone",
+        412 => "412 Precondition Failed",
+        422 => "422 Unprocessable Entity",
+        503 => "503 Service Unavailable",
+        _ => "500 Internal Server Error",
+    }
+}
+
+fn write_entry(base: &str, w: &Written, representation: bool) -> BundleEntry {
+    let mut response = json!({"status": status_text(w.status)});
+    if w.version > 0 {
+        response["etag"] = json!(etag(w.version));
+        if w.status != 204 {
+            response["location"] = json!(format!("{}/{}/_history/{}", w.rtype, w.id, w.version));
+        }
+    }
+    if w.last_updated_ms > 0 {
+        response["lastModified"] = json!(instant(w.last_updated_ms));
+    }
+    let mut fields = json!({"response": response});
+    if w.status != 204 {
+        fields["fullUrl"] = json!(format!("{base}/{}/{}", w.rtype, w.id));
+    }
+    BundleEntry {
+        fields,
+        resource: if representation { w.content.clone() } else { None },
+    }
+}
+
+fn error_entry(err: &FhirError) -> BundleEntry {
+    BundleEntry {
+        fields: json!({"response": {"status": status_text(err.status), "outcome": err.outcome()}}),
+        resource: None,
+    }
+}
+
+fn response_bundle(kind: &str, entries: Vec<Option<BundleEntry>>) -> String {
+    let head = json!({
+        "resourceType": "Bundle",
+        "id": new_id(),
+        "meta": {"lastUpdated": instant(now_ms())},
+        "type": kind,
+    });
+    bundle_json::write(head, entries.into_iter().flatten().collect())
+}
+
+/// Parse every entry's request, reporting all problems at once.
+fn parse_entries(bundle: &Value) -> Result<Vec<EntryRequest>, FhirError> {
+    let empty = Vec::new();
+    let list = match bundle.get("entry") {
+        None => &empty,
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(FhirError::bad_request("Bundle.entry must be an array").at("Bundle.entry")),
+    };
+    let mut out = Vec::with_capacity(list.len());
+    let mut issues = Vec::new();
+    for (index, entry) in list.iter().enumerate() {
+        let loc = format!("Bundle.entry[{index}]");
+        let request = entry.get("request");
+        let method = match request.and_then(|r| r.get("method")).and_then(Value::as_str) {
+            Some("GET") => Method::Get,
+            Some("POST") => Method::Post,
+            Some("PUT") => Method::Put,
+            Some("DELETE") => Method::Delete,
+            Some(other) => {
+                issues.push(
+                    Issue::error("not-supported", format!("request method {other} is not supported in Bundles"))
+                        .at(format!("{loc}.request.method")),
+                );
+                continue;
+            }
+            None => {
+                issues.push(
+                    Issue::error("required", "each entry needs request.method and request.url")
+                        .at(format!("{loc}.request")),
+                );
+                continue;
+            }
+        };
+        let Some(url) = request.and_then(|r| r.get("url")).and_then(Value::as_str) else {
+            issues.push(Issue::error("required", "request.url is missing").at(format!("{loc}.request.url")));
+            continue;
+        };
+        let url = url.trim_start_matches('/');
+        let split = url.find(['/', '?']).unwrap_or(url.len());
+        let (rtype, rest) = url.split_at(split);
+        let rest = rest.strip_prefix('/').unwrap_or(rest).to_string();
+        if !rtype.chars().next().is_some_and(|c| c.is_ascii_uppercase()) || url.contains("://") {
+            issues.push(
+                Issue::error("invalid", format!("request.url must be relative, like Patient/123 or Patient?identifier=x; got {url:?}"))
+                    .at(format!("{loc}.request.url")),
+            );
+            continue;
+        }
+        let resource = entry.get("resource").cloned();
+        if method == Method::Post && !rest.is_empty() {
+            issues.push(
+                Issue::error("invalid", "a POST entry's url is the resource type alone")
+                    .at(format!("{loc}.request.url")),
+            );
+        }
+        if matches!(method, Method::Post | Method::Put) {
+            match resource.as_ref().and_then(|r| r.get("resourceType")).and_then(Value::as_str) {
+                Some(t) if t == rtype => {}
+                Some(t) => issues.push(
+                    Issue::error("invalid", format!("the resource is a {t} but request.url names {rtype}"))
+                        .at(format!("{loc}.resource.resourceType")),
+                ),
+                None => issues.push(
+                    Issue::error("required", format!("a {method:?} entry needs a resource")).at(format!("{loc}.resource")),
+                ),
+            }
+        }
+        let if_match = match request.and_then(|r| r.get("ifMatch")).and_then(Value::as_str) {
+            Some(s) => match super::parse_etag(s) {
+                Some(v) => Some(v),
+                None => {
+                    issues.push(Issue::error("invalid", format!("ifMatch {s:?} is not an ETag like W/\"1\"")).at(format!("{loc}.request.ifMatch")));
+                    None
+                }
+            },
+            None => None,
+        };
+        out.push(EntryRequest {
+            index,
+            method,
+            rtype: rtype.to_string(),
+            rest,
+            full_url: entry.get("fullUrl").and_then(Value::as_str).map(String::from),
+            resource,
+            if_none_exist: request
+                .and_then(|r| r.get("ifNoneExist"))
+                .and_then(Value::as_str)
+                .map(String::from),
+            if_match,
+        });
+    }
+    if issues.is_empty() {
+        Ok(out)
+    } else {
+        Err(FhirError::new(400, issues))
+    }
+}
+
+/// A transaction must not touch the same resource twice (R4 3.1.0.11.2).
+fn check_duplicates(entries: &[EntryRequest]) -> Result<(), FhirError> {
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    let mut issues = Vec::new();
+    for e in entries {
+        if matches!(e.method, Method::Put | Method::Delete) && !e.rest.starts_with('?') {
+            let key = (e.rtype.clone(), e.rest.clone());
+            if let Some(first) = seen.insert(key, e.index) {
+                issues.push(
+                    Issue::error(
+                        "duplicate",
+                        format!("{}/{} is also written by Bundle.entry[{first}]", e.rtype, e.rest),
+                    )
+                    .at(format!("{}.request.url", e.location())),
+                );
+            }
+        }
+    }
+    if issues.is_empty() {
+        Ok(())
+    } else {
+        Err(FhirError::new(400, issues))
+    }
+}

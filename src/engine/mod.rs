@@ -1,0 +1,688 @@
+//! The FHIR interactions as domain operations, independent of HTTP: create, read, update, delete,
+//! history, search, transaction and batch, over any [`Storage`].
+//!
+//! Invariants kept here: every write is one database transaction (retried whole when the database
+//! reports a conflict); versions of a resource are consecutive; conditional interactions search
+//! and write inside the same transaction under a lock on their criteria, so concurrent identical
+//! requests cannot both create.
+
+mod bundle;
+mod bundle_json;
+mod search;
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::config::SearchConfig;
+use crate::error::FhirError;
+use crate::fhir::outcome::Issue;
+use crate::fhir::search::{parse_search, ParseOptions, SearchQuery};
+use crate::fhir::search_params::SearchParamRegistry;
+use crate::fhir::{instant, is_supported_type, is_valid_id, new_id};
+use crate::store::{Head, HistoryQuery, HistoryScope, NewVersion, Storage, StoreTx, StoredResource};
+
+pub use bundle::BundleKind;
+pub use bundle_json::BundleEntry;
+
+/// How many times a write is attempted when the database reports a retryable conflict.
+const WRITE_ATTEMPTS: usize = 8;
+
+/// The FHIR server logic shared by every surface (REST, municipal endpoints, CLI).
+pub struct Engine {
+    store: Arc<dyn Storage>,
+    registry: &'static SearchParamRegistry,
+    search: SearchConfig,
+}
+
+/// A write to perform.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// POST: create with a server id, unless `if_none_exist` finds a match.
+    Create {
+        rtype: String,
+        resource: Value,
+        if_none_exist: Option<SearchQuery>,
+    },
+    /// PUT Type/id: update, or create with the client's id.
+    Update {
+        rtype: String,
+        id: String,
+        resource: Value,
+        if_match: Option<i64>,
+    },
+    /// PUT Type?criteria.
+    ConditionalUpdate {
+        rtype: String,
+        criteria: SearchQuery,
+        resource: Value,
+        if_match: Option<i64>,
+    },
+    /// DELETE Type/id.
+    Delete { rtype: String, id: String },
+}
+
+/// What a write did.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// 201 created, 200 updated (or matched by a conditional create), 204 deleted.
+    pub status: u16,
+    pub rtype: String,
+    pub id: String,
+    pub version: i64,
+    pub last_updated_ms: i64,
+    /// The stored resource JSON (None for deletions).
+    pub content: Option<String>,
+    /// A conditional create found this existing resource and wrote nothing.
+    pub matched_existing: bool,
+}
+
+/// A write whose target id is decided (phase one of a write).
+#[derive(Debug, Clone)]
+pub(crate) enum Resolved {
+    Create { rtype: String, id: String, resource: Value },
+    Update { rtype: String, id: String, resource: Value, if_match: Option<i64> },
+    Delete { rtype: String, id: String },
+    Existing { rtype: String, id: String },
+}
+
+impl Resolved {
+    pub(crate) fn resource_mut(&mut self) -> Option<&mut Value> {
+        match self {
+            Resolved::Create { resource, .. } | Resolved::Update { resource, .. } => Some(resource),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn key(&self) -> (&str, &str) {
+        match self {
+            Resolved::Create { rtype, id, .. }
+            | Resolved::Update { rtype, id, .. }
+            | Resolved::Delete { rtype, id }
+            | Resolved::Existing { rtype, id } => (rtype, id),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Parse `W/"3"` (or `"3"`, or `3`) into a version number.
+pub fn parse_etag(s: &str) -> Option<i64> {
+    s.trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .parse()
+        .ok()
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Storage>, search: SearchConfig) -> Engine {
+        Engine {
+            store,
+            registry: SearchParamRegistry::embedded(),
+            search,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Storage> {
+        &self.store
+    }
+
+    pub fn registry(&self) -> &'static SearchParamRegistry {
+        self.registry
+    }
+
+    /// 404 for types this server does not serve.
+    pub fn check_type(&self, rtype: &str) -> Result<(), FhirError> {
+        if is_supported_type(rtype) {
+            Ok(())
+        } else {
+            Err(FhirError::not_supported(
+                404,
+                format!("Resource type {rtype:?} is not supported by this server (see /fhir/metadata)"),
+            ))
+        }
+    }
+
+    fn check_id(id: &str) -> Result<(), FhirError> {
+        if is_valid_id(id) {
+            Ok(())
+        } else {
+            Err(FhirError::bad_request(format!(
+                "{id:?} is not a valid resource id (1-64 characters of A-Z, a-z, 0-9, '-' and '.')"
+            )))
+        }
+    }
+
+    /// Parse search criteria given as a query string (`identifier=a|b&status=active`).
+    pub fn parse_criteria(
+        &self,
+        rtype: &str,
+        query: &str,
+        lenient: bool,
+    ) -> Result<SearchQuery, FhirError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
+            .map_err(|e| FhirError::bad_request(format!("malformed query string: {e}")))?;
+        self.parse_pairs(rtype, &pairs, lenient)
+    }
+
+    /// Parse search pairs on `rtype`, with this server's paging limits.
+    pub fn parse_pairs(
+        &self,
+        rtype: &str,
+        pairs: &[(String, String)],
+        lenient: bool,
+    ) -> Result<SearchQuery, FhirError> {
+        parse_search(
+            self.registry,
+            rtype,
+            pairs,
+            ParseOptions {
+                default_count: self.search.default_count,
+                max_count: self.search.max_count,
+                lenient,
+            },
+        )
+        .map_err(|issues| FhirError::new(400, issues))
+    }
+
+    // ----- reads -------------------------------------------------------------------------------
+
+    /// The current version; 404 when unknown, 410 when deleted.
+    pub async fn read(&self, rtype: &str, id: &str) -> Result<StoredResource, FhirError> {
+        self.check_type(rtype)?;
+        Self::check_id(id)?;
+        match self.store.read(rtype, id).await? {
+            None => Err(FhirError::not_found(format!("{rtype}/{id} is not known"))),
+            Some(r) if r.deleted => Err(FhirError::gone(format!(
+                "{rtype}/{id} was deleted (version {})",
+                r.version
+            ))),
+            Some(r) => Ok(r),
+        }
+    }
+
+    /// One version; 404 when that version does not exist, 410 when it is a deletion.
+    pub async fn vread(
+        &self,
+        rtype: &str,
+        id: &str,
+        version: &str,
+    ) -> Result<StoredResource, FhirError> {
+        self.check_type(rtype)?;
+        Self::check_id(id)?;
+        let v: i64 = version
+            .parse()
+            .map_err(|_| FhirError::not_found(format!("{version:?} is not a version of {rtype}/{id}")))?;
+        match self.store.vread(rtype, id, v).await? {
+            None => Err(FhirError::not_found(format!("{rtype}/{id} has no version {v}"))),
+            Some(r) if r.deleted => Err(FhirError::gone(format!(
+                "version {v} of {rtype}/{id} is a deletion"
+            ))),
+            Some(r) => Ok(r),
+        }
+    }
+
+    /// A history Bundle (newest first), paged with `_count`, `_since` and `_page`.
+    pub async fn history(
+        &self,
+        scope: HistoryScope<'_>,
+        pairs: &[(String, String)],
+        base: &str,
+    ) -> Result<String, FhirError> {
+        let mut count = self.search.default_count;
+        let mut since_ms = None;
+        let mut before_seq = None;
+        let mut errors = Vec::new();
+        for (k, v) in pairs {
+            match k.as_str() {
+                "_count" => match v.parse::<usize>() {
+                    Ok(n) => count = n.min(self.search.max_count),
+                    Err(_) => errors.push(Issue::error("invalid", "_count must be a whole number").at(format!("{k}={v}"))),
+                },
+                "_since" => match crate::fhir::search_params::date_range(v) {
+                    Some((lo, _)) => since_ms = Some(lo),
+                    None => errors.push(Issue::error("invalid", "_since must be a FHIR instant").at(format!("{k}={v}"))),
+                },
+                "_page" => match v.parse::<i64>() {
+                    Ok(n) => before_seq = Some(n),
+                    Err(_) => errors.push(Issue::error("invalid", "_page is not a paging token this server issued").at(format!("{k}={v}"))),
+                },
+                "_format" | "_pretty" => {}
+                _ => errors.push(
+                    Issue::error("not-supported", format!("history does not support parameter {k:?}"))
+                        .at(format!("{k}={v}")),
+                ),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(FhirError::new(400, errors));
+        }
+        let (rtype_id, path) = match scope {
+            HistoryScope::System => (None, String::from("_history")),
+            HistoryScope::Type(t) => {
+                self.check_type(t)?;
+                (None, format!("{t}/_history"))
+            }
+            HistoryScope::Instance(t, id) => {
+                self.check_type(t)?;
+                Self::check_id(id)?;
+                (Some((t, id)), format!("{t}/{id}/_history"))
+            }
+        };
+        let rows = self
+            .store
+            .history(&HistoryQuery {
+                scope,
+                since_ms,
+                before_seq,
+                limit: count + 1,
+            })
+            .await?;
+        if let (Some((t, id)), true) = (rtype_id, rows.is_empty() && before_seq.is_none()) {
+            return Err(FhirError::not_found(format!("{t}/{id} is not known")));
+        }
+        let has_next = rows.len() > count;
+        let rows = &rows[..rows.len().min(count)];
+        let mut keep: Vec<(String, String)> = pairs
+            .iter()
+            .filter(|(k, _)| k != "_page")
+            .cloned()
+            .collect();
+        let self_link = link(base, &path, pairs);
+        let mut links = vec![json!({"relation": "self", "url": self_link})];
+        if let (true, Some((seq, _))) = (has_next, rows.last()) {
+            keep.push(("_page".into(), seq.to_string()));
+            links.push(json!({"relation": "next", "url": link(base, &path, &keep)}));
+        }
+        let entries = rows
+            .iter()
+            .map(|(_, r)| bundle_json::history_entry(base, r))
+            .collect();
+        let mut head = json!({
+            "resourceType": "Bundle",
+            "id": new_id(),
+            "meta": {"lastUpdated": instant(now_ms())},
+            "type": "history",
+            "link": links,
+        });
+        if !has_next && before_seq.is_none() {
+            head["total"] = json!(rows.len());
+        }
+        Ok(bundle_json::write(head, entries))
+    }
+
+    // ----- writes ------------------------------------------------------------------------------
+
+    /// Perform one write in its own transaction, retried whole on a retryable conflict.
+    pub async fn write(&self, op: WriteOp) -> Result<Written, FhirError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.write_once(op.clone()).await {
+                Err(WriteFailure::Retry(e)) if attempt < WRITE_ATTEMPTS => {
+                    tracing::debug!(attempt, error = %e, "retrying write after conflict");
+                    tokio::time::sleep(std::time::Duration::from_millis(2 << attempt.min(6))).await;
+                }
+                Err(WriteFailure::Retry(e)) => return Err(e.into()),
+                Err(WriteFailure::Fhir(e)) => return Err(e),
+                Ok(w) => return self.fill_existing(w).await,
+            }
+        }
+    }
+
+    async fn write_once(&self, op: WriteOp) -> Result<Written, WriteFailure> {
+        let mut tx = self.store.begin().await?;
+        let resolved = self.resolve(tx.as_mut(), op, None).await?;
+        let written = self.execute(tx.as_mut(), resolved).await?;
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// A conditional create that matched returns the matched resource's current state.
+    async fn fill_existing(&self, mut w: Written) -> Result<Written, FhirError> {
+        if w.matched_existing {
+            let r = self.read(&w.rtype, &w.id).await?;
+            w.version = r.version;
+            w.last_updated_ms = r.last_updated_ms;
+            w.content = r.content;
+        }
+        Ok(w)
+    }
+
+    /// Phase one: check the request and decide which id it writes. Conditional criteria are
+    /// evaluated here, inside the transaction, under a lock on the criteria.
+    pub(crate) async fn resolve(
+        &self,
+        tx: &mut dyn StoreTx,
+        op: WriteOp,
+        preassigned_id: Option<String>,
+    ) -> Result<Resolved, WriteFailure> {
+        match op {
+            WriteOp::Create {
+                rtype,
+                resource,
+                if_none_exist,
+            } => {
+                self.check_type(&rtype)?;
+                check_body(&rtype, &resource, None)?;
+                if let Some(criteria) = if_none_exist {
+                    match self.matches(tx, &criteria).await?.as_slice() {
+                        [] => {}
+                        [one] => {
+                            return Ok(Resolved::Existing {
+                                rtype,
+                                id: one.clone(),
+                            })
+                        }
+                        _ => {
+                            return Err(FhirError::precondition_failed(format!(
+                                "If-None-Exist criteria match more than one {rtype}; be more specific"
+                            ))
+                            .into())
+                        }
+                    }
+                }
+                let id = preassigned_id.unwrap_or_else(new_id);
+                Ok(Resolved::Create { rtype, id, resource })
+            }
+            WriteOp::Update {
+                rtype,
+                id,
+                resource,
+                if_match,
+            } => {
+                self.check_type(&rtype)?;
+                Self::check_id(&id)?;
+                check_body(&rtype, &resource, Some(&id))?;
+                Ok(Resolved::Update {
+                    rtype,
+                    id,
+                    resource,
+                    if_match,
+                })
+            }
+            WriteOp::ConditionalUpdate {
+                rtype,
+                criteria,
+                resource,
+                if_match,
+            } => {
+                self.check_type(&rtype)?;
+                let body_id = resource.get("id").and_then(Value::as_str).map(String::from);
+                let id = match self.matches(tx, &criteria).await?.as_slice() {
+                    [] => match body_id {
+                        Some(id) => id,
+                        None => preassigned_id.unwrap_or_else(new_id),
+                    },
+                    [one] => {
+                        if body_id.as_deref().is_some_and(|b| b != one) {
+                            return Err(FhirError::bad_request(format!(
+                                "the criteria match {rtype}/{one} but the body has id {:?}",
+                                body_id.unwrap_or_default()
+                            ))
+                            .at(&format!("{rtype}.id"))
+                            .into());
+                        }
+                        one.clone()
+                    }
+                    _ => {
+                        return Err(FhirError::precondition_failed(format!(
+                            "conditional update criteria match more than one {rtype}; be more specific"
+                        ))
+                        .into())
+                    }
+                };
+                Self::check_id(&id)?;
+                let mut resource = resource;
+                resource["id"] = json!(id);
+                check_body(&rtype, &resource, Some(&id))?;
+                Ok(Resolved::Update {
+                    rtype,
+                    id,
+                    resource,
+                    if_match,
+                })
+            }
+            WriteOp::Delete { rtype, id } => {
+                self.check_type(&rtype)?;
+                Self::check_id(&id)?;
+                Ok(Resolved::Delete { rtype, id })
+            }
+        }
+    }
+
+    /// Ids matching conditional criteria, serialized with every other request using them.
+    pub(crate) async fn matches(
+        &self,
+        tx: &mut dyn StoreTx,
+        criteria: &SearchQuery,
+    ) -> Result<Vec<String>, WriteFailure> {
+        if criteria.filters.is_empty() {
+            return Err(FhirError::bad_request(
+                "conditional criteria must contain at least one search parameter",
+            )
+            .into());
+        }
+        let key = format!("cond:{}?{:?}", criteria.rtype, criteria.canonical_params);
+        tx.lock(&key).await?;
+        Ok(tx.search_ids(criteria, 2).await?)
+    }
+
+    /// Phase two: write the version.
+    pub(crate) async fn execute(
+        &self,
+        tx: &mut dyn StoreTx,
+        op: Resolved,
+    ) -> Result<Written, WriteFailure> {
+        match op {
+            Resolved::Existing { rtype, id } => Ok(Written {
+                status: 200,
+                rtype,
+                id,
+                version: 0,
+                last_updated_ms: 0,
+                content: None,
+                matched_existing: true,
+            }),
+            Resolved::Create { rtype, id, resource } => {
+                self.put_version(tx, &rtype, &id, None, resource, "POST", None)
+                    .await
+            }
+            Resolved::Update {
+                rtype,
+                id,
+                resource,
+                if_match,
+            } => {
+                tx.lock(&format!("res:{rtype}/{id}")).await?;
+                let head = tx.head(&rtype, &id).await?;
+                self.put_version(tx, &rtype, &id, head, resource, "PUT", if_match)
+                    .await
+            }
+            Resolved::Delete { rtype, id } => {
+                tx.lock(&format!("res:{rtype}/{id}")).await?;
+                let head = tx.head(&rtype, &id).await?;
+                let (version, last_updated_ms) = match head {
+                    Some(h) if !h.deleted => {
+                        let now = now_ms();
+                        tx.write(&NewVersion {
+                            rtype: &rtype,
+                            id: &id,
+                            version: h.version + 1,
+                            last_updated_ms: now,
+                            method: "DELETE",
+                            content: None,
+                            index: &[],
+                        })
+                        .await?;
+                        (h.version + 1, now)
+                    }
+                    // Deleting what is already gone (or never was) changes nothing.
+                    Some(h) => (h.version, 0),
+                    None => (0, 0),
+                };
+                Ok(Written {
+                    status: 204,
+                    rtype,
+                    id,
+                    version,
+                    last_updated_ms,
+                    content: None,
+                    matched_existing: false,
+                })
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn put_version(
+        &self,
+        tx: &mut dyn StoreTx,
+        rtype: &str,
+        id: &str,
+        head: Option<Head>,
+        mut resource: Value,
+        method: &'static str,
+        if_match: Option<i64>,
+    ) -> Result<Written, WriteFailure> {
+        if let Some(expected) = if_match {
+            match head {
+                Some(h) if !h.deleted && h.version == expected => {}
+                Some(h) => {
+                    return Err(FhirError::precondition_failed(format!(
+                        "If-Match expects version {expected} of {rtype}/{id}, but the current version is {}{}",
+                        h.version,
+                        if h.deleted { " (deleted)" } else { "" }
+                    ))
+                    .into())
+                }
+                None => {
+                    return Err(FhirError::precondition_failed(format!(
+                        "If-Match expects version {expected} of {rtype}/{id}, which does not exist"
+                    ))
+                    .into())
+                }
+            }
+        }
+        let version = head.map_or(1, |h| h.version + 1);
+        let now = now_ms();
+        resource["id"] = json!(id);
+        let meta = resource
+            .as_object_mut()
+            .map(|o| o.entry("meta").or_insert_with(|| json!({})));
+        if let Some(Value::Object(meta)) = meta {
+            meta.insert("versionId".into(), json!(version.to_string()));
+            meta.insert("lastUpdated".into(), json!(instant(now)));
+        }
+        let content = serde_json::to_string(&resource)
+            .map_err(|e| FhirError::internal(format!("cannot serialize resource: {e}")))?;
+        let index = self.registry.extract(&resource);
+        tx.write(&NewVersion {
+            rtype,
+            id,
+            version,
+            last_updated_ms: now,
+            method,
+            content: Some(&content),
+            index: &index,
+        })
+        .await?;
+        let created = head.is_none_or(|h| h.deleted);
+        Ok(Written {
+            status: if created { 201 } else { 200 },
+            rtype: rtype.to_string(),
+            id: id.to_string(),
+            version,
+            last_updated_ms: now,
+            content: Some(content),
+            matched_existing: false,
+        })
+    }
+}
+
+/// Check the parts of a resource body that the REST interaction itself depends on.
+fn check_body(rtype: &str, resource: &Value, url_id: Option<&str>) -> Result<(), FhirError> {
+    let Some(obj) = resource.as_object() else {
+        return Err(FhirError::bad_request("the body must be a JSON object (a FHIR resource)"));
+    };
+    match obj.get("resourceType").and_then(Value::as_str) {
+        Some(t) if t == rtype => {}
+        Some(t) => {
+            return Err(FhirError::bad_request(format!(
+                "the body is a {t} but the request is for {rtype}"
+            ))
+            .at(&format!("{t}.resourceType")))
+        }
+        None => {
+            return Err(FhirError::bad_request("the body has no resourceType").at("resourceType"))
+        }
+    }
+    if let Some(url_id) = url_id {
+        match obj.get("id") {
+            Some(Value::String(id)) if id == url_id => {}
+            Some(Value::String(id)) => {
+                return Err(FhirError::bad_request(format!(
+                    "the body's id {id:?} differs from the id in the URL {url_id:?}"
+                ))
+                .at(&format!("{rtype}.id")))
+            }
+            _ => {
+                return Err(FhirError::bad_request(format!(
+                    "an update must carry the resource id {url_id:?} in the body"
+                ))
+                .at(&format!("{rtype}.id")))
+            }
+        }
+    }
+    if let Some(meta) = obj.get("meta") {
+        if !meta.is_object() {
+            return Err(FhirError::bad_request("meta must be an object").at(&format!("{rtype}.meta")));
+        }
+    }
+    Ok(())
+}
+
+/// A write that failed: either for good (a FHIR error for the client) or for now (retry it).
+#[derive(Debug)]
+pub(crate) enum WriteFailure {
+    Fhir(FhirError),
+    Retry(crate::store::StoreError),
+}
+
+impl From<FhirError> for WriteFailure {
+    fn from(e: FhirError) -> Self {
+        WriteFailure::Fhir(e)
+    }
+}
+
+impl From<crate::store::StoreError> for WriteFailure {
+    fn from(e: crate::store::StoreError) -> Self {
+        if e.is_retryable() {
+            WriteFailure::Retry(e)
+        } else {
+            WriteFailure::Fhir(e.into())
+        }
+    }
+}
+
+impl From<WriteFailure> for FhirError {
+    fn from(e: WriteFailure) -> Self {
+        match e {
+            WriteFailure::Fhir(f) => f,
+            WriteFailure::Retry(s) => s.into(),
+        }
+    }
+}
+
+/// `{base}/{path}?{pairs}` with the pairs form-encoded.
+pub(crate) fn link(base: &str, path: &str, pairs: &[(String, String)]) -> String {
+    let query = serde_urlencoded::to_string(pairs).unwrap_or_default();
+    if query.is_empty() {
+        format!("{base}/{path}")
+    } else {
+        format!("{base}/{path}?{query}")
+    }
+}

@@ -1,0 +1,90 @@
+//! The crate's error currency at the FHIR boundary: an HTTP status plus the issues to report.
+//!
+//! Rooms keep their own error enums (`StoreError`, `ConfigError`, …); each converts into
+//! [`FhirError`] here, in one place, so the status a client sees for a failure is decided once.
+
+use crate::fhir::outcome::{operation_outcome, Issue};
+use crate::store::StoreError;
+
+/// A failed FHIR interaction: the HTTP status and the OperationOutcome issues explaining it.
+#[derive(Debug, Clone)]
+pub struct FhirError {
+    pub status: u16,
+    pub issues: Vec<Issue>,
+}
+
+impl FhirError {
+    pub fn new(status: u16, issues: Vec<Issue>) -> FhirError {
+        FhirError { status, issues }
+    }
+
+    fn one(status: u16, code: &'static str, msg: impl Into<String>) -> FhirError {
+        FhirError::new(status, vec![Issue::error(code, msg)])
+    }
+
+    pub fn bad_request(msg: impl Into<String>) -> FhirError {
+        FhirError::one(400, "invalid", msg)
+    }
+    pub fn not_found(msg: impl Into<String>) -> FhirError {
+        FhirError::one(404, "not-found", msg)
+    }
+    pub fn not_supported(status: u16, msg: impl Into<String>) -> FhirError {
+        FhirError::one(status, "not-supported", msg)
+    }
+    pub fn gone(msg: impl Into<String>) -> FhirError {
+        FhirError::one(410, "deleted", msg)
+    }
+    pub fn conflict(msg: impl Into<String>) -> FhirError {
+        FhirError::one(409, "conflict", msg)
+    }
+    pub fn precondition_failed(msg: impl Into<String>) -> FhirError {
+        FhirError::one(412, "conflict", msg)
+    }
+    pub fn unprocessable(msg: impl Into<String>) -> FhirError {
+        FhirError::one(422, "processing", msg)
+    }
+    pub fn internal(msg: impl Into<String>) -> FhirError {
+        FhirError::one(500, "exception", msg)
+    }
+
+    /// Locate every issue (that has no location yet) at `expression`.
+    pub fn at(mut self, expression: &str) -> FhirError {
+        for issue in &mut self.issues {
+            if issue.expression.is_none() {
+                issue.expression = Some(expression.to_string());
+            }
+        }
+        self
+    }
+
+    /// The OperationOutcome resource for this error.
+    pub fn outcome(&self) -> serde_json::Value {
+        operation_outcome(&self.issues)
+    }
+}
+
+impl std::fmt::Display for FhirError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text: Vec<&str> = self.issues.iter().map(|i| i.diagnostics.as_str()).collect();
+        write!(f, "{} {}", self.status, text.join("; "))
+    }
+}
+
+impl std::error::Error for FhirError {}
+
+impl From<StoreError> for FhirError {
+    fn from(e: StoreError) -> FhirError {
+        match e {
+            StoreError::VersionConflict { .. } => FhirError::conflict(e.to_string()),
+            StoreError::Busy => FhirError::new(
+                503,
+                vec![Issue::error("transient", "The database is busy; retry the request")],
+            ),
+            StoreError::Database(_) | StoreError::Corrupt(_) => {
+                // The detail goes to the log, not to the client.
+                tracing::error!(error = %e, "storage failure");
+                FhirError::internal("Internal storage error; the request was not applied")
+            }
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! FHIR knowledge that is not HTTP: resource types, ids, references, search parameters and search
+//! parsing, OperationOutcome. Pure functions over `serde_json::Value`; no I/O.
+
+pub mod outcome;
+pub mod search;
+pub mod search_params;
+pub mod derive;
+
+use serde_json::Value;
+
+/// Resource types the REST API serves. Each has its R4 search parameters in
+/// `profiles/r4/search-parameters.json`.
+pub const SUPPORTED_TYPES: &[&str] = &[
+    "AuditEvent",
+    "Bundle",
+    "CarePlan",
+    "CareTeam",
+    "Communication",
+    "Composition",
+    "Condition",
+    "DocumentReference",
+    "Encounter",
+    "Endpoint",
+    "EpisodeOfCare",
+    "Goal",
+    "HealthcareService",
+    "Location",
+    "MessageHeader",
+    "Observation",
+    "Organization",
+    "Patient",
+    "Practitioner",
+    "PractitionerRole",
+    "Provenance",
+    "RelatedPerson",
+    "ServiceRequest",
+    "Task",
+];
+
+/// Is `t` a resource type this server stores?
+pub fn is_supported_type(t: &str) -> bool {
+    SUPPORTED_TYPES.binary_search(&t).is_ok()
+}
+
+/// A valid FHIR logical id: `[A-Za-z0-9\-\.]{1,64}`.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// A new server-assigned id.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Render epoch milliseconds as a FHIR `instant` (UTC, millisecond precision).
+pub fn instant(ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Call `f` on every `reference` string inside `v` (Reference.reference anywhere in the tree).
+pub fn for_each_reference(v: &mut Value, f: &mut dyn FnMut(&mut String)) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                if k == "reference" {
+                    if let Value::String(s) = child {
+                        f(s);
+                        continue;
+                    }
+                }
+                for_each_reference(child, f);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                for_each_reference(item, f);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn supported_types_are_sorted_for_binary_search() {
+        let mut sorted = SUPPORTED_TYPES.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(sorted, SUPPORTED_TYPES);
+        assert!(is_supported_type("CarePlan"));
+        assert!(!is_supported_type("Careplan"));
+    }
+
+    #[test]
+    fn ids_follow_the_r4_rule() {
+        assert!(is_valid_id("abc-1.2"));
+        assert!(!is_valid_id(""));
+        assert!(!is_valid_id("a/b"));
+        assert!(!is_valid_id(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn references_are_visited_in_nested_structures() {
+        let mut v = serde_json::json!({"subject": {"reference": "urn:uuid:1"}, "goal": [{"reference": "Goal/2"}]});
+        let mut seen = Vec::new();
+        for_each_reference(&mut v, &mut |s| seen.push(s.clone()));
+        seen.sort();
+        assert_eq!(seen, vec!["Goal/2", "urn:uuid:1"]);
+    }
+}

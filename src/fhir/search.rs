@@ -1,0 +1,843 @@
+//! FHIR search requests, parsed: from `name=value` pairs to a [`SearchQuery`] the store can run.
+//!
+//! Parsing knows the R4 search parameters (from [`SearchParamRegistry`]) and reports every problem
+//! it finds: unknown parameters, modifiers it does not support, malformed values. It never touches
+//! the database.
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use crate::fhir::outcome::Issue;
+use crate::fhir::search_params::{date_range, normalize_string, ParamType, SearchParamRegistry};
+
+/// Date and number comparison prefixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefix {
+    Eq,
+    Ne,
+    Gt,
+    Lt,
+    Ge,
+    Le,
+    Sa,
+    Eb,
+    Ap,
+}
+
+/// Which `system` a token search requires.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenSystem {
+    /// `code`: any system.
+    Any,
+    /// `|code`: no system.
+    None,
+    /// `system|code` or `system|`.
+    Is(String),
+}
+
+/// How a string parameter compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextMode {
+    StartsWith,
+    Exact,
+    Contains,
+}
+
+/// One alternative of a search parameter's value (values joined by `,` are alternatives).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Match {
+    Token {
+        system: TokenSystem,
+        code: Option<String>,
+    },
+    Text {
+        value: String,
+        mode: TextMode,
+    },
+    Ref {
+        rtype: Option<String>,
+        id: String,
+    },
+    Uri {
+        value: String,
+        below: bool,
+    },
+    Date {
+        prefix: Prefix,
+        lo: i64,
+        hi: i64,
+    },
+    Number {
+        prefix: Prefix,
+        lo: f64,
+        hi: f64,
+    },
+    /// `param.chained=value`: the referenced resource of type `target` matches `inner`.
+    Chain {
+        target: String,
+        inner: Box<Filter>,
+    },
+    /// `param:missing=true|false`.
+    Missing(bool),
+}
+
+/// One search parameter in the query: `param` matches one of `any_of` (negated by `:not`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    /// The parameter code (`_id` and `_lastUpdated` are answered from the resource row).
+    pub param: String,
+    pub negate: bool,
+    pub any_of: Vec<Match>,
+}
+
+/// What a sort key compares.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SortKey {
+    Id,
+    LastUpdated,
+    /// A search parameter, compared by its lowest (ascending) or highest (descending) value.
+    Param { code: String, kind: SortKind },
+}
+
+/// The SQL type a sort key yields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKind {
+    Int,
+    Text,
+    Float,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sort {
+    pub key: SortKey,
+    pub desc: bool,
+}
+
+/// A sort key's value in a paging cursor.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum SortValue {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+/// Where the previous page ended: its last row's sort values and sequence number. Paging by key
+/// (not offset) keeps `next` links right while others write.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Cursor {
+    pub values: Vec<SortValue>,
+    pub seq: i64,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    pub fn decode(s: &str) -> Option<Cursor> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s)
+            .ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+/// `_include` / `_revinclude`: `source_type:param[:target_type]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Include {
+    pub source_type: String,
+    pub param: String,
+    pub target_type: Option<String>,
+    pub iterate: bool,
+}
+
+/// `_summary`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Summary {
+    False,
+    Count,
+    Data,
+}
+
+/// `_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Total {
+    /// Reported when known for free (the last page), omitted otherwise.
+    Auto,
+    None,
+    Accurate,
+}
+
+/// A parsed search on one resource type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchQuery {
+    pub rtype: String,
+    pub filters: Vec<Filter>,
+    pub sort: Vec<Sort>,
+    pub count: usize,
+    pub after: Option<Cursor>,
+    pub summary: Summary,
+    pub total: Total,
+    pub elements: Option<Vec<String>>,
+    pub includes: Vec<Include>,
+    pub revincludes: Vec<Include>,
+    /// Parameters that were ignored under `Prefer: handling=lenient`, reported back as warnings.
+    pub ignored: Vec<Issue>,
+    /// The parameters that define the result (everything but paging), to rebuild links.
+    pub canonical_params: Vec<(String, String)>,
+}
+
+/// Why one query parameter was refused. Only `Unknown` ones may be ignored under
+/// `Prefer: handling=lenient`; a malformed value of a known parameter is always an error.
+#[derive(Debug)]
+enum ParamError {
+    Unknown(String),
+    Invalid(String),
+}
+
+impl From<String> for ParamError {
+    fn from(s: String) -> Self {
+        ParamError::Invalid(s)
+    }
+}
+
+impl From<&str> for ParamError {
+    fn from(s: &str) -> Self {
+        ParamError::Invalid(s.to_string())
+    }
+}
+
+fn unknown(msg: String) -> ParamError {
+    ParamError::Unknown(msg)
+}
+
+/// Limits and leniency for parsing.
+#[derive(Debug, Clone, Copy)]
+pub struct ParseOptions {
+    pub default_count: usize,
+    pub max_count: usize,
+    pub lenient: bool,
+}
+
+
+/// Parse the query pairs of a search on `rtype`. On failure, every problem found is returned.
+pub fn parse_search(
+    registry: &SearchParamRegistry,
+    rtype: &str,
+    pairs: &[(String, String)],
+    opts: ParseOptions,
+) -> Result<SearchQuery, Vec<Issue>> {
+    let mut q = SearchQuery {
+        rtype: rtype.to_string(),
+        filters: Vec::new(),
+        sort: Vec::new(),
+        count: opts.default_count,
+        after: None,
+        summary: Summary::False,
+        total: Total::Auto,
+        elements: None,
+        includes: Vec::new(),
+        revincludes: Vec::new(),
+        ignored: Vec::new(),
+        canonical_params: Vec::new(),
+    };
+    let mut errors = Vec::new();
+    for (name, value) in pairs {
+        let loc = format!("{name}={value}");
+        let result = parse_pair(registry, &mut q, name, value, opts);
+        if !matches!(name.as_str(), "_page" | "_format" | "_pretty") {
+            q.canonical_params.push((name.clone(), value.clone()));
+        }
+        match result {
+            Ok(()) => {}
+            Err(ParamError::Unknown(msg)) if opts.lenient => {
+                q.ignored.push(Issue::warning("not-supported", format!("ignored: {msg}")).at(loc));
+                q.canonical_params.pop();
+            }
+            Err(ParamError::Unknown(msg)) => {
+                errors.push(Issue::error("not-supported", msg).at(loc));
+            }
+            Err(ParamError::Invalid(msg)) => errors.push(Issue::error("invalid", msg).at(loc)),
+        }
+    }
+    if let Some(after) = &q.after {
+        if !cursor_fits(after, &q.sort) {
+            errors.push(
+                Issue::error("invalid", "_page belongs to a search with a different _sort")
+                    .at("_page"),
+            );
+        }
+    }
+    if errors.is_empty() {
+        Ok(q)
+    } else {
+        Err(errors)
+    }
+}
+
+/// A cursor can only continue a search sorted the same way.
+fn cursor_fits(cursor: &Cursor, sort: &[Sort]) -> bool {
+    cursor.values.len() == sort.len()
+        && cursor.values.iter().zip(sort).all(|(v, s)| {
+            let kind = match &s.key {
+                SortKey::Id => SortKind::Text,
+                SortKey::LastUpdated => SortKind::Int,
+                SortKey::Param { kind, .. } => *kind,
+            };
+            matches!(
+                (v, kind),
+                (SortValue::Int(_), SortKind::Int)
+                    | (SortValue::Float(_), SortKind::Float)
+                    | (SortValue::Text(_), SortKind::Text)
+            )
+        })
+}
+
+fn parse_pair(
+    registry: &SearchParamRegistry,
+    q: &mut SearchQuery,
+    name: &str,
+    value: &str,
+    opts: ParseOptions,
+) -> Result<(), ParamError> {
+    match name {
+        "_count" => {
+            let n: usize = value
+                .parse()
+                .map_err(|_| format!("_count must be a whole number, got {value:?}"))?;
+            q.count = n.min(opts.max_count);
+            Ok(())
+        }
+        "_page" => {
+            q.after = Some(Cursor::decode(value).ok_or("_page is not a paging token this server issued")?);
+            Ok(())
+        }
+        "_format" | "_pretty" => Ok(()),
+        "_summary" => {
+            q.summary = match value {
+                "count" => Summary::Count,
+                "data" => Summary::Data,
+                "false" => Summary::False,
+                other => {
+                    return Err(unknown(format!(
+                        "_summary={other} is not supported; use count, data or false"
+                    )))
+                }
+            };
+            Ok(())
+        }
+        "_total" => {
+            q.total = match value {
+                "none" => Total::None,
+                "accurate" | "estimate" => Total::Accurate,
+                other => {
+                    return Err(format!("_total must be none, estimate or accurate, got {other:?}").into())
+                }
+            };
+            Ok(())
+        }
+        "_elements" => {
+            let list: Vec<String> = value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+            if list.is_empty() {
+                return Err("_elements needs at least one element name".into());
+            }
+            q.elements = Some(list);
+            Ok(())
+        }
+        "_sort" => {
+            for part in value.split(',').filter(|s| !s.is_empty()) {
+                let (desc, code) = match part.strip_prefix('-') {
+                    Some(rest) => (true, rest),
+                    None => (false, part),
+                };
+                let key = sort_key(registry, &q.rtype, code)?;
+                q.sort.push(Sort { key, desc });
+            }
+            Ok(())
+        }
+        "_include" | "_include:iterate" | "_revinclude" | "_revinclude:iterate" => {
+            let rev = name.starts_with("_rev");
+            let inc = parse_include(registry, value, name.ends_with(":iterate"))?;
+            if rev {
+                q.revincludes.push(inc);
+            } else {
+                if inc.source_type != q.rtype && !inc.iterate {
+                    return Err(format!(
+                        "_include must start with the searched type {}, got {value:?}",
+                        q.rtype
+                    )
+                    .into());
+                }
+                q.includes.push(inc);
+            }
+            Ok(())
+        }
+        _ => {
+            let filter = parse_filter(registry, &q.rtype, name, value, 0)?;
+            q.filters.push(filter);
+            Ok(())
+        }
+    }
+}
+
+fn sort_key(
+    registry: &SearchParamRegistry,
+    rtype: &str,
+    code: &str,
+) -> Result<SortKey, ParamError> {
+    match code {
+        "_id" => return Ok(SortKey::Id),
+        "_lastUpdated" => return Ok(SortKey::LastUpdated),
+        _ => {}
+    }
+    let def = registry
+        .get(rtype, code)
+        .ok_or_else(|| unknown(format!("cannot sort {rtype} by unknown parameter {code:?}")))?;
+    let kind = match def.ptype {
+        ParamType::Date => SortKind::Int,
+        ParamType::Number | ParamType::Quantity => SortKind::Float,
+        ParamType::String | ParamType::Token | ParamType::Uri | ParamType::Reference => SortKind::Text,
+        _ => {
+            return Err(unknown(format!(
+                "cannot sort by {code}: composite/special parameters have no order"
+            )))
+        }
+    };
+    Ok(SortKey::Param {
+        code: code.to_string(),
+        kind,
+    })
+}
+
+fn parse_include(
+    registry: &SearchParamRegistry,
+    value: &str,
+    iterate: bool,
+) -> Result<Include, ParamError> {
+    let mut parts = value.split(':');
+    let source = parts.next().unwrap_or_default();
+    let param = parts
+        .next()
+        .ok_or_else(|| format!("expected Type:parameter[:TargetType], got {value:?}"))?;
+    let target = parts.next().map(String::from);
+    if param == "*" {
+        return Ok(Include {
+            source_type: source.to_string(),
+            param: "*".into(),
+            target_type: target,
+            iterate,
+        });
+    }
+    let def = registry
+        .get(source, param)
+        .ok_or_else(|| unknown(format!("{source} has no search parameter {param:?}")))?;
+    if def.ptype != ParamType::Reference {
+        return Err(format!("{source}:{param} is not a reference parameter").into());
+    }
+    if let Some(t) = &target {
+        if !def.targets.iter().any(|x| x == t) {
+            return Err(format!("{source}:{param} cannot refer to {t}").into());
+        }
+    }
+    Ok(Include {
+        source_type: source.to_string(),
+        param: param.to_string(),
+        target_type: target,
+        iterate,
+    })
+}
+
+/// Parse `name[:modifier][.chain]=value` into a filter on `rtype`.
+fn parse_filter(
+    registry: &SearchParamRegistry,
+    rtype: &str,
+    name: &str,
+    value: &str,
+    depth: usize,
+) -> Result<Filter, ParamError> {
+    // Chains: `patient.identifier`, `subject:Patient.name`.
+    if let Some((head, rest)) = name.split_once('.') {
+        if depth > 1 {
+            return Err(unknown("chains deeper than two references are not supported".into()));
+        }
+        let (code, type_mod) = match head.split_once(':') {
+            Some((c, t)) => (c, Some(t)),
+            None => (head, None),
+        };
+        let def = registry
+            .get(rtype, code)
+            .ok_or_else(|| unknown(format!("{rtype} has no search parameter {code:?}")))?;
+        if def.ptype != ParamType::Reference {
+            return Err(format!("{code} is not a reference parameter and cannot be chained").into());
+        }
+        let targets: Vec<&String> = match type_mod {
+            Some(t) => def.targets.iter().filter(|x| x.as_str() == t).collect(),
+            None => def.targets.iter().collect(),
+        };
+        let mut any_of = Vec::new();
+        let mut last_err = None;
+        for target in targets {
+            match parse_filter(registry, target, rest, value, depth + 1) {
+                Ok(inner) => any_of.push(Match::Chain {
+                    target: target.clone(),
+                    inner: Box::new(inner),
+                }),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        if any_of.is_empty() {
+            return Err(last_err
+                .unwrap_or_else(|| ParamError::Invalid(format!("{head} cannot refer to that type"))));
+        }
+        return Ok(Filter {
+            param: code.to_string(),
+            negate: false,
+            any_of,
+        });
+    }
+
+    let (code, modifier) = match name.split_once(':') {
+        Some((c, m)) => (c, Some(m)),
+        None => (name, None),
+    };
+    if value.is_empty() {
+        return Err(format!("{name} has an empty value").into());
+    }
+    let ptype = match code {
+        "_id" => ParamType::Token,
+        "_lastUpdated" => ParamType::Date,
+        _ => {
+            registry
+                .get(rtype, code)
+                .ok_or_else(|| unknown(format!("{rtype} has no search parameter {code:?}")))?
+                .ptype
+                .clone()
+        }
+    };
+    if modifier == Some("missing") {
+        let missing = match value {
+            "true" => true,
+            "false" => false,
+            _ => return Err(format!("{name} must be true or false").into()),
+        };
+        return Ok(Filter {
+            param: code.to_string(),
+            negate: false,
+            any_of: vec![Match::Missing(missing)],
+        });
+    }
+    let mut negate = false;
+    let mut any_of = Vec::new();
+    for raw in split_values(value) {
+        let m = match (&ptype, modifier) {
+            (ParamType::Token, None | Some("not")) => {
+                negate = modifier == Some("not");
+                token_match(&raw)
+            }
+            (ParamType::String, None) => text_match(&raw, TextMode::StartsWith),
+            (ParamType::String, Some("exact")) => text_match(&raw, TextMode::Exact),
+            (ParamType::String, Some("contains")) => text_match(&raw, TextMode::Contains),
+            (ParamType::Reference, None) => ref_match(&raw, None),
+            (ParamType::Reference, Some(t)) if t.chars().next().is_some_and(char::is_uppercase) => {
+                ref_match(&raw, Some(t))
+            }
+            (ParamType::Date, None) => date_match(&raw)?,
+            (ParamType::Uri, None) => Match::Uri {
+                value: raw,
+                below: false,
+            },
+            (ParamType::Uri, Some("below")) => Match::Uri {
+                value: raw,
+                below: true,
+            },
+            (ParamType::Number | ParamType::Quantity, None) => number_match(&raw)?,
+            (ParamType::Composite | ParamType::Special, _) => {
+                return Err(unknown(format!(
+                    "{code}: composite and special parameters are not supported"
+                )))
+            }
+            (_, Some(m)) => {
+                return Err(unknown(format!("modifier :{m} is not supported on {code}")))
+            }
+        };
+        any_of.push(m);
+    }
+    Ok(Filter {
+        param: code.to_string(),
+        negate,
+        any_of,
+    })
+}
+
+/// Split on unescaped commas; `\,` `\|` `\$` `\\` unescape.
+fn split_values(value: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    if next == '|' {
+                        // keep the escape so token parsing does not split there
+                        out.last_mut().map(|s| s.push_str("\\|"));
+                    } else {
+                        out.last_mut().map(|s| s.push(next));
+                    }
+                }
+            }
+            ',' => out.push(String::new()),
+            c => {
+                if let Some(s) = out.last_mut() {
+                    s.push(c)
+                }
+            }
+        }
+    }
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+fn token_match(raw: &str) -> Match {
+    // find an unescaped '|'
+    let bytes = raw.as_bytes();
+    let mut split = None;
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'|' && (i == 0 || bytes[i - 1] != b'\\') {
+            split = Some(i);
+            break;
+        }
+    }
+    let unescape = |s: &str| s.replace("\\|", "|");
+    match split {
+        None => Match::Token {
+            system: TokenSystem::Any,
+            code: Some(unescape(raw)),
+        },
+        Some(0) => Match::Token {
+            system: TokenSystem::None,
+            code: Some(unescape(&raw[1..])),
+        },
+        Some(i) => {
+            let code = &raw[i + 1..];
+            Match::Token {
+                system: TokenSystem::Is(unescape(&raw[..i])),
+                code: (!code.is_empty()).then(|| unescape(code)),
+            }
+        }
+    }
+}
+
+fn text_match(raw: &str, mode: TextMode) -> Match {
+    Match::Text {
+        value: if mode == TextMode::Exact {
+            raw.to_string()
+        } else {
+            normalize_string(raw)
+        },
+        mode,
+    }
+}
+
+fn ref_match(raw: &str, type_modifier: Option<&str>) -> Match {
+    let trimmed = raw.split("/_history/").next().unwrap_or(raw);
+    let segments: Vec<&str> = trimmed.rsplitn(3, '/').collect();
+    match segments.as_slice() {
+        [id, rtype, ..] if rtype.chars().next().is_some_and(char::is_uppercase) => Match::Ref {
+            rtype: Some((*rtype).to_string()),
+            id: (*id).to_string(),
+        },
+        _ => Match::Ref {
+            rtype: type_modifier.map(String::from),
+            id: trimmed.to_string(),
+        },
+    }
+}
+
+fn split_prefix(raw: &str) -> (Prefix, &str) {
+    let prefixes = [
+        ("eq", Prefix::Eq),
+        ("ne", Prefix::Ne),
+        ("gt", Prefix::Gt),
+        ("lt", Prefix::Lt),
+        ("ge", Prefix::Ge),
+        ("le", Prefix::Le),
+        ("sa", Prefix::Sa),
+        ("eb", Prefix::Eb),
+        ("ap", Prefix::Ap),
+    ];
+    for (p, prefix) in prefixes {
+        if let Some(rest) = raw.strip_prefix(p) {
+            if rest.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '.') {
+                return (prefix, rest);
+            }
+        }
+    }
+    (Prefix::Eq, raw)
+}
+
+fn date_match(raw: &str) -> Result<Match, String> {
+    let (prefix, rest) = split_prefix(raw);
+    let (lo, hi) = date_range(rest).ok_or_else(|| {
+        format!("{raw:?} is not a FHIR date/dateTime (e.g. 2024, 2024-05-01, ge2024-05-01T10:00:00Z)")
+    })?;
+    Ok(Match::Date { prefix, lo, hi })
+}
+
+fn number_match(raw: &str) -> Result<Match, String> {
+    let (prefix, rest) = split_prefix(raw);
+    // Quantity: number|system|code — the unit parts are not compared.
+    let number = rest.split('|').next().unwrap_or(rest);
+    let v: f64 = number
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a number"))?;
+    // Implicit precision: 5.4 means [5.35, 5.45).
+    let decimals = number.split_once('.').map_or(0, |(_, d)| d.len()) as i32;
+    let half = 0.5 * 10f64.powi(-decimals);
+    Ok(Match::Number {
+        prefix,
+        lo: v - half,
+        hi: v + half,
+    })
+}
+
+/// Restrict a resource to `_elements` (plus the mandatory ones) and mark it SUBSETTED.
+pub fn apply_elements(resource: &mut Value, elements: &[String]) {
+    let Some(obj) = resource.as_object_mut() else {
+        return;
+    };
+    obj.retain(|k, _| {
+        matches!(k.as_str(), "resourceType" | "id" | "meta") || elements.iter().any(|e| e == k)
+    });
+    mark_subsetted(resource);
+}
+
+/// `_summary=data`: drop the narrative.
+pub fn apply_summary_data(resource: &mut Value) {
+    if let Some(obj) = resource.as_object_mut() {
+        obj.remove("text");
+    }
+    mark_subsetted(resource);
+}
+
+fn mark_subsetted(resource: &mut Value) {
+    let tag = serde_json::json!({
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+        "code": "SUBSETTED",
+        "display": "subsetted"
+    });
+    if let Some(obj) = resource.as_object_mut() {
+        let meta = obj
+            .entry("meta")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(meta) = meta.as_object_mut() {
+            let tags = meta
+                .entry("tag")
+                .or_insert_with(|| Value::Array(Vec::new()));
+            if let Some(list) = tags.as_array_mut() {
+                list.push(tag);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(rtype: &str, q: &[(&str, &str)]) -> Result<SearchQuery, Vec<Issue>> {
+        let pairs: Vec<(String, String)> =
+            q.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        parse_search(
+            SearchParamRegistry::embedded(),
+            rtype,
+            &pairs,
+            ParseOptions {
+                default_count: 20,
+                max_count: 100,
+                lenient: false,
+            },
+        )
+    }
+
+    #[test]
+    fn token_forms_are_told_apart() {
+        assert_eq!(
+            token_match("urn:oid:1.2.208.176.1.2|0101801234"),
+            Match::Token {
+                system: TokenSystem::Is("urn:oid:1.2.208.176.1.2".into()),
+                code: Some("0101801234".into())
+            }
+        );
+        assert_eq!(
+            token_match("|x"),
+            Match::Token {
+                system: TokenSystem::None,
+                code: Some("x".into())
+            }
+        );
+        assert_eq!(
+            token_match("active"),
+            Match::Token {
+                system: TokenSystem::Any,
+                code: Some("active".into())
+            }
+        );
+    }
+
+    #[test]
+    fn chained_patient_identifier_becomes_a_chain_on_patient() {
+        let q = parse("CarePlan", &[("patient.identifier", "urn:oid:1.2.208.176.1.2|0101801234")])
+            .expect("valid");
+        assert!(matches!(&q.filters[0].any_of[0], Match::Chain { target, .. } if target == "Patient"));
+    }
+
+    #[test]
+    fn unknown_parameters_are_all_reported() {
+        let errs = parse("CarePlan", &[("colour", "red"), ("status", "active"), ("size", "9")])
+            .expect_err("unknown params");
+        assert_eq!(errs.len(), 2);
+        assert_eq!(errs[0].expression.as_deref(), Some("colour=red"));
+    }
+
+    #[test]
+    fn lenient_handling_ignores_unknown_parameters_with_a_warning() {
+        let pairs = vec![("colour".to_string(), "red".to_string())];
+        let q = parse_search(
+            SearchParamRegistry::embedded(),
+            "CarePlan",
+            &pairs,
+            ParseOptions {
+                default_count: 20,
+                max_count: 100,
+                lenient: true,
+            },
+        )
+        .expect("lenient");
+        assert!(q.filters.is_empty());
+        assert_eq!(q.ignored.len(), 1);
+    }
+
+    #[test]
+    fn date_prefixes_and_count_limits() {
+        let q = parse("Goal", &[("target-date", "ge2024-01-01"), ("_count", "5000")]).expect("ok");
+        assert!(matches!(q.filters[0].any_of[0], Match::Date { prefix: Prefix::Ge, .. }));
+        assert_eq!(q.count, 100);
+        assert!(parse("Goal", &[("target-date", "soon")]).is_err());
+    }
+
+    #[test]
+    fn cursor_round_trips() {
+        let c = Cursor {
+            values: vec![SortValue::Int(5), SortValue::Text("a".into())],
+            seq: 42,
+        };
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        assert_eq!(Cursor::decode("%%%"), None);
+    }
+}

@@ -1,0 +1,1287 @@
+//! R4 search parameters at run time: the registry (which parameters each resource type has, of
+//! which type, along which compiled paths) and index extraction (the values of a resource that a
+//! search on each parameter compares against).
+//!
+//! The registry is read from `profiles/r4/search-parameters.json`, which `sektorbro derive
+//! search-params` (module `fhir::derive`) generates and which is embedded at compile time. This
+//! module must never read the FHIR package, evaluate FHIRPath text or do any I/O: paths arrive
+//! compiled, and extraction is a pure walk over `serde_json::Value` that runs on every write.
+//!
+//! String values are normalised by [`normalize_string`]: lowercase, diacritics removed, and the
+//! Nordic letters folded to ASCII the way Unicode's Latin-ASCII transliteration does (`æ` → `ae`,
+//! `ø` → `o`, `å` → `a`), so `Søren` is found by `soren` as well as by `Søren`.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use anyhow::{bail, Context};
+use chrono::{Datelike, NaiveDate, NaiveTime, Timelike};
+use serde_json::{Map, Value};
+
+/// The generated file, embedded so the server needs nothing but its binary.
+const EMBEDDED_JSON: &str = include_str!("../../profiles/r4/search-parameters.json");
+
+/// The type of a search parameter, as in `SearchParameter.type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParamType {
+    Token,
+    String,
+    Reference,
+    Date,
+    Uri,
+    Number,
+    Quantity,
+    Composite,
+    Special,
+}
+
+impl ParamType {
+    const ALL: [ParamType; 9] = [
+        ParamType::Token,
+        ParamType::String,
+        ParamType::Reference,
+        ParamType::Date,
+        ParamType::Uri,
+        ParamType::Number,
+        ParamType::Quantity,
+        ParamType::Composite,
+        ParamType::Special,
+    ];
+
+    /// The FHIR code of this type (`token`, `string`, ...).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ParamType::Token => "token",
+            ParamType::String => "string",
+            ParamType::Reference => "reference",
+            ParamType::Date => "date",
+            ParamType::Uri => "uri",
+            ParamType::Number => "number",
+            ParamType::Quantity => "quantity",
+            ParamType::Composite => "composite",
+            ParamType::Special => "special",
+        }
+    }
+
+    /// The type with FHIR code `code`, if there is one.
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.code() == code)
+    }
+}
+
+/// One step of a compiled path: an element name plus optional filters on the elements found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathStep {
+    /// Element name; for choice elements usually the concrete name (`onsetDateTime`).
+    pub name: String,
+    /// From `.where(resolve() is Patient)`: keep only references to one of these types.
+    pub ref_types: Option<Vec<String>>,
+    /// From `.where(system = 'phone')`: keep only elements whose child `.0` is the string `.1`.
+    pub child_equals: Option<(String, String)>,
+}
+
+impl PathStep {
+    /// A step without filters.
+    pub fn named(name: impl Into<String>) -> Self {
+        PathStep {
+            name: name.into(),
+            ref_types: None,
+            child_equals: None,
+        }
+    }
+
+    /// File form: a plain string, or `{"name", "resolve": [types], "where": {field: value}}`.
+    pub fn to_json(&self) -> Value {
+        if self.ref_types.is_none() && self.child_equals.is_none() {
+            return Value::String(self.name.clone());
+        }
+        let mut m = Map::new();
+        m.insert("name".into(), self.name.clone().into());
+        if let Some(types) = &self.ref_types {
+            m.insert("resolve".into(), types.clone().into());
+        }
+        if let Some((field, value)) = &self.child_equals {
+            let mut w = Map::new();
+            w.insert(field.clone(), value.clone().into());
+            m.insert("where".into(), Value::Object(w));
+        }
+        Value::Object(m)
+    }
+
+    fn from_json(v: &Value) -> anyhow::Result<Self> {
+        let obj = match v {
+            Value::String(name) => return Ok(PathStep::named(name.as_str())),
+            Value::Object(obj) => obj,
+            _ => bail!("a path step must be a string or an object, got {v}"),
+        };
+        let name = obj
+            .get("name")
+            .and_then(Value::as_str)
+            .context("path step without \"name\"")?;
+        let ref_types = match obj.get("resolve") {
+            None => None,
+            Some(types) => Some(string_list(types).context("\"resolve\" must list type names")?),
+        };
+        let child_equals = match obj.get("where").and_then(Value::as_object) {
+            None => None,
+            Some(w) => match w.iter().next() {
+                Some((field, Value::String(value))) if w.len() == 1 => {
+                    Some((field.clone(), value.clone()))
+                }
+                _ => bail!("\"where\" must be one field with a string value"),
+            },
+        };
+        Ok(PathStep {
+            name: name.to_string(),
+            ref_types,
+            child_equals,
+        })
+    }
+
+    /// Does a value found at this step pass its filters?
+    fn accepts(&self, v: &Value) -> bool {
+        if let Some(types) = &self.ref_types {
+            let rtype = v
+                .get("reference")
+                .and_then(Value::as_str)
+                .and_then(parse_reference)
+                .map(|(t, _)| t);
+            if !rtype.is_some_and(|t| types.iter().any(|x| x == t)) {
+                return false;
+            }
+        }
+        if let Some((field, want)) = &self.child_equals {
+            if v.get(field).and_then(Value::as_str) != Some(want.as_str()) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// One search parameter of one resource type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchParamDef {
+    /// The name used in queries (`subject`, `_tag`).
+    pub code: String,
+    /// Its type.
+    pub ptype: ParamType,
+    /// Alternative paths from the resource root; values found along any of them are indexed.
+    pub paths: Vec<Vec<PathStep>>,
+    /// Resource types a reference parameter may point at (empty for other types).
+    pub targets: Vec<String>,
+}
+
+impl SearchParamDef {
+    /// File form (the code is the key it is stored under, so it is not repeated):
+    /// `{"type": "reference", "paths": [["subject"]], "targets": ["Patient"]}`; `targets` only
+    /// when not empty.
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("type".into(), self.ptype.code().into());
+        let paths = self
+            .paths
+            .iter()
+            .map(|p| Value::Array(p.iter().map(PathStep::to_json).collect()))
+            .collect();
+        m.insert("paths".into(), Value::Array(paths));
+        if !self.targets.is_empty() {
+            m.insert("targets".into(), self.targets.clone().into());
+        }
+        Value::Object(m)
+    }
+
+    /// Read the file form of parameter `code`.
+    pub fn from_json(code: &str, v: &Value) -> anyhow::Result<Self> {
+        let type_code = v
+            .get("type")
+            .and_then(Value::as_str)
+            .context("missing \"type\"")?;
+        let ptype = ParamType::from_code(type_code)
+            .with_context(|| format!("unknown parameter type {type_code:?}"))?;
+        let paths = v
+            .get("paths")
+            .and_then(Value::as_array)
+            .context("missing \"paths\" array")?
+            .iter()
+            .map(|p| {
+                p.as_array()
+                    .context("a path must be an array of steps")?
+                    .iter()
+                    .map(PathStep::from_json)
+                    .collect()
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let targets = match v.get("targets") {
+            None => Vec::new(),
+            Some(t) => string_list(t).context("\"targets\" must list type names")?,
+        };
+        Ok(SearchParamDef {
+            code: code.to_string(),
+            ptype,
+            paths,
+            targets,
+        })
+    }
+}
+
+fn string_list(v: &Value) -> Option<Vec<String>> {
+    v.as_array()?
+        .iter()
+        .map(|s| s.as_str().map(String::from))
+        .collect()
+}
+
+/// A value a resource is indexed under for one parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IndexValue {
+    /// Coding / CodeableConcept codings (`system|code`), Identifier (`system|value`), ContactPoint
+    /// value and code/string/boolean primitives (no system).
+    Token {
+        system: Option<String>,
+        code: String,
+    },
+    /// Normalised with [`normalize_string`]; HumanName and Address parts each on their own.
+    String(String),
+    /// A resolvable literal reference, `Type/id` (version and base URL dropped).
+    Reference { rtype: String, id: String },
+    /// The inclusive epoch-millisecond range a date, dateTime, instant, Period or Timing event
+    /// covers; open Period ends are `i64::MIN` / `i64::MAX`.
+    Date { lo: i64, hi: i64 },
+    /// A uri, or a canonical for a reference parameter.
+    Uri(String),
+    /// A decimal or integer.
+    Number(f64),
+    /// A Quantity (or Age, Duration, ...).
+    Quantity {
+        value: f64,
+        system: Option<String>,
+        code: Option<String>,
+        unit: Option<String>,
+    },
+}
+
+/// One index row: the parameter code and one value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexEntry {
+    pub param: String,
+    pub value: IndexValue,
+}
+
+/// The search parameters of every resource type in the generated file.
+#[derive(Debug, Clone)]
+pub struct SearchParamRegistry {
+    /// Per resource type, its parameters sorted by code.
+    by_type: HashMap<String, Vec<SearchParamDef>>,
+}
+
+impl SearchParamRegistry {
+    /// The registry from the embedded `profiles/r4/search-parameters.json`, parsed on first use.
+    pub fn embedded() -> &'static SearchParamRegistry {
+        static REGISTRY: OnceLock<SearchParamRegistry> = OnceLock::new();
+        REGISTRY.get_or_init(|| {
+            let v: Value = serde_json::from_str(EMBEDDED_JSON)
+                .expect("embedded search-parameters.json is JSON (the tests parse it)");
+            Self::from_json(&v)
+                .expect("embedded search-parameters.json is a valid registry (the tests load it)")
+        })
+    }
+
+    /// Read a registry from the generated file's JSON: `{"resources": {Type: {code: def}}}`.
+    pub fn from_json(v: &Value) -> anyhow::Result<Self> {
+        let resources = v
+            .get("resources")
+            .and_then(Value::as_object)
+            .context("search parameter file has no \"resources\" object")?;
+        let mut by_type = HashMap::with_capacity(resources.len());
+        for (rtype, params) in resources {
+            let params = params
+                .as_object()
+                .with_context(|| format!("{rtype}: expected an object of parameters"))?;
+            let mut defs = params
+                .iter()
+                .map(|(code, p)| {
+                    SearchParamDef::from_json(code, p).with_context(|| format!("{rtype}.{code}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            defs.sort_by(|a, b| a.code.cmp(&b.code));
+            by_type.insert(rtype.clone(), defs);
+        }
+        Ok(SearchParamRegistry { by_type })
+    }
+
+    /// The parameter `code` of `resource_type`.
+    pub fn get(&self, resource_type: &str, code: &str) -> Option<&SearchParamDef> {
+        let defs = self.by_type.get(resource_type)?;
+        let i = defs.binary_search_by(|d| d.code.as_str().cmp(code)).ok()?;
+        defs.get(i)
+    }
+
+    /// All parameters of `resource_type`, sorted by code (none for an unknown type).
+    pub fn params_for(&self, resource_type: &str) -> impl Iterator<Item = &SearchParamDef> {
+        self.by_type
+            .get(resource_type)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+    }
+
+    /// The index entries of `resource` for every parameter of its `resourceType`, without
+    /// duplicates. `_id` and `_lastUpdated` are left out (they are stored with the resource), and
+    /// so are composite and special parameters, which have no single value to index.
+    pub fn extract(&self, resource: &Value) -> Vec<IndexEntry> {
+        let Some(defs) = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .and_then(|t| self.by_type.get(t))
+        else {
+            return Vec::new();
+        };
+        let mut entries = Vec::new();
+        let mut walker = Walker::default();
+        let mut values = Vec::new();
+        for def in defs {
+            if matches!(def.code.as_str(), "_id" | "_lastUpdated")
+                || matches!(def.ptype, ParamType::Composite | ParamType::Special)
+            {
+                continue;
+            }
+            for path in &def.paths {
+                for v in walker.walk(resource, path) {
+                    index_value(&def.ptype, v, &mut values);
+                }
+            }
+            entries.extend(values.drain(..).map(|value| IndexEntry {
+                param: def.code.clone(),
+                value,
+            }));
+        }
+        entries
+    }
+}
+
+/// Buffers for walking paths, reused across the parameters of one resource.
+#[derive(Default)]
+struct Walker<'a> {
+    current: Vec<&'a Value>,
+    next: Vec<&'a Value>,
+}
+
+impl<'a> Walker<'a> {
+    /// The values at the end of `path` from `root`, arrays fanned out at every step.
+    fn walk(&mut self, root: &'a Value, path: &[PathStep]) -> &[&'a Value] {
+        self.current.clear();
+        self.current.push(root);
+        for step in path {
+            self.next.clear();
+            for v in &self.current {
+                if let Value::Object(obj) = v {
+                    children(obj, &step.name, &mut self.next);
+                }
+            }
+            if step.ref_types.is_some() || step.child_equals.is_some() {
+                self.next.retain(|v| step.accepts(v));
+            }
+            std::mem::swap(&mut self.current, &mut self.next);
+            if self.current.is_empty() {
+                break;
+            }
+        }
+        &self.current
+    }
+}
+
+/// Data types of choice elements (`value[x]`) whose values can be indexed: the suffixes tried when
+/// a path names a bare choice element such as `effective`.
+const CHOICE_TYPES: &[&str] = &[
+    "Address",
+    "Age",
+    "Boolean",
+    "Canonical",
+    "Code",
+    "CodeableConcept",
+    "Coding",
+    "ContactPoint",
+    "Count",
+    "Date",
+    "DateTime",
+    "Decimal",
+    "Distance",
+    "Duration",
+    "HumanName",
+    "Id",
+    "Identifier",
+    "Instant",
+    "Integer",
+    "Markdown",
+    "Money",
+    "Oid",
+    "Period",
+    "PositiveInt",
+    "Quantity",
+    "Range",
+    "Reference",
+    "String",
+    "Time",
+    "Timing",
+    "UnsignedInt",
+    "Uri",
+    "Url",
+    "Uuid",
+];
+
+/// Push the value(s) of element `name` of `obj`, or of its choice variants (`nameDateTime`, ...)
+/// when `name` itself is absent.
+fn children<'a>(obj: &'a Map<String, Value>, name: &str, out: &mut Vec<&'a Value>) {
+    match obj.get(name) {
+        Some(v) => fan_out(v, out),
+        None => {
+            for (key, v) in obj {
+                if key
+                    .strip_prefix(name)
+                    .is_some_and(|suffix| CHOICE_TYPES.contains(&suffix))
+                {
+                    fan_out(v, out);
+                }
+            }
+        }
+    }
+}
+
+fn fan_out<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+    match v {
+        Value::Array(items) => out.extend(items.iter().filter(|i| !i.is_null())),
+        Value::Null => {}
+        _ => out.push(v),
+    }
+}
+
+fn push_unique(out: &mut Vec<IndexValue>, v: IndexValue) {
+    if !out.contains(&v) {
+        out.push(v);
+    }
+}
+
+fn non_empty_str<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    obj.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+/// `ContactPoint.system` codes: a token `value` next to one of these is a ContactPoint, whose
+/// system is not a token system.
+const CONTACT_POINT_SYSTEMS: &[&str] = &["email", "fax", "other", "pager", "phone", "sms", "url"];
+
+/// Parts of HumanName and Address indexed for string parameters, each value on its own.
+const STRING_PARTS: &[&str] = &[
+    "text",
+    "family",
+    "given",
+    "prefix",
+    "suffix",
+    "line",
+    "city",
+    "district",
+    "state",
+    "postalCode",
+    "country",
+];
+
+/// Index one value found at the end of a path, by parameter type and JSON shape.
+fn index_value(ptype: &ParamType, v: &Value, out: &mut Vec<IndexValue>) {
+    match ptype {
+        ParamType::Token => token_values(v, out),
+        ParamType::String => match v {
+            Value::String(s) => push_unique(out, IndexValue::String(normalize_string(s))),
+            Value::Object(obj) => {
+                for part in STRING_PARTS.iter().filter_map(|k| obj.get(*k)) {
+                    let strings = match part {
+                        Value::Array(items) => items.as_slice(),
+                        single => std::slice::from_ref(single),
+                    };
+                    for s in strings.iter().filter_map(Value::as_str) {
+                        push_unique(out, IndexValue::String(normalize_string(s)));
+                    }
+                }
+            }
+            _ => {}
+        },
+        ParamType::Reference => match v {
+            Value::String(canonical) if !canonical.is_empty() => {
+                push_unique(out, IndexValue::Uri(canonical.clone()));
+            }
+            Value::Object(obj) => {
+                if let Some((rtype, id)) = non_empty_str(obj, "reference").and_then(parse_reference)
+                {
+                    let (rtype, id) = (rtype.to_string(), id.to_string());
+                    push_unique(out, IndexValue::Reference { rtype, id });
+                }
+            }
+            _ => {}
+        },
+        ParamType::Date => date_values(v, out),
+        ParamType::Uri => {
+            if let Some(s) = v.as_str().filter(|s| !s.is_empty()) {
+                push_unique(out, IndexValue::Uri(s.to_string()));
+            }
+        }
+        ParamType::Number => {
+            if let Some(n) = v.as_f64() {
+                push_unique(out, IndexValue::Number(n));
+            }
+        }
+        ParamType::Quantity => {
+            if let Value::Object(obj) = v {
+                if let Some(value) = obj.get("value").and_then(Value::as_f64) {
+                    let text = |k| non_empty_str(obj, k).map(String::from);
+                    let q = IndexValue::Quantity {
+                        value,
+                        system: text("system"),
+                        code: text("code"),
+                        unit: text("unit"),
+                    };
+                    push_unique(out, q);
+                }
+            }
+        }
+        ParamType::Composite | ParamType::Special => {}
+    }
+}
+
+fn token_values(v: &Value, out: &mut Vec<IndexValue>) {
+    let token = |system: Option<&str>, code: &str| IndexValue::Token {
+        system: system.map(String::from),
+        code: code.to_string(),
+    };
+    match v {
+        Value::String(s) if !s.is_empty() => push_unique(out, token(None, s)),
+        Value::Bool(b) => push_unique(out, token(None, if *b { "true" } else { "false" })),
+        Value::Object(obj) => {
+            if let Some(codings) = obj.get("coding").and_then(Value::as_array) {
+                // CodeableConcept: each coding; its text is not a token.
+                for coding in codings.iter().filter_map(Value::as_object) {
+                    if let Some(code) = non_empty_str(coding, "code") {
+                        push_unique(out, token(non_empty_str(coding, "system"), code));
+                    }
+                }
+            } else if let Some(code) = non_empty_str(obj, "code") {
+                // Coding.
+                push_unique(out, token(non_empty_str(obj, "system"), code));
+            } else if let Some(value) = non_empty_str(obj, "value") {
+                // Identifier (system|value) or ContactPoint (value only).
+                let system =
+                    non_empty_str(obj, "system").filter(|s| !CONTACT_POINT_SYSTEMS.contains(s));
+                push_unique(out, token(system, value));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn date_values(v: &Value, out: &mut Vec<IndexValue>) {
+    match v {
+        Value::String(s) => {
+            if let Some((lo, hi)) = date_range(s) {
+                push_unique(out, IndexValue::Date { lo, hi });
+            }
+        }
+        Value::Object(obj) => {
+            if obj.contains_key("start") || obj.contains_key("end") {
+                if let Some((lo, hi)) = period_range(obj) {
+                    push_unique(out, IndexValue::Date { lo, hi });
+                }
+            } else {
+                // Timing: each event, and the bounds of its repeat.
+                let events = obj.get("event").and_then(Value::as_array);
+                for (lo, hi) in events
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .filter_map(date_range)
+                {
+                    push_unique(out, IndexValue::Date { lo, hi });
+                }
+                let bounds = obj
+                    .get("repeat")
+                    .and_then(|r| r.get("boundsPeriod"))
+                    .and_then(Value::as_object);
+                if let Some((lo, hi)) = bounds.and_then(period_range) {
+                    push_unique(out, IndexValue::Date { lo, hi });
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A Period's range; a missing end is open. `None` if a present bound is not a date.
+fn period_range(obj: &Map<String, Value>) -> Option<(i64, i64)> {
+    let bound = |key: &str| obj.get(key).map(|v| v.as_str().and_then(date_range));
+    let lo = match bound("start") {
+        None => i64::MIN,
+        Some(range) => range?.0,
+    };
+    let hi = match bound("end") {
+        None => i64::MAX,
+        Some(range) => range?.1,
+    };
+    Some((lo, hi))
+}
+
+/// `Type/id` of a literal reference: relative (`Patient/1`) or absolute
+/// (`https://x/fhir/Patient/1/_history/2`). `None` for contained (`#x`), `urn:` and other
+/// references without a resource type and valid id.
+fn parse_reference(reference: &str) -> Option<(&str, &str)> {
+    let unversioned = match reference.find("/_history/") {
+        Some(i) => &reference[..i],
+        None => reference,
+    };
+    let (head, id) = unversioned.rsplit_once('/')?;
+    let rtype = head.rsplit('/').next().unwrap_or(head);
+    let type_ok = rtype.starts_with(|c: char| c.is_ascii_uppercase())
+        && rtype.bytes().all(|b| b.is_ascii_alphanumeric());
+    let id_ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    (type_ok && id_ok).then_some((rtype, id))
+}
+
+/// Parse a FHIR date/dateTime/instant with partial precision into the inclusive epoch-millis range
+/// it covers.
+///
+/// `2021` covers the whole year, `2021-03` the month, `2021-03-04` the day (in UTC);
+/// `2021-03-04T10:00:00+01:00` the second, `...T10:00:00.123Z` the millisecond (a fraction with
+/// fewer digits covers correspondingly more). A time without a zone is taken as UTC; a time without
+/// seconds (allowed in search values) covers the minute.
+pub fn date_range(s: &str) -> Option<(i64, i64)> {
+    let (date, time) = match s.split_once('T') {
+        Some((d, t)) => (d, Some(t)),
+        None => (s, None),
+    };
+    let mut fields = date.split('-');
+    let year = digits(fields.next()?, 4)? as i32;
+    let month = optional_digits(fields.next(), 2)?;
+    let day = optional_digits(fields.next(), 2)?;
+    if fields.next().is_some() {
+        return None;
+    }
+    let start = NaiveDate::from_ymd_opt(year, month.unwrap_or(1), day.unwrap_or(1))?;
+    let midnight_ms = |d: NaiveDate| d.and_time(NaiveTime::MIN).and_utc().timestamp_millis();
+    let Some(time) = time else {
+        let end = match (month, day) {
+            (_, Some(_)) => start.succ_opt()?,
+            (Some(_), None) => start.checked_add_months(chrono::Months::new(1))?,
+            (None, None) => NaiveDate::from_ymd_opt(start.year() + 1, 1, 1)?,
+        };
+        return Some((midnight_ms(start), midnight_ms(end) - 1));
+    };
+    day?;
+    let (clock, offset_ms) = split_zone(time)?;
+    let (hms, fraction) = match clock.split_once('.') {
+        Some((hms, f)) => (hms, Some(f)),
+        None => (clock, None),
+    };
+    let mut hms = hms.split(':');
+    let hour = digits(hms.next()?, 2)?;
+    let minute = digits(hms.next()?, 2)?;
+    let second = optional_digits(hms.next(), 2)?;
+    if hms.next().is_some() || (second.is_none() && fraction.is_some()) {
+        return None;
+    }
+    let time_of_day = NaiveTime::from_hms_opt(hour, minute, second.unwrap_or(0))?;
+    let clock_ms = i64::from(time_of_day.num_seconds_from_midnight()) * 1000;
+    let (fraction_ms, span) = match (second, fraction) {
+        (None, _) => (0, 60_000),
+        (Some(_), None) => (0, 1_000),
+        (Some(_), Some(f)) => {
+            if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let kept = &f[..f.len().min(3)];
+            let scale = 10i64.pow(3 - kept.len() as u32);
+            (kept.parse::<i64>().ok()? * scale, scale)
+        }
+    };
+    let lo = midnight_ms(start) + clock_ms + fraction_ms - offset_ms;
+    Some((lo, lo + span - 1))
+}
+
+/// Split `10:00:00+01:00` into the clock part and the zone offset in milliseconds (`Z` and no
+/// zone are UTC).
+fn split_zone(time: &str) -> Option<(&str, i64)> {
+    if let Some(clock) = time.strip_suffix('Z') {
+        return Some((clock, 0));
+    }
+    let Some(i) = time.rfind(['+', '-']) else {
+        return Some((time, 0));
+    };
+    let (clock, zone) = time.split_at(i);
+    let sign = if zone.starts_with('-') { -1 } else { 1 };
+    let (h, m) = zone[1..].split_once(':')?;
+    let (h, m) = (digits(h, 2)?, digits(m, 2)?);
+    if h > 14 || m > 59 {
+        return None;
+    }
+    Some((clock, sign * i64::from(h * 60 + m) * 60_000))
+}
+
+/// `s` as a number if it is exactly `len` ASCII digits.
+fn digits(s: &str, len: usize) -> Option<u32> {
+    if s.len() == len && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// `Some(None)` for an absent field, `Some(Some(n))` for `len` digits, `None` for anything else.
+fn optional_digits(s: Option<&str>, len: usize) -> Option<Option<u32>> {
+    match s {
+        None => Some(None),
+        Some(s) => digits(s, len).map(Some),
+    }
+}
+
+/// The normalisation used for string indexing (so queries normalise the same way).
+///
+/// Lowercase; accents and other diacritics removed (`é` → `e`, `ö` → `o`, `ł` → `l`); `æ` → `ae`,
+/// `ø` → `o`, `å` → `a`, `œ` → `oe`, `ß` → `ss`, `þ` → `th`; runs of whitespace become one space,
+/// and leading and trailing whitespace is dropped. Other characters are kept as they are.
+pub fn normalize_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut space = false;
+    for c in s.chars() {
+        if c.is_whitespace() {
+            space = !out.is_empty();
+            continue;
+        }
+        if space {
+            out.push(' ');
+            space = false;
+        }
+        if c.is_ascii() {
+            out.push(c.to_ascii_lowercase());
+        } else {
+            for lower in c.to_lowercase() {
+                push_folded(lower, &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// Push lowercase `c` without its diacritics (Latin-1 Supplement and Latin Extended-A).
+fn push_folded(c: char, out: &mut String) {
+    let folded = match c {
+        '\u{300}'..='\u{36f}' => "", // combining diacritical marks
+        'à'..='å' | '\u{100}'..='\u{105}' => "a",
+        'æ' => "ae",
+        'ç' | '\u{106}'..='\u{10d}' => "c",
+        'ð' | '\u{10e}'..='\u{111}' => "d",
+        'è'..='ë' | '\u{112}'..='\u{11b}' => "e",
+        '\u{11c}'..='\u{123}' => "g",
+        '\u{124}'..='\u{127}' => "h",
+        'ì'..='ï' | '\u{128}'..='\u{131}' => "i",
+        '\u{132}'..='\u{133}' => "ij",
+        '\u{134}'..='\u{135}' => "j",
+        '\u{136}'..='\u{138}' => "k",
+        '\u{139}'..='\u{142}' => "l",
+        'ñ' | '\u{143}'..='\u{14b}' => "n",
+        'ò'..='ö' | 'ø' | '\u{14c}'..='\u{151}' => "o",
+        '\u{152}'..='\u{153}' => "oe",
+        '\u{154}'..='\u{159}' => "r",
+        'ß' => "ss",
+        '\u{15a}'..='\u{161}' | '\u{17f}' => "s",
+        '\u{162}'..='\u{167}' => "t",
+        'þ' => "th",
+        'ù'..='ü' | '\u{168}'..='\u{173}' => "u",
+        '\u{174}'..='\u{175}' => "w",
+        'ý' | 'ÿ' | '\u{176}'..='\u{178}' => "y",
+        '\u{179}'..='\u{17e}' => "z",
+        _ => {
+            out.push(c);
+            return;
+        }
+    };
+    out.push_str(folded);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Epoch millis of an RFC 3339 timestamp, for expected values.
+    fn ms(rfc3339: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(rfc3339)
+            .expect("test timestamp is RFC 3339")
+            .timestamp_millis()
+    }
+
+    fn registry() -> &'static SearchParamRegistry {
+        SearchParamRegistry::embedded()
+    }
+
+    /// The entries of `resource` for `param`.
+    fn values(resource: &Value, param: &str) -> Vec<IndexValue> {
+        registry()
+            .extract(resource)
+            .into_iter()
+            .filter(|e| e.param == param)
+            .map(|e| e.value)
+            .collect()
+    }
+
+    fn token(system: Option<&str>, code: &str) -> IndexValue {
+        IndexValue::Token {
+            system: system.map(String::from),
+            code: code.into(),
+        }
+    }
+
+    fn reference(rtype: &str, id: &str) -> IndexValue {
+        IndexValue::Reference {
+            rtype: rtype.into(),
+            id: id.into(),
+        }
+    }
+
+    fn text(s: &str) -> IndexValue {
+        IndexValue::String(s.into())
+    }
+
+    #[test]
+    fn date_range_covers_the_precision_given() {
+        assert_eq!(
+            date_range("2021"),
+            Some((1_609_459_200_000, 1_640_995_199_999))
+        );
+        assert_eq!(
+            date_range("2021-03"),
+            Some((ms("2021-03-01T00:00:00Z"), ms("2021-04-01T00:00:00Z") - 1))
+        );
+        assert_eq!(
+            date_range("2021-12"),
+            Some((ms("2021-12-01T00:00:00Z"), ms("2022-01-01T00:00:00Z") - 1))
+        );
+        assert_eq!(
+            date_range("2021-03-04"),
+            Some((ms("2021-03-04T00:00:00Z"), ms("2021-03-05T00:00:00Z") - 1))
+        );
+        let at = ms("2021-03-04T09:00:00Z");
+        assert_eq!(
+            date_range("2021-03-04T10:00:00+01:00"),
+            Some((at, at + 999))
+        );
+        assert_eq!(
+            date_range("2021-03-04T08:00:00-01:00"),
+            Some((at, at + 999))
+        );
+        let exact = ms("2021-03-04T10:00:00.123Z");
+        assert_eq!(date_range("2021-03-04T10:00:00.123Z"), Some((exact, exact)));
+        assert_eq!(
+            date_range("2021-03-04T10:00:00.1Z"),
+            Some((exact - 23, exact + 76))
+        );
+        assert_eq!(
+            date_range("2021-03-04T10:00:00.123456Z"),
+            Some((exact, exact))
+        );
+        // No zone: UTC. No seconds: the whole minute.
+        let ten = ms("2021-03-04T10:00:00Z");
+        assert_eq!(date_range("2021-03-04T10:00:00"), Some((ten, ten + 999)));
+        assert_eq!(date_range("2021-03-04T10:00"), Some((ten, ten + 59_999)));
+    }
+
+    #[test]
+    fn date_range_rejects_what_is_not_a_fhir_date() {
+        for bad in [
+            "",
+            "21",
+            "2021-3",
+            "2021-02-30",
+            "2021-13",
+            "2021-03-04T",
+            "2021-03T10:00:00Z",
+            "2021-03-04T25:00:00Z",
+            "2021-03-04T10:00:00+1",
+            "2021-03-04T10:00:00.Z",
+            "2021-03-04 10:00",
+            "yesterday",
+        ] {
+            assert_eq!(date_range(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn strings_are_lowercased_folded_and_collapsed() {
+        assert_eq!(
+            normalize_string("  Søren   ÆBLE\tÅgård "),
+            "soren aeble agard"
+        );
+        assert_eq!(normalize_string("José Müller-Łukasz"), "jose muller-lukasz");
+        assert_eq!(normalize_string("Straße Œuvre Þór"), "strasse oeuvre thor");
+        // Decomposed accents fold like precomposed ones.
+        assert_eq!(normalize_string("Jose\u{301}"), "jose");
+        assert_eq!(normalize_string("東京"), "東京");
+    }
+
+    #[test]
+    fn references_are_parsed_relative_absolute_and_versioned() {
+        assert_eq!(parse_reference("Patient/123"), Some(("Patient", "123")));
+        assert_eq!(
+            parse_reference("https://fhir.example.dk/r4/Patient/a-1/_history/3"),
+            Some(("Patient", "a-1"))
+        );
+        assert_eq!(parse_reference("#contained"), None);
+        assert_eq!(
+            parse_reference("urn:uuid:0f4c6b52-5e2e-4b53-a4b2-2a0c7a7f3e11"),
+            None
+        );
+        assert_eq!(parse_reference("patient/1"), None);
+        assert_eq!(parse_reference("Patient/"), None);
+    }
+
+    #[test]
+    fn registry_has_the_parameters_the_gateway_relies_on() {
+        let expected: &[(&str, &[(&str, ParamType)])] = &[
+            (
+                "CarePlan",
+                &[
+                    ("goal", ParamType::Reference),
+                    ("care-team", ParamType::Reference),
+                    ("subject", ParamType::Reference),
+                    ("patient", ParamType::Reference),
+                    ("status", ParamType::Token),
+                    ("category", ParamType::Token),
+                    ("date", ParamType::Date),
+                    ("identifier", ParamType::Token),
+                ],
+            ),
+            (
+                "Goal",
+                &[
+                    ("lifecycle-status", ParamType::Token),
+                    ("target-date", ParamType::Date),
+                    ("patient", ParamType::Reference),
+                    ("subject", ParamType::Reference),
+                ],
+            ),
+            (
+                "Encounter",
+                &[
+                    ("class", ParamType::Token),
+                    ("type", ParamType::Token),
+                    ("part-of", ParamType::Reference),
+                    ("date", ParamType::Date),
+                    ("patient", ParamType::Reference),
+                    ("subject", ParamType::Reference),
+                    ("status", ParamType::Token),
+                ],
+            ),
+            (
+                "Patient",
+                &[
+                    ("identifier", ParamType::Token),
+                    ("name", ParamType::String),
+                    ("birthdate", ParamType::Date),
+                    ("family", ParamType::String),
+                    ("given", ParamType::String),
+                    ("_tag", ParamType::Token),
+                    ("_profile", ParamType::Uri),
+                ],
+            ),
+            (
+                "Organization",
+                &[
+                    ("identifier", ParamType::Token),
+                    ("name", ParamType::String),
+                ],
+            ),
+        ];
+        for (rtype, params) in expected {
+            for (code, ptype) in *params {
+                let def = registry()
+                    .get(rtype, code)
+                    .unwrap_or_else(|| panic!("{rtype} lacks {code}"));
+                assert_eq!(&def.ptype, ptype, "{rtype}.{code}");
+                assert!(!def.paths.is_empty(), "{rtype}.{code} has no paths");
+            }
+        }
+        let goal = registry()
+            .get("CarePlan", "goal")
+            .map(|d| d.targets.clone());
+        assert_eq!(goal, Some(vec!["Goal".to_string()]));
+        // The where(resolve() is Patient) filter narrows the targets.
+        let patient = registry()
+            .get("CarePlan", "patient")
+            .map(|d| d.targets.clone());
+        assert_eq!(patient, Some(vec!["Patient".to_string()]));
+        assert!(registry().get("Patient", "no-such-param").is_none());
+        assert!(registry().get("NoSuchType", "_id").is_none());
+    }
+
+    #[test]
+    fn params_for_is_sorted_and_empty_for_unknown_types() {
+        let codes: Vec<&str> = registry()
+            .params_for("CarePlan")
+            .map(|d| d.code.as_str())
+            .collect();
+        let mut sorted = codes.clone();
+        sorted.sort_unstable();
+        assert_eq!(codes, sorted);
+        assert!(codes.contains(&"subject"));
+        assert_eq!(registry().params_for("NoSuchType").count(), 0);
+    }
+
+    #[test]
+    fn embedded_file_round_trips_through_the_registry() {
+        let v: Value = serde_json::from_str(EMBEDDED_JSON).expect("embedded file is JSON");
+        let resources = v["resources"].as_object().expect("has resources");
+        for (rtype, params) in resources {
+            let params = params.as_object().expect("params object");
+            for (code, p) in params {
+                let def = registry().get(rtype, code).expect("loaded");
+                assert_eq!(&def.to_json(), p, "{rtype}.{code}");
+            }
+        }
+    }
+
+    #[test]
+    fn careplan_is_indexed_by_subject_goal_category_period_and_status() {
+        let careplan = json!({
+            "resourceType": "CarePlan",
+            "id": "cp1",
+            "meta": {"lastUpdated": "2024-01-01T00:00:00Z", "tag": [{"system": "urn:t", "code": "x"}]},
+            "identifier": [{"system": "urn:oid:1.2.208", "value": "plan-7"}],
+            "status": "active",
+            "intent": "plan",
+            "category": [{"coding": [
+                {"system": "http://snomed.info/sct", "code": "736271009"},
+                {"system": "http://snomed.info/sct", "code": "736271009"}
+            ], "text": "Outpatient care plan"}],
+            "subject": {"reference": "Patient/123"},
+            "period": {"start": "2021-03-04"},
+            "careTeam": [{"reference": "CareTeam/t1"}],
+            "goal": [{"reference": "Goal/g1"}, {"reference": "https://x.dk/fhir/Goal/g2/_history/4"},
+                     {"reference": "#contained-goal"}],
+            "instantiatesCanonical": ["http://example.dk/PlanDefinition/p1"]
+        });
+        assert_eq!(
+            values(&careplan, "subject"),
+            vec![reference("Patient", "123")]
+        );
+        assert_eq!(
+            values(&careplan, "patient"),
+            vec![reference("Patient", "123")]
+        );
+        assert_eq!(
+            values(&careplan, "goal"),
+            vec![reference("Goal", "g1"), reference("Goal", "g2")]
+        );
+        assert_eq!(
+            values(&careplan, "care-team"),
+            vec![reference("CareTeam", "t1")]
+        );
+        assert_eq!(
+            values(&careplan, "category"),
+            vec![token(Some("http://snomed.info/sct"), "736271009")]
+        );
+        assert_eq!(values(&careplan, "status"), vec![token(None, "active")]);
+        assert_eq!(values(&careplan, "intent"), vec![token(None, "plan")]);
+        assert_eq!(
+            values(&careplan, "identifier"),
+            vec![token(Some("urn:oid:1.2.208"), "plan-7")]
+        );
+        assert_eq!(
+            values(&careplan, "date"),
+            vec![IndexValue::Date {
+                lo: ms("2021-03-04T00:00:00Z"),
+                hi: i64::MAX
+            }]
+        );
+        assert_eq!(
+            values(&careplan, "instantiates-canonical"),
+            vec![IndexValue::Uri(
+                "http://example.dk/PlanDefinition/p1".into()
+            )]
+        );
+        assert_eq!(values(&careplan, "_tag"), vec![token(Some("urn:t"), "x")]);
+        let entries = registry().extract(&careplan);
+        assert!(entries
+            .iter()
+            .all(|e| e.param != "_id" && e.param != "_lastUpdated"));
+        let category = entries.iter().filter(|e| e.param == "category").count();
+        assert_eq!(category, 1, "duplicates are removed");
+    }
+
+    #[test]
+    fn patient_filter_skips_subjects_that_are_groups() {
+        let careplan = json!({"resourceType": "CarePlan", "subject": {"reference": "Group/9"}});
+        assert_eq!(values(&careplan, "subject"), vec![reference("Group", "9")]);
+        assert!(values(&careplan, "patient").is_empty());
+    }
+
+    #[test]
+    fn patient_is_indexed_by_name_parts_identifier_birthdate_and_telecom() {
+        let patient = json!({
+            "resourceType": "Patient",
+            "identifier": [{"system": "urn:oid:1.2.208.176.1.2", "value": "0101011234"}],
+            "name": [{"family": "Sørensen", "given": ["Anne  Marie", "Åse"], "prefix": ["Dr."]}],
+            "telecom": [{"system": "phone", "value": "+45 12345678"}, {"system": "email", "value": "a@b.dk"}],
+            "birthDate": "1970-05-17",
+            "address": [{"line": ["Østergade 1"], "city": "Århus", "postalCode": "8000"}],
+            "gender": "female",
+            "active": true
+        });
+        assert_eq!(
+            values(&patient, "identifier"),
+            vec![token(Some("urn:oid:1.2.208.176.1.2"), "0101011234")]
+        );
+        assert_eq!(
+            values(&patient, "name"),
+            vec![
+                text("sorensen"),
+                text("anne marie"),
+                text("ase"),
+                text("dr.")
+            ]
+        );
+        assert_eq!(values(&patient, "family"), vec![text("sorensen")]);
+        assert_eq!(
+            values(&patient, "given"),
+            vec![text("anne marie"), text("ase")]
+        );
+        assert_eq!(
+            values(&patient, "birthdate"),
+            vec![IndexValue::Date {
+                lo: ms("1970-05-17T00:00:00Z"),
+                hi: ms("1970-05-18T00:00:00Z") - 1
+            }]
+        );
+        assert_eq!(values(&patient, "phone"), vec![token(None, "+45 12345678")]);
+        assert_eq!(values(&patient, "email"), vec![token(None, "a@b.dk")]);
+        assert_eq!(values(&patient, "address-city"), vec![text("arhus")]);
+        assert_eq!(
+            values(&patient, "address"),
+            vec![text("ostergade 1"), text("arhus"), text("8000")]
+        );
+        assert_eq!(values(&patient, "gender"), vec![token(None, "female")]);
+        assert_eq!(values(&patient, "active"), vec![token(None, "true")]);
+    }
+
+    #[test]
+    fn encounter_class_is_a_coding_and_part_of_a_reference() {
+        let encounter = json!({
+            "resourceType": "Encounter",
+            "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "partOf": {"reference": "Encounter/e0"},
+            "subject": {"reference": "Patient/p1"},
+            "period": {"start": "2021-03-04T10:00:00+01:00", "end": "2021-03-04T11:00:00+01:00"}
+        });
+        assert_eq!(
+            values(&encounter, "class"),
+            vec![token(
+                Some("http://terminology.hl7.org/CodeSystem/v3-ActCode"),
+                "AMB"
+            )]
+        );
+        assert_eq!(
+            values(&encounter, "part-of"),
+            vec![reference("Encounter", "e0")]
+        );
+        assert_eq!(
+            values(&encounter, "patient"),
+            vec![reference("Patient", "p1")]
+        );
+        assert_eq!(
+            values(&encounter, "date"),
+            vec![IndexValue::Date {
+                lo: ms("2021-03-04T09:00:00Z"),
+                hi: ms("2021-03-04T10:00:00Z") + 999
+            }]
+        );
+    }
+
+    #[test]
+    fn bare_choice_paths_find_the_concrete_element() {
+        let observation = json!({
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "effectiveDateTime": "2021-03-04",
+            "valueQuantity": {"value": 72, "unit": "beats/minute", "system": "http://unitsofmeasure.org", "code": "/min"}
+        });
+        assert_eq!(
+            values(&observation, "date"),
+            vec![IndexValue::Date {
+                lo: ms("2021-03-04T00:00:00Z"),
+                hi: ms("2021-03-05T00:00:00Z") - 1
+            }]
+        );
+        assert_eq!(
+            values(&observation, "value-quantity"),
+            vec![IndexValue::Quantity {
+                value: 72.0,
+                system: Some("http://unitsofmeasure.org".into()),
+                code: Some("/min".into()),
+                unit: Some("beats/minute".into())
+            }]
+        );
+        // `status` is absent here, and `statusReason`-style siblings are not choice variants.
+        let task = json!({"resourceType": "Task", "statusReason": {"coding": [{"code": "x"}]}});
+        assert!(values(&task, "status").is_empty());
+    }
+
+    #[test]
+    fn goal_target_date_and_timing_events() {
+        let goal = json!({
+            "resourceType": "Goal",
+            "lifecycleStatus": "active",
+            "subject": {"reference": "Patient/p1"},
+            "target": [{"dueDate": "2022-06"}]
+        });
+        assert_eq!(
+            values(&goal, "target-date"),
+            vec![IndexValue::Date {
+                lo: ms("2022-06-01T00:00:00Z"),
+                hi: ms("2022-07-01T00:00:00Z") - 1
+            }]
+        );
+        assert_eq!(
+            values(&goal, "lifecycle-status"),
+            vec![token(None, "active")]
+        );
+        let careplan = json!({
+            "resourceType": "CarePlan",
+            "activity": [{"detail": {"scheduledTiming": {"event": ["2022-01-02"]}}}]
+        });
+        let day = ms("2022-01-02T00:00:00Z");
+        assert_eq!(
+            values(&careplan, "activity-date"),
+            vec![IndexValue::Date {
+                lo: day,
+                hi: day + 86_399_999
+            }]
+        );
+    }
+
+    #[test]
+    fn resources_without_a_known_type_have_no_entries() {
+        assert!(registry().extract(&json!({"status": "active"})).is_empty());
+        assert!(registry()
+            .extract(&json!({"resourceType": "Nonsense", "status": "x"}))
+            .is_empty());
+    }
+
+    #[test]
+    fn from_json_reports_malformed_files() {
+        assert!(SearchParamRegistry::from_json(&json!({})).is_err());
+        let bad_type = json!({"resources": {"Patient": {"x": {"type": "bogus", "paths": []}}}});
+        assert!(SearchParamRegistry::from_json(&bad_type).is_err());
+        let bad_step = json!({"resources": {"Patient": {"x": {"type": "token", "paths": [[1]]}}}});
+        assert!(SearchParamRegistry::from_json(&bad_step).is_err());
+    }
+}

@@ -1,0 +1,19 @@
+//! Sektorbro: a FHIR R4 gateway for care that crosses sectors (municipalities, regions, GPs).
+//!
+//! The rooms, in the order a request flows through them:
+//! - [`api`]: HTTP only — routes, request context, content negotiation, responses.
+//! - [`engine`]: the FHIR interactions (CRUD, history, search, transaction/batch) as domain
+//!   operations over a store.
+//! - [`fhir`]: FHIR knowledge without I/O — resource types, search parameters, OperationOutcome.
+//! - [`store`]: persistence, the only room with SQL (SQLite and PostgreSQL).
+//! - [`config`], [`app`], [`cli`], [`metrics`]: configuration, wiring, command line, metrics.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod fhir;
+pub mod metrics;
+pub mod store;

@@ -1,0 +1,11 @@
+//! The `sektorbro` binary: all behaviour lives in the library; this only reports failure.
+
+fn main() -> std::process::ExitCode {
+    match sektorbro::cli::run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sektorbro: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

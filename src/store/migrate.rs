@@ -1,0 +1,73 @@
+//! Embedded schema migrations, applied in order at start, each in its own transaction.
+//!
+//! sqlx's migrator needs its macros (compile-time database access) or migration files on disk at run
+//! time; a dozen lines here keep the schema inside the binary for both dialects.
+
+use sqlx::AnyPool;
+
+use super::{Backend, StoreError};
+use super::sql::db_err;
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "resources",
+    sqlite: include_str!("migrations/sqlite/0001_resources.sql"),
+    postgres: include_str!("migrations/postgres/0001_resources.sql"),
+}];
+
+/// Bring the schema up to date. On PostgreSQL an advisory lock keeps two starting instances from
+/// migrating at once.
+pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await.map_err(db_err)?;
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock(7351902211)")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+    }
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_ms BIGINT NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+        let script = match backend {
+            Backend::Sqlite => m.sqlite,
+            Backend::Postgres => m.postgres,
+        };
+        for statement in script.split(';').map(str::trim).filter(|s| !is_blank(s)) {
+            sqlx::query(statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_ms) VALUES ($1, $2, $3)")
+            .bind(m.version)
+            .bind(m.name)
+            .bind(chrono::Utc::now().timestamp_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tracing::info!(version = m.version, name = m.name, "applied schema migration");
+    }
+    tx.commit().await.map_err(db_err)
+}
+
+/// A statement made only of comments and white space.
+fn is_blank(statement: &str) -> bool {
+    statement
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with("--"))
+}

@@ -1,0 +1,183 @@
+//! Persistence: the [`Storage`] trait and its SQL implementation for SQLite and PostgreSQL.
+//!
+//! This is the only room that speaks SQL. Resources are kept as JSON text, every version in
+//! `resource_versions` (history), the current one in `resources`, and the values search needs in
+//! `search_index`. Callers hand in values and parsed queries; they never see a row or a statement.
+
+mod migrate;
+mod search_sql;
+mod sql;
+
+use async_trait::async_trait;
+
+use crate::fhir::search::{Include, SearchQuery, SortValue};
+use crate::fhir::search_params::IndexEntry;
+
+pub use sql::SqlStore;
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgresql",
+        }
+    }
+}
+
+/// Storage failures, by what the caller can do about them.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer created the same version first; the caller may retry.
+    #[error("version {version} of {rtype}/{id} was written concurrently")]
+    VersionConflict {
+        rtype: String,
+        id: String,
+        version: i64,
+    },
+    /// Lock timeout, deadlock or serialization failure: retrying is safe.
+    #[error("the database is busy")]
+    Busy,
+    #[error("database error: {0}")]
+    Database(String),
+    /// Stored data that cannot be read back (never expected).
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether repeating the whole unit of work may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::VersionConflict { .. } | StoreError::Busy)
+    }
+}
+
+/// One stored version of a resource, as the database returns it.
+#[derive(Debug, Clone)]
+pub struct StoredResource {
+    pub rtype: String,
+    pub id: String,
+    pub version: i64,
+    /// Milliseconds since the Unix epoch (the resource's `meta.lastUpdated`).
+    pub last_updated_ms: i64,
+    pub deleted: bool,
+    /// The resource JSON with `id` and `meta` set; `None` for a deletion.
+    pub content: Option<String>,
+    /// HTTP method that produced the version (history `request.method`).
+    pub method: String,
+}
+
+/// The current state of a resource id (for version checks inside a write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub version: i64,
+    pub deleted: bool,
+}
+
+/// A new version to write.
+#[derive(Debug)]
+pub struct NewVersion<'a> {
+    pub rtype: &'a str,
+    pub id: &'a str,
+    pub version: i64,
+    pub last_updated_ms: i64,
+    pub method: &'static str,
+    /// The resource JSON; `None` writes a deletion.
+    pub content: Option<&'a str>,
+    /// Search values of the new version (ignored for a deletion).
+    pub index: &'a [IndexEntry],
+}
+
+/// Which history to read.
+#[derive(Debug, Clone, Copy)]
+pub enum HistoryScope<'a> {
+    System,
+    Type(&'a str),
+    Instance(&'a str, &'a str),
+}
+
+/// A history page request: newest first, `before_seq` continues a previous page.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryQuery<'a> {
+    pub scope: HistoryScope<'a>,
+    pub since_ms: Option<i64>,
+    pub before_seq: Option<i64>,
+    pub limit: usize,
+}
+
+/// One row of a search page and the key that continues the search after it.
+#[derive(Debug, Clone)]
+pub struct SearchHit {
+    pub resource: StoredResource,
+    pub sort_values: Vec<SortValue>,
+    pub seq: i64,
+}
+
+/// A store: reads on a pool, writes in [`StoreTx`] transactions.
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+    /// Is the database reachable and answering?
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// The current version of `rtype/id` (deleted ones too, flagged).
+    async fn read(&self, rtype: &str, id: &str) -> Result<Option<StoredResource>, StoreError>;
+    async fn vread(
+        &self,
+        rtype: &str,
+        id: &str,
+        version: i64,
+    ) -> Result<Option<StoredResource>, StoreError>;
+    /// Current, not deleted resources by `(type, id)`, in no particular order.
+    async fn read_many(&self, keys: &[(String, String)]) -> Result<Vec<StoredResource>, StoreError>;
+    /// History newest first, each with its global sequence number (for paging).
+    async fn history(
+        &self,
+        q: &HistoryQuery<'_>,
+    ) -> Result<Vec<(i64, StoredResource)>, StoreError>;
+    /// Up to `limit` matches of `q`, after its cursor, in its sort order.
+    async fn search(&self, q: &SearchQuery, limit: usize) -> Result<Vec<SearchHit>, StoreError>;
+    /// How many resources match `q` (cursor ignored).
+    async fn count(&self, q: &SearchQuery) -> Result<i64, StoreError>;
+    /// Resources of `inc.source_type` whose `inc.param` refers to one of `targets` (`_revinclude`).
+    async fn referencing(
+        &self,
+        inc: &Include,
+        targets: &[(String, String)],
+        limit: usize,
+    ) -> Result<Vec<StoredResource>, StoreError>;
+    /// Start a write transaction.
+    async fn begin(&self) -> Result<Box<dyn StoreTx>, StoreError>;
+}
+
+/// A write transaction: everything in it is applied at [`StoreTx::commit`] or not at all.
+#[async_trait]
+pub trait StoreTx: Send {
+    /// Serialize with other transactions taking the same key until this one ends (a no-op where
+    /// the backend already serializes writers).
+    async fn lock(&mut self, key: &str) -> Result<(), StoreError>;
+    /// The current head of `rtype/id`, as this transaction sees it.
+    async fn head(&mut self, rtype: &str, id: &str) -> Result<Option<Head>, StoreError>;
+    /// Ids of up to `limit` resources matching `q`, as this transaction sees them.
+    async fn search_ids(&mut self, q: &SearchQuery, limit: usize)
+        -> Result<Vec<String>, StoreError>;
+    /// Write a new version (and replace the resource's search values).
+    async fn write(&mut self, v: &NewVersion<'_>) -> Result<(), StoreError>;
+    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// Open the store named by a database URL (`sqlite:…` or `postgres://…`), creating the SQLite file
+/// and running the embedded migrations.
+pub async fn open(
+    url: &str,
+    max_connections: u32,
+    sqlite_synchronous: &str,
+) -> Result<std::sync::Arc<dyn Storage>, StoreError> {
+    let store = SqlStore::open(url, max_connections, sqlite_synchronous).await?;
+    Ok(std::sync::Arc::new(store))
+}

@@ -1,0 +1,463 @@
+//! SQL for searches: a parsed [`SearchQuery`] becomes one statement with numbered binds (`$1`…),
+//! which both SQLite and PostgreSQL accept.
+//!
+//! Every filter is an `EXISTS` over `search_index`; chains nest a sub-select on the referenced
+//! type; paging is by key (the sort values plus the creation sequence), never by offset.
+
+use std::fmt::Write as _;
+
+use crate::fhir::search::{
+    Filter, Include, Match, Prefix, SearchQuery, SortKey, SortKind, SortValue, TextMode,
+    TokenSystem,
+};
+
+use super::Backend;
+
+/// A value bound to a numbered placeholder.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Bind {
+    Text(String),
+    Int(i64),
+    Float(f64),
+}
+
+/// A statement under construction.
+#[derive(Debug, Default)]
+pub(crate) struct Sql {
+    pub text: String,
+    pub binds: Vec<Bind>,
+    aliases: usize,
+}
+
+impl Sql {
+    pub fn push(&mut self, s: &str) -> &mut Self {
+        self.text.push_str(s);
+        self
+    }
+
+    /// Append a placeholder for `b`.
+    pub fn bind(&mut self, b: Bind) -> &mut Self {
+        let n = self.add(b);
+        let _ = write!(self.text, "${n}");
+        self
+    }
+
+    /// Register `b` and return its placeholder number, for text assembled elsewhere.
+    fn add(&mut self, b: Bind) -> usize {
+        self.binds.push(b);
+        self.binds.len()
+    }
+
+    pub fn text(&mut self, s: &str) -> &mut Self {
+        self.bind(Bind::Text(s.to_string()))
+    }
+
+    fn alias(&mut self, prefix: &str) -> String {
+        self.aliases += 1;
+        format!("{prefix}{}", self.aliases)
+    }
+}
+
+/// Columns every resource query selects, in this order.
+pub(crate) const RESOURCE_COLUMNS: &str =
+    "r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content";
+
+/// The page query: matching current resources after the cursor, `limit` of them, sorted.
+pub(crate) fn page(q: &SearchQuery, limit: usize, backend: Backend) -> Sql {
+    let mut sql = Sql::default();
+    let keys: Vec<String> = q
+        .sort
+        .iter()
+        .map(|s| sort_expr(&mut sql, &s.key, s.desc, backend))
+        .collect();
+    let mut inner = String::from("SELECT ");
+    inner.push_str(RESOURCE_COLUMNS);
+    inner.push_str(", r.created_seq");
+    for (i, k) in keys.iter().enumerate() {
+        let _ = write!(inner, ", {k} AS k{i}");
+    }
+    // The sort expressions' binds are already registered; FROM/WHERE continues the numbering.
+    let _ = write!(sql.text, "SELECT * FROM ({inner} FROM resources r WHERE ");
+    where_clause(&mut sql, q);
+    sql.push(") t");
+    if let Some(after) = &q.after {
+        sql.push(" WHERE ");
+        keyset(&mut sql, q, &after.values, after.seq);
+    }
+    sql.push(" ORDER BY ");
+    for (i, s) in q.sort.iter().enumerate() {
+        let _ = write!(sql.text, "t.k{i}{}, ", if s.desc { " DESC" } else { "" });
+    }
+    let _ = write!(sql.text, "t.created_seq LIMIT {limit}");
+    sql
+}
+
+/// `SELECT COUNT(*)` over the same matches (cursor ignored).
+pub(crate) fn count(q: &SearchQuery) -> Sql {
+    let mut sql = Sql::default();
+    sql.push("SELECT COUNT(*) FROM resources r WHERE ");
+    where_clause(&mut sql, q);
+    sql
+}
+
+/// Ids of matches (for conditional interactions).
+pub(crate) fn ids(q: &SearchQuery, limit: usize) -> Sql {
+    let mut sql = Sql::default();
+    sql.push("SELECT r.id FROM resources r WHERE ");
+    where_clause(&mut sql, q);
+    let _ = write!(sql.text, " ORDER BY r.created_seq LIMIT {limit}");
+    sql
+}
+
+/// Resources whose `inc.param` refers to one of `targets` (`_revinclude`).
+pub(crate) fn referencing(inc: &Include, targets: &[(String, String)], limit: usize) -> Sql {
+    let mut sql = Sql::default();
+    sql.push("SELECT ").push(RESOURCE_COLUMNS);
+    sql.push(" FROM resources r WHERE r.res_type = ")
+        .text(&inc.source_type)
+        .push(" AND r.deleted = 0 AND EXISTS (SELECT 1 FROM search_index i WHERE i.res_type = r.res_type AND i.res_id = r.id");
+    if inc.param != "*" {
+        sql.push(" AND i.param = ").text(&inc.param);
+    }
+    sql.push(" AND (");
+    for (n, (rtype, id)) in targets.iter().enumerate() {
+        if n > 0 {
+            sql.push(" OR ");
+        }
+        sql.push("(i.system = ").text(rtype).push(" AND i.value = ").text(id).push(")");
+    }
+    let _ = write!(sql.text, ")) ORDER BY r.created_seq LIMIT {limit}");
+    sql
+}
+
+/// Current, not deleted resources by key.
+pub(crate) fn by_keys(keys: &[(String, String)]) -> Sql {
+    let mut sql = Sql::default();
+    sql.push("SELECT ").push(RESOURCE_COLUMNS);
+    sql.push(" FROM resources r WHERE r.deleted = 0 AND (");
+    for (n, (rtype, id)) in keys.iter().enumerate() {
+        if n > 0 {
+            sql.push(" OR ");
+        }
+        sql.push("(r.res_type = ").text(rtype).push(" AND r.id = ").text(id).push(")");
+    }
+    sql.push(")");
+    sql
+}
+
+fn where_clause(sql: &mut Sql, q: &SearchQuery) {
+    sql.push("r.res_type = ").text(&q.rtype).push(" AND r.deleted = 0");
+    for f in &q.filters {
+        sql.push(" AND ");
+        filter(sql, "r", f);
+    }
+}
+
+/// A boolean SQL expression: the resource row `alias` satisfies `f`.
+fn filter(sql: &mut Sql, alias: &str, f: &Filter) {
+    if f.negate {
+        sql.push("NOT ");
+    }
+    match f.param.as_str() {
+        "_id" => {
+            sql.push("(");
+            for (n, m) in f.any_of.iter().enumerate() {
+                if n > 0 {
+                    sql.push(" OR ");
+                }
+                match m {
+                    Match::Token { code: Some(c), .. } => {
+                        let _ = write!(sql.text, "{alias}.id = ");
+                        sql.text(c);
+                    }
+                    Match::Missing(missing) => {
+                        sql.push(if *missing { "1 = 0" } else { "1 = 1" });
+                    }
+                    _ => {
+                        sql.push("1 = 0");
+                    }
+                }
+            }
+            sql.push(")");
+        }
+        "_lastUpdated" => {
+            let col = format!("{alias}.last_updated");
+            sql.push("(");
+            for (n, m) in f.any_of.iter().enumerate() {
+                if n > 0 {
+                    sql.push(" OR ");
+                }
+                match m {
+                    Match::Date { prefix, lo, hi } => range(sql, &col, &col, *prefix, *lo, *hi),
+                    Match::Missing(missing) => {
+                        sql.push(if *missing { "1 = 0" } else { "1 = 1" });
+                    }
+                    _ => {
+                        sql.push("1 = 0");
+                    }
+                }
+            }
+            sql.push(")");
+        }
+        param => {
+            let i = sql.alias("i");
+            if let [Match::Missing(missing)] = f.any_of.as_slice() {
+                sql.push(if *missing { "NOT EXISTS" } else { "EXISTS" });
+                let _ = write!(
+                    sql.text,
+                    " (SELECT 1 FROM search_index {i} WHERE {i}.res_type = {alias}.res_type AND {i}.res_id = {alias}.id AND {i}.param = "
+                );
+                sql.text(param).push(")");
+                return;
+            }
+            let _ = write!(
+                sql.text,
+                "EXISTS (SELECT 1 FROM search_index {i} WHERE {i}.res_type = {alias}.res_type AND {i}.res_id = {alias}.id AND {i}.param = "
+            );
+            sql.text(param).push(" AND (");
+            for (n, m) in f.any_of.iter().enumerate() {
+                if n > 0 {
+                    sql.push(" OR ");
+                }
+                index_match(sql, &i, m);
+            }
+            sql.push("))");
+        }
+    }
+}
+
+/// A boolean SQL expression on the index row `i`.
+fn index_match(sql: &mut Sql, i: &str, m: &Match) {
+    match m {
+        Match::Token { system, code } => {
+            sql.push("(1 = 1");
+            if let Some(code) = code {
+                let _ = write!(sql.text, " AND {i}.value = ");
+                sql.text(code);
+            }
+            match system {
+                TokenSystem::Any => {}
+                TokenSystem::None => {
+                    let _ = write!(sql.text, " AND {i}.system = ''");
+                }
+                TokenSystem::Is(s) => {
+                    let _ = write!(sql.text, " AND {i}.system = ");
+                    sql.text(s);
+                }
+            }
+            sql.push(")");
+        }
+        Match::Text { value, mode } => {
+            let pattern = match mode {
+                TextMode::StartsWith => format!("{}%", escape_like(value)),
+                TextMode::Contains => format!("%{}%", escape_like(value)),
+                TextMode::Exact => {
+                    let _ = write!(sql.text, "{i}.system = ");
+                    sql.text(value);
+                    return;
+                }
+            };
+            let _ = write!(sql.text, "{i}.value LIKE ");
+            sql.text(&pattern).push(" ESCAPE '\\'");
+        }
+        Match::Ref { rtype, id } => {
+            let _ = write!(sql.text, "({i}.value = ");
+            sql.text(id);
+            if let Some(t) = rtype {
+                let _ = write!(sql.text, " AND {i}.system = ");
+                sql.text(t);
+            }
+            sql.push(")");
+        }
+        Match::Uri { value, below } => {
+            if *below {
+                let _ = write!(sql.text, "{i}.value LIKE ");
+                sql.text(&format!("{}%", escape_like(value)))
+                    .push(" ESCAPE '\\'");
+            } else {
+                let _ = write!(sql.text, "{i}.value = ");
+                sql.text(value);
+            }
+        }
+        Match::Date { prefix, lo, hi } => {
+            range(sql, &format!("{i}.lo"), &format!("{i}.hi"), *prefix, *lo, *hi);
+        }
+        Match::Number { prefix, lo, hi } => number(sql, &format!("{i}.num"), *prefix, *lo, *hi),
+        Match::Chain { target, inner } => {
+            let c = sql.alias("c");
+            let _ = write!(sql.text, "({i}.system = ");
+            sql.text(target);
+            let _ = write!(
+                sql.text,
+                " AND {i}.value IN (SELECT {c}.id FROM resources {c} WHERE {c}.res_type = "
+            );
+            sql.text(target);
+            let _ = write!(sql.text, " AND {c}.deleted = 0 AND ");
+            filter(sql, &c, inner);
+            sql.push("))");
+        }
+        // Handled by `filter`; inside alternatives it cannot be combined meaningfully.
+        Match::Missing(_) => {
+            sql.push("1 = 0");
+        }
+    }
+}
+
+/// R4 date-prefix semantics between a stored range `[lo_col, hi_col]` and the search range.
+fn range(sql: &mut Sql, lo_col: &str, hi_col: &str, prefix: Prefix, lo: i64, hi: i64) {
+    let eq = |sql: &mut Sql| {
+        let _ = write!(sql.text, "({lo_col} >= ");
+        sql.bind(Bind::Int(lo));
+        let _ = write!(sql.text, " AND {hi_col} <= ");
+        sql.bind(Bind::Int(hi)).push(")");
+    };
+    match prefix {
+        Prefix::Eq => eq(sql),
+        Prefix::Ne => {
+            sql.push("NOT ");
+            eq(sql);
+        }
+        Prefix::Gt | Prefix::Sa => {
+            let col = if prefix == Prefix::Gt { hi_col } else { lo_col };
+            let _ = write!(sql.text, "{col} > ");
+            sql.bind(Bind::Int(hi));
+        }
+        Prefix::Lt | Prefix::Eb => {
+            let col = if prefix == Prefix::Lt { lo_col } else { hi_col };
+            let _ = write!(sql.text, "{col} < ");
+            sql.bind(Bind::Int(lo));
+        }
+        Prefix::Ge => {
+            let _ = write!(sql.text, "({hi_col} > ");
+            sql.bind(Bind::Int(hi)).push(" OR ");
+            eq(sql);
+            sql.push(")");
+        }
+        Prefix::Le => {
+            let _ = write!(sql.text, "({lo_col} < ");
+            sql.bind(Bind::Int(lo)).push(" OR ");
+            eq(sql);
+            sql.push(")");
+        }
+        Prefix::Ap => {
+            // Overlap with the search range widened by 10 % of its distance from now, at least a day.
+            let now = chrono::Utc::now().timestamp_millis();
+            let slack = ((now - lo).abs() / 10).max(86_400_000);
+            let _ = write!(sql.text, "({lo_col} <= ");
+            sql.bind(Bind::Int(hi.saturating_add(slack)));
+            let _ = write!(sql.text, " AND {hi_col} >= ");
+            sql.bind(Bind::Int(lo.saturating_sub(slack))).push(")");
+        }
+    }
+}
+
+fn number(sql: &mut Sql, col: &str, prefix: Prefix, lo: f64, hi: f64) {
+    let mid = (lo + hi) / 2.0;
+    let (op, v) = match prefix {
+        Prefix::Eq | Prefix::Ne | Prefix::Ap => {
+            if prefix == Prefix::Ne {
+                sql.push("NOT ");
+            }
+            let (lo, hi) = if prefix == Prefix::Ap {
+                (mid - mid.abs() * 0.1, mid + mid.abs() * 0.1)
+            } else {
+                (lo, hi)
+            };
+            let _ = write!(sql.text, "({col} >= ");
+            sql.bind(Bind::Float(lo));
+            let _ = write!(sql.text, " AND {col} < ");
+            sql.bind(Bind::Float(hi)).push(")");
+            return;
+        }
+        Prefix::Gt | Prefix::Sa => (">", mid),
+        Prefix::Lt | Prefix::Eb => ("<", mid),
+        Prefix::Ge => (">=", mid),
+        Prefix::Le => ("<=", mid),
+    };
+    let _ = write!(sql.text, "{col} {op} ");
+    sql.bind(Bind::Float(v));
+}
+
+/// The SQL expression a sort key orders by; missing values sort last in either direction.
+fn sort_expr(sql: &mut Sql, key: &SortKey, desc: bool, backend: Backend) -> String {
+    match key {
+        SortKey::Id => text_order("r.id".into(), backend),
+        SortKey::LastUpdated => "r.last_updated".into(),
+        SortKey::Param { code, kind } => {
+            let agg = if desc { "MAX" } else { "MIN" };
+            let (col, missing) = match (kind, desc) {
+                (SortKind::Int, false) => ("hi", Bind::Int(i64::MAX)),
+                (SortKind::Int, true) => ("hi", Bind::Int(i64::MIN + 1)),
+                (SortKind::Float, false) => ("num", Bind::Float(f64::MAX)),
+                (SortKind::Float, true) => ("num", Bind::Float(f64::MIN)),
+                (SortKind::Text, false) => ("value", Bind::Text("\u{10FFFF}".into())),
+                (SortKind::Text, true) => ("value", Bind::Text(String::new())),
+            };
+            // Ascending dates compare by where they start, descending by where they end.
+            let col = if *kind == SortKind::Int && !desc { "lo" } else { col };
+            let p = sql.add(Bind::Text(code.clone()));
+            let m = sql.add(missing);
+            let expr = format!(
+                "COALESCE((SELECT {agg}(s.{col}) FROM search_index s WHERE s.res_type = r.res_type AND s.res_id = r.id AND s.param = ${p}), ${m})"
+            );
+            if *kind == SortKind::Text {
+                text_order(expr, backend)
+            } else {
+                expr
+            }
+        }
+    }
+}
+
+/// Text compares byte-wise on both backends, so pages and cursors agree.
+fn text_order(expr: String, backend: Backend) -> String {
+    match backend {
+        Backend::Postgres => format!("({expr}) COLLATE \"C\""),
+        Backend::Sqlite => expr,
+    }
+}
+
+/// `(k0, k1, …, seq) > (v0, v1, …, s)` with each key's own direction.
+fn keyset(sql: &mut Sql, q: &SearchQuery, values: &[SortValue], seq: i64) {
+    sql.push("(");
+    for n in 0..=q.sort.len() {
+        if n > 0 {
+            sql.push(" OR ");
+        }
+        sql.push("(");
+        for (k, value) in values.iter().enumerate().take(n) {
+            let _ = write!(sql.text, "t.k{k} = ");
+            sql.bind(sort_bind(value)).push(" AND ");
+        }
+        match (q.sort.get(n), values.get(n)) {
+            (Some(s), Some(v)) => {
+                let _ = write!(sql.text, "t.k{n} {} ", if s.desc { "<" } else { ">" });
+                sql.bind(sort_bind(v));
+            }
+            _ => {
+                sql.push("t.created_seq > ").bind(Bind::Int(seq));
+            }
+        }
+        sql.push(")");
+    }
+    sql.push(")");
+}
+
+fn sort_bind(v: &SortValue) -> Bind {
+    match v {
+        SortValue::Int(i) => Bind::Int(*i),
+        SortValue::Float(f) => Bind::Float(*f),
+        SortValue::Text(s) => Bind::Text(s.clone()),
+    }
+}
+
+fn escape_like(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -1,0 +1,546 @@
+//! [`SqlStore`]: the [`Storage`] implementation for SQLite and PostgreSQL over sqlx's `Any` driver.
+//!
+//! One implementation, two dialects: the statements are portable SQL with `$n` placeholders, and
+//! the few real differences (SQLite's single writer and pragmas, PostgreSQL's advisory and row
+//! locks) are decided by [`Backend`] in this file only.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+
+use super::search_sql::{self, Bind, Sql};
+use super::{
+    migrate, Backend, Head, HistoryQuery, HistoryScope, NewVersion, SearchHit, Storage,
+    StoreError, StoreTx, StoredResource,
+};
+use crate::fhir::search::{Include, SearchQuery, SortKind, SortValue};
+use crate::fhir::search_params::IndexValue;
+
+/// Resource storage in a SQL database.
+pub struct SqlStore {
+    backend: Backend,
+    /// Readers. On PostgreSQL the same pool also writes.
+    read: AnyPool,
+    /// Writers: one connection on SQLite (it admits one writer at a time anyway, and queueing in
+    /// the pool beats `SQLITE_BUSY` retries), the read pool on PostgreSQL.
+    write: AnyPool,
+}
+
+/// Map a driver error into what callers can act on.
+pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::PoolTimedOut => StoreError::Busy,
+        sqlx::Error::Database(d) => match d.code().as_deref() {
+            // PostgreSQL: serialization failure, deadlock, lock not available.
+            Some("40001" | "40P01" | "55P03") => StoreError::Busy,
+            // SQLite: SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
+            Some(c) if c == "5" || c == "6" || c.parse::<u32>().is_ok_and(|n| n & 0xff == 5) => {
+                StoreError::Busy
+            }
+            _ => StoreError::Database(e.to_string()),
+        },
+        _ => StoreError::Database(e.to_string()),
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            matches!(d.code().as_deref(), Some("23505" | "2067" | "1555"))
+        }
+        _ => false,
+    }
+}
+
+impl SqlStore {
+    /// Connect (creating a SQLite file and its folder if needed) and migrate.
+    pub async fn open(
+        url: &str,
+        max_connections: u32,
+        sqlite_synchronous: &str,
+    ) -> Result<SqlStore, StoreError> {
+        sqlx::any::install_default_drivers();
+        if url.starts_with("sqlite:") {
+            Self::open_sqlite(url, max_connections, sqlite_synchronous).await
+        } else {
+            Self::open_postgres(url, max_connections).await
+        }
+    }
+
+    async fn open_sqlite(
+        url: &str,
+        max_connections: u32,
+        synchronous: &str,
+    ) -> Result<SqlStore, StoreError> {
+        let path = url
+            .trim_start_matches("sqlite:")
+            .trim_start_matches("//")
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        if path != ":memory:" {
+            if let Some(dir) = std::path::Path::new(&path).parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        StoreError::Database(format!("cannot create {}: {e}", dir.display()))
+                    })?;
+                }
+            }
+        }
+        let full = if url.contains("mode=") {
+            url.to_string()
+        } else if url.contains('?') {
+            format!("{url}&mode=rwc")
+        } else {
+            format!("{url}?mode=rwc")
+        };
+        let options = AnyConnectOptions::from_str(&full).map_err(db_err)?;
+        let pragmas: &'static str = if synchronous == "normal" {
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;"
+        } else {
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;"
+        };
+        let pool = |max: u32| {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        conn.execute(pragmas).await?;
+                        Ok(())
+                    })
+                })
+        };
+        let write = pool(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(db_err)?;
+        migrate::run(&write, Backend::Sqlite).await?;
+        let read = pool(max_connections.max(1))
+            .connect_with(options)
+            .await
+            .map_err(db_err)?;
+        Ok(SqlStore {
+            backend: Backend::Sqlite,
+            read,
+            write,
+        })
+    }
+
+    async fn open_postgres(url: &str, max_connections: u32) -> Result<SqlStore, StoreError> {
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await
+            .map_err(db_err)?;
+        migrate::run(&pool, Backend::Postgres).await?;
+        Ok(SqlStore {
+            backend: Backend::Postgres,
+            read: pool.clone(),
+            write: pool,
+        })
+    }
+}
+
+/// Bind a statement's values in order.
+fn query(sql: &Sql) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArguments<'_>> {
+    let mut q = sqlx::query(&sql.text);
+    for b in &sql.binds {
+        q = match b {
+            Bind::Text(s) => q.bind(s.as_str()),
+            Bind::Int(i) => q.bind(*i),
+            Bind::Float(f) => q.bind(*f),
+        };
+    }
+    q
+}
+
+/// A row with [`search_sql::RESOURCE_COLUMNS`] as a stored resource.
+fn resource_row(row: &AnyRow, method: Option<String>) -> Result<StoredResource, StoreError> {
+    let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+    Ok(StoredResource {
+        rtype: row.try_get("res_type").map_err(get)?,
+        id: row.try_get("id").map_err(get)?,
+        version: row.try_get("version").map_err(get)?,
+        last_updated_ms: row.try_get("last_updated").map_err(get)?,
+        deleted: int_col(row, "deleted")? != 0,
+        content: row.try_get("content").map_err(get)?,
+        method: method.unwrap_or_default(),
+    })
+}
+
+/// Integer columns come back as i16 (PostgreSQL SMALLINT) or i64 (SQLite).
+fn int_col(row: &AnyRow, name: &str) -> Result<i64, StoreError> {
+    row.try_get::<i64, _>(name)
+        .or_else(|_| row.try_get::<i16, _>(name).map(i64::from))
+        .or_else(|_| row.try_get::<i32, _>(name).map(i64::from))
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+#[async_trait]
+impl Storage for SqlStore {
+    fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.read)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn read(&self, rtype: &str, id: &str) -> Result<Option<StoredResource>, StoreError> {
+        let row = sqlx::query(
+            "SELECT r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content FROM resources r WHERE r.res_type = $1 AND r.id = $2",
+        )
+        .bind(rtype)
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)?;
+        row.map(|r| resource_row(&r, None)).transpose()
+    }
+
+    async fn vread(
+        &self,
+        rtype: &str,
+        id: &str,
+        version: i64,
+    ) -> Result<Option<StoredResource>, StoreError> {
+        let row = sqlx::query(
+            "SELECT r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content, r.method FROM resource_versions r WHERE r.res_type = $1 AND r.id = $2 AND r.version = $3",
+        )
+        .bind(rtype)
+        .bind(id)
+        .bind(version)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)?;
+        row.map(|r| {
+            let method = r.try_get("method").ok();
+            resource_row(&r, method)
+        })
+        .transpose()
+    }
+
+    async fn read_many(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<StoredResource>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(200) {
+            let sql = search_sql::by_keys(chunk);
+            let rows = query(&sql).fetch_all(&self.read).await.map_err(db_err)?;
+            for row in &rows {
+                out.push(resource_row(row, None)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn history(
+        &self,
+        q: &HistoryQuery<'_>,
+    ) -> Result<Vec<(i64, StoredResource)>, StoreError> {
+        let mut sql = Sql::default();
+        sql.push("SELECT r.seq, r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content, r.method FROM resource_versions r WHERE 1 = 1");
+        match q.scope {
+            HistoryScope::System => {}
+            HistoryScope::Type(t) => {
+                sql.push(" AND r.res_type = ").text(t);
+            }
+            HistoryScope::Instance(t, id) => {
+                sql.push(" AND r.res_type = ")
+                    .text(t)
+                    .push(" AND r.id = ")
+                    .text(id);
+            }
+        }
+        if let Some(since) = q.since_ms {
+            sql.push(" AND r.last_updated >= ").bind(Bind::Int(since));
+        }
+        if let Some(before) = q.before_seq {
+            sql.push(" AND r.seq < ").bind(Bind::Int(before));
+        }
+        sql.push(&format!(" ORDER BY r.seq DESC LIMIT {}", q.limit));
+        let rows = query(&sql).fetch_all(&self.read).await.map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                let seq: i64 = row
+                    .try_get("seq")
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let method = row.try_get("method").ok();
+                Ok((seq, resource_row(row, method)?))
+            })
+            .collect()
+    }
+
+    async fn search(&self, q: &SearchQuery, limit: usize) -> Result<Vec<SearchHit>, StoreError> {
+        let sql = search_sql::page(q, limit, self.backend);
+        let rows = query(&sql).fetch_all(&self.read).await.map_err(db_err)?;
+        let corrupt = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+        rows.iter()
+            .map(|row| {
+                let mut sort_values = Vec::with_capacity(q.sort.len());
+                for (i, s) in q.sort.iter().enumerate() {
+                    let col = format!("k{i}");
+                    let v = match &s.key {
+                        crate::fhir::search::SortKey::Id => {
+                            SortValue::Text(row.try_get(col.as_str()).map_err(corrupt)?)
+                        }
+                        crate::fhir::search::SortKey::LastUpdated => {
+                            SortValue::Int(int_col(row, &col)?)
+                        }
+                        crate::fhir::search::SortKey::Param { kind, .. } => match kind {
+                            SortKind::Int => SortValue::Int(int_col(row, &col)?),
+                            SortKind::Float => {
+                                SortValue::Float(row.try_get(col.as_str()).map_err(corrupt)?)
+                            }
+                            SortKind::Text => {
+                                SortValue::Text(row.try_get(col.as_str()).map_err(corrupt)?)
+                            }
+                        },
+                    };
+                    sort_values.push(v);
+                }
+                Ok(SearchHit {
+                    resource: resource_row(row, None)?,
+                    sort_values,
+                    seq: int_col(row, "created_seq")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn count(&self, q: &SearchQuery) -> Result<i64, StoreError> {
+        let sql = search_sql::count(q);
+        let row = query(&sql).fetch_one(&self.read).await.map_err(db_err)?;
+        row.try_get::<i64, _>(0)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    async fn referencing(
+        &self,
+        inc: &Include,
+        targets: &[(String, String)],
+        limit: usize,
+    ) -> Result<Vec<StoredResource>, StoreError> {
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = search_sql::referencing(inc, targets, limit);
+        let rows = query(&sql).fetch_all(&self.read).await.map_err(db_err)?;
+        rows.iter().map(|r| resource_row(r, None)).collect()
+    }
+
+    async fn begin(&self) -> Result<Box<dyn StoreTx>, StoreError> {
+        let tx = self.write.begin().await.map_err(db_err)?;
+        Ok(Box::new(SqlTx {
+            tx,
+            backend: self.backend,
+        }))
+    }
+}
+
+/// A write transaction on [`SqlStore`].
+struct SqlTx {
+    tx: Transaction<'static, Any>,
+    backend: Backend,
+}
+
+/// Stable 64-bit FNV-1a, so every instance maps a lock key to the same advisory lock.
+fn lock_id(key: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+/// Index columns (system, value, lo, hi, num) of one search value.
+fn index_columns(v: &IndexValue) -> (String, String, Option<i64>, Option<i64>, Option<f64>) {
+    match v {
+        IndexValue::Token { system, code } => {
+            (system.clone().unwrap_or_default(), code.clone(), None, None, None)
+        }
+        IndexValue::String(s) => (String::new(), s.clone(), None, None, None),
+        IndexValue::Reference { rtype, id } => (rtype.clone(), id.clone(), None, None, None),
+        IndexValue::Date { lo, hi } => (String::new(), String::new(), Some(*lo), Some(*hi), None),
+        IndexValue::Uri(u) => (String::new(), u.clone(), None, None, None),
+        IndexValue::Number(n) => (String::new(), String::new(), None, None, Some(*n)),
+        IndexValue::Quantity {
+            value,
+            system,
+            code,
+            unit,
+        } => (
+            system.clone().unwrap_or_default(),
+            code.clone().or_else(|| unit.clone()).unwrap_or_default(),
+            None,
+            None,
+            Some(*value),
+        ),
+    }
+}
+
+#[async_trait]
+impl StoreTx for SqlTx {
+    async fn lock(&mut self, key: &str) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(lock_id(key))
+                .execute(&mut *self.tx)
+                .await
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    async fn head(&mut self, rtype: &str, id: &str) -> Result<Option<Head>, StoreError> {
+        let sql = match self.backend {
+            Backend::Postgres => {
+                "SELECT version, deleted FROM resources WHERE res_type = $1 AND id = $2 FOR UPDATE"
+            }
+            Backend::Sqlite => "SELECT version, deleted FROM resources WHERE res_type = $1 AND id = $2",
+        };
+        let row = sqlx::query(sql)
+            .bind(rtype)
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        row.map(|r| {
+            Ok(Head {
+                version: int_col(&r, "version")?,
+                deleted: int_col(&r, "deleted")? != 0,
+            })
+        })
+        .transpose()
+    }
+
+    async fn search_ids(
+        &mut self,
+        q: &SearchQuery,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let sql = search_sql::ids(q, limit);
+        let rows = query(&sql)
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                r.try_get::<String, _>(0)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+    }
+
+    async fn write(&mut self, v: &NewVersion<'_>) -> Result<(), StoreError> {
+        let deleted: i64 = i64::from(v.content.is_none());
+        let inserted = sqlx::query(
+            "INSERT INTO resource_versions (res_type, id, version, last_updated, deleted, method, content) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq",
+        )
+        .bind(v.rtype)
+        .bind(v.id)
+        .bind(v.version)
+        .bind(v.last_updated_ms)
+        .bind(deleted as i16)
+        .bind(v.method)
+        .bind(v.content)
+        .fetch_one(&mut *self.tx)
+        .await;
+        let seq: i64 = match inserted {
+            Ok(row) => row
+                .try_get(0)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::VersionConflict {
+                    rtype: v.rtype.to_string(),
+                    id: v.id.to_string(),
+                    version: v.version,
+                })
+            }
+            Err(e) => return Err(db_err(e)),
+        };
+        sqlx::query(
+            "INSERT INTO resources (res_type, id, version, last_updated, deleted, content, created_seq) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (res_type, id) DO UPDATE SET version = excluded.version, last_updated = excluded.last_updated, deleted = excluded.deleted, content = excluded.content",
+        )
+        .bind(v.rtype)
+        .bind(v.id)
+        .bind(v.version)
+        .bind(v.last_updated_ms)
+        .bind(deleted as i16)
+        .bind(v.content)
+        .bind(seq)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        if v.version > 1 {
+            sqlx::query("DELETE FROM search_index WHERE res_type = $1 AND res_id = $2")
+                .bind(v.rtype)
+                .bind(v.id)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(db_err)?;
+        }
+        if v.content.is_none() {
+            return Ok(());
+        }
+        for chunk in v.index.chunks(100) {
+            let mut sql = Sql::default();
+            sql.push("INSERT INTO search_index (res_type, res_id, param, system, value, lo, hi, num) VALUES ");
+            for (n, entry) in chunk.iter().enumerate() {
+                let (system, value, lo, hi, num) = index_columns(&entry.value);
+                if n > 0 {
+                    sql.push(", ");
+                }
+                sql.push("(")
+                    .text(v.rtype)
+                    .push(", ")
+                    .text(v.id)
+                    .push(", ")
+                    .text(&entry.param)
+                    .push(", ")
+                    .text(&system)
+                    .push(", ")
+                    .text(&value)
+                    .push(", ");
+                // NULLs are written as literals: a typed NULL bind is not portable across drivers.
+                match lo {
+                    Some(x) => sql.bind(Bind::Int(x)),
+                    None => sql.push("NULL"),
+                };
+                sql.push(", ");
+                match hi {
+                    Some(x) => sql.bind(Bind::Int(x)),
+                    None => sql.push("NULL"),
+                };
+                sql.push(", ");
+                match num {
+                    Some(x) if x.is_finite() => sql.bind(Bind::Float(x)),
+                    _ => sql.push("NULL"),
+                };
+                sql.push(")");
+            }
+            query(&sql)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        self.tx.commit().await.map_err(db_err)
+    }
+}

@@ -1,0 +1,189 @@
+//! `spawn_app`: a real gateway on a random loopback port over a fresh database, and the macro
+//! that runs one test body against both backends.
+
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::sync::Once;
+
+use reqwest::header::CONTENT_TYPE;
+use serde_json::Value;
+use sektorbro::config::Config;
+
+/// Environment variable naming the PostgreSQL server for the PostgreSQL half of the suite,
+/// e.g. `postgres://postgres@127.0.0.1:5432/test`. Unset: those tests are skipped (and say so).
+pub const PG_ENV: &str = "SEKTORBRO_TEST_POSTGRES_URL";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A running gateway and a client for it.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`
+    pub addr: String,
+    /// `http://127.0.0.1:PORT/fhir`
+    pub fhir: String,
+    pub client: reqwest::Client,
+    _dir: tempfile::TempDir,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        // Stop the server without waiting; the runtime ends with the test anyway.
+        drop(handle.stop(false));
+    }
+}
+
+static SKIP_NOTICE: Once = Once::new();
+
+/// Start a gateway on a fresh database; `None` (after saying so on the terminal) when the
+/// PostgreSQL half is asked for and no server is configured.
+pub async fn spawn_app(db: Db) -> Option<TestApp> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = match db {
+        Db::Sqlite => format!("sqlite://{}", dir.path().join("test.db").display()),
+        Db::Postgres => {
+            let Ok(server) = std::env::var(PG_ENV) else {
+                SKIP_NOTICE.call_once(|| {
+                    // Written past the test harness's output capture, so `cargo test` shows it.
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "NOTE: PostgreSQL tests SKIPPED ({PG_ENV} is not set; e.g. {PG_ENV}=postgres://postgres@127.0.0.1:5432/test)"
+                    );
+                });
+                return None;
+            };
+            fresh_schema(&server).await
+        }
+    };
+    let mut config = Config::load_with_env(None, |k| match k {
+        "SEKTORBRO_DATABASE_URL" => Some(url.clone()),
+        "SEKTORBRO_LISTEN" => Some("127.0.0.1:0".into()),
+        _ => None,
+    })
+    .expect("test config");
+    config.server.workers = 2;
+    config.database.sqlite_synchronous = "normal".into();
+    config.database.max_connections = 8;
+    let state = sektorbro::app::build_state(config).await.expect("gateway state");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let port = listener.local_addr().expect("addr").port();
+    let server = sektorbro::app::http_server(state, listener).expect("server");
+    let handle = server.handle();
+    tokio::spawn(server);
+    let addr = format!("http://127.0.0.1:{port}");
+    Some(TestApp {
+        fhir: format!("{addr}/fhir"),
+        addr,
+        client: reqwest::Client::new(),
+        _dir: dir,
+        handle,
+    })
+}
+
+/// A new, empty schema on the configured PostgreSQL server, and a URL that uses it.
+async fn fresh_schema(server: &str) -> String {
+    sqlx::any::install_default_drivers();
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let pool = sqlx::AnyPool::connect(server)
+        .await
+        .unwrap_or_else(|e| panic!("{PG_ENV} is set but PostgreSQL is unreachable: {e}"));
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&pool)
+        .await
+        .expect("create schema");
+    pool.close().await;
+    let sep = if server.contains('?') { '&' } else { '?' };
+    format!("{server}{sep}options=-c%20search_path%3D{schema}")
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.fhir, path.trim_start_matches('/'))
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header(CONTENT_TYPE, "application/fhir+json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .put(self.url(path))
+            .header(CONTENT_TYPE, "application/fhir+json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("request")
+    }
+
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.client.delete(self.url(path)).send().await.expect("request")
+    }
+
+    /// GET and parse, asserting the status.
+    pub async fn get_json(&self, path: &str, status: u16) -> Value {
+        let res = self.get(path).await;
+        let got = res.status().as_u16();
+        let body: Value = res.json().await.expect("JSON body");
+        assert_eq!(got, status, "GET {path}: {body}");
+        body
+    }
+
+    /// Create and return the stored resource.
+    pub async fn create(&self, body: &Value) -> Value {
+        let rtype = body["resourceType"].as_str().expect("resourceType");
+        let res = self.post(rtype, body).await;
+        let status = res.status().as_u16();
+        let v: Value = res.json().await.expect("JSON");
+        assert_eq!(status, 201, "create {rtype}: {v}");
+        v
+    }
+}
+
+/// Ids of the `match` entries of a searchset, in order.
+pub fn match_ids(bundle: &Value) -> Vec<String> {
+    bundle["entry"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|e| e["search"]["mode"] == "match")
+                .filter_map(|e| e["resource"]["id"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Run `async fn $name(app: TestApp)` against SQLite and PostgreSQL, as `$name::sqlite` and
+/// `$name::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let app = $crate::helpers::spawn_app($crate::helpers::Db::Sqlite).await.expect("sqlite app");
+                super::$name(app).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(app) = $crate::helpers::spawn_app($crate::helpers::Db::Postgres).await {
+                    super::$name(app).await;
+                }
+            }
+        }
+    )*};
+}

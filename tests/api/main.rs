@@ -1,0 +1,11 @@
+//! Integration tests over real HTTP on a random loopback port, each run against SQLite and
+//! (when `SEKTORBRO_TEST_POSTGRES_URL` is set) PostgreSQL.
+
+mod helpers;
+
+mod bundles;
+mod concurrency;
+mod crud;
+mod examples;
+mod operations;
+mod search;
