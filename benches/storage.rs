@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use serde_json::json;
 use sektorbro::config::Config;
 use sektorbro::engine::{Engine, WriteOp};
+use serde_json::json;
 
 fn engine(rt: &tokio::runtime::Runtime, dir: &std::path::Path, sync: &str) -> Engine {
     let config = Config::defaults();
@@ -35,16 +35,19 @@ fn bench(c: &mut Criterion) {
         let sub = dir.path().join(sync);
         std::fs::create_dir_all(&sub).expect("dir");
         let e = Arc::new(engine(&rt, &sub, sync));
-        c.bench_function(&format!("create CarePlan (sqlite, synchronous={sync})"), |b| {
-            b.iter(|| {
-                rt.block_on(e.write(WriteOp::Create {
-                    rtype: "CarePlan".into(),
-                    resource: careplan("p1"),
-                    if_none_exist: None,
-                }))
-                .expect("create")
-            })
-        });
+        c.bench_function(
+            &format!("create CarePlan (sqlite, synchronous={sync})"),
+            |b| {
+                b.iter(|| {
+                    rt.block_on(e.write(WriteOp::Create {
+                        rtype: "CarePlan".into(),
+                        resource: careplan("p1"),
+                        if_none_exist: None,
+                    }))
+                    .expect("create")
+                })
+            },
+        );
     }
     let e = engine(&rt, dir.path(), "normal");
     let mut pid = String::new();
@@ -76,9 +79,15 @@ fn bench(c: &mut Criterion) {
             false,
         )
         .expect("query");
-    c.bench_function("search CarePlan by CPR chain (sqlite, 1000 resources)", |b| {
-        b.iter(|| rt.block_on(e.search(&q, "http://bench/fhir")).expect("search"))
-    });
+    c.bench_function(
+        "search CarePlan by CPR chain (sqlite, 1000 resources)",
+        |b| {
+            b.iter(|| {
+                rt.block_on(e.search(&q, "http://bench/fhir"))
+                    .expect("search")
+            })
+        },
+    );
 }
 
 criterion_group!(benches, bench);

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "sektorbro", version, about = "FHIR R4 gateway for cross-sector care")]
+#[command(
+    name = "sektorbro",
+    version,
+    about = "FHIR R4 gateway for cross-sector care"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

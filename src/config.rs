@@ -112,19 +112,17 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
-        if self
-            .server
-            .listen
-            .parse::<std::net::SocketAddr>()
-            .is_err()
-        {
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::Invalid(format!(
                 "server.listen / SEKTORBRO_LISTEN must be HOST:PORT with an IP address, got {:?}",
                 self.server.listen
             )));
         }
         let url = &self.database.url;
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
             return Err(ConfigError::Invalid(format!(
                 "database.url / SEKTORBRO_DATABASE_URL must start with sqlite: or postgres://, got {url:?}"
             )));

@@ -78,7 +78,10 @@ impl From<StoreError> for FhirError {
             StoreError::VersionConflict { .. } => FhirError::conflict(e.to_string()),
             StoreError::Busy => FhirError::new(
                 503,
-                vec![Issue::error("transient", "The database is busy; retry the request")],
+                vec![Issue::error(
+                    "transient",
+                    "The database is busy; retry the request",
+                )],
             ),
             StoreError::Database(_) | StoreError::Corrupt(_) => {
                 // The detail goes to the log, not to the client.

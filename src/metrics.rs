@@ -69,7 +69,9 @@ impl Metrics {
                 "sektorbro_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}"
             );
         }
-        out.push_str("# HELP sektorbro_http_request_duration_seconds Time to answer HTTP requests.\n");
+        out.push_str(
+            "# HELP sektorbro_http_request_duration_seconds Time to answer HTTP requests.\n",
+        );
         out.push_str("# TYPE sektorbro_http_request_duration_seconds histogram\n");
         for ((route, method), h) in &inner.latency {
             let labels = format!("route=\"{route}\",method=\"{method}\"");
@@ -85,8 +87,16 @@ impl Metrics {
                 "sektorbro_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
                 h.count
             );
-            let _ = writeln!(out, "sektorbro_http_request_duration_seconds_sum{{{labels}}} {}", h.sum);
-            let _ = writeln!(out, "sektorbro_http_request_duration_seconds_count{{{labels}}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "sektorbro_http_request_duration_seconds_sum{{{labels}}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "sektorbro_http_request_duration_seconds_count{{{labels}}} {}",
+                h.count
+            );
         }
         out
     }
@@ -102,7 +112,9 @@ mod tests {
         m.observe("/fhir/{type}", "GET", 200, Duration::from_micros(700));
         m.observe("/fhir/{type}", "GET", 404, Duration::from_millis(30));
         let text = m.render();
-        assert!(text.contains("sektorbro_http_requests_total{route=\"/fhir/{type}\",method=\"GET\",status=\"200\"} 1"));
+        assert!(text.contains(
+            "sektorbro_http_requests_total{route=\"/fhir/{type}\",method=\"GET\",status=\"200\"} 1"
+        ));
         assert!(text.contains("le=\"0.001\"} 1"));
         assert!(text.contains("le=\"0.05\"} 2"));
         assert!(text.contains("le=\"+Inf\"} 2"));

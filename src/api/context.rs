@@ -54,7 +54,11 @@ impl RequestContext {
         check_format(req, &query)?;
         let mut prefer_return = PreferReturn::Representation;
         let mut lenient = false;
-        for value in req.headers().get_all("prefer").filter_map(|v| v.to_str().ok()) {
+        for value in req
+            .headers()
+            .get_all("prefer")
+            .filter_map(|v| v.to_str().ok())
+        {
             for part in value.split([',', ';']).map(str::trim) {
                 match part {
                     "return=minimal" => prefer_return = PreferReturn::Minimal,
@@ -105,7 +109,9 @@ fn check_format(req: &HttpRequest, query: &[(String, String)]) -> Result<(), Fhi
             "json" | "application/json" | "application/fhir+json" => Ok(()),
             other => Err(FhirError::not_supported(
                 406,
-                format!("_format={other} is not available; this server speaks application/fhir+json"),
+                format!(
+                    "_format={other} is not available; this server speaks application/fhir+json"
+                ),
             )),
         };
     }
@@ -116,7 +122,11 @@ fn check_format(req: &HttpRequest, query: &[(String, String)]) -> Result<(), Fhi
         let media = range.split(';').next().unwrap_or("").trim();
         matches!(
             media,
-            "" | "*/*" | "application/*" | "application/json" | "application/fhir+json" | "application/json+fhir"
+            "" | "*/*"
+                | "application/*"
+                | "application/json"
+                | "application/fhir+json"
+                | "application/json+fhir"
         )
     });
     if acceptable {
@@ -150,7 +160,12 @@ impl FromRequest for FhirBody {
             .map_or(16 << 20, |s| s.config.server.max_body_bytes);
         let mut payload = payload.take();
         Box::pin(async move {
-            let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let media = content_type
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             if !matches!(
                 media.as_str(),
                 "application/fhir+json" | "application/json" | "application/json+fhir"
@@ -164,7 +179,9 @@ impl FromRequest for FhirBody {
             }
             let mut body = web::BytesMut::new();
             while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| FhirError::bad_request(format!("cannot read the request body: {e}")))?;
+                let chunk = chunk.map_err(|e| {
+                    FhirError::bad_request(format!("cannot read the request body: {e}"))
+                })?;
                 if body.len() + chunk.len() > limit {
                     return Err(FhirError::new(
                         413,
@@ -180,7 +197,9 @@ impl FromRequest for FhirBody {
                 FhirError::bad_request(format!("the request body is not valid JSON: {e}"))
             })?;
             if !value.is_object() {
-                return Err(FhirError::bad_request("the request body must be a JSON object"));
+                return Err(FhirError::bad_request(
+                    "the request body must be a JSON object",
+                ));
             }
             Ok(FhirBody(value))
         })

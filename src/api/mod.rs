@@ -58,9 +58,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .route(web::delete().to(crud::delete)),
                 )
                 .service(resource("/{type}/{id}/_history").route(web::get().to(history::instance)))
-                .service(
-                    resource("/{type}/{id}/_history/{vid}").route(web::get().to(crud::vread)),
-                )
+                .service(resource("/{type}/{id}/_history/{vid}").route(web::get().to(crud::vread)))
                 .default_service(web::to(not_found)),
         );
 }
@@ -78,7 +76,10 @@ async fn method_not_allowed(req: actix_web::HttpRequest) -> Result<HttpResponse,
 }
 
 async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, FhirError> {
-    Err(FhirError::not_found(format!("no FHIR endpoint at {}", req.path())))
+    Err(FhirError::not_found(format!(
+        "no FHIR endpoint at {}",
+        req.path()
+    )))
 }
 
 /// A header value safe to echo: up to 128 characters of `[A-Za-z0-9._-]`.
@@ -86,7 +87,8 @@ fn acceptable_request_id(v: &HeaderValue) -> Option<String> {
     let s = v.to_str().ok()?;
     (!s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')))
     .then(|| s.to_string())
 }
 
@@ -106,7 +108,8 @@ pub async fn observe(
         .app_data::<web::Data<AppState>>()
         .map(|s| s.metrics.clone());
     let method = req.method().to_string();
-    let span = tracing::info_span!("request", request_id = %id, method = %method, path = %req.path());
+    let span =
+        tracing::info_span!("request", request_id = %id, method = %method, path = %req.path());
     let start = Instant::now();
     let mut res = next.call(req).instrument(span.clone()).await?;
     let elapsed = start.elapsed();

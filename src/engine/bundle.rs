@@ -165,7 +165,9 @@ impl Engine {
 
         // Conditional references (`Patient?identifier=…`) resolve to exactly one match.
         for (index, r) in &mut resolved {
-            let Some(resource) = r.resource_mut() else { continue };
+            let Some(resource) = r.resource_mut() else {
+                continue;
+            };
             let mut conditional = Vec::new();
             for_each_reference(resource, &mut |s| {
                 if !ids.contains_key(s.as_str()) && is_conditional_reference(s) {
@@ -251,10 +253,12 @@ impl Engine {
                     if_match: e.if_match,
                 }),
             },
-            Method::Delete if !e.rest.is_empty() && !e.rest.starts_with('?') => Ok(WriteOp::Delete {
-                rtype: e.rtype.clone(),
-                id: e.rest.clone(),
-            }),
+            Method::Delete if !e.rest.is_empty() && !e.rest.starts_with('?') => {
+                Ok(WriteOp::Delete {
+                    rtype: e.rtype.clone(),
+                    id: e.rest.clone(),
+                })
+            }
             Method::Delete => Err(FhirError::not_supported(
                 400,
                 "DELETE entries need Type/id; conditional delete is not supported",
@@ -295,7 +299,11 @@ impl Engine {
             let r = match parts.as_slice() {
                 [id] => self.read(&e.rtype, id).await?,
                 [id, "_history", v] => self.vread(&e.rtype, id, v).await?,
-                _ => return Err(FhirError::bad_request("unsupported GET url in Bundle entry")),
+                _ => {
+                    return Err(FhirError::bad_request(
+                        "unsupported GET url in Bundle entry",
+                    ))
+                }
             };
             Ok((r.content.clone().unwrap_or_default(), Some(etag(r.version))))
         }
@@ -325,7 +333,9 @@ fn relocate(f: WriteFailure, index: usize) -> WriteFailure {
 
 /// `Type?criteria` (not an absolute URL, not a local or urn reference).
 fn is_conditional_reference(s: &str) -> bool {
-    s.contains('?') && s.chars().next().is_some_and(|c| c.is_ascii_uppercase()) && !s.contains("://")
+    s.contains('?')
+        && s.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+        && !s.contains("://")
 }
 
 fn status_text(status: u16) -> &'static str {
@@ -361,7 +371,11 @@ fn write_entry(base: &str, w: &Written, representation: bool) -> BundleEntry {
     }
     BundleEntry {
         fields,
-        resource: if representation { w.content.clone() } else { None },
+        resource: if representation {
+            w.content.clone()
+        } else {
+            None
+        },
     }
 }
 
@@ -388,35 +402,48 @@ fn parse_entries(bundle: &Value) -> Result<Vec<EntryRequest>, FhirError> {
     let list = match bundle.get("entry") {
         None => &empty,
         Some(Value::Array(a)) => a,
-        Some(_) => return Err(FhirError::bad_request("Bundle.entry must be an array").at("Bundle.entry")),
+        Some(_) => {
+            return Err(FhirError::bad_request("Bundle.entry must be an array").at("Bundle.entry"))
+        }
     };
     let mut out = Vec::with_capacity(list.len());
     let mut issues = Vec::new();
     for (index, entry) in list.iter().enumerate() {
         let loc = format!("Bundle.entry[{index}]");
         let request = entry.get("request");
-        let method = match request.and_then(|r| r.get("method")).and_then(Value::as_str) {
+        let method = match request
+            .and_then(|r| r.get("method"))
+            .and_then(Value::as_str)
+        {
             Some("GET") => Method::Get,
             Some("POST") => Method::Post,
             Some("PUT") => Method::Put,
             Some("DELETE") => Method::Delete,
             Some(other) => {
                 issues.push(
-                    Issue::error("not-supported", format!("request method {other} is not supported in Bundles"))
-                        .at(format!("{loc}.request.method")),
+                    Issue::error(
+                        "not-supported",
+                        format!("request method {other} is not supported in Bundles"),
+                    )
+                    .at(format!("{loc}.request.method")),
                 );
                 continue;
             }
             None => {
                 issues.push(
-                    Issue::error("required", "each entry needs request.method and request.url")
-                        .at(format!("{loc}.request")),
+                    Issue::error(
+                        "required",
+                        "each entry needs request.method and request.url",
+                    )
+                    .at(format!("{loc}.request")),
                 );
                 continue;
             }
         };
         let Some(url) = request.and_then(|r| r.get("url")).and_then(Value::as_str) else {
-            issues.push(Issue::error("required", "request.url is missing").at(format!("{loc}.request.url")));
+            issues.push(
+                Issue::error("required", "request.url is missing").at(format!("{loc}.request.url")),
+            );
             continue;
         };
         let url = url.trim_start_matches('/');
@@ -438,22 +465,39 @@ fn parse_entries(bundle: &Value) -> Result<Vec<EntryRequest>, FhirError> {
             );
         }
         if matches!(method, Method::Post | Method::Put) {
-            match resource.as_ref().and_then(|r| r.get("resourceType")).and_then(Value::as_str) {
+            match resource
+                .as_ref()
+                .and_then(|r| r.get("resourceType"))
+                .and_then(Value::as_str)
+            {
                 Some(t) if t == rtype => {}
                 Some(t) => issues.push(
-                    Issue::error("invalid", format!("the resource is a {t} but request.url names {rtype}"))
-                        .at(format!("{loc}.resource.resourceType")),
+                    Issue::error(
+                        "invalid",
+                        format!("the resource is a {t} but request.url names {rtype}"),
+                    )
+                    .at(format!("{loc}.resource.resourceType")),
                 ),
                 None => issues.push(
-                    Issue::error("required", format!("a {method:?} entry needs a resource")).at(format!("{loc}.resource")),
+                    Issue::error("required", format!("a {method:?} entry needs a resource"))
+                        .at(format!("{loc}.resource")),
                 ),
             }
         }
-        let if_match = match request.and_then(|r| r.get("ifMatch")).and_then(Value::as_str) {
+        let if_match = match request
+            .and_then(|r| r.get("ifMatch"))
+            .and_then(Value::as_str)
+        {
             Some(s) => match super::parse_etag(s) {
                 Some(v) => Some(v),
                 None => {
-                    issues.push(Issue::error("invalid", format!("ifMatch {s:?} is not an ETag like W/\"1\"")).at(format!("{loc}.request.ifMatch")));
+                    issues.push(
+                        Issue::error(
+                            "invalid",
+                            format!("ifMatch {s:?} is not an ETag like W/\"1\""),
+                        )
+                        .at(format!("{loc}.request.ifMatch")),
+                    );
                     None
                 }
             },
@@ -464,7 +508,10 @@ fn parse_entries(bundle: &Value) -> Result<Vec<EntryRequest>, FhirError> {
             method,
             rtype: rtype.to_string(),
             rest,
-            full_url: entry.get("fullUrl").and_then(Value::as_str).map(String::from),
+            full_url: entry
+                .get("fullUrl")
+                .and_then(Value::as_str)
+                .map(String::from),
             resource,
             if_none_exist: request
                 .and_then(|r| r.get("ifNoneExist"))
@@ -491,7 +538,10 @@ fn check_duplicates(entries: &[EntryRequest]) -> Result<(), FhirError> {
                 issues.push(
                     Issue::error(
                         "duplicate",
-                        format!("{}/{} is also written by Bundle.entry[{first}]", e.rtype, e.rest),
+                        format!(
+                            "{}/{} is also written by Bundle.entry[{first}]",
+                            e.rtype, e.rest
+                        ),
                     )
                     .at(format!("{}.request.url", e.location())),
                 );

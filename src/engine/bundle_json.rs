@@ -52,7 +52,11 @@ pub fn etag(version: i64) -> String {
 
 /// A history entry for one stored version.
 pub fn history_entry(base: &str, r: &StoredResource) -> BundleEntry {
-    let method = if r.method.is_empty() { "PUT" } else { r.method.as_str() };
+    let method = if r.method.is_empty() {
+        "PUT"
+    } else {
+        r.method.as_str()
+    };
     let url = if method == "POST" {
         r.rtype.clone()
     } else {

@@ -20,7 +20,9 @@ use crate::fhir::outcome::Issue;
 use crate::fhir::search::{parse_search, ParseOptions, SearchQuery};
 use crate::fhir::search_params::SearchParamRegistry;
 use crate::fhir::{instant, is_supported_type, is_valid_id, new_id};
-use crate::store::{Head, HistoryQuery, HistoryScope, NewVersion, Storage, StoreTx, StoredResource};
+use crate::store::{
+    Head, HistoryQuery, HistoryScope, NewVersion, Storage, StoreTx, StoredResource,
+};
 
 pub use bundle::BundleKind;
 pub use bundle_json::BundleEntry;
@@ -80,10 +82,25 @@ pub struct Written {
 /// A write whose target id is decided (phase one of a write).
 #[derive(Debug, Clone)]
 pub(crate) enum Resolved {
-    Create { rtype: String, id: String, resource: Value },
-    Update { rtype: String, id: String, resource: Value, if_match: Option<i64> },
-    Delete { rtype: String, id: String },
-    Existing { rtype: String, id: String },
+    Create {
+        rtype: String,
+        id: String,
+        resource: Value,
+    },
+    Update {
+        rtype: String,
+        id: String,
+        resource: Value,
+        if_match: Option<i64>,
+    },
+    Delete {
+        rtype: String,
+        id: String,
+    },
+    Existing {
+        rtype: String,
+        id: String,
+    },
 }
 
 impl Resolved {
@@ -141,7 +158,9 @@ impl Engine {
         } else {
             Err(FhirError::not_supported(
                 404,
-                format!("Resource type {rtype:?} is not supported by this server (see /fhir/metadata)"),
+                format!(
+                    "Resource type {rtype:?} is not supported by this server (see /fhir/metadata)"
+                ),
             ))
         }
     }
@@ -213,11 +232,13 @@ impl Engine {
     ) -> Result<StoredResource, FhirError> {
         self.check_type(rtype)?;
         Self::check_id(id)?;
-        let v: i64 = version
-            .parse()
-            .map_err(|_| FhirError::not_found(format!("{version:?} is not a version of {rtype}/{id}")))?;
+        let v: i64 = version.parse().map_err(|_| {
+            FhirError::not_found(format!("{version:?} is not a version of {rtype}/{id}"))
+        })?;
         match self.store.vread(rtype, id, v).await? {
-            None => Err(FhirError::not_found(format!("{rtype}/{id} has no version {v}"))),
+            None => Err(FhirError::not_found(format!(
+                "{rtype}/{id} has no version {v}"
+            ))),
             Some(r) if r.deleted => Err(FhirError::gone(format!(
                 "version {v} of {rtype}/{id} is a deletion"
             ))),
@@ -240,20 +261,32 @@ impl Engine {
             match k.as_str() {
                 "_count" => match v.parse::<usize>() {
                     Ok(n) => count = n.min(self.search.max_count),
-                    Err(_) => errors.push(Issue::error("invalid", "_count must be a whole number").at(format!("{k}={v}"))),
+                    Err(_) => errors.push(
+                        Issue::error("invalid", "_count must be a whole number")
+                            .at(format!("{k}={v}")),
+                    ),
                 },
                 "_since" => match crate::fhir::search_params::date_range(v) {
                     Some((lo, _)) => since_ms = Some(lo),
-                    None => errors.push(Issue::error("invalid", "_since must be a FHIR instant").at(format!("{k}={v}"))),
+                    None => errors.push(
+                        Issue::error("invalid", "_since must be a FHIR instant")
+                            .at(format!("{k}={v}")),
+                    ),
                 },
                 "_page" => match v.parse::<i64>() {
                     Ok(n) => before_seq = Some(n),
-                    Err(_) => errors.push(Issue::error("invalid", "_page is not a paging token this server issued").at(format!("{k}={v}"))),
+                    Err(_) => errors.push(
+                        Issue::error("invalid", "_page is not a paging token this server issued")
+                            .at(format!("{k}={v}")),
+                    ),
                 },
                 "_format" | "_pretty" => {}
                 _ => errors.push(
-                    Issue::error("not-supported", format!("history does not support parameter {k:?}"))
-                        .at(format!("{k}={v}")),
+                    Issue::error(
+                        "not-supported",
+                        format!("history does not support parameter {k:?}"),
+                    )
+                    .at(format!("{k}={v}")),
                 ),
             }
         }
@@ -379,14 +412,18 @@ impl Engine {
                         }
                         _ => {
                             return Err(FhirError::precondition_failed(format!(
-                                "If-None-Exist criteria match more than one {rtype}; be more specific"
-                            ))
+                            "If-None-Exist criteria match more than one {rtype}; be more specific"
+                        ))
                             .into())
                         }
                     }
                 }
                 let id = preassigned_id.unwrap_or_else(new_id);
-                Ok(Resolved::Create { rtype, id, resource })
+                Ok(Resolved::Create {
+                    rtype,
+                    id,
+                    resource,
+                })
             }
             WriteOp::Update {
                 rtype,
@@ -430,8 +467,8 @@ impl Engine {
                     }
                     _ => {
                         return Err(FhirError::precondition_failed(format!(
-                            "conditional update criteria match more than one {rtype}; be more specific"
-                        ))
+                        "conditional update criteria match more than one {rtype}; be more specific"
+                    ))
                         .into())
                     }
                 };
@@ -487,7 +524,11 @@ impl Engine {
                 content: None,
                 matched_existing: true,
             }),
-            Resolved::Create { rtype, id, resource } => {
+            Resolved::Create {
+                rtype,
+                id,
+                resource,
+            } => {
                 self.put_version(tx, &rtype, &id, None, resource, "POST", None)
                     .await
             }
@@ -606,7 +647,9 @@ impl Engine {
 /// Check the parts of a resource body that the REST interaction itself depends on.
 fn check_body(rtype: &str, resource: &Value, url_id: Option<&str>) -> Result<(), FhirError> {
     let Some(obj) = resource.as_object() else {
-        return Err(FhirError::bad_request("the body must be a JSON object (a FHIR resource)"));
+        return Err(FhirError::bad_request(
+            "the body must be a JSON object (a FHIR resource)",
+        ));
     };
     match obj.get("resourceType").and_then(Value::as_str) {
         Some(t) if t == rtype => {}
@@ -639,7 +682,9 @@ fn check_body(rtype: &str, resource: &Value, url_id: Option<&str>) -> Result<(),
     }
     if let Some(meta) = obj.get("meta") {
         if !meta.is_object() {
-            return Err(FhirError::bad_request("meta must be an object").at(&format!("{rtype}.meta")));
+            return Err(
+                FhirError::bad_request("meta must be an object").at(&format!("{rtype}.meta"))
+            );
         }
     }
     Ok(())

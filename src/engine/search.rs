@@ -9,7 +9,9 @@ use super::bundle_json::{self, BundleEntry};
 use super::{link, now_ms, Engine};
 use crate::error::FhirError;
 use crate::fhir::outcome::operation_outcome;
-use crate::fhir::search::{apply_elements, apply_summary_data, Cursor, Include, SearchQuery, Summary, Total};
+use crate::fhir::search::{
+    apply_elements, apply_summary_data, Cursor, Include, SearchQuery, Summary, Total,
+};
 use crate::fhir::search_params::IndexValue;
 use crate::fhir::{instant, new_id};
 use crate::store::StoredResource;
@@ -31,7 +33,8 @@ impl Engine {
         if let Some(after) = &q.after {
             self_params.push(("_page".into(), after.encode()));
         }
-        let mut links = vec![json!({"relation": "self", "url": link(base, &q.rtype, &self_params)})];
+        let mut links =
+            vec![json!({"relation": "self", "url": link(base, &q.rtype, &self_params)})];
 
         if q.summary == Summary::Count {
             head["total"] = json!(self.store().count(q).await?);
@@ -141,7 +144,11 @@ impl Engine {
                     .filter(|r| inc.target_type.as_ref().is_none_or(|t| *t == r.rtype))
                     .map(|r| (r.rtype.clone(), r.id.clone()))
                     .collect();
-                found.extend(self.store().referencing(inc, &targets, MAX_INCLUDED).await?);
+                found.extend(
+                    self.store()
+                        .referencing(inc, &targets, MAX_INCLUDED)
+                        .await?,
+                );
             }
             let mut next = Vec::new();
             for r in found {

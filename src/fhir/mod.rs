@@ -1,10 +1,10 @@
 //! FHIR knowledge that is not HTTP: resource types, ids, references, search parameters and search
 //! parsing, OperationOutcome. Pure functions over `serde_json::Value`; no I/O.
 
+pub mod derive;
 pub mod outcome;
 pub mod search;
 pub mod search_params;
-pub mod derive;
 
 use serde_json::Value;
 

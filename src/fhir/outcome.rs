@@ -75,7 +75,9 @@ impl Issue {
                 Some((head, rest)) if head.chars().next().is_some_and(char::is_uppercase) => {
                     format!("{prefix}.{rest}")
                 }
-                _ if inner.chars().next().is_some_and(char::is_uppercase) && !inner.contains('.') => {
+                _ if inner.chars().next().is_some_and(char::is_uppercase)
+                    && !inner.contains('.') =>
+                {
                     prefix.to_string()
                 }
                 _ => format!("{prefix}.{inner}"),
@@ -122,7 +124,9 @@ mod tests {
         );
         let bare = Issue::error("invalid", "x").at("CarePlan");
         assert_eq!(
-            bare.within("Bundle.entry[0].resource").expression.as_deref(),
+            bare.within("Bundle.entry[0].resource")
+                .expression
+                .as_deref(),
             Some("Bundle.entry[0].resource")
         );
     }

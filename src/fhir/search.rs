@@ -96,7 +96,10 @@ pub enum SortKey {
     Id,
     LastUpdated,
     /// A search parameter, compared by its lowest (ascending) or highest (descending) value.
-    Param { code: String, kind: SortKind },
+    Param {
+        code: String,
+        kind: SortKind,
+    },
 }
 
 /// The SQL type a sort key yields.
@@ -220,7 +223,6 @@ pub struct ParseOptions {
     pub lenient: bool,
 }
 
-
 /// Parse the query pairs of a search on `rtype`. On failure, every problem found is returned.
 pub fn parse_search(
     registry: &SearchParamRegistry,
@@ -252,7 +254,8 @@ pub fn parse_search(
         match result {
             Ok(()) => {}
             Err(ParamError::Unknown(msg)) if opts.lenient => {
-                q.ignored.push(Issue::warning("not-supported", format!("ignored: {msg}")).at(loc));
+                q.ignored
+                    .push(Issue::warning("not-supported", format!("ignored: {msg}")).at(loc));
                 q.canonical_params.pop();
             }
             Err(ParamError::Unknown(msg)) => {
@@ -264,8 +267,11 @@ pub fn parse_search(
     if let Some(after) = &q.after {
         if !cursor_fits(after, &q.sort) {
             errors.push(
-                Issue::error("invalid", "_page belongs to a search with a different _sort")
-                    .at("_page"),
+                Issue::error(
+                    "invalid",
+                    "_page belongs to a search with a different _sort",
+                )
+                .at("_page"),
             );
         }
     }
@@ -310,7 +316,9 @@ fn parse_pair(
             Ok(())
         }
         "_page" => {
-            q.after = Some(Cursor::decode(value).ok_or("_page is not a paging token this server issued")?);
+            q.after = Some(
+                Cursor::decode(value).ok_or("_page is not a paging token this server issued")?,
+            );
             Ok(())
         }
         "_format" | "_pretty" => Ok(()),
@@ -332,7 +340,9 @@ fn parse_pair(
                 "none" => Total::None,
                 "accurate" | "estimate" => Total::Accurate,
                 other => {
-                    return Err(format!("_total must be none, estimate or accurate, got {other:?}").into())
+                    return Err(
+                        format!("_total must be none, estimate or accurate, got {other:?}").into(),
+                    )
                 }
             };
             Ok(())
@@ -402,7 +412,9 @@ fn sort_key(
     let kind = match def.ptype {
         ParamType::Date => SortKind::Int,
         ParamType::Number | ParamType::Quantity => SortKind::Float,
-        ParamType::String | ParamType::Token | ParamType::Uri | ParamType::Reference => SortKind::Text,
+        ParamType::String | ParamType::Token | ParamType::Uri | ParamType::Reference => {
+            SortKind::Text
+        }
         _ => {
             return Err(unknown(format!(
                 "cannot sort by {code}: composite/special parameters have no order"
@@ -464,7 +476,9 @@ fn parse_filter(
     // Chains: `patient.identifier`, `subject:Patient.name`.
     if let Some((head, rest)) = name.split_once('.') {
         if depth > 1 {
-            return Err(unknown("chains deeper than two references are not supported".into()));
+            return Err(unknown(
+                "chains deeper than two references are not supported".into(),
+            ));
         }
         let (code, type_mod) = match head.split_once(':') {
             Some((c, t)) => (c, Some(t)),
@@ -474,7 +488,9 @@ fn parse_filter(
             .get(rtype, code)
             .ok_or_else(|| unknown(format!("{rtype} has no search parameter {code:?}")))?;
         if def.ptype != ParamType::Reference {
-            return Err(format!("{code} is not a reference parameter and cannot be chained").into());
+            return Err(
+                format!("{code} is not a reference parameter and cannot be chained").into(),
+            );
         }
         let targets: Vec<&String> = match type_mod {
             Some(t) => def.targets.iter().filter(|x| x.as_str() == t).collect(),
@@ -492,8 +508,9 @@ fn parse_filter(
             }
         }
         if any_of.is_empty() {
-            return Err(last_err
-                .unwrap_or_else(|| ParamError::Invalid(format!("{head} cannot refer to that type"))));
+            return Err(last_err.unwrap_or_else(|| {
+                ParamError::Invalid(format!("{head} cannot refer to that type"))
+            }));
         }
         return Ok(Filter {
             param: code.to_string(),
@@ -512,13 +529,11 @@ fn parse_filter(
     let ptype = match code {
         "_id" => ParamType::Token,
         "_lastUpdated" => ParamType::Date,
-        _ => {
-            registry
-                .get(rtype, code)
-                .ok_or_else(|| unknown(format!("{rtype} has no search parameter {code:?}")))?
-                .ptype
-                .clone()
-        }
+        _ => registry
+            .get(rtype, code)
+            .ok_or_else(|| unknown(format!("{rtype} has no search parameter {code:?}")))?
+            .ptype
+            .clone(),
     };
     if modifier == Some("missing") {
         let missing = match value {
@@ -577,28 +592,22 @@ fn parse_filter(
 
 /// Split on unescaped commas; `\,` `\|` `\$` `\\` unescape.
 fn split_values(value: &str) -> Vec<String> {
-    let mut out = vec![String::new()];
+    let mut out = Vec::new();
+    let mut current = String::new();
     let mut chars = value.chars();
     while let Some(c) = chars.next() {
         match c {
-            '\\' => {
-                if let Some(next) = chars.next() {
-                    if next == '|' {
-                        // keep the escape so token parsing does not split there
-                        out.last_mut().map(|s| s.push_str("\\|"));
-                    } else {
-                        out.last_mut().map(|s| s.push(next));
-                    }
-                }
-            }
-            ',' => out.push(String::new()),
-            c => {
-                if let Some(s) = out.last_mut() {
-                    s.push(c)
-                }
-            }
+            // `\|` stays escaped so token parsing does not split there; other escapes resolve.
+            '\\' => match chars.next() {
+                Some('|') => current.push_str("\\|"),
+                Some(next) => current.push(next),
+                None => {}
+            },
+            ',' => out.push(std::mem::take(&mut current)),
+            c => current.push(c),
         }
     }
+    out.push(current);
     out.retain(|s| !s.is_empty());
     out
 }
@@ -684,7 +693,9 @@ fn split_prefix(raw: &str) -> (Prefix, &str) {
 fn date_match(raw: &str) -> Result<Match, String> {
     let (prefix, rest) = split_prefix(raw);
     let (lo, hi) = date_range(rest).ok_or_else(|| {
-        format!("{raw:?} is not a FHIR date/dateTime (e.g. 2024, 2024-05-01, ge2024-05-01T10:00:00Z)")
+        format!(
+            "{raw:?} is not a FHIR date/dateTime (e.g. 2024, 2024-05-01, ge2024-05-01T10:00:00Z)"
+        )
     })?;
     Ok(Match::Date { prefix, lo, hi })
 }
@@ -751,8 +762,10 @@ mod tests {
     use super::*;
 
     fn parse(rtype: &str, q: &[(&str, &str)]) -> Result<SearchQuery, Vec<Issue>> {
-        let pairs: Vec<(String, String)> =
-            q.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let pairs: Vec<(String, String)> = q
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
         parse_search(
             SearchParamRegistry::embedded(),
             rtype,
@@ -792,15 +805,23 @@ mod tests {
 
     #[test]
     fn chained_patient_identifier_becomes_a_chain_on_patient() {
-        let q = parse("CarePlan", &[("patient.identifier", "urn:oid:1.2.208.176.1.2|0101801234")])
-            .expect("valid");
-        assert!(matches!(&q.filters[0].any_of[0], Match::Chain { target, .. } if target == "Patient"));
+        let q = parse(
+            "CarePlan",
+            &[("patient.identifier", "urn:oid:1.2.208.176.1.2|0101801234")],
+        )
+        .expect("valid");
+        assert!(
+            matches!(&q.filters[0].any_of[0], Match::Chain { target, .. } if target == "Patient")
+        );
     }
 
     #[test]
     fn unknown_parameters_are_all_reported() {
-        let errs = parse("CarePlan", &[("colour", "red"), ("status", "active"), ("size", "9")])
-            .expect_err("unknown params");
+        let errs = parse(
+            "CarePlan",
+            &[("colour", "red"), ("status", "active"), ("size", "9")],
+        )
+        .expect_err("unknown params");
         assert_eq!(errs.len(), 2);
         assert_eq!(errs[0].expression.as_deref(), Some("colour=red"));
     }
@@ -825,8 +846,18 @@ mod tests {
 
     #[test]
     fn date_prefixes_and_count_limits() {
-        let q = parse("Goal", &[("target-date", "ge2024-01-01"), ("_count", "5000")]).expect("ok");
-        assert!(matches!(q.filters[0].any_of[0], Match::Date { prefix: Prefix::Ge, .. }));
+        let q = parse(
+            "Goal",
+            &[("target-date", "ge2024-01-01"), ("_count", "5000")],
+        )
+        .expect("ok");
+        assert!(matches!(
+            q.filters[0].any_of[0],
+            Match::Date {
+                prefix: Prefix::Ge,
+                ..
+            }
+        ));
         assert_eq!(q.count, 100);
         assert!(parse("Goal", &[("target-date", "soon")]).is_err());
     }

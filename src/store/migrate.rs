@@ -5,8 +5,8 @@
 
 use sqlx::AnyPool;
 
-use super::{Backend, StoreError};
 use super::sql::db_err;
+use super::{Backend, StoreError};
 
 struct Migration {
     version: i64,
@@ -53,14 +53,20 @@ pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
                 .await
                 .map_err(db_err)?;
         }
-        sqlx::query("INSERT INTO schema_migrations (version, name, applied_ms) VALUES ($1, $2, $3)")
-            .bind(m.version)
-            .bind(m.name)
-            .bind(chrono::Utc::now().timestamp_millis())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        tracing::info!(version = m.version, name = m.name, "applied schema migration");
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, name, applied_ms) VALUES ($1, $2, $3)",
+        )
+        .bind(m.version)
+        .bind(m.name)
+        .bind(chrono::Utc::now().timestamp_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "applied schema migration"
+        );
     }
     tx.commit().await.map_err(db_err)
 }

@@ -134,12 +134,11 @@ pub trait Storage: Send + Sync + 'static {
         version: i64,
     ) -> Result<Option<StoredResource>, StoreError>;
     /// Current, not deleted resources by `(type, id)`, in no particular order.
-    async fn read_many(&self, keys: &[(String, String)]) -> Result<Vec<StoredResource>, StoreError>;
+    async fn read_many(&self, keys: &[(String, String)])
+        -> Result<Vec<StoredResource>, StoreError>;
     /// History newest first, each with its global sequence number (for paging).
-    async fn history(
-        &self,
-        q: &HistoryQuery<'_>,
-    ) -> Result<Vec<(i64, StoredResource)>, StoreError>;
+    async fn history(&self, q: &HistoryQuery<'_>)
+        -> Result<Vec<(i64, StoredResource)>, StoreError>;
     /// Up to `limit` matches of `q`, after its cursor, in its sort order.
     async fn search(&self, q: &SearchQuery, limit: usize) -> Result<Vec<SearchHit>, StoreError>;
     /// How many resources match `q` (cursor ignored).
@@ -164,8 +163,11 @@ pub trait StoreTx: Send {
     /// The current head of `rtype/id`, as this transaction sees it.
     async fn head(&mut self, rtype: &str, id: &str) -> Result<Option<Head>, StoreError>;
     /// Ids of up to `limit` resources matching `q`, as this transaction sees them.
-    async fn search_ids(&mut self, q: &SearchQuery, limit: usize)
-        -> Result<Vec<String>, StoreError>;
+    async fn search_ids(
+        &mut self,
+        q: &SearchQuery,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
     /// Write a new version (and replace the resource's search values).
     async fn write(&mut self, v: &NewVersion<'_>) -> Result<(), StoreError>;
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;

@@ -124,7 +124,11 @@ pub(crate) fn referencing(inc: &Include, targets: &[(String, String)], limit: us
         if n > 0 {
             sql.push(" OR ");
         }
-        sql.push("(i.system = ").text(rtype).push(" AND i.value = ").text(id).push(")");
+        sql.push("(i.system = ")
+            .text(rtype)
+            .push(" AND i.value = ")
+            .text(id)
+            .push(")");
     }
     let _ = write!(sql.text, ")) ORDER BY r.created_seq LIMIT {limit}");
     sql
@@ -139,14 +143,20 @@ pub(crate) fn by_keys(keys: &[(String, String)]) -> Sql {
         if n > 0 {
             sql.push(" OR ");
         }
-        sql.push("(r.res_type = ").text(rtype).push(" AND r.id = ").text(id).push(")");
+        sql.push("(r.res_type = ")
+            .text(rtype)
+            .push(" AND r.id = ")
+            .text(id)
+            .push(")");
     }
     sql.push(")");
     sql
 }
 
 fn where_clause(sql: &mut Sql, q: &SearchQuery) {
-    sql.push("r.res_type = ").text(&q.rtype).push(" AND r.deleted = 0");
+    sql.push("r.res_type = ")
+        .text(&q.rtype)
+        .push(" AND r.deleted = 0");
     for f in &q.filters {
         sql.push(" AND ");
         filter(sql, "r", f);
@@ -280,7 +290,14 @@ fn index_match(sql: &mut Sql, i: &str, m: &Match) {
             }
         }
         Match::Date { prefix, lo, hi } => {
-            range(sql, &format!("{i}.lo"), &format!("{i}.hi"), *prefix, *lo, *hi);
+            range(
+                sql,
+                &format!("{i}.lo"),
+                &format!("{i}.hi"),
+                *prefix,
+                *lo,
+                *hi,
+            );
         }
         Match::Number { prefix, lo, hi } => number(sql, &format!("{i}.num"), *prefix, *lo, *hi),
         Match::Chain { target, inner } => {
@@ -394,7 +411,11 @@ fn sort_expr(sql: &mut Sql, key: &SortKey, desc: bool, backend: Backend) -> Stri
                 (SortKind::Text, true) => ("value", Bind::Text(String::new())),
             };
             // Ascending dates compare by where they start, descending by where they end.
-            let col = if *kind == SortKind::Int && !desc { "lo" } else { col };
+            let col = if *kind == SortKind::Int && !desc {
+                "lo"
+            } else {
+                col
+            };
             let p = sql.add(Bind::Text(code.clone()));
             let m = sql.add(missing);
             let expr = format!(

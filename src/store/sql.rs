@@ -13,8 +13,8 @@ use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
 use super::search_sql::{self, Bind, Sql};
 use super::{
-    migrate, Backend, Head, HistoryQuery, HistoryScope, NewVersion, SearchHit, Storage,
-    StoreError, StoreTx, StoredResource,
+    migrate, Backend, Head, HistoryQuery, HistoryScope, NewVersion, SearchHit, Storage, StoreError,
+    StoreTx, StoredResource,
 };
 use crate::fhir::search::{Include, SearchQuery, SortKind, SortValue};
 use crate::fhir::search_params::IndexValue;
@@ -368,9 +368,13 @@ fn lock_id(key: &str) -> i64 {
 /// Index columns (system, value, lo, hi, num) of one search value.
 fn index_columns(v: &IndexValue) -> (String, String, Option<i64>, Option<i64>, Option<f64>) {
     match v {
-        IndexValue::Token { system, code } => {
-            (system.clone().unwrap_or_default(), code.clone(), None, None, None)
-        }
+        IndexValue::Token { system, code } => (
+            system.clone().unwrap_or_default(),
+            code.clone(),
+            None,
+            None,
+            None,
+        ),
         IndexValue::String(s) => (String::new(), s.clone(), None, None, None),
         IndexValue::Reference { rtype, id } => (rtype.clone(), id.clone(), None, None, None),
         IndexValue::Date { lo, hi } => (String::new(), String::new(), Some(*lo), Some(*hi), None),
@@ -409,7 +413,9 @@ impl StoreTx for SqlTx {
             Backend::Postgres => {
                 "SELECT version, deleted FROM resources WHERE res_type = $1 AND id = $2 FOR UPDATE"
             }
-            Backend::Sqlite => "SELECT version, deleted FROM resources WHERE res_type = $1 AND id = $2",
+            Backend::Sqlite => {
+                "SELECT version, deleted FROM resources WHERE res_type = $1 AND id = $2"
+            }
         };
         let row = sqlx::query(sql)
             .bind(rtype)
@@ -432,10 +438,7 @@ impl StoreTx for SqlTx {
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         let sql = search_sql::ids(q, limit);
-        let rows = query(&sql)
-            .fetch_all(&mut *self.tx)
-            .await
-            .map_err(db_err)?;
+        let rows = query(&sql).fetch_all(&mut *self.tx).await.map_err(db_err)?;
         rows.iter()
             .map(|r| {
                 r.try_get::<String, _>(0)
@@ -532,10 +535,7 @@ impl StoreTx for SqlTx {
                 };
                 sql.push(")");
             }
-            query(&sql)
-                .execute(&mut *self.tx)
-                .await
-                .map_err(db_err)?;
+            query(&sql).execute(&mut *self.tx).await.map_err(db_err)?;
         }
         Ok(())
     }

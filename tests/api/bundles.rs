@@ -38,13 +38,23 @@ async fn transaction_resolves_urn_uuid_references_between_entries(app: TestApp) 
     let plan = &entries[2]["resource"];
     let patient_id = entries[0]["resource"]["id"].as_str().unwrap();
     let goal_id = entries[1]["resource"]["id"].as_str().unwrap();
-    assert_eq!(plan["subject"]["reference"], format!("Patient/{patient_id}"));
+    assert_eq!(
+        plan["subject"]["reference"],
+        format!("Patient/{patient_id}")
+    );
     assert_eq!(plan["goal"][0]["reference"], format!("Goal/{goal_id}"));
     // The same bundle again: the conditional create matches, the patient is reused.
-    let again: Value = app.post("", &discharge_transaction("1212121212")).await.json().await.unwrap();
+    let again: Value = app
+        .post("", &discharge_transaction("1212121212"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(again["entry"][0]["response"]["status"], "200 OK");
     assert_eq!(again["entry"][0]["resource"]["id"], patient_id);
-    let found = app.get_json("Patient?identifier=urn:oid:1.2.208.176.1.2|1212121212", 200).await;
+    let found = app
+        .get_json("Patient?identifier=urn:oid:1.2.208.176.1.2|1212121212", 200)
+        .await;
     assert_eq!(match_ids(&found).len(), 1);
 }
 
@@ -59,20 +69,28 @@ async fn transaction_is_all_or_nothing(app: TestApp) {
     assert_eq!(res.status().as_u16(), 412);
     let oo: Value = res.json().await.unwrap();
     assert_eq!(oo["issue"][0]["expression"][0], "Bundle.entry[3]");
-    let patients = app.get_json("Patient?identifier=urn:oid:1.2.208.176.1.2|3434343434", 200).await;
+    let patients = app
+        .get_json("Patient?identifier=urn:oid:1.2.208.176.1.2|3434343434", 200)
+        .await;
     assert!(match_ids(&patients).is_empty(), "nothing half-written");
     let goals = app.get_json("Goal", 200).await;
     assert!(match_ids(&goals).is_empty());
 }
 
 async fn transaction_resolves_conditional_references(app: TestApp) {
-    app.create(&json!({"resourceType": "Organization", "name": "Sønderborg Kommune",
-        "identifier": [{"system": "urn:oid:1.2.208.176.1.1", "value": "555"}]})).await;
+    app.create(
+        &json!({"resourceType": "Organization", "name": "Sønderborg Kommune",
+        "identifier": [{"system": "urn:oid:1.2.208.176.1.1", "value": "555"}]}),
+    )
+    .await;
     let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"resource": {"resourceType": "CareTeam", "managingOrganization": [{"reference": "Organization?identifier=urn:oid:1.2.208.176.1.1|555"}]},
          "request": {"method": "POST", "url": "CareTeam"}}]});
     let b: Value = app.post("", &bundle).await.json().await.unwrap();
-    let reference = b["entry"][0]["resource"]["managingOrganization"][0]["reference"].as_str().unwrap().to_string();
+    let reference = b["entry"][0]["resource"]["managingOrganization"][0]["reference"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(reference.starts_with("Organization/"), "{reference}");
     let missing = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"resource": {"resourceType": "CareTeam", "managingOrganization": [{"reference": "Organization?identifier=urn:oid:1.2.208.176.1.1|999"}]},
@@ -92,9 +110,20 @@ async fn batch_entries_succeed_or_fail_on_their_own(app: TestApp) {
     assert_eq!(res.status().as_u16(), 200);
     let b: Value = res.json().await.unwrap();
     assert_eq!(b["type"], "batch-response");
-    let statuses: Vec<&str> = b["entry"].as_array().unwrap().iter().map(|e| e["response"]["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, vec!["201 Created", "404 Not Found", "400 Bad Request", "200 OK"]);
-    assert_eq!(b["entry"][2]["response"]["outcome"]["issue"][0]["expression"][0], "Bundle.entry[2].resource.id");
+    let statuses: Vec<&str> = b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        vec!["201 Created", "404 Not Found", "400 Bad Request", "200 OK"]
+    );
+    assert_eq!(
+        b["entry"][2]["response"]["outcome"]["issue"][0]["expression"][0],
+        "Bundle.entry[2].resource.id"
+    );
     assert_eq!(b["entry"][3]["resource"]["type"], "searchset");
 }
 
@@ -107,8 +136,20 @@ async fn malformed_bundles_list_every_problem(app: TestApp) {
     let res = app.post("", &bundle).await;
     assert_eq!(res.status().as_u16(), 400);
     let oo: Value = res.json().await.unwrap();
-    let locations: Vec<&str> = oo["issue"].as_array().unwrap().iter().map(|i| i["expression"][0].as_str().unwrap()).collect();
-    assert_eq!(locations, vec!["Bundle.entry[0].request", "Bundle.entry[1].request.method", "Bundle.entry[2].resource.resourceType"]);
+    let locations: Vec<&str> = oo["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["expression"][0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        locations,
+        vec![
+            "Bundle.entry[0].request",
+            "Bundle.entry[1].request.method",
+            "Bundle.entry[2].resource.resourceType"
+        ]
+    );
     let doc = json!({"resourceType": "Bundle", "type": "document"});
     assert_eq!(app.post("", &doc).await.status().as_u16(), 400);
     // A document Bundle is stored as a resource at /fhir/Bundle.

@@ -20,7 +20,10 @@ async fn conditional_create_under_concurrency_creates_one_resource(app: TestApp)
             let res = client
                 .post(url)
                 .header("content-type", "application/fhir+json")
-                .header("if-none-exist", "identifier=urn:oid:1.2.208.176.1.2|2512489996")
+                .header(
+                    "if-none-exist",
+                    "identifier=urn:oid:1.2.208.176.1.2|2512489996",
+                )
                 .body(body)
                 .send()
                 .await
@@ -37,8 +40,16 @@ async fn conditional_create_under_concurrency_creates_one_resource(app: TestApp)
         statuses.push(status);
         ids.insert(id);
     }
-    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 49, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        49,
+        "{statuses:?}"
+    );
     assert_eq!(ids.len(), 1);
     let found = app
         .get_json("Patient?identifier=urn:oid:1.2.208.176.1.2|2512489996", 200)
@@ -72,12 +83,20 @@ async fn concurrent_updates_never_lose_a_version(app: TestApp) {
     for t in tasks {
         assert_eq!(t.await.expect("task"), 200);
     }
-    let history = app.get_json(&format!("Task/{id}/_history?_count=100"), 200).await;
+    let history = app
+        .get_json(&format!("Task/{id}/_history?_count=100"), 200)
+        .await;
     let versions: BTreeSet<u64> = history["entry"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["resource"]["meta"]["versionId"].as_str().unwrap().parse().unwrap())
+        .map(|e| {
+            e["resource"]["meta"]["versionId"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
         .collect();
     assert_eq!(versions, (1..=31).collect::<BTreeSet<u64>>());
     let descriptions: BTreeSet<String> = history["entry"]
@@ -86,7 +105,11 @@ async fn concurrent_updates_never_lose_a_version(app: TestApp) {
         .iter()
         .filter_map(|e| e["resource"]["description"].as_str().map(String::from))
         .collect();
-    assert_eq!(descriptions.len(), 30, "every update is kept as its own version");
+    assert_eq!(
+        descriptions.len(),
+        30,
+        "every update is kept as its own version"
+    );
 }
 
 on_both_backends!(

@@ -22,7 +22,10 @@ async fn create_returns_201_with_location_etag_and_last_modified(app: TestApp) {
     let h = res.headers().clone();
     assert_eq!(h["etag"], "W/\"1\"");
     assert!(h.contains_key("last-modified"));
-    assert!(h["content-type"].to_str().unwrap().starts_with("application/fhir+json"));
+    assert!(h["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/fhir+json"));
     let body: Value = res.json().await.unwrap();
     let id = body["id"].as_str().expect("server id");
     assert_eq!(
@@ -42,11 +45,16 @@ async fn update_bumps_the_version_and_vread_returns_each(app: TestApp) {
     let res = app.put(&format!("CarePlan/{id}"), &next).await;
     assert_eq!(res.status().as_u16(), 200);
     assert_eq!(res.headers()["etag"], "W/\"2\"");
-    let v1 = app.get_json(&format!("CarePlan/{id}/_history/1"), 200).await;
-    let v2 = app.get_json(&format!("CarePlan/{id}/_history/2"), 200).await;
+    let v1 = app
+        .get_json(&format!("CarePlan/{id}/_history/1"), 200)
+        .await;
+    let v2 = app
+        .get_json(&format!("CarePlan/{id}/_history/2"), 200)
+        .await;
     assert_eq!(v1["status"], "active");
     assert_eq!(v2["status"], "completed");
-    app.get_json(&format!("CarePlan/{id}/_history/3"), 404).await;
+    app.get_json(&format!("CarePlan/{id}/_history/3"), 404)
+        .await;
     let history = app.get_json(&format!("CarePlan/{id}/_history"), 200).await;
     assert_eq!(history["type"], "history");
     assert_eq!(history["total"], 2);
@@ -103,7 +111,13 @@ async fn delete_makes_reads_answer_gone_and_keeps_history(app: TestApp) {
     let search = app.get_json(&format!("CarePlan?_id={id}"), 200).await;
     assert!(match_ids(&search).is_empty());
     // Deleting again changes nothing.
-    assert_eq!(app.delete(&format!("CarePlan/{id}")).await.status().as_u16(), 204);
+    assert_eq!(
+        app.delete(&format!("CarePlan/{id}"))
+            .await
+            .status()
+            .as_u16(),
+        204
+    );
     app.get_json("CarePlan/never-was", 404).await;
 }
 
@@ -113,7 +127,10 @@ async fn conditional_create_returns_the_existing_match(app: TestApp) {
         app.client
             .post(app.url("Patient"))
             .header("content-type", "application/fhir+json")
-            .header("if-none-exist", "identifier=urn:oid:1.2.208.176.1.2|0101801234")
+            .header(
+                "if-none-exist",
+                "identifier=urn:oid:1.2.208.176.1.2|0101801234",
+            )
             .body(patient.to_string())
             .send()
     };
@@ -180,7 +197,10 @@ async fn bad_requests_get_operation_outcomes_with_the_right_status(app: TestApp)
         .unwrap();
     assert_eq!(res.status().as_u16(), 400);
     let oo: Value = res.json().await.unwrap();
-    assert!(oo["issue"][0]["diagnostics"].as_str().unwrap().contains("not valid JSON"));
+    assert!(oo["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap()
+        .contains("not valid JSON"));
     // Wrong media type.
     let res = app
         .client
@@ -195,7 +215,9 @@ async fn bad_requests_get_operation_outcomes_with_the_right_status(app: TestApp)
     let res = app.post("Patient", &json!({"resourceType": "Goal"})).await;
     assert_eq!(res.status().as_u16(), 400);
     // Id mismatch on update.
-    let res = app.put("Patient/a", &json!({"resourceType": "Patient", "id": "b"})).await;
+    let res = app
+        .put("Patient/a", &json!({"resourceType": "Patient", "id": "b"}))
+        .await;
     assert_eq!(res.status().as_u16(), 400);
     let oo: Value = res.json().await.unwrap();
     assert_eq!(oo["issue"][0]["expression"][0], "Patient.id");
@@ -207,7 +229,13 @@ async fn bad_requests_get_operation_outcomes_with_the_right_status(app: TestApp)
     let oo: Value = res.json().await.unwrap();
     assert_eq!(oo["resourceType"], "OperationOutcome");
     // Not acceptable.
-    let res = app.client.get(app.url("Patient")).header("accept", "application/fhir+xml").send().await.unwrap();
+    let res = app
+        .client
+        .get(app.url("Patient"))
+        .header("accept", "application/fhir+xml")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status().as_u16(), 406);
     assert_eq!(app.get("Patient?_format=xml").await.status().as_u16(), 406);
     assert_eq!(app.get("Patient?_format=json").await.status().as_u16(), 200);
@@ -217,12 +245,26 @@ async fn bad_requests_get_operation_outcomes_with_the_right_status(app: TestApp)
 
 async fn history_pages_with_next_links(app: TestApp) {
     for n in 0..5 {
-        app.create(&json!({"resourceType": "Organization", "name": format!("Org {n}")})).await;
+        app.create(&json!({"resourceType": "Organization", "name": format!("Org {n}")}))
+            .await;
     }
     let page1 = app.get_json("Organization/_history?_count=2", 200).await;
     assert_eq!(page1["entry"].as_array().unwrap().len(), 2);
-    let next = page1["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").expect("next link");
-    let page2: Value = app.client.get(next["url"].as_str().unwrap()).send().await.unwrap().json().await.unwrap();
+    let next = page1["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .expect("next link");
+    let page2: Value = app
+        .client
+        .get(next["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(page2["entry"].as_array().unwrap().len(), 2);
     assert_ne!(page1["entry"][0]["fullUrl"], page2["entry"][0]["fullUrl"]);
     let system = app.get_json("_history", 200).await;

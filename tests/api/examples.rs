@@ -27,8 +27,12 @@ fn official_examples() -> Option<Vec<(String, Value)>> {
     for entry in archive.entries().expect("tar entries") {
         let mut entry = entry.expect("tar entry");
         let name = entry.path().expect("path").to_string_lossy().to_string();
-        let Some(file_name) = name.strip_prefix("package/") else { continue };
-        let Some(rtype) = file_name.split('-').next() else { continue };
+        let Some(file_name) = name.strip_prefix("package/") else {
+            continue;
+        };
+        let Some(rtype) = file_name.split('-').next() else {
+            continue;
+        };
         if !sektorbro::fhir::is_supported_type(rtype) || !file_name.ends_with(".json") {
             continue;
         }
@@ -45,11 +49,14 @@ fn official_examples() -> Option<Vec<(String, Value)>> {
 fn without_server_fields(mut v: Value) -> Value {
     if let Some(obj) = v.as_object_mut() {
         obj.remove("id");
-        let empty = obj.get_mut("meta").and_then(Value::as_object_mut).map(|meta| {
-            meta.remove("versionId");
-            meta.remove("lastUpdated");
-            meta.is_empty()
-        });
+        let empty = obj
+            .get_mut("meta")
+            .and_then(Value::as_object_mut)
+            .map(|meta| {
+                meta.remove("versionId");
+                meta.remove("lastUpdated");
+                meta.is_empty()
+            });
         if empty == Some(true) {
             obj.remove("meta");
         }
@@ -58,8 +65,14 @@ fn without_server_fields(mut v: Value) -> Value {
 }
 
 async fn every_official_example_round_trips_unchanged(app: TestApp) {
-    let Some(examples) = official_examples() else { return };
-    assert!(examples.len() > 150, "expected the package's examples, found {}", examples.len());
+    let Some(examples) = official_examples() else {
+        return;
+    };
+    assert!(
+        examples.len() > 150,
+        "expected the package's examples, found {}",
+        examples.len()
+    );
     for (file, example) in examples {
         let rtype = example["resourceType"].as_str().unwrap().to_string();
         let res = app.post(&rtype, &example).await;

@@ -6,8 +6,8 @@ use std::net::TcpListener;
 use std::sync::Once;
 
 use reqwest::header::CONTENT_TYPE;
-use serde_json::Value;
 use sektorbro::config::Config;
+use serde_json::Value;
 
 /// Environment variable naming the PostgreSQL server for the PostgreSQL half of the suite,
 /// e.g. `postgres://postgres@127.0.0.1:5432/test`. Unset: those tests are skipped (and say so).
@@ -69,7 +69,11 @@ pub async fn spawn_app(db: Db) -> Option<TestApp> {
     config.server.workers = 2;
     config.database.sqlite_synchronous = "normal".into();
     config.database.max_connections = 8;
-    let state = sektorbro::app::build_state(config).await.expect("gateway state");
+    // The official examples include 35 MB conformance Bundles.
+    config.server.max_body_bytes = 64 << 20;
+    let state = sektorbro::app::build_state(config)
+        .await
+        .expect("gateway state");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let port = listener.local_addr().expect("addr").port();
     let server = sektorbro::app::http_server(state, listener).expect("server");
@@ -127,11 +131,19 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.expect("request")
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn delete(&self, path: &str) -> reqwest::Response {
-        self.client.delete(self.url(path)).send().await.expect("request")
+        self.client
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("request")
     }
 
     /// GET and parse, asserting the status.

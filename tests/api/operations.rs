@@ -6,20 +6,53 @@ use crate::helpers::TestApp;
 use crate::on_both_backends;
 
 async fn health_readiness_and_metrics_answer(app: TestApp) {
-    let h = app.client.get(format!("{}/healthz", app.addr)).send().await.unwrap();
+    let h = app
+        .client
+        .get(format!("{}/healthz", app.addr))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(h.status().as_u16(), 200);
-    let r: Value = app.client.get(format!("{}/readyz", app.addr)).send().await.unwrap().json().await.unwrap();
+    let r: Value = app
+        .client
+        .get(format!("{}/readyz", app.addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["status"], "ready");
     app.get("Patient/nope").await;
-    let m = app.client.get(format!("{}/metrics", app.addr)).send().await.unwrap().text().await.unwrap();
+    let m = app
+        .client
+        .get(format!("{}/metrics", app.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(m.contains("sektorbro_http_requests_total{route=\"/fhir/{type}/{id}\",method=\"GET\",status=\"404\"} 1"), "{m}");
     assert!(m.contains("sektorbro_http_request_duration_seconds_bucket"));
 }
 
 async fn request_ids_are_echoed_or_assigned(app: TestApp) {
-    let res = app.client.get(app.url("metadata")).header("x-request-id", "abc-123").send().await.unwrap();
+    let res = app
+        .client
+        .get(app.url("metadata"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.headers()["x-request-id"], "abc-123");
-    let res = app.client.get(app.url("metadata")).header("x-request-id", "bad id\u{7f}").send().await.unwrap();
+    let res = app
+        .client
+        .get(app.url("metadata"))
+        .header("x-request-id", "bad id; DROP")
+        .send()
+        .await
+        .unwrap();
     let assigned = res.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(assigned.len(), 36, "a generated uuid replaces an unsafe id");
 }
@@ -29,13 +62,45 @@ async fn capability_statement_lists_served_types_and_parameters(app: TestApp) {
     assert_eq!(cs["resourceType"], "CapabilityStatement");
     assert_eq!(cs["fhirVersion"], "4.0.1");
     let resources = cs["rest"][0]["resource"].as_array().unwrap();
-    let careplan = resources.iter().find(|r| r["type"] == "CarePlan").expect("CarePlan");
-    let params: Vec<&str> = careplan["searchParam"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    for p in ["_id", "_lastUpdated", "patient", "subject", "goal", "care-team", "status", "category", "date", "identifier"] {
+    let careplan = resources
+        .iter()
+        .find(|r| r["type"] == "CarePlan")
+        .expect("CarePlan");
+    let params: Vec<&str> = careplan["searchParam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for p in [
+        "_id",
+        "_lastUpdated",
+        "patient",
+        "subject",
+        "goal",
+        "care-team",
+        "status",
+        "category",
+        "date",
+        "identifier",
+    ] {
         assert!(params.contains(&p), "CarePlan lacks {p}");
     }
-    assert!(careplan["searchInclude"].as_array().unwrap().iter().any(|i| i == "CarePlan:goal"));
-    for t in ["Patient", "Organization", "Encounter", "Goal", "Task", "Bundle", "MessageHeader", "Provenance"] {
+    assert!(careplan["searchInclude"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i == "CarePlan:goal"));
+    for t in [
+        "Patient",
+        "Organization",
+        "Encounter",
+        "Goal",
+        "Task",
+        "Bundle",
+        "MessageHeader",
+        "Provenance",
+    ] {
         assert!(resources.iter().any(|r| r["type"] == t), "{t} missing");
     }
 }

@@ -16,7 +16,10 @@ async fn seed(app: &TestApp) -> (String, String, Vec<String>) {
         .await;
     let pid = patient["id"].as_str().unwrap().to_string();
     let mut goals = Vec::new();
-    for (text, due) in [("Walk to the bakery", "2024-04-01"), ("Shower alone", "2024-05-01")] {
+    for (text, due) in [
+        ("Walk to the bakery", "2024-04-01"),
+        ("Shower alone", "2024-05-01"),
+    ] {
         let g = app
             .create(&json!({"resourceType": "Goal", "lifecycleStatus": "active",
                 "description": {"text": text}, "subject": {"reference": format!("Patient/{pid}")},
@@ -32,9 +35,11 @@ async fn seed(app: &TestApp) -> (String, String, Vec<String>) {
             "goal": goals.iter().map(|g| json!({"reference": format!("Goal/{g}")})).collect::<Vec<_>>()}))
         .await;
     let stay = app
-        .create(&json!({"resourceType": "Encounter", "status": "in-progress",
+        .create(
+            &json!({"resourceType": "Encounter", "status": "in-progress",
             "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
-            "subject": {"reference": format!("Patient/{pid}")}, "period": {"start": "2024-03-01"}}))
+            "subject": {"reference": format!("Patient/{pid}")}, "period": {"start": "2024-03-01"}}),
+        )
         .await;
     let stay_id = stay["id"].as_str().unwrap();
     app.create(&json!({"resourceType": "Encounter", "status": "finished",
@@ -47,10 +52,16 @@ async fn seed(app: &TestApp) -> (String, String, Vec<String>) {
 
 async fn regions_find_a_citizens_plans_by_cpr_through_a_chain(app: TestApp) {
     let (_, plan, _) = seed(&app).await;
-    app.create(&json!({"resourceType": "CarePlan", "status": "active", "intent": "plan",
-        "subject": {"reference": "Patient/someone-else"}})).await;
+    app.create(
+        &json!({"resourceType": "CarePlan", "status": "active", "intent": "plan",
+        "subject": {"reference": "Patient/someone-else"}}),
+    )
+    .await;
     let found = app
-        .get_json(&format!("CarePlan?patient.identifier={CPR}|0101451234"), 200)
+        .get_json(
+            &format!("CarePlan?patient.identifier={CPR}|0101451234"),
+            200,
+        )
         .await;
     assert_eq!(match_ids(&found), vec![plan]);
     assert_eq!(found["total"], 1);
@@ -59,87 +70,219 @@ async fn regions_find_a_citizens_plans_by_cpr_through_a_chain(app: TestApp) {
 async fn token_reference_string_and_date_parameters_filter(app: TestApp) {
     let (pid, plan, goals) = seed(&app).await;
     let ids = |b: &Value| match_ids(b);
-    assert_eq!(ids(&app.get_json(&format!("CarePlan?subject=Patient/{pid}"), 200).await), vec![plan.clone()]);
-    assert_eq!(ids(&app.get_json(&format!("CarePlan?patient={pid}"), 200).await), vec![plan.clone()]);
-    assert_eq!(ids(&app.get_json("CarePlan?status=active&category=http://snomed.info/sct|736353004", 200).await), vec![plan.clone()]);
+    assert_eq!(
+        ids(&app
+            .get_json(&format!("CarePlan?subject=Patient/{pid}"), 200)
+            .await),
+        vec![plan.clone()]
+    );
+    assert_eq!(
+        ids(&app.get_json(&format!("CarePlan?patient={pid}"), 200).await),
+        vec![plan.clone()]
+    );
+    assert_eq!(
+        ids(&app
+            .get_json(
+                "CarePlan?status=active&category=http://snomed.info/sct|736353004",
+                200
+            )
+            .await),
+        vec![plan.clone()]
+    );
     assert!(ids(&app.get_json("CarePlan?status=completed", 200).await).is_empty());
-    assert_eq!(ids(&app.get_json(&format!("CarePlan?goal=Goal/{}", goals[1]), 200).await), vec![plan.clone()]);
-    assert_eq!(ids(&app.get_json("CarePlan?date=ge2024-03-01&date=le2024-06-01", 200).await), vec![plan.clone()]);
+    assert_eq!(
+        ids(&app
+            .get_json(&format!("CarePlan?goal=Goal/{}", goals[1]), 200)
+            .await),
+        vec![plan.clone()]
+    );
+    assert_eq!(
+        ids(&app
+            .get_json("CarePlan?date=ge2024-03-01&date=le2024-06-01", 200)
+            .await),
+        vec![plan.clone()]
+    );
     assert!(ids(&app.get_json("CarePlan?date=gt2024-06-01", 200).await).is_empty());
-    assert_eq!(ids(&app.get_json("Goal?target-date=lt2024-04-15", 200).await), vec![goals[0].clone()]);
-    assert_eq!(ids(&app.get_json("Goal?lifecycle-status=active&_sort=-target-date", 200).await), vec![goals[1].clone(), goals[0].clone()]);
-    assert_eq!(ids(&app.get_json("Patient?name=jorg", 200).await), vec![pid.clone()]);
-    assert_eq!(ids(&app.get_json("Patient?birthdate=1945", 200).await), vec![pid.clone()]);
-    assert_eq!(ids(&app.get_json(&format!("Patient?identifier={CPR}|0101451234"), 200).await), vec![pid.clone()]);
-    assert_eq!(ids(&app.get_json("Encounter?class=AMB", 200).await).len(), 1);
-    assert_eq!(ids(&app.get_json("Encounter?status:not=finished", 200).await).len(), 1);
-    assert_eq!(ids(&app.get_json("Encounter?status=finished,in-progress", 200).await).len(), 2);
-    let lu = app.get_json("CarePlan?_lastUpdated=gt2000-01-01", 200).await;
+    assert_eq!(
+        ids(&app.get_json("Goal?target-date=lt2024-04-15", 200).await),
+        vec![goals[0].clone()]
+    );
+    assert_eq!(
+        ids(&app
+            .get_json("Goal?lifecycle-status=active&_sort=-target-date", 200)
+            .await),
+        vec![goals[1].clone(), goals[0].clone()]
+    );
+    assert_eq!(
+        ids(&app.get_json("Patient?name=jorg", 200).await),
+        vec![pid.clone()]
+    );
+    assert_eq!(
+        ids(&app.get_json("Patient?birthdate=1945", 200).await),
+        vec![pid.clone()]
+    );
+    assert_eq!(
+        ids(&app
+            .get_json(&format!("Patient?identifier={CPR}|0101451234"), 200)
+            .await),
+        vec![pid.clone()]
+    );
+    assert_eq!(
+        ids(&app.get_json("Encounter?class=AMB", 200).await).len(),
+        1
+    );
+    assert_eq!(
+        ids(&app.get_json("Encounter?status:not=finished", 200).await).len(),
+        1
+    );
+    assert_eq!(
+        ids(&app
+            .get_json("Encounter?status=finished,in-progress", 200)
+            .await)
+        .len(),
+        2
+    );
+    let lu = app
+        .get_json("CarePlan?_lastUpdated=gt2000-01-01", 200)
+        .await;
     assert_eq!(ids(&lu), vec![plan]);
 }
 
 async fn include_and_revinclude_add_the_related_resources(app: TestApp) {
     let (pid, plan, goals) = seed(&app).await;
     let b = app
-        .get_json(&format!("CarePlan?_id={plan}&_include=CarePlan:goal&_include=CarePlan:subject"), 200)
+        .get_json(
+            &format!("CarePlan?_id={plan}&_include=CarePlan:goal&_include=CarePlan:subject"),
+            200,
+        )
         .await;
     let included: Vec<String> = b["entry"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|e| e["search"]["mode"] == "include")
-        .map(|e| format!("{}/{}", e["resource"]["resourceType"].as_str().unwrap(), e["resource"]["id"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e["resource"]["resourceType"].as_str().unwrap(),
+                e["resource"]["id"].as_str().unwrap()
+            )
+        })
         .collect();
     assert_eq!(included.len(), 3, "{included:?}");
     assert!(included.contains(&format!("Patient/{pid}")));
     for g in &goals {
         assert!(included.contains(&format!("Goal/{g}")));
     }
-    let stays = app.get_json("Encounter?class=IMP&_revinclude=Encounter:part-of", 200).await;
-    let modes: Vec<&str> = stays["entry"].as_array().unwrap().iter().map(|e| e["search"]["mode"].as_str().unwrap()).collect();
+    let stays = app
+        .get_json("Encounter?class=IMP&_revinclude=Encounter:part-of", 200)
+        .await;
+    let modes: Vec<&str> = stays["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["search"]["mode"].as_str().unwrap())
+        .collect();
     assert_eq!(modes, vec!["match", "include"]);
 }
 
 async fn paging_links_stay_correct_while_data_is_written(app: TestApp) {
     for n in 0..7 {
-        app.create(&json!({"resourceType": "Organization", "name": format!("Kommune {n}")})).await;
+        app.create(&json!({"resourceType": "Organization", "name": format!("Kommune {n}")}))
+            .await;
     }
     let first = app.get_json("Organization?_count=3", 200).await;
     let mut seen = match_ids(&first);
-    assert!(first.get("total").is_none(), "no free total while more pages follow");
-    let mut next = first["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").map(|l| l["url"].as_str().unwrap().to_string());
+    assert!(
+        first.get("total").is_none(),
+        "no free total while more pages follow"
+    );
+    let mut next = first["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .map(|l| l["url"].as_str().unwrap().to_string());
     // Writes between pages: a new resource (sorts after the cursor) and a deletion of one already seen.
-    app.create(&json!({"resourceType": "Organization", "name": "Kommune new"})).await;
-    assert_eq!(app.delete(&format!("Organization/{}", seen[0])).await.status().as_u16(), 204);
+    app.create(&json!({"resourceType": "Organization", "name": "Kommune new"}))
+        .await;
+    assert_eq!(
+        app.delete(&format!("Organization/{}", seen[0]))
+            .await
+            .status()
+            .as_u16(),
+        204
+    );
     while let Some(url) = next {
-        let page: Value = app.client.get(&url).send().await.unwrap().json().await.unwrap();
+        let page: Value = app
+            .client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         seen.extend(match_ids(&page));
-        next = page["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").map(|l| l["url"].as_str().unwrap().to_string());
+        next = page["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| l["url"].as_str().unwrap().to_string());
     }
     let unique: std::collections::BTreeSet<&String> = seen.iter().collect();
     assert_eq!(unique.len(), seen.len(), "no resource appears twice");
-    assert_eq!(seen.len(), 8, "nothing skipped: 7 originals plus the new one");
+    assert_eq!(
+        seen.len(),
+        8,
+        "nothing skipped: 7 originals plus the new one"
+    );
 }
 
 async fn sort_summary_count_and_elements(app: TestApp) {
     for name in ["Bravo", "alpha", "Charlie"] {
-        app.create(&json!({"resourceType": "Organization", "name": name, "active": true})).await;
+        app.create(&json!({"resourceType": "Organization", "name": name, "active": true}))
+            .await;
     }
     let sorted = app.get_json("Organization?_sort=name", 200).await;
-    let names: Vec<&str> = sorted["entry"].as_array().unwrap().iter().map(|e| e["resource"]["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = sorted["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec!["alpha", "Bravo", "Charlie"]);
     let count = app.get_json("Organization?_summary=count", 200).await;
     assert_eq!(count["total"], 3);
     assert!(count.get("entry").is_none());
-    let el = app.get_json("Organization?_elements=name&_count=1", 200).await;
+    let el = app
+        .get_json("Organization?_elements=name&_count=1", 200)
+        .await;
     let r = &el["entry"][0]["resource"];
     assert!(r.get("active").is_none());
     assert!(r.get("name").is_some());
     assert_eq!(r["meta"]["tag"][0]["code"], "SUBSETTED");
     // Sorted paging carries on after the cursor.
     let p1 = app.get_json("Organization?_sort=-name&_count=2", 200).await;
-    let next = p1["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap()["url"].as_str().unwrap().to_string();
-    let p2: Value = app.client.get(&next).send().await.unwrap().json().await.unwrap();
+    let next = p1["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let p2: Value = app
+        .client
+        .get(&next)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(p2["entry"][0]["resource"]["name"], "alpha");
 }
 
@@ -155,7 +298,12 @@ async fn unknown_parameters_are_reported_unless_lenient(app: TestApp) {
         .unwrap();
     assert_eq!(res.status().as_u16(), 200);
     let b: Value = res.json().await.unwrap();
-    let outcome = b["entry"].as_array().unwrap().iter().find(|e| e["search"]["mode"] == "outcome").expect("outcome entry");
+    let outcome = b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["search"]["mode"] == "outcome")
+        .expect("outcome entry");
     assert_eq!(outcome["resource"]["issue"][0]["severity"], "warning");
     assert!(!b["link"][0]["url"].as_str().unwrap().contains("colour"));
     app.get_json("Goal?target-date=tomorrow", 400).await;

@@ -14,6 +14,9 @@ pub async fn transaction_or_batch(
 ) -> Result<HttpResponse, FhirError> {
     let representation = ctx.prefer_return != PreferReturn::Minimal;
     Ok(ok_json(
-        state.engine.process_bundle(&body.0, &ctx.base, representation).await?,
+        state
+            .engine
+            .process_bundle(&body.0, &ctx.base, representation)
+            .await?,
     ))
 }

@@ -71,7 +71,8 @@ pub async fn read(
     }
     let mut b = HttpResponse::Ok();
     version_headers(&mut b, r.version, r.last_updated_ms);
-    Ok(b.content_type(FHIR_JSON).body(r.content.unwrap_or_default()))
+    Ok(b.content_type(FHIR_JSON)
+        .body(r.content.unwrap_or_default()))
 }
 
 /// `GET /fhir/{type}/{id}/_history/{vid}`.
@@ -84,7 +85,8 @@ pub async fn vread(
     let r = state.engine.vread(&rtype, &id, &vid).await?;
     let mut b = HttpResponse::Ok();
     version_headers(&mut b, r.version, r.last_updated_ms);
-    Ok(b.content_type(FHIR_JSON).body(r.content.unwrap_or_default()))
+    Ok(b.content_type(FHIR_JSON)
+        .body(r.content.unwrap_or_default()))
 }
 
 /// `PUT /fhir/{type}/{id}`: update, or create with the client's id.

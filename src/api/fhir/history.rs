@@ -9,9 +9,15 @@ use crate::error::FhirError;
 use crate::store::HistoryScope;
 
 /// `GET /fhir/_history`.
-pub async fn system(state: web::Data<AppState>, ctx: RequestContext) -> Result<HttpResponse, FhirError> {
+pub async fn system(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+) -> Result<HttpResponse, FhirError> {
     Ok(ok_json(
-        state.engine.history(HistoryScope::System, &ctx.query, &ctx.base).await?,
+        state
+            .engine
+            .history(HistoryScope::System, &ctx.query, &ctx.base)
+            .await?,
     ))
 }
 
@@ -23,7 +29,10 @@ pub async fn by_type(
 ) -> Result<HttpResponse, FhirError> {
     let rtype = path.into_inner();
     Ok(ok_json(
-        state.engine.history(HistoryScope::Type(&rtype), &ctx.query, &ctx.base).await?,
+        state
+            .engine
+            .history(HistoryScope::Type(&rtype), &ctx.query, &ctx.base)
+            .await?,
     ))
 }
 

@@ -61,7 +61,8 @@ pub fn capability_statement(registry: &SearchParamRegistry, base: &str, date: &s
                 .filter(|p| p.ptype == ParamType::Reference)
                 .map(|p| format!("{t}:{}", p.code))
                 .collect();
-            let interactions: Vec<Value> = INTERACTIONS.iter().map(|c| json!({"code": c})).collect();
+            let interactions: Vec<Value> =
+                INTERACTIONS.iter().map(|c| json!({"code": c})).collect();
             json!({
                 "type": t,
                 "interaction": interactions,
@@ -94,6 +95,11 @@ pub fn capability_statement(registry: &SearchParamRegistry, base: &str, date: &s
     })
 }
 
-pub async fn metadata(state: web::Data<AppState>, ctx: RequestContext) -> Result<HttpResponse, FhirError> {
-    Ok(ok_json(capability_statement(state.engine.registry(), &ctx.base, &state.started).to_string()))
+pub async fn metadata(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+) -> Result<HttpResponse, FhirError> {
+    Ok(ok_json(
+        capability_statement(state.engine.registry(), &ctx.base, &state.started).to_string(),
+    ))
 }
