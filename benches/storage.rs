@@ -30,6 +30,8 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
+    // Pool connections are returned on drop, which needs the runtime.
+    let _context = rt.enter();
     let dir = tempfile::tempdir().expect("tempdir");
     for sync in ["full", "normal"] {
         let sub = dir.path().join(sync);

@@ -4,6 +4,7 @@
 //! `resource_versions` (history), the current one in `resources`, and the values search needs in
 //! `search_index`. Callers hand in values and parsed queries; they never see a row or a statement.
 
+mod group_commit;
 mod migrate;
 mod search_sql;
 mod sql;

@@ -42,6 +42,33 @@ impl Sql {
         self
     }
 
+    /// Append another statement, renumbering its placeholders to follow this one's.
+    pub fn append(&mut self, other: Sql) {
+        if !self.text.is_empty() {
+            self.text.push_str("; ");
+        }
+        let offset = self.binds.len();
+        let mut chars = other.text.chars().peekable();
+        while let Some(c) = chars.next() {
+            self.text.push(c);
+            if c != '$' {
+                continue;
+            }
+            let mut digits = String::new();
+            while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                digits.push(*d);
+                chars.next();
+            }
+            match digits.parse::<usize>() {
+                Ok(n) => {
+                    let _ = write!(self.text, "{}", n + offset);
+                }
+                Err(_) => self.text.push_str(&digits),
+            }
+        }
+        self.binds.extend(other.binds);
+    }
+
     /// Register `b` and return its placeholder number, for text assembled elsewhere.
     fn add(&mut self, b: Bind) -> usize {
         self.binds.push(b);
@@ -159,12 +186,16 @@ fn where_clause(sql: &mut Sql, q: &SearchQuery) {
         .push(" AND r.deleted = 0");
     for f in &q.filters {
         sql.push(" AND ");
-        filter(sql, "r", f);
+        filter(sql, "r", &q.rtype, f);
     }
 }
 
-/// A boolean SQL expression: the resource row `alias` satisfies `f`.
-fn filter(sql: &mut Sql, alias: &str, f: &Filter) {
+/// A boolean SQL expression: the resource row `alias` (of type `rtype`) satisfies `f`.
+///
+/// Index parameters are `alias.id IN (SELECT res_id FROM search_index …)`, not correlated
+/// `EXISTS`: the sub-select is answered from the `(res_type, param, value, system)` index once,
+/// instead of probing the index for every resource of the type.
+fn filter(sql: &mut Sql, alias: &str, rtype: &str, f: &Filter) {
     if f.negate {
         sql.push("NOT ");
     }
@@ -211,20 +242,26 @@ fn filter(sql: &mut Sql, alias: &str, f: &Filter) {
         }
         param => {
             let i = sql.alias("i");
-            if let [Match::Missing(missing)] = f.any_of.as_slice() {
-                sql.push(if *missing { "NOT EXISTS" } else { "EXISTS" });
-                let _ = write!(
-                    sql.text,
-                    " (SELECT 1 FROM search_index {i} WHERE {i}.res_type = {alias}.res_type AND {i}.res_id = {alias}.id AND {i}.param = "
-                );
-                sql.text(param).push(")");
-                return;
+            let missing = match f.any_of.as_slice() {
+                [Match::Missing(m)] => Some(*m),
+                _ => None,
+            };
+            // `:missing=true` is "not in the set of resources having a value".
+            if missing == Some(true) {
+                sql.push("NOT ");
             }
             let _ = write!(
                 sql.text,
-                "EXISTS (SELECT 1 FROM search_index {i} WHERE {i}.res_type = {alias}.res_type AND {i}.res_id = {alias}.id AND {i}.param = "
+                "{alias}.id IN (SELECT {i}.res_id FROM search_index {i} WHERE {i}.res_type = "
             );
-            sql.text(param).push(" AND (");
+            sql.text(rtype);
+            let _ = write!(sql.text, " AND {i}.param = ");
+            sql.text(param);
+            if missing.is_some() {
+                sql.push(")");
+                return;
+            }
+            sql.push(" AND (");
             for (n, m) in f.any_of.iter().enumerate() {
                 if n > 0 {
                     sql.push(" OR ");
@@ -310,7 +347,7 @@ fn index_match(sql: &mut Sql, i: &str, m: &Match) {
             );
             sql.text(target);
             let _ = write!(sql.text, " AND {c}.deleted = 0 AND ");
-            filter(sql, &c, inner);
+            filter(sql, &c, target, inner);
             sql.push("))");
         }
         // Handled by `filter`; inside alternatives it cannot be combined meaningfully.

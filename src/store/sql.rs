@@ -5,12 +5,14 @@
 //! locks) are decided by [`Backend`] in this file only.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Row, Transaction};
 
+use super::group_commit::{GroupTx, GroupWriter};
 use super::search_sql::{self, Bind, Sql};
 use super::{
     migrate, Backend, Head, HistoryQuery, HistoryScope, NewVersion, SearchHit, Storage, StoreError,
@@ -24,9 +26,14 @@ pub struct SqlStore {
     backend: Backend,
     /// Readers. On PostgreSQL the same pool also writes.
     read: AnyPool,
-    /// Writers: one connection on SQLite (it admits one writer at a time anyway, and queueing in
-    /// the pool beats `SQLITE_BUSY` retries), the read pool on PostgreSQL.
-    write: AnyPool,
+    /// Writers: on SQLite the one writer connection with group commit (SQLite admits one writer
+    /// at a time anyway); on PostgreSQL the read pool.
+    write: Writer,
+}
+
+enum Writer {
+    Sqlite(Arc<GroupWriter>),
+    Postgres(AnyPool),
 }
 
 /// Map a driver error into what callers can act on.
@@ -108,6 +115,9 @@ impl SqlStore {
             AnyPoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(Duration::from_secs(30))
+                // A local file cannot drop a connection; a ping per acquire would double the
+                // round trips of every read.
+                .test_before_acquire(false)
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
                         conn.execute(pragmas).await?;
@@ -120,6 +130,7 @@ impl SqlStore {
             .await
             .map_err(db_err)?;
         migrate::run(&write, Backend::Sqlite).await?;
+        let write = Writer::Sqlite(GroupWriter::new(&write).await?);
         let read = pool(max_connections.max(1))
             .connect_with(options)
             .await
@@ -142,7 +153,7 @@ impl SqlStore {
         Ok(SqlStore {
             backend: Backend::Postgres,
             read: pool.clone(),
-            write: pool,
+            write: Writer::Postgres(pool),
         })
     }
 }
@@ -341,7 +352,10 @@ impl Storage for SqlStore {
     }
 
     async fn begin(&self) -> Result<Box<dyn StoreTx>, StoreError> {
-        let tx = self.write.begin().await.map_err(db_err)?;
+        let tx = match &self.write {
+            Writer::Sqlite(w) => TxConn::Sqlite(w.begin().await?),
+            Writer::Postgres(pool) => TxConn::Postgres(pool.begin().await.map_err(db_err)?),
+        };
         Ok(Box::new(SqlTx {
             tx,
             backend: self.backend,
@@ -349,10 +363,51 @@ impl Storage for SqlStore {
     }
 }
 
+/// The connection a write transaction runs on.
+enum TxConn {
+    Sqlite(GroupTx),
+    Postgres(Transaction<'static, Any>),
+}
+
 /// A write transaction on [`SqlStore`].
 struct SqlTx {
-    tx: Transaction<'static, Any>,
+    tx: TxConn,
     backend: Backend,
+}
+
+impl SqlTx {
+    /// Prepare a statement run with `execute` (on SQLite, the first one opens the savepoint).
+    fn stmt(&mut self, mut sql: Sql) -> Sql {
+        if let TxConn::Sqlite(g) = &mut self.tx {
+            let prefix = g.statement_prefix();
+            if !prefix.is_empty() {
+                sql.text.insert_str(0, prefix);
+            }
+        }
+        sql
+    }
+
+    /// Open the savepoint on its own before a statement whose rows are read (a fetch may stop
+    /// before later statements of a batch run).
+    async fn savepoint_first(&mut self) -> Result<(), StoreError> {
+        if let TxConn::Sqlite(g) = &mut self.tx {
+            let prefix = g.statement_prefix();
+            if !prefix.is_empty() {
+                sqlx::query("SAVEPOINT w")
+                    .execute(g.conn())
+                    .await
+                    .map_err(db_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn conn(&mut self) -> &mut AnyConnection {
+        match &mut self.tx {
+            TxConn::Sqlite(g) => g.conn(),
+            TxConn::Postgres(t) => t,
+        }
+    }
 }
 
 /// Stable 64-bit FNV-1a, so every instance maps a lock key to the same advisory lock.
@@ -401,7 +456,7 @@ impl StoreTx for SqlTx {
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(lock_id(key))
-                .execute(&mut *self.tx)
+                .execute(self.conn())
                 .await
                 .map_err(db_err)?;
         }
@@ -409,18 +464,17 @@ impl StoreTx for SqlTx {
     }
 
     async fn head(&mut self, rtype: &str, id: &str) -> Result<Option<Head>, StoreError> {
-        let sql = match self.backend {
-            Backend::Postgres => {
-                "SELECT version, deleted FROM resources WHERE res_type = $1 AND id = $2 FOR UPDATE"
-            }
-            Backend::Sqlite => {
-                "SELECT version, deleted FROM resources WHERE res_type = $1 AND id = $2"
-            }
-        };
-        let row = sqlx::query(sql)
-            .bind(rtype)
-            .bind(id)
-            .fetch_optional(&mut *self.tx)
+        let mut sql = Sql::default();
+        sql.push("SELECT version, deleted FROM resources WHERE res_type = ")
+            .text(rtype)
+            .push(" AND id = ")
+            .text(id);
+        if self.backend == Backend::Postgres {
+            sql.push(" FOR UPDATE");
+        }
+        self.savepoint_first().await?;
+        let row = query(&sql)
+            .fetch_optional(self.conn())
             .await
             .map_err(db_err)?;
         row.map(|r| {
@@ -437,8 +491,9 @@ impl StoreTx for SqlTx {
         q: &SearchQuery,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
+        self.savepoint_first().await?;
         let sql = search_sql::ids(q, limit);
-        let rows = query(&sql).fetch_all(&mut *self.tx).await.map_err(db_err)?;
+        let rows = query(&sql).fetch_all(self.conn()).await.map_err(db_err)?;
         rows.iter()
             .map(|r| {
                 r.try_get::<String, _>(0)
@@ -448,99 +503,151 @@ impl StoreTx for SqlTx {
     }
 
     async fn write(&mut self, v: &NewVersion<'_>) -> Result<(), StoreError> {
-        let deleted: i64 = i64::from(v.content.is_none());
-        let inserted = sqlx::query(
-            "INSERT INTO resource_versions (res_type, id, version, last_updated, deleted, method, content) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq",
-        )
-        .bind(v.rtype)
-        .bind(v.id)
-        .bind(v.version)
-        .bind(v.last_updated_ms)
-        .bind(deleted as i16)
-        .bind(v.method)
-        .bind(v.content)
-        .fetch_one(&mut *self.tx)
-        .await;
-        let seq: i64 = match inserted {
-            Ok(row) => row
-                .try_get(0)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::VersionConflict {
-                    rtype: v.rtype.to_string(),
-                    id: v.id.to_string(),
-                    version: v.version,
-                })
-            }
-            Err(e) => return Err(db_err(e)),
-        };
-        sqlx::query(
-            "INSERT INTO resources (res_type, id, version, last_updated, deleted, content, created_seq) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (res_type, id) DO UPDATE SET version = excluded.version, last_updated = excluded.last_updated, deleted = excluded.deleted, content = excluded.content",
-        )
-        .bind(v.rtype)
-        .bind(v.id)
-        .bind(v.version)
-        .bind(v.last_updated_ms)
-        .bind(deleted as i16)
-        .bind(v.content)
-        .bind(seq)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(db_err)?;
-        if v.version > 1 {
-            sqlx::query("DELETE FROM search_index WHERE res_type = $1 AND res_id = $2")
-                .bind(v.rtype)
-                .bind(v.id)
-                .execute(&mut *self.tx)
-                .await
-                .map_err(db_err)?;
-        }
-        if v.content.is_none() {
-            return Ok(());
-        }
-        for chunk in v.index.chunks(100) {
-            let mut sql = Sql::default();
-            sql.push("INSERT INTO search_index (res_type, res_id, param, system, value, lo, hi, num) VALUES ");
-            for (n, entry) in chunk.iter().enumerate() {
-                let (system, value, lo, hi, num) = index_columns(&entry.value);
-                if n > 0 {
-                    sql.push(", ");
+        let statements = write_statements(v);
+        let result = match self.backend {
+            // One round trip to SQLite's worker thread instead of one per statement: the
+            // statements share one numbering of `$n`, which SQLite binds across statements.
+            Backend::Sqlite => {
+                let mut all = Sql::default();
+                for s in statements {
+                    all.append(s);
                 }
-                sql.push("(")
-                    .text(v.rtype)
-                    .push(", ")
-                    .text(v.id)
-                    .push(", ")
-                    .text(&entry.param)
-                    .push(", ")
-                    .text(&system)
-                    .push(", ")
-                    .text(&value)
-                    .push(", ");
-                // NULLs are written as literals: a typed NULL bind is not portable across drivers.
-                match lo {
-                    Some(x) => sql.bind(Bind::Int(x)),
-                    None => sql.push("NULL"),
-                };
-                sql.push(", ");
-                match hi {
-                    Some(x) => sql.bind(Bind::Int(x)),
-                    None => sql.push("NULL"),
-                };
-                sql.push(", ");
-                match num {
-                    Some(x) if x.is_finite() => sql.bind(Bind::Float(x)),
-                    _ => sql.push("NULL"),
-                };
-                sql.push(")");
+                let all = self.stmt(all);
+                query(&all).execute(self.conn()).await.map(|_| ())
             }
-            query(&sql).execute(&mut *self.tx).await.map_err(db_err)?;
+            // PostgreSQL's extended protocol takes one statement at a time.
+            Backend::Postgres => {
+                let mut result = Ok(());
+                for s in &statements {
+                    if let Err(e) = query(s).execute(self.conn()).await {
+                        result = Err(e);
+                        break;
+                    }
+                }
+                result
+            }
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::VersionConflict {
+                rtype: v.rtype.to_string(),
+                id: v.id.to_string(),
+                version: v.version,
+            }),
+            Err(e) => Err(db_err(e)),
         }
-        Ok(())
     }
 
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        self.tx.commit().await.map_err(db_err)
+        match self.tx {
+            TxConn::Sqlite(g) => g.commit().await,
+            TxConn::Postgres(t) => t.commit().await.map_err(db_err),
+        }
     }
+}
+
+/// The statements that write one version: the history row, the head, and the search values.
+fn write_statements(v: &NewVersion<'_>) -> Vec<Sql> {
+    let deleted = i64::from(v.content.is_none());
+    let content = |sql: &mut Sql| match v.content {
+        Some(c) => {
+            sql.text(c);
+        }
+        None => {
+            sql.push("NULL");
+        }
+    };
+    let mut out = Vec::new();
+
+    let mut s = Sql::default();
+    s.push("INSERT INTO resource_versions (res_type, id, version, last_updated, deleted, method, content) VALUES (")
+        .text(v.rtype)
+        .push(", ")
+        .text(v.id)
+        .push(", ")
+        .bind(Bind::Int(v.version))
+        .push(", ")
+        .bind(Bind::Int(v.last_updated_ms))
+        .push(", ")
+        .bind(Bind::Int(deleted))
+        .push(", ")
+        .text(v.method)
+        .push(", ");
+    content(&mut s);
+    s.push(")");
+    out.push(s);
+
+    // `created_seq` is the sequence number of the id's first version, kept on later writes.
+    let mut s = Sql::default();
+    s.push("INSERT INTO resources (res_type, id, version, last_updated, deleted, content, created_seq) VALUES (")
+        .text(v.rtype)
+        .push(", ")
+        .text(v.id)
+        .push(", ")
+        .bind(Bind::Int(v.version))
+        .push(", ")
+        .bind(Bind::Int(v.last_updated_ms))
+        .push(", ")
+        .bind(Bind::Int(deleted))
+        .push(", ");
+    content(&mut s);
+    s.push(", (SELECT seq FROM resource_versions WHERE res_type = ")
+        .text(v.rtype)
+        .push(" AND id = ")
+        .text(v.id)
+        .push(" AND version = ")
+        .bind(Bind::Int(v.version))
+        .push(")) ON CONFLICT (res_type, id) DO UPDATE SET version = excluded.version, last_updated = excluded.last_updated, deleted = excluded.deleted, content = excluded.content");
+    out.push(s);
+
+    if v.version > 1 {
+        let mut s = Sql::default();
+        s.push("DELETE FROM search_index WHERE res_type = ")
+            .text(v.rtype)
+            .push(" AND res_id = ")
+            .text(v.id);
+        out.push(s);
+    }
+    if v.content.is_none() {
+        return out;
+    }
+    for chunk in v.index.chunks(100) {
+        let mut s = Sql::default();
+        s.push("INSERT INTO search_index (res_type, res_id, param, system, value, lo, hi, num) VALUES ");
+        for (n, entry) in chunk.iter().enumerate() {
+            let (system, value, lo, hi, num) = index_columns(&entry.value);
+            if n > 0 {
+                s.push(", ");
+            }
+            s.push("(")
+                .text(v.rtype)
+                .push(", ")
+                .text(v.id)
+                .push(", ")
+                .text(&entry.param)
+                .push(", ")
+                .text(&system)
+                .push(", ")
+                .text(&value)
+                .push(", ");
+            // NULLs are literals: a typed NULL bind is not portable across drivers.
+            match lo {
+                Some(x) => s.bind(Bind::Int(x)),
+                None => s.push("NULL"),
+            };
+            s.push(", ");
+            match hi {
+                Some(x) => s.bind(Bind::Int(x)),
+                None => s.push("NULL"),
+            };
+            s.push(", ");
+            match num {
+                Some(x) if x.is_finite() => s.bind(Bind::Float(x)),
+                _ => s.push("NULL"),
+            };
+            s.push(")");
+        }
+        out.push(s);
+    }
+    out
 }

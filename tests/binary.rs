@@ -1,0 +1,80 @@
+//! The `sektorbro` binary as an operator runs it: starts with defaults plus environment overrides,
+//! creates its SQLite file, serves, and stops cleanly on SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+#[cfg(unix)]
+#[test]
+fn serve_creates_its_database_answers_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let db = dir.path().join("sub").join("gw.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sektorbro"))
+        .env("SEKTORBRO_LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "SEKTORBRO_DATABASE_URL",
+            format!("sqlite://{}", db.display()),
+        )
+        .env("RUST_LOG", "warn")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sektorbro");
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let ready = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = client
+                .get(format!("http://127.0.0.1:{port}/readyz"))
+                .send()
+                .await
+            {
+                if r.status().is_success() {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    });
+    assert!(ready, "gateway did not become ready");
+    assert!(db.exists(), "the SQLite file is created on first start");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            assert!(exit.success(), "exit after SIGTERM: {exit:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_bad_configuration_is_refused_with_a_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sektorbro"))
+        .env("SEKTORBRO_LISTEN", "not-an-address")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SEKTORBRO_LISTEN"), "{err}");
+}
