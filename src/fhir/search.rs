@@ -642,13 +642,11 @@ fn token_match(raw: &str) -> Match {
     }
 }
 
+/// String values are indexed normalised (case and accents folded), so `:exact` is whole-value
+/// equality after the same folding, not a case-sensitive comparison.
 fn text_match(raw: &str, mode: TextMode) -> Match {
     Match::Text {
-        value: if mode == TextMode::Exact {
-            raw.to_string()
-        } else {
-            normalize_string(raw)
-        },
+        value: normalize_string(raw),
         mode,
     }
 }
