@@ -23,20 +23,6 @@ const INTERACTIONS: &[&str] = &[
     "search-type",
 ];
 
-fn type_code(t: &ParamType) -> &'static str {
-    match t {
-        ParamType::Token => "token",
-        ParamType::String => "string",
-        ParamType::Reference => "reference",
-        ParamType::Date => "date",
-        ParamType::Uri => "uri",
-        ParamType::Number => "number",
-        ParamType::Quantity => "quantity",
-        ParamType::Composite => "composite",
-        ParamType::Special => "special",
-    }
-}
-
 /// The CapabilityStatement for `base`, dated `date` (when this instance started).
 pub fn capability_statement(registry: &SearchParamRegistry, base: &str, date: &str) -> Value {
     let resources: Vec<Value> = SUPPORTED_TYPES
@@ -53,8 +39,8 @@ pub fn capability_statement(registry: &SearchParamRegistry, base: &str, date: &s
             search_params.extend(
                 params
                     .iter()
-                    .filter(|p| !p.code.starts_with('_'))
-                    .map(|p| json!({"name": p.code, "type": type_code(&p.ptype)})),
+                    .filter(|p| p.code != "_id" && p.code != "_lastUpdated")
+                    .map(|p| json!({"name": p.code, "type": p.ptype.code()})),
             );
             let includes: Vec<String> = params
                 .iter()
