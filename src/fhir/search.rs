@@ -642,11 +642,15 @@ fn token_match(raw: &str) -> Match {
     }
 }
 
-/// String values are indexed normalised (case and accents folded), so `:exact` is whole-value
-/// equality after the same folding, not a case-sensitive comparison.
+/// Plain and `:contains` searches compare case- and accent-folded; `:exact` compares the value
+/// as written.
 fn text_match(raw: &str, mode: TextMode) -> Match {
     Match::Text {
-        value: normalize_string(raw),
+        value: if mode == TextMode::Exact {
+            raw.to_string()
+        } else {
+            normalize_string(raw)
+        },
         mode,
     }
 }

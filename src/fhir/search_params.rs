@@ -241,8 +241,9 @@ pub enum IndexValue {
         system: Option<String>,
         code: String,
     },
-    /// Normalised with [`normalize_string`]; HumanName and Address parts each on their own.
-    String(String),
+    /// A string, HumanName part or Address part: `normalized` with [`normalize_string`] (what
+    /// searches compare) and `exact` as written (what `:exact` compares).
+    String { normalized: String, exact: String },
     /// A resolvable literal reference, `Type/id` (version and base URL dropped).
     Reference { rtype: String, id: String },
     /// The inclusive epoch-millisecond range a date, dateTime, instant, Period or Timing event
@@ -455,6 +456,13 @@ fn fan_out<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
     }
 }
 
+fn string_value(s: &str) -> IndexValue {
+    IndexValue::String {
+        normalized: normalize_string(s),
+        exact: s.to_string(),
+    }
+}
+
 fn push_unique(out: &mut Vec<IndexValue>, v: IndexValue) {
     if !out.contains(&v) {
         out.push(v);
@@ -491,7 +499,7 @@ fn index_value(ptype: &ParamType, v: &Value, out: &mut Vec<IndexValue>) {
     match ptype {
         ParamType::Token => token_values(v, out),
         ParamType::String => match v {
-            Value::String(s) => push_unique(out, IndexValue::String(normalize_string(s))),
+            Value::String(s) => push_unique(out, string_value(s)),
             Value::Object(obj) => {
                 for part in STRING_PARTS.iter().filter_map(|k| obj.get(*k)) {
                     let strings = match part {
@@ -499,7 +507,7 @@ fn index_value(ptype: &ParamType, v: &Value, out: &mut Vec<IndexValue>) {
                         single => std::slice::from_ref(single),
                     };
                     for s in strings.iter().filter_map(Value::as_str) {
-                        push_unique(out, IndexValue::String(normalize_string(s)));
+                        push_unique(out, string_value(s));
                     }
                 }
             }
@@ -829,7 +837,14 @@ mod tests {
             .extract(resource)
             .into_iter()
             .filter(|e| e.param == param)
-            .map(|e| e.value)
+            // Compare strings by their normalised form; `exact` is the input as written.
+            .map(|e| match e.value {
+                IndexValue::String { normalized, .. } => IndexValue::String {
+                    normalized,
+                    exact: String::new(),
+                },
+                other => other,
+            })
             .collect()
     }
 
@@ -848,7 +863,10 @@ mod tests {
     }
 
     fn text(s: &str) -> IndexValue {
-        IndexValue::String(s.into())
+        IndexValue::String {
+            normalized: s.into(),
+            exact: String::new(),
+        }
     }
 
     #[test]

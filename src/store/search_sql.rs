@@ -299,7 +299,7 @@ fn index_match(sql: &mut Sql, i: &str, m: &Match) {
                 TextMode::StartsWith => format!("{}%", escape_like(value)),
                 TextMode::Contains => format!("%{}%", escape_like(value)),
                 TextMode::Exact => {
-                    let _ = write!(sql.text, "{i}.value = ");
+                    let _ = write!(sql.text, "{i}.system = ");
                     sql.text(value);
                     return;
                 }

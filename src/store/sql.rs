@@ -430,7 +430,10 @@ fn index_columns(v: &IndexValue) -> (String, String, Option<i64>, Option<i64>, O
             None,
             None,
         ),
-        IndexValue::String(s) => (String::new(), s.clone(), None, None, None),
+        // `system` keeps the string as written, for `:exact`.
+        IndexValue::String { normalized, exact } => {
+            (exact.clone(), normalized.clone(), None, None, None)
+        }
         IndexValue::Reference { rtype, id } => (rtype.clone(), id.clone(), None, None, None),
         IndexValue::Date { lo, hi } => (String::new(), String::new(), Some(*lo), Some(*hi), None),
         IndexValue::Uri(u) => (String::new(), u.clone(), None, None, None),
