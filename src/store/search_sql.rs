@@ -27,6 +27,8 @@ pub(crate) struct Sql {
     pub text: String,
     pub binds: Vec<Bind>,
     aliases: usize,
+    /// Set for search statements, whose best form differs by database.
+    backend: Option<Backend>,
 }
 
 impl Sql {
@@ -91,7 +93,10 @@ pub(crate) const RESOURCE_COLUMNS: &str =
 
 /// The page query: matching current resources after the cursor, `limit` of them, sorted.
 pub(crate) fn page(q: &SearchQuery, limit: usize, backend: Backend) -> Sql {
-    let mut sql = Sql::default();
+    let mut sql = Sql {
+        backend: Some(backend),
+        ..Sql::default()
+    };
     let keys: Vec<String> = q
         .sort
         .iter()
@@ -120,16 +125,22 @@ pub(crate) fn page(q: &SearchQuery, limit: usize, backend: Backend) -> Sql {
 }
 
 /// `SELECT COUNT(*)` over the same matches (cursor ignored).
-pub(crate) fn count(q: &SearchQuery) -> Sql {
-    let mut sql = Sql::default();
+pub(crate) fn count(q: &SearchQuery, backend: Backend) -> Sql {
+    let mut sql = Sql {
+        backend: Some(backend),
+        ..Sql::default()
+    };
     sql.push("SELECT COUNT(*) FROM resources r WHERE ");
     where_clause(&mut sql, q);
     sql
 }
 
 /// Ids of matches (for conditional interactions).
-pub(crate) fn ids(q: &SearchQuery, limit: usize) -> Sql {
-    let mut sql = Sql::default();
+pub(crate) fn ids(q: &SearchQuery, limit: usize, backend: Backend) -> Sql {
+    let mut sql = Sql {
+        backend: Some(backend),
+        ..Sql::default()
+    };
     sql.push("SELECT r.id FROM resources r WHERE ");
     where_clause(&mut sql, q);
     let _ = write!(sql.text, " ORDER BY r.created_seq LIMIT {limit}");
@@ -293,6 +304,18 @@ fn index_match(sql: &mut Sql, i: &str, m: &Match) {
                 }
             }
             sql.push(")");
+        }
+        // On SQLite a prefix is an index range: its LIKE is case-insensitive and so cannot use
+        // the BINARY index, and the values are already folded. U+10FFFF is the largest
+        // character, so `[p, p + U+10FFFF)` holds exactly the strings starting with `p`.
+        Match::Text {
+            value,
+            mode: TextMode::StartsWith,
+        } if sql.backend == Some(Backend::Sqlite) => {
+            let _ = write!(sql.text, "({i}.value >= ");
+            sql.text(value);
+            let _ = write!(sql.text, " AND {i}.value < ");
+            sql.text(&format!("{value}\u{10FFFF}")).push(")");
         }
         Match::Text { value, mode } => {
             let pattern = match mode {

@@ -331,7 +331,7 @@ impl Storage for SqlStore {
     }
 
     async fn count(&self, q: &SearchQuery) -> Result<i64, StoreError> {
-        let sql = search_sql::count(q);
+        let sql = search_sql::count(q, self.backend);
         let row = query(&sql).fetch_one(&self.read).await.map_err(db_err)?;
         row.try_get::<i64, _>(0)
             .map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -495,7 +495,7 @@ impl StoreTx for SqlTx {
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         self.savepoint_first().await?;
-        let sql = search_sql::ids(q, limit);
+        let sql = search_sql::ids(q, limit, self.backend);
         let rows = query(&sql).fetch_all(self.conn()).await.map_err(db_err)?;
         rows.iter()
             .map(|r| {
