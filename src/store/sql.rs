@@ -562,37 +562,32 @@ fn write_statements(v: &NewVersion<'_>) -> Vec<Sql> {
     };
     let mut out = Vec::new();
 
+    // Both rows start with (res_type, id, version, last_updated, deleted).
+    let key_columns = |sql: &mut Sql| {
+        sql.text(v.rtype)
+            .push(", ")
+            .text(v.id)
+            .push(", ")
+            .bind(Bind::Int(v.version))
+            .push(", ")
+            .bind(Bind::Int(v.last_updated_ms))
+            .push(", ")
+            .bind(Bind::Int(deleted))
+            .push(", ");
+    };
+
     let mut s = Sql::default();
-    s.push("INSERT INTO resource_versions (res_type, id, version, last_updated, deleted, method, content) VALUES (")
-        .text(v.rtype)
-        .push(", ")
-        .text(v.id)
-        .push(", ")
-        .bind(Bind::Int(v.version))
-        .push(", ")
-        .bind(Bind::Int(v.last_updated_ms))
-        .push(", ")
-        .bind(Bind::Int(deleted))
-        .push(", ")
-        .text(v.method)
-        .push(", ");
+    s.push("INSERT INTO resource_versions (res_type, id, version, last_updated, deleted, method, content) VALUES (");
+    key_columns(&mut s);
+    s.text(v.method).push(", ");
     content(&mut s);
     s.push(")");
     out.push(s);
 
     // `created_seq` is the sequence number of the id's first version, kept on later writes.
     let mut s = Sql::default();
-    s.push("INSERT INTO resources (res_type, id, version, last_updated, deleted, content, created_seq) VALUES (")
-        .text(v.rtype)
-        .push(", ")
-        .text(v.id)
-        .push(", ")
-        .bind(Bind::Int(v.version))
-        .push(", ")
-        .bind(Bind::Int(v.last_updated_ms))
-        .push(", ")
-        .bind(Bind::Int(deleted))
-        .push(", ");
+    s.push("INSERT INTO resources (res_type, id, version, last_updated, deleted, content, created_seq) VALUES (");
+    key_columns(&mut s);
     content(&mut s);
     s.push(", (SELECT seq FROM resource_versions WHERE res_type = ")
         .text(v.rtype)

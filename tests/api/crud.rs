@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{match_ids, TestApp};
+use crate::helpers::{match_ids, next_link, TestApp};
 use crate::on_both_backends;
 
 fn careplan(subject: &str) -> Value {
@@ -250,21 +250,7 @@ async fn history_pages_with_next_links(app: TestApp) {
     }
     let page1 = app.get_json("Organization/_history?_count=2", 200).await;
     assert_eq!(page1["entry"].as_array().unwrap().len(), 2);
-    let next = page1["link"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["relation"] == "next")
-        .expect("next link");
-    let page2: Value = app
-        .client
-        .get(next["url"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page2 = app.follow(&next_link(&page1).expect("next link")).await;
     assert_eq!(page2["entry"].as_array().unwrap().len(), 2);
     assert_ne!(page1["entry"][0]["fullUrl"], page2["entry"][0]["fullUrl"]);
     let system = app.get_json("_history", 200).await;

@@ -155,6 +155,15 @@ impl TestApp {
         body
     }
 
+    /// GET an absolute URL the server handed out (a paging link) and parse it, expecting 200.
+    pub async fn follow(&self, url: &str) -> Value {
+        let res = self.client.get(url).send().await.expect("request");
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.expect("JSON body");
+        assert_eq!(status, 200, "GET {url}: {body}");
+        body
+    }
+
     /// Create and return the stored resource.
     pub async fn create(&self, body: &Value) -> Value {
         let rtype = body["resourceType"].as_str().expect("resourceType");
@@ -164,6 +173,16 @@ impl TestApp {
         assert_eq!(status, 201, "create {rtype}: {v}");
         v
     }
+}
+
+/// The `next` link of a searchset or history page, if there is one.
+pub fn next_link(bundle: &Value) -> Option<String> {
+    bundle["link"]
+        .as_array()?
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .and_then(|l| l["url"].as_str())
+        .map(String::from)
 }
 
 /// Ids of the `match` entries of a searchset, in order.

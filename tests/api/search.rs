@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{match_ids, TestApp};
+use crate::helpers::{match_ids, next_link, TestApp};
 use crate::on_both_backends;
 
 const CPR: &str = "urn:oid:1.2.208.176.1.2";
@@ -197,12 +197,7 @@ async fn paging_links_stay_correct_while_data_is_written(app: TestApp) {
         first.get("total").is_none(),
         "no free total while more pages follow"
     );
-    let mut next = first["link"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["relation"] == "next")
-        .map(|l| l["url"].as_str().unwrap().to_string());
+    let mut next = next_link(&first);
     // Writes between pages: a new resource (sorts after the cursor) and a deletion of one already seen.
     app.create(&json!({"resourceType": "Organization", "name": "Kommune new"}))
         .await;
@@ -214,22 +209,9 @@ async fn paging_links_stay_correct_while_data_is_written(app: TestApp) {
         204
     );
     while let Some(url) = next {
-        let page: Value = app
-            .client
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = app.follow(&url).await;
         seen.extend(match_ids(&page));
-        next = page["link"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["relation"] == "next")
-            .map(|l| l["url"].as_str().unwrap().to_string());
+        next = next_link(&page);
     }
     let unique: std::collections::BTreeSet<&String> = seen.iter().collect();
     assert_eq!(unique.len(), seen.len(), "no resource appears twice");
@@ -265,24 +247,7 @@ async fn sort_summary_count_and_elements(app: TestApp) {
     assert_eq!(r["meta"]["tag"][0]["code"], "SUBSETTED");
     // Sorted paging carries on after the cursor.
     let p1 = app.get_json("Organization?_sort=-name&_count=2", 200).await;
-    let next = p1["link"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["relation"] == "next")
-        .unwrap()["url"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let p2: Value = app
-        .client
-        .get(&next)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let p2 = app.follow(&next_link(&p1).expect("next link")).await;
     assert_eq!(p2["entry"][0]["resource"]["name"], "alpha");
 }
 
