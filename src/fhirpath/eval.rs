@@ -1,0 +1,891 @@
+//! The tree-walking evaluator: navigation over FHIR JSON, operators, type tests.
+
+use std::cmp::Ordering;
+
+use serde_json::{Map, Value as Json};
+
+use super::decimal::Decimal;
+use super::functions;
+use super::model::ModelInfo;
+use super::parser::{Ast, BinOp, Lit, TypeOp, TypeSpec};
+use super::quantity::Quantity;
+use super::temporal::TemporalKind;
+use super::value::{
+    compare_prims, json_equal, prims_equal, prims_equivalent, Collection, Item, Node, Prim,
+    TypeInfo,
+};
+use super::{EvalContext, EvalError};
+
+type R<T> = Result<T, EvalError>;
+
+/// Variables in force while evaluating a sub-expression.
+#[derive(Clone, Copy)]
+pub(crate) struct Scope<'s, 'a> {
+    pub this: &'s [Item<'a>],
+    pub index: Option<i64>,
+    pub total: Option<&'s [Item<'a>]>,
+}
+
+pub(crate) struct Evaluator<'c, 'a> {
+    pub ctx: &'c EvalContext<'a>,
+    pub model: &'a dyn ModelInfo,
+}
+
+pub(crate) fn err<T>(msg: impl Into<String>) -> R<T> {
+    Err(EvalError::new(msg))
+}
+
+/// Looks up `_key` without allocating for ordinary key lengths.
+pub(crate) fn ext_lookup<'a>(obj: &'a Map<String, Json>, key: &str) -> Option<&'a Json> {
+    let mut buf = [0u8; 96];
+    if key.len() + 1 > buf.len() {
+        return obj.get(&format!("_{key}"));
+    }
+    buf[0] = b'_';
+    buf[1..=key.len()].copy_from_slice(key.as_bytes());
+    let s = std::str::from_utf8(&buf[..key.len() + 1]).ok()?;
+    obj.get(s)
+}
+
+/// Does the JSON key suffix (`Quantity`, `DateTime`) name type `t` (`Quantity`, `dateTime`)?
+fn suffix_names_type(suffix: &str, t: &str) -> bool {
+    let mut a = suffix.chars();
+    let mut b = t.chars();
+    match (a.next(), b.next()) {
+        (Some(x), Some(y)) if x == y.to_ascii_uppercase() => a.as_str() == b.as_str(),
+        _ => false,
+    }
+}
+
+/// Type implied by a choice-key suffix when no model is available.
+fn type_from_suffix(suffix: &str) -> &str {
+    match suffix {
+        "String" => "string",
+        "Boolean" => "boolean",
+        "Integer" => "integer",
+        "Decimal" => "decimal",
+        "Date" => "date",
+        "DateTime" => "dateTime",
+        "Time" => "time",
+        "Instant" => "instant",
+        "Uri" => "uri",
+        "Url" => "url",
+        "Canonical" => "canonical",
+        "Code" => "code",
+        "Id" => "id",
+        "Markdown" => "markdown",
+        "Oid" => "oid",
+        "Uuid" => "uuid",
+        "PositiveInt" => "positiveInt",
+        "UnsignedInt" => "unsignedInt",
+        "Base64Binary" => "base64Binary",
+        other => other,
+    }
+}
+
+fn push_node<'a>(
+    v: Option<&'a Json>,
+    e: Option<&'a Json>,
+    ty: &'a str,
+    path: &'a str,
+    out: &mut Collection<'a>,
+) {
+    if let Some(val @ Json::Object(o)) = v {
+        if o.contains_key("resourceType") {
+            out.push(Item::Node(Node::resource(val)));
+            return;
+        }
+    }
+    out.push(Item::Node(Node {
+        value: v,
+        ext: e,
+        ty,
+        path,
+    }));
+}
+
+/// Pushes the element(s) found under one JSON key (arrays expanded, `_key` aligned).
+pub(crate) fn push_values<'a>(
+    v: Option<&'a Json>,
+    e: Option<&'a Json>,
+    ty: &'a str,
+    path: &'a str,
+    out: &mut Collection<'a>,
+) {
+    let v = v.filter(|x| !x.is_null());
+    let e = e.filter(|x| !x.is_null());
+    match (v, e) {
+        (Some(Json::Array(arr)), e) => {
+            let earr = e.and_then(Json::as_array);
+            let n = arr.len().max(earr.map_or(0, Vec::len));
+            for i in 0..n {
+                let vi = arr.get(i).filter(|x| !x.is_null());
+                let ei = earr.and_then(|a| a.get(i)).filter(|x| !x.is_null());
+                if vi.is_some() || ei.is_some() {
+                    push_node(vi, ei, ty, path, out);
+                }
+            }
+        }
+        (None, Some(Json::Array(earr))) => {
+            for ei in earr.iter().filter(|x| !x.is_null()) {
+                push_node(None, Some(ei), ty, path, out);
+            }
+        }
+        (None, None) => {}
+        (v, e) => push_node(v, e, ty, path, out),
+    }
+}
+
+impl<'c, 'a> Evaluator<'c, 'a> {
+    pub fn new(ctx: &'c EvalContext<'a>) -> Self {
+        Evaluator {
+            ctx,
+            model: ctx.model,
+        }
+    }
+
+    pub fn run(&self, ast: &Ast) -> R<Collection<'a>> {
+        let scope = Scope {
+            this: &self.ctx.focus,
+            index: None,
+            total: None,
+        };
+        self.eval(ast, scope)
+    }
+
+    pub fn eval(&self, ast: &Ast, s: Scope<'_, 'a>) -> R<Collection<'a>> {
+        Ok(match ast {
+            Ast::Empty => Vec::new(),
+            Ast::Lit(l) => vec![match l {
+                Lit::Bool(b) => Item::Boolean(*b),
+                Lit::Int(i) => Item::Integer(*i),
+                Lit::Dec(d) => Item::Decimal(*d),
+                Lit::Str(x) => Item::String(x.clone()),
+                Lit::Temporal(t) => Item::Temporal(*t),
+                Lit::Quantity(q) => Item::Quantity(q.clone()),
+            }],
+            Ast::This => s.this.to_vec(),
+            Ast::IndexVar => s.index.map(Item::Integer).into_iter().collect(),
+            Ast::Total => s.total.map(<[Item<'a>]>::to_vec).unwrap_or_default(),
+            Ast::Env(name) => self.env(name)?,
+            Ast::Ident(name) => {
+                let mut out = Vec::new();
+                for item in s.this {
+                    self.step(item, name, true, &mut out)?;
+                }
+                out
+            }
+            Ast::Member(target, name) => {
+                let input = self.eval(target, s)?;
+                if self.ctx.strict && input.is_empty() {
+                    self.check_cast_member(target, name)?;
+                }
+                let mut out = Vec::new();
+                for item in &input {
+                    self.step(item, name, false, &mut out)?;
+                }
+                out
+            }
+            Ast::Call {
+                target,
+                func,
+                args,
+                regex,
+            } => {
+                let input = match target {
+                    Some(t) => self.eval(t, s)?,
+                    None => s.this.to_vec(),
+                };
+                functions::call(self, *func, input, args, regex.as_ref(), s)?
+            }
+            Ast::Type { target, op, spec } => {
+                let input = match target {
+                    Some(t) => self.eval(t, s)?,
+                    None => s.this.to_vec(),
+                };
+                self.type_op(*op, spec, input)?
+            }
+            Ast::Indexer(target, idx) => {
+                let input = self.eval(target, s)?;
+                let i = self.eval(idx, s)?;
+                match i.as_slice() {
+                    [] => Vec::new(),
+                    [x] => match x.prim(self.model) {
+                        Some(Prim::Int(n)) => usize::try_from(n)
+                            .ok()
+                            .and_then(|n| input.into_iter().nth(n))
+                            .into_iter()
+                            .collect(),
+                        _ => return err("indexer requires an integer"),
+                    },
+                    _ => return err("indexer requires a single integer"),
+                }
+            }
+            Ast::Neg(e) => {
+                let v = self.eval(e, s)?;
+                match v.as_slice() {
+                    [] => Vec::new(),
+                    [x] => vec![match x.prim(self.model) {
+                        Some(Prim::Int(i)) => Item::Integer(
+                            i.checked_neg()
+                                .ok_or_else(|| EvalError::new("integer overflow"))?,
+                        ),
+                        Some(Prim::Dec(d)) => Item::Decimal(d.neg()),
+                        Some(Prim::Quantity(q)) => {
+                            Item::Quantity(Quantity::new(q.value.neg(), q.unit.clone()))
+                        }
+                        _ => return err("unary minus needs a number or quantity"),
+                    }],
+                    _ => return err("unary minus needs a single value"),
+                }
+            }
+            Ast::Bin(op, l, r) => self.binary(*op, l, r, s)?,
+        })
+    }
+
+    /// Strict mode: `(x as T).name` must name an element of `T`.
+    fn check_cast_member(&self, target: &Ast, name: &str) -> R<()> {
+        if let Ast::Type {
+            op: TypeOp::As | TypeOp::OfType,
+            spec,
+            ..
+        } = target
+        {
+            if spec.namespace.as_deref() != Some("System")
+                && self.model.is_type(&spec.name)
+                && self.model.child(&spec.name, name).is_none()
+            {
+                return err(format!("type {} has no element '{name}'", spec.name));
+            }
+        }
+        Ok(())
+    }
+
+    fn env(&self, name: &str) -> R<Collection<'a>> {
+        if let Some(v) = self.ctx.variables.get(name) {
+            return Ok(v.clone());
+        }
+        let node = |n: Option<Node<'a>>| n.map(Item::Node).into_iter().collect::<Vec<_>>();
+        Ok(match name {
+            "resource" => node(self.ctx.resource),
+            "rootResource" => node(self.ctx.root_resource.or(self.ctx.resource)),
+            "context" => self
+                .ctx
+                .context
+                .clone()
+                .unwrap_or_else(|| self.ctx.focus.clone()),
+            "ucum" => vec![Item::String("http://unitsofmeasure.org".into())],
+            "sct" => vec![Item::String("http://snomed.info/sct".into())],
+            "loinc" => vec![Item::String("http://loinc.org".into())],
+            _ => {
+                if let Some(vs) = name.strip_prefix("vs-") {
+                    vec![Item::String(format!("http://hl7.org/fhir/ValueSet/{vs}"))]
+                } else if let Some(ext) = name.strip_prefix("ext-") {
+                    vec![Item::String(format!(
+                        "http://hl7.org/fhir/StructureDefinition/{ext}"
+                    ))]
+                } else {
+                    return err(format!("undefined environment variable %{name}"));
+                }
+            }
+        })
+    }
+
+    /// One navigation step `name` from `item`. At the start of a path (`root`) a type
+    /// name matching the focus selects the focus itself.
+    fn step(&self, item: &Item<'a>, name: &str, root: bool, out: &mut Collection<'a>) -> R<()> {
+        match item {
+            Item::Node(n) => {
+                if root && name.starts_with(|c: char| c.is_ascii_uppercase()) {
+                    let ty = n.type_name();
+                    if ty == name || self.model.is_subtype(ty, name) {
+                        out.push(item.clone());
+                        return Ok(());
+                    }
+                    if self.model.is_type(name) && !ty.is_empty() {
+                        if self.ctx.strict {
+                            return err(format!("'{name}' does not match the context type {ty}"));
+                        }
+                        return Ok(());
+                    }
+                }
+                self.children_named(n, name, out)
+            }
+            Item::TypeInfo(t) => {
+                match name {
+                    "namespace" => out.push(Item::String(t.namespace.clone())),
+                    "name" => out.push(Item::String(t.name.clone())),
+                    _ => {}
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Children of `n` called `name` (choice elements `value[x]` included).
+    pub(crate) fn children_named(
+        &self,
+        n: &Node<'a>,
+        name: &str,
+        out: &mut Collection<'a>,
+    ) -> R<()> {
+        let obj = match n.value {
+            Some(Json::Object(o)) => o,
+            _ => {
+                // primitive: only `id` and `extension`, found in the `_name` object
+                if let Some(Json::Object(e)) = n.ext {
+                    let ty = match name {
+                        "extension" => "Extension",
+                        "id" => "System.String",
+                        _ => return Ok(()),
+                    };
+                    push_values(e.get(name), None, ty, ty, out);
+                }
+                return Ok(());
+            }
+        };
+        let def = if n.path.is_empty() {
+            None
+        } else {
+            self.model.child(n.path, name)
+        };
+        match def {
+            Some(d) if d.choice => {
+                for (k, v) in obj {
+                    let (key, is_ext) = match k.strip_prefix('_') {
+                        Some(rest) => (rest, true),
+                        None => (k.as_str(), false),
+                    };
+                    let Some(suffix) = key.strip_prefix(name) else {
+                        continue;
+                    };
+                    let Some(t) = d.types.iter().find(|t| suffix_names_type(suffix, t)) else {
+                        continue;
+                    };
+                    if is_ext {
+                        if !obj.contains_key(key) {
+                            push_values(None, Some(v), t, t, out);
+                        }
+                    } else {
+                        push_values(Some(v), ext_lookup(obj, key), t, t, out);
+                    }
+                }
+            }
+            Some(d) => {
+                let ty = d.types.first().map(String::as_str).unwrap_or("");
+                let path = d.inline_path.unwrap_or(ty);
+                let e = if d.inline_path.is_none()
+                    && (self.model.is_primitive(ty) || ty.starts_with("System."))
+                {
+                    ext_lookup(obj, name)
+                } else {
+                    None
+                };
+                push_values(obj.get(name), e, ty, path, out);
+            }
+            None => {
+                let v = obj.get(name);
+                let e = ext_lookup(obj, name);
+                if v.is_some() || e.is_some() {
+                    if self.ctx.strict && self.knows(n) {
+                        return err(format!("unknown element '{name}' on {}", n.path));
+                    }
+                    push_values(v, e, "", "", out);
+                    return Ok(());
+                }
+                if !self.knows(n) {
+                    // no model: recognise choice keys such as valueQuantity
+                    for (k, v) in obj {
+                        if let Some(suffix) = k.strip_prefix(name) {
+                            if suffix.starts_with(|c: char| c.is_ascii_uppercase()) {
+                                let t = type_from_suffix(suffix);
+                                push_values(Some(v), ext_lookup(obj, k), t, t, out);
+                            }
+                        }
+                    }
+                } else if self.ctx.strict {
+                    return err(format!("unknown element '{name}' on {}", n.path));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Does the model describe this node's type?
+    fn knows(&self, n: &Node<'a>) -> bool {
+        !n.path.is_empty()
+            && (self.model.child(n.path, "id").is_some()
+                || self.model.child(n.path, "extension").is_some())
+    }
+
+    /// Type and model path of the JSON key `key` under `n` (choice keys resolved).
+    fn key_type(&self, n: &Node<'a>, key: &'a str) -> (&'a str, &'a str, bool) {
+        if n.path.is_empty() {
+            return ("", "", true);
+        }
+        if let Some(d) = self.model.child(n.path, key) {
+            if !d.choice {
+                let ty = d.types.first().map(String::as_str).unwrap_or("");
+                let prim = d.inline_path.is_none()
+                    && (self.model.is_primitive(ty) || ty.starts_with("System."));
+                return (ty, d.inline_path.unwrap_or(ty), prim);
+            }
+        }
+        // choice: find the split point "value" + "Quantity"
+        for (i, c) in key.char_indices().skip(1) {
+            if c.is_ascii_uppercase() {
+                let (base, suffix) = key.split_at(i);
+                if let Some(d) = self.model.child(n.path, base) {
+                    if d.choice {
+                        if let Some(t) = d.types.iter().find(|t| suffix_names_type(suffix, t)) {
+                            let prim = self.model.is_primitive(t);
+                            return (t.as_str(), t.as_str(), prim);
+                        }
+                    }
+                }
+            }
+        }
+        ("", "", true)
+    }
+
+    /// All child nodes of an item (`children()`).
+    pub(crate) fn children_of(&self, item: &Item<'a>, out: &mut Collection<'a>) {
+        let Item::Node(n) = item else {
+            return;
+        };
+        let obj = match n.value {
+            Some(Json::Object(o)) => o,
+            _ => {
+                if let Some(Json::Object(e)) = n.ext {
+                    push_values(e.get("id"), None, "System.String", "System.String", out);
+                    push_values(e.get("extension"), None, "Extension", "Extension", out);
+                }
+                return;
+            }
+        };
+        for (k, v) in obj {
+            if k == "resourceType" {
+                continue;
+            }
+            if let Some(base) = k.strip_prefix('_') {
+                if obj.contains_key(base) {
+                    continue;
+                }
+                let (ty, path, _) = self.key_type(n, base);
+                push_values(None, Some(v), ty, path, out);
+                continue;
+            }
+            let (ty, path, prim) = self.key_type(n, k);
+            let e = if prim { ext_lookup(obj, k) } else { None };
+            push_values(Some(v), e, ty, path, out);
+        }
+    }
+
+    /// All descendants in document order (`descendants()`).
+    pub(crate) fn descendants_of(&self, input: &[Item<'a>]) -> Collection<'a> {
+        let mut out = Vec::new();
+        let mut stack: Vec<(Item<'a>, bool)> =
+            input.iter().rev().map(|i| (i.clone(), false)).collect();
+        let mut buf = Vec::new();
+        while let Some((item, emit)) = stack.pop() {
+            buf.clear();
+            self.children_of(&item, &mut buf);
+            if emit {
+                out.push(item);
+            }
+            for c in buf.drain(..).rev() {
+                stack.push((c, true));
+            }
+        }
+        out
+    }
+
+    pub(crate) fn type_matches(&self, item: &Item<'a>, spec: &TypeSpec) -> bool {
+        let (ns, name) = item.type_info();
+        match spec.namespace.as_deref() {
+            Some("System") => ns == "System" && name == spec.name,
+            Some("FHIR") => {
+                ns == "FHIR" && (name == spec.name || self.model.is_subtype(&name, &spec.name))
+            }
+            Some(_) => false,
+            None => {
+                if ns == "FHIR" {
+                    name == spec.name || self.model.is_subtype(&name, &spec.name)
+                } else {
+                    name == spec.name
+                }
+            }
+        }
+    }
+
+    fn type_op(&self, op: TypeOp, spec: &TypeSpec, input: Collection<'a>) -> R<Collection<'a>> {
+        Ok(match op {
+            TypeOp::Is => match input.as_slice() {
+                [] => Vec::new(),
+                [x] => vec![Item::Boolean(self.type_matches(x, spec))],
+                _ => return err("'is' needs a single item"),
+            },
+            TypeOp::As | TypeOp::OfType => input
+                .into_iter()
+                .filter(|x| self.type_matches(x, spec))
+                .collect(),
+        })
+    }
+
+    pub(crate) fn type_info_of(&self, item: &Item<'a>) -> TypeInfo {
+        let (ns, name) = item.type_info();
+        TypeInfo {
+            namespace: ns.to_string(),
+            name: name.into_owned(),
+        }
+    }
+
+    /// Singleton-to-boolean conversion for logical operators and criteria.
+    pub(crate) fn to_bool(&self, c: &[Item<'a>], what: &str) -> R<Option<bool>> {
+        match c {
+            [] => Ok(None),
+            [x] => Ok(Some(match x.prim(self.model) {
+                Some(Prim::Bool(b)) => b,
+                _ => true,
+            })),
+            _ => err(format!(
+                "{what} expects a single boolean, got {} items",
+                c.len()
+            )),
+        }
+    }
+
+    pub(crate) fn items_equal(&self, a: &Item<'a>, b: &Item<'a>) -> Option<bool> {
+        match (a.prim(self.model), b.prim(self.model)) {
+            (Some(x), Some(y)) => prims_equal(&x, &y),
+            (None, None) => match (a, b) {
+                (Item::Node(x), Item::Node(y)) => {
+                    Some(opt_json_eq(x.value, y.value) && opt_json_eq(x.ext, y.ext))
+                }
+                (Item::TypeInfo(x), Item::TypeInfo(y)) => Some(x == y),
+                _ => Some(false),
+            },
+            _ => Some(false),
+        }
+    }
+
+    pub(crate) fn items_equivalent(&self, a: &Item<'a>, b: &Item<'a>) -> bool {
+        match (a.prim(self.model), b.prim(self.model)) {
+            (Some(x), Some(y)) => prims_equivalent(&x, &y),
+            (None, None) => match (a, b) {
+                (Item::Node(x), Item::Node(y)) => opt_json_eq(x.value, y.value),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// Is `item` in `c` (by `=`)?
+    pub(crate) fn contains_item(&self, c: &[Item<'a>], item: &Item<'a>) -> bool {
+        c.iter().any(|x| self.items_equal(x, item) == Some(true))
+    }
+
+    pub(crate) fn distinct(&self, input: Collection<'a>) -> Collection<'a> {
+        let mut out: Collection<'a> = Vec::with_capacity(input.len());
+        for x in input {
+            if !self.contains_item(&out, &x) {
+                out.push(x);
+            }
+        }
+        out
+    }
+
+    fn binary(&self, op: BinOp, l: &Ast, r: &Ast, s: Scope<'_, 'a>) -> R<Collection<'a>> {
+        let b = |v: Option<bool>| -> Collection<'a> { v.map(Item::Boolean).into_iter().collect() };
+        match op {
+            BinOp::And => {
+                let x = self.to_bool(&self.eval(l, s)?, "and")?;
+                if x == Some(false) {
+                    return Ok(b(Some(false)));
+                }
+                let y = self.to_bool(&self.eval(r, s)?, "and")?;
+                return Ok(b(match (x, y) {
+                    (_, Some(false)) => Some(false),
+                    (Some(true), Some(true)) => Some(true),
+                    _ => None,
+                }));
+            }
+            BinOp::Or => {
+                let x = self.to_bool(&self.eval(l, s)?, "or")?;
+                if x == Some(true) {
+                    return Ok(b(Some(true)));
+                }
+                let y = self.to_bool(&self.eval(r, s)?, "or")?;
+                return Ok(b(match (x, y) {
+                    (_, Some(true)) => Some(true),
+                    (Some(false), Some(false)) => Some(false),
+                    _ => None,
+                }));
+            }
+            BinOp::Xor => {
+                let x = self.to_bool(&self.eval(l, s)?, "xor")?;
+                let y = self.to_bool(&self.eval(r, s)?, "xor")?;
+                return Ok(b(match (x, y) {
+                    (Some(p), Some(q)) => Some(p != q),
+                    _ => None,
+                }));
+            }
+            BinOp::Implies => {
+                let x = self.to_bool(&self.eval(l, s)?, "implies")?;
+                if x == Some(false) {
+                    return Ok(b(Some(true)));
+                }
+                let y = self.to_bool(&self.eval(r, s)?, "implies")?;
+                return Ok(b(match (x, y) {
+                    (Some(true), y) => y,
+                    (None, Some(true)) => Some(true),
+                    _ => None,
+                }));
+            }
+            _ => {}
+        }
+        let lv = self.eval(l, s)?;
+        let rv = self.eval(r, s)?;
+        match op {
+            BinOp::Union => {
+                let mut all = lv;
+                all.extend(rv);
+                Ok(self.distinct(all))
+            }
+            BinOp::Eq | BinOp::Ne => {
+                if lv.is_empty() || rv.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let eq = if lv.len() != rv.len() {
+                    Some(false)
+                } else {
+                    let mut acc = Some(true);
+                    for (x, y) in lv.iter().zip(&rv) {
+                        match self.items_equal(x, y) {
+                            Some(true) => {}
+                            Some(false) => {
+                                acc = Some(false);
+                                break;
+                            }
+                            None => acc = None,
+                        }
+                    }
+                    acc
+                };
+                Ok(b(if op == BinOp::Eq { eq } else { eq.map(|v| !v) }))
+            }
+            BinOp::Equiv | BinOp::NotEquiv => {
+                let eq = if lv.len() != rv.len() {
+                    false
+                } else {
+                    let mut used = vec![false; rv.len()];
+                    lv.iter().all(|x| {
+                        for (j, y) in rv.iter().enumerate() {
+                            if !used[j] && self.items_equivalent(x, y) {
+                                used[j] = true;
+                                return true;
+                            }
+                        }
+                        false
+                    })
+                };
+                Ok(b(Some(if op == BinOp::Equiv { eq } else { !eq })))
+            }
+            BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
+                let (x, y) = match (single(&lv, "comparison")?, single(&rv, "comparison")?) {
+                    (Some(x), Some(y)) => (x, y),
+                    _ => return Ok(Vec::new()),
+                };
+                let (Some(px), Some(py)) = (x.prim(self.model), y.prim(self.model)) else {
+                    return err("comparison needs primitive values");
+                };
+                let ord = compare_prims(&px, &py).map_err(EvalError::new)?;
+                Ok(b(ord.map(|o| match op {
+                    BinOp::Lt => o == Ordering::Less,
+                    BinOp::Le => o != Ordering::Greater,
+                    BinOp::Gt => o == Ordering::Greater,
+                    _ => o != Ordering::Less,
+                })))
+            }
+            BinOp::In | BinOp::Contains => {
+                let (item, coll) = if op == BinOp::In {
+                    (&lv, &rv)
+                } else {
+                    (&rv, &lv)
+                };
+                match item.as_slice() {
+                    [] => Ok(Vec::new()),
+                    [x] => Ok(b(Some(self.contains_item(coll, x)))),
+                    _ => err("membership needs a single item"),
+                }
+            }
+            BinOp::Concat => {
+                let text = |c: &[Item<'a>]| -> R<String> {
+                    match c {
+                        [] => Ok(String::new()),
+                        [x] => x
+                            .to_text()
+                            .ok_or_else(|| EvalError::new("'&' needs strings")),
+                        _ => err("'&' needs single values"),
+                    }
+                };
+                Ok(vec![Item::String(text(&lv)? + &text(&rv)?)])
+            }
+            _ => {
+                let (x, y) = match (single(&lv, "arithmetic")?, single(&rv, "arithmetic")?) {
+                    (Some(x), Some(y)) => (x, y),
+                    _ => return Ok(Vec::new()),
+                };
+                let (Some(px), Some(py)) = (x.prim(self.model), y.prim(self.model)) else {
+                    return err("arithmetic needs primitive values");
+                };
+                arith(op, &px, &py)
+            }
+        }
+    }
+}
+
+fn opt_json_eq(a: Option<&Json>, b: Option<&Json>) -> bool {
+    match (a, b) {
+        (Some(x), Some(y)) => json_equal(x, y),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+pub(crate) fn single<'x, 'a>(c: &'x [Item<'a>], what: &str) -> R<Option<&'x Item<'a>>> {
+    match c {
+        [] => Ok(None),
+        [x] => Ok(Some(x)),
+        _ => err(format!("{what} needs a single value, got {}", c.len())),
+    }
+}
+
+fn num(p: &Prim<'_>) -> Option<Decimal> {
+    match p {
+        Prim::Int(i) => Some(Decimal::from_i64(*i)),
+        Prim::Dec(d) => Some(*d),
+        _ => None,
+    }
+}
+
+fn arith<'a>(op: BinOp, x: &Prim<'_>, y: &Prim<'_>) -> R<Collection<'a>> {
+    use Prim::*;
+    let overflow = || EvalError::new("arithmetic overflow");
+    let one = |i: Item<'a>| Ok(vec![i]);
+    match (op, x, y) {
+        (BinOp::Add, Str(a), Str(b)) => one(Item::String(format!("{a}{b}"))),
+        (BinOp::Add, Int(a), Int(b)) => one(Item::Integer(a.checked_add(*b).ok_or_else(overflow)?)),
+        (BinOp::Sub, Int(a), Int(b)) => one(Item::Integer(a.checked_sub(*b).ok_or_else(overflow)?)),
+        (BinOp::Mul, Int(a), Int(b)) => one(Item::Integer(a.checked_mul(*b).ok_or_else(overflow)?)),
+        (BinOp::IntDiv, Int(a), Int(b)) => {
+            Ok(a.checked_div(*b).map(Item::Integer).into_iter().collect())
+        }
+        (BinOp::Mod, Int(a), Int(b)) => {
+            Ok(a.checked_rem(*b).map(Item::Integer).into_iter().collect())
+        }
+        (_, Int(_) | Dec(_), Int(_) | Dec(_)) => {
+            let (Some(a), Some(b)) = (num(x), num(y)) else {
+                return err("arithmetic needs numbers");
+            };
+            let r = match op {
+                BinOp::Add => a.checked_add(&b).ok_or_else(overflow)?,
+                BinOp::Sub => a.checked_sub(&b).ok_or_else(overflow)?,
+                BinOp::Mul => a.checked_mul(&b).ok_or_else(overflow)?,
+                BinOp::Div => match a.checked_div(&b) {
+                    Some(d) => d,
+                    None => return Ok(Vec::new()),
+                },
+                BinOp::IntDiv => {
+                    return Ok(a
+                        .checked_idiv(&b)
+                        .and_then(|d| d.trunc_i64())
+                        .map(Item::Integer)
+                        .into_iter()
+                        .collect())
+                }
+                BinOp::Mod => match a.checked_rem(&b) {
+                    Some(d) => d,
+                    None => return Ok(Vec::new()),
+                },
+                _ => return err("unsupported arithmetic"),
+            };
+            one(Item::Decimal(r))
+        }
+        (BinOp::Add | BinOp::Sub, Temporal(t), Quantity(q)) => {
+            let amount = if op == BinOp::Sub {
+                q.value.neg()
+            } else {
+                q.value
+            };
+            if t.kind == TemporalKind::Time
+                && matches!(
+                    q.unit.as_str(),
+                    "year"
+                        | "years"
+                        | "month"
+                        | "months"
+                        | "week"
+                        | "weeks"
+                        | "day"
+                        | "days"
+                        | "a"
+                        | "mo"
+                        | "wk"
+                        | "d"
+                )
+            {
+                return err("cannot add a date unit to a time");
+            }
+            match t.add(&amount, &q.unit) {
+                Some(r) => one(Item::Temporal(r)),
+                None => err(format!("cannot add '{}' to a date/time", q.unit)),
+            }
+        }
+        (BinOp::Add | BinOp::Sub, Quantity(a), Quantity(b)) => {
+            let bv = match b.convert_to(&a.unit) {
+                Some(v) => v,
+                None => return Ok(Vec::new()),
+            };
+            let v = if op == BinOp::Add {
+                a.value.checked_add(&bv)
+            } else {
+                a.value.checked_sub(&bv)
+            }
+            .ok_or_else(overflow)?;
+            one(Item::Quantity(super::quantity::Quantity::new(
+                v,
+                a.unit.clone(),
+            )))
+        }
+        (BinOp::Mul, Quantity(a), Quantity(b)) => {
+            Ok(a.mul(b).map(Item::Quantity).into_iter().collect())
+        }
+        (BinOp::Div, Quantity(a), Quantity(b)) => {
+            Ok(a.div(b).map(Item::Quantity).into_iter().collect())
+        }
+        (BinOp::Mul, Quantity(a), Int(_) | Dec(_)) | (BinOp::Mul, Int(_) | Dec(_), Quantity(a)) => {
+            let n = num(if matches!(x, Quantity(_)) { y } else { x }).unwrap_or(Decimal::ZERO);
+            let v = a.value.checked_mul(&n).ok_or_else(overflow)?;
+            one(Item::Quantity(super::quantity::Quantity::new(
+                v,
+                a.unit.clone(),
+            )))
+        }
+        (BinOp::Div, Quantity(a), Int(_) | Dec(_)) => {
+            let n = num(y).unwrap_or(Decimal::ZERO);
+            Ok(a.value
+                .checked_div(&n)
+                .map(|v| Item::Quantity(super::quantity::Quantity::new(v, a.unit.clone())))
+                .into_iter()
+                .collect())
+        }
+        _ => err(format!(
+            "cannot apply {:?} to {} and {}",
+            op,
+            x.kind_name(),
+            y.kind_name()
+        )),
+    }
+}

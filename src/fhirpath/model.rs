@@ -1,0 +1,317 @@
+//! Type knowledge that FHIR JSON alone does not carry, behind the [`ModelInfo`] trait,
+//! and [`SnapshotModel`], built from StructureDefinition snapshots.
+
+use std::collections::HashMap;
+
+use serde_json::Value as Json;
+
+/// What the model knows about one child element of a type or inline element.
+#[derive(Clone, Copy, Debug)]
+pub struct ChildDef<'m> {
+    /// Type codes. One for a plain element; several for a choice element (`value[x]`).
+    /// FHIRPath system types are spelled `System.String` etc.
+    pub types: &'m [String],
+    /// A choice element: JSON holds `name` + capitalised type (`valueQuantity`).
+    pub choice: bool,
+    /// The element repeats (JSON array).
+    pub many: bool,
+    /// For elements defined inline (BackboneElement, or a `contentReference`): the
+    /// element path whose children describe this element, e.g. `Patient.contact` or
+    /// `Questionnaire.item`. Children are then looked up with this path as parent.
+    pub inline_path: Option<&'m str>,
+}
+
+/// Type questions the evaluator asks. Implementations must be cheap: these are called
+/// for every navigation step.
+pub trait ModelInfo: Send + Sync {
+    /// Child `name` of the type or inline element `parent` (a type name such as
+    /// `HumanName`, or an element path such as `Patient.contact`).
+    fn child(&self, parent: &str, name: &str) -> Option<ChildDef<'_>>;
+
+    /// The type `type_name` directly derives from (`Patient` → `DomainResource`,
+    /// `code` → `string`, `Age` → `Quantity`).
+    fn base_type(&self, type_name: &str) -> Option<&str>;
+
+    /// Whether `name` names a FHIR type (resource, complex or primitive type).
+    fn is_type(&self, name: &str) -> bool;
+
+    /// Whether `ty` is `base` or derives from it.
+    fn is_subtype(&self, ty: &str, base: &str) -> bool {
+        let mut cur = ty;
+        for _ in 0..32 {
+            if cur == base {
+                return true;
+            }
+            match self.base_type(cur) {
+                Some(b) => cur = b,
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// Whether the type is a FHIR primitive type (lower-case names in R4).
+    fn is_primitive(&self, name: &str) -> bool {
+        system_type_of_primitive(name).is_some()
+    }
+
+    fn is_resource(&self, name: &str) -> bool {
+        self.is_subtype(name, "Resource")
+    }
+}
+
+/// The FHIRPath system type a FHIR primitive maps to.
+pub fn system_type_of_primitive(fhir_type: &str) -> Option<&'static str> {
+    Some(match fhir_type {
+        "boolean" => "Boolean",
+        "integer" | "positiveInt" | "unsignedInt" | "integer64" => "Integer",
+        "decimal" => "Decimal",
+        "string" | "code" | "id" | "uri" | "url" | "canonical" | "oid" | "uuid" | "markdown"
+        | "base64Binary" | "xhtml" => "String",
+        "date" => "Date",
+        "dateTime" | "instant" => "DateTime",
+        "time" => "Time",
+        "System.String" => "String",
+        "System.Boolean" => "Boolean",
+        "System.Integer" => "Integer",
+        "System.Decimal" => "Decimal",
+        "System.Date" => "Date",
+        "System.DateTime" => "DateTime",
+        "System.Time" => "Time",
+        _ => return None,
+    })
+}
+
+/// Built-in derivations among primitives (used when no StructureDefinition says so).
+fn builtin_base(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "code" | "id" | "markdown" => "string",
+        "url" | "canonical" | "oid" | "uuid" => "uri",
+        "positiveInt" | "unsignedInt" => "integer",
+        "Age" | "Count" | "Distance" | "Duration" | "MoneyQuantity" | "SimpleQuantity" => {
+            "Quantity"
+        }
+        "Patient" | "Observation" | "Questionnaire" | "ValueSet" | "Bundle" | "Parameters" => {
+            return match name {
+                "Bundle" | "Parameters" => Some("Resource"),
+                _ => Some("DomainResource"),
+            }
+        }
+        "DomainResource" => "Resource",
+        "boolean" | "integer" | "decimal" | "string" | "uri" | "date" | "dateTime" | "instant"
+        | "time" | "base64Binary" | "xhtml" => "Element",
+        "BackboneElement" => "Element",
+        _ => return None,
+    })
+}
+
+/// A model with no StructureDefinitions: navigation relies on JSON only, with the
+/// built-in primitive hierarchy. Useful for tests and as a fallback.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JsonOnlyModel;
+
+impl ModelInfo for JsonOnlyModel {
+    fn child(&self, _parent: &str, _name: &str) -> Option<ChildDef<'_>> {
+        None
+    }
+    fn base_type(&self, type_name: &str) -> Option<&str> {
+        builtin_base(type_name)
+    }
+    fn is_type(&self, name: &str) -> bool {
+        builtin_base(name).is_some()
+            || matches!(name, "Resource" | "Element" | "Quantity")
+            || name.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+                && !matches!(
+                    name,
+                    "Boolean" | "String" | "Integer" | "Decimal" | "Date" | "DateTime" | "Time"
+                )
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ElemDef {
+    types: Vec<String>,
+    choice: bool,
+    many: bool,
+    inline_path: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Primitive,
+    Complex,
+    Resource,
+    Logical,
+}
+
+/// A [`ModelInfo`] built from StructureDefinition snapshots (base definitions only:
+/// `derivation` = `specialization` or absent; constraint profiles are skipped).
+#[derive(Debug, Default, Clone)]
+pub struct SnapshotModel {
+    elements: HashMap<String, HashMap<String, ElemDef>>,
+    bases: HashMap<String, String>,
+    kinds: HashMap<String, Kind>,
+}
+
+fn last_segment(url: &str) -> &str {
+    url.rsplit('/').next().unwrap_or(url)
+}
+
+fn type_code(code: &str) -> String {
+    if let Some(sys) = code.strip_prefix("http://hl7.org/fhirpath/") {
+        return sys.to_string();
+    }
+    last_segment(code).to_string()
+}
+
+impl SnapshotModel {
+    /// Builds the model from StructureDefinition JSON. Fields read: `url`, `type`,
+    /// `kind`, `baseDefinition`, `derivation`, `snapshot.element[].path`,
+    /// `.type[].code`, `.max`, `.contentReference`.
+    pub fn from_structure_definitions<'j, I>(defs: I) -> Self
+    where
+        I: IntoIterator<Item = &'j Json>,
+    {
+        let mut m = SnapshotModel::default();
+        for sd in defs {
+            m.add(sd);
+        }
+        m
+    }
+
+    /// Adds one StructureDefinition (ignored unless it defines a base type).
+    pub fn add(&mut self, sd: &Json) {
+        if sd.get("resourceType").and_then(Json::as_str) != Some("StructureDefinition") {
+            return;
+        }
+        if sd.get("derivation").and_then(Json::as_str) == Some("constraint") {
+            return;
+        }
+        let Some(ty) = sd.get("type").and_then(Json::as_str) else {
+            return;
+        };
+        let kind = match sd.get("kind").and_then(Json::as_str) {
+            Some("primitive-type") => Kind::Primitive,
+            Some("complex-type") => Kind::Complex,
+            Some("resource") => Kind::Resource,
+            _ => Kind::Logical,
+        };
+        if kind == Kind::Logical {
+            return;
+        }
+        let name = sd
+            .get("url")
+            .and_then(Json::as_str)
+            .map(last_segment)
+            .filter(|n| *n == ty)
+            .unwrap_or(ty)
+            .to_string();
+        self.kinds.insert(name.clone(), kind);
+        if let Some(base) = sd.get("baseDefinition").and_then(Json::as_str) {
+            self.bases
+                .insert(name.clone(), last_segment(base).to_string());
+        }
+        let Some(elems) = sd
+            .get("snapshot")
+            .and_then(|s| s.get("element"))
+            .and_then(Json::as_array)
+        else {
+            return;
+        };
+        for e in elems {
+            let Some(path) = e.get("path").and_then(Json::as_str) else {
+                continue;
+            };
+            let Some((parent, last)) = path.rsplit_once('.') else {
+                continue;
+            };
+            let (child, choice) = match last.strip_suffix("[x]") {
+                Some(b) => (b, true),
+                None => (last, false),
+            };
+            let many = match e.get("max").and_then(Json::as_str) {
+                Some("*") => true,
+                Some(n) => n.parse::<u32>().map(|v| v > 1).unwrap_or(false),
+                None => false,
+            };
+            let mut types: Vec<String> = e
+                .get("type")
+                .and_then(Json::as_array)
+                .map(|ts| {
+                    ts.iter()
+                        .filter_map(|t| t.get("code").and_then(Json::as_str))
+                        .map(type_code)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut inline_path = None;
+            if let Some(cr) = e.get("contentReference").and_then(Json::as_str) {
+                let target = cr.rsplit_once('#').map(|(_, t)| t).unwrap_or(cr);
+                inline_path = Some(target.to_string());
+                if types.is_empty() {
+                    types.push("BackboneElement".to_string());
+                }
+            } else if types.len() == 1 && (types[0] == "BackboneElement" || types[0] == "Element") {
+                inline_path = Some(path.to_string());
+            }
+            if kind == Kind::Primitive && child == "value" {
+                continue;
+            }
+            self.elements.entry(parent.to_string()).or_default().insert(
+                child.to_string(),
+                ElemDef {
+                    types,
+                    choice,
+                    many,
+                    inline_path,
+                },
+            );
+        }
+    }
+
+    /// Number of types known (for diagnostics).
+    pub fn type_count(&self) -> usize {
+        self.kinds.len()
+    }
+}
+
+impl ModelInfo for SnapshotModel {
+    fn child(&self, parent: &str, name: &str) -> Option<ChildDef<'_>> {
+        let mut cur = parent;
+        for _ in 0..16 {
+            if let Some(d) = self.elements.get(cur).and_then(|m| m.get(name)) {
+                return Some(ChildDef {
+                    types: &d.types,
+                    choice: d.choice,
+                    many: d.many,
+                    inline_path: d.inline_path.as_deref(),
+                });
+            }
+            // inline elements inherit from BackboneElement / Element
+            cur = if cur.contains('.') {
+                "BackboneElement"
+            } else {
+                self.base_type(cur)?
+            };
+        }
+        None
+    }
+
+    fn base_type(&self, type_name: &str) -> Option<&str> {
+        match self.bases.get(type_name) {
+            Some(b) => Some(b.as_str()),
+            None => builtin_base(type_name),
+        }
+    }
+
+    fn is_type(&self, name: &str) -> bool {
+        self.kinds.contains_key(name)
+    }
+
+    fn is_primitive(&self, name: &str) -> bool {
+        match self.kinds.get(name) {
+            Some(k) => *k == Kind::Primitive,
+            None => system_type_of_primitive(name).is_some(),
+        }
+    }
+}
