@@ -15,5 +15,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod fhir;
+pub mod fhirpath;
 pub mod metrics;
 pub mod store;
+pub mod validation;

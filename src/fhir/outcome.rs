@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 
 /// `OperationOutcome.issue.severity`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
     Fatal,
     Error,

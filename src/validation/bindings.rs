@@ -1,0 +1,151 @@
+//! Terminology bindings: is the code (or one of the codings) in the bound value set? Required →
+//! error; extensible and preferred → warning. A value set or code system we cannot evaluate is a
+//! warning that says why, never a silent pass.
+
+use serde_json::Value;
+
+use super::model::{Binding, Strength};
+use super::terminology::Membership;
+use super::walk::{Pass, Run};
+use crate::fhir::outcome::Severity;
+
+/// The codings in a value of type `code` (`code`, `Coding`, `CodeableConcept`, `Quantity`, a
+/// string or uri bound to a value set).
+fn codings(val: &Value, type_code: &str) -> Option<Vec<(Option<String>, String)>> {
+    let coding = |c: &Value| {
+        let code = c.get("code")?.as_str()?.to_string();
+        let system = c.get("system").and_then(Value::as_str).map(String::from);
+        Some((system, code))
+    };
+    match type_code {
+        "code" | "string" | "uri" => Some(vec![(None, val.as_str()?.to_string())]),
+        "Coding" | "Quantity" => Some(coding(val).into_iter().collect()),
+        "CodeableConcept" => Some(
+            val.get("coding")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(coding)
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+pub(crate) fn check(run: &mut Run<'_, '_>, val: &Value, b: &Binding, type_code: &str, _pass: Pass) {
+    let Some(codes) = codings(val, type_code) else {
+        return;
+    };
+    let vs = b.value_set.as_str();
+    let (severity, strength) = match b.strength {
+        Strength::Required => (Severity::Error, "required"),
+        Strength::Extensible => (Severity::Warning, "extensible"),
+        Strength::Preferred => (Severity::Warning, "preferred"),
+        Strength::Example => return,
+    };
+    if codes.is_empty() {
+        // A CodeableConcept with text only, or a Coding without a code.
+        if b.strength == Strength::Required && type_code == "CodeableConcept" {
+            push(
+                run,
+                Severity::Error,
+                "code-invalid",
+                format!("a code from value set {vs} is required here, but no coding is given"),
+            );
+        }
+        return;
+    }
+    // The specification allows the short forms xml, json and ttl wherever a mime type is
+    // bound (CapabilityStatement.format and friends).
+    if vs.starts_with("http://hl7.org/fhir/ValueSet/mimetypes")
+        && codes
+            .iter()
+            .all(|(s, c)| s.is_none() && matches!(c.as_str(), "xml" | "json" | "ttl"))
+    {
+        return;
+    }
+    let mut unknown = Vec::new();
+    let mut misses = Vec::new();
+    for (system, code) in &codes {
+        match run.v.terminology.check_code(vs, system.as_deref(), code) {
+            Membership::Member => return,
+            Membership::NotMember { .. } => misses.push(describe(system.as_deref(), code)),
+            Membership::Unknown { reason } => unknown.push(reason),
+        }
+    }
+    if !misses.is_empty()
+        && (unknown.is_empty() || b.strength == Strength::Required && unknown.is_empty())
+    {
+        let what = misses.join(", ");
+        let hint = run
+            .v
+            .terminology
+            .small_expansion(vs, 12)
+            .map(|codes| format!("; allowed: {}", codes.join(", ")))
+            .unwrap_or_default();
+        push(
+            run,
+            severity,
+            "code-invalid",
+            format!("{what} is not in value set {vs} ({strength} binding){hint}"),
+        );
+    } else if !unknown.is_empty() {
+        unknown.sort();
+        unknown.dedup();
+        push(
+            run,
+            Severity::Warning,
+            "not-supported",
+            format!(
+                "could not check {} against value set {vs} ({strength} binding): {}",
+                misses.first().cloned().unwrap_or_else(|| codes
+                    .iter()
+                    .map(|(s, c)| describe(s.as_deref(), c))
+                    .collect::<Vec<_>>()
+                    .join(", ")),
+                unknown.join("; ")
+            ),
+        );
+    }
+}
+
+fn describe(system: Option<&str>, code: &str) -> String {
+    match system {
+        Some(s) => format!("code {code:?} (system {s})"),
+        None => format!("code {code:?}"),
+    }
+}
+
+fn push(run: &mut Run<'_, '_>, severity: Severity, code: &'static str, msg: String) {
+    run.issues.push(crate::fhir::outcome::Issue {
+        severity,
+        code,
+        diagnostics: msg,
+        expression: Some(run.path.clone()),
+    });
+}
+
+/// A Coding whose system we hold completely must use one of its codes, bound or not.
+pub(crate) fn check_coding(run: &mut Run<'_, '_>, coding: &serde_json::Map<String, Value>) {
+    let (Some(Value::String(system)), Some(Value::String(code))) =
+        (coding.get("system"), coding.get("code"))
+    else {
+        return;
+    };
+    let system = match coding.get("version").and_then(Value::as_str) {
+        Some(v) => format!("{system}|{v}"),
+        None => system.clone(),
+    };
+    if let Membership::NotMember { reason } = run.v.terminology.check_in_code_system(&system, code)
+    {
+        let mark = run.path.len();
+        run.path.push_str(".code");
+        push(
+            run,
+            Severity::Error,
+            "code-invalid",
+            format!("unknown code {code:?} in code system {system}: {reason}"),
+        );
+        run.path.truncate(mark);
+    }
+}

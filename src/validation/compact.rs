@@ -1,0 +1,229 @@
+//! `sektorbro derive definitions`: turn the published R4 package into the compact files the
+//! validator embeds (`profiles/r4/structure-definitions.json.gz`, `profiles/r4/terminology.json.gz`).
+//!
+//! The output keeps the resources' own JSON shape (so the same loader reads it and any FHIR
+//! package), restricted to machine facts: element paths and ids, cardinality, types and target
+//! profiles, fixed and pattern values, bindings (strength and value set), slicing, constraint keys
+//! and FHIRPath expressions, concept codes with their display labels and properties, value set
+//! composition. Every piece of prose (definitions, comments, descriptions, constraint `human`
+//! texts, mappings, narratives) is dropped; the validator words its messages itself.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde_json::{Map, Value};
+
+use super::package::Package;
+
+/// Top-level StructureDefinition keys kept.
+const SD_KEYS: &[&str] = &[
+    "resourceType",
+    "url",
+    "version",
+    "name",
+    "status",
+    "fhirVersion",
+    "kind",
+    "abstract",
+    "context",
+    "contextInvariant",
+    "type",
+    "baseDefinition",
+    "derivation",
+];
+
+/// ElementDefinition keys kept (plus every `fixed*`, `pattern*`, `minValue*`, `maxValue*`).
+const ELEMENT_KEYS: &[&str] = &[
+    "id",
+    "path",
+    "representation",
+    "sliceName",
+    "sliceIsConstraining",
+    "slicing",
+    "min",
+    "max",
+    "base",
+    "contentReference",
+    "type",
+    "maxLength",
+    "constraint",
+    "mustSupport",
+    "isModifier",
+    "binding",
+];
+
+const FHIR_TYPE_EXT: &str = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type";
+
+/// A StructureDefinition reduced to machine facts (snapshot only when it has one, else the
+/// differential).
+pub fn compact_structure_definition(sd: &Value) -> Value {
+    let mut out = pick(sd, SD_KEYS);
+    if let Some(Value::Array(ctx)) = out.get_mut("context") {
+        for c in ctx.iter_mut() {
+            *c = Value::Object(pick(c, &["type", "expression"]));
+        }
+    }
+    for part in ["snapshot", "differential"] {
+        if let Some(elements) = sd
+            .get(part)
+            .and_then(|s| s.get("element"))
+            .and_then(Value::as_array)
+        {
+            let elements: Vec<Value> = elements.iter().map(compact_element).collect();
+            out.insert(
+                part.into(),
+                Value::Object(Map::from_iter([("element".into(), Value::Array(elements))])),
+            );
+            if part == "snapshot" {
+                break;
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+fn compact_element(e: &Value) -> Value {
+    let mut out = Map::new();
+    let Some(obj) = e.as_object() else {
+        return Value::Object(out);
+    };
+    for (k, v) in obj {
+        let fact = ELEMENT_KEYS.contains(&k.as_str())
+            || ["fixed", "pattern", "minValue", "maxValue"]
+                .iter()
+                .any(|p| k.starts_with(p));
+        if !fact {
+            continue;
+        }
+        let v = match k.as_str() {
+            "isModifier" | "mustSupport" if v != &Value::Bool(true) => continue,
+            "constraint" => Value::Array(
+                v.as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| Value::Object(pick(c, &["key", "severity", "expression"])))
+                    .collect(),
+            ),
+            "binding" => Value::Object(pick(v, &["strength", "valueSet"])),
+            "slicing" => Value::Object(pick(v, &["discriminator", "ordered", "rules"])),
+            "type" => Value::Array(
+                v.as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(compact_type)
+                    .collect(),
+            ),
+            _ => v.clone(),
+        };
+        out.insert(k.clone(), v);
+    }
+    Value::Object(out)
+}
+
+fn compact_type(t: &Value) -> Value {
+    let mut out = pick(
+        t,
+        &[
+            "code",
+            "profile",
+            "targetProfile",
+            "aggregation",
+            "versioning",
+        ],
+    );
+    // The one type extension that is a machine fact: the FHIR type of a primitive's value.
+    let fhir_type = t
+        .get("extension")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|x| x.get("url").and_then(Value::as_str) == Some(FHIR_TYPE_EXT))
+        .cloned();
+    if let Some(x) = fhir_type {
+        out.insert("extension".into(), Value::Array(vec![x]));
+    }
+    Value::Object(out)
+}
+
+fn pick(v: &Value, keys: &[&str]) -> Map<String, Value> {
+    let mut out = Map::new();
+    if let Some(obj) = v.as_object() {
+        for (k, val) in obj {
+            if keys.contains(&k.as_str()) {
+                out.insert(k.clone(), val.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The files derived from one package: StructureDefinitions (logical models excluded) and
+/// terminology, each a JSON array with one resource per line, sorted by URL.
+pub struct Derived {
+    pub structure_definitions: String,
+    pub terminology: String,
+}
+
+pub fn derive_definitions(package: &Path) -> Result<Derived> {
+    let pkg = Package::read(package)?;
+    let mut sds = Vec::new();
+    let mut terms = Vec::new();
+    for r in &pkg.resources {
+        let url = r.get("url").and_then(Value::as_str).unwrap_or_default();
+        match r.get("resourceType").and_then(Value::as_str) {
+            Some("StructureDefinition")
+                if r.get("kind").and_then(Value::as_str) != Some("logical") =>
+            {
+                sds.push((url.to_string(), compact_structure_definition(r)))
+            }
+            Some("CodeSystem") | Some("ValueSet") => {
+                terms.push((url.to_string(), super::terminology::compact(r)))
+            }
+            _ => {}
+        }
+    }
+    Ok(Derived {
+        structure_definitions: lines(sds)?,
+        terminology: lines(terms)?,
+    })
+}
+
+fn lines(mut items: Vec<(String, Value)>) -> Result<String> {
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = String::from("[\n");
+    for (i, (_, v)) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(",\n");
+        }
+        out.push_str(&serde_json::to_string(v)?);
+    }
+    out.push_str("\n]\n");
+    Ok(out)
+}
+
+/// The embedded files are gzip-compressed: 2 MB in the repository instead of 15.
+pub fn gzip(text: &str) -> Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(text.as_bytes())?;
+    Ok(enc.finish()?)
+}
+
+pub fn gunzip(bytes: &[u8]) -> Result<String> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(bytes), &mut text)
+        .context("decompressing embedded definitions")?;
+    Ok(text)
+}
+
+/// Write both files into `out_dir`.
+pub fn write_definitions(package: &Path, out_dir: &Path) -> Result<()> {
+    let d = derive_definitions(package)?;
+    std::fs::create_dir_all(out_dir)?;
+    std::fs::write(
+        out_dir.join("structure-definitions.json.gz"),
+        gzip(&d.structure_definitions)?,
+    )?;
+    std::fs::write(out_dir.join("terminology.json.gz"), gzip(&d.terminology)?)?;
+    Ok(())
+}

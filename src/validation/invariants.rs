@@ -1,0 +1,256 @@
+//! Constraint invariants: every `constraint.expression` of the definitions, compiled once with our
+//! FHIRPath engine and evaluated where the element occurs. `ele-1`, `ext-1` and `ref-1` are checked natively
+//! by the walk (they run on every element, and the native check says more). Messages come from
+//! the loaded definition's own text when a package carries it, else from our own table for the
+//! base specification's keys, else they name the key and its expression.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::definitions::Definitions;
+use super::model::{Element, Profile};
+use super::terminology::Membership;
+use super::walk::{Pass, Run};
+use super::Validator;
+use crate::fhir::outcome::{Issue, Severity};
+use crate::fhirpath::{self, EvalContext, Hooks, Item, Node, SnapshotModel};
+
+/// `conformsTo()` and `memberOf()` answered by the validator and its terminology.
+struct ValidatorHooks<'v> {
+    v: &'v Validator,
+    /// Set when `resolve()` met a reference that is neither contained nor in the Bundle.
+    unresolved: std::sync::atomic::AtomicBool,
+}
+
+impl<'a> Hooks<'a> for ValidatorHooks<'_> {
+    fn resolve(&self, _reference: &str) -> Option<&'a Value> {
+        self.unresolved
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        None
+    }
+
+    fn member_of(&self, item: &Item<'a>, value_set: &str) -> Option<bool> {
+        let t = &self.v.terminology;
+        let answer = |m: Membership| match m {
+            Membership::Member => Some(true),
+            Membership::NotMember { .. } => Some(false),
+            Membership::Unknown { .. } => None,
+        };
+        let coding = |c: &Value| {
+            let code = c.get("code")?.as_str()?;
+            answer(t.check_code(value_set, c.get("system").and_then(Value::as_str), code))
+        };
+        match item {
+            Item::String(code) => answer(t.check_code(value_set, None, code)),
+            Item::Node(n) => match n.value? {
+                Value::String(code) => answer(t.check_code(value_set, None, code)),
+                v if v.get("coding").is_some() => {
+                    let results: Vec<Option<bool>> = v["coding"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(coding)
+                        .collect();
+                    if results.contains(&Some(true)) {
+                        Some(true)
+                    } else if results.iter().all(|r| *r == Some(false)) {
+                        Some(false)
+                    } else {
+                        None
+                    }
+                }
+                v => coding(v),
+            },
+            _ => None,
+        }
+    }
+
+    fn conforms_to(&self, item: &Item<'a>, profile: &str) -> Result<Option<bool>, String> {
+        let Some(json) = item.as_node().and_then(|n| n.value) else {
+            return Ok(None);
+        };
+        if self.v.defs.profile(profile).is_none() {
+            return Ok(None);
+        }
+        Ok(Some(self.v.conforms(json, profile)))
+    }
+}
+
+/// Checked by the walk itself (ref-1: a local `#id` reference must find its contained resource).
+const NATIVE: &[&str] = &["ele-1", "ext-1", "ref-1"];
+
+pub(crate) struct Compiled {
+    exprs: HashMap<String, Result<Arc<fhirpath::Expr>, String>>,
+    pub(crate) model: SnapshotModel,
+}
+
+impl Compiled {
+    pub fn new(defs: &Definitions) -> Compiled {
+        let mut exprs = HashMap::new();
+        for p in defs.all_profiles() {
+            for e in &p.elements {
+                for c in &e.constraints {
+                    if NATIVE.contains(&c.key.as_str()) || exprs.contains_key(&c.expression) {
+                        continue;
+                    }
+                    let compiled = fhirpath::compile(&c.expression)
+                        .map(Arc::new)
+                        .map_err(|e| e.to_string());
+                    exprs.insert(c.expression.clone(), compiled);
+                }
+            }
+        }
+        let types: Vec<&Value> = defs
+            .all_profiles()
+            .filter(|p| !p.constraint)
+            .filter_map(|p| defs.raw(&p.url).map(|v| v.as_ref()))
+            .collect();
+        let model = SnapshotModel::from_structure_definitions(types);
+        Compiled { exprs, model }
+    }
+
+    /// Expressions that did not compile, as `expression: error`.
+    pub fn failures(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .exprs
+            .iter()
+            .filter_map(|(src, r)| r.as_ref().err().map(|e| format!("{src}: {e}")))
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// Our wording for the base specification's most common invariants.
+fn own_message(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "dom-2" => "a contained resource must not contain resources itself",
+        "dom-3" => "every contained resource must be referenced from the resource that contains it (or refer back to it)",
+        "dom-4" => "a contained resource must not carry meta.versionId or meta.lastUpdated",
+        "dom-5" => "a contained resource must not carry security labels",
+        "dom-6" => "the resource should have a narrative (text.div) for people reading it",
+        "per-1" => "the period ends before it starts: end must not be earlier than start",
+        "qty-3" => "a Quantity with a code must also say which system the code is from",
+        "cpt-2" => "a ContactPoint with a value must say what kind it is (system)",
+        "att-1" => "an Attachment with data must have a contentType",
+        "bdl-1" => "total is only allowed in a searchset or history Bundle",
+        "bdl-2" => "entry.search is only allowed in a searchset Bundle",
+        "bdl-3" => "each entry of a batch or transaction needs a request (and other Bundles must not have one)",
+        "bdl-4" => "each entry of a batch-response or transaction-response needs a response (and other Bundles must not have one)",
+        "bdl-7" => "fullUrl must be unique in a Bundle, unless the entries are different versions of one resource",
+        "bdl-9" => "a document Bundle needs an identifier with a system and a value",
+        "bdl-10" => "a document Bundle needs a timestamp",
+        "bdl-11" => "the first entry of a document Bundle must be a Composition",
+        "bdl-12" => "the first entry of a message Bundle must be a MessageHeader",
+        "bdl-5" => "an entry needs a resource, a request or a response",
+        "bdl-8" => "fullUrl must not be a version-specific reference (no /_history/)",
+        "cpl-3" => "a CarePlan activity has either a reference or an inline detail, not both",
+        "txt-1" => "the narrative may only contain basic, safe XHTML",
+        "txt-2" => "the narrative must have some non-whitespace content",
+        "enc-1" => "an Encounter location status needs a location",
+        "gol-1" => "a Goal target with a detail needs a measure",
+        "sqty-1" => "a SimpleQuantity must not have a comparator",
+        _ => return None,
+    })
+}
+
+/// The focus node of `val`, an instance of `el` with FHIR type `type_code`.
+fn focus<'a>(val: &'a Value, el: &'a Element, type_code: &'a str) -> Node<'a> {
+    if val.get("resourceType").is_some() {
+        return Node::resource(val);
+    }
+    if !val.is_object() {
+        return Node::primitive(Some(val), None, type_code);
+    }
+    if type_code.is_empty() || type_code == "BackboneElement" || type_code == "Element" {
+        return Node::element(val, "BackboneElement", &el.path);
+    }
+    Node::element(val, type_code, type_code)
+}
+
+pub(crate) fn check(
+    run: &mut Run<'_, '_>,
+    val: &Value,
+    el: &Element,
+    type_code: &str,
+    pass: Pass,
+    profile: Option<&Profile>,
+) {
+    let v = run.v;
+    for c in &el.constraints {
+        if NATIVE.contains(&c.key.as_str()) {
+            continue;
+        }
+        if pass == Pass::Profile && v.defs.is_base_key(&c.key) {
+            continue;
+        }
+        let Some(Ok(expr)) = v.invariants.exprs.get(&c.expression) else {
+            continue; // did not compile: reported once at load (see `failures`)
+        };
+        let resource = run.resources.last().copied();
+        let root = run.resources.first().copied();
+        let Some(resource) = resource else {
+            continue;
+        };
+        let hooks = ValidatorHooks {
+            v,
+            unresolved: Default::default(),
+        };
+        let mut ctx = EvalContext::new(&v.invariants.model, resource)
+            .with_focus(focus(val, el, type_code))
+            .with_hooks(&hooks);
+        if let Some(r) = root {
+            ctx = ctx.with_root_resource(r);
+        }
+        if let Some(b) = run.bundle {
+            ctx = ctx.with_bundle(b);
+        }
+        let severity = if c.error {
+            Severity::Error
+        } else {
+            Severity::Warning
+        };
+        match expr.evaluate_boolean(&ctx) {
+            Ok(Some(false)) if hooks.unresolved.load(std::sync::atomic::Ordering::Relaxed) => {
+                run.issues.push(Issue {
+                    severity: Severity::Warning,
+                    code: "not-supported",
+                    diagnostics: format!(
+                        "could not check rule {} ({}): it needs referenced resources that are not contained or in this Bundle",
+                        c.key, c.expression
+                    ),
+                    expression: Some(run.path.clone()),
+                });
+            }
+            Ok(Some(false)) => {
+                let by = profile
+                    .filter(|_| !v.defs.is_base_key(&c.key))
+                    .map(|p| format!(" (profile {})", p.label()))
+                    .unwrap_or_default();
+                let text = c
+                    .human
+                    .clone()
+                    .or_else(|| own_message(&c.key).map(String::from))
+                    .unwrap_or_else(|| format!("the rule {} does not hold", c.expression));
+                run.issues.push(Issue {
+                    severity,
+                    code: "invariant",
+                    diagnostics: format!("{text} [{}]{by}", c.key),
+                    expression: Some(run.path.clone()),
+                });
+            }
+            Ok(_) => {}
+            Err(e) => run.issues.push(Issue {
+                severity: Severity::Warning,
+                code: "processing",
+                diagnostics: format!(
+                    "could not evaluate rule {} ({}): {}",
+                    c.key, c.expression, e.message
+                ),
+                expression: Some(run.path.clone()),
+            }),
+        }
+    }
+}

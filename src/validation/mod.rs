@@ -1,0 +1,196 @@
+//! Profile validation: every resource checked against the base R4 definitions and the profiles it
+//! claims (or the caller requires), with every problem reported as an OperationOutcome issue with
+//! a FHIRPath location.
+//!
+//! - [`package`] reads FHIR packages; [`compact`] derives the embedded R4 files from one.
+//! - [`definitions`] holds the compiled StructureDefinitions ([`model`]), generating snapshots
+//!   for differential-only profiles ([`snapshot`]).
+//! - [`walk`] is the validator proper; [`primitive`], [`xhtml`], [`bindings`] and
+//!   [`invariants`] are the checks it calls; [`terminology`] answers value-set membership.
+
+pub mod bindings;
+pub mod compact;
+pub mod definitions;
+pub mod invariants;
+pub mod model;
+pub mod offline;
+pub mod package;
+pub mod primitive;
+pub mod snapshot;
+pub mod terminology;
+pub mod walk;
+pub mod xhtml;
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde_json::Value;
+
+use crate::fhir::outcome::{Issue, Severity};
+pub use definitions::Definitions;
+use terminology::Terminology;
+
+static EMBEDDED_TERMINOLOGY: &[u8] = include_bytes!("../../profiles/r4/terminology.json.gz");
+
+/// Sektorbro's own profiles, extensions and terminology (`profiles/sektorbro/`), always loaded.
+const OWN: &[&str] = &[
+    include_str!("../../profiles/sektorbro/CodeSystem-rehab-phase.json"),
+    include_str!("../../profiles/sektorbro/ValueSet-rehab-phase.json"),
+    include_str!("../../profiles/sektorbro/StructureDefinition-rehab-phase.json"),
+    include_str!("../../profiles/sektorbro/StructureDefinition-sektorbro-careplan.json"),
+];
+
+/// The validator: definitions and terminology, loaded once, shared by every request.
+pub struct Validator {
+    pub defs: Definitions,
+    pub terminology: Terminology,
+    pub(crate) invariants: invariants::Compiled,
+}
+
+impl Validator {
+    /// The embedded R4 definitions only.
+    pub fn r4() -> Result<Validator> {
+        Self::with_packages::<&Path>(&[])
+    }
+
+    /// The embedded R4 definitions, loaded once per process and shared (tests start many
+    /// servers; each would otherwise load its own copy).
+    pub fn shared_r4() -> Result<std::sync::Arc<Validator>> {
+        static SHARED: std::sync::OnceLock<std::sync::Arc<Validator>> = std::sync::OnceLock::new();
+        if let Some(v) = SHARED.get() {
+            return Ok(v.clone());
+        }
+        let v = std::sync::Arc::new(Self::r4()?);
+        Ok(SHARED.get_or_init(|| v).clone())
+    }
+
+    /// The embedded R4 definitions plus the packages at `paths` (`.tgz`, package folder, or a
+    /// plain folder of resources), in order.
+    pub fn with_packages<P: AsRef<Path>>(paths: &[P]) -> Result<Validator> {
+        let mut defs = Definitions::r4()?;
+        let mut terminology = Terminology::new();
+        let text = compact::gunzip(EMBEDDED_TERMINOLOGY)?;
+        let base: Vec<Value> = serde_json::from_str(&text)?;
+        for r in &base {
+            if let Err(e) = terminology.add(r) {
+                defs.report.skipped.push(e);
+            }
+        }
+        let own = package::Package {
+            id: "sektorbro#embedded".into(),
+            resources: OWN
+                .iter()
+                .map(|text| serde_json::from_str(text))
+                .collect::<Result<Vec<Value>, _>>()?,
+        };
+        let mut packages = vec![own];
+        for p in paths {
+            packages.push(package::Package::read(p.as_ref())?);
+        }
+        for pkg in packages {
+            for r in &pkg.resources {
+                if r.get("resourceType").and_then(Value::as_str) != Some("StructureDefinition") {
+                    if let Err(e) = terminology.add(r) {
+                        defs.report.skipped.push(e);
+                    }
+                }
+            }
+            defs.add_package_resources(pkg);
+        }
+        let invariants = invariants::Compiled::new(&defs);
+        for f in invariants.failures() {
+            defs.report
+                .skipped
+                .push(format!("constraint not compiled, so not checked: {f}"));
+        }
+        Ok(Validator {
+            defs,
+            terminology,
+            invariants,
+        })
+    }
+
+    /// Validate `resource` against its type, the profiles it claims and `profiles`. Issues come
+    /// errors first, then warnings, then information; within each, in document order.
+    pub fn validate(&self, resource: &Value, profiles: &[String]) -> Vec<Issue> {
+        let mut run = walk::Run::new(self);
+        run.resource(resource, profiles);
+        finish(run.issues)
+    }
+
+    /// Whether `v` conforms to the profile at `url` (no errors). Nested checks (a profile
+    /// discriminator or `conformsTo()` inside a profile checked this way) are bounded: beyond
+    /// 8 levels the answer is no.
+    pub fn conforms(&self, v: &Value, url: &str) -> bool {
+        thread_local! {
+            static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+        }
+        let depth = DEPTH.with(|d| {
+            let n = d.get() + 1;
+            d.set(n);
+            n
+        });
+        let ok = depth <= 8 && {
+            let mut run = walk::Run::new(self);
+            run.resource(v, &[url.to_string()]);
+            !run.issues.iter().any(|i| i.severity <= Severity::Error)
+        };
+        DEPTH.with(|d| d.set(d.get() - 1));
+        ok
+    }
+}
+
+/// Drop repeated issues (a profile restating a base rule), keep document order within severity.
+fn finish(issues: Vec<Issue>) -> Vec<Issue> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<Issue> = issues
+        .into_iter()
+        .filter(|i| seen.insert((i.severity, i.expression.clone(), i.diagnostics.clone())))
+        .collect();
+    out.sort_by_key(|i| i.severity);
+    out
+}
+
+/// Whether any issue is an error (or fatal).
+pub fn has_errors(issues: &[Issue]) -> bool {
+    issues.iter().any(|i| i.severity <= Severity::Error)
+}
+
+/// Validation on writes: the validator, the mode from config and the profiles required per type.
+pub struct WritePolicy {
+    pub validator: std::sync::Arc<Validator>,
+    pub mode: crate::config::ValidationMode,
+    pub required: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl WritePolicy {
+    /// Check a resource about to be written. `Err` (422, every issue found) when the mode is
+    /// `enforce` and there are errors; in `warn` mode problems are logged and the write proceeds.
+    pub fn check(&self, rtype: &str, resource: &Value) -> Result<(), crate::error::FhirError> {
+        use crate::config::ValidationMode;
+        if self.mode == ValidationMode::Off {
+            return Ok(());
+        }
+        let required = self.required.get(rtype).map(Vec::as_slice).unwrap_or(&[]);
+        let issues = self.validator.validate(resource, required);
+        if !has_errors(&issues) {
+            return Ok(());
+        }
+        match self.mode {
+            ValidationMode::Enforce => Err(crate::error::FhirError::new(422, issues)),
+            _ => {
+                let errors = issues
+                    .iter()
+                    .filter(|i| i.severity <= Severity::Error)
+                    .count();
+                tracing::warn!(
+                    resource_type = rtype,
+                    errors,
+                    first = %issues[0].diagnostics,
+                    "accepted a resource that fails validation (validation.mode = warn)"
+                );
+                Ok(())
+            }
+        }
+    }
+}

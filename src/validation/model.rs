@@ -1,0 +1,467 @@
+//! StructureDefinitions compiled into a tree that is fast to walk: one `Profile` per definition,
+//! its elements in a flat vector, each with its children, its slices, and the JSON keys under
+//! which its values appear (`valueQuantity` for `value[x]` of type Quantity).
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+/// Index of an element inside its `Profile::elements`.
+pub type ElemIdx = usize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    PrimitiveType,
+    ComplexType,
+    Resource,
+    Logical,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeRef {
+    /// The FHIR type code (`string`, `CodeableConcept`, `Reference`, `Resource`, `Patient`, …);
+    /// FHIRPath system types are mapped to the FHIR type they stand for.
+    pub code: String,
+    /// `type.profile`: profiles the value must conform to (extension definitions, datatype profiles).
+    pub profiles: Vec<String>,
+    /// `type.targetProfile` of references and canonicals.
+    pub target_profiles: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strength {
+    Required,
+    Extensible,
+    Preferred,
+    Example,
+}
+
+#[derive(Debug, Clone)]
+pub struct Binding {
+    pub strength: Strength,
+    pub value_set: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Constraint {
+    pub key: String,
+    pub error: bool,
+    pub expression: String,
+    /// The definition's own explanation, when a loaded package carries one (the embedded R4 files
+    /// carry none; the validator words those itself).
+    pub human: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscriminatorKind {
+    Value,
+    Pattern,
+    Type,
+    Profile,
+    Exists,
+}
+
+#[derive(Debug, Clone)]
+pub struct Discriminator {
+    pub kind: DiscriminatorKind,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlicingRules {
+    Open,
+    Closed,
+    OpenAtEnd,
+}
+
+#[derive(Debug, Clone)]
+pub struct Slicing {
+    pub discriminators: Vec<Discriminator>,
+    pub ordered: bool,
+    pub rules: SlicingRules,
+}
+
+#[derive(Debug, Clone)]
+pub struct Element {
+    pub id: String,
+    pub path: String,
+    /// The last path segment without `[x]`: `value` for `Observation.value[x]`.
+    pub name: String,
+    pub choice: bool,
+    pub slice_name: Option<String>,
+    pub min: u32,
+    /// `None` for `*`.
+    pub max: Option<u32>,
+    /// Whether JSON carries this element as an array (the base definition allows more than one).
+    pub array: bool,
+    /// Whether the base definition's cardinality is the same as this element's (so a profile pass
+    /// need not check it again).
+    pub base_card_same: bool,
+    pub types: Vec<TypeRef>,
+    pub content_ref: Option<ElemIdx>,
+    pub children: Vec<ElemIdx>,
+    pub slicing: Option<Slicing>,
+    pub slices: Vec<ElemIdx>,
+    pub fixed: Option<Value>,
+    pub pattern: Option<Value>,
+    pub binding: Option<Binding>,
+    pub constraints: Vec<Constraint>,
+    pub max_length: Option<usize>,
+    pub is_modifier: bool,
+    /// JSON key → (child element, index into the child's `types`) for every child.
+    pub keys: HashMap<String, (ElemIdx, usize)>,
+}
+
+impl Element {
+    pub fn allows_many(&self) -> bool {
+        self.max.is_none_or(|m| m > 1)
+    }
+
+    pub fn max_text(&self) -> String {
+        self.max.map_or_else(|| "*".to_string(), |m| m.to_string())
+    }
+}
+
+#[derive(Debug)]
+pub struct Profile {
+    pub url: String,
+    pub version: Option<String>,
+    pub name: String,
+    pub type_name: String,
+    pub kind: Kind,
+    pub is_abstract: bool,
+    /// `derivation = constraint`: a profile on `type_name` rather than its definition.
+    pub constraint: bool,
+    pub base: Option<String>,
+    pub elements: Vec<Element>,
+    /// Extension definitions: where the extension may be used (`type`, `expression`).
+    pub context: Vec<(String, String)>,
+}
+
+impl Profile {
+    pub fn root(&self) -> &Element {
+        &self.elements[0]
+    }
+
+    /// A short name for messages: the definition's `name`, else its URL.
+    pub fn label(&self) -> &str {
+        if self.name.is_empty() {
+            &self.url
+        } else {
+            &self.name
+        }
+    }
+}
+
+const FHIR_TYPE_EXT: &str = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type";
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn parse_max(v: Option<&Value>) -> Option<Option<u32>> {
+    match v.and_then(Value::as_str) {
+        Some("*") => Some(None),
+        Some(n) => n.parse().ok().map(Some),
+        None => None,
+    }
+}
+
+fn type_ref(t: &Value, path: &str, resource: bool) -> Option<TypeRef> {
+    let mut code = t.get("code")?.as_str()?.to_string();
+    if code.starts_with("http://hl7.org/fhirpath/System.") {
+        let fhir = t
+            .get("extension")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|x| x.get("url").and_then(Value::as_str) == Some(FHIR_TYPE_EXT))
+            .and_then(|x| x.get("valueUrl").or_else(|| x.get("valueUri")))
+            .and_then(Value::as_str);
+        code = match fhir {
+            Some(f) => f.to_string(),
+            None => code
+                .trim_start_matches("http://hl7.org/fhirpath/System.")
+                .to_lowercase(),
+        };
+        // R4 types a resource's logical id as string; its format is that of `id`.
+        if resource && code == "string" && path.matches('.').count() == 1 && path.ends_with(".id") {
+            let head = path.split('.').next().unwrap_or_default();
+            if head.chars().next().is_some_and(char::is_uppercase) {
+                code = "id".into();
+            }
+        }
+    }
+    Some(TypeRef {
+        code,
+        profiles: strings(t.get("profile")),
+        target_profiles: strings(t.get("targetProfile")),
+    })
+}
+
+/// `Observation.value[x]` + `Quantity` → `valueQuantity`.
+pub fn choice_key(name: &str, type_code: &str) -> String {
+    let mut s = String::with_capacity(name.len() + type_code.len());
+    s.push_str(name);
+    let mut chars = type_code.chars();
+    if let Some(first) = chars.next() {
+        s.extend(first.to_uppercase());
+        s.push_str(chars.as_str());
+    }
+    s
+}
+
+/// Compile a StructureDefinition (with a snapshot) into a `Profile`.
+pub fn compile(sd: &Value) -> Result<Profile, String> {
+    let s = |k: &str| {
+        sd.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let url = s("url");
+    let kind = match sd.get("kind").and_then(Value::as_str) {
+        Some("primitive-type") => Kind::PrimitiveType,
+        Some("complex-type") => Kind::ComplexType,
+        Some("resource") => Kind::Resource,
+        Some("logical") => Kind::Logical,
+        other => return Err(format!("{url}: unknown kind {other:?}")),
+    };
+    let raw = sd
+        .get("snapshot")
+        .and_then(|s| s.get("element"))
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("{url}: no snapshot"))?;
+    if raw.is_empty() {
+        return Err(format!("{url}: empty snapshot"));
+    }
+    let mut elements: Vec<Element> = Vec::with_capacity(raw.len());
+    let mut by_id: HashMap<String, ElemIdx> = HashMap::with_capacity(raw.len());
+    for (i, e) in raw.iter().enumerate() {
+        let path = e
+            .get("path")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("{url}: element {i} has no path"))?
+            .to_string();
+        let id = e
+            .get("id")
+            .and_then(Value::as_str)
+            .map(String::from)
+            .unwrap_or_else(|| synth_id(&path, e, &elements));
+        let last = path.rsplit('.').next().unwrap_or(&path);
+        let choice = last.ends_with("[x]");
+        let name = last.trim_end_matches("[x]").to_string();
+        let min = e.get("min").and_then(Value::as_u64).unwrap_or(0) as u32;
+        let max = parse_max(e.get("max")).unwrap_or(None);
+        let base_max = parse_max(e.get("base").and_then(|b| b.get("max")));
+        let base_min = e
+            .get("base")
+            .and_then(|b| b.get("min"))
+            .and_then(Value::as_u64);
+        let array = match base_max {
+            Some(bm) => bm.is_none_or(|m| m > 1),
+            None => max.is_none_or(|m| m > 1),
+        };
+        let base_card_same = base_min == Some(u64::from(min)) && base_max == Some(max);
+        let types = e
+            .get("type")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|t| type_ref(t, &path, kind == Kind::Resource))
+            .collect();
+        let mut fixed = None;
+        let mut pattern = None;
+        let mut max_length = e
+            .get("maxLength")
+            .and_then(Value::as_u64)
+            .map(|n| n as usize);
+        if let Some(obj) = e.as_object() {
+            for (k, v) in obj {
+                if k.starts_with("fixed") {
+                    fixed = Some(v.clone());
+                } else if k.starts_with("pattern") {
+                    pattern = Some(v.clone());
+                }
+            }
+        }
+        if max_length == Some(0) {
+            max_length = None;
+        }
+        let binding = e.get("binding").and_then(|b| {
+            let strength = match b.get("strength")?.as_str()? {
+                "required" => Strength::Required,
+                "extensible" => Strength::Extensible,
+                "preferred" => Strength::Preferred,
+                _ => Strength::Example,
+            };
+            Some(Binding {
+                strength,
+                value_set: b.get("valueSet")?.as_str()?.to_string(),
+            })
+        });
+        let constraints = e
+            .get("constraint")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                Some(Constraint {
+                    key: c.get("key")?.as_str()?.to_string(),
+                    error: c.get("severity").and_then(Value::as_str) != Some("warning"),
+                    expression: c.get("expression")?.as_str()?.to_string(),
+                    human: c.get("human").and_then(Value::as_str).map(String::from),
+                })
+            })
+            .collect();
+        let slicing = e.get("slicing").map(|s| Slicing {
+            discriminators: s
+                .get("discriminator")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|d| {
+                    let kind = match d.get("type")?.as_str()? {
+                        "value" => DiscriminatorKind::Value,
+                        "pattern" => DiscriminatorKind::Pattern,
+                        "type" => DiscriminatorKind::Type,
+                        "profile" => DiscriminatorKind::Profile,
+                        "exists" => DiscriminatorKind::Exists,
+                        _ => return None,
+                    };
+                    Some(Discriminator {
+                        kind,
+                        path: d.get("path")?.as_str()?.to_string(),
+                    })
+                })
+                .collect(),
+            ordered: s.get("ordered").and_then(Value::as_bool).unwrap_or(false),
+            rules: match s.get("rules").and_then(Value::as_str) {
+                Some("closed") => SlicingRules::Closed,
+                Some("openAtEnd") => SlicingRules::OpenAtEnd,
+                _ => SlicingRules::Open,
+            },
+        });
+        let element = Element {
+            id: id.clone(),
+            path,
+            name,
+            choice,
+            slice_name: e.get("sliceName").and_then(Value::as_str).map(String::from),
+            min,
+            max,
+            array,
+            base_card_same,
+            types,
+            content_ref: None,
+            children: Vec::new(),
+            slicing,
+            slices: Vec::new(),
+            fixed,
+            pattern,
+            binding,
+            constraints,
+            max_length,
+            is_modifier: e
+                .get("isModifier")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            keys: HashMap::new(),
+        };
+        by_id.insert(id, elements.len());
+        elements.push(element);
+    }
+    // Link children and slices by element id: `A.b:s.c` is a child of `A.b:s`, which is a slice
+    // of `A.b`; `A.b:s/t` is a re-slice of `A.b:s`.
+    for i in 1..elements.len() {
+        let id = elements[i].id.clone();
+        let (parent_id, last) = match id.rsplit_once('.') {
+            Some(p) => p,
+            None => continue,
+        };
+        if let Some((base_last, slice)) = last.split_once(':') {
+            let sliced_id = match slice.rsplit_once('/') {
+                Some((outer, _)) => format!("{parent_id}.{base_last}:{outer}"),
+                None => format!("{parent_id}.{base_last}"),
+            };
+            if let Some(&s) = by_id.get(&sliced_id) {
+                elements[s].slices.push(i);
+                continue;
+            }
+        }
+        if let Some(&p) = by_id.get(parent_id) {
+            elements[p].children.push(i);
+        }
+    }
+    // contentReference `#Questionnaire.item` → the element with that id.
+    for (i, e) in raw.iter().enumerate() {
+        if let Some(r) = e.get("contentReference").and_then(Value::as_str) {
+            let target = r.rsplit_once('#').map_or(r, |(_, t)| t);
+            elements[i].content_ref = by_id.get(target).copied();
+        }
+    }
+    for i in 0..elements.len() {
+        let mut keys = HashMap::new();
+        for &c in &elements[i].children {
+            let child = &elements[c];
+            if child.choice {
+                for (ti, t) in child.types.iter().enumerate() {
+                    keys.insert(choice_key(&child.name, &t.code), (c, ti));
+                }
+            } else {
+                keys.insert(child.name.clone(), (c, 0));
+            }
+        }
+        elements[i].keys = keys;
+    }
+    Ok(Profile {
+        url,
+        version: sd.get("version").and_then(Value::as_str).map(String::from),
+        name: s("name"),
+        type_name: s("type"),
+        kind,
+        is_abstract: sd.get("abstract").and_then(Value::as_bool).unwrap_or(false),
+        constraint: sd.get("derivation").and_then(Value::as_str) == Some("constraint"),
+        base: sd
+            .get("baseDefinition")
+            .and_then(Value::as_str)
+            .map(String::from),
+        elements,
+        context: sd
+            .get("context")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                Some((
+                    c.get("type")?.as_str()?.to_string(),
+                    c.get("expression")?.as_str()?.to_string(),
+                ))
+            })
+            .collect(),
+    })
+}
+
+/// An element id for snapshots that lack ids: the path, with the slice name of the nearest
+/// enclosing slice spliced in.
+fn synth_id(path: &str, e: &Value, before: &[Element]) -> String {
+    if let Some(slice) = e.get("sliceName").and_then(Value::as_str) {
+        return format!("{path}:{slice}");
+    }
+    for prev in before.iter().rev() {
+        if prev.slice_name.is_some() && path.starts_with(&format!("{}.", prev.path)) {
+            return format!("{}{}", prev.id, &path[prev.path.len()..]);
+        }
+        if !path.starts_with(&prev.path) {
+            break;
+        }
+    }
+    path.to_string()
+}

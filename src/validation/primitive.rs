@@ -1,0 +1,348 @@
+//! Formats of the FHIR primitive types as they appear in JSON, checked by hand-written scanners
+//! (no regular expressions on the hot path). Each check returns a message fit for a person.
+
+use serde_json::Value;
+
+/// Whether `code` names a FHIR primitive type.
+pub fn is_primitive(code: &str) -> bool {
+    matches!(
+        code,
+        "boolean"
+            | "integer"
+            | "integer64"
+            | "string"
+            | "decimal"
+            | "uri"
+            | "url"
+            | "canonical"
+            | "base64Binary"
+            | "instant"
+            | "date"
+            | "dateTime"
+            | "time"
+            | "code"
+            | "oid"
+            | "id"
+            | "markdown"
+            | "unsignedInt"
+            | "positiveInt"
+            | "uuid"
+            | "xhtml"
+    )
+}
+
+/// Check one JSON value against primitive type `code`.
+pub fn check(code: &str, v: &Value) -> Result<(), String> {
+    match code {
+        "boolean" => match v {
+            Value::Bool(_) => Ok(()),
+            _ => Err(format!("must be true or false, not {}", show(v))),
+        },
+        "integer" | "unsignedInt" | "positiveInt" => {
+            let Value::Number(n) = v else {
+                return Err(format!("must be a JSON number, not {}", show(v)));
+            };
+            let Some(i) = n.as_i64() else {
+                return Err(format!("{n} is not a whole number"));
+            };
+            let (lo, what) = match code {
+                "positiveInt" => (1, "at least 1"),
+                "unsignedInt" => (0, "0 or more"),
+                _ => (i64::from(i32::MIN), "a 32-bit integer"),
+            };
+            if i < lo || i > i64::from(i32::MAX) {
+                return Err(format!("{i} is out of range: must be {what}"));
+            }
+            Ok(())
+        }
+        "integer64" => match v {
+            Value::String(s) if s.parse::<i64>().is_ok() => Ok(()),
+            _ => Err(format!(
+                "must be a string holding a 64-bit integer, not {}",
+                show(v)
+            )),
+        },
+        "decimal" => match v {
+            Value::Number(n) => {
+                let t = n.to_string();
+                if decimal_ok(&t) {
+                    Ok(())
+                } else {
+                    Err(format!("{t} is not a valid decimal"))
+                }
+            }
+            _ => Err(format!("must be a JSON number, not {}", show(v))),
+        },
+        _ => {
+            let Value::String(s) = v else {
+                return Err(format!("must be a JSON string, not {}", show(v)));
+            };
+            string_format(code, s)
+        }
+    }
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(s) => format!("the string {:?}", truncate(s)),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+pub fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(60) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn string_format(code: &str, s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be an empty string (leave the element out instead)".into());
+    }
+    let bad = |what: &str| Err(format!("{:?} is not a valid {code}: {what}", truncate(s)));
+    match code {
+        "string" | "markdown" => {
+            if s.trim().is_empty() {
+                return bad("it holds only whitespace");
+            }
+            if s.len() > 1024 * 1024 {
+                return bad("longer than 1 MB");
+            }
+            Ok(())
+        }
+        "code" => {
+            let ws = |c: char| c.is_ascii_whitespace();
+            if s.starts_with(ws)
+                || s.ends_with(ws)
+                || s.contains("  ")
+                || s.chars().any(|c| ws(c) && c != ' ')
+            {
+                return bad("codes have no leading, trailing or repeated whitespace");
+            }
+            Ok(())
+        }
+        "id" => {
+            if s.len() > 64
+                || !s
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            {
+                return bad("use 1–64 characters of A–Z, a–z, 0–9, '-' and '.'");
+            }
+            Ok(())
+        }
+        "uri" | "url" | "canonical" => {
+            if s.chars().any(|c| c.is_ascii_whitespace()) {
+                return bad("it contains whitespace");
+            }
+            if s.starts_with("urn:uuid:") && !uuid_ok(&s[9..]) {
+                return bad("the part after urn:uuid: is not a lowercase UUID");
+            }
+            if s.starts_with("urn:oid:") && !oid_ok(&s[8..]) {
+                return bad("the part after urn:oid: is not an OID");
+            }
+            Ok(())
+        }
+        "uuid" => match s.strip_prefix("urn:uuid:") {
+            Some(u) if uuid_ok(u) => Ok(()),
+            _ => bad("expected urn:uuid: followed by a lowercase UUID"),
+        },
+        "oid" => match s.strip_prefix("urn:oid:") {
+            Some(o) if oid_ok(o) => Ok(()),
+            _ => bad("expected urn:oid: followed by an OID such as 1.2.208.176.1.2"),
+        },
+        "date" => date(s).map_err(|e| format!("{:?} is not a valid date: {e}", truncate(s))),
+        "dateTime" => date_time(s, false)
+            .map_err(|e| format!("{:?} is not a valid dateTime: {e}", truncate(s))),
+        "instant" => {
+            date_time(s, true).map_err(|e| format!("{:?} is not a valid instant: {e}", truncate(s)))
+        }
+        "time" => time(s).map_err(|e| format!("{:?} is not a valid time: {e}", truncate(s))),
+        "base64Binary" => {
+            let compact: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+            if compact.len() % 4 != 0
+                || !compact
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/' || *b == b'=')
+            {
+                return bad("not base64 (A–Z, a–z, 0–9, '+', '/', padded with '=')");
+            }
+            Ok(())
+        }
+        "xhtml" => super::xhtml::check(s),
+        _ => Ok(()),
+    }
+}
+
+fn uuid_ok(u: &str) -> bool {
+    let b = u.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(c),
+        })
+}
+
+fn oid_ok(o: &str) -> bool {
+    let mut parts = o.split('.');
+    let first_ok = matches!(parts.next(), Some("0" | "1" | "2"));
+    let mut n = 0;
+    let rest_ok = parts.all(|p| {
+        n += 1;
+        !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && (p == "0" || !p.starts_with('0'))
+    });
+    first_ok && rest_ok && n > 0
+}
+
+fn decimal_ok(t: &str) -> bool {
+    let t = t.strip_prefix('-').unwrap_or(t);
+    let (mantissa, exp) = match t.find(['e', 'E']) {
+        Some(i) => (&t[..i], Some(&t[i + 1..])),
+        None => (t, None),
+    };
+    let (int, frac) = match mantissa.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (mantissa, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    digits(int)
+        && (int == "0" || !int.starts_with('0'))
+        && frac.is_none_or(digits)
+        && exp.is_none_or(|e| digits(e.strip_prefix(['+', '-']).unwrap_or(e)))
+}
+
+fn num(s: &str, len: usize) -> Result<u32, String> {
+    if s.len() != len || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("expected {len} digits, found {s:?}"));
+    }
+    s.parse().map_err(|_| format!("{s:?} is not a number"))
+}
+
+fn days_in(year: u32, month: u32) -> u32 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
+/// `YYYY`, `YYYY-MM` or `YYYY-MM-DD`, with a real calendar date.
+fn date(s: &str) -> Result<(), String> {
+    let mut parts = s.split('-');
+    let year = num(parts.next().unwrap_or_default(), 4)?;
+    if year == 0 {
+        return Err("year 0000 does not exist".into());
+    }
+    if let Some(m) = parts.next() {
+        let month = num(m, 2)?;
+        if !(1..=12).contains(&month) {
+            return Err(format!("month {month} does not exist"));
+        }
+        if let Some(d) = parts.next() {
+            let day = num(d, 2)?;
+            if day == 0 || day > days_in(year, month) {
+                return Err(format!("day {day} does not exist in {year}-{month:02}"));
+            }
+        }
+    }
+    if parts.next().is_some() {
+        return Err("expected YYYY, YYYY-MM or YYYY-MM-DD".into());
+    }
+    Ok(())
+}
+
+/// `hh:mm:ss(.fff…)`.
+fn time(s: &str) -> Result<(), String> {
+    let (hms, frac) = match s.split_once('.') {
+        Some((a, f)) => (a, Some(f)),
+        None => (s, None),
+    };
+    let mut parts = hms.split(':');
+    let h = num(parts.next().unwrap_or_default(), 2)?;
+    let m = num(parts.next().unwrap_or_default(), 2)?;
+    let sec = num(parts.next().unwrap_or_default(), 2)?;
+    if parts.next().is_some() || h > 23 || m > 59 || sec > 60 {
+        return Err("expected hh:mm:ss with hours 00–23, minutes and seconds 00–59".into());
+    }
+    if let Some(f) = frac {
+        if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("fractional seconds must be digits".into());
+        }
+    }
+    Ok(())
+}
+
+/// A dateTime (partial dates allowed; a time needs a zone) or an instant (full, with zone).
+fn date_time(s: &str, instant: bool) -> Result<(), String> {
+    let Some((d, t)) = s.split_once('T') else {
+        if instant {
+            return Err("an instant needs a full date, time and time zone".into());
+        }
+        return date(s);
+    };
+    if d.len() != 10 {
+        return Err("a time needs a full date (YYYY-MM-DD) before the T".into());
+    }
+    date(d)?;
+    let (clock, zone) = if let Some(c) = t.strip_suffix('Z') {
+        (c, "Z")
+    } else if let Some(i) = t.rfind(['+', '-']) {
+        (&t[..i], &t[i..])
+    } else {
+        return Err("a time must carry a time zone (Z or ±hh:mm)".into());
+    };
+    time(clock)?;
+    if zone != "Z" {
+        let z = &zone[1..];
+        let (zh, zm) = z.split_once(':').ok_or("time zone must be ±hh:mm")?;
+        let (zh, zm) = (num(zh, 2)?, num(zm, 2)?);
+        if zh > 14 || zm > 59 {
+            return Err(format!("time zone {zone} is out of range"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn formats() {
+        assert!(check("date", &json!("2024-02-29")).is_ok());
+        assert!(check("date", &json!("2023-02-29")).is_err());
+        assert!(check("date", &json!("2023-2-1")).is_err());
+        assert!(check("dateTime", &json!("2024-05-01T10:00:00+02:00")).is_ok());
+        assert!(check("dateTime", &json!("2024-05-01T10:00:00")).is_err());
+        assert!(check("dateTime", &json!("2024-05")).is_ok());
+        assert!(check("instant", &json!("2024-05-01")).is_err());
+        assert!(check("instant", &json!("2024-05-01T10:00:00.123Z")).is_ok());
+        assert!(check("time", &json!("24:00:00")).is_err());
+        assert!(check("id", &json!("a_b")).is_err());
+        assert!(check("code", &json!(" x")).is_err());
+        assert!(check("positiveInt", &json!(0)).is_err());
+        assert!(check("unsignedInt", &json!(0)).is_ok());
+        assert!(check("integer", &json!(2147483648u64)).is_err());
+        assert!(check("integer", &json!("1")).is_err());
+        assert!(check("decimal", &json!(1.50)).is_ok());
+        assert!(check("boolean", &json!("true")).is_err());
+        assert!(check(
+            "uuid",
+            &json!("urn:uuid:c757873d-ec9a-4326-a141-556f43239520")
+        )
+        .is_ok());
+        assert!(check("oid", &json!("urn:oid:1.2.208.176.1.2")).is_ok());
+        assert!(check("oid", &json!("urn:oid:1.02")).is_err());
+        assert!(check("base64Binary", &json!("aGVsbG8=")).is_ok());
+        assert!(check("base64Binary", &json!("aGVsbG8")).is_err());
+        assert!(check("string", &json!("")).is_err());
+        assert!(check("uri", &json!("http://a b")).is_err());
+    }
+}

@@ -1,0 +1,298 @@
+//! Snapshot generation for differential-only profiles: start from the base definition's snapshot,
+//! then apply each differential element in order — constrain an existing element, add a slice (a
+//! copy of the sliced element and its descendants), or first expand a datatype (or the profile
+//! named on it) when the differential reaches inside an element the snapshot has not unfolded.
+
+use serde_json::{Map, Value};
+
+use super::definitions::Definitions;
+
+/// Keys a differential element overrides on the snapshot element it constrains.
+const OVERRIDES: &[&str] = &[
+    "sliceName",
+    "sliceIsConstraining",
+    "min",
+    "max",
+    "type",
+    "binding",
+    "slicing",
+    "maxLength",
+    "mustSupport",
+    "isModifier",
+    "contentReference",
+    "short",
+    "definition",
+    "comment",
+];
+
+fn elements(sd: &Value, part: &str) -> Vec<Value> {
+    sd.get(part)
+        .and_then(|s| s.get("element"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn str_of<'a>(e: &'a Value, k: &str) -> &'a str {
+    e.get(k).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// `sd` with `snapshot` filled from `base` (a StructureDefinition with a snapshot).
+pub fn generate(sd: &Value, base: &Value, defs: &Definitions) -> Result<Value, String> {
+    let mut snap = elements(base, "snapshot");
+    if snap.is_empty() {
+        return Err("its base definition has no snapshot".into());
+    }
+    let diff = elements(sd, "differential");
+    // A profile's paths start with its type, which is the base's type too (for constraints).
+    for d in &diff {
+        let Some(obj) = d.as_object() else {
+            return Err("a differential element is not an object".into());
+        };
+        let path = str_of(d, "path");
+        if path.is_empty() {
+            return Err("a differential element has no path".into());
+        }
+        let id = match obj.get("id").and_then(Value::as_str) {
+            Some(id) => id.to_string(),
+            None => match obj.get("sliceName").and_then(Value::as_str) {
+                Some(s) => format!("{path}:{s}"),
+                None => path.to_string(),
+            },
+        };
+        let idx = locate(&mut snap, &id, defs)?;
+        merge(&mut snap[idx], obj);
+        // A constraint on a child of a sliced element holds in every slice too
+        // (`coding.version` max 0 → `coding:S.version` max 0).
+        if !id.contains(':') {
+            for (i, e) in snap.iter_mut().enumerate() {
+                let eid = str_of(e, "id");
+                if i != idx && eid.contains(':') && unsliced(eid) == id {
+                    narrow(e, obj);
+                }
+            }
+        }
+    }
+    let mut out = sd.clone();
+    if let Some(o) = out.as_object_mut() {
+        let mut snapshot = Map::new();
+        snapshot.insert("element".into(), Value::Array(snap));
+        o.insert("snapshot".into(), Value::Object(snapshot));
+    }
+    Ok(out)
+}
+
+fn find(snap: &[Value], id: &str) -> Option<usize> {
+    snap.iter().position(|e| str_of(e, "id") == id)
+}
+
+/// The index of the element with `id`, creating it (a slice, or the unfolded children of a
+/// datatype) when the snapshot does not have it yet.
+fn locate(snap: &mut Vec<Value>, id: &str, defs: &Definitions) -> Result<usize, String> {
+    if let Some(i) = find(snap, id) {
+        return Ok(i);
+    }
+    let (parent_id, last) = id
+        .rsplit_once('.')
+        .ok_or_else(|| format!("element {id} is not in the base"))?;
+    // A new slice: `A.b:s` (or a re-slice `A.b:s/t`) copies `A.b` (or `A.b:s`) and its subtree.
+    if let Some((name, slice)) = last.split_once(':') {
+        let sliced_id = match slice.rsplit_once('/') {
+            Some((outer, _)) => format!("{parent_id}.{name}:{outer}"),
+            None => format!("{parent_id}.{name}"),
+        };
+        let sliced = locate(snap, &sliced_id, defs)?;
+        // Unfolding the parent may have brought the slice along (a profile on the type slices it).
+        if let Some(i) = find(snap, id) {
+            return Ok(i);
+        }
+        let end = subtree_end(snap, sliced);
+        let mut copies: Vec<Value> = snap[sliced..end]
+            .iter()
+            .filter(|e| {
+                // the sliced element and its children, but not its existing slices
+                let eid = str_of(e, "id");
+                eid == sliced_id || eid.starts_with(&format!("{sliced_id}."))
+            })
+            .cloned()
+            .collect();
+        for c in copies.iter_mut() {
+            let eid = str_of(c, "id").to_string();
+            let new_id = format!("{id}{}", &eid[sliced_id.len()..]);
+            if let Some(o) = c.as_object_mut() {
+                o.insert("id".into(), Value::String(new_id));
+                o.remove("slicing");
+                if eid == sliced_id {
+                    o.insert("sliceName".into(), Value::String(slice.to_string()));
+                }
+            }
+        }
+        let at = end;
+        snap.splice(at..at, copies);
+        return Ok(at);
+    }
+    // A child of an element the snapshot has not unfolded yet: unfold the parent's type.
+    let parent = locate(snap, parent_id, defs)?;
+    let already = snap
+        .iter()
+        .any(|e| str_of(e, "id").starts_with(&format!("{parent_id}.")));
+    if !already {
+        unfold(snap, parent, defs)?;
+        if let Some(i) = find(snap, id) {
+            return Ok(i);
+        }
+    }
+    // `A.valueQuantity` style: the type-specific form of a choice element.
+    if let Some(i) = snap.iter().position(|e| {
+        let eid = str_of(e, "id");
+        eid.ends_with("[x]")
+            && eid.rsplit_once('.').map(|(p, _)| p) == Some(parent_id)
+            && last.starts_with(eid.rsplit('.').next().unwrap_or("").trim_end_matches("[x]"))
+    }) {
+        return Ok(i);
+    }
+    Err(format!("element {id} is not in the base definition"))
+}
+
+/// One past the last element belonging to `snap[i]` (its descendants and slices).
+fn subtree_end(snap: &[Value], i: usize) -> usize {
+    let id = str_of(&snap[i], "id");
+    let prefix_child = format!("{id}.");
+    let prefix_slice = format!("{id}:");
+    let mut end = i + 1;
+    while end < snap.len() {
+        let eid = str_of(&snap[end], "id");
+        if eid.starts_with(&prefix_child) || eid.starts_with(&prefix_slice) {
+            end += 1;
+        } else {
+            break;
+        }
+    }
+    end
+}
+
+/// Insert the children of `snap[parent]`'s type (or of the profile its type names) after it.
+fn unfold(snap: &mut Vec<Value>, parent: usize, defs: &Definitions) -> Result<(), String> {
+    let p = &snap[parent];
+    let parent_id = str_of(p, "id").to_string();
+    let parent_path = str_of(p, "path").to_string();
+    let types = p
+        .get("type")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let source = if let Some(r) = p.get("contentReference").and_then(Value::as_str) {
+        // copy the referenced element's children from this same snapshot
+        let target = r.rsplit_once('#').map_or(r, |(_, t)| t).to_string();
+        let kids: Vec<Value> = snap
+            .iter()
+            .filter(|e| str_of(e, "id").starts_with(&format!("{target}.")))
+            .cloned()
+            .collect();
+        (target, kids)
+    } else {
+        if types.len() != 1 {
+            return Err(format!(
+                "cannot unfold {parent_id}: it has {} types",
+                types.len()
+            ));
+        }
+        let t = &types[0];
+        let profile_url = t
+            .get("profile")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+            .and_then(Value::as_str);
+        let code = str_of(t, "code");
+        let raw = profile_url
+            .and_then(|u| defs.raw(u))
+            .or_else(|| defs.type_def(code).and_then(|p| defs.raw(&p.url)))
+            .ok_or_else(|| format!("cannot unfold {parent_id}: type {code} is not loaded"))?;
+        let els = elements(raw, "snapshot");
+        let root = els
+            .first()
+            .map(|e| str_of(e, "id").to_string())
+            .unwrap_or_default();
+        (root, els.into_iter().skip(1).collect())
+    };
+    let (root, kids) = source;
+    let mut renamed = Vec::with_capacity(kids.len());
+    for mut k in kids {
+        let eid = str_of(&k, "id").to_string();
+        let epath = str_of(&k, "path").to_string();
+        let Some(rest_id) = eid.strip_prefix(&root) else {
+            continue;
+        };
+        let root_path = root.split(':').next().unwrap_or(&root);
+        let rest_path = epath.strip_prefix(root_path).unwrap_or(&epath).to_string();
+        if let Some(o) = k.as_object_mut() {
+            o.insert("id".into(), Value::String(format!("{parent_id}{rest_id}")));
+            o.insert(
+                "path".into(),
+                Value::String(format!("{parent_path}{rest_path}")),
+            );
+        }
+        renamed.push(k);
+    }
+    let at = parent + 1;
+    snap.splice(at..at, renamed);
+    Ok(())
+}
+
+fn merge(target: &mut Value, diff: &Map<String, Value>) {
+    let Some(t) = target.as_object_mut() else {
+        return;
+    };
+    for (k, v) in diff {
+        if k == "constraint" {
+            let mut all = t
+                .get("constraint")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for c in v.as_array().into_iter().flatten() {
+                let key = c.get("key");
+                all.retain(|x| x.get("key") != key);
+                all.push(c.clone());
+            }
+            t.insert(k.clone(), Value::Array(all));
+        } else if OVERRIDES.contains(&k.as_str())
+            || ["fixed", "pattern", "minValue", "maxValue"]
+                .iter()
+                .any(|p| k.starts_with(p))
+        {
+            t.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// An element id without its slice names: `A.b:s.c` → `A.b.c`.
+fn unsliced(id: &str) -> String {
+    id.split('.')
+        .map(|seg| seg.split(':').next().unwrap_or(seg))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Apply the cardinality of `diff` where it is stricter.
+fn narrow(target: &mut Value, diff: &Map<String, Value>) {
+    let Some(t) = target.as_object_mut() else {
+        return;
+    };
+    if let Some(min) = diff.get("min").and_then(Value::as_u64) {
+        if t.get("min").and_then(Value::as_u64).unwrap_or(0) < min {
+            t.insert("min".into(), Value::from(min));
+        }
+    }
+    if let Some(max) = diff.get("max").and_then(Value::as_str) {
+        let current = t.get("max").and_then(Value::as_str).unwrap_or("*");
+        let stricter = match (current.parse::<u64>(), max.parse::<u64>()) {
+            (_, Err(_)) => false,
+            (Err(_), Ok(_)) => true,
+            (Ok(c), Ok(m)) => m < c,
+        };
+        if stricter {
+            t.insert("max".into(), Value::String(max.to_string()));
+        }
+    }
+}
