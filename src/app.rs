@@ -21,7 +21,32 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
     )
     .await
     .with_context(|| format!("cannot open database {}", redact(&config.database.url)))?;
-    let engine = Arc::new(Engine::new(store, config.search.clone()));
+    let validator = if config.validation.packages.is_empty() {
+        crate::validation::Validator::shared_r4()?
+    } else {
+        let v = crate::validation::Validator::with_packages(&config.validation.packages)
+            .context("loading the validation packages")?;
+        for skipped in &v.defs.report.skipped {
+            tracing::warn!(%skipped, "a definition could not be used");
+        }
+        Arc::new(v)
+    };
+    let policy = crate::validation::WritePolicy {
+        validator,
+        mode: config.validation.mode,
+        required: config.validation.required.clone(),
+    };
+    for (rtype, urls) in &policy.required {
+        for url in urls {
+            if policy.validator.defs.profile(url).is_none() {
+                anyhow::bail!(
+                    "[validation.required] {rtype}: profile {url} is not in the loaded packages"
+                );
+            }
+        }
+    }
+    let engine =
+        Arc::new(Engine::new(store, config.search.clone()).with_validation(Arc::new(policy)));
     Ok(web::Data::new(AppState {
         engine,
         metrics: Arc::new(Metrics::default()),

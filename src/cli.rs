@@ -2,6 +2,7 @@
 //! `profiles/` from the published FHIR package).
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +27,21 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Validate FHIR JSON files (or folders of them) against R4 and profiles, offline.
+    /// Exit code 0: all valid; 1: some invalid; 2: usage error.
+    Validate {
+        /// A FHIR package to load (.tgz, package folder or folder of JSON resources); repeatable.
+        #[arg(long = "package", value_name = "PATH")]
+        packages: Vec<PathBuf>,
+        /// A profile every resource must conform to (canonical URL); repeatable.
+        #[arg(long = "profile", value_name = "URL")]
+        profiles: Vec<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: crate::validation::offline::Format,
+        /// Files and folders (searched recursively for *.json).
+        #[arg(value_name = "FILES_OR_DIRS")]
+        inputs: Vec<PathBuf>,
+    },
     /// Derive the compact machine-facts files in profiles/ from a published FHIR package.
     Derive {
         #[command(subcommand)]
@@ -44,26 +60,59 @@ pub enum DeriveCommand {
         #[arg(long, default_value = "profiles/r4/search-parameters.json")]
         out: PathBuf,
     },
+    /// StructureDefinitions, ValueSets and CodeSystems reduced to machine facts, for the validator.
+    Definitions {
+        /// The R4 package (.tgz), e.g. ../shared/fhir-packages/hl7.fhir.r4.examples-4.0.1.tgz
+        #[arg(long)]
+        package: PathBuf,
+        /// The folder to write structure-definitions.json.gz and terminology.json.gz into.
+        #[arg(long, default_value = "profiles/r4")]
+        out: PathBuf,
+    },
 }
 
 /// Run the command line; returns the process exit code.
-pub fn run() -> anyhow::Result<()> {
+pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve { config: None }) {
+        Command::Validate {
+            packages,
+            profiles,
+            format,
+            inputs,
+        } => Ok(crate::validation::offline::run(
+            crate::validation::offline::Options {
+                packages,
+                profiles,
+                format,
+                inputs,
+            },
+        )),
         Command::Serve { config } => {
             let config = Config::load(config.as_deref())?;
             crate::app::init_logging(&config);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(crate::app::serve(config))
+            runtime.block_on(crate::app::serve(config))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Derive {
             what: DeriveCommand::SearchParams { package, out },
         } => {
             crate::fhir::derive::write_search_parameters(&package, &out)?;
             println!("wrote {}", out.display());
-            Ok(())
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Derive {
+            what: DeriveCommand::Definitions { package, out },
+        } => {
+            crate::validation::compact::write_definitions(&package, &out)?;
+            println!(
+                "wrote {}/structure-definitions.json.gz and terminology.json.gz",
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -17,7 +17,32 @@ pub struct Config {
     pub server: ServerConfig,
     pub database: DatabaseConfig,
     pub search: SearchConfig,
+    pub validation: ValidationConfig,
     pub log: LogConfig,
+}
+
+/// What happens to a resource that fails profile validation on a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValidationMode {
+    /// Reject with 422 and an OperationOutcome listing every problem.
+    Enforce,
+    /// Accept, log the problems and count them in metrics.
+    Warn,
+    /// Do not validate on write (`$validate` still works).
+    Off,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationConfig {
+    pub mode: ValidationMode,
+    /// FHIR packages loaded on top of the embedded R4 base (.tgz, package folders, or folders of
+    /// StructureDefinition/ValueSet/CodeSystem JSON files), in order.
+    pub packages: Vec<String>,
+    /// Profiles every written resource of a type must conform to, e.g.
+    /// `CarePlan = ["http://fhir.kl.dk/rehab/StructureDefinition/klgateway-140-care-plan"]`.
+    pub required: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -2,7 +2,7 @@
 
 fn main() -> std::process::ExitCode {
     match sektorbro::cli::run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("sektorbro: {e:#}");
             std::process::ExitCode::FAILURE

@@ -33,7 +33,7 @@ pub struct AppState {
 
 /// Register every route on an actix `App`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use fhir::{bundle, crud, history, metadata, search};
+    use fhir::{bundle, crud, history, metadata, search, validate};
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
@@ -43,6 +43,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(resource("").route(web::post().to(bundle::transaction_or_batch)))
                 .service(resource("/").route(web::post().to(bundle::transaction_or_batch)))
                 .service(resource("/_history").route(web::get().to(history::system)))
+                .service(resource("/$validate").route(web::post().to(validate::system)))
+                .service(resource("/{type}/$validate").route(web::post().to(validate::by_type)))
                 .service(
                     resource("/{type}")
                         .route(web::get().to(search::search))

@@ -110,6 +110,21 @@ impl Engine {
         representation: bool,
     ) -> Result<String, FhirError> {
         check_duplicates(&entries)?;
+        // Validate every entry first: all problems of all entries in one answer, before any lock.
+        let mut problems = Vec::new();
+        let mut status = 422;
+        for e in entries.iter().filter(|e| e.method != Method::Get) {
+            match self.entry_op(e).and_then(|op| self.validate_op(&op)) {
+                Ok(()) => {}
+                Err(f) => {
+                    status = status.min(f.status);
+                    problems.extend(locate(f, e.index).issues);
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(FhirError::new(status, problems));
+        }
         let mut attempt = 0;
         let written = loop {
             attempt += 1;

@@ -35,6 +35,7 @@ pub struct Engine {
     store: Arc<dyn Storage>,
     registry: &'static SearchParamRegistry,
     search: SearchConfig,
+    validation: Option<Arc<crate::validation::WritePolicy>>,
 }
 
 /// A write to perform.
@@ -140,6 +141,44 @@ impl Engine {
             store,
             registry: SearchParamRegistry::embedded(),
             search,
+            validation: None,
+        }
+    }
+
+    /// Validate every created or updated resource by `policy` before it is written.
+    pub fn with_validation(mut self, policy: Arc<crate::validation::WritePolicy>) -> Engine {
+        self.validation = Some(policy);
+        self
+    }
+
+    /// The validator behind write validation, if any.
+    pub fn validation(&self) -> Option<&Arc<crate::validation::WritePolicy>> {
+        self.validation.as_ref()
+    }
+
+    /// Profile validation of the resource an operation writes (outside any transaction: it needs
+    /// no data, and locks should not wait for it).
+    pub(crate) fn validate_op(&self, op: &WriteOp) -> Result<(), FhirError> {
+        let Some(policy) = &self.validation else {
+            return Ok(());
+        };
+        match op {
+            WriteOp::Create {
+                rtype, resource, ..
+            }
+            | WriteOp::Update {
+                rtype, resource, ..
+            }
+            | WriteOp::ConditionalUpdate {
+                rtype, resource, ..
+            } => {
+                // Shape errors (wrong type, id mismatch) are reported by check_body with 400.
+                if resource.get("resourceType").and_then(Value::as_str) == Some(rtype.as_str()) {
+                    policy.check(rtype, resource)?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
         }
     }
 
@@ -351,6 +390,7 @@ impl Engine {
 
     /// Perform one write in its own transaction, retried whole on a retryable conflict.
     pub async fn write(&self, op: WriteOp) -> Result<Written, FhirError> {
+        self.validate_op(&op)?;
         let mut attempt = 0;
         loop {
             attempt += 1;

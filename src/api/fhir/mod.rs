@@ -5,3 +5,4 @@ pub mod crud;
 pub mod history;
 pub mod metadata;
 pub mod search;
+pub mod validate;
