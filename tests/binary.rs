@@ -78,3 +78,66 @@ fn a_bad_configuration_is_refused_with_a_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("SEKTORBRO_LISTEN"), "{err}");
 }
+
+/// `sektorbro validate`: exit code 0 when all files are valid, 1 when any is invalid, 2 on
+/// usage errors; `--format json` prints one object per file.
+#[test]
+fn validate_command_exit_codes_and_json_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("good.json");
+    let bad = dir.path().join("sub").join("bad.json");
+    std::fs::create_dir_all(bad.parent().expect("parent")).expect("mkdir");
+    std::fs::write(
+        &good,
+        r#"{"resourceType":"Patient","text":{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">x</div>"},"birthDate":"1948-03-01"}"#,
+    )
+    .expect("write");
+    std::fs::write(
+        &bad,
+        r#"{"resourceType":"Patient","birthDate":"1948-02-30"}"#,
+    )
+    .expect("write");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sektorbro"))
+            .arg("validate")
+            .args(args)
+            .output()
+            .expect("run validate")
+    };
+    let ok = run(&[good.to_str().expect("path")]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+
+    let out = run(&["--format", "json", dir.path().to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(1));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "one line per file");
+    let bad_line = lines
+        .iter()
+        .find(|l| l["file"].as_str().is_some_and(|f| f.ends_with("bad.json")))
+        .expect("bad.json reported");
+    assert_eq!(bad_line["valid"], false);
+    assert_eq!(bad_line["errors"], 1);
+    assert_eq!(bad_line["issues"][0]["location"], "Patient.birthDate");
+
+    assert_eq!(run(&["/no/such/file.json"]).status.code(), Some(2));
+    assert_eq!(run(&[]).status.code(), Some(2));
+    assert_eq!(
+        run(&[
+            "--profile",
+            "http://example.org/nope",
+            good.to_str().expect("path")
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+    assert_eq!(run(&["--bogus-flag"]).status.code(), Some(2));
+}

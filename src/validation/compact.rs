@@ -227,3 +227,49 @@ pub fn write_definitions(package: &Path, out_dir: &Path) -> Result<()> {
     std::fs::write(out_dir.join("terminology.json.gz"), gzip(&d.terminology)?)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed files are what the deriver makes of the published package (when it is
+    /// beside the checkout): regenerate with `sektorbro derive definitions --package …`.
+    #[test]
+    fn embedded_definitions_are_up_to_date() {
+        let package = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/fhir-packages/hl7.fhir.r4.examples-4.0.1.tgz");
+        if !package.is_file() {
+            eprintln!(
+                "NOTE: definitions staleness check SKIPPED: {} not found",
+                package.display()
+            );
+            return;
+        }
+        let d = derive_definitions(&package).expect("derive");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/r4");
+        let read = |f: &str| gunzip(&std::fs::read(dir.join(f)).expect("read")).expect("gunzip");
+        assert!(
+            read("structure-definitions.json.gz") == d.structure_definitions,
+            "profiles/r4/structure-definitions.json.gz is stale"
+        );
+        assert!(
+            read("terminology.json.gz") == d.terminology,
+            "profiles/r4/terminology.json.gz is stale"
+        );
+    }
+
+    #[test]
+    fn compaction_drops_prose() {
+        let sd = serde_json::json!({"resourceType": "StructureDefinition", "url": "u", "kind": "resource",
+            "description": "prose", "text": {"div": "x"},
+            "snapshot": {"element": [{"id": "X", "path": "X", "definition": "prose", "short": "s",
+                "comment": "c", "min": 0, "max": "*",
+                "constraint": [{"key": "k", "severity": "error", "human": "prose", "expression": "true", "xpath": "x"}]}]}});
+        let c = compact_structure_definition(&sd);
+        let text = c.to_string();
+        for word in ["prose", "\"short\"", "comment", "xpath"] {
+            assert!(!text.contains(word), "{word} survived: {text}");
+        }
+        assert!(text.contains("\"expression\":\"true\""));
+    }
+}

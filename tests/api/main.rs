@@ -9,3 +9,4 @@ mod crud;
 mod examples;
 mod operations;
 mod search;
+mod validation;
