@@ -971,6 +971,7 @@ impl<'d, 'v> Run<'d, 'v> {
         }
         match self.v.defs.profile(url) {
             Some(p) if p.type_name == "Extension" => {
+                self.extension_context(p, el);
                 if modifier && !p.root().is_modifier && !p.elements.iter().any(|e| e.is_modifier) {
                     // definitions rarely mark this; do not second-guess them
                 }
@@ -989,6 +990,59 @@ impl<'d, 'v> Run<'d, 'v> {
                 "extension",
                 format!("unknown extension {url}; it was not checked (load the package that defines it)"),
             ),
+        }
+    }
+
+    /// An extension should only be used where its definition's context allows (element contexts:
+    /// a type or an element path; `Element`/`Resource` mean anywhere).
+    fn extension_context(&mut self, ext: &Profile, el: &Element) {
+        let contexts: Vec<&str> = ext
+            .context
+            .iter()
+            .filter(|(t, _)| t == "element")
+            .map(|(_, e)| e.as_str())
+            .collect();
+        if contexts.is_empty() || ext.context.iter().any(|(t, _)| t != "element") {
+            return; // fhirpath/extension contexts are not checked
+        }
+        let host = el
+            .path
+            .strip_suffix(".modifierExtension")
+            .or_else(|| el.path.strip_suffix(".extension"))
+            .unwrap_or(&el.path);
+        let defs = &self.v.defs;
+        let datatype_root = !host.contains('.')
+            && defs
+                .type_def(host)
+                .is_some_and(|t| t.kind != Kind::Resource);
+        let fits = |c: &str| {
+            let c = c.split('#').next_back().unwrap_or(c);
+            if c == host
+                || matches!(
+                    c,
+                    "Element" | "Resource" | "DomainResource" | "BackboneElement"
+                )
+            {
+                return true;
+            }
+            if c.contains('.') {
+                // an element path; inside a datatype's own definition we do not know which
+                // element of the resource we are in, so it cannot be ruled out
+                return datatype_root;
+            }
+            !host.contains('.') && defs.derives_from(host, c)
+        };
+        if !contexts.iter().any(|c| fits(c)) {
+            // A warning: R4's own examples break these contexts thousands of times, and an
+            // element reached through a contentReference is named by the element it reuses.
+            self.warning(
+                "structure",
+                format!(
+                    "extension {} is not allowed on {host}; its definition allows it on {}",
+                    ext.url,
+                    contexts.join(", ")
+                ),
+            );
         }
     }
 

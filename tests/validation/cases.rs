@@ -428,3 +428,96 @@ fn deep_nesting_does_not_overflow() {
     let p = patient(json!({"maritalStatus": v}));
     let _ = validator().validate(&p, &[]);
 }
+
+#[test]
+fn bindings_required_is_an_error_that_lists_the_codes() {
+    let (loc, msg) = only_error(patient(json!({"gender": "m"})));
+    assert_eq!(loc, "Patient.gender");
+    assert!(
+        msg.contains("not in value set http://hl7.org/fhir/ValueSet/administrative-gender"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("allowed: female, male, other, unknown"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bindings_extensible_is_a_warning_and_unknown_systems_say_why() {
+    // Patient.maritalStatus is extensible
+    let all = issues(&patient(json!({"maritalStatus": {"coding": [
+        {"system": "http://example.dk/civilstand", "code": "gift"}]}})));
+    assert!(
+        all.iter().any(|(s, l, m)| s == "warning"
+            && l == "Patient.maritalStatus"
+            && m.contains("extensible")),
+        "{all:#?}"
+    );
+    assert!(!all.iter().any(|(s, _, _)| s == "error"), "{all:#?}");
+    // A value set drawn from SNOMED CT cannot be checked here: a warning, never a silent pass.
+    let c = json!({"resourceType": "Condition", "subject": {"reference": "Patient/p1"},
+        "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">x</div>"},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006"}]},
+        "bodySite": [{"coding": [{"system": "http://snomed.info/sct", "code": "7769000"}]}]});
+    let all = issues(&c);
+    assert!(!all.iter().any(|(s, _, _)| s == "error"), "{all:#?}");
+}
+
+#[test]
+fn codes_must_exist_in_code_systems_we_hold() {
+    let (loc, msg) = only_error(patient(json!({"maritalStatus": {"coding": [
+        {"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "ZZ"}]}})));
+    assert_eq!(loc, "Patient.maritalStatus.coding[0].code");
+    assert!(msg.contains("unknown code \"ZZ\""), "{msg}");
+}
+
+#[test]
+fn invariants_are_evaluated_with_their_key() {
+    let (loc, msg) = only_error(
+        json!({"resourceType": "CarePlan", "status": "active", "intent": "plan",
+        "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">x</div>"},
+        "subject": {"reference": "Patient/p1"},
+        "period": {"start": "2026-11-20", "end": "2026-11-01"}}),
+    );
+    assert_eq!(loc, "CarePlan.period");
+    assert!(msg.contains("[per-1]"), "{msg}");
+    // a profile's own invariant, with the profile's text
+    let mut v = sb_careplan();
+    v["period"] = json!({"start": "2026-11-01", "end": "2026-12-01"});
+    let (loc, msg) = only_error(v);
+    assert_eq!(loc, "CarePlan");
+    assert!(
+        msg.contains("[sb-cp-1]") && msg.contains("SektorbroCarePlan"),
+        "{msg}"
+    );
+    // dom-3: a contained resource nobody points to
+    let e = errors(
+        &json!({"resourceType": "CarePlan", "status": "active", "intent": "plan",
+        "subject": {"reference": "Patient/p1"},
+        "contained": [{"resourceType": "Goal", "id": "g1", "lifecycleStatus": "active",
+            "description": {"text": "x"}, "subject": {"reference": "Patient/p1"}}]}),
+    );
+    assert!(
+        e.iter()
+            .any(|(l, m)| l == "CarePlan" && m.contains("[dom-3]")),
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn extensions_out_of_their_context_are_flagged() {
+    // patient-birthPlace is defined for Patient, not CarePlan
+    let all = issues(
+        &json!({"resourceType": "CarePlan", "status": "active", "intent": "plan",
+        "subject": {"reference": "Patient/p1"},
+        "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/patient-birthPlace",
+            "valueAddress": {"city": "Haderslev"}}]}),
+    );
+    assert!(
+        all.iter().any(|(s, l, m)| s == "warning"
+            && l == "CarePlan.extension[0]"
+            && m.contains("not allowed on CarePlan")),
+        "{all:#?}"
+    );
+}

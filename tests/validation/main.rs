@@ -4,6 +4,7 @@
 
 mod cases;
 mod corpus;
+mod robustness;
 mod snapshots;
 
 use std::sync::{Arc, OnceLock};

@@ -1,0 +1,133 @@
+//! Profile validation: mean time per official R4 example next to the time serde_json takes to
+//! parse the same bytes (measured in the same run), loading the definitions (base R4, and with
+//! dk-core and MedCom), and the memory they take. `cargo bench --bench validation`; needs the
+//! R4 package and the IG folders beside the checkout (`../shared/`), else it says so and stops.
+//! Figures in docs/validation.md.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use sektorbro::validation::Validator;
+use serde_json::Value;
+
+fn shared() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    dir.is_dir().then_some(dir)
+}
+
+/// Resident memory of this process in MiB (Linux).
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<f64>().ok())
+        })
+        .map_or(0.0, |pages| pages * 4096.0 / (1024.0 * 1024.0))
+}
+
+/// Every JSON file of the package except the manifest, as bytes.
+fn examples(shared: &Path) -> Vec<Vec<u8>> {
+    let file = std::fs::File::open(shared.join("fhir-packages/hl7.fhir.r4.examples-4.0.1.tgz"))
+        .expect("package");
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut out = Vec::new();
+    for entry in archive.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        let name = entry.path().expect("path").to_string_lossy().into_owned();
+        if name.ends_with(".json")
+            && name != "package/package.json"
+            && name.matches('/').count() == 1
+        {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).expect("read");
+            out.push(bytes);
+        }
+    }
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let Some(shared) = shared() else {
+        eprintln!("validation bench SKIPPED: ../shared (R4 package, IG folders) not found");
+        return;
+    };
+    let before = rss_mib();
+    let validator = Validator::r4().expect("definitions");
+    eprintln!(
+        "memory: base R4 definitions + terminology take {:.0} MiB resident",
+        rss_mib() - before
+    );
+    let ig = shared.join("fhir-ig");
+    let danish = [
+        "dk-core",
+        "medcom-terminology",
+        "medcom-core",
+        "medcom-messaging",
+    ]
+    .map(|p| ig.join(p));
+    let before = rss_mib();
+    let with_igs = Validator::with_packages(&danish).expect("IGs");
+    eprintln!(
+        "memory: a second validator with dk-core and MedCom takes {:.0} MiB resident",
+        rss_mib() - before
+    );
+    drop(with_igs);
+
+    let bytes = examples(&shared);
+    let parsed: Vec<Value> = bytes
+        .iter()
+        .map(|b| serde_json::from_slice(b).expect("json"))
+        .collect();
+    let total: usize = bytes.iter().map(Vec::len).sum();
+    eprintln!(
+        "corpus: {} official R4 examples, {:.1} MB",
+        bytes.len(),
+        total as f64 / 1e6
+    );
+
+    let mut g = c.benchmark_group("r4-examples");
+    g.sample_size(10);
+    g.bench_function("serde_json parse, all examples", |b| {
+        b.iter(|| {
+            for x in &bytes {
+                let v: Value = serde_json::from_slice(x).expect("json");
+                criterion::black_box(v);
+            }
+        })
+    });
+    g.bench_function("validate, all examples", |b| {
+        b.iter(|| {
+            for v in &parsed {
+                criterion::black_box(validator.validate(v, &[]));
+            }
+        })
+    });
+    g.finish();
+
+    // One typical clinical resource on its own.
+    let careplan: Value = serde_json::from_str(
+        r#"{"resourceType":"CarePlan","id":"example","text":{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">Genoptræning efter udskrivning</div>"},
+        "status":"active","intent":"plan","subject":{"reference":"Patient/p1"},"period":{"start":"2026-11-01"},
+        "category":[{"coding":[{"system":"http://snomed.info/sct","code":"736353004"}]}],
+        "goal":[{"reference":"Goal/g1"}],
+        "activity":[{"detail":{"kind":"ServiceRequest","status":"in-progress","description":"Gangtræning 3 gange om ugen"}}]}"#,
+    )
+    .expect("careplan");
+    c.bench_function("validate one CarePlan", |b| {
+        b.iter(|| validator.validate(&careplan, &[]))
+    });
+
+    let mut g = c.benchmark_group("load");
+    g.sample_size(10);
+    g.bench_function("base R4", |b| b.iter(|| Validator::r4().expect("load")));
+    g.bench_function("base R4 + dk-core + MedCom", |b| {
+        b.iter(|| Validator::with_packages(&danish).expect("load"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
