@@ -587,6 +587,28 @@ impl<'c, 'a> Evaluator<'c, 'a> {
     }
 
     pub(crate) fn distinct(&self, input: Collection<'a>) -> Collection<'a> {
+        // Large collections of strings, integers and booleans (ids, codes, fullUrls: the
+        // uniqueness invariants over whole Bundles) by hashing; anything else pairwise.
+        if input.len() > 16 {
+            let keys: Option<Vec<(u8, String)>> = input
+                .iter()
+                .map(|x| match x.prim(self.model)? {
+                    Prim::Str(v) => Some((0, v.to_string())),
+                    Prim::Int(i) => Some((1, i.to_string())),
+                    Prim::Bool(b) => Some((2, b.to_string())),
+                    _ => None,
+                })
+                .collect();
+            if let Some(keys) = keys {
+                let mut seen = std::collections::HashSet::with_capacity(keys.len());
+                return input
+                    .into_iter()
+                    .zip(keys)
+                    .filter(|(_, k)| seen.insert(k.clone()))
+                    .map(|(x, _)| x)
+                    .collect();
+            }
+        }
         let mut out: Collection<'a> = Vec::with_capacity(input.len());
         for x in input {
             if !self.contains_item(&out, &x) {

@@ -239,8 +239,29 @@ impl SnapshotModel {
                 .and_then(Json::as_array)
                 .map(|ts| {
                     ts.iter()
-                        .filter_map(|t| t.get("code").and_then(Json::as_str))
-                        .map(type_code)
+                        .filter_map(|t| {
+                            let code = t.get("code").and_then(Json::as_str)?;
+                            // system-typed elements (ids, Extension.url) may name their
+                            // FHIR type in an extension
+                            let fhir_type = t
+                                .get("extension")
+                                .and_then(Json::as_array)
+                                .into_iter()
+                                .flatten()
+                                .find(|x| {
+                                    x.get("url").and_then(Json::as_str).is_some_and(|u| {
+                                        u.ends_with("structuredefinition-fhir-type")
+                                    })
+                                })
+                                .and_then(|x| x.get("valueUrl").or_else(|| x.get("valueUri")))
+                                .and_then(Json::as_str);
+                            Some(match fhir_type {
+                                Some(ft) if code.starts_with("http://hl7.org/fhirpath/") => {
+                                    ft.to_string()
+                                }
+                                _ => type_code(code),
+                            })
+                        })
                         .collect()
                 })
                 .unwrap_or_default();

@@ -40,7 +40,7 @@ fn atom(code: &str) -> Option<(f64, [i32; DIMS])> {
         "m" => (1.0, M),
         "g" => (1.0, G),
         "s" => (1.0, S),
-        "mol" => (6.02214076e23, ONE),
+        "mol" => (1.0, MOL),
         "K" => (1.0, K),
         "1" => (1.0, ONE),
         "%" => (0.01, ONE),
@@ -58,18 +58,13 @@ fn atom(code: &str) -> Option<(f64, [i32; DIMS])> {
         "[mi_i]" => (1609.344, M),
         "Pa" => (1000.0, PRESS),
         "bar" => (1.0e8, PRESS),
-        "m[Hg]" => (133322.387415, PRESS),
-        "[mmHg]" => (133.322387415 * 1000.0, PRESS),
+        "m[Hg]" => (133_322_387.415, PRESS),
         "N" => (1000.0, FORCE),
         "J" => (1000.0, ENERGY),
         "cal" => (4184.0, ENERGY),
         "[Cal]" => (4_184_000.0, ENERGY),
         "Hz" => (1.0, [0, 0, -1, 0, 0]),
-        // mol is kept dimensionless times Avogadro so that "eq"-free conversions work
-        _ => {
-            let _ = MOL;
-            return None;
-        }
+        _ => return None,
     })
 }
 
@@ -389,5 +384,13 @@ mod tests {
         );
         assert_eq!(q("1", "kg").compare(&q("1", "m")), None);
         assert_eq!(q("1", "year").compare(&q("1", "a")), None);
+        assert_eq!(
+            q("760", "mm[Hg]").compare(&q("101.325", "kPa")),
+            Some(Ordering::Greater)
+        );
+        assert_eq!(
+            q("1", "mmol/L").compare(&q("1000", "umol/L")),
+            Some(Ordering::Equal)
+        );
     }
 }

@@ -259,3 +259,10 @@ fn no_input_panics() {
         }
     }
 }
+
+#[test]
+fn expr_is_send_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Expr>();
+    check::<SnapshotModel>();
+}

@@ -263,7 +263,10 @@ impl<'a> Item<'a> {
     /// (namespace, name) of the item's type.
     pub fn type_info(&self) -> (&'static str, Cow<'a, str>) {
         match self {
-            Item::Node(n) => ("FHIR", Cow::Borrowed(n.type_name())),
+            Item::Node(n) => match n.type_name().strip_prefix("System.") {
+                Some(sys) => ("System", Cow::Borrowed(sys)),
+                None => ("FHIR", Cow::Borrowed(n.type_name())),
+            },
             Item::Boolean(_) => ("System", Cow::Borrowed("Boolean")),
             Item::Integer(_) => ("System", Cow::Borrowed("Integer")),
             Item::Decimal(_) => ("System", Cow::Borrowed("Decimal")),
