@@ -4,7 +4,7 @@
 //! the caller requires checks only what each profile adds (cardinality it narrows, fixed and
 //! pattern values, bindings, slicing, types, its own invariants, profiles on types).
 
-use std::collections::HashMap;
+use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 
@@ -45,6 +45,9 @@ pub(crate) struct Run<'d, 'v> {
     depth: usize,
     /// Set when a slice discriminator needed a reference that cannot be resolved here.
     undetermined: bool,
+    /// Per-object counts of each child's values (and the JSON key of a choice's variant), as a
+    /// stack shared by nested objects instead of a map allocated per object.
+    scratch: Vec<(ElemIdx, usize, &'v str)>,
 }
 
 const MAX_DEPTH: usize = 64;
@@ -59,6 +62,7 @@ impl<'d, 'v> Run<'d, 'v> {
             bundle: None,
             depth: 0,
             undetermined: false,
+            scratch: Vec::new(),
         }
     }
 
@@ -239,9 +243,8 @@ impl<'d, 'v> Run<'d, 'v> {
             );
             return;
         }
-        // Which variant of each choice element was used (to report two at once).
-        let mut choice_seen: HashMap<ElemIdx, &str> = HashMap::new();
-        let mut counts: HashMap<ElemIdx, usize> = HashMap::new();
+        let base = self.scratch.len();
+        let mut companion = String::new();
         for (key, val) in obj {
             if key == "resourceType" && is_resource_root {
                 continue;
@@ -254,7 +257,7 @@ impl<'d, 'v> Run<'d, 'v> {
                     Some(&(c, ti)) if is_primitive_type(&node.prof.elements[c], ti) => {
                         let child = &node.prof.elements[c];
                         if !obj.contains_key(name) {
-                            *counts.entry(c).or_default() += count_items(val);
+                            self.count(base, c, count_items(val), false, key);
                         }
                         self.primitive_extras(val, obj.get(name), child, ti);
                     }
@@ -272,11 +275,7 @@ impl<'d, 'v> Run<'d, 'v> {
             let Some(&(c, ti)) = el.keys.get(key.as_str()) else {
                 self.path.push('.');
                 self.path.push_str(key);
-                let hint = if is_resource_root && key == "resourceType" {
-                    String::new()
-                } else {
-                    suggestion(key, el.keys.keys())
-                };
+                let hint = suggestion(key, el.keys.keys());
                 self.error(
                     "structure",
                     format!(
@@ -288,36 +287,67 @@ impl<'d, 'v> Run<'d, 'v> {
                 continue;
             };
             let child = &node.prof.elements[c];
-            if child.choice {
-                if let Some(prev) = choice_seen.insert(c, key) {
-                    self.path.push('.');
-                    self.path.push_str(&child.name);
-                    self.error(
-                        "structure",
-                        format!(
-                            "{prev} and {key} are both present, but {}[x] takes one type only",
-                            child.name
-                        ),
-                    );
-                    self.path.truncate(mark);
-                }
+            if let Some(prev) = self.count(base, c, count_items(val), child.choice, key) {
+                self.path.push('.');
+                self.path.push_str(&child.name);
+                self.error(
+                    "structure",
+                    format!(
+                        "{prev} and {key} are both present, but {}[x] takes one type only",
+                        child.name
+                    ),
+                );
+                self.path.truncate(mark);
             }
             self.push_name(child, ti);
-            let n = count_items(val);
-            let entry = counts.entry(c).or_default();
-            // two variants of one choice are reported as such above, not again as too many
-            *entry = if child.choice {
-                (*entry).max(n)
+            let ext = if is_primitive_type(child, ti) {
+                companion.clear();
+                companion.push('_');
+                companion.push_str(key);
+                obj.get(companion.as_str())
             } else {
-                *entry + n
+                None
             };
-            self.values(val, node, c, ti, Pass::Base, obj.get(&format!("_{key}")));
+            self.values(val, node, c, ti, Pass::Base, ext);
             self.path.truncate(mark);
         }
         for &c in &el.children {
             let child = &node.prof.elements[c];
-            let n = counts.get(&c).copied().unwrap_or(0);
+            let n = self.scratch[base..]
+                .iter()
+                .find(|e| e.0 == c)
+                .map_or(0, |e| e.1);
             self.cardinality(child, n, None);
+        }
+        self.scratch.truncate(base);
+    }
+
+    /// Count `n` values of child `c` in the object whose counts start at `base`. For a choice,
+    /// a second variant returns the first variant's key (two variants are reported as such,
+    /// not again as too many values).
+    fn count(
+        &mut self,
+        base: usize,
+        c: ElemIdx,
+        n: usize,
+        choice: bool,
+        key: &'v str,
+    ) -> Option<&'v str> {
+        match self.scratch[base..].iter().position(|e| e.0 == c) {
+            Some(p) => {
+                let e = &mut self.scratch[base + p];
+                if choice {
+                    e.1 = e.1.max(n);
+                    (e.2 != key).then_some(e.2)
+                } else {
+                    e.1 += n;
+                    None
+                }
+            }
+            None => {
+                self.scratch.push((c, n, key));
+                None
+            }
         }
     }
 
@@ -490,7 +520,7 @@ impl<'d, 'v> Run<'d, 'v> {
                 let exts = ext.and_then(Value::as_array);
                 let mark = self.path.len();
                 for (i, item) in items.iter().enumerate() {
-                    self.path.push_str(&format!("[{i}]"));
+                    let _ = write!(self.path, "[{i}]");
                     let e = exts.and_then(|a| a.get(i)).filter(|x| !x.is_null());
                     if item.is_null() {
                         if pass == Pass::Base && (e.is_none() || !is_primitive_type(child, ti)) {
@@ -687,7 +717,7 @@ impl<'d, 'v> Run<'d, 'v> {
                 for (i, it) in items.iter().enumerate() {
                     if it.is_null() {
                         if values.get(i).is_none_or(Value::is_null) {
-                            self.path.push_str(&format!("[{i}]"));
+                            let _ = write!(self.path, "[{i}]");
                             self.error(
                                 "structure",
                                 "both the value and its _ companion are null".into(),
@@ -696,7 +726,7 @@ impl<'d, 'v> Run<'d, 'v> {
                         }
                         continue;
                     }
-                    self.path.push_str(&format!("[{i}]"));
+                    let _ = write!(self.path, "[{i}]");
                     one(self, it);
                     self.path.truncate(mark);
                 }
@@ -704,7 +734,7 @@ impl<'d, 'v> Run<'d, 'v> {
             (Value::Array(items), None) if child.array => {
                 let mark = self.path.len();
                 for (i, it) in items.iter().enumerate() {
-                    self.path.push_str(&format!("[{i}]"));
+                    let _ = write!(self.path, "[{i}]");
                     if it.is_null() {
                         self.error("structure", "null without a value beside it".into());
                     } else {
@@ -1178,7 +1208,7 @@ impl<'d, 'v> Run<'d, 'v> {
         let mut seen_unsliced = false;
         for (i, item) in items.iter().enumerate() {
             if is_array {
-                self.path.push_str(&format!("[{i}]"));
+                let _ = write!(self.path, "[{i}]");
             }
             match assigned[i] {
                 Some(s) => {
@@ -1540,7 +1570,7 @@ impl<'d, 'v> Run<'d, 'v> {
             let Some(full) = e.get("fullUrl").and_then(Value::as_str) else {
                 continue;
             };
-            self.path.push_str(&format!(".entry[{i}].fullUrl"));
+            let _ = write!(self.path, ".entry[{i}].fullUrl");
             if !(full.contains("://")
                 || full.starts_with("urn:uuid:")
                 || full.starts_with("urn:oid:"))
