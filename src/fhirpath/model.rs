@@ -1,7 +1,8 @@
 //! Type knowledge that FHIR JSON alone does not carry, behind the [`ModelInfo`] trait,
 //! and [`SnapshotModel`], built from StructureDefinition snapshots.
 
-use std::collections::HashMap;
+// FxHash: these maps are probed for every navigation step of every invariant.
+use rustc_hash::FxHashMap as HashMap;
 
 use serde_json::Value as Json;
 

@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use rustc_hash::FxHashMap;
+
 use serde_json::Value;
 
 /// Index of an element inside its `Profile::elements`.
@@ -109,7 +111,7 @@ pub struct Element {
     pub max_length: Option<usize>,
     pub is_modifier: bool,
     /// JSON key → (child element, index into the child's `types`) for every child.
-    pub keys: HashMap<String, (ElemIdx, usize)>,
+    pub keys: FxHashMap<String, (ElemIdx, usize)>,
 }
 
 impl Element {
@@ -373,7 +375,7 @@ pub fn compile(sd: &Value) -> Result<Profile, String> {
                 .get("isModifier")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
-            keys: HashMap::new(),
+            keys: FxHashMap::default(),
         };
         by_id.insert(id, elements.len());
         elements.push(element);
@@ -408,7 +410,7 @@ pub fn compile(sd: &Value) -> Result<Profile, String> {
         }
     }
     for i in 0..elements.len() {
-        let mut keys = HashMap::new();
+        let mut keys = FxHashMap::default();
         for &c in &elements[i].children {
             let child = &elements[c];
             if child.choice {
