@@ -11,14 +11,13 @@ use crate::fhir::outcome::Severity;
 
 /// The codings in a value of type `code` (`code`, `Coding`, `CodeableConcept`, `Quantity`, a
 /// string or uri bound to a value set).
-fn codings(val: &Value, type_code: &str) -> Option<Vec<(Option<String>, String)>> {
-    let coding = |c: &Value| {
-        let code = c.get("code")?.as_str()?.to_string();
-        let system = c.get("system").and_then(Value::as_str).map(String::from);
-        Some((system, code))
+fn codings<'a>(val: &'a Value, type_code: &str) -> Option<Vec<(Option<&'a str>, &'a str)>> {
+    let coding = |c: &'a Value| {
+        let code = c.get("code")?.as_str()?;
+        Some((c.get("system").and_then(Value::as_str), code))
     };
     match type_code {
-        "code" | "string" | "uri" => Some(vec![(None, val.as_str()?.to_string())]),
+        "code" | "string" | "uri" => Some(vec![(None, val.as_str()?)]),
         "Coding" | "Quantity" => Some(coding(val).into_iter().collect()),
         "CodeableConcept" => Some(
             val.get("coding")
@@ -60,16 +59,16 @@ pub(crate) fn check(run: &mut Run<'_, '_>, val: &Value, b: &Binding, type_code: 
     if vs.starts_with("http://hl7.org/fhir/ValueSet/mimetypes")
         && codes
             .iter()
-            .all(|(s, c)| s.is_none() && matches!(c.as_str(), "xml" | "json" | "ttl"))
+            .all(|(s, c)| s.is_none() && matches!(*c, "xml" | "json" | "ttl"))
     {
         return;
     }
     let mut unknown = Vec::new();
     let mut misses = Vec::new();
     for (system, code) in &codes {
-        match run.v.terminology.check_code(vs, system.as_deref(), code) {
+        match run.v.terminology.check_code(vs, *system, code) {
             Membership::Member => return,
-            Membership::NotMember { .. } => misses.push(describe(system.as_deref(), code)),
+            Membership::NotMember { .. } => misses.push(describe(*system, code)),
             Membership::Unknown { reason } => unknown.push(reason),
         }
     }
@@ -100,7 +99,7 @@ pub(crate) fn check(run: &mut Run<'_, '_>, val: &Value, b: &Binding, type_code: 
                 "could not check {} against value set {vs} ({strength} binding): {}",
                 misses.first().cloned().unwrap_or_else(|| codes
                     .iter()
-                    .map(|(s, c)| describe(s.as_deref(), c))
+                    .map(|(s, c)| describe(*s, c))
                     .collect::<Vec<_>>()
                     .join(", ")),
                 unknown.join("; ")

@@ -1,7 +1,9 @@
 //! A loaded CodeSystem: concepts indexed by code, the subsumption graph, property values, and
 //! the evaluation of ValueSet filters against it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use regex::Regex;
 use serde_json::Value;
@@ -100,7 +102,7 @@ impl CodeSystem {
             version_needed,
             supplements,
             concepts: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
             children: Vec::new(),
             parents: Vec::new(),
             declared_properties,

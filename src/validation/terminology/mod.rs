@@ -49,7 +49,8 @@ mod valueset;
 mod tests;
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+// FxHash: membership lookups are on the validation hot path.
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Mutex;
 
 use serde_json::Value;

@@ -5,7 +5,8 @@
 //! operations (union, intersection, difference) combine tables entry by entry and rules
 //! lazily, so results stay exact wherever the inputs are exact.
 
-use std::collections::HashMap;
+// FxHash: membership lookups are on the validation hot path.
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use regex::Regex;
@@ -137,7 +138,7 @@ pub(super) struct Part {
 impl Part {
     pub(super) fn new(fold_case: bool, rule: Rule) -> Part {
         Part {
-            explicit: HashMap::new(),
+            explicit: HashMap::default(),
             rule,
             fold_case,
         }
@@ -173,7 +174,10 @@ impl Part {
 
     pub(super) fn combine(op: Op, a: &Part, b: &Part) -> Part {
         let fold_case = a.fold_case || b.fold_case;
-        let mut explicit = HashMap::with_capacity(a.explicit.len().max(b.explicit.len()));
+        let mut explicit = HashMap::with_capacity_and_hasher(
+            a.explicit.len().max(b.explicit.len()),
+            Default::default(),
+        );
         for key in a.explicit.keys().chain(b.explicit.keys()) {
             if explicit.contains_key(key) {
                 continue;
@@ -233,20 +237,20 @@ pub(super) struct CodeSet {
 impl CodeSet {
     pub(super) fn empty() -> CodeSet {
         CodeSet {
-            systems: HashMap::new(),
+            systems: HashMap::default(),
             other: Tri::No,
         }
     }
 
     pub(super) fn unknown(reason: impl Into<String>) -> CodeSet {
         CodeSet {
-            systems: HashMap::new(),
+            systems: HashMap::default(),
             other: Tri::maybe(reason),
         }
     }
 
     pub(super) fn single(system: &str, part: Part) -> CodeSet {
-        let mut systems = HashMap::new();
+        let mut systems = HashMap::default();
         systems.insert(system.to_owned(), part);
         CodeSet {
             systems,
@@ -301,7 +305,7 @@ impl CodeSet {
     }
 
     pub(super) fn combine(op: Op, a: &CodeSet, b: &CodeSet) -> CodeSet {
-        let mut systems = HashMap::new();
+        let mut systems = HashMap::default();
         for name in a.systems.keys().chain(b.systems.keys()) {
             if systems.contains_key(name) {
                 continue;
