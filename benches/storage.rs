@@ -12,7 +12,7 @@ fn engine(rt: &tokio::runtime::Runtime, dir: &std::path::Path, sync: &str) -> En
     let config = Config::defaults();
     let url = format!("sqlite://{}", dir.join("bench.db").display());
     let store = rt
-        .block_on(sektorbro::store::open(&url, 4, sync))
+        .block_on(sektorbro::store::open(&url, 4, sync, &config.cache))
         .expect("open store");
     Engine::new(store, config.search)
 }

@@ -35,6 +35,8 @@ pub struct Engine {
     store: Arc<dyn Storage>,
     registry: &'static SearchParamRegistry,
     search: SearchConfig,
+    /// Rendered search pages, if enabled (`Engine::with_page_cache`).
+    pages: Option<search::PageCache>,
 }
 
 /// A write to perform.
@@ -140,6 +142,7 @@ impl Engine {
             store,
             registry: SearchParamRegistry::embedded(),
             search,
+            pages: None,
         }
     }
 
