@@ -92,14 +92,16 @@ impl SqlStore {
             Ok(store)
         } else {
             let mut store = Self::open_postgres(url, max_connections).await?;
+            // Writes are announced even with this instance's caches off: other instances on
+            // the schema may cache.
+            let channel = notify::channel_name(&store.read).await?;
             if cache.enabled {
                 // Not served until the listener for other instances' writes is connected.
                 let c = Arc::new(StoreCache::new(cache, false));
-                let channel = notify::channel_name(&store.read).await?;
                 notify::spawn_listener(url, channel.clone(), c.generations().clone());
                 store.cache = Some(c);
-                store.channel = Some(channel);
             }
+            store.channel = Some(channel);
             Ok(store)
         }
     }
@@ -667,7 +669,7 @@ impl StoreTx for SqlTx {
             id: v.id.to_string(),
             version: v.version,
         };
-        if self.cache.is_some() {
+        if self.cache.is_some() || self.channel.is_some() {
             self.written.push((v.rtype.to_string(), v.id.to_string()));
         }
         match &mut self.tx {
