@@ -32,6 +32,8 @@ pub(crate) struct PageCache {
 }
 
 struct CachedPage {
+    /// What the page was computed from, and their generation then.
+    dependencies: Dependencies,
     generation: u64,
     rest: String,
 }
@@ -78,9 +80,10 @@ fn dependencies(q: &SearchQuery) -> Dependencies {
     Dependencies::Types(types)
 }
 
-/// The cache key of a page: everything that shapes its text.
+/// The cache key of a parsed query's page: everything that shapes its text.
 fn page_key(q: &SearchQuery, base: &str) -> String {
     let mut key = String::with_capacity(128);
+    key.push_str("q\0");
     key.push_str(base);
     key.push('\0');
     key.push_str(&q.rtype);
@@ -99,32 +102,92 @@ fn page_key(q: &SearchQuery, base: &str) -> String {
     key
 }
 
+/// The cache key of a search request as received: parsing is deterministic (the registry is
+/// built in), so equal requests parse to equal queries and a page cached for one serves the
+/// other without parsing again. Requests that fail to parse are never cached.
+fn request_key(rtype: &str, pairs: &[(String, String)], lenient: bool, base: &str) -> String {
+    let mut key = String::with_capacity(128);
+    key.push_str(if lenient { "l\0" } else { "r\0" });
+    key.push_str(base);
+    key.push('\0');
+    key.push_str(rtype);
+    for (k, v) in pairs {
+        key.push('\0');
+        key.push_str(k);
+        key.push('=');
+        key.push_str(v);
+    }
+    key
+}
+
 impl Engine {
-    /// Run a search and return the searchset Bundle as JSON text.
-    pub async fn search(&self, q: &SearchQuery, base: &str) -> Result<String, FhirError> {
-        self.check_type(&q.rtype)?;
+    /// A cached page under `key`, if nothing it was computed from has been written since.
+    fn cached_page(&self, key: &str) -> Option<String> {
+        let page = self.pages.as_ref()?.pages.get(key)?;
+        let current = self.store().generation(&page.dependencies)?;
+        (current == page.generation).then(|| finish_bundle(&page.rest))
+    }
+
+    /// Compute the page of `q` and keep it under `key`.
+    async fn compute_page(
+        &self,
+        q: &SearchQuery,
+        base: &str,
+        key: Option<String>,
+    ) -> Result<String, FhirError> {
         // Pages that report ignored parameters are not cached (the report is not in the key).
-        let cache = self.pages.as_ref().filter(|_| q.ignored.is_empty());
-        let Some(cache) = cache else {
+        let key = key.filter(|_| self.pages.is_some() && q.ignored.is_empty());
+        let Some(key) = key else {
             let rest = self.search_page(q, base).await?;
             return Ok(finish_bundle(&rest));
         };
-        let key = page_key(q, base);
+        let dependencies = dependencies(q);
         // Noted before the database is asked: a write committed meanwhile makes the page stale.
-        let generation = self.store().generation(&dependencies(q));
-        if let Some(g) = generation {
-            if let Some(page) = cache.pages.get(&key).filter(|p| p.generation == g) {
-                return Ok(finish_bundle(&page.rest));
-            }
-        }
+        let generation = self.store().generation(&dependencies);
         let rest = self.search_page(q, base).await?;
         let body = finish_bundle(&rest);
-        if let Some(generation) = generation {
-            cache
-                .pages
-                .insert(key, Arc::new(CachedPage { generation, rest }));
+        if let (Some(generation), Some(cache)) = (generation, &self.pages) {
+            cache.pages.insert(
+                key,
+                Arc::new(CachedPage {
+                    dependencies,
+                    generation,
+                    rest,
+                }),
+            );
         }
         Ok(body)
+    }
+
+    /// Run a search and return the searchset Bundle as JSON text.
+    pub async fn search(&self, q: &SearchQuery, base: &str) -> Result<String, FhirError> {
+        self.check_type(&q.rtype)?;
+        let key = self.pages.as_ref().map(|_| page_key(q, base));
+        if let Some(page) = key.as_deref().and_then(|k| self.cached_page(k)) {
+            return Ok(page);
+        }
+        self.compute_page(q, base, key).await
+    }
+
+    /// Parse and run a search request (`GET /{type}?…`), answering a repeated request from the
+    /// page cache without parsing it again.
+    pub async fn search_request(
+        &self,
+        rtype: &str,
+        pairs: &[(String, String)],
+        lenient: bool,
+        base: &str,
+    ) -> Result<String, FhirError> {
+        self.check_type(rtype)?;
+        let key = self
+            .pages
+            .as_ref()
+            .map(|_| request_key(rtype, pairs, lenient, base));
+        if let Some(page) = key.as_deref().and_then(|k| self.cached_page(k)) {
+            return Ok(page);
+        }
+        let q = self.parse_pairs(rtype, pairs, lenient)?;
+        self.compute_page(&q, base, key).await
     }
 
     /// The searchset Bundle without its start, `id` and `meta`.
