@@ -104,7 +104,8 @@ fn page_key(q: &SearchQuery, base: &str) -> String {
 
 /// The cache key of a search request as received: parsing is deterministic (the registry is
 /// built in), so equal requests parse to equal queries and a page cached for one serves the
-/// other without parsing again. Requests that fail to parse are never cached.
+/// other without parsing again. Requests that fail to parse are never cached. Results do not
+/// depend on the caller yet; when authorization filters them, its scope belongs in this key.
 fn request_key(rtype: &str, pairs: &[(String, String)], lenient: bool, base: &str) -> String {
     let mut key = String::with_capacity(128);
     key.push_str(if lenient { "l\0" } else { "r\0" });
