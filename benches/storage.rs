@@ -8,13 +8,19 @@ use sektorbro::config::Config;
 use sektorbro::engine::{Engine, WriteOp};
 use serde_json::json;
 
-fn engine(rt: &tokio::runtime::Runtime, dir: &std::path::Path, sync: &str) -> Engine {
-    let config = Config::defaults();
+fn engine(rt: &tokio::runtime::Runtime, dir: &std::path::Path, sync: &str, cache: bool) -> Engine {
+    let mut config = Config::defaults();
+    config.cache.enabled = cache;
     let url = format!("sqlite://{}", dir.join("bench.db").display());
     let store = rt
-        .block_on(sektorbro::store::open(&url, 4, sync))
+        .block_on(sektorbro::store::open(&url, 4, sync, &config.cache))
         .expect("open store");
-    Engine::new(store, config.search)
+    let engine = Engine::new(store, config.search);
+    if cache {
+        engine.with_page_cache(&config.cache)
+    } else {
+        engine
+    }
 }
 
 fn careplan(pid: &str) -> serde_json::Value {
@@ -36,7 +42,7 @@ fn bench(c: &mut Criterion) {
     for sync in ["full", "normal"] {
         let sub = dir.path().join(sync);
         std::fs::create_dir_all(&sub).expect("dir");
-        let e = Arc::new(engine(&rt, &sub, sync));
+        let e = Arc::new(engine(&rt, &sub, sync, true));
         c.bench_function(
             &format!("create CarePlan (sqlite, synchronous={sync})"),
             |b| {
@@ -51,7 +57,34 @@ fn bench(c: &mut Criterion) {
             },
         );
     }
-    let e = engine(&rt, dir.path(), "normal");
+    // 32 clients at once, as in the HTTP load test: group commit shares round trips and fsyncs.
+    let e = Arc::new(engine(&rt, &dir.path().join("full"), "full", true));
+    c.bench_function(
+        "create CarePlan x32 concurrent (sqlite, synchronous=full)",
+        |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let tasks: Vec<_> = (0..32)
+                        .map(|_| {
+                            let e = e.clone();
+                            tokio::spawn(async move {
+                                e.write(WriteOp::Create {
+                                    rtype: "CarePlan".into(),
+                                    resource: careplan("p1"),
+                                    if_none_exist: None,
+                                })
+                                .await
+                            })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.expect("task").expect("create");
+                    }
+                })
+            })
+        },
+    );
+    let e = engine(&rt, dir.path(), "normal", false);
     let mut pid = String::new();
     for n in 0..500 {
         let p = rt
@@ -71,25 +104,29 @@ fn bench(c: &mut Criterion) {
             pid = p.id;
         }
     }
-    c.bench_function("read Patient (sqlite)", |b| {
-        b.iter(|| rt.block_on(e.read("Patient", &pid)).expect("read"))
-    });
-    let q = e
-        .parse_criteria(
-            "CarePlan",
-            "patient.identifier=urn:oid:1.2.208.176.1.2|0000000250",
-            false,
-        )
-        .expect("query");
-    c.bench_function(
-        "search CarePlan by CPR chain (sqlite, 1000 resources)",
-        |b| {
-            b.iter(|| {
-                rt.block_on(e.search(&q, "http://bench/fhir"))
-                    .expect("search")
-            })
-        },
-    );
+    // The same database, once without and once with the caches.
+    let cached = engine(&rt, dir.path(), "normal", true);
+    for (label, e) in [("no cache", &e), ("cached", &cached)] {
+        c.bench_function(&format!("read Patient (sqlite, {label})"), |b| {
+            b.iter(|| rt.block_on(e.read("Patient", &pid)).expect("read"))
+        });
+        let q = e
+            .parse_criteria(
+                "CarePlan",
+                "patient.identifier=urn:oid:1.2.208.176.1.2|0000000250",
+                false,
+            )
+            .expect("query");
+        c.bench_function(
+            &format!("search CarePlan by CPR chain (sqlite, 1000 resources, {label})"),
+            |b| {
+                b.iter(|| {
+                    rt.block_on(e.search(&q, "http://bench/fhir"))
+                        .expect("search")
+                })
+            },
+        );
+    }
 }
 
 criterion_group!(benches, bench);

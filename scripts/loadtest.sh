@@ -4,6 +4,9 @@
 # Loopback only. Needs wrk (Debian: apt-get install wrk).
 #
 #   scripts/loadtest.sh [DURATION_SECONDS] [CONNECTIONS]
+#
+# BIN_DIR=DIR uses DIR/sektorbro and DIR/hello_ceiling instead of building (to compare builds).
+# CACHE=off runs the gateway with `cache.enabled = false` (the database path of every request).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
@@ -14,7 +17,12 @@ GW_PORT=18080
 HELLO_PORT=18099
 command -v wrk >/dev/null || { echo "wrk not found (apt-get install wrk)"; exit 2; }
 
-cargo build --release --bin sektorbro --example hello_ceiling >/dev/null
+if [ -n "${BIN_DIR:-}" ]; then
+  GW_BIN="$BIN_DIR/sektorbro"; HELLO_BIN="$BIN_DIR/hello_ceiling"
+else
+  cargo build --release --bin sektorbro --example hello_ceiling >/dev/null
+  GW_BIN=target/release/sektorbro; HELLO_BIN=target/release/examples/hello_ceiling
+fi
 WORK=$(mktemp -d)
 cleanup() { kill "${GW_PID:-}" "${HELLO_PID:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
@@ -25,10 +33,11 @@ workers = $WORKERS
 [log]
 filter = "warn"
 TOML
+if [ "${CACHE:-on}" = off ]; then printf '[cache]\nenabled = false\n' >> "$WORK/gw.toml"; fi
 SEKTORBRO_LISTEN=127.0.0.1:$GW_PORT SEKTORBRO_DATABASE_URL="sqlite://$WORK/lt.db" \
-  target/release/sektorbro serve --config "$WORK/gw.toml" &
+  "$GW_BIN" serve --config "$WORK/gw.toml" &
 GW_PID=$!
-target/release/examples/hello_ceiling 127.0.0.1:$HELLO_PORT $WORKERS &
+"$HELLO_BIN" 127.0.0.1:$HELLO_PORT $WORKERS &
 HELLO_PID=$!
 for _ in $(seq 50); do curl -sf http://127.0.0.1:$GW_PORT/readyz >/dev/null && break; sleep 0.2; done
 
@@ -58,12 +67,15 @@ run() { # name url [script]
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
   non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
-  printf '| %-28s | %10s | %8s | %8s | %s |\n' "$name" "$rps" "$p50" "$p99" "${non2xx:-0}"
+  [ -z "${CEILING:-}" ] && CEILING=$rps
+  local ratio
+  ratio=$(awk -v a="$rps" -v b="$CEILING" 'BEGIN { printf "%.0f %%", 100 * a / b }')
+  printf '| %-28s | %10s | %8s | %8s | %8s | %s |\n' "$name" "$rps" "$p50" "$p99" "$ratio" "${non2xx:-0}"
 }
 
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -srm); wrk -t$THREADS -c$CONNS -d${DURATION}s; gateway workers=$WORKERS, SQLite synchronous=full"
-echo "| route                        |      req/s |      p50 |      p99 | non-2xx |"
-echo "|------------------------------|-----------:|---------:|---------:|--------:|"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -srm); wrk -t$THREADS -c$CONNS -d${DURATION}s; gateway workers=$WORKERS, SQLite synchronous=full, cache ${CACHE:-on}"
+echo "| route                        |      req/s |      p50 |      p99 | vs hello | non-2xx |"
+echo "|------------------------------|-----------:|---------:|---------:|---------:|--------:|"
 run "hello (actix ceiling)" "http://127.0.0.1:$HELLO_PORT/hello"
 run "read Patient/{id}" "$BASE/Patient/$READ_ID"
 run "search CarePlan by CPR chain" "$BASE/CarePlan?patient.identifier=urn:oid:1.2.208.176.1.2%7C01011001234"

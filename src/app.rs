@@ -18,6 +18,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
         &config.database.url,
         config.database.max_connections,
         &config.database.sqlite_synchronous,
+        &config.cache,
     )
     .await
     .with_context(|| format!("cannot open database {}", redact(&config.database.url)))?;
@@ -45,8 +46,11 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
             }
         }
     }
-    let engine =
-        Arc::new(Engine::new(store, config.search.clone()).with_validation(Arc::new(policy)));
+    let mut engine = Engine::new(store, config.search.clone()).with_validation(Arc::new(policy));
+    if config.cache.enabled {
+        engine = engine.with_page_cache(&config.cache);
+    }
+    let engine = Arc::new(engine);
     Ok(web::Data::new(AppState {
         engine,
         metrics: Arc::new(Metrics::default()),

@@ -18,6 +18,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub search: SearchConfig,
     pub validation: ValidationConfig,
+    pub cache: CacheConfig,
     pub log: LogConfig,
 }
 
@@ -68,6 +69,20 @@ pub struct DatabaseConfig {
 pub struct SearchConfig {
     pub default_count: usize,
     pub max_count: usize,
+}
+
+/// The storage layer's caches of current versions, versions and search results.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// Memory for cached current versions (a quarter as much again for immutable versions).
+    pub resources_mib: u64,
+    /// Memory for cached search results.
+    pub searches_mib: u64,
+    /// The longest any entry is served; on PostgreSQL the bound on staleness should a
+    /// notification from another instance go missing without its connection being reported lost.
+    pub max_staleness_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -160,6 +175,12 @@ impl Config {
         if self.search.default_count == 0 || self.search.default_count > self.search.max_count {
             return Err(ConfigError::Invalid(
                 "search.default_count must be between 1 and search.max_count".into(),
+            ));
+        }
+        if self.cache.max_staleness_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "cache.max_staleness_secs must be at least 1 (set cache.enabled = false instead)"
+                    .into(),
             ));
         }
         if !matches!(self.log.format.as_str(), "json" | "text") {

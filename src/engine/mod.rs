@@ -36,6 +36,8 @@ pub struct Engine {
     registry: &'static SearchParamRegistry,
     search: SearchConfig,
     validation: Option<Arc<crate::validation::WritePolicy>>,
+    /// Rendered search pages, if enabled (`Engine::with_page_cache`).
+    pages: Option<search::PageCache>,
 }
 
 /// A write to perform.
@@ -142,6 +144,7 @@ impl Engine {
             registry: SearchParamRegistry::embedded(),
             search,
             validation: None,
+            pages: None,
         }
     }
 

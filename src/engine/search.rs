@@ -2,31 +2,199 @@
 //! searchset Bundle with `self`/`next` links whose cursors stay valid while others write.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
 use super::bundle_json::{self, BundleEntry};
 use super::{link, now_ms, Engine};
+use crate::config::CacheConfig;
 use crate::error::FhirError;
 use crate::fhir::outcome::operation_outcome;
 use crate::fhir::search::{
-    apply_elements, apply_summary_data, Cursor, Include, SearchQuery, Summary, Total,
+    apply_elements, apply_summary_data, Cursor, Include, Match, SearchQuery, Summary, Total,
 };
 use crate::fhir::search_params::IndexValue;
 use crate::fhir::{instant, new_id};
-use crate::store::StoredResource;
+use crate::store::{Dependencies, StoredResource};
 
 /// The most resources `_include`/`_revinclude` add to one page.
 const MAX_INCLUDED: usize = 1000;
 
+/// How every searchset Bundle starts; `id` and `meta` follow, then the cacheable rest.
+const BUNDLE_START: &str = "{\"resourceType\":\"Bundle\",";
+
+/// Rendered search pages (everything but the Bundle's `id` and `meta`), by base URL and query,
+/// each valid while no resource of a type it was computed from has been written since (see
+/// [`Storage::generation`](crate::store::Storage::generation)).
+pub(crate) struct PageCache {
+    pages: moka::sync::Cache<String, Arc<CachedPage>>,
+}
+
+struct CachedPage {
+    /// What the page was computed from, and their generation then.
+    dependencies: Dependencies,
+    generation: u64,
+    rest: String,
+}
+
+impl PageCache {
+    pub(crate) fn new(config: &CacheConfig) -> PageCache {
+        PageCache {
+            pages: moka::sync::Cache::builder()
+                .max_capacity(config.searches_mib.saturating_mul(1 << 20))
+                .time_to_live(std::time::Duration::from_secs(
+                    config.max_staleness_secs.max(1),
+                ))
+                .weigher(|k: &String, p: &Arc<CachedPage>| {
+                    u32::try_from(k.len() + p.rest.len() + 64).unwrap_or(u32::MAX)
+                })
+                .build(),
+        }
+    }
+}
+
+/// The types a search page is computed from: its own, chain targets, and included types.
+fn dependencies(q: &SearchQuery) -> Dependencies {
+    fn chain_targets(m: &Match, out: &mut Vec<String>) {
+        if let Match::Chain { target, inner } = m {
+            out.push(target.clone());
+            for m in &inner.any_of {
+                chain_targets(m, out);
+            }
+        }
+    }
+    let mut types = vec![q.rtype.clone()];
+    for f in &q.filters {
+        for m in &f.any_of {
+            chain_targets(m, &mut types);
+        }
+    }
+    for inc in &q.includes {
+        match &inc.target_type {
+            Some(t) => types.push(t.clone()),
+            None => return Dependencies::All,
+        }
+    }
+    types.extend(q.revincludes.iter().map(|i| i.source_type.clone()));
+    Dependencies::Types(types)
+}
+
+/// The cache key of a parsed query's page: everything that shapes its text.
+fn page_key(q: &SearchQuery, base: &str) -> String {
+    let mut key = String::with_capacity(128);
+    key.push_str("q\0");
+    key.push_str(base);
+    key.push('\0');
+    key.push_str(&q.rtype);
+    for (k, v) in &q.canonical_params {
+        key.push('\0');
+        key.push_str(k);
+        key.push('=');
+        key.push_str(v);
+    }
+    key.push('\0');
+    if let Some(after) = &q.after {
+        key.push_str(&after.encode());
+    }
+    key.push('\0');
+    key.push_str(&q.count.to_string());
+    key
+}
+
+/// The cache key of a search request as received: parsing is deterministic (the registry is
+/// built in), so equal requests parse to equal queries and a page cached for one serves the
+/// other without parsing again. Requests that fail to parse are never cached. Results do not
+/// depend on the caller yet; when authorization filters them, its scope belongs in this key.
+fn request_key(rtype: &str, pairs: &[(String, String)], lenient: bool, base: &str) -> String {
+    let mut key = String::with_capacity(128);
+    key.push_str(if lenient { "l\0" } else { "r\0" });
+    key.push_str(base);
+    key.push('\0');
+    key.push_str(rtype);
+    for (k, v) in pairs {
+        key.push('\0');
+        key.push_str(k);
+        key.push('=');
+        key.push_str(v);
+    }
+    key
+}
+
 impl Engine {
+    /// A cached page under `key`, if nothing it was computed from has been written since.
+    fn cached_page(&self, key: &str) -> Option<String> {
+        let page = self.pages.as_ref()?.pages.get(key)?;
+        let current = self.store().generation(&page.dependencies)?;
+        (current == page.generation).then(|| finish_bundle(&page.rest))
+    }
+
+    /// Compute the page of `q` and keep it under `key`.
+    async fn compute_page(
+        &self,
+        q: &SearchQuery,
+        base: &str,
+        key: Option<String>,
+    ) -> Result<String, FhirError> {
+        // Pages that report ignored parameters are not cached (the report is not in the key).
+        let key = key.filter(|_| self.pages.is_some() && q.ignored.is_empty());
+        let Some(key) = key else {
+            let rest = self.search_page(q, base).await?;
+            return Ok(finish_bundle(&rest));
+        };
+        let dependencies = dependencies(q);
+        // Noted before the database is asked: a write committed meanwhile makes the page stale.
+        let generation = self.store().generation(&dependencies);
+        let rest = self.search_page(q, base).await?;
+        let body = finish_bundle(&rest);
+        if let (Some(generation), Some(cache)) = (generation, &self.pages) {
+            cache.pages.insert(
+                key,
+                Arc::new(CachedPage {
+                    dependencies,
+                    generation,
+                    rest,
+                }),
+            );
+        }
+        Ok(body)
+    }
+
     /// Run a search and return the searchset Bundle as JSON text.
     pub async fn search(&self, q: &SearchQuery, base: &str) -> Result<String, FhirError> {
         self.check_type(&q.rtype)?;
+        let key = self.pages.as_ref().map(|_| page_key(q, base));
+        if let Some(page) = key.as_deref().and_then(|k| self.cached_page(k)) {
+            return Ok(page);
+        }
+        self.compute_page(q, base, key).await
+    }
+
+    /// Parse and run a search request (`GET /{type}?…`), answering a repeated request from the
+    /// page cache without parsing it again.
+    pub async fn search_request(
+        &self,
+        rtype: &str,
+        pairs: &[(String, String)],
+        lenient: bool,
+        base: &str,
+    ) -> Result<String, FhirError> {
+        self.check_type(rtype)?;
+        let key = self
+            .pages
+            .as_ref()
+            .map(|_| request_key(rtype, pairs, lenient, base));
+        if let Some(page) = key.as_deref().and_then(|k| self.cached_page(k)) {
+            return Ok(page);
+        }
+        let q = self.parse_pairs(rtype, pairs, lenient)?;
+        self.compute_page(&q, base, key).await
+    }
+
+    /// The searchset Bundle without its start, `id` and `meta`.
+    async fn search_page(&self, q: &SearchQuery, base: &str) -> Result<String, FhirError> {
         let mut head = json!({
             "resourceType": "Bundle",
-            "id": new_id(),
-            "meta": {"lastUpdated": instant(now_ms())},
             "type": "searchset",
         });
         let mut self_params = q.canonical_params.clone();
@@ -39,7 +207,7 @@ impl Engine {
         if q.summary == Summary::Count {
             head["total"] = json!(self.store().count(q).await?);
             head["link"] = json!(links);
-            return Ok(bundle_json::write(head, self.outcome_entry(q)));
+            return rest_of(bundle_json::write(head, self.outcome_entry(q)));
         }
 
         let mut hits = self.store().search(q, q.count + 1).await?;
@@ -71,7 +239,7 @@ impl Engine {
             entries.push(self.entry(base, r, "include", q)?);
         }
         entries.extend(self.outcome_entry(q));
-        Ok(bundle_json::write(head, entries))
+        rest_of(bundle_json::write(head, entries))
     }
 
     fn entry(
@@ -168,6 +336,13 @@ impl Engine {
         Ok(out)
     }
 
+    /// Cache rendered search pages (in `cache.searches_mib`, next to the store's own caches);
+    /// see [`PageCache`].
+    pub fn with_page_cache(mut self, config: &CacheConfig) -> Engine {
+        self.pages = Some(PageCache::new(config));
+        self
+    }
+
     /// `(type, id)` of the resources `inc` points to from `sources`, not yet `seen`.
     fn references_of(
         &self,
@@ -196,5 +371,48 @@ impl Engine {
             }
         }
         Ok(keys.into_iter().collect())
+    }
+}
+
+/// A Bundle written as JSON without its start.
+fn rest_of(body: String) -> Result<String, FhirError> {
+    match body.strip_prefix(BUNDLE_START) {
+        Some(rest) => Ok(rest.to_string()),
+        None => Err(FhirError::internal(
+            "searchset Bundle rendered unexpectedly",
+        )),
+    }
+}
+
+/// The full Bundle: a new `id` and `meta.lastUpdated` in front of the rest.
+fn finish_bundle(rest: &str) -> String {
+    let id = new_id();
+    let updated = instant(now_ms());
+    let mut out = String::with_capacity(BUNDLE_START.len() + rest.len() + 96);
+    out.push_str(BUNDLE_START);
+    out.push_str("\"id\":\"");
+    out.push_str(&id);
+    out.push_str("\",\"meta\":{\"lastUpdated\":\"");
+    out.push_str(&updated);
+    out.push_str("\"},");
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_bundle_is_valid_json_with_id_and_meta_first() {
+        let rest =
+            rest_of(json!({"resourceType": "Bundle", "type": "searchset", "total": 0}).to_string())
+                .expect("rest");
+        let body = finish_bundle(&rest);
+        let v: Value = serde_json::from_str(&body).expect("JSON");
+        let keys: Vec<&String> = v.as_object().expect("object").keys().collect();
+        assert_eq!(keys, ["resourceType", "id", "meta", "type", "total"]);
+        assert!(v["meta"]["lastUpdated"].is_string());
+        assert_ne!(finish_bundle(&rest), body, "every Bundle gets its own id");
     }
 }

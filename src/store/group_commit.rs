@@ -1,4 +1,5 @@
-//! Group commit for SQLite: many write transactions share one durable `COMMIT`.
+//! Group commit for SQLite: many write transactions share one durable `COMMIT`, and write-only
+//! transactions share one round trip to SQLite.
 //!
 //! SQLite admits one writer at a time, and with `synchronous=FULL` every commit waits for an
 //! fsync. Here each logical transaction is a `SAVEPOINT` inside a physical transaction on the one
@@ -7,101 +8,271 @@
 //! therefore never hears "created" before its write is on disk, yet a burst of writes costs one
 //! fsync instead of one each.
 //!
+//! A logical transaction takes the writer only when it must read inside the transaction
+//! (`head`, conditional search). Until then its statements are buffered; a transaction that
+//! only writes (a plain create) never holds the writer at all: at commit its statements are
+//! queued for the *committer*, a task that runs everything queued as one multi-statement round
+//! trip ending in `COMMIT`. While that commit waits for its fsync, the next requests queue up, so
+//! under load N creates cost one round trip and one fsync, and request handling overlaps the
+//! fsync instead of waiting for the slowest request of a batch.
+//!
+//! Checkpoints (copying the WAL into the database file, with an fsync of its own) run on a
+//! reader connection in the background instead of inside a writer's `COMMIT`.
+//!
 //! Failure rules: a logical transaction that fails rolls back to its savepoint and leaves the
-//! others alone; if the physical transaction itself fails (COMMIT error, or SQLite aborted it),
-//! every logical transaction waiting on it gets [`StoreError::Busy`], which makes the engine redo
-//! its whole write.
+//! others alone; if a queued group fails, it is rolled back and its transactions are run again
+//! one at a time, so that the failure reaches only the transaction that caused it. If the
+//! physical transaction itself fails (COMMIT error, or SQLite aborted it), every logical
+//! transaction waiting on it gets [`StoreError::Busy`], which makes the engine redo its whole
+//! write.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use sqlx::any::AnyRow;
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool};
-use tokio::sync::{oneshot, Mutex, OwnedMutexGuard};
+use sqlx::{Any, AnyConnection, AnyPool, Row};
+use tokio::sync::{oneshot, Mutex, Notify, OwnedMutexGuard};
 
-use super::sql::db_err;
+use super::cache::Generations;
+use super::search_sql::Sql;
+use super::sql::{db_err, is_unique_violation, query};
 use super::StoreError;
 
 /// Most logical transactions in one physical transaction.
-const MAX_BATCH: usize = 128;
+const MAX_BATCH: usize = 256;
+/// How often the WAL is checkpointed while writes happen.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// Most binds in one queued group (SQLite allows 32766 per statement batch).
+const MAX_GROUP_BINDS: usize = 30_000;
 /// How often a committed logical transaction checks that somebody will flush its batch. Queued
 /// writers flush when they find nobody behind them; this is the safety net for a batch left
 /// open when the queue emptied in between.
 const FLUSH_CHECK: Duration = Duration::from_millis(20);
 
+type Waiter = oneshot::Sender<Result<(), StoreError>>;
+
 /// The writer connection and the batch in progress.
 pub(crate) struct Batch {
     conn: PoolConnection<Any>,
     open: bool,
-    waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    waiters: Vec<Waiter>,
+    /// SQLite's `data_version` when our last physical transaction began: it changes only when
+    /// another connection (another process) commits to the file.
+    data_version: Option<i64>,
+    /// The caches to reset when that happens.
+    generations: Option<Arc<Generations>>,
+}
+
+/// A write-only transaction waiting for the writer.
+struct Queued {
+    sql: Sql,
+    /// What a unique violation means for this transaction.
+    conflict: StoreError,
+    done: Waiter,
 }
 
 /// The single SQLite writer.
 pub(crate) struct GroupWriter {
     batch: Arc<Mutex<Batch>>,
-    queued: AtomicUsize,
+    /// Tasks waiting for the writer (interactive transactions and the committer).
+    waiting: AtomicUsize,
+    /// Write-only transactions waiting for the committer.
+    queue: std::sync::Mutex<Vec<Queued>>,
+    /// Wakes the committer.
+    wake: Arc<Notify>,
+    /// Physical commits so far (the checkpointer checks whether there is anything to do).
+    commits: Arc<AtomicU64>,
 }
 
-/// One logical write transaction (a savepoint) holding the writer.
+/// One logical write transaction.
 ///
-/// The savepoint is opened by the transaction's first statement (prefixed, so it costs no round
-/// trip of its own) and never released on success: savepoints nest, `COMMIT` ends them all, and a
-/// failing transaction rolls back to its own, the innermost. A plain create is thus one round trip
-/// to SQLite's worker thread while holding the writer.
+/// Its statements are buffered until it first needs the connection; then the savepoint is
+/// opened by the first statement sent (prefixed, so it costs no round trip of its own) and never
+/// released on success: savepoints nest, `COMMIT` ends them all, and a failing transaction rolls
+/// back to its own, the innermost.
 pub(crate) struct GroupTx {
     writer: Arc<GroupWriter>,
     guard: Option<OwnedMutexGuard<Batch>>,
     savepoint: bool,
+    /// Statements not yet sent (only while the writer is not held).
+    pending: Sql,
+    /// What a unique violation in `pending` means.
+    conflict: Option<StoreError>,
 }
 
 impl GroupWriter {
-    pub(crate) async fn new(pool: &AnyPool) -> Result<Arc<GroupWriter>, StoreError> {
-        let conn = pool.acquire().await.map_err(db_err)?;
-        Ok(Arc::new(GroupWriter {
+    /// The writer on `pool`'s connection; `checkpoint` is where WAL checkpoints run.
+    pub(crate) async fn new(
+        pool: &AnyPool,
+        checkpoint: AnyPool,
+    ) -> Result<Arc<GroupWriter>, StoreError> {
+        let mut conn = pool.acquire().await.map_err(db_err)?;
+        sqlx::query("PRAGMA wal_autocheckpoint = 0")
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        let writer = Arc::new(GroupWriter {
             batch: Arc::new(Mutex::new(Batch {
                 conn,
                 open: false,
                 waiters: Vec::new(),
+                data_version: None,
+                generations: None,
             })),
-            queued: AtomicUsize::new(0),
-        }))
+            waiting: AtomicUsize::new(0),
+            queue: std::sync::Mutex::new(Vec::new()),
+            wake: Arc::new(Notify::new()),
+            commits: Arc::new(AtomicU64::new(0)),
+        });
+        tokio::spawn(committer(Arc::downgrade(&writer), writer.wake.clone()));
+        tokio::spawn(checkpointer(Arc::downgrade(&writer.commits), checkpoint));
+        Ok(writer)
     }
 
-    /// Start a logical transaction (waits for the writer).
-    pub(crate) async fn begin(self: &Arc<Self>) -> Result<GroupTx, StoreError> {
-        let queued = Queued::new(&self.queued);
-        let mut guard = self.batch.clone().lock_owned().await;
-        drop(queued);
-        if !guard.open {
-            sqlx::query("BEGIN IMMEDIATE")
-                .execute(&mut *guard.conn)
-                .await
-                .map_err(db_err)?;
-            guard.open = true;
-        }
-        Ok(GroupTx {
+    /// Reset these caches when another process is found writing to the file.
+    pub(crate) async fn watch_foreign_writes(&self, generations: Arc<Generations>) {
+        self.batch.lock().await.generations = Some(generations);
+    }
+
+    /// Start a logical transaction (the writer is taken when it is first needed).
+    pub(crate) fn begin(self: &Arc<Self>) -> GroupTx {
+        GroupTx {
             writer: self.clone(),
-            guard: Some(guard),
+            guard: None,
             savepoint: false,
-        })
+            pending: Sql::default(),
+            conflict: None,
+        }
+    }
+
+    /// Wait for the writer, counted as waiting so that nobody commits in front of us.
+    async fn acquire(self: &Arc<Self>) -> OwnedMutexGuard<Batch> {
+        let waiting = Waiting::new(&self.waiting);
+        let guard = self.batch.clone().lock_owned().await;
+        drop(waiting);
+        guard
+    }
+
+    fn nobody_waiting(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst) == 0
+    }
+
+    /// Take queued write-only transactions, up to the bind limit.
+    fn take_queued(&self) -> Vec<Queued> {
+        let Ok(mut queue) = self.queue.lock() else {
+            return Vec::new();
+        };
+        let mut binds = 0;
+        let mut n = 0;
+        while n < queue.len() {
+            binds += queue[n].sql.binds.len();
+            if n > 0 && binds > MAX_GROUP_BINDS {
+                break;
+            }
+            n += 1;
+        }
+        queue.drain(..n).collect()
     }
 }
 
-/// Counts a writer waiting for the connection, also when its future is dropped while waiting.
-struct Queued<'a>(&'a AtomicUsize);
+/// Runs queued write-only transactions whenever there are some, for as long as the writer lives.
+async fn committer(writer: Weak<GroupWriter>, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        let Some(writer) = writer.upgrade() else {
+            return;
+        };
+        loop {
+            let mut guard = writer.acquire().await;
+            let group = writer.take_queued();
+            if group.is_empty() {
+                // Interactive transactions may have left their batch open for us.
+                if writer.nobody_waiting() {
+                    flush(&mut guard).await;
+                }
+                break;
+            }
+            if guard.open {
+                // Interactive transactions are waiting in this physical transaction: join it.
+                run_queued(&mut guard, group).await;
+                flush(&mut guard).await;
+            } else {
+                run_and_commit(&mut guard, group).await;
+            }
+            writer.commits.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
 
-impl<'a> Queued<'a> {
-    fn new(counter: &'a AtomicUsize) -> Queued<'a> {
+/// Checkpoints the WAL in the background while writes happen. A passive checkpoint neither
+/// waits for nor blocks the writer; durability does not depend on it (the WAL is synced at each
+/// commit), it only keeps the WAL file from growing.
+async fn checkpointer(commits: Weak<AtomicU64>, pool: AnyPool) {
+    let mut seen = 0;
+    loop {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        let Some(commits) = commits.upgrade() else {
+            return;
+        };
+        let now = commits.load(Ordering::Relaxed);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_all(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+        }
+    }
+}
+
+/// Counts a task waiting for the writer, also when its future is dropped while waiting.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(counter: &'a AtomicUsize) -> Waiting<'a> {
         counter.fetch_add(1, Ordering::SeqCst);
-        Queued(counter)
+        Waiting(counter)
     }
 }
 
-impl Drop for Queued<'_> {
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// Open the physical transaction if needed, and notice commits by another process.
+async fn ensure_open(batch: &mut Batch) -> Result<(), StoreError> {
+    if batch.open {
+        return Ok(());
+    }
+    let rows = sqlx::query("BEGIN IMMEDIATE; PRAGMA data_version")
+        .fetch_all(&mut *batch.conn)
+        .await
+        .map_err(db_err)?;
+    batch.open = true;
+    note_data_version(batch, &rows);
+    Ok(())
+}
+
+/// Reset the caches if another process committed since our last physical transaction.
+fn note_data_version(batch: &mut Batch, rows: &[AnyRow]) {
+    let version: Option<i64> = rows.first().and_then(|r| r.try_get(0).ok());
+    if batch.data_version.is_some() && version != batch.data_version {
+        tracing::error!(
+            "another process has written to this SQLite file; one gateway process per file is \
+             supported (use PostgreSQL for several instances); caches were reset"
+        );
+        if let Some(g) = &batch.generations {
+            g.everything_changed();
+        }
+    }
+    batch.data_version = version;
 }
 
 /// Commit the physical transaction and tell every waiter.
@@ -142,14 +313,14 @@ async fn fail_batch(batch: &mut Batch) {
     }
 }
 
-/// Undo a logical transaction's savepoint; if SQLite already dropped the whole transaction, the
+/// Undo the innermost savepoint `name`; if SQLite already dropped the whole transaction, the
 /// batch is failed.
-async fn rollback_savepoint(batch: &mut Batch) {
-    let undone = sqlx::query("ROLLBACK TO w")
+async fn rollback_savepoint(batch: &mut Batch, name: &str) {
+    let undone = sqlx::query(&format!("ROLLBACK TO {name}"))
         .execute(&mut *batch.conn)
         .await
         .is_ok()
-        && sqlx::query("RELEASE w")
+        && sqlx::query(&format!("RELEASE {name}"))
             .execute(&mut *batch.conn)
             .await
             .is_ok();
@@ -158,9 +329,94 @@ async fn rollback_savepoint(batch: &mut Batch) {
     }
 }
 
+/// With no physical transaction open: begin, run the group and commit in one round trip. If
+/// that fails, nothing of it stays, and the group is run again one by one.
+async fn run_and_commit(batch: &mut Batch, group: Vec<Queued>) {
+    let mut all = Sql::from_text("BEGIN IMMEDIATE; PRAGMA data_version");
+    for q in &group {
+        all.append_ref(&q.sql);
+    }
+    all.append(Sql::from_text("COMMIT"));
+    let started = std::time::Instant::now();
+    let result = query(&all)
+        .persistent(false)
+        .fetch_all(&mut *batch.conn)
+        .await;
+    tracing::debug!(
+        writes = group.len(),
+        us = started.elapsed().as_micros() as u64,
+        "group run and commit"
+    );
+    match result {
+        Ok(rows) => {
+            note_data_version(batch, &rows);
+            for q in group {
+                let _ = q.done.send(Ok(()));
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "queued group failed; running its writes one by one");
+            let _ = sqlx::query("ROLLBACK").execute(&mut *batch.conn).await;
+            batch.open = false;
+            run_queued(batch, group).await;
+            flush(batch).await;
+        }
+    }
+}
+
+/// Run queued write-only transactions inside the open physical transaction: all in one round
+/// trip, or, if that fails, one by one.
+async fn run_queued(batch: &mut Batch, group: Vec<Queued>) {
+    if group.is_empty() {
+        return;
+    }
+    if let Err(e) = ensure_open(batch).await {
+        for q in group {
+            let _ = q.done.send(Err(e.clone()));
+        }
+        return;
+    }
+    // One savepoint around the group, so that a failure undoes the group only.
+    let mut all = Sql::default();
+    all.push("SAVEPOINT g");
+    for q in &group {
+        all.append_ref(&q.sql);
+    }
+    all.append(Sql::from_text("RELEASE g"));
+    let result = query(&all)
+        .persistent(false)
+        .execute(&mut *batch.conn)
+        .await;
+    if result.is_ok() {
+        batch.waiters.extend(group.into_iter().map(|q| q.done));
+        return;
+    }
+    rollback_savepoint(batch, "g").await;
+    for q in group {
+        if let Err(e) = ensure_open(batch).await {
+            let _ = q.done.send(Err(e));
+            continue;
+        }
+        let mut one = Sql::from_text("SAVEPOINT w");
+        one.append_ref(&q.sql);
+        match query(&one).execute(&mut *batch.conn).await {
+            Ok(_) => batch.waiters.push(q.done),
+            Err(e) => {
+                let err = if is_unique_violation(&e) {
+                    q.conflict
+                } else {
+                    db_err(e)
+                };
+                rollback_savepoint(batch, "w").await;
+                let _ = q.done.send(Err(err));
+            }
+        }
+    }
+}
+
 impl GroupTx {
     /// SQL to put in front of the next statement: `SAVEPOINT w; ` the first time.
-    pub(crate) fn statement_prefix(&mut self) -> &'static str {
+    fn statement_prefix(&mut self) -> &'static str {
         if self.savepoint {
             ""
         } else {
@@ -169,33 +425,97 @@ impl GroupTx {
         }
     }
 
-    /// The writer connection, for this transaction's statements.
-    pub(crate) fn conn(&mut self) -> &mut AnyConnection {
+    /// Buffer a write statement (sent with the next read, or queued at commit). `conflict` is
+    /// what a unique violation of it means.
+    pub(crate) async fn write(&mut self, sql: Sql, conflict: StoreError) -> Result<(), StoreError> {
+        if self.guard.is_none() {
+            self.pending.append(sql);
+            self.conflict.get_or_insert(conflict);
+            return Ok(());
+        }
+        let mut sql = sql;
+        let prefix = self.statement_prefix();
+        if !prefix.is_empty() {
+            sql.text.insert_str(0, prefix);
+        }
+        match query(&sql).execute(self.conn_held()).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(conflict),
+            Err(e) => Err(db_err(e)),
+        }
+    }
+
+    /// The writer connection, for a statement whose rows are read: takes the writer, opens the
+    /// physical transaction and this transaction's savepoint, and sends buffered statements.
+    pub(crate) async fn conn(&mut self) -> Result<&mut AnyConnection, StoreError> {
+        if self.guard.is_none() {
+            let mut guard = self.writer.acquire().await;
+            let opened = ensure_open(&mut guard).await;
+            self.guard = Some(guard);
+            opened?;
+        }
+        if !self.savepoint {
+            self.savepoint = true;
+            let mut sql = Sql::from_text("SAVEPOINT w");
+            let pending = std::mem::take(&mut self.pending);
+            if !pending.text.is_empty() {
+                sql.append(pending);
+            }
+            let conflict = self.conflict.take();
+            match query(&sql).execute(self.conn_held()).await {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(conflict.unwrap_or(StoreError::Busy));
+                }
+                Err(e) => return Err(db_err(e)),
+            }
+        }
+        Ok(self.conn_held())
+    }
+
+    fn conn_held(&mut self) -> &mut AnyConnection {
         // `guard` is only taken by `commit` and `drop`, which consume or end `self`.
         &mut self
             .guard
             .as_mut()
-            .expect("a live GroupTx holds the writer")
+            .expect("a GroupTx that sends statements holds the writer")
             .conn
     }
 
     /// Hand the writer on and wait until the batch holding this transaction is durably committed.
     pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
-        let Some(mut guard) = self.guard.take() else {
-            return Err(StoreError::Database("transaction already finished".into()));
-        };
+        let writer = self.writer.clone();
         let (tx, mut rx) = oneshot::channel();
-        guard.waiters.push(tx);
-        if self.writer.queued.load(Ordering::SeqCst) == 0 || guard.waiters.len() >= MAX_BATCH {
-            flush(&mut guard).await;
+        match self.guard.take() {
+            Some(mut guard) => {
+                guard.waiters.push(tx);
+                if writer.nobody_waiting() || guard.waiters.len() >= MAX_BATCH {
+                    flush(&mut guard).await;
+                }
+            }
+            None if self.pending.text.is_empty() => return Ok(()),
+            None => {
+                let sql = std::mem::take(&mut self.pending);
+                let conflict = self.conflict.take().unwrap_or(StoreError::Busy);
+                match writer.queue.lock() {
+                    Ok(mut queue) => queue.push(Queued {
+                        sql,
+                        conflict,
+                        done: tx,
+                    }),
+                    Err(_) => return Err(StoreError::Database("writer queue poisoned".into())),
+                }
+                writer.wake.notify_one();
+                // The committer answers; if it is gone, so is the sender.
+                return rx.await.unwrap_or(Err(StoreError::Busy));
+            }
         }
-        drop(guard);
         loop {
             tokio::select! {
                 result = &mut rx => return result.unwrap_or(Err(StoreError::Busy)),
                 _ = tokio::time::sleep(FLUSH_CHECK) => {
-                    if self.writer.queued.load(Ordering::SeqCst) == 0 {
-                        let mut guard = self.writer.batch.clone().lock_owned().await;
+                    if writer.nobody_waiting() {
+                        let mut guard = writer.batch.clone().lock_owned().await;
                         flush(&mut guard).await;
                     }
                 }
@@ -207,15 +527,16 @@ impl GroupTx {
 impl Drop for GroupTx {
     fn drop(&mut self) {
         // Dropped without commit: undo the savepoint before the next writer gets the connection,
-        // and flush the batch for the others if nobody else is queued to do it.
+        // and flush the batch for the others if nobody else is queued to do it. Buffered
+        // statements were never sent, so there is nothing to undo for them.
         if let Some(mut guard) = self.guard.take() {
             let writer = self.writer.clone();
             let opened = self.savepoint;
             let undo = async move {
                 if opened {
-                    rollback_savepoint(&mut guard).await;
+                    rollback_savepoint(&mut guard, "w").await;
                 }
-                if writer.queued.load(Ordering::SeqCst) == 0 {
+                if writer.nobody_waiting() {
                     flush(&mut guard).await;
                 }
             };

@@ -4,8 +4,10 @@
 //! `resource_versions` (history), the current one in `resources`, and the values search needs in
 //! `search_index`. Callers hand in values and parsed queries; they never see a row or a statement.
 
+mod cache;
 mod group_commit;
 mod migrate;
+mod notify;
 mod search_sql;
 mod sql;
 
@@ -33,7 +35,7 @@ impl Backend {
 }
 
 /// Storage failures, by what the caller can do about them.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Another writer created the same version first; the caller may retry.
     #[error("version {version} of {rtype}/{id} was written concurrently")]
@@ -153,6 +155,21 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Vec<StoredResource>, StoreError>;
     /// Start a write transaction.
     async fn begin(&self) -> Result<Box<dyn StoreTx>, StoreError>;
+    /// For caches of results derived from stored data (a rendered search page): a number that
+    /// changes whenever a resource of one of `deps` is written and committed, here or (on
+    /// PostgreSQL) by another instance. `None` while such caches must not be used.
+    fn generation(&self, deps: &Dependencies) -> Option<u64> {
+        let _ = deps;
+        None
+    }
+}
+
+/// The resource types a derived result was computed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dependencies {
+    Types(Vec<String>),
+    /// Any type (e.g. `_include` of a reference that may point anywhere).
+    All,
 }
 
 /// A write transaction: everything in it is applied at [`StoreTx::commit`] or not at all.
@@ -180,7 +197,8 @@ pub async fn open(
     url: &str,
     max_connections: u32,
     sqlite_synchronous: &str,
+    cache: &crate::config::CacheConfig,
 ) -> Result<std::sync::Arc<dyn Storage>, StoreError> {
-    let store = SqlStore::open(url, max_connections, sqlite_synchronous).await?;
+    let store = SqlStore::open(url, max_connections, sqlite_synchronous, cache).await?;
     Ok(std::sync::Arc::new(store))
 }

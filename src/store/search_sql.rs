@@ -44,13 +44,36 @@ impl Sql {
         self
     }
 
+    /// A statement without binds.
+    pub fn from_text(text: &str) -> Sql {
+        Sql {
+            text: text.to_string(),
+            ..Sql::default()
+        }
+    }
+
     /// Append another statement, renumbering its placeholders to follow this one's.
     pub fn append(&mut self, other: Sql) {
+        self.append_text(&other.text);
+        self.binds.extend(other.binds);
+    }
+
+    /// [`Sql::append`] from a borrowed statement.
+    pub fn append_ref(&mut self, other: &Sql) {
+        self.append_text(&other.text);
+        self.binds.extend(other.binds.iter().cloned());
+    }
+
+    fn append_text(&mut self, other: &str) {
         if !self.text.is_empty() {
             self.text.push_str("; ");
         }
         let offset = self.binds.len();
-        let mut chars = other.text.chars().peekable();
+        if offset == 0 {
+            self.text.push_str(other);
+            return;
+        }
+        let mut chars = other.chars().peekable();
         while let Some(c) = chars.next() {
             self.text.push(c);
             if c != '$' {
@@ -68,7 +91,6 @@ impl Sql {
                 Err(_) => self.text.push_str(&digits),
             }
         }
-        self.binds.extend(other.binds);
     }
 
     /// Register `b` and return its placeholder number, for text assembled elsewhere.

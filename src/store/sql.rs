@@ -12,12 +12,14 @@ use async_trait::async_trait;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row, Transaction};
 
+use super::cache::{SearchKey, SearchValue, StoreCache};
 use super::group_commit::{GroupTx, GroupWriter};
 use super::search_sql::{self, Bind, Sql};
 use super::{
-    migrate, Backend, Head, HistoryQuery, HistoryScope, NewVersion, SearchHit, Storage, StoreError,
-    StoreTx, StoredResource,
+    migrate, notify, Backend, Head, HistoryQuery, HistoryScope, NewVersion, SearchHit, Storage,
+    StoreError, StoreTx, StoredResource,
 };
+use crate::config::CacheConfig;
 use crate::fhir::search::{Include, SearchQuery, SortKind, SortValue};
 use crate::fhir::search_params::IndexValue;
 
@@ -29,6 +31,10 @@ pub struct SqlStore {
     /// Writers: on SQLite the one writer connection with group commit (SQLite admits one writer
     /// at a time anyway); on PostgreSQL the read pool.
     write: Writer,
+    /// Read and search caches (`cache.enabled`), coherent with writes (see `cache.rs`).
+    cache: Option<Arc<StoreCache>>,
+    /// PostgreSQL: the channel on which writes are announced to other instances.
+    channel: Option<String>,
 }
 
 enum Writer {
@@ -53,7 +59,7 @@ pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
     }
 }
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(d) => {
             matches!(d.code().as_deref(), Some("23505" | "2067" | "1555"))
@@ -68,12 +74,35 @@ impl SqlStore {
         url: &str,
         max_connections: u32,
         sqlite_synchronous: &str,
+        cache: &CacheConfig,
     ) -> Result<SqlStore, StoreError> {
         sqlx::any::install_default_drivers();
         if url.starts_with("sqlite:") {
-            Self::open_sqlite(url, max_connections, sqlite_synchronous).await
+            let mut store = Self::open_sqlite(url, max_connections, sqlite_synchronous).await?;
+            // This process is the file's only writer, so every write passes through it (a
+            // second process writing to the file is noticed at our next write and resets the
+            // caches, but it is not supported).
+            if cache.enabled {
+                let c = Arc::new(StoreCache::new(cache, true));
+                if let Writer::Sqlite(w) = &store.write {
+                    w.watch_foreign_writes(c.generations().clone()).await;
+                }
+                store.cache = Some(c);
+            }
+            Ok(store)
         } else {
-            Self::open_postgres(url, max_connections).await
+            let mut store = Self::open_postgres(url, max_connections).await?;
+            // Writes are announced even with this instance's caches off: other instances on
+            // the schema may cache.
+            let channel = notify::channel_name(&store.read).await?;
+            if cache.enabled {
+                // Not served until the listener for other instances' writes is connected.
+                let c = Arc::new(StoreCache::new(cache, false));
+                notify::spawn_listener(url, channel.clone(), c.generations().clone());
+                store.cache = Some(c);
+            }
+            store.channel = Some(channel);
+            Ok(store)
         }
     }
 
@@ -130,15 +159,17 @@ impl SqlStore {
             .await
             .map_err(db_err)?;
         migrate::run(&write, Backend::Sqlite).await?;
-        let write = Writer::Sqlite(GroupWriter::new(&write).await?);
         let read = pool(max_connections.max(1))
             .connect_with(options)
             .await
             .map_err(db_err)?;
+        let write = Writer::Sqlite(GroupWriter::new(&write, read.clone()).await?);
         Ok(SqlStore {
             backend: Backend::Sqlite,
             read,
             write,
+            cache: None,
+            channel: None,
         })
     }
 
@@ -154,12 +185,14 @@ impl SqlStore {
             backend: Backend::Postgres,
             read: pool.clone(),
             write: Writer::Postgres(pool),
+            cache: None,
+            channel: None,
         })
     }
 }
 
 /// Bind a statement's values in order.
-fn query(sql: &Sql) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArguments<'_>> {
+pub(crate) fn query(sql: &Sql) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArguments<'_>> {
     let mut q = sqlx::query(&sql.text);
     for b in &sql.binds {
         q = match b {
@@ -208,6 +241,170 @@ impl Storage for SqlStore {
     }
 
     async fn read(&self, rtype: &str, id: &str) -> Result<Option<StoredResource>, StoreError> {
+        let Some(cache) = &self.cache else {
+            return self.read_db(rtype, id).await;
+        };
+        if let Some(r) = cache.current(rtype, id) {
+            return Ok(Some(StoredResource::clone(&r)));
+        }
+        let ticket = cache.current_ticket(rtype, id);
+        let found = self.read_db(rtype, id).await?;
+        if let (Some(ticket), Some(r)) = (ticket, &found) {
+            cache.fill_current(ticket, Arc::new(r.clone()));
+        }
+        Ok(found)
+    }
+
+    async fn vread(
+        &self,
+        rtype: &str,
+        id: &str,
+        version: i64,
+    ) -> Result<Option<StoredResource>, StoreError> {
+        if let Some(r) = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.version(rtype, id, version))
+        {
+            return Ok(Some(StoredResource::clone(&r)));
+        }
+        let found = self.vread_db(rtype, id, version).await?;
+        if let (Some(cache), Some(r)) = (&self.cache, &found) {
+            cache.fill_version(Arc::new(r.clone()));
+        }
+        Ok(found)
+    }
+
+    async fn read_many(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<StoredResource>, StoreError> {
+        let Some(cache) = &self.cache else {
+            return self.read_many_db(keys).await;
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        let mut missing = Vec::new();
+        for (t, id) in keys {
+            match cache.current(t, id) {
+                Some(r) if r.deleted => {}
+                Some(r) => out.push(StoredResource::clone(&r)),
+                None => missing.push((t.clone(), id.clone())),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let tickets: Vec<_> = missing
+            .iter()
+            .map(|(t, id)| cache.current_ticket(t, id))
+            .collect();
+        let found = self.read_many_db(&missing).await?;
+        for r in &found {
+            let ticket = missing
+                .iter()
+                .position(|(t, id)| *t == r.rtype && *id == r.id)
+                .and_then(|n| tickets.get(n))
+                .and_then(|t| t.as_ref())
+                .copied();
+            if let Some(ticket) = ticket {
+                cache.fill_current(ticket, Arc::new(r.clone()));
+            }
+        }
+        out.extend(found);
+        Ok(out)
+    }
+
+    async fn history(
+        &self,
+        q: &HistoryQuery<'_>,
+    ) -> Result<Vec<(i64, StoredResource)>, StoreError> {
+        self.history_db(q).await
+    }
+
+    async fn search(&self, q: &SearchQuery, limit: usize) -> Result<Vec<SearchHit>, StoreError> {
+        let sql = search_sql::page(q, limit, self.backend);
+        let Some(cache) = &self.cache else {
+            return self.search_db(q, &sql).await;
+        };
+        let key = SearchKey::new("page", &sql.text, &sql.binds);
+        let slots = StoreCache::query_slots(q);
+        if let Some(SearchValue::Hits(hits)) = cache.search(&key, &slots) {
+            return Ok(Vec::clone(&hits));
+        }
+        let ticket = cache.search_ticket(&slots);
+        let hits = self.search_db(q, &sql).await?;
+        if let Some(ticket) = ticket {
+            cache.fill_search(ticket, key, SearchValue::Hits(Arc::new(hits.clone())));
+        }
+        Ok(hits)
+    }
+
+    async fn count(&self, q: &SearchQuery) -> Result<i64, StoreError> {
+        let sql = search_sql::count(q, self.backend);
+        let Some(cache) = &self.cache else {
+            return self.count_db(&sql).await;
+        };
+        let key = SearchKey::new("count", &sql.text, &sql.binds);
+        let slots = StoreCache::query_slots(q);
+        if let Some(SearchValue::Count(n)) = cache.search(&key, &slots) {
+            return Ok(n);
+        }
+        let ticket = cache.search_ticket(&slots);
+        let n = self.count_db(&sql).await?;
+        if let Some(ticket) = ticket {
+            cache.fill_search(ticket, key, SearchValue::Count(n));
+        }
+        Ok(n)
+    }
+
+    async fn referencing(
+        &self,
+        inc: &Include,
+        targets: &[(String, String)],
+        limit: usize,
+    ) -> Result<Vec<StoredResource>, StoreError> {
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = search_sql::referencing(inc, targets, limit);
+        let Some(cache) = &self.cache else {
+            return self.referencing_db(&sql).await;
+        };
+        let key = SearchKey::new("rev", &sql.text, &sql.binds);
+        let slots = StoreCache::type_slots(&[inc.source_type.as_str()]);
+        if let Some(SearchValue::Resources(found)) = cache.search(&key, &slots) {
+            return Ok(Vec::clone(&found));
+        }
+        let ticket = cache.search_ticket(&slots);
+        let found = self.referencing_db(&sql).await?;
+        if let Some(ticket) = ticket {
+            cache.fill_search(ticket, key, SearchValue::Resources(Arc::new(found.clone())));
+        }
+        Ok(found)
+    }
+
+    fn generation(&self, deps: &super::Dependencies) -> Option<u64> {
+        self.cache.as_ref()?.generation(deps)
+    }
+
+    async fn begin(&self) -> Result<Box<dyn StoreTx>, StoreError> {
+        let tx = match &self.write {
+            Writer::Sqlite(w) => TxConn::Sqlite(w.begin()),
+            Writer::Postgres(pool) => TxConn::Postgres(pool.begin().await.map_err(db_err)?),
+        };
+        Ok(Box::new(SqlTx {
+            tx,
+            backend: self.backend,
+            cache: self.cache.clone(),
+            channel: self.channel.clone(),
+            written: Vec::new(),
+        }))
+    }
+}
+
+/// The database side of each read, without the cache.
+impl SqlStore {
+    async fn read_db(&self, rtype: &str, id: &str) -> Result<Option<StoredResource>, StoreError> {
         let row = sqlx::query(
             "SELECT r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content FROM resources r WHERE r.res_type = $1 AND r.id = $2",
         )
@@ -219,7 +416,7 @@ impl Storage for SqlStore {
         row.map(|r| resource_row(&r, None)).transpose()
     }
 
-    async fn vread(
+    async fn vread_db(
         &self,
         rtype: &str,
         id: &str,
@@ -241,7 +438,7 @@ impl Storage for SqlStore {
         .transpose()
     }
 
-    async fn read_many(
+    async fn read_many_db(
         &self,
         keys: &[(String, String)],
     ) -> Result<Vec<StoredResource>, StoreError> {
@@ -256,7 +453,7 @@ impl Storage for SqlStore {
         Ok(out)
     }
 
-    async fn history(
+    async fn history_db(
         &self,
         q: &HistoryQuery<'_>,
     ) -> Result<Vec<(i64, StoredResource)>, StoreError> {
@@ -293,9 +490,8 @@ impl Storage for SqlStore {
             .collect()
     }
 
-    async fn search(&self, q: &SearchQuery, limit: usize) -> Result<Vec<SearchHit>, StoreError> {
-        let sql = search_sql::page(q, limit, self.backend);
-        let rows = query(&sql).fetch_all(&self.read).await.map_err(db_err)?;
+    async fn search_db(&self, q: &SearchQuery, sql: &Sql) -> Result<Vec<SearchHit>, StoreError> {
+        let rows = query(sql).fetch_all(&self.read).await.map_err(db_err)?;
         let corrupt = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
         rows.iter()
             .map(|row| {
@@ -330,36 +526,15 @@ impl Storage for SqlStore {
             .collect()
     }
 
-    async fn count(&self, q: &SearchQuery) -> Result<i64, StoreError> {
-        let sql = search_sql::count(q, self.backend);
-        let row = query(&sql).fetch_one(&self.read).await.map_err(db_err)?;
+    async fn count_db(&self, sql: &Sql) -> Result<i64, StoreError> {
+        let row = query(sql).fetch_one(&self.read).await.map_err(db_err)?;
         row.try_get::<i64, _>(0)
             .map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 
-    async fn referencing(
-        &self,
-        inc: &Include,
-        targets: &[(String, String)],
-        limit: usize,
-    ) -> Result<Vec<StoredResource>, StoreError> {
-        if targets.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sql = search_sql::referencing(inc, targets, limit);
-        let rows = query(&sql).fetch_all(&self.read).await.map_err(db_err)?;
+    async fn referencing_db(&self, sql: &Sql) -> Result<Vec<StoredResource>, StoreError> {
+        let rows = query(sql).fetch_all(&self.read).await.map_err(db_err)?;
         rows.iter().map(|r| resource_row(r, None)).collect()
-    }
-
-    async fn begin(&self) -> Result<Box<dyn StoreTx>, StoreError> {
-        let tx = match &self.write {
-            Writer::Sqlite(w) => TxConn::Sqlite(w.begin().await?),
-            Writer::Postgres(pool) => TxConn::Postgres(pool.begin().await.map_err(db_err)?),
-        };
-        Ok(Box::new(SqlTx {
-            tx,
-            backend: self.backend,
-        }))
     }
 }
 
@@ -373,39 +548,20 @@ enum TxConn {
 struct SqlTx {
     tx: TxConn,
     backend: Backend,
+    cache: Option<Arc<StoreCache>>,
+    /// PostgreSQL: the channel that announces this transaction's writes at commit.
+    channel: Option<String>,
+    /// `Type/id` of every version written, for the caches once the commit is durable.
+    written: Vec<(String, String)>,
 }
 
 impl SqlTx {
-    /// Prepare a statement run with `execute` (on SQLite, the first one opens the savepoint).
-    fn stmt(&mut self, mut sql: Sql) -> Sql {
-        if let TxConn::Sqlite(g) = &mut self.tx {
-            let prefix = g.statement_prefix();
-            if !prefix.is_empty() {
-                sql.text.insert_str(0, prefix);
-            }
-        }
-        sql
-    }
-
-    /// Open the savepoint on its own before a statement whose rows are read (a fetch may stop
-    /// before later statements of a batch run).
-    async fn savepoint_first(&mut self) -> Result<(), StoreError> {
-        if let TxConn::Sqlite(g) = &mut self.tx {
-            let prefix = g.statement_prefix();
-            if !prefix.is_empty() {
-                sqlx::query("SAVEPOINT w")
-                    .execute(g.conn())
-                    .await
-                    .map_err(db_err)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn conn(&mut self) -> &mut AnyConnection {
+    /// The connection for a statement whose rows are read (on SQLite this takes the writer and
+    /// sends the statements buffered so far).
+    async fn conn(&mut self) -> Result<&mut AnyConnection, StoreError> {
         match &mut self.tx {
-            TxConn::Sqlite(g) => g.conn(),
-            TxConn::Postgres(t) => t,
+            TxConn::Sqlite(g) => g.conn().await,
+            TxConn::Postgres(t) => Ok(&mut **t),
         }
     }
 }
@@ -459,7 +615,7 @@ impl StoreTx for SqlTx {
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(lock_id(key))
-                .execute(self.conn())
+                .execute(self.conn().await?)
                 .await
                 .map_err(db_err)?;
         }
@@ -475,9 +631,8 @@ impl StoreTx for SqlTx {
         if self.backend == Backend::Postgres {
             sql.push(" FOR UPDATE");
         }
-        self.savepoint_first().await?;
         let row = query(&sql)
-            .fetch_optional(self.conn())
+            .fetch_optional(self.conn().await?)
             .await
             .map_err(db_err)?;
         row.map(|r| {
@@ -494,9 +649,11 @@ impl StoreTx for SqlTx {
         q: &SearchQuery,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        self.savepoint_first().await?;
         let sql = search_sql::ids(q, limit, self.backend);
-        let rows = query(&sql).fetch_all(self.conn()).await.map_err(db_err)?;
+        let rows = query(&sql)
+            .fetch_all(self.conn().await?)
+            .await
+            .map_err(db_err)?;
         rows.iter()
             .map(|r| {
                 r.try_get::<String, _>(0)
@@ -507,45 +664,71 @@ impl StoreTx for SqlTx {
 
     async fn write(&mut self, v: &NewVersion<'_>) -> Result<(), StoreError> {
         let statements = write_statements(v);
-        let result = match self.backend {
-            // One round trip to SQLite's worker thread instead of one per statement: the
-            // statements share one numbering of `$n`, which SQLite binds across statements.
-            Backend::Sqlite => {
+        let conflict = StoreError::VersionConflict {
+            rtype: v.rtype.to_string(),
+            id: v.id.to_string(),
+            version: v.version,
+        };
+        if self.cache.is_some() || self.channel.is_some() {
+            self.written.push((v.rtype.to_string(), v.id.to_string()));
+        }
+        match &mut self.tx {
+            // The statements share one numbering of `$n`, which SQLite binds across statements,
+            // and go to SQLite with the transaction's next read or at its commit.
+            TxConn::Sqlite(g) => {
                 let mut all = Sql::default();
                 for s in statements {
                     all.append(s);
                 }
-                let all = self.stmt(all);
-                query(&all).execute(self.conn()).await.map(|_| ())
+                g.write(all, conflict).await
             }
             // PostgreSQL's extended protocol takes one statement at a time.
-            Backend::Postgres => {
-                let mut result = Ok(());
+            TxConn::Postgres(t) => {
                 for s in &statements {
-                    if let Err(e) = query(s).execute(self.conn()).await {
-                        result = Err(e);
-                        break;
+                    match query(s).execute(&mut **t).await {
+                        Ok(_) => {}
+                        Err(e) if is_unique_violation(&e) => return Err(conflict),
+                        Err(e) => return Err(db_err(e)),
                     }
                 }
-                result
+                Ok(())
             }
-        };
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) if is_unique_violation(&e) => Err(StoreError::VersionConflict {
-                rtype: v.rtype.to_string(),
-                id: v.id.to_string(),
-                version: v.version,
-            }),
-            Err(e) => Err(db_err(e)),
         }
     }
 
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        match self.tx {
-            TxConn::Sqlite(g) => g.commit().await,
-            TxConn::Postgres(t) => t.commit().await.map_err(db_err),
+        let SqlTx {
+            tx,
+            cache,
+            channel,
+            written,
+            ..
+        } = *self;
+        match tx {
+            TxConn::Sqlite(g) => g.commit().await?,
+            TxConn::Postgres(mut t) => {
+                // Other instances hear of the writes when (and only if) the commit happens.
+                if let Some(channel) = &channel {
+                    for payload in notify::payloads(&written) {
+                        sqlx::query("SELECT pg_notify($1, $2)")
+                            .bind(channel.as_str())
+                            .bind(payload)
+                            .execute(&mut *t)
+                            .await
+                            .map_err(db_err)?;
+                    }
+                }
+                t.commit().await.map_err(db_err)?;
+            }
         }
+        // Durable now: cached reads of these resources (and searches of their types) become
+        // stale before the writer's client hears of the write.
+        if let Some(cache) = &cache {
+            for (rtype, id) in &written {
+                cache.generations().written(rtype, id);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -26,7 +26,10 @@ pub struct TestApp {
     /// `http://127.0.0.1:PORT/fhir`
     pub fhir: String,
     pub client: reqwest::Client,
-    _dir: tempfile::TempDir,
+    pub db: Db,
+    /// The database this gateway runs on (a sibling instance can share it).
+    database_url: String,
+    _dir: Option<tempfile::TempDir>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -60,6 +63,11 @@ pub async fn spawn_app(db: Db) -> Option<TestApp> {
             fresh_schema(&server).await
         }
     };
+    Some(start(db, url, Some(dir)).await)
+}
+
+/// A gateway on `url`.
+async fn start(db: Db, url: String, dir: Option<tempfile::TempDir>) -> TestApp {
     let mut config = Config::load_with_env(None, |k| match k {
         "SEKTORBRO_DATABASE_URL" => Some(url.clone()),
         "SEKTORBRO_LISTEN" => Some("127.0.0.1:0".into()),
@@ -80,13 +88,15 @@ pub async fn spawn_app(db: Db) -> Option<TestApp> {
     let handle = server.handle();
     tokio::spawn(server);
     let addr = format!("http://127.0.0.1:{port}");
-    Some(TestApp {
+    TestApp {
         fhir: format!("{addr}/fhir"),
         addr,
         client: reqwest::Client::new(),
+        db,
+        database_url: url,
         _dir: dir,
         handle,
-    })
+    }
 }
 
 /// A new, empty schema on the configured PostgreSQL server, and a URL that uses it.
@@ -106,6 +116,15 @@ async fn fresh_schema(server: &str) -> String {
 }
 
 impl TestApp {
+    /// A second gateway instance on the same PostgreSQL schema (several instances share one
+    /// database in production). SQLite files have one gateway process each, so `None` there.
+    pub async fn sibling(&self) -> Option<TestApp> {
+        match self.db {
+            Db::Postgres => Some(start(Db::Postgres, self.database_url.clone(), None).await),
+            Db::Sqlite => None,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}/{}", self.fhir, path.trim_start_matches('/'))
     }

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod bundles;
+mod cache;
 mod concurrency;
 mod crud;
 mod examples;

@@ -49,7 +49,9 @@ async fn run(
     rtype: &str,
     pairs: &[(String, String)],
 ) -> Result<HttpResponse, FhirError> {
-    state.engine.check_type(rtype)?;
-    let q = state.engine.parse_pairs(rtype, pairs, ctx.lenient)?;
-    Ok(ok_json(state.engine.search(&q, &ctx.base).await?))
+    let bundle = state
+        .engine
+        .search_request(rtype, pairs, ctx.lenient, &ctx.base)
+        .await?;
+    Ok(ok_json(bundle))
 }
