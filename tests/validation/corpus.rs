@@ -144,6 +144,7 @@ const IGS: &[(&str, &[&str])] = &[
         ],
     ),
     ("se-base", &["se-base"]),
+    ("fut", &["dk-core", "fut"]),
 ];
 
 #[test]
