@@ -20,6 +20,7 @@ mod lexer;
 mod model;
 mod parser;
 mod quantity;
+mod reads;
 mod temporal;
 mod value;
 
@@ -103,6 +104,12 @@ impl Expr {
 
     pub fn evaluate_boolean(&self, ctx: &EvalContext<'_>) -> Result<Option<bool>, EvalError> {
         evaluate_boolean(self, ctx)
+    }
+
+    /// The names of the focus's children this expression reads, when that is all it reads of the
+    /// focus (`None` otherwise): on an element with none of them it answers as on an empty one.
+    pub fn focus_children(&self) -> Option<Vec<String>> {
+        reads::focus_children(&self.ast)
     }
 }
 

@@ -83,6 +83,9 @@ const NATIVE: &[&str] = &["ele-1", "ext-1", "ref-1"];
 
 pub(crate) struct Compiled {
     exprs: HashMap<String, Result<Arc<fhirpath::Expr>, String>>,
+    /// For expressions that read only named children of their focus and hold on an empty one:
+    /// those names. An element with none of them passes without evaluating.
+    holds_without: HashMap<String, Vec<String>>,
     pub(crate) model: SnapshotModel,
 }
 
@@ -108,7 +111,25 @@ impl Compiled {
             .filter_map(|p| defs.raw(&p.url).map(|v| v.as_ref()))
             .collect();
         let model = SnapshotModel::from_structure_definitions(types);
-        Compiled { exprs, model }
+        let empty = Value::Object(serde_json::Map::new());
+        let mut holds_without = HashMap::new();
+        for (src, compiled) in &exprs {
+            let Ok(expr) = compiled else { continue };
+            let Some(mut names) = expr.focus_children() else {
+                continue;
+            };
+            let ctx = EvalContext::new(&model, &empty).with_focus(Node::untyped(&empty));
+            if matches!(expr.evaluate_boolean(&ctx), Ok(Some(true)) | Ok(None)) {
+                names.sort();
+                names.dedup();
+                holds_without.insert(src.clone(), names);
+            }
+        }
+        Compiled {
+            exprs,
+            holds_without,
+            model,
+        }
     }
 
     /// Expressions that did not compile, as `expression: error`.
@@ -189,6 +210,13 @@ pub(crate) fn check(
         let Some(Ok(expr)) = v.invariants.exprs.get(&c.expression) else {
             continue; // did not compile: reported once at load (see `failures`)
         };
+        if let (Some(names), Value::Object(obj)) =
+            (v.invariants.holds_without.get(&c.expression), val)
+        {
+            if !names.iter().any(|n| has_child(obj, n)) {
+                continue;
+            }
+        }
         let resource = run.resources.last().copied();
         let root = run.resources.first().copied();
         let Some(resource) = resource else {
@@ -253,4 +281,14 @@ pub(crate) fn check(
             }),
         }
     }
+}
+
+/// Whether `obj` has child `name` as a value, a `_name` companion or a choice variant (`nameX`).
+fn has_child(obj: &serde_json::Map<String, Value>, name: &str) -> bool {
+    obj.keys().any(|k| {
+        let k = k.strip_prefix('_').unwrap_or(k);
+        k.strip_prefix(name).is_some_and(|rest| {
+            rest.is_empty() || rest.starts_with(|c: char| c.is_ascii_uppercase())
+        })
+    })
 }
