@@ -3,7 +3,6 @@
 //! earlier one for the same unversioned URL.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -64,20 +63,6 @@ impl Definitions {
             .packages
             .push(("hl7.fhir.r4.core#4.0.1 (embedded)".into(), n));
         Ok(defs)
-    }
-
-    /// The R4 base plus the packages at `paths` (tgz, package folder or plain folder), in order.
-    pub fn with_packages<P: AsRef<Path>>(paths: &[P]) -> Result<Definitions> {
-        let mut defs = Definitions::r4()?;
-        for p in paths {
-            defs.add_package(p.as_ref())?;
-        }
-        Ok(defs)
-    }
-
-    pub fn add_package(&mut self, path: &Path) -> Result<()> {
-        self.add_package_resources(Package::read(path)?);
-        Ok(())
     }
 
     /// Add the StructureDefinitions of an already read package.

@@ -115,10 +115,6 @@ pub struct Element {
 }
 
 impl Element {
-    pub fn allows_many(&self) -> bool {
-        self.max.is_none_or(|m| m > 1)
-    }
-
     pub fn max_text(&self) -> String {
         self.max.map_or_else(|| "*".to_string(), |m| m.to_string())
     }

@@ -414,15 +414,15 @@ impl<'d, 'v> Run<'d, 'v> {
                     continue;
                 }
                 self.push_name(child, ti);
-                let ext = obj.get(&format!("_{key}"));
                 if child.slicing.is_some() && !child.slices.is_empty() {
                     let actual = child
                         .choice
                         .then(|| child.types.get(ti).map(|t| t.code.as_str()))
                         .flatten();
-                    self.slicing(val, node, c, ext, actual);
+                    self.slicing(val, node, c, actual);
                 } else {
-                    self.values(val, node, c, ti, Pass::Profile, ext);
+                    // companions (`_name`) only matter to the base pass's null checks
+                    self.values(val, node, c, ti, Pass::Profile, None);
                 }
                 self.path.truncate(mark);
             }
@@ -625,7 +625,7 @@ impl<'d, 'v> Run<'d, 'v> {
         match pass {
             Pass::Base => {
                 if code == "Reference" {
-                    self.reference(obj, el);
+                    self.reference_targets(obj, el, None);
                 }
                 if code == "Extension" {
                     self.extension(obj, el);
@@ -648,8 +648,8 @@ impl<'d, 'v> Run<'d, 'v> {
                 }
                 if !el.children.is_empty() {
                     self.object(obj, node, Pass::Profile);
-                } else if let Some(target) = el.content_ref {
-                    let _ = target;
+                } else if el.content_ref.is_some() {
+                    // a reused element: its definition's profile pass covers it
                 } else if let Some(t) = el.types.get(ti) {
                     for url in &t.profiles {
                         match self.v.defs.profile(url) {
@@ -695,8 +695,7 @@ impl<'d, 'v> Run<'d, 'v> {
                 if o.contains_key("value") {
                     run.error("structure", "the value of a primitive goes in the element itself, not in its _ companion".into());
                 }
-                let filtered = o;
-                run.object(filtered, node, Pass::Base);
+                run.object(o, node, Pass::Base);
             }
             None => run.error("structure", format!("_{} must be an object", child.name)),
         };
@@ -747,13 +746,10 @@ impl<'d, 'v> Run<'d, 'v> {
                 "structure",
                 format!("_{0} is an array but {0} is not", child.name),
             ),
-            (v, Some(Value::Array(_))) => {
-                let _ = v;
-                self.error(
-                    "structure",
-                    format!("{0} is an array, so _{0} must be one too", child.name),
-                )
-            }
+            (_, Some(Value::Array(_))) => self.error(
+                "structure",
+                format!("{0} is an array, so _{0} must be one too", child.name),
+            ),
             (v, _) => one(self, v),
         }
     }
@@ -810,11 +806,7 @@ impl<'d, 'v> Run<'d, 'v> {
         super::invariants::check(self, val, el, type_code, pass, profile);
     }
 
-    /// Reference format, contained and Bundle resolution, target types.
-    fn reference(&mut self, obj: &'v Map<String, Value>, el: &Element) {
-        self.reference_targets(obj, el, None);
-    }
-
+    /// Reference format, contained and Bundle resolution, target types (narrowed by `profile`).
     fn reference_targets(
         &mut self,
         obj: &'v Map<String, Value>,
@@ -1154,14 +1146,7 @@ impl<'d, 'v> Run<'d, 'v> {
 
     /// Sliced element in a profile pass: sort the values into slices by discriminator, then check
     /// each slice's cardinality and each value against its slice.
-    fn slicing(
-        &mut self,
-        val: &'v Value,
-        parent: Node<'d>,
-        c: ElemIdx,
-        ext: Option<&'v Value>,
-        choice_type: Option<&str>,
-    ) {
+    fn slicing(&mut self, val: &'v Value, parent: Node<'d>, c: ElemIdx, choice_type: Option<&str>) {
         let el = &parent.prof.elements[c];
         let Some(slicing) = &el.slicing else {
             return;
@@ -1253,7 +1238,6 @@ impl<'d, 'v> Run<'d, 'v> {
                             ),
                         );
                     } else {
-                        let _ = ext;
                         let ti = choice_type
                             .and_then(|t| el.types.iter().position(|x| x.code == t))
                             .unwrap_or(0);
