@@ -45,8 +45,7 @@ pub(crate) fn check(run: &mut Run<'_, '_>, val: &Value, b: &Binding, type_code: 
     if codes.is_empty() {
         // A CodeableConcept with text only, or a Coding without a code.
         if b.strength == Strength::Required && type_code == "CodeableConcept" {
-            push(
-                run,
+            run.issue(
                 Severity::Error,
                 "code-invalid",
                 format!("a code from value set {vs} is required here, but no coding is given"),
@@ -82,8 +81,7 @@ pub(crate) fn check(run: &mut Run<'_, '_>, val: &Value, b: &Binding, type_code: 
             .small_expansion(vs, 12)
             .map(|codes| format!("; allowed: {}", codes.join(", ")))
             .unwrap_or_default();
-        push(
-            run,
+        run.issue(
             severity,
             "code-invalid",
             format!("{what} is not in value set {vs} ({strength} binding){hint}"),
@@ -91,8 +89,7 @@ pub(crate) fn check(run: &mut Run<'_, '_>, val: &Value, b: &Binding, type_code: 
     } else if !unknown.is_empty() {
         unknown.sort();
         unknown.dedup();
-        push(
-            run,
+        run.issue(
             Severity::Warning,
             "not-supported",
             format!(
@@ -115,15 +112,6 @@ fn describe(system: Option<&str>, code: &str) -> String {
     }
 }
 
-fn push(run: &mut Run<'_, '_>, severity: Severity, code: &'static str, msg: String) {
-    run.issues.push(crate::fhir::outcome::Issue {
-        severity,
-        code,
-        diagnostics: msg,
-        expression: Some(run.path.clone()),
-    });
-}
-
 /// A Coding whose system we hold completely must use one of its codes, bound or not.
 pub(crate) fn check_coding(run: &mut Run<'_, '_>, coding: &serde_json::Map<String, Value>) {
     let (Some(Value::String(system)), Some(Value::String(code))) =
@@ -139,8 +127,7 @@ pub(crate) fn check_coding(run: &mut Run<'_, '_>, coding: &serde_json::Map<Strin
     {
         let mark = run.path.len();
         run.path.push_str(".code");
-        push(
-            run,
+        run.issue(
             Severity::Error,
             "code-invalid",
             format!("unknown code {code:?} in code system {system}: {reason}"),

@@ -14,7 +14,7 @@ use super::model::{Element, Profile};
 use super::terminology::Membership;
 use super::walk::{Pass, Run};
 use super::Validator;
-use crate::fhir::outcome::{Issue, Severity};
+use crate::fhir::outcome::Severity;
 use crate::fhirpath::{self, EvalContext, Hooks, Item, Node, SnapshotModel};
 
 /// `conformsTo()` and `memberOf()` answered by the validator and its terminology.
@@ -242,15 +242,14 @@ pub(crate) fn check(
         };
         match expr.evaluate_boolean(&ctx) {
             Ok(Some(false)) if hooks.unresolved.load(std::sync::atomic::Ordering::Relaxed) => {
-                run.issues.push(Issue {
-                    severity: Severity::Warning,
-                    code: "not-supported",
-                    diagnostics: format!(
+                run.issue(
+                    Severity::Warning,
+                    "not-supported",
+                    format!(
                         "could not check rule {} ({}): it needs referenced resources that are not contained or in this Bundle",
                         c.key, c.expression
                     ),
-                    expression: Some(run.path.clone()),
-                });
+                );
             }
             Ok(Some(false)) => {
                 let by = profile
@@ -262,23 +261,17 @@ pub(crate) fn check(
                     .clone()
                     .or_else(|| own_message(&c.key).map(String::from))
                     .unwrap_or_else(|| format!("the rule {} does not hold", c.expression));
-                run.issues.push(Issue {
-                    severity,
-                    code: "invariant",
-                    diagnostics: format!("{text} [{}]{by}", c.key),
-                    expression: Some(run.path.clone()),
-                });
+                run.issue(severity, "invariant", format!("{text} [{}]{by}", c.key));
             }
             Ok(_) => {}
-            Err(e) => run.issues.push(Issue {
-                severity: Severity::Warning,
-                code: "processing",
-                diagnostics: format!(
+            Err(e) => run.issue(
+                Severity::Warning,
+                "processing",
+                format!(
                     "could not evaluate rule {} ({}): {}",
                     c.key, c.expression, e.message
                 ),
-                expression: Some(run.path.clone()),
-            }),
+            ),
         }
     }
 }

@@ -66,7 +66,8 @@ impl<'d, 'v> Run<'d, 'v> {
         }
     }
 
-    fn issue(&mut self, severity: Severity, code: &'static str, msg: String) {
+    /// Record an issue at the current location.
+    pub(crate) fn issue(&mut self, severity: Severity, code: &'static str, msg: String) {
         self.issues.push(Issue {
             severity,
             code,
