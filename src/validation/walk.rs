@@ -176,9 +176,7 @@ impl<'d, 'v> Run<'d, 'v> {
         for url in &profiles {
             match defs.profile(url) {
                 Some(p) if p.type_name == rtype || defs.derives_from(rtype, &p.type_name) => {
-                    let node = Node { prof: p, elem: 0 };
-                    self.constraints(value, node.el(), rtype, Pass::Profile, Some(p));
-                    self.object(obj, node, Pass::Profile);
+                    self.profile_root(value, obj, p, rtype);
                 }
                 Some(p) => self.error(
                     "invalid",
@@ -581,15 +579,7 @@ impl<'d, 'v> Run<'d, 'v> {
                     );
                 }
             }
-            self.fixed_pattern(val, el, node.prof, pass);
-            self.binding(val, el, code, pass);
-            self.constraints(
-                val,
-                el,
-                code,
-                pass,
-                (pass == Pass::Profile).then_some(node.prof),
-            );
+            self.element_rules(val, el, code, node.prof, pass);
             return;
         }
         // A resource inside a resource: contained, Bundle.entry.resource, Parameters.
@@ -614,15 +604,7 @@ impl<'d, 'v> Run<'d, 'v> {
             }
             return;
         };
-        self.fixed_pattern(val, el, node.prof, pass);
-        self.binding(val, el, code, pass);
-        self.constraints(
-            val,
-            el,
-            code,
-            pass,
-            (pass == Pass::Profile).then_some(node.prof),
-        );
+        self.element_rules(val, el, code, node.prof, pass);
         match pass {
             Pass::Base => {
                 if code == "Reference" {
@@ -654,11 +636,7 @@ impl<'d, 'v> Run<'d, 'v> {
                 } else if let Some(t) = el.types.get(ti) {
                     for url in &t.profiles {
                         match self.v.defs.profile(url) {
-                            Some(p) => {
-                                let n = Node { prof: p, elem: 0 };
-                                self.constraints(val, n.el(), &t.code, Pass::Profile, Some(p));
-                                self.object(obj, n, Pass::Profile);
-                            }
+                            Some(p) => self.profile_root(val, obj, p, &t.code),
                             None => self.warning(
                                 "not-found",
                                 format!(
@@ -753,6 +731,36 @@ impl<'d, 'v> Run<'d, 'v> {
             ),
             (v, _) => one(self, v),
         }
+    }
+
+    /// The rules an element states about each of its values: fixed or pattern value, binding,
+    /// invariants (a profile pass names the profile in its messages).
+    fn element_rules(
+        &mut self,
+        val: &'v Value,
+        el: &Element,
+        code: &str,
+        prof: &Profile,
+        pass: Pass,
+    ) {
+        self.fixed_pattern(val, el, prof, pass);
+        self.binding(val, el, code, pass);
+        let profile = (pass == Pass::Profile).then_some(prof);
+        self.constraints(val, el, code, pass, profile);
+    }
+
+    /// A profile pass over `val` from the root of profile `p`: its root invariants, then its
+    /// elements.
+    fn profile_root(
+        &mut self,
+        val: &'v Value,
+        obj: &'v Map<String, Value>,
+        p: &'d Profile,
+        type_code: &str,
+    ) {
+        let node = Node { prof: p, elem: 0 };
+        self.constraints(val, node.el(), type_code, Pass::Profile, Some(p));
+        self.object(obj, node, Pass::Profile);
     }
 
     fn fixed_pattern(&mut self, val: &Value, el: &Element, prof: &Profile, pass: Pass) {
@@ -995,11 +1003,7 @@ impl<'d, 'v> Run<'d, 'v> {
         match self.v.defs.profile(url) {
             Some(p) if p.type_name == "Extension" => {
                 self.extension_context(p, el);
-                if modifier && !p.root().is_modifier && !p.elements.iter().any(|e| e.is_modifier) {
-                    // definitions rarely mark this; do not second-guess them
-                }
-                let node = Node { prof: p, elem: 0 };
-                self.object(obj, node, Pass::Profile);
+                self.object(obj, Node { prof: p, elem: 0 }, Pass::Profile);
             }
             Some(p) => self.error(
                 "invalid",
@@ -1126,9 +1130,7 @@ impl<'d, 'v> Run<'d, 'v> {
         let mut best: Option<Vec<Issue>> = None;
         for p in profiles {
             let before = std::mem::take(&mut self.issues);
-            let node = Node { prof: p, elem: 0 };
-            self.constraints(val, node.el(), rtype, Pass::Profile, Some(p));
-            self.object(obj, node, Pass::Profile);
+            self.profile_root(val, obj, p, rtype);
             let found = std::mem::replace(&mut self.issues, before);
             let errors = found
                 .iter()
