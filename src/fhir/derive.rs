@@ -10,8 +10,6 @@
 //! `SearchParameter`s (the package's examples and extension-based parameters) are skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io::{BufReader, Read};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -258,44 +256,22 @@ struct Package {
 
 impl Package {
     fn read(path: &Path) -> Result<Package> {
-        let file = File::open(path)?;
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(file)));
-        let mut id = None;
-        let mut resource_types = BTreeSet::new();
-        let mut search_parameters = BTreeMap::new();
-        let mut text = String::new();
-        for entry in archive.entries()? {
-            let mut entry = entry?;
-            let entry_path = entry.path()?.to_string_lossy().into_owned();
-            let Some(name) = entry_path.strip_prefix("package/") else {
-                continue;
-            };
-            let json = |entry: &mut tar::Entry<_>, text: &mut String| -> Result<Value> {
-                text.clear();
-                entry.read_to_string(text)?;
-                serde_json::from_str(text).with_context(|| format!("parsing {entry_path}"))
-            };
-            if name == "package.json" {
-                let manifest = json(&mut entry, &mut text)?;
-                let field = |k: &str| manifest.get(k).and_then(Value::as_str).map(String::from);
-                let (Some(n), Some(v)) = (field("name"), field("version")) else {
-                    bail!("package.json lacks name or version");
-                };
-                id = Some(format!("{n}#{v}"));
-            } else if let Some(t) = name
-                .strip_prefix("StructureDefinition-")
-                .and_then(|n| n.strip_suffix(".json"))
-            {
-                resource_types.insert(t.to_string());
-            } else if name.starts_with("SearchParameter-") && name.ends_with(".json") {
-                let sp = json(&mut entry, &mut text)?;
-                search_parameters.insert(name.to_string(), sp);
-            }
-        }
+        let tgz = crate::validation::package::Tgz::read(path, |name| {
+            name.starts_with("SearchParameter-") && name.ends_with(".json")
+        })?;
+        let resource_types = tgz
+            .names
+            .iter()
+            .filter_map(|n| {
+                n.strip_prefix("StructureDefinition-")?
+                    .strip_suffix(".json")
+            })
+            .map(String::from)
+            .collect();
         Ok(Package {
-            id: id.context("no package/package.json in the archive")?,
+            id: tgz.id,
             resource_types,
-            search_parameters: search_parameters.into_values().collect(),
+            search_parameters: tgz.parsed.into_iter().map(|(_, v)| v).collect(),
         })
     }
 }

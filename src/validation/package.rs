@@ -73,39 +73,13 @@ impl Package {
     }
 
     fn read_tgz(path: &Path) -> Result<Package> {
-        let file = File::open(path)?;
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(file)));
-        let mut id = None;
-        let mut files = Vec::new();
-        let mut text = String::new();
-        for entry in archive.entries()? {
-            let mut entry = entry?;
-            let entry_path = entry.path()?.to_string_lossy().into_owned();
-            let Some(name) = entry_path.strip_prefix("package/") else {
-                continue;
-            };
-            if name.contains('/') {
-                continue; // package/examples/, package/other/
-            }
-            if name == "package.json" {
-                text.clear();
-                entry.read_to_string(&mut text)?;
-                id = Some(manifest_id(&text)?);
-            } else if candidate(name) {
-                text.clear();
-                entry.read_to_string(&mut text)?;
-                let v: Value =
-                    serde_json::from_str(&text).with_context(|| format!("parsing {entry_path}"))?;
-                files.push((name.to_string(), v));
-            }
-        }
-        files.sort_by(|a, b| a.0.cmp(&b.0));
+        let tgz = Tgz::read(path, candidate)?;
         let mut resources = Vec::new();
-        for (_, v) in files {
+        for (_, v) in tgz.parsed {
             collect(v, &mut resources);
         }
         Ok(Package {
-            id: id.context("no package/package.json in the archive")?,
+            id: tgz.id,
             resources,
         })
     }
@@ -145,4 +119,56 @@ fn manifest_id(text: &str) -> Result<String> {
         bail!("package.json lacks name or version");
     };
     Ok(format!("{n}#{v}"))
+}
+
+/// The top-level files of an npm-style package archive: the package id from `package.json`, every
+/// file name under `package/`, and the JSON of the files `parse` selects, sorted by name (so
+/// nothing depends on archive order).
+pub struct Tgz {
+    /// `name#version`.
+    pub id: String,
+    pub names: Vec<String>,
+    pub parsed: Vec<(String, Value)>,
+}
+
+impl Tgz {
+    pub fn read(path: &Path, parse: impl Fn(&str) -> bool) -> Result<Tgz> {
+        let file = File::open(path)?;
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(file)));
+        let mut id = None;
+        let mut names = Vec::new();
+        let mut parsed = Vec::new();
+        let mut text = String::new();
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            let entry_path = entry.path()?.to_string_lossy().into_owned();
+            let Some(name) = entry_path.strip_prefix("package/") else {
+                continue;
+            };
+            if name.contains('/') {
+                continue; // package/examples/, package/other/
+            }
+            if name == "package.json" {
+                text.clear();
+                entry.read_to_string(&mut text)?;
+                id = Some(manifest_id(&text)?);
+                continue;
+            }
+            if parse(name) {
+                text.clear();
+                entry.read_to_string(&mut text)?;
+                let v: Value =
+                    serde_json::from_str(&text).with_context(|| format!("parsing {entry_path}"))?;
+                parsed.push((name.to_string(), v));
+            }
+            names.push(name.to_string());
+        }
+        parsed.sort_by(|a, b| a.0.cmp(&b.0));
+        names.sort();
+        Ok(Tgz {
+            id: id.context("no package/package.json in the archive")?,
+            names,
+            parsed,
+        })
+    }
 }
