@@ -106,6 +106,7 @@ fn route_label(path: &str) -> &'static str {
         "/fhir/" => return "/fhir/",
         "/fhir/metadata" => return "/fhir/metadata",
         "/fhir/_history" => return "/fhir/_history",
+        "/fhir/$validate" => return "/fhir/$validate",
         _ => {}
     }
     let Some(rest) = path.strip_prefix("/fhir/") else {
@@ -119,6 +120,7 @@ fn route_label(path: &str) -> &'static str {
         [_] => "/fhir/{type}",
         [_, "_search"] => "/fhir/{type}/_search",
         [_, "_history"] => "/fhir/{type}/_history",
+        [_, "$validate"] => "/fhir/{type}/$validate",
         [_, _] => "/fhir/{type}/{id}",
         [_, _, "_history"] => "/fhir/{type}/{id}/_history",
         [_, _, "_history", _] => "/fhir/{type}/{id}/_history/{vid}",
@@ -194,7 +196,9 @@ mod tests {
             "/fhir/",
             "/fhir/metadata",
             "/fhir/_history",
+            "/fhir/$validate",
             "/fhir/Patient",
+            "/fhir/Patient/$validate",
             "/fhir/Patient/_search",
             "/fhir/Patient/_history",
             "/fhir/Patient/p1",
