@@ -164,6 +164,11 @@ pub struct WritePolicy {
 }
 
 impl WritePolicy {
+    /// The profiles `[validation.required]` names for `rtype`.
+    pub fn required_for(&self, rtype: &str) -> &[String] {
+        self.required.get(rtype).map(Vec::as_slice).unwrap_or(&[])
+    }
+
     /// Check a resource about to be written. `Err` (422, every issue found) when the mode is
     /// `enforce` and there are errors; in `warn` mode problems are logged and the write proceeds.
     pub fn check(&self, rtype: &str, resource: &Value) -> Result<(), crate::error::FhirError> {
@@ -171,8 +176,7 @@ impl WritePolicy {
         if self.mode == ValidationMode::Off {
             return Ok(());
         }
-        let required = self.required.get(rtype).map(Vec::as_slice).unwrap_or(&[]);
-        let issues = self.validator.validate(resource, required);
+        let issues = self.validator.validate(resource, self.required_for(rtype));
         if !has_errors(&issues) {
             return Ok(());
         }

@@ -55,10 +55,10 @@ async fn run(
         let params = body
             .get("parameter")
             .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         let mut resource = None;
-        for p in &params {
+        for p in params {
             match p.get("name").and_then(Value::as_str) {
                 Some("resource") => resource = p.get("resource").cloned(),
                 Some("profile") => {
@@ -103,13 +103,9 @@ async fn run(
             .at("profile"));
         }
     }
-    let required = resource
-        .get("resourceType")
-        .and_then(Value::as_str)
-        .and_then(|t| policy.required.get(t))
-        .cloned()
-        .unwrap_or_default();
-    profiles.extend(required);
+    if let Some(t) = resource.get("resourceType").and_then(Value::as_str) {
+        profiles.extend_from_slice(policy.required_for(t));
+    }
     let validator = policy.validator.clone();
     // Large Bundles take milliseconds: keep them off the async workers.
     let mut issues = web::block(move || validator.validate(&resource, &profiles))
