@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: &[f64] = &[
+pub(crate) const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
@@ -108,32 +108,37 @@ impl Metrics {
         for (route, method, s) in &series {
             let h = &s.latency;
             let labels = format!("route=\"{route}\",method=\"{method}\"");
-            let mut cumulative = 0;
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                cumulative += h.counts[i];
-                let _ = writeln!(
-                    out,
-                    "sektorbro_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "sektorbro_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "sektorbro_http_request_duration_seconds_sum{{{labels}}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "sektorbro_http_request_duration_seconds_count{{{labels}}} {}",
-                h.count
+            write_histogram(
+                &mut out,
+                "sektorbro_http_request_duration_seconds",
+                &labels,
+                &h.counts,
+                h.count,
+                h.sum,
             );
         }
         out
     }
+}
+
+/// One histogram's series in the text format: `counts` per bucket of [`BUCKETS`] (not yet
+/// cumulative; observations above the last bound are only in `count`), their `count` and `sum`.
+pub(crate) fn write_histogram(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    counts: &[u64],
+    count: u64,
+    sum: f64,
+) {
+    let mut cumulative = 0;
+    for (n, bound) in counts.iter().zip(BUCKETS) {
+        cumulative += n;
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+    let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
 }
 
 #[cfg(test)]
