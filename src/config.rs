@@ -20,6 +20,7 @@ pub struct Config {
     pub validation: ValidationConfig,
     pub cache: CacheConfig,
     pub log: LogConfig,
+    pub lookups: LookupsConfig,
 }
 
 /// What happens to a resource that fails profile validation on a write.
@@ -83,6 +84,42 @@ pub struct CacheConfig {
     /// The longest any entry is served; on PostgreSQL the bound on staleness should a
     /// notification from another instance go missing without its connection being reported lost.
     pub max_staleness_secs: u64,
+}
+
+/// Upstreams the gateway looks things up in, each behind its own cache (`src/lookup/`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupsConfig {
+    /// PEM file of extra trusted CA certificates; empty for the built-in roots only.
+    pub ca_file: String,
+    pub patients: UpstreamConfig,
+    pub organizations: UpstreamConfig,
+    pub terminology: UpstreamConfig,
+    pub jwks: JwksConfig,
+}
+
+/// One FHIR upstream and its cache. An empty `base_url` means not configured.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub base_url: String,
+    pub ttl_secs: u64,
+    pub negative_ttl_secs: u64,
+    pub max_stale_secs: u64,
+    pub capacity: u64,
+    pub timeout_ms: u64,
+}
+
+/// JSON Web Key Sets by URL; no URLs means not configured.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwksConfig {
+    pub urls: Vec<String>,
+    pub ttl_secs: u64,
+    pub max_stale_secs: u64,
+    /// An unknown `kid` refetches a key set at most this often.
+    pub min_refetch_secs: u64,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -183,6 +220,7 @@ impl Config {
                     .into(),
             ));
         }
+        self.check_lookups()?;
         if !matches!(self.log.format.as_str(), "json" | "text") {
             return Err(ConfigError::Invalid(format!(
                 "log.format must be \"json\" or \"text\", got {:?}",
@@ -190,6 +228,46 @@ impl Config {
             )));
         }
         Ok(())
+    }
+}
+
+impl Config {
+    fn check_lookups(&self) -> Result<(), ConfigError> {
+        let l = &self.lookups;
+        for (name, u) in [
+            ("patients", &l.patients),
+            ("organizations", &l.organizations),
+            ("terminology", &l.terminology),
+        ] {
+            if !u.base_url.is_empty() {
+                check_http_url(&format!("lookups.{name}.base_url"), &u.base_url)?;
+            }
+            if u.ttl_secs == 0 || u.negative_ttl_secs == 0 || u.capacity == 0 || u.timeout_ms == 0
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "lookups.{name}: ttl_secs, negative_ttl_secs, capacity and timeout_ms must be at least 1"
+                )));
+            }
+        }
+        for url in &l.jwks.urls {
+            check_http_url("lookups.jwks.urls", url)?;
+        }
+        if l.jwks.ttl_secs == 0 || l.jwks.timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "lookups.jwks: ttl_secs and timeout_ms must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_http_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    if url.starts_with("https://") || url.starts_with("http://") {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "{key} must be an http:// or https:// URL, got {url:?}"
+        )))
     }
 }
 
