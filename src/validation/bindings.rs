@@ -63,12 +63,16 @@ pub(crate) fn check(run: &mut Run<'_, '_>, val: &Value, b: &Binding, type_code: 
         return;
     }
     let mut unknown = Vec::new();
+    let mut unknown_codes = Vec::new();
     let mut misses = Vec::new();
     for (system, code) in &codes {
         match run.v.terminology.check_code(vs, *system, code) {
             Membership::Member => return,
             Membership::NotMember { .. } => misses.push(describe(*system, code)),
-            Membership::Unknown { reason } => unknown.push(reason),
+            Membership::Unknown { reason } => {
+                unknown.push(reason);
+                unknown_codes.push((system.map(String::from), code.to_string()));
+            }
         }
     }
     if !misses.is_empty()
@@ -102,6 +106,19 @@ pub(crate) fn check(run: &mut Run<'_, '_>, val: &Value, b: &Binding, type_code: 
                 unknown.join("; ")
             ),
         );
+        // For a terminology server to settle later (`crate::lookup::terminology`).
+        if let Some(issue) = run.issues.last().cloned() {
+            run.unresolved.push((
+                super::UnresolvedBinding {
+                    value_set: vs.to_string(),
+                    strength: b.strength,
+                    codes: unknown_codes,
+                    location: run.path.clone(),
+                    issue: 0,
+                },
+                issue,
+            ));
+        }
     }
 }
 

@@ -118,6 +118,28 @@ impl Validator {
         finish(run.issues)
     }
 
+    /// As [`Validator::validate`], and also the bindings that could not be evaluated locally
+    /// (each reported as a `not-supported` warning in the issues), for a terminology server to
+    /// settle afterwards. Still no I/O here.
+    pub fn validate_detailed(&self, resource: &Value, profiles: &[String]) -> Validated {
+        let mut run = walk::Run::new(self);
+        run.resource(resource, profiles);
+        let issues = finish(run.issues);
+        let mut unresolved: Vec<UnresolvedBinding> = Vec::new();
+        for (mut u, issue) in run.unresolved {
+            // The walk may have dropped the issue (a profile choice that did not fit) or merged
+            // it with an identical one.
+            let Some(i) = issues.iter().position(|x| *x == issue) else {
+                continue;
+            };
+            u.issue = i;
+            if !unresolved.contains(&u) {
+                unresolved.push(u);
+            }
+        }
+        Validated { issues, unresolved }
+    }
+
     /// Whether `v` conforms to the profile at `url` (no errors). Nested checks (a profile
     /// discriminator or `conformsTo()` inside a profile checked this way) are bounded: beyond
     /// 8 levels the answer is no.
@@ -138,6 +160,30 @@ impl Validator {
         DEPTH.with(|d| d.set(d.get() - 1));
         ok
     }
+}
+
+/// What [`Validator::validate_detailed`] found.
+#[derive(Debug, Clone, Default)]
+pub struct Validated {
+    /// As [`Validator::validate`] returns them.
+    pub issues: Vec<Issue>,
+    /// Bindings that need a terminology server, each pointing at its warning in `issues`.
+    pub unresolved: Vec<UnresolvedBinding>,
+}
+
+/// A binding whose codes the local terminology cannot judge (a code system we do not hold, such
+/// as SNOMED CT; a value set that is not loaded).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnresolvedBinding {
+    /// The bound value set (`url` or `url|version`).
+    pub value_set: String,
+    pub strength: model::Strength,
+    /// The codings that could not be judged, as (system, code); one member settles the binding.
+    pub codes: Vec<(Option<String>, String)>,
+    /// FHIRPath location of the coded element.
+    pub location: String,
+    /// Index of the `not-supported` warning in [`Validated::issues`].
+    pub issue: usize,
 }
 
 /// Drop repeated issues (a profile restating a base rule), keep document order within severity.
@@ -177,6 +223,16 @@ impl WritePolicy {
             return Ok(());
         }
         let issues = self.validator.validate(resource, self.required_for(rtype));
+        self.judge(rtype, issues)
+    }
+
+    /// The mode's verdict on the issues found in a resource about to be written (the second half
+    /// of [`WritePolicy::check`], for callers that settle terminology in between).
+    pub fn judge(&self, rtype: &str, issues: Vec<Issue>) -> Result<(), crate::error::FhirError> {
+        use crate::config::ValidationMode;
+        if self.mode == ValidationMode::Off {
+            return Ok(());
+        }
         if !has_errors(&issues) {
             return Ok(());
         }

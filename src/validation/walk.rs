@@ -37,6 +37,8 @@ impl<'d> Node<'d> {
 pub(crate) struct Run<'d, 'v> {
     pub v: &'d Validator,
     pub issues: Vec<Issue>,
+    /// Bindings that could not be evaluated here, each with the warning issued for it.
+    pub unresolved: Vec<(super::UnresolvedBinding, Issue)>,
     pub path: String,
     /// The resources enclosing the current position, innermost last (for `#id` and `%resource`).
     pub resources: Vec<&'v Value>,
@@ -57,6 +59,7 @@ impl<'d, 'v> Run<'d, 'v> {
         Run {
             v,
             issues: Vec::new(),
+            unresolved: Vec::new(),
             path: String::new(),
             resources: Vec::new(),
             bundle: None,
