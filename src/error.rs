@@ -4,6 +4,7 @@
 //! [`FhirError`] here, in one place, so the status a client sees for a failure is decided once.
 
 use crate::fhir::outcome::{operation_outcome, Issue};
+use crate::lookup::LookupError;
 use crate::store::StoreError;
 
 /// A failed FHIR interaction: the HTTP status and the OperationOutcome issues explaining it.
@@ -88,6 +89,31 @@ impl From<StoreError> for FhirError {
                 tracing::error!(error = %e, "storage failure");
                 FhirError::internal("Internal storage error; the request was not applied")
             }
+        }
+    }
+}
+
+impl From<LookupError> for FhirError {
+    fn from(e: LookupError) -> FhirError {
+        let msg = e.to_string();
+        match e {
+            LookupError::NotConfigured(_) => FhirError::not_supported(501, msg),
+            LookupError::InvalidKey(_) => FhirError::bad_request(msg),
+            LookupError::Unavailable { .. } => FhirError::new(
+                503,
+                vec![Issue::error(
+                    "transient",
+                    format!("{msg}, and no cached answer is recent enough to use; retry later"),
+                )],
+            ),
+            LookupError::BadGateway { .. } => FhirError::new(
+                502,
+                vec![Issue::error(
+                    "exception",
+                    format!("{msg}, and no cached answer is recent enough to use"),
+                )],
+            ),
+            LookupError::Internal(_) => FhirError::internal(msg),
         }
     }
 }

@@ -6,6 +6,8 @@
 //!   operations over a store.
 //! - [`fhir`]: FHIR knowledge without I/O — resource types, search parameters, OperationOutcome.
 //! - [`store`]: persistence, the only room with SQL (SQLite and PostgreSQL).
+//! - [`lookup`]: cached lookups in upstreams (patient and organization registries, a terminology
+//!   server, JWKS), each optional.
 //! - [`config`], [`app`], [`cli`], [`metrics`]: configuration, wiring, command line, metrics.
 
 pub mod api;
@@ -16,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod fhir;
 pub mod fhirpath;
+pub mod lookup;
 pub mod metrics;
 pub mod store;
 pub mod validation;

@@ -1,0 +1,259 @@
+//! Lookups of things the gateway does not own — citizens in a patient registry, organizations
+//! in an organization registry, codes on a terminology server, issuers' signing keys — each
+//! behind a cache ([`cache::LookupCache`]) so that a slow, rate-limited or failing upstream
+//! neither slows every request nor takes the gateway down with it.
+//!
+//! Every upstream is optional (`[lookups.*]` in the config); [`Lookups`] answers
+//! [`LookupError::NotConfigured`] for one that is not configured, and callers fall back to local
+//! data. This room does HTTP towards upstreams and nothing else: no SQL, no HTTP serving.
+//!
+//! How a handler uses it (e.g. filling a municipal record that carries only a CPR number):
+//!
+//! ```ignore
+//! let cpr = Identifier::new("urn:oid:1.2.208.176.1.2", &record.cpr)?;
+//! match state.lookups.patient_by_identifier(&cpr).await {
+//!     Ok(found) => {
+//!         if let Some(patient) = &found.value { /* copy name and birthDate */ }
+//!         if found.stale { stale.push("patients") } // → api::response::mark_stale
+//!     }
+//!     Err(LookupError::NotConfigured(_)) => { /* keep the record as sent */ }
+//!     Err(e) => return Err(e.into()), // 502/503 OperationOutcome
+//! }
+//! ```
+
+pub mod cache;
+pub mod jwks;
+pub mod registry;
+mod stats;
+pub mod terminology;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::config::LookupsConfig;
+pub use cache::{LookupCache, Settings};
+pub use registry::{EndpointInfo, Identifier, Organization, PartOf};
+pub use stats::CacheStats;
+use upstream::Upstream;
+
+/// An answer and how it was obtained.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lookup<T> {
+    pub value: T,
+    /// Served past its TTL because the upstream failed: say so to the client.
+    pub stale: bool,
+    /// How old the answer is (zero when fetched just now or fresh from the cache).
+    pub age: Duration,
+}
+
+impl<T> Lookup<T> {
+    pub(crate) fn fresh(value: T) -> Lookup<T> {
+        Lookup {
+            value,
+            stale: false,
+            age: Duration::ZERO,
+        }
+    }
+}
+
+/// Why a lookup has no answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LookupError {
+    /// That upstream is not configured; use local data.
+    #[error("no {0} upstream is configured ([lookups.{0}])")]
+    NotConfigured(&'static str),
+    /// The key itself is malformed (the caller's mistake).
+    #[error("{0}")]
+    InvalidKey(String),
+    /// No answer: refused connection, timeout. Nothing cached recently enough.
+    #[error("the {upstream} upstream could not be reached: {detail}")]
+    Unavailable {
+        upstream: &'static str,
+        detail: String,
+    },
+    /// The upstream answered, but not with something usable. Nothing cached recently enough.
+    #[error("the {upstream} upstream answered unusably: {detail}")]
+    BadGateway {
+        upstream: &'static str,
+        detail: String,
+    },
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Every lookup the gateway can make, built once at start and shared (`AppState::lookups`,
+/// `Engine::lookups`).
+pub struct Lookups {
+    patients: Option<Registry<Arc<Value>>>,
+    organizations: Option<Registry<Arc<Organization>>>,
+    terminology: Option<terminology::TerminologyLookup>,
+    jwks: Option<jwks::JwksLookup>,
+}
+
+struct Registry<V> {
+    up: Upstream,
+    cache: LookupCache<V>,
+}
+
+impl<V: Clone + Send + Sync + 'static> Registry<V> {
+    fn configured(
+        name: &'static str,
+        u: &crate::config::UpstreamConfig,
+        client: &reqwest::Client,
+    ) -> Option<Registry<V>> {
+        (!u.base_url.is_empty()).then(|| Registry {
+            up: Upstream::new(name, &u.base_url, u.timeout_ms, client.clone()),
+            cache: LookupCache::new(name, Settings::from_config(u)),
+        })
+    }
+}
+
+impl Lookups {
+    /// No upstreams: everything from local data.
+    pub fn none() -> Lookups {
+        Lookups {
+            patients: None,
+            organizations: None,
+            terminology: None,
+            jwks: None,
+        }
+    }
+
+    /// The upstreams `[lookups]` configures (those with a base URL), sharing one HTTP client.
+    pub fn from_config(c: &LookupsConfig) -> anyhow::Result<Lookups> {
+        let configured = [
+            &c.patients.base_url,
+            &c.organizations.base_url,
+            &c.terminology.base_url,
+        ]
+        .iter()
+        .any(|u| !u.is_empty())
+            || !c.jwks.urls.is_empty();
+        if !configured {
+            return Ok(Lookups::none());
+        }
+        let client = upstream::client(&c.ca_file)?;
+        Ok(Lookups {
+            patients: Registry::configured("patients", &c.patients, &client),
+            organizations: Registry::configured("organizations", &c.organizations, &client),
+            terminology: (!c.terminology.base_url.is_empty())
+                .then(|| terminology::TerminologyLookup::new(&c.terminology, client.clone())),
+            jwks: (!c.jwks.urls.is_empty()).then(|| jwks::JwksLookup::new(&c.jwks, client)),
+        })
+    }
+
+    /// The Patient a patient registry holds for `identifier` (e.g. a CPR number), or `None`
+    /// when the registry has none (remembered for `negative_ttl_secs`).
+    pub async fn patient_by_identifier(
+        &self,
+        identifier: &Identifier,
+    ) -> Result<Lookup<Option<Arc<Value>>>, LookupError> {
+        let Some(r) = &self.patients else {
+            return Err(LookupError::NotConfigured("patients"));
+        };
+        let (up, id) = (r.up.clone(), identifier.clone());
+        r.cache
+            .get(&identifier.key(), move || async move {
+                registry::patient(&up, &id).await
+            })
+            .await
+    }
+
+    /// The Organization an organization registry holds for `identifier` (a SOR code, an
+    /// HSA-id), with its parent and endpoints where the registry includes them.
+    pub async fn organization_by_identifier(
+        &self,
+        identifier: &Identifier,
+    ) -> Result<Lookup<Option<Arc<Organization>>>, LookupError> {
+        let Some(r) = &self.organizations else {
+            return Err(LookupError::NotConfigured("organizations"));
+        };
+        let (up, id) = (r.up.clone(), identifier.clone());
+        r.cache
+            .get(&identifier.key(), move || async move {
+                registry::organization(&up, &id).await
+            })
+            .await
+    }
+
+    /// The terminology server, if one is configured.
+    pub fn terminology(&self) -> Option<&terminology::TerminologyLookup> {
+        self.terminology.as_ref()
+    }
+
+    /// The token issuers' key sets, if any are configured.
+    pub fn jwks(&self) -> Option<&jwks::JwksLookup> {
+        self.jwks.as_ref()
+    }
+
+    /// The configured caches, for `/admin/caches` and `/metrics`.
+    pub fn caches(&self) -> Vec<&dyn CacheAdmin> {
+        let mut out: Vec<&dyn CacheAdmin> = Vec::new();
+        if let Some(r) = &self.patients {
+            out.push(&r.cache);
+        }
+        if let Some(r) = &self.organizations {
+            out.push(&r.cache);
+        }
+        if let Some(t) = &self.terminology {
+            out.push(t.cache());
+        }
+        if let Some(j) = &self.jwks {
+            out.push(j.cache());
+        }
+        out
+    }
+
+    /// The cache called `name`, if configured.
+    pub fn cache(&self, name: &str) -> Option<&dyn CacheAdmin> {
+        self.caches().into_iter().find(|c| c.name() == name)
+    }
+
+    /// Per-cache metrics in the Prometheus text format, appended to `out`.
+    pub fn render_metrics(&self, out: &mut String) {
+        let caches = self.caches();
+        let named: Vec<stats::Named<'_>> = caches
+            .iter()
+            .map(|c| stats::Named {
+                name: c.name(),
+                entries: c.len(),
+                stats: c.stats(),
+            })
+            .collect();
+        stats::render(out, &named);
+    }
+}
+
+/// What the admin endpoints and metrics need of a cache, whatever it holds.
+pub trait CacheAdmin: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn stats(&self) -> &CacheStats;
+    /// Forget one key; whether it was there.
+    fn invalidate(&self, key: &str) -> bool;
+    fn invalidate_all(&self);
+}
+
+impl<V: Clone + Send + Sync + 'static> CacheAdmin for LookupCache<V> {
+    fn name(&self) -> &'static str {
+        LookupCache::name(self)
+    }
+    fn len(&self) -> u64 {
+        LookupCache::len(self)
+    }
+    fn stats(&self) -> &CacheStats {
+        LookupCache::stats(self)
+    }
+    fn invalidate(&self, key: &str) -> bool {
+        LookupCache::invalidate(self, key)
+    }
+    fn invalidate_all(&self) {
+        LookupCache::invalidate_all(self)
+    }
+}
