@@ -46,13 +46,19 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
             }
         }
     }
-    let mut engine = Engine::new(store, config.search.clone()).with_validation(Arc::new(policy));
+    let lookups = Arc::new(
+        crate::lookup::Lookups::from_config(&config.lookups).context("configuring [lookups]")?,
+    );
+    let mut engine = Engine::new(store, config.search.clone())
+        .with_validation(Arc::new(policy))
+        .with_lookups(lookups.clone());
     if config.cache.enabled {
         engine = engine.with_page_cache(&config.cache);
     }
     let engine = Arc::new(engine);
     Ok(web::Data::new(AppState {
         engine,
+        lookups,
         metrics: Arc::new(Metrics::default()),
         config,
         started: crate::fhir::instant(chrono::Utc::now().timestamp_millis()),

@@ -1,6 +1,7 @@
 //! HTTP only: routes, request context, extraction and response building. Handlers call the
 //! [`Engine`]; no SQL and no FHIR rules live here.
 
+pub mod admin;
 pub mod context;
 pub mod fhir;
 pub mod health;
@@ -25,6 +26,8 @@ use context::RequestId;
 /// Shared state of all handlers.
 pub struct AppState {
     pub engine: Arc<Engine>,
+    /// Cached lookups in upstream registries, terminology and key sets (the same as the engine's).
+    pub lookups: Arc<crate::lookup::Lookups>,
     pub metrics: Arc<Metrics>,
     pub config: Config,
     /// When this instance started (the CapabilityStatement's date).
@@ -37,6 +40,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
+        .service(admin::scope())
         .service(
             web::scope("/fhir")
                 .service(resource("/metadata").route(web::get().to(metadata::metadata)))
@@ -107,7 +111,15 @@ fn route_label(path: &str) -> &'static str {
         "/fhir/metadata" => return "/fhir/metadata",
         "/fhir/_history" => return "/fhir/_history",
         "/fhir/$validate" => return "/fhir/$validate",
+        "/admin/caches" => return "/admin/caches",
         _ => {}
+    }
+    if let Some(rest) = path.strip_prefix("/admin/caches/") {
+        return match rest.split('/').collect::<Vec<_>>().as_slice() {
+            [c] if !c.is_empty() => "/admin/caches/{cache}",
+            [c, "lookup"] if !c.is_empty() => "/admin/caches/{cache}/lookup",
+            _ => "unmatched",
+        };
     }
     let Some(rest) = path.strip_prefix("/fhir/") else {
         return "unmatched";
@@ -209,6 +221,11 @@ mod tests {
             "/fhir//x",
             "/fhir/Patient/",
             "/elsewhere",
+            "/admin/caches",
+            "/admin/caches/patients",
+            "/admin/caches/patients/lookup",
+            "/admin/caches/patients/x/y",
+            "/admin/caches/",
         ] {
             let req = test::TestRequest::get().uri(path).to_request();
             let body = test::call_and_read_body(&app, req).await;

@@ -24,6 +24,20 @@ impl ResponseError for FhirError {
     }
 }
 
+/// Header naming the lookup caches whose answer was served past its TTL (the upstream failed),
+/// e.g. `X-Sektorbro-Stale-Lookup: patients`.
+pub const STALE_LOOKUP: &str = "x-sektorbro-stale-lookup";
+
+/// Mark a response as built from a stale lookup of `cache` (`patients`, `organizations`, …):
+/// [`STALE_LOOKUP`] plus the standard `Warning: 110` for caches and proxies that know it.
+/// Handlers that used a [`crate::lookup::Lookup`] with `stale: true` call this.
+pub fn mark_stale(res: &mut HttpResponseBuilder, cache: &str) {
+    if let Ok(v) = HeaderValue::from_str(cache) {
+        res.append_header((STALE_LOOKUP, v));
+    }
+    res.insert_header((header::WARNING, "110 - \"Response is stale\""));
+}
+
 /// `Last-Modified` value (RFC 7231 date) for epoch milliseconds.
 pub fn http_date(ms: i64) -> String {
     // actix's HttpDate formats with a fixed layout, several times faster than a chrono pattern.

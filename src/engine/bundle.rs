@@ -114,7 +114,11 @@ impl Engine {
         let mut problems = Vec::new();
         let mut status = 422;
         for e in entries.iter().filter(|e| e.method != Method::Get) {
-            match self.entry_op(e).and_then(|op| self.validate_op(&op)) {
+            let checked = match self.entry_op(e) {
+                Ok(op) => self.validate_op(&op).await,
+                Err(f) => Err(f),
+            };
+            match checked {
                 Ok(()) => {}
                 Err(f) => {
                     status = status.min(f.status);

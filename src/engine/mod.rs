@@ -36,6 +36,8 @@ pub struct Engine {
     registry: &'static SearchParamRegistry,
     search: SearchConfig,
     validation: Option<Arc<crate::validation::WritePolicy>>,
+    /// Upstream lookups; validation asks its terminology server what local packages cannot judge.
+    lookups: Arc<crate::lookup::Lookups>,
     /// Rendered search pages, if enabled (`Engine::with_page_cache`).
     pages: Option<search::PageCache>,
 }
@@ -144,6 +146,7 @@ impl Engine {
             registry: SearchParamRegistry::embedded(),
             search,
             validation: None,
+            lookups: Arc::new(crate::lookup::Lookups::none()),
             pages: None,
         }
     }
@@ -154,14 +157,26 @@ impl Engine {
         self
     }
 
+    /// Use these upstream lookups (by default none are configured).
+    pub fn with_lookups(mut self, lookups: Arc<crate::lookup::Lookups>) -> Engine {
+        self.lookups = lookups;
+        self
+    }
+
+    /// The upstream lookups (patients, organizations, terminology, key sets).
+    pub fn lookups(&self) -> &Arc<crate::lookup::Lookups> {
+        &self.lookups
+    }
+
     /// The validator behind write validation, if any.
     pub fn validation(&self) -> Option<&Arc<crate::validation::WritePolicy>> {
         self.validation.as_ref()
     }
 
     /// Profile validation of the resource an operation writes (outside any transaction: it needs
-    /// no data, and locks should not wait for it).
-    pub(crate) fn validate_op(&self, op: &WriteOp) -> Result<(), FhirError> {
+    /// no data, and locks should not wait for it). Bindings the local terminology cannot judge
+    /// are settled by the terminology server, when one is configured, before the verdict.
+    pub(crate) async fn validate_op(&self, op: &WriteOp) -> Result<(), FhirError> {
         let Some(policy) = &self.validation else {
             return Ok(());
         };
@@ -176,9 +191,19 @@ impl Engine {
                 rtype, resource, ..
             } => {
                 // Shape errors (wrong type, id mismatch) are reported by check_body with 400.
-                if resource.get("resourceType").and_then(Value::as_str) == Some(rtype.as_str()) {
-                    policy.check(rtype, resource)?;
+                if resource.get("resourceType").and_then(Value::as_str) != Some(rtype.as_str())
+                    || policy.mode == crate::config::ValidationMode::Off
+                {
+                    return Ok(());
                 }
+                let validated = policy
+                    .validator
+                    .validate_detailed(resource, policy.required_for(rtype));
+                let issues = match self.lookups.terminology() {
+                    Some(t) if !validated.unresolved.is_empty() => t.settle(validated).await,
+                    _ => validated.issues,
+                };
+                policy.judge(rtype, issues)?;
                 Ok(())
             }
             _ => Ok(()),
@@ -393,7 +418,7 @@ impl Engine {
 
     /// Perform one write in its own transaction, retried whole on a retryable conflict.
     pub async fn write(&self, op: WriteOp) -> Result<Written, FhirError> {
-        self.validate_op(&op)?;
+        self.validate_op(&op).await?;
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -108,9 +108,14 @@ async fn run(
     }
     let validator = policy.validator.clone();
     // Large Bundles take milliseconds: keep them off the async workers.
-    let mut issues = web::block(move || validator.validate(&resource, &profiles))
+    let validated = web::block(move || validator.validate_detailed(&resource, &profiles))
         .await
         .map_err(|e| FhirError::internal(format!("validation task failed: {e}")))?;
+    // Codes the local terminology cannot judge go to the terminology server, if there is one.
+    let mut issues = match state.lookups.terminology() {
+        Some(t) => t.settle(validated).await,
+        None => validated.issues,
+    };
     if issues.is_empty() {
         issues.push(Issue::information("informational", "no problems found"));
     }

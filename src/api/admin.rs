@@ -1,0 +1,206 @@
+//! `/admin`: operating the gateway's lookup caches.
+//!
+//! - `GET /admin/caches`: the configured caches, their sizes and counters.
+//! - `DELETE /admin/caches/{cache}`: forget everything in one cache; `?key=…` forgets one key
+//!   (`system|value` for patients and organizations, the JWKS URL for jwks, the operation and
+//!   query for terminology, e.g. `ValueSet/$validate-code?url=…&code=…`).
+//! - `GET /admin/caches/{cache}/lookup?…`: resolve through the cache, as the gateway would
+//!   (`identifier=system|value`; terminology `url=&system=&code=` or `system=&code=`;
+//!   jwks `kid=`). A stale answer carries the stale headers.
+//!
+//! Until authorization arrives (issue #7), the whole scope answers only clients connecting
+//! from a loopback address ([`loopback_only`]); #7 replaces that one gate.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse, ResponseError as _};
+use serde_json::{json, Value};
+
+use super::response::mark_stale;
+use super::AppState;
+use crate::error::FhirError;
+use crate::fhir::outcome::{operation_outcome, Issue};
+use crate::lookup::{Identifier, Lookup, LookupError};
+
+/// The admin routes, under one scope so they are gated in one place.
+pub fn scope() -> actix_web::Scope<
+    impl actix_web::dev::ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    web::scope("/admin")
+        .wrap(actix_web::middleware::from_fn(loopback_only))
+        .route("/caches", web::get().to(list))
+        .route("/caches/{cache}", web::delete().to(invalidate))
+        .route("/caches/{cache}/lookup", web::get().to(lookup))
+}
+
+/// Refuse (403) any client not on a loopback address. Stands in for authorization (#7). A
+/// reverse proxy on the same host makes every client look local: do not route `/admin` through
+/// one.
+pub async fn loopback_only(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
+    let local = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+    if !local {
+        let (req, _) = req.into_parts();
+        let res = FhirError::new(
+            403,
+            vec![Issue::error(
+                "forbidden",
+                "the admin endpoints answer only to clients on this host (until authorization is configured)",
+            )],
+        )
+        .error_response();
+        return Ok(ServiceResponse::new(req, res).map_into_right_body());
+    }
+    Ok(next.call(req).await?.map_into_left_body())
+}
+
+async fn list(state: web::Data<AppState>) -> HttpResponse {
+    use std::sync::atomic::Ordering::Relaxed;
+    let caches: Vec<Value> = state
+        .lookups
+        .caches()
+        .iter()
+        .map(|c| {
+            let s = c.stats();
+            json!({
+                "name": c.name(),
+                "entries": c.len(),
+                "hits": s.hits.load(Relaxed),
+                "misses": s.misses.load(Relaxed),
+                "coalesced_waits": s.coalesced.load(Relaxed),
+                "stale_served": s.stale.load(Relaxed),
+                "upstream_calls": s.upstream_calls(),
+                "upstream_errors": s.errors.load(Relaxed),
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({ "caches": caches }))
+}
+
+#[derive(serde::Deserialize)]
+struct KeyQuery {
+    key: Option<String>,
+}
+
+async fn invalidate(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<KeyQuery>,
+) -> Result<HttpResponse, FhirError> {
+    let name = path.into_inner();
+    let Some(cache) = state.lookups.cache(&name) else {
+        return Err(unknown_cache(&name));
+    };
+    let message = match &query.key {
+        Some(key) if cache.invalidate(key) => format!("removed {key:?} from cache {name}"),
+        Some(key) => format!("{key:?} was not in cache {name}"),
+        None => {
+            cache.invalidate_all();
+            format!("emptied cache {name}")
+        }
+    };
+    Ok(outcome(message))
+}
+
+fn outcome(message: String) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(super::response::FHIR_JSON)
+        .body(operation_outcome(&[Issue::information("informational", message)]).to_string())
+}
+
+fn unknown_cache(name: &str) -> FhirError {
+    FhirError::not_found(format!(
+        "no lookup cache {name:?} is configured (see GET /admin/caches)"
+    ))
+}
+
+#[derive(serde::Deserialize)]
+struct LookupQuery {
+    identifier: Option<String>,
+    url: Option<String>,
+    system: Option<String>,
+    code: Option<String>,
+    kid: Option<String>,
+}
+
+async fn lookup(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    q: web::Query<LookupQuery>,
+) -> Result<HttpResponse, FhirError> {
+    let name = path.into_inner();
+    let lookups = &state.lookups;
+    let need = |v: &Option<String>, what: &str| {
+        v.clone()
+            .ok_or_else(|| FhirError::bad_request(format!("cache {name} is looked up by {what}")))
+    };
+    let found: Lookup<Option<Value>> = match name.as_str() {
+        "patients" => {
+            let id = Identifier::parse(&need(&q.identifier, "identifier=system|value")?)?;
+            to_json(lookups.patient_by_identifier(&id).await?, |p| (**p).clone())
+        }
+        "organizations" => {
+            let id = Identifier::parse(&need(&q.identifier, "identifier=system|value")?)?;
+            to_json(lookups.organization_by_identifier(&id).await?, |o| {
+                json!({
+                    "resource": o.resource,
+                    "partOf": o.part_of.as_ref().map(|p| json!({
+                        "reference": p.reference, "display": p.display, "resource": p.resource})),
+                    "endpoints": o.endpoints.iter().map(|e| json!({
+                        "address": e.address, "connectionType": e.connection_type,
+                        "status": e.status, "payloadType": e.payload_types})).collect::<Vec<_>>(),
+                })
+            })
+        }
+        "terminology" => {
+            let t = lookups
+                .terminology()
+                .ok_or(LookupError::NotConfigured("terminology"))?;
+            let code = need(&q.code, "code= with url= and/or system=")?;
+            let answer = match (&q.url, &q.system) {
+                (Some(vs), system) => t.validate_code(vs, system.as_deref(), &code).await?,
+                (None, Some(system)) => t.lookup_code(system, &code).await?,
+                (None, None) => return Err(FhirError::bad_request("give url= or system=")),
+            };
+            to_json(answer, |a| {
+                json!({"result": a.result, "message": a.message, "display": a.display})
+            })
+        }
+        "jwks" => {
+            let j = lookups.jwks().ok_or(LookupError::NotConfigured("jwks"))?;
+            j.key(&need(&q.kid, "kid=")?).await?
+        }
+        other => return Err(unknown_cache(other)),
+    };
+    let Some(value) = found.value else {
+        return Err(FhirError::not_found(format!(
+            "the {name} upstream has no such entry"
+        )));
+    };
+    let mut res = HttpResponse::Ok();
+    if found.stale {
+        mark_stale(&mut res, &name);
+    }
+    Ok(res.json(json!({
+        "value": value,
+        "stale": found.stale,
+        "age_secs": found.age.as_secs(),
+    })))
+}
+
+fn to_json<T>(l: Lookup<Option<T>>, f: impl FnOnce(&T) -> Value) -> Lookup<Option<Value>> {
+    Lookup {
+        value: l.value.as_ref().map(f),
+        stale: l.stale,
+        age: l.age,
+    }
+}
