@@ -242,8 +242,7 @@ impl Config {
             if !u.base_url.is_empty() {
                 check_http_url(&format!("lookups.{name}.base_url"), &u.base_url)?;
             }
-            if u.ttl_secs == 0 || u.negative_ttl_secs == 0 || u.capacity == 0 || u.timeout_ms == 0
-            {
+            if u.ttl_secs == 0 || u.negative_ttl_secs == 0 || u.capacity == 0 || u.timeout_ms == 0 {
                 return Err(ConfigError::Invalid(format!(
                     "lookups.{name}: ttl_secs, negative_ttl_secs, capacity and timeout_ms must be at least 1"
                 )));

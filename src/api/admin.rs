@@ -171,9 +171,10 @@ async fn lookup(
                 (None, Some(system)) => t.lookup_code(system, &code).await?,
                 (None, None) => return Err(FhirError::bad_request("give url= or system=")),
             };
-            to_json(answer, |a| {
-                json!({"result": a.result, "message": a.message, "display": a.display})
-            })
+            to_json(
+                answer,
+                |a| json!({"result": a.result, "message": a.message, "display": a.display}),
+            )
         }
         "jwks" => {
             let j = lookups.jwks().ok_or(LookupError::NotConfigured("jwks"))?;

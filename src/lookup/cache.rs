@@ -336,12 +336,18 @@ mod tests {
         assert!(got.stale);
         assert_eq!(got.value, Some(1));
         // A key never fetched has nothing to fall back on.
-        assert!(cache.get("j", || async { Err(unavailable()) }).await.is_err());
+        assert!(cache
+            .get("j", || async { Err(unavailable()) })
+            .await
+            .is_err());
 
         let strict = LookupCache::<u32>::new("t", settings(1, 1, 1));
         strict.get("k", || async { Ok(Some(1)) }).await.expect("ok");
         tokio::time::sleep(Duration::from_millis(10)).await;
-        assert!(strict.get("k", || async { Err(unavailable()) }).await.is_err());
+        assert!(strict
+            .get("k", || async { Err(unavailable()) })
+            .await
+            .is_err());
     }
 
     #[tokio::test]

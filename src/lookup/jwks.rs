@@ -119,8 +119,10 @@ fn find(set: Option<&Vec<Value>>, kid: &str) -> Option<Value> {
 
 fn fetch_from(
     up: &Upstream,
-) -> impl FnOnce() -> futures_util::future::BoxFuture<'static, Result<Option<Arc<Vec<Value>>>, LookupError>>
-{
+) -> impl FnOnce() -> futures_util::future::BoxFuture<
+    'static,
+    Result<Option<Arc<Vec<Value>>>, LookupError>,
+> {
     let up = up.clone();
     move || Box::pin(fetch(up))
 }

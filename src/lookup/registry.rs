@@ -274,7 +274,10 @@ mod tests {
         assert!(Identifier::parse("urn:oid:1.2.208.176.1.2|").is_err());
         assert!(Identifier::new("a\nb", "1").is_err());
         // The value may contain `|`; the system may not.
-        assert_eq!(Identifier::parse("s|a|b").map(|i| i.value).ok(), Some("a|b".into()));
+        assert_eq!(
+            Identifier::parse("s|a|b").map(|i| i.value).ok(),
+            Some("a|b".into())
+        );
     }
 
     #[test]
@@ -289,15 +292,22 @@ mod tests {
             "connectionType": {"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type", "code": "hl7-fhir-msg"},
             "payloadType": [{"coding": [{"code": "discharge"}]}],
             "address": "https://rx.example/fhir/$process-message"});
-        let region = json!({"resourceType": "Organization", "id": "region", "name": "Region Syddanmark"});
+        let region =
+            json!({"resourceType": "Organization", "id": "region", "name": "Region Syddanmark"});
         let included = vec![
             (Some("https://reg.example/fhir/Endpoint/e1"), &ep),
             (None, &region),
         ];
         let o = describe_organization(&org, &included);
         assert_eq!(o.endpoints.len(), 2);
-        assert_eq!(o.endpoints[0].address, "https://rx.example/fhir/$process-message");
-        assert_eq!(o.endpoints[0].connection_type.as_deref(), Some("hl7-fhir-msg"));
+        assert_eq!(
+            o.endpoints[0].address,
+            "https://rx.example/fhir/$process-message"
+        );
+        assert_eq!(
+            o.endpoints[0].connection_type.as_deref(),
+            Some("hl7-fhir-msg")
+        );
         assert_eq!(o.endpoints[0].payload_types, vec!["discharge".to_string()]);
         assert_eq!(o.endpoints[1].status.as_deref(), Some("off"));
         let p = o.part_of.expect("partOf");

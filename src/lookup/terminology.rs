@@ -91,7 +91,8 @@ impl TerminologyLookup {
         let up = self.up.clone();
         self.cache
             .get(&key, move || async move {
-                let pairs: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let pairs: Vec<(&str, &str)> =
+                    query.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 match up.get_json(operation, &pairs).await? {
                     Fetched::NotFound => Ok(None),
                     Fetched::Json(body) => {
@@ -179,7 +180,9 @@ impl TerminologyLookup {
                 unknown.dedup();
                 Verdict::Unknown(unknown.join("; "))
             };
-            let slot = verdicts.entry(u.issue).or_insert(Verdict::Unknown(String::new()));
+            let slot = verdicts
+                .entry(u.issue)
+                .or_insert(Verdict::Unknown(String::new()));
             if verdict.rank() > slot.rank() {
                 *slot = verdict;
             }
@@ -193,7 +196,10 @@ impl TerminologyLookup {
                 Some(Verdict::NotMember(replacement)) => out.push(replacement),
                 Some(Verdict::Unknown(why)) if why.is_empty() => out.push(issue),
                 Some(Verdict::Unknown(why)) => out.push(Issue {
-                    diagnostics: format!("{}; asked the terminology server: {why}", issue.diagnostics),
+                    diagnostics: format!(
+                        "{}; asked the terminology server: {why}",
+                        issue.diagnostics
+                    ),
                     ..issue
                 }),
             }
