@@ -46,6 +46,12 @@ static SKIP_NOTICE: Once = Once::new();
 /// Start a gateway on a fresh database; `None` (after saying so on the terminal) when the
 /// PostgreSQL half is asked for and no server is configured.
 pub async fn spawn_app(db: Db) -> Option<TestApp> {
+    spawn_app_with(db, |_| {}).await
+}
+
+/// As [`spawn_app`], with `configure` applied to the test configuration (e.g. to point
+/// `[lookups]` at wiremock servers).
+pub async fn spawn_app_with(db: Db, configure: impl FnOnce(&mut Config)) -> Option<TestApp> {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = match db {
         Db::Sqlite => format!("sqlite://{}", dir.path().join("test.db").display()),
@@ -63,11 +69,16 @@ pub async fn spawn_app(db: Db) -> Option<TestApp> {
             fresh_schema(&server).await
         }
     };
-    Some(start(db, url, Some(dir)).await)
+    Some(start(db, url, Some(dir), configure).await)
 }
 
 /// A gateway on `url`.
-async fn start(db: Db, url: String, dir: Option<tempfile::TempDir>) -> TestApp {
+async fn start(
+    db: Db,
+    url: String,
+    dir: Option<tempfile::TempDir>,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
     let mut config = Config::load_with_env(None, |k| match k {
         "SEKTORBRO_DATABASE_URL" => Some(url.clone()),
         "SEKTORBRO_LISTEN" => Some("127.0.0.1:0".into()),
@@ -79,6 +90,7 @@ async fn start(db: Db, url: String, dir: Option<tempfile::TempDir>) -> TestApp {
     config.database.max_connections = 8;
     // The official examples include 35 MB conformance Bundles.
     config.server.max_body_bytes = 64 << 20;
+    configure(&mut config);
     let state = sektorbro::app::build_state(config)
         .await
         .expect("gateway state");
@@ -120,7 +132,9 @@ impl TestApp {
     /// database in production). SQLite files have one gateway process each, so `None` there.
     pub async fn sibling(&self) -> Option<TestApp> {
         match self.db {
-            Db::Postgres => Some(start(Db::Postgres, self.database_url.clone(), None).await),
+            Db::Postgres => {
+                Some(start(Db::Postgres, self.database_url.clone(), None, |_| {}).await)
+            }
             Db::Sqlite => None,
         }
     }

@@ -1,0 +1,618 @@
+//! Cached lookups over real HTTP: wiremock stands in for the patient and organization
+//! registries, the terminology server and a JWKS issuer; the gateway runs on a random loopback
+//! port. Call counts come from wiremock (`expect`, `received_requests`), never from timing.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use sektorbro::config::Config;
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::{spawn_app_with, Db, TestApp};
+
+const CPR: &str = "urn:oid:1.2.208.176.1.2";
+const SOR: &str = "urn:oid:1.2.208.176.1.1";
+const REGIONAL: &str = "http://sektorbro.test/fhir/StructureDefinition/regional-careplan";
+const CATEGORIES: &str = "http://sektorbro.test/fhir/ValueSet/regional-careplan-categories";
+
+fn patient(cpr: &str) -> Value {
+    json!({"resourceType": "Patient", "id": format!("p{cpr}"),
+        "identifier": [{"system": CPR, "value": cpr}],
+        "name": [{"family": "Jensen", "given": ["Ebba"]}], "birthDate": "1945-01-01"})
+}
+
+fn searchset(resources: &[Value]) -> Value {
+    let entry: Vec<Value> = resources
+        .iter()
+        .map(|r| json!({"resource": r, "search": {"mode": "match"}}))
+        .collect();
+    json!({"resourceType": "Bundle", "type": "searchset", "entry": entry})
+}
+
+/// A registry mock answering `Patient?identifier=CPR|cpr` with `response`.
+fn patient_search(cpr: &str, response: ResponseTemplate) -> Mock {
+    Mock::given(method("GET"))
+        .and(path("/Patient"))
+        .and(query_param("identifier", format!("{CPR}|{cpr}")))
+        .respond_with(response)
+}
+
+/// 200 with a searchset of `resources`.
+fn found(resources: &[Value]) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(searchset(resources))
+}
+
+/// A gateway whose patient registry is `registry`, with TTLs in seconds.
+async fn gateway(registry: &MockServer, ttl: u64, negative: u64, stale: u64) -> TestApp {
+    let base = registry.uri();
+    spawn_app_with(Db::Sqlite, move |c: &mut Config| {
+        let p = &mut c.lookups.patients;
+        p.base_url = base;
+        p.ttl_secs = ttl;
+        p.negative_ttl_secs = negative;
+        p.max_stale_secs = stale;
+        p.timeout_ms = 10_000;
+    })
+    .await
+    .expect("sqlite app")
+}
+
+async fn lookup_patient(app: &TestApp, cpr: &str) -> reqwest::Response {
+    app.client
+        .get(format!("{}/admin/caches/patients/lookup", app.addr))
+        .query(&[("identifier", format!("{CPR}|{cpr}"))])
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn calls(server: &MockServer) -> usize {
+    server.received_requests().await.map_or(0, |r| r.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_concurrent_identical_lookups_make_one_upstream_call() {
+    let registry = MockServer::start().await;
+    // Slow enough that all hundred arrive while the first call is under way.
+    patient_search(
+        "0101451234",
+        found(&[patient("0101451234")]).set_delay(Duration::from_millis(500)),
+    )
+    .expect(1)
+    .mount(&registry)
+    .await;
+    let app = gateway(&registry, 3600, 60, 3600).await;
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let client = app.client.clone();
+        let url = format!(
+            "{}/admin/caches/patients/lookup?identifier={CPR}|0101451234",
+            app.addr
+        );
+        tasks.push(tokio::spawn(async move {
+            let res = client.get(url).send().await.expect("request");
+            assert_eq!(res.status(), StatusCode::OK);
+            let body: Value = res.json().await.expect("json");
+            assert_eq!(body["value"]["birthDate"], "1945-01-01");
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    registry.verify().await;
+    let list: Value = app
+        .client
+        .get(format!("{}/admin/caches", app.addr))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let p = &list["caches"][0];
+    assert_eq!(p["name"], "patients");
+    assert_eq!(p["upstream_calls"], 1);
+    // Every lookup but the first either waited for that call or found its answer.
+    let (hits, coalesced) = (
+        p["hits"].as_u64().unwrap_or(0),
+        p["coalesced_waits"].as_u64().unwrap_or(0),
+    );
+    assert_eq!(hits + coalesced, 99, "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_entry_is_fetched_again_once() {
+    let registry = MockServer::start().await;
+    patient_search("0202022222", found(&[patient("0202022222")]))
+        .mount(&registry)
+        .await;
+    // TTLs of a few seconds: back-to-back lookups stay within them even on a loaded machine.
+    let app = gateway(&registry, 3, 3, 3600).await;
+    for _ in 0..3 {
+        assert_eq!(lookup_patient(&app, "0202022222").await.status(), 200);
+    }
+    assert_eq!(calls(&registry).await, 1);
+    tokio::time::sleep(Duration::from_millis(3300)).await;
+    for _ in 0..3 {
+        assert_eq!(lookup_patient(&app, "0202022222").await.status(), 200);
+    }
+    assert_eq!(calls(&registry).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_found_is_remembered_for_the_negative_ttl() {
+    let registry = MockServer::start().await;
+    patient_search("0303033333", found(&[]))
+        .mount(&registry)
+        .await;
+    let app = gateway(&registry, 3600, 3, 3600).await;
+    for _ in 0..3 {
+        let res = lookup_patient(&app, "0303033333").await;
+        assert_eq!(res.status(), 404);
+        let oo: Value = res.json().await.expect("json");
+        assert_eq!(oo["resourceType"], "OperationOutcome");
+    }
+    assert_eq!(calls(&registry).await, 1);
+    // Shorter than the TTL of a found patient: a new registration shows up soon.
+    tokio::time::sleep(Duration::from_millis(3300)).await;
+    assert_eq!(lookup_patient(&app, "0303033333").await.status(), 404);
+    assert_eq!(calls(&registry).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_registry_gets_stale_answers_within_the_bound_and_errors_beyond() {
+    // Not from wiremock's pool: dropping it must close the port.
+    let registry = MockServer::builder().start().await;
+    patient_search("0404044444", found(&[patient("0404044444")]))
+        .mount(&registry)
+        .await;
+    // Fresh for 2 s, then served stale for up to 6 s more.
+    let app = gateway(&registry, 2, 2, 6).await;
+    assert_eq!(lookup_patient(&app, "0404044444").await.status(), 200);
+
+    // The registry starts failing; the TTL runs out.
+    registry.reset().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&registry)
+        .await;
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let res = lookup_patient(&app, "0404044444").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()
+            .get("x-sektorbro-stale-lookup")
+            .and_then(|v| v.to_str().ok()),
+        Some("patients")
+    );
+    assert!(res.headers().get("warning").is_some());
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["stale"], true);
+    assert_eq!(body["value"]["birthDate"], "1945-01-01");
+    // A key never fetched has nothing to fall back on: the registry's failure, as a 502.
+    let res = lookup_patient(&app, "0505055555").await;
+    assert_eq!(res.status(), 502);
+    let oo: Value = res.json().await.expect("json");
+    assert_eq!(oo["issue"][0]["code"], "exception");
+
+    // Now the registry is gone altogether, and the answer is past TTL + max_stale.
+    drop(registry);
+    tokio::time::sleep(Duration::from_millis(6000)).await;
+    let res = lookup_patient(&app, "0404044444").await;
+    assert_eq!(res.status(), 503);
+    let oo: Value = res.json().await.expect("json");
+    assert_eq!(oo["resourceType"], "OperationOutcome");
+    assert_eq!(oo["issue"][0]["code"], "transient");
+    let text = oo["issue"][0]["diagnostics"].as_str().unwrap_or_default();
+    assert!(text.contains("could not be reached"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upstream_for_one_key_does_not_hold_up_another() {
+    let registry = MockServer::start().await;
+    patient_search(
+        "0606066666",
+        found(&[patient("0606066666")]).set_delay(Duration::from_secs(4)),
+    )
+    .mount(&registry)
+    .await;
+    patient_search("0707077777", found(&[patient("0707077777")]))
+        .mount(&registry)
+        .await;
+    let app = gateway(&registry, 3600, 60, 3600).await;
+    let slow = {
+        let client = app.client.clone();
+        let url = format!(
+            "{}/admin/caches/patients/lookup?identifier={CPR}|0606066666",
+            app.addr
+        );
+        tokio::spawn(async move { client.get(url).send().await.map(|r| r.status()) })
+    };
+    // Wait until the slow call has reached the registry.
+    while calls(&registry).await == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(lookup_patient(&app, "0707077777").await.status(), 200);
+    assert!(
+        !slow.is_finished(),
+        "the other key was answered only after the slow one"
+    );
+    assert_eq!(slow.await.expect("task").expect("response"), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidating_a_key_or_a_cache_makes_the_next_lookup_ask_again() {
+    let registry = MockServer::start().await;
+    for cpr in ["0808088888", "0909099990"] {
+        patient_search(cpr, found(&[patient(cpr)]))
+            .mount(&registry)
+            .await;
+    }
+    let app = gateway(&registry, 3600, 60, 3600).await;
+    lookup_patient(&app, "0808088888").await;
+    lookup_patient(&app, "0909099990").await;
+    assert_eq!(calls(&registry).await, 2);
+    let res = app
+        .client
+        .delete(format!("{}/admin/caches/patients", app.addr))
+        .query(&[("key", format!("{CPR}|0808088888"))])
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(res.status(), 200);
+    let oo: Value = res.json().await.expect("json");
+    assert_eq!(oo["resourceType"], "OperationOutcome");
+    lookup_patient(&app, "0808088888").await;
+    lookup_patient(&app, "0909099990").await;
+    assert_eq!(
+        calls(&registry).await,
+        3,
+        "only the invalidated key is fetched"
+    );
+    let res = app
+        .client
+        .delete(format!("{}/admin/caches/patients", app.addr))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(res.status(), 200);
+    lookup_patient(&app, "0808088888").await;
+    lookup_patient(&app, "0909099990").await;
+    assert_eq!(calls(&registry).await, 5);
+    let res = app
+        .client
+        .delete(format!("{}/admin/caches/nonsense", app.addr))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(res.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_metrics_are_on_the_metrics_endpoint() {
+    let registry = MockServer::start().await;
+    patient_search("1010101010", found(&[patient("1010101010")]))
+        .mount(&registry)
+        .await;
+    let app = gateway(&registry, 3600, 60, 3600).await;
+    lookup_patient(&app, "1010101010").await;
+    lookup_patient(&app, "1010101010").await;
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.addr))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for want in [
+        "# TYPE sektorbro_lookup_hits_total counter",
+        "sektorbro_lookup_hits_total{cache=\"patients\"} 1",
+        "sektorbro_lookup_misses_total{cache=\"patients\"} 1",
+        "sektorbro_lookup_coalesced_waits_total{cache=\"patients\"} 0",
+        "sektorbro_lookup_stale_served_total{cache=\"patients\"} 0",
+        "sektorbro_lookup_upstream_errors_total{cache=\"patients\"} 0",
+        "sektorbro_lookup_entries{cache=\"patients\"} 1",
+        "# TYPE sektorbro_lookup_upstream_duration_seconds histogram",
+        "sektorbro_lookup_upstream_duration_seconds_count{cache=\"patients\"} 1",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organizations_come_with_their_endpoints_and_parent() {
+    let registry = MockServer::start().await;
+    let org = json!({"resourceType": "Organization", "id": "o1",
+        "identifier": [{"system": SOR, "value": "123451000016008"}], "name": "Kardiologisk afdeling",
+        "partOf": {"reference": "Organization/rsyd"}, "endpoint": [{"reference": "Endpoint/e1"}]});
+    let ep = json!({"resourceType": "Endpoint", "id": "e1", "status": "active",
+        "connectionType": {"code": "hl7-fhir-msg"}, "payloadType": [{"text": "x"}],
+        "address": "https://rsyd.example/fhir/$process-message"});
+    let region = json!({"resourceType": "Organization", "id": "rsyd", "name": "Region Syddanmark"});
+    Mock::given(method("GET"))
+        .and(path("/Organization"))
+        .and(query_param("identifier", format!("{SOR}|123451000016008")))
+        .and(query_param("_include", "Organization:endpoint"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "resourceType": "Bundle", "type": "searchset", "entry": [
+                {"fullUrl": "https://reg.example/Organization/o1", "resource": org, "search": {"mode": "match"}},
+                {"fullUrl": "https://reg.example/Endpoint/e1", "resource": ep, "search": {"mode": "include"}},
+                {"fullUrl": "https://reg.example/Organization/rsyd", "resource": region, "search": {"mode": "include"}}]})))
+        .expect(1)
+        .mount(&registry)
+        .await;
+    let base = registry.uri();
+    let app = spawn_app_with(Db::Sqlite, move |c| c.lookups.organizations.base_url = base)
+        .await
+        .expect("app");
+    for _ in 0..2 {
+        let res = app
+            .client
+            .get(format!("{}/admin/caches/organizations/lookup", app.addr))
+            .query(&[("identifier", format!("{SOR}|123451000016008"))])
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), 200);
+        let body: Value = res.json().await.expect("json");
+        let v = &body["value"];
+        assert_eq!(v["resource"]["name"], "Kardiologisk afdeling");
+        assert_eq!(
+            v["endpoints"][0]["address"],
+            "https://rsyd.example/fhir/$process-message"
+        );
+        assert_eq!(v["partOf"]["resource"]["name"], "Region Syddanmark");
+    }
+    registry.verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_key_id_refetches_the_key_set_once_within_the_rate_limit() {
+    let issuer = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/certs"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(
+                json!({"keys": [{"kty": "RSA", "kid": "k1", "n": "abc", "e": "AQAB"}]}),
+            ),
+        )
+        .mount(&issuer)
+        .await;
+    let url = format!("{}/certs", issuer.uri());
+    let app = spawn_app_with(Db::Sqlite, move |c| {
+        c.lookups.jwks.urls = vec![url];
+        c.lookups.jwks.min_refetch_secs = 3600;
+    })
+    .await
+    .expect("app");
+    let kid = |k: &'static str| {
+        app.client
+            .get(format!("{}/admin/caches/jwks/lookup", app.addr))
+            .query(&[("kid", k)])
+            .send()
+    };
+    assert_eq!(kid("k1").await.expect("k1").status(), 200);
+    assert_eq!(kid("k1").await.expect("k1").status(), 200);
+    assert_eq!(calls(&issuer).await, 1);
+    // An unknown kid: the set was fetched just now, within min_refetch, so no second call.
+    assert_eq!(kid("k2").await.expect("k2").status(), 404);
+    assert_eq!(calls(&issuer).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_is_found_by_refetching_the_key_set() {
+    let issuer = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/certs"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"keys": [{"kty": "RSA", "kid": "old", "n": "abc", "e": "AQAB"}]}),
+        ))
+        .up_to_n_times(1)
+        .mount(&issuer)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/certs"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"keys": [{"kty": "RSA", "kid": "new", "n": "def", "e": "AQAB"}]}),
+        ))
+        .mount(&issuer)
+        .await;
+    let url = format!("{}/certs", issuer.uri());
+    let app = spawn_app_with(Db::Sqlite, move |c| {
+        c.lookups.jwks.urls = vec![url];
+        c.lookups.jwks.min_refetch_secs = 0;
+    })
+    .await
+    .expect("app");
+    let get = |k: &'static str| {
+        app.client
+            .get(format!("{}/admin/caches/jwks/lookup", app.addr))
+            .query(&[("kid", k)])
+            .send()
+    };
+    assert_eq!(get("old").await.expect("old").status(), 200);
+    let res = get("new").await.expect("new");
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["value"]["n"], "def");
+    assert_eq!(calls(&issuer).await, 2);
+}
+
+// ----- terminology --------------------------------------------------------------------------
+
+fn regional_careplan() -> Value {
+    json!({"resourceType": "CarePlan", "meta": {"profile": [REGIONAL]},
+        "status": "active", "intent": "plan", "subject": {"reference": "Patient/p1"},
+        "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "736353004"}]}]})
+}
+
+fn validate_code_answer(result: bool) -> ResponseTemplate {
+    let mut parameter = vec![json!({"name": "result", "valueBoolean": result})];
+    if !result {
+        parameter.push(json!({"name": "message",
+            "valueString": "736353004 is not in the regional care plan categories"}));
+    }
+    ResponseTemplate::new(200)
+        .set_body_json(json!({"resourceType": "Parameters", "parameter": parameter}))
+}
+
+/// A gateway with the regional profile loaded (its category binding is to a value set the
+/// gateway does not hold) and `terminology` as its terminology server.
+async fn gateway_with_terminology(terminology: Option<String>, db: Db) -> Option<TestApp> {
+    spawn_app_with(db, move |c| {
+        c.validation.packages = vec![format!("{}/tests/data/lookups", env!("CARGO_MANIFEST_DIR"))];
+        if let Some(base) = terminology {
+            c.lookups.terminology.base_url = base;
+        }
+    })
+    .await
+}
+
+async fn validate(app: &TestApp, body: &Value) -> Vec<(String, String, String)> {
+    let res = app.post("CarePlan/$validate", body).await;
+    assert_eq!(res.status(), 200);
+    let oo: Value = res.json().await.expect("json");
+    oo["issue"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            (
+                i["severity"].as_str().unwrap_or_default().to_string(),
+                i["expression"][0].as_str().unwrap_or_default().to_string(),
+                i["diagnostics"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn terminology_mock(result: bool) -> Mock {
+    Mock::given(method("GET"))
+        .and(path("/ValueSet/$validate-code"))
+        .and(query_param("url", CATEGORIES))
+        .and(query_param("system", "http://snomed.info/sct"))
+        .and(query_param("code", "736353004"))
+        .respond_with(validate_code_answer(result))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_terminology_server_an_uncheckable_binding_stays_a_warning() {
+    let app = gateway_with_terminology(None, Db::Sqlite)
+        .await
+        .expect("app");
+    let issues = validate(&app, &regional_careplan()).await;
+    assert!(
+        issues.iter().any(|(s, l, m)| s == "warning"
+            && l == "CarePlan.category[0]"
+            && m.contains("could not check")),
+        "{issues:#?}"
+    );
+    assert!(!issues.iter().any(|(s, _, _)| s == "error"), "{issues:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_terminology_server_turns_a_non_member_into_an_error() {
+    let tx = MockServer::start().await;
+    terminology_mock(false).expect(1).mount(&tx).await;
+    let app = gateway_with_terminology(Some(tx.uri()), Db::Sqlite)
+        .await
+        .expect("app");
+    for _ in 0..2 {
+        let issues = validate(&app, &regional_careplan()).await;
+        let errors: Vec<_> = issues.iter().filter(|(s, _, _)| s == "error").collect();
+        assert_eq!(errors.len(), 1, "{issues:#?}");
+        assert_eq!(errors[0].1, "CarePlan.category[0]");
+        assert!(
+            errors[0].2.contains("required binding")
+                && errors[0]
+                    .2
+                    .contains("not in the regional care plan categories"),
+            "{}",
+            errors[0].2
+        );
+        assert!(
+            !issues.iter().any(|(_, _, m)| m.contains("could not check")),
+            "{issues:#?}"
+        );
+    }
+    // The second $validate was answered from the cache.
+    tx.verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_terminology_server_confirming_membership_removes_the_warning() {
+    let tx = MockServer::start().await;
+    terminology_mock(true).expect(1).mount(&tx).await;
+    let app = gateway_with_terminology(Some(tx.uri()), Db::Sqlite)
+        .await
+        .expect("app");
+    let issues = validate(&app, &regional_careplan()).await;
+    assert!(
+        !issues
+            .iter()
+            .any(|(s, l, _)| s == "error" || l.starts_with("CarePlan.category")),
+        "{issues:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_terminology_server_leaves_the_warning_and_says_so() {
+    // A loopback port with nothing listening.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let app = gateway_with_terminology(Some(format!("http://127.0.0.1:{port}")), Db::Sqlite)
+        .await
+        .expect("app");
+    let issues = validate(&app, &regional_careplan()).await;
+    assert!(
+        issues.iter().any(|(s, l, m)| s == "warning"
+            && l == "CarePlan.category[0]"
+            && m.contains("could not check")
+            && m.contains("could not be reached")),
+        "{issues:#?}"
+    );
+    assert!(!issues.iter().any(|(s, _, _)| s == "error"), "{issues:#?}");
+}
+
+/// Validation on write asks the terminology server too: a non-member is refused with 422 and
+/// nothing is written; a member is stored.
+async fn writes_are_judged_with_the_terminology_server(db: Db) {
+    let tx = MockServer::start().await;
+    let Some(app) = gateway_with_terminology(Some(tx.uri()), db).await else {
+        return;
+    };
+    terminology_mock(false).mount(&tx).await;
+    let res = app.post("CarePlan", &regional_careplan()).await;
+    assert_eq!(res.status(), 422);
+    let oo: Value = res.json().await.expect("json");
+    assert!(oo.to_string().contains("required binding"), "{oo}");
+
+    // The server's answer changes; after invalidating the cache the write goes through.
+    tx.reset().await;
+    terminology_mock(true).mount(&tx).await;
+    let res = app
+        .client
+        .delete(format!("{}/admin/caches/terminology", app.addr))
+        .send()
+        .await
+        .expect("invalidate");
+    assert_eq!(res.status(), 200);
+    let res = app.post("CarePlan", &regional_careplan()).await;
+    assert_eq!(res.status(), 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_judged_with_the_terminology_server_on_sqlite() {
+    writes_are_judged_with_the_terminology_server(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_judged_with_the_terminology_server_on_postgres() {
+    writes_are_judged_with_the_terminology_server(Db::Postgres).await;
+}
