@@ -49,12 +49,15 @@ struct Stored<V> {
     fetched_at: Instant,
 }
 
+/// A value's own lifetime (e.g. an access token's `expires_in`), capped by the TTL.
+pub type Freshness<V> = fn(&V) -> Duration;
+
 impl<V> Stored<V> {
-    fn fresh_for(&self, s: &Settings) -> Duration {
-        if self.value.is_some() {
-            s.ttl
-        } else {
-            s.negative_ttl
+    fn fresh_for(&self, s: &Settings, own: Option<Freshness<V>>) -> Duration {
+        match (&self.value, own) {
+            (Some(v), Some(f)) => f(v).min(s.ttl),
+            (Some(_), None) => s.ttl,
+            (None, _) => s.negative_ttl,
         }
     }
 }
@@ -62,16 +65,16 @@ impl<V> Stored<V> {
 type Flight<V> = Shared<BoxFuture<'static, Result<Arc<Stored<V>>, LookupError>>>;
 
 /// Expire each entry once it is too old even to be served stale.
-struct Expiry(Settings);
+struct Expiry<V>(Settings, Option<Freshness<V>>);
 
-impl<V> moka::Expiry<String, Arc<Stored<V>>> for Expiry {
+impl<V> moka::Expiry<String, Arc<Stored<V>>> for Expiry<V> {
     fn expire_after_create(
         &self,
         _key: &String,
         value: &Arc<Stored<V>>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(value.fresh_for(&self.0) + self.0.max_stale)
+        Some(value.fresh_for(&self.0, self.1) + self.0.max_stale)
     }
 
     fn expire_after_update(
@@ -81,7 +84,7 @@ impl<V> moka::Expiry<String, Arc<Stored<V>>> for Expiry {
         _updated_at: std::time::Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.fresh_for(&self.0) + self.0.max_stale)
+        Some(value.fresh_for(&self.0, self.1) + self.0.max_stale)
     }
 }
 
@@ -89,6 +92,7 @@ impl<V> moka::Expiry<String, Arc<Stored<V>>> for Expiry {
 pub struct LookupCache<V> {
     name: &'static str,
     settings: Settings,
+    freshness: Option<Freshness<V>>,
     entries: moka::sync::Cache<String, Arc<Stored<V>>>,
     flights: Arc<Mutex<HashMap<String, Flight<V>>>>,
     stats: Arc<CacheStats>,
@@ -96,12 +100,22 @@ pub struct LookupCache<V> {
 
 impl<V: Clone + Send + Sync + 'static> LookupCache<V> {
     pub fn new(name: &'static str, settings: Settings) -> Self {
+        Self::build(name, settings, None)
+    }
+
+    /// A cache whose values say how long they stay fresh (at most `settings.ttl`).
+    pub fn with_freshness(name: &'static str, settings: Settings, f: Freshness<V>) -> Self {
+        Self::build(name, settings, Some(f))
+    }
+
+    fn build(name: &'static str, settings: Settings, freshness: Option<Freshness<V>>) -> Self {
         LookupCache {
             name,
             settings,
+            freshness,
             entries: moka::sync::Cache::builder()
                 .max_capacity(settings.capacity)
-                .expire_after(Expiry(settings))
+                .expire_after(Expiry(settings, freshness))
                 .build(),
             flights: Arc::default(),
             stats: Arc::default(),
@@ -148,7 +162,9 @@ impl<V: Clone + Send + Sync + 'static> LookupCache<V> {
         let now = Instant::now();
         let old = self.entries.get(key);
         if let Some(s) = &old {
-            if now.saturating_duration_since(s.fetched_at) <= s.fresh_for(&self.settings) {
+            if now.saturating_duration_since(s.fetched_at)
+                <= s.fresh_for(&self.settings, self.freshness)
+            {
                 self.stats.hits.fetch_add(1, Relaxed);
                 return Ok(Lookup::fresh(s.value.clone()));
             }
@@ -200,7 +216,7 @@ impl<V: Clone + Send + Sync + 'static> LookupCache<V> {
                     return Err(e);
                 };
                 let age = s.fetched_at.elapsed();
-                if age > s.fresh_for(&self.settings) + self.settings.max_stale {
+                if age > s.fresh_for(&self.settings, self.freshness) + self.settings.max_stale {
                     return Err(e);
                 }
                 self.stats.stale.fetch_add(1, Relaxed);

@@ -23,6 +23,7 @@
 
 pub mod cache;
 pub mod jwks;
+pub mod oauth;
 pub mod registry;
 mod stats;
 pub mod terminology;
@@ -91,6 +92,7 @@ pub struct Lookups {
     organizations: Option<Registry<Arc<Organization>>>,
     terminology: Option<terminology::TerminologyLookup>,
     jwks: Option<jwks::JwksLookup>,
+    tokens: Option<oauth::TokenCache>,
 }
 
 struct Registry<V> {
@@ -119,29 +121,21 @@ impl Lookups {
             organizations: None,
             terminology: None,
             jwks: None,
+            tokens: None,
         }
     }
 
-    /// The upstreams `[lookups]` configures (those with a base URL), sharing one HTTP client.
+    /// The upstreams `[lookups]` configures (those with a base URL), sharing one HTTP client,
+    /// and the OAuth token cache (its credentials come from callers).
     pub fn from_config(c: &LookupsConfig) -> anyhow::Result<Lookups> {
-        let configured = [
-            &c.patients.base_url,
-            &c.organizations.base_url,
-            &c.terminology.base_url,
-        ]
-        .iter()
-        .any(|u| !u.is_empty())
-            || !c.jwks.urls.is_empty();
-        if !configured {
-            return Ok(Lookups::none());
-        }
         let client = upstream::client(&c.ca_file)?;
         Ok(Lookups {
             patients: Registry::configured("patients", &c.patients, &client),
             organizations: Registry::configured("organizations", &c.organizations, &client),
             terminology: (!c.terminology.base_url.is_empty())
                 .then(|| terminology::TerminologyLookup::new(&c.terminology, client.clone())),
-            jwks: (!c.jwks.urls.is_empty()).then(|| jwks::JwksLookup::new(&c.jwks, client)),
+            jwks: (!c.jwks.urls.is_empty()).then(|| jwks::JwksLookup::new(&c.jwks, client.clone())),
+            tokens: Some(oauth::TokenCache::new(client)),
         })
     }
 
@@ -189,6 +183,26 @@ impl Lookups {
         self.jwks.as_ref()
     }
 
+    /// An OAuth access token (client-credentials grant) for calling a regional system, cached
+    /// until 30 s before it expires; concurrent callers share one token request. No stale
+    /// serving: a failing token endpoint is a 502/503.
+    pub async fn oauth_token(
+        &self,
+        creds: &oauth::ClientCredentials,
+    ) -> Result<Arc<oauth::AccessToken>, LookupError> {
+        match &self.tokens {
+            Some(t) => t.token(creds).await,
+            None => Err(LookupError::NotConfigured("oauth")),
+        }
+    }
+
+    /// Forget a token the resource server rejected (401), so the next call gets a new one.
+    pub fn forget_oauth_token(&self, creds: &oauth::ClientCredentials) {
+        if let Some(t) = &self.tokens {
+            t.forget(creds);
+        }
+    }
+
     /// The configured caches, for `/admin/caches` and `/metrics`.
     pub fn caches(&self) -> Vec<&dyn CacheAdmin> {
         let mut out: Vec<&dyn CacheAdmin> = Vec::new();
@@ -203,6 +217,9 @@ impl Lookups {
         }
         if let Some(j) = &self.jwks {
             out.push(j.cache());
+        }
+        if let Some(t) = &self.tokens {
+            out.push(t.cache());
         }
         out
     }

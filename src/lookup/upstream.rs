@@ -71,14 +71,16 @@ impl Upstream {
         } else {
             format!("{}/{path}", self.base)
         };
-        let mut res = self
-            .client
-            .get(&url)
-            .query(query)
-            .header(
-                reqwest::header::ACCEPT,
-                "application/fhir+json, application/json",
-            )
+        let request = self.client.get(&url).query(query).header(
+            reqwest::header::ACCEPT,
+            "application/fhir+json, application/json",
+        );
+        self.send(request).await
+    }
+
+    /// Send `request` (with this upstream's timeout) and read its JSON answer.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Fetched, LookupError> {
+        let mut res = request
             .timeout(self.timeout)
             .send()
             .await
@@ -129,8 +131,19 @@ impl Upstream {
     }
 }
 
-/// The diagnostics of an OperationOutcome, for error messages (bounded in length).
+/// The diagnostics of an OperationOutcome (or an OAuth error), for error messages (bounded in
+/// length).
 fn diagnostics(v: &Value) -> Option<String> {
+    if let Some(Value::String(e)) = v.get("error") {
+        let more = v.get("error_description").and_then(Value::as_str);
+        return Some(
+            format!("{e} {}", more.unwrap_or_default())
+                .trim()
+                .chars()
+                .take(300)
+                .collect(),
+        );
+    }
     let text: Vec<&str> = v
         .get("issue")?
         .as_array()?

@@ -616,3 +616,84 @@ async fn writes_are_judged_with_the_terminology_server_on_sqlite() {
 async fn writes_are_judged_with_the_terminology_server_on_postgres() {
     writes_are_judged_with_the_terminology_server(Db::Postgres).await;
 }
+
+// ----- OAuth tokens ---------------------------------------------------------------------------
+
+fn token_endpoint(expires_in: u64) -> Mock {
+    use wiremock::matchers::{basic_auth, body_string_contains};
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .and(basic_auth("gateway", "s3cret"))
+        .and(body_string_contains("grant_type=client_credentials"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"access_token": "tok-1", "token_type": "Bearer",
+                    "expires_in": expires_in}))
+                .set_delay(Duration::from_millis(200)),
+        )
+}
+
+fn credentials(server: &MockServer) -> sektorbro::lookup::oauth::ClientCredentials {
+    sektorbro::lookup::oauth::ClientCredentials {
+        token_url: format!("{}/token", server.uri()),
+        client_id: "gateway".into(),
+        client_secret: "s3cret".into(),
+        scope: Some("system/*.write".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_tokens_are_shared_until_they_near_expiry() {
+    let server = MockServer::start().await;
+    token_endpoint(3600).expect(1).mount(&server).await;
+    let lookups = std::sync::Arc::new(
+        sektorbro::lookup::Lookups::from_config(&Config::defaults().lookups).expect("lookups"),
+    );
+    let creds = credentials(&server);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (l, c) = (lookups.clone(), creds.clone());
+        tasks.push(tokio::spawn(async move { l.oauth_token(&c).await }));
+    }
+    for t in tasks {
+        let token = t.await.expect("task").expect("token");
+        assert_eq!(token.access_token, "tok-1");
+    }
+    lookups.oauth_token(&creds).await.expect("cached");
+    server.verify().await;
+    // Nothing secret in what a log line would show.
+    assert!(!format!("{creds:?}").contains("s3cret"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oauth_token_about_to_expire_or_rejected_is_fetched_anew() {
+    let server = MockServer::start().await;
+    // 30 s or less to live: within the refresh margin, so never reused.
+    token_endpoint(30).expect(2).mount(&server).await;
+    let lookups =
+        sektorbro::lookup::Lookups::from_config(&Config::defaults().lookups).expect("lookups");
+    let creds = credentials(&server);
+    lookups.oauth_token(&creds).await.expect("token");
+    lookups.oauth_token(&creds).await.expect("token");
+    server.verify().await;
+
+    let server = MockServer::start().await;
+    token_endpoint(3600).expect(2).mount(&server).await;
+    let creds = credentials(&server);
+    lookups.oauth_token(&creds).await.expect("token");
+    lookups.forget_oauth_token(&creds);
+    lookups.oauth_token(&creds).await.expect("token");
+    server.verify().await;
+
+    // A failing token endpoint is an error, never an old token.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": "invalid_client"})))
+        .mount(&server)
+        .await;
+    let err = lookups
+        .oauth_token(&credentials(&server))
+        .await
+        .expect_err("401");
+    assert!(err.to_string().contains("invalid_client"), "{err}");
+}
