@@ -8,6 +8,8 @@
 //! the call fails and the entry is at most `max_stale` past its freshness, it is served marked
 //! stale; otherwise the failure is the answer. moka evicts an entry once it is beyond even that.
 //!
+//! Keys (CPR numbers among them) are never logged.
+//!
 //! The upstream call runs as its own task: a caller that goes away (a client disconnect drops
 //! the handler's future) neither cancels it for the others nor leaves it half done.
 
@@ -220,7 +222,7 @@ impl<V: Clone + Send + Sync + 'static> LookupCache<V> {
                     return Err(e);
                 }
                 self.stats.stale.fetch_add(1, Relaxed);
-                tracing::warn!(cache = self.name, key, age_secs = age.as_secs(), error = %e,
+                tracing::warn!(cache = self.name, age_secs = age.as_secs(), error = %e,
                     "upstream failed; serving a stale answer");
                 Ok(Lookup {
                     value: s.value.clone(),
@@ -266,7 +268,7 @@ impl<V: Clone + Send + Sync + 'static> LookupCache<V> {
                 }
                 Err(e) => {
                     stats.errors.fetch_add(1, Relaxed);
-                    tracing::warn!(cache = name, key = %owned, error = %e, "upstream lookup failed");
+                    tracing::warn!(cache = name, error = %e, "upstream lookup failed");
                     Err(e)
                 }
             };

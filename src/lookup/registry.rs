@@ -174,14 +174,13 @@ fn the_one<'a>(
     match matches.as_slice() {
         [] => Ok(None),
         [one] if id.is_on(one) => Ok(Some(one)),
+        // The identifier stays out of the message: it goes to the logs (a CPR number is personal data).
         [_] => Err(up.bad(format!(
-            "the registry answered with a {rtype} that does not carry the identifier {}",
-            id.key()
+            "the registry answered with a {rtype} that does not carry the identifier asked for"
         ))),
         many => Err(up.bad(format!(
-            "the registry holds {} {rtype} resources with identifier {}",
-            many.len(),
-            id.key()
+            "the registry holds {} {rtype} resources with the identifier asked for",
+            many.len()
         ))),
     }
 }

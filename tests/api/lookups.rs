@@ -210,6 +210,29 @@ async fn a_failing_registry_gets_stale_answers_within_the_bound_and_errors_beyon
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_answer_that_is_not_about_the_identifier_is_refused() {
+    let registry = MockServer::start().await;
+    // A registry that ignores `identifier` answers with everyone, or with someone else.
+    patient_search(
+        "1111111118",
+        found(&[patient("2222222222"), patient("3333333333")]),
+    )
+    .mount(&registry)
+    .await;
+    patient_search("1212121212", found(&[patient("2222222222")]))
+        .mount(&registry)
+        .await;
+    let app = gateway(&registry, 3600, 60, 3600).await;
+    for cpr in ["1111111118", "1212121212"] {
+        let res = lookup_patient(&app, cpr).await;
+        assert_eq!(res.status(), 502);
+        let oo: Value = res.json().await.expect("json");
+        let text = oo["issue"][0]["diagnostics"].as_str().unwrap_or_default();
+        assert!(text.contains("identifier asked for"), "{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_upstream_for_one_key_does_not_hold_up_another() {
     let registry = MockServer::start().await;
     patient_search(
