@@ -101,6 +101,24 @@ struct Registry<V> {
 }
 
 impl<V: Clone + Send + Sync + 'static> Registry<V> {
+    /// `identifier` through `registry`'s cache, fetched by `fetch` on a miss.
+    async fn lookup<F, Fut>(
+        registry: &Option<Registry<V>>,
+        name: &'static str,
+        identifier: &Identifier,
+        fetch: F,
+    ) -> Result<Lookup<Option<V>>, LookupError>
+    where
+        F: FnOnce(Upstream, Identifier) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<V>, LookupError>> + Send + 'static,
+    {
+        let Some(r) = registry else {
+            return Err(LookupError::NotConfigured(name));
+        };
+        let (up, id) = (r.up.clone(), identifier.clone());
+        r.cache.get(&identifier.key(), || fetch(up, id)).await
+    }
+
     fn configured(
         name: &'static str,
         u: &crate::config::UpstreamConfig,
@@ -145,15 +163,7 @@ impl Lookups {
         &self,
         identifier: &Identifier,
     ) -> Result<Lookup<Option<Arc<Value>>>, LookupError> {
-        let Some(r) = &self.patients else {
-            return Err(LookupError::NotConfigured("patients"));
-        };
-        let (up, id) = (r.up.clone(), identifier.clone());
-        r.cache
-            .get(&identifier.key(), move || async move {
-                registry::patient(&up, &id).await
-            })
-            .await
+        Registry::lookup(&self.patients, "patients", identifier, registry::patient).await
     }
 
     /// The Organization an organization registry holds for `identifier` (a SOR code, an
@@ -162,15 +172,8 @@ impl Lookups {
         &self,
         identifier: &Identifier,
     ) -> Result<Lookup<Option<Arc<Organization>>>, LookupError> {
-        let Some(r) = &self.organizations else {
-            return Err(LookupError::NotConfigured("organizations"));
-        };
-        let (up, id) = (r.up.clone(), identifier.clone());
-        r.cache
-            .get(&identifier.key(), move || async move {
-                registry::organization(&up, &id).await
-            })
-            .await
+        let fetch = registry::organization;
+        Registry::lookup(&self.organizations, "organizations", identifier, fetch).await
     }
 
     /// The terminology server, if one is configured.

@@ -98,22 +98,22 @@ pub struct EndpointInfo {
 
 /// `Patient?identifier=…`: the one Patient carrying the identifier, or `None`.
 pub(crate) async fn patient(
-    up: &Upstream,
-    id: &Identifier,
+    up: Upstream,
+    id: Identifier,
 ) -> Result<Option<Arc<Value>>, LookupError> {
     let key = id.key();
     let bundle = match up.get_json("Patient", &[("identifier", &key)]).await? {
         Fetched::NotFound => return Ok(None),
         Fetched::Json(b) => b,
     };
-    let (matches, _) = searchset(up, &bundle, "Patient")?;
-    Ok(the_one(up, matches, "Patient", id)?.map(|p| Arc::new(p.clone())))
+    let (matches, _) = searchset(&up, &bundle, "Patient")?;
+    Ok(the_one(&up, matches, "Patient", &id)?.map(|p| Arc::new(p.clone())))
 }
 
 /// `Organization?identifier=…` with its endpoints and parent included where the registry can.
 pub(crate) async fn organization(
-    up: &Upstream,
-    id: &Identifier,
+    up: Upstream,
+    id: Identifier,
 ) -> Result<Option<Arc<Organization>>, LookupError> {
     let key = id.key();
     let query = [
@@ -125,8 +125,8 @@ pub(crate) async fn organization(
         Fetched::NotFound => return Ok(None),
         Fetched::Json(b) => b,
     };
-    let (matches, included) = searchset(up, &bundle, "Organization")?;
-    let Some(org) = the_one(up, matches, "Organization", id)? else {
+    let (matches, included) = searchset(&up, &bundle, "Organization")?;
+    let Some(org) = the_one(&up, matches, "Organization", &id)? else {
         return Ok(None);
     };
     Ok(Some(Arc::new(describe_organization(org, &included))))
