@@ -99,13 +99,13 @@ fn hits(c: &mut Criterion) {
 
 /// 10,000 keys from 500 CPRs with Zipf (s = 1) popularity — a few citizens are looked up often
 /// (active care plans), most rarely — in a fixed interleaving, so runs are comparable. The
-/// `k`-th most popular CPR appears `n / (k · H)` times (H the harmonic number), rounded; the
-/// rounding remainder goes to the most popular one.
+/// `k`-th most popular CPR appears `n / (k · H)` times (H the harmonic number), rounded down
+/// (so every one of them appears); the remainder goes to the most popular one.
 fn zipf_keys(n: usize, distinct: usize) -> Vec<String> {
     let harmonic: f64 = (1..=distinct).map(|k| 1.0 / k as f64).sum();
     let mut ranks: Vec<usize> = (0..distinct)
         .flat_map(|k| {
-            let times = (n as f64 / ((k + 1) as f64 * harmonic)).round() as usize;
+            let times = (n as f64 / ((k + 1) as f64 * harmonic)).floor() as usize;
             std::iter::repeat_n(k, times)
         })
         .take(n)

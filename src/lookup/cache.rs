@@ -10,6 +10,10 @@
 //!
 //! Keys (CPR numbers among them) are never logged.
 //!
+//! Invalidation (`/admin/caches`) removes entries; an upstream call already under way for that key
+//! still stores its answer when it returns (it was asked after the data changed only if it
+//! started after the change, which the cache cannot know).
+//!
 //! The upstream call runs as its own task: a caller that goes away (a client disconnect drops
 //! the handler's future) neither cancels it for the others nor leaves it half done.
 
