@@ -200,7 +200,7 @@ impl Engine {
                     .validator
                     .validate_detailed(resource, policy.required_for(rtype));
                 let issues = match self.lookups.terminology() {
-                    Some(t) if !validated.unresolved.is_empty() => t.settle(validated).await,
+                    Some(t) if validated.needs_terminology() => t.settle(validated).await,
                     _ => validated.issues,
                 };
                 policy.judge(rtype, issues)?;

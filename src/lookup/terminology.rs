@@ -1,5 +1,5 @@
-//! A FHIR terminology server for what local packages do not hold: `ValueSet/$validate-code` and
-//! `CodeSystem/$lookup`, cached like every lookup, and [`TerminologyLookup::settle`], which
+//! A FHIR terminology server for what local packages do not hold: `ValueSet/$validate-code`,
+//! `CodeSystem/$validate-code` and `CodeSystem/$lookup`, cached like every lookup, and [`TerminologyLookup::settle`], which
 //! turns the validator's "could not check" warnings into answers.
 //!
 //! The validator stays synchronous and I/O-free: it reports each binding it cannot evaluate as a
@@ -7,9 +7,11 @@
 //! (`$validate`, validation on write) then ask this server. A member removes the warning; not a
 //! member becomes an error for a required binding (a warning for extensible and preferred) with
 //! the server's message; a server that cannot be reached leaves the warning, saying so; an answer
-//! taken from the cache past its TTL adds a warning that says that.
+//! taken from the cache past its TTL adds a warning that says that. Codings of code systems not
+//! held locally (recorded, never reported by the validator) are checked with
+//! `CodeSystem/$validate-code`: a code the system lacks is an error.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -18,7 +20,7 @@ use super::upstream::{Fetched, Upstream};
 use super::{Lookup, LookupCache, LookupError, Settings};
 use crate::fhir::outcome::{Issue, Severity};
 use crate::validation::model::Strength;
-use crate::validation::Validated;
+use crate::validation::{UnresolvedBinding, UnresolvedCode, Validated};
 
 /// The server's answer to `$validate-code` or `$lookup`.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,17 +105,69 @@ impl TerminologyLookup {
             .await
     }
 
-    /// Settle the bindings the validator could not evaluate, and return the issues with each
-    /// one's warning removed, turned into the server's verdict, or annotated (see the module
-    /// comment). Every distinct code is asked once, all concurrently.
+    /// Is `code` a code of the code system `system` (`url` or `url|version`)?
+    /// (`CodeSystem/$validate-code`; `None`: the server does not know the code system.)
+    pub async fn validate_in_code_system(
+        &self,
+        system: &str,
+        code: &str,
+    ) -> Result<Lookup<Option<Arc<CodeAnswer>>>, LookupError> {
+        let mut query = Vec::new();
+        push_canonical(&mut query, system, "url", "version");
+        query.push(("code", code.to_string()));
+        self.ask("CodeSystem/$validate-code", query).await
+    }
+
+    /// Settle what the validator could not judge locally, and return the issues with each
+    /// binding's warning removed, turned into the server's verdict, or annotated, and an error
+    /// for each coding the server says its code system does not define (see the module
+    /// comment). Every distinct question is asked once, all concurrently.
     pub async fn settle(&self, validated: Validated) -> Vec<Issue> {
         let Validated {
-            mut issues,
+            issues,
             unresolved,
+            unknown_codes,
         } = validated;
-        if unresolved.is_empty() {
+        if unresolved.is_empty() && unknown_codes.is_empty() {
             return issues;
         }
+        let mut notes = Vec::new();
+        let mut out = self.settle_bindings(issues, &unresolved, &mut notes).await;
+        // A coding a binding question already covers is not asked about twice.
+        let asked: HashSet<(Option<&str>, &str)> = unresolved
+            .iter()
+            .flat_map(|u| u.codes.iter().map(|(s, c)| (s.as_deref(), c.as_str())))
+            .collect();
+        let codes: Vec<&UnresolvedCode> = unknown_codes
+            .iter()
+            .filter(|u| !asked.contains(&(Some(u.system.as_str()), u.code.as_str())))
+            .collect();
+        out.extend(self.settle_codes(&codes, &mut notes).await);
+        notes.dedup();
+        out.extend(notes);
+        // Errors first, document order within a severity (as the validator orders them).
+        out.sort_by_key(|i| i.severity);
+        out
+    }
+
+    fn stale_note(&self, what: String, found_age: std::time::Duration, location: &str) -> Issue {
+        Issue::warning(
+            "informational",
+            format!(
+                "the terminology server {} could not be reached; the answer for {what} is a cached one, {} s old",
+                self.up.base,
+                found_age.as_secs()
+            ),
+        )
+        .at(location)
+    }
+
+    async fn settle_bindings(
+        &self,
+        mut issues: Vec<Issue>,
+        unresolved: &[UnresolvedBinding],
+        notes: &mut Vec<Issue>,
+    ) -> Vec<Issue> {
         let mut questions: Vec<(&str, Option<&str>, &str)> = unresolved
             .iter()
             .flat_map(|u| {
@@ -133,8 +187,7 @@ impl TerminologyLookup {
         let answers: HashMap<_, _> = questions.into_iter().zip(answers).collect();
 
         let mut verdicts: HashMap<usize, Verdict> = HashMap::new();
-        let mut notes = Vec::new();
-        for u in &unresolved {
+        for u in unresolved {
             let mut members = false;
             let mut not_members = Vec::new();
             let mut unknown = Vec::new();
@@ -146,18 +199,8 @@ impl TerminologyLookup {
                 match answer {
                     Ok(found) => {
                         if found.stale {
-                            notes.push(
-                                Issue::warning(
-                                    "informational",
-                                    format!(
-                                        "the terminology server {} could not be reached; the answer for code {c:?} in value set {} is a cached one, {} s old",
-                                        self.up.base,
-                                        u.value_set,
-                                        found.age.as_secs()
-                                    ),
-                                )
-                                .at(u.location.clone()),
-                            );
+                            let what = format!("code {c:?} in value set {}", u.value_set);
+                            notes.push(self.stale_note(what, found.age, &u.location));
                         }
                         match found.value.as_deref() {
                             Some(a) if a.result => members = true,
@@ -188,7 +231,7 @@ impl TerminologyLookup {
             }
         }
 
-        let mut out = Vec::with_capacity(issues.len() + notes.len());
+        let mut out = Vec::with_capacity(issues.len());
         for (i, issue) in issues.drain(..).enumerate() {
             match verdicts.remove(&i) {
                 None => out.push(issue),
@@ -204,10 +247,66 @@ impl TerminologyLookup {
                 }),
             }
         }
-        notes.dedup();
-        out.extend(notes);
-        // Errors first, document order within a severity (as the validator orders them).
-        out.sort_by_key(|i| i.severity);
+        out
+    }
+
+    /// Codings of code systems not held locally: an error where the server says the system has
+    /// no such code (as for the systems we hold), a warning where it cannot say.
+    async fn settle_codes(&self, codes: &[&UnresolvedCode], notes: &mut Vec<Issue>) -> Vec<Issue> {
+        let mut questions: Vec<(&str, &str)> = codes
+            .iter()
+            .map(|u| (u.system.as_str(), u.code.as_str()))
+            .collect();
+        questions.sort_unstable();
+        questions.dedup();
+        let answers = futures_util::future::join_all(
+            questions
+                .iter()
+                .map(|(s, c)| self.validate_in_code_system(s, c)),
+        )
+        .await;
+        let answers: HashMap<_, _> = questions.into_iter().zip(answers).collect();
+        let mut out = Vec::new();
+        for u in codes {
+            let Some(answer) = answers.get(&(u.system.as_str(), u.code.as_str())) else {
+                continue;
+            };
+            let (code, system) = (&u.code, &u.system);
+            let unchecked = |why: String| {
+                Issue::warning(
+                    "not-supported",
+                    format!("could not check code {code:?} of code system {system}: {why}"),
+                )
+                .at(u.location.clone())
+            };
+            match answer {
+                Ok(found) => {
+                    if found.stale {
+                        let what = format!("code {code:?} of code system {system}");
+                        notes.push(self.stale_note(what, found.age, &u.location));
+                    }
+                    match found.value.as_deref() {
+                        Some(a) if a.result => {}
+                        Some(a) => out.push(
+                            Issue::error(
+                                "code-invalid",
+                                format!(
+                                    "unknown code {code:?} in code system {system}, according to the terminology server {}{}",
+                                    self.up.base,
+                                    a.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+                                ),
+                            )
+                            .at(u.location.clone()),
+                        ),
+                        None => out.push(unchecked(format!(
+                            "the terminology server {} does not know the code system",
+                            self.up.base
+                        ))),
+                    }
+                }
+                Err(e) => out.push(unchecked(e.to_string())),
+            }
+        }
         out
     }
 }
@@ -230,7 +329,7 @@ impl Verdict {
 }
 
 fn not_member_issue(
-    u: &crate::validation::UnresolvedBinding,
+    u: &UnresolvedBinding,
     codes: &[(&Option<String>, &String, Option<String>)],
     server: &str,
 ) -> Issue {

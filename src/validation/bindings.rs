@@ -140,15 +140,24 @@ pub(crate) fn check_coding(run: &mut Run<'_, '_>, coding: &serde_json::Map<Strin
         Some(v) => format!("{system}|{v}"),
         None => system.clone(),
     };
-    if let Membership::NotMember { reason } = run.v.terminology.check_in_code_system(&system, code)
-    {
-        let mark = run.path.len();
-        run.path.push_str(".code");
-        run.issue(
-            Severity::Error,
-            "code-invalid",
-            format!("unknown code {code:?} in code system {system}: {reason}"),
-        );
-        run.path.truncate(mark);
+    match run.v.terminology.check_in_code_system(&system, code) {
+        Membership::NotMember { reason } => {
+            let mark = run.path.len();
+            run.path.push_str(".code");
+            run.issue(
+                Severity::Error,
+                "code-invalid",
+                format!("unknown code {code:?} in code system {system}: {reason}"),
+            );
+            run.path.truncate(mark);
+        }
+        // Not reported (a code system we do not hold, such as SNOMED CT, is the common case),
+        // but recorded for a terminology server to check (`crate::lookup::terminology`).
+        Membership::Unknown { .. } => run.unknown_codes.push(super::UnresolvedCode {
+            system,
+            code: code.clone(),
+            location: format!("{}.code", run.path),
+        }),
+        Membership::Member => {}
     }
 }

@@ -137,7 +137,13 @@ impl Validator {
                 unresolved.push(u);
             }
         }
-        Validated { issues, unresolved }
+        let mut unknown_codes = run.unknown_codes;
+        unknown_codes.dedup();
+        Validated {
+            issues,
+            unresolved,
+            unknown_codes,
+        }
     }
 
     /// Whether `v` conforms to the profile at `url` (no errors). Nested checks (a profile
@@ -169,6 +175,26 @@ pub struct Validated {
     pub issues: Vec<Issue>,
     /// Bindings that need a terminology server, each pointing at its warning in `issues`.
     pub unresolved: Vec<UnresolvedBinding>,
+    /// Codings whose code system the local terminology does not hold (or holds only in part):
+    /// not reported in `issues`, for a terminology server to check.
+    pub unknown_codes: Vec<UnresolvedCode>,
+}
+
+impl Validated {
+    /// Whether anything is left for a terminology server to settle.
+    pub fn needs_terminology(&self) -> bool {
+        !self.unresolved.is_empty() || !self.unknown_codes.is_empty()
+    }
+}
+
+/// A coding of a code system not held here (e.g. SNOMED CT), outside what a binding decides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnresolvedCode {
+    /// `url` or `url|version`.
+    pub system: String,
+    pub code: String,
+    /// FHIRPath location of the `code` element.
+    pub location: String,
 }
 
 /// A binding whose codes the local terminology cannot judge (a code system we do not hold, such

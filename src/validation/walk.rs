@@ -39,6 +39,8 @@ pub(crate) struct Run<'d, 'v> {
     pub issues: Vec<Issue>,
     /// Bindings that could not be evaluated here, each with the warning issued for it.
     pub unresolved: Vec<(super::UnresolvedBinding, Issue)>,
+    /// Codings of code systems not held here (not reported: they never were).
+    pub unknown_codes: Vec<super::UnresolvedCode>,
     pub path: String,
     /// The resources enclosing the current position, innermost last (for `#id` and `%resource`).
     pub resources: Vec<&'v Value>,
@@ -60,6 +62,7 @@ impl<'d, 'v> Run<'d, 'v> {
             v,
             issues: Vec::new(),
             unresolved: Vec::new(),
+            unknown_codes: Vec::new(),
             path: String::new(),
             resources: Vec::new(),
             bundle: None,

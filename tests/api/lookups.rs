@@ -685,3 +685,46 @@ async fn an_oauth_token_about_to_expire_or_rejected_is_fetched_anew() {
         .expect_err("401");
     assert!(err.to_string().contains("invalid_client"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codes_of_systems_not_held_are_checked_by_the_terminology_server() {
+    let tx = MockServer::start().await;
+    for (code, result) in [("44054006", true), ("99999999", false)] {
+        Mock::given(method("GET"))
+            .and(path("/CodeSystem/$validate-code"))
+            .and(query_param("url", "http://snomed.info/sct"))
+            .and(query_param("code", code))
+            .respond_with(validate_code_answer(result))
+            .expect(1)
+            .mount(&tx)
+            .await;
+    }
+    let app = gateway_with_terminology(Some(tx.uri()), Db::Sqlite)
+        .await
+        .expect("app");
+    // Condition.code has an example binding: only the code system can say what is valid.
+    let condition = json!({"resourceType": "Condition", "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006"},
+            {"system": "http://snomed.info/sct", "code": "99999999"}]}});
+    let res = app.post("Condition/$validate", &condition).await;
+    let oo: Value = res.json().await.expect("json");
+    let errors: Vec<&Value> = oo["issue"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["severity"] == "error")
+        .collect();
+    assert_eq!(errors.len(), 1, "{oo}");
+    assert_eq!(
+        errors[0]["expression"][0], "Condition.code.coding[1].code",
+        "{oo}"
+    );
+    assert!(
+        errors[0]["diagnostics"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown code \"99999999\""),
+        "{oo}"
+    );
+    tx.verify().await;
+}
