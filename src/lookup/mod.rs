@@ -13,12 +13,16 @@
 //! let cpr = Identifier::new("urn:oid:1.2.208.176.1.2", &record.cpr)?;
 //! match state.lookups.patient_by_identifier(&cpr).await {
 //!     Ok(found) => {
-//!         if let Some(patient) = &found.value { /* copy name and birthDate */ }
+//!         if let Some(patient) = &found.value { fill_demographics(&mut resource, patient); }
 //!         if found.stale { stale.push("patients") } // → api::response::mark_stale
 //!     }
 //!     Err(LookupError::NotConfigured(_)) => { /* keep the record as sent */ }
 //!     Err(e) => return Err(e.into()), // 502/503 OperationOutcome
 //! }
+//! // Routing a discharge: the receiver's FHIR messaging endpoint, if the registry has one.
+//! let sor = Identifier::new("urn:oid:1.2.208.176.1.1", receiver_sor)?;
+//! let org = state.lookups.organization_by_identifier(&sor).await?;
+//! let endpoint = org.value.as_deref().and_then(|o| o.active_endpoint("hl7-fhir-msg"));
 //! ```
 
 pub mod cache;
@@ -36,7 +40,7 @@ use serde_json::Value;
 
 use crate::config::LookupsConfig;
 pub use cache::{LookupCache, Settings};
-pub use registry::{EndpointInfo, Identifier, Organization, PartOf};
+pub use registry::{fill_demographics, EndpointInfo, Identifier, Organization, PartOf};
 pub use stats::CacheStats;
 use upstream::Upstream;
 

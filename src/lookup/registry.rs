@@ -74,6 +74,38 @@ pub struct Organization {
     pub endpoints: Vec<EndpointInfo>,
 }
 
+impl Organization {
+    /// The first active endpoint of `connection_type` (e.g. `hl7-fhir-msg` for FHIR messaging,
+    /// `hl7-fhir-rest`), for routing to this organization.
+    pub fn active_endpoint(&self, connection_type: &str) -> Option<&EndpointInfo> {
+        self.endpoints.iter().find(|e| {
+            e.status.as_deref() == Some("active")
+                && e.connection_type.as_deref() == Some(connection_type)
+        })
+    }
+}
+
+/// Copy a citizen's demographics from the registry's Patient into `target` (a Patient built from
+/// a record that carried only the CPR number): `name`, `birthDate` and `gender`, each only where
+/// `target` has none — what the sender stated is never overwritten. Answers whether anything was
+/// filled.
+pub fn fill_demographics(target: &mut Value, registry: &Value) -> bool {
+    let Some(obj) = target.as_object_mut() else {
+        return false;
+    };
+    let mut filled = false;
+    for key in ["name", "birthDate", "gender"] {
+        if obj.contains_key(key) {
+            continue;
+        }
+        if let Some(v) = registry.get(key) {
+            obj.insert(key.to_string(), v.clone());
+            filled = true;
+        }
+    }
+    filled
+}
+
 /// `Organization.partOf`, with the parent resource when the registry included it.
 #[derive(Debug, Clone)]
 pub struct PartOf {
@@ -309,8 +341,27 @@ mod tests {
         );
         assert_eq!(o.endpoints[0].payload_types, vec!["discharge".to_string()]);
         assert_eq!(o.endpoints[1].status.as_deref(), Some("off"));
+        assert_eq!(
+            o.active_endpoint("hl7-fhir-msg")
+                .map(|e| e.address.as_str()),
+            Some("https://rx.example/fhir/$process-message")
+        );
+        assert!(o.active_endpoint("hl7-fhir-rest").is_none());
         let p = o.part_of.expect("partOf");
         assert_eq!(p.display.as_deref(), Some("Region Syddanmark"));
         assert_eq!(p.resource.expect("included")["id"], "region");
+    }
+
+    #[test]
+    fn demographics_fill_only_what_is_missing() {
+        let registry = json!({"resourceType": "Patient", "name": [{"family": "Jensen"}],
+            "birthDate": "1945-01-01", "gender": "female"});
+        let mut record = json!({"resourceType": "Patient", "gender": "other",
+            "identifier": [{"system": "urn:oid:1.2.208.176.1.2", "value": "0101451234"}]});
+        assert!(fill_demographics(&mut record, &registry));
+        assert_eq!(record["name"][0]["family"], "Jensen");
+        assert_eq!(record["birthDate"], "1945-01-01");
+        assert_eq!(record["gender"], "other", "what the sender stated stays");
+        assert!(!fill_demographics(&mut record, &registry));
     }
 }
