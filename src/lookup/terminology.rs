@@ -78,10 +78,22 @@ impl TerminologyLookup {
         system: &str,
         code: &str,
     ) -> Result<Lookup<Option<Arc<CodeAnswer>>>, LookupError> {
+        self.ask_code_system("CodeSystem/$lookup", "system", system, code)
+            .await
+    }
+
+    /// `operation` about one code of a code system, named by `system_param`.
+    async fn ask_code_system(
+        &self,
+        operation: &'static str,
+        system_param: &'static str,
+        system: &str,
+        code: &str,
+    ) -> Result<Lookup<Option<Arc<CodeAnswer>>>, LookupError> {
         let mut query = Vec::new();
-        push_canonical(&mut query, system, "system", "version");
+        push_canonical(&mut query, system, system_param, "version");
         query.push(("code", code.to_string()));
-        self.ask("CodeSystem/$lookup", query).await
+        self.ask(operation, query).await
     }
 
     async fn ask(
@@ -112,10 +124,8 @@ impl TerminologyLookup {
         system: &str,
         code: &str,
     ) -> Result<Lookup<Option<Arc<CodeAnswer>>>, LookupError> {
-        let mut query = Vec::new();
-        push_canonical(&mut query, system, "url", "version");
-        query.push(("code", code.to_string()));
-        self.ask("CodeSystem/$validate-code", query).await
+        self.ask_code_system("CodeSystem/$validate-code", "url", system, code)
+            .await
     }
 
     /// Settle what the validator could not judge locally, and return the issues with each
