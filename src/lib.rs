@@ -17,5 +17,6 @@ pub mod error;
 pub mod fhir;
 pub mod fhirpath;
 pub mod metrics;
+pub mod municipal;
 pub mod store;
 pub mod validation;
