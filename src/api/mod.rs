@@ -4,6 +4,7 @@
 pub mod context;
 pub mod fhir;
 pub mod health;
+pub mod municipal;
 pub mod response;
 
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
+        .service(resource("/municipal/v1/care-records").route(web::post().to(municipal::post)))
+        .service(resource("/municipal/v1/care-records/{id}").route(web::get().to(municipal::get)))
         .service(
             web::scope("/fhir")
                 .service(resource("/metadata").route(web::get().to(metadata::metadata)))
@@ -107,7 +110,15 @@ fn route_label(path: &str) -> &'static str {
         "/fhir/metadata" => return "/fhir/metadata",
         "/fhir/_history" => return "/fhir/_history",
         "/fhir/$validate" => return "/fhir/$validate",
+        "/municipal/v1/care-records" => return "/municipal/v1/care-records",
         _ => {}
+    }
+    if let Some(id) = path.strip_prefix("/municipal/v1/care-records/") {
+        return if id.is_empty() || id.contains('/') {
+            "unmatched"
+        } else {
+            "/municipal/v1/care-records/{id}"
+        };
     }
     let Some(rest) = path.strip_prefix("/fhir/") else {
         return "unmatched";
@@ -209,6 +220,9 @@ mod tests {
             "/fhir//x",
             "/fhir/Patient/",
             "/elsewhere",
+            "/municipal/v1/care-records",
+            "/municipal/v1/care-records/HAD-1",
+            "/municipal/v1/care-records/HAD-1/x",
         ] {
             let req = test::TestRequest::get().uri(path).to_request();
             let body = test::call_and_read_body(&app, req).await;

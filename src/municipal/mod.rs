@@ -23,8 +23,9 @@ use self::record::CareRecord;
 use self::to_fhir::{kind, part_id};
 use crate::engine::Engine;
 use crate::error::FhirError;
-use crate::fhir::outcome::{operation_outcome, Issue};
+use crate::fhir::outcome::{operation_outcome, Issue, Severity};
 use crate::validation::terminology::Terminology;
+use crate::validation::Validator;
 
 /// Check a posted document: 400 when it is not a v1 record, 422 when it breaks a rule. On
 /// success, the record and the warnings found.
@@ -44,6 +45,37 @@ pub fn check_document(
         return Err(FhirError::new(422, issues));
     }
     Ok((rec, issues))
+}
+
+/// Translate a checked record and validate every resource of the Bundle against the base
+/// definitions and the profiles it claims. Errors answer 422 (located in the Bundle); warnings
+/// (narrative missing, preferred bindings) are not reported to the municipality, whose record
+/// they are not about.
+pub fn translate(rec: &CareRecord, validator: &Validator) -> Result<Value, FhirError> {
+    let bundle = to_fhir::to_bundle(rec, &validator.terminology);
+    let mut errors = Vec::new();
+    for (i, e) in bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if let Some(r) = e.get("resource") {
+            errors.extend(
+                validator
+                    .validate(r, &[])
+                    .into_iter()
+                    .filter(|i| matches!(i.severity, Severity::Error | Severity::Fatal))
+                    .map(|issue| issue.within(&format!("Bundle.entry[{i}].resource"))),
+            );
+        }
+    }
+    if errors.is_empty() {
+        Ok(bundle)
+    } else {
+        Err(FhirError::new(422, errors))
+    }
 }
 
 /// What storing a record did.
@@ -147,7 +179,7 @@ fn part_refs(rec: &CareRecord) -> Vec<String> {
 /// nothing, an older version or the same version with other content is a 409.
 pub async fn store(
     engine: &Engine,
-    terms: &Terminology,
+    validator: &Validator,
     rec: CareRecord,
     warnings: Vec<Issue>,
     base: &str,
@@ -164,7 +196,7 @@ pub async fn store(
         Err(e) if e.status == 404 || e.status == 410 => None,
         Err(e) => return Err(e),
     };
-    let mut bundle = to_fhir::to_bundle(&rec, terms);
+    let mut bundle = translate(&rec, validator)?;
     let mut stored = Stored::Created;
     if let Some(head) = existing {
         let plan: Value = serde_json::from_str(head.content.as_deref().unwrap_or("{}"))
@@ -429,7 +461,7 @@ pub fn translate_cli(file: &Path, reverse: bool) -> ExitCode {
                 for w in &warnings {
                     eprintln!("warning: {}", w.diagnostics);
                 }
-                Ok(to_fhir::to_bundle(&rec, &validator.terminology))
+                translate(&rec, &validator).map_err(|e| e.issues)
             }
             Err(e) => Err(e.issues),
         }

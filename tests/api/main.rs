@@ -8,6 +8,7 @@ mod cache;
 mod concurrency;
 mod crud;
 mod examples;
+mod municipal;
 mod operations;
 mod search;
 mod validation;
