@@ -240,3 +240,19 @@ impl WritePolicy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every file in profiles/sektorbro/ is embedded: a profile written but not listed in `OWN`
+    /// would silently not exist at run time.
+    #[test]
+    fn every_own_profile_file_is_embedded() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/sektorbro");
+        let files = std::fs::read_dir(dir)
+            .expect("profiles/sektorbro")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .count();
+        assert_eq!(files, super::OWN.len());
+    }
+}
