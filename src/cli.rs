@@ -42,6 +42,17 @@ pub enum Command {
         #[arg(value_name = "FILES_OR_DIRS")]
         inputs: Vec<PathBuf>,
     },
+    /// Translate a municipal care record (v1 JSON) into the FHIR transaction Bundle the gateway
+    /// would store, or with --reverse a Bundle back into the record. Exit code 0: translated;
+    /// 1: the input is not a valid record or Bundle (the problems are printed); 2: usage error.
+    Translate {
+        /// Read a FHIR Bundle and print the municipal record it holds.
+        #[arg(long)]
+        reverse: bool,
+        /// The input file (`-` for standard input).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Derive the compact machine-facts files in profiles/ from a published FHIR package.
     Derive {
         #[command(subcommand)]
@@ -67,6 +78,15 @@ pub enum DeriveCommand {
         package: PathBuf,
         /// The folder to write structure-definitions.json.gz and terminology.json.gz into.
         #[arg(long, default_value = "profiles/r4")]
+        out: PathBuf,
+    },
+    /// The Danish code systems and value sets the gateway needs at run time (FSIII, municipality
+    /// codes), reduced to codes, labels and hierarchy.
+    Terminology {
+        /// The folder of Danish IG artifacts, e.g. ../shared/fhir-ig
+        #[arg(long)]
+        igs: PathBuf,
+        #[arg(long, default_value = "profiles/dk/terminology.json")]
         out: PathBuf,
     },
 }
@@ -101,6 +121,18 @@ pub fn run() -> anyhow::Result<ExitCode> {
             what: DeriveCommand::SearchParams { package, out },
         } => {
             crate::fhir::derive::write_search_parameters(&package, &out)?;
+            println!("wrote {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Translate { reverse, file } => Ok(crate::municipal::translate_cli(&file, reverse)),
+        Command::Derive {
+            what: DeriveCommand::Terminology { igs, out },
+        } => {
+            let text = crate::validation::compact::derive_danish_terminology(&igs)?;
+            if let Some(dir) = out.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&out, text)?;
             println!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
         }

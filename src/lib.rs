@@ -20,5 +20,6 @@ pub mod fhir;
 pub mod fhirpath;
 pub mod lookup;
 pub mod metrics;
+pub mod municipal;
 pub mod store;
 pub mod validation;

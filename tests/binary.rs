@@ -141,3 +141,42 @@ fn validate_command_exit_codes_and_json_lines() {
     );
     assert_eq!(run(&["--bogus-flag"]).status.code(), Some(2));
 }
+
+#[test]
+fn translate_command_round_trips_and_reports_bad_records() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/municipal");
+    let record = format!("{fixtures}/completed-discharged-home.json");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sektorbro"))
+            .arg("translate")
+            .args(args)
+            .output()
+            .expect("run translate")
+    };
+    let forward = run(&[&record]);
+    assert_eq!(
+        forward.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&forward.stderr)
+    );
+    let bundle: serde_json::Value = serde_json::from_slice(&forward.stdout).expect("JSON");
+    assert_eq!(bundle["type"], "transaction");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle_file = dir.path().join("bundle.json");
+    std::fs::write(&bundle_file, &forward.stdout).expect("write");
+    let back = run(&["--reverse", bundle_file.to_str().expect("path")]);
+    assert_eq!(back.status.code(), Some(0));
+    let rebuilt: serde_json::Value = serde_json::from_slice(&back.stdout).expect("JSON");
+    let original: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record).expect("read")).expect("JSON");
+    assert_eq!(rebuilt, original);
+
+    let bad = run(&[&format!(
+        "{fixtures}/invalid/rule2-intervention-unknown-goal.json"
+    )]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("$.interventions[0].goals"));
+    assert_eq!(run(&["/no/such/file.json"]).status.code(), Some(2));
+}

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod context;
 pub mod fhir;
 pub mod health;
+pub mod municipal;
 pub mod response;
 
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
         .service(admin::scope())
+        .service(resource("/municipal/v1/care-records").route(web::post().to(municipal::post)))
+        .service(resource("/municipal/v1/care-records/{id}").route(web::get().to(municipal::get)))
         .service(
             web::scope("/fhir")
                 .service(resource("/metadata").route(web::get().to(metadata::metadata)))
@@ -112,6 +115,7 @@ fn route_label(path: &str) -> &'static str {
         "/fhir/_history" => return "/fhir/_history",
         "/fhir/$validate" => return "/fhir/$validate",
         "/admin/caches" => return "/admin/caches",
+        "/municipal/v1/care-records" => return "/municipal/v1/care-records",
         _ => {}
     }
     if let Some(rest) = path.strip_prefix("/admin/caches/") {
@@ -119,6 +123,13 @@ fn route_label(path: &str) -> &'static str {
             [c] if !c.is_empty() => "/admin/caches/{cache}",
             [c, "lookup"] if !c.is_empty() => "/admin/caches/{cache}/lookup",
             _ => "unmatched",
+        };
+    }
+    if let Some(id) = path.strip_prefix("/municipal/v1/care-records/") {
+        return if id.is_empty() || id.contains('/') {
+            "unmatched"
+        } else {
+            "/municipal/v1/care-records/{id}"
         };
     }
     let Some(rest) = path.strip_prefix("/fhir/") else {
@@ -226,6 +237,9 @@ mod tests {
             "/admin/caches/patients/lookup",
             "/admin/caches/patients/x/y",
             "/admin/caches/",
+            "/municipal/v1/care-records",
+            "/municipal/v1/care-records/HAD-1",
+            "/municipal/v1/care-records/HAD-1/x",
         ] {
             let req = test::TestRequest::get().uri(path).to_request();
             let body = test::call_and_read_body(&app, req).await;

@@ -202,6 +202,31 @@ fn lines(mut items: Vec<(String, Value)>) -> Result<String> {
     Ok(out)
 }
 
+/// The Danish terminology the gateway needs at run time (FSIII, municipality codes), from the
+/// files named in [`DANISH_SOURCES`] below a folder of IG artifacts (`../shared/fhir-ig`):
+/// codes, labels and hierarchy only, one resource per line.
+pub fn derive_danish_terminology(ig_root: &Path) -> Result<String> {
+    let mut terms = Vec::new();
+    for rel in DANISH_SOURCES {
+        let path = ig_root.join(rel);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let r: Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let url = r.get("url").and_then(Value::as_str).unwrap_or_default();
+        terms.push((url.to_string(), super::terminology::compact(&r)));
+    }
+    lines(terms)
+}
+
+/// Where each embedded Danish code system and value set comes from, below the IG folder.
+pub const DANISH_SOURCES: &[&str] = &[
+    "kl-term/CodeSystem-FSIII.json",
+    "dk-core/CodeSystem-dk-core-municipality-codes.json",
+    "dk-core/CodeSystem-dk-core-municipality-codes-greenland.json",
+    "dk-core/ValueSet-dk-core-MunicipalityCodes.json",
+];
+
 /// The embedded files are gzip-compressed: 2 MB in the repository instead of 15.
 pub fn gzip(text: &str) -> Result<Vec<u8>> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
@@ -234,6 +259,27 @@ mod tests {
 
     /// The committed files are what the deriver makes of the published package (when it is
     /// beside the checkout): regenerate with `sektorbro derive definitions --package …`.
+    #[test]
+    fn embedded_danish_terminology_is_up_to_date() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fhir-ig");
+        if !root.is_dir() {
+            eprintln!(
+                "NOTE: Danish terminology staleness check SKIPPED: {} not found",
+                root.display()
+            );
+            return;
+        }
+        let fresh = derive_danish_terminology(&root).expect("derive");
+        let committed = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/dk/terminology.json"),
+        )
+        .expect("read");
+        assert!(
+            committed == fresh,
+            "profiles/dk/terminology.json is stale: sektorbro derive terminology"
+        );
+    }
+
     #[test]
     fn embedded_definitions_are_up_to_date() {
         let package = Path::new(env!("CARGO_MANIFEST_DIR"))

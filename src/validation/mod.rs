@@ -33,11 +33,47 @@ use terminology::Terminology;
 static EMBEDDED_TERMINOLOGY: &[u8] = include_bytes!("../../profiles/r4/terminology.json.gz");
 
 /// Sektorbro's own profiles, extensions and terminology (`profiles/sektorbro/`), always loaded.
+/// FSIII and the Danish municipality codes (`sektorbro derive terminology`).
+const EMBEDDED_DANISH: &str = include_str!("../../profiles/dk/terminology.json");
+
 const OWN: &[&str] = &[
+    include_str!("../../profiles/sektorbro/CodeSystem-admission-source.json"),
+    include_str!("../../profiles/sektorbro/CodeSystem-course-kind.json"),
+    include_str!("../../profiles/sektorbro/CodeSystem-discharge-destination.json"),
+    include_str!("../../profiles/sektorbro/CodeSystem-discipline.json"),
+    include_str!("../../profiles/sektorbro/CodeSystem-encounter-type.json"),
+    include_str!("../../profiles/sektorbro/CodeSystem-legal-basis.json"),
     include_str!("../../profiles/sektorbro/CodeSystem-rehab-phase.json"),
+    include_str!("../../profiles/sektorbro/ValueSet-admission-source.json"),
+    include_str!("../../profiles/sektorbro/ValueSet-course-kind.json"),
+    include_str!("../../profiles/sektorbro/ValueSet-discharge-destination.json"),
+    include_str!("../../profiles/sektorbro/ValueSet-discipline.json"),
+    include_str!("../../profiles/sektorbro/ValueSet-encounter-type.json"),
+    include_str!("../../profiles/sektorbro/ValueSet-fsiii-conditions.json"),
+    include_str!("../../profiles/sektorbro/ValueSet-fsiii-interventions.json"),
+    include_str!("../../profiles/sektorbro/ValueSet-fsiii-severities.json"),
+    include_str!("../../profiles/sektorbro/ValueSet-legal-basis.json"),
     include_str!("../../profiles/sektorbro/ValueSet-rehab-phase.json"),
+    include_str!("../../profiles/sektorbro/StructureDefinition-citizen-present.json"),
+    include_str!("../../profiles/sektorbro/StructureDefinition-goal-baseline.json"),
+    include_str!("../../profiles/sektorbro/StructureDefinition-goal-citizen-words.json"),
+    include_str!("../../profiles/sektorbro/StructureDefinition-goal-review.json"),
+    include_str!("../../profiles/sektorbro/StructureDefinition-legal-basis.json"),
+    include_str!("../../profiles/sektorbro/StructureDefinition-meeting-decision.json"),
+    include_str!("../../profiles/sektorbro/StructureDefinition-primary-contact.json"),
+    include_str!("../../profiles/sektorbro/StructureDefinition-ready-for-discharge.json"),
+    include_str!("../../profiles/sektorbro/StructureDefinition-record-version.json"),
     include_str!("../../profiles/sektorbro/StructureDefinition-rehab-phase.json"),
+    include_str!("../../profiles/sektorbro/StructureDefinition-relatives-present.json"),
+    include_str!("../../profiles/sektorbro/StructureDefinition-responsible-discipline.json"),
     include_str!("../../profiles/sektorbro/StructureDefinition-sektorbro-careplan.json"),
+    include_str!("../../profiles/sektorbro/StructureDefinition-sektorbro-careteam.json"),
+    include_str!("../../profiles/sektorbro/StructureDefinition-sektorbro-condition.json"),
+    include_str!(
+        "../../profiles/sektorbro/StructureDefinition-sektorbro-rehabilitation-meeting.json"
+    ),
+    include_str!("../../profiles/sektorbro/StructureDefinition-sektorbro-smart-goal.json"),
+    include_str!("../../profiles/sektorbro/StructureDefinition-sektorbro-temporary-stay.json"),
 ];
 
 /// The validator: definitions and terminology, loaded once, shared by every request.
@@ -72,6 +108,12 @@ impl Validator {
         let text = compact::gunzip(EMBEDDED_TERMINOLOGY)?;
         let base: Vec<Value> = serde_json::from_str(&text)?;
         for r in &base {
+            if let Err(e) = terminology.add(r) {
+                defs.report.skipped.push(e);
+            }
+        }
+        let danish: Vec<Value> = serde_json::from_str(EMBEDDED_DANISH)?;
+        for r in &danish {
             if let Err(e) = terminology.add(r) {
                 defs.report.skipped.push(e);
             }
@@ -278,5 +320,21 @@ impl WritePolicy {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every file in profiles/sektorbro/ is embedded: a profile written but not listed in `OWN`
+    /// would silently not exist at run time.
+    #[test]
+    fn every_own_profile_file_is_embedded() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/sektorbro");
+        let files = std::fs::read_dir(dir)
+            .expect("profiles/sektorbro")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .count();
+        assert_eq!(files, super::OWN.len());
     }
 }

@@ -9,6 +9,7 @@ mod concurrency;
 mod crud;
 mod examples;
 mod lookups;
+mod municipal;
 mod operations;
 mod search;
 mod validation;

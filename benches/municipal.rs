@@ -1,0 +1,64 @@
+//! Municipal record → validated FHIR Bundle, the work `POST /municipal/v1/care-records` does
+//! before its transaction: parse the posted bytes, JSON Schema, rules, mapping, and validation of
+//! every produced resource against R4 and our profiles (issue #4 goal: under 100 µs for a
+//! typical record). Also each stage alone, and the reverse mapping. `cargo bench --bench
+//! municipal`; figures in docs/municipal.md.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use sektorbro::municipal::{check, check_document, from_fhir, to_fhir, translate};
+use sektorbro::validation::Validator;
+use serde_json::Value;
+
+fn bench(c: &mut Criterion) {
+    let v = Validator::shared_r4().expect("definitions");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/municipal/haderslev-hjortebro-intervention.json"
+    );
+    let bytes = std::fs::read(path).expect("fixture");
+    let doc: Value = serde_json::from_slice(&bytes).expect("JSON");
+    let (rec, _) = check_document(&doc, &v.terminology).expect("valid record");
+    let bundle = to_fhir::to_bundle(&rec, &v.terminology);
+    let entries = bundle["entry"].as_array().map_or(0, Vec::len);
+    eprintln!(
+        "typical record: {} bytes, {} goals, {} interventions, {} meetings -> {entries} resources",
+        bytes.len(),
+        rec.goals.len(),
+        rec.interventions.len(),
+        rec.meetings.len()
+    );
+
+    let mut g = c.benchmark_group("municipal");
+    g.bench_function("record to validated bundle (whole)", |b| {
+        b.iter(|| {
+            let doc: Value = serde_json::from_slice(&bytes).expect("JSON");
+            let (rec, _) = check_document(&doc, &v.terminology).expect("valid");
+            translate(&rec, &v).expect("valid FHIR")
+        })
+    });
+    g.bench_function("parse", |b| {
+        b.iter(|| serde_json::from_slice::<Value>(&bytes).expect("JSON"))
+    });
+    g.bench_function("json schema", |b| b.iter(|| check::schema(&doc)));
+    g.bench_function("rules", |b| b.iter(|| check::rules(&rec, &v.terminology)));
+    g.bench_function("map to bundle", |b| {
+        b.iter(|| to_fhir::to_bundle(&rec, &v.terminology))
+    });
+    g.bench_function("validate bundle resources", |b| {
+        b.iter(|| {
+            bundle["entry"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| v.validate(&e["resource"], &[]).len())
+                .sum::<usize>()
+        })
+    });
+    g.bench_function("reverse (bundle to record)", |b| {
+        b.iter(|| from_fhir::from_bundle(&bundle).expect("record"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,518 @@
+//! Checking a posted record, in two stages that each report every problem they find:
+//!
+//! 1. the JSON Schema (`profiles/municipal/care-record-v1.schema.json`, with the `jsonschema`
+//!    crate): is this a v1 record at all? Problems answer 400.
+//! 2. the rules a schema cannot state: local ids unique and every reference to one resolving,
+//!    dates in order, codes known (FSIII, municipality codes), status and phase agreeing, at most
+//!    one primary contact, a CPR whose first six digits are a date. Problems answer 422.
+//!
+//! Locations are JSON paths into the posted document: `$.goals[1].addresses[0]`.
+
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
+use chrono::{DateTime, FixedOffset, NaiveDate};
+use serde_json::Value;
+
+use super::record::CareRecord;
+use super::vocab::{self, vs};
+use crate::fhir::outcome::{Issue, Severity};
+use crate::validation::terminology::{Membership, Terminology};
+
+pub const SCHEMA_TEXT: &str = include_str!("../../profiles/municipal/care-record-v1.schema.json");
+
+fn compiled() -> Result<&'static jsonschema::Validator, String> {
+    static SCHEMA: OnceLock<Result<jsonschema::Validator, String>> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let schema: Value = serde_json::from_str(SCHEMA_TEXT).map_err(|e| e.to_string())?;
+            jsonschema::options()
+                .build(&schema)
+                .map_err(|e| format!("the embedded care-record schema does not compile: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// A JSON path (`$.a.b[0]`) for a JSON Schema instance location.
+fn json_path(location: &jsonschema::paths::Location) -> String {
+    let mut out = String::from("$");
+    for seg in location.iter() {
+        match seg {
+            jsonschema::paths::LocationSegment::Property(p) => {
+                out.push('.');
+                out.push_str(&p);
+            }
+            jsonschema::paths::LocationSegment::Index(i) => {
+                out.push_str(&format!("[{i}]"));
+            }
+        }
+    }
+    out
+}
+
+/// What a schema definition means, for messages a person can act on.
+fn expected(schema_path: &str) -> Option<&'static str> {
+    let defs: &[(&str, &str)] = &[
+        (
+            "/$defs/dateTime/",
+            "a date and time with seconds and a UTC offset, e.g. 2026-03-02T10:30:00+01:00",
+        ),
+        ("/$defs/date/", "a date YYYY-MM-DD"),
+        ("/$defs/sor/", "a SOR code of 1 to 18 digits"),
+        (
+            "/$defs/localId/",
+            "an id of up to 64 letters, digits, '.' and '-', starting with a letter or digit",
+        ),
+        (
+            "/$defs/recordId/",
+            "an id of up to 64 letters, digits, '.' and '-', starting with a letter or digit",
+        ),
+        (
+            "/$defs/text/",
+            "text that is not blank (at most 4000 characters)",
+        ),
+        (
+            "/$defs/code/",
+            "a code without leading, trailing or repeated spaces",
+        ),
+        ("/cpr/", "a CPR number of ten digits without hyphen"),
+        (
+            "/municipality/properties/code/",
+            "a municipality code of four digits, e.g. 0510",
+        ),
+    ];
+    defs.iter()
+        .find(|(p, _)| schema_path.contains(p))
+        .map(|(_, what)| *what)
+}
+
+/// Stage 1: the JSON Schema. Every violation, each located.
+pub fn schema(doc: &Value) -> Vec<Issue> {
+    let validator = match compiled() {
+        Ok(v) => v,
+        Err(e) => return vec![Issue::error("exception", e)],
+    };
+    let mut issues: Vec<Issue> = validator
+        .iter_errors(doc)
+        .map(|e| {
+            let at = json_path(e.instance_path());
+            let schema_path = e.schema_path().as_str().to_string();
+            let message = match (e.kind(), expected(&schema_path)) {
+                (jsonschema::error::ValidationErrorKind::Pattern { .. }, Some(what))
+                | (jsonschema::error::ValidationErrorKind::MinLength { .. }, Some(what))
+                | (jsonschema::error::ValidationErrorKind::MaxLength { .. }, Some(what)) => {
+                    format!("{at} must be {what}")
+                }
+                _ => format!("{at}: {}", e.masked()),
+            };
+            Issue::error("structure", message).at(at)
+        })
+        .collect();
+    issues.dedup();
+    issues
+}
+
+/// A parsed dateTime (the schema guarantees the shape; a date the calendar lacks fails here).
+fn instant(s: &str) -> Option<DateTime<FixedOffset>> {
+    DateTime::parse_from_rfc3339(s).ok()
+}
+
+fn date(s: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+}
+
+struct Rules<'a> {
+    terms: &'a Terminology,
+    issues: Vec<Issue>,
+}
+
+impl Rules<'_> {
+    fn error(&mut self, at: String, code: &'static str, message: String) {
+        self.issues.push(Issue::error(code, message).at(at));
+    }
+
+    fn warning(&mut self, at: String, message: String) {
+        self.issues
+            .push(Issue::warning("business-rule", message).at(at));
+    }
+
+    fn instant(&mut self, at: &str, s: &str) -> Option<DateTime<FixedOffset>> {
+        let t = instant(s);
+        if t.is_none() {
+            self.error(
+                at.into(),
+                "value",
+                format!("{at}: {s:?} is not a real date and time"),
+            );
+        }
+        t
+    }
+
+    fn date(&mut self, at: &str, s: &str) -> Option<NaiveDate> {
+        let d = date(s);
+        if d.is_none() {
+            self.error(
+                at.into(),
+                "value",
+                format!("{at}: {s:?} is not a real date"),
+            );
+        }
+        d
+    }
+
+    /// `later` must not be before `earlier`; reported at `later_at`.
+    fn ordered(
+        &mut self,
+        earlier: Option<DateTime<FixedOffset>>,
+        earlier_at: &str,
+        later: Option<DateTime<FixedOffset>>,
+        later_at: &str,
+    ) {
+        if let (Some(a), Some(b)) = (earlier, later) {
+            if b < a {
+                self.error(
+                    later_at.into(),
+                    "business-rule",
+                    format!("{later_at} ({b}) is before {earlier_at} ({a})"),
+                );
+            }
+        }
+    }
+
+    fn unique<'r>(&mut self, list: &str, ids: impl Iterator<Item = &'r str>) -> HashSet<&'r str> {
+        let mut seen = HashSet::new();
+        for (i, id) in ids.enumerate() {
+            if !seen.insert(id) {
+                self.error(
+                    format!("$.{list}[{i}].id"),
+                    "duplicate",
+                    format!("$.{list}[{i}].id: {id:?} is used by an earlier entry of {list}"),
+                );
+            }
+        }
+        seen
+    }
+
+    fn refers(&mut self, at: String, id: &str, known: &HashSet<&str>, what: &str) {
+        if !known.contains(id) {
+            self.error(
+                at.clone(),
+                "not-found",
+                format!("{at}: no {what} has id {id:?} in this record"),
+            );
+        }
+    }
+
+    fn code(&mut self, at: String, value_set: &str, system: &str, code: &str, what: &str) {
+        match self.terms.check_code(value_set, Some(system), code) {
+            Membership::Member => {}
+            Membership::NotMember { .. } => self.error(
+                at.clone(),
+                "code-invalid",
+                format!("{at}: {code:?} is not {what} ({value_set})"),
+            ),
+            Membership::Unknown { reason } => self.error(
+                at.clone(),
+                "code-invalid",
+                format!("{at}: could not check {code:?} against {value_set}: {reason}"),
+            ),
+        }
+    }
+}
+
+/// Stage 2: the rules. Errors and warnings (warnings do not stop the record).
+pub fn rules(rec: &CareRecord, terms: &Terminology) -> Vec<Issue> {
+    let mut r = Rules {
+        terms,
+        issues: Vec::new(),
+    };
+    let c = &rec.course;
+
+    // Ids and references.
+    let conditions = r.unique("conditions", rec.conditions.iter().map(|x| x.id.as_str()));
+    let goals = r.unique("goals", rec.goals.iter().map(|x| x.id.as_str()));
+    r.unique(
+        "interventions",
+        rec.interventions.iter().map(|x| x.id.as_str()),
+    );
+    let members = r.unique("careTeam", rec.care_team.iter().map(|x| x.id.as_str()));
+    r.unique("meetings", rec.meetings.iter().map(|x| x.id.as_str()));
+    for (i, g) in rec.goals.iter().enumerate() {
+        for (j, a) in g.addresses.iter().enumerate() {
+            r.refers(
+                format!("$.goals[{i}].addresses[{j}]"),
+                a,
+                &conditions,
+                "condition",
+            );
+        }
+    }
+    for (i, x) in rec.interventions.iter().enumerate() {
+        for (j, g) in x.goals.iter().enumerate() {
+            r.refers(
+                format!("$.interventions[{i}].goals[{j}]"),
+                g,
+                &goals,
+                "goal",
+            );
+        }
+    }
+    for (i, m) in rec.meetings.iter().enumerate() {
+        for (j, p) in m.participants.iter().enumerate() {
+            r.refers(
+                format!("$.meetings[{i}].participants[{j}]"),
+                p,
+                &members,
+                "care-team member",
+            );
+        }
+        for (j, g) in m.goal_reviews.iter().enumerate() {
+            r.refers(
+                format!("$.meetings[{i}].goalReviews[{j}].goal"),
+                &g.goal,
+                &goals,
+                "goal",
+            );
+        }
+    }
+
+    // Dates.
+    let start = r.instant("$.course.period.start", &c.period.start);
+    let end = c
+        .period
+        .end
+        .as_deref()
+        .and_then(|e| r.instant("$.course.period.end", e));
+    r.ordered(start, "$.course.period.start", end, "$.course.period.end");
+    if let Some(b) = rec.citizen.birth_date.as_deref() {
+        let born = r.date("$.citizen.birthDate", b);
+        if let (Some(born), Some(start)) = (born, start) {
+            if born > start.date_naive() {
+                r.error(
+                    "$.citizen.birthDate".into(),
+                    "business-rule",
+                    format!("$.citizen.birthDate ({born}) is after the course start ({start})"),
+                );
+            }
+        }
+    }
+    if let Some(stay) = &c.stay {
+        let admitted = r.instant("$.course.stay.admittedAt", &stay.admitted_at);
+        let ready = stay
+            .ready_for_discharge_at
+            .as_deref()
+            .and_then(|t| r.instant("$.course.stay.readyForDischargeAt", t));
+        let discharged = stay
+            .discharged_at
+            .as_deref()
+            .and_then(|t| r.instant("$.course.stay.dischargedAt", t));
+        r.ordered(
+            admitted,
+            "$.course.stay.admittedAt",
+            ready,
+            "$.course.stay.readyForDischargeAt",
+        );
+        match ready {
+            Some(_) => r.ordered(
+                ready,
+                "$.course.stay.readyForDischargeAt",
+                discharged,
+                "$.course.stay.dischargedAt",
+            ),
+            None => r.ordered(
+                admitted,
+                "$.course.stay.admittedAt",
+                discharged,
+                "$.course.stay.dischargedAt",
+            ),
+        }
+        if stay.discharged_at.is_some() != stay.discharge_destination.is_some() {
+            let message = if stay.discharged_at.is_some() {
+                "$.course.stay.dischargeDestination: a discharged stay needs its destination"
+            } else {
+                "$.course.stay.dischargeDestination: a destination is given but no dischargedAt"
+            };
+            r.error(
+                "$.course.stay.dischargeDestination".into(),
+                "business-rule",
+                message.into(),
+            );
+        }
+    }
+    for (i, m) in rec.meetings.iter().enumerate() {
+        let at = format!("$.meetings[{i}].start");
+        let s = r.instant(&at, &m.start);
+        r.ordered(start, "$.course.period.start", s, &at);
+        if let Some(e) = m.end.as_deref() {
+            let end_at = format!("$.meetings[{i}].end");
+            let e = r.instant(&end_at, e);
+            r.ordered(s, &at, e, &end_at);
+        }
+    }
+    for (i, g) in rec.goals.iter().enumerate() {
+        if let Some(d) = g.due.as_deref() {
+            let at = format!("$.goals[{i}].due");
+            if let (Some(due), Some(start)) = (r.date(&at, d), start) {
+                if due < start.date_naive() {
+                    r.error(
+                        at.clone(),
+                        "business-rule",
+                        format!("{at} ({due}) is before the course start ({start})"),
+                    );
+                }
+            }
+        }
+        if g.measure.is_none() || g.due.is_none() {
+            r.warning(
+                format!("$.goals[{i}]"),
+                format!(
+                    "goal {:?} is not SMART: it needs a measure with a target and a due date to be followed up",
+                    g.id
+                ),
+            );
+        }
+    }
+
+    // Codes.
+    r.code(
+        "$.municipality.code".into(),
+        vs::MUNICIPALITIES,
+        vocab::MUNICIPALITY_CODES,
+        &rec.municipality.code,
+        "a Danish municipality code",
+    );
+    for (i, x) in rec.conditions.iter().enumerate() {
+        r.code(
+            format!("$.conditions[{i}].code"),
+            vs::FSIII_CONDITIONS,
+            vocab::FSIII,
+            &x.code,
+            "an FSIII condition",
+        );
+        if let Some(s) = &x.severity {
+            r.code(
+                format!("$.conditions[{i}].severity"),
+                vs::FSIII_SEVERITIES,
+                vocab::FSIII,
+                s,
+                "an FSIII severity",
+            );
+        }
+    }
+    for (i, x) in rec.interventions.iter().enumerate() {
+        r.code(
+            format!("$.interventions[{i}].code"),
+            vs::FSIII_INTERVENTIONS,
+            vocab::FSIII,
+            &x.code,
+            "an FSIII intervention",
+        );
+    }
+
+    // Status and phase.
+    let completed_status = c.status == "completed";
+    let completed_phase = c.phase == "completed";
+    if completed_status != completed_phase {
+        r.error(
+            "$.course.phase".into(),
+            "business-rule",
+            format!(
+                "$.course.phase is {:?} but the status is {:?}: a course is in phase completed exactly when its status is completed",
+                c.phase, c.status
+            ),
+        );
+    }
+    let ended = matches!(c.status.as_str(), "completed" | "cancelled");
+    if ended && c.period.end.is_none() {
+        r.error(
+            "$.course.period.end".into(),
+            "business-rule",
+            format!(
+                "$.course.period.end is required when the course is {}",
+                c.status
+            ),
+        );
+    } else if !ended && c.period.end.is_some() {
+        r.error(
+            "$.course.period.end".into(),
+            "business-rule",
+            format!(
+                "$.course.period.end must be absent while the course is {}; set it when the course is completed or cancelled",
+                c.status
+            ),
+        );
+    }
+
+    // People.
+    let primaries: Vec<usize> = rec
+        .care_team
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.primary_contact)
+        .map(|(i, _)| i)
+        .collect();
+    for i in primaries.iter().skip(1) {
+        r.error(
+            format!("$.careTeam[{i}].primaryContact"),
+            "business-rule",
+            format!(
+                "$.careTeam[{i}].primaryContact: the citizen has one primary contact person, already $.careTeam[{}]",
+                primaries[0]
+            ),
+        );
+    }
+    if primaries.is_empty() && !matches!(c.status.as_str(), "completed" | "cancelled") {
+        r.warning(
+            "$.careTeam".into(),
+            "no care-team member is the citizen's primary contact person: name one so that the citizen and the hospital know whom to call".into(),
+        );
+    }
+    if !cpr_date_ok(&rec.citizen.cpr) {
+        r.error(
+            "$.citizen.cpr".into(),
+            "value",
+            "$.citizen.cpr: the first six digits must be a date of birth (DDMMYY)".into(),
+        );
+    }
+    r.issues
+}
+
+/// The first six digits of a CPR number are DDMMYY (the century is not decided here).
+fn cpr_date_ok(cpr: &str) -> bool {
+    let digits = |r: std::ops::Range<usize>| cpr.get(r).and_then(|s| s.parse::<u32>().ok());
+    match (digits(0..2), digits(2..4), digits(4..6)) {
+        // 2000 is a leap year and 1900 is not; accept 29 February of any year divisible by 4.
+        (Some(d), Some(m), Some(y)) => {
+            let year = if y % 4 == 0 { 2000 } else { 2001 };
+            NaiveDate::from_ymd_opt(year, m, d).is_some()
+        }
+        _ => false,
+    }
+}
+
+/// Severity order for sorting: errors first, then warnings.
+pub fn has_errors(issues: &[Issue]) -> bool {
+    issues
+        .iter()
+        .any(|i| matches!(i.severity, Severity::Error | Severity::Fatal))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpr_dates() {
+        assert!(cpr_date_ok("0703451234"));
+        assert!(cpr_date_ok("2902001234"));
+        assert!(!cpr_date_ok("3002451234"));
+        assert!(!cpr_date_ok("0013451234"));
+        assert!(!cpr_date_ok("12"));
+    }
+
+    #[test]
+    fn the_schema_compiles() {
+        assert!(compiled().is_ok());
+    }
+}

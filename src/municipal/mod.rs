@@ -1,0 +1,486 @@
+//! Municipal care records ↔ FHIR.
+//!
+//! - [`record`]: the v1 record as Rust types (the JSON Schema in `profiles/municipal/` is the
+//!   published contract).
+//! - [`check`]: schema (400) then rules (422), every problem with its JSON path.
+//! - [`to_fhir`] / [`from_fhir`]: the mapping, pure functions, inverse of each other.
+//! - this file: storing a record (one transaction, idempotent on municipality + record id,
+//!   ordered by the source's record version), rebuilding it, and the `translate` command.
+
+pub mod check;
+pub mod from_fhir;
+pub mod record;
+pub mod to_fhir;
+pub mod vocab;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde_json::{json, Value};
+
+use self::record::CareRecord;
+use self::to_fhir::{kind, part_id};
+use crate::engine::Engine;
+use crate::error::FhirError;
+use crate::fhir::outcome::{operation_outcome, Issue, Severity};
+use crate::validation::terminology::Terminology;
+use crate::validation::Validator;
+
+/// Check a posted document: 400 when it is not a v1 record, 422 when it breaks a rule. On
+/// success, the record and the warnings found.
+pub fn check_document(
+    doc: &Value,
+    terms: &Terminology,
+) -> Result<(CareRecord, Vec<Issue>), FhirError> {
+    let issues = check::schema(doc);
+    if !issues.is_empty() {
+        return Err(FhirError::new(400, issues));
+    }
+    let rec: CareRecord = serde_json::from_value(doc.clone()).map_err(|e| {
+        FhirError::bad_request(format!("the record does not match the v1 format: {e}"))
+    })?;
+    let issues = check::rules(&rec, terms);
+    if check::has_errors(&issues) {
+        return Err(FhirError::new(422, issues));
+    }
+    Ok((rec, issues))
+}
+
+/// Translate a checked record and validate every resource of the Bundle against the base
+/// definitions and the profiles it claims. Errors answer 422 (located in the Bundle); warnings
+/// (narrative missing, preferred bindings) are not reported to the municipality, whose record
+/// they are not about.
+pub fn translate(rec: &CareRecord, validator: &Validator) -> Result<Value, FhirError> {
+    let bundle = to_fhir::to_bundle(rec, &validator.terminology);
+    let mut errors = Vec::new();
+    for (i, e) in bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if let Some(r) = e.get("resource") {
+            errors.extend(
+                validator
+                    .validate(r, &[])
+                    .into_iter()
+                    .filter(|i| matches!(i.severity, Severity::Error | Severity::Fatal))
+                    .map(|issue| issue.within(&format!("Bundle.entry[{i}].resource"))),
+            );
+        }
+    }
+    if errors.is_empty() {
+        Ok(bundle)
+    } else {
+        Err(FhirError::new(422, errors))
+    }
+}
+
+/// What storing a record did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    Created,
+    Updated,
+    /// The same version with the same content was already stored; nothing was written.
+    Unchanged,
+}
+
+impl Stored {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stored::Created => "created",
+            Stored::Updated => "updated",
+            Stored::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// The answer to a stored record.
+pub struct Posted {
+    pub stored: Stored,
+    pub record: CareRecord,
+    /// `Type/id` of every resource the record is stored as (the CarePlan first).
+    pub resources: Vec<String>,
+    pub patient: Option<String>,
+    pub warnings: Vec<Issue>,
+    /// The transaction-response Bundle (JSON text), when the transaction ran.
+    pub bundle: Option<String>,
+}
+
+impl Posted {
+    pub fn care_plan(&self) -> String {
+        format!(
+            "CarePlan/{}",
+            part_id(
+                &self.record.municipality.code,
+                &self.record.record_id,
+                kind::CARE_PLAN,
+                "plan"
+            )
+        )
+    }
+
+    /// The JSON body the endpoint answers with.
+    pub fn body(&self, with_bundle: bool) -> Value {
+        let mut out = json!({
+            "recordId": self.record.record_id,
+            "municipality": self.record.municipality.code,
+            "recordVersion": self.record.record_version,
+            "result": self.stored.as_str(),
+            "carePlan": self.care_plan(),
+            "patient": self.patient,
+            "resources": self.resources,
+            "outcome": operation_outcome(&self.warnings),
+        });
+        if let (true, Some(b)) = (with_bundle, &self.bundle) {
+            out["bundle"] = serde_json::from_str(b).unwrap_or(Value::Null);
+        }
+        out
+    }
+}
+
+/// The ids of the record-scoped resources a record is stored as, `Type/id`.
+fn part_refs(rec: &CareRecord) -> Vec<String> {
+    let id = |k: &str, l: &str| part_id(&rec.municipality.code, &rec.record_id, k, l);
+    let mut out = vec![
+        format!("CarePlan/{}", id(kind::CARE_PLAN, "plan")),
+        format!("CareTeam/{}", id(kind::CARE_TEAM, "team")),
+    ];
+    if rec.course.stay.is_some() {
+        out.push(format!("Encounter/{}", id(kind::STAY, "stay")));
+    }
+    out.extend(
+        rec.care_team
+            .iter()
+            .map(|m| format!("Practitioner/{}", id(kind::MEMBER, &m.id))),
+    );
+    out.extend(
+        rec.conditions
+            .iter()
+            .map(|c| format!("Condition/{}", id(kind::CONDITION, &c.id))),
+    );
+    out.extend(
+        rec.goals
+            .iter()
+            .map(|g| format!("Goal/{}", id(kind::GOAL, &g.id))),
+    );
+    out.extend(
+        rec.meetings
+            .iter()
+            .map(|m| format!("Encounter/{}", id(kind::MEETING, &m.id))),
+    );
+    out
+}
+
+/// Store a checked record: one transaction; a newer record version updates the same resources
+/// (and deletes the parts it no longer has), the same version with the same content changes
+/// nothing, an older version or the same version with other content is a 409.
+pub async fn store(
+    engine: &Engine,
+    validator: &Validator,
+    rec: CareRecord,
+    warnings: Vec<Issue>,
+    base: &str,
+    representation: bool,
+) -> Result<Posted, FhirError> {
+    let plan_id = part_id(
+        &rec.municipality.code,
+        &rec.record_id,
+        kind::CARE_PLAN,
+        "plan",
+    );
+    let existing = match engine.read("CarePlan", &plan_id).await {
+        Ok(r) => Some(r),
+        Err(e) if e.status == 404 || e.status == 410 => None,
+        Err(e) => return Err(e),
+    };
+    let mut bundle = translate(&rec, validator)?;
+    let mut stored = Stored::Created;
+    if let Some(head) = existing {
+        let plan: Value = serde_json::from_str(head.content.as_deref().unwrap_or("{}"))
+            .map_err(|e| FhirError::internal(format!("stored CarePlan is not JSON: {e}")))?;
+        let (old, patient) = load(engine, &plan).await.map_err(|e| {
+            FhirError::conflict(format!(
+                "record {} is stored, but its resources were changed outside this endpoint so it cannot be rebuilt ({e}); resolve that before posting it again",
+                rec.record_id
+            ))
+        })?;
+        if rec.record_version < old.record_version {
+            return Err(FhirError::conflict(format!(
+                "record {} version {} is older than the stored version {}",
+                rec.record_id, rec.record_version, old.record_version
+            ))
+            .at("$.recordVersion"));
+        }
+        if rec.record_version == old.record_version {
+            if rec == old {
+                return Ok(Posted {
+                    stored: Stored::Unchanged,
+                    resources: part_refs(&rec),
+                    record: rec,
+                    patient,
+                    warnings,
+                    bundle: None,
+                });
+            }
+            return Err(FhirError::conflict(format!(
+                "record {} version {} is already stored with other content; a changed record needs a higher recordVersion",
+                rec.record_id, rec.record_version
+            ))
+            .at("$.recordVersion"));
+        }
+        // Parts the new version no longer has are deleted in the same transaction.
+        let keep: HashSet<String> = part_refs(&rec).into_iter().collect();
+        let deletes: Vec<Value> = part_refs(&old)
+            .into_iter()
+            .filter(|r| !keep.contains(r))
+            .map(|r| json!({"request": {"method": "DELETE", "url": r}}))
+            .collect();
+        if let Some(entries) = bundle.get_mut("entry").and_then(Value::as_array_mut) {
+            // The CarePlan must still be the one read above: a concurrent post of the same
+            // record makes one of the two fail with 412 instead of interleaving.
+            if let Some(last) = entries.last_mut() {
+                last["request"]["ifMatch"] = json!(format!("W/\"{}\"", head.version));
+            }
+            entries.extend(deletes);
+        }
+        stored = Stored::Updated;
+    }
+    let response = engine
+        .process_bundle(&bundle, base, representation)
+        .await
+        .map_err(|e| {
+            if e.status == 412 {
+                FhirError::conflict(format!(
+                    "record {} was changed by another request while this one was stored; post it again",
+                    rec.record_id
+                ))
+            } else {
+                e
+            }
+        })?;
+    let locations = response_locations(&response);
+    let patient = locations
+        .iter()
+        .find(|l| l.starts_with("Patient/"))
+        .cloned();
+    let mut resources = part_refs(&rec);
+    for l in locations {
+        if !resources.contains(&l) {
+            resources.push(l);
+        }
+    }
+    Ok(Posted {
+        stored,
+        record: rec,
+        resources,
+        patient,
+        warnings,
+        bundle: Some(response),
+    })
+}
+
+/// `Type/id` of each written entry of a transaction-response Bundle.
+fn response_locations(response: &str) -> Vec<String> {
+    let Ok(v) = serde_json::from_str::<Value>(response) else {
+        return Vec::new();
+    };
+    v.get("entry")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.pointer("/response/location").and_then(Value::as_str))
+        .filter_map(|l| {
+            // `[base/]Type/id/_history/n`
+            let parts: Vec<&str> = l.split('/').collect();
+            let h = parts.iter().rposition(|p| *p == "_history")?;
+            Some(format!(
+                "{}/{}",
+                parts.get(h.checked_sub(2)?)?,
+                parts.get(h - 1)?
+            ))
+        })
+        .collect()
+}
+
+/// Rebuild a stored record from its CarePlan, reading the resources it refers to. Also returns
+/// the Patient reference.
+pub async fn load(engine: &Engine, plan: &Value) -> Result<(CareRecord, Option<String>), String> {
+    let mut wanted: Vec<String> = Vec::new();
+    let single = |key: &str| {
+        plan.get(key)
+            .and_then(|r| r.get("reference"))
+            .and_then(Value::as_str)
+    };
+    let many = |key: &str| -> Vec<String> {
+        plan.get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.get("reference").and_then(Value::as_str).map(String::from))
+            .collect()
+    };
+    wanted.extend(single("subject").map(String::from));
+    wanted.extend(single("encounter").map(String::from));
+    for key in ["careTeam", "addresses", "goal", "supportingInfo"] {
+        wanted.extend(many(key));
+    }
+    let mut found: HashMap<String, Value> = HashMap::new();
+    for r in &wanted {
+        let Some((rtype, id)) = r.split_once('/') else {
+            return Err(format!("{r} is not a Type/id reference"));
+        };
+        let stored = engine.read(rtype, id).await.map_err(|e| {
+            e.issues
+                .first()
+                .map(|i| i.diagnostics.clone())
+                .unwrap_or_else(|| format!("{r} cannot be read"))
+        })?;
+        let v: Value = serde_json::from_str(stored.content.as_deref().unwrap_or("{}"))
+            .map_err(|e| format!("{r} is not JSON: {e}"))?;
+        found.insert(r.clone(), v);
+    }
+    let get = |r: &str| found.get(r);
+    let rec = from_fhir::from_fhir(plan, &get)?;
+    Ok((rec, single("subject").map(String::from)))
+}
+
+/// `GET /municipal/v1/care-records/{id}`: the record rebuilt from what is stored. Without the
+/// municipality, the record id must be unique across municipalities.
+pub async fn fetch(
+    engine: &Engine,
+    record_id: &str,
+    municipality: Option<&str>,
+    base: &str,
+) -> Result<CareRecord, FhirError> {
+    let plan: Value = match municipality {
+        Some(m) => {
+            let r = engine
+                .read("CarePlan", &part_id(m, record_id, kind::CARE_PLAN, "plan"))
+                .await
+                .map_err(|_| {
+                    FhirError::not_found(format!("municipality {m} has no care record {record_id}"))
+                })?;
+            serde_json::from_str(r.content.as_deref().unwrap_or("{}"))
+                .map_err(|e| FhirError::internal(format!("stored CarePlan is not JSON: {e}")))?
+        }
+        None => {
+            let q = engine.parse_pairs(
+                "CarePlan",
+                &[("identifier".to_string(), record_id.to_string())],
+                false,
+            )?;
+            let page: Value = serde_json::from_str(&engine.search(&q, base).await?)
+                .map_err(|e| FhirError::internal(format!("search page is not JSON: {e}")))?;
+            let prefix = format!("{}/NamingSystem/care-record/", vocab::BASE);
+            let mut plans: Vec<Value> = page
+                .get("entry")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.get("resource").cloned())
+                .filter(|p| {
+                    p.get("identifier")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .any(|i| {
+                            i.get("system")
+                                .and_then(Value::as_str)
+                                .is_some_and(|s| s.starts_with(&prefix))
+                                && i.get("value").and_then(Value::as_str) == Some(record_id)
+                        })
+                })
+                .collect();
+            match plans.len() {
+                0 => {
+                    return Err(FhirError::not_found(format!(
+                        "no care record {record_id} is stored"
+                    )))
+                }
+                1 => plans.remove(0),
+                n => {
+                    return Err(FhirError::bad_request(format!(
+                        "{n} municipalities have a care record {record_id}; say which with ?municipality=CODE"
+                    ))
+                    .at("municipality"))
+                }
+            }
+        }
+    };
+    load(engine, &plan)
+        .await
+        .map(|(rec, _)| rec)
+        .map_err(|e| FhirError::conflict(format!("the stored record cannot be rebuilt: {e}")))
+}
+
+/// `sektorbro translate [--reverse] FILE`.
+pub fn translate_cli(file: &Path, reverse: bool) -> ExitCode {
+    let text = if file.as_os_str() == "-" {
+        let mut s = String::new();
+        match std::io::Read::read_to_string(&mut std::io::stdin(), &mut s) {
+            Ok(_) => Ok(s),
+            Err(e) => Err(e),
+        }
+    } else {
+        std::fs::read_to_string(file)
+    };
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let doc: Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {} is not JSON: {e}", file.display());
+            return ExitCode::from(1);
+        }
+    };
+    let out = if reverse {
+        from_fhir::from_bundle(&doc)
+            .map_err(|e| vec![Issue::error("invalid", e)])
+            .and_then(|rec| {
+                serde_json::to_value(rec)
+                    .map_err(|e| vec![Issue::error("exception", e.to_string())])
+            })
+    } else {
+        let validator = match crate::validation::Validator::shared_r4() {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("error: loading the definitions: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        match check_document(&doc, &validator.terminology) {
+            Ok((rec, warnings)) => {
+                for w in &warnings {
+                    eprintln!("warning: {}", w.diagnostics);
+                }
+                translate(&rec, &validator).map_err(|e| e.issues)
+            }
+            Err(e) => Err(e.issues),
+        }
+    };
+    match out {
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(issues) => {
+            for i in issues {
+                eprintln!(
+                    "{}: {}{}",
+                    i.severity.as_str(),
+                    i.diagnostics,
+                    i.expression.map(|x| format!(" [{x}]")).unwrap_or_default()
+                );
+            }
+            ExitCode::from(1)
+        }
+    }
+}

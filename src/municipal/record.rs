@@ -1,0 +1,200 @@
+//! The municipal care record, v1, as Rust types. `profiles/municipal/care-record-v1.schema.json`
+//! is the published contract; these types mirror it field for field (a test keeps the two in
+//! step by round-tripping every fixture), and are what the mapping reads and writes.
+//!
+//! Numbers that come from the citizen's measures are kept as `serde_json::Number`, which keeps
+//! the source's digits exactly (`1.50` stays `1.50`), so record → FHIR → record is the identity.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Number;
+
+/// The value of `format`.
+pub const FORMAT_V1: &str = "municipal-care-record/v1";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CareRecord {
+    pub format: String,
+    pub record_id: String,
+    pub record_version: u32,
+    pub municipality: Municipality,
+    pub citizen: Citizen,
+    pub course: Course,
+    pub conditions: Vec<Condition>,
+    pub goals: Vec<Goal>,
+    pub interventions: Vec<Intervention>,
+    pub care_team: Vec<Member>,
+    pub meetings: Vec<Meeting>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Municipality {
+    /// Danish municipality code, e.g. `0510`.
+    pub code: String,
+    pub name: String,
+    pub sor: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Citizen {
+    pub cpr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_names: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub birth_date: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Course {
+    pub kind: String,
+    pub legal_basis: String,
+    pub phase: String,
+    pub status: String,
+    pub period: Period,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stay: Option<Stay>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Period {
+    pub start: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Stay {
+    pub unit: Unit,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admitted_from: Option<AdmittedFrom>,
+    pub admitted_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_for_discharge_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discharged_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discharge_destination: Option<String>,
+}
+
+/// An organization known by its SOR code (the unit of a temporary place).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Unit {
+    pub name: String,
+    pub sor: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdmittedFrom {
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Condition {
+    pub id: String,
+    /// FSIII condition code.
+    pub code: String,
+    /// FSIII severity code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Goal {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub citizen_words: Option<String>,
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measure: Option<Measure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<String>,
+    pub responsible_discipline: String,
+    pub status: String,
+    pub achievement: String,
+    /// Ids of the conditions the goal addresses.
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Measure {
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Number>,
+    pub target: Number,
+    pub unit: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Intervention {
+    pub id: String,
+    /// FSIII intervention code.
+    pub code: String,
+    pub discipline: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency: Option<Frequency>,
+    /// Ids of the goals the intervention serves.
+    pub goals: Vec<String>,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Frequency {
+    pub count: u32,
+    /// `day`, `week` or `month`.
+    pub per: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Member {
+    pub id: String,
+    pub name: String,
+    pub discipline: String,
+    pub primary_contact: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Meeting {
+    pub id: String,
+    pub start: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    /// Ids of the care-team members present.
+    pub participants: Vec<String>,
+    pub citizen_present: bool,
+    pub relatives_present: bool,
+    pub decisions: Vec<String>,
+    pub goal_reviews: Vec<GoalReview>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GoalReview {
+    pub goal: String,
+    pub achievement: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}

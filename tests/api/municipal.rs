@@ -1,0 +1,206 @@
+//! `/municipal/v1/care-records` over HTTP: translate, store in one transaction, idempotent on
+//! (municipality, record id), ordered by record version, rebuilt losslessly on GET; bad input
+//! answers 400/422 with every problem and stores nothing.
+
+use reqwest::header::CONTENT_TYPE;
+use serde_json::{json, Value};
+
+use crate::helpers::TestApp;
+use crate::on_both_backends;
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/fixtures/municipal/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("JSON")
+}
+
+async fn post_record(app: &TestApp, record: &Value, prefer: Option<&str>) -> (u16, Value) {
+    let mut req = app
+        .client
+        .post(format!("{}/municipal/v1/care-records", app.addr))
+        .header(CONTENT_TYPE, "application/json")
+        .body(record.to_string());
+    if let Some(p) = prefer {
+        req = req.header("Prefer", p);
+    }
+    let res = req.send().await.expect("request");
+    let status = res.status().as_u16();
+    (status, res.json().await.expect("JSON body"))
+}
+
+async fn get_record(app: &TestApp, id: &str, query: &str) -> (u16, Value) {
+    let res = app
+        .client
+        .get(format!(
+            "{}/municipal/v1/care-records/{id}{query}",
+            app.addr
+        ))
+        .send()
+        .await
+        .expect("request");
+    let status = res.status().as_u16();
+    (status, res.json().await.expect("JSON body"))
+}
+
+/// How many resources of `rtype` the server holds.
+async fn count(app: &TestApp, rtype: &str) -> u64 {
+    let page = app.get_json(&format!("{rtype}?_summary=count"), 200).await;
+    page["total"].as_u64().expect("total")
+}
+
+async fn every_fixture_round_trips_through_the_store(app: TestApp) {
+    let dir = format!("{}/fixtures/municipal", env!("CARGO_MANIFEST_DIR"));
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("fixtures")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 6, "at least six fixtures");
+    for name in names {
+        let rec = fixture(&name);
+        let (status, body) = post_record(&app, &rec, None).await;
+        assert_eq!(status, 201, "{name}: {body}");
+        assert_eq!(body["result"], "created");
+        let id = rec["recordId"].as_str().unwrap();
+        let code = rec["municipality"]["code"].as_str().unwrap();
+        let (status, back) = get_record(&app, id, &format!("?municipality={code}")).await;
+        assert_eq!(status, 200, "{name}: {back}");
+        assert_eq!(back, rec, "{name}: the record rebuilt from FHIR differs");
+        // The CarePlan is readable over the FHIR API, valid and claiming our profile.
+        let plan = app.get_json(body["carePlan"].as_str().unwrap(), 200).await;
+        assert_eq!(
+            plan["meta"]["profile"][0],
+            "http://sektorbro.dk/fhir/StructureDefinition/sektorbro-careplan"
+        );
+    }
+}
+
+async fn reposting_is_idempotent_and_versions_are_ordered(app: TestApp) {
+    let rec = fixture("haderslev-hjortebro-intervention.json");
+    let (status, first) = post_record(&app, &rec, None).await;
+    assert_eq!(status, 201, "{first}");
+    let goals_before = count(&app, "Goal").await;
+    let plans_before = count(&app, "CarePlan").await;
+
+    // The same version again: nothing written.
+    let (status, again) = post_record(&app, &rec, None).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["result"], "unchanged");
+    let plan = app.get_json(first["carePlan"].as_str().unwrap(), 200).await;
+    assert_eq!(plan["meta"]["versionId"], "1");
+
+    // A newer version with one goal fewer and a changed phase: same resources, new versions,
+    // the dropped goal deleted, no duplicates.
+    let mut changed = rec.clone();
+    changed["recordVersion"] = json!(rec["recordVersion"].as_u64().unwrap() + 1);
+    changed["course"]["phase"] = json!("follow-up");
+    let dropped = changed["goals"].as_array_mut().unwrap().pop().unwrap();
+    let dropped_id = dropped["id"].as_str().unwrap().to_string();
+    for i in changed["interventions"].as_array_mut().unwrap() {
+        i["goals"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|g| g.as_str() != Some(dropped_id.as_str()));
+    }
+    for m in changed["meetings"].as_array_mut().unwrap() {
+        m["goalReviews"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|r| r["goal"].as_str() != Some(dropped_id.as_str()));
+    }
+    let (status, updated) = post_record(&app, &changed, None).await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["result"], "updated");
+    assert_eq!(updated["carePlan"], first["carePlan"]);
+    assert_eq!(updated["patient"], first["patient"]);
+    assert_eq!(count(&app, "CarePlan").await, plans_before);
+    assert_eq!(count(&app, "Goal").await, goals_before - 1);
+    let plan = app.get_json(first["carePlan"].as_str().unwrap(), 200).await;
+    assert_eq!(plan["meta"]["versionId"], "2");
+    let (_, back) = get_record(&app, rec["recordId"].as_str().unwrap(), "").await;
+    assert_eq!(back, changed);
+
+    // Older, or the same version with other content: 409, nothing written.
+    let (status, older) = post_record(&app, &rec, None).await;
+    assert_eq!(status, 409, "{older}");
+    let mut same_version = changed.clone();
+    same_version["course"]["phase"] = json!("intervention");
+    let (status, conflict) = post_record(&app, &same_version, None).await;
+    assert_eq!(status, 409, "{conflict}");
+    let (_, back) = get_record(&app, rec["recordId"].as_str().unwrap(), "").await;
+    assert_eq!(back, changed);
+}
+
+async fn representation_carries_the_transaction_response(app: TestApp) {
+    let rec = fixture("completed-discharged-home.json");
+    let (status, body) = post_record(&app, &rec, Some("return=representation")).await;
+    assert_eq!(status, 201, "{body}");
+    let bundle = &body["bundle"];
+    assert_eq!(bundle["type"], "transaction-response");
+    let entries = bundle["entry"].as_array().unwrap();
+    assert!(entries.iter().all(|e| e["resource"].is_object()));
+    let (_, minimal) = post_record(&app, &rec, None).await;
+    assert!(minimal.get("bundle").is_none());
+}
+
+async fn bad_records_answer_every_problem_and_store_nothing(app: TestApp) {
+    let dir = format!("{}/fixtures/municipal/invalid", env!("CARGO_MANIFEST_DIR"));
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{dir}/expected.json")).expect("expected.json"),
+    )
+    .expect("JSON");
+    for (name, want) in expected.as_object().unwrap() {
+        let doc: Value =
+            serde_json::from_str(&std::fs::read_to_string(format!("{dir}/{name}")).unwrap())
+                .unwrap();
+        let (status, oo) = post_record(&app, &doc, None).await;
+        assert_eq!(
+            status as u64,
+            want["status"].as_u64().unwrap(),
+            "{name}: {oo}"
+        );
+        assert_eq!(oo["resourceType"], "OperationOutcome", "{name}");
+        let mut got: Vec<String> = oo["issue"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["severity"] == "error")
+            .filter_map(|i| i["expression"][0].as_str().map(String::from))
+            .collect();
+        got.sort();
+        got.dedup();
+        let mut wanted: Vec<String> = want["locations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap().to_string())
+            .collect();
+        wanted.sort();
+        assert_eq!(got, wanted, "{name}: {oo}");
+    }
+    for rtype in ["CarePlan", "Goal", "Patient", "Condition", "Encounter"] {
+        assert_eq!(count(&app, rtype).await, 0, "{rtype} stored from bad input");
+    }
+    // Not JSON at all, and an unknown record.
+    let res = app
+        .client
+        .post(format!("{}/municipal/v1/care-records", app.addr))
+        .header(CONTENT_TYPE, "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 400);
+    let (status, _) = get_record(&app, "NO-SUCH-RECORD", "").await;
+    assert_eq!(status, 404);
+    let (status, _) = get_record(&app, "NO-SUCH-RECORD", "?municipality=0510").await;
+    assert_eq!(status, 404);
+}
+
+on_both_backends!(
+    every_fixture_round_trips_through_the_store,
+    reposting_is_idempotent_and_versions_are_ordered,
+    representation_carries_the_transaction_response,
+    bad_records_answer_every_problem_and_store_nothing,
+);

@@ -1,0 +1,347 @@
+//! The municipal mapping without a server: generated records survive record → FHIR → record
+//! unchanged (proptest), every fixture's FHIR validates against the base definitions and our
+//! profiles, and the schema accepts what the Rust types produce.
+
+use proptest::prelude::*;
+use serde_json::{Number, Value};
+
+use sektorbro::municipal::record::*;
+use sektorbro::municipal::{check, from_fhir, to_fhir, translate};
+use sektorbro::validation::Validator;
+
+fn validator() -> std::sync::Arc<Validator> {
+    Validator::shared_r4().expect("definitions")
+}
+
+// ----- generators ------------------------------------------------------------------------------
+
+fn text() -> impl Strategy<Value = String> {
+    // Danish letters, punctuation, and inner spaces; never blank.
+    "[A-Za-zÆØÅæøå0-9][A-Za-zÆØÅæøå0-9 ,.!?()-]{0,40}"
+        .prop_map(|s| s.trim_end().to_string())
+        .prop_filter("not blank", |s| !s.trim().is_empty())
+}
+
+fn local_id() -> impl Strategy<Value = String> {
+    "[a-z][a-z0-9-]{0,8}"
+}
+
+fn date_time() -> impl Strategy<Value = String> {
+    (
+        2024u32..2027,
+        1u32..13,
+        1u32..29,
+        0u32..24,
+        0u32..60,
+        prop::bool::ANY,
+    )
+        .prop_map(|(y, mo, d, h, mi, summer)| {
+            format!(
+                "{y}-{mo:02}-{d:02}T{h:02}:{mi:02}:00{}",
+                if summer { "+02:00" } else { "+01:00" }
+            )
+        })
+}
+
+fn date() -> impl Strategy<Value = String> {
+    (1920u32..2020, 1u32..13, 1u32..29).prop_map(|(y, m, d)| format!("{y}-{m:02}-{d:02}"))
+}
+
+fn number() -> impl Strategy<Value = Number> {
+    prop_oneof![
+        (0i64..10_000).prop_map(Number::from),
+        (0i64..100_000, 1u32..3).prop_map(|(n, places)| {
+            let s = format!("{}.{:0width$}", n / 100, n % 100, width = places as usize);
+            serde_json::from_str(&s).expect("decimal")
+        }),
+    ]
+}
+
+fn pick(options: &'static [&'static str]) -> impl Strategy<Value = String> {
+    prop::sample::select(options).prop_map(String::from)
+}
+
+const DISCIPLINES: &[&str] = &[
+    "physiotherapist",
+    "occupational-therapist",
+    "nurse",
+    "social-and-health-care-assistant",
+    "care-manager",
+    "dietitian",
+];
+const ACHIEVEMENT: &[&str] = &[
+    "in-progress",
+    "improving",
+    "achieved",
+    "not-achieved",
+    "no-change",
+];
+const CONDITION_CODES: &[&str] = &[
+    "3f27a7bc-790d-444e-bcf4-6e22a6b1da7e",
+    "1b5ad154-d22c-4949-a5db-c01ccefd64d9",
+    "86e1982c-f459-4658-9071-e4bf3453a687",
+    "0c126894-60e1-4781-96b7-9b227677bfb6",
+];
+const SEVERITIES: &[&str] = &[
+    "9c5cfb57-a498-40e5-98a7-792bf5fb205b",
+    "fcc16cb1-41f0-4832-b834-110fba0aaabe",
+    "d984ad21-48fe-4619-845e-2aa0303048e7",
+];
+const INTERVENTION_CODES: &[&str] = &[
+    "2abe20c7-c0b4-41c1-b397-52acf36499ef",
+    "58293f63-00d7-4730-8dbc-c784d40f9e23",
+    "7f825e3e-1a5c-4249-bf41-9f7171fb6b8a",
+];
+
+/// Distinct local ids for a list of `n` items.
+fn ids(n: usize) -> impl Strategy<Value = Vec<String>> {
+    prop::collection::hash_set(local_id(), n).prop_map(|s| s.into_iter().collect())
+}
+
+fn stay() -> impl Strategy<Value = Stay> {
+    (
+        text(),
+        "[0-9]{1,18}",
+        prop::option::of((
+            pick(&["hospital", "psychiatry", "gp", "home", "other"]),
+            prop::option::of(text()),
+            prop::option::of("[0-9]{1,18}"),
+        )),
+        date_time(),
+        prop::option::of(date_time()),
+        prop::option::of((
+            date_time(),
+            pick(&["home", "nursing-home", "hospital", "deceased"]),
+        )),
+    )
+        .prop_map(|(name, sor, from, admitted_at, ready, discharge)| Stay {
+            unit: Unit { name, sor },
+            admitted_from: from.map(|(kind, name, sor)| AdmittedFrom { kind, name, sor }),
+            admitted_at,
+            ready_for_discharge_at: ready,
+            discharged_at: discharge.as_ref().map(|d| d.0.clone()),
+            discharge_destination: discharge.map(|d| d.1),
+        })
+}
+
+prop_compose! {
+    fn record()(
+        record_id in "[A-Z]{3}-[0-9]{1,6}",
+        record_version in 1u32..1000,
+        municipality in (pick(&["0510", "0101", "0751"]), text(), "[0-9]{1,18}"),
+        citizen in ("[0-2][0-9]0[1-9][0-9]{6}", prop::option::of(prop::collection::vec(text(), 1..3)),
+                    prop::option::of(text()), prop::option::of(date())),
+        course in (pick(&["rehabilitation-temporary-place", "rehabilitation-home", "temporary-stay"]),
+                   pick(&["sel-84-2", "sul-140", "sel-83a"]),
+                   pick(&["assessment", "goal-setting", "intervention", "follow-up", "completed"]),
+                   pick(&["planned", "active", "on-hold", "completed", "cancelled"]),
+                   date_time(), prop::option::of(date_time()), prop::option::of(stay())),
+        n in (0usize..4, 0usize..4, 0usize..4, 0usize..4, 0usize..3),
+    )(
+        condition_ids in ids(n.0), goal_ids in ids(n.1), intervention_ids in ids(n.2),
+        member_ids in ids(n.3), meeting_ids in ids(n.4),
+        record_id in Just(record_id), record_version in Just(record_version),
+        municipality in Just(municipality), citizen in Just(citizen), course in Just(course),
+        condition_fields in prop::collection::vec((pick(CONDITION_CODES), prop::option::of(pick(SEVERITIES)), prop::option::of(text())), n.0),
+        goal_fields in prop::collection::vec((prop::option::of(text()), text(),
+            prop::option::of((text(), prop::option::of(number()), number(), text())),
+            prop::option::of(date()), pick(DISCIPLINES),
+            pick(&["proposed", "active", "on-hold", "completed", "cancelled"]), pick(ACHIEVEMENT),
+            prop::collection::vec(any::<prop::sample::Index>(), 0..3)), n.1),
+        intervention_fields in prop::collection::vec((pick(INTERVENTION_CODES), pick(DISCIPLINES),
+            prop::option::of((1u32..10, pick(&["day", "week", "month"]))),
+            prop::collection::vec(any::<prop::sample::Index>(), 0..3),
+            pick(&["not-started", "in-progress", "completed", "stopped"]), prop::option::of(text())), n.2),
+        member_fields in prop::collection::vec((text(), pick(DISCIPLINES), any::<bool>()), n.3),
+        meeting_fields in prop::collection::vec((date_time(), prop::option::of(date_time()),
+            prop::collection::vec(any::<prop::sample::Index>(), 0..4), any::<bool>(), any::<bool>(),
+            prop::collection::vec(text(), 0..3),
+            prop::collection::vec((any::<prop::sample::Index>(), pick(ACHIEVEMENT), prop::option::of(text())), 0..3)), n.4),
+    ) -> CareRecord {
+        // References pick among the ids that exist (none when the list is empty).
+        let choose = |ids: &[String], picks: &[prop::sample::Index]| -> Vec<String> {
+            if ids.is_empty() { return Vec::new(); }
+            picks.iter().map(|i| ids[i.index(ids.len())].clone()).collect()
+        };
+        CareRecord {
+            format: FORMAT_V1.into(),
+            record_id,
+            record_version,
+            municipality: Municipality { code: municipality.0, name: municipality.1, sor: municipality.2 },
+            citizen: Citizen { cpr: citizen.0, given_names: citizen.1, family_name: citizen.2, birth_date: citizen.3 },
+            course: Course {
+                kind: course.0, legal_basis: course.1, phase: course.2, status: course.3,
+                period: Period { start: course.4, end: course.5 }, stay: course.6,
+            },
+            conditions: condition_ids.iter().zip(condition_fields).map(|(id, (code, severity, note))| Condition {
+                id: id.clone(), code, severity, note,
+            }).collect(),
+            goals: goal_ids.iter().zip(goal_fields).map(|(id, f)| Goal {
+                id: id.clone(), citizen_words: f.0, description: f.1,
+                measure: f.2.map(|(description, baseline, target, unit)| Measure { description, baseline, target, unit }),
+                due: f.3, responsible_discipline: f.4, status: f.5, achievement: f.6,
+                addresses: choose(&condition_ids, &f.7),
+            }).collect(),
+            interventions: intervention_ids.iter().zip(intervention_fields).map(|(id, f)| Intervention {
+                id: id.clone(), code: f.0, discipline: f.1,
+                frequency: f.2.map(|(count, per)| Frequency { count, per }),
+                goals: choose(&goal_ids, &f.3), status: f.4, note: f.5,
+            }).collect(),
+            care_team: member_ids.iter().zip(member_fields).map(|(id, (name, discipline, primary_contact))| Member {
+                id: id.clone(), name, discipline, primary_contact,
+            }).collect(),
+            meetings: meeting_ids.iter().zip(meeting_fields).map(|(id, f)| Meeting {
+                id: id.clone(), start: f.0, end: f.1, participants: choose(&member_ids, &f.2),
+                citizen_present: f.3, relatives_present: f.4, decisions: f.5,
+                goal_reviews: f.6.into_iter().filter(|_| !goal_ids.is_empty()).map(|(i, achievement, note)| GoalReview {
+                    goal: goal_ids[i.index(goal_ids.len())].clone(), achievement, note,
+                }).collect(),
+            }).collect(),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// record → FHIR → record is the identity, and what the types produce is a v1 record.
+    #[test]
+    fn record_to_fhir_and_back_is_identity(rec in record()) {
+        let v = validator();
+        let doc = serde_json::to_value(&rec).expect("serialize");
+        let problems = check::schema(&doc);
+        prop_assert!(problems.is_empty(), "schema rejects a generated record: {:?}", problems);
+        let bundle = to_fhir::to_bundle(&rec, &v.terminology);
+        let back = from_fhir::from_bundle(&bundle).map_err(TestCaseError::fail)?;
+        prop_assert_eq!(back, rec);
+    }
+}
+
+// ----- fixtures ----------------------------------------------------------------------------------
+
+fn fixtures() -> Vec<(String, Value)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/municipal");
+    let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
+        .expect("fixtures")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).expect("read");
+            (
+                p.file_name().unwrap().to_string_lossy().to_string(),
+                serde_json::from_str(&text).expect("JSON"),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn every_fixture_passes_the_rules_and_its_fhir_validates() {
+    let v = validator();
+    let all = fixtures();
+    assert!(all.len() >= 6);
+    for (name, doc) in all {
+        let (rec, _warnings) = sektorbro::municipal::check_document(&doc, &v.terminology)
+            .unwrap_or_else(|e| panic!("{name}: {:?}", e.issues));
+        let bundle = translate(&rec, &v).unwrap_or_else(|e| panic!("{name}: {:?}", e.issues));
+        // Every resource claims one of our profiles or is a plain base resource.
+        for e in bundle["entry"].as_array().unwrap() {
+            let r = &e["resource"];
+            let errors: Vec<_> = v
+                .validate(r, &[])
+                .into_iter()
+                .filter(|i| i.severity == sektorbro::fhir::outcome::Severity::Error)
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "{name}: {} {errors:?}",
+                r["resourceType"]
+            );
+        }
+        let back = from_fhir::from_bundle(&bundle).expect("reverse");
+        assert_eq!(serde_json::to_value(&back).unwrap(), doc, "{name}");
+    }
+}
+
+#[test]
+fn a_broken_mapping_is_caught_by_the_profiles() {
+    // The profiles are not decoration: a Goal without its responsible discipline, or a CareTeam
+    // with two primary contacts, is an error.
+    let v = validator();
+    let (_, doc) = fixtures()
+        .into_iter()
+        .find(|(n, _)| n == "haderslev-hjortebro-intervention.json")
+        .expect("fixture");
+    let (rec, _) = sektorbro::municipal::check_document(&doc, &v.terminology).expect("valid");
+    let bundle = to_fhir::to_bundle(&rec, &v.terminology);
+    let find = |t: &str| {
+        bundle["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"].clone())
+            .find(|r| r["resourceType"] == t)
+            .unwrap()
+    };
+    let mut goal = find("Goal");
+    goal["extension"].as_array_mut().unwrap().retain(|e| {
+        !e["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("responsible-discipline")
+    });
+    let issues = v.validate(&goal, &[]);
+    assert!(
+        issues
+            .iter()
+            .any(|i| i.severity == sektorbro::fhir::outcome::Severity::Error
+                && i.diagnostics.contains("responsibleDiscipline")),
+        "{issues:?}"
+    );
+    let mut team = find("CareTeam");
+    for p in team["participant"].as_array_mut().unwrap() {
+        p["extension"] = serde_json::json!([{"url": "http://sektorbro.dk/fhir/StructureDefinition/primary-contact", "valueBoolean": true}]);
+    }
+    let issues = v.validate(&team, &[]);
+    assert!(
+        issues.iter().any(|i| i.diagnostics.contains("sb-ct-1")),
+        "{issues:?}"
+    );
+}
+
+/// The schema's enumerations and our CodeSystems list the same codes.
+#[test]
+fn schema_enums_match_the_code_systems() {
+    let schema: Value = serde_json::from_str(check::SCHEMA_TEXT).unwrap();
+    let v = validator();
+    let pairs = [
+        ("/properties/course/properties/kind/enum", "course-kind"),
+        (
+            "/properties/course/properties/legalBasis/enum",
+            "legal-basis",
+        ),
+        ("/properties/course/properties/phase/enum", "rehab-phase"),
+        ("/$defs/discipline/enum", "discipline"),
+        (
+            "/properties/course/properties/stay/properties/admittedFrom/properties/kind/enum",
+            "admission-source",
+        ),
+        (
+            "/properties/course/properties/stay/properties/dischargeDestination/enum",
+            "discharge-destination",
+        ),
+    ];
+    for (pointer, cs) in pairs {
+        let system = format!("http://sektorbro.dk/fhir/CodeSystem/{cs}");
+        for code in schema.pointer(pointer).unwrap().as_array().unwrap() {
+            let code = code.as_str().unwrap();
+            assert!(
+                v.terminology.display(&system, code).is_some(),
+                "{code} of {pointer} is not in {system}"
+            );
+        }
+    }
+}
