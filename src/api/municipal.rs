@@ -6,9 +6,12 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::api::context::{FhirBody, RequestContext};
+use crate::api::response::mark_stale;
 use crate::api::AppState;
 use crate::error::FhirError;
-use crate::municipal::{self, Stored};
+use crate::fhir::outcome::Issue;
+use crate::lookup::{Identifier, LookupError};
+use crate::municipal::{self, vocab, Stored};
 use crate::validation::Validator;
 
 fn validator(state: &AppState) -> Result<std::sync::Arc<Validator>, FhirError> {
@@ -36,7 +39,31 @@ pub async fn post(
     body: FhirBody,
 ) -> Result<HttpResponse, FhirError> {
     let validator = validator(&state)?;
-    let (rec, warnings) = municipal::check_document(&body.0, &validator.terminology)?;
+    let (mut rec, mut warnings) = municipal::check_document(&body.0, &validator.terminology)?;
+    // A record that gives only the CPR gets the citizen's name and birth date from the patient
+    // registry, where one is configured. A registry that is down beyond the stale bound fails
+    // the post (503): storing the record unfilled would make the same record compare unequal
+    // once the registry is back.
+    let mut stale = false;
+    let c = &rec.citizen;
+    if c.given_names.is_none() || c.family_name.is_none() || c.birth_date.is_none() {
+        let id = Identifier::new(vocab::CPR, &c.cpr)?;
+        match state.lookups.patient_by_identifier(&id).await {
+            Ok(found) => {
+                stale = found.stale;
+                if let Some(p) = &found.value {
+                    if municipal::fill_citizen(&mut rec, p) {
+                        warnings.push(Issue::information(
+                            "informational",
+                            "the citizen's name and birth date, which the record did not give, were filled from the patient registry",
+                        ).at("$.citizen"));
+                    }
+                }
+            }
+            Err(LookupError::NotConfigured(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     let representation = wants_representation(&req);
     let posted = municipal::store(
         &state.engine,
@@ -59,6 +86,9 @@ pub async fn post(
     );
     if let Ok(v) = header::HeaderValue::from_str(&location) {
         b.insert_header((header::LOCATION, v));
+    }
+    if stale {
+        mark_stale(&mut b, "patients");
     }
     Ok(b.content_type("application/json")
         .body(posted.body(representation).to_string()))

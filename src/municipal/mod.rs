@@ -78,6 +78,50 @@ pub fn translate(rec: &CareRecord, validator: &Validator) -> Result<Value, FhirE
     }
 }
 
+/// Fill the citizen's name and birth date from a patient registry's Patient where the record
+/// gives none: what the municipality sent is never overwritten. Answers whether anything was
+/// filled. The filled record is what is stored (and what GET returns), so posting the same
+/// CPR-only record again compares equal.
+pub fn fill_citizen(rec: &mut CareRecord, registry: &Value) -> bool {
+    let c = &mut rec.citizen;
+    let name = registry
+        .get("name")
+        .and_then(Value::as_array)
+        .and_then(|names| {
+            names
+                .iter()
+                .find(|n| n.get("use").and_then(Value::as_str) == Some("official"))
+                .or_else(|| names.first())
+        });
+    let mut filled = false;
+    if c.family_name.is_none() {
+        if let Some(f) = name.and_then(|n| n.get("family")).and_then(Value::as_str) {
+            c.family_name = Some(f.to_string());
+            filled = true;
+        }
+    }
+    if c.given_names.is_none() {
+        let given: Vec<String> = name
+            .and_then(|n| n.get("given"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|g| g.as_str().map(String::from))
+            .collect();
+        if !given.is_empty() {
+            c.given_names = Some(given);
+            filled = true;
+        }
+    }
+    if c.birth_date.is_none() {
+        if let Some(b) = registry.get("birthDate").and_then(Value::as_str) {
+            c.birth_date = Some(b.to_string());
+            filled = true;
+        }
+    }
+    filled
+}
+
 /// What storing a record did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {

@@ -309,8 +309,9 @@ fn care_team(cx: &Ctx<'_>) -> Value {
                 "member" => member_ref(cx, &m.id),
             };
             if m.primary_contact {
-                p["extension"] =
-                    Value::from(vec![obj! {"url" => ext::PRIMARY_CONTACT, "valueBoolean" => true}]);
+                p["extension"] = Value::from(vec![
+                    obj! {"url" => ext::PRIMARY_CONTACT, "valueBoolean" => true},
+                ]);
             }
             p
         })
@@ -350,7 +351,11 @@ fn goal(cx: &Ctx<'_>, g: &Goal) -> Value {
             });
         }
     }
-    extension.push(cx.concept_extension(ext::DISCIPLINE, cs::DISCIPLINE, &g.responsible_discipline));
+    extension.push(cx.concept_extension(
+        ext::DISCIPLINE,
+        cs::DISCIPLINE,
+        &g.responsible_discipline,
+    ));
     let mut r = obj! {
         "resourceType" => "Goal",
         "id" => id.as_str(),
@@ -572,7 +577,11 @@ fn care_plan(cx: &Ctx<'_>) -> Value {
         );
     }
     if !rec.goals.is_empty() {
-        r["goal"] = refs(rec.goals.iter().map(|g| cx.reference("Goal", kind::GOAL, &g.id)));
+        r["goal"] = refs(
+            rec.goals
+                .iter()
+                .map(|g| cx.reference("Goal", kind::GOAL, &g.id)),
+        );
     }
     if !rec.interventions.is_empty() {
         r["activity"] = refs(rec.interventions.iter().map(|i| activity(cx, i)));

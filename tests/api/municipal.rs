@@ -204,3 +204,68 @@ on_both_backends!(
     representation_carries_the_transaction_response,
     bad_records_answer_every_problem_and_store_nothing,
 );
+
+/// A record with only the CPR gets the citizen's name and birth date from the patient registry;
+/// posting it again is "unchanged" (the cache answers); a registry that cannot be reached fails
+/// the post with 503 and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpr_only_records_are_filled_from_the_patient_registry() {
+    use wiremock::matchers::{method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let mut rec = fixture("haderslev-assessment-just-admitted.json");
+    let cpr = rec["citizen"]["cpr"].as_str().unwrap().to_string();
+    rec["citizen"] = json!({"cpr": cpr});
+    let registry = MockServer::builder().start().await;
+    Mock::given(method("GET"))
+        .and(path("/Patient"))
+        .and(query_param(
+            "identifier",
+            format!("urn:oid:1.2.208.176.1.2|{cpr}"),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "resourceType": "Bundle", "type": "searchset",
+            "entry": [{"search": {"mode": "match"}, "resource": {
+                "resourceType": "Patient", "id": "reg-1",
+                "identifier": [{"system": "urn:oid:1.2.208.176.1.2", "value": cpr}],
+                "name": [{"use": "official", "family": "Thomsen", "given": ["Inger", "Marie"]}],
+                "birthDate": "1939-05-12"}}]})))
+        .expect(1)
+        .mount(&registry)
+        .await;
+    let base = registry.uri();
+    let app = crate::helpers::spawn_app_with(crate::helpers::Db::Sqlite, move |c| {
+        c.lookups.patients.base_url = base;
+    })
+    .await
+    .expect("app");
+    let (status, body) = post_record(&app, &rec, None).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        body["outcome"].to_string().contains("patient registry"),
+        "{body}"
+    );
+    let id = rec["recordId"].as_str().unwrap();
+    let (_, back) = get_record(&app, id, "").await;
+    assert_eq!(back["citizen"]["familyName"], "Thomsen");
+    assert_eq!(back["citizen"]["givenNames"], json!(["Inger", "Marie"]));
+    assert_eq!(back["citizen"]["birthDate"], "1939-05-12");
+    let (status, again) = post_record(&app, &rec, None).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["result"], "unchanged");
+    registry.verify().await;
+
+    // An unreachable registry: 503, nothing stored.
+    let down = MockServer::builder().start().await;
+    let base = down.uri();
+    drop(down);
+    let app = crate::helpers::spawn_app_with(crate::helpers::Db::Sqlite, move |c| {
+        c.lookups.patients.base_url = base;
+        c.lookups.patients.timeout_ms = 2_000;
+    })
+    .await
+    .expect("app");
+    let (status, oo) = post_record(&app, &rec, None).await;
+    assert_eq!(status, 503, "{oo}");
+    assert_eq!(count(&app, "CarePlan").await, 0);
+}
