@@ -345,3 +345,113 @@ fn schema_enums_match_the_code_systems() {
         }
     }
 }
+
+// ----- discharge messages ------------------------------------------------------------------------
+
+fn read_json(rel: &str) -> Value {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    serde_json::from_str(&std::fs::read_to_string(p).expect("read")).expect("JSON")
+}
+
+/// The resources a stored record would have, taken from its transaction Bundle (the Patient,
+/// which the server names, gets an id here).
+fn stored_resources(record: &Value) -> sektorbro::discharge::message::RecordResources {
+    let v = validator();
+    let (rec, _) = sektorbro::municipal::check_document(record, &v.terminology).expect("record");
+    let bundle = to_fhir::to_bundle(&rec, &v.terminology);
+    let mut resources: Vec<Value> = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"].clone())
+        .collect();
+    for r in &mut resources {
+        if r["resourceType"] == "Patient" {
+            r["id"] = serde_json::json!("p1");
+        }
+    }
+    let mut plan = resources
+        .iter()
+        .find(|r| r["resourceType"] == "CarePlan")
+        .cloned()
+        .unwrap();
+    plan["subject"]["reference"] = serde_json::json!("Patient/p1");
+    let of = |t: &'static str| {
+        resources
+            .iter()
+            .filter(move |r| r["resourceType"] == t)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    sektorbro::discharge::message::RecordResources {
+        patient: of("Patient").remove(0),
+        goals: of("Goal"),
+        stay: of("Encounter")
+            .into_iter()
+            .find(|e| e["class"]["code"] == "SS"),
+        care_plan: plan,
+    }
+}
+
+#[test]
+fn a_discharge_message_validates_against_our_profile() {
+    use sektorbro::discharge::{check_note, message};
+    let v = validator();
+    let doc = read_json("fixtures/discharge/kolding-discharged-home.json");
+    let (note, warnings) = check_note(&doc).expect("valid note");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let rec = stored_resources(&read_json(
+        "fixtures/municipal/completed-discharged-home.json",
+    ));
+    let ids = message::NoteIds::for_note(&note);
+    let built = message::build(
+        &note,
+        &rec,
+        &ids,
+        "http://127.0.0.1:8080/fhir",
+        "https://region.example/fhir/$process-message",
+        "2025-04-04T11:00:00+02:00",
+    );
+    let errors: Vec<_> = v
+        .validate(&built.message, &[])
+        .into_iter()
+        .filter(|i| i.severity == sektorbro::fhir::outcome::Severity::Error)
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(built.message["id"], serde_json::json!(ids.message));
+    // The same note is the same message; a corrected one is another.
+    assert_eq!(message::NoteIds::for_note(&note).message, ids.message);
+    let mut corrected = note.clone();
+    corrected.summary.push_str(" Rettet.");
+    assert_ne!(message::NoteIds::for_note(&corrected).message, ids.message);
+    // The profile bites: a message without its Composition is an error.
+    let mut broken = built.message.clone();
+    broken["entry"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|e| e["resource"]["resourceType"] != "Composition");
+    assert!(v
+        .validate(&broken, &[])
+        .iter()
+        .any(|i| i.diagnostics.contains("sb-msg-2")));
+}
+
+#[test]
+fn a_note_without_owners_is_accepted_with_warnings() {
+    let doc = read_json("fixtures/discharge/odense-ready-no-follow-up-owner.json");
+    let (_, warnings) = sektorbro::discharge::check_note(&doc).expect("accepted");
+    let at: Vec<_> = warnings
+        .iter()
+        .filter_map(|w| w.expression.clone())
+        .collect();
+    assert_eq!(at, vec!["$.followUp[0].responsible", "$.contact"]);
+    let mut bad = doc.clone();
+    bad["dischargedAt"] = serde_json::json!("2025-06-01T10:00:00+02:00");
+    let err = sektorbro::discharge::check_note(&bad).unwrap_err();
+    assert_eq!(err.status, 422);
+    bad["receiver"] = serde_json::json!({"system": "urn:oid:1.2.208.176.1.1"});
+    assert_eq!(
+        sektorbro::discharge::check_note(&bad).unwrap_err().status,
+        400
+    );
+}

@@ -21,18 +21,61 @@ use crate::validation::terminology::{Membership, Terminology};
 
 pub const SCHEMA_TEXT: &str = include_str!("../../profiles/municipal/care-record-v1.schema.json");
 
-fn compiled() -> Result<&'static jsonschema::Validator, String> {
-    static SCHEMA: OnceLock<Result<jsonschema::Validator, String>> = OnceLock::new();
-    SCHEMA
-        .get_or_init(|| {
-            let schema: Value = serde_json::from_str(SCHEMA_TEXT).map_err(|e| e.to_string())?;
-            jsonschema::options()
-                .build(&schema)
-                .map_err(|e| format!("the embedded care-record schema does not compile: {e}"))
-        })
-        .as_ref()
-        .map_err(Clone::clone)
+/// A JSON Schema embedded in the binary, compiled on first use.
+pub struct Schema {
+    text: &'static str,
+    compiled: OnceLock<Result<jsonschema::Validator, String>>,
 }
+
+impl Schema {
+    pub const fn new(text: &'static str) -> Schema {
+        Schema {
+            text,
+            compiled: OnceLock::new(),
+        }
+    }
+
+    fn compiled(&self) -> Result<&jsonschema::Validator, String> {
+        self.compiled
+            .get_or_init(|| {
+                let schema: Value = serde_json::from_str(self.text).map_err(|e| e.to_string())?;
+                jsonschema::options()
+                    .build(&schema)
+                    .map_err(|e| format!("an embedded JSON Schema does not compile: {e}"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Every violation, each located as a JSON path.
+    pub fn check(&self, doc: &Value) -> Vec<Issue> {
+        let validator = match self.compiled() {
+            Ok(v) => v,
+            Err(e) => return vec![Issue::error("exception", e)],
+        };
+        let mut issues: Vec<Issue> = validator
+            .iter_errors(doc)
+            .map(|e| {
+                let at = json_path(e.instance_path());
+                let schema_path = e.schema_path().as_str().to_string();
+                let message = match (e.kind(), expected(&schema_path)) {
+                    (jsonschema::error::ValidationErrorKind::Pattern { .. }, Some(what))
+                    | (jsonschema::error::ValidationErrorKind::MinLength { .. }, Some(what))
+                    | (jsonschema::error::ValidationErrorKind::MaxLength { .. }, Some(what)) => {
+                        format!("{at} must be {what}")
+                    }
+                    _ => format!("{at}: {}", e.masked()),
+                };
+                Issue::error("structure", message).at(at)
+            })
+            .collect();
+        issues.dedup();
+        issues
+    }
+}
+
+/// The care record schema.
+pub static CARE_RECORD: Schema = Schema::new(SCHEMA_TEXT);
 
 /// A JSON path (`$.a.b[0]`) for a JSON Schema instance location.
 fn json_path(location: &jsonschema::paths::Location) -> String {
@@ -78,6 +121,10 @@ fn expected(schema_path: &str) -> Option<&'static str> {
         ),
         ("/cpr/", "a CPR number of ten digits without hyphen"),
         (
+            "/phone/",
+            "a phone number of digits and spaces, optionally starting with +",
+        ),
+        (
             "/municipality/properties/code/",
             "a municipality code of four digits, e.g. 0510",
         ),
@@ -89,32 +136,11 @@ fn expected(schema_path: &str) -> Option<&'static str> {
 
 /// Stage 1: the JSON Schema. Every violation, each located.
 pub fn schema(doc: &Value) -> Vec<Issue> {
-    let validator = match compiled() {
-        Ok(v) => v,
-        Err(e) => return vec![Issue::error("exception", e)],
-    };
-    let mut issues: Vec<Issue> = validator
-        .iter_errors(doc)
-        .map(|e| {
-            let at = json_path(e.instance_path());
-            let schema_path = e.schema_path().as_str().to_string();
-            let message = match (e.kind(), expected(&schema_path)) {
-                (jsonschema::error::ValidationErrorKind::Pattern { .. }, Some(what))
-                | (jsonschema::error::ValidationErrorKind::MinLength { .. }, Some(what))
-                | (jsonschema::error::ValidationErrorKind::MaxLength { .. }, Some(what)) => {
-                    format!("{at} must be {what}")
-                }
-                _ => format!("{at}: {}", e.masked()),
-            };
-            Issue::error("structure", message).at(at)
-        })
-        .collect();
-    issues.dedup();
-    issues
+    CARE_RECORD.check(doc)
 }
 
 /// A parsed dateTime (the schema guarantees the shape; a date the calendar lacks fails here).
-fn instant(s: &str) -> Option<DateTime<FixedOffset>> {
+pub(crate) fn instant(s: &str) -> Option<DateTime<FixedOffset>> {
     DateTime::parse_from_rfc3339(s).ok()
 }
 
@@ -513,6 +539,6 @@ mod tests {
 
     #[test]
     fn the_schema_compiles() {
-        assert!(compiled().is_ok());
+        assert!(CARE_RECORD.compiled().is_ok());
     }
 }

@@ -1,0 +1,199 @@
+//! Discharge notes: a municipality says a citizen is ready for discharge from (or has left) a
+//! temporary place; the gateway checks the note against the care record it belongs to, builds
+//! the FHIR discharge message ([`message`]) and hands it to forwarding.
+//!
+//! - [`note`]: the v1 note as Rust types (`profiles/municipal/discharge-note-v1.schema.json`).
+//! - [`message`]: note + stored record resources → message Bundle (pure).
+//! - this file: the checks (schema 400; rules 422; the "no-man's land" warnings) and loading the
+//!   record's stored resources.
+
+pub mod message;
+pub mod note;
+
+use serde_json::Value;
+
+use self::note::DischargeNote;
+use crate::engine::Engine;
+use crate::error::FhirError;
+use crate::fhir::outcome::Issue;
+use crate::municipal::check::{self, Schema};
+use crate::municipal::to_fhir::{kind, part_id};
+use crate::municipal::vocab;
+
+pub static NOTE_SCHEMA: Schema = Schema::new(include_str!(
+    "../../profiles/municipal/discharge-note-v1.schema.json"
+));
+
+/// Schema (400), then the rules that need only the note (422). Returns the note and warnings.
+pub fn check_note(doc: &Value) -> Result<(DischargeNote, Vec<Issue>), FhirError> {
+    let issues = NOTE_SCHEMA.check(doc);
+    if !issues.is_empty() {
+        return Err(FhirError::new(400, issues));
+    }
+    let note: DischargeNote = serde_json::from_value(doc.clone()).map_err(|e| {
+        FhirError::bad_request(format!("the note does not match the v1 format: {e}"))
+    })?;
+    let mut issues = Vec::new();
+    let ready = check::instant(&note.ready_for_discharge_at);
+    let discharged = note.discharged_at.as_deref().and_then(check::instant);
+    if ready.is_none() {
+        issues.push(
+            Issue::error("value", "$.readyForDischargeAt is not a real date and time")
+                .at("$.readyForDischargeAt"),
+        );
+    }
+    if let (Some(r), Some(d)) = (ready, discharged) {
+        if d < r {
+            issues.push(
+                Issue::error(
+                    "business-rule",
+                    format!("$.dischargedAt ({d}) is before $.readyForDischargeAt ({r})"),
+                )
+                .at("$.dischargedAt"),
+            );
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, o) in note.goal_outcomes.iter().enumerate() {
+        if !seen.insert(o.goal.as_str()) {
+            issues.push(
+                Issue::error(
+                    "duplicate",
+                    format!(
+                        "$.goalOutcomes[{i}].goal: goal {:?} has an outcome already",
+                        o.goal
+                    ),
+                )
+                .at(format!("$.goalOutcomes[{i}].goal")),
+            );
+        }
+    }
+    // The seeds' "no-man's land": nobody named to follow up, nobody to call.
+    if note.follow_up.is_empty() {
+        issues.push(
+            Issue::warning(
+                "business-rule",
+                "no follow-up is stated: say who follows up on the citizen after discharge, or that nothing is needed",
+            )
+            .at("$.followUp"),
+        );
+    }
+    for (i, f) in note.follow_up.iter().enumerate() {
+        if f.responsible.is_none() {
+            issues.push(
+                Issue::warning(
+                    "business-rule",
+                    format!(
+                        "$.followUp[{i}] ({:?}) has no responsible: a task nobody owns is how citizens end up discharged to no-man's land",
+                        f.what
+                    ),
+                )
+                .at(format!("$.followUp[{i}].responsible")),
+            );
+        }
+    }
+    if note.contact.is_none() {
+        issues.push(
+            Issue::warning(
+                "business-rule",
+                "no contact person is stated: the receiver has nobody to call about the citizen",
+            )
+            .at("$.contact"),
+        );
+    }
+    if check::has_errors(&issues) {
+        return Err(FhirError::new(422, issues));
+    }
+    Ok((note, issues))
+}
+
+async fn read_json(engine: &Engine, reference: &str) -> Result<Value, FhirError> {
+    let (rtype, id) = reference
+        .split_once('/')
+        .ok_or_else(|| FhirError::internal(format!("{reference} is not Type/id")))?;
+    let stored = engine.read(rtype, id).await?;
+    serde_json::from_str(stored.content.as_deref().unwrap_or("{}"))
+        .map_err(|e| FhirError::internal(format!("{reference} is not JSON: {e}")))
+}
+
+/// The stored resources of the note's care record; 422 when the record is unknown or a goal
+/// outcome names a goal the record does not have.
+pub async fn load_record(
+    engine: &Engine,
+    note: &DischargeNote,
+) -> Result<message::RecordResources, FhirError> {
+    let r = &note.care_record;
+    let plan_id = part_id(&r.municipality, &r.record_id, kind::CARE_PLAN, "plan");
+    let care_plan = read_json(engine, &format!("CarePlan/{plan_id}"))
+        .await
+        .map_err(|_| {
+            FhirError::unprocessable(format!(
+                "municipality {} has no care record {}: post the record before its discharge note",
+                r.municipality, r.record_id
+            ))
+            .at("$.careRecord")
+        })?;
+    let refs = |key: &str| -> Vec<String> {
+        care_plan
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.get("reference").and_then(Value::as_str).map(String::from))
+            .collect()
+    };
+    let subject = care_plan
+        .pointer("/subject/reference")
+        .and_then(Value::as_str)
+        .ok_or_else(|| FhirError::internal("the stored CarePlan has no subject"))?
+        .to_string();
+    let patient = read_json(engine, &subject).await?;
+    let mut goals = Vec::new();
+    for g in refs("goal") {
+        goals.push(read_json(engine, &g).await?);
+    }
+    let stay = match care_plan
+        .pointer("/encounter/reference")
+        .and_then(Value::as_str)
+    {
+        Some(e) => Some(read_json(engine, e).await?),
+        None => None,
+    };
+    let parts = vocab::part_system(&r.municipality, &r.record_id);
+    let known: Vec<&str> = goals
+        .iter()
+        .filter_map(|g| {
+            g.get("identifier")?
+                .as_array()?
+                .iter()
+                .find(|i| i.get("system").and_then(Value::as_str) == Some(parts.as_str()))?
+                .get("value")?
+                .as_str()
+        })
+        .collect();
+    let unknown: Vec<Issue> = note
+        .goal_outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| !known.contains(&o.goal.as_str()))
+        .map(|(i, o)| {
+            Issue::error(
+                "not-found",
+                format!(
+                    "$.goalOutcomes[{i}].goal: care record {} has no goal {:?}",
+                    r.record_id, o.goal
+                ),
+            )
+            .at(format!("$.goalOutcomes[{i}].goal"))
+        })
+        .collect();
+    if !unknown.is_empty() {
+        return Err(FhirError::new(422, unknown));
+    }
+    Ok(message::RecordResources {
+        patient,
+        care_plan,
+        goals,
+        stay,
+    })
+}

@@ -1,0 +1,83 @@
+//! The municipal discharge note, v1 (`profiles/municipal/discharge-note-v1.schema.json`), as
+//! Rust types.
+
+use serde::{Deserialize, Serialize};
+
+pub const FORMAT_V1: &str = "municipal-discharge-note/v1";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DischargeNote {
+    pub format: String,
+    pub note_id: String,
+    pub care_record: RecordRef,
+    pub receiver: Identifier,
+    pub ready_for_discharge_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discharged_at: Option<String>,
+    pub destination: String,
+    pub summary: String,
+    pub functional_status: String,
+    pub goal_outcomes: Vec<GoalOutcome>,
+    pub follow_up: Vec<FollowUp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<Contact>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecordRef {
+    pub municipality: String,
+    pub record_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Identifier {
+    pub system: String,
+    pub value: String,
+}
+
+impl Identifier {
+    /// `system|value`, the form `[[forwarding.destinations]] receivers` are written in.
+    pub fn token(&self) -> String {
+        format!("{}|{}", self.system, self.value)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GoalOutcome {
+    pub goal: String,
+    pub achievement: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FollowUp {
+    pub what: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responsible: Option<Responsible>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Responsible {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<Identifier>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Contact {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+}
