@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::note::DischargeNote;
+use crate::fhirpath::escape_html;
 use crate::municipal::vocab;
 
 pub const MESSAGE_PROFILE: &str =
@@ -57,25 +58,10 @@ impl NoteIds {
     }
 }
 
-/// Escape text for XHTML.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
 fn narrative(paragraphs: &[String]) -> Value {
     let body: String = paragraphs
         .iter()
-        .map(|p| format!("<p>{}</p>", esc(p)))
+        .map(|p| format!("<p>{}</p>", escape_html(p)))
         .collect();
     json!({
         "status": "generated",

@@ -378,7 +378,8 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn escape_html(s: &str) -> String {
+/// HTML/XHTML text escaping (FHIRPath `escape('html')`; also used for generated narratives).
+pub fn escape_html(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

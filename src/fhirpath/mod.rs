@@ -30,6 +30,7 @@ use std::fmt;
 use serde_json::Value as Json;
 
 pub use decimal::Decimal;
+pub use functions::escape_html;
 pub use model::{system_type_of_primitive, ChildDef, JsonOnlyModel, ModelInfo, SnapshotModel};
 pub use quantity::Quantity;
 pub use temporal::{Precision, Temporal, TemporalKind};
