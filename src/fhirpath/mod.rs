@@ -111,6 +111,15 @@ impl Expr {
     pub fn focus_children(&self) -> Option<Vec<String>> {
         reads::focus_children(&self.ast)
     }
+
+    /// Sets of the focus's child names such that an element with none of the names of one set
+    /// passes this expression (true or empty, no error) without evaluating it: the whole
+    /// expression's [`Expr::focus_children`] when it holds on an empty element, and the first
+    /// operand of `or`/`and`/`implies` where that decides the result (`x.empty() or …` passes
+    /// wherever `x` is absent). Decided once, by evaluating those parts on an empty element.
+    pub fn pass_guards(&self, model: &dyn ModelInfo) -> Vec<Vec<String>> {
+        reads::pass_guards(&self.ast, model)
+    }
 }
 
 /// Parses `src` into an [`Expr`]. Function names and arities are checked here.
