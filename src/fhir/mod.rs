@@ -116,3 +116,28 @@ mod tests {
         assert_eq!(seen, vec!["Goal/2", "urn:uuid:1"]);
     }
 }
+
+/// Member `key` of a JSON object. FHIR objects have few members, and for those a scan is cheaper
+/// than hashing the key (serde_json's map hashes with SipHash); the validator and FHIRPath look
+/// members up millions of times per corpus.
+pub fn member<'a>(obj: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if obj.len() <= SCAN_MAX {
+        obj.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+    } else {
+        obj.get(key)
+    }
+}
+
+/// The `_key` member (a primitive's id and extensions) of a JSON object, without building `_key`.
+pub fn companion<'a>(obj: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if obj.len() <= SCAN_MAX {
+        obj.iter()
+            .find(|(k, _)| k.len() == key.len() + 1 && k.strip_prefix('_') == Some(key))
+            .map(|(_, v)| v)
+    } else {
+        obj.get(&format!("_{key}"))
+    }
+}
+
+/// Up to this many members, [`member`] scans instead of hashing.
+const SCAN_MAX: usize = 16;

@@ -15,6 +15,7 @@ use super::value::{
     TypeInfo,
 };
 use super::{EvalContext, EvalError};
+use crate::fhir::member;
 
 type R<T> = Result<T, EvalError>;
 
@@ -35,16 +36,9 @@ pub(crate) fn err<T>(msg: impl Into<String>) -> R<T> {
     Err(EvalError::new(msg))
 }
 
-/// Looks up `_key` without allocating for ordinary key lengths.
+/// Looks up `_key` without allocating.
 pub(crate) fn ext_lookup<'a>(obj: &'a Map<String, Json>, key: &str) -> Option<&'a Json> {
-    let mut buf = [0u8; 96];
-    if key.len() + 1 > buf.len() {
-        return obj.get(&format!("_{key}"));
-    }
-    buf[0] = b'_';
-    buf[1..=key.len()].copy_from_slice(key.as_bytes());
-    let s = std::str::from_utf8(&buf[..key.len() + 1]).ok()?;
-    obj.get(s)
+    crate::fhir::companion(obj, key)
 }
 
 /// Does the JSON key suffix (`Quantity`, `DateTime`) name type `t` (`Quantity`, `dateTime`)?
@@ -91,7 +85,7 @@ fn push_node<'a>(
     out: &mut Collection<'a>,
 ) {
     if let Some(val @ Json::Object(o)) = v {
-        if o.contains_key("resourceType") {
+        if member(o, "resourceType").is_some() {
             out.push(Item::Node(Node::resource(val)));
             return;
         }
@@ -340,7 +334,7 @@ impl<'c, 'a> Evaluator<'c, 'a> {
                         "id" => "System.String",
                         _ => return Ok(()),
                     };
-                    push_values(e.get(name), None, ty, ty, out);
+                    push_values(member(e, name), None, ty, ty, out);
                 }
                 return Ok(());
             }
@@ -364,7 +358,7 @@ impl<'c, 'a> Evaluator<'c, 'a> {
                         continue;
                     };
                     if is_ext {
-                        if !obj.contains_key(key) {
+                        if member(obj, key).is_none() {
                             push_values(None, Some(v), t, t, out);
                         }
                     } else {
@@ -382,10 +376,10 @@ impl<'c, 'a> Evaluator<'c, 'a> {
                 } else {
                     None
                 };
-                push_values(obj.get(name), e, ty, path, out);
+                push_values(member(obj, name), e, ty, path, out);
             }
             None => {
-                let v = obj.get(name);
+                let v = member(obj, name);
                 let e = ext_lookup(obj, name);
                 if v.is_some() || e.is_some() {
                     if self.ctx.strict && self.knows(n) {
@@ -458,8 +452,8 @@ impl<'c, 'a> Evaluator<'c, 'a> {
             Some(Json::Object(o)) => o,
             _ => {
                 if let Some(Json::Object(e)) = n.ext {
-                    push_values(e.get("id"), None, "System.String", "System.String", out);
-                    push_values(e.get("extension"), None, "Extension", "Extension", out);
+                    push_values(member(e, "id"), None, "System.String", "System.String", out);
+                    push_values(member(e, "extension"), None, "Extension", "Extension", out);
                 }
                 return;
             }
@@ -469,7 +463,7 @@ impl<'c, 'a> Evaluator<'c, 'a> {
                 continue;
             }
             if let Some(base) = k.strip_prefix('_') {
-                if obj.contains_key(base) {
+                if member(obj, base).is_some() {
                     continue;
                 }
                 let (ty, path, _) = self.key_type(n, base);

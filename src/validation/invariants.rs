@@ -212,11 +212,11 @@ fn own_message(key: &str) -> Option<&'static str> {
 
 /// The focus node of `val`, an instance of `el` with FHIR type `type_code`.
 fn focus<'a>(val: &'a Value, el: &'a Element, type_code: &'a str) -> Node<'a> {
-    if val.get("resourceType").is_some() {
-        return Node::resource(val);
-    }
-    if !val.is_object() {
+    let Value::Object(obj) = val else {
         return Node::primitive(Some(val), None, type_code);
+    };
+    if crate::fhir::member(obj, "resourceType").is_some() {
+        return Node::resource(val);
     }
     if type_code.is_empty() || type_code == "BackboneElement" || type_code == "Element" {
         return Node::element(val, "BackboneElement", &el.path);
