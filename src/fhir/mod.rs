@@ -128,16 +128,28 @@ pub fn member<'a>(obj: &'a serde_json::Map<String, Value>, key: &str) -> Option<
     }
 }
 
-/// The `_key` member (a primitive's id and extensions) of a JSON object, without building `_key`.
+/// The `_key` member (a primitive's id and extensions) of a JSON object, without building `_key`
+/// (it is usually absent, so this is a miss over every member more often than not).
 pub fn companion<'a>(obj: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
     if obj.len() <= SCAN_MAX {
-        obj.iter()
+        return obj
+            .iter()
             .find(|(k, _)| k.len() == key.len() + 1 && k.strip_prefix('_') == Some(key))
-            .map(|(_, v)| v)
-    } else {
-        obj.get(&format!("_{key}"))
+            .map(|(_, v)| v);
+    }
+    let mut buf = [0u8; 96];
+    match buf.get_mut(1..=key.len()) {
+        Some(tail) => {
+            tail.copy_from_slice(key.as_bytes());
+            buf[0] = b'_';
+            std::str::from_utf8(&buf[..=key.len()])
+                .ok()
+                .and_then(|k| obj.get(k))
+        }
+        None => obj.get(&format!("_{key}")),
     }
 }
 
-/// Up to this many members, [`member`] scans instead of hashing.
-const SCAN_MAX: usize = 16;
+/// Up to this many members, [`member`] and [`companion`] scan instead of hashing: a scan compares
+/// lengths first and costs a few instructions per member, SipHash a few hundred per key.
+const SCAN_MAX: usize = 32;
