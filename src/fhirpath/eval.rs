@@ -30,6 +30,8 @@ pub(crate) struct Scope<'s, 'a> {
 pub(crate) struct Evaluator<'c, 'a> {
     pub ctx: &'c EvalContext<'a>,
     pub model: &'a dyn ModelInfo,
+    /// Values of the expression's shared sub-expressions ([`Ast::Memo`]) in this evaluation.
+    memo: std::cell::RefCell<Vec<Option<Collection<'a>>>>,
 }
 
 pub(crate) fn err<T>(msg: impl Into<String>) -> R<T> {
@@ -135,6 +137,7 @@ impl<'c, 'a> Evaluator<'c, 'a> {
         Evaluator {
             ctx,
             model: ctx.model,
+            memo: std::cell::RefCell::new(Vec::new()),
         }
     }
 
@@ -234,11 +237,27 @@ impl<'c, 'a> Evaluator<'c, 'a> {
                 }
             }
             Ast::Bin(op, l, r) => self.binary(*op, l, r, s)?,
+            Ast::Memo(slot, inner) => {
+                if let Some(Some(v)) = self.memo.borrow().get(*slot) {
+                    return Ok(v.clone());
+                }
+                let v = self.eval(inner, s)?;
+                let mut memo = self.memo.borrow_mut();
+                if memo.len() <= *slot {
+                    memo.resize(*slot + 1, None);
+                }
+                memo[*slot] = Some(v.clone());
+                v
+            }
         })
     }
 
     /// Strict mode: `(x as T).name` must name an element of `T`.
     fn check_cast_member(&self, target: &Ast, name: &str) -> R<()> {
+        let target = match target {
+            Ast::Memo(_, inner) => inner,
+            other => other,
+        };
         if let Ast::Type {
             op: TypeOp::As | TypeOp::OfType,
             spec,

@@ -21,6 +21,7 @@ mod model;
 mod parser;
 mod quantity;
 mod reads;
+mod share;
 mod temporal;
 mod value;
 
@@ -124,7 +125,8 @@ impl Expr {
 
 /// Parses `src` into an [`Expr`]. Function names and arities are checked here.
 pub fn compile(src: &str) -> Result<Expr, ParseError> {
-    let ast = parser::parse(src)?;
+    let mut ast = parser::parse(src)?;
+    share::memoize(&mut ast);
     Ok(Expr {
         source: src.to_string(),
         ast,

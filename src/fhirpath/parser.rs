@@ -145,6 +145,9 @@ pub enum Ast {
     Indexer(Box<Ast>, Box<Ast>),
     Neg(Box<Ast>),
     Bin(BinOp, Box<Ast>, Box<Ast>),
+    /// A sub-expression whose value is the same wherever it is evaluated during one
+    /// evaluation: computed once into the given slot (`share.rs`).
+    Memo(usize, Box<Ast>),
 }
 
 struct Parser {

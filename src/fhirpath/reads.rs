@@ -65,6 +65,7 @@ fn guards(ast: &Ast, ev: &Evaluator<'_, '_>) -> Vec<(Vec<String>, Known)> {
         }
     }
     match ast {
+        Ast::Memo(_, inner) => out.extend(guards(inner, ev)),
         Ast::Bin(op @ (BinOp::Or | BinOp::And | BinOp::Implies), l, _) => {
             for (names, k) in guards(l, ev) {
                 match (op, k) {
@@ -106,7 +107,7 @@ fn roots(ast: &Ast, out: &mut Vec<String>) -> bool {
             out.push(n.clone());
             true
         }
-        Ast::Member(t, _) => roots(t, out),
+        Ast::Member(t, _) | Ast::Memo(_, t) => roots(t, out),
         Ast::Call {
             target: Some(t),
             func,
@@ -148,7 +149,7 @@ fn no_environment(ast: &Ast) -> bool {
     match ast {
         Ast::Env(_) => false,
         Ast::Empty | Ast::Lit(_) | Ast::This | Ast::IndexVar | Ast::Total | Ast::Ident(_) => true,
-        Ast::Member(t, _) | Ast::Neg(t) => no_environment(t),
+        Ast::Member(t, _) | Ast::Neg(t) | Ast::Memo(_, t) => no_environment(t),
         Ast::Call { target, args, .. } => {
             target.as_deref().is_none_or(no_environment) && args.iter().all(no_environment)
         }
