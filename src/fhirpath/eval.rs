@@ -7,7 +7,7 @@ use serde_json::{Map, Value as Json};
 use super::decimal::Decimal;
 use super::functions;
 use super::model::ModelInfo;
-use super::parser::{Ast, BinOp, Lit, TypeOp, TypeSpec};
+use super::parser::{Ast, BinOp, Func, Lit, TypeOp, TypeSpec};
 use super::quantity::Quantity;
 use super::temporal::TemporalKind;
 use super::value::{
@@ -148,6 +148,16 @@ impl<'c, 'a> Evaluator<'c, 'a> {
             total: None,
         };
         self.eval(ast, scope)
+    }
+
+    /// [`Self::run`] for an expression that [`Self::gives_boolean`].
+    pub fn run_bool(&self, ast: &Ast) -> R<Option<bool>> {
+        let scope = Scope {
+            this: &self.ctx.focus,
+            index: None,
+            total: None,
+        };
+        self.eval_bool(ast, scope, "the expression")
     }
 
     pub fn eval(&self, ast: &Ast, s: Scope<'_, 'a>) -> R<Collection<'a>> {
@@ -631,54 +641,59 @@ impl<'c, 'a> Evaluator<'c, 'a> {
         out
     }
 
+    /// `to_bool(&self.eval(ast, s)?, what)`, without building the one-boolean collections of
+    /// logical operators, comparisons, `exists()`, `empty()` and `not()` (most of what
+    /// invariants compute).
+    pub(crate) fn eval_bool(&self, ast: &Ast, s: Scope<'_, 'a>, what: &str) -> R<Option<bool>> {
+        match ast {
+            Ast::Bin(op, l, r) if boolean_op(*op) => self.binary_bool(*op, l, r, s),
+            Ast::Call {
+                target: Some(t),
+                func: Func::Exists,
+                args,
+                ..
+            } if args.is_empty() => Ok(Some(!self.eval(t, s)?.is_empty())),
+            Ast::Call {
+                target: Some(t),
+                func: Func::Empty,
+                ..
+            } => Ok(Some(self.eval(t, s)?.is_empty())),
+            Ast::Call {
+                target: Some(t),
+                func: Func::Not,
+                ..
+            } => functions::not(self, &self.eval(t, s)?),
+            _ => self.to_bool(&self.eval(ast, s)?, what),
+        }
+    }
+
+    /// Whether `ast` always gives an empty collection or one boolean (so [`Self::eval_bool`]
+    /// answers exactly what the collection would).
+    pub(crate) fn gives_boolean(ast: &Ast) -> bool {
+        match ast {
+            Ast::Bin(op, ..) => boolean_op(*op),
+            Ast::Call {
+                target: Some(_),
+                func: Func::Exists,
+                args,
+                ..
+            } => args.is_empty(),
+            Ast::Call {
+                target: Some(_),
+                func: Func::Empty | Func::Not,
+                ..
+            } => true,
+            _ => false,
+        }
+    }
+
     fn binary(&self, op: BinOp, l: &Ast, r: &Ast, s: Scope<'_, 'a>) -> R<Collection<'a>> {
-        let b = |v: Option<bool>| -> Collection<'a> { v.map(Item::Boolean).into_iter().collect() };
-        match op {
-            BinOp::And => {
-                let x = self.to_bool(&self.eval(l, s)?, "and")?;
-                if x == Some(false) {
-                    return Ok(b(Some(false)));
-                }
-                let y = self.to_bool(&self.eval(r, s)?, "and")?;
-                return Ok(b(match (x, y) {
-                    (_, Some(false)) => Some(false),
-                    (Some(true), Some(true)) => Some(true),
-                    _ => None,
-                }));
-            }
-            BinOp::Or => {
-                let x = self.to_bool(&self.eval(l, s)?, "or")?;
-                if x == Some(true) {
-                    return Ok(b(Some(true)));
-                }
-                let y = self.to_bool(&self.eval(r, s)?, "or")?;
-                return Ok(b(match (x, y) {
-                    (_, Some(true)) => Some(true),
-                    (Some(false), Some(false)) => Some(false),
-                    _ => None,
-                }));
-            }
-            BinOp::Xor => {
-                let x = self.to_bool(&self.eval(l, s)?, "xor")?;
-                let y = self.to_bool(&self.eval(r, s)?, "xor")?;
-                return Ok(b(match (x, y) {
-                    (Some(p), Some(q)) => Some(p != q),
-                    _ => None,
-                }));
-            }
-            BinOp::Implies => {
-                let x = self.to_bool(&self.eval(l, s)?, "implies")?;
-                if x == Some(false) {
-                    return Ok(b(Some(true)));
-                }
-                let y = self.to_bool(&self.eval(r, s)?, "implies")?;
-                return Ok(b(match (x, y) {
-                    (Some(true), y) => y,
-                    (None, Some(true)) => Some(true),
-                    _ => None,
-                }));
-            }
-            _ => {}
+        if boolean_op(op) {
+            return Ok(self
+                .binary_bool(op, l, r, s)?
+                .map(Item::Boolean)
+                .into_iter()
+                .collect());
         }
         let lv = self.eval(l, s)?;
         let rv = self.eval(r, s)?;
@@ -687,73 +702,6 @@ impl<'c, 'a> Evaluator<'c, 'a> {
                 let mut all = lv;
                 all.extend(rv);
                 Ok(self.distinct(all))
-            }
-            BinOp::Eq | BinOp::Ne => {
-                if lv.is_empty() || rv.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let eq = if lv.len() != rv.len() {
-                    Some(false)
-                } else {
-                    let mut acc = Some(true);
-                    for (x, y) in lv.iter().zip(&rv) {
-                        match self.items_equal(x, y) {
-                            Some(true) => {}
-                            Some(false) => {
-                                acc = Some(false);
-                                break;
-                            }
-                            None => acc = None,
-                        }
-                    }
-                    acc
-                };
-                Ok(b(if op == BinOp::Eq { eq } else { eq.map(|v| !v) }))
-            }
-            BinOp::Equiv | BinOp::NotEquiv => {
-                let eq = if lv.len() != rv.len() {
-                    false
-                } else {
-                    let mut used = vec![false; rv.len()];
-                    lv.iter().all(|x| {
-                        for (j, y) in rv.iter().enumerate() {
-                            if !used[j] && self.items_equivalent(x, y) {
-                                used[j] = true;
-                                return true;
-                            }
-                        }
-                        false
-                    })
-                };
-                Ok(b(Some(if op == BinOp::Equiv { eq } else { !eq })))
-            }
-            BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
-                let (x, y) = match (single(&lv, "comparison")?, single(&rv, "comparison")?) {
-                    (Some(x), Some(y)) => (x, y),
-                    _ => return Ok(Vec::new()),
-                };
-                let (Some(px), Some(py)) = (x.prim(self.model), y.prim(self.model)) else {
-                    return err("comparison needs primitive values");
-                };
-                let ord = compare_prims(&px, &py).map_err(EvalError::new)?;
-                Ok(b(ord.map(|o| match op {
-                    BinOp::Lt => o == Ordering::Less,
-                    BinOp::Le => o != Ordering::Greater,
-                    BinOp::Gt => o == Ordering::Greater,
-                    _ => o != Ordering::Less,
-                })))
-            }
-            BinOp::In | BinOp::Contains => {
-                let (item, coll) = if op == BinOp::In {
-                    (&lv, &rv)
-                } else {
-                    (&rv, &lv)
-                };
-                match item.as_slice() {
-                    [] => Ok(Vec::new()),
-                    [x] => Ok(b(Some(self.contains_item(coll, x)))),
-                    _ => err("membership needs a single item"),
-                }
             }
             BinOp::Concat => {
                 let text = |c: &[Item<'a>]| -> R<String> {
@@ -779,6 +727,150 @@ impl<'c, 'a> Evaluator<'c, 'a> {
             }
         }
     }
+
+    /// The boolean-valued binary operators, as `Option<bool>` (empty = `None`).
+    fn binary_bool(&self, op: BinOp, l: &Ast, r: &Ast, s: Scope<'_, 'a>) -> R<Option<bool>> {
+        match op {
+            BinOp::And => {
+                let x = self.eval_bool(l, s, "and")?;
+                if x == Some(false) {
+                    return Ok(Some(false));
+                }
+                let y = self.eval_bool(r, s, "and")?;
+                return Ok(match (x, y) {
+                    (_, Some(false)) => Some(false),
+                    (Some(true), Some(true)) => Some(true),
+                    _ => None,
+                });
+            }
+            BinOp::Or => {
+                let x = self.eval_bool(l, s, "or")?;
+                if x == Some(true) {
+                    return Ok(Some(true));
+                }
+                let y = self.eval_bool(r, s, "or")?;
+                return Ok(match (x, y) {
+                    (_, Some(true)) => Some(true),
+                    (Some(false), Some(false)) => Some(false),
+                    _ => None,
+                });
+            }
+            BinOp::Xor => {
+                let x = self.eval_bool(l, s, "xor")?;
+                let y = self.eval_bool(r, s, "xor")?;
+                return Ok(match (x, y) {
+                    (Some(p), Some(q)) => Some(p != q),
+                    _ => None,
+                });
+            }
+            BinOp::Implies => {
+                let x = self.eval_bool(l, s, "implies")?;
+                if x == Some(false) {
+                    return Ok(Some(true));
+                }
+                let y = self.eval_bool(r, s, "implies")?;
+                return Ok(match (x, y) {
+                    (Some(true), y) => y,
+                    (None, Some(true)) => Some(true),
+                    _ => None,
+                });
+            }
+            _ => {}
+        }
+        let lv = self.eval(l, s)?;
+        let rv = self.eval(r, s)?;
+        match op {
+            BinOp::Eq | BinOp::Ne => {
+                if lv.is_empty() || rv.is_empty() {
+                    return Ok(None);
+                }
+                let eq = if lv.len() != rv.len() {
+                    Some(false)
+                } else {
+                    let mut acc = Some(true);
+                    for (x, y) in lv.iter().zip(&rv) {
+                        match self.items_equal(x, y) {
+                            Some(true) => {}
+                            Some(false) => {
+                                acc = Some(false);
+                                break;
+                            }
+                            None => acc = None,
+                        }
+                    }
+                    acc
+                };
+                Ok(if op == BinOp::Eq { eq } else { eq.map(|v| !v) })
+            }
+            BinOp::Equiv | BinOp::NotEquiv => {
+                let eq = if lv.len() != rv.len() {
+                    false
+                } else {
+                    let mut used = vec![false; rv.len()];
+                    lv.iter().all(|x| {
+                        for (j, y) in rv.iter().enumerate() {
+                            if !used[j] && self.items_equivalent(x, y) {
+                                used[j] = true;
+                                return true;
+                            }
+                        }
+                        false
+                    })
+                };
+                Ok(Some(if op == BinOp::Equiv { eq } else { !eq }))
+            }
+            BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
+                let (x, y) = match (single(&lv, "comparison")?, single(&rv, "comparison")?) {
+                    (Some(x), Some(y)) => (x, y),
+                    _ => return Ok(None),
+                };
+                let (Some(px), Some(py)) = (x.prim(self.model), y.prim(self.model)) else {
+                    return err("comparison needs primitive values");
+                };
+                let ord = compare_prims(&px, &py).map_err(EvalError::new)?;
+                Ok(ord.map(|o| match op {
+                    BinOp::Lt => o == Ordering::Less,
+                    BinOp::Le => o != Ordering::Greater,
+                    BinOp::Gt => o == Ordering::Greater,
+                    _ => o != Ordering::Less,
+                }))
+            }
+            BinOp::In | BinOp::Contains => {
+                let (item, coll) = if op == BinOp::In {
+                    (&lv, &rv)
+                } else {
+                    (&rv, &lv)
+                };
+                match item.as_slice() {
+                    [] => Ok(None),
+                    [x] => Ok(Some(self.contains_item(coll, x))),
+                    _ => err("membership needs a single item"),
+                }
+            }
+            _ => err(format!("{op:?} is not a boolean operator")),
+        }
+    }
+}
+
+/// Operators whose result is empty or one boolean.
+fn boolean_op(op: BinOp) -> bool {
+    matches!(
+        op,
+        BinOp::And
+            | BinOp::Or
+            | BinOp::Xor
+            | BinOp::Implies
+            | BinOp::Eq
+            | BinOp::Ne
+            | BinOp::Equiv
+            | BinOp::NotEquiv
+            | BinOp::Lt
+            | BinOp::Le
+            | BinOp::Gt
+            | BinOp::Ge
+            | BinOp::In
+            | BinOp::Contains
+    )
 }
 
 fn opt_json_eq(a: Option<&Json>, b: Option<&Json>) -> bool {

@@ -80,6 +80,32 @@ where
     Ok(())
 }
 
+/// [`per_item`] for a criterion: `f` gets each item with its criterion as a boolean
+/// (`to_bool` of the result, named `what` in errors).
+fn per_item_bool<'a, F>(
+    ev: &Evaluator<'_, 'a>,
+    input: &[Item<'a>],
+    body: &Ast,
+    s: Scope<'_, 'a>,
+    what: &str,
+    mut f: F,
+) -> R<()>
+where
+    F: FnMut(&Item<'a>, Option<bool>) -> bool,
+{
+    for (i, item) in input.iter().enumerate() {
+        let scope = Scope {
+            this: std::slice::from_ref(item),
+            index: Some(i as i64),
+            total: s.total,
+        };
+        if !f(item, ev.eval_bool(body, scope, what)?) {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// The single input item's primitive, or `None` for empty input.
 fn input_prim<'x, 'a>(
     ev: &Evaluator<'_, 'a>,
@@ -429,12 +455,9 @@ pub(crate) fn call<'a>(
         Exists => {
             if let Some(c) = args.first() {
                 let mut found = false;
-                per_item(ev, &input, c, s, |_, _, r| {
-                    if ev.to_bool(&r, "exists")? == Some(true) {
-                        found = true;
-                        return Ok(false);
-                    }
-                    Ok(true)
+                per_item_bool(ev, &input, c, s, "exists", |_, b| {
+                    found = b == Some(true);
+                    !found
                 })?;
                 boolean(found)
             } else {
@@ -443,12 +466,9 @@ pub(crate) fn call<'a>(
         }
         All => {
             let mut all = true;
-            per_item(ev, &input, &args[0], s, |_, _, r| {
-                if ev.to_bool(&r, "all")? != Some(true) {
-                    all = false;
-                    return Ok(false);
-                }
-                Ok(true)
+            per_item_bool(ev, &input, &args[0], s, "all", |_, b| {
+                all = b == Some(true);
+                all
             })?;
             boolean(all)
         }
@@ -484,11 +504,11 @@ pub(crate) fn call<'a>(
         }
         Where => {
             let mut out = Vec::new();
-            per_item(ev, &input, &args[0], s, |_, item, r| {
-                if ev.to_bool(&r, "where")? == Some(true) {
+            per_item_bool(ev, &input, &args[0], s, "where", |item, b| {
+                if b == Some(true) {
                     out.push(item.clone());
                 }
-                Ok(true)
+                true
             })?;
             Ok(out)
         }
@@ -837,14 +857,7 @@ pub(crate) fn call<'a>(
             Ok(total)
         }
         Sum | Min | Max | Avg => aggregate_math(ev, func, &input),
-        Not => match input.as_slice() {
-            [] => Ok(Vec::new()),
-            [x] => match x.prim(ev.model).as_ref().and_then(to_boolean) {
-                Some(b) => boolean(!b),
-                None => boolean(false),
-            },
-            _ => err("not() needs a single boolean"),
-        },
+        Not => Ok(not(ev, &input)?.map(Item::Boolean).into_iter().collect()),
         TypeFn => Ok(input
             .iter()
             .map(|x| Item::TypeInfo(ev.type_info_of(x)))
@@ -923,6 +936,18 @@ pub(crate) fn call<'a>(
         ElementDefinition | Slice | Subsumes | SubsumedBy | Comparable => Ok(Vec::new()),
         CheckModifiers => Ok(input),
         IsFn | AsFn | OfTypeFn => err("type function reached the evaluator"),
+    }
+}
+
+/// `not()`: empty stays empty; a value that does not convert to a boolean gives false.
+pub(crate) fn not<'a>(ev: &Evaluator<'_, 'a>, input: &[Item<'a>]) -> R<Option<bool>> {
+    match input {
+        [] => Ok(None),
+        [x] => Ok(Some(match x.prim(ev.model).as_ref().and_then(to_boolean) {
+            Some(b) => !b,
+            None => false,
+        })),
+        _ => err("not() needs a single boolean"),
     }
 }
 

@@ -143,7 +143,12 @@ pub fn evaluate<'a>(expr: &Expr, ctx: &EvalContext<'a>) -> Result<Collection<'a>
 /// several items → an error. A constraint passes when the result is `None` or
 /// `Some(true)`.
 pub fn evaluate_boolean(expr: &Expr, ctx: &EvalContext<'_>) -> Result<Option<bool>, EvalError> {
-    let r = evaluate(expr, ctx)?;
+    let ev = eval::Evaluator::new(ctx);
+    if eval::Evaluator::gives_boolean(&expr.ast) {
+        // empty or one boolean: the same answer without building the collection
+        return ev.run_bool(&expr.ast);
+    }
+    let r = ev.run(&expr.ast)?;
     match r.as_slice() {
         [] => Ok(None),
         [Item::Boolean(b)] => Ok(Some(*b)),
