@@ -114,6 +114,7 @@ pub(crate) fn push_values<'a>(
         (Some(Json::Array(arr)), e) => {
             let earr = e.and_then(Json::as_array);
             let n = arr.len().max(earr.map_or(0, Vec::len));
+            out.reserve(n);
             for i in 0..n {
                 let vi = arr.get(i).filter(|x| !x.is_null());
                 let ei = earr.and_then(|a| a.get(i)).filter(|x| !x.is_null());
@@ -775,6 +776,22 @@ impl<'c, 'a> Evaluator<'c, 'a> {
                     _ => None,
                 });
             }
+            BinOp::Eq | BinOp::Ne => {
+                // `x = 'literal'` (most comparisons in invariants): compare with the literal in
+                // place, as items_equal would with the one-item collection it evaluates to
+                if let Some(p) = literal_prim(r) {
+                    let lv = self.eval(l, s)?;
+                    let eq = match lv.as_slice() {
+                        [] => return Ok(None),
+                        [x] => match x.prim(self.model) {
+                            Some(px) => prims_equal(&px, &p),
+                            None => Some(false),
+                        },
+                        _ => Some(false),
+                    };
+                    return Ok(if op == BinOp::Eq { eq } else { eq.map(|v| !v) });
+                }
+            }
             _ => {}
         }
         let lv = self.eval(l, s)?;
@@ -849,6 +866,17 @@ impl<'c, 'a> Evaluator<'c, 'a> {
             }
             _ => err(format!("{op:?} is not a boolean operator")),
         }
+    }
+}
+
+/// The primitive a string, boolean, integer or decimal literal evaluates to.
+fn literal_prim(ast: &Ast) -> Option<Prim<'_>> {
+    match ast {
+        Ast::Lit(Lit::Str(x)) => Some(Prim::Str(x)),
+        Ast::Lit(Lit::Bool(b)) => Some(Prim::Bool(*b)),
+        Ast::Lit(Lit::Int(i)) => Some(Prim::Int(*i)),
+        Ast::Lit(Lit::Dec(d)) => Some(Prim::Dec(*d)),
+        _ => None,
     }
 }
 

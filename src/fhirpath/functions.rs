@@ -1,10 +1,12 @@
 //! The function library.
 
+use std::borrow::Cow;
+
 use serde_json::Value as Json;
 
 use super::decimal::Decimal;
 use super::eval::{err, push_values, single, Evaluator, Scope};
-use super::parser::{build_regex, Ast, Func};
+use super::parser::{build_regex, Ast, Func, Lit};
 use super::quantity::{is_calendar_keyword, Quantity};
 use super::temporal::{Precision, Temporal, TemporalKind};
 use super::value::{Collection, Item, Prim};
@@ -28,17 +30,21 @@ fn arg<'a>(ev: &Evaluator<'_, 'a>, args: &[Ast], i: usize, s: Scope<'_, 'a>) -> 
     }
 }
 
-fn arg_string<'a>(
+fn arg_string<'x, 'a>(
     ev: &Evaluator<'_, 'a>,
-    args: &[Ast],
+    args: &'x [Ast],
     i: usize,
     s: Scope<'_, 'a>,
-) -> R<Option<String>> {
+) -> R<Option<Cow<'x, str>>> {
+    // a literal (the usual case) is borrowed, not evaluated into a collection and copied
+    if let Some(Ast::Lit(Lit::Str(t))) = args.get(i) {
+        return Ok(Some(Cow::Borrowed(t)));
+    }
     let v = arg(ev, args, i, s)?;
     match single(&v, "argument")? {
         None => Ok(None),
         Some(x) => match x.prim(ev.model) {
-            Some(Prim::Str(t)) => Ok(Some(t.to_string())),
+            Some(Prim::Str(t)) => Ok(Some(Cow::Owned(t.to_string()))),
             _ => err("expected a string argument"),
         },
     }
@@ -664,9 +670,9 @@ pub(crate) fn call<'a>(
                 return Ok(Vec::new());
             };
             let pos = if func == IndexOf {
-                x.find(&sub)
+                x.find(&*sub)
             } else {
-                x.rfind(&sub)
+                x.rfind(&*sub)
             };
             Ok(vec![Item::Integer(match pos {
                 Some(b) => x[..b].chars().count() as i64,
@@ -703,9 +709,9 @@ pub(crate) fn call<'a>(
                 return Ok(Vec::new());
             };
             boolean(match func {
-                StartsWith => x.starts_with(&sub),
-                EndsWith => x.ends_with(&sub),
-                _ => x.contains(&sub),
+                StartsWith => x.starts_with(&*sub),
+                EndsWith => x.ends_with(&*sub),
+                _ => x.contains(&*sub),
             })
         }
         Upper | Lower | Trim | Length | ToChars => {
@@ -728,7 +734,7 @@ pub(crate) fn call<'a>(
             else {
                 return Ok(Vec::new());
             };
-            Ok(vec![Item::String(x.replace(&p, &r))])
+            Ok(vec![Item::String(x.replace(&*p, &r))])
         }
         Matches | MatchesFull | ReplaceMatches => {
             let Some(x) = input_str(ev, &input, func)? else {
@@ -744,7 +750,7 @@ pub(crate) fn call<'a>(
                     let p = if func == MatchesFull {
                         format!("^(?:{p})$")
                     } else {
-                        p
+                        p.into_owned()
                     };
                     owned = build_regex(&p).map_err(EvalError::new)?;
                     &owned
@@ -754,9 +760,7 @@ pub(crate) fn call<'a>(
                 let Some(r) = arg_string(ev, args, 1, s)? else {
                     return Ok(Vec::new());
                 };
-                Ok(vec![Item::String(
-                    re.replace_all(x, r.as_str()).into_owned(),
-                )])
+                Ok(vec![Item::String(re.replace_all(x, &*r).into_owned())])
             } else {
                 boolean(re.is_match(x))
             }
@@ -768,7 +772,7 @@ pub(crate) fn call<'a>(
             let Some(sep) = arg_string(ev, args, 0, s)? else {
                 return Ok(Vec::new());
             };
-            Ok(x.split(sep.as_str())
+            Ok(x.split(&*sep)
                 .map(|p| Item::String(p.to_string()))
                 .collect())
         }
@@ -790,7 +794,7 @@ pub(crate) fn call<'a>(
             let Some(fmt) = arg_string(ev, args, 0, s)? else {
                 return Ok(Vec::new());
             };
-            let r = match (func, fmt.as_str()) {
+            let r = match (func, &*fmt) {
                 (Encode, "base64") => Some(base64_encode(x.as_bytes(), false)),
                 (Encode, "urlbase64") => Some(base64_encode(x.as_bytes(), true)),
                 (Encode, "hex") => Some(x.bytes().map(|b| format!("{b:02x}")).collect()),
@@ -879,7 +883,7 @@ pub(crate) fn call<'a>(
                         .and_then(|n| n.value)
                         .and_then(|v| v.get("url"))
                         .and_then(Json::as_str)
-                        == Some(url.as_str())
+                        == Some(&*url)
                 })
                 .collect())
         }
