@@ -86,37 +86,6 @@ pub fn for_each_reference(v: &mut Value, f: &mut dyn FnMut(&mut String)) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn supported_types_are_sorted_for_binary_search() {
-        let mut sorted = SUPPORTED_TYPES.to_vec();
-        sorted.sort_unstable();
-        assert_eq!(sorted, SUPPORTED_TYPES);
-        assert!(is_supported_type("CarePlan"));
-        assert!(!is_supported_type("Careplan"));
-    }
-
-    #[test]
-    fn ids_follow_the_r4_rule() {
-        assert!(is_valid_id("abc-1.2"));
-        assert!(!is_valid_id(""));
-        assert!(!is_valid_id("a/b"));
-        assert!(!is_valid_id(&"x".repeat(65)));
-    }
-
-    #[test]
-    fn references_are_visited_in_nested_structures() {
-        let mut v = serde_json::json!({"subject": {"reference": "urn:uuid:1"}, "goal": [{"reference": "Goal/2"}]});
-        let mut seen = Vec::new();
-        for_each_reference(&mut v, &mut |s| seen.push(s.clone()));
-        seen.sort();
-        assert_eq!(seen, vec!["Goal/2", "urn:uuid:1"]);
-    }
-}
-
 /// Member `key` of a JSON object. FHIR objects have few members, and for those a scan is cheaper
 /// than hashing the key (serde_json's map hashes with SipHash); the validator and FHIRPath look
 /// members up millions of times per corpus.
@@ -153,3 +122,55 @@ pub fn companion<'a>(obj: &'a serde_json::Map<String, Value>, key: &str) -> Opti
 /// Up to this many members, [`member`] and [`companion`] scan instead of hashing: a scan compares
 /// lengths first and costs a few instructions per member, SipHash a few hundred per key.
 const SCAN_MAX: usize = 32;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn supported_types_are_sorted_for_binary_search() {
+        let mut sorted = SUPPORTED_TYPES.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(sorted, SUPPORTED_TYPES);
+        assert!(is_supported_type("CarePlan"));
+        assert!(!is_supported_type("Careplan"));
+    }
+
+    #[test]
+    fn ids_follow_the_r4_rule() {
+        assert!(is_valid_id("abc-1.2"));
+        assert!(!is_valid_id(""));
+        assert!(!is_valid_id("a/b"));
+        assert!(!is_valid_id(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn references_are_visited_in_nested_structures() {
+        let mut v = serde_json::json!({"subject": {"reference": "urn:uuid:1"}, "goal": [{"reference": "Goal/2"}]});
+        let mut seen = Vec::new();
+        for_each_reference(&mut v, &mut |s| seen.push(s.clone()));
+        seen.sort();
+        assert_eq!(seen, vec!["Goal/2", "urn:uuid:1"]);
+    }
+
+    #[test]
+    fn members_and_companions_small_and_large() {
+        use serde_json::json;
+        for n in [3usize, 40] {
+            let mut obj = serde_json::Map::new();
+            for i in 0..n {
+                obj.insert(format!("k{i}"), json!(i));
+            }
+            obj.insert("birthDate".into(), json!("1970"));
+            obj.insert("_birthDate".into(), json!({"id": "x"}));
+            assert_eq!(super::member(&obj, "k2"), Some(&json!(2)));
+            assert_eq!(super::member(&obj, "nope"), None);
+            assert_eq!(
+                super::companion(&obj, "birthDate"),
+                Some(&json!({"id": "x"}))
+            );
+            assert_eq!(super::companion(&obj, "k1"), None);
+            assert_eq!(super::companion(&obj, &"x".repeat(200)), None);
+        }
+    }
+}
