@@ -117,15 +117,7 @@ fn roots(ast: &Ast, out: &mut Vec<String>) -> bool {
             if !roots(t, out) {
                 return false;
             }
-            let per_item = matches!(
-                func,
-                Func::Where
-                    | Func::Select
-                    | Func::All
-                    | Func::Exists
-                    | Func::Repeat
-                    | Func::Aggregate
-            );
+            let per_item = func.per_item();
             args.iter().all(|a| {
                 if per_item {
                     // evaluated on each item of the target, not on the focus
@@ -209,31 +201,25 @@ mod tests {
     #[test]
     fn pass_guards_from_first_operands() {
         let v = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-        // the left operand decides: only `contentReference` matters
-        assert_eq!(
-            guards(
-                "contentReference.empty() or (type.empty() and iif(binding.exists(), true, false))"
+        let cases: &[(&str, &[&str])] = &[
+            // the left operand decides: only `contentReference` matters
+            (
+                "contentReference.empty() or (type.empty() and iif(binding.exists(), true, false))",
+                &["contentReference"],
             ),
-            vec![v(&["contentReference"])]
-        );
-        // the whole expression reads only named children; its left operand needs fewer
-        assert_eq!(
-            guards("fixed.empty() or (type.count() <= 1)"),
-            vec![v(&["fixed"])]
-        );
-        assert_eq!(
-            guards("(isModifier.exists() and isModifier) implies isModifierReason.exists()"),
-            vec![v(&["isModifier"])]
-        );
-        assert_eq!(
-            guards("code.exists().not() or system.exists()"),
-            vec![v(&["code"])]
-        );
+            // the whole expression reads only named children; its left operand needs fewer
+            ("fixed.empty() or (type.count() <= 1)", &["fixed"]),
+            (
+                "(isModifier.exists() and isModifier) implies isModifierReason.exists()",
+                &["isModifier"],
+            ),
+            ("code.exists().not() or system.exists()", &["code"]),
+        ];
+        for (src, names) in cases {
+            assert_eq!(guards(src), vec![v(names)], "{src}");
+        }
         // a right operand is only reached after the left one, so it cannot guard alone
-        assert_eq!(
-            guards("iif(a.exists(), b, c) or d.empty()"),
-            Vec::<Vec<String>>::new()
-        );
+        assert!(guards("iif(a.exists(), b, c) or d.empty()").is_empty());
         // fails on an empty element: no guard
         assert!(guards("name.exists()").is_empty());
         assert_eq!(

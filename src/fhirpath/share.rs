@@ -59,20 +59,37 @@ fn substantial(ast: &Ast) -> bool {
 
 /// Functions whose arguments are evaluated with another `$this` (per item, or on the target).
 fn rescopes(func: Func) -> bool {
-    matches!(
-        func,
-        Func::Where
-            | Func::Select
-            | Func::All
-            | Func::Exists
-            | Func::Repeat
-            | Func::Aggregate
-            | Func::Iif
-            | Func::Trace
-    )
+    func.per_item() || matches!(func, Func::Iif | Func::Trace)
 }
 
-fn calls_trace(ast: &Ast) -> bool {
+/// Calls `f` on each direct sub-expression, saying whether it is an argument evaluated with
+/// another `$this` ([`rescopes`]). (Mutable only: the read-only walks run on the same tree.)
+fn each_child_mut(ast: &mut Ast, f: &mut dyn FnMut(&mut Ast, bool)) {
+    match ast {
+        Ast::Member(t, _) | Ast::Neg(t) | Ast::Memo(_, t) => f(t, false),
+        Ast::Call {
+            target, func, args, ..
+        } => {
+            if let Some(t) = target {
+                f(t, false);
+            }
+            let rescoped = rescopes(*func);
+            for a in args {
+                f(a, rescoped);
+            }
+        }
+        Ast::Type {
+            target: Some(t), ..
+        } => f(t, false),
+        Ast::Indexer(a, b) | Ast::Bin(_, a, b) => {
+            f(a, false);
+            f(b, false);
+        }
+        _ => {}
+    }
+}
+
+fn calls_trace(ast: &mut Ast) -> bool {
     let mut found = false;
     visit(ast, &mut |a| {
         if let Ast::Call {
@@ -85,98 +102,51 @@ fn calls_trace(ast: &Ast) -> bool {
     found
 }
 
-fn visit(ast: &Ast, f: &mut dyn FnMut(&Ast)) {
+fn visit(ast: &mut Ast, f: &mut dyn FnMut(&Ast)) {
     f(ast);
-    match ast {
-        Ast::Member(t, _) | Ast::Neg(t) | Ast::Memo(_, t) => visit(t, f),
-        Ast::Call { target, args, .. } => {
-            if let Some(t) = target {
-                visit(t, f);
-            }
-            for a in args {
-                visit(a, f);
-            }
-        }
-        Ast::Type { target, .. } => {
-            if let Some(t) = target {
-                visit(t, f);
-            }
-        }
-        Ast::Indexer(a, b) | Ast::Bin(_, a, b) => {
-            visit(a, f);
-            visit(b, f);
-        }
-        Ast::Empty
-        | Ast::Lit(_)
-        | Ast::This
-        | Ast::IndexVar
-        | Ast::Total
-        | Ast::Env(_)
-        | Ast::Ident(_) => {}
-    }
+    each_child_mut(ast, &mut |c, _| visit(c, f));
 }
 
 /// Whether `ast` reads the scope it is evaluated in (`$this`, `$index`, `$total`, or the focus
 /// through a bare name or a function without a target).
-fn reads_scope(ast: &Ast) -> bool {
+fn reads_scope(ast: &mut Ast) -> bool {
     match ast {
         Ast::Empty | Ast::Lit(_) | Ast::Env(_) => false,
         Ast::This | Ast::IndexVar | Ast::Total | Ast::Ident(_) => true,
-        Ast::Member(t, _) | Ast::Neg(t) | Ast::Memo(_, t) => reads_scope(t),
         Ast::Call { target: None, .. } | Ast::Type { target: None, .. } => true,
-        Ast::Call {
-            target: Some(t),
-            func,
-            args,
-            ..
-        } => {
-            reads_scope(t)
-                || if rescopes(*func) {
-                    // their own `$this`/`$index`; `$total` passes through from outside
-                    args.iter().any(|a| {
-                        let mut total = false;
-                        visit(a, &mut |x| total |= matches!(x, Ast::Total));
-                        total
-                    })
-                } else {
-                    args.iter().any(reads_scope)
-                }
+        _ => {
+            let mut reads = false;
+            each_child_mut(ast, &mut |c, rescoped| {
+                // a rescoping function's arguments have their own `$this`/`$index`; `$total`
+                // passes through from outside
+                reads = reads
+                    || if rescoped {
+                        uses_total(c)
+                    } else {
+                        reads_scope(c)
+                    };
+            });
+            reads
         }
-        Ast::Type {
-            target: Some(t), ..
-        } => reads_scope(t),
-        Ast::Indexer(a, b) | Ast::Bin(_, a, b) => reads_scope(a) || reads_scope(b),
     }
 }
 
+fn uses_total(ast: &mut Ast) -> bool {
+    let mut total = false;
+    visit(ast, &mut |x| total |= matches!(x, Ast::Total));
+    total
+}
+
 /// Visits the sub-expressions evaluated with the evaluation's own focus, counting their keys.
-fn count_root(ast: &Ast, counts: &mut HashMap<String, usize>) {
+fn count_root(ast: &mut Ast, counts: &mut HashMap<String, usize>) {
     if substantial(ast) {
         *counts.entry(key(ast)).or_default() += 1;
     }
-    match ast {
-        Ast::Member(t, _) | Ast::Neg(t) => count_root(t, counts),
-        Ast::Call {
-            target, func, args, ..
-        } => {
-            if let Some(t) = target {
-                count_root(t, counts);
-            }
-            if !rescopes(*func) {
-                for a in args {
-                    count_root(a, counts);
-                }
-            }
+    each_child_mut(ast, &mut |c, rescoped| {
+        if !rescoped {
+            count_root(c, counts);
         }
-        Ast::Type {
-            target: Some(t), ..
-        } => count_root(t, counts),
-        Ast::Indexer(a, b) | Ast::Bin(_, a, b) => {
-            count_root(a, counts);
-            count_root(b, counts);
-        }
-        _ => {}
-    }
+    });
 }
 
 fn wrap(ast: &mut Ast, slot: usize) {
@@ -208,39 +178,15 @@ fn wrap_root(ast: &mut Ast, slots: &mut Slots) {
 }
 
 fn descend(ast: &mut Ast, slots: &mut Slots, repeats: bool) {
-    let root = |a: &mut Ast, slots: &mut Slots| {
-        if repeats {
-            wrap_root(a, slots)
+    each_child_mut(ast, &mut |c, rescoped| {
+        if rescoped {
+            wrap_constant(c, slots);
+        } else if repeats {
+            wrap_root(c, slots);
         } else {
-            descend(a, slots, false)
+            descend(c, slots, false);
         }
-    };
-    match ast {
-        Ast::Member(t, _) | Ast::Neg(t) => root(t, slots),
-        Ast::Call {
-            target, func, args, ..
-        } => {
-            if let Some(t) = target {
-                root(t, slots);
-            }
-            let per_item = rescopes(*func);
-            for a in args {
-                if per_item {
-                    wrap_constant(a, slots);
-                } else {
-                    root(a, slots);
-                }
-            }
-        }
-        Ast::Type {
-            target: Some(t), ..
-        } => root(t, slots),
-        Ast::Indexer(a, b) | Ast::Bin(_, a, b) => {
-            root(a, slots);
-            root(b, slots);
-        }
-        _ => {}
-    }
+    });
 }
 
 /// Inside a per-item argument: share the largest sub-expressions that read no scope at all.
@@ -250,30 +196,12 @@ fn wrap_constant(ast: &mut Ast, slots: &mut Slots) {
         wrap(ast, slot);
         return;
     }
-    match ast {
-        Ast::Member(t, _) | Ast::Neg(t) => wrap_constant(t, slots),
-        Ast::Call { target, args, .. } => {
-            if let Some(t) = target {
-                wrap_constant(t, slots);
-            }
-            for a in args {
-                wrap_constant(a, slots);
-            }
-        }
-        Ast::Type {
-            target: Some(t), ..
-        } => wrap_constant(t, slots),
-        Ast::Indexer(a, b) | Ast::Bin(_, a, b) => {
-            wrap_constant(a, slots);
-            wrap_constant(b, slots);
-        }
-        _ => {}
-    }
+    each_child_mut(ast, &mut |c, _| wrap_constant(c, slots));
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::parser::{parse, Ast};
+    use super::super::parser::parse;
     use super::memoize;
 
     fn memos(src: &str) -> (usize, String) {
@@ -282,18 +210,29 @@ mod tests {
         (n, format!("{ast:?}"))
     }
 
-    fn count(ast: &str) -> usize {
-        ast.matches("Memo(").count()
+    /// `src` uses `slots` memo slots in `nodes` places, and the tree shows `part`.
+    fn expect(src: &str, slots: usize, nodes: usize, part: &str) {
+        let (n, ast) = memos(src);
+        assert_eq!((n, ast.matches("Memo(").count()), (slots, nodes), "{src}");
+        assert!(ast.contains(part), "{ast}");
+    }
+
+    #[test]
+    fn shared_parts() {
+        // (expression, memo slots, memo nodes, a piece of the memoized tree)
+        let cases: &[(&str, usize, usize, &str)] = &[
+            ("element.tail().all(path.startsWith(%resource.snapshot.element.first().path&'.'))", 1, 1, "Memo(0, Bin(Concat"),
+            // trace output is a side effect: only what it traces is shared
+            ("a.where(%resource.b.trace('x').exists())", 1, 1, "Memo(0, Member(Env(\"resource\"), \"b\"))"),
+            ("children().element.where(path.contains('.').not()).label.empty() and children().element.where(path.contains('.').not()).code.empty()", 1, 2, "Memo(0, Call"),
+        ];
+        for (src, slots, nodes, part) in cases {
+            expect(src, *slots, *nodes, part);
+        }
     }
 
     #[test]
     fn constant_parts_of_per_item_arguments() {
-        let (n, ast) = memos(
-            "element.tail().all(path.startsWith(%resource.snapshot.element.first().path&'.'))",
-        );
-        assert_eq!(n, 1);
-        assert_eq!(count(&ast), 1);
-        assert!(ast.contains("Memo(0, Bin(Concat"));
         // reads the item: not shared; the constant beside it is
         assert_eq!(memos("item.where(linkId = 'x' and text.exists())").0, 0);
         assert_eq!(memos("item.where(linkId = %resource.id)").0, 1);
@@ -302,26 +241,13 @@ mod tests {
             memos("(1 | 2).aggregate($total + %resource.select($total).count(), 0)").0,
             0
         );
-        // trace output is a side effect: only what it traces is shared
-        let (n, ast) = memos("a.where(%resource.b.trace('x').exists())");
-        assert_eq!(n, 1);
-        assert!(
-            ast.contains("Memo(0, Member(Env(\"resource\"), \"b\"))"),
-            "{ast}"
-        );
     }
 
     #[test]
     fn repeated_parts_at_the_root() {
-        let (n, ast) = memos(
-            "children().element.where(path.contains('.').not()).label.empty() and children().element.where(path.contains('.').not()).code.empty()",
-        );
-        assert_eq!(n, 1);
-        assert_eq!(count(&ast), 2);
         assert_eq!(memos("a.b.c.exists() and a.b.d.exists()").0, 1);
         assert_eq!(memos("a.exists() and b.exists()").0, 0);
         // the same text inside a per-item argument reads another focus
         assert_eq!(memos("a.b.exists() and x.where(a.b.exists()).empty()").0, 0);
-        let _ = Ast::Empty;
     }
 }
