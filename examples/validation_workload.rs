@@ -17,10 +17,11 @@
 //! `ISSUES=FILE` every issue of every file is written to FILE, to check that a change to the
 //! validator's speed left its answers alone (compare the files of two builds).
 
-use std::io::Read as _;
-
 use sektorbro::validation::Validator;
 use serde_json::Value;
+
+#[path = "../benches/support/r4_examples.rs"]
+mod r4_examples;
 
 #[inline(never)]
 fn parse_all(bytes: &[Vec<u8>]) -> usize {
@@ -51,25 +52,7 @@ fn main() {
         .to_string()
     });
     let stride: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(10);
-    let file = std::fs::File::open(&package).expect("package");
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    let mut bytes = Vec::new();
-    let mut i = 0usize;
-    for entry in archive.entries().expect("entries") {
-        let mut entry = entry.expect("entry");
-        let name = entry.path().expect("path").to_string_lossy().into_owned();
-        if name.ends_with(".json")
-            && name != "package/package.json"
-            && name.matches('/').count() == 1
-        {
-            if i % stride == 0 {
-                let mut b = Vec::new();
-                entry.read_to_end(&mut b).expect("read");
-                bytes.push(b);
-            }
-            i += 1;
-        }
-    }
+    let bytes = r4_examples::example_bytes(std::path::Path::new(&package), stride);
     let t = std::time::Instant::now();
     let validator = Validator::r4().expect("definitions");
     eprintln!("load: {:?}", t.elapsed());
