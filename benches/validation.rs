@@ -4,12 +4,14 @@
 //! R4 package and the IG folders beside the checkout (`../shared/`), else it says so and stops.
 //! Figures in docs/validation.md.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use sektorbro::validation::Validator;
 use serde_json::Value;
+
+#[path = "support/r4_examples.rs"]
+mod r4_examples;
 
 fn shared() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
@@ -30,23 +32,10 @@ fn rss_mib() -> f64 {
 
 /// Every JSON file of the package except the manifest, as bytes.
 fn examples(shared: &Path) -> Vec<Vec<u8>> {
-    let file = std::fs::File::open(shared.join("fhir-packages/hl7.fhir.r4.examples-4.0.1.tgz"))
-        .expect("package");
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    let mut out = Vec::new();
-    for entry in archive.entries().expect("entries") {
-        let mut entry = entry.expect("entry");
-        let name = entry.path().expect("path").to_string_lossy().into_owned();
-        if name.ends_with(".json")
-            && name != "package/package.json"
-            && name.matches('/').count() == 1
-        {
-            let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes).expect("read");
-            out.push(bytes);
-        }
-    }
-    out
+    r4_examples::example_bytes(
+        &shared.join("fhir-packages/hl7.fhir.r4.examples-4.0.1.tgz"),
+        1,
+    )
 }
 
 fn bench(c: &mut Criterion) {

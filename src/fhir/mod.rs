@@ -86,6 +86,43 @@ pub fn for_each_reference(v: &mut Value, f: &mut dyn FnMut(&mut String)) {
     }
 }
 
+/// Member `key` of a JSON object. FHIR objects have few members, and for those a scan is cheaper
+/// than hashing the key (serde_json's map hashes with SipHash); the validator and FHIRPath look
+/// members up millions of times per corpus.
+pub fn member<'a>(obj: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if obj.len() <= SCAN_MAX {
+        obj.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+    } else {
+        obj.get(key)
+    }
+}
+
+/// The `_key` member (a primitive's id and extensions) of a JSON object, without building `_key`
+/// (it is usually absent, so this is a miss over every member more often than not).
+pub fn companion<'a>(obj: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if obj.len() <= SCAN_MAX {
+        return obj
+            .iter()
+            .find(|(k, _)| k.len() == key.len() + 1 && k.strip_prefix('_') == Some(key))
+            .map(|(_, v)| v);
+    }
+    let mut buf = [0u8; 96];
+    match buf.get_mut(1..=key.len()) {
+        Some(tail) => {
+            tail.copy_from_slice(key.as_bytes());
+            buf[0] = b'_';
+            std::str::from_utf8(&buf[..=key.len()])
+                .ok()
+                .and_then(|k| obj.get(k))
+        }
+        None => obj.get(&format!("_{key}")),
+    }
+}
+
+/// Up to this many members, [`member`] and [`companion`] scan instead of hashing: a scan compares
+/// lengths first and costs a few instructions per member, SipHash a few hundred per key.
+const SCAN_MAX: usize = 32;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +151,26 @@ mod tests {
         for_each_reference(&mut v, &mut |s| seen.push(s.clone()));
         seen.sort();
         assert_eq!(seen, vec!["Goal/2", "urn:uuid:1"]);
+    }
+
+    #[test]
+    fn members_and_companions_small_and_large() {
+        use serde_json::json;
+        for n in [3usize, 40] {
+            let mut obj = serde_json::Map::new();
+            for i in 0..n {
+                obj.insert(format!("k{i}"), json!(i));
+            }
+            obj.insert("birthDate".into(), json!("1970"));
+            obj.insert("_birthDate".into(), json!({"id": "x"}));
+            assert_eq!(super::member(&obj, "k2"), Some(&json!(2)));
+            assert_eq!(super::member(&obj, "nope"), None);
+            assert_eq!(
+                super::companion(&obj, "birthDate"),
+                Some(&json!({"id": "x"}))
+            );
+            assert_eq!(super::companion(&obj, "k1"), None);
+            assert_eq!(super::companion(&obj, &"x".repeat(200)), None);
+        }
     }
 }

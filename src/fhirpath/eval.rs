@@ -7,7 +7,7 @@ use serde_json::{Map, Value as Json};
 use super::decimal::Decimal;
 use super::functions;
 use super::model::ModelInfo;
-use super::parser::{Ast, BinOp, Lit, TypeOp, TypeSpec};
+use super::parser::{Ast, BinOp, Func, Lit, TypeOp, TypeSpec};
 use super::quantity::Quantity;
 use super::temporal::TemporalKind;
 use super::value::{
@@ -15,6 +15,7 @@ use super::value::{
     TypeInfo,
 };
 use super::{EvalContext, EvalError};
+use crate::fhir::member;
 
 type R<T> = Result<T, EvalError>;
 
@@ -29,22 +30,17 @@ pub(crate) struct Scope<'s, 'a> {
 pub(crate) struct Evaluator<'c, 'a> {
     pub ctx: &'c EvalContext<'a>,
     pub model: &'a dyn ModelInfo,
+    /// Values of the expression's shared sub-expressions ([`Ast::Memo`]) in this evaluation.
+    memo: std::cell::RefCell<Vec<Option<Collection<'a>>>>,
 }
 
 pub(crate) fn err<T>(msg: impl Into<String>) -> R<T> {
     Err(EvalError::new(msg))
 }
 
-/// Looks up `_key` without allocating for ordinary key lengths.
+/// Looks up `_key` without allocating.
 pub(crate) fn ext_lookup<'a>(obj: &'a Map<String, Json>, key: &str) -> Option<&'a Json> {
-    let mut buf = [0u8; 96];
-    if key.len() + 1 > buf.len() {
-        return obj.get(&format!("_{key}"));
-    }
-    buf[0] = b'_';
-    buf[1..=key.len()].copy_from_slice(key.as_bytes());
-    let s = std::str::from_utf8(&buf[..key.len() + 1]).ok()?;
-    obj.get(s)
+    crate::fhir::companion(obj, key)
 }
 
 /// Does the JSON key suffix (`Quantity`, `DateTime`) name type `t` (`Quantity`, `dateTime`)?
@@ -91,7 +87,7 @@ fn push_node<'a>(
     out: &mut Collection<'a>,
 ) {
     if let Some(val @ Json::Object(o)) = v {
-        if o.contains_key("resourceType") {
+        if member(o, "resourceType").is_some() {
             out.push(Item::Node(Node::resource(val)));
             return;
         }
@@ -118,6 +114,7 @@ pub(crate) fn push_values<'a>(
         (Some(Json::Array(arr)), e) => {
             let earr = e.and_then(Json::as_array);
             let n = arr.len().max(earr.map_or(0, Vec::len));
+            out.reserve(n);
             for i in 0..n {
                 let vi = arr.get(i).filter(|x| !x.is_null());
                 let ei = earr.and_then(|a| a.get(i)).filter(|x| !x.is_null());
@@ -141,6 +138,7 @@ impl<'c, 'a> Evaluator<'c, 'a> {
         Evaluator {
             ctx,
             model: ctx.model,
+            memo: std::cell::RefCell::new(Vec::new()),
         }
     }
 
@@ -151,6 +149,16 @@ impl<'c, 'a> Evaluator<'c, 'a> {
             total: None,
         };
         self.eval(ast, scope)
+    }
+
+    /// [`Self::run`] for an expression that [`Self::gives_boolean`].
+    pub fn run_bool(&self, ast: &Ast) -> R<Option<bool>> {
+        let scope = Scope {
+            this: &self.ctx.focus,
+            index: None,
+            total: None,
+        };
+        self.eval_bool(ast, scope, "the expression")
     }
 
     pub fn eval(&self, ast: &Ast, s: Scope<'_, 'a>) -> R<Collection<'a>> {
@@ -240,11 +248,27 @@ impl<'c, 'a> Evaluator<'c, 'a> {
                 }
             }
             Ast::Bin(op, l, r) => self.binary(*op, l, r, s)?,
+            Ast::Memo(slot, inner) => {
+                if let Some(Some(v)) = self.memo.borrow().get(*slot) {
+                    return Ok(v.clone());
+                }
+                let v = self.eval(inner, s)?;
+                let mut memo = self.memo.borrow_mut();
+                if memo.len() <= *slot {
+                    memo.resize(*slot + 1, None);
+                }
+                memo[*slot] = Some(v.clone());
+                v
+            }
         })
     }
 
     /// Strict mode: `(x as T).name` must name an element of `T`.
     fn check_cast_member(&self, target: &Ast, name: &str) -> R<()> {
+        let target = match target {
+            Ast::Memo(_, inner) => inner,
+            other => other,
+        };
         if let Ast::Type {
             op: TypeOp::As | TypeOp::OfType,
             spec,
@@ -340,7 +364,7 @@ impl<'c, 'a> Evaluator<'c, 'a> {
                         "id" => "System.String",
                         _ => return Ok(()),
                     };
-                    push_values(e.get(name), None, ty, ty, out);
+                    push_values(member(e, name), None, ty, ty, out);
                 }
                 return Ok(());
             }
@@ -364,7 +388,7 @@ impl<'c, 'a> Evaluator<'c, 'a> {
                         continue;
                     };
                     if is_ext {
-                        if !obj.contains_key(key) {
+                        if member(obj, key).is_none() {
                             push_values(None, Some(v), t, t, out);
                         }
                     } else {
@@ -382,10 +406,10 @@ impl<'c, 'a> Evaluator<'c, 'a> {
                 } else {
                     None
                 };
-                push_values(obj.get(name), e, ty, path, out);
+                push_values(member(obj, name), e, ty, path, out);
             }
             None => {
-                let v = obj.get(name);
+                let v = member(obj, name);
                 let e = ext_lookup(obj, name);
                 if v.is_some() || e.is_some() {
                     if self.ctx.strict && self.knows(n) {
@@ -458,8 +482,8 @@ impl<'c, 'a> Evaluator<'c, 'a> {
             Some(Json::Object(o)) => o,
             _ => {
                 if let Some(Json::Object(e)) = n.ext {
-                    push_values(e.get("id"), None, "System.String", "System.String", out);
-                    push_values(e.get("extension"), None, "Extension", "Extension", out);
+                    push_values(member(e, "id"), None, "System.String", "System.String", out);
+                    push_values(member(e, "extension"), None, "Extension", "Extension", out);
                 }
                 return;
             }
@@ -469,7 +493,7 @@ impl<'c, 'a> Evaluator<'c, 'a> {
                 continue;
             }
             if let Some(base) = k.strip_prefix('_') {
-                if obj.contains_key(base) {
+                if member(obj, base).is_some() {
                     continue;
                 }
                 let (ty, path, _) = self.key_type(n, base);
@@ -618,54 +642,59 @@ impl<'c, 'a> Evaluator<'c, 'a> {
         out
     }
 
+    /// `to_bool(&self.eval(ast, s)?, what)`, without building the one-boolean collections of
+    /// logical operators, comparisons, `exists()`, `empty()` and `not()` (most of what
+    /// invariants compute).
+    pub(crate) fn eval_bool(&self, ast: &Ast, s: Scope<'_, 'a>, what: &str) -> R<Option<bool>> {
+        match ast {
+            Ast::Bin(op, l, r) if boolean_op(*op) => self.binary_bool(*op, l, r, s),
+            Ast::Call {
+                target: Some(t),
+                func: Func::Exists,
+                args,
+                ..
+            } if args.is_empty() => Ok(Some(!self.eval(t, s)?.is_empty())),
+            Ast::Call {
+                target: Some(t),
+                func: Func::Empty,
+                ..
+            } => Ok(Some(self.eval(t, s)?.is_empty())),
+            Ast::Call {
+                target: Some(t),
+                func: Func::Not,
+                ..
+            } => functions::not(self, &self.eval(t, s)?),
+            _ => self.to_bool(&self.eval(ast, s)?, what),
+        }
+    }
+
+    /// Whether `ast` always gives an empty collection or one boolean (so [`Self::eval_bool`]
+    /// answers exactly what the collection would).
+    pub(crate) fn gives_boolean(ast: &Ast) -> bool {
+        match ast {
+            Ast::Bin(op, ..) => boolean_op(*op),
+            Ast::Call {
+                target: Some(_),
+                func: Func::Exists,
+                args,
+                ..
+            } => args.is_empty(),
+            Ast::Call {
+                target: Some(_),
+                func: Func::Empty | Func::Not,
+                ..
+            } => true,
+            _ => false,
+        }
+    }
+
     fn binary(&self, op: BinOp, l: &Ast, r: &Ast, s: Scope<'_, 'a>) -> R<Collection<'a>> {
-        let b = |v: Option<bool>| -> Collection<'a> { v.map(Item::Boolean).into_iter().collect() };
-        match op {
-            BinOp::And => {
-                let x = self.to_bool(&self.eval(l, s)?, "and")?;
-                if x == Some(false) {
-                    return Ok(b(Some(false)));
-                }
-                let y = self.to_bool(&self.eval(r, s)?, "and")?;
-                return Ok(b(match (x, y) {
-                    (_, Some(false)) => Some(false),
-                    (Some(true), Some(true)) => Some(true),
-                    _ => None,
-                }));
-            }
-            BinOp::Or => {
-                let x = self.to_bool(&self.eval(l, s)?, "or")?;
-                if x == Some(true) {
-                    return Ok(b(Some(true)));
-                }
-                let y = self.to_bool(&self.eval(r, s)?, "or")?;
-                return Ok(b(match (x, y) {
-                    (_, Some(true)) => Some(true),
-                    (Some(false), Some(false)) => Some(false),
-                    _ => None,
-                }));
-            }
-            BinOp::Xor => {
-                let x = self.to_bool(&self.eval(l, s)?, "xor")?;
-                let y = self.to_bool(&self.eval(r, s)?, "xor")?;
-                return Ok(b(match (x, y) {
-                    (Some(p), Some(q)) => Some(p != q),
-                    _ => None,
-                }));
-            }
-            BinOp::Implies => {
-                let x = self.to_bool(&self.eval(l, s)?, "implies")?;
-                if x == Some(false) {
-                    return Ok(b(Some(true)));
-                }
-                let y = self.to_bool(&self.eval(r, s)?, "implies")?;
-                return Ok(b(match (x, y) {
-                    (Some(true), y) => y,
-                    (None, Some(true)) => Some(true),
-                    _ => None,
-                }));
-            }
-            _ => {}
+        if boolean_op(op) {
+            return Ok(self
+                .binary_bool(op, l, r, s)?
+                .map(Item::Boolean)
+                .into_iter()
+                .collect());
         }
         let lv = self.eval(l, s)?;
         let rv = self.eval(r, s)?;
@@ -674,73 +703,6 @@ impl<'c, 'a> Evaluator<'c, 'a> {
                 let mut all = lv;
                 all.extend(rv);
                 Ok(self.distinct(all))
-            }
-            BinOp::Eq | BinOp::Ne => {
-                if lv.is_empty() || rv.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let eq = if lv.len() != rv.len() {
-                    Some(false)
-                } else {
-                    let mut acc = Some(true);
-                    for (x, y) in lv.iter().zip(&rv) {
-                        match self.items_equal(x, y) {
-                            Some(true) => {}
-                            Some(false) => {
-                                acc = Some(false);
-                                break;
-                            }
-                            None => acc = None,
-                        }
-                    }
-                    acc
-                };
-                Ok(b(if op == BinOp::Eq { eq } else { eq.map(|v| !v) }))
-            }
-            BinOp::Equiv | BinOp::NotEquiv => {
-                let eq = if lv.len() != rv.len() {
-                    false
-                } else {
-                    let mut used = vec![false; rv.len()];
-                    lv.iter().all(|x| {
-                        for (j, y) in rv.iter().enumerate() {
-                            if !used[j] && self.items_equivalent(x, y) {
-                                used[j] = true;
-                                return true;
-                            }
-                        }
-                        false
-                    })
-                };
-                Ok(b(Some(if op == BinOp::Equiv { eq } else { !eq })))
-            }
-            BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
-                let (x, y) = match (single(&lv, "comparison")?, single(&rv, "comparison")?) {
-                    (Some(x), Some(y)) => (x, y),
-                    _ => return Ok(Vec::new()),
-                };
-                let (Some(px), Some(py)) = (x.prim(self.model), y.prim(self.model)) else {
-                    return err("comparison needs primitive values");
-                };
-                let ord = compare_prims(&px, &py).map_err(EvalError::new)?;
-                Ok(b(ord.map(|o| match op {
-                    BinOp::Lt => o == Ordering::Less,
-                    BinOp::Le => o != Ordering::Greater,
-                    BinOp::Gt => o == Ordering::Greater,
-                    _ => o != Ordering::Less,
-                })))
-            }
-            BinOp::In | BinOp::Contains => {
-                let (item, coll) = if op == BinOp::In {
-                    (&lv, &rv)
-                } else {
-                    (&rv, &lv)
-                };
-                match item.as_slice() {
-                    [] => Ok(Vec::new()),
-                    [x] => Ok(b(Some(self.contains_item(coll, x)))),
-                    _ => err("membership needs a single item"),
-                }
             }
             BinOp::Concat => {
                 let text = |c: &[Item<'a>]| -> R<String> {
@@ -766,6 +728,177 @@ impl<'c, 'a> Evaluator<'c, 'a> {
             }
         }
     }
+
+    /// The boolean-valued binary operators, as `Option<bool>` (empty = `None`).
+    fn binary_bool(&self, op: BinOp, l: &Ast, r: &Ast, s: Scope<'_, 'a>) -> R<Option<bool>> {
+        match op {
+            BinOp::And => {
+                let x = self.eval_bool(l, s, "and")?;
+                if x == Some(false) {
+                    return Ok(Some(false));
+                }
+                let y = self.eval_bool(r, s, "and")?;
+                return Ok(match (x, y) {
+                    (_, Some(false)) => Some(false),
+                    (Some(true), Some(true)) => Some(true),
+                    _ => None,
+                });
+            }
+            BinOp::Or => {
+                let x = self.eval_bool(l, s, "or")?;
+                if x == Some(true) {
+                    return Ok(Some(true));
+                }
+                let y = self.eval_bool(r, s, "or")?;
+                return Ok(match (x, y) {
+                    (_, Some(true)) => Some(true),
+                    (Some(false), Some(false)) => Some(false),
+                    _ => None,
+                });
+            }
+            BinOp::Xor => {
+                let x = self.eval_bool(l, s, "xor")?;
+                let y = self.eval_bool(r, s, "xor")?;
+                return Ok(match (x, y) {
+                    (Some(p), Some(q)) => Some(p != q),
+                    _ => None,
+                });
+            }
+            BinOp::Implies => {
+                let x = self.eval_bool(l, s, "implies")?;
+                if x == Some(false) {
+                    return Ok(Some(true));
+                }
+                let y = self.eval_bool(r, s, "implies")?;
+                return Ok(match (x, y) {
+                    (Some(true), y) => y,
+                    (None, Some(true)) => Some(true),
+                    _ => None,
+                });
+            }
+            BinOp::Eq | BinOp::Ne => {
+                // `x = 'literal'` (most comparisons in invariants): compare with the literal in
+                // place, as items_equal would with the one-item collection it evaluates to
+                if let Some(p) = literal_prim(r) {
+                    let lv = self.eval(l, s)?;
+                    let eq = match lv.as_slice() {
+                        [] => return Ok(None),
+                        [x] => match x.prim(self.model) {
+                            Some(px) => prims_equal(&px, &p),
+                            None => Some(false),
+                        },
+                        _ => Some(false),
+                    };
+                    return Ok(if op == BinOp::Eq { eq } else { eq.map(|v| !v) });
+                }
+            }
+            _ => {}
+        }
+        let lv = self.eval(l, s)?;
+        let rv = self.eval(r, s)?;
+        match op {
+            BinOp::Eq | BinOp::Ne => {
+                if lv.is_empty() || rv.is_empty() {
+                    return Ok(None);
+                }
+                let eq = if lv.len() != rv.len() {
+                    Some(false)
+                } else {
+                    let mut acc = Some(true);
+                    for (x, y) in lv.iter().zip(&rv) {
+                        match self.items_equal(x, y) {
+                            Some(true) => {}
+                            Some(false) => {
+                                acc = Some(false);
+                                break;
+                            }
+                            None => acc = None,
+                        }
+                    }
+                    acc
+                };
+                Ok(if op == BinOp::Eq { eq } else { eq.map(|v| !v) })
+            }
+            BinOp::Equiv | BinOp::NotEquiv => {
+                let eq = if lv.len() != rv.len() {
+                    false
+                } else {
+                    let mut used = vec![false; rv.len()];
+                    lv.iter().all(|x| {
+                        for (j, y) in rv.iter().enumerate() {
+                            if !used[j] && self.items_equivalent(x, y) {
+                                used[j] = true;
+                                return true;
+                            }
+                        }
+                        false
+                    })
+                };
+                Ok(Some(if op == BinOp::Equiv { eq } else { !eq }))
+            }
+            BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
+                let (x, y) = match (single(&lv, "comparison")?, single(&rv, "comparison")?) {
+                    (Some(x), Some(y)) => (x, y),
+                    _ => return Ok(None),
+                };
+                let (Some(px), Some(py)) = (x.prim(self.model), y.prim(self.model)) else {
+                    return err("comparison needs primitive values");
+                };
+                let ord = compare_prims(&px, &py).map_err(EvalError::new)?;
+                Ok(ord.map(|o| match op {
+                    BinOp::Lt => o == Ordering::Less,
+                    BinOp::Le => o != Ordering::Greater,
+                    BinOp::Gt => o == Ordering::Greater,
+                    _ => o != Ordering::Less,
+                }))
+            }
+            BinOp::In | BinOp::Contains => {
+                let (item, coll) = if op == BinOp::In {
+                    (&lv, &rv)
+                } else {
+                    (&rv, &lv)
+                };
+                match item.as_slice() {
+                    [] => Ok(None),
+                    [x] => Ok(Some(self.contains_item(coll, x))),
+                    _ => err("membership needs a single item"),
+                }
+            }
+            _ => err(format!("{op:?} is not a boolean operator")),
+        }
+    }
+}
+
+/// The primitive a string, boolean, integer or decimal literal evaluates to.
+fn literal_prim(ast: &Ast) -> Option<Prim<'_>> {
+    match ast {
+        Ast::Lit(Lit::Str(x)) => Some(Prim::Str(x)),
+        Ast::Lit(Lit::Bool(b)) => Some(Prim::Bool(*b)),
+        Ast::Lit(Lit::Int(i)) => Some(Prim::Int(*i)),
+        Ast::Lit(Lit::Dec(d)) => Some(Prim::Dec(*d)),
+        _ => None,
+    }
+}
+
+/// Operators whose result is empty or one boolean.
+fn boolean_op(op: BinOp) -> bool {
+    matches!(
+        op,
+        BinOp::And
+            | BinOp::Or
+            | BinOp::Xor
+            | BinOp::Implies
+            | BinOp::Eq
+            | BinOp::Ne
+            | BinOp::Equiv
+            | BinOp::NotEquiv
+            | BinOp::Lt
+            | BinOp::Le
+            | BinOp::Gt
+            | BinOp::Ge
+            | BinOp::In
+            | BinOp::Contains
+    )
 }
 
 fn opt_json_eq(a: Option<&Json>, b: Option<&Json>) -> bool {

@@ -1,10 +1,12 @@
 //! The function library.
 
+use std::borrow::Cow;
+
 use serde_json::Value as Json;
 
 use super::decimal::Decimal;
 use super::eval::{err, push_values, single, Evaluator, Scope};
-use super::parser::{build_regex, Ast, Func};
+use super::parser::{build_regex, Ast, Func, Lit};
 use super::quantity::{is_calendar_keyword, Quantity};
 use super::temporal::{Precision, Temporal, TemporalKind};
 use super::value::{Collection, Item, Prim};
@@ -28,17 +30,21 @@ fn arg<'a>(ev: &Evaluator<'_, 'a>, args: &[Ast], i: usize, s: Scope<'_, 'a>) -> 
     }
 }
 
-fn arg_string<'a>(
+fn arg_string<'x, 'a>(
     ev: &Evaluator<'_, 'a>,
-    args: &[Ast],
+    args: &'x [Ast],
     i: usize,
     s: Scope<'_, 'a>,
-) -> R<Option<String>> {
+) -> R<Option<Cow<'x, str>>> {
+    // a literal (the usual case) is borrowed, not evaluated into a collection and copied
+    if let Some(Ast::Lit(Lit::Str(t))) = args.get(i) {
+        return Ok(Some(Cow::Borrowed(t)));
+    }
     let v = arg(ev, args, i, s)?;
     match single(&v, "argument")? {
         None => Ok(None),
         Some(x) => match x.prim(ev.model) {
-            Some(Prim::Str(t)) => Ok(Some(t.to_string())),
+            Some(Prim::Str(t)) => Ok(Some(Cow::Owned(t.to_string()))),
             _ => err("expected a string argument"),
         },
     }
@@ -74,6 +80,32 @@ where
         };
         let r = ev.eval(body, scope)?;
         if !f(i, item, r)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// [`per_item`] for a criterion: `f` gets each item with its criterion as a boolean
+/// (`to_bool` of the result, named `what` in errors).
+fn per_item_bool<'a, F>(
+    ev: &Evaluator<'_, 'a>,
+    input: &[Item<'a>],
+    body: &Ast,
+    s: Scope<'_, 'a>,
+    what: &str,
+    mut f: F,
+) -> R<()>
+where
+    F: FnMut(&Item<'a>, Option<bool>) -> bool,
+{
+    for (i, item) in input.iter().enumerate() {
+        let scope = Scope {
+            this: std::slice::from_ref(item),
+            index: Some(i as i64),
+            total: s.total,
+        };
+        if !f(item, ev.eval_bool(body, scope, what)?) {
             break;
         }
     }
@@ -430,12 +462,9 @@ pub(crate) fn call<'a>(
         Exists => {
             if let Some(c) = args.first() {
                 let mut found = false;
-                per_item(ev, &input, c, s, |_, _, r| {
-                    if ev.to_bool(&r, "exists")? == Some(true) {
-                        found = true;
-                        return Ok(false);
-                    }
-                    Ok(true)
+                per_item_bool(ev, &input, c, s, "exists", |_, b| {
+                    found = b == Some(true);
+                    !found
                 })?;
                 boolean(found)
             } else {
@@ -444,12 +473,9 @@ pub(crate) fn call<'a>(
         }
         All => {
             let mut all = true;
-            per_item(ev, &input, &args[0], s, |_, _, r| {
-                if ev.to_bool(&r, "all")? != Some(true) {
-                    all = false;
-                    return Ok(false);
-                }
-                Ok(true)
+            per_item_bool(ev, &input, &args[0], s, "all", |_, b| {
+                all = b == Some(true);
+                all
             })?;
             boolean(all)
         }
@@ -485,11 +511,11 @@ pub(crate) fn call<'a>(
         }
         Where => {
             let mut out = Vec::new();
-            per_item(ev, &input, &args[0], s, |_, item, r| {
-                if ev.to_bool(&r, "where")? == Some(true) {
+            per_item_bool(ev, &input, &args[0], s, "where", |item, b| {
+                if b == Some(true) {
                     out.push(item.clone());
                 }
-                Ok(true)
+                true
             })?;
             Ok(out)
         }
@@ -645,9 +671,9 @@ pub(crate) fn call<'a>(
                 return Ok(Vec::new());
             };
             let pos = if func == IndexOf {
-                x.find(&sub)
+                x.find(&*sub)
             } else {
-                x.rfind(&sub)
+                x.rfind(&*sub)
             };
             Ok(vec![Item::Integer(match pos {
                 Some(b) => x[..b].chars().count() as i64,
@@ -684,9 +710,9 @@ pub(crate) fn call<'a>(
                 return Ok(Vec::new());
             };
             boolean(match func {
-                StartsWith => x.starts_with(&sub),
-                EndsWith => x.ends_with(&sub),
-                _ => x.contains(&sub),
+                StartsWith => x.starts_with(&*sub),
+                EndsWith => x.ends_with(&*sub),
+                _ => x.contains(&*sub),
             })
         }
         Upper | Lower | Trim | Length | ToChars => {
@@ -709,7 +735,7 @@ pub(crate) fn call<'a>(
             else {
                 return Ok(Vec::new());
             };
-            Ok(vec![Item::String(x.replace(&p, &r))])
+            Ok(vec![Item::String(x.replace(&*p, &r))])
         }
         Matches | MatchesFull | ReplaceMatches => {
             let Some(x) = input_str(ev, &input, func)? else {
@@ -725,7 +751,7 @@ pub(crate) fn call<'a>(
                     let p = if func == MatchesFull {
                         format!("^(?:{p})$")
                     } else {
-                        p
+                        p.into_owned()
                     };
                     owned = build_regex(&p).map_err(EvalError::new)?;
                     &owned
@@ -735,9 +761,7 @@ pub(crate) fn call<'a>(
                 let Some(r) = arg_string(ev, args, 1, s)? else {
                     return Ok(Vec::new());
                 };
-                Ok(vec![Item::String(
-                    re.replace_all(x, r.as_str()).into_owned(),
-                )])
+                Ok(vec![Item::String(re.replace_all(x, &*r).into_owned())])
             } else {
                 boolean(re.is_match(x))
             }
@@ -749,7 +773,7 @@ pub(crate) fn call<'a>(
             let Some(sep) = arg_string(ev, args, 0, s)? else {
                 return Ok(Vec::new());
             };
-            Ok(x.split(sep.as_str())
+            Ok(x.split(&*sep)
                 .map(|p| Item::String(p.to_string()))
                 .collect())
         }
@@ -771,7 +795,7 @@ pub(crate) fn call<'a>(
             let Some(fmt) = arg_string(ev, args, 0, s)? else {
                 return Ok(Vec::new());
             };
-            let r = match (func, fmt.as_str()) {
+            let r = match (func, &*fmt) {
                 (Encode, "base64") => Some(base64_encode(x.as_bytes(), false)),
                 (Encode, "urlbase64") => Some(base64_encode(x.as_bytes(), true)),
                 (Encode, "hex") => Some(x.bytes().map(|b| format!("{b:02x}")).collect()),
@@ -838,14 +862,7 @@ pub(crate) fn call<'a>(
             Ok(total)
         }
         Sum | Min | Max | Avg => aggregate_math(ev, func, &input),
-        Not => match input.as_slice() {
-            [] => Ok(Vec::new()),
-            [x] => match x.prim(ev.model).as_ref().and_then(to_boolean) {
-                Some(b) => boolean(!b),
-                None => boolean(false),
-            },
-            _ => err("not() needs a single boolean"),
-        },
+        Not => Ok(not(ev, &input)?.map(Item::Boolean).into_iter().collect()),
         TypeFn => Ok(input
             .iter()
             .map(|x| Item::TypeInfo(ev.type_info_of(x)))
@@ -867,7 +884,7 @@ pub(crate) fn call<'a>(
                         .and_then(|n| n.value)
                         .and_then(|v| v.get("url"))
                         .and_then(Json::as_str)
-                        == Some(url.as_str())
+                        == Some(&*url)
                 })
                 .collect())
         }
@@ -924,6 +941,18 @@ pub(crate) fn call<'a>(
         ElementDefinition | Slice | Subsumes | SubsumedBy | Comparable => Ok(Vec::new()),
         CheckModifiers => Ok(input),
         IsFn | AsFn | OfTypeFn => err("type function reached the evaluator"),
+    }
+}
+
+/// `not()`: empty stays empty; a value that does not convert to a boolean gives false.
+pub(crate) fn not<'a>(ev: &Evaluator<'_, 'a>, input: &[Item<'a>]) -> R<Option<bool>> {
+    match input {
+        [] => Ok(None),
+        [x] => Ok(Some(match x.prim(ev.model).as_ref().and_then(to_boolean) {
+            Some(b) => !b,
+            None => false,
+        })),
+        _ => err("not() needs a single boolean"),
     }
 }
 

@@ -21,6 +21,7 @@ mod model;
 mod parser;
 mod quantity;
 mod reads;
+mod share;
 mod temporal;
 mod value;
 
@@ -112,11 +113,21 @@ impl Expr {
     pub fn focus_children(&self) -> Option<Vec<String>> {
         reads::focus_children(&self.ast)
     }
+
+    /// Sets of the focus's child names such that an element with none of the names of one set
+    /// passes this expression (true or empty, no error) without evaluating it: the whole
+    /// expression's [`Expr::focus_children`] when it holds on an empty element, and the first
+    /// operand of `or`/`and`/`implies` where that decides the result (`x.empty() or …` passes
+    /// wherever `x` is absent). Decided once, by evaluating those parts on an empty element.
+    pub fn pass_guards(&self, model: &dyn ModelInfo) -> Vec<Vec<String>> {
+        reads::pass_guards(&self.ast, model)
+    }
 }
 
 /// Parses `src` into an [`Expr`]. Function names and arities are checked here.
 pub fn compile(src: &str) -> Result<Expr, ParseError> {
-    let ast = parser::parse(src)?;
+    let mut ast = parser::parse(src)?;
+    share::memoize(&mut ast);
     Ok(Expr {
         source: src.to_string(),
         ast,
@@ -133,7 +144,12 @@ pub fn evaluate<'a>(expr: &Expr, ctx: &EvalContext<'a>) -> Result<Collection<'a>
 /// several items → an error. A constraint passes when the result is `None` or
 /// `Some(true)`.
 pub fn evaluate_boolean(expr: &Expr, ctx: &EvalContext<'_>) -> Result<Option<bool>, EvalError> {
-    let r = evaluate(expr, ctx)?;
+    let ev = eval::Evaluator::new(ctx);
+    if eval::Evaluator::gives_boolean(&expr.ast) {
+        // empty or one boolean: the same answer without building the collection
+        return ev.run_bool(&expr.ast);
+    }
+    let r = ev.run(&expr.ast)?;
     match r.as_slice() {
         [] => Ok(None),
         [Item::Boolean(b)] => Ok(Some(*b)),

@@ -4,6 +4,8 @@
 // FxHash: these maps are probed for every navigation step of every invariant.
 use rustc_hash::FxHashMap as HashMap;
 
+use std::sync::{Arc, OnceLock};
+
 use serde_json::Value as Json;
 
 /// What the model knows about one child element of a type or inline element.
@@ -149,9 +151,13 @@ enum Kind {
 /// `derivation` = `specialization` or absent; constraint profiles are skipped).
 #[derive(Debug, Default, Clone)]
 pub struct SnapshotModel {
-    elements: HashMap<String, HashMap<String, ElemDef>>,
+    elements: HashMap<String, HashMap<String, Arc<ElemDef>>>,
     bases: HashMap<String, String>,
     kinds: HashMap<String, Kind>,
+    /// `elements` with what each parent inherits (from its base types, or BackboneElement for
+    /// inline elements) merged in, so [`ModelInfo::child`] is one look-up instead of a climb
+    /// up the hierarchy for `id`, `extension` and the like. Built on first use after `add`.
+    inherited: OnceLock<HashMap<String, HashMap<String, Arc<ElemDef>>>>,
 }
 
 fn last_segment(url: &str) -> &str {
@@ -182,6 +188,7 @@ impl SnapshotModel {
 
     /// Adds one StructureDefinition (ignored unless it defines a base type).
     pub fn add(&mut self, sd: &Json) {
+        self.inherited = OnceLock::new();
         if sd.get("resourceType").and_then(Json::as_str) != Some("StructureDefinition") {
             return;
         }
@@ -281,14 +288,47 @@ impl SnapshotModel {
             }
             self.elements.entry(parent.to_string()).or_default().insert(
                 child.to_string(),
-                ElemDef {
+                Arc::new(ElemDef {
                     types,
                     choice,
                     many,
                     inline_path,
-                },
+                }),
             );
         }
+    }
+
+    /// The parent whose children `cur` inherits: BackboneElement for an inline element (a path),
+    /// else its base type.
+    fn next_up<'s>(&'s self, cur: &'s str) -> Option<&'s str> {
+        if cur.contains('.') {
+            Some("BackboneElement")
+        } else {
+            self.base_type(cur)
+        }
+    }
+
+    /// Each parent's own children and, where it defines none of that name, the nearest
+    /// ancestor's (the first 16 levels, as [`ModelInfo::child`] climbs).
+    fn merge_inherited(&self) -> HashMap<String, HashMap<String, Arc<ElemDef>>> {
+        let mut out = HashMap::default();
+        for (parent, own) in &self.elements {
+            let mut all = own.clone();
+            let mut cur: &str = parent;
+            for _ in 1..16 {
+                let Some(up) = self.next_up(cur) else {
+                    break;
+                };
+                cur = up;
+                if let Some(theirs) = self.elements.get(cur) {
+                    for (name, d) in theirs {
+                        all.entry(name.clone()).or_insert_with(|| d.clone());
+                    }
+                }
+            }
+            out.insert(parent.clone(), all);
+        }
+        out
     }
 
     /// Number of types known (for diagnostics).
@@ -297,24 +337,29 @@ impl SnapshotModel {
     }
 }
 
+fn child_def(d: &ElemDef) -> ChildDef<'_> {
+    ChildDef {
+        types: &d.types,
+        choice: d.choice,
+        many: d.many,
+        inline_path: d.inline_path.as_deref(),
+    }
+}
+
 impl ModelInfo for SnapshotModel {
     fn child(&self, parent: &str, name: &str) -> Option<ChildDef<'_>> {
+        let inherited = self.inherited.get_or_init(|| self.merge_inherited());
+        if let Some(children) = inherited.get(parent) {
+            return children.get(name).map(|d| child_def(d));
+        }
+        // a parent without children of its own (a primitive, an unknown path): climb
         let mut cur = parent;
         for _ in 0..16 {
             if let Some(d) = self.elements.get(cur).and_then(|m| m.get(name)) {
-                return Some(ChildDef {
-                    types: &d.types,
-                    choice: d.choice,
-                    many: d.many,
-                    inline_path: d.inline_path.as_deref(),
-                });
+                return Some(child_def(d));
             }
             // inline elements inherit from BackboneElement / Element
-            cur = if cur.contains('.') {
-                "BackboneElement"
-            } else {
-                self.base_type(cur)?
-            };
+            cur = self.next_up(cur)?;
         }
         None
     }

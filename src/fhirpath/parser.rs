@@ -120,6 +120,16 @@ funcs! {
     IsFn = "is"(1, 1), AsFn = "as"(1, 1), OfTypeFn = "ofType"(1, 1),
 }
 
+impl Func {
+    /// Functions that evaluate their arguments once per input item, with that item as `$this`.
+    pub fn per_item(self) -> bool {
+        matches!(
+            self,
+            Func::Where | Func::Select | Func::All | Func::Exists | Func::Repeat | Func::Aggregate
+        )
+    }
+}
+
 #[derive(Debug)]
 pub enum Ast {
     Empty,
@@ -145,6 +155,9 @@ pub enum Ast {
     Indexer(Box<Ast>, Box<Ast>),
     Neg(Box<Ast>),
     Bin(BinOp, Box<Ast>, Box<Ast>),
+    /// A sub-expression whose value is the same wherever it is evaluated during one
+    /// evaluation: computed once into the given slot (`share.rs`).
+    Memo(usize, Box<Ast>),
 }
 
 struct Parser {

@@ -32,7 +32,8 @@ impl<'a> Node<'a> {
     /// A resource (its type taken from `resourceType`).
     pub fn resource(json: &'a Json) -> Node<'a> {
         let ty = json
-            .get("resourceType")
+            .as_object()
+            .and_then(|o| crate::fhir::member(o, "resourceType"))
             .and_then(Json::as_str)
             .unwrap_or("");
         Node {
@@ -66,7 +67,10 @@ impl<'a> Node<'a> {
 
     /// A JSON value of unknown type (types are inferred from JSON when needed).
     pub fn untyped(json: &'a Json) -> Node<'a> {
-        if json.get("resourceType").is_some() {
+        if json
+            .as_object()
+            .is_some_and(|o| crate::fhir::member(o, "resourceType").is_some())
+        {
             return Node::resource(json);
         }
         Node {
@@ -104,8 +108,7 @@ impl<'a> Node<'a> {
                 }
             }
             Some(Json::String(_)) => "string",
-            Some(Json::Object(o)) => o
-                .get("resourceType")
+            Some(Json::Object(o)) => crate::fhir::member(o, "resourceType")
                 .and_then(Json::as_str)
                 .unwrap_or("Element"),
             _ => "Element",

@@ -4,13 +4,13 @@
 //! the loaded definition's own text when a package carries it, else from our own table for the
 //! base specification's keys, else they name the key and its expression.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
 use serde_json::Value;
 
 use super::definitions::Definitions;
-use super::model::{Element, Profile};
+use super::model::{Constraint, Element, Profile};
 use super::terminology::Membership;
 use super::walk::{Pass, Run};
 use super::Validator;
@@ -82,26 +82,41 @@ impl<'a> Hooks<'a> for ValidatorHooks<'_> {
 const NATIVE: &[&str] = &["ele-1", "ext-1", "ref-1"];
 
 pub(crate) struct Compiled {
-    exprs: HashMap<String, Result<Arc<fhirpath::Expr>, String>>,
-    /// For expressions that read only named children of their focus and hold on an empty one:
-    /// those names. An element with none of them passes without evaluating.
-    holds_without: HashMap<String, Vec<String>>,
+    exprs: FxHashMap<String, Result<Arc<Invariant>, String>>,
     pub(crate) model: SnapshotModel,
+}
+
+/// A compiled expression and the sets of child names without which it passes.
+#[derive(Debug)]
+pub(crate) struct Invariant {
+    expr: Arc<fhirpath::Expr>,
+    /// An element that has none of the children of one set passes without evaluating
+    /// (`fhirpath::Expr::pass_guards`).
+    guards: Vec<Vec<String>>,
+}
+
+/// What the walk needs of one constraint, attached to it at load (`Constraint::compiled`).
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    /// `None` for the rules the walk checks natively and those that did not compile.
+    invariant: Option<Arc<Invariant>>,
+    /// A key of the base specification (evaluated by the base pass; profile passes skip it).
+    base_key: bool,
 }
 
 impl Compiled {
     pub fn new(defs: &Definitions) -> Compiled {
-        let mut exprs = HashMap::new();
+        let mut compiled = FxHashMap::default();
         for p in defs.all_profiles() {
             for e in &p.elements {
                 for c in &e.constraints {
-                    if NATIVE.contains(&c.key.as_str()) || exprs.contains_key(&c.expression) {
+                    if NATIVE.contains(&c.key.as_str()) || compiled.contains_key(&c.expression) {
                         continue;
                     }
-                    let compiled = fhirpath::compile(&c.expression)
+                    let expr = fhirpath::compile(&c.expression)
                         .map(Arc::new)
                         .map_err(|e| e.to_string());
-                    exprs.insert(c.expression.clone(), compiled);
+                    compiled.insert(c.expression.clone(), expr);
                 }
             }
         }
@@ -111,24 +126,42 @@ impl Compiled {
             .filter_map(|p| defs.raw(&p.url).map(|v| v.as_ref()))
             .collect();
         let model = SnapshotModel::from_structure_definitions(types);
-        let empty = Value::Object(serde_json::Map::new());
-        let mut holds_without = HashMap::new();
-        for (src, compiled) in &exprs {
-            let Ok(expr) = compiled else { continue };
-            let Some(mut names) = expr.focus_children() else {
-                continue;
-            };
-            let ctx = EvalContext::new(&model, &empty).with_focus(Node::untyped(&empty));
-            if matches!(expr.evaluate_boolean(&ctx), Ok(Some(true)) | Ok(None)) {
-                names.sort();
-                names.dedup();
-                holds_without.insert(src.clone(), names);
+        let exprs: FxHashMap<String, Result<Arc<Invariant>, String>> = compiled
+            .into_iter()
+            .map(|(src, expr)| {
+                let inv = expr.map(|expr| {
+                    Arc::new(Invariant {
+                        guards: expr.pass_guards(&model),
+                        expr,
+                    })
+                });
+                (src, inv)
+            })
+            .collect();
+        let out = Compiled { exprs, model };
+        for p in defs.all_profiles() {
+            for e in &p.elements {
+                for c in &e.constraints {
+                    // already set when a profile is reachable under two URLs
+                    let _ = c.compiled.set(out.resolve(defs, c));
+                }
             }
         }
-        Compiled {
-            exprs,
-            holds_without,
-            model,
+        out
+    }
+
+    fn resolve(&self, defs: &Definitions, c: &Constraint) -> Resolved {
+        let invariant = if NATIVE.contains(&c.key.as_str()) {
+            None
+        } else {
+            self.exprs
+                .get(&c.expression)
+                .and_then(|r| r.as_ref().ok())
+                .cloned()
+        };
+        Resolved {
+            invariant,
+            base_key: defs.is_base_key(&c.key),
         }
     }
 
@@ -179,11 +212,11 @@ fn own_message(key: &str) -> Option<&'static str> {
 
 /// The focus node of `val`, an instance of `el` with FHIR type `type_code`.
 fn focus<'a>(val: &'a Value, el: &'a Element, type_code: &'a str) -> Node<'a> {
-    if val.get("resourceType").is_some() {
-        return Node::resource(val);
-    }
-    if !val.is_object() {
+    let Value::Object(obj) = val else {
         return Node::primitive(Some(val), None, type_code);
+    };
+    if crate::fhir::member(obj, "resourceType").is_some() {
+        return Node::resource(val);
     }
     if type_code.is_empty() || type_code == "BackboneElement" || type_code == "Element" {
         return Node::element(val, "BackboneElement", &el.path);
@@ -200,47 +233,64 @@ pub(crate) fn check(
     profile: Option<&Profile>,
 ) {
     let v = run.v;
+    let Some(&resource) = run.resources.last() else {
+        return;
+    };
+    let root = run.resources.first().copied();
+    let bundle = run.bundle;
+    let hooks = ValidatorHooks {
+        v,
+        unresolved: Default::default(),
+    };
+    // built on the first rule that needs evaluating, shared by the element's other rules
+    let mut ctx: Option<EvalContext<'_>> = None;
     for c in &el.constraints {
-        if NATIVE.contains(&c.key.as_str()) {
-            continue;
-        }
-        if pass == Pass::Profile && v.defs.is_base_key(&c.key) {
-            continue;
-        }
-        let Some(Ok(expr)) = v.invariants.exprs.get(&c.expression) else {
-            continue; // did not compile: reported once at load (see `failures`)
+        let fallback;
+        let resolved = match c.compiled.get() {
+            Some(r) => r,
+            None => {
+                fallback = v.invariants.resolve(&v.defs, c);
+                &fallback
+            }
         };
-        if let (Some(names), Value::Object(obj)) =
-            (v.invariants.holds_without.get(&c.expression), val)
-        {
-            if !names.iter().any(|n| has_child(obj, n)) {
+        let Some(inv) = &resolved.invariant else {
+            continue; // checked natively, or did not compile: reported once at load
+        };
+        if pass == Pass::Profile && resolved.base_key {
+            continue;
+        }
+        if let Value::Object(obj) = val {
+            if inv
+                .guards
+                .iter()
+                .any(|names| !names.iter().any(|n| has_child(obj, n)))
+            {
                 continue;
             }
         }
-        let resource = run.resources.last().copied();
-        let root = run.resources.first().copied();
-        let Some(resource) = resource else {
-            continue;
-        };
-        let hooks = ValidatorHooks {
-            v,
-            unresolved: Default::default(),
-        };
-        let mut ctx = EvalContext::new(&v.invariants.model, resource)
-            .with_focus(focus(val, el, type_code))
-            .with_hooks(&hooks);
-        if let Some(r) = root {
-            ctx = ctx.with_root_resource(r);
-        }
-        if let Some(b) = run.bundle {
-            ctx = ctx.with_bundle(b);
-        }
+        let ctx = ctx.get_or_insert_with(|| {
+            let mut ctx = EvalContext::new(&v.invariants.model, resource)
+                .with_focus(focus(val, el, type_code))
+                .with_hooks(&hooks);
+            if let Some(r) = root {
+                ctx = ctx.with_root_resource(r);
+            }
+            if let Some(b) = bundle {
+                ctx = ctx.with_bundle(b);
+            }
+            ctx
+        });
+        hooks
+            .unresolved
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let expr = &inv.expr;
         let severity = if c.error {
             Severity::Error
         } else {
             Severity::Warning
         };
-        match expr.evaluate_boolean(&ctx) {
+        let result = expr.evaluate_boolean(ctx);
+        match result {
             Ok(Some(false)) if hooks.unresolved.load(std::sync::atomic::Ordering::Relaxed) => {
                 run.issue(
                     Severity::Warning,

@@ -52,6 +52,9 @@ pub struct Constraint {
     /// The definition's own explanation, when a loaded package carries one (the embedded R4 files
     /// carry none; the validator words those itself).
     pub human: Option<String>,
+    /// The compiled rule, attached once at load (`invariants::Compiled::new`) so the walk does
+    /// not look the expression up for every element it checks.
+    pub(crate) compiled: std::sync::OnceLock<super::invariants::Resolved>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,6 +319,7 @@ pub fn compile(sd: &Value) -> Result<Profile, String> {
                     error: c.get("severity").and_then(Value::as_str) != Some("warning"),
                     expression: c.get("expression")?.as_str()?.to_string(),
                     human: c.get("human").and_then(Value::as_str).map(String::from),
+                    compiled: std::sync::OnceLock::new(),
                 })
             })
             .collect();

@@ -14,6 +14,7 @@ use super::model::{
 use super::primitive::{self, truncate};
 use super::Validator;
 use crate::fhir::outcome::{Issue, Severity};
+use crate::fhir::{companion, member};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Pass {
@@ -249,7 +250,6 @@ impl<'d, 'v> Run<'d, 'v> {
             return;
         }
         let base = self.scratch.len();
-        let mut companion = String::new();
         for (key, val) in obj {
             if key == "resourceType" && is_resource_root {
                 continue;
@@ -261,10 +261,11 @@ impl<'d, 'v> Run<'d, 'v> {
                 match el.keys.get(name) {
                     Some(&(c, ti)) if is_primitive_type(&node.prof.elements[c], ti) => {
                         let child = &node.prof.elements[c];
-                        if !obj.contains_key(name) {
+                        let main = member(obj, name);
+                        if main.is_none() {
                             self.count(base, c, count_items(val), false, key);
                         }
-                        self.primitive_extras(val, obj.get(name), child, ti);
+                        self.primitive_extras(val, main, child, ti);
                     }
                     Some(_) => self.error(
                         "structure",
@@ -306,10 +307,7 @@ impl<'d, 'v> Run<'d, 'v> {
             }
             self.push_name(child, ti);
             let ext = if is_primitive_type(child, ti) {
-                companion.clear();
-                companion.push('_');
-                companion.push_str(key);
-                obj.get(companion.as_str())
+                companion(obj, key)
             } else {
                 None
             };
@@ -365,7 +363,7 @@ impl<'d, 'v> Run<'d, 'v> {
             let mut disallowed: Vec<&'v str> = Vec::new();
             for (key, val) in obj {
                 let k = key.strip_prefix('_').unwrap_or(key);
-                if key.starts_with('_') && obj.contains_key(k) {
+                if key.starts_with('_') && member(obj, k).is_some() {
                     continue;
                 }
                 if child.choice {
@@ -447,6 +445,11 @@ impl<'d, 'v> Run<'d, 'v> {
     }
 
     fn cardinality(&mut self, child: &Element, n: usize, profile: Option<&Profile>) {
+        let too_few = (n as u64) < u64::from(child.min);
+        let too_many = child.max.is_some_and(|max| n as u64 > u64::from(max));
+        if !too_few && !too_many {
+            return;
+        }
         let by = profile
             .map(|p| format!(" by profile {}", p.label()))
             .unwrap_or_default();
@@ -525,7 +528,7 @@ impl<'d, 'v> Run<'d, 'v> {
                 let exts = ext.and_then(Value::as_array);
                 let mark = self.path.len();
                 for (i, item) in items.iter().enumerate() {
-                    let _ = write!(self.path, "[{i}]");
+                    push_index(&mut self.path, i);
                     let e = exts.and_then(|a| a.get(i)).filter(|x| !x.is_null());
                     if item.is_null() {
                         if pass == Pass::Base && (e.is_none() || !is_primitive_type(child, ti)) {
@@ -701,7 +704,7 @@ impl<'d, 'v> Run<'d, 'v> {
                 for (i, it) in items.iter().enumerate() {
                     if it.is_null() {
                         if values.get(i).is_none_or(Value::is_null) {
-                            let _ = write!(self.path, "[{i}]");
+                            push_index(&mut self.path, i);
                             self.error(
                                 "structure",
                                 "both the value and its _ companion are null".into(),
@@ -710,7 +713,7 @@ impl<'d, 'v> Run<'d, 'v> {
                         }
                         continue;
                     }
-                    let _ = write!(self.path, "[{i}]");
+                    push_index(&mut self.path, i);
                     one(self, it);
                     self.path.truncate(mark);
                 }
@@ -718,7 +721,7 @@ impl<'d, 'v> Run<'d, 'v> {
             (Value::Array(items), None) if child.array => {
                 let mark = self.path.len();
                 for (i, it) in items.iter().enumerate() {
-                    let _ = write!(self.path, "[{i}]");
+                    push_index(&mut self.path, i);
                     if it.is_null() {
                         self.error("structure", "null without a value beside it".into());
                     } else {
@@ -770,16 +773,23 @@ impl<'d, 'v> Run<'d, 'v> {
     }
 
     fn fixed_pattern(&mut self, val: &Value, el: &Element, prof: &Profile, pass: Pass) {
-        let by = if pass == Pass::Profile {
-            format!(" by profile {}", prof.label())
-        } else {
-            String::new()
+        let by = || {
+            if pass == Pass::Profile {
+                format!(" by profile {}", prof.label())
+            } else {
+                String::new()
+            }
         };
         if let Some(f) = &el.fixed {
             if !equal_ignoring_extras(val, f) {
                 self.error(
                     "value",
-                    format!("must be exactly {}{by}, found {}", compact(f), compact(val)),
+                    format!(
+                        "must be exactly {}{}, found {}",
+                        compact(f),
+                        by(),
+                        compact(val)
+                    ),
                 );
             }
         }
@@ -788,8 +798,9 @@ impl<'d, 'v> Run<'d, 'v> {
                 self.error(
                     "value",
                     format!(
-                        "must match the pattern {}{by}, found {}",
+                        "must match the pattern {}{}, found {}",
                         compact(p),
+                        by(),
                         compact(val)
                     ),
                 );
@@ -1202,7 +1213,7 @@ impl<'d, 'v> Run<'d, 'v> {
         let mut seen_unsliced = false;
         for (i, item) in items.iter().enumerate() {
             if is_array {
-                let _ = write!(self.path, "[{i}]");
+                push_index(&mut self.path, i);
             }
             match assigned[i] {
                 Some(s) => {
@@ -1592,6 +1603,26 @@ impl<'d, 'v> Run<'d, 'v> {
             self.path.truncate(mark);
         }
     }
+}
+
+/// Appends `[i]` to a path (without the formatting machinery: this runs for every array item).
+fn push_index(path: &mut String, i: usize) {
+    let mut digits = [0u8; 20];
+    let mut pos = digits.len();
+    let mut n = i;
+    loop {
+        pos -= 1;
+        digits[pos] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    path.push('[');
+    for &d in &digits[pos..] {
+        path.push(char::from(d));
+    }
+    path.push(']');
 }
 
 fn kind_of(v: &Value) -> &'static str {

@@ -13,7 +13,7 @@ pub fn check(s: &str) -> Result<(), String> {
     if !s.starts_with("<div") {
         return Err("the narrative must be a single <div> element".into());
     }
-    let mut stack: Vec<String> = Vec::new();
+    let mut stack: Vec<&str> = Vec::new();
     let mut rest = s;
     let mut first = true;
     let mut closed_root = false;
@@ -54,8 +54,8 @@ pub fn check(s: &str) -> Result<(), String> {
             Some(i) => (&tag[..i], &tag[i..]),
             None => (tag, ""),
         };
-        let local = name.rsplit(':').next().unwrap_or(name).to_ascii_lowercase();
-        if FORBIDDEN.contains(&local.as_str()) {
+        let local = name.rsplit(':').next().unwrap_or(name);
+        if FORBIDDEN.iter().any(|f| f.eq_ignore_ascii_case(local)) {
             return Err(format!("<{name}> is not allowed in a narrative"));
         }
         check_attributes(name, attrs, first)?;
@@ -65,7 +65,7 @@ pub fn check(s: &str) -> Result<(), String> {
                 closed_root = true;
             }
         } else {
-            stack.push(name.to_string());
+            stack.push(name);
         }
     }
     if !stack.is_empty() {
@@ -75,35 +75,50 @@ pub fn check(s: &str) -> Result<(), String> {
 }
 
 fn check_attributes(tag: &str, attrs: &str, root: bool) -> Result<(), String> {
+    // names and URL schemes compare ignoring ASCII case; lower-cased copies only for messages
+    let starts_with_ci = |s: &str, prefix: &str| {
+        s.get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
     let mut rest = attrs.trim();
     let mut has_ns = false;
     while !rest.is_empty() {
         let eq = rest
             .find('=')
             .ok_or_else(|| format!("attribute without a value in <{tag}>"))?;
-        let name = rest[..eq].trim().to_ascii_lowercase();
+        let name = rest[..eq].trim();
         let after = rest[eq + 1..].trim_start();
         let quote = after.chars().next().ok_or("attribute value missing")?;
         if quote != '"' && quote != '\'' {
-            return Err(format!("attribute {name} in <{tag}> is not quoted"));
-        }
-        let end = after[1..]
-            .find(quote)
-            .ok_or_else(|| format!("attribute {name} in <{tag}> is not closed"))?;
-        let value = &after[1..1 + end];
-        rest = after[end + 2..].trim_start();
-        if name.starts_with("on") {
             return Err(format!(
-                "event handler attribute {name} in <{tag}> is not allowed"
+                "attribute {} in <{tag}> is not quoted",
+                name.to_ascii_lowercase()
             ));
         }
-        let v = value.trim().to_ascii_lowercase();
-        if (name == "href" || name == "src")
-            && (v.starts_with("javascript:") || v.starts_with("vbscript:"))
-        {
-            return Err(format!("script URL in {name} of <{tag}> is not allowed"));
+        let end = after[1..].find(quote).ok_or_else(|| {
+            format!(
+                "attribute {} in <{tag}> is not closed",
+                name.to_ascii_lowercase()
+            )
+        })?;
+        let value = &after[1..1 + end];
+        rest = after[end + 2..].trim_start();
+        if starts_with_ci(name, "on") {
+            return Err(format!(
+                "event handler attribute {} in <{tag}> is not allowed",
+                name.to_ascii_lowercase()
+            ));
         }
-        if name == "xmlns" && value == "http://www.w3.org/1999/xhtml" {
+        let v = value.trim();
+        if (name.eq_ignore_ascii_case("href") || name.eq_ignore_ascii_case("src"))
+            && (starts_with_ci(v, "javascript:") || starts_with_ci(v, "vbscript:"))
+        {
+            return Err(format!(
+                "script URL in {} of <{tag}> is not allowed",
+                name.to_ascii_lowercase()
+            ));
+        }
+        if name.eq_ignore_ascii_case("xmlns") && value == "http://www.w3.org/1999/xhtml" {
             has_ns = true;
         }
     }

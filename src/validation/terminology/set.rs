@@ -202,13 +202,15 @@ impl Part {
         if !matches!(&self.rule, Rule::Const(Tri::No)) {
             return None;
         }
-        let yes: Vec<String> = self
-            .explicit
-            .iter()
-            .filter(|(_, t)| **t == Tri::Yes)
-            .map(|(k, _)| k.to_string())
-            .collect();
-        (yes.len() <= limit).then_some(yes)
+        // stop at the first code past the limit: large sets are not listed
+        let mut yes = Vec::new();
+        for (k, _) in self.explicit.iter().filter(|(_, t)| **t == Tri::Yes) {
+            if yes.len() == limit {
+                return None;
+            }
+            yes.push(k.to_string());
+        }
+        Some(yes)
     }
 
     fn maybe_reason(&self) -> Option<Arc<str>> {
