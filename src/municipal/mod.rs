@@ -240,7 +240,16 @@ pub async fn store(
         Err(e) if e.status == 404 || e.status == 410 => None,
         Err(e) => return Err(e),
     };
-    let mut bundle = translate(&rec, validator)?;
+    // With validation enforced on write, the transaction validates every entry (with the same
+    // validator); validating here as well would do the work twice.
+    let enforced = engine
+        .validation()
+        .is_some_and(|p| p.mode == crate::config::ValidationMode::Enforce);
+    let mut bundle = if enforced {
+        to_fhir::to_bundle(&rec, &validator.terminology)
+    } else {
+        translate(&rec, validator)?
+    };
     let mut stored = Stored::Created;
     if let Some(head) = existing {
         let plan: Value = serde_json::from_str(head.content.as_deref().unwrap_or("{}"))
