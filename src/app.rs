@@ -76,12 +76,18 @@ pub fn http_server(
         n => n,
     };
     let shutdown = state.config.server.shutdown_timeout_secs;
+    let header_timeout = state.config.limits.request_header_timeout_secs;
+    let limiter = api::limits::RateLimiter::new(&state.config.limits).map(web::Data::new);
     let server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
+        let mut app = App::new().app_data(state.clone());
+        if let Some(l) = &limiter {
+            app = app.app_data(l.clone());
+        }
+        app.wrap(middleware::from_fn(api::limits::guard))
             .wrap(middleware::from_fn(api::observe))
             .configure(api::routes)
     })
+    .client_request_timeout(std::time::Duration::from_secs(header_timeout))
     .workers(workers)
     .shutdown_timeout(shutdown)
     .disable_signals()

@@ -21,6 +21,24 @@ pub struct Config {
     pub cache: CacheConfig,
     pub log: LogConfig,
     pub lookups: LookupsConfig,
+    pub limits: LimitsConfig,
+}
+
+/// Limits that keep hostile or broken input from taking the service down. Each refusal is an
+/// OperationOutcome: 413 (body size, in `server`), 422 (nesting, Bundle entries), 429 (rate).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Deepest nesting of objects and arrays accepted in a request body.
+    pub max_json_depth: usize,
+    /// Most entries accepted in a posted Bundle (transaction, batch, message).
+    pub max_bundle_entries: usize,
+    /// Requests per second each client may make on average (0: no limit), and how many it may
+    /// make at once after being idle. Until clients authenticate, a client is its peer address.
+    pub rate_per_second: f64,
+    pub rate_burst: u32,
+    /// Seconds a client has to send a request's headers before the connection is closed.
+    pub request_header_timeout_secs: u64,
 }
 
 /// What happens to a resource that fails profile validation on a write.

@@ -155,9 +155,9 @@ impl FromRequest for FhirBody {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let limit = req
-            .app_data::<web::Data<AppState>>()
-            .map_or(16 << 20, |s| s.config.server.max_body_bytes);
+        let state = req.app_data::<web::Data<AppState>>();
+        let limit = state.map_or(16 << 20, |s| s.config.server.max_body_bytes);
+        let limits = state.map(|s| s.config.limits.clone());
         let mut payload = payload.take();
         Box::pin(async move {
             let media = content_type
@@ -200,6 +200,9 @@ impl FromRequest for FhirBody {
                 return Err(FhirError::bad_request(
                     "the request body must be a JSON object",
                 ));
+            }
+            if let Some(l) = &limits {
+                crate::api::limits::check_body(&value, l)?;
             }
             Ok(FhirBody(value))
         })

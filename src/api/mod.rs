@@ -5,6 +5,7 @@ pub mod admin;
 pub mod context;
 pub mod fhir;
 pub mod health;
+pub mod limits;
 pub mod municipal;
 pub mod response;
 

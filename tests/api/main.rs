@@ -8,6 +8,7 @@ mod cache;
 mod concurrency;
 mod crud;
 mod examples;
+mod limits;
 mod lookups;
 mod municipal;
 mod operations;
