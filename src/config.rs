@@ -374,7 +374,9 @@ impl Config {
         let f = &self.forwarding;
         let invalid = |m: String| Err(ConfigError::Invalid(format!("forwarding: {m}")));
         if f.workers == 0 || f.batch_size == 0 || f.poll_interval_ms == 0 || f.max_attempts < 1 {
-            return invalid("workers, batch_size, poll_interval_ms and max_attempts must be at least 1".into());
+            return invalid(
+                "workers, batch_size, poll_interval_ms and max_attempts must be at least 1".into(),
+            );
         }
         if f.backoff_base_ms == 0 || f.backoff_max_ms < f.backoff_base_ms {
             return invalid("backoff_base_ms must be at least 1 and at most backoff_max_ms".into());
@@ -386,9 +388,15 @@ impl Config {
         let mut receivers = std::collections::HashMap::new();
         for d in &f.destinations {
             if d.id.is_empty() || !ids.insert(d.id.as_str()) {
-                return invalid(format!("destination ids must be unique and not empty ({:?})", d.id));
+                return invalid(format!(
+                    "destination ids must be unique and not empty ({:?})",
+                    d.id
+                ));
             }
-            check_http_url(&format!("forwarding destination {} base_url", d.id), &d.base_url)?;
+            check_http_url(
+                &format!("forwarding destination {} base_url", d.id),
+                &d.base_url,
+            )?;
             if d.timeout_ms == 0 || d.timeout_ms >= f.lease_secs.saturating_mul(1000) {
                 return invalid(format!(
                     "destination {}: timeout_ms must be at least 1 and shorter than lease_secs",
@@ -399,7 +407,10 @@ impl Config {
                 return invalid(format!("destination {} has no receivers", d.id));
             }
             for r in &d.receivers {
-                if !r.split_once('|').is_some_and(|(s, v)| !s.is_empty() && !v.is_empty()) {
+                if !r
+                    .split_once('|')
+                    .is_some_and(|(s, v)| !s.is_empty() && !v.is_empty())
+                {
                     return invalid(format!(
                         "destination {}: receiver {r:?} must be system|value, e.g. urn:oid:1.2.208.176.1.1|123456789",
                         d.id
@@ -417,7 +428,10 @@ impl Config {
                     return invalid(format!("destination {} (cosmic-link) needs [auth]", d.id))
                 }
                 (_, Some(a)) => {
-                    check_http_url(&format!("destination {} auth.token_url", d.id), &a.token_url)?;
+                    check_http_url(
+                        &format!("destination {} auth.token_url", d.id),
+                        &a.token_url,
+                    )?;
                     if a.client_id.is_empty() || a.client_secret.is_empty() {
                         return invalid(format!(
                             "destination {}: auth needs client_id and client_secret (or client_secret_env)",

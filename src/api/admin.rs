@@ -49,7 +49,10 @@ pub fn scope() -> actix_web::Scope<
         .route("/outbox", web::get().to(outbox_list))
         .route("/outbox/{message_id}", web::get().to(outbox_job))
         .route("/outbox/{message_id}/retry", web::post().to(outbox_retry))
-        .route("/outbox/{message_id}/discard", web::post().to(outbox_discard))
+        .route(
+            "/outbox/{message_id}/discard",
+            web::post().to(outbox_discard),
+        )
 }
 
 /// Refuse (403) any client not on a loopback address. Stands in for authorization (#7). A

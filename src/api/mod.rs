@@ -53,9 +53,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(resource("/").route(web::post().to(bundle::transaction_or_batch)))
                 .service(resource("/_history").route(web::get().to(history::system)))
                 .service(resource("/$validate").route(web::post().to(validate::system)))
-                .service(
-                    resource("/$process-message").route(web::post().to(process_message::post)),
-                )
+                .service(resource("/$process-message").route(web::post().to(process_message::post)))
                 .service(resource("/{type}/$validate").route(web::post().to(validate::by_type)))
                 .service(
                     resource("/{type}")

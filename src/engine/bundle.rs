@@ -98,10 +98,7 @@ impl Engine {
         };
         let entries = parse_entries(bundle)?;
         match kind {
-            BundleKind::Transaction => {
-                self.transaction(entries, base, representation, None)
-                    .await
-            }
+            BundleKind::Transaction => self.transaction(entries, base, representation, None).await,
             BundleKind::Batch => Ok(self.batch(entries, base, representation).await),
         }
     }

@@ -163,7 +163,9 @@ async fn read_body(mut res: reqwest::Response) -> Option<String> {
             break;
         }
     }
-    String::from_utf8(body).ok().filter(|s| !s.trim().is_empty())
+    String::from_utf8(body)
+        .ok()
+        .filter(|s| !s.trim().is_empty())
 }
 
 /// A non-2xx answer.
@@ -268,9 +270,27 @@ mod tests {
                 None,
             )
         };
-        assert!(matches!(t(500), Attempt::Transient { retry_after: None, .. }));
-        assert!(matches!(t(503), Attempt::Transient { retry_after: Some(_), .. }));
-        assert!(matches!(t(429), Attempt::Transient { retry_after: Some(_), .. }));
+        assert!(matches!(
+            t(500),
+            Attempt::Transient {
+                retry_after: None,
+                ..
+            }
+        ));
+        assert!(matches!(
+            t(503),
+            Attempt::Transient {
+                retry_after: Some(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            t(429),
+            Attempt::Transient {
+                retry_after: Some(_),
+                ..
+            }
+        ));
         assert!(matches!(t(408), Attempt::Transient { .. }));
         assert!(matches!(t(400), Attempt::Permanent { status: 400, .. }));
         assert!(matches!(t(404), Attempt::Permanent { .. }));

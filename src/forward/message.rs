@@ -59,7 +59,9 @@ pub fn facts(bundle: &Value) -> Result<MessageFacts, FhirError> {
         .map(Vec::as_slice)
         .unwrap_or(&[]);
     let header = entries.first().and_then(|e| e.get("resource"));
-    let receiver = if header.and_then(|h| h.get("resourceType")).and_then(Value::as_str)
+    let receiver = if header
+        .and_then(|h| h.get("resourceType"))
+        .and_then(Value::as_str)
         != Some("MessageHeader")
     {
         issues.push(
@@ -103,9 +105,9 @@ pub fn facts(bundle: &Value) -> Result<MessageFacts, FhirError> {
 }
 
 fn citizen(entries: &[Value]) -> Option<String> {
-    let entry = entries.iter().find(|e| {
-        e.pointer("/resource/resourceType").and_then(Value::as_str) == Some("Patient")
-    })?;
+    let entry = entries
+        .iter()
+        .find(|e| e.pointer("/resource/resourceType").and_then(Value::as_str) == Some("Patient"))?;
     let identifiers: Vec<(&str, &str)> = entry
         .pointer("/resource/identifier")
         .and_then(Value::as_array)
@@ -173,7 +175,10 @@ mod tests {
         let f = facts(&m).expect("facts");
         assert_eq!(f.message_id, "m1");
         assert_eq!(f.receiver, "urn:oid:1.2.208.176.1.1|123");
-        assert_eq!(f.citizen.as_deref(), Some("urn:oid:1.2.208.176.1.2|0101011234"));
+        assert_eq!(
+            f.citizen.as_deref(),
+            Some("urn:oid:1.2.208.176.1.2|0101011234")
+        );
         let key = ordering_key("d", &f);
         assert_eq!(key.len(), 32);
         assert!(!key.contains("0101011234"));
@@ -188,11 +193,17 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_with_its_location() {
-        let e = facts(&json!({"resourceType": "Bundle", "type": "collection", "entry": [
-            {"resource": {"resourceType": "MessageHeader"}}]}))
+        let e = facts(
+            &json!({"resourceType": "Bundle", "type": "collection", "entry": [
+            {"resource": {"resourceType": "MessageHeader"}}]}),
+        )
         .expect_err("invalid");
         assert_eq!(e.status, 422);
-        let at: Vec<_> = e.issues.iter().filter_map(|i| i.expression.clone()).collect();
+        let at: Vec<_> = e
+            .issues
+            .iter()
+            .filter_map(|i| i.expression.clone())
+            .collect();
         assert_eq!(
             at,
             [

@@ -272,7 +272,11 @@ impl Forwarder {
     }
 
     /// Retry or discard a dead letter (409 if the message is not a dead letter).
-    pub async fn act_on_dead(&self, message_id: &str, action: DeadAction) -> Result<Job, FhirError> {
+    pub async fn act_on_dead(
+        &self,
+        message_id: &str,
+        action: DeadAction,
+    ) -> Result<Job, FhirError> {
         let (job, _) = self.job(message_id).await?;
         let mut tx = self.store().begin().await?;
         let done = tx.act_on_dead(message_id, action, now_ms()).await?;
@@ -283,7 +287,11 @@ impl Forwarder {
                 job.status.as_str()
             )));
         }
-        if let Some(d) = self.destinations.iter().find(|d| d.config.id == job.destination) {
+        if let Some(d) = self
+            .destinations
+            .iter()
+            .find(|d| d.config.id == job.destination)
+        {
             d.wake.notify_waiters();
         }
         Ok(self.job(message_id).await?.0)
@@ -378,7 +386,9 @@ impl Stats {
     }
 
     fn render(&self, out: &mut String) {
-        out.push_str("# HELP sektorbro_forward_submitted_total Messages accepted for forwarding.\n");
+        out.push_str(
+            "# HELP sektorbro_forward_submitted_total Messages accepted for forwarding.\n",
+        );
         out.push_str("# TYPE sektorbro_forward_submitted_total counter\n");
         let _ = writeln!(
             out,
@@ -403,7 +413,10 @@ impl Stats {
             let mut rows: Vec<_> = m.iter().collect();
             rows.sort();
             for (d, n) in rows {
-                let _ = writeln!(out, "sektorbro_forward_dead_total{{destination=\"{d}\"}} {n}");
+                let _ = writeln!(
+                    out,
+                    "sektorbro_forward_dead_total{{destination=\"{d}\"}} {n}"
+                );
             }
         }
         out.push_str("# HELP sektorbro_forward_delivery_seconds Time from accepting a message to its delivery.\n");

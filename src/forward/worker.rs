@@ -25,10 +25,16 @@ pub struct Breaker {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BreakerState {
-    Closed { failures: u32 },
-    Open { until: Instant },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
     /// Cooled down; one probe job is (or may be) under way.
-    HalfOpen { probing: bool },
+    HalfOpen {
+        probing: bool,
+    },
 }
 
 impl Breaker {
@@ -194,8 +200,10 @@ async fn attempt(fw: &Forwarder, dest: &Destination, owner: &str, job: ClaimedJo
         Attempt::Delivered { status } => {
             dest.breaker.success();
             fw.stats.attempt(id, "delivered");
-            fw.stats
-                .delivered(id, Duration::from_millis(u64::try_from(now - job.created_at).unwrap_or(0)));
+            fw.stats.delivered(
+                id,
+                Duration::from_millis(u64::try_from(now - job.created_at).unwrap_or(0)),
+            );
             tracing::info!(destination = %id, message_id = %job.message_id, status, attempts = job.attempts, "message delivered");
             JobUpdate::Delivered {
                 id: job.id,
@@ -230,7 +238,12 @@ async fn attempt(fw: &Forwarder, dest: &Destination, owner: &str, job: ClaimedJo
             dest.breaker.failure();
             fw.stats.attempt(id, "failed");
             let c = &fw.config;
-            let delay = backoff(c.backoff_base_ms, c.backoff_max_ms, job.attempts, retry_after);
+            let delay = backoff(
+                c.backoff_base_ms,
+                c.backoff_max_ms,
+                job.attempts,
+                retry_after,
+            );
             let next = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
             let max_age = i64::try_from(c.max_age_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
             let give_up = if job.attempts >= c.max_attempts {

@@ -14,8 +14,8 @@ use sqlx::{Any, AnyConnection, AnyPool, Executor, Row, Transaction};
 
 use super::cache::{SearchKey, SearchValue, StoreCache};
 use super::group_commit::{GroupTx, GroupWriter};
-use super::search_sql::{self, Bind, Sql};
 use super::outbox::{self, Claim, ClaimedJob, DeadAction, Job, JobStatus, JobUpdate, NewJob};
+use super::search_sql::{self, Bind, Sql};
 use super::{
     migrate, notify, Backend, Head, HistoryQuery, HistoryScope, NewVersion, SearchHit, Storage,
     StoreError, StoreTx, StoredResource,

@@ -8,6 +8,7 @@ mod cache;
 mod concurrency;
 mod crud;
 mod examples;
+mod forwarding;
 mod lookups;
 mod municipal;
 mod operations;

@@ -3,12 +3,12 @@
 //! answer is 202 once the message is durably queued (200 if its id was already known), with an
 //! OperationOutcome naming the destination and the job's status.
 
-use actix_web::{web, HttpResponse};
 use crate::api::context::{FhirBody, RequestContext};
 use crate::api::response::FHIR_JSON;
 use crate::api::AppState;
 use crate::error::FhirError;
 use crate::fhir::outcome::{operation_outcome, Issue};
+use actix_web::{web, HttpResponse};
 
 pub async fn post(
     state: web::Data<AppState>,
