@@ -128,7 +128,12 @@ timeout_ms = 1000
             .send()
             .await
             .expect("submit");
-        assert_eq!(res.status(), 202, "{}", res.text().await.unwrap_or_default());
+        assert_eq!(
+            res.status(),
+            202,
+            "{}",
+            res.text().await.unwrap_or_default()
+        );
         order[c].push(id);
     }
     // Kill it while deliveries are under way.

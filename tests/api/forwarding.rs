@@ -532,3 +532,63 @@ async fn a_dead_region_does_not_hold_up_another() {
     );
     assert!(metrics.contains("sektorbro_forward_breaker_state{destination=\"healthy\"} 0"));
 }
+
+/// Two gateways on one PostgreSQL schema share the outbox: every message is delivered, none by
+/// both (leases with `FOR UPDATE SKIP LOCKED`), and each citizen's messages in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_postgresql_share_the_work_without_delivering_twice() {
+    let region = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(accept().set_delay(Duration::from_millis(10)))
+        .mount(&region)
+        .await;
+    let dest = destination("region", &region.uri(), &["111"]);
+    let configure = |c: &mut Config| {
+        fast(c);
+        c.forwarding.lease_secs = 60;
+        c.forwarding.batch_size = 4;
+        c.forwarding.destinations = vec![dest.clone()];
+    };
+    let Some(a) = spawn_app_with(Db::Postgres, configure).await else {
+        return;
+    };
+    let b = a.sibling_with(configure).await.expect("sibling");
+    let mut order: Vec<Vec<String>> = vec![Vec::new(); 10];
+    for n in 0..200 {
+        let id = format!("pg-{n}");
+        let app = if n % 2 == 0 { &a } else { &b };
+        let citizen = n % 10;
+        let res = app
+            .submit(&message(&id, "111", &format!("c{citizen}")))
+            .await;
+        assert_eq!(res.status(), 202);
+        order[citizen].push(id);
+    }
+    for id in order.iter().flatten() {
+        a.wait_status(id, "delivered").await;
+    }
+    let received = received_ids(&region.received_requests().await.expect("log"));
+    assert_eq!(received.len(), 200, "each message exactly once");
+    for ids in &order {
+        let got: Vec<&String> = received.iter().filter(|r| ids.contains(r)).collect();
+        let expected: Vec<&String> = ids.iter().collect();
+        assert_eq!(got, expected, "in order per citizen");
+    }
+    for app in [&a, &b] {
+        let metrics = app
+            .client
+            .get(format!("{}/metrics", app.addr))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            metrics.contains(
+                "sektorbro_forward_attempts_total{destination=\"region\",outcome=\"delivered\"}"
+            ),
+            "both instances delivered some"
+        );
+    }
+}
