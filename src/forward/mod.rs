@@ -344,6 +344,9 @@ fn within(e: FhirError, part: &str) -> FhirError {
     FhirError::new(e.status, issues)
 }
 
+/// A latency histogram: counts per bucket of [`BUCKETS`], count, sum of seconds.
+type Latency = ([u64; BUCKETS.len()], u64, f64);
+
 /// Forwarding counters of this instance.
 #[derive(Default)]
 struct Stats {
@@ -352,7 +355,7 @@ struct Stats {
     attempts: Mutex<HashMap<(String, &'static str), u64>>,
     dead: Mutex<HashMap<String, u64>>,
     /// destination → (bucket counts, count, sum of seconds).
-    latency: Mutex<HashMap<String, ([u64; BUCKETS.len()], u64, f64)>>,
+    latency: Mutex<HashMap<String, Latency>>,
 }
 
 impl Stats {
