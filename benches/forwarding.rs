@@ -50,7 +50,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let n = args.first().copied().unwrap_or(5_000);
     let clients = args.get(1).copied().unwrap_or(32);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -129,7 +132,12 @@ async fn run(n: usize, clients: usize) {
                     .send()
                     .await
                     .expect("submit");
-                assert_eq!(res.status(), 202, "{}", res.text().await.unwrap_or_default());
+                assert_eq!(
+                    res.status(),
+                    202,
+                    "{}",
+                    res.text().await.unwrap_or_default()
+                );
                 if let Ok(mut m) = submitted.lock() {
                     m.insert(id, t);
                 }
