@@ -56,8 +56,13 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
         engine = engine.with_page_cache(&config.cache);
     }
     let engine = Arc::new(engine);
+    let forwarder =
+        crate::forward::Forwarder::new(engine.clone(), &config.forwarding, lookups.clone())
+            .context("configuring [forwarding]")?;
+    forwarder.start();
     Ok(web::Data::new(AppState {
         engine,
+        forwarder,
         lookups,
         metrics: Arc::new(Metrics::default()),
         config,
@@ -101,6 +106,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.server.listen.clone();
     let db = redact(&config.database.url);
     let state = build_state(config).await?;
+    let forwarder = state.forwarder.clone();
     let listener =
         TcpListener::bind(&listen).with_context(|| format!("cannot listen on {listen}"))?;
     let server = http_server(state, listener)?;
@@ -112,6 +118,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     tracing::info!(listen = %listen, database = %db, "Sektorbro is serving FHIR R4 at http://{listen}/fhir");
     server.await.context("HTTP server failed")?;
+    forwarder.stop();
     tracing::info!("stopped");
     Ok(())
 }

@@ -22,6 +22,7 @@ pub struct Config {
     pub log: LogConfig,
     pub lookups: LookupsConfig,
     pub limits: LimitsConfig,
+    pub forwarding: ForwardingConfig,
 }
 
 /// Limits that keep hostile or broken input from taking the service down. Each refusal is an
@@ -140,6 +141,101 @@ pub struct JwksConfig {
     pub timeout_ms: u64,
 }
 
+/// Forwarding of FHIR messages to regional systems (`src/forward/`, docs/forwarding.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardingConfig {
+    /// Run delivery workers on this instance (messages are accepted either way).
+    pub enabled: bool,
+    /// Workers per destination.
+    pub workers: usize,
+    /// Jobs one worker claims (and delivers concurrently) at a time.
+    pub batch_size: usize,
+    /// How often an idle worker looks for due jobs (new submissions wake it at once).
+    pub poll_interval_ms: u64,
+    /// How long a claimed job belongs to its worker; after that another instance may take it.
+    pub lease_secs: u64,
+    pub max_attempts: i64,
+    pub max_age_secs: u64,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Consecutive failures that open a destination's circuit breaker.
+    pub breaker_failures: u32,
+    pub breaker_cooldown_secs: u64,
+    pub destinations: Vec<DestinationConfig>,
+}
+
+/// How a destination receives messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DestinationKind {
+    /// POST the Bundle to `{base_url}/$process-message`.
+    FhirMessage,
+    /// Cambio Cosmic Link: the same, with an OAuth2 client-credentials bearer token.
+    CosmicLink,
+}
+
+/// One regional system.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    pub id: String,
+    pub kind: DestinationKind,
+    pub base_url: String,
+    /// Organization identifiers (`system|value`) routed here.
+    pub receivers: Vec<String>,
+    #[serde(default = "default_destination_timeout")]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+fn default_destination_timeout() -> u64 {
+    10_000
+}
+
+/// OAuth2 client credentials of a destination.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub token_url: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: String,
+    /// Name of an environment variable holding the secret (read at start, wins over
+    /// `client_secret`).
+    #[serde(default)]
+    pub client_secret_env: String,
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"***")
+            .field("client_secret_env", &self.client_secret_env)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+/// TLS towards a destination: extra trusted CAs and a client certificate (mTLS), PEM files.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    #[serde(default)]
+    pub ca_file: String,
+    #[serde(default)]
+    pub client_cert: String,
+    #[serde(default)]
+    pub client_key: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -197,6 +293,18 @@ impl Config {
         if let Some(url) = env("SEKTORBRO_DATABASE_URL") {
             config.database.url = url;
         }
+        for d in &mut config.forwarding.destinations {
+            if let Some(auth) = &mut d.auth {
+                if !auth.client_secret_env.is_empty() {
+                    auth.client_secret = env(&auth.client_secret_env).ok_or_else(|| {
+                        ConfigError::Invalid(format!(
+                            "forwarding destination {}: environment variable {} (auth.client_secret_env) is not set",
+                            d.id, auth.client_secret_env
+                        ))
+                    })?;
+                }
+            }
+        }
         config.check()?;
         Ok(config)
     }
@@ -239,6 +347,7 @@ impl Config {
             ));
         }
         self.check_lookups()?;
+        self.check_forwarding()?;
         if !matches!(self.log.format.as_str(), "json" | "text") {
             return Err(ConfigError::Invalid(format!(
                 "log.format must be \"json\" or \"text\", got {:?}",
@@ -273,6 +382,91 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "lookups.jwks: ttl_secs and timeout_ms must be at least 1".into(),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn check_forwarding(&self) -> Result<(), ConfigError> {
+        let f = &self.forwarding;
+        let invalid = |m: String| Err(ConfigError::Invalid(format!("forwarding: {m}")));
+        if f.workers == 0 || f.batch_size == 0 || f.poll_interval_ms == 0 || f.max_attempts < 1 {
+            return invalid(
+                "workers, batch_size, poll_interval_ms and max_attempts must be at least 1".into(),
+            );
+        }
+        if f.backoff_base_ms == 0 || f.backoff_max_ms < f.backoff_base_ms {
+            return invalid("backoff_base_ms must be at least 1 and at most backoff_max_ms".into());
+        }
+        if f.breaker_failures == 0 {
+            return invalid("breaker_failures must be at least 1".into());
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut receivers = std::collections::HashMap::new();
+        for d in &f.destinations {
+            if d.id.is_empty() || !ids.insert(d.id.as_str()) {
+                return invalid(format!(
+                    "destination ids must be unique and not empty ({:?})",
+                    d.id
+                ));
+            }
+            check_http_url(
+                &format!("forwarding destination {} base_url", d.id),
+                &d.base_url,
+            )?;
+            if d.timeout_ms == 0 || d.timeout_ms >= f.lease_secs.saturating_mul(1000) {
+                return invalid(format!(
+                    "destination {}: timeout_ms must be at least 1 and shorter than lease_secs",
+                    d.id
+                ));
+            }
+            if d.receivers.is_empty() {
+                return invalid(format!("destination {} has no receivers", d.id));
+            }
+            for r in &d.receivers {
+                if !r
+                    .split_once('|')
+                    .is_some_and(|(s, v)| !s.is_empty() && !v.is_empty())
+                {
+                    return invalid(format!(
+                        "destination {}: receiver {r:?} must be system|value, e.g. urn:oid:1.2.208.176.1.1|123456789",
+                        d.id
+                    ));
+                }
+                if let Some(other) = receivers.insert(r.as_str(), d.id.as_str()) {
+                    return invalid(format!(
+                        "receiver {r:?} is routed to both {other} and {}",
+                        d.id
+                    ));
+                }
+            }
+            match (d.kind, &d.auth) {
+                (DestinationKind::CosmicLink, None) => {
+                    return invalid(format!("destination {} (cosmic-link) needs [auth]", d.id))
+                }
+                (_, Some(a)) => {
+                    check_http_url(
+                        &format!("destination {} auth.token_url", d.id),
+                        &a.token_url,
+                    )?;
+                    if a.client_id.is_empty() || a.client_secret.is_empty() {
+                        return invalid(format!(
+                            "destination {}: auth needs client_id and client_secret (or client_secret_env)",
+                            d.id
+                        ));
+                    }
+                }
+                _ => {}
+            }
+            if let Some(t) = &d.tls {
+                if t.client_cert.is_empty() != t.client_key.is_empty() {
+                    return invalid(format!(
+                        "destination {}: tls.client_cert and tls.client_key go together",
+                        d.id
+                    ));
+                }
+            }
         }
         Ok(())
     }

@@ -8,6 +8,8 @@
 //! - [`store`]: persistence, the only room with SQL (SQLite and PostgreSQL).
 //! - [`lookup`]: cached lookups in upstreams (patient and organization registries, a terminology
 //!   server, JWKS), each optional.
+//! - [`forward`]: FHIR messages forwarded to regional systems through a durable outbox
+//!   (workers, retries, connectors).
 //! - [`config`], [`app`], [`cli`], [`metrics`]: configuration, wiring, command line, metrics.
 
 pub mod api;
@@ -19,6 +21,7 @@ pub mod engine;
 pub mod error;
 pub mod fhir;
 pub mod fhirpath;
+pub mod forward;
 pub mod lookup;
 pub mod metrics;
 pub mod municipal;

@@ -8,6 +8,13 @@
 //!   (`identifier=system|value`; terminology `url=&system=&code=` or `system=&code=`;
 //!   jwks `kid=`). A stale answer carries the stale headers.
 //!
+//! - `GET /admin/outbox?status=dead&after=ID&limit=N`: forwarding jobs (oldest first, paged by
+//!   job id; `status` one of pending, in-flight, delivered, dead, discarded).
+//! - `GET /admin/outbox/{message_id}`: one job, with what holds it back (`blocked_by`).
+//! - `POST /admin/outbox/{message_id}/retry`: a dead letter back to pending (attempts reset).
+//! - `POST /admin/outbox/{message_id}/discard`: a dead letter given up, so that later messages
+//!   of the same citizen and destination are no longer held back.
+//!
 //! Until authorization arrives (issue #7), the whole scope answers only clients connecting
 //! from a loopback address ([`loopback_only`]); #7 replaces that one gate.
 
@@ -22,6 +29,7 @@ use super::AppState;
 use crate::error::FhirError;
 use crate::fhir::outcome::{operation_outcome, Issue};
 use crate::lookup::{Identifier, Lookup, LookupError};
+use crate::store::{DeadAction, Job, JobStatus};
 
 /// The admin routes, under one scope so they are gated in one place.
 pub fn scope() -> actix_web::Scope<
@@ -38,6 +46,13 @@ pub fn scope() -> actix_web::Scope<
         .route("/caches", web::get().to(list))
         .route("/caches/{cache}", web::delete().to(invalidate))
         .route("/caches/{cache}/lookup", web::get().to(lookup))
+        .route("/outbox", web::get().to(outbox_list))
+        .route("/outbox/{message_id}", web::get().to(outbox_job))
+        .route("/outbox/{message_id}/retry", web::post().to(outbox_retry))
+        .route(
+            "/outbox/{message_id}/discard",
+            web::post().to(outbox_discard),
+        )
 }
 
 /// Refuse (403) any client not on a loopback address. Stands in for authorization (#7). A
@@ -204,4 +219,92 @@ fn to_json<T>(l: Lookup<Option<T>>, f: impl FnOnce(&T) -> Value) -> Lookup<Optio
         stale: l.stale,
         age: l.age,
     }
+}
+
+#[derive(serde::Deserialize)]
+struct OutboxQuery {
+    status: Option<String>,
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+async fn outbox_list(
+    state: web::Data<AppState>,
+    q: web::Query<OutboxQuery>,
+) -> Result<HttpResponse, FhirError> {
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
+            FhirError::bad_request(format!(
+                "status must be one of pending, in-flight, delivered, dead, discarded; got {s:?}"
+            ))
+            .at("status")
+        })?),
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let jobs = state
+        .forwarder
+        .jobs(status, q.after.unwrap_or(0), limit)
+        .await?;
+    let next = (jobs.len() == limit)
+        .then(|| jobs.last().map(|j| j.id))
+        .flatten();
+    Ok(HttpResponse::Ok().json(json!({
+        "jobs": jobs.iter().map(|j| job_json(j, None)).collect::<Vec<_>>(),
+        "next_after": next,
+    })))
+}
+
+async fn outbox_job(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, FhirError> {
+    let (job, blocked_by) = state.forwarder.job(&path.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(job_json(&job, blocked_by)))
+}
+
+async fn outbox_retry(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, FhirError> {
+    let job = state
+        .forwarder
+        .act_on_dead(&path.into_inner(), DeadAction::Retry)
+        .await?;
+    Ok(HttpResponse::Ok().json(job_json(&job, None)))
+}
+
+async fn outbox_discard(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, FhirError> {
+    let job = state
+        .forwarder
+        .act_on_dead(&path.into_inner(), DeadAction::Discard)
+        .await?;
+    Ok(HttpResponse::Ok().json(job_json(&job, None)))
+}
+
+/// A job as the admin API shows it: times as FHIR instants, the receiver's answer parsed.
+fn job_json(j: &Job, blocked_by: Option<String>) -> Value {
+    let at = |ms: Option<i64>| ms.map(crate::fhir::instant);
+    json!({
+        "message_id": j.message_id,
+        "destination": j.destination,
+        "status": j.status.as_str(),
+        "attempts": j.attempts,
+        "created_at": crate::fhir::instant(j.created_at),
+        "last_attempt_at": at(j.last_attempt_at),
+        "next_attempt_at": (j.status == JobStatus::Pending).then(|| crate::fhir::instant(j.next_attempt_at)),
+        "lease_owner": j.lease_owner,
+        "lease_until": at(j.lease_until),
+        "last_status": j.last_status,
+        "last_error": j.last_error,
+        "receiver_outcome": j.receiver_outcome.as_deref().map(|o| {
+            serde_json::from_str::<Value>(o).unwrap_or_else(|_| Value::String(o.to_string()))
+        }),
+        "delivered_at": at(j.delivered_at),
+        "blocked_by": blocked_by,
+        "id": j.id,
+    })
 }

@@ -30,6 +30,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .body({
             let mut text = state.metrics.render();
             state.lookups.render_metrics(&mut text);
+            state.forwarder.render_metrics(&mut text).await;
             text
         })
 }

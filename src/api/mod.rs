@@ -31,6 +31,8 @@ pub struct AppState {
     /// Cached lookups in upstream registries, terminology and key sets (the same as the engine's).
     pub lookups: Arc<crate::lookup::Lookups>,
     pub metrics: Arc<Metrics>,
+    /// Forwarding of FHIR messages to regional systems (`Forwarder::submit`).
+    pub forwarder: Arc<crate::forward::Forwarder>,
     pub config: Config,
     /// When this instance started (the CapabilityStatement's date).
     pub started: String,
@@ -38,7 +40,7 @@ pub struct AppState {
 
 /// Register every route on an actix `App`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use fhir::{bundle, crud, history, metadata, search, validate};
+    use fhir::{bundle, crud, history, metadata, process_message, search, validate};
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
@@ -52,6 +54,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(resource("/").route(web::post().to(bundle::transaction_or_batch)))
                 .service(resource("/_history").route(web::get().to(history::system)))
                 .service(resource("/$validate").route(web::post().to(validate::system)))
+                .service(resource("/$process-message").route(web::post().to(process_message::post)))
                 .service(resource("/{type}/$validate").route(web::post().to(validate::by_type)))
                 .service(
                     resource("/{type}")
@@ -115,7 +118,9 @@ fn route_label(path: &str) -> &'static str {
         "/fhir/metadata" => return "/fhir/metadata",
         "/fhir/_history" => return "/fhir/_history",
         "/fhir/$validate" => return "/fhir/$validate",
+        "/fhir/$process-message" => return "/fhir/$process-message",
         "/admin/caches" => return "/admin/caches",
+        "/admin/outbox" => return "/admin/outbox",
         "/municipal/v1/care-records" => return "/municipal/v1/care-records",
         _ => {}
     }
@@ -123,6 +128,14 @@ fn route_label(path: &str) -> &'static str {
         return match rest.split('/').collect::<Vec<_>>().as_slice() {
             [c] if !c.is_empty() => "/admin/caches/{cache}",
             [c, "lookup"] if !c.is_empty() => "/admin/caches/{cache}/lookup",
+            _ => "unmatched",
+        };
+    }
+    if let Some(rest) = path.strip_prefix("/admin/outbox/") {
+        return match rest.split('/').collect::<Vec<_>>().as_slice() {
+            [m] if !m.is_empty() => "/admin/outbox/{message_id}",
+            [m, "retry"] if !m.is_empty() => "/admin/outbox/{message_id}/retry",
+            [m, "discard"] if !m.is_empty() => "/admin/outbox/{message_id}/discard",
             _ => "unmatched",
         };
     }
@@ -221,6 +234,7 @@ mod tests {
             "/fhir/metadata",
             "/fhir/_history",
             "/fhir/$validate",
+            "/fhir/$process-message",
             "/fhir/Patient",
             "/fhir/Patient/$validate",
             "/fhir/Patient/_search",
@@ -238,6 +252,11 @@ mod tests {
             "/admin/caches/patients/lookup",
             "/admin/caches/patients/x/y",
             "/admin/caches/",
+            "/admin/outbox",
+            "/admin/outbox/m-1",
+            "/admin/outbox/m-1/retry",
+            "/admin/outbox/m-1/discard",
+            "/admin/outbox/m-1/x",
             "/municipal/v1/care-records",
             "/municipal/v1/care-records/HAD-1",
             "/municipal/v1/care-records/HAD-1/x",

@@ -14,7 +14,7 @@ use super::{now_ms, Engine, Resolved, WriteFailure, WriteOp, Written, WRITE_ATTE
 use crate::error::FhirError;
 use crate::fhir::outcome::Issue;
 use crate::fhir::{for_each_reference, instant, new_id};
-use crate::store::StoreTx;
+use crate::store::{NewJob, StoreTx};
 
 /// Which kind of Bundle was posted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,8 +98,46 @@ impl Engine {
         };
         let entries = parse_entries(bundle)?;
         match kind {
-            BundleKind::Transaction => self.transaction(entries, base, representation).await,
+            BundleKind::Transaction => self.transaction(entries, base, representation, None).await,
             BundleKind::Batch => Ok(self.batch(entries, base, representation).await),
+        }
+    }
+
+    /// A transaction Bundle and an outbox job, committed in one database transaction (the
+    /// durable outbox: the job exists if and only if the resources were written).
+    pub async fn transaction_with_job(
+        &self,
+        bundle: &Value,
+        base: &str,
+        job: &NewJob,
+    ) -> Result<String, FhirError> {
+        if bundle.get("type").and_then(Value::as_str) != Some("transaction") {
+            return Err(FhirError::bad_request(
+                "resources stored with a message must come as a Bundle of type transaction",
+            )
+            .at("Bundle.type"));
+        }
+        let entries = parse_entries(bundle)?;
+        self.transaction(entries, base, false, Some(job)).await
+    }
+
+    /// An outbox job alone, in its own transaction (retried on a conflict like any write).
+    pub async fn enqueue(&self, job: &NewJob) -> Result<(), FhirError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut tx = self.store().begin().await?;
+            let result = match tx.enqueue(job).await {
+                Ok(()) => tx.commit().await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_retryable() && attempt < WRITE_ATTEMPTS => {
+                    tokio::time::sleep(std::time::Duration::from_millis(2 << attempt.min(6))).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 
@@ -108,6 +146,7 @@ impl Engine {
         entries: Vec<EntryRequest>,
         base: &str,
         representation: bool,
+        job: Option<&NewJob>,
     ) -> Result<String, FhirError> {
         check_duplicates(&entries)?;
         // Validate every entry first: all problems of all entries in one answer, before any lock.
@@ -133,7 +172,13 @@ impl Engine {
         let written = loop {
             attempt += 1;
             let mut tx = self.store().begin().await?;
-            match self.transaction_writes(tx.as_mut(), &entries).await {
+            let mut result = self.transaction_writes(tx.as_mut(), &entries).await;
+            if let (Ok(_), Some(job)) = (&result, job) {
+                if let Err(e) = tx.enqueue(job).await {
+                    result = Err(e.into());
+                }
+            }
+            match result {
                 Ok(w) => match tx.commit().await {
                     Ok(()) => break w,
                     Err(e) if e.is_retryable() && attempt < WRITE_ATTEMPTS => continue,

@@ -15,12 +15,20 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "resources",
-    sqlite: include_str!("migrations/sqlite/0001_resources.sql"),
-    postgres: include_str!("migrations/postgres/0001_resources.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "resources",
+        sqlite: include_str!("migrations/sqlite/0001_resources.sql"),
+        postgres: include_str!("migrations/postgres/0001_resources.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "outbox",
+        sqlite: include_str!("migrations/sqlite/0002_outbox.sql"),
+        postgres: include_str!("migrations/postgres/0002_outbox.sql"),
+    },
+];
 
 /// Bring the schema up to date. On PostgreSQL an advisory lock keeps two starting instances from
 /// migrating at once.

@@ -8,6 +8,7 @@ mod cache;
 mod group_commit;
 mod migrate;
 mod notify;
+pub mod outbox;
 mod search_sql;
 mod sql;
 
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 use crate::fhir::search::{Include, SearchQuery, SortValue};
 use crate::fhir::search_params::IndexEntry;
 
+pub use outbox::{Claim, ClaimedJob, DeadAction, Job, JobStatus, JobUpdate, NewJob};
 pub use sql::SqlStore;
 
 /// Which database a store runs on.
@@ -162,6 +164,20 @@ pub trait Storage: Send + Sync + 'static {
         let _ = deps;
         None
     }
+    /// The outbox job of a message.
+    async fn outbox_job(&self, message_id: &str) -> Result<Option<Job>, StoreError>;
+    /// Outbox jobs with `status` (any if `None`), oldest first, after the job with id `after_id`.
+    async fn outbox_jobs(
+        &self,
+        status: Option<JobStatus>,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError>;
+    /// The message id of the oldest job that holds `job` back (same ordering key, older, not
+    /// delivered or discarded).
+    async fn outbox_blocker(&self, job: &Job) -> Result<Option<String>, StoreError>;
+    /// How many jobs each destination has in each status.
+    async fn outbox_counts(&self) -> Result<Vec<(String, JobStatus, i64)>, StoreError>;
 }
 
 /// The resource types a derived result was computed from.
@@ -188,6 +204,19 @@ pub trait StoreTx: Send {
     ) -> Result<Vec<String>, StoreError>;
     /// Write a new version (and replace the resource's search values).
     async fn write(&mut self, v: &NewVersion<'_>) -> Result<(), StoreError>;
+    /// Add a job to the outbox; a job with the same message id already there is kept as it is.
+    async fn enqueue(&mut self, job: &NewJob) -> Result<(), StoreError>;
+    /// Claim deliverable jobs (see `outbox.rs` for which).
+    async fn claim_jobs(&mut self, claim: &Claim<'_>) -> Result<Vec<ClaimedJob>, StoreError>;
+    /// Record an attempt's result, if the lease is still the caller's.
+    async fn update_job(&mut self, update: &JobUpdate) -> Result<(), StoreError>;
+    /// Retry or discard a dead letter; whether `message_id` was a dead letter.
+    async fn act_on_dead(
+        &mut self,
+        message_id: &str,
+        action: DeadAction,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 

@@ -14,6 +14,7 @@ use sqlx::{Any, AnyConnection, AnyPool, Executor, Row, Transaction};
 
 use super::cache::{SearchKey, SearchValue, StoreCache};
 use super::group_commit::{GroupTx, GroupWriter};
+use super::outbox::{self, Claim, ClaimedJob, DeadAction, Job, JobStatus, JobUpdate, NewJob};
 use super::search_sql::{self, Bind, Sql};
 use super::{
     migrate, notify, Backend, Head, HistoryQuery, HistoryScope, NewVersion, SearchHit, Storage,
@@ -387,6 +388,47 @@ impl Storage for SqlStore {
         self.cache.as_ref()?.generation(deps)
     }
 
+    async fn outbox_job(&self, message_id: &str) -> Result<Option<Job>, StoreError> {
+        let sql = outbox::by_message_id(message_id);
+        let row = query(&sql)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(outbox::job_row).transpose()
+    }
+
+    async fn outbox_jobs(
+        &self,
+        status: Option<JobStatus>,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        let sql = outbox::list(status, after_id, limit);
+        let rows = query(&sql).fetch_all(&self.read).await.map_err(db_err)?;
+        rows.iter().map(outbox::job_row).collect()
+    }
+
+    async fn outbox_blocker(&self, job: &Job) -> Result<Option<String>, StoreError> {
+        let sql = outbox::blocker(&job.ordering_key, job.id);
+        let row = query(&sql)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+        row.map(|r| {
+            r.try_get::<String, _>(0)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))
+        })
+        .transpose()
+    }
+
+    async fn outbox_counts(&self) -> Result<Vec<(String, JobStatus, i64)>, StoreError> {
+        let rows = sqlx::query(outbox::COUNTS)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(outbox::count_row).collect()
+    }
+
     async fn begin(&self) -> Result<Box<dyn StoreTx>, StoreError> {
         let tx = match &self.write {
             Writer::Sqlite(w) => TxConn::Sqlite(w.begin()),
@@ -566,6 +608,21 @@ impl SqlTx {
     }
 }
 
+impl SqlTx {
+    /// A statement whose rows are not read: buffered on SQLite (sent with the next read or at
+    /// commit), executed at once on PostgreSQL.
+    async fn write_sql(&mut self, sql: Sql) -> Result<(), StoreError> {
+        match &mut self.tx {
+            TxConn::Sqlite(g) => g.write(sql, StoreError::Busy).await,
+            TxConn::Postgres(t) => query(&sql)
+                .execute(&mut **t)
+                .await
+                .map(|_| ())
+                .map_err(db_err),
+        }
+    }
+}
+
 /// Stable 64-bit FNV-1a, so every instance maps a lock key to the same advisory lock.
 fn lock_id(key: &str) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -694,6 +751,38 @@ impl StoreTx for SqlTx {
                 Ok(())
             }
         }
+    }
+
+    async fn enqueue(&mut self, job: &NewJob) -> Result<(), StoreError> {
+        let sql = outbox::insert(job);
+        self.write_sql(sql).await
+    }
+
+    async fn claim_jobs(&mut self, claim: &Claim<'_>) -> Result<Vec<ClaimedJob>, StoreError> {
+        let sql = outbox::claim(claim, self.backend);
+        let rows = query(&sql)
+            .fetch_all(self.conn().await?)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(outbox::claimed_row).collect()
+    }
+
+    async fn update_job(&mut self, update: &JobUpdate) -> Result<(), StoreError> {
+        self.write_sql(outbox::update(update)).await
+    }
+
+    async fn act_on_dead(
+        &mut self,
+        message_id: &str,
+        action: DeadAction,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let sql = outbox::act_on_dead(message_id, action, now_ms);
+        let rows = query(&sql)
+            .fetch_all(self.conn().await?)
+            .await
+            .map_err(db_err)?;
+        Ok(!rows.is_empty())
     }
 
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {

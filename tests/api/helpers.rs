@@ -131,9 +131,14 @@ impl TestApp {
     /// A second gateway instance on the same PostgreSQL schema (several instances share one
     /// database in production). SQLite files have one gateway process each, so `None` there.
     pub async fn sibling(&self) -> Option<TestApp> {
+        self.sibling_with(|_| {}).await
+    }
+
+    /// As [`TestApp::sibling`], with `configure` applied to its configuration.
+    pub async fn sibling_with(&self, configure: impl FnOnce(&mut Config)) -> Option<TestApp> {
         match self.db {
             Db::Postgres => {
-                Some(start(Db::Postgres, self.database_url.clone(), None, |_| {}).await)
+                Some(start(Db::Postgres, self.database_url.clone(), None, configure).await)
             }
             Db::Sqlite => None,
         }

@@ -8,6 +8,7 @@ mod cache;
 mod concurrency;
 mod crud;
 mod examples;
+mod forwarding;
 mod limits;
 mod lookups;
 mod municipal;

@@ -4,5 +4,6 @@ pub mod bundle;
 pub mod crud;
 pub mod history;
 pub mod metadata;
+pub mod process_message;
 pub mod search;
 pub mod validate;

@@ -1,0 +1,443 @@
+//! Forwarding of FHIR messages (discharge messages) to regional systems: never lost, never sent
+//! to the wrong region, delivered at least once with a stable id, in order per citizen.
+//!
+//! - [`Forwarder::submit`] routes a message Bundle by its receiver, and writes it with its
+//!   delivery job (and optionally a transaction Bundle of other resources) in one database
+//!   transaction: the durable outbox (`store/outbox.rs`).
+//! - `worker.rs`: per-destination workers claim jobs with leases, deliver, retry with backoff,
+//!   dead-letter, and keep a circuit breaker per destination.
+//! - `connector.rs`: the HTTP side of the two destination kinds (`fhir-message`, `cosmic-link`).
+//! - `message.rs`: the message id, receiver and citizen read from a Bundle (pure).
+//!
+//! This room sends HTTP and calls the engine; it holds no SQL and serves no HTTP.
+
+pub mod connector;
+pub mod message;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use crate::config::{DestinationConfig, ForwardingConfig};
+use crate::engine::{Engine, WriteOp};
+use crate::error::FhirError;
+use crate::fhir::outcome::Issue;
+use crate::lookup::Lookups;
+use crate::metrics::{write_histogram, BUCKETS};
+use crate::store::{DeadAction, Job, JobStatus, NewJob, Storage};
+
+pub use connector::Attempt;
+
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// What [`Forwarder::submit`] did with a message.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// The destination id the receiver is routed to.
+    pub destination: String,
+    pub message_id: String,
+    /// The job's status now (`Pending` for a new message).
+    pub status: JobStatus,
+    /// False when the message id was already known: nothing was written.
+    pub created: bool,
+    /// The transaction-response Bundle (JSON text) of the `store` Bundle, when one was written.
+    pub stored: Option<String>,
+}
+
+/// One configured destination and its delivery state on this instance.
+pub struct Destination {
+    pub config: DestinationConfig,
+    connector: connector::Connector,
+    breaker: worker::Breaker,
+    /// Wakes this destination's idle workers.
+    wake: Notify,
+}
+
+/// Forwarding: routing, the outbox, workers. One per process, shared (`AppState::forwarder`).
+pub struct Forwarder {
+    engine: Arc<Engine>,
+    config: ForwardingConfig,
+    destinations: Vec<Arc<Destination>>,
+    /// Receiver `system|value` → index in `destinations`.
+    routes: HashMap<String, usize>,
+    /// Names this instance's leases (`lease_owner`).
+    instance: String,
+    stopping: AtomicBool,
+    stats: Stats,
+}
+
+impl Forwarder {
+    /// Build the connectors (reading TLS files) for `config`'s destinations.
+    pub fn new(
+        engine: Arc<Engine>,
+        config: &ForwardingConfig,
+        lookups: Arc<Lookups>,
+    ) -> anyhow::Result<Arc<Forwarder>> {
+        let mut destinations = Vec::new();
+        let mut routes = HashMap::new();
+        for (i, d) in config.destinations.iter().enumerate() {
+            for r in &d.receivers {
+                routes.insert(r.clone(), i);
+            }
+            destinations.push(Arc::new(Destination {
+                connector: connector::Connector::new(d, lookups.clone())?,
+                breaker: worker::Breaker::new(
+                    config.breaker_failures,
+                    Duration::from_secs(config.breaker_cooldown_secs),
+                ),
+                wake: Notify::new(),
+                config: d.clone(),
+            }));
+        }
+        let host = std::env::var("HOSTNAME").unwrap_or_default();
+        Ok(Arc::new(Forwarder {
+            engine,
+            config: config.clone(),
+            destinations,
+            routes,
+            instance: format!(
+                "{host}{}{}",
+                if host.is_empty() { "" } else { ":" },
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            ),
+            stopping: AtomicBool::new(false),
+            stats: Stats::default(),
+        }))
+    }
+
+    /// Start the delivery workers (if `forwarding.enabled`).
+    pub fn start(self: &Arc<Self>) {
+        if !self.config.enabled {
+            return;
+        }
+        for d in &self.destinations {
+            for n in 0..self.config.workers {
+                tokio::spawn(worker::run(self.clone(), d.clone(), n));
+            }
+        }
+        if !self.destinations.is_empty() {
+            tracing::info!(
+                destinations = self.destinations.len(),
+                workers = self.config.workers,
+                instance = %self.instance,
+                "forwarding workers started"
+            );
+        }
+    }
+
+    /// Stop claiming jobs. Jobs under way finish their attempt; a job whose result is not
+    /// recorded is attempted again once its lease expires.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for d in &self.destinations {
+            d.wake.notify_waiters();
+        }
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn Storage> {
+        self.engine.store()
+    }
+
+    async fn sleep(&self, dest: &Destination, wait: Duration) {
+        if self.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        tokio::select! {
+            _ = dest.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+
+    /// Accept a FHIR message Bundle for delivery.
+    ///
+    /// The message is validated (as every write: `[validation]`), routed by
+    /// `MessageHeader.destination[0].receiver.identifier` to the destination serving that
+    /// receiver (422 naming the configured receivers if none does), and written with its job in
+    /// one database transaction, together with `store` (a transaction Bundle of other resources,
+    /// or `None`). Idempotent on `Bundle.id`: a known message id writes nothing and answers the
+    /// existing job's status.
+    pub async fn submit(
+        &self,
+        message: Value,
+        store: Option<Value>,
+        base: &str,
+    ) -> Result<Submitted, FhirError> {
+        let facts = message::facts(&message)?;
+        let Some(&dest_index) = self.routes.get(&facts.receiver) else {
+            return Err(self.unknown_receiver(&facts.receiver));
+        };
+        let destination = &self.destinations[dest_index].config.id;
+        if let Some(existing) = self.engine.store().outbox_job(&facts.message_id).await? {
+            return Ok(Submitted {
+                destination: existing.destination,
+                message_id: existing.message_id,
+                status: existing.status,
+                created: false,
+                stored: None,
+            });
+        }
+        self.engine
+            .validate_op(&WriteOp::Create {
+                rtype: "Bundle".into(),
+                resource: message.clone(),
+                if_none_exist: None,
+            })
+            .await?;
+        let payload = serde_json::to_string(&message)
+            .map_err(|e| FhirError::internal(format!("cannot serialize the message: {e}")))?;
+        let job = NewJob {
+            message_id: facts.message_id.clone(),
+            destination: destination.clone(),
+            ordering_key: message::ordering_key(destination, &facts),
+            payload,
+            now_ms: now_ms(),
+        };
+        let stored = match &store {
+            Some(bundle) => Some(
+                self.engine
+                    .transaction_with_job(bundle, base, &job)
+                    .await
+                    .map_err(|e| within(e, "store"))?,
+            ),
+            None => {
+                self.engine.enqueue(&job).await?;
+                None
+            }
+        };
+        self.stats.submitted.fetch_add(1, Ordering::Relaxed);
+        self.destinations[dest_index].wake.notify_waiters();
+        // A concurrent submit of the same id may have won: answer what is stored.
+        let (status, created) = match self.engine.store().outbox_job(&job.message_id).await? {
+            Some(j) => (j.status, j.created_at == job.now_ms),
+            None => (JobStatus::Pending, true),
+        };
+        tracing::info!(destination = %destination, message_id = %job.message_id, "message accepted for forwarding");
+        Ok(Submitted {
+            destination: destination.clone(),
+            message_id: job.message_id,
+            status,
+            created,
+            stored,
+        })
+    }
+
+    fn unknown_receiver(&self, receiver: &str) -> FhirError {
+        let mut known: Vec<&str> = self.routes.keys().map(String::as_str).collect();
+        known.sort_unstable();
+        let list = if known.is_empty() {
+            "none (no [[forwarding.destinations]] are configured)".to_string()
+        } else {
+            known.join(", ")
+        };
+        FhirError::new(
+            422,
+            vec![Issue::error(
+                "not-found",
+                format!("no destination serves receiver {receiver}; configured receivers: {list}"),
+            )
+            .at("Bundle.entry[0].resource.destination[0].receiver.identifier")],
+        )
+    }
+
+    /// A job by message id, with the message id of the job holding it back, if any.
+    pub async fn job(&self, message_id: &str) -> Result<(Job, Option<String>), FhirError> {
+        let Some(job) = self.store().outbox_job(message_id).await? else {
+            return Err(FhirError::not_found(format!(
+                "no message {message_id:?} in the outbox"
+            )));
+        };
+        let blocked_by = match job.status {
+            JobStatus::Pending => self.store().outbox_blocker(&job).await?,
+            _ => None,
+        };
+        Ok((job, blocked_by))
+    }
+
+    /// Jobs by status, oldest first, paged by job id.
+    pub async fn jobs(
+        &self,
+        status: Option<JobStatus>,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<Job>, FhirError> {
+        Ok(self.store().outbox_jobs(status, after_id, limit).await?)
+    }
+
+    /// Retry or discard a dead letter (409 if the message is not a dead letter).
+    pub async fn act_on_dead(
+        &self,
+        message_id: &str,
+        action: DeadAction,
+    ) -> Result<Job, FhirError> {
+        let (job, _) = self.job(message_id).await?;
+        let mut tx = self.store().begin().await?;
+        let done = tx.act_on_dead(message_id, action, now_ms()).await?;
+        tx.commit().await?;
+        if !done {
+            return Err(FhirError::conflict(format!(
+                "message {message_id} is {}, not a dead letter",
+                job.status.as_str()
+            )));
+        }
+        if let Some(d) = self
+            .destinations
+            .iter()
+            .find(|d| d.config.id == job.destination)
+        {
+            d.wake.notify_waiters();
+        }
+        Ok(self.job(message_id).await?.0)
+    }
+
+    /// The forwarding series for `/metrics`, appended to `out`.
+    pub async fn render_metrics(&self, out: &mut String) {
+        out.push_str("# HELP sektorbro_outbox_jobs Outbox jobs by destination and status.\n");
+        out.push_str("# TYPE sektorbro_outbox_jobs gauge\n");
+        match self.store().outbox_counts().await {
+            Ok(mut counts) => {
+                counts.sort();
+                for (d, s, n) in counts {
+                    let _ = writeln!(
+                        out,
+                        "sektorbro_outbox_jobs{{destination=\"{d}\",status=\"{}\"}} {n}",
+                        s.as_str()
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot count outbox jobs for /metrics"),
+        }
+        out.push_str("# HELP sektorbro_forward_breaker_state Circuit breaker per destination: 0 closed, 1 open, 2 half-open.\n");
+        out.push_str("# TYPE sektorbro_forward_breaker_state gauge\n");
+        for d in &self.destinations {
+            let _ = writeln!(
+                out,
+                "sektorbro_forward_breaker_state{{destination=\"{}\"}} {}",
+                d.config.id,
+                d.breaker.gauge()
+            );
+        }
+        self.stats.render(out);
+    }
+}
+
+/// Put `part` in front of the issues' locations (errors of the `store` Bundle).
+fn within(e: FhirError, part: &str) -> FhirError {
+    let issues = e
+        .issues
+        .into_iter()
+        .map(|mut i| {
+            i.expression = Some(match i.expression.take() {
+                Some(x) => format!("{part}: {x}"),
+                None => part.to_string(),
+            });
+            i
+        })
+        .collect();
+    FhirError::new(e.status, issues)
+}
+
+/// A latency histogram: counts per bucket of [`BUCKETS`], count, sum of seconds.
+type Latency = ([u64; BUCKETS.len()], u64, f64);
+
+/// Forwarding counters of this instance.
+#[derive(Default)]
+struct Stats {
+    submitted: AtomicU64,
+    /// (destination, outcome) → attempts.
+    attempts: Mutex<HashMap<(String, &'static str), u64>>,
+    dead: Mutex<HashMap<String, u64>>,
+    /// destination → (bucket counts, count, sum of seconds).
+    latency: Mutex<HashMap<String, Latency>>,
+}
+
+impl Stats {
+    fn attempt(&self, destination: &str, outcome: &'static str) {
+        if let Ok(mut m) = self.attempts.lock() {
+            *m.entry((destination.to_string(), outcome)).or_default() += 1;
+        }
+    }
+
+    fn dead(&self, destination: &str) {
+        if let Ok(mut m) = self.dead.lock() {
+            *m.entry(destination.to_string()).or_default() += 1;
+        }
+    }
+
+    fn delivered(&self, destination: &str, since_submit: Duration) {
+        let secs = since_submit.as_secs_f64();
+        if let Ok(mut m) = self.latency.lock() {
+            if !m.contains_key(destination) {
+                m.insert(destination.to_string(), ([0; BUCKETS.len()], 0, 0.0));
+            }
+            let Some(h) = m.get_mut(destination) else {
+                return;
+            };
+            if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+                h.0[i] += 1;
+            }
+            h.1 += 1;
+            h.2 += secs;
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        out.push_str(
+            "# HELP sektorbro_forward_submitted_total Messages accepted for forwarding.\n",
+        );
+        out.push_str("# TYPE sektorbro_forward_submitted_total counter\n");
+        let _ = writeln!(
+            out,
+            "sektorbro_forward_submitted_total {}",
+            self.submitted.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP sektorbro_forward_attempts_total Delivery attempts by destination and outcome (delivered, failed, rejected).\n");
+        out.push_str("# TYPE sektorbro_forward_attempts_total counter\n");
+        if let Ok(m) = self.attempts.lock() {
+            let mut rows: Vec<_> = m.iter().collect();
+            rows.sort();
+            for ((d, o), n) in rows {
+                let _ = writeln!(
+                    out,
+                    "sektorbro_forward_attempts_total{{destination=\"{d}\",outcome=\"{o}\"}} {n}"
+                );
+            }
+        }
+        out.push_str("# HELP sektorbro_forward_dead_total Messages that became dead letters.\n");
+        out.push_str("# TYPE sektorbro_forward_dead_total counter\n");
+        if let Ok(m) = self.dead.lock() {
+            let mut rows: Vec<_> = m.iter().collect();
+            rows.sort();
+            for (d, n) in rows {
+                let _ = writeln!(
+                    out,
+                    "sektorbro_forward_dead_total{{destination=\"{d}\"}} {n}"
+                );
+            }
+        }
+        out.push_str("# HELP sektorbro_forward_delivery_seconds Time from accepting a message to its delivery.\n");
+        out.push_str("# TYPE sektorbro_forward_delivery_seconds histogram\n");
+        if let Ok(m) = self.latency.lock() {
+            let mut rows: Vec<_> = m.iter().collect();
+            rows.sort_by(|a, b| a.0.cmp(b.0));
+            for (d, h) in rows {
+                let labels = format!("destination=\"{d}\"");
+                write_histogram(
+                    out,
+                    "sektorbro_forward_delivery_seconds",
+                    &labels,
+                    &h.0,
+                    h.1,
+                    h.2,
+                );
+            }
+        }
+    }
+}
