@@ -48,6 +48,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/municipal/v1/care-records").route(web::post().to(municipal::post)))
         .service(resource("/municipal/v1/care-records/{id}").route(web::get().to(municipal::get)))
         .service(
+            resource("/municipal/v1/discharge-notes")
+                .route(web::post().to(municipal::post_discharge_note)),
+        )
+        .service(
             web::scope("/fhir")
                 .service(resource("/metadata").route(web::get().to(metadata::metadata)))
                 .service(resource("").route(web::post().to(bundle::transaction_or_batch)))
@@ -122,6 +126,7 @@ fn route_label(path: &str) -> &'static str {
         "/admin/caches" => return "/admin/caches",
         "/admin/outbox" => return "/admin/outbox",
         "/municipal/v1/care-records" => return "/municipal/v1/care-records",
+        "/municipal/v1/discharge-notes" => return "/municipal/v1/discharge-notes",
         _ => {}
     }
     if let Some(rest) = path.strip_prefix("/admin/caches/") {
@@ -260,6 +265,7 @@ mod tests {
             "/municipal/v1/care-records",
             "/municipal/v1/care-records/HAD-1",
             "/municipal/v1/care-records/HAD-1/x",
+            "/municipal/v1/discharge-notes",
         ] {
             let req = test::TestRequest::get().uri(path).to_request();
             let body = test::call_and_read_body(&app, req).await;

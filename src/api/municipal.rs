@@ -113,3 +113,63 @@ pub async fn get(
         .content_type("application/json")
         .body(body))
 }
+
+/// `POST /municipal/v1/discharge-notes`: check the note against its care record, build the
+/// discharge message, and store the discharge summary with the message's delivery job in one
+/// transaction. 202 Accepted (201 the first time is not the point: delivery is what the
+/// municipality waits for), with the message id and where to follow the delivery.
+pub async fn post_discharge_note(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    body: FhirBody,
+) -> Result<HttpResponse, FhirError> {
+    use crate::discharge::{self, message};
+    let (note, warnings) = discharge::check_note(&body.0)?;
+    let (destination, endpoint) = state.forwarder.route(&note.receiver.token()).map_err(|e| {
+        FhirError::new(
+            422,
+            e.issues
+                .into_iter()
+                .map(|i| Issue {
+                    expression: Some("$.receiver".into()),
+                    ..i
+                })
+                .collect(),
+        )
+    })?;
+    let destination = destination.id.clone();
+    let record = discharge::load_record(&state.engine, &note).await?;
+    let ids = message::NoteIds::for_note(&note);
+    let now = crate::fhir::instant(chrono::Utc::now().timestamp_millis());
+    let built = message::build(&note, &record, &ids, &ctx.base, &endpoint, &now);
+    let put = |r: &serde_json::Value| {
+        let url = format!(
+            "{}/{}",
+            r["resourceType"].as_str().unwrap_or_default(),
+            r["id"].as_str().unwrap_or_default()
+        );
+        serde_json::json!({"resource": r, "request": {"method": "PUT", "url": url}})
+    };
+    let store = serde_json::json!({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [put(&built.composition), put(&built.provenance)],
+    });
+    let submitted = state
+        .forwarder
+        .submit(built.message, Some(store), &ctx.base)
+        .await?;
+    let body = serde_json::json!({
+        "noteId": note.note_id,
+        "messageId": submitted.message_id,
+        "destination": destination,
+        "status": submitted.status.as_str(),
+        "result": if submitted.created { "accepted" } else { "already-accepted" },
+        "composition": format!("Composition/{}", ids.composition),
+        "delivery": format!("/admin/outbox/{}", submitted.message_id),
+        "outcome": crate::fhir::outcome::operation_outcome(&warnings),
+    });
+    Ok(HttpResponse::Accepted()
+        .content_type("application/json")
+        .body(body.to_string()))
+}

@@ -229,6 +229,21 @@ impl Forwarder {
         })
     }
 
+    /// The destination serving `receiver` (`system|value`) and the URL messages are posted to;
+    /// 422 naming the configured receivers when none serves it.
+    pub fn route(&self, receiver: &str) -> Result<(&DestinationConfig, String), FhirError> {
+        match self.routes.get(receiver) {
+            Some(&i) => {
+                let d = &self.destinations[i].config;
+                Ok((
+                    d,
+                    format!("{}/$process-message", d.base_url.trim_end_matches('/')),
+                ))
+            }
+            None => Err(self.unknown_receiver(receiver)),
+        }
+    }
+
     fn unknown_receiver(&self, receiver: &str) -> FhirError {
         let mut known: Vec<&str> = self.routes.keys().map(String::as_str).collect();
         known.sort_unstable();

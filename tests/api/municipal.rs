@@ -269,3 +269,107 @@ async fn cpr_only_records_are_filled_from_the_patient_registry() {
     assert_eq!(status, 503, "{oo}");
     assert_eq!(count(&app, "CarePlan").await, 0);
 }
+
+/// A discharge note for a stored record: the message reaches the receiver's system once, with
+/// the Idempotency-Key header and our profile; the same note again is not sent twice; an unknown
+/// receiver, record or goal is refused at input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discharge_notes_are_delivered_once_to_the_receivers_system() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let region = MockServer::builder().start().await;
+    Mock::given(method("POST"))
+        .and(path("/fhir/$process-message"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&region)
+        .await;
+    let base = format!("{}/fhir", region.uri());
+    let app = crate::helpers::spawn_app_with(crate::helpers::Db::Sqlite, move |c| {
+        crate::forwarding::fast(c);
+        c.forwarding.destinations = vec![crate::forwarding::destination(
+            "region-syddanmark",
+            &base,
+            &["328791000016006"],
+        )];
+    })
+    .await
+    .expect("app");
+    let record = fixture("completed-discharged-home.json");
+    assert_eq!(post_record(&app, &record, None).await.0, 201);
+    let note: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!(
+            "{}/fixtures/discharge/kolding-discharged-home.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let post_note = |n: Value| {
+        let app = &app;
+        async move {
+            let res = app
+                .client
+                .post(format!("{}/municipal/v1/discharge-notes", app.addr))
+                .header(CONTENT_TYPE, "application/json")
+                .body(n.to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, accepted) = post_note(note.clone()).await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["result"], "accepted");
+    let id = accepted["messageId"].as_str().unwrap().to_string();
+
+    // Delivered: the receiver got the message, with its id as the idempotency key.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let received = loop {
+        let got = region.received_requests().await.unwrap_or_default();
+        if !got.is_empty() || std::time::Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(received.len(), 1, "delivered once");
+    assert_eq!(received[0].headers["idempotency-key"], id.as_str());
+    let message: Value = serde_json::from_slice(&received[0].body).unwrap();
+    assert_eq!(message["type"], "message");
+    assert_eq!(
+        message["meta"]["profile"][0],
+        "http://sektorbro.dk/fhir/StructureDefinition/sektorbro-discharge-message"
+    );
+    // The discharge summary is stored too.
+    let composition = app
+        .get_json(accepted["composition"].as_str().unwrap(), 200)
+        .await;
+    assert_eq!(composition["section"].as_array().unwrap().len(), 5);
+
+    // The same note again: the same message, not sent again.
+    let (status, again) = post_note(note.clone()).await;
+    assert_eq!(status, 202);
+    assert_eq!(again["result"], "already-accepted");
+    assert_eq!(again["messageId"], accepted["messageId"]);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(region.received_requests().await.unwrap().len(), 1);
+
+    // Refused at input: unknown receiver, unknown record, unknown goal.
+    let mut unknown = note.clone();
+    unknown["receiver"]["value"] = json!("999999999");
+    let (status, oo) = post_note(unknown).await;
+    assert_eq!(status, 422, "{oo}");
+    assert_eq!(oo["issue"][0]["expression"][0], "$.receiver");
+    let mut no_record = note.clone();
+    no_record["careRecord"]["recordId"] = json!("NO-SUCH");
+    let (status, oo) = post_note(no_record).await;
+    assert_eq!(status, 422, "{oo}");
+    assert_eq!(oo["issue"][0]["expression"][0], "$.careRecord");
+    let mut no_goal = note;
+    no_goal["goalOutcomes"][0]["goal"] = json!("g99");
+    let (status, oo) = post_note(no_goal).await;
+    assert_eq!(status, 422, "{oo}");
+    assert_eq!(oo["issue"][0]["expression"][0], "$.goalOutcomes[0].goal");
+}
