@@ -59,6 +59,12 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
     let forwarder =
         crate::forward::Forwarder::new(engine.clone(), &config.forwarding, lookups.clone())
             .context("configuring [forwarding]")?;
+    if config.database.url.starts_with("sqlite:") {
+        forwarder
+            .release_orphaned_leases()
+            .await
+            .map_err(|e| anyhow::anyhow!("releasing the outbox leases of a previous run: {e:?}"))?;
+    }
     forwarder.start();
     Ok(web::Data::new(AppState {
         engine,

@@ -133,6 +133,17 @@ impl Forwarder {
         }
     }
 
+    /// At start on SQLite, where this process is the database file's only user: jobs a previous
+    /// run left in flight (it crashed or was killed mid-delivery) are delivered again now instead
+    /// of after their lease expires, which would also hold back those citizens' later messages.
+    /// On PostgreSQL other instances may hold those leases, so they expire as usual.
+    pub async fn release_orphaned_leases(&self) -> Result<(), FhirError> {
+        let mut tx = self.engine.store().begin().await?;
+        tx.release_all_leases(now_ms()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Stop claiming jobs. Jobs under way finish their attempt; a job whose result is not
     /// recorded is attempted again once its lease expires.
     pub fn stop(&self) {

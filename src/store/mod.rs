@@ -210,6 +210,9 @@ pub trait StoreTx: Send {
     async fn claim_jobs(&mut self, claim: &Claim<'_>) -> Result<Vec<ClaimedJob>, StoreError>;
     /// Record an attempt's result, if the lease is still the caller's.
     async fn update_job(&mut self, update: &JobUpdate) -> Result<(), StoreError>;
+    /// Put every in-flight job back to pending (see `outbox::release_all_leases`: only for a
+    /// database no other process uses).
+    async fn release_all_leases(&mut self, now_ms: i64) -> Result<(), StoreError>;
     /// Retry or discard a dead letter; whether `message_id` was a dead letter.
     async fn act_on_dead(
         &mut self,

@@ -266,6 +266,17 @@ pub(crate) fn update(u: &JobUpdate) -> Sql {
     s
 }
 
+/// Every job still in flight back to pending, deliverable now. Only for a database this process
+/// alone uses (SQLite), at start: the leases it finds are its own previous run's, whose attempt
+/// may or may not have reached the receiver (the receiver deduplicates on the message id).
+pub(crate) fn release_all_leases(now_ms: i64) -> Sql {
+    let mut s = Sql::default();
+    s.push("UPDATE outbox SET status = 'pending', lease_owner = NULL, lease_until = NULL, next_attempt_at = ")
+        .bind(Bind::Int(now_ms))
+        .push(" WHERE status = 'in-flight'");
+    s
+}
+
 /// A dead letter back to pending, or discarded; returns the message id if it was dead.
 pub(crate) fn act_on_dead(message_id: &str, action: DeadAction, now_ms: i64) -> Sql {
     let mut s = Sql::default();

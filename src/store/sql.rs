@@ -771,6 +771,10 @@ impl StoreTx for SqlTx {
         self.write_sql(outbox::update(update)).await
     }
 
+    async fn release_all_leases(&mut self, now_ms: i64) -> Result<(), StoreError> {
+        self.write_sql(outbox::release_all_leases(now_ms)).await
+    }
+
     async fn act_on_dead(
         &mut self,
         message_id: &str,
