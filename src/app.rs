@@ -87,6 +87,13 @@ pub fn http_server(
         n => n,
     };
     let shutdown = state.config.server.shutdown_timeout_secs;
+    let tls = tls_config(&state.config.server.tls)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e:#}")))?;
+    let addr = listener.local_addr()?;
+    if let Some(why) = plain_http_refusal(addr, tls.is_some(), state.config.server.allow_plain_http)
+    {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, why));
+    }
     let header_timeout = state.config.limits.request_header_timeout_secs;
     let limiter = api::limits::RateLimiter::new(&state.config.limits).map(web::Data::new);
     let server = HttpServer::new(move || {
@@ -101,10 +108,66 @@ pub fn http_server(
     .client_request_timeout(std::time::Duration::from_secs(header_timeout))
     .workers(workers)
     .shutdown_timeout(shutdown)
-    .disable_signals()
-    .listen(listener)?
-    .run();
-    Ok(server)
+    .disable_signals();
+    let server = match tls {
+        Some(cfg) => server.listen_rustls_0_23(listener, cfg)?,
+        None => server.listen(listener)?,
+    };
+    Ok(server.run())
+}
+
+/// Why plain HTTP must not be served on `addr`, if it must not: health data crosses the network
+/// only encrypted, unless an operator says a proxy in front terminates TLS.
+fn plain_http_refusal(addr: std::net::SocketAddr, tls: bool, allowed: bool) -> Option<String> {
+    (!tls && !allowed && !addr.ip().is_loopback()).then(|| {
+        format!(
+            "refusing plain HTTP on {addr}, which is not a loopback address: configure \
+             [server.tls] (cert_file, key_file), or set server.allow_plain_http = true behind a \
+             proxy that terminates TLS"
+        )
+    })
+}
+
+/// The rustls server configuration for `[server.tls]`, or `None` when no certificate is set.
+pub fn tls_config(
+    tls: &crate::config::ServerTlsConfig,
+) -> anyhow::Result<Option<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    if tls.cert_file.is_empty() {
+        return Ok(None);
+    }
+    let certs = CertificateDer::pem_file_iter(&tls.cert_file)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("reading the certificate chain {}", tls.cert_file))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key_file)
+        .with_context(|| format!("reading the private key {}", tls.key_file))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?;
+    let builder = if tls.client_ca_file.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&tls.client_ca_file)
+            .with_context(|| format!("reading the client CA file {}", tls.client_ca_file))?
+        {
+            roots
+                .add(c.with_context(|| format!("a certificate in {}", tls.client_ca_file))?)
+                .context("adding a client CA")?;
+        }
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .context("the client certificate verifier")?;
+        builder.with_client_cert_verifier(verifier)
+    };
+    let mut cfg = builder
+        .with_single_cert(certs, key)
+        .context("the server certificate and key do not fit together")?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(cfg))
 }
 
 /// Run the gateway until SIGTERM or SIGINT, then let in-flight requests finish.
@@ -191,5 +254,19 @@ mod tests {
             "postgres://app:***@db:5432/x"
         );
         assert_eq!(super::redact("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+
+    use super::plain_http_refusal;
+
+    #[test]
+    fn plain_http_only_on_loopback_unless_allowed() {
+        let lan: std::net::SocketAddr = "10.1.2.3:8080".parse().unwrap();
+        let v6: std::net::SocketAddr = "[::1]:8080".parse().unwrap();
+        let local: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert!(plain_http_refusal(lan, false, false).is_some());
+        assert!(plain_http_refusal(lan, true, false).is_none());
+        assert!(plain_http_refusal(lan, false, true).is_none());
+        assert!(plain_http_refusal(local, false, false).is_none());
+        assert!(plain_http_refusal(v6, false, false).is_none());
     }
 }

@@ -74,6 +74,21 @@ pub struct ServerConfig {
     pub workers: usize,
     pub max_body_bytes: usize,
     pub shutdown_timeout_secs: u64,
+    /// Serve plain HTTP on a non-loopback address (e.g. behind a TLS-terminating proxy).
+    pub allow_plain_http: bool,
+    pub tls: ServerTlsConfig,
+}
+
+/// HTTPS with rustls. Empty `cert_file`: plain HTTP (loopback only, unless allowed).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// PEM CA certificates; when set, every client must present a certificate they issued (mTLS).
+    pub client_ca_file: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -14,4 +14,5 @@ mod lookups;
 mod municipal;
 mod operations;
 mod search;
+mod tls;
 mod validation;
