@@ -426,6 +426,47 @@ async fn cosmic_link_uses_one_cached_token_and_gets_a_new_one_after_401() {
     assert_eq!(idp.received_requests().await.expect("log").len(), 2);
 }
 
+/// A token is used until shortly (30 s) before it expires, then a new one is fetched: with
+/// `expires_in: 31` it lives one second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cosmic_link_fetches_a_new_token_when_the_old_one_expires() {
+    let idp = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"access_token": "short", "token_type": "Bearer", "expires_in": 31}),
+        ))
+        .mount(&idp)
+        .await;
+    let region = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(header("authorization", "Bearer short"))
+        .respond_with(accept())
+        .mount(&region)
+        .await;
+    let mut d = destination("cosmic", &region.uri(), &["223"]);
+    d.kind = DestinationKind::CosmicLink;
+    d.auth = Some(AuthConfig {
+        token_url: format!("{}/token", idp.uri()),
+        client_id: "gw".into(),
+        client_secret: "s3cret".into(),
+        client_secret_env: String::new(),
+        scope: None,
+    });
+    let app = app_with(vec![d]).await;
+    assert_eq!(app.submit(&message("e-1", "223", "81")).await.status(), 202);
+    app.wait_status("e-1", "delivered").await;
+    assert_eq!(idp.received_requests().await.expect("log").len(), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(app.submit(&message("e-2", "223", "82")).await.status(), 202);
+    app.wait_status("e-2", "delivered").await;
+    assert_eq!(
+        idp.received_requests().await.expect("log").len(),
+        2,
+        "the expired token was replaced"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_of_one_citizen_arrive_in_order_despite_failures() {
     let region = MockServer::start().await;
