@@ -3,6 +3,11 @@
 //! arrived). N messages for many citizens are posted to `$process-message` by C concurrent
 //! clients; reported: delivery throughput (first submit to last arrival) and the p50/p99 of
 //! submit → arrival. `cargo bench --bench forwarding [-- N C]`; figures in docs/forwarding.md.
+//!
+//! `cargo bench --bench forwarding -- N C notes` runs the municipal path end to end instead:
+//! 200 care records are stored first, then N discharge notes for them are posted to
+//! `/municipal/v1/discharge-notes` (checked against the record, message built with its
+//! Composition, validated, stored with the job) and the latency is note → arrival.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -56,14 +61,36 @@ fn main() {
         .collect();
     let n = args.first().copied().unwrap_or(5_000);
     let clients = args.get(1).copied().unwrap_or(32);
+    let notes = std::env::args().any(|a| a == "notes");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(run(n, clients));
+    rt.block_on(run(n, clients, notes));
 }
 
-async fn run(n: usize, clients: usize) {
+fn fixture(rel: &str) -> Value {
+    let p = format!("{}/fixtures/{rel}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(p).expect("fixture")).expect("JSON")
+}
+
+/// Care record `c` (a copy of a fixture under another record id and CPR).
+fn record(template: &Value, c: usize) -> Value {
+    let mut r = template.clone();
+    r["recordId"] = json!(format!("BENCH-{c}"));
+    r["citizen"]["cpr"] = json!(format!("070345{:04}", c % 10_000));
+    r
+}
+
+/// Discharge note `i` for record `i % records`.
+fn note(template: &Value, i: usize, records: usize) -> Value {
+    let mut n = template.clone();
+    n["noteId"] = json!(format!("N-{i}"));
+    n["careRecord"]["recordId"] = json!(format!("BENCH-{}", i % records));
+    n
+}
+
+async fn run(n: usize, clients: usize, notes: bool) {
     let arrivals: Arrivals = Arc::default();
     let data = web::Data::new(arrivals.clone());
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -98,7 +125,7 @@ async fn run(n: usize, clients: usize) {
         id: "region".into(),
         kind: DestinationKind::FhirMessage,
         base_url: format!("http://127.0.0.1:{receiver_port}/fhir"),
-        receivers: vec![format!("{SOR}|111")],
+        receivers: vec![format!("{SOR}|111"), format!("{SOR}|328791000016006")],
         timeout_ms: 5_000,
         auth: None,
         tls: None,
@@ -108,7 +135,32 @@ async fn run(n: usize, clients: usize) {
     let port = listener.local_addr().expect("addr").port();
     let server = sektorbro::app::http_server(state, listener).expect("server");
     tokio::spawn(server);
-    let url = format!("http://127.0.0.1:{port}/fhir/$process-message");
+    let url = if notes {
+        format!("http://127.0.0.1:{port}/municipal/v1/discharge-notes")
+    } else {
+        format!("http://127.0.0.1:{port}/fhir/$process-message")
+    };
+    const RECORDS: usize = 200;
+    let note_template = fixture("discharge/kolding-discharged-home.json");
+    if notes {
+        let template = fixture("municipal/completed-discharged-home.json");
+        let c = reqwest::Client::new();
+        for r in 0..RECORDS {
+            let res = c
+                .post(format!("http://127.0.0.1:{port}/municipal/v1/care-records"))
+                .header("content-type", "application/json")
+                .body(record(&template, r).to_string())
+                .send()
+                .await
+                .expect("record");
+            assert_eq!(
+                res.status(),
+                201,
+                "{}",
+                res.text().await.unwrap_or_default()
+            );
+        }
+    }
 
     let client = reqwest::Client::new();
     let submitted: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -116,16 +168,25 @@ async fn run(n: usize, clients: usize) {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (client, url, submitted, next) =
-            (client.clone(), url.clone(), submitted.clone(), next.clone());
+        let (client, url, submitted, next, note_template) = (
+            client.clone(),
+            url.clone(),
+            submitted.clone(),
+            next.clone(),
+            note_template.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if i >= n {
                     return;
                 }
-                let id = format!("bench-{i:07}");
-                let body = message(&id, i % 2_000).to_string();
+                let mut id = format!("bench-{i:07}");
+                let body = if notes {
+                    note(&note_template, i, RECORDS).to_string()
+                } else {
+                    message(&id, i % 2_000).to_string()
+                };
                 let t = Instant::now();
                 let res = client
                     .post(&url)
@@ -134,12 +195,11 @@ async fn run(n: usize, clients: usize) {
                     .send()
                     .await
                     .expect("submit");
-                assert_eq!(
-                    res.status(),
-                    202,
-                    "{}",
-                    res.text().await.unwrap_or_default()
-                );
+                assert_eq!(res.status(), 202);
+                if notes {
+                    let v: Value = res.json().await.expect("answer");
+                    id = v["messageId"].as_str().expect("message id").to_string();
+                }
                 if let Ok(mut m) = submitted.lock() {
                     m.insert(id, t);
                 }
@@ -165,7 +225,8 @@ async fn run(n: usize, clients: usize) {
     latencies.sort();
     let total = last.duration_since(start).as_secs_f64();
     println!(
-        "forwarding: {n} messages, {clients} clients: submitted in {submit_secs:.2} s ({:.0}/s), all delivered in {total:.2} s ({:.0} msg/s); submit->delivered p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "forwarding ({}): {n} messages, {clients} clients: submitted in {submit_secs:.2} s ({:.0}/s), all delivered in {total:.2} s ({:.0} msg/s); submit->delivered p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        if notes { "discharge notes" } else { "$process-message" },
         n as f64 / submit_secs,
         n as f64 / total,
         percentile(&latencies, 0.5).as_secs_f64() * 1e3,
