@@ -125,18 +125,24 @@ pub async fn post_discharge_note(
 ) -> Result<HttpResponse, FhirError> {
     use crate::discharge::{self, message};
     let (note, warnings) = discharge::check_note(&body.0)?;
-    let (destination, endpoint) = state.forwarder.route(&note.receiver.token()).map_err(|e| {
-        FhirError::new(
-            422,
-            e.issues
-                .into_iter()
-                .map(|i| Issue {
-                    expression: Some("$.receiver".into()),
-                    ..i
-                })
-                .collect(),
-        )
-    })?;
+    // Routing problems are the note's receiver's (a registry that cannot answer keeps its
+    // 502/503 and its own wording).
+    let (destination, endpoint) = match state.forwarder.route(&note.receiver.token()).await {
+        Ok(r) => r,
+        Err(e) if e.status == 422 => {
+            return Err(FhirError::new(
+                422,
+                e.issues
+                    .into_iter()
+                    .map(|i| Issue {
+                        expression: Some("$.receiver".into()),
+                        ..i
+                    })
+                    .collect(),
+            ))
+        }
+        Err(e) => return Err(e),
+    };
     let destination = destination.id.clone();
     let record = discharge::load_record(&state.engine, &note).await?;
     let ids = message::NoteIds::for_note(&note);

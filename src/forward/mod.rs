@@ -28,6 +28,7 @@ use crate::config::{DestinationConfig, ForwardingConfig};
 use crate::engine::{Engine, WriteOp};
 use crate::error::FhirError;
 use crate::fhir::outcome::Issue;
+use crate::lookup::Identifier;
 use crate::lookup::Lookups;
 use crate::metrics::{write_histogram, BUCKETS};
 use crate::store::{DeadAction, Job, JobStatus, NewJob, Storage};
@@ -182,9 +183,7 @@ impl Forwarder {
         base: &str,
     ) -> Result<Submitted, FhirError> {
         let facts = message::facts(&message)?;
-        let Some(&dest_index) = self.routes.get(&facts.receiver) else {
-            return Err(self.unknown_receiver(&facts.receiver));
-        };
+        let dest_index = self.resolve(&facts.receiver).await?;
         let destination = &self.destinations[dest_index].config.id;
         if let Some(existing) = self.engine.store().outbox_job(&facts.message_id).await? {
             return Ok(Submitted {
@@ -241,18 +240,101 @@ impl Forwarder {
     }
 
     /// The destination serving `receiver` (`system|value`) and the URL messages are posted to;
-    /// 422 naming the configured receivers when none serves it.
-    pub fn route(&self, receiver: &str) -> Result<(&DestinationConfig, String), FhirError> {
-        match self.routes.get(receiver) {
-            Some(&i) => {
-                let d = &self.destinations[i].config;
-                Ok((
-                    d,
-                    format!("{}/$process-message", d.base_url.trim_end_matches('/')),
-                ))
-            }
-            None => Err(self.unknown_receiver(receiver)),
+    /// 422 when none does (see [`Forwarder::resolve`]).
+    pub async fn route(&self, receiver: &str) -> Result<(&DestinationConfig, String), FhirError> {
+        let d = &self.destinations[self.resolve(receiver).await?].config;
+        Ok((
+            d,
+            format!("{}/$process-message", d.base_url.trim_end_matches('/')),
+        ))
+    }
+
+    /// Which destination serves `receiver`: one that lists it in `receivers`; else, where an
+    /// organization registry is configured (`[lookups.organizations]`), one that lists the
+    /// organization it is part of (its region or hospital, by an identifier of the parent the
+    /// registry includes), or one whose `base_url` is the organization's active FHIR-messaging
+    /// endpoint. A receiver the registry does not know, or knows but nobody serves, is a 422;
+    /// a registry that cannot answer, a 502/503.
+    pub async fn resolve(&self, receiver: &str) -> Result<usize, FhirError> {
+        if let Some(&i) = self.routes.get(receiver) {
+            return Ok(i);
         }
+        let Some((system, value)) = receiver.split_once('|') else {
+            return Err(self.unknown_receiver(receiver));
+        };
+        let id = match Identifier::new(system, value) {
+            Ok(id) => id,
+            Err(_) => return Err(self.unknown_receiver(receiver)),
+        };
+        let org = match self.engine.lookups().organization_by_identifier(&id).await {
+            Ok(found) => found.value,
+            Err(crate::lookup::LookupError::NotConfigured(_)) => {
+                return Err(self.unknown_receiver(receiver))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(org) = org else {
+            return Err(FhirError::new(
+                422,
+                vec![Issue::error(
+                    "not-found",
+                    format!(
+                        "receiver {receiver} is not known to the organization registry, and no destination lists it"
+                    ),
+                )
+                .at("Bundle.entry[0].resource.destination[0].receiver.identifier")],
+            ));
+        };
+        let parents: Vec<String> = org
+            .part_of
+            .as_ref()
+            .and_then(|p| p.resource.as_ref())
+            .and_then(|r| r.get("identifier"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| {
+                Some(format!(
+                    "{}|{}",
+                    i.get("system")?.as_str()?,
+                    i.get("value")?.as_str()?
+                ))
+            })
+            .collect();
+        if let Some(&i) = parents.iter().find_map(|p| self.routes.get(p)) {
+            return Ok(i);
+        }
+        if let Some(ep) = org.active_endpoint("hl7-fhir-msg") {
+            let base = |u: &str| {
+                u.trim_end_matches('/')
+                    .trim_end_matches("/$process-message")
+                    .to_string()
+            };
+            let wanted = base(&ep.address);
+            if let Some(i) = self
+                .destinations
+                .iter()
+                .position(|d| base(&d.config.base_url) == wanted)
+            {
+                return Ok(i);
+            }
+        }
+        let name = org
+            .resource
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("(no name)");
+        Err(FhirError::new(
+            422,
+            vec![Issue::error(
+                "not-found",
+                format!(
+                    "receiver {receiver} ({name}) is known to the organization registry, but no destination serves it, the organizations it is part of ({}) or its messaging endpoint",
+                    if parents.is_empty() { "none given".to_string() } else { parents.join(", ") }
+                ),
+            )
+            .at("Bundle.entry[0].resource.destination[0].receiver.identifier")],
+        ))
     }
 
     fn unknown_receiver(&self, receiver: &str) -> FhirError {

@@ -633,3 +633,104 @@ async fn two_instances_on_postgresql_share_the_work_without_delivering_twice() {
         );
     }
 }
+
+/// A receiver no destination lists is routed through the organization registry: to the
+/// destination serving the organization it is part of (its region), or the one whose base URL is
+/// its messaging endpoint; one the registry does not know is refused at input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receivers_are_routed_through_the_organization_registry() {
+    use wiremock::matchers::query_param;
+    let region = receiver().await;
+    let other = receiver().await;
+    let registry = MockServer::start().await;
+    let org = |id: &str, sor: &str, extra: Value| {
+        let mut o = json!({"resourceType": "Organization", "id": id, "name": format!("Afdeling {sor}"),
+            "identifier": [{"system": SOR, "value": sor}]});
+        if let (Some(o), Some(e)) = (o.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        o
+    };
+    let answer = |entries: Vec<Value>| {
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"resourceType": "Bundle", "type": "searchset", "entry": entries}))
+    };
+    // 501: part of the region whose SOR (111) the "region" destination lists.
+    Mock::given(method("GET"))
+        .and(path("/Organization"))
+        .and(query_param("identifier", format!("{SOR}|501")))
+        .respond_with(answer(vec![
+            json!({"fullUrl": "https://reg.example/Organization/d501", "search": {"mode": "match"},
+                "resource": org("d501", "501", json!({"partOf": {"reference": "Organization/r111"}}))}),
+            json!({"fullUrl": "https://reg.example/Organization/r111", "search": {"mode": "include"},
+                "resource": org("r111", "111", json!({}))}),
+        ]))
+        .mount(&registry)
+        .await;
+    // 502: its messaging endpoint is the "other" destination's base URL.
+    let other_base = format!("{}/fhir", other.uri());
+    Mock::given(method("GET"))
+        .and(path("/Organization"))
+        .and(query_param("identifier", format!("{SOR}|502")))
+        .respond_with(answer(vec![
+            json!({"fullUrl": "https://reg.example/Organization/d502", "search": {"mode": "match"},
+                "resource": org("d502", "502", json!({"endpoint": [{"reference": "Endpoint/e502"}]}))}),
+            json!({"fullUrl": "https://reg.example/Endpoint/e502", "search": {"mode": "include"},
+                "resource": {"resourceType": "Endpoint", "id": "e502", "status": "active",
+                    "connectionType": {"code": "hl7-fhir-msg"}, "payloadType": [{"text": "FHIR"}],
+                    "address": format!("{other_base}/$process-message")}}),
+        ]))
+        .mount(&registry)
+        .await;
+    // 503: unknown to the registry.
+    Mock::given(method("GET"))
+        .and(path("/Organization"))
+        .and(query_param("identifier", format!("{SOR}|503")))
+        .respond_with(answer(vec![]))
+        .mount(&registry)
+        .await;
+    let destinations = vec![
+        destination("region", &format!("{}/fhir", region.uri()), &["111"]),
+        destination("other", &other_base, &["999"]),
+    ];
+    let reg = registry.uri();
+    let app = spawn_app_with(Db::Sqlite, move |c| {
+        fast(c);
+        c.forwarding.destinations = destinations;
+        c.lookups.organizations.base_url = reg;
+    })
+    .await
+    .expect("app");
+    assert_eq!(
+        app.submit(&message("r-501", "501", "11")).await.status(),
+        202
+    );
+    assert_eq!(
+        app.submit(&message("r-502", "502", "12")).await.status(),
+        202
+    );
+    assert_eq!(
+        app.wait_status("r-501", "delivered").await["destination"],
+        "region"
+    );
+    assert_eq!(
+        app.wait_status("r-502", "delivered").await["destination"],
+        "other"
+    );
+    assert_eq!(
+        received_ids(&region.received_requests().await.expect("log")),
+        ["r-501"]
+    );
+    assert_eq!(
+        received_ids(&other.received_requests().await.expect("log")),
+        ["r-502"]
+    );
+    let res = app.submit(&message("r-503", "503", "13")).await;
+    assert_eq!(res.status(), 422);
+    let oo: Value = res.json().await.expect("json");
+    assert!(
+        oo.to_string()
+            .contains("not known to the organization registry"),
+        "{oo}"
+    );
+}
