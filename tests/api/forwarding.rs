@@ -360,23 +360,28 @@ async fn a_rejected_message_is_a_dead_letter_that_holds_back_the_citizens_later_
     assert_eq!(ids.iter().filter(|i| *i == "d-2").count(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cosmic_link_uses_one_cached_token_and_gets_a_new_one_after_401() {
+/// A token endpoint issuing `token` for `expires_in` seconds, a Cosmic Link region accepting
+/// only that token, and a gateway routing `receiver` there.
+async fn cosmic_link(
+    token: &str,
+    expires_in: u64,
+    receiver: &str,
+) -> (MockServer, MockServer, TestApp) {
     let idp = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/token"))
         .respond_with(ResponseTemplate::new(200).set_body_json(
-            json!({"access_token": "tok", "token_type": "Bearer", "expires_in": 3600}),
+            json!({"access_token": token, "token_type": "Bearer", "expires_in": expires_in}),
         ))
         .mount(&idp)
         .await;
     let region = MockServer::start().await;
     Mock::given(method("POST"))
-        .and(header("authorization", "Bearer tok"))
+        .and(header("authorization", format!("Bearer {token}").as_str()))
         .respond_with(accept())
         .mount(&region)
         .await;
-    let mut d = destination("cosmic", &region.uri(), &["222"]);
+    let mut d = destination("cosmic", &region.uri(), &[receiver]);
     d.kind = DestinationKind::CosmicLink;
     d.auth = Some(AuthConfig {
         token_url: format!("{}/token", idp.uri()),
@@ -386,6 +391,12 @@ async fn cosmic_link_uses_one_cached_token_and_gets_a_new_one_after_401() {
         scope: Some("system/*.write".into()),
     });
     let app = app_with(vec![d]).await;
+    (idp, region, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cosmic_link_uses_one_cached_token_and_gets_a_new_one_after_401() {
+    let (idp, region, app) = cosmic_link("tok", 3600, "222").await;
     for n in 0..5 {
         let res = app
             .submit(&message(&format!("c-{n}"), "222", &format!("9{n}")))
@@ -430,30 +441,7 @@ async fn cosmic_link_uses_one_cached_token_and_gets_a_new_one_after_401() {
 /// `expires_in: 31` it lives one second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cosmic_link_fetches_a_new_token_when_the_old_one_expires() {
-    let idp = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            json!({"access_token": "short", "token_type": "Bearer", "expires_in": 31}),
-        ))
-        .mount(&idp)
-        .await;
-    let region = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(header("authorization", "Bearer short"))
-        .respond_with(accept())
-        .mount(&region)
-        .await;
-    let mut d = destination("cosmic", &region.uri(), &["223"]);
-    d.kind = DestinationKind::CosmicLink;
-    d.auth = Some(AuthConfig {
-        token_url: format!("{}/token", idp.uri()),
-        client_id: "gw".into(),
-        client_secret: "s3cret".into(),
-        client_secret_env: String::new(),
-        scope: None,
-    });
-    let app = app_with(vec![d]).await;
+    let (idp, _region, app) = cosmic_link("short", 31, "223").await;
     assert_eq!(app.submit(&message("e-1", "223", "81")).await.status(), 202);
     app.wait_status("e-1", "delivered").await;
     assert_eq!(idp.received_requests().await.expect("log").len(), 1);
