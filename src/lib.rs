@@ -22,6 +22,7 @@ pub mod error;
 pub mod fhir;
 pub mod fhirpath;
 pub mod forward;
+pub mod logmask;
 pub mod lookup;
 pub mod metrics;
 pub mod municipal;
