@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::note::DischargeNote;
 use crate::fhirpath::escape_html;
+use crate::municipal::from_fhir::part_local_id;
 use crate::municipal::vocab;
 
 pub const MESSAGE_PROFILE: &str =
@@ -91,15 +92,6 @@ fn reference_of(r: &Value) -> String {
     )
 }
 
-fn goal_local_id<'a>(goal: &'a Value, parts: &str) -> Option<&'a str> {
-    goal.get("identifier")?
-        .as_array()?
-        .iter()
-        .find(|i| i.get("system").and_then(Value::as_str) == Some(parts))?
-        .get("value")?
-        .as_str()
-}
-
 /// The message Bundle, and the Composition and Provenance to store with it.
 pub struct Built {
     pub message: Value,
@@ -128,7 +120,7 @@ pub fn build(
         .iter()
         .map(|g| {
             let mut g = g.clone();
-            let local = goal_local_id(&g, &parts).map(String::from);
+            let local = part_local_id(&g, &parts).map(String::from);
             if let Some(o) = note
                 .goal_outcomes
                 .iter()

@@ -17,8 +17,10 @@ use crate::engine::Engine;
 use crate::error::FhirError;
 use crate::fhir::outcome::Issue;
 use crate::municipal::check::{self, Schema};
+use crate::municipal::from_fhir::part_local_id;
 use crate::municipal::to_fhir::{kind, part_id};
 use crate::municipal::vocab;
+use crate::municipal::{read_json, references};
 
 pub static NOTE_SCHEMA: Schema = Schema::new(include_str!(
     "../../profiles/municipal/discharge-note-v1.schema.json"
@@ -101,19 +103,10 @@ pub fn check_note(doc: &Value) -> Result<(DischargeNote, Vec<Issue>), FhirError>
             .at("$.contact"),
         );
     }
-    if check::has_errors(&issues) {
+    if crate::validation::has_errors(&issues) {
         return Err(FhirError::new(422, issues));
     }
     Ok((note, issues))
-}
-
-async fn read_json(engine: &Engine, reference: &str) -> Result<Value, FhirError> {
-    let (rtype, id) = reference
-        .split_once('/')
-        .ok_or_else(|| FhirError::internal(format!("{reference} is not Type/id")))?;
-    let stored = engine.read(rtype, id).await?;
-    serde_json::from_str(stored.content.as_deref().unwrap_or("{}"))
-        .map_err(|e| FhirError::internal(format!("{reference} is not JSON: {e}")))
 }
 
 /// The stored resources of the note's care record; 422 when the record is unknown or a goal
@@ -133,43 +126,23 @@ pub async fn load_record(
             ))
             .at("$.careRecord")
         })?;
-    let refs = |key: &str| -> Vec<String> {
-        care_plan
-            .get(key)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|x| x.get("reference").and_then(Value::as_str).map(String::from))
-            .collect()
-    };
-    let subject = care_plan
-        .pointer("/subject/reference")
-        .and_then(Value::as_str)
-        .ok_or_else(|| FhirError::internal("the stored CarePlan has no subject"))?
-        .to_string();
+    let subject = references(&care_plan, "subject")
+        .into_iter()
+        .next()
+        .ok_or_else(|| FhirError::internal("the stored CarePlan has no subject"))?;
     let patient = read_json(engine, &subject).await?;
     let mut goals = Vec::new();
-    for g in refs("goal") {
+    for g in references(&care_plan, "goal") {
         goals.push(read_json(engine, &g).await?);
     }
-    let stay = match care_plan
-        .pointer("/encounter/reference")
-        .and_then(Value::as_str)
-    {
+    let stay = match references(&care_plan, "encounter").first() {
         Some(e) => Some(read_json(engine, e).await?),
         None => None,
     };
     let parts = vocab::part_system(&r.municipality, &r.record_id);
     let known: Vec<&str> = goals
         .iter()
-        .filter_map(|g| {
-            g.get("identifier")?
-                .as_array()?
-                .iter()
-                .find(|i| i.get("system").and_then(Value::as_str) == Some(parts.as_str()))?
-                .get("value")?
-                .as_str()
-        })
+        .filter_map(|g| part_local_id(g, &parts))
         .collect();
     let unknown: Vec<Issue> = note
         .goal_outcomes

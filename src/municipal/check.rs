@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::record::CareRecord;
 use super::vocab::{self, vs};
-use crate::fhir::outcome::{Issue, Severity};
+use crate::fhir::outcome::Issue;
 use crate::validation::terminology::{Membership, Terminology};
 
 pub const SCHEMA_TEXT: &str = include_str!("../../profiles/municipal/care-record-v1.schema.json");
@@ -515,13 +515,6 @@ fn cpr_date_ok(cpr: &str) -> bool {
         }
         _ => false,
     }
-}
-
-/// Severity order for sorting: errors first, then warnings.
-pub fn has_errors(issues: &[Issue]) -> bool {
-    issues
-        .iter()
-        .any(|i| matches!(i.severity, Severity::Error | Severity::Fatal))
 }
 
 #[cfg(test)]

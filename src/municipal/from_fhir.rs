@@ -53,18 +53,22 @@ fn extension<'v>(v: &'v Value, url: &str) -> Option<&'v Value> {
 }
 
 /// The local id of a part: its identifier in the record's part system.
-fn local_id(v: &Value, parts: &str) -> Result<String, String> {
+pub fn part_local_id<'v>(v: &'v Value, parts: &str) -> Option<&'v str> {
     arr(v, "identifier")
         .iter()
-        .find(|i| i.get("system").and_then(Value::as_str) == Some(parts))
-        .and_then(|i| s(i, "value"))
-        .ok_or_else(|| {
-            format!(
-                "{}/{} has no identifier in {parts}",
-                s(v, "resourceType").unwrap_or_default(),
-                s(v, "id").unwrap_or_default()
-            )
-        })
+        .find(|i| i.get("system").and_then(Value::as_str) == Some(parts))?
+        .get("value")?
+        .as_str()
+}
+
+fn local_id(v: &Value, parts: &str) -> Result<String, String> {
+    part_local_id(v, parts).map(String::from).ok_or_else(|| {
+        format!(
+            "{}/{} has no identifier in {parts}",
+            s(v, "resourceType").unwrap_or_default(),
+            s(v, "id").unwrap_or_default()
+        )
+    })
 }
 
 fn number(v: Option<&Value>) -> Option<Number> {

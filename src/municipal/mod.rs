@@ -41,7 +41,7 @@ pub fn check_document(
         FhirError::bad_request(format!("the record does not match the v1 format: {e}"))
     })?;
     let issues = check::rules(&rec, terms);
-    if check::has_errors(&issues) {
+    if crate::validation::has_errors(&issues) {
         return Err(FhirError::new(422, issues));
     }
     Ok((rec, issues))
@@ -66,7 +66,7 @@ pub fn translate(rec: &CareRecord, validator: &Validator) -> Result<Value, FhirE
                 validator
                     .validate(r, &[])
                     .into_iter()
-                    .filter(|i| matches!(i.severity, Severity::Error | Severity::Fatal))
+                    .filter(|i| i.severity <= Severity::Error)
                     .map(|issue| issue.within(&format!("Bundle.entry[{i}].resource"))),
             );
         }
@@ -245,6 +245,7 @@ pub async fn store(
     let enforced = engine
         .validation()
         .is_some_and(|p| p.mode == crate::config::ValidationMode::Enforce);
+    let refs = part_refs(&rec);
     let mut bundle = if enforced {
         to_fhir::to_bundle(&rec, &validator.terminology)
     } else {
@@ -252,8 +253,7 @@ pub async fn store(
     };
     let mut stored = Stored::Created;
     if let Some(head) = existing {
-        let plan: Value = serde_json::from_str(head.content.as_deref().unwrap_or("{}"))
-            .map_err(|e| FhirError::internal(format!("stored CarePlan is not JSON: {e}")))?;
+        let plan = stored_json(&head)?;
         let (old, patient) = load(engine, &plan).await.map_err(|e| {
             FhirError::conflict(format!(
                 "record {} is stored, but its resources were changed outside this endpoint so it cannot be rebuilt ({e}); resolve that before posting it again",
@@ -271,7 +271,7 @@ pub async fn store(
             if rec == old {
                 return Ok(Posted {
                     stored: Stored::Unchanged,
-                    resources: part_refs(&rec),
+                    resources: refs,
                     record: rec,
                     patient,
                     warnings,
@@ -285,7 +285,7 @@ pub async fn store(
             .at("$.recordVersion"));
         }
         // Parts the new version no longer has are deleted in the same transaction.
-        let keep: HashSet<String> = part_refs(&rec).into_iter().collect();
+        let keep: HashSet<String> = refs.iter().cloned().collect();
         let deletes: Vec<Value> = part_refs(&old)
             .into_iter()
             .filter(|r| !keep.contains(r))
@@ -319,7 +319,7 @@ pub async fn store(
         .iter()
         .find(|l| l.starts_with("Patient/"))
         .cloned();
-    let mut resources = part_refs(&rec);
+    let mut resources = refs;
     for l in locations {
         if !resources.contains(&l) {
             resources.push(l);
@@ -358,46 +358,55 @@ fn response_locations(response: &str) -> Vec<String> {
         .collect()
 }
 
+/// A stored resource's JSON.
+pub(crate) fn stored_json(r: &crate::store::StoredResource) -> Result<Value, FhirError> {
+    serde_json::from_str(r.content.as_deref().unwrap_or("{}"))
+        .map_err(|e| FhirError::internal(format!("stored {}/{} is not JSON: {e}", r.rtype, r.id)))
+}
+
+/// The current version of the resource a `Type/id` reference names, as JSON.
+pub(crate) async fn read_json(engine: &Engine, reference: &str) -> Result<Value, FhirError> {
+    let (rtype, id) = reference
+        .split_once('/')
+        .ok_or_else(|| FhirError::internal(format!("{reference} is not a Type/id reference")))?;
+    stored_json(&engine.read(rtype, id).await?)
+}
+
+/// The references in `resource[key]`, whether it holds one Reference or a list of them.
+pub(crate) fn references(resource: &Value, key: &str) -> Vec<String> {
+    let one = |r: &Value| r.get("reference").and_then(Value::as_str).map(String::from);
+    match resource.get(key) {
+        Some(Value::Array(list)) => list.iter().filter_map(one).collect(),
+        Some(r) => one(r).into_iter().collect(),
+        None => Vec::new(),
+    }
+}
+
 /// Rebuild a stored record from its CarePlan, reading the resources it refers to. Also returns
 /// the Patient reference.
 pub async fn load(engine: &Engine, plan: &Value) -> Result<(CareRecord, Option<String>), String> {
-    let mut wanted: Vec<String> = Vec::new();
-    let single = |key: &str| {
-        plan.get(key)
-            .and_then(|r| r.get("reference"))
-            .and_then(Value::as_str)
-    };
-    let many = |key: &str| -> Vec<String> {
-        plan.get(key)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|r| r.get("reference").and_then(Value::as_str).map(String::from))
-            .collect()
-    };
-    wanted.extend(single("subject").map(String::from));
-    wanted.extend(single("encounter").map(String::from));
-    for key in ["careTeam", "addresses", "goal", "supportingInfo"] {
-        wanted.extend(many(key));
-    }
     let mut found: HashMap<String, Value> = HashMap::new();
-    for r in &wanted {
-        let Some((rtype, id)) = r.split_once('/') else {
-            return Err(format!("{r} is not a Type/id reference"));
-        };
-        let stored = engine.read(rtype, id).await.map_err(|e| {
-            e.issues
-                .first()
-                .map(|i| i.diagnostics.clone())
-                .unwrap_or_else(|| format!("{r} cannot be read"))
-        })?;
-        let v: Value = serde_json::from_str(stored.content.as_deref().unwrap_or("{}"))
-            .map_err(|e| format!("{r} is not JSON: {e}"))?;
-        found.insert(r.clone(), v);
+    for key in [
+        "subject",
+        "encounter",
+        "careTeam",
+        "addresses",
+        "goal",
+        "supportingInfo",
+    ] {
+        for r in references(plan, key) {
+            let v = read_json(engine, &r).await.map_err(|e| {
+                e.issues
+                    .first()
+                    .map(|i| i.diagnostics.clone())
+                    .unwrap_or_else(|| format!("{r} cannot be read"))
+            })?;
+            found.insert(r, v);
+        }
     }
     let get = |r: &str| found.get(r);
     let rec = from_fhir::from_fhir(plan, &get)?;
-    Ok((rec, single("subject").map(String::from)))
+    Ok((rec, references(plan, "subject").into_iter().next()))
 }
 
 /// `GET /municipal/v1/care-records/{id}`: the record rebuilt from what is stored. Without the
@@ -416,8 +425,7 @@ pub async fn fetch(
                 .map_err(|_| {
                     FhirError::not_found(format!("municipality {m} has no care record {record_id}"))
                 })?;
-            serde_json::from_str(r.content.as_deref().unwrap_or("{}"))
-                .map_err(|e| FhirError::internal(format!("stored CarePlan is not JSON: {e}")))?
+            stored_json(&r)?
         }
         None => {
             let q = engine.parse_pairs(
