@@ -38,7 +38,9 @@ pub struct RequestContext {
     pub request_id: String,
     /// The FHIR base URL as the client sees it, e.g. `http://127.0.0.1:8080/fhir`.
     pub base: String,
-    pub prefer_return: PreferReturn,
+    /// `Prefer: return=…`, if the client sent one (FHIR endpoints default to representation;
+    /// the municipal ones answer a summary unless representation is asked for).
+    pub prefer_return: Option<PreferReturn>,
     /// `Prefer: handling=lenient`: unknown search parameters are ignored (and reported) instead
     /// of refused.
     pub lenient: bool,
@@ -52,7 +54,7 @@ impl RequestContext {
         let query: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
             .map_err(|e| FhirError::bad_request(format!("malformed query string: {e}")))?;
         check_format(req, &query)?;
-        let mut prefer_return = PreferReturn::Representation;
+        let mut prefer_return = None;
         let mut lenient = false;
         for value in req
             .headers()
@@ -61,9 +63,11 @@ impl RequestContext {
         {
             for part in value.split([',', ';']).map(str::trim) {
                 match part {
-                    "return=minimal" => prefer_return = PreferReturn::Minimal,
-                    "return=OperationOutcome" => prefer_return = PreferReturn::OperationOutcome,
-                    "return=representation" => prefer_return = PreferReturn::Representation,
+                    "return=minimal" => prefer_return = Some(PreferReturn::Minimal),
+                    "return=OperationOutcome" => {
+                        prefer_return = Some(PreferReturn::OperationOutcome)
+                    }
+                    "return=representation" => prefer_return = Some(PreferReturn::Representation),
                     "handling=lenient" => lenient = true,
                     "handling=strict" => lenient = false,
                     _ => {}

@@ -3,9 +3,9 @@
 //! are OperationOutcomes whose locations are JSON paths into the record.
 
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 
-use crate::api::context::{FhirBody, RequestContext};
+use crate::api::context::{FhirBody, PreferReturn, RequestContext};
 use crate::api::response::mark_stale;
 use crate::api::AppState;
 use crate::error::FhirError;
@@ -22,19 +22,9 @@ fn validator(state: &AppState) -> Result<std::sync::Arc<Validator>, FhirError> {
     }
 }
 
-/// Whether the client asked for `Prefer: return=representation` explicitly.
-fn wants_representation(req: &HttpRequest) -> bool {
-    req.headers()
-        .get_all("prefer")
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split([',', ';']))
-        .any(|p| p.trim().eq_ignore_ascii_case("return=representation"))
-}
-
 /// `POST /municipal/v1/care-records`.
 pub async fn post(
     state: web::Data<AppState>,
-    req: HttpRequest,
     ctx: RequestContext,
     body: FhirBody,
 ) -> Result<HttpResponse, FhirError> {
@@ -64,7 +54,7 @@ pub async fn post(
             Err(e) => return Err(e.into()),
         }
     }
-    let representation = wants_representation(&req);
+    let representation = ctx.prefer_return == Some(PreferReturn::Representation);
     let posted = municipal::store(
         &state.engine,
         &validator,

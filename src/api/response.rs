@@ -71,7 +71,7 @@ pub fn written(ctx: &RequestContext, w: &Written) -> HttpResponse {
             b.insert_header((header::CONTENT_LOCATION, v));
         }
     }
-    match ctx.prefer_return {
+    match ctx.prefer_return.unwrap_or(PreferReturn::Representation) {
         PreferReturn::Minimal => b.finish(),
         PreferReturn::OperationOutcome => {
             let verb = match (w.status, w.matched_existing) {

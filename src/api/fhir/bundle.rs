@@ -12,7 +12,7 @@ pub async fn transaction_or_batch(
     ctx: RequestContext,
     body: FhirBody,
 ) -> Result<HttpResponse, FhirError> {
-    let representation = ctx.prefer_return != PreferReturn::Minimal;
+    let representation = ctx.prefer_return != Some(PreferReturn::Minimal);
     Ok(ok_json(
         state
             .engine
