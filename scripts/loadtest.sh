@@ -32,6 +32,9 @@ cat > "$WORK/gw.toml" <<TOML
 workers = $WORKERS
 [log]
 filter = "warn"
+# One load generator on one address: the per-client rate limit would measure itself.
+[limits]
+rate_per_second = 0.0
 TOML
 if [ "${CACHE:-on}" = off ]; then printf '[cache]\nenabled = false\n' >> "$WORK/gw.toml"; fi
 SEKTORBRO_LISTEN=127.0.0.1:$GW_PORT SEKTORBRO_DATABASE_URL="sqlite://$WORK/lt.db" \

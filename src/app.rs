@@ -101,8 +101,7 @@ pub fn http_server(
         if let Some(l) = &limiter {
             app = app.app_data(l.clone());
         }
-        app.wrap(middleware::from_fn(api::limits::guard))
-            .wrap(middleware::from_fn(api::observe))
+        app.wrap(middleware::from_fn(api::observe))
             .configure(api::routes)
     })
     .client_request_timeout(std::time::Duration::from_secs(header_timeout))

@@ -135,31 +135,27 @@ pub fn too_many(retry_after: u64) -> FhirError {
     )
 }
 
-/// Middleware: refuse a client over its rate (429 with `Retry-After`) before any work is done,
-/// and put the security headers on every response. Health and metrics are not limited.
-pub async fn guard(
-    req: actix_web::dev::ServiceRequest,
-    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
-) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    use actix_web::ResponseError as _;
-    if let Some(limiter) = req.app_data::<actix_web::web::Data<RateLimiter>>() {
-        if !matches!(req.path(), "/healthz" | "/readyz" | "/metrics") {
-            let client = req
-                .peer_addr()
-                .map(|a| a.ip().to_string())
-                .unwrap_or_default();
-            if let Err(wait) = limiter.take(&client) {
-                let mut res = too_many(wait).error_response();
-                res.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(wait));
-                security_headers(res.headers_mut());
-                return Ok(req.into_response(res));
-            }
-        }
+/// If the request's client is over its rate: how many seconds it should wait. Health and
+/// metrics are not limited; without a configured limiter nothing is.
+pub fn throttled(req: &actix_web::dev::ServiceRequest) -> Option<u64> {
+    let limiter = req.app_data::<actix_web::web::Data<RateLimiter>>()?;
+    if matches!(req.path(), "/healthz" | "/readyz" | "/metrics") {
+        return None;
     }
-    let mut res = next.call(req).await?.map_into_boxed_body();
-    security_headers(res.headers_mut());
-    Ok(res)
+    let client = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    limiter.take(&client).err()
+}
+
+/// The 429 response, with `Retry-After`.
+pub fn too_many_response(retry_after: u64) -> actix_web::HttpResponse {
+    use actix_web::ResponseError as _;
+    let mut res = too_many(retry_after).error_response();
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    res
 }
 
 /// Headers every response carries: the gateway serves health data to programs, never pages to

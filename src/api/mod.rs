@@ -171,7 +171,9 @@ fn route_label(path: &str) -> &'static str {
 }
 
 /// Per request: assign a request id (echoed as `X-Request-Id`), open a tracing span carrying it,
-/// log the outcome and record metrics.
+/// refuse a client over its rate (429) before any work, put the security headers on the
+/// response, log the outcome and record metrics. One middleware, so the request path pays for
+/// one layer.
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -189,7 +191,17 @@ pub async fn observe(
     let span =
         tracing::info_span!("request", request_id = %id, method = %method, path = %req.path());
     let start = Instant::now();
-    let mut res = next.call(req).instrument(span.clone()).await?;
+    let mut res = match limits::throttled(&req) {
+        Some(wait) => req
+            .into_response(limits::too_many_response(wait))
+            .map_into_right_body(),
+        None => next
+            .call(req)
+            .instrument(span.clone())
+            .await?
+            .map_into_left_body(),
+    };
+    limits::security_headers(res.headers_mut());
     let elapsed = start.elapsed();
     let status = res.status().as_u16();
     let route = route_label(res.request().path());
