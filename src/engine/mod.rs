@@ -6,6 +6,7 @@
 //! and write inside the same transaction under a lock on their criteria, so concurrent identical
 //! requests cannot both create.
 
+mod append;
 mod bundle;
 mod bundle_json;
 mod search;
