@@ -56,9 +56,11 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
         engine = engine.with_page_cache(&config.cache);
     }
     let engine = Arc::new(engine);
+    let auditor = crate::audit::Auditor::start(engine.clone(), &config.audit, &observer(&config));
     let forwarder =
         crate::forward::Forwarder::new(engine.clone(), &config.forwarding, lookups.clone())
-            .context("configuring [forwarding]")?;
+            .context("configuring [forwarding]")?
+            .with_auditor(auditor.clone());
     if config.database.url.starts_with("sqlite:") {
         forwarder
             .release_orphaned_leases()
@@ -69,11 +71,20 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
     Ok(web::Data::new(AppState {
         engine,
         forwarder,
+        auditor,
         lookups,
         metrics: Arc::new(Metrics::default()),
         config,
         started: crate::fhir::instant(chrono::Utc::now().timestamp_millis()),
     }))
+}
+
+/// This gateway's name in AuditEvents: `audit.observer`, else `server.base_url`, else "sektorbro".
+fn observer(config: &Config) -> String {
+    [&config.audit.observer, &config.server.base_url]
+        .into_iter()
+        .find(|s| !s.is_empty())
+        .map_or_else(|| "sektorbro".to_string(), |s| s.to_string())
 }
 
 /// The HTTP server on an already bound listener (tests bind port 0). Signals are left to the
@@ -175,6 +186,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let db = redact(&config.database.url);
     let state = build_state(config).await?;
     let forwarder = state.forwarder.clone();
+    let auditor = state.auditor.clone();
     let listener =
         TcpListener::bind(&listen).with_context(|| format!("cannot listen on {listen}"))?;
     let server = http_server(state, listener)?;
@@ -185,8 +197,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         handle.stop(true).await;
     });
     tracing::info!(listen = %listen, database = %db, "Sektorbro is serving FHIR R4 at http://{listen}/fhir");
-    server.await.context("HTTP server failed")?;
+    let served = server.await.context("HTTP server failed");
     forwarder.stop();
+    // After the last request and the claiming of jobs: write every audit event still queued.
+    auditor.shutdown().await;
+    served?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -23,6 +23,26 @@ pub struct Config {
     pub lookups: LookupsConfig,
     pub limits: LimitsConfig,
     pub forwarding: ForwardingConfig,
+    pub audit: AuditConfig,
+}
+
+/// The audit trail (`src/audit/`): an AuditEvent per attempt, queued and written in batches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Record AuditEvents at all.
+    pub enabled: bool,
+    /// Events waiting to be written; when full, `Auditor::record` waits `max_wait_ms`, then drops.
+    pub queue_capacity: usize,
+    /// Most events written in one database transaction.
+    pub batch_size: usize,
+    /// Longest an event waits for its batch to fill before it is written anyway.
+    pub flush_interval_ms: u64,
+    /// Longest `record` waits for room in a full queue before the event is dropped (and counted).
+    pub max_wait_ms: u64,
+    /// This gateway's name in AuditEvents (`source.observer`, `source.site`); empty: the
+    /// `server.base_url`, or "sektorbro" when that is empty too.
+    pub observer: String,
 }
 
 /// Limits that keep hostile or broken input from taking the service down. Each refusal is an
@@ -363,6 +383,12 @@ impl Config {
         }
         self.check_lookups()?;
         self.check_forwarding()?;
+        let a = &self.audit;
+        if a.queue_capacity == 0 || a.batch_size == 0 || a.flush_interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "audit: queue_capacity, batch_size and flush_interval_ms must be at least 1".into(),
+            ));
+        }
         if !matches!(self.log.format.as_str(), "json" | "text") {
             return Err(ConfigError::Invalid(format!(
                 "log.format must be \"json\" or \"text\", got {:?}",

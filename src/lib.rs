@@ -10,10 +10,13 @@
 //!   server, JWKS), each optional.
 //! - [`forward`]: FHIR messages forwarded to regional systems through a durable outbox
 //!   (workers, retries, connectors).
+//! - [`audit`]: an AuditEvent per read, search, write, validation and forwarding attempt, queued
+//!   and written in batches to the same database.
 //! - [`config`], [`app`], [`cli`], [`metrics`]: configuration, wiring, command line, metrics.
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod discharge;

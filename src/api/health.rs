@@ -31,6 +31,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             let mut text = state.metrics.render();
             state.lookups.render_metrics(&mut text);
             state.forwarder.render_metrics(&mut text).await;
+            state.auditor.render_metrics(&mut text);
             text
         })
 }

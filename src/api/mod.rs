@@ -33,6 +33,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Forwarding of FHIR messages to regional systems (`Forwarder::submit`).
     pub forwarder: Arc<crate::forward::Forwarder>,
+    /// The audit trail: `auditor.record(AuditRecord)` for every attempt (`src/audit/`).
+    pub auditor: crate::audit::Auditor,
     pub config: Config,
     /// When this instance started (the CapabilityStatement's date).
     pub started: String,

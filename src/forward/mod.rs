@@ -73,6 +73,8 @@ pub struct Forwarder {
     instance: String,
     stopping: AtomicBool,
     stats: Stats,
+    /// Where each delivery attempt is audited (set once, by [`Forwarder::with_auditor`]).
+    auditor: std::sync::OnceLock<crate::audit::Auditor>,
 }
 
 impl Forwarder {
@@ -111,7 +113,15 @@ impl Forwarder {
             ),
             stopping: AtomicBool::new(false),
             stats: Stats::default(),
+            auditor: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Audit every delivery attempt (delivered, retry, dead letter) through `auditor`. Call
+    /// before [`Forwarder::start`]; a second call changes nothing.
+    pub fn with_auditor(self: Arc<Self>, auditor: crate::audit::Auditor) -> Arc<Self> {
+        let _ = self.auditor.set(auditor);
+        self
     }
 
     /// Start the delivery workers (if `forwarding.enabled`).

@@ -1,0 +1,319 @@
+//! Audit (issue #7): one AuditEvent for every read, search, write, delete, validation and
+//! forwarding attempt, stored in the gateway's own database as an ordinary `AuditEvent` resource.
+//!
+//! - [`AuditRecord`]: a plain description of one attempt (who, what, when, from where, outcome),
+//!   filled by the HTTP middleware and the forwarding worker. No FHIR in it.
+//! - [`to_audit_event`] (`event.rs`): the record as an R4 AuditEvent in the style of IHE BALP
+//!   (Basic Audit Log Patterns). Pure.
+//! - [`Auditor`] (`writer.rs`): the cheap, cloneable handle with [`Auditor::record`]; a bounded
+//!   queue drained by one background task that writes events in batches, each batch one database
+//!   transaction (`Engine::append_internal`).
+//!
+//! **What is lost on a crash.** An event is durable once its batch has committed. Events still in
+//! the queue (at most `audit.queue_capacity`) or in the batch being written (at most
+//! `audit.batch_size`, collected for at most `audit.flush_interval_ms`) are lost if the process
+//! dies without a graceful shutdown (SIGKILL, power loss, a panic that aborts). A graceful
+//! shutdown ([`Auditor::shutdown`], called by `app::serve` after the HTTP server and the
+//! forwarding workers stop) writes everything queued.
+//!
+//! **When the queue is full** (the database cannot keep up or is down), `record` waits up to
+//! `audit.max_wait_ms` for room, then drops the event: it is counted
+//! (`sektorbro_audit_dropped_total`) and logged at error level with its essentials (interaction,
+//! entity, client, request id), so a log shipper still holds a trace. The gateway keeps serving:
+//! tying every request to the audit table's write rate would let a slow database — or an
+//! audit-heavy burst — stall reads the caches could have answered. `record` says whether the event
+//! was queued, so a caller that must fail closed can refuse instead.
+
+mod event;
+mod writer;
+
+pub use event::{to_audit_event, SEKTORBRO_AUDIT_SYSTEM};
+pub use writer::{AuditStats, Auditor, Recorded};
+
+/// The kind of interaction an [`AuditRecord`] describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interaction {
+    // FHIR RESTful interactions (http://hl7.org/fhir/restful-interaction).
+    Read,
+    Vread,
+    HistoryInstance,
+    HistoryType,
+    HistorySystem,
+    SearchType,
+    SearchSystem,
+    Create,
+    Update,
+    Patch,
+    Delete,
+    Transaction,
+    Batch,
+    Capabilities,
+    /// A FHIR operation, by its name without `$`: `validate`, `process-message`.
+    Operation(String),
+    // Not FHIR REST: the municipal endpoints.
+    /// `POST /municipal/v1/care-records`
+    CareRecordPost,
+    /// `GET /municipal/v1/care-records/{id}`
+    CareRecordGet,
+    /// `POST /municipal/v1/discharge-notes`
+    DischargeNotePost,
+    /// One delivery attempt of a forwarded message to its destination.
+    Forward,
+}
+
+impl Interaction {
+    /// The code of a FHIR RESTful interaction (`http://hl7.org/fhir/restful-interaction`), or
+    /// `None` for the kinds that are not FHIR REST.
+    pub fn restful_code(&self) -> Option<&'static str> {
+        Some(match self {
+            Interaction::Read => "read",
+            Interaction::Vread => "vread",
+            Interaction::HistoryInstance => "history-instance",
+            Interaction::HistoryType => "history-type",
+            Interaction::HistorySystem => "history-system",
+            Interaction::SearchType => "search-type",
+            Interaction::SearchSystem => "search-system",
+            Interaction::Create => "create",
+            Interaction::Update => "update",
+            Interaction::Patch => "patch",
+            Interaction::Delete => "delete",
+            Interaction::Transaction => "transaction",
+            Interaction::Batch => "batch",
+            Interaction::Capabilities => "capabilities",
+            Interaction::Operation(_) => "operation",
+            Interaction::CareRecordPost
+            | Interaction::CareRecordGet
+            | Interaction::DischargeNotePost
+            | Interaction::Forward => return None,
+        })
+    }
+
+    /// The code in [`SEKTORBRO_AUDIT_SYSTEM`] for what `restful-interaction` cannot say: the
+    /// municipal endpoints, forwarding, and the name of an operation.
+    pub fn own_code(&self) -> Option<&str> {
+        match self {
+            Interaction::CareRecordPost => Some("care-record-post"),
+            Interaction::CareRecordGet => Some("care-record-get"),
+            Interaction::DischargeNotePost => Some("discharge-note-post"),
+            Interaction::Forward => Some("forward"),
+            Interaction::Operation(name) => Some(name.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The action an interaction usually is (BALP: searches and operations are Execute).
+    pub fn default_action(&self) -> Action {
+        match self {
+            Interaction::Read
+            | Interaction::Vread
+            | Interaction::HistoryInstance
+            | Interaction::HistoryType
+            | Interaction::HistorySystem
+            | Interaction::Capabilities
+            | Interaction::CareRecordGet => Action::Read,
+            Interaction::Create | Interaction::CareRecordPost => Action::Create,
+            Interaction::Update | Interaction::Patch => Action::Update,
+            Interaction::Delete => Action::Delete,
+            // DICOM/IHE Export: the data is read out to the receiver.
+            Interaction::Forward => Action::Read,
+            Interaction::SearchType
+            | Interaction::SearchSystem
+            | Interaction::Transaction
+            | Interaction::Batch
+            | Interaction::Operation(_)
+            | Interaction::DischargeNotePost => Action::Execute,
+        }
+    }
+}
+
+/// `AuditEvent.action` (http://hl7.org/fhir/audit-event-action).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Create,
+    Read,
+    Update,
+    Delete,
+    Execute,
+}
+
+impl Action {
+    pub fn code(self) -> &'static str {
+        match self {
+            Action::Create => "C",
+            Action::Read => "R",
+            Action::Update => "U",
+            Action::Delete => "D",
+            Action::Execute => "E",
+        }
+    }
+}
+
+/// `AuditEvent.outcome` (http://hl7.org/fhir/audit-event-outcome).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// 0: success (2xx, 3xx; a delivered message).
+    Success,
+    /// 4: minor failure — the request was refused (4xx); a delivery that will be retried.
+    MinorFailure,
+    /// 8: serious failure — the server failed (5xx); a message that became a dead letter.
+    SeriousFailure,
+    /// 12: major failure — the gateway could not carry on at all.
+    MajorFailure,
+}
+
+impl Outcome {
+    pub fn code(self) -> &'static str {
+        match self {
+            Outcome::Success => "0",
+            Outcome::MinorFailure => "4",
+            Outcome::SeriousFailure => "8",
+            Outcome::MajorFailure => "12",
+        }
+    }
+
+    /// The outcome an HTTP status stands for.
+    pub fn from_status(status: u16) -> Outcome {
+        match status {
+            0..=399 => Outcome::Success,
+            400..=499 => Outcome::MinorFailure,
+            _ => Outcome::SeriousFailure,
+        }
+    }
+}
+
+/// The authenticated client that made a request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Who {
+    /// The client's id as authentication established it (OAuth `client_id`, certificate subject).
+    pub client_id: String,
+    /// A human-readable name, if known.
+    pub name: Option<String>,
+    /// What kind of client, e.g. `municipality`, `region`, `gp`, `admin`, `system`.
+    pub kind: Option<String>,
+    /// How it authenticated, e.g. `mtls`, `bearer`, `loopback`.
+    pub auth_method: Option<String>,
+    /// Organizations it acts for: `system|value` identifiers (SOR, HSA-id, municipality code) or
+    /// literal references (`Organization/id`).
+    pub organizations: Vec<String>,
+    /// A literal reference to a resource describing the client (`Device/x`, `Organization/y`),
+    /// if the gateway holds one; makes `AuditEvent?agent=` find the client's events.
+    pub reference: Option<String>,
+}
+
+/// The patient an attempt concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatientRef {
+    /// `Patient/id` (searchable with `AuditEvent?patient=`).
+    Reference(String),
+    /// A person identifier (CPR, personnummer) when no stored Patient is known.
+    Identifier { system: String, value: String },
+}
+
+/// One delivery attempt of a forwarded message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardAttempt {
+    /// `Bundle.id` of the message.
+    pub message_id: String,
+    /// The destination's configured id.
+    pub destination: String,
+    /// Where the message was posted.
+    pub url: String,
+    /// Which attempt this was (1 for the first).
+    pub attempt: i64,
+    pub result: ForwardResult,
+}
+
+/// What became of a delivery attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardResult {
+    Delivered,
+    /// Failed for now; the job is attempted again later.
+    Retry,
+    /// Given up on or refused for good: a dead letter.
+    DeadLetter,
+}
+
+impl ForwardResult {
+    pub fn outcome(self) -> Outcome {
+        match self {
+            ForwardResult::Delivered => Outcome::Success,
+            ForwardResult::Retry => Outcome::MinorFailure,
+            ForwardResult::DeadLetter => Outcome::SeriousFailure,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardResult::Delivered => "delivered",
+            ForwardResult::Retry => "retry",
+            ForwardResult::DeadLetter => "dead letter",
+        }
+    }
+}
+
+/// One attempt to be audited. Plain data: the middleware and the forwarding worker fill it,
+/// [`to_audit_event`] turns it into FHIR. Never put request or response bodies in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// When the attempt happened, milliseconds since the Unix epoch.
+    pub recorded_ms: i64,
+    pub interaction: Interaction,
+    pub action: Action,
+    pub outcome: Outcome,
+    /// The HTTP status answered (REST) or received from the destination (forwarding).
+    pub http_status: Option<u16>,
+    /// The authenticated client; `None` for a request that was not (or could not be)
+    /// authenticated, and for forwarding (the gateway itself acts).
+    pub who: Option<Who>,
+    /// The peer's network address (IP, without port).
+    pub peer: Option<String>,
+    /// The resource type the interaction was on (`Patient` for `GET /fhir/Patient?…`).
+    pub resource_type: Option<String>,
+    /// The resource acted on: `Type/id` or `Type/id/_history/v`.
+    pub resource: Option<String>,
+    /// The raw query string of a search (or of any request that carried one), without `?`.
+    pub query: Option<String>,
+    /// The patient concerned, when known.
+    pub patient: Option<PatientRef>,
+    /// The delivery attempt, for [`Interaction::Forward`].
+    pub forward: Option<ForwardAttempt>,
+    /// The request's `X-Request-Id`.
+    pub request_id: Option<String>,
+    /// A short description of a failure (the first issue of the OperationOutcome, the error of
+    /// a delivery). Not a body.
+    pub failure: Option<String>,
+}
+
+impl AuditRecord {
+    /// A record of `interaction` answered with `status`, now; action and outcome follow from
+    /// them, everything else is empty.
+    pub fn new(interaction: Interaction, status: u16) -> AuditRecord {
+        AuditRecord {
+            recorded_ms: chrono::Utc::now().timestamp_millis(),
+            action: interaction.default_action(),
+            interaction,
+            outcome: Outcome::from_status(status),
+            http_status: Some(status),
+            who: None,
+            peer: None,
+            resource_type: None,
+            resource: None,
+            query: None,
+            patient: None,
+            forward: None,
+            request_id: None,
+            failure: None,
+        }
+    }
+
+    /// A record of one delivery attempt, now; `status` is the destination's answer, if any.
+    pub fn forward(attempt: ForwardAttempt, status: Option<u16>) -> AuditRecord {
+        AuditRecord {
+            outcome: attempt.result.outcome(),
+            http_status: status,
+            resource_type: Some("Bundle".into()),
+            forward: Some(attempt),
+            ..AuditRecord::new(Interaction::Forward, 200)
+        }
+    }
+}
