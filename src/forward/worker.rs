@@ -288,6 +288,57 @@ async fn attempt(fw: &Forwarder, dest: &Destination, owner: &str, job: ClaimedJo
         // The lease expires and the job is attempted again: at least once, never lost.
         tracing::error!(destination = %id, message_id = %job.message_id, error = %e, "cannot record a delivery attempt; the job will be attempted again");
     }
+    if let Some(auditor) = fw.auditor.get() {
+        if let Some(r) = audit_record(dest, &job, &update) {
+            auditor.record(r).await;
+        }
+    }
+}
+
+/// The audit record of one delivery attempt (`None` for a released lease: no attempt was made).
+fn audit_record(
+    dest: &Destination,
+    job: &ClaimedJob,
+    update: &JobUpdate,
+) -> Option<crate::audit::AuditRecord> {
+    use crate::audit::{AuditRecord, ForwardAttempt, ForwardResult, PatientRef};
+    let (result, status, error) = match update {
+        JobUpdate::Delivered { http_status, .. } => {
+            (ForwardResult::Delivered, Some(*http_status), None)
+        }
+        JobUpdate::Retry {
+            http_status, error, ..
+        } => (ForwardResult::Retry, *http_status, Some(error.clone())),
+        JobUpdate::Dead {
+            http_status, error, ..
+        } => (ForwardResult::DeadLetter, *http_status, Some(error.clone())),
+        JobUpdate::Release { .. } => return None,
+    };
+    let attempt = ForwardAttempt {
+        message_id: job.message_id.clone(),
+        destination: dest.config.id.clone(),
+        url: format!(
+            "{}/$process-message",
+            dest.config.base_url.trim_end_matches('/')
+        ),
+        attempt: job.attempts,
+        result,
+    };
+    let mut r = AuditRecord::forward(attempt, status.and_then(|s| u16::try_from(s).ok()));
+    r.failure = error;
+    // The citizen's person identifier, as the message carries it (not a fullUrl).
+    r.patient = serde_json::from_str::<serde_json::Value>(&job.payload)
+        .ok()
+        .and_then(|b| super::message::facts(&b).ok())
+        .and_then(|f| f.citizen)
+        .and_then(|c| {
+            let (system, value) = c.split_once('|')?;
+            Some(PatientRef::Identifier {
+                system: system.to_string(),
+                value: value.to_string(),
+            })
+        });
+    Some(r)
 }
 
 async fn record(fw: &Forwarder, update: &JobUpdate) -> Result<(), crate::store::StoreError> {

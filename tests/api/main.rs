@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod audit;
 mod bundles;
 mod cache;
 mod concurrency;

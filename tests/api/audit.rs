@@ -1,0 +1,161 @@
+//! Every delivery attempt of a forwarded message is an AuditEvent (DICOM Export, subtype
+//! `forward`) in the gateway's database: a retry, then the delivery; a refusal, a dead letter.
+//! Read here through `/fhir/AuditEvent` (admin-only once authorization arrives).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::forwarding::{destination, fast, message};
+use crate::helpers::{spawn_app_with, Db, TestApp};
+
+async fn app(db: Db, region: &MockServer) -> Option<TestApp> {
+    spawn_app_with(db, |c| {
+        fast(c);
+        c.forwarding.destinations = vec![destination("region", &region.uri(), &["111"])];
+        c.audit.flush_interval_ms = 20;
+    })
+    .await
+}
+
+/// The AuditEvents `query` finds, once there are `n` of them (waits up to 10 s).
+async fn audit_events(app: &TestApp, query: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let bundle = app.get_json(&format!("AuditEvent?{query}"), 200).await;
+        let found: Vec<Value> = bundle["entry"]
+            .as_array()
+            .map(|es| es.iter().map(|e| e["resource"].clone()).collect())
+            .unwrap_or_default();
+        if found.len() >= n {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{query}: {} of {n} AuditEvents",
+            found.len()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn outcomes(events: &[Value]) -> Vec<String> {
+    let mut v: Vec<String> = events
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap_or_default().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+async fn a_retried_delivery_is_two_audit_events(db: Db) {
+    let region = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&region)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"resourceType": "Bundle", "type": "message"})),
+        )
+        .with_priority(2)
+        .mount(&region)
+        .await;
+    let Some(app) = app(db, &region).await else {
+        return;
+    };
+    assert_eq!(
+        app.submit(&message("audit-1", "111", "0101011234"))
+            .await
+            .status(),
+        202
+    );
+    app.wait_status("audit-1", "delivered").await;
+    let events = audit_events(&app, "subtype=forward", 2).await;
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert_eq!(outcomes(&events), ["0", "4"], "delivered, and a retry");
+    for e in &events {
+        assert_eq!(e["type"]["code"], "110106");
+        assert_eq!(e["entity"][0]["what"]["identifier"]["value"], "audit-1");
+        assert_eq!(
+            e["entity"][1]["what"]["identifier"]["value"], "0101011234",
+            "the citizen, unmasked"
+        );
+        assert_eq!(
+            e["agent"][1]["network"]["address"],
+            format!("{}/$process-message", region.uri())
+        );
+    }
+    let retry = events.iter().find(|e| e["outcome"] == "4").expect("retry");
+    assert!(
+        retry["outcomeDesc"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("retry (HTTP 503)")),
+        "{retry}"
+    );
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.addr))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("sektorbro_audit_events_written_total 2"),
+        "{metrics}"
+    );
+}
+
+async fn a_refused_message_is_a_dead_letter_audited_as_a_serious_failure(db: Db) {
+    let region = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400))
+        .mount(&region)
+        .await;
+    let Some(app) = app(db, &region).await else {
+        return;
+    };
+    assert_eq!(
+        app.submit(&message("audit-2", "111", "0202021234"))
+            .await
+            .status(),
+        202
+    );
+    app.wait_status("audit-2", "dead").await;
+    let events = audit_events(&app, "subtype=forward&outcome=8", 1).await;
+    assert_eq!(events.len(), 1);
+    assert!(events[0]["outcomeDesc"]
+        .as_str()
+        .is_some_and(|d| d.starts_with("dead letter (HTTP 400)")));
+}
+
+mod a_retried_delivery_is_two_audit_events_on {
+    use crate::helpers::Db;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::a_retried_delivery_is_two_audit_events(Db::Sqlite).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::a_retried_delivery_is_two_audit_events(Db::Postgres).await;
+    }
+}
+
+mod a_refused_message_is_a_dead_letter_on {
+    use crate::helpers::Db;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::a_refused_message_is_a_dead_letter_audited_as_a_serious_failure(Db::Sqlite).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::a_refused_message_is_a_dead_letter_audited_as_a_serious_failure(Db::Postgres).await;
+    }
+}
