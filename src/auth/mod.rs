@@ -1,11 +1,14 @@
 //! Who is calling and what they may do: SMART scopes ([`scopes`]), configured clients and the
 //! verification of their credentials (bearer JWTs, the development token, client certificates).
 
+mod der;
 pub mod scopes;
+pub mod subject;
 
 use std::sync::Arc;
 
 pub use scopes::{Permission, Scopes};
+pub use subject::{certificate_subject, DistinguishedName};
 
 /// What a client is, which decides the endpoints it may use (tenancy is by organization).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -75,32 +78,4 @@ pub struct Caller {
     /// development token, the client's configured scopes).
     pub scopes: Scopes,
     pub method: AuthMethod,
-}
-
-// TEMP-STUB (replaced by the auth branch)
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    #[error("missing")]
-    Missing,
-    #[error("{0}")]
-    Malformed(String),
-    #[error("{0}")]
-    UnknownClient(String),
-}
-impl AuthError {
-    pub fn status(&self) -> u16 {
-        401
-    }
-    pub fn www_authenticate(&self) -> String {
-        String::new()
-    }
-}
-pub struct Authenticator;
-impl Authenticator {
-    pub async fn bearer(&self, _t: &str, _l: bool) -> Result<Caller, AuthError> {
-        Err(AuthError::Missing)
-    }
-    pub fn certificate(&self, _s: &str) -> Option<Caller> {
-        None
-    }
 }

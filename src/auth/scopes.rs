@@ -240,7 +240,8 @@ mod tests {
 
     #[test]
     fn v2_letters_in_order_only() {
-        let (s, ignored) = Scopes::parse("system/*.rs system/Encounter.cud system/X.sr system/Y.rr");
+        let (s, ignored) =
+            Scopes::parse("system/*.rs system/Encounter.cud system/X.sr system/Y.rr");
         assert_eq!(ignored, vec!["system/X.sr", "system/Y.rr"]);
         assert!(s.allows("Patient", Read) && s.allows("Patient", Search));
         assert!(!s.allows("Patient", Create));
