@@ -2,13 +2,19 @@
 //! verification of their credentials (bearer JWTs, the development token, client certificates).
 
 mod der;
+mod keys;
 pub mod scopes;
 pub mod subject;
+#[cfg(test)]
+mod tests;
+pub mod token;
 
 use std::sync::Arc;
 
+pub use keys::Alg;
 pub use scopes::{Permission, Scopes};
 pub use subject::{certificate_subject, DistinguishedName};
+pub use token::{bearer_token, AuthError, AuthStats, Authenticator};
 
 /// What a client is, which decides the endpoints it may use (tenancy is by organization).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
