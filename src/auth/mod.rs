@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 pub use keys::Alg;
 pub use scopes::{Permission, Scopes};
-pub use subject::{certificate_subject, DistinguishedName};
+pub use subject::{certificate_subject, connection_certificate_subject, DistinguishedName};
 pub use token::{bearer_token, AuthError, AuthStats, Authenticator};
 
 /// What a client is, which decides the endpoints it may use (tenancy is by organization).

@@ -173,6 +173,18 @@ pub fn certificate_subject(cert_der: &[u8]) -> Option<String> {
     Some(text.join(","))
 }
 
+/// The subject of the client certificate of an HTTPS connection (RFC 4514, as
+/// [`certificate_subject`]), for `HttpServer::on_connect`, which hands each new connection over as
+/// `&dyn Any`. `None` for plain HTTP and for connections without a client certificate. rustls
+/// gives peer certificates only once its client verifier (`server.tls.client_ca_file`) has
+/// accepted the chain; the first is the client's own.
+pub fn connection_certificate_subject(connection: &dyn std::any::Any) -> Option<String> {
+    use actix_tls::accept::rustls_0_23::TlsStream;
+    let tls = connection.downcast_ref::<TlsStream<actix_web::rt::net::TcpStream>>()?;
+    let (_, session) = tls.get_ref();
+    certificate_subject(session.peer_certificates()?.first()?.as_ref())
+}
+
 /// A Name's RDNs in certificate order, each a list of (dotted OID, text).
 fn name_attributes(name: &[u8]) -> Option<Vec<Vec<(String, String)>>> {
     let mut rdns = Vec::new();

@@ -731,3 +731,109 @@ fn pem_public_keys_and_jwks_agree() {
     let e = PublicKey::from_jwk(&public("rsa-a").to_jwk("k"), Alg::Es256).expect_err("kind");
     assert!(e.contains("EC P-256"), "{e}");
 }
+
+/// What a handler of the test server below sees: the connection's certificate subject.
+#[derive(Clone)]
+struct ConnectionSubject(String);
+
+async fn who(req: actix_web::HttpRequest) -> String {
+    req.conn_data::<ConnectionSubject>()
+        .map_or_else(|| "no certificate".to_string(), |s| s.0.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_certificate_of_a_connection_is_read_in_on_connect() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p.to_string_lossy().into_owned()
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.distinguished_name.push(DnType::CommonName, "test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = KeyPair::generate().expect("key");
+    let ca_pem = ca.self_signed(&ca_key).expect("CA").pem();
+    let issuer = Issuer::from_params(&ca, &ca_key);
+    let issue = |sans: Vec<String>, dn: &[(DnType, &str)], eku| {
+        let mut p = CertificateParams::new(sans).expect("params");
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        for (t, v) in dn {
+            p.distinguished_name.push(t.clone(), *v);
+        }
+        p.extended_key_usages = vec![eku];
+        let key = KeyPair::generate().expect("key");
+        let cert = p.signed_by(&key, &issuer).expect("sign");
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = issue(
+        vec!["localhost".into()],
+        &[(DnType::CommonName, "gateway")],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (client_cert, client_key) = issue(
+        Vec::new(),
+        &[
+            (DnType::CountryName, "DK"),
+            (DnType::OrganizationName, "Haderslev Kommune"),
+            (DnType::CommonName, "haderslev-ehr"),
+        ],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let tls = crate::app::tls_config(&crate::config::ServerTlsConfig {
+        cert_file: file("server.pem", &server_cert),
+        key_file: file("server-key.pem", &server_key),
+        client_ca_file: file("ca.pem", &ca_pem),
+    })
+    .expect("TLS config")
+    .expect("TLS on");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = actix_web::HttpServer::new(|| {
+        actix_web::App::new().route("/", actix_web::web::get().to(who))
+    })
+    .on_connect(|connection, extensions| {
+        if let Some(subject) = connection_certificate_subject(connection) {
+            extensions.insert(ConnectionSubject(subject));
+        }
+    })
+    .workers(1)
+    .disable_signals()
+    .listen_rustls_0_23(listener, tls)
+    .expect("listen")
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA"))
+        .identity(
+            reqwest::Identity::from_pem(format!("{client_cert}{client_key}").as_bytes())
+                .expect("identity"),
+        )
+        .resolve("localhost", addr)
+        .build()
+        .expect("client");
+    let url = format!("https://localhost:{}/", addr.port());
+    let seen = client.get(&url).send().await.expect("request");
+    let subject = seen.text().await.expect("body");
+    assert_eq!(subject, "CN=haderslev-ehr,O=Haderslev Kommune,C=DK");
+    let auth = pem_authenticator();
+    assert_eq!(
+        auth.certificate(&subject)
+            .map(|c| c.client.id.clone())
+            .as_deref(),
+        Some("haderslev-ehr")
+    );
+    handle.stop(false).await;
+}
