@@ -24,6 +24,101 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub forwarding: ForwardingConfig,
     pub audit: AuditConfig,
+    pub auth: AuthnConfig,
+}
+
+/// Who may call the gateway (`src/auth/`): token issuers, the clients they speak for, and the
+/// development client. (Named `AuthnConfig` because [`AuthConfig`] is a forwarding destination's
+/// OAuth2 credentials, where the gateway is the client.)
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthnConfig {
+    /// Seconds of clock difference tolerated on `exp`, `nbf` and `iat`.
+    pub clock_skew_secs: u64,
+    /// Accepted `aud` values; empty: `server.base_url` alone.
+    pub audiences: Vec<String>,
+    /// Verified tokens remembered (by hash, until they expire) so a repeat skips the signature.
+    pub token_cache_capacity: u64,
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+    pub dev: DevClientConfig,
+}
+
+/// A token issuer and where its signing keys are.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The `iss` claim, exactly.
+    pub iss: String,
+    /// Its JSON Web Key Set (fetched and cached through `[lookups.jwks]`, which gets this URL).
+    #[serde(default)]
+    pub jwks_url: String,
+    /// PEM files holding `PUBLIC KEY` (RSA or EC P-256/P-384) or `CERTIFICATE` sections.
+    #[serde(default)]
+    pub public_key_files: Vec<String>,
+    /// Accepted `alg` values, a subset of RS256, RS384, ES256, ES384.
+    #[serde(default = "all_algorithms")]
+    pub algorithms: Vec<String>,
+}
+
+/// The JWS algorithms the gateway verifies.
+pub const JWT_ALGORITHMS: [&str; 4] = ["RS256", "RS384", "ES256", "ES384"];
+
+fn all_algorithms() -> Vec<String> {
+    JWT_ALGORITHMS.iter().map(|a| a.to_string()).collect()
+}
+
+/// A client: who it is, what it may do, and how it proves it (a token from `issuer` whose `sub`
+/// or `client_id` is `subject`, and/or a TLS client certificate with `certificate_subject`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub id: String,
+    pub kind: crate::auth::ClientKind,
+    /// Organization identifiers `system|value`; the first owns what the client writes.
+    #[serde(default)]
+    pub organizations: Vec<String>,
+    /// The most it may be granted, as a SMART scope string (`system/CarePlan.cruds system/*.rs`).
+    pub scopes: String,
+    /// The `iss` of its tokens (one of `[[auth.issuers]]`); empty: no tokens.
+    #[serde(default)]
+    pub issuer: String,
+    /// Its tokens' `sub` (or `client_id`) claim; empty: the `id`.
+    #[serde(default)]
+    pub subject: String,
+    /// Its TLS client certificate's subject (RFC 4514, e.g. `CN=ehr,O=Haderslev Kommune,C=DK`);
+    /// empty: no certificate.
+    #[serde(default)]
+    pub certificate_subject: String,
+}
+
+/// The development client: a static bearer token, accepted only on loopback.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevClientConfig {
+    pub enabled: bool,
+    pub client_id: String,
+    pub kind: crate::auth::ClientKind,
+    pub organizations: Vec<String>,
+    pub scopes: String,
+    /// From `SEKTORBRO_DEV_TOKEN`; never from a file. `None`: one is generated at start.
+    #[serde(skip)]
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for DevClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevClientConfig")
+            .field("enabled", &self.enabled)
+            .field("client_id", &self.client_id)
+            .field("kind", &self.kind)
+            .field("organizations", &self.organizations)
+            .field("scopes", &self.scopes)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// The audit trail (`src/audit/`): an AuditEvent per attempt, queued and written in batches.
@@ -328,6 +423,21 @@ impl Config {
         if let Some(url) = env("SEKTORBRO_DATABASE_URL") {
             config.database.url = url;
         }
+        config.auth.dev.token = env("SEKTORBRO_DEV_TOKEN").filter(|t| !t.is_empty());
+        // An issuer's key set is fetched through the JWKS lookup, which must know its URL.
+        for i in &config.auth.issuers {
+            let url = i.jwks_url.trim_end_matches('/');
+            if !url.is_empty()
+                && !config
+                    .lookups
+                    .jwks
+                    .urls
+                    .iter()
+                    .any(|u| u.trim_end_matches('/') == url)
+            {
+                config.lookups.jwks.urls.push(url.to_string());
+            }
+        }
         for d in &mut config.forwarding.destinations {
             if let Some(auth) = &mut d.auth {
                 if !auth.client_secret_env.is_empty() {
@@ -389,6 +499,7 @@ impl Config {
                 "audit: queue_capacity, batch_size and flush_interval_ms must be at least 1".into(),
             ));
         }
+        self.check_auth()?;
         if !matches!(self.log.format.as_str(), "json" | "text") {
             return Err(ConfigError::Invalid(format!(
                 "log.format must be \"json\" or \"text\", got {:?}",
@@ -511,6 +622,160 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl Config {
+    /// What `[auth]` says must hold together; key files are read by `auth::Authenticator::new`.
+    fn check_auth(&self) -> Result<(), ConfigError> {
+        let a = &self.auth;
+        let invalid = |m: String| Err(ConfigError::Invalid(format!("auth: {m}")));
+        let mut seen_iss = std::collections::HashSet::new();
+        for i in &a.issuers {
+            if i.iss.is_empty() {
+                return invalid("every [[auth.issuers]] needs iss".into());
+            }
+            if !seen_iss.insert(i.iss.as_str()) {
+                return invalid(format!("issuer {:?} is configured twice", i.iss));
+            }
+            if i.jwks_url.is_empty() && i.public_key_files.is_empty() {
+                return invalid(format!(
+                    "issuer {:?} needs jwks_url or public_key_files (its signing keys)",
+                    i.iss
+                ));
+            }
+            if !i.jwks_url.is_empty() {
+                check_http_url(&format!("auth issuer {:?} jwks_url", i.iss), &i.jwks_url)?;
+            }
+            if i.algorithms.is_empty() {
+                return invalid(format!("issuer {:?}: algorithms is empty", i.iss));
+            }
+            for alg in &i.algorithms {
+                if !JWT_ALGORITHMS.contains(&alg.as_str()) {
+                    return invalid(format!(
+                        "issuer {:?}: algorithm {alg:?} is not supported (use {})",
+                        i.iss,
+                        JWT_ALGORITHMS.join(", ")
+                    ));
+                }
+            }
+        }
+        if !a.issuers.is_empty() && a.audiences.is_empty() && self.server.base_url.is_empty() {
+            return invalid(
+                "with [[auth.issuers]] configured, tokens must name this gateway in `aud`: set \
+                 auth.audiences or server.base_url"
+                    .into(),
+            );
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut subjects = std::collections::HashSet::new();
+        let mut certs = std::collections::HashMap::new();
+        if a.dev.enabled {
+            ids.insert(a.dev.client_id.as_str());
+            check_client_grants(
+                "the dev client",
+                a.dev.kind,
+                &a.dev.organizations,
+                &a.dev.scopes,
+            )?;
+            if let Some(t) = &a.dev.token {
+                if t.len() < 16 {
+                    return invalid(
+                        "SEKTORBRO_DEV_TOKEN must be at least 16 characters (or unset it to have \
+                         one generated)"
+                            .into(),
+                    );
+                }
+            }
+        }
+        for c in &a.clients {
+            if c.id.is_empty() {
+                return invalid("every [[auth.clients]] needs an id".into());
+            }
+            if !ids.insert(c.id.as_str()) {
+                return invalid(format!("client id {:?} is used twice", c.id));
+            }
+            let who = format!("client {:?}", c.id);
+            check_client_grants(&who, c.kind, &c.organizations, &c.scopes)?;
+            if c.issuer.is_empty() && c.certificate_subject.is_empty() {
+                return invalid(format!(
+                    "{who} can never authenticate: set issuer (bearer tokens) and/or \
+                     certificate_subject (mTLS)"
+                ));
+            }
+            if !c.issuer.is_empty() {
+                if !seen_iss.contains(c.issuer.as_str()) {
+                    return invalid(format!(
+                        "{who} names issuer {:?}, which is not among [[auth.issuers]]",
+                        c.issuer
+                    ));
+                }
+                let sub = if c.subject.is_empty() {
+                    &c.id
+                } else {
+                    &c.subject
+                };
+                if !subjects.insert((c.issuer.as_str(), sub.as_str())) {
+                    return invalid(format!(
+                        "{who}: another client already has issuer {:?} and subject {sub:?}",
+                        c.issuer
+                    ));
+                }
+            } else if !c.subject.is_empty() {
+                return invalid(format!("{who}: subject needs issuer"));
+            }
+            if !c.certificate_subject.is_empty() {
+                let dn = crate::auth::subject::DistinguishedName::parse(&c.certificate_subject)
+                    .map_err(|e| {
+                        ConfigError::Invalid(format!("auth: {who}: certificate_subject: {e}"))
+                    })?;
+                if let Some(other) = certs.insert(dn, c.id.as_str()) {
+                    return invalid(format!(
+                        "{who} and client {other:?} have the same certificate_subject"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A client's kind, organizations and scope ceiling make sense together.
+fn check_client_grants(
+    who: &str,
+    kind: crate::auth::ClientKind,
+    organizations: &[String],
+    scopes: &str,
+) -> Result<(), ConfigError> {
+    let invalid = |m: String| Err(ConfigError::Invalid(format!("auth: {who}: {m}")));
+    for o in organizations {
+        match o.split_once('|') {
+            Some((system, value)) if !system.is_empty() && !value.is_empty() => {}
+            _ => {
+                return invalid(format!(
+                    "organization {o:?} is not an identifier `system|value` (e.g. \
+                     urn:oid:1.2.208.176.1.1|123456789012345)"
+                ))
+            }
+        }
+    }
+    if organizations.is_empty() && kind != crate::auth::ClientKind::Admin {
+        return invalid(format!(
+            "a {} client acts for organizations: list at least one",
+            kind.as_str()
+        ));
+    }
+    let (parsed, ignored) = crate::auth::Scopes::parse(scopes);
+    if !ignored.is_empty() {
+        return invalid(format!(
+            "scopes: {} grant nothing here (use system/Type.cruds, system/*.rs, or SMART v1 \
+             system/Type.read|write|*)",
+            ignored.join(" ")
+        ));
+    }
+    if parsed.is_empty() {
+        return invalid("scopes is empty: the client could do nothing".into());
+    }
+    Ok(())
 }
 
 fn check_http_url(key: &str, url: &str) -> Result<(), ConfigError> {

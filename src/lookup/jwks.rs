@@ -93,6 +93,31 @@ impl JwksLookup {
         }
     }
 
+    /// The JWK with `kid` in the one set at `url` (one issuer's keys: a key of another issuer
+    /// must never verify its tokens), fetching that set again when it lacks the kid — at most
+    /// once per `min_refetch_secs`. `None`: the set has no such key.
+    pub async fn key_at(&self, url: &str, kid: &str) -> Result<Lookup<Option<Value>>, LookupError> {
+        let up = self.upstream(url)?;
+        let set = self.cache.get(&up.base, fetch_from(&up)).await?;
+        if let Some(k) = find(set.value.as_deref(), kid) {
+            return Ok(marked(k, set.stale, set.age));
+        }
+        let set = self
+            .cache
+            .refresh(&up.base, self.min_refetch, fetch_from(&up))
+            .await?;
+        Ok(Lookup {
+            value: find(set.value.as_deref(), kid),
+            stale: set.stale,
+            age: set.age,
+        })
+    }
+
+    /// Whether `url` is one of the configured key sets.
+    pub fn has_url(&self, url: &str) -> bool {
+        self.upstream(url).is_ok()
+    }
+
     fn upstream(&self, url: &str) -> Result<Upstream, LookupError> {
         let url = url.trim_end_matches('/');
         self.sets
