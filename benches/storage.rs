@@ -32,6 +32,7 @@ fn careplan(pid: &str) -> serde_json::Value {
 }
 
 fn bench(c: &mut Criterion) {
+    let gw = sektorbro::engine::Access::gateway();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -47,11 +48,14 @@ fn bench(c: &mut Criterion) {
             &format!("create CarePlan (sqlite, synchronous={sync})"),
             |b| {
                 b.iter(|| {
-                    rt.block_on(e.write(WriteOp::Create {
-                        rtype: "CarePlan".into(),
-                        resource: careplan("p1"),
-                        if_none_exist: None,
-                    }))
+                    rt.block_on(e.write(
+                        &gw,
+                        WriteOp::Create {
+                            rtype: "CarePlan".into(),
+                            resource: careplan("p1"),
+                            if_none_exist: None,
+                        },
+                    ))
                     .expect("create")
                 })
             },
@@ -67,12 +71,16 @@ fn bench(c: &mut Criterion) {
                     let tasks: Vec<_> = (0..32)
                         .map(|_| {
                             let e = e.clone();
+                            let gw = sektorbro::engine::Access::gateway();
                             tokio::spawn(async move {
-                                e.write(WriteOp::Create {
-                                    rtype: "CarePlan".into(),
-                                    resource: careplan("p1"),
-                                    if_none_exist: None,
-                                })
+                                e.write(
+                                    &gw,
+                                    WriteOp::Create {
+                                        rtype: "CarePlan".into(),
+                                        resource: careplan("p1"),
+                                        if_none_exist: None,
+                                    },
+                                )
                                 .await
                             })
                         })
@@ -88,17 +96,20 @@ fn bench(c: &mut Criterion) {
     let mut pid = String::new();
     for n in 0..500 {
         let p = rt
-            .block_on(e.write(WriteOp::Create {
+            .block_on(e.write(&gw, WriteOp::Create {
                 rtype: "Patient".into(),
                 resource: json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.208.176.1.2", "value": format!("{n:010}")}]}),
                 if_none_exist: None,
             }))
             .expect("patient");
-        rt.block_on(e.write(WriteOp::Create {
-            rtype: "CarePlan".into(),
-            resource: careplan(&p.id),
-            if_none_exist: None,
-        }))
+        rt.block_on(e.write(
+            &gw,
+            WriteOp::Create {
+                rtype: "CarePlan".into(),
+                resource: careplan(&p.id),
+                if_none_exist: None,
+            },
+        ))
         .expect("plan");
         if n == 250 {
             pid = p.id;
@@ -108,7 +119,7 @@ fn bench(c: &mut Criterion) {
     let cached = engine(&rt, dir.path(), "normal", true);
     for (label, e) in [("no cache", &e), ("cached", &cached)] {
         c.bench_function(&format!("read Patient (sqlite, {label})"), |b| {
-            b.iter(|| rt.block_on(e.read("Patient", &pid)).expect("read"))
+            b.iter(|| rt.block_on(e.read(&gw, "Patient", &pid)).expect("read"))
         });
         let q = e
             .parse_criteria(
@@ -121,7 +132,7 @@ fn bench(c: &mut Criterion) {
             &format!("search CarePlan by CPR chain (sqlite, 1000 resources, {label})"),
             |b| {
                 b.iter(|| {
-                    rt.block_on(e.search(&q, "http://bench/fhir"))
+                    rt.block_on(e.search(&gw, &q, "http://bench/fhir"))
                         .expect("search")
                 })
             },

@@ -67,11 +67,15 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
             .await
             .map_err(|e| anyhow::anyhow!("releasing the outbox leases of a previous run: {e:?}"))?;
     }
+    let auth = Arc::new(
+        crate::auth::Authenticator::new(&config, lookups.clone()).context("configuring [auth]")?,
+    );
     forwarder.start();
     Ok(web::Data::new(AppState {
         engine,
         forwarder,
         auditor,
+        auth,
         lookups,
         metrics: Arc::new(Metrics::default()),
         config,
@@ -114,6 +118,13 @@ pub fn http_server(
         }
         app.wrap(middleware::from_fn(api::observe))
             .configure(api::routes)
+    })
+    // A client certificate (mTLS) is per connection: its subject is kept with the connection
+    // for the authentication in `api::observe`.
+    .on_connect(|connection, data| {
+        if let Some(subject) = crate::auth::connection_certificate_subject(connection) {
+            data.insert(api::auth::PeerCertificate { subject });
+        }
     })
     .client_request_timeout(std::time::Duration::from_secs(header_timeout))
     .workers(workers)
@@ -185,6 +196,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.server.listen.clone();
     let db = redact(&config.database.url);
     let state = build_state(config).await?;
+    let dev_notice = state.auth.dev_token_notice();
     let forwarder = state.forwarder.clone();
     let auditor = state.auditor.clone();
     let listener =
@@ -197,6 +209,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         handle.stop(true).await;
     });
     tracing::info!(listen = %listen, database = %db, "Sektorbro is serving FHIR R4 at http://{listen}/fhir");
+    if let Some(notice) = dev_notice {
+        // Once, on stderr, not in the log: a token is a credential.
+        eprintln!("{notice}");
+    }
     let served = server.await.context("HTTP server failed");
     forwarder.stop();
     // After the last request and the claiming of jobs: write every audit event still queued.

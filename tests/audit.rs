@@ -67,7 +67,7 @@ async fn search(engine: &Engine, query: &str) -> Vec<Value> {
         .unwrap_or_else(|e| panic!("{query}: {e}"));
     engine
         .store()
-        .search(&q, 1000)
+        .search(&q, 1000, &Default::default())
         .await
         .expect("search")
         .into_iter()
@@ -234,7 +234,10 @@ async fn the_internal_append_is_all_or_nothing(engine: Arc<Engine>) {
         .await;
     assert!(err.is_err(), "{err:?}");
     assert_eq!(search(&engine, "altid=client-x").await.len(), 1);
-    assert!(engine.read("AuditEvent", "ae-2").await.is_err());
+    assert!(engine
+        .read(&sektorbro::engine::Access::gateway(), "AuditEvent", "ae-2")
+        .await
+        .is_err());
     let ids = engine
         .append_internal(vec![event("ae-2"), event("ae-3")])
         .await

@@ -42,6 +42,7 @@ fn start(config: &std::path::Path, db: &str, port: u16) -> Child {
         .env("SEKTORBRO_LISTEN", format!("127.0.0.1:{port}"))
         .env("SEKTORBRO_DATABASE_URL", db)
         .env("RUST_LOG", "warn")
+        .env("SEKTORBRO_DEV_TOKEN", DEV_TOKEN)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -100,7 +101,7 @@ timeout_ms = 1000
     .expect("config");
     let db = format!("sqlite://{}", dir.path().join("gw.db").display());
     let port = free_port();
-    let client = reqwest::Client::new();
+    let client = dev_client();
     let mut child = start(&config, &db, port);
     wait_ready(&client, port).await;
 
@@ -172,6 +173,25 @@ timeout_ms = 1000
     let q = engine
         .parse_criteria("AuditEvent", "subtype=forward&outcome=0", false)
         .expect("query");
-    let hits = engine.store().search(&q, 100).await.expect("search");
+    let hits = engine
+        .store()
+        .search(&q, 100, &Default::default())
+        .await
+        .expect("search");
     assert_eq!(hits.len(), MESSAGES, "one delivered attempt per message");
+}
+
+/// The development client's token given to the gateway under test, and a client that sends it.
+const DEV_TOKEN: &str = "test-development-token-0123456789";
+
+fn dev_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_static("Bearer test-development-token-0123456789"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
 }

@@ -180,3 +180,55 @@ fn translate_command_round_trips_and_reports_bad_records() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("$.interventions[0].goals"));
     assert_eq!(run(&["/no/such/file.json"]).status.code(), Some(2));
 }
+
+/// A fresh start on loopback prints a generated development token once (stderr), which then
+/// opens the API; without it the API answers 401.
+#[cfg(unix)]
+#[test]
+fn a_fresh_start_prints_a_development_token_that_opens_the_api() {
+    use std::io::{BufRead as _, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sektorbro"))
+        .env("SEKTORBRO_LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "SEKTORBRO_DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("gw.db").display()),
+        )
+        .env_remove("SEKTORBRO_DEV_TOKEN")
+        .env("RUST_LOG", "warn")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sektorbro");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("Bearer ").nth(1) {
+                let token: String = rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+                let _ = tx.send(token);
+            }
+        }
+    });
+    let token = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a development token on stderr");
+    assert_eq!(token.len(), 64, "{token}");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (with, without) = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{port}/fhir/CarePlan");
+        let with = client.get(&url).bearer_auth(&token).send().await;
+        let without = client.get(&url).send().await;
+        (
+            with.map(|r| r.status().as_u16()).unwrap_or(0),
+            without.map(|r| r.status().as_u16()).unwrap_or(0),
+        )
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(with, 200);
+    assert_eq!(without, 401);
+}

@@ -44,6 +44,7 @@ fn start(config: &std::path::Path, db: &str, port: u16) -> Child {
         .env("SEKTORBRO_LISTEN", format!("127.0.0.1:{port}"))
         .env("SEKTORBRO_DATABASE_URL", db)
         .env("RUST_LOG", "warn")
+        .env("SEKTORBRO_DEV_TOKEN", DEV_TOKEN)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -115,7 +116,7 @@ timeout_ms = 1000
     .expect("config");
     let db = format!("sqlite://{}", dir.path().join("gw.db").display());
     let port = free_port();
-    let client = reqwest::Client::new();
+    let client = dev_client();
     let mut child = start(&config, &db, port);
     wait_ready(&client, port).await;
 
@@ -186,4 +187,19 @@ timeout_ms = 1000
         let expected: Vec<&String> = expected.iter().collect();
         assert_eq!(first_seen, expected, "order per citizen");
     }
+}
+
+/// The development client's token given to the gateway under test, and a client that sends it.
+const DEV_TOKEN: &str = "test-development-token-0123456789";
+
+fn dev_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_static("Bearer test-development-token-0123456789"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
 }

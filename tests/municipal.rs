@@ -384,6 +384,7 @@ fn stored_resources(record: &Value) -> sektorbro::discharge::message::RecordReso
             .collect::<Vec<_>>()
     };
     sektorbro::discharge::message::RecordResources {
+        owner: None,
         patient: of("Patient").remove(0),
         goals: of("Goal"),
         stay: of("Encounter")

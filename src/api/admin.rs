@@ -15,8 +15,7 @@
 //! - `POST /admin/outbox/{message_id}/discard`: a dead letter given up, so that later messages
 //!   of the same citizen and destination are no longer held back.
 //!
-//! Until authorization arrives (issue #7), the whole scope answers only clients connecting
-//! from a loopback address ([`loopback_only`]); #7 replaces that one gate.
+//! The whole scope answers administrator clients only ([`admins_only`]), one gate for all.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -42,7 +41,7 @@ pub fn scope() -> actix_web::Scope<
     >,
 > {
     web::scope("/admin")
-        .wrap(actix_web::middleware::from_fn(loopback_only))
+        .wrap(actix_web::middleware::from_fn(admins_only))
         .route("/caches", web::get().to(list))
         .route("/caches/{cache}", web::delete().to(invalidate))
         .route("/caches/{cache}/lookup", web::get().to(lookup))
@@ -55,21 +54,28 @@ pub fn scope() -> actix_web::Scope<
         )
 }
 
-/// Refuse (403) any client not on a loopback address. Stands in for authorization (#7). A
-/// reverse proxy on the same host makes every client look local: do not route `/admin` through
-/// one.
-pub async fn loopback_only(
+/// Refuse (403) every caller but administrator clients (authenticated by the request
+/// middleware, which already answered 401 to anyone unauthenticated).
+pub async fn admins_only(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
-    let local = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
-    if !local {
+    use actix_web::HttpMessage as _;
+    let caller = req.extensions().get::<crate::auth::Caller>().cloned();
+    let admin = caller
+        .as_ref()
+        .is_some_and(|c| c.client.kind == crate::auth::ClientKind::Admin);
+    if !admin {
         let (req, _) = req.into_parts();
+        let who = caller.map_or_else(
+            || "an unauthenticated caller".to_string(),
+            |c| format!("client {} ({})", c.client.id, c.client.kind.as_str()),
+        );
         let res = FhirError::new(
             403,
             vec![Issue::error(
                 "forbidden",
-                "the admin endpoints answer only to clients on this host (until authorization is configured)",
+                format!("the admin endpoints are for administrator clients; {who} is not one"),
             )],
         )
         .error_response();

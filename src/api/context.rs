@@ -12,17 +12,13 @@ use futures_util::StreamExt as _;
 use serde_json::Value;
 
 use super::AppState;
+use crate::auth::Caller;
+use crate::engine::Access;
 use crate::error::FhirError;
 
 /// The request id assigned by the middleware (from `X-Request-Id` or generated).
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
-
-/// Who is calling. Filled in by the authentication layer; `None` until one is configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientIdentity {
-    pub client_id: String,
-}
 
 /// `Prefer: return=…`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +40,11 @@ pub struct RequestContext {
     /// `Prefer: handling=lenient`: unknown search parameters are ignored (and reported) instead
     /// of refused.
     pub lenient: bool,
-    pub client: Option<ClientIdentity>,
+    /// Who is calling (set by the authentication in the request middleware); `None` only on the
+    /// open endpoints (the CapabilityStatement), whose access is [`Access::anonymous`].
+    pub caller: Option<Caller>,
+    /// What the caller may do and see; every engine call takes it.
+    pub access: Access,
     /// Query parameters in order, decoded.
     pub query: Vec<(String, String)>,
 }
@@ -82,7 +82,17 @@ impl RequestContext {
                 format!("{}://{}/fhir", info.scheme(), info.host())
             }
         };
+        // The middleware refuses unauthenticated requests to every endpoint but the open ones;
+        // this is the second lock on the same door.
+        let caller = req.extensions().get::<Caller>().cloned();
+        let access = match &caller {
+            Some(c) => Access::for_caller(c),
+            None if crate::api::auth::open_path(req.path()) => Access::anonymous(),
+            None => return Err(crate::api::auth::unauthenticated()),
+        };
         Ok(RequestContext {
+            access,
+            caller,
             request_id: req
                 .extensions()
                 .get::<RequestId>()
@@ -91,7 +101,6 @@ impl RequestContext {
             base,
             prefer_return,
             lenient,
-            client: req.extensions().get::<ClientIdentity>().cloned(),
             query,
         })
     }

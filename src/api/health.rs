@@ -32,6 +32,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             state.lookups.render_metrics(&mut text);
             state.forwarder.render_metrics(&mut text).await;
             state.auditor.render_metrics(&mut text);
+            state.auth.render_metrics(&mut text);
             text
         })
 }

@@ -135,18 +135,15 @@ pub fn too_many(retry_after: u64) -> FhirError {
     )
 }
 
-/// If the request's client is over its rate: how many seconds it should wait. Health and
-/// metrics are not limited; without a configured limiter nothing is.
-pub fn throttled(req: &actix_web::dev::ServiceRequest) -> Option<u64> {
+/// If the request's client (`client`: its id once authenticated, else its peer address) is over
+/// its rate: how many seconds it should wait. Health and metrics are not limited; without a
+/// configured limiter nothing is.
+pub fn throttled(req: &actix_web::dev::ServiceRequest, client: &str) -> Option<u64> {
     let limiter = req.app_data::<actix_web::web::Data<RateLimiter>>()?;
     if matches!(req.path(), "/healthz" | "/readyz" | "/metrics") {
         return None;
     }
-    let client = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
-    limiter.take(&client).err()
+    limiter.take(client).err()
 }
 
 /// The 429 response, with `Retry-After`.

@@ -2,6 +2,8 @@
 //! [`Engine`]; no SQL and no FHIR rules live here.
 
 pub mod admin;
+pub mod audit;
+pub mod auth;
 pub mod context;
 pub mod fhir;
 pub mod health;
@@ -35,6 +37,8 @@ pub struct AppState {
     pub forwarder: Arc<crate::forward::Forwarder>,
     /// The audit trail: `auditor.record(AuditRecord)` for every attempt (`src/audit/`).
     pub auditor: crate::audit::Auditor,
+    /// Verifies callers' credentials (bearer tokens, client certificates).
+    pub auth: Arc<crate::auth::Authenticator>,
     pub config: Config,
     /// When this instance started (the CapabilityStatement's date).
     pub started: String,
@@ -42,7 +46,7 @@ pub struct AppState {
 
 /// Register every route on an actix `App`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use fhir::{bundle, crud, history, metadata, process_message, search, validate};
+    use fhir::{bundle, crud, history, metadata, process_message, search, share, validate};
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
@@ -77,6 +81,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .route(web::delete().to(crud::delete)),
                 )
                 .service(resource("/{type}/{id}/_history").route(web::get().to(history::instance)))
+                .service(resource("/{type}/{id}/$share").route(web::post().to(share::post)))
                 .service(resource("/{type}/{id}/_history/{vid}").route(web::get().to(crud::vread)))
                 .default_service(web::to(not_found)),
         );
@@ -167,15 +172,16 @@ fn route_label(path: &str) -> &'static str {
         [_, "$validate"] => "/fhir/{type}/$validate",
         [_, _] => "/fhir/{type}/{id}",
         [_, _, "_history"] => "/fhir/{type}/{id}/_history",
+        [_, _, "$share"] => "/fhir/{type}/{id}/$share",
         [_, _, "_history", _] => "/fhir/{type}/{id}/_history/{vid}",
         _ => "unmatched",
     }
 }
 
 /// Per request: assign a request id (echoed as `X-Request-Id`), open a tracing span carrying it,
-/// refuse a client over its rate (429) before any work, put the security headers on the
-/// response, log the outcome and record metrics. One middleware, so the request path pays for
-/// one layer.
+/// authenticate the caller (401 before any work; see [`auth`]), refuse a client over its rate
+/// (429), put the security headers on the response, log the outcome and record metrics. One
+/// middleware, so the request path pays for one layer.
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -193,10 +199,33 @@ pub async fn observe(
     let span =
         tracing::info_span!("request", request_id = %id, method = %method, path = %req.path());
     let start = Instant::now();
-    let mut res = match limits::throttled(&req) {
-        Some(wait) => req
-            .into_response(limits::too_many_response(wait))
-            .map_into_right_body(),
+    // Unauthenticated requests are limited by peer address, authenticated ones by client.
+    let mut refusal = None;
+    let mut rate_key = None;
+    if let Some(state) = req.app_data::<web::Data<AppState>>().cloned() {
+        if !auth::open_path(req.path()) {
+            match auth::authenticate(&state.auth, &req).await {
+                Ok(caller) => {
+                    rate_key = Some(caller.client.id.clone());
+                    auth::attach(&req, caller);
+                }
+                Err(e) => {
+                    span.in_scope(|| tracing::info!(reason = %e, "authentication refused"));
+                    refusal = Some(auth::refused(&e));
+                }
+            }
+        }
+    }
+    let rate_key = rate_key.unwrap_or_else(|| {
+        req.peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default()
+    });
+    if refusal.is_none() {
+        refusal = limits::throttled(&req, &rate_key).map(limits::too_many_response);
+    }
+    let mut res = match refusal {
+        Some(answer) => req.into_response(answer).map_into_right_body(),
         None => next
             .call(req)
             .instrument(span.clone())
@@ -213,6 +242,12 @@ pub async fn observe(
     }
     if let Some(m) = metrics {
         m.observe(route, &method, status, elapsed);
+    }
+    if let Some(state) = res.request().app_data::<web::Data<AppState>>() {
+        let location = audit::location(res.headers());
+        if let Some(rec) = audit::record(res.request(), route, status, location.as_deref(), &id) {
+            state.auditor.record(rec).await;
+        }
     }
     span.in_scope(|| {
         tracing::info!(status, route = %route, elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered");
@@ -260,6 +295,7 @@ mod tests {
             "/fhir/Patient/_history",
             "/fhir/Patient/p1",
             "/fhir/Patient/p1/_history",
+            "/fhir/Patient/p1/$share",
             "/fhir/Patient/p1/_history/2",
             "/fhir/Patient/p1/x",
             "/fhir/Patient/p1/_history/2/x",

@@ -8,6 +8,8 @@ use actix_web::{web, HttpResponse};
 use crate::api::context::{FhirBody, PreferReturn, RequestContext};
 use crate::api::response::mark_stale;
 use crate::api::AppState;
+use crate::auth::ClientKind;
+use crate::engine::Access;
 use crate::error::FhirError;
 use crate::fhir::outcome::Issue;
 use crate::lookup::{Identifier, LookupError};
@@ -22,6 +24,66 @@ fn validator(state: &AppState) -> Result<std::sync::Arc<Validator>, FhirError> {
     }
 }
 
+/// The organization that owns what a municipality posts: of the municipality's identifiers (SOR
+/// code, municipality code), the first the client acts for; for administrators, the SOR code.
+/// Municipality clients and administrators only; 403 for another municipality's record.
+fn municipal_access(
+    ctx: &RequestContext,
+    municipality_code: &str,
+    sor: &str,
+) -> Result<Access, FhirError> {
+    municipal_client(ctx)?;
+    let candidates = [
+        format!("{}|{sor}", vocab::SOR),
+        format!("{}|{municipality_code}", vocab::MUNICIPALITY_CODES),
+    ];
+    let owner = if ctx.access.sees_everything() {
+        candidates.into_iter().next()
+    } else {
+        ctx.access
+            .organizations()
+            .iter()
+            .find(|o| candidates.contains(o))
+            .cloned()
+    };
+    let who = ctx
+        .caller
+        .as_ref()
+        .map_or("anonymous", |c| c.client.id.as_str());
+    let Some(owner) = owner else {
+        return Err(FhirError::new(
+            403,
+            vec![Issue::error(
+                "forbidden",
+                format!("client {who} does not act for municipality {municipality_code}"),
+            )
+            .at("$.municipality")],
+        ));
+    };
+    ctx.access.clone().owning(&owner)
+}
+
+/// 403 unless the caller is a municipality client or an administrator.
+fn municipal_client(ctx: &RequestContext) -> Result<(), FhirError> {
+    match &ctx.caller {
+        Some(c) if matches!(c.client.kind, ClientKind::Municipality | ClientKind::Admin) => Ok(()),
+        other => Err(FhirError::new(
+            403,
+            vec![Issue::error(
+                "forbidden",
+                match other {
+                    Some(c) => format!(
+                        "client {} is a {} client; municipal records and notes are posted by municipality clients",
+                        c.client.id,
+                        c.client.kind.as_str()
+                    ),
+                    None => "authentication is required".to_string(),
+                },
+            )],
+        )),
+    }
+}
+
 /// `POST /municipal/v1/care-records`.
 pub async fn post(
     state: web::Data<AppState>,
@@ -30,6 +92,7 @@ pub async fn post(
 ) -> Result<HttpResponse, FhirError> {
     let validator = validator(&state)?;
     let (mut rec, mut warnings) = municipal::check_document(&body.0, &validator.terminology)?;
+    let access = municipal_access(&ctx, &rec.municipality.code, &rec.municipality.sor)?;
     // A record that gives only the CPR gets the citizen's name and birth date from the patient
     // registry, where one is configured. A registry that is down beyond the stale bound fails
     // the post (503): storing the record unfilled would make the same record compare unequal
@@ -57,6 +120,7 @@ pub async fn post(
     let representation = ctx.prefer_return == Some(PreferReturn::Representation);
     let posted = municipal::store(
         &state.engine,
+        &access,
         &validator,
         rec,
         warnings,
@@ -96,7 +160,7 @@ pub async fn get(
         .iter()
         .find(|(k, _)| k == "municipality")
         .map(|(_, v)| v.as_str());
-    let rec = municipal::fetch(&state.engine, &id, municipality, &ctx.base).await?;
+    let rec = municipal::fetch(&state.engine, &ctx.access, &id, municipality, &ctx.base).await?;
     let body = serde_json::to_string(&rec)
         .map_err(|e| FhirError::internal(format!("serializing the record: {e}")))?;
     Ok(HttpResponse::Ok()
@@ -115,6 +179,7 @@ pub async fn post_discharge_note(
 ) -> Result<HttpResponse, FhirError> {
     use crate::discharge::{self, message};
     let (note, warnings) = discharge::check_note(&body.0)?;
+    municipal_client(&ctx)?;
     // Routing problems are the note's receiver's (a registry that cannot answer keeps its
     // 502/503 and its own wording).
     let (destination, endpoint) = match state.forwarder.route(&note.receiver.token()).await {
@@ -134,7 +199,14 @@ pub async fn post_discharge_note(
         Err(e) => return Err(e),
     };
     let destination = destination.id.clone();
-    let record = discharge::load_record(&state.engine, &note).await?;
+    // A record outside the caller's tenancy is, for it, no record (422 as for an unknown one).
+    let record = discharge::load_record(&state.engine, &ctx.access, &note).await?;
+    // The receiver is granted what the record's owner holds about the citizen; only the owner
+    // (not a client the record was shared with) may send its notes.
+    let access = match record.owner.as_deref() {
+        Some(owner) => ctx.access.clone().owning(owner)?,
+        None => ctx.access.clone(),
+    };
     let ids = message::NoteIds::for_note(&note);
     let now = crate::fhir::instant(chrono::Utc::now().timestamp_millis());
     let built = message::build(&note, &record, &ids, &ctx.base, &endpoint, &now);
@@ -153,7 +225,7 @@ pub async fn post_discharge_note(
     });
     let submitted = state
         .forwarder
-        .submit(built.message, Some(store), &ctx.base)
+        .submit(&access, built.message, Some(store), &ctx.base)
         .await?;
     let body = serde_json::json!({
         "noteId": note.note_id,

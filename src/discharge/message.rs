@@ -20,6 +20,8 @@ pub const SECTION_SYSTEM: &str = "http://sektorbro.dk/fhir/CodeSystem/discharge-
 
 /// The stored resources of the care record the note belongs to.
 pub struct RecordResources {
+    /// The organization that owns the record's resources (tenancy).
+    pub owner: Option<String>,
     pub patient: Value,
     pub care_plan: Value,
     pub goals: Vec<Value>,

@@ -13,7 +13,7 @@ pub mod note;
 use serde_json::Value;
 
 use self::note::DischargeNote;
-use crate::engine::Engine;
+use crate::engine::{Access, Engine};
 use crate::error::FhirError;
 use crate::fhir::outcome::Issue;
 use crate::municipal::check::{self, Schema};
@@ -113,30 +113,35 @@ pub fn check_note(doc: &Value) -> Result<(DischargeNote, Vec<Issue>), FhirError>
 /// outcome names a goal the record does not have.
 pub async fn load_record(
     engine: &Engine,
+    access: &Access,
     note: &DischargeNote,
 ) -> Result<message::RecordResources, FhirError> {
     let r = &note.care_record;
     let plan_id = part_id(&r.municipality, &r.record_id, kind::CARE_PLAN, "plan");
-    let care_plan = read_json(engine, &format!("CarePlan/{plan_id}"))
+    let stored_plan = engine
+        .read(access, "CarePlan", &plan_id)
         .await
-        .map_err(|_| {
-            FhirError::unprocessable(format!(
+        .map_err(|e| match e.status {
+            403 => e,
+            _ => FhirError::unprocessable(format!(
                 "municipality {} has no care record {}: post the record before its discharge note",
                 r.municipality, r.record_id
             ))
-            .at("$.careRecord")
+            .at("$.careRecord"),
         })?;
+    let owner = stored_plan.owner.clone();
+    let care_plan = crate::municipal::stored_json(&stored_plan)?;
     let subject = references(&care_plan, "subject")
         .into_iter()
         .next()
         .ok_or_else(|| FhirError::internal("the stored CarePlan has no subject"))?;
-    let patient = read_json(engine, &subject).await?;
+    let patient = read_json(engine, access, &subject).await?;
     let mut goals = Vec::new();
     for g in references(&care_plan, "goal") {
-        goals.push(read_json(engine, &g).await?);
+        goals.push(read_json(engine, access, &g).await?);
     }
     let stay = match references(&care_plan, "encounter").first() {
-        Some(e) => Some(read_json(engine, e).await?),
+        Some(e) => Some(read_json(engine, access, e).await?),
         None => None,
     };
     let parts = vocab::part_system(&r.municipality, &r.record_id);
@@ -164,6 +169,7 @@ pub async fn load_record(
         return Err(FhirError::new(422, unknown));
     }
     Ok(message::RecordResources {
+        owner,
         patient,
         care_plan,
         goals,

@@ -26,7 +26,7 @@ impl Engine {
                 .get("id")
                 .and_then(Value::as_str)
                 .map_or_else(new_id, String::from);
-            self.put_version(tx.as_mut(), &rtype, &id, None, resource, "POST", None)
+            self.put_version(tx.as_mut(), &rtype, &id, None, None, resource, "POST", None)
                 .await?;
             ids.push(id);
         }

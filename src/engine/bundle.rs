@@ -10,11 +10,11 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 
 use super::bundle_json::{self, etag, BundleEntry};
-use super::{now_ms, Engine, Resolved, WriteFailure, WriteOp, Written, WRITE_ATTEMPTS};
+use super::{now_ms, Access, Engine, Resolved, WriteFailure, WriteOp, Written, WRITE_ATTEMPTS};
 use crate::error::FhirError;
 use crate::fhir::outcome::Issue;
 use crate::fhir::{for_each_reference, instant, new_id};
-use crate::store::{NewJob, StoreTx};
+use crate::store::{Grant, NewJob, StoreTx};
 
 /// Which kind of Bundle was posted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +75,7 @@ impl Engine {
     /// Process a posted `transaction` or `batch` Bundle; returns the response Bundle as JSON text.
     pub async fn process_bundle(
         &self,
+        access: &Access,
         bundle: &Value,
         base: &str,
         representation: bool,
@@ -98,8 +99,11 @@ impl Engine {
         };
         let entries = parse_entries(bundle)?;
         match kind {
-            BundleKind::Transaction => self.transaction(entries, base, representation, None).await,
-            BundleKind::Batch => Ok(self.batch(entries, base, representation).await),
+            BundleKind::Transaction => {
+                self.transaction(access, entries, base, representation, None)
+                    .await
+            }
+            BundleKind::Batch => Ok(self.batch(access, entries, base, representation).await),
         }
     }
 
@@ -107,9 +111,11 @@ impl Engine {
     /// durable outbox: the job exists if and only if the resources were written).
     pub async fn transaction_with_job(
         &self,
+        access: &Access,
         bundle: &Value,
         base: &str,
         job: &NewJob,
+        grants: &[Grant],
     ) -> Result<String, FhirError> {
         if bundle.get("type").and_then(Value::as_str) != Some("transaction") {
             return Err(FhirError::bad_request(
@@ -118,16 +124,18 @@ impl Engine {
             .at("Bundle.type"));
         }
         let entries = parse_entries(bundle)?;
-        self.transaction(entries, base, false, Some(job)).await
+        self.transaction(access, entries, base, false, Some((job, grants)))
+            .await
     }
 
-    /// An outbox job alone, in its own transaction (retried on a conflict like any write).
-    pub async fn enqueue(&self, job: &NewJob) -> Result<(), FhirError> {
+    /// An outbox job (and the grants its message implies) alone, in its own transaction
+    /// (retried on a conflict like any write).
+    pub async fn enqueue(&self, job: &NewJob, grants: &[Grant]) -> Result<(), FhirError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let mut tx = self.store().begin().await?;
-            let result = match tx.enqueue(job).await {
+            let result = match enqueue_with_grants(tx.as_mut(), job, grants).await {
                 Ok(()) => tx.commit().await,
                 Err(e) => Err(e),
             };
@@ -143,10 +151,11 @@ impl Engine {
 
     async fn transaction(
         &self,
+        access: &Access,
         entries: Vec<EntryRequest>,
         base: &str,
         representation: bool,
-        job: Option<&NewJob>,
+        job: Option<(&NewJob, &[Grant])>,
     ) -> Result<String, FhirError> {
         check_duplicates(&entries)?;
         // Validate every entry first: all problems of all entries in one answer, before any lock.
@@ -172,9 +181,9 @@ impl Engine {
         let written = loop {
             attempt += 1;
             let mut tx = self.store().begin().await?;
-            let mut result = self.transaction_writes(tx.as_mut(), &entries).await;
-            if let (Ok(_), Some(job)) = (&result, job) {
-                if let Err(e) = tx.enqueue(job).await {
+            let mut result = self.transaction_writes(tx.as_mut(), access, &entries).await;
+            if let (Ok(_), Some((job, grants))) = (&result, job) {
+                if let Err(e) = enqueue_with_grants(tx.as_mut(), job, grants).await {
                     result = Err(e.into());
                 }
             }
@@ -192,11 +201,14 @@ impl Engine {
         };
         let mut out: Vec<Option<BundleEntry>> = vec![None; entries.len()];
         for (index, w) in written {
-            let w = self.fill_existing(w).await.map_err(|e| locate(e, index))?;
+            let w = self
+                .fill_existing(access, w)
+                .await
+                .map_err(|e| locate(e, index))?;
             out[index] = Some(write_entry(base, &w, representation));
         }
         for e in entries.iter().filter(|e| e.method == Method::Get) {
-            out[e.index] = Some(self.get_entry(e, base).await);
+            out[e.index] = Some(self.get_entry(access, e, base).await);
         }
         Ok(response_bundle("transaction-response", out))
     }
@@ -205,6 +217,7 @@ impl Engine {
     async fn transaction_writes(
         &self,
         tx: &mut dyn StoreTx,
+        access: &Access,
         entries: &[EntryRequest],
     ) -> Result<Vec<(usize, Written)>, WriteFailure> {
         let mut order: Vec<&EntryRequest> =
@@ -217,7 +230,7 @@ impl Engine {
         for e in &order {
             let op = self.entry_op(e).map_err(|f| locate(f, e.index))?;
             let r = self
-                .resolve(tx, op, None)
+                .resolve(tx, access, op, None)
                 .await
                 .map_err(|f| relocate(f, e.index))?;
             if let Some(full_url) = &e.full_url {
@@ -240,7 +253,7 @@ impl Engine {
             });
             for reference in conditional {
                 let target = self
-                    .resolve_conditional_reference(tx, &reference)
+                    .resolve_conditional_reference(tx, access, &reference)
                     .await
                     .map_err(|f| relocate(f, *index))?;
                 ids.insert(reference, target);
@@ -257,7 +270,10 @@ impl Engine {
                     }
                 });
             }
-            let w = self.execute(tx, r).await.map_err(|f| relocate(f, index))?;
+            let w = self
+                .execute(tx, access, r)
+                .await
+                .map_err(|f| relocate(f, index))?;
             written.push((index, w));
         }
         Ok(written)
@@ -266,12 +282,19 @@ impl Engine {
     async fn resolve_conditional_reference(
         &self,
         tx: &mut dyn StoreTx,
+        access: &Access,
         reference: &str,
     ) -> Result<String, WriteFailure> {
         let (rtype, query) = reference.split_once('?').unwrap_or((reference, ""));
         self.check_type(rtype)?;
         let criteria = self.parse_criteria(rtype, query, false)?;
-        match self.matches(tx, &criteria).await?.as_slice() {
+        // A reference may name what the caller can read (a shared Organization, say).
+        access.permit(rtype, crate::auth::Permission::Search)?;
+        match self
+            .matches(tx, &access.readable(), &criteria)
+            .await?
+            .as_slice()
+        {
             [one] => Ok(format!("{rtype}/{one}")),
             [] => Err(FhirError::precondition_failed(format!(
                 "conditional reference {reference:?} matches no resource"
@@ -332,14 +355,20 @@ impl Engine {
         }
     }
 
-    async fn batch(&self, entries: Vec<EntryRequest>, base: &str, representation: bool) -> String {
+    async fn batch(
+        &self,
+        access: &Access,
+        entries: Vec<EntryRequest>,
+        base: &str,
+        representation: bool,
+    ) -> String {
         let mut out = Vec::with_capacity(entries.len());
         for e in &entries {
             let entry = if e.method == Method::Get {
-                self.get_entry(e, base).await
+                self.get_entry(access, e, base).await
             } else {
                 let result = match self.entry_op(e) {
-                    Ok(op) => self.write(op).await,
+                    Ok(op) => self.write(access, op).await,
                     Err(err) => Err(err),
                 };
                 match result {
@@ -353,16 +382,16 @@ impl Engine {
     }
 
     /// Answer a GET entry (read, vread or search); errors become the entry's outcome.
-    async fn get_entry(&self, e: &EntryRequest, base: &str) -> BundleEntry {
+    async fn get_entry(&self, access: &Access, e: &EntryRequest, base: &str) -> BundleEntry {
         let result: Result<(String, Option<String>), FhirError> = async {
             if let Some(query) = e.rest.strip_prefix('?').or(e.rest.is_empty().then_some("")) {
                 let q = self.parse_criteria(&e.rtype, query, false)?;
-                return Ok((self.search(&q, base).await?, None));
+                return Ok((self.search(access, &q, base).await?, None));
             }
             let parts: Vec<&str> = e.rest.split('/').collect();
             let r = match parts.as_slice() {
-                [id] => self.read(&e.rtype, id).await?,
-                [id, "_history", v] => self.vread(&e.rtype, id, v).await?,
+                [id] => self.read(access, &e.rtype, id).await?,
+                [id, "_history", v] => self.vread(access, &e.rtype, id, v).await?,
                 _ => {
                     return Err(FhirError::bad_request(
                         "unsupported GET url in Bundle entry",
@@ -386,6 +415,20 @@ impl Engine {
             Err(err) => error_entry(&locate(err, e.index)),
         }
     }
+}
+
+/// A job and its grants inside `tx`: a receiver may read the citizen's records exactly when
+/// a message to it exists.
+async fn enqueue_with_grants(
+    tx: &mut dyn StoreTx,
+    job: &NewJob,
+    grants: &[Grant],
+) -> Result<(), crate::store::StoreError> {
+    tx.enqueue(job).await?;
+    for g in grants {
+        tx.grant(g, job.now_ms).await?;
+    }
+    Ok(())
 }
 
 fn relocate(f: WriteFailure, index: usize) -> WriteFailure {

@@ -6,6 +6,7 @@
 //! and write inside the same transaction under a lock on their criteria, so concurrent identical
 //! requests cannot both create.
 
+mod access;
 mod append;
 mod bundle;
 mod bundle_json;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use crate::auth::Permission;
 use crate::config::SearchConfig;
 use crate::error::FhirError;
 use crate::fhir::outcome::Issue;
@@ -25,6 +27,7 @@ use crate::store::{
     Head, HistoryQuery, HistoryScope, NewVersion, Storage, StoreTx, StoredResource,
 };
 
+pub use access::{citizen_of, Access};
 pub use bundle::BundleKind;
 pub use bundle_json::BundleEntry;
 
@@ -125,6 +128,12 @@ impl Resolved {
             | Resolved::Existing { rtype, id } => (rtype, id),
         }
     }
+}
+
+/// The answer for an id that does not exist or is outside the caller's tenancy: the same words,
+/// so the two cannot be told apart.
+fn unknown(rtype: &str, id: &str) -> FhirError {
+    FhirError::not_found(format!("{rtype}/{id} is not known"))
 }
 
 fn now_ms() -> i64 {
@@ -277,12 +286,23 @@ impl Engine {
 
     // ----- reads -------------------------------------------------------------------------------
 
-    /// The current version; 404 when unknown, 410 when deleted.
-    pub async fn read(&self, rtype: &str, id: &str) -> Result<StoredResource, FhirError> {
+    /// The current version; 404 when unknown (or outside the caller's tenancy), 410 when deleted.
+    pub async fn read(
+        &self,
+        access: &Access,
+        rtype: &str,
+        id: &str,
+    ) -> Result<StoredResource, FhirError> {
         self.check_type(rtype)?;
         Self::check_id(id)?;
-        match self.store.read(rtype, id).await? {
-            None => Err(FhirError::not_found(format!("{rtype}/{id} is not known"))),
+        access.permit(rtype, Permission::Read)?;
+        let found = self.store.read(rtype, id).await?;
+        let found = match found {
+            Some(r) if self.visible(access, &r).await? => Some(r),
+            _ => None,
+        };
+        match found {
+            None => Err(unknown(rtype, id)),
             Some(r) if r.deleted => Err(FhirError::gone(format!(
                 "{rtype}/{id} was deleted (version {})",
                 r.version
@@ -291,19 +311,27 @@ impl Engine {
         }
     }
 
-    /// One version; 404 when that version does not exist, 410 when it is a deletion.
+    /// One version; 404 when that version does not exist (or is outside the caller's
+    /// tenancy), 410 when it is a deletion.
     pub async fn vread(
         &self,
+        access: &Access,
         rtype: &str,
         id: &str,
         version: &str,
     ) -> Result<StoredResource, FhirError> {
         self.check_type(rtype)?;
         Self::check_id(id)?;
+        access.permit(rtype, Permission::Read)?;
         let v: i64 = version.parse().map_err(|_| {
             FhirError::not_found(format!("{version:?} is not a version of {rtype}/{id}"))
         })?;
-        match self.store.vread(rtype, id, v).await? {
+        let found = self.store.vread(rtype, id, v).await?;
+        let found = match found {
+            Some(r) if self.visible(access, &r).await? => Some(r),
+            _ => None,
+        };
+        match found {
             None => Err(FhirError::not_found(format!(
                 "{rtype}/{id} has no version {v}"
             ))),
@@ -317,6 +345,7 @@ impl Engine {
     /// A history Bundle (newest first), paged with `_count`, `_since` and `_page`.
     pub async fn history(
         &self,
+        access: &Access,
         scope: HistoryScope<'_>,
         pairs: &[(String, String)],
         base: &str,
@@ -362,17 +391,25 @@ impl Engine {
             return Err(FhirError::new(400, errors));
         }
         let (rtype_id, path) = match scope {
-            HistoryScope::System => (None, String::from("_history")),
+            HistoryScope::System => {
+                access.permit_all_types(Permission::Search)?;
+                (None, String::from("_history"))
+            }
             HistoryScope::Type(t) => {
                 self.check_type(t)?;
+                access.permit(t, Permission::Search)?;
                 (None, format!("{t}/_history"))
             }
             HistoryScope::Instance(t, id) => {
                 self.check_type(t)?;
                 Self::check_id(id)?;
+                access.permit(t, Permission::Read)?;
                 (Some((t, id)), format!("{t}/{id}/_history"))
             }
         };
+        // Versions outside the caller's tenancy are left out in SQL: an instance whose every
+        // version is outside answers as an unknown one.
+        let visibility = access.readable();
         let rows = self
             .store
             .history(&HistoryQuery {
@@ -380,10 +417,11 @@ impl Engine {
                 since_ms,
                 before_seq,
                 limit: count + 1,
+                visibility: &visibility,
             })
             .await?;
         if let (Some((t, id)), true) = (rtype_id, rows.is_empty() && before_seq.is_none()) {
-            return Err(FhirError::not_found(format!("{t}/{id} is not known")));
+            return Err(unknown(t, id));
         }
         let has_next = rows.len() > count;
         let rows = &rows[..rows.len().min(count)];
@@ -415,38 +453,107 @@ impl Engine {
         Ok(bundle_json::write(head, entries))
     }
 
+    /// Whether the caller may see `r`: by owner or type without a query, else by a grant.
+    pub(crate) async fn visible(
+        &self,
+        access: &Access,
+        r: &StoredResource,
+    ) -> Result<bool, FhirError> {
+        let vis = access.readable();
+        if let Some(answer) = vis.decides(&r.rtype, r.owner.as_deref()) {
+            return Ok(answer);
+        }
+        match (&r.owner, &r.citizen) {
+            (Some(owner), Some(citizen)) => Ok(self
+                .store
+                .granted(access.organizations(), owner, citizen)
+                .await?),
+            _ => Ok(false),
+        }
+    }
+
     // ----- writes ------------------------------------------------------------------------------
 
+    /// Let `recipient` (an organization `system|value`) read what the owner of `Patient/id`
+    /// holds about that citizen. Only the Patient's owner (or an administrator) may share it;
+    /// for anyone else it does not exist (404).
+    pub async fn share(
+        &self,
+        access: &Access,
+        patient_id: &str,
+        recipient: &str,
+        reason: Option<&str>,
+    ) -> Result<crate::store::Grant, FhirError> {
+        Self::check_id(patient_id)?;
+        access.permit("Patient", Permission::Update)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut tx = self.store.begin().await?;
+            let head = tx.head("Patient", patient_id).await?.filter(|h| {
+                !h.deleted && access.writable().decides("Patient", h.owner.as_deref()) == Some(true)
+            });
+            let Some(owner) = head.and_then(|h| h.owner) else {
+                return Err(match access.sees_everything() {
+                    // Administrators see unowned Patients, which no grant can name.
+                    true => FhirError::unprocessable(format!(
+                        "Patient/{patient_id} is not known or has no owning organization to share from"
+                    )),
+                    false => unknown("Patient", patient_id),
+                });
+            };
+            let grant = crate::store::Grant {
+                grantee: recipient.to_string(),
+                owner,
+                citizen: patient_id.to_string(),
+                reason: format!(
+                    "shared by {}{}",
+                    access.client_id,
+                    reason.map(|r| format!(": {r}")).unwrap_or_default()
+                ),
+            };
+            let result = match tx.grant(&grant, now_ms()).await {
+                Ok(()) => tx.commit().await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => return Ok(grant),
+                Err(e) if e.is_retryable() && attempt < WRITE_ATTEMPTS => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Perform one write in its own transaction, retried whole on a retryable conflict.
-    pub async fn write(&self, op: WriteOp) -> Result<Written, FhirError> {
+    pub async fn write(&self, access: &Access, op: WriteOp) -> Result<Written, FhirError> {
         self.validate_op(&op).await?;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.write_once(op.clone()).await {
+            match self.write_once(access, op.clone()).await {
                 Err(WriteFailure::Retry(e)) if attempt < WRITE_ATTEMPTS => {
                     tracing::debug!(attempt, error = %e, "retrying write after conflict");
                     tokio::time::sleep(std::time::Duration::from_millis(2 << attempt.min(6))).await;
                 }
                 Err(WriteFailure::Retry(e)) => return Err(e.into()),
                 Err(WriteFailure::Fhir(e)) => return Err(e),
-                Ok(w) => return self.fill_existing(w).await,
+                Ok(w) => return self.fill_existing(access, w).await,
             }
         }
     }
 
-    async fn write_once(&self, op: WriteOp) -> Result<Written, WriteFailure> {
+    async fn write_once(&self, access: &Access, op: WriteOp) -> Result<Written, WriteFailure> {
         let mut tx = self.store.begin().await?;
-        let resolved = self.resolve(tx.as_mut(), op, None).await?;
-        let written = self.execute(tx.as_mut(), resolved).await?;
+        let resolved = self.resolve(tx.as_mut(), access, op, None).await?;
+        let written = self.execute(tx.as_mut(), access, resolved).await?;
         tx.commit().await?;
         Ok(written)
     }
 
     /// A conditional create that matched returns the matched resource's current state.
-    async fn fill_existing(&self, mut w: Written) -> Result<Written, FhirError> {
+    async fn fill_existing(&self, access: &Access, mut w: Written) -> Result<Written, FhirError> {
         if w.matched_existing {
-            let r = self.read(&w.rtype, &w.id).await?;
+            let r = self.read(access, &w.rtype, &w.id).await?;
             w.version = r.version;
             w.last_updated_ms = r.last_updated_ms;
             w.content = r.content;
@@ -459,9 +566,26 @@ impl Engine {
     pub(crate) async fn resolve(
         &self,
         tx: &mut dyn StoreTx,
+        access: &Access,
         op: WriteOp,
         preassigned_id: Option<String>,
     ) -> Result<Resolved, WriteFailure> {
+        let (rtype, permission) = match &op {
+            WriteOp::Create { rtype, .. } => (rtype, Permission::Create),
+            WriteOp::Update { rtype, .. } | WriteOp::ConditionalUpdate { rtype, .. } => {
+                (rtype, Permission::Update)
+            }
+            WriteOp::Delete { rtype, .. } => (rtype, Permission::Delete),
+        };
+        self.check_type(rtype)?;
+        if rtype == "AuditEvent" {
+            return Err(FhirError::not_supported(
+                405,
+                "AuditEvent resources are written by the gateway only; they cannot be created, changed or deleted through the API",
+            )
+            .into());
+        }
+        access.permit(rtype, permission)?;
         match op {
             WriteOp::Create {
                 rtype,
@@ -471,7 +595,14 @@ impl Engine {
                 self.check_type(&rtype)?;
                 check_body(&rtype, &resource, None)?;
                 if let Some(criteria) = if_none_exist {
-                    match self.matches(tx, &criteria).await?.as_slice() {
+                    // Directory resources are matched among all that the caller can read, so
+                    // tenants share one Organization per identifier; others among its own.
+                    let vis = if crate::store::SHARED_TYPES.contains(&rtype.as_str()) {
+                        access.readable()
+                    } else {
+                        access.writable()
+                    };
+                    match self.matches(tx, &vis, &criteria).await?.as_slice() {
                         [] => {}
                         [one] => {
                             return Ok(Resolved::Existing {
@@ -518,7 +649,11 @@ impl Engine {
             } => {
                 self.check_type(&rtype)?;
                 let body_id = resource.get("id").and_then(Value::as_str).map(String::from);
-                let id = match self.matches(tx, &criteria).await?.as_slice() {
+                let id = match self
+                    .matches(tx, &access.writable(), &criteria)
+                    .await?
+                    .as_slice()
+                {
                     [] => match body_id {
                         Some(id) => id,
                         None => preassigned_id.unwrap_or_else(new_id),
@@ -561,9 +696,12 @@ impl Engine {
     }
 
     /// Ids matching conditional criteria, serialized with every other request using them.
+    /// Conditional writes match only what the caller may change (`vis`): another tenant's
+    /// resource is neither matched nor revealed.
     pub(crate) async fn matches(
         &self,
         tx: &mut dyn StoreTx,
+        vis: &crate::store::Visibility,
         criteria: &SearchQuery,
     ) -> Result<Vec<String>, WriteFailure> {
         if criteria.filters.is_empty() {
@@ -574,13 +712,14 @@ impl Engine {
         }
         let key = format!("cond:{}?{:?}", criteria.rtype, criteria.canonical_params);
         tx.lock(&key).await?;
-        Ok(tx.search_ids(criteria, 2).await?)
+        Ok(tx.search_ids(criteria, 2, vis).await?)
     }
 
     /// Phase two: write the version.
     pub(crate) async fn execute(
         &self,
         tx: &mut dyn StoreTx,
+        access: &Access,
         op: Resolved,
     ) -> Result<Written, WriteFailure> {
         match op {
@@ -598,7 +737,8 @@ impl Engine {
                 id,
                 resource,
             } => {
-                self.put_version(tx, &rtype, &id, None, resource, "POST", None)
+                let owner = access.owner().map(str::to_string);
+                self.put_version(tx, &rtype, &id, None, owner, resource, "POST", None)
                     .await
             }
             Resolved::Update {
@@ -609,12 +749,35 @@ impl Engine {
             } => {
                 tx.lock(&format!("res:{rtype}/{id}")).await?;
                 let head = tx.head(&rtype, &id).await?;
-                self.put_version(tx, &rtype, &id, head, resource, "PUT", if_match)
+                let owner = match &head {
+                    // An id keeps its owner; another tenant's id is not there for this caller.
+                    Some(h) => {
+                        if access.writable().decides(&rtype, h.owner.as_deref()) != Some(true) {
+                            return Err(FhirError::not_found(format!(
+                                "{rtype}/{id} is not known; its id cannot be used"
+                            ))
+                            .into());
+                        }
+                        if h.deleted {
+                            access.permit(&rtype, Permission::Create)?;
+                        }
+                        h.owner.clone()
+                    }
+                    None => {
+                        access.permit(&rtype, Permission::Create)?;
+                        access.owner().map(str::to_string)
+                    }
+                };
+                self.put_version(tx, &rtype, &id, head, owner, resource, "PUT", if_match)
                     .await
             }
             Resolved::Delete { rtype, id } => {
                 tx.lock(&format!("res:{rtype}/{id}")).await?;
                 let head = tx.head(&rtype, &id).await?;
+                // Another tenant's resource is, for this caller, one that does not exist.
+                let head = head.filter(|h| {
+                    access.writable().decides(&rtype, h.owner.as_deref()) == Some(true)
+                });
                 let (version, last_updated_ms) = match head {
                     Some(h) if !h.deleted => {
                         let now = now_ms();
@@ -626,6 +789,8 @@ impl Engine {
                             method: "DELETE",
                             content: None,
                             index: &[],
+                            owner: h.owner.as_deref(),
+                            citizen: h.citizen.as_deref(),
                         })
                         .await?;
                         (h.version + 1, now)
@@ -654,12 +819,13 @@ impl Engine {
         rtype: &str,
         id: &str,
         head: Option<Head>,
+        owner: Option<String>,
         mut resource: Value,
         method: &'static str,
         if_match: Option<i64>,
     ) -> Result<Written, WriteFailure> {
         if let Some(expected) = if_match {
-            match head {
+            match &head {
                 Some(h) if !h.deleted && h.version == expected => {}
                 Some(h) => {
                     return Err(FhirError::precondition_failed(format!(
@@ -677,7 +843,7 @@ impl Engine {
                 }
             }
         }
-        let version = head.map_or(1, |h| h.version + 1);
+        let version = head.as_ref().map_or(1, |h| h.version + 1);
         let now = now_ms();
         resource["id"] = json!(id);
         let meta = resource
@@ -690,6 +856,7 @@ impl Engine {
         let content = serde_json::to_string(&resource)
             .map_err(|e| FhirError::internal(format!("cannot serialize resource: {e}")))?;
         let index = self.registry.extract(&resource);
+        let citizen = citizen_of(rtype, id, &resource);
         tx.write(&NewVersion {
             rtype,
             id,
@@ -698,6 +865,8 @@ impl Engine {
             method,
             content: Some(&content),
             index: &index,
+            owner: owner.as_deref(),
+            citizen: citizen.as_deref(),
         })
         .await?;
         let created = head.is_none_or(|h| h.deleted);

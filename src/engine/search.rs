@@ -7,7 +7,8 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::bundle_json::{self, BundleEntry};
-use super::{link, now_ms, Engine};
+use super::{link, now_ms, Access, Engine};
+use crate::auth::Permission;
 use crate::config::CacheConfig;
 use crate::error::FhirError;
 use crate::fhir::outcome::operation_outcome;
@@ -81,9 +82,11 @@ fn dependencies(q: &SearchQuery) -> Dependencies {
 }
 
 /// The cache key of a parsed query's page: everything that shapes its text.
-fn page_key(q: &SearchQuery, base: &str) -> String {
+fn page_key(access: &Access, q: &SearchQuery, base: &str) -> String {
     let mut key = String::with_capacity(128);
     key.push_str("q\0");
+    key.push_str(access.cache_key());
+    key.push('\0');
     key.push_str(base);
     key.push('\0');
     key.push_str(&q.rtype);
@@ -104,11 +107,19 @@ fn page_key(q: &SearchQuery, base: &str) -> String {
 
 /// The cache key of a search request as received: parsing is deterministic (the registry is
 /// built in), so equal requests parse to equal queries and a page cached for one serves the
-/// other without parsing again. Requests that fail to parse are never cached. Results do not
-/// depend on the caller yet; when authorization filters them, its scope belongs in this key.
-fn request_key(rtype: &str, pairs: &[(String, String)], lenient: bool, base: &str) -> String {
+/// other without parsing again. Requests that fail to parse are never cached. What a page holds
+/// depends on the caller's tenancy and scopes, so they are part of the key.
+fn request_key(
+    access: &Access,
+    rtype: &str,
+    pairs: &[(String, String)],
+    lenient: bool,
+    base: &str,
+) -> String {
     let mut key = String::with_capacity(128);
     key.push_str(if lenient { "l\0" } else { "r\0" });
+    key.push_str(access.cache_key());
+    key.push('\0');
     key.push_str(base);
     key.push('\0');
     key.push_str(rtype);
@@ -132,6 +143,7 @@ impl Engine {
     /// Compute the page of `q` and keep it under `key`.
     async fn compute_page(
         &self,
+        access: &Access,
         q: &SearchQuery,
         base: &str,
         key: Option<String>,
@@ -139,13 +151,13 @@ impl Engine {
         // Pages that report ignored parameters are not cached (the report is not in the key).
         let key = key.filter(|_| self.pages.is_some() && q.ignored.is_empty());
         let Some(key) = key else {
-            let rest = self.search_page(q, base).await?;
+            let rest = self.search_page(access, q, base).await?;
             return Ok(finish_bundle(&rest));
         };
         let dependencies = dependencies(q);
         // Noted before the database is asked: a write committed meanwhile makes the page stale.
         let generation = self.store().generation(&dependencies);
-        let rest = self.search_page(q, base).await?;
+        let rest = self.search_page(access, q, base).await?;
         let body = finish_bundle(&rest);
         if let (Some(generation), Some(cache)) = (generation, &self.pages) {
             cache.pages.insert(
@@ -161,38 +173,52 @@ impl Engine {
     }
 
     /// Run a search and return the searchset Bundle as JSON text.
-    pub async fn search(&self, q: &SearchQuery, base: &str) -> Result<String, FhirError> {
+    pub async fn search(
+        &self,
+        access: &Access,
+        q: &SearchQuery,
+        base: &str,
+    ) -> Result<String, FhirError> {
         self.check_type(&q.rtype)?;
-        let key = self.pages.as_ref().map(|_| page_key(q, base));
+        access.permit(&q.rtype, Permission::Search)?;
+        let key = self.pages.as_ref().map(|_| page_key(access, q, base));
         if let Some(page) = key.as_deref().and_then(|k| self.cached_page(k)) {
             return Ok(page);
         }
-        self.compute_page(q, base, key).await
+        self.compute_page(access, q, base, key).await
     }
 
     /// Parse and run a search request (`GET /{type}?…`), answering a repeated request from the
     /// page cache without parsing it again.
     pub async fn search_request(
         &self,
+        access: &Access,
         rtype: &str,
         pairs: &[(String, String)],
         lenient: bool,
         base: &str,
     ) -> Result<String, FhirError> {
         self.check_type(rtype)?;
+        access.permit(rtype, Permission::Search)?;
         let key = self
             .pages
             .as_ref()
-            .map(|_| request_key(rtype, pairs, lenient, base));
+            .map(|_| request_key(access, rtype, pairs, lenient, base));
         if let Some(page) = key.as_deref().and_then(|k| self.cached_page(k)) {
             return Ok(page);
         }
         let q = self.parse_pairs(rtype, pairs, lenient)?;
-        self.compute_page(&q, base, key).await
+        self.compute_page(access, &q, base, key).await
     }
 
     /// The searchset Bundle without its start, `id` and `meta`.
-    async fn search_page(&self, q: &SearchQuery, base: &str) -> Result<String, FhirError> {
+    async fn search_page(
+        &self,
+        access: &Access,
+        q: &SearchQuery,
+        base: &str,
+    ) -> Result<String, FhirError> {
+        let vis = access.readable();
         let mut head = json!({
             "resourceType": "Bundle",
             "type": "searchset",
@@ -205,12 +231,12 @@ impl Engine {
             vec![json!({"relation": "self", "url": link(base, &q.rtype, &self_params)})];
 
         if q.summary == Summary::Count {
-            head["total"] = json!(self.store().count(q).await?);
+            head["total"] = json!(self.store().count(q, &vis).await?);
             head["link"] = json!(links);
             return rest_of(bundle_json::write(head, self.outcome_entry(q)));
         }
 
-        let mut hits = self.store().search(q, q.count + 1).await?;
+        let mut hits = self.store().search(q, q.count + 1, &vis).await?;
         let has_next = hits.len() > q.count;
         hits.truncate(q.count);
         if let (true, Some(last)) = (has_next, hits.last()) {
@@ -223,14 +249,14 @@ impl Engine {
             links.push(json!({"relation": "next", "url": link(base, &q.rtype, &next)}));
         }
         match q.total {
-            Total::Accurate => head["total"] = json!(self.store().count(q).await?),
+            Total::Accurate => head["total"] = json!(self.store().count(q, &vis).await?),
             Total::Auto if !has_next && q.after.is_none() => head["total"] = json!(hits.len()),
             _ => {}
         }
         head["link"] = json!(links);
 
         let matches: Vec<StoredResource> = hits.into_iter().map(|h| h.resource).collect();
-        let included = self.included(q, &matches).await?;
+        let included = self.included(access, q, &matches).await?;
         let mut entries = Vec::with_capacity(matches.len() + included.len() + 1);
         for r in &matches {
             entries.push(self.entry(base, r, "match", q)?);
@@ -286,14 +312,18 @@ impl Engine {
 
     /// Resources named by `_include` and `_revinclude` (iterated once for `:iterate`), without
     /// the matches themselves or duplicates.
+    /// Included resources obey the caller's tenancy (in SQL for `_revinclude`, per resource
+    /// for `_include`) and scopes: a type it may not read is left out.
     async fn included(
         &self,
+        access: &Access,
         q: &SearchQuery,
         matches: &[StoredResource],
     ) -> Result<Vec<StoredResource>, FhirError> {
         if q.includes.is_empty() && q.revincludes.is_empty() {
             return Ok(Vec::new());
         }
+        let vis = access.readable();
         let mut seen: BTreeSet<(String, String)> = matches
             .iter()
             .map(|r| (r.rtype.clone(), r.id.clone()))
@@ -304,7 +334,11 @@ impl Engine {
             let mut found = Vec::new();
             for inc in q.includes.iter().filter(|i| round == 0 || i.iterate) {
                 let keys = self.references_of(inc, &frontier, &seen)?;
-                found.extend(self.store().read_many(&keys).await?);
+                for r in self.store().read_many(&keys).await? {
+                    if self.visible(access, &r).await? {
+                        found.push(r);
+                    }
+                }
             }
             for inc in q.revincludes.iter().filter(|i| round == 0 || i.iterate) {
                 let targets: Vec<(String, String)> = frontier
@@ -314,7 +348,7 @@ impl Engine {
                     .collect();
                 found.extend(
                     self.store()
-                        .referencing(inc, &targets, MAX_INCLUDED)
+                        .referencing(inc, &targets, MAX_INCLUDED, &vis)
                         .await?,
                 );
             }
@@ -322,6 +356,9 @@ impl Engine {
             for r in found {
                 if out.len() >= MAX_INCLUDED {
                     break;
+                }
+                if !access.scopes().allows(&r.rtype, Permission::Read) {
+                    continue;
                 }
                 if seen.insert((r.rtype.clone(), r.id.clone())) {
                     out.push(r.clone());

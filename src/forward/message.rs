@@ -29,6 +29,20 @@ pub struct MessageFacts {
 }
 
 /// Read the facts of a message Bundle; every problem found, with its location (422).
+/// The id of the message's Patient (the first Patient entry), as the sender stores it.
+pub fn patient_id(bundle: &Value) -> Option<String> {
+    bundle
+        .get("entry")?
+        .as_array()?
+        .iter()
+        .filter_map(|e| e.get("resource"))
+        .find(|r| r.get("resourceType").and_then(Value::as_str) == Some("Patient"))?
+        .get("id")?
+        .as_str()
+        .filter(|id| crate::fhir::is_valid_id(id))
+        .map(str::to_string)
+}
+
 pub fn facts(bundle: &Value) -> Result<MessageFacts, FhirError> {
     let mut issues = Vec::new();
     if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {

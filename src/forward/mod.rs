@@ -25,13 +25,13 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::config::{DestinationConfig, ForwardingConfig};
-use crate::engine::{Engine, WriteOp};
+use crate::engine::{Access, Engine, WriteOp};
 use crate::error::FhirError;
 use crate::fhir::outcome::Issue;
 use crate::lookup::Identifier;
 use crate::lookup::Lookups;
 use crate::metrics::{write_histogram, BUCKETS};
-use crate::store::{DeadAction, Job, JobStatus, NewJob, Storage};
+use crate::store::{DeadAction, Grant, Job, JobStatus, NewJob, Storage};
 
 pub use connector::Attempt;
 
@@ -188,10 +188,12 @@ impl Forwarder {
     /// existing job's status.
     pub async fn submit(
         &self,
+        access: &Access,
         message: Value,
         store: Option<Value>,
         base: &str,
     ) -> Result<Submitted, FhirError> {
+        access.permit("Bundle", crate::auth::Permission::Create)?;
         let facts = message::facts(&message)?;
         let dest_index = self.resolve(&facts.receiver).await?;
         let destination = &self.destinations[dest_index].config.id;
@@ -220,15 +222,26 @@ impl Forwarder {
             payload,
             now_ms: now_ms(),
         };
+        // Sending a citizen's message to a receiver lets the receiver read what the sender
+        // holds about that citizen (tenancy: ARCHITECTURE.md).
+        let grants: Vec<Grant> = match (access.owner(), message::patient_id(&message)) {
+            (Some(owner), Some(citizen)) => vec![Grant {
+                grantee: facts.receiver.clone(),
+                owner: owner.to_string(),
+                citizen,
+                reason: format!("message {}", facts.message_id),
+            }],
+            _ => Vec::new(),
+        };
         let stored = match &store {
             Some(bundle) => Some(
                 self.engine
-                    .transaction_with_job(bundle, base, &job)
+                    .transaction_with_job(access, bundle, base, &job, &grants)
                     .await
                     .map_err(|e| within(e, "store"))?,
             ),
             None => {
-                self.engine.enqueue(&job).await?;
+                self.engine.enqueue(&job, &grants).await?;
                 None
             }
         };

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use self::record::CareRecord;
 use self::to_fhir::{kind, part_id};
-use crate::engine::Engine;
+use crate::engine::{Access, Engine};
 use crate::error::FhirError;
 use crate::fhir::outcome::{operation_outcome, Issue, Severity};
 use crate::validation::terminology::Terminology;
@@ -223,6 +223,7 @@ fn part_refs(rec: &CareRecord) -> Vec<String> {
 /// nothing, an older version or the same version with other content is a 409.
 pub async fn store(
     engine: &Engine,
+    access: &Access,
     validator: &Validator,
     rec: CareRecord,
     warnings: Vec<Issue>,
@@ -235,7 +236,7 @@ pub async fn store(
         kind::CARE_PLAN,
         "plan",
     );
-    let existing = match engine.read("CarePlan", &plan_id).await {
+    let existing = match engine.read(access, "CarePlan", &plan_id).await {
         Ok(r) => Some(r),
         Err(e) if e.status == 404 || e.status == 410 => None,
         Err(e) => return Err(e),
@@ -254,7 +255,7 @@ pub async fn store(
     let mut stored = Stored::Created;
     if let Some(head) = existing {
         let plan = stored_json(&head)?;
-        let (old, patient) = load(engine, &plan).await.map_err(|e| {
+        let (old, patient) = load(engine, access, &plan).await.map_err(|e| {
             FhirError::conflict(format!(
                 "record {} is stored, but its resources were changed outside this endpoint so it cannot be rebuilt ({e}); resolve that before posting it again",
                 rec.record_id
@@ -302,7 +303,7 @@ pub async fn store(
         stored = Stored::Updated;
     }
     let response = engine
-        .process_bundle(&bundle, base, representation)
+        .process_bundle(access, &bundle, base, representation)
         .await
         .map_err(|e| {
             if e.status == 412 {
@@ -365,11 +366,15 @@ pub(crate) fn stored_json(r: &crate::store::StoredResource) -> Result<Value, Fhi
 }
 
 /// The current version of the resource a `Type/id` reference names, as JSON.
-pub(crate) async fn read_json(engine: &Engine, reference: &str) -> Result<Value, FhirError> {
+pub(crate) async fn read_json(
+    engine: &Engine,
+    access: &Access,
+    reference: &str,
+) -> Result<Value, FhirError> {
     let (rtype, id) = reference
         .split_once('/')
         .ok_or_else(|| FhirError::internal(format!("{reference} is not a Type/id reference")))?;
-    stored_json(&engine.read(rtype, id).await?)
+    stored_json(&engine.read(access, rtype, id).await?)
 }
 
 /// The references in `resource[key]`, whether it holds one Reference or a list of them.
@@ -384,7 +389,11 @@ pub(crate) fn references(resource: &Value, key: &str) -> Vec<String> {
 
 /// Rebuild a stored record from its CarePlan, reading the resources it refers to. Also returns
 /// the Patient reference.
-pub async fn load(engine: &Engine, plan: &Value) -> Result<(CareRecord, Option<String>), String> {
+pub async fn load(
+    engine: &Engine,
+    access: &Access,
+    plan: &Value,
+) -> Result<(CareRecord, Option<String>), String> {
     let mut found: HashMap<String, Value> = HashMap::new();
     for key in [
         "subject",
@@ -395,7 +404,7 @@ pub async fn load(engine: &Engine, plan: &Value) -> Result<(CareRecord, Option<S
         "supportingInfo",
     ] {
         for r in references(plan, key) {
-            let v = read_json(engine, &r).await.map_err(|e| {
+            let v = read_json(engine, access, &r).await.map_err(|e| {
                 e.issues
                     .first()
                     .map(|i| i.diagnostics.clone())
@@ -413,6 +422,7 @@ pub async fn load(engine: &Engine, plan: &Value) -> Result<(CareRecord, Option<S
 /// municipality, the record id must be unique across municipalities.
 pub async fn fetch(
     engine: &Engine,
+    access: &Access,
     record_id: &str,
     municipality: Option<&str>,
     base: &str,
@@ -420,10 +430,17 @@ pub async fn fetch(
     let plan: Value = match municipality {
         Some(m) => {
             let r = engine
-                .read("CarePlan", &part_id(m, record_id, kind::CARE_PLAN, "plan"))
+                .read(
+                    access,
+                    "CarePlan",
+                    &part_id(m, record_id, kind::CARE_PLAN, "plan"),
+                )
                 .await
-                .map_err(|_| {
-                    FhirError::not_found(format!("municipality {m} has no care record {record_id}"))
+                .map_err(|e| match e.status {
+                    404 | 410 => FhirError::not_found(format!(
+                        "municipality {m} has no care record {record_id}"
+                    )),
+                    _ => e,
                 })?;
             stored_json(&r)?
         }
@@ -433,7 +450,7 @@ pub async fn fetch(
                 &[("identifier".to_string(), record_id.to_string())],
                 false,
             )?;
-            let page: Value = serde_json::from_str(&engine.search(&q, base).await?)
+            let page: Value = serde_json::from_str(&engine.search(access, &q, base).await?)
                 .map_err(|e| FhirError::internal(format!("search page is not JSON: {e}")))?;
             let prefix = format!("{}/NamingSystem/care-record/", vocab::BASE);
             let mut plans: Vec<Value> = page
@@ -471,7 +488,7 @@ pub async fn fetch(
             }
         }
     };
-    load(engine, &plan)
+    load(engine, access, &plan)
         .await
         .map(|(rec, _)| rec)
         .map_err(|e| FhirError::conflict(format!("the stored record cannot be rebuilt: {e}")))

@@ -351,6 +351,8 @@ mod tests {
             deleted: false,
             content: Some(format!("{{\"v\":{version}}}")),
             method: String::new(),
+            owner: None,
+            citizen: None,
         })
     }
 

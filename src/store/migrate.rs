@@ -28,6 +28,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0002_outbox.sql"),
         postgres: include_str!("migrations/postgres/0002_outbox.sql"),
     },
+    Migration {
+        version: 3,
+        name: "tenancy",
+        sqlite: include_str!("migrations/sqlite/0003_tenancy.sql"),
+        postgres: include_str!("migrations/postgres/0003_tenancy.sql"),
+    },
 ];
 
 /// Bring the schema up to date. On PostgreSQL an advisory lock keeps two starting instances from

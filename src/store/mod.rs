@@ -76,13 +76,72 @@ pub struct StoredResource {
     pub content: Option<String>,
     /// HTTP method that produced the version (history `request.method`).
     pub method: String,
+    /// The organization (`system|value`) that owns the id; `None`: the gateway's own.
+    pub owner: Option<String>,
+    /// The Patient id this version is about, if any.
+    pub citizen: Option<String>,
 }
 
-/// The current state of a resource id (for version checks inside a write).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The current state of a resource id (for version and ownership checks inside a write).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {
     pub version: i64,
     pub deleted: bool,
+    pub owner: Option<String>,
+    pub citizen: Option<String>,
+}
+
+/// Types every authenticated client may read whoever owns them: directory data (who and where
+/// the care is given) and conformance resources. Writing them is still the owner's.
+pub const SHARED_TYPES: &[&str] = &[
+    "Organization",
+    "Practitioner",
+    "PractitionerRole",
+    "Location",
+    "Endpoint",
+    "HealthcareService",
+    "StructureDefinition",
+    "ValueSet",
+    "CodeSystem",
+    "ConceptMap",
+    "NamingSystem",
+    "SearchParameter",
+    "OperationDefinition",
+    "CapabilityStatement",
+];
+
+/// Which stored resources a query may return, by tenancy. Every read, search, include and history
+/// of a client runs under one of these, in SQL, so nothing outside it is ever loaded for it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Visibility {
+    /// Everything (administrators, the gateway itself).
+    #[default]
+    All,
+    /// Owned by one of these organizations, of a [`SHARED_TYPES`] type, or about a citizen whose
+    /// records the owner granted to one of them.
+    Readable(std::sync::Arc<[String]>),
+    /// Owned by one of these organizations (what a client may change).
+    Owned(std::sync::Arc<[String]>),
+}
+
+impl Visibility {
+    /// Whether `r` is visible without asking the database about grants: `Some(answer)`, or
+    /// `None` when only a grant could make it visible.
+    pub fn decides(&self, rtype: &str, owner: Option<&str>) -> Option<bool> {
+        match self {
+            Visibility::All => Some(true),
+            Visibility::Owned(orgs) => Some(owner.is_some_and(|o| orgs.iter().any(|x| x == o))),
+            Visibility::Readable(orgs) => {
+                if SHARED_TYPES.contains(&rtype)
+                    || owner.is_some_and(|o| orgs.iter().any(|x| x == o))
+                {
+                    Some(true)
+                } else {
+                    None
+                }
+            }
+        }
+    }
 }
 
 /// A new version to write.
@@ -97,6 +156,19 @@ pub struct NewVersion<'a> {
     pub content: Option<&'a str>,
     /// Search values of the new version (ignored for a deletion).
     pub index: &'a [IndexEntry],
+    /// The id's owner (the same for every version of an id) and the version's citizen.
+    pub owner: Option<&'a str>,
+    pub citizen: Option<&'a str>,
+}
+
+/// `grantee` may read what `owner` holds about the Patient `citizen`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub grantee: String,
+    pub owner: String,
+    pub citizen: String,
+    /// Why, for operators (e.g. `discharge message <id>`).
+    pub reason: String,
 }
 
 /// Which history to read.
@@ -114,6 +186,7 @@ pub struct HistoryQuery<'a> {
     pub since_ms: Option<i64>,
     pub before_seq: Option<i64>,
     pub limit: usize,
+    pub visibility: &'a Visibility,
 }
 
 /// One row of a search page and the key that continues the search after it.
@@ -144,17 +217,31 @@ pub trait Storage: Send + Sync + 'static {
     /// History newest first, each with its global sequence number (for paging).
     async fn history(&self, q: &HistoryQuery<'_>)
         -> Result<Vec<(i64, StoredResource)>, StoreError>;
-    /// Up to `limit` matches of `q`, after its cursor, in its sort order.
-    async fn search(&self, q: &SearchQuery, limit: usize) -> Result<Vec<SearchHit>, StoreError>;
-    /// How many resources match `q` (cursor ignored).
-    async fn count(&self, q: &SearchQuery) -> Result<i64, StoreError>;
-    /// Resources of `inc.source_type` whose `inc.param` refers to one of `targets` (`_revinclude`).
+    /// Up to `limit` matches of `q` visible under `vis`, after its cursor, in its sort order.
+    async fn search(
+        &self,
+        q: &SearchQuery,
+        limit: usize,
+        vis: &Visibility,
+    ) -> Result<Vec<SearchHit>, StoreError>;
+    /// How many resources visible under `vis` match `q` (cursor ignored).
+    async fn count(&self, q: &SearchQuery, vis: &Visibility) -> Result<i64, StoreError>;
+    /// Resources of `inc.source_type` visible under `vis` whose `inc.param` refers to one of
+    /// `targets` (`_revinclude`).
     async fn referencing(
         &self,
         inc: &Include,
         targets: &[(String, String)],
         limit: usize,
+        vis: &Visibility,
     ) -> Result<Vec<StoredResource>, StoreError>;
+    /// Whether `owner` granted one of `grantees` the records about `citizen`.
+    async fn granted(
+        &self,
+        grantees: &[String],
+        owner: &str,
+        citizen: &str,
+    ) -> Result<bool, StoreError>;
     /// Start a write transaction.
     async fn begin(&self) -> Result<Box<dyn StoreTx>, StoreError>;
     /// For caches of results derived from stored data (a rendered search page): a number that
@@ -196,12 +283,16 @@ pub trait StoreTx: Send {
     async fn lock(&mut self, key: &str) -> Result<(), StoreError>;
     /// The current head of `rtype/id`, as this transaction sees it.
     async fn head(&mut self, rtype: &str, id: &str) -> Result<Option<Head>, StoreError>;
-    /// Ids of up to `limit` resources matching `q`, as this transaction sees them.
+    /// Ids of up to `limit` resources visible under `vis` matching `q`, as this transaction
+    /// sees them.
     async fn search_ids(
         &mut self,
         q: &SearchQuery,
         limit: usize,
+        vis: &Visibility,
     ) -> Result<Vec<String>, StoreError>;
+    /// Record a grant (kept as it is if already there).
+    async fn grant(&mut self, grant: &Grant, now_ms: i64) -> Result<(), StoreError>;
     /// Write a new version (and replace the resource's search values).
     async fn write(&mut self, v: &NewVersion<'_>) -> Result<(), StoreError>;
     /// Add a job to the outbox; a job with the same message id already there is kept as it is.

@@ -11,7 +11,7 @@ use crate::fhir::search::{
     TokenSystem,
 };
 
-use super::Backend;
+use super::{Backend, Visibility, SHARED_TYPES};
 
 /// A value bound to a numbered placeholder.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,10 +111,10 @@ impl Sql {
 
 /// Columns every resource query selects, in this order.
 pub(crate) const RESOURCE_COLUMNS: &str =
-    "r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content";
+    "r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content, r.owner, r.citizen";
 
 /// The page query: matching current resources after the cursor, `limit` of them, sorted.
-pub(crate) fn page(q: &SearchQuery, limit: usize, backend: Backend) -> Sql {
+pub(crate) fn page(q: &SearchQuery, limit: usize, backend: Backend, vis: &Visibility) -> Sql {
     let mut sql = Sql {
         backend: Some(backend),
         ..Sql::default()
@@ -132,7 +132,7 @@ pub(crate) fn page(q: &SearchQuery, limit: usize, backend: Backend) -> Sql {
     }
     // The sort expressions' binds are already registered; FROM/WHERE continues the numbering.
     let _ = write!(sql.text, "SELECT * FROM ({inner} FROM resources r WHERE ");
-    where_clause(&mut sql, q);
+    where_clause(&mut sql, q, vis);
     sql.push(") t");
     if let Some(after) = &q.after {
         sql.push(" WHERE ");
@@ -147,30 +147,35 @@ pub(crate) fn page(q: &SearchQuery, limit: usize, backend: Backend) -> Sql {
 }
 
 /// `SELECT COUNT(*)` over the same matches (cursor ignored).
-pub(crate) fn count(q: &SearchQuery, backend: Backend) -> Sql {
+pub(crate) fn count(q: &SearchQuery, backend: Backend, vis: &Visibility) -> Sql {
     let mut sql = Sql {
         backend: Some(backend),
         ..Sql::default()
     };
     sql.push("SELECT COUNT(*) FROM resources r WHERE ");
-    where_clause(&mut sql, q);
+    where_clause(&mut sql, q, vis);
     sql
 }
 
 /// Ids of matches (for conditional interactions).
-pub(crate) fn ids(q: &SearchQuery, limit: usize, backend: Backend) -> Sql {
+pub(crate) fn ids(q: &SearchQuery, limit: usize, backend: Backend, vis: &Visibility) -> Sql {
     let mut sql = Sql {
         backend: Some(backend),
         ..Sql::default()
     };
     sql.push("SELECT r.id FROM resources r WHERE ");
-    where_clause(&mut sql, q);
+    where_clause(&mut sql, q, vis);
     let _ = write!(sql.text, " ORDER BY r.created_seq LIMIT {limit}");
     sql
 }
 
 /// Resources whose `inc.param` refers to one of `targets` (`_revinclude`).
-pub(crate) fn referencing(inc: &Include, targets: &[(String, String)], limit: usize) -> Sql {
+pub(crate) fn referencing(
+    inc: &Include,
+    targets: &[(String, String)],
+    limit: usize,
+    vis: &Visibility,
+) -> Sql {
     let mut sql = Sql::default();
     sql.push("SELECT ").push(RESOURCE_COLUMNS);
     sql.push(" FROM resources r WHERE r.res_type = ")
@@ -190,8 +195,56 @@ pub(crate) fn referencing(inc: &Include, targets: &[(String, String)], limit: us
             .text(id)
             .push(")");
     }
-    let _ = write!(sql.text, ")) ORDER BY r.created_seq LIMIT {limit}");
+    sql.push("))");
+    visibility(&mut sql, "r", vis);
+    let _ = write!(sql.text, " ORDER BY r.created_seq LIMIT {limit}");
     sql
+}
+
+/// ` AND` the row `alias` (of `resources` or `resource_versions`) is visible under `vis`.
+pub(crate) fn visibility(sql: &mut Sql, alias: &str, vis: &Visibility) {
+    let orgs = match vis {
+        Visibility::All => return,
+        Visibility::Readable(orgs) | Visibility::Owned(orgs) => orgs,
+    };
+    if orgs.is_empty() && matches!(vis, Visibility::Owned(_)) {
+        sql.push(" AND 1 = 0");
+        return;
+    }
+    let in_list = |sql: &mut Sql| {
+        sql.push("(");
+        for (n, o) in orgs.iter().enumerate() {
+            if n > 0 {
+                sql.push(", ");
+            }
+            sql.text(o);
+        }
+        sql.push(")");
+    };
+    if let Visibility::Owned(_) = vis {
+        let _ = write!(sql.text, " AND {alias}.owner IN ");
+        in_list(sql);
+        return;
+    }
+    let _ = write!(sql.text, " AND ({alias}.res_type IN (");
+    for (n, t) in SHARED_TYPES.iter().enumerate() {
+        if n > 0 {
+            sql.push(", ");
+        }
+        let _ = write!(sql.text, "'{t}'");
+    }
+    sql.push(")");
+    if !orgs.is_empty() {
+        let _ = write!(sql.text, " OR {alias}.owner IN ");
+        in_list(sql);
+        let _ = write!(
+            sql.text,
+            " OR EXISTS (SELECT 1 FROM access_grants g WHERE g.owner = {alias}.owner AND g.citizen = {alias}.citizen AND g.grantee IN "
+        );
+        in_list(sql);
+        sql.push(")");
+    }
+    sql.push(")");
 }
 
 /// Current, not deleted resources by key.
@@ -213,14 +266,17 @@ pub(crate) fn by_keys(keys: &[(String, String)]) -> Sql {
     sql
 }
 
-fn where_clause(sql: &mut Sql, q: &SearchQuery) {
+/// The query's filters and, ANDed, the caller's visibility (chained sub-selects too: a chain
+/// must not test what the caller cannot see).
+fn where_clause(sql: &mut Sql, q: &SearchQuery, vis: &Visibility) {
     sql.push("r.res_type = ")
         .text(&q.rtype)
         .push(" AND r.deleted = 0");
     for f in &q.filters {
         sql.push(" AND ");
-        filter(sql, "r", &q.rtype, f);
+        filter(sql, "r", &q.rtype, f, vis);
     }
+    visibility(sql, "r", vis);
 }
 
 /// A boolean SQL expression: the resource row `alias` (of type `rtype`) satisfies `f`.
@@ -228,7 +284,7 @@ fn where_clause(sql: &mut Sql, q: &SearchQuery) {
 /// Index parameters are `alias.id IN (SELECT res_id FROM search_index …)`, not correlated
 /// `EXISTS`: the sub-select is answered from the `(res_type, param, value, system)` index once,
 /// instead of probing the index for every resource of the type.
-fn filter(sql: &mut Sql, alias: &str, rtype: &str, f: &Filter) {
+fn filter(sql: &mut Sql, alias: &str, rtype: &str, f: &Filter, vis: &Visibility) {
     if f.negate {
         sql.push("NOT ");
     }
@@ -299,7 +355,7 @@ fn filter(sql: &mut Sql, alias: &str, rtype: &str, f: &Filter) {
                 if n > 0 {
                     sql.push(" OR ");
                 }
-                index_match(sql, &i, m);
+                index_match(sql, &i, m, vis);
             }
             sql.push("))");
         }
@@ -307,7 +363,7 @@ fn filter(sql: &mut Sql, alias: &str, rtype: &str, f: &Filter) {
 }
 
 /// A boolean SQL expression on the index row `i`.
-fn index_match(sql: &mut Sql, i: &str, m: &Match) {
+fn index_match(sql: &mut Sql, i: &str, m: &Match, vis: &Visibility) {
     match m {
         Match::Token { system, code } => {
             sql.push("(1 = 1");
@@ -392,7 +448,8 @@ fn index_match(sql: &mut Sql, i: &str, m: &Match) {
             );
             sql.text(target);
             let _ = write!(sql.text, " AND {c}.deleted = 0 AND ");
-            filter(sql, &c, target, inner);
+            filter(sql, &c, target, inner, vis);
+            visibility(sql, &c, vis);
             sql.push("))");
         }
         // Handled by `filter`; inside alternatives it cannot be combined meaningfully.

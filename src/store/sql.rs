@@ -17,8 +17,8 @@ use super::group_commit::{GroupTx, GroupWriter};
 use super::outbox::{self, Claim, ClaimedJob, DeadAction, Job, JobStatus, JobUpdate, NewJob};
 use super::search_sql::{self, Bind, Sql};
 use super::{
-    migrate, notify, Backend, Head, HistoryQuery, HistoryScope, NewVersion, SearchHit, Storage,
-    StoreError, StoreTx, StoredResource,
+    migrate, notify, Backend, Grant, Head, HistoryQuery, HistoryScope, NewVersion, SearchHit,
+    Storage, StoreError, StoreTx, StoredResource, Visibility,
 };
 use crate::config::CacheConfig;
 use crate::fhir::search::{Include, SearchQuery, SortKind, SortValue};
@@ -216,6 +216,8 @@ fn resource_row(row: &AnyRow, method: Option<String>) -> Result<StoredResource, 
         deleted: int_col(row, "deleted")? != 0,
         content: row.try_get("content").map_err(get)?,
         method: method.unwrap_or_default(),
+        owner: row.try_get("owner").map_err(get)?,
+        citizen: row.try_get("citizen").map_err(get)?,
     })
 }
 
@@ -322,8 +324,13 @@ impl Storage for SqlStore {
         self.history_db(q).await
     }
 
-    async fn search(&self, q: &SearchQuery, limit: usize) -> Result<Vec<SearchHit>, StoreError> {
-        let sql = search_sql::page(q, limit, self.backend);
+    async fn search(
+        &self,
+        q: &SearchQuery,
+        limit: usize,
+        vis: &Visibility,
+    ) -> Result<Vec<SearchHit>, StoreError> {
+        let sql = search_sql::page(q, limit, self.backend, vis);
         let Some(cache) = &self.cache else {
             return self.search_db(q, &sql).await;
         };
@@ -340,8 +347,8 @@ impl Storage for SqlStore {
         Ok(hits)
     }
 
-    async fn count(&self, q: &SearchQuery) -> Result<i64, StoreError> {
-        let sql = search_sql::count(q, self.backend);
+    async fn count(&self, q: &SearchQuery, vis: &Visibility) -> Result<i64, StoreError> {
+        let sql = search_sql::count(q, self.backend, vis);
         let Some(cache) = &self.cache else {
             return self.count_db(&sql).await;
         };
@@ -363,11 +370,12 @@ impl Storage for SqlStore {
         inc: &Include,
         targets: &[(String, String)],
         limit: usize,
+        vis: &Visibility,
     ) -> Result<Vec<StoredResource>, StoreError> {
         if targets.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = search_sql::referencing(inc, targets, limit);
+        let sql = search_sql::referencing(inc, targets, limit, vis);
         let Some(cache) = &self.cache else {
             return self.referencing_db(&sql).await;
         };
@@ -382,6 +390,35 @@ impl Storage for SqlStore {
             cache.fill_search(ticket, key, SearchValue::Resources(Arc::new(found.clone())));
         }
         Ok(found)
+    }
+
+    async fn granted(
+        &self,
+        grantees: &[String],
+        owner: &str,
+        citizen: &str,
+    ) -> Result<bool, StoreError> {
+        if grantees.is_empty() {
+            return Ok(false);
+        }
+        let mut sql = Sql::default();
+        sql.push("SELECT 1 FROM access_grants WHERE owner = ")
+            .text(owner)
+            .push(" AND citizen = ")
+            .text(citizen)
+            .push(" AND grantee IN (");
+        for (n, g) in grantees.iter().enumerate() {
+            if n > 0 {
+                sql.push(", ");
+            }
+            sql.text(g);
+        }
+        sql.push(") LIMIT 1");
+        let row = query(&sql)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+        Ok(row.is_some())
     }
 
     fn generation(&self, deps: &super::Dependencies) -> Option<u64> {
@@ -440,6 +477,7 @@ impl Storage for SqlStore {
             cache: self.cache.clone(),
             channel: self.channel.clone(),
             written: Vec::new(),
+            grants_changed: false,
         }))
     }
 }
@@ -448,7 +486,7 @@ impl Storage for SqlStore {
 impl SqlStore {
     async fn read_db(&self, rtype: &str, id: &str) -> Result<Option<StoredResource>, StoreError> {
         let row = sqlx::query(
-            "SELECT r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content FROM resources r WHERE r.res_type = $1 AND r.id = $2",
+            "SELECT r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content, r.owner, r.citizen FROM resources r WHERE r.res_type = $1 AND r.id = $2",
         )
         .bind(rtype)
         .bind(id)
@@ -465,7 +503,7 @@ impl SqlStore {
         version: i64,
     ) -> Result<Option<StoredResource>, StoreError> {
         let row = sqlx::query(
-            "SELECT r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content, r.method FROM resource_versions r WHERE r.res_type = $1 AND r.id = $2 AND r.version = $3",
+            "SELECT r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content, r.method, r.owner, r.citizen FROM resource_versions r WHERE r.res_type = $1 AND r.id = $2 AND r.version = $3",
         )
         .bind(rtype)
         .bind(id)
@@ -500,7 +538,8 @@ impl SqlStore {
         q: &HistoryQuery<'_>,
     ) -> Result<Vec<(i64, StoredResource)>, StoreError> {
         let mut sql = Sql::default();
-        sql.push("SELECT r.seq, r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content, r.method FROM resource_versions r WHERE 1 = 1");
+        sql.push("SELECT r.seq, r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content, r.method, r.owner, r.citizen FROM resource_versions r WHERE 1 = 1");
+        search_sql::visibility(&mut sql, "r", q.visibility);
         match q.scope {
             HistoryScope::System => {}
             HistoryScope::Type(t) => {
@@ -595,6 +634,8 @@ struct SqlTx {
     channel: Option<String>,
     /// `Type/id` of every version written, for the caches once the commit is durable.
     written: Vec<(String, String)>,
+    /// A grant was added: every cached search may now show the grantee more.
+    grants_changed: bool,
 }
 
 impl SqlTx {
@@ -681,7 +722,7 @@ impl StoreTx for SqlTx {
 
     async fn head(&mut self, rtype: &str, id: &str) -> Result<Option<Head>, StoreError> {
         let mut sql = Sql::default();
-        sql.push("SELECT version, deleted FROM resources WHERE res_type = ")
+        sql.push("SELECT version, deleted, owner, citizen FROM resources WHERE res_type = ")
             .text(rtype)
             .push(" AND id = ")
             .text(id);
@@ -693,9 +734,12 @@ impl StoreTx for SqlTx {
             .await
             .map_err(db_err)?;
         row.map(|r| {
+            let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
             Ok(Head {
                 version: int_col(&r, "version")?,
                 deleted: int_col(&r, "deleted")? != 0,
+                owner: r.try_get("owner").map_err(get)?,
+                citizen: r.try_get("citizen").map_err(get)?,
             })
         })
         .transpose()
@@ -705,8 +749,9 @@ impl StoreTx for SqlTx {
         &mut self,
         q: &SearchQuery,
         limit: usize,
+        vis: &Visibility,
     ) -> Result<Vec<String>, StoreError> {
-        let sql = search_sql::ids(q, limit, self.backend);
+        let sql = search_sql::ids(q, limit, self.backend, vis);
         let rows = query(&sql)
             .fetch_all(self.conn().await?)
             .await
@@ -753,6 +798,25 @@ impl StoreTx for SqlTx {
         }
     }
 
+    async fn grant(&mut self, grant: &Grant, now_ms: i64) -> Result<(), StoreError> {
+        let mut sql = Sql::default();
+        sql.push(
+            "INSERT INTO access_grants (grantee, owner, citizen, reason, granted_ms) VALUES (",
+        )
+        .text(&grant.grantee)
+        .push(", ")
+        .text(&grant.owner)
+        .push(", ")
+        .text(&grant.citizen)
+        .push(", ")
+        .text(&grant.reason)
+        .push(", ")
+        .bind(Bind::Int(now_ms))
+        .push(") ON CONFLICT (grantee, owner, citizen) DO NOTHING");
+        self.grants_changed = true;
+        self.write_sql(sql).await
+    }
+
     async fn enqueue(&mut self, job: &NewJob) -> Result<(), StoreError> {
         let sql = outbox::insert(job);
         self.write_sql(sql).await
@@ -795,6 +859,7 @@ impl StoreTx for SqlTx {
             cache,
             channel,
             written,
+            grants_changed,
             ..
         } = *self;
         match tx {
@@ -802,7 +867,12 @@ impl StoreTx for SqlTx {
             TxConn::Postgres(mut t) => {
                 // Other instances hear of the writes when (and only if) the commit happens.
                 if let Some(channel) = &channel {
-                    for payload in notify::payloads(&written) {
+                    let mut payloads = notify::payloads(&written);
+                    if grants_changed {
+                        // A line without `Type/id`: the listeners drop every cached entry.
+                        payloads.push("grants".into());
+                    }
+                    for payload in payloads {
                         sqlx::query("SELECT pg_notify($1, $2)")
                             .bind(channel.as_str())
                             .bind(payload)
@@ -820,6 +890,9 @@ impl StoreTx for SqlTx {
             for (rtype, id) in &written {
                 cache.generations().written(rtype, id);
             }
+            if grants_changed {
+                cache.generations().everything_changed();
+            }
         }
         Ok(())
     }
@@ -834,6 +907,19 @@ fn write_statements(v: &NewVersion<'_>) -> Vec<Sql> {
         }
         None => {
             sql.push("NULL");
+        }
+    };
+    let tenancy = |sql: &mut Sql| {
+        for col in [v.owner, v.citizen] {
+            sql.push(", ");
+            match col {
+                Some(c) => {
+                    sql.text(c);
+                }
+                None => {
+                    sql.push("NULL");
+                }
+            }
         }
     };
     let mut out = Vec::new();
@@ -853,25 +939,27 @@ fn write_statements(v: &NewVersion<'_>) -> Vec<Sql> {
     };
 
     let mut s = Sql::default();
-    s.push("INSERT INTO resource_versions (res_type, id, version, last_updated, deleted, method, content) VALUES (");
+    s.push("INSERT INTO resource_versions (res_type, id, version, last_updated, deleted, method, content, owner, citizen) VALUES (");
     key_columns(&mut s);
     s.text(v.method).push(", ");
     content(&mut s);
+    tenancy(&mut s);
     s.push(")");
     out.push(s);
 
     // `created_seq` is the sequence number of the id's first version, kept on later writes.
     let mut s = Sql::default();
-    s.push("INSERT INTO resources (res_type, id, version, last_updated, deleted, content, created_seq) VALUES (");
+    s.push("INSERT INTO resources (res_type, id, version, last_updated, deleted, content, owner, citizen, created_seq) VALUES (");
     key_columns(&mut s);
     content(&mut s);
+    tenancy(&mut s);
     s.push(", (SELECT seq FROM resource_versions WHERE res_type = ")
         .text(v.rtype)
         .push(" AND id = ")
         .text(v.id)
         .push(" AND version = ")
         .bind(Bind::Int(v.version))
-        .push(")) ON CONFLICT (res_type, id) DO UPDATE SET version = excluded.version, last_updated = excluded.last_updated, deleted = excluded.deleted, content = excluded.content");
+        .push(")) ON CONFLICT (res_type, id) DO UPDATE SET version = excluded.version, last_updated = excluded.last_updated, deleted = excluded.deleted, content = excluded.content, owner = excluded.owner, citizen = excluded.citizen");
     out.push(s);
 
     if v.version > 1 {

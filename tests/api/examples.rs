@@ -85,6 +85,11 @@ async fn every_official_example_round_trips_unchanged(app: TestApp) {
         let res = app.post(&rtype, &example).await;
         let status = res.status().as_u16();
         let created: Value = res.json().await.expect("json");
+        // The audit log is the gateway's own: no client writes AuditEvents.
+        if rtype == "AuditEvent" {
+            assert_eq!(status, 405, "{file}: {created}");
+            continue;
+        }
         if invalid.contains(&file.as_str()) {
             assert_eq!(status, 422, "{file} is listed as invalid: {created}");
             assert_eq!(created["resourceType"], "OperationOutcome");

@@ -13,6 +13,10 @@ use serde_json::Value;
 /// e.g. `postgres://postgres@127.0.0.1:5432/test`. Unset: those tests are skipped (and say so).
 pub const PG_ENV: &str = "SEKTORBRO_TEST_POSTGRES_URL";
 
+/// The development client's token in every test gateway (an administrator, loopback only).
+/// `TestApp::client` sends it unless a test sets its own `Authorization`.
+pub const DEV_TOKEN: &str = "test-development-token-0123456789";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Db {
     Sqlite,
@@ -82,6 +86,7 @@ async fn start(
     let mut config = Config::load_with_env(None, |k| match k {
         "SEKTORBRO_DATABASE_URL" => Some(url.clone()),
         "SEKTORBRO_LISTEN" => Some("127.0.0.1:0".into()),
+        "SEKTORBRO_DEV_TOKEN" => Some(DEV_TOKEN.into()),
         _ => None,
     })
     .expect("test config");
@@ -90,6 +95,9 @@ async fn start(
     config.database.max_connections = 8;
     // The official examples include 35 MB conformance Bundles.
     config.server.max_body_bytes = 64 << 20;
+    // A token issuer and one client of each kind (tests/api/tokens.rs), next to the development
+    // client that `TestApp::client` authenticates as.
+    crate::tokens::tenants(&mut config);
     configure(&mut config);
     let state = sektorbro::app::build_state(config)
         .await
@@ -103,12 +111,25 @@ async fn start(
     TestApp {
         fhir: format!("{addr}/fhir"),
         addr,
-        client: reqwest::Client::new(),
+        client: dev_client(),
         db,
         database_url: url,
         _dir: dir,
         handle,
     }
+}
+
+/// A client that authenticates as the development client unless told otherwise.
+pub fn dev_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_static("Bearer test-development-token-0123456789"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
 }
 
 /// A new, empty schema on the configured PostgreSQL server, and a URL that uses it.

@@ -15,5 +15,7 @@ mod lookups;
 mod municipal;
 mod operations;
 mod search;
+mod tenancy;
 mod tls;
+mod tokens;
 mod validation;

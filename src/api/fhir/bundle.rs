@@ -1,7 +1,8 @@
 //! `POST /fhir`: transaction and batch Bundles.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
 
+use crate::api::audit::AuditHint;
 use crate::api::context::{FhirBody, PreferReturn, RequestContext};
 use crate::api::response::ok_json;
 use crate::api::AppState;
@@ -10,13 +11,18 @@ use crate::error::FhirError;
 pub async fn transaction_or_batch(
     state: web::Data<AppState>,
     ctx: RequestContext,
+    req: HttpRequest,
     body: FhirBody,
 ) -> Result<HttpResponse, FhirError> {
+    if body.0.get("type").and_then(serde_json::Value::as_str) == Some("batch") {
+        req.extensions_mut()
+            .insert(AuditHint(crate::audit::Interaction::Batch));
+    }
     let representation = ctx.prefer_return != Some(PreferReturn::Minimal);
     Ok(ok_json(
         state
             .engine
-            .process_bundle(&body.0, &ctx.base, representation)
+            .process_bundle(&ctx.access, &body.0, &ctx.base, representation)
             .await?,
     ))
 }

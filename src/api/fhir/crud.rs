@@ -40,11 +40,14 @@ pub async fn create(
     };
     let w = state
         .engine
-        .write(WriteOp::Create {
-            rtype,
-            resource: body.0,
-            if_none_exist,
-        })
+        .write(
+            &ctx.access,
+            WriteOp::Create {
+                rtype,
+                resource: body.0,
+                if_none_exist,
+            },
+        )
         .await?;
     Ok(response::written(&ctx, &w))
 }
@@ -52,12 +55,12 @@ pub async fn create(
 /// `GET /fhir/{type}/{id}`.
 pub async fn read(
     state: web::Data<AppState>,
-    _ctx: RequestContext,
+    ctx: RequestContext,
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, FhirError> {
     let (rtype, id) = path.into_inner();
-    let r = state.engine.read(&rtype, &id).await?;
+    let r = state.engine.read(&ctx.access, &rtype, &id).await?;
     let etag = format!("W/\"{}\"", r.version);
     if req
         .headers()
@@ -78,11 +81,11 @@ pub async fn read(
 /// `GET /fhir/{type}/{id}/_history/{vid}`.
 pub async fn vread(
     state: web::Data<AppState>,
-    _ctx: RequestContext,
+    ctx: RequestContext,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, FhirError> {
     let (rtype, id, vid) = path.into_inner();
-    let r = state.engine.vread(&rtype, &id, &vid).await?;
+    let r = state.engine.vread(&ctx.access, &rtype, &id, &vid).await?;
     let mut b = HttpResponse::Ok();
     version_headers(&mut b, r.version, r.last_updated_ms);
     Ok(b.content_type(FHIR_JSON)
@@ -100,12 +103,15 @@ pub async fn update(
     let (rtype, id) = path.into_inner();
     let w = state
         .engine
-        .write(WriteOp::Update {
-            rtype,
-            id,
-            resource: body.0,
-            if_match: if_match(&req)?,
-        })
+        .write(
+            &ctx.access,
+            WriteOp::Update {
+                rtype,
+                id,
+                resource: body.0,
+                if_match: if_match(&req)?,
+            },
+        )
         .await?;
     Ok(response::written(&ctx, &w))
 }
@@ -129,12 +135,15 @@ pub async fn conditional_update(
     let criteria = state.engine.parse_pairs(&rtype, &ctx.query, false)?;
     let w = state
         .engine
-        .write(WriteOp::ConditionalUpdate {
-            rtype,
-            criteria,
-            resource: body.0,
-            if_match: if_match(&req)?,
-        })
+        .write(
+            &ctx.access,
+            WriteOp::ConditionalUpdate {
+                rtype,
+                criteria,
+                resource: body.0,
+                if_match: if_match(&req)?,
+            },
+        )
         .await?;
     Ok(response::written(&ctx, &w))
 }
@@ -142,11 +151,14 @@ pub async fn conditional_update(
 /// `DELETE /fhir/{type}/{id}`: later reads answer 410 Gone.
 pub async fn delete(
     state: web::Data<AppState>,
-    _ctx: RequestContext,
+    ctx: RequestContext,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, FhirError> {
     let (rtype, id) = path.into_inner();
-    let w = state.engine.write(WriteOp::Delete { rtype, id }).await?;
+    let w = state
+        .engine
+        .write(&ctx.access, WriteOp::Delete { rtype, id })
+        .await?;
     let mut b = HttpResponse::NoContent();
     if w.version > 0 {
         version_headers(&mut b, w.version, w.last_updated_ms);

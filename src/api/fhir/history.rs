@@ -16,7 +16,7 @@ pub async fn system(
     Ok(ok_json(
         state
             .engine
-            .history(HistoryScope::System, &ctx.query, &ctx.base)
+            .history(&ctx.access, HistoryScope::System, &ctx.query, &ctx.base)
             .await?,
     ))
 }
@@ -31,7 +31,12 @@ pub async fn by_type(
     Ok(ok_json(
         state
             .engine
-            .history(HistoryScope::Type(&rtype), &ctx.query, &ctx.base)
+            .history(
+                &ctx.access,
+                HistoryScope::Type(&rtype),
+                &ctx.query,
+                &ctx.base,
+            )
             .await?,
     ))
 }
@@ -46,7 +51,12 @@ pub async fn instance(
     Ok(ok_json(
         state
             .engine
-            .history(HistoryScope::Instance(&rtype, &id), &ctx.query, &ctx.base)
+            .history(
+                &ctx.access,
+                HistoryScope::Instance(&rtype, &id),
+                &ctx.query,
+                &ctx.base,
+            )
             .await?,
     ))
 }

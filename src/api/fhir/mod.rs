@@ -6,4 +6,5 @@ pub mod history;
 pub mod metadata;
 pub mod process_message;
 pub mod search;
+pub mod share;
 pub mod validate;

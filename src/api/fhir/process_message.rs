@@ -15,7 +15,10 @@ pub async fn post(
     ctx: RequestContext,
     body: FhirBody,
 ) -> Result<HttpResponse, FhirError> {
-    let done = state.forwarder.submit(body.0, None, &ctx.base).await?;
+    let done = state
+        .forwarder
+        .submit(&ctx.access, body.0, None, &ctx.base)
+        .await?;
     let text = if done.created {
         format!(
             "message {} accepted for delivery to {}",

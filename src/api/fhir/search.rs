@@ -51,7 +51,7 @@ async fn run(
 ) -> Result<HttpResponse, FhirError> {
     let bundle = state
         .engine
-        .search_request(rtype, pairs, ctx.lenient, &ctx.base)
+        .search_request(&ctx.access, rtype, pairs, ctx.lenient, &ctx.base)
         .await?;
     Ok(ok_json(bundle))
 }

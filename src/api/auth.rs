@@ -1,0 +1,79 @@
+//! Authentication at the door: every request but the open ones (health, metrics, the
+//! CapabilityStatement) must name a configured client, by bearer token (a JWT from a configured
+//! issuer, or the development token on loopback) or by a TLS client certificate mapped to a
+//! client. The [`Caller`] goes into the request's extensions, where [`RequestContext`] and the
+//! admin gate find it. Refusals are 401 (503 when the issuer's keys cannot be fetched) with an
+//! RFC 6750 `WWW-Authenticate` header and an OperationOutcome that says what was wrong.
+//!
+//! [`RequestContext`]: super::context::RequestContext
+
+use actix_web::dev::ServiceRequest;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpMessage as _, HttpResponse, ResponseError as _};
+
+use crate::auth::{AuthError, Authenticator, Caller};
+use crate::error::FhirError;
+use crate::fhir::outcome::Issue;
+
+/// The subject of the TLS client certificate of the request's connection (set per connection
+/// by the server's `on_connect`, see `app.rs`).
+#[derive(Debug, Clone)]
+pub struct PeerCertificate {
+    pub subject: String,
+}
+
+/// Paths anyone may call: liveness, readiness, metrics and the CapabilityStatement (which also
+/// tells clients how to authenticate).
+pub fn open_path(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/fhir/metadata")
+}
+
+/// The 401 of a request that reached a handler without a caller (never expected: the middleware
+/// refuses first).
+pub fn unauthenticated() -> FhirError {
+    FhirError::new(
+        401,
+        vec![Issue::error(
+            "login",
+            "authentication is required: send Authorization: Bearer <token>",
+        )],
+    )
+}
+
+/// Who is calling: a bearer token if one is sent (it must be valid even when a certificate is
+/// presented too), else the connection's client certificate.
+pub async fn authenticate(auth: &Authenticator, req: &ServiceRequest) -> Result<Caller, AuthError> {
+    let peer_is_loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| {
+            AuthError::Malformed("the Authorization header is not readable text".into())
+        })?;
+        let token = crate::auth::bearer_token(value)?;
+        return auth.bearer(token, peer_is_loopback).await;
+    }
+    if let Some(cert) = req.conn_data::<PeerCertificate>() {
+        return auth.certificate(&cert.subject).ok_or_else(|| {
+            AuthError::UnknownClient(format!(
+                "no configured client has the certificate subject {:?}",
+                cert.subject
+            ))
+        });
+    }
+    Err(AuthError::Missing)
+}
+
+/// The answer to a refused authentication.
+pub fn refused(e: &AuthError) -> HttpResponse {
+    let status = e.status();
+    let code = if status == 503 { "transient" } else { "login" };
+    let mut res = FhirError::new(status, vec![Issue::error(code, e.to_string())]).error_response();
+    if let Ok(v) = HeaderValue::from_str(&e.www_authenticate()) {
+        res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    res
+}
+
+/// Put the caller where handlers find it.
+pub fn attach(req: &ServiceRequest, caller: Caller) {
+    req.extensions_mut().insert(caller);
+}
