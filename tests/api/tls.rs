@@ -131,6 +131,15 @@ async fn the_gateway_serves_https_and_requires_client_certificates_when_told() {
         cfg.server.tls.cert_file = c;
         cfg.server.tls.key_file = k;
         cfg.server.tls.client_ca_file = ca;
+        cfg.auth.clients.push(sektorbro::config::ClientConfig {
+            id: "haderslev-cert".into(),
+            kind: sektorbro::auth::ClientKind::Municipality,
+            organizations: vec![crate::tokens::HADERSLEV.into()],
+            scopes: "system/*.rs".into(),
+            issuer: String::new(),
+            subject: String::new(),
+            certificate_subject: "CN=haderslev-kommune".into(),
+        });
     })
     .await
     .expect("app");
@@ -141,6 +150,31 @@ async fn the_gateway_serves_https_and_requires_client_certificates_when_told() {
         .await
         .expect("mTLS request");
     assert_eq!(res.status().as_u16(), 200);
+    // The certificate's subject maps to a configured client: authenticated without a token,
+    // with that client's scopes.
+    let res = client(&servers.ca, Some(&good))
+        .get(https(&app, "/fhir/CarePlan"))
+        .send()
+        .await
+        .expect("mTLS request");
+    assert_eq!(res.status().as_u16(), 200);
+    let res = client(&servers.ca, Some(&good))
+        .post(https(&app, "/fhir/CarePlan"))
+        .header("content-type", "application/fhir+json")
+        .body(r#"{"resourceType":"CarePlan","status":"active","intent":"plan","subject":{"reference":"Patient/x"}}"#)
+        .send()
+        .await
+        .expect("mTLS request");
+    assert_eq!(res.status().as_u16(), 403, "read-only scopes");
+    // A certificate from the right CA whose subject no client has: the handshake succeeds,
+    // the request is unauthenticated.
+    let unmapped = clients.issue("unmapped-system", &[], true);
+    let res = client(&servers.ca, Some(&unmapped))
+        .get(https(&app, "/fhir/CarePlan"))
+        .send()
+        .await
+        .expect("mTLS request");
+    assert_eq!(res.status().as_u16(), 401);
     let none = client(&servers.ca, None)
         .get(https(&app, "/fhir/metadata"))
         .send()
