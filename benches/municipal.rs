@@ -1,11 +1,15 @@
 //! Municipal record → validated FHIR Bundle, the work `POST /municipal/v1/care-records` does
 //! before its transaction: parse the posted bytes, JSON Schema, rules, mapping, and validation of
 //! every produced resource against R4 and our profiles (issue #4 goal: under 100 µs for a
-//! typical record). Also each stage alone, and the reverse mapping. `cargo bench --bench
-//! municipal`; figures in docs/municipal.md.
+//! typical record) — the Bundle as JSON text (`translate_text`, what `sektorbro translate`
+//! prints) and as a `serde_json::Value` (`translate`, what the engine takes). Also each stage
+//! alone, and the reverse mapping. `cargo bench --bench municipal`; figures in docs/municipal.md.
+//! Instruction counts of the same stages: `examples/municipal_workload.rs`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use sektorbro::municipal::{check, check_document, from_fhir, to_fhir, translate};
+use sektorbro::municipal::{
+    check, check_document, from_fhir, precheck, to_fhir, translate, translate_text,
+};
 use sektorbro::validation::Validator;
 use serde_json::Value;
 
@@ -33,6 +37,13 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let doc: Value = serde_json::from_slice(&bytes).expect("JSON");
             let (rec, _) = check_document(&doc, &v.terminology).expect("valid");
+            translate_text(&rec, &v).expect("valid FHIR")
+        })
+    });
+    g.bench_function("record to validated bundle (whole, as Value)", |b| {
+        b.iter(|| {
+            let doc: Value = serde_json::from_slice(&bytes).expect("JSON");
+            let (rec, _) = check_document(&doc, &v.terminology).expect("valid");
             translate(&rec, &v).expect("valid FHIR")
         })
     });
@@ -40,11 +51,20 @@ fn bench(c: &mut Criterion) {
         b.iter(|| serde_json::from_slice::<Value>(&bytes).expect("JSON"))
     });
     g.bench_function("json schema", |b| b.iter(|| check::schema(&doc)));
+    g.bench_function("schema, typed record and rules", |b| {
+        b.iter(|| check_document(&doc, &v.terminology).expect("valid"))
+    });
     g.bench_function("rules", |b| b.iter(|| check::rules(&rec, &v.terminology)));
-    g.bench_function("map to bundle", |b| {
+    g.bench_function("map to bundle text", |b| {
+        b.iter(|| to_fhir::write_bundle(&rec, &v.terminology))
+    });
+    g.bench_function("map to bundle value", |b| {
         b.iter(|| to_fhir::to_bundle(&rec, &v.terminology))
     });
-    g.bench_function("validate bundle resources", |b| {
+    g.bench_function("precheck (what the mapping cannot vouch for)", |b| {
+        b.iter(|| precheck::check(&rec, &v.terminology).expect("clean"))
+    });
+    g.bench_function("validate bundle resources (full validator)", |b| {
         b.iter(|| {
             bundle["entry"]
                 .as_array()

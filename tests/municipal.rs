@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use serde_json::{Number, Value};
 
 use sektorbro::municipal::record::*;
-use sektorbro::municipal::{check, from_fhir, to_fhir, translate};
+use sektorbro::municipal::{check, from_fhir, precheck, to_fhir, translate};
 use sektorbro::validation::Validator;
 
 fn validator() -> std::sync::Arc<Validator> {
@@ -455,4 +455,343 @@ fn a_note_without_owners_is_accepted_with_warnings() {
         sektorbro::discharge::check_note(&bad).unwrap_err().status,
         400
     );
+}
+
+// ----- the validation fast path ------------------------------------------------------------------
+
+/// Values to put into a record's fields: broken ones (blank, bad dates, codes from elsewhere,
+/// whitespace in codes and ids) and valid ones of every enumeration, so that a substitution
+/// sometimes leaves the record valid and sometimes does not.
+const SUBSTITUTES: &[&str] = &[
+    "",
+    " ",
+    "\t",
+    " x",
+    "x  y",
+    "a b",
+    "a_b",
+    "x\u{0}y",
+    "nope",
+    "2026-02-30",
+    "2026-13-01",
+    "0000-01-01",
+    "2026-02-28",
+    "2026",
+    "2026-02-28T10:00:00",
+    "2026-02-28t10:00:00+01:00",
+    "2026-02-28T24:00:00+01:00",
+    "2026-02-28T10:00:00+15:00",
+    "2026-02-28T10:00:00+02:00",
+    "2026-02-28T09:30:00Z",
+    "2026-02-28T10:00:00.5+01:00",
+    "1999-12-31T23:59:60+14:00",
+    "2030-01-01T00:00:00-12:00",
+    "urn:uuid:X",
+    "3f27a7bc-790d-444e-bcf4-6e22a6b1da7e",
+    "9c5cfb57-a498-40e5-98a7-792bf5fb205b",
+    "2abe20c7-c0b4-41c1-b397-52acf36499ef",
+    "rehabilitation-after-hospital",
+    "home-care",
+    "sel-86-2",
+    "aeldreloven",
+    "completed",
+    "planned",
+    "on-hold",
+    "cancelled",
+    "active",
+    "nursing-home",
+    "other-municipal-service",
+    "psychiatry",
+    "other",
+    "scheduled",
+    "stopped",
+    "worsening",
+    "not-attainable",
+    "physician",
+    "speech-therapist",
+    "social-and-health-care-helper",
+    "0101",
+    "9999",
+    "Øster Hjortebro",
+    "abcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghij",
+];
+
+/// Put `value` into field number `slot` of `rec` (where the record has that field), or break
+/// a rule that compares values.
+fn substitute(rec: &mut CareRecord, slot: usize, value: &str) {
+    let v = value.to_string();
+    let c = &mut rec.course;
+    match slot {
+        0 => rec.record_id = v,
+        1 => rec.municipality.code = v,
+        2 => rec.municipality.name = v,
+        3 => rec.municipality.sor = v,
+        4 => rec.citizen.cpr = v,
+        5 => rec.citizen.family_name = Some(v),
+        6 => rec.citizen.given_names = Some(vec!["Jens".into(), v]),
+        7 => rec.citizen.birth_date = Some(v),
+        8 => c.kind = v,
+        9 => c.legal_basis = v,
+        10 => c.phase = v,
+        11 => c.status = v,
+        12 => c.period.start = v,
+        13 => c.period.end = Some(v),
+        14..=21 => {
+            if let Some(s) = &mut c.stay {
+                match slot {
+                    14 => s.unit.name = v,
+                    15 => s.unit.sor = v,
+                    16 => s.admitted_at = v,
+                    17 => s.discharged_at = Some(v),
+                    18 => s.ready_for_discharge_at = Some(v),
+                    19 => s.discharge_destination = Some(v),
+                    20 => {
+                        s.admitted_from = Some(AdmittedFrom {
+                            kind: v,
+                            name: Some("Sygehus".into()),
+                            sor: Some("123".into()),
+                        })
+                    }
+                    _ => {
+                        if let Some(f) = &mut s.admitted_from {
+                            f.name = Some(v)
+                        }
+                    }
+                }
+            }
+        }
+        22..=25 => {
+            if let Some(x) = rec.conditions.first_mut() {
+                match slot {
+                    22 => x.id = v,
+                    23 => x.code = v,
+                    24 => x.severity = Some(v),
+                    _ => x.note = Some(v),
+                }
+            }
+        }
+        26..=35 => {
+            if let Some(g) = rec.goals.first_mut() {
+                match slot {
+                    26 => g.id = v,
+                    27 => g.description = v,
+                    28 => g.citizen_words = Some(v),
+                    29 => g.due = Some(v),
+                    30 => g.responsible_discipline = v,
+                    31 => g.status = v,
+                    32 => g.achievement = v,
+                    33 => g.measure.iter_mut().for_each(|m| m.unit = v.clone()),
+                    34 => g.measure.iter_mut().for_each(|m| m.description = v.clone()),
+                    _ => g.measure = None,
+                }
+            }
+        }
+        36..=41 => {
+            if let Some(i) = rec.interventions.first_mut() {
+                match slot {
+                    36 => i.id = v,
+                    37 => i.code = v,
+                    38 => i.discipline = v,
+                    39 => i.status = v,
+                    40 => i.note = Some(v),
+                    _ => i.frequency = Some(Frequency { count: 0, per: v }),
+                }
+            }
+        }
+        42..=44 => {
+            if let Some(m) = rec.care_team.first_mut() {
+                match slot {
+                    42 => m.id = v,
+                    43 => m.name = v,
+                    _ => m.discipline = v,
+                }
+            }
+        }
+        45..=50 => {
+            if let Some(m) = rec.meetings.first_mut() {
+                match slot {
+                    45 => m.id = v,
+                    46 => m.start = v,
+                    47 => m.end = Some(v),
+                    48 => m.decisions.push(v),
+                    49 => m
+                        .goal_reviews
+                        .iter_mut()
+                        .for_each(|r| r.achievement = v.clone()),
+                    _ => m
+                        .goal_reviews
+                        .iter_mut()
+                        .for_each(|r| r.note = Some(v.clone())),
+                }
+            }
+        }
+        51 => rec.citizen.given_names = Some(Vec::new()),
+        52 => rec.record_version = u32::MAX - value.len() as u32,
+        53 => rec
+            .care_team
+            .iter_mut()
+            .for_each(|m| m.primary_contact = true),
+        54 => {
+            if let Some(i) = rec.interventions.first_mut() {
+                i.frequency = Some(Frequency {
+                    count: 1 << 31,
+                    per: "day".into(),
+                })
+            }
+        }
+        _ => {
+            // Periods that end before they start, in another time zone.
+            c.period.end = Some("2024-01-01T00:30:00+01:00".into());
+            c.period.start = "2024-01-01T00:00:00Z".into();
+        }
+    }
+}
+
+/// How `translate` (with its fast path) and the full validation of the produced resources
+/// disagree about `rec` whose mapping produced `bundle`, if they do.
+fn disagreement(rec: &CareRecord, bundle: &Value, v: &Validator) -> Option<String> {
+    let full = sektorbro::municipal::validate_bundle(bundle.clone(), v);
+    let fast = precheck::check(rec, &v.terminology);
+    if fast.is_ok() && full.is_err() {
+        return Some(format!(
+            "the fast path passes resources the validator rejects: {:?}",
+            full.err().map(|e| e.issues)
+        ));
+    }
+    let answer = translate(rec, v);
+    match (answer, full) {
+        (Ok(a), Ok(b)) if a == b => None,
+        (Err(a), Err(b)) if a.status == b.status && a.issues == b.issues => None,
+        (a, b) => Some(format!(
+            "translate answers {:?}, full validation {:?}",
+            a.map_err(|e| e.issues).map(|_| ()),
+            b.map_err(|e| e.issues).map(|_| ())
+        )),
+    }
+}
+
+/// Generated records, valid and with substituted values: `translate` answers exactly what the
+/// full validation of the produced resources answers (the same bundle, or the same 422 with the
+/// same issues), and the fast path never passes resources the validator rejects. Also that both
+/// branches are exercised, so the agreement is not vacuous.
+#[test]
+fn the_fast_path_agrees_with_the_full_validator() {
+    use proptest::test_runner::{Config, TestRunner};
+    let v = validator();
+    let fast = std::cell::Cell::new(0usize);
+    let rejected = std::cell::Cell::new(0usize);
+    let full_valid = std::cell::Cell::new(0usize);
+    let mut runner = TestRunner::new(Config {
+        cases: 600,
+        ..Config::default()
+    });
+    let strategy = (
+        record(),
+        prop::option::of((0usize..56, prop::sample::select(SUBSTITUTES))),
+    );
+    runner
+        .run(&strategy, |(mut rec, change)| {
+            if let Some((slot, value)) = change {
+                substitute(&mut rec, slot, value);
+            }
+            let bundle = to_fhir::to_bundle(&rec, &v.terminology);
+            if let Some(d) = disagreement(&rec, &bundle, &v) {
+                return Err(TestCaseError::fail(d));
+            }
+            match (precheck::check(&rec, &v.terminology), translate(&rec, &v)) {
+                (Ok(()), _) => fast.set(fast.get() + 1),
+                (Err(_), Ok(_)) => full_valid.set(full_valid.get() + 1),
+                (Err(_), Err(_)) => rejected.set(rejected.get() + 1),
+            }
+            Ok(())
+        })
+        .unwrap();
+    let (fast, rejected, full_valid) = (fast.get(), rejected.get(), full_valid.get());
+    eprintln!("fast path {fast}, rejected {rejected}, full validation found nothing {full_valid}");
+    assert!(
+        fast >= 60 && rejected >= 60,
+        "{fast} {rejected} {full_valid}"
+    );
+}
+
+#[test]
+fn every_fixture_takes_the_fast_path_and_agrees() {
+    let v = validator();
+    for (name, doc) in fixtures() {
+        let (rec, _) = sektorbro::municipal::check_document(&doc, &v.terminology).expect("valid");
+        assert_eq!(precheck::check(&rec, &v.terminology), Ok(()), "{name}");
+        let bundle = to_fhir::to_bundle(&rec, &v.terminology);
+        assert_eq!(disagreement(&rec, &bundle, &v), None, "{name}");
+    }
+}
+
+/// The checks can fail: a record value outside its value set is caught by the fast path and
+/// answered with the validator's own issues; and a mapping that emitted an invalid code by
+/// itself (which the fast path, looking at the record only, cannot see) makes the agreement
+/// check above fail.
+#[test]
+fn the_agreement_check_catches_injected_faults() {
+    let v = validator();
+    let (_, doc) = fixtures()
+        .into_iter()
+        .find(|(n, _)| n == "haderslev-hjortebro-intervention.json")
+        .expect("fixture");
+    let (rec, _) = sektorbro::municipal::check_document(&doc, &v.terminology).expect("valid");
+
+    let mut bad = rec.clone();
+    bad.interventions[0].code = bad.conditions[0].code.clone();
+    assert!(precheck::check(&bad, &v.terminology).is_err());
+    let err = translate(&bad, &v).expect_err("an FSIII condition code as an intervention");
+    assert_eq!(err.status, 422);
+    assert!(
+        err.issues
+            .iter()
+            .any(|i| i.diagnostics.contains("fsiii-interventions")),
+        "{:?}",
+        err.issues
+    );
+    let bundle = to_fhir::to_bundle(&bad, &v.terminology);
+    assert_eq!(disagreement(&bad, &bundle, &v), None);
+
+    let mut broken = to_fhir::to_bundle(&rec, &v.terminology);
+    for e in broken["entry"].as_array_mut().unwrap() {
+        if e["resource"]["resourceType"] == "Goal" {
+            e["resource"]["lifecycleStatus"] = Value::from("done");
+        }
+    }
+    let d = disagreement(&rec, &broken, &v).expect("a broken mapping is noticed");
+    assert!(d.contains("lifecycleStatus"), "{d}");
+}
+
+/// The Bundle as text is, byte for byte, what serde_json writes for the Bundle as a `Value` (the
+/// two come from one mapping written to two sinks; the text one escapes by itself).
+#[test]
+fn the_bundle_text_is_the_bundle_value_written_out() {
+    use proptest::test_runner::{Config, TestRunner};
+    let v = validator();
+    for (name, doc) in fixtures() {
+        let (rec, _) = sektorbro::municipal::check_document(&doc, &v.terminology).expect("valid");
+        let text = to_fhir::write_bundle(&rec, &v.terminology);
+        let value = to_fhir::to_bundle(&rec, &v.terminology);
+        assert_eq!(text, serde_json::to_string(&value).unwrap(), "{name}");
+    }
+    let mut runner = TestRunner::new(Config {
+        cases: 300,
+        ..Config::default()
+    });
+    let strategy = (
+        record(),
+        prop::option::of((0usize..56, prop::sample::select(SUBSTITUTES))),
+    );
+    runner
+        .run(&strategy, |(mut rec, change)| {
+            if let Some((slot, value)) = change {
+                substitute(&mut rec, slot, value);
+            }
+            let text = to_fhir::write_bundle(&rec, &v.terminology);
+            let value = to_fhir::to_bundle(&rec, &v.terminology);
+            prop_assert_eq!(text, serde_json::to_string(&value).unwrap());
+            Ok(())
+        })
+        .unwrap();
 }

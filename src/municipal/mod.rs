@@ -9,6 +9,7 @@
 
 pub mod check;
 pub mod from_fhir;
+pub mod precheck;
 pub mod record;
 pub mod to_fhir;
 pub mod vocab;
@@ -17,6 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::ExitCode;
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use self::record::CareRecord;
@@ -37,7 +39,8 @@ pub fn check_document(
     if !issues.is_empty() {
         return Err(FhirError::new(400, issues));
     }
-    let rec: CareRecord = serde_json::from_value(doc.clone()).map_err(|e| {
+    // Straight from the parsed document, without copying it first.
+    let rec = CareRecord::deserialize(doc).map_err(|e| {
         FhirError::bad_request(format!("the record does not match the v1 format: {e}"))
     })?;
     let issues = check::rules(&rec, terms);
@@ -51,8 +54,29 @@ pub fn check_document(
 /// definitions and the profiles it claims. Errors answer 422 (located in the Bundle); warnings
 /// (narrative missing, preferred bindings) are not reported to the municipality, whose record
 /// they are not about.
+///
+/// Validation runs only when the record holds a value the mapping cannot vouch for
+/// ([`precheck`]); otherwise the resources are known to validate without errors, and the answer
+/// is the same as [`validate_bundle`]'s (`tests/municipal.rs` checks that on generated records).
 pub fn translate(rec: &CareRecord, validator: &Validator) -> Result<Value, FhirError> {
     let bundle = to_fhir::to_bundle(rec, &validator.terminology);
+    if precheck::check(rec, &validator.terminology).is_ok() {
+        return Ok(bundle);
+    }
+    validate_bundle(bundle, validator)
+}
+
+/// As [`translate`], the Bundle as JSON text, written without building it.
+pub fn translate_text(rec: &CareRecord, validator: &Validator) -> Result<String, FhirError> {
+    if precheck::check(rec, &validator.terminology).is_err() {
+        validate_bundle(to_fhir::to_bundle(rec, &validator.terminology), validator)?;
+    }
+    Ok(to_fhir::write_bundle(rec, &validator.terminology))
+}
+
+/// Validate every resource of a translated Bundle with the full validator: the Bundle, or 422
+/// with every error located in the Bundle.
+pub fn validate_bundle(bundle: Value, validator: &Validator) -> Result<Value, FhirError> {
     let mut errors = Vec::new();
     for (i, e) in bundle
         .get("entry")

@@ -8,22 +8,13 @@
 //! conditional create on their SOR code (a registry, not one record, owns their names; each
 //! reference carries the name the record used as its `display`).
 
-use serde_json::{Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Number, Value};
 use uuid::Uuid;
 
 use super::record::{CareRecord, Goal, Intervention, Meeting, Member, Stay};
 use super::vocab::{self, cs, ext, profile};
 use crate::validation::terminology::Terminology;
-
-/// A JSON object built by moving its values in: `json!` serializes every interpolated `Value`
-/// into a copy, which made the mapping copy each resource several times over.
-macro_rules! obj {
-    ($($k:literal => $v:expr),* $(,)?) => {{
-        let mut m = Map::new();
-        $( m.insert(String::from($k), Value::from($v)); )*
-        Value::Object(m)
-    }};
-}
 
 /// Part kinds, as they appear in the name a part's id is derived from.
 pub mod kind {
@@ -55,346 +46,707 @@ pub fn organization_url(sor: &str) -> String {
     )
 }
 
+/// Where the mapping writes: JSON text ([`Text`]) or a `serde_json::Value` ([`Tree`]). One
+/// mapping, two outputs: the text is what `sektorbro translate` and the benchmark produce (no
+/// `Value` tree to build), the tree what the engine takes.
+trait Sink {
+    fn open(&mut self);
+    fn close(&mut self);
+    fn open_list(&mut self);
+    fn close_list(&mut self);
+    /// A member name: always one of our literals.
+    fn key(&mut self, k: &str);
+    fn str(&mut self, s: &str);
+    /// A string made of parts that need no escaping (literals, UUIDs).
+    fn plain(&mut self, parts: &[&str]);
+    fn number(&mut self, n: &Number);
+    fn uint(&mut self, n: u32);
+    fn bool(&mut self, b: bool);
+
+    /// `"k":"v"`.
+    fn kv(&mut self, k: &str, v: &str) {
+        self.key(k);
+        self.str(v);
+    }
+}
+
+/// JSON text written in place, byte for byte what `serde_json::to_string` writes for the
+/// [`Tree`] of the same mapping (strings and numbers go through serde_json's own serializer;
+/// `tests/municipal.rs` compares the two).
+struct Text {
+    b: Vec<u8>,
+    /// Whether the next value or key needs a comma before it.
+    comma: bool,
+}
+
+impl Text {
+    fn sep(&mut self) {
+        if self.comma {
+            self.b.push(b',');
+        }
+    }
+
+    fn serialize<T: Serialize + ?Sized>(&mut self, v: &T) {
+        self.sep();
+        // Writing to a Vec cannot fail, and strings, numbers and booleans always serialize.
+        let _ = v.serialize(&mut serde_json::Serializer::new(&mut self.b));
+        self.comma = true;
+    }
+}
+
+impl Sink for Text {
+    fn open(&mut self) {
+        self.sep();
+        self.b.push(b'{');
+        self.comma = false;
+    }
+
+    fn close(&mut self) {
+        self.b.push(b'}');
+        self.comma = true;
+    }
+
+    fn open_list(&mut self) {
+        self.sep();
+        self.b.push(b'[');
+        self.comma = false;
+    }
+
+    fn close_list(&mut self) {
+        self.b.push(b']');
+        self.comma = true;
+    }
+
+    fn key(&mut self, k: &str) {
+        self.sep();
+        self.b.push(b'"');
+        self.b.extend_from_slice(k.as_bytes());
+        self.b.extend_from_slice(b"\":");
+        self.comma = false;
+    }
+
+    fn str(&mut self, s: &str) {
+        self.serialize(s);
+    }
+
+    fn plain(&mut self, parts: &[&str]) {
+        self.sep();
+        self.b.push(b'"');
+        for p in parts {
+            self.b.extend_from_slice(p.as_bytes());
+        }
+        self.b.push(b'"');
+        self.comma = true;
+    }
+
+    fn number(&mut self, n: &Number) {
+        self.serialize(n);
+    }
+
+    fn uint(&mut self, n: u32) {
+        self.serialize(&n);
+    }
+
+    fn bool(&mut self, b: bool) {
+        self.serialize(&b);
+    }
+}
+
+/// The same as a `Value`: open objects and lists on a stack, each with the key it will be
+/// stored under.
+#[derive(Default)]
+struct Tree {
+    stack: Vec<(Value, Option<String>)>,
+    key: Option<String>,
+    root: Value,
+}
+
+impl Tree {
+    fn attach(&mut self, v: Value) {
+        match self.stack.last_mut() {
+            Some((Value::Object(m), _)) => {
+                m.insert(self.key.take().unwrap_or_default(), v);
+            }
+            Some((Value::Array(a), _)) => a.push(v),
+            _ => self.root = v,
+        }
+    }
+}
+
+impl Sink for Tree {
+    fn open(&mut self) {
+        let k = self.key.take();
+        self.stack.push((Value::Object(Map::new()), k));
+    }
+
+    fn close(&mut self) {
+        if let Some((v, k)) = self.stack.pop() {
+            self.key = k;
+            self.attach(v);
+        }
+    }
+
+    fn open_list(&mut self) {
+        let k = self.key.take();
+        self.stack.push((Value::Array(Vec::new()), k));
+    }
+
+    fn close_list(&mut self) {
+        self.close();
+    }
+
+    fn key(&mut self, k: &str) {
+        self.key = Some(k.to_string());
+    }
+
+    fn str(&mut self, s: &str) {
+        self.attach(Value::String(s.to_string()));
+    }
+
+    fn plain(&mut self, parts: &[&str]) {
+        self.attach(Value::String(parts.concat()));
+    }
+
+    fn number(&mut self, n: &Number) {
+        self.attach(Value::Number(n.clone()));
+    }
+
+    fn uint(&mut self, n: u32) {
+        self.attach(Value::from(n));
+    }
+
+    fn bool(&mut self, b: bool) {
+        self.attach(Value::Bool(b));
+    }
+}
+
 struct Ctx<'a> {
     rec: &'a CareRecord,
     terms: &'a Terminology,
     patient_url: String,
     parts: String,
+    municipality_url: String,
+    /// The ids of the listed parts, in the record's order: each is a SHA-1, and most are
+    /// referred to several times.
+    conditions: Vec<String>,
+    goals: Vec<String>,
+    members: Vec<String>,
+    meetings: Vec<String>,
 }
 
-impl Ctx<'_> {
-    fn id(&self, kind: &str, local: &str) -> String {
-        part_id(
-            &self.rec.municipality.code,
-            &self.rec.record_id,
-            kind,
-            local,
-        )
-    }
-
-    fn reference(&self, rtype: &str, kind: &str, local: &str) -> Value {
-        obj! {"reference" => format!("{rtype}/{}", self.id(kind, local))}
-    }
-
-    fn subject(&self) -> Value {
-        obj! {"reference" => self.patient_url.as_str()}
-    }
-
-    fn identifier(&self, local: &str) -> Value {
-        Value::from(vec![
-            obj! {"system" => self.parts.as_str(), "value" => local},
-        ])
-    }
-
-    fn coding(&self, system: &str, code: &str) -> Value {
-        let mut c = obj! {"system" => system, "code" => code};
-        if let Some(d) = self.terms.display(system, code) {
-            c["display"] = Value::from(d);
+impl<'a> Ctx<'a> {
+    fn new(rec: &'a CareRecord, terms: &'a Terminology) -> Self {
+        let id =
+            |kind: &str, local: &str| part_id(&rec.municipality.code, &rec.record_id, kind, local);
+        Ctx {
+            rec,
+            terms,
+            patient_url: format!("urn:uuid:{}", id(kind::PATIENT, "citizen")),
+            parts: vocab::part_system(&rec.municipality.code, &rec.record_id),
+            municipality_url: organization_url(&rec.municipality.sor),
+            conditions: rec
+                .conditions
+                .iter()
+                .map(|c| id(kind::CONDITION, &c.id))
+                .collect(),
+            goals: rec.goals.iter().map(|g| id(kind::GOAL, &g.id)).collect(),
+            members: rec
+                .care_team
+                .iter()
+                .map(|m| id(kind::MEMBER, &m.id))
+                .collect(),
+            meetings: rec
+                .meetings
+                .iter()
+                .map(|m| id(kind::MEETING, &m.id))
+                .collect(),
         }
-        c
     }
 
-    fn concept(&self, system: &str, code: &str) -> Value {
-        obj! {"coding" => vec![self.coding(system, code)]}
+    fn id(&self, kind: &str, local: &str) -> String {
+        let rec = self.rec;
+        let known = match kind {
+            kind::CONDITION => rec
+                .conditions
+                .iter()
+                .position(|c| c.id == local)
+                .map(|i| &self.conditions[i]),
+            kind::GOAL => rec
+                .goals
+                .iter()
+                .position(|g| g.id == local)
+                .map(|i| &self.goals[i]),
+            kind::MEMBER => rec
+                .care_team
+                .iter()
+                .position(|m| m.id == local)
+                .map(|i| &self.members[i]),
+            kind::MEETING => rec
+                .meetings
+                .iter()
+                .position(|m| m.id == local)
+                .map(|i| &self.meetings[i]),
+            _ => None,
+        };
+        match known {
+            Some(id) => id.clone(),
+            None => part_id(&rec.municipality.code, &rec.record_id, kind, local),
+        }
+    }
+
+    /// `{"reference":"Type/id"}`.
+    fn reference<S: Sink>(&self, o: &mut S, rtype: &str, kind: &str, local: &str) {
+        o.open();
+        o.key("reference");
+        o.plain(&[rtype, "/", &self.id(kind, local)]);
+        o.close();
+    }
+
+    fn subject<S: Sink>(&self, o: &mut S) {
+        o.open();
+        o.kv("reference", &self.patient_url);
+        o.close();
+    }
+
+    /// `"identifier":[{"system":…,"value":local}]`.
+    fn identifier<S: Sink>(&self, o: &mut S, local: &str) {
+        o.key("identifier");
+        o.open_list();
+        o.open();
+        o.kv("system", &self.parts);
+        o.kv("value", local);
+        o.close();
+        o.close_list();
+    }
+
+    fn coding<S: Sink>(&self, o: &mut S, system: &str, code: &str) {
+        o.open();
+        o.kv("system", system);
+        o.kv("code", code);
+        if let Some(d) = self.terms.display(system, code) {
+            o.kv("display", d);
+        }
+        o.close();
+    }
+
+    fn concept<S: Sink>(&self, o: &mut S, system: &str, code: &str) {
+        o.open();
+        o.key("coding");
+        o.open_list();
+        self.coding(o, system, code);
+        o.close_list();
+        o.close();
     }
 
     /// `valueCodeableConcept` extension.
-    fn concept_extension(&self, url: &str, system: &str, code: &str) -> Value {
-        obj! {"url" => url, "valueCodeableConcept" => self.concept(system, code)}
+    fn concept_extension<S: Sink>(&self, o: &mut S, url: &str, system: &str, code: &str) {
+        o.open();
+        o.kv("url", url);
+        o.key("valueCodeableConcept");
+        self.concept(o, system, code);
+        o.close();
+    }
+
+    /// A reference to the municipality, with the name the record gives it.
+    fn municipality_ref<S: Sink>(&self, o: &mut S) {
+        let m = &self.rec.municipality;
+        organization_ref(o, &self.municipality_url, &m.sor, Some(&m.name));
+    }
+
+    fn member_ref<S: Sink>(&self, o: &mut S, local: &str) {
+        o.open();
+        o.key("reference");
+        o.plain(&["Practitioner/", &self.id(kind::MEMBER, local)]);
+        if let Some(m) = self.rec.care_team.iter().find(|m| m.id == local) {
+            o.kv("display", &m.name);
+        }
+        o.close();
     }
 }
 
 /// A reference to an organization by SOR code, with the name the record gives it.
-fn organization_ref(sor: &str, name: Option<&str>) -> Value {
-    let mut r = obj! {
-        "reference" => organization_url(sor),
-        "identifier" => obj! {"system" => vocab::SOR, "value" => sor},
-    };
+fn organization_ref<S: Sink>(o: &mut S, url: &str, sor: &str, name: Option<&str>) {
+    o.open();
+    o.kv("reference", url);
+    o.key("identifier");
+    o.open();
+    o.kv("system", vocab::SOR);
+    o.kv("value", sor);
+    o.close();
     if let Some(n) = name {
-        r["display"] = Value::from(n);
+        o.kv("display", n);
     }
-    r
+    o.close();
 }
 
-fn put(rtype: &str, id: &str, resource: Value) -> Value {
-    obj! {
-        "resource" => resource,
-        "request" => obj! {"method" => "PUT", "url" => format!("{rtype}/{id}")},
-    }
+fn meta<S: Sink>(o: &mut S, profile: &str) {
+    o.key("meta");
+    o.open();
+    o.key("profile");
+    o.open_list();
+    o.str(profile);
+    o.close_list();
+    o.close();
 }
 
-/// A JSON array of references.
-fn refs(items: impl Iterator<Item = Value>) -> Value {
-    Value::Array(items.collect())
+/// `{"resource":{"resourceType":…,"id":…` — the entry of a record-scoped part, opened; closed
+/// by [`end_put`].
+fn begin_put<S: Sink>(o: &mut S, rtype: &str, id: &str) {
+    o.open();
+    o.key("resource");
+    o.open();
+    o.kv("resourceType", rtype);
+    o.kv("id", id);
+}
+
+fn end_put<S: Sink>(o: &mut S, rtype: &str, id: &str) {
+    o.close();
+    o.key("request");
+    o.open();
+    o.kv("method", "PUT");
+    o.key("url");
+    o.plain(&[rtype, "/", id]);
+    o.close();
+    o.close();
 }
 
 /// The transaction Bundle for a record. Codes are expected to be known (the rules check that
 /// first); an unknown one simply gets no display.
 pub fn to_bundle(rec: &CareRecord, terms: &Terminology) -> Value {
-    let cx = Ctx {
-        rec,
-        terms,
-        patient_url: format!(
-            "urn:uuid:{}",
-            part_id(
-                &rec.municipality.code,
-                &rec.record_id,
-                kind::PATIENT,
-                "citizen"
-            )
-        ),
-        parts: vocab::part_system(&rec.municipality.code, &rec.record_id),
-    };
-    let mut entries = vec![patient(&cx)];
-    entries.extend(organizations(&cx));
-    for m in &rec.care_team {
-        entries.push(practitioner(&cx, m));
-    }
-    entries.push(care_team(&cx));
-    for c in &rec.conditions {
-        let id = cx.id(kind::CONDITION, &c.id);
-        let mut r = obj! {
-            "resourceType" => "Condition",
-            "id" => id.as_str(),
-            "meta" => obj! {"profile" => vec![profile::CONDITION]},
-            "identifier" => cx.identifier(&c.id),
-            "clinicalStatus" => cx.concept(vocab::CONDITION_CLINICAL, "active"),
-            "code" => cx.concept(vocab::FSIII, &c.code),
-            "subject" => cx.subject(),
-        };
-        if let Some(s) = &c.severity {
-            r["severity"] = cx.concept(vocab::FSIII, s);
-        }
-        if let Some(n) = &c.note {
-            r["note"] = Value::from(vec![obj! {"text" => n.as_str()}]);
-        }
-        entries.push(put("Condition", &id, r));
-    }
-    for g in &rec.goals {
-        entries.push(goal(&cx, g));
-    }
-    if let Some(stay) = &rec.course.stay {
-        entries.push(stay_encounter(&cx, stay));
-    }
-    for m in &rec.meetings {
-        entries.push(meeting(&cx, m));
-    }
-    entries.push(care_plan(&cx));
-    obj! {
-        "resourceType" => "Bundle",
-        "type" => "transaction",
-        "entry" => entries,
-    }
+    let mut tree = Tree::default();
+    bundle(&Ctx::new(rec, terms), &mut tree);
+    tree.root
 }
 
-fn patient(cx: &Ctx<'_>) -> Value {
-    let c = &cx.rec.citizen;
-    let mut p = obj! {
-        "resourceType" => "Patient",
-        "identifier" => vec![obj! {"system" => vocab::CPR, "value" => c.cpr.as_str()}],
+/// The transaction Bundle for a record as JSON text: `serde_json::to_string(&to_bundle(…))`,
+/// written without building the `Value`.
+pub fn write_bundle(rec: &CareRecord, terms: &Terminology) -> String {
+    let mut text = Text {
+        b: Vec::with_capacity(4096 + 1024 * (rec.goals.len() + rec.meetings.len())),
+        comma: false,
     };
-    let mut name = Map::new();
-    if let Some(f) = &c.family_name {
-        name.insert("family".into(), Value::from(f.as_str()));
+    bundle(&Ctx::new(rec, terms), &mut text);
+    // Only whole UTF-8 strings and ASCII punctuation were written.
+    String::from_utf8(text.b).unwrap_or_default()
+}
+
+fn bundle<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
+    let rec = cx.rec;
+    o.open();
+    o.kv("resourceType", "Bundle");
+    o.kv("type", "transaction");
+    o.key("entry");
+    o.open_list();
+    patient(cx, o);
+    organizations(cx, o);
+    for (m, id) in rec.care_team.iter().zip(&cx.members) {
+        practitioner(cx, o, m, id);
     }
-    if let Some(g) = &c.given_names {
-        name.insert("given".into(), Value::from(g.clone()));
+    care_team(cx, o);
+    for (c, id) in rec.conditions.iter().zip(&cx.conditions) {
+        begin_put(o, "Condition", id);
+        meta(o, profile::CONDITION);
+        cx.identifier(o, &c.id);
+        o.key("clinicalStatus");
+        cx.concept(o, vocab::CONDITION_CLINICAL, "active");
+        o.key("code");
+        cx.concept(o, vocab::FSIII, &c.code);
+        o.key("subject");
+        cx.subject(o);
+        if let Some(s) = &c.severity {
+            o.key("severity");
+            cx.concept(o, vocab::FSIII, s);
+        }
+        if let Some(n) = &c.note {
+            o.key("note");
+            o.open_list();
+            o.open();
+            o.kv("text", n);
+            o.close();
+            o.close_list();
+        }
+        end_put(o, "Condition", id);
     }
-    let named = !name.is_empty();
+    for (g, id) in rec.goals.iter().zip(&cx.goals) {
+        goal(cx, o, g, id);
+    }
+    if let Some(stay) = &rec.course.stay {
+        stay_encounter(cx, o, stay);
+    }
+    for (m, id) in rec.meetings.iter().zip(&cx.meetings) {
+        meeting(cx, o, m, id);
+    }
+    care_plan(cx, o);
+    o.close_list();
+    o.close();
+}
+
+fn patient<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
+    let c = &cx.rec.citizen;
+    o.open();
+    o.kv("fullUrl", &cx.patient_url);
+    o.key("resource");
+    o.open();
+    o.kv("resourceType", "Patient");
+    o.key("identifier");
+    o.open_list();
+    o.open();
+    o.kv("system", vocab::CPR);
+    o.kv("value", &c.cpr);
+    o.close();
+    o.close_list();
+    let named = c.family_name.is_some() || c.given_names.is_some();
     if named {
-        p["name"] = Value::from(vec![Value::Object(name)]);
+        o.key("name");
+        o.open_list();
+        o.open();
+        if let Some(f) = &c.family_name {
+            o.kv("family", f);
+        }
+        if let Some(g) = &c.given_names {
+            o.key("given");
+            o.open_list();
+            for name in g {
+                o.str(name);
+            }
+            o.close_list();
+        }
+        o.close();
+        o.close_list();
     }
     if let Some(b) = &c.birth_date {
-        p["birthDate"] = Value::from(b.as_str());
+        o.kv("birthDate", b);
     }
+    o.close();
     let criteria = format!("identifier={}|{}", vocab::CPR, c.cpr);
     // A record that names the citizen states what it knows; one with only a CPR must not erase
     // what another record (or the registry) filled in.
-    let request = if !named && c.birth_date.is_none() {
-        obj! {"method" => "POST", "url" => "Patient", "ifNoneExist" => criteria}
+    o.key("request");
+    o.open();
+    if !named && c.birth_date.is_none() {
+        o.kv("method", "POST");
+        o.kv("url", "Patient");
+        o.kv("ifNoneExist", &criteria);
     } else {
-        obj! {"method" => "PUT", "url" => format!("Patient?{criteria}")}
-    };
-    obj! {"fullUrl" => cx.patient_url.as_str(), "resource" => p, "request" => request}
+        o.kv("method", "PUT");
+        o.kv("url", &format!("Patient?{criteria}"));
+    }
+    o.close();
+    o.close();
 }
 
 /// Conditional creates of the organizations the record names, one per SOR code.
-fn organizations(cx: &Ctx<'_>) -> Vec<Value> {
+fn organizations<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
     let rec = cx.rec;
-    let mut orgs: Vec<(String, Value)> = Vec::new();
-    let mut add = |sor: &str, r: Value| {
-        if !orgs.iter().any(|(s, _)| s == sor) {
-            orgs.push((sor.to_string(), r));
-        }
-    };
     let m = &rec.municipality;
-    add(
-        &m.sor,
-        obj! {
-            "resourceType" => "Organization",
-            "identifier" => vec![
-                obj! {"system" => vocab::SOR, "value" => m.sor.as_str()},
-                obj! {"system" => vocab::MUNICIPALITY_CODES, "value" => m.code.as_str()},
-            ],
-            "name" => m.name.as_str(),
-        },
-    );
+    let mut seen: Vec<String> = Vec::with_capacity(3);
+    let mut entry = |o: &mut S, sor: &str, url: &str, body: &dyn Fn(&mut S)| {
+        if seen.iter().any(|s| s == sor) {
+            return;
+        }
+        o.open();
+        o.kv("fullUrl", url);
+        o.key("resource");
+        o.open();
+        o.kv("resourceType", "Organization");
+        body(o);
+        o.close();
+        o.key("request");
+        o.open();
+        o.kv("method", "POST");
+        o.kv("url", "Organization");
+        o.kv("ifNoneExist", &format!("identifier={}|{sor}", vocab::SOR));
+        o.close();
+        o.close();
+        seen.push(sor.to_string());
+    };
+    let sor_identifier = |o: &mut S, sor: &str| {
+        o.open();
+        o.kv("system", vocab::SOR);
+        o.kv("value", sor);
+        o.close();
+    };
+    entry(o, &m.sor, &cx.municipality_url, &|o: &mut S| {
+        o.key("identifier");
+        o.open_list();
+        sor_identifier(o, &m.sor);
+        o.open();
+        o.kv("system", vocab::MUNICIPALITY_CODES);
+        o.kv("value", &m.code);
+        o.close();
+        o.close_list();
+        o.kv("name", &m.name);
+    });
     if let Some(stay) = &rec.course.stay {
-        add(
-            &stay.unit.sor,
-            obj! {
-                "resourceType" => "Organization",
-                "identifier" => vec![obj! {"system" => vocab::SOR, "value" => stay.unit.sor.as_str()}],
-                "name" => stay.unit.name.as_str(),
-                "partOf" => organization_ref(&m.sor, Some(&m.name)),
-            },
-        );
+        let unit = &stay.unit;
+        entry(o, &unit.sor, &organization_url(&unit.sor), &|o: &mut S| {
+            o.key("identifier");
+            o.open_list();
+            sor_identifier(o, &unit.sor);
+            o.close_list();
+            o.kv("name", &unit.name);
+            o.key("partOf");
+            cx.municipality_ref(o);
+        });
         if let Some(from) = &stay.admitted_from {
             if let Some(sor) = &from.sor {
-                let mut o = obj! {
-                    "resourceType" => "Organization",
-                    "identifier" => vec![obj! {"system" => vocab::SOR, "value" => sor.as_str()}],
-                };
-                if let Some(n) = &from.name {
-                    o["name"] = Value::from(n.as_str());
-                }
-                add(sor, o);
+                entry(o, sor, &organization_url(sor), &|o: &mut S| {
+                    o.key("identifier");
+                    o.open_list();
+                    sor_identifier(o, sor);
+                    o.close_list();
+                    if let Some(n) = &from.name {
+                        o.kv("name", n);
+                    }
+                });
             }
         }
     }
-    orgs.into_iter()
-        .map(|(sor, r)| {
-            obj! {
-                "fullUrl" => organization_url(&sor),
-                "resource" => r,
-                "request" => obj! {
-                    "method" => "POST",
-                    "url" => "Organization",
-                    "ifNoneExist" => format!("identifier={}|{sor}", vocab::SOR),
-                },
-            }
-        })
-        .collect()
 }
 
-fn practitioner(cx: &Ctx<'_>, m: &Member) -> Value {
-    let id = cx.id(kind::MEMBER, &m.id);
-    let r = obj! {
-        "resourceType" => "Practitioner",
-        "id" => id.as_str(),
-        "identifier" => cx.identifier(&m.id),
-        "name" => vec![obj! {"text" => m.name.as_str()}],
-    };
-    put("Practitioner", &id, r)
+fn practitioner<S: Sink>(cx: &Ctx<'_>, o: &mut S, m: &Member, id: &str) {
+    o.open();
+    o.key("resource");
+    o.open();
+    o.kv("resourceType", "Practitioner");
+    o.kv("id", id);
+    cx.identifier(o, &m.id);
+    o.key("name");
+    o.open_list();
+    o.open();
+    o.kv("text", &m.name);
+    o.close();
+    o.close_list();
+    end_put(o, "Practitioner", id);
 }
 
-fn member_ref(cx: &Ctx<'_>, local: &str) -> Value {
-    let mut r = cx.reference("Practitioner", kind::MEMBER, local);
-    if let Some(m) = cx.rec.care_team.iter().find(|m| m.id == local) {
-        r["display"] = Value::from(m.name.as_str());
-    }
-    r
-}
-
-fn care_team(cx: &Ctx<'_>) -> Value {
+fn care_team<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
     let rec = cx.rec;
     let id = cx.id(kind::CARE_TEAM, "team");
-    let participants: Vec<Value> = rec
-        .care_team
-        .iter()
-        .map(|m| {
-            let mut p = obj! {
-                "id" => m.id.as_str(),
-                "role" => vec![cx.concept(cs::DISCIPLINE, &m.discipline)],
-                "member" => member_ref(cx, &m.id),
-            };
-            if m.primary_contact {
-                p["extension"] = Value::from(vec![
-                    obj! {"url" => ext::PRIMARY_CONTACT, "valueBoolean" => true},
-                ]);
-            }
-            p
-        })
-        .collect();
     let status = match rec.course.status.as_str() {
         "completed" | "cancelled" => "inactive",
         "planned" => "proposed",
         "on-hold" => "suspended",
         _ => "active",
     };
-    let mut r = obj! {
-        "resourceType" => "CareTeam",
-        "id" => id.as_str(),
-        "meta" => obj! {"profile" => vec![profile::CARE_TEAM]},
-        "identifier" => cx.identifier("team"),
-        "status" => status,
-        "subject" => cx.subject(),
-        "managingOrganization" => vec![organization_ref(&rec.municipality.sor, Some(&rec.municipality.name))],
-    };
-    if !participants.is_empty() {
-        r["participant"] = Value::from(participants);
+    begin_put(o, "CareTeam", &id);
+    meta(o, profile::CARE_TEAM);
+    cx.identifier(o, "team");
+    o.kv("status", status);
+    o.key("subject");
+    cx.subject(o);
+    o.key("managingOrganization");
+    o.open_list();
+    cx.municipality_ref(o);
+    o.close_list();
+    if !rec.care_team.is_empty() {
+        o.key("participant");
+        o.open_list();
+        for m in &rec.care_team {
+            o.open();
+            o.kv("id", &m.id);
+            o.key("role");
+            o.open_list();
+            cx.concept(o, cs::DISCIPLINE, &m.discipline);
+            o.close_list();
+            o.key("member");
+            cx.member_ref(o, &m.id);
+            if m.primary_contact {
+                o.key("extension");
+                o.open_list();
+                o.open();
+                o.kv("url", ext::PRIMARY_CONTACT);
+                o.key("valueBoolean");
+                o.bool(true);
+                o.close();
+                o.close_list();
+            }
+            o.close();
+        }
+        o.close_list();
     }
-    put("CareTeam", &id, r)
+    end_put(o, "CareTeam", &id);
 }
 
-fn goal(cx: &Ctx<'_>, g: &Goal) -> Value {
-    let id = cx.id(kind::GOAL, &g.id);
-    let mut extension = Vec::new();
+fn goal<S: Sink>(cx: &Ctx<'_>, o: &mut S, g: &Goal, id: &str) {
+    begin_put(o, "Goal", id);
+    meta(o, profile::GOAL);
+    o.key("extension");
+    o.open_list();
     if let Some(w) = &g.citizen_words {
-        extension.push(obj! {"url" => ext::CITIZEN_WORDS, "valueString" => w.as_str()});
+        o.open();
+        o.kv("url", ext::CITIZEN_WORDS);
+        o.kv("valueString", w);
+        o.close();
     }
     if let Some(m) = &g.measure {
         if let Some(b) = &m.baseline {
-            extension.push(obj! {
-                "url" => ext::BASELINE,
-                "valueQuantity" => obj! {"value" => b.clone(), "unit" => m.unit.as_str()},
-            });
+            o.open();
+            o.kv("url", ext::BASELINE);
+            o.key("valueQuantity");
+            o.open();
+            o.key("value");
+            o.number(b);
+            o.kv("unit", &m.unit);
+            o.close();
+            o.close();
         }
     }
-    extension.push(cx.concept_extension(
+    cx.concept_extension(
+        o,
         ext::DISCIPLINE,
         cs::DISCIPLINE,
         &g.responsible_discipline,
-    ));
-    let mut r = obj! {
-        "resourceType" => "Goal",
-        "id" => id.as_str(),
-        "meta" => obj! {"profile" => vec![profile::GOAL]},
-        "extension" => extension,
-        "identifier" => cx.identifier(&g.id),
-        "lifecycleStatus" => g.status.as_str(),
-        "achievementStatus" => cx.concept(vocab::GOAL_ACHIEVEMENT, &g.achievement),
-        "description" => obj! {"text" => g.description.as_str()},
-        "subject" => cx.subject(),
-    };
-    let mut target = Map::new();
-    if let Some(m) = &g.measure {
-        target.insert("measure".into(), obj! {"text" => m.description.as_str()});
-        target.insert(
-            "detailQuantity".into(),
-            obj! {"value" => m.target.clone(), "unit" => m.unit.as_str()},
-        );
-    }
-    if let Some(d) = &g.due {
-        target.insert("dueDate".into(), Value::from(d.as_str()));
-    }
-    if !target.is_empty() {
-        r["target"] = Value::from(vec![Value::Object(target)]);
+    );
+    o.close_list();
+    cx.identifier(o, &g.id);
+    o.kv("lifecycleStatus", &g.status);
+    o.key("achievementStatus");
+    cx.concept(o, vocab::GOAL_ACHIEVEMENT, &g.achievement);
+    o.key("description");
+    o.open();
+    o.kv("text", &g.description);
+    o.close();
+    o.key("subject");
+    cx.subject(o);
+    if g.measure.is_some() || g.due.is_some() {
+        o.key("target");
+        o.open_list();
+        o.open();
+        if let Some(m) = &g.measure {
+            o.key("measure");
+            o.open();
+            o.kv("text", &m.description);
+            o.close();
+            o.key("detailQuantity");
+            o.open();
+            o.key("value");
+            o.number(&m.target);
+            o.kv("unit", &m.unit);
+            o.close();
+        }
+        if let Some(d) = &g.due {
+            o.kv("dueDate", d);
+        }
+        o.close();
+        o.close_list();
     }
     if g.citizen_words.is_some() {
-        r["expressedBy"] = cx.subject();
+        o.key("expressedBy");
+        cx.subject(o);
     }
     if !g.addresses.is_empty() {
-        r["addresses"] = refs(
-            g.addresses
-                .iter()
-                .map(|c| cx.reference("Condition", kind::CONDITION, c)),
-        );
+        o.key("addresses");
+        o.open_list();
+        for c in &g.addresses {
+            cx.reference(o, "Condition", kind::CONDITION, c);
+        }
+        o.close_list();
     }
-    put("Goal", &id, r)
+    end_put(o, "Goal", id);
 }
 
-fn stay_encounter(cx: &Ctx<'_>, stay: &Stay) -> Value {
+fn stay_encounter<S: Sink>(cx: &Ctx<'_>, o: &mut S, stay: &Stay) {
     let id = cx.id(kind::STAY, "stay");
     let status = if stay.discharged_at.is_some() {
         "finished"
@@ -405,186 +757,295 @@ fn stay_encounter(cx: &Ctx<'_>, stay: &Stay) -> Value {
     } else {
         "in-progress"
     };
-    let mut period = obj! {"start" => stay.admitted_at.as_str()};
+    begin_put(o, "Encounter", &id);
+    meta(o, profile::STAY);
+    cx.identifier(o, "stay");
+    o.kv("status", status);
+    o.key("class");
+    cx.coding(o, vocab::ACT_CODE, "SS");
+    o.key("type");
+    o.open_list();
+    cx.concept(o, cs::ENCOUNTER_TYPE, "temporary-stay");
+    o.close_list();
+    o.key("subject");
+    cx.subject(o);
+    o.key("period");
+    o.open();
+    o.kv("start", &stay.admitted_at);
     if let Some(end) = &stay.discharged_at {
-        period["end"] = Value::from(end.as_str());
+        o.kv("end", end);
     }
-    let mut hospitalization = Map::new();
-    if let Some(from) = &stay.admitted_from {
-        let origin = match (&from.sor, &from.name) {
-            (Some(sor), name) => Some(organization_ref(sor, name.as_deref())),
-            (None, Some(name)) => Some(obj! {"display" => name.as_str()}),
-            (None, None) => None,
-        };
-        if let Some(o) = origin {
-            hospitalization.insert("origin".into(), o);
-        }
-        hospitalization.insert(
-            "admitSource".into(),
-            obj! {"coding" => vec![
-                cx.coding(vocab::ADMIT_SOURCE, vocab::admit_source(&from.kind)),
-                cx.coding(cs::ADMISSION_SOURCE, &from.kind),
-            ]},
-        );
-    }
-    if let Some(dest) = &stay.discharge_destination {
-        hospitalization.insert(
-            "dischargeDisposition".into(),
-            obj! {"coding" => vec![
-                cx.coding(vocab::DISCHARGE_DISPOSITION, vocab::discharge_disposition(dest)),
-                cx.coding(cs::DISCHARGE_DESTINATION, dest),
-            ]},
-        );
-    }
-    let mut r = obj! {
-        "resourceType" => "Encounter",
-        "id" => id.as_str(),
-        "meta" => obj! {"profile" => vec![profile::STAY]},
-        "identifier" => cx.identifier("stay"),
-        "status" => status,
-        "class" => cx.coding(vocab::ACT_CODE, "SS"),
-        "type" => vec![cx.concept(cs::ENCOUNTER_TYPE, "temporary-stay")],
-        "subject" => cx.subject(),
-        "period" => period,
-        "serviceProvider" => organization_ref(&stay.unit.sor, Some(&stay.unit.name)),
-    };
+    o.close();
+    o.key("serviceProvider");
+    organization_ref(
+        o,
+        &organization_url(&stay.unit.sor),
+        &stay.unit.sor,
+        Some(&stay.unit.name),
+    );
     if let Some(t) = &stay.ready_for_discharge_at {
-        r["extension"] = Value::from(vec![
-            obj! {"url" => ext::READY_FOR_DISCHARGE, "valueDateTime" => t.as_str()},
-        ]);
+        o.key("extension");
+        o.open_list();
+        o.open();
+        o.kv("url", ext::READY_FOR_DISCHARGE);
+        o.kv("valueDateTime", t);
+        o.close();
+        o.close_list();
     }
-    if !hospitalization.is_empty() {
-        r["hospitalization"] = Value::Object(hospitalization);
+    if stay.admitted_from.is_some() || stay.discharge_destination.is_some() {
+        o.key("hospitalization");
+        o.open();
+        if let Some(from) = &stay.admitted_from {
+            match (&from.sor, &from.name) {
+                (Some(sor), name) => {
+                    o.key("origin");
+                    organization_ref(o, &organization_url(sor), sor, name.as_deref());
+                }
+                (None, Some(name)) => {
+                    o.key("origin");
+                    o.open();
+                    o.kv("display", name);
+                    o.close();
+                }
+                (None, None) => {}
+            }
+            o.key("admitSource");
+            o.open();
+            o.key("coding");
+            o.open_list();
+            cx.coding(o, vocab::ADMIT_SOURCE, vocab::admit_source(&from.kind));
+            cx.coding(o, cs::ADMISSION_SOURCE, &from.kind);
+            o.close_list();
+            o.close();
+        }
+        if let Some(dest) = &stay.discharge_destination {
+            o.key("dischargeDisposition");
+            o.open();
+            o.key("coding");
+            o.open_list();
+            cx.coding(
+                o,
+                vocab::DISCHARGE_DISPOSITION,
+                vocab::discharge_disposition(dest),
+            );
+            cx.coding(o, cs::DISCHARGE_DESTINATION, dest);
+            o.close_list();
+            o.close();
+        }
+        o.close();
     }
-    put("Encounter", &id, r)
+    end_put(o, "Encounter", &id);
 }
 
-fn meeting(cx: &Ctx<'_>, m: &Meeting) -> Value {
-    let id = cx.id(kind::MEETING, &m.id);
-    let mut extension = vec![
-        obj! {"url" => ext::CITIZEN_PRESENT, "valueBoolean" => m.citizen_present},
-        obj! {"url" => ext::RELATIVES_PRESENT, "valueBoolean" => m.relatives_present},
-    ];
+fn meeting<S: Sink>(cx: &Ctx<'_>, o: &mut S, m: &Meeting, id: &str) {
+    begin_put(o, "Encounter", id);
+    meta(o, profile::MEETING);
+    o.key("extension");
+    o.open_list();
+    for (url, value) in [
+        (ext::CITIZEN_PRESENT, m.citizen_present),
+        (ext::RELATIVES_PRESENT, m.relatives_present),
+    ] {
+        o.open();
+        o.kv("url", url);
+        o.key("valueBoolean");
+        o.bool(value);
+        o.close();
+    }
     for d in &m.decisions {
-        extension.push(obj! {"url" => ext::DECISION, "valueString" => d.as_str()});
+        o.open();
+        o.kv("url", ext::DECISION);
+        o.kv("valueString", d);
+        o.close();
     }
     for review in &m.goal_reviews {
-        let mut parts = vec![
-            obj! {"url" => "goal", "valueReference" => cx.reference("Goal", kind::GOAL, &review.goal)},
-            cx.concept_extension("achievement", vocab::GOAL_ACHIEVEMENT, &review.achievement),
-        ];
-        if let Some(n) = &review.note {
-            parts.push(obj! {"url" => "note", "valueString" => n.as_str()});
-        }
-        extension.push(obj! {"url" => ext::GOAL_REVIEW, "extension" => parts});
-    }
-    let mut period = obj! {"start" => m.start.as_str()};
-    if let Some(end) = &m.end {
-        period["end"] = Value::from(end.as_str());
-    }
-    let rec = cx.rec;
-    let mut r = obj! {
-        "resourceType" => "Encounter",
-        "id" => id.as_str(),
-        "meta" => obj! {"profile" => vec![profile::MEETING]},
-        "extension" => extension,
-        "identifier" => cx.identifier(&m.id),
-        "status" => if m.end.is_some() { "finished" } else { "planned" },
-        "class" => cx.coding(vocab::ACT_CODE, "AMB"),
-        "type" => vec![cx.concept(cs::ENCOUNTER_TYPE, "interdisciplinary-meeting")],
-        "subject" => cx.subject(),
-        "period" => period,
-        "serviceProvider" => organization_ref(&rec.municipality.sor, Some(&rec.municipality.name)),
-    };
-    if !m.participants.is_empty() {
-        r["participant"] = refs(
-            m.participants
-                .iter()
-                .map(|p| obj! {"individual" => member_ref(cx, p)}),
+        o.open();
+        o.kv("url", ext::GOAL_REVIEW);
+        o.key("extension");
+        o.open_list();
+        o.open();
+        o.kv("url", "goal");
+        o.key("valueReference");
+        cx.reference(o, "Goal", kind::GOAL, &review.goal);
+        o.close();
+        cx.concept_extension(
+            o,
+            "achievement",
+            vocab::GOAL_ACHIEVEMENT,
+            &review.achievement,
         );
+        if let Some(n) = &review.note {
+            o.open();
+            o.kv("url", "note");
+            o.kv("valueString", n);
+            o.close();
+        }
+        o.close_list();
+        o.close();
     }
-    if rec.course.stay.is_some() {
-        r["partOf"] = cx.reference("Encounter", kind::STAY, "stay");
+    o.close_list();
+    cx.identifier(o, &m.id);
+    o.kv(
+        "status",
+        if m.end.is_some() {
+            "finished"
+        } else {
+            "planned"
+        },
+    );
+    o.key("class");
+    cx.coding(o, vocab::ACT_CODE, "AMB");
+    o.key("type");
+    o.open_list();
+    cx.concept(o, cs::ENCOUNTER_TYPE, "interdisciplinary-meeting");
+    o.close_list();
+    o.key("subject");
+    cx.subject(o);
+    o.key("period");
+    o.open();
+    o.kv("start", &m.start);
+    if let Some(end) = &m.end {
+        o.kv("end", end);
     }
-    put("Encounter", &id, r)
+    o.close();
+    o.key("serviceProvider");
+    cx.municipality_ref(o);
+    if !m.participants.is_empty() {
+        o.key("participant");
+        o.open_list();
+        for p in &m.participants {
+            o.open();
+            o.key("individual");
+            cx.member_ref(o, p);
+            o.close();
+        }
+        o.close_list();
+    }
+    if cx.rec.course.stay.is_some() {
+        o.key("partOf");
+        cx.reference(o, "Encounter", kind::STAY, "stay");
+    }
+    end_put(o, "Encounter", id);
 }
 
-fn activity(cx: &Ctx<'_>, i: &Intervention) -> Value {
-    let mut detail = obj! {
-        "extension" => vec![cx.concept_extension(ext::DISCIPLINE, cs::DISCIPLINE, &i.discipline)],
-        "code" => cx.concept(vocab::FSIII, &i.code),
-        "status" => i.status.as_str(),
-    };
+fn activity<S: Sink>(cx: &Ctx<'_>, o: &mut S, i: &Intervention) {
+    o.open();
+    o.kv("id", &i.id);
+    o.key("detail");
+    o.open();
+    o.key("extension");
+    o.open_list();
+    cx.concept_extension(o, ext::DISCIPLINE, cs::DISCIPLINE, &i.discipline);
+    o.close_list();
+    o.key("code");
+    cx.concept(o, vocab::FSIII, &i.code);
+    o.kv("status", &i.status);
     if !i.goals.is_empty() {
-        detail["goal"] = refs(i.goals.iter().map(|g| cx.reference("Goal", kind::GOAL, g)));
+        o.key("goal");
+        o.open_list();
+        for g in &i.goals {
+            cx.reference(o, "Goal", kind::GOAL, g);
+        }
+        o.close_list();
     }
     if let Some(f) = &i.frequency {
         let unit = vocab::forward(vocab::PERIOD_UNIT, &f.per).unwrap_or("wk");
-        detail["scheduledTiming"] = obj! {
-            "repeat" => obj! {"frequency" => f.count, "period" => 1, "periodUnit" => unit},
-        };
+        o.key("scheduledTiming");
+        o.open();
+        o.key("repeat");
+        o.open();
+        o.key("frequency");
+        o.uint(f.count);
+        o.key("period");
+        o.uint(1);
+        o.kv("periodUnit", unit);
+        o.close();
+        o.close();
     }
     if let Some(n) = &i.note {
-        detail["description"] = Value::from(n.as_str());
+        o.kv("description", n);
     }
-    obj! {"id" => i.id.as_str(), "detail" => detail}
+    o.close();
+    o.close();
 }
 
-fn care_plan(cx: &Ctx<'_>) -> Value {
+fn care_plan<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
     let rec = cx.rec;
     let c = &rec.course;
     let id = cx.id(kind::CARE_PLAN, "plan");
-    let mut period = obj! {"start" => c.period.start.as_str()};
+    begin_put(o, "CarePlan", &id);
+    meta(o, profile::CARE_PLAN);
+    o.key("extension");
+    o.open_list();
+    o.open();
+    o.kv("url", ext::PHASE);
+    o.kv("valueCode", &c.phase);
+    o.close();
+    cx.concept_extension(o, ext::LEGAL_BASIS, cs::LEGAL_BASIS, &c.legal_basis);
+    o.open();
+    o.kv("url", ext::RECORD_VERSION);
+    o.key("valuePositiveInt");
+    o.uint(rec.record_version);
+    o.close();
+    o.close_list();
+    o.key("identifier");
+    o.open_list();
+    o.open();
+    o.kv("system", &vocab::record_system(&rec.municipality.code));
+    o.kv("value", &rec.record_id);
+    o.close();
+    o.close_list();
+    o.kv(
+        "status",
+        vocab::forward(vocab::CARE_PLAN_STATUS, &c.status).unwrap_or("unknown"),
+    );
+    o.kv("intent", "plan");
+    o.key("category");
+    o.open_list();
+    cx.concept(o, cs::COURSE_KIND, &c.kind);
+    o.close_list();
+    o.key("subject");
+    cx.subject(o);
+    o.key("period");
+    o.open();
+    o.kv("start", &c.period.start);
     if let Some(end) = &c.period.end {
-        period["end"] = Value::from(end.as_str());
+        o.kv("end", end);
     }
-    let mut r = obj! {
-        "resourceType" => "CarePlan",
-        "id" => id.as_str(),
-        "meta" => obj! {"profile" => vec![profile::CARE_PLAN]},
-        "extension" => vec![
-            obj! {"url" => ext::PHASE, "valueCode" => c.phase.as_str()},
-            cx.concept_extension(ext::LEGAL_BASIS, cs::LEGAL_BASIS, &c.legal_basis),
-            obj! {"url" => ext::RECORD_VERSION, "valuePositiveInt" => rec.record_version},
-        ],
-        "identifier" => vec![obj! {
-            "system" => vocab::record_system(&rec.municipality.code),
-            "value" => rec.record_id.as_str(),
-        }],
-        "status" => vocab::forward(vocab::CARE_PLAN_STATUS, &c.status).unwrap_or("unknown"),
-        "intent" => "plan",
-        "category" => vec![cx.concept(cs::COURSE_KIND, &c.kind)],
-        "subject" => cx.subject(),
-        "period" => period,
-        "author" => organization_ref(&rec.municipality.sor, Some(&rec.municipality.name)),
-        "careTeam" => vec![cx.reference("CareTeam", kind::CARE_TEAM, "team")],
-    };
+    o.close();
+    o.key("author");
+    cx.municipality_ref(o);
+    o.key("careTeam");
+    o.open_list();
+    cx.reference(o, "CareTeam", kind::CARE_TEAM, "team");
+    o.close_list();
     if c.stay.is_some() {
-        r["encounter"] = cx.reference("Encounter", kind::STAY, "stay");
+        o.key("encounter");
+        cx.reference(o, "Encounter", kind::STAY, "stay");
     }
-    if !rec.conditions.is_empty() {
-        r["addresses"] = refs(
-            rec.conditions
-                .iter()
-                .map(|x| cx.reference("Condition", kind::CONDITION, &x.id)),
-        );
-    }
-    if !rec.meetings.is_empty() {
-        r["supportingInfo"] = refs(
-            rec.meetings
-                .iter()
-                .map(|m| cx.reference("Encounter", kind::MEETING, &m.id)),
-        );
-    }
-    if !rec.goals.is_empty() {
-        r["goal"] = refs(
-            rec.goals
-                .iter()
-                .map(|g| cx.reference("Goal", kind::GOAL, &g.id)),
-        );
-    }
+    let list = |o: &mut S, key: &str, rtype: &str, ids: &[String]| {
+        if !ids.is_empty() {
+            o.key(key);
+            o.open_list();
+            for id in ids {
+                o.open();
+                o.key("reference");
+                o.plain(&[rtype, "/", id]);
+                o.close();
+            }
+            o.close_list();
+        }
+    };
+    list(o, "addresses", "Condition", &cx.conditions);
+    list(o, "supportingInfo", "Encounter", &cx.meetings);
+    list(o, "goal", "Goal", &cx.goals);
     if !rec.interventions.is_empty() {
-        r["activity"] = refs(rec.interventions.iter().map(|i| activity(cx, i)));
+        o.key("activity");
+        o.open_list();
+        for i in &rec.interventions {
+            activity(cx, o, i);
+        }
+        o.close_list();
     }
-    put("CarePlan", &id, r)
+    end_put(o, "CarePlan", &id);
 }

@@ -100,7 +100,8 @@ pub fn truncate(s: &str) -> &str {
     }
 }
 
-fn string_format(code: &str, s: &str) -> Result<(), String> {
+/// Check a JSON string against primitive type `code` (what [`check`] does for a `Value::String`).
+pub fn string_format(code: &str, s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err("must not be an empty string (leave the element out instead)".into());
     }
