@@ -7,6 +7,8 @@
 #
 # BIN_DIR=DIR uses DIR/sektorbro and DIR/hello_ceiling instead of building (to compare builds).
 # CACHE=off runs the gateway with `cache.enabled = false` (the database path of every request).
+# AUDIT=off runs it with `audit.enabled = false` (to see what recording every request costs).
+# Requests authenticate as the development client (an administrator) with a fixed token.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
@@ -37,8 +39,11 @@ filter = "warn"
 rate_per_second = 0.0
 TOML
 if [ "${CACHE:-on}" = off ]; then printf '[cache]\nenabled = false\n' >> "$WORK/gw.toml"; fi
-SEKTORBRO_LISTEN=127.0.0.1:$GW_PORT SEKTORBRO_DATABASE_URL="sqlite://$WORK/lt.db" \
-  "$GW_BIN" serve --config "$WORK/gw.toml" &
+if [ "${AUDIT:-on}" = off ]; then printf '[audit]\nenabled = false\n' >> "$WORK/gw.toml"; fi
+TOKEN=loadtest-development-token-0123456789
+AUTH="Authorization: Bearer $TOKEN"
+SEKTORBRO_DEV_TOKEN=$TOKEN SEKTORBRO_LISTEN=127.0.0.1:$GW_PORT SEKTORBRO_DATABASE_URL="sqlite://$WORK/lt.db" \
+  "$GW_BIN" serve --config "$WORK/gw.toml" >"$WORK/gw.log" 2>&1 &
 GW_PID=$!
 "$HELLO_BIN" 127.0.0.1:$HELLO_PORT $WORKERS &
 HELLO_PID=$!
@@ -47,10 +52,10 @@ for _ in $(seq 50); do curl -sf http://127.0.0.1:$GW_PORT/readyz >/dev/null && b
 BASE=http://127.0.0.1:$GW_PORT/fhir
 # Seed: 200 citizens, each with a care plan; one known patient to read.
 for i in $(seq -w 1 200); do
-  pid=$(curl -sf -X POST "$BASE/Patient" -H 'Content-Type: application/fhir+json' \
+  pid=$(curl -sf -X POST "$BASE/Patient" -H "$AUTH" -H 'Content-Type: application/fhir+json' \
     -d "{\"resourceType\":\"Patient\",\"identifier\":[{\"system\":\"urn:oid:1.2.208.176.1.2\",\"value\":\"0101${i}1234\"}],\"name\":[{\"family\":\"Hansen\",\"given\":[\"Lis\"]}]}" \
     | sed -E 's/.*"id":"([^"]+)".*/\1/')
-  curl -sf -X POST "$BASE/CarePlan" -H 'Content-Type: application/fhir+json' \
+  curl -sf -X POST "$BASE/CarePlan" -H "$AUTH" -H 'Content-Type: application/fhir+json' \
     -d "{\"resourceType\":\"CarePlan\",\"status\":\"active\",\"intent\":\"plan\",\"subject\":{\"reference\":\"Patient/$pid\"}}" >/dev/null
   [ "$i" = "100" ] && READ_ID=$pid
 done
@@ -58,13 +63,14 @@ done
 cat > "$WORK/create.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/fhir+json"
+wrk.headers["Authorization"] = "Bearer loadtest-development-token-0123456789"
 wrk.body = '{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},"subject":{"reference":"Patient/x"},"valueQuantity":{"value":72,"unit":"/min"}}'
 LUA
 
 run() { # name url [script]
   local name=$1 url=$2 script=${3:-}
   local out
-  if [ -n "$script" ]; then out=$(wrk -t$THREADS -c"$CONNS" -d"${DURATION}s" --latency -s "$script" "$url"); else out=$(wrk -t$THREADS -c"$CONNS" -d"${DURATION}s" --latency "$url"); fi
+  if [ -n "$script" ]; then out=$(wrk -t$THREADS -c"$CONNS" -d"${DURATION}s" --latency -s "$script" "$url"); else out=$(wrk -t$THREADS -c"$CONNS" -d"${DURATION}s" --latency -H "$AUTH" "$url"); fi
   local rps p50 p99 non2xx
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
@@ -76,7 +82,7 @@ run() { # name url [script]
   printf '| %-28s | %10s | %8s | %8s | %8s | %s |\n' "$name" "$rps" "$p50" "$p99" "$ratio" "${non2xx:-0}"
 }
 
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -srm); wrk -t$THREADS -c$CONNS -d${DURATION}s; gateway workers=$WORKERS, SQLite synchronous=full, cache ${CACHE:-on}"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -srm); wrk -t$THREADS -c$CONNS -d${DURATION}s; gateway workers=$WORKERS, SQLite synchronous=full, cache ${CACHE:-on}, audit ${AUDIT:-on}"
 echo "| route                        |      req/s |      p50 |      p99 | vs hello | non-2xx |"
 echo "|------------------------------|-----------:|---------:|---------:|---------:|--------:|"
 run "hello (actix ceiling)" "http://127.0.0.1:$HELLO_PORT/hello"
@@ -84,3 +90,6 @@ run "read Patient/{id}" "$BASE/Patient/$READ_ID"
 run "search CarePlan by CPR chain" "$BASE/CarePlan?patient.identifier=urn:oid:1.2.208.176.1.2%7C01011001234"
 run "search Patient?name=hans" "$BASE/Patient?name=hans&_count=10"
 run "create Observation" "$BASE/Observation" "$WORK/create.lua"
+# What auditing every request cost: events written, and lost when the queue stayed full (each
+# lost one is also in the gateway's log, at error level).
+curl -sf -H "$AUTH" http://127.0.0.1:$GW_PORT/metrics | grep -E '^sektorbro_audit_events_(written|dropped)_total' || true
