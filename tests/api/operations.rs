@@ -61,6 +61,18 @@ async fn capability_statement_lists_served_types_and_parameters(app: TestApp) {
     let cs = app.get_json("metadata", 200).await;
     assert_eq!(cs["resourceType"], "CapabilityStatement");
     assert_eq!(cs["fhirVersion"], "4.0.1");
+    // How to authenticate is part of the statement, and the statement is valid R4.
+    assert_eq!(
+        cs["rest"][0]["security"]["service"][0]["coding"][0]["code"],
+        "SMART-on-FHIR"
+    );
+    let v = sektorbro::validation::Validator::shared_r4().expect("definitions");
+    let errors: Vec<_> = v
+        .validate(&cs, &[])
+        .into_iter()
+        .filter(|i| i.severity == sektorbro::fhir::outcome::Severity::Error)
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
     let resources = cs["rest"][0]["resource"].as_array().unwrap();
     let careplan = resources
         .iter()

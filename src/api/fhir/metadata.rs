@@ -49,7 +49,7 @@ pub fn capability_statement(registry: &SearchParamRegistry, base: &str, date: &s
                 .collect();
             let interactions: Vec<Value> =
                 INTERACTIONS.iter().map(|c| json!({"code": c})).collect();
-            json!({
+            let mut r = json!({
                 "type": t,
                 "interaction": interactions,
                 "versioning": "versioned-update",
@@ -58,9 +58,13 @@ pub fn capability_statement(registry: &SearchParamRegistry, base: &str, date: &s
                 "conditionalCreate": true,
                 "conditionalUpdate": true,
                 "conditionalDelete": "not-supported",
-                "searchInclude": includes,
                 "searchParam": search_params,
-            })
+            });
+            // FHIR forbids empty arrays: a type with no reference parameters has none to include.
+            if !includes.is_empty() {
+                r["searchInclude"] = json!(includes);
+            }
+            r
         })
         .collect();
     json!({
@@ -75,6 +79,15 @@ pub fn capability_statement(registry: &SearchParamRegistry, base: &str, date: &s
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
+            // Clients learn here how to authenticate (this endpoint is open to anyone).
+            "security": {
+                "cors": false,
+                "service": [{"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                    "code": "SMART-on-FHIR"
+                }]}],
+                "description": "Bearer JWTs (SMART Backend Services style: RS256/RS384/ES256/ES384 from the configured issuers, system/ scopes, SMART v1 and v2) or TLS client certificates of configured clients. Resources of other organizations answer 404."
+            },
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
         }],
