@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 
 use super::bundle_json::{self, etag, BundleEntry};
-use super::{now_ms, Access, Engine, Resolved, WriteFailure, WriteOp, Written, WRITE_ATTEMPTS};
+use super::{now_ms, retrying, Access, Engine, Resolved, WriteFailure, WriteOp, Written};
 use crate::error::FhirError;
 use crate::fhir::outcome::Issue;
 use crate::fhir::{for_each_reference, instant, new_id};
@@ -131,22 +131,13 @@ impl Engine {
     /// An outbox job (and the grants its message implies) alone, in its own transaction
     /// (retried on a conflict like any write).
     pub async fn enqueue(&self, job: &NewJob, grants: &[Grant]) -> Result<(), FhirError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
+        retrying(|| async {
             let mut tx = self.store().begin().await?;
-            let result = match enqueue_with_grants(tx.as_mut(), job, grants).await {
-                Ok(()) => tx.commit().await,
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_retryable() && attempt < WRITE_ATTEMPTS => {
-                    tokio::time::sleep(std::time::Duration::from_millis(2 << attempt.min(6))).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+            enqueue_with_grants(tx.as_mut(), job, grants).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn transaction(
@@ -177,28 +168,18 @@ impl Engine {
         if !problems.is_empty() {
             return Err(FhirError::new(status, problems));
         }
-        let mut attempt = 0;
-        let written = loop {
-            attempt += 1;
+        let written = retrying(|| async {
             let mut tx = self.store().begin().await?;
-            let mut result = self.transaction_writes(tx.as_mut(), access, &entries).await;
-            if let (Ok(_), Some((job, grants))) = (&result, job) {
-                if let Err(e) = enqueue_with_grants(tx.as_mut(), job, grants).await {
-                    result = Err(e.into());
-                }
+            let written = self
+                .transaction_writes(tx.as_mut(), access, &entries)
+                .await?;
+            if let Some((job, grants)) = job {
+                enqueue_with_grants(tx.as_mut(), job, grants).await?;
             }
-            match result {
-                Ok(w) => match tx.commit().await {
-                    Ok(()) => break w,
-                    Err(e) if e.is_retryable() && attempt < WRITE_ATTEMPTS => continue,
-                    Err(e) => return Err(e.into()),
-                },
-                Err(WriteFailure::Retry(_)) if attempt < WRITE_ATTEMPTS => {
-                    tokio::time::sleep(std::time::Duration::from_millis(2 << attempt.min(6))).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
+            tx.commit().await?;
+            Ok(written)
+        })
+        .await?;
         let mut out: Vec<Option<BundleEntry>> = vec![None; entries.len()];
         for (index, w) in written {
             let w = self

@@ -130,6 +130,27 @@ impl Resolved {
     }
 }
 
+/// Run `unit`, one whole database transaction, until it succeeds or fails for good: a retryable
+/// conflict (version race, busy database) runs it again after a short, growing pause, up to
+/// [`WRITE_ATTEMPTS`] times. Every write path of the engine retries through here.
+pub(crate) async fn retrying<T, Fut>(mut unit: impl FnMut() -> Fut) -> Result<T, FhirError>
+where
+    Fut: std::future::Future<Output = Result<T, WriteFailure>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match unit().await {
+            Err(WriteFailure::Retry(e)) if attempt < WRITE_ATTEMPTS => {
+                tracing::debug!(attempt, error = %e, "retrying after a conflict");
+                tokio::time::sleep(std::time::Duration::from_millis(2 << attempt.min(6))).await;
+            }
+            Err(e) => return Err(e.into()),
+            Ok(v) => return Ok(v),
+        }
+    }
+}
+
 /// The answer for an id that does not exist or is outside the caller's tenancy: the same words,
 /// so the two cannot be told apart.
 fn unknown(rtype: &str, id: &str) -> FhirError {
@@ -486,60 +507,50 @@ impl Engine {
     ) -> Result<crate::store::Grant, FhirError> {
         Self::check_id(patient_id)?;
         access.permit("Patient", Permission::Update)?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut tx = self.store.begin().await?;
-            let head = tx.head("Patient", patient_id).await?.filter(|h| {
-                !h.deleted && access.writable().decides("Patient", h.owner.as_deref()) == Some(true)
-            });
-            let Some(owner) = head.and_then(|h| h.owner) else {
-                return Err(match access.sees_everything() {
-                    // Administrators see unowned Patients, which no grant can name.
-                    true => FhirError::unprocessable(format!(
-                        "Patient/{patient_id} is not known or has no owning organization to share from"
-                    )),
-                    false => unknown("Patient", patient_id),
-                });
-            };
-            let grant = crate::store::Grant {
-                grantee: recipient.to_string(),
-                owner,
-                citizen: patient_id.to_string(),
-                reason: format!(
-                    "shared by {}{}",
-                    access.client_id,
-                    reason.map(|r| format!(": {r}")).unwrap_or_default()
-                ),
-            };
-            let result = match tx.grant(&grant, now_ms()).await {
-                Ok(()) => tx.commit().await,
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(()) => return Ok(grant),
-                Err(e) if e.is_retryable() && attempt < WRITE_ATTEMPTS => continue,
-                Err(e) => return Err(e.into()),
+        retrying(|| self.share_once(access, patient_id, recipient, reason)).await
+    }
+
+    async fn share_once(
+        &self,
+        access: &Access,
+        patient_id: &str,
+        recipient: &str,
+        reason: Option<&str>,
+    ) -> Result<crate::store::Grant, WriteFailure> {
+        let mut tx = self.store.begin().await?;
+        let head = tx.head("Patient", patient_id).await?.filter(|h| {
+            !h.deleted && access.writable().decides("Patient", h.owner.as_deref()) == Some(true)
+        });
+        let Some(owner) = head.and_then(|h| h.owner) else {
+            return Err(match access.sees_everything() {
+                // Administrators see unowned Patients, which no grant can name.
+                true => FhirError::unprocessable(format!(
+                    "Patient/{patient_id} is not known or has no owning organization to share from"
+                )),
+                false => unknown("Patient", patient_id),
             }
-        }
+            .into());
+        };
+        let grant = crate::store::Grant {
+            grantee: recipient.to_string(),
+            owner,
+            citizen: patient_id.to_string(),
+            reason: format!(
+                "shared by {}{}",
+                access.client_id,
+                reason.map(|r| format!(": {r}")).unwrap_or_default()
+            ),
+        };
+        tx.grant(&grant, now_ms()).await?;
+        tx.commit().await?;
+        Ok(grant)
     }
 
     /// Perform one write in its own transaction, retried whole on a retryable conflict.
     pub async fn write(&self, access: &Access, op: WriteOp) -> Result<Written, FhirError> {
         self.validate_op(&op).await?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.write_once(access, op.clone()).await {
-                Err(WriteFailure::Retry(e)) if attempt < WRITE_ATTEMPTS => {
-                    tracing::debug!(attempt, error = %e, "retrying write after conflict");
-                    tokio::time::sleep(std::time::Duration::from_millis(2 << attempt.min(6))).await;
-                }
-                Err(WriteFailure::Retry(e)) => return Err(e.into()),
-                Err(WriteFailure::Fhir(e)) => return Err(e),
-                Ok(w) => return self.fill_existing(access, w).await,
-            }
-        }
+        let w = retrying(|| self.write_once(access, op.clone())).await?;
+        self.fill_existing(access, w).await
     }
 
     async fn write_once(&self, access: &Access, op: WriteOp) -> Result<Written, WriteFailure> {
