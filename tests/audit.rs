@@ -2,6 +2,8 @@
 //! `SEKTORBRO_TEST_POSTGRES_URL` is set): recorded events are stored as AuditEvent resources that
 //! the search parameters find, a batch is one transaction, and shutdown writes what is queued.
 
+mod common;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -12,7 +14,7 @@ use sektorbro::config::{AuditConfig, Config};
 use sektorbro::engine::Engine;
 use serde_json::{json, Value};
 
-const PG_ENV: &str = "SEKTORBRO_TEST_POSTGRES_URL";
+use common::{fresh_schema, PG_ENV};
 
 /// An engine over a fresh database, and the temp dir keeping a SQLite file alive.
 async fn engine(postgres: bool) -> Option<(Arc<Engine>, Option<tempfile::TempDir>)> {
@@ -32,21 +34,6 @@ async fn engine(postgres: bool) -> Option<(Arc<Engine>, Option<tempfile::TempDir
         .await
         .expect("open store");
     Some((Arc::new(Engine::new(store, config.search)), dir))
-}
-
-async fn fresh_schema(server: &str) -> String {
-    sqlx::any::install_default_drivers();
-    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let pool = sqlx::AnyPool::connect(server)
-        .await
-        .unwrap_or_else(|e| panic!("{PG_ENV} is set but PostgreSQL is unreachable: {e}"));
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&pool)
-        .await
-        .expect("create schema");
-    pool.close().await;
-    let sep = if server.contains('?') { '&' } else { '?' };
-    format!("{server}{sep}options=-c%20search_path%3D{schema}")
 }
 
 fn config(batch_size: usize, flush_interval_ms: u64) -> AuditConfig {

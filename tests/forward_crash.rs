@@ -4,69 +4,16 @@
 //! waits at most 90 s: jobs the killed process had in flight must be taken back at start (SQLite
 //! has one process per file), not after their lease expires.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const SOR: &str = "urn:oid:1.2.208.176.1.1";
-const CPR: &str = "urn:oid:1.2.208.176.1.2";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn message(id: &str, cpr: &str) -> Value {
-    json!({
-        "resourceType": "Bundle", "id": id, "type": "message",
-        "entry": [
-            {"fullUrl": "urn:uuid:0b0e1d54-8c57-4f7e-9e0e-000000000001", "resource": {
-                "resourceType": "MessageHeader",
-                "eventCoding": {"system": "http://sektorbro.dk/fhir/CodeSystem/message-event", "code": "discharge-summary"},
-                "destination": [{"endpoint": "https://region.example/fhir",
-                    "receiver": {"identifier": {"system": SOR, "value": "111"}}}],
-                "source": {"endpoint": "https://gw.example/fhir"}}},
-            {"fullUrl": "urn:uuid:0b0e1d54-8c57-4f7e-9e0e-000000000002", "resource": {
-                "resourceType": "Patient", "identifier": [{"system": CPR, "value": cpr}]}}
-        ]
-    })
-}
-
-fn start(config: &std::path::Path, db: &str, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sektorbro"))
-        .args(["serve", "--config", config.to_str().expect("path")])
-        .env("SEKTORBRO_LISTEN", format!("127.0.0.1:{port}"))
-        .env("SEKTORBRO_DATABASE_URL", db)
-        .env("RUST_LOG", "warn")
-        .env("SEKTORBRO_DEV_TOKEN", DEV_TOKEN)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start sektorbro")
-}
-
-async fn wait_ready(client: &reqwest::Client, port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(r) = client
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-        {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("gateway did not become ready");
-}
+use common::{dev_client, free_port, message, start, wait_ready, SOR};
 
 async fn received(region: &MockServer) -> Vec<String> {
     region
@@ -187,19 +134,4 @@ timeout_ms = 1000
         let expected: Vec<&String> = expected.iter().collect();
         assert_eq!(first_seen, expected, "order per citizen");
     }
-}
-
-/// The development client's token given to the gateway under test, and a client that sends it.
-const DEV_TOKEN: &str = "test-development-token-0123456789";
-
-fn dev_client() -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        reqwest::header::HeaderValue::from_static("Bearer test-development-token-0123456789"),
-    );
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .expect("client")
 }

@@ -9,13 +9,7 @@ use reqwest::header::CONTENT_TYPE;
 use sektorbro::config::Config;
 use serde_json::Value;
 
-/// Environment variable naming the PostgreSQL server for the PostgreSQL half of the suite,
-/// e.g. `postgres://postgres@127.0.0.1:5432/test`. Unset: those tests are skipped (and say so).
-pub const PG_ENV: &str = "SEKTORBRO_TEST_POSTGRES_URL";
-
-/// The development client's token in every test gateway (an administrator, loopback only).
-/// `TestApp::client` sends it unless a test sets its own `Authorization`.
-pub const DEV_TOKEN: &str = "test-development-token-0123456789";
+pub use crate::common::{dev_client, fresh_schema, DEV_TOKEN, PG_ENV};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Db {
@@ -117,35 +111,6 @@ async fn start(
         _dir: dir,
         handle,
     }
-}
-
-/// A client that authenticates as the development client unless told otherwise.
-pub fn dev_client() -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        reqwest::header::HeaderValue::from_static("Bearer test-development-token-0123456789"),
-    );
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .expect("client")
-}
-
-/// A new, empty schema on the configured PostgreSQL server, and a URL that uses it.
-async fn fresh_schema(server: &str) -> String {
-    sqlx::any::install_default_drivers();
-    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let pool = sqlx::AnyPool::connect(server)
-        .await
-        .unwrap_or_else(|e| panic!("{PG_ENV} is set but PostgreSQL is unreachable: {e}"));
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&pool)
-        .await
-        .expect("create schema");
-    pool.close().await;
-    let sep = if server.contains('?') { '&' } else { '?' };
-    format!("{server}{sep}options=-c%20search_path%3D{schema}")
 }
 
 impl TestApp {

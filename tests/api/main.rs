@@ -1,6 +1,8 @@
 //! Integration tests over real HTTP on a random loopback port, each run against SQLite and
 //! (when `SEKTORBRO_TEST_POSTGRES_URL` is set) PostgreSQL.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod helpers;
 
 mod audit;
