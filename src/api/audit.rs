@@ -24,6 +24,10 @@ pub fn record(
     request_id: &str,
 ) -> Option<AuditRecord> {
     let path = req.path();
+    // What anyone may call without credentials touches no citizen's data.
+    if super::auth::open_path(path) {
+        return None;
+    }
     let method = req.method();
     let segments: Vec<&str> = path
         .strip_prefix("/fhir/")
@@ -32,7 +36,6 @@ pub fn record(
     let hint = req.extensions().get::<AuditHint>().map(|h| h.0.clone());
     let get = method == Method::GET;
     let interaction = match route {
-        "/healthz" | "/readyz" | "/metrics" | "/fhir/metadata" => return None,
         "/fhir" | "/fhir/" => hint.unwrap_or(Interaction::Transaction),
         "/fhir/_history" => Interaction::HistorySystem,
         "/fhir/$validate" | "/fhir/{type}/$validate" => Interaction::Operation("validate".into()),

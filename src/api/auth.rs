@@ -31,12 +31,14 @@ pub fn open_path(path: &str) -> bool {
 /// The 401 of a request that reached a handler without a caller (never expected: the middleware
 /// refuses first).
 pub fn unauthenticated() -> FhirError {
+    outcome(&AuthError::Missing)
+}
+
+/// A refusal as an OperationOutcome: the error's status, issue code and words.
+fn outcome(e: &AuthError) -> FhirError {
     FhirError::new(
-        401,
-        vec![Issue::error(
-            "login",
-            "authentication is required: send Authorization: Bearer <token>",
-        )],
+        e.status(),
+        vec![Issue::error(e.issue_code(), e.to_string())],
     )
 }
 
@@ -64,9 +66,7 @@ pub async fn authenticate(auth: &Authenticator, req: &ServiceRequest) -> Result<
 
 /// The answer to a refused authentication.
 pub fn refused(e: &AuthError) -> HttpResponse {
-    let status = e.status();
-    let code = if status == 503 { "transient" } else { "login" };
-    let mut res = FhirError::new(status, vec![Issue::error(code, e.to_string())]).error_response();
+    let mut res = outcome(e).error_response();
     if let Ok(v) = HeaderValue::from_str(&e.www_authenticate()) {
         res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }

@@ -192,9 +192,7 @@ pub async fn observe(
         .and_then(acceptable_request_id)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
-    let metrics = req
-        .app_data::<web::Data<AppState>>()
-        .map(|s| s.metrics.clone());
+    let state = req.app_data::<web::Data<AppState>>().cloned();
     let method = req.method().to_string();
     let span =
         tracing::info_span!("request", request_id = %id, method = %method, path = %req.path());
@@ -202,7 +200,7 @@ pub async fn observe(
     // Unauthenticated requests are limited by peer address, authenticated ones by client.
     let mut refusal = None;
     let mut rate_key = None;
-    if let Some(state) = req.app_data::<web::Data<AppState>>().cloned() {
+    if let Some(state) = &state {
         if !auth::open_path(req.path()) {
             match auth::authenticate(&state.auth, &req).await {
                 Ok(caller) => {
@@ -240,10 +238,8 @@ pub async fn observe(
         res.headers_mut()
             .insert(HeaderName::from_static("x-request-id"), v);
     }
-    if let Some(m) = metrics {
-        m.observe(route, &method, status, elapsed);
-    }
-    if let Some(state) = res.request().app_data::<web::Data<AppState>>() {
+    if let Some(state) = &state {
+        state.metrics.observe(route, &method, status, elapsed);
         let location = audit::location(res.headers());
         if let Some(rec) = audit::record(res.request(), route, status, location.as_deref(), &id) {
             state.auditor.record(rec).await;
