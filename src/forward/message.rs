@@ -26,23 +26,11 @@ pub struct MessageFacts {
     /// The citizen: the Patient's person identifier `system|value`, else another identifier,
     /// else its fullUrl; `None` if the Bundle has no Patient.
     pub citizen: Option<String>,
+    /// The Patient's `id` as the sender stores it (what a tenancy grant names), if it has one.
+    pub patient_id: Option<String>,
 }
 
 /// Read the facts of a message Bundle; every problem found, with its location (422).
-/// The id of the message's Patient (the first Patient entry), as the sender stores it.
-pub fn patient_id(bundle: &Value) -> Option<String> {
-    bundle
-        .get("entry")?
-        .as_array()?
-        .iter()
-        .filter_map(|e| e.get("resource"))
-        .find(|r| r.get("resourceType").and_then(Value::as_str) == Some("Patient"))?
-        .get("id")?
-        .as_str()
-        .filter(|id| crate::fhir::is_valid_id(id))
-        .map(str::to_string)
-}
-
 pub fn facts(bundle: &Value) -> Result<MessageFacts, FhirError> {
     let mut issues = Vec::new();
     if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
@@ -111,17 +99,23 @@ pub fn facts(bundle: &Value) -> Result<MessageFacts, FhirError> {
     if !issues.is_empty() {
         return Err(FhirError::new(422, issues));
     }
+    // The first Patient entry is the citizen the message is about.
+    let patient = entries
+        .iter()
+        .find(|e| e.pointer("/resource/resourceType").and_then(Value::as_str) == Some("Patient"));
     Ok(MessageFacts {
         message_id,
         receiver,
-        citizen: citizen(entries),
+        citizen: patient.and_then(citizen),
+        patient_id: patient
+            .and_then(|e| e.pointer("/resource/id"))
+            .and_then(Value::as_str)
+            .filter(|id| is_valid_id(id))
+            .map(str::to_string),
     })
 }
 
-fn citizen(entries: &[Value]) -> Option<String> {
-    let entry = entries
-        .iter()
-        .find(|e| e.pointer("/resource/resourceType").and_then(Value::as_str) == Some("Patient"))?;
+fn citizen(entry: &Value) -> Option<String> {
     let identifiers: Vec<(&str, &str)> = entry
         .pointer("/resource/identifier")
         .and_then(Value::as_array)

@@ -224,11 +224,11 @@ impl Forwarder {
         };
         // Sending a citizen's message to a receiver lets the receiver read what the sender
         // holds about that citizen (tenancy: ARCHITECTURE.md).
-        let grants: Vec<Grant> = match (access.owner(), message::patient_id(&message)) {
+        let grants: Vec<Grant> = match (access.owner(), &facts.patient_id) {
             (Some(owner), Some(citizen)) => vec![Grant {
                 grantee: facts.receiver.clone(),
                 owner: owner.to_string(),
-                citizen,
+                citizen: citizen.clone(),
                 reason: format!("message {}", facts.message_id),
             }],
             _ => Vec::new(),
