@@ -211,19 +211,9 @@ pub(crate) fn visibility(sql: &mut Sql, alias: &str, vis: &Visibility) {
         sql.push(" AND 1 = 0");
         return;
     }
-    let in_list = |sql: &mut Sql| {
-        sql.push("(");
-        for (n, o) in orgs.iter().enumerate() {
-            if n > 0 {
-                sql.push(", ");
-            }
-            sql.text(o);
-        }
-        sql.push(")");
-    };
     if let Visibility::Owned(_) = vis {
         let _ = write!(sql.text, " AND {alias}.owner IN ");
-        in_list(sql);
+        in_list(sql, orgs);
         return;
     }
     let _ = write!(sql.text, " AND ({alias}.res_type IN (");
@@ -236,13 +226,25 @@ pub(crate) fn visibility(sql: &mut Sql, alias: &str, vis: &Visibility) {
     sql.push(")");
     if !orgs.is_empty() {
         let _ = write!(sql.text, " OR {alias}.owner IN ");
-        in_list(sql);
+        in_list(sql, orgs);
         let _ = write!(
             sql.text,
             " OR EXISTS (SELECT 1 FROM access_grants g WHERE g.owner = {alias}.owner AND g.citizen = {alias}.citizen AND g.grantee IN "
         );
-        in_list(sql);
+        in_list(sql, orgs);
         sql.push(")");
+    }
+    sql.push(")");
+}
+
+/// `(v1, v2, …)` with every value bound (not empty: SQL has no empty list).
+pub(crate) fn in_list(sql: &mut Sql, values: &[String]) {
+    sql.push("(");
+    for (n, v) in values.iter().enumerate() {
+        if n > 0 {
+            sql.push(", ");
+        }
+        sql.text(v);
     }
     sql.push(")");
 }

@@ -406,14 +406,9 @@ impl Storage for SqlStore {
             .text(owner)
             .push(" AND citizen = ")
             .text(citizen)
-            .push(" AND grantee IN (");
-        for (n, g) in grantees.iter().enumerate() {
-            if n > 0 {
-                sql.push(", ");
-            }
-            sql.text(g);
-        }
-        sql.push(") LIMIT 1");
+            .push(" AND grantee IN ");
+        search_sql::in_list(&mut sql, grantees);
+        sql.push(" LIMIT 1");
         let row = query(&sql)
             .fetch_optional(&self.read)
             .await
