@@ -8,8 +8,11 @@
 //! conditional create on their SOR code (a registry, not one record, owns their names; each
 //! reference carries the name the record used as its `display`).
 
-use serde::Serialize;
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
 use serde_json::{Map, Number, Value};
+use sha1::{Digest, Sha1};
 use uuid::Uuid;
 
 use super::record::{CareRecord, Goal, Intervention, Meeting, Member, Stay};
@@ -28,22 +31,74 @@ pub mod kind {
     pub const MEMBER: &str = "member";
 }
 
+/// Name-based (v5) UUIDs whose names share a prefix: the namespace and the prefix are hashed
+/// once, and each name's SHA-1 continues from a copy of that state. The same UUIDs as
+/// `Uuid::new_v5(&Uuid::NAMESPACE_URL, prefix + rest)`.
+#[derive(Clone)]
+struct Namer(Sha1);
+
+impl Namer {
+    fn new(prefix: &[&str]) -> Namer {
+        let mut h = Sha1::new();
+        h.update(Uuid::NAMESPACE_URL.as_bytes());
+        for p in prefix {
+            h.update(p.as_bytes());
+        }
+        Namer(h)
+    }
+
+    /// The parts of a record: `{BASE}/care-record/{municipality}/{record_id}/…`.
+    fn record(municipality: &str, record_id: &str) -> Namer {
+        Namer::new(&[
+            vocab::BASE,
+            "/care-record/",
+            municipality,
+            "/",
+            record_id,
+            "/",
+        ])
+    }
+
+    /// Organizations: `{BASE}/organization/sor/…`.
+    fn organizations() -> Namer {
+        Namer::new(&[vocab::BASE, "/organization/sor/"])
+    }
+
+    fn uuid(&self, rest: &[&str]) -> String {
+        let mut h = self.0.clone();
+        for p in rest {
+            h.update(p.as_bytes());
+        }
+        let digest = h.finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        uuid::Builder::from_sha1_bytes(bytes)
+            .into_uuid()
+            .hyphenated()
+            .encode_lower(&mut text)
+            .to_string()
+    }
+
+    /// The id of the part of `kind` with local id `local`, of the record this namer is for.
+    fn part(&self, kind: &str, local: &str) -> String {
+        self.uuid(&[kind, "/", local])
+    }
+
+    /// The `urn:uuid:` full URL of the organization with SOR code `sor`.
+    fn organization_url(&self, sor: &str) -> String {
+        format!("urn:uuid:{}", self.uuid(&[sor]))
+    }
+}
+
 /// The id of one part of a record.
 pub fn part_id(municipality: &str, record_id: &str, kind: &str, local: &str) -> String {
-    let name = format!(
-        "{}/care-record/{municipality}/{record_id}/{kind}/{local}",
-        vocab::BASE
-    );
-    Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes()).to_string()
+    Namer::record(municipality, record_id).part(kind, local)
 }
 
 /// The `urn:uuid:` full URL of an organization, the same for every record naming that SOR code.
 pub fn organization_url(sor: &str) -> String {
-    let name = format!("{}/organization/sor/{sor}", vocab::BASE);
-    format!(
-        "urn:uuid:{}",
-        Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes())
-    )
+    Namer::organizations().organization_url(sor)
 }
 
 /// Where the mapping writes: JSON text ([`Text`]) or a `serde_json::Value` ([`Tree`]). One
@@ -71,10 +126,9 @@ trait Sink {
 }
 
 /// JSON text written in place, byte for byte what `serde_json::to_string` writes for the
-/// [`Tree`] of the same mapping (strings and numbers go through serde_json's own serializer;
-/// `tests/municipal.rs` compares the two).
+/// [`Tree`] of the same mapping (`tests/municipal.rs` compares the two).
 struct Text {
-    b: Vec<u8>,
+    b: String,
     /// Whether the next value or key needs a comma before it.
     comma: bool,
 }
@@ -82,73 +136,115 @@ struct Text {
 impl Text {
     fn sep(&mut self) {
         if self.comma {
-            self.b.push(b',');
+            self.b.push(',');
         }
     }
+}
 
-    fn serialize<T: Serialize + ?Sized>(&mut self, v: &T) {
-        self.sep();
-        // Writing to a Vec cannot fail, and strings, numbers and booleans always serialize.
-        let _ = v.serialize(&mut serde_json::Serializer::new(&mut self.b));
-        self.comma = true;
+/// `s` as a JSON string, escaped as serde_json escapes: `"` and `\\` and the control
+/// characters, the common ones by letter, the others as `\u00xx`.
+fn write_escaped(out: &mut String, s: &str) {
+    out.push('"');
+    let bytes = s.as_bytes();
+    // Without a branch per byte, so the common case (nothing to escape) is a scan and a copy.
+    let clean = bytes
+        .iter()
+        .fold(true, |ok, &c| ok & (c >= 0x20) & (c != b'"') & (c != b'\\'));
+    if clean {
+        out.push_str(s);
+    } else {
+        let mut from = 0;
+        for (i, &c) in bytes.iter().enumerate() {
+            let escaped = match c {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0x08 => "\\b",
+                0x0c => "\\f",
+                0..=0x1f => "",
+                _ => continue,
+            };
+            // Only ASCII bytes are escaped, so `i` is always a character boundary.
+            out.push_str(&s[from..i]);
+            if escaped.is_empty() {
+                let _ = write!(out, "\\u{:04x}", c);
+            } else {
+                out.push_str(escaped);
+            }
+            from = i + 1;
+        }
+        out.push_str(&s[from..]);
     }
+    out.push('"');
 }
 
 impl Sink for Text {
     fn open(&mut self) {
         self.sep();
-        self.b.push(b'{');
+        self.b.push('{');
         self.comma = false;
     }
 
     fn close(&mut self) {
-        self.b.push(b'}');
+        self.b.push('}');
         self.comma = true;
     }
 
     fn open_list(&mut self) {
         self.sep();
-        self.b.push(b'[');
+        self.b.push('[');
         self.comma = false;
     }
 
     fn close_list(&mut self) {
-        self.b.push(b']');
+        self.b.push(']');
         self.comma = true;
     }
 
     fn key(&mut self, k: &str) {
         self.sep();
-        self.b.push(b'"');
-        self.b.extend_from_slice(k.as_bytes());
-        self.b.extend_from_slice(b"\":");
+        self.b.push('"');
+        self.b.push_str(k);
+        self.b.push_str("\":");
         self.comma = false;
     }
 
     fn str(&mut self, s: &str) {
-        self.serialize(s);
+        self.sep();
+        write_escaped(&mut self.b, s);
+        self.comma = true;
     }
 
     fn plain(&mut self, parts: &[&str]) {
         self.sep();
-        self.b.push(b'"');
+        self.b.push('"');
         for p in parts {
-            self.b.extend_from_slice(p.as_bytes());
+            self.b.push_str(p);
         }
-        self.b.push(b'"');
+        self.b.push('"');
         self.comma = true;
     }
 
     fn number(&mut self, n: &Number) {
-        self.serialize(n);
+        self.sep();
+        // With arbitrary_precision, a Number displays the digits it was read from, as
+        // serde_json writes it.
+        let _ = write!(self.b, "{n}");
+        self.comma = true;
     }
 
     fn uint(&mut self, n: u32) {
-        self.serialize(&n);
+        self.sep();
+        let _ = write!(self.b, "{n}");
+        self.comma = true;
     }
 
     fn bool(&mut self, b: bool) {
-        self.serialize(&b);
+        self.sep();
+        self.b.push_str(if b { "true" } else { "false" });
+        self.comma = true;
     }
 }
 
@@ -223,47 +319,63 @@ impl Sink for Tree {
 struct Ctx<'a> {
     rec: &'a CareRecord,
     terms: &'a Terminology,
+    names: Namer,
+    orgs: Namer,
     patient_url: String,
     parts: String,
     municipality_url: String,
-    /// The ids of the listed parts, in the record's order: each is a SHA-1, and most are
-    /// referred to several times.
+    /// The ids of the listed parts, in the record's order, and of the single ones: each is a
+    /// SHA-1, and most are referred to several times.
     conditions: Vec<String>,
     goals: Vec<String>,
     members: Vec<String>,
     meetings: Vec<String>,
+    care_plan: String,
+    care_team: String,
+    stay: String,
 }
 
 impl<'a> Ctx<'a> {
     fn new(rec: &'a CareRecord, terms: &'a Terminology) -> Self {
-        let id =
-            |kind: &str, local: &str| part_id(&rec.municipality.code, &rec.record_id, kind, local);
+        let names = Namer::record(&rec.municipality.code, &rec.record_id);
+        let orgs = Namer::organizations();
         Ctx {
             rec,
             terms,
-            patient_url: format!("urn:uuid:{}", id(kind::PATIENT, "citizen")),
+            patient_url: format!("urn:uuid:{}", names.part(kind::PATIENT, "citizen")),
             parts: vocab::part_system(&rec.municipality.code, &rec.record_id),
-            municipality_url: organization_url(&rec.municipality.sor),
+            municipality_url: orgs.organization_url(&rec.municipality.sor),
             conditions: rec
                 .conditions
                 .iter()
-                .map(|c| id(kind::CONDITION, &c.id))
+                .map(|c| names.part(kind::CONDITION, &c.id))
                 .collect(),
-            goals: rec.goals.iter().map(|g| id(kind::GOAL, &g.id)).collect(),
+            goals: rec
+                .goals
+                .iter()
+                .map(|g| names.part(kind::GOAL, &g.id))
+                .collect(),
             members: rec
                 .care_team
                 .iter()
-                .map(|m| id(kind::MEMBER, &m.id))
+                .map(|m| names.part(kind::MEMBER, &m.id))
                 .collect(),
             meetings: rec
                 .meetings
                 .iter()
-                .map(|m| id(kind::MEETING, &m.id))
+                .map(|m| names.part(kind::MEETING, &m.id))
                 .collect(),
+            care_plan: names.part(kind::CARE_PLAN, "plan"),
+            care_team: names.part(kind::CARE_TEAM, "team"),
+            stay: names.part(kind::STAY, "stay"),
+            names,
+            orgs,
         }
     }
 
-    fn id(&self, kind: &str, local: &str) -> String {
+    /// The id of a listed part by its local id (computed when the record has no such part:
+    /// the rules refuse that, but the mapping does not depend on them).
+    fn id(&self, kind: &str, local: &str) -> Cow<'_, str> {
         let rec = self.rec;
         let known = match kind {
             kind::CONDITION => rec
@@ -289,8 +401,16 @@ impl<'a> Ctx<'a> {
             _ => None,
         };
         match known {
-            Some(id) => id.clone(),
-            None => part_id(&rec.municipality.code, &rec.record_id, kind, local),
+            Some(id) => Cow::Borrowed(id),
+            None => Cow::Owned(self.names.part(kind, local)),
+        }
+    }
+
+    fn organization_url(&self, sor: &str) -> String {
+        if sor == self.rec.municipality.sor {
+            self.municipality_url.clone()
+        } else {
+            self.orgs.organization_url(sor)
         }
     }
 
@@ -422,12 +542,11 @@ pub fn to_bundle(rec: &CareRecord, terms: &Terminology) -> Value {
 /// written without building the `Value`.
 pub fn write_bundle(rec: &CareRecord, terms: &Terminology) -> String {
     let mut text = Text {
-        b: Vec::with_capacity(4096 + 1024 * (rec.goals.len() + rec.meetings.len())),
+        b: String::with_capacity(4096 + 1024 * (rec.goals.len() + rec.meetings.len())),
         comma: false,
     };
     bundle(&Ctx::new(rec, terms), &mut text);
-    // Only whole UTF-8 strings and ASCII punctuation were written.
-    String::from_utf8(text.b).unwrap_or_default()
+    text.b
 }
 
 fn bundle<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
@@ -579,18 +698,23 @@ fn organizations<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
     });
     if let Some(stay) = &rec.course.stay {
         let unit = &stay.unit;
-        entry(o, &unit.sor, &organization_url(&unit.sor), &|o: &mut S| {
-            o.key("identifier");
-            o.open_list();
-            sor_identifier(o, &unit.sor);
-            o.close_list();
-            o.kv("name", &unit.name);
-            o.key("partOf");
-            cx.municipality_ref(o);
-        });
+        entry(
+            o,
+            &unit.sor,
+            &cx.organization_url(&unit.sor),
+            &|o: &mut S| {
+                o.key("identifier");
+                o.open_list();
+                sor_identifier(o, &unit.sor);
+                o.close_list();
+                o.kv("name", &unit.name);
+                o.key("partOf");
+                cx.municipality_ref(o);
+            },
+        );
         if let Some(from) = &stay.admitted_from {
             if let Some(sor) = &from.sor {
-                entry(o, sor, &organization_url(sor), &|o: &mut S| {
+                entry(o, sor, &cx.organization_url(sor), &|o: &mut S| {
                     o.key("identifier");
                     o.open_list();
                     sor_identifier(o, sor);
@@ -622,14 +746,14 @@ fn practitioner<S: Sink>(cx: &Ctx<'_>, o: &mut S, m: &Member, id: &str) {
 
 fn care_team<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
     let rec = cx.rec;
-    let id = cx.id(kind::CARE_TEAM, "team");
+    let id = &cx.care_team;
     let status = match rec.course.status.as_str() {
         "completed" | "cancelled" => "inactive",
         "planned" => "proposed",
         "on-hold" => "suspended",
         _ => "active",
     };
-    begin_put(o, "CareTeam", &id);
+    begin_put(o, "CareTeam", id);
     meta(o, profile::CARE_TEAM);
     cx.identifier(o, "team");
     o.kv("status", status);
@@ -665,7 +789,7 @@ fn care_team<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
         }
         o.close_list();
     }
-    end_put(o, "CareTeam", &id);
+    end_put(o, "CareTeam", id);
 }
 
 fn goal<S: Sink>(cx: &Ctx<'_>, o: &mut S, g: &Goal, id: &str) {
@@ -747,7 +871,7 @@ fn goal<S: Sink>(cx: &Ctx<'_>, o: &mut S, g: &Goal, id: &str) {
 }
 
 fn stay_encounter<S: Sink>(cx: &Ctx<'_>, o: &mut S, stay: &Stay) {
-    let id = cx.id(kind::STAY, "stay");
+    let id = &cx.stay;
     let status = if stay.discharged_at.is_some() {
         "finished"
     } else if cx.rec.course.status == "planned" {
@@ -757,7 +881,7 @@ fn stay_encounter<S: Sink>(cx: &Ctx<'_>, o: &mut S, stay: &Stay) {
     } else {
         "in-progress"
     };
-    begin_put(o, "Encounter", &id);
+    begin_put(o, "Encounter", id);
     meta(o, profile::STAY);
     cx.identifier(o, "stay");
     o.kv("status", status);
@@ -779,7 +903,7 @@ fn stay_encounter<S: Sink>(cx: &Ctx<'_>, o: &mut S, stay: &Stay) {
     o.key("serviceProvider");
     organization_ref(
         o,
-        &organization_url(&stay.unit.sor),
+        &cx.organization_url(&stay.unit.sor),
         &stay.unit.sor,
         Some(&stay.unit.name),
     );
@@ -799,7 +923,7 @@ fn stay_encounter<S: Sink>(cx: &Ctx<'_>, o: &mut S, stay: &Stay) {
             match (&from.sor, &from.name) {
                 (Some(sor), name) => {
                     o.key("origin");
-                    organization_ref(o, &organization_url(sor), sor, name.as_deref());
+                    organization_ref(o, &cx.organization_url(sor), sor, name.as_deref());
                 }
                 (None, Some(name)) => {
                     o.key("origin");
@@ -834,7 +958,7 @@ fn stay_encounter<S: Sink>(cx: &Ctx<'_>, o: &mut S, stay: &Stay) {
         }
         o.close();
     }
-    end_put(o, "Encounter", &id);
+    end_put(o, "Encounter", id);
 }
 
 fn meeting<S: Sink>(cx: &Ctx<'_>, o: &mut S, m: &Meeting, id: &str) {
@@ -972,8 +1096,8 @@ fn activity<S: Sink>(cx: &Ctx<'_>, o: &mut S, i: &Intervention) {
 fn care_plan<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
     let rec = cx.rec;
     let c = &rec.course;
-    let id = cx.id(kind::CARE_PLAN, "plan");
-    begin_put(o, "CarePlan", &id);
+    let id = &cx.care_plan;
+    begin_put(o, "CarePlan", id);
     meta(o, profile::CARE_PLAN);
     o.key("extension");
     o.open_list();
@@ -1047,5 +1171,51 @@ fn care_plan<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
         }
         o.close_list();
     }
-    end_put(o, "CarePlan", &id);
+    end_put(o, "CarePlan", id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hashed-prefix UUIDs are exactly the v5 UUIDs of the whole names, which is what ids
+    /// stored before were made with.
+    #[test]
+    fn ids_are_the_v5_uuids_of_the_names() {
+        let v5 = |name: String| Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes()).to_string();
+        for (m, r, k, l) in [
+            ("0510", "NX-0510-2025-004712", kind::GOAL, "g1"),
+            ("0101", "A", kind::CARE_PLAN, "plan"),
+            ("0751", &"x".repeat(64), kind::MEMBER, &"m".repeat(64)),
+        ] {
+            assert_eq!(
+                part_id(m, r, k, l),
+                v5(format!("{}/care-record/{m}/{r}/{k}/{l}", vocab::BASE))
+            );
+        }
+        for sor in ["425911000016005", "1"] {
+            assert_eq!(
+                organization_url(sor),
+                format!(
+                    "urn:uuid:{}",
+                    v5(format!("{}/organization/sor/{sor}", vocab::BASE))
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        for s in [
+            "",
+            "plain",
+            "Søren \"Sø\" \\ æ",
+            "a\u{0}b\u{1f}c\u{7f}\u{8}\u{c}\n\r\t",
+            "\u{2028}\u{feff}",
+        ] {
+            let mut out = String::new();
+            write_escaped(&mut out, s);
+            assert_eq!(out, serde_json::to_string(s).unwrap(), "{s:?}");
+        }
+    }
 }
