@@ -8,7 +8,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use sektorbro::municipal::{
-    check, check_document, from_fhir, precheck, to_fhir, translate, translate_text,
+    check, check_bytes, check_document, from_fhir, parse_conforming, precheck, to_fhir, translate,
+    translate_text,
 };
 use sektorbro::validation::Validator;
 use serde_json::Value;
@@ -33,13 +34,22 @@ fn bench(c: &mut Criterion) {
     );
 
     let mut g = c.benchmark_group("municipal");
-    g.bench_function("record to validated bundle (whole)", |b| {
+    g.bench_function("record to validated bundle (whole, one parse)", |b| {
         b.iter(|| {
-            let doc: Value = serde_json::from_slice(&bytes).expect("JSON");
-            let (rec, _) = check_document(&doc, &v.terminology).expect("valid");
+            let (rec, _) = check_bytes(&bytes, &v.terminology).expect("valid");
             translate_text(&rec, &v).expect("valid FHIR")
         })
     });
+    g.bench_function(
+        "record to validated bundle (whole, via Value and jsonschema)",
+        |b| {
+            b.iter(|| {
+                let doc: Value = serde_json::from_slice(&bytes).expect("JSON");
+                let (rec, _) = check_document(&doc, &v.terminology).expect("valid");
+                translate_text(&rec, &v).expect("valid FHIR")
+            })
+        },
+    );
     g.bench_function("record to validated bundle (whole, as Value)", |b| {
         b.iter(|| {
             let doc: Value = serde_json::from_slice(&bytes).expect("JSON");
@@ -49,6 +59,9 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("parse", |b| {
         b.iter(|| serde_json::from_slice::<Value>(&bytes).expect("JSON"))
+    });
+    g.bench_function("parse into the record, schema's checks on it", |b| {
+        b.iter(|| parse_conforming(&bytes).expect("conforms"))
     });
     g.bench_function("json schema", |b| b.iter(|| check::schema(&doc)));
     g.bench_function("schema, typed record and rules", |b| {

@@ -10,13 +10,15 @@
 //! callgrind_annotate --inclusive=yes callgrind.out.* | grep stage_
 //! ```
 //!
-//! Divide each count by ROUNDS for one record. `stage_whole_text` is what `cargo bench --bench
-//! municipal` calls "record to validated bundle (whole)", `stage_whole` the same with the Bundle
-//! as a `Value`; `stage_validate_full` is the full validator on the 27 resources, which the
+//! Divide each count by ROUNDS for one record. `stage_whole_one_parse` is what `cargo bench
+//! --bench municipal` calls "record to validated bundle (whole, one parse)", `stage_whole_text`
+//! "(whole, via Value and jsonschema)", `stage_whole` the same with the Bundle as a `Value`; `stage_validate_full` is the full validator on the 27 resources, which the
 //! fast path (`municipal::precheck`) skips for a record like this one.
 
 use sektorbro::municipal::record::CareRecord;
-use sektorbro::municipal::{check, check_document, to_fhir, translate, translate_text};
+use sektorbro::municipal::{
+    check, check_bytes, check_document, parse_conforming, to_fhir, translate, translate_text,
+};
 use sektorbro::validation::Validator;
 use serde_json::Value;
 
@@ -66,6 +68,24 @@ fn stage_whole_text(bytes: &[u8], v: &Validator, rounds: usize) -> usize {
             let (rec, _) = check_document(&doc, &v.terminology).expect("valid");
             translate_text(&rec, v).expect("valid FHIR").len()
         })
+        .sum()
+}
+
+/// The endpoint's way: one parse into the record (schema's checks on it), rules, Bundle text.
+#[inline(never)]
+fn stage_whole_one_parse(bytes: &[u8], v: &Validator, rounds: usize) -> usize {
+    (0..rounds)
+        .map(|_| {
+            let (rec, _) = check_bytes(bytes, &v.terminology).expect("valid");
+            translate_text(&rec, v).expect("valid FHIR").len()
+        })
+        .sum()
+}
+
+#[inline(never)]
+fn stage_one_parse(bytes: &[u8], rounds: usize) -> usize {
+    (0..rounds)
+        .map(|_| parse_conforming(bytes).expect("conforms").goals.len())
         .sum()
 }
 
@@ -125,6 +145,8 @@ fn main() {
         + stage_translate(&rec, &v, rounds)
         + stage_validate_full(&bundle, &v, rounds)
         + stage_whole(&bytes, &v, rounds)
-        + stage_whole_text(&bytes, &v, rounds);
+        + stage_whole_text(&bytes, &v, rounds)
+        + stage_one_parse(&bytes, rounds)
+        + stage_whole_one_parse(&bytes, &v, rounds);
     println!("{n}");
 }

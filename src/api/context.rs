@@ -157,7 +157,41 @@ fn check_format(req: &HttpRequest, query: &[(String, String)]) -> Result<(), Fhi
 #[derive(Debug)]
 pub struct FhirBody(pub Value);
 
-impl FromRequest for FhirBody {
+/// The same body before parsing: a JSON media type, within the size limit, and the request's
+/// limits to parse it with ([`JsonBytes::parse`]). For endpoints that parse straight into their
+/// own types.
+#[derive(Debug)]
+pub struct JsonBytes {
+    pub bytes: web::Bytes,
+    pub limits: Option<crate::config::LimitsConfig>,
+}
+
+impl JsonBytes {
+    /// The body as a JSON object within the nesting and Bundle-size limits (400/422 otherwise).
+    pub fn parse(&self) -> Result<Value, FhirError> {
+        let value: Value = serde_json::from_slice(&self.bytes).map_err(|e| {
+            FhirError::bad_request(format!("the request body is not valid JSON: {e}"))
+        })?;
+        if !value.is_object() {
+            return Err(FhirError::bad_request(
+                "the request body must be a JSON object",
+            ));
+        }
+        if let Some(l) = &self.limits {
+            crate::api::limits::check_body(&value, l)?;
+        }
+        Ok(value)
+    }
+
+    /// Whether a document nesting `depth` levels deep is within the limit.
+    pub fn allows_depth(&self, depth: usize) -> bool {
+        self.limits
+            .as_ref()
+            .is_none_or(|l| depth <= l.max_json_depth)
+    }
+}
+
+impl FromRequest for JsonBytes {
     type Error = FhirError;
     type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, Self::Error>>>>;
 
@@ -206,18 +240,20 @@ impl FromRequest for FhirBody {
                 }
                 body.extend_from_slice(&chunk);
             }
-            let value: Value = serde_json::from_slice(&body).map_err(|e| {
-                FhirError::bad_request(format!("the request body is not valid JSON: {e}"))
-            })?;
-            if !value.is_object() {
-                return Err(FhirError::bad_request(
-                    "the request body must be a JSON object",
-                ));
-            }
-            if let Some(l) = &limits {
-                crate::api::limits::check_body(&value, l)?;
-            }
-            Ok(FhirBody(value))
+            Ok(JsonBytes {
+                bytes: body.freeze(),
+                limits,
+            })
         })
+    }
+}
+
+impl FromRequest for FhirBody {
+    type Error = FhirError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let raw = JsonBytes::from_request(req, payload);
+        Box::pin(async move { raw.await?.parse().map(FhirBody) })
     }
 }

@@ -5,7 +5,7 @@
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 
-use crate::api::context::{FhirBody, PreferReturn, RequestContext};
+use crate::api::context::{FhirBody, JsonBytes, PreferReturn, RequestContext};
 use crate::api::response::mark_stale;
 use crate::api::AppState;
 use crate::auth::ClientKind;
@@ -88,10 +88,20 @@ fn municipal_client(ctx: &RequestContext) -> Result<(), FhirError> {
 pub async fn post(
     state: web::Data<AppState>,
     ctx: RequestContext,
-    body: FhirBody,
+    body: JsonBytes,
 ) -> Result<HttpResponse, FhirError> {
     let validator = validator(&state)?;
-    let (mut rec, mut warnings) = municipal::check_document(&body.0, &validator.terminology)?;
+    // One parse straight into the record when it certainly has the schema's shape; otherwise
+    // the JSON document and the schema validator, which report every problem.
+    let conforming = if body.allows_depth(municipal::RECORD_DEPTH) {
+        municipal::parse_conforming(&body.bytes)
+    } else {
+        None
+    };
+    let (mut rec, mut warnings) = match conforming {
+        Some(rec) => municipal::check_rules(rec, &validator.terminology)?,
+        None => municipal::check_document(&body.parse()?, &validator.terminology)?,
+    };
     let access = municipal_access(&ctx, &rec.municipality.code, &rec.municipality.sor)?;
     // A record that gives only the CPR gets the citizen's name and birth date from the patient
     // registry, where one is configured. A registry that is down beyond the stale bound fails

@@ -8,6 +8,7 @@
 //!   ordered by the source's record version), rebuilding it, and the `translate` command.
 
 pub mod check;
+pub mod conforms;
 pub mod from_fhir;
 pub mod precheck;
 pub mod record;
@@ -29,6 +30,33 @@ use crate::fhir::outcome::{operation_outcome, Issue, Severity};
 use crate::validation::terminology::Terminology;
 use crate::validation::Validator;
 
+/// How deep a v1 record nests, counted as the request limits count (`{}` is 1): the record,
+/// `meetings`, a meeting, its `goalReviews`, a review.
+pub const RECORD_DEPTH: usize = 5;
+
+/// A record parsed straight from the posted bytes, when the JSON Schema certainly accepts it
+/// ([`conforms`]): one parse, no `Value`, no schema validator. `None` for anything else: the
+/// caller then parses the JSON and runs [`check_document`], whose answers are the schema's.
+pub fn parse_conforming(bytes: &[u8]) -> Option<CareRecord> {
+    serde_json::from_slice::<CareRecord>(bytes)
+        .ok()
+        .filter(conforms::conforms)
+}
+
+/// Check posted bytes: [`parse_conforming`] then the rules, or, when the record does not
+/// certainly conform, the JSON parse and [`check_document`] (400 for what is not JSON).
+pub fn check_bytes(
+    bytes: &[u8],
+    terms: &Terminology,
+) -> Result<(CareRecord, Vec<Issue>), FhirError> {
+    if let Some(rec) = parse_conforming(bytes) {
+        return check_rules(rec, terms);
+    }
+    let doc: Value = serde_json::from_slice(bytes)
+        .map_err(|e| FhirError::bad_request(format!("the record is not valid JSON: {e}")))?;
+    check_document(&doc, terms)
+}
+
 /// Check a posted document: 400 when it is not a v1 record, 422 when it breaks a rule. On
 /// success, the record and the warnings found.
 pub fn check_document(
@@ -43,6 +71,15 @@ pub fn check_document(
     let rec = CareRecord::deserialize(doc).map_err(|e| {
         FhirError::bad_request(format!("the record does not match the v1 format: {e}"))
     })?;
+    check_rules(rec, terms)
+}
+
+/// The rules of a record that has the schema's shape: 422 when it breaks one, otherwise the
+/// record and the warnings found.
+pub fn check_rules(
+    rec: CareRecord,
+    terms: &Terminology,
+) -> Result<(CareRecord, Vec<Issue>), FhirError> {
     let issues = check::rules(&rec, terms);
     if crate::validation::has_errors(&issues) {
         return Err(FhirError::new(422, issues));
@@ -332,9 +369,9 @@ pub async fn store(
         .map_err(|e| {
             if e.status == 412 {
                 FhirError::conflict(format!(
-                    "record {} was changed by another request while this one was stored; post it again",
-                    rec.record_id
-                ))
+                "record {} was changed by another request while this one was stored; post it again",
+                rec.record_id
+            ))
             } else {
                 e
             }

@@ -4,9 +4,18 @@
 //!
 //! Numbers that come from the citizen's measures are kept as `serde_json::Number`, which keeps
 //! the source's digits exactly (`1.50` stays `1.50`), so record → FHIR → record is the identity.
+//!
+//! An optional member may be left out but not given as `null` (the schema says so too), so
+//! that a record which parses into these types has the schema's shape ([`super::conforms`]).
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Number;
+
+/// An optional member that is present: its value, never `null` (`default` covers the absent
+/// case).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
 
 /// The value of `format`.
 pub const FORMAT_V1: &str = "municipal-care-record/v1";
@@ -40,11 +49,23 @@ pub struct Municipality {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Citizen {
     pub cpr: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub given_names: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub family_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub birth_date: Option<String>,
 }
 
@@ -56,7 +77,11 @@ pub struct Course {
     pub phase: String,
     pub status: String,
     pub period: Period,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stay: Option<Stay>,
 }
 
@@ -64,7 +89,11 @@ pub struct Course {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Period {
     pub start: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub end: Option<String>,
 }
 
@@ -72,14 +101,30 @@ pub struct Period {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Stay {
     pub unit: Unit,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub admitted_from: Option<AdmittedFrom>,
     pub admitted_at: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ready_for_discharge_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub discharged_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub discharge_destination: Option<String>,
 }
 
@@ -95,9 +140,17 @@ pub struct Unit {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AdmittedFrom {
     pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sor: Option<String>,
 }
 
@@ -108,9 +161,17 @@ pub struct Condition {
     /// FSIII condition code.
     pub code: String,
     /// FSIII severity code.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub severity: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub note: Option<String>,
 }
 
@@ -118,12 +179,24 @@ pub struct Condition {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Goal {
     pub id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub citizen_words: Option<String>,
     pub description: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub measure: Option<Measure>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub due: Option<String>,
     pub responsible_discipline: String,
     pub status: String,
@@ -136,7 +209,11 @@ pub struct Goal {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Measure {
     pub description: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub baseline: Option<Number>,
     pub target: Number,
     pub unit: String,
@@ -149,12 +226,20 @@ pub struct Intervention {
     /// FSIII intervention code.
     pub code: String,
     pub discipline: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub frequency: Option<Frequency>,
     /// Ids of the goals the intervention serves.
     pub goals: Vec<String>,
     pub status: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub note: Option<String>,
 }
 
@@ -180,7 +265,11 @@ pub struct Member {
 pub struct Meeting {
     pub id: String,
     pub start: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub end: Option<String>,
     /// Ids of the care-team members present.
     pub participants: Vec<String>,
@@ -195,6 +284,10 @@ pub struct Meeting {
 pub struct GoalReview {
     pub goal: String,
     pub achievement: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub note: Option<String>,
 }
