@@ -204,6 +204,21 @@ impl Engine {
         self.validation.as_ref()
     }
 
+    /// Whether the gateway's own word that a resource is valid (see
+    /// [`Engine::vouched_transaction`]) is all the write policy asks for this operation.
+    pub(crate) fn vouch_suffices(&self, op: &WriteOp) -> bool {
+        let Some(policy) = &self.validation else {
+            return true;
+        };
+        let rtype = match op {
+            WriteOp::Create { rtype, .. }
+            | WriteOp::Update { rtype, .. }
+            | WriteOp::ConditionalUpdate { rtype, .. } => rtype,
+            _ => return true,
+        };
+        policy.required_for(rtype).is_empty() && !policy.validator.extended()
+    }
+
     /// Profile validation of the resource an operation writes (outside any transaction: it needs
     /// no data, and locks should not wait for it). Bindings the local terminology cannot judge
     /// are settled by the terminology server, when one is configured, before the verdict.

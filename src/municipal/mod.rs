@@ -302,17 +302,20 @@ pub async fn store(
         Err(e) if e.status == 404 || e.status == 410 => None,
         Err(e) => return Err(e),
     };
-    // With validation enforced on write, the transaction validates every entry (with the same
-    // validator); validating here as well would do the work twice.
+    // When the record's values pass the precheck, the mapping vouches for the resources (see
+    // `translate`) and the transaction skips validating them, unless the write policy asks for
+    // more than our profiles. Otherwise, with validation enforced on write, the transaction
+    // validates every entry (with the same validator); validating here as well would do the
+    // work twice.
+    let vouched = precheck::check(&rec, &validator.terminology).is_ok();
     let enforced = engine
         .validation()
         .is_some_and(|p| p.mode == crate::config::ValidationMode::Enforce);
     let refs = part_refs(&rec);
-    let mut bundle = if enforced {
-        to_fhir::to_bundle(&rec, &validator.terminology)
-    } else {
-        translate(&rec, validator)?
-    };
+    let mut bundle = to_fhir::to_bundle(&rec, &validator.terminology);
+    if !vouched && !enforced {
+        bundle = validate_bundle(bundle, validator)?;
+    }
     let mut stored = Stored::Created;
     if let Some(head) = existing {
         let plan = stored_json(&head)?;
@@ -363,19 +366,25 @@ pub async fn store(
         }
         stored = Stored::Updated;
     }
-    let response = engine
-        .process_bundle(access, &bundle, base, representation)
-        .await
-        .map_err(|e| {
-            if e.status == 412 {
-                FhirError::conflict(format!(
+    let response = if vouched {
+        engine
+            .vouched_transaction(access, &bundle, base, representation)
+            .await
+    } else {
+        engine
+            .process_bundle(access, &bundle, base, representation)
+            .await
+    };
+    let response = response.map_err(|e| {
+        if e.status == 412 {
+            FhirError::conflict(format!(
                 "record {} was changed by another request while this one was stored; post it again",
                 rec.record_id
             ))
-            } else {
-                e
-            }
-        })?;
+        } else {
+            e
+        }
+    })?;
     let locations = response_locations(&response);
     let patient = locations
         .iter()

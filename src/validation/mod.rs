@@ -87,6 +87,8 @@ pub struct Validator {
     pub defs: Definitions,
     pub terminology: Terminology,
     pub(crate) invariants: invariants::Compiled,
+    /// Whether packages beyond the embedded ones were loaded.
+    extended: bool,
 }
 
 impl Validator {
@@ -155,7 +157,14 @@ impl Validator {
             defs,
             terminology,
             invariants,
+            extended: !paths.is_empty(),
         })
+    }
+
+    /// Whether packages beyond the embedded definitions were loaded (which may redefine what the
+    /// embedded ones say).
+    pub fn extended(&self) -> bool {
+        self.extended
     }
 
     /// Validate `resource` against its type, the profiles it claims and `profiles`. Issues come

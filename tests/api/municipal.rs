@@ -205,6 +205,71 @@ on_both_backends!(
     bad_records_answer_every_problem_and_store_nothing,
 );
 
+/// The mapping's word that its resources are valid is all the transaction takes only while the
+/// write policy asks for nothing more: a profile `[validation.required]` names for a type the
+/// record is stored as is still checked (here one no Organization can meet), and nothing is
+/// stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_profiles_are_checked_on_municipal_resources_too() {
+    use crate::helpers::{spawn_app_with, Db};
+    let app = spawn_app_with(Db::Sqlite, |c| {
+        c.validation.required.insert(
+            "Organization".into(),
+            vec!["http://hl7.org/fhir/StructureDefinition/Patient".into()],
+        );
+    })
+    .await
+    .expect("SQLite app");
+    let (status, oo) = post_record(
+        &app,
+        &fixture("haderslev-hjortebro-intervention.json"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 422, "{oo}");
+    assert!(
+        oo["issue"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["expression"][0]
+                .as_str()
+                .is_some_and(|x| x.contains("Bundle.entry"))),
+        "{oo}"
+    );
+    assert_eq!(count(&app, "CarePlan").await, 0);
+
+    let app = spawn_app_with(Db::Sqlite, |_| {})
+        .await
+        .expect("SQLite app");
+    let (status, oo) = post_record(
+        &app,
+        &fixture("haderslev-hjortebro-intervention.json"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{oo}");
+}
+
+/// A record parsed straight into its types still obeys the request limits: with a nesting limit
+/// below the record's own depth it is refused as the JSON document would be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nesting_limit_applies_to_records() {
+    use crate::helpers::{spawn_app_with, Db};
+    let app = spawn_app_with(Db::Sqlite, |c| c.limits.max_json_depth = 4)
+        .await
+        .expect("SQLite app");
+    let (status, oo) = post_record(
+        &app,
+        &fixture("haderslev-hjortebro-intervention.json"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 422, "{oo}");
+    assert_eq!(oo["issue"][0]["code"], "too-costly", "{oo}");
+    assert_eq!(count(&app, "CarePlan").await, 0);
+}
+
 /// A record with only the CPR gets the citizen's name and birth date from the patient registry;
 /// posting it again is "unchanged" (the cache answers); a registry that cannot be reached fails
 /// the post with 503 and stores nothing.
