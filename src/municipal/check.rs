@@ -220,8 +220,10 @@ impl Rules<'_> {
         seen
     }
 
-    fn refers(&mut self, at: String, id: &str, known: &HashSet<&str>, what: &str) {
+    /// `at` is made only when there is a problem to locate: a record has hundreds of values.
+    fn refers(&mut self, at: impl FnOnce() -> String, id: &str, known: &HashSet<&str>, what: &str) {
         if !known.contains(id) {
+            let at = at();
             self.error(
                 at.clone(),
                 "not-found",
@@ -230,20 +232,25 @@ impl Rules<'_> {
         }
     }
 
-    fn code(&mut self, at: String, value_set: &str, system: &str, code: &str, what: &str) {
-        match self.terms.check_code(value_set, Some(system), code) {
-            Membership::Member => {}
-            Membership::NotMember { .. } => self.error(
-                at.clone(),
-                "code-invalid",
-                format!("{at}: {code:?} is not {what} ({value_set})"),
-            ),
-            Membership::Unknown { reason } => self.error(
-                at.clone(),
-                "code-invalid",
-                format!("{at}: could not check {code:?} against {value_set}: {reason}"),
-            ),
-        }
+    fn code(
+        &mut self,
+        at: impl FnOnce() -> String,
+        value_set: &str,
+        system: &str,
+        code: &str,
+        what: &str,
+    ) {
+        let unknown = match self.terms.check_code(value_set, Some(system), code) {
+            Membership::Member => return,
+            Membership::NotMember { .. } => None,
+            Membership::Unknown { reason } => Some(reason),
+        };
+        let at = at();
+        let message = match unknown {
+            None => format!("{at}: {code:?} is not {what} ({value_set})"),
+            Some(reason) => format!("{at}: could not check {code:?} against {value_set}: {reason}"),
+        };
+        self.error(at, "code-invalid", message);
     }
 }
 
@@ -267,7 +274,7 @@ pub fn rules(rec: &CareRecord, terms: &Terminology) -> Vec<Issue> {
     for (i, g) in rec.goals.iter().enumerate() {
         for (j, a) in g.addresses.iter().enumerate() {
             r.refers(
-                format!("$.goals[{i}].addresses[{j}]"),
+                || format!("$.goals[{i}].addresses[{j}]"),
                 a,
                 &conditions,
                 "condition",
@@ -277,7 +284,7 @@ pub fn rules(rec: &CareRecord, terms: &Terminology) -> Vec<Issue> {
     for (i, x) in rec.interventions.iter().enumerate() {
         for (j, g) in x.goals.iter().enumerate() {
             r.refers(
-                format!("$.interventions[{i}].goals[{j}]"),
+                || format!("$.interventions[{i}].goals[{j}]"),
                 g,
                 &goals,
                 "goal",
@@ -287,7 +294,7 @@ pub fn rules(rec: &CareRecord, terms: &Terminology) -> Vec<Issue> {
     for (i, m) in rec.meetings.iter().enumerate() {
         for (j, p) in m.participants.iter().enumerate() {
             r.refers(
-                format!("$.meetings[{i}].participants[{j}]"),
+                || format!("$.meetings[{i}].participants[{j}]"),
                 p,
                 &members,
                 "care-team member",
@@ -295,7 +302,7 @@ pub fn rules(rec: &CareRecord, terms: &Terminology) -> Vec<Issue> {
         }
         for (j, g) in m.goal_reviews.iter().enumerate() {
             r.refers(
-                format!("$.meetings[{i}].goalReviews[{j}].goal"),
+                || format!("$.meetings[{i}].goalReviews[{j}].goal"),
                 &g.goal,
                 &goals,
                 "goal",
@@ -402,7 +409,7 @@ pub fn rules(rec: &CareRecord, terms: &Terminology) -> Vec<Issue> {
 
     // Codes.
     r.code(
-        "$.municipality.code".into(),
+        || "$.municipality.code".into(),
         vs::MUNICIPALITIES,
         vocab::MUNICIPALITY_CODES,
         &rec.municipality.code,
@@ -410,7 +417,7 @@ pub fn rules(rec: &CareRecord, terms: &Terminology) -> Vec<Issue> {
     );
     for (i, x) in rec.conditions.iter().enumerate() {
         r.code(
-            format!("$.conditions[{i}].code"),
+            || format!("$.conditions[{i}].code"),
             vs::FSIII_CONDITIONS,
             vocab::FSIII,
             &x.code,
@@ -418,7 +425,7 @@ pub fn rules(rec: &CareRecord, terms: &Terminology) -> Vec<Issue> {
         );
         if let Some(s) = &x.severity {
             r.code(
-                format!("$.conditions[{i}].severity"),
+                || format!("$.conditions[{i}].severity"),
                 vs::FSIII_SEVERITIES,
                 vocab::FSIII,
                 s,
@@ -428,7 +435,7 @@ pub fn rules(rec: &CareRecord, terms: &Terminology) -> Vec<Issue> {
     }
     for (i, x) in rec.interventions.iter().enumerate() {
         r.code(
-            format!("$.interventions[{i}].code"),
+            || format!("$.interventions[{i}].code"),
             vs::FSIII_INTERVENTIONS,
             vocab::FSIII,
             &x.code,
