@@ -8,6 +8,16 @@ pub mod search_params;
 
 use serde_json::Value;
 
+/// JSON from bytes as `serde_json::from_slice` reads it, faster: the UTF-8 check runs once over
+/// the whole body rather than once per string, which in `from_slice` costs as much as the rest
+/// of string parsing. Bytes that are not UTF-8 go to `from_slice` for its located error.
+pub fn from_json_bytes<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
+    }
+}
+
 /// Resource types the REST API serves. Each has its R4 search parameters in
 /// `profiles/r4/search-parameters.json`.
 pub const SUPPORTED_TYPES: &[&str] = &[
@@ -126,6 +136,25 @@ const SCAN_MAX: usize = 32;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_from_bytes_reads_as_from_slice_reads() {
+        let inputs: [&[u8]; 8] = [
+            br#"{"a":"S\u00f8ren","b":[1,2.50,{"c":null}]}"#,
+            "{\"navn\":\"Søren Ærø\"}".as_bytes(),
+            b"{\"a\":\"\xff\"}",
+            b"{\"a\":\"\xc3\"}",
+            br#"{"a":"\ud800"}"#,
+            b"{\"a\":\"x\ny\"}",
+            br#"{"a":1,}"#,
+            b"",
+        ];
+        for bytes in inputs {
+            let fast = from_json_bytes::<Value>(bytes).map_err(|e| e.to_string());
+            let slice = serde_json::from_slice::<Value>(bytes).map_err(|e| e.to_string());
+            assert_eq!(fast, slice, "{}", String::from_utf8_lossy(bytes));
+        }
+    }
 
     #[test]
     fn supported_types_are_sorted_for_binary_search() {

@@ -38,7 +38,7 @@ pub const RECORD_DEPTH: usize = 5;
 /// ([`conforms`]): one parse, no `Value`, no schema validator. `None` for anything else: the
 /// caller then parses the JSON and runs [`check_document`], whose answers are the schema's.
 pub fn parse_conforming(bytes: &[u8]) -> Option<CareRecord> {
-    serde_json::from_slice::<CareRecord>(bytes)
+    crate::fhir::from_json_bytes::<CareRecord>(bytes)
         .ok()
         .filter(conforms::conforms)
 }
@@ -52,7 +52,7 @@ pub fn check_bytes(
     if let Some(rec) = parse_conforming(bytes) {
         return check_rules(rec, terms);
     }
-    let doc: Value = serde_json::from_slice(bytes)
+    let doc: Value = crate::fhir::from_json_bytes(bytes)
         .map_err(|e| FhirError::bad_request(format!("the record is not valid JSON: {e}")))?;
     check_document(&doc, terms)
 }
