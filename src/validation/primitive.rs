@@ -117,12 +117,7 @@ pub fn string_format(code: &str, s: &str) -> Result<(), String> {
             Ok(())
         }
         "code" => {
-            let ws = |c: char| c.is_ascii_whitespace();
-            if s.starts_with(ws)
-                || s.ends_with(ws)
-                || s.contains("  ")
-                || s.chars().any(|c| ws(c) && c != ' ')
-            {
+            if !code_spacing_ok(s.as_bytes()) {
                 return bad("codes have no leading, trailing or repeated whitespace");
             }
             Ok(())
@@ -138,7 +133,7 @@ pub fn string_format(code: &str, s: &str) -> Result<(), String> {
             Ok(())
         }
         "uri" | "url" | "canonical" => {
-            if s.chars().any(|c| c.is_ascii_whitespace()) {
+            if s.bytes().any(|b| b.is_ascii_whitespace()) {
                 return bad("it contains whitespace");
             }
             if s.starts_with("urn:uuid:") && !uuid_ok(&s[9..]) {
@@ -178,6 +173,24 @@ pub fn string_format(code: &str, s: &str) -> Result<(), String> {
         "xhtml" => super::xhtml::check(s),
         _ => Ok(()),
     }
+}
+
+/// A `code`'s whitespace (`[^\s]+( [^\s]+)*` of the R4 regex, `\s` being ASCII whitespace): only
+/// single spaces, between other characters. One pass over the bytes (ASCII whitespace bytes
+/// are never part of a longer UTF-8 character), as codes are checked by the hundred per request.
+fn code_spacing_ok(b: &[u8]) -> bool {
+    let mut after_space = true; // a leading space is as wrong as a repeated one
+    for &c in b {
+        if c.is_ascii_whitespace() {
+            if c != b' ' || after_space {
+                return false;
+            }
+            after_space = true;
+        } else {
+            after_space = false;
+        }
+    }
+    !after_space
 }
 
 fn uuid_ok(u: &str) -> bool {
@@ -313,6 +326,31 @@ fn date_time(s: &str, instant: bool) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn code_spacing_is_the_regex_spacing() {
+        // Every string of up to five characters over whitespace and non-whitespace, against
+        // the rule as the regex says it.
+        let alphabet = [' ', '\t', '\n', '\r', '\u{c}', '\u{b}', 'a', 'é', '\u{a0}'];
+        let mut strings = vec![String::new()];
+        for _ in 0..5 {
+            let longer: Vec<String> = strings
+                .iter()
+                .filter(|s| s.chars().count() == strings.last().map_or(0, |l| l.chars().count()))
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            strings.extend(longer);
+        }
+        for s in strings.iter().filter(|s| !s.is_empty()) {
+            let ws = |c: char| c.is_ascii_whitespace();
+            let regex = !(s.starts_with(ws)
+                || s.ends_with(ws)
+                || s.contains("  ")
+                || s.chars().any(|c| ws(c) && c != ' '));
+            assert_eq!(code_spacing_ok(s.as_bytes()), regex, "{s:?}");
+            assert_eq!(string_format("code", s).is_ok(), regex, "{s:?}");
+        }
+    }
     use serde_json::json;
 
     #[test]
