@@ -405,9 +405,10 @@ fn versions<'a>(list: impl Iterator<Item = Option<&'a str>>) -> String {
 
 /// `url|version` → (`url`, `Some(version)`); a plain url → (`url`, `None`).
 fn split_canonical(canonical: &str) -> (&str, Option<&str>) {
-    match canonical.rsplit_once('|') {
-        Some((url, v)) if !v.is_empty() => (url, Some(v)),
-        Some((url, _)) => (url, None),
+    // `|` is ASCII, so both sides of it are on character boundaries.
+    match memchr::memrchr(b'|', canonical.as_bytes()) {
+        Some(i) if i + 1 < canonical.len() => (&canonical[..i], Some(&canonical[i + 1..])),
+        Some(i) => (&canonical[..i], None),
         None => (canonical, None),
     }
 }

@@ -843,3 +843,20 @@ fn import_clique_stays_cheap() {
     );
     println!("20-clique: {:?}", start.elapsed());
 }
+
+#[test]
+fn canonicals_split_at_the_last_bar() {
+    use super::split_canonical;
+    assert_eq!(split_canonical("http://x/vs"), ("http://x/vs", None));
+    assert_eq!(
+        split_canonical("http://x/vs|4.0.1"),
+        ("http://x/vs", Some("4.0.1"))
+    );
+    assert_eq!(split_canonical("http://x/vs|"), ("http://x/vs", None));
+    assert_eq!(
+        split_canonical("http://x/a|b|2"),
+        ("http://x/a|b", Some("2"))
+    );
+    assert_eq!(split_canonical("|2"), ("", Some("2")));
+    assert_eq!(split_canonical("æø|å"), ("æø", Some("å")));
+}
