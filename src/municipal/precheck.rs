@@ -16,6 +16,8 @@
 //! the produced resources answers, for each of them and for every fixture; a mapping change that
 //! makes resources invalid by construction fails that test.
 
+use std::cell::RefCell;
+
 use serde_json::Value;
 
 use super::record::CareRecord;
@@ -42,7 +44,10 @@ mod bound {
 /// `Ok` when the resources `to_fhir::to_bundle(rec, terms)` produces are known to validate
 /// without errors; otherwise the first value that needs the full validator, said for a person.
 pub fn check(rec: &CareRecord, terms: &Terminology) -> Result<(), String> {
-    let c = Checker { terms };
+    let c = Checker {
+        terms,
+        known: RefCell::new(Vec::new()),
+    };
     let m = &rec.municipality;
     c.text(
         "uri",
@@ -245,9 +250,36 @@ pub fn check(rec: &CareRecord, terms: &Terminology) -> Result<(), String> {
 
 struct Checker<'a> {
     terms: &'a Terminology,
+    /// Codes already found in their value set and code system: a record repeats the same
+    /// disciplines, statuses and achievements many times, and each lookup costs several hash
+    /// probes on long URLs.
+    known: RefCell<Vec<Coded<'a>>>,
 }
 
-impl Checker<'_> {
+/// A code, its system and the value set it is bound to.
+#[derive(Clone, Copy)]
+struct Coded<'a> {
+    vs: &'a str,
+    system: Option<&'a str>,
+    code: &'a str,
+}
+
+impl Coded<'_> {
+    fn same(&self, other: &Coded<'_>) -> bool {
+        // The value sets and systems are the mapping's constants: the same text at the same
+        // address (a copy elsewhere only misses the memo).
+        let same_text = |a: &str, b: &str| std::ptr::eq(a, b);
+        same_text(self.vs, other.vs)
+            && match (self.system, other.system) {
+                (Some(a), Some(b)) => same_text(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+            && self.code == other.code
+    }
+}
+
+impl<'a> Checker<'a> {
     /// A value of primitive type `code` written as a JSON string.
     fn text(&self, code: &str, s: &str, at: &str) -> Result<(), String> {
         primitive::string_format(code, s).map_err(|e| format!("{at}: {e}"))
@@ -267,7 +299,17 @@ impl Checker<'_> {
 
     /// A code as a `code` primitive, in the value set it is bound to and, for a coding, in its
     /// code system.
-    fn coded(&self, vs: &str, system: Option<&str>, code: &str, at: &str) -> Result<(), String> {
+    fn coded(
+        &self,
+        vs: &'a str,
+        system: Option<&'a str>,
+        code: &'a str,
+        at: &str,
+    ) -> Result<(), String> {
+        let this = Coded { vs, system, code };
+        if self.known.borrow().iter().any(|k| k.same(&this)) {
+            return Ok(());
+        }
         self.text("code", code, at)?;
         if !self.terms.check_code(vs, system, code).is_member() {
             return Err(format!("{at}: '{code}' is not known to be in {vs}"));
@@ -277,6 +319,7 @@ impl Checker<'_> {
                 return Err(format!("{at}: '{code}' is not known to be in {s}"));
             }
         }
+        self.known.borrow_mut().push(this);
         Ok(())
     }
 
