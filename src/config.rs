@@ -150,7 +150,8 @@ pub struct LimitsConfig {
     /// Most entries accepted in a posted Bundle (transaction, batch, message).
     pub max_bundle_entries: usize,
     /// Requests per second each client may make on average (0: no limit), and how many it may
-    /// make at once after being idle. Until clients authenticate, a client is its peer address.
+    /// make at once after being idle. A client is its configured id once authenticated, else
+    /// its peer address.
     pub rate_per_second: f64,
     pub rate_burst: u32,
     /// Seconds a client has to send a request's headers before the connection is closed.
