@@ -74,6 +74,57 @@ async fn capability_statement_lists_served_types_and_parameters(app: TestApp) {
         .collect();
     assert!(errors.is_empty(), "{errors:?}");
     let resources = cs["rest"][0]["resource"].as_array().unwrap();
+    // The operations the routes serve, each with its definition.
+    let ops = |r: &serde_json::Value| -> Vec<(String, String)> {
+        r["operation"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                let s = |k: &str| o[k].as_str().unwrap().to_string();
+                (s("name"), s("definition"))
+            })
+            .collect()
+    };
+    let validate = (
+        "validate".to_string(),
+        "http://hl7.org/fhir/OperationDefinition/Resource-validate".to_string(),
+    );
+    let share = (
+        "share".to_string(),
+        sektorbro::api::fhir::metadata::PATIENT_SHARE.to_string(),
+    );
+    for r in resources {
+        let ops = ops(r);
+        assert!(ops.contains(&validate), "{} lacks $validate", r["type"]);
+        assert_eq!(
+            ops.contains(&share),
+            r["type"] == "Patient",
+            "{}",
+            r["type"]
+        );
+    }
+    assert_eq!(
+        ops(&cs["rest"][0]),
+        [(
+            "process-message".to_string(),
+            "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message".to_string()
+        )]
+    );
+    // Our own operation is published as a valid OperationDefinition at that canonical.
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/profiles/operations/OperationDefinition-Patient-share.json"
+    );
+    let def: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(def["url"], sektorbro::api::fhir::metadata::PATIENT_SHARE);
+    let problems: Vec<_> = v
+        .validate(&def, &[])
+        .into_iter()
+        .filter(|i| i.severity <= sektorbro::fhir::outcome::Severity::Warning)
+        .collect();
+    assert!(problems.is_empty(), "{problems:?}");
     let careplan = resources
         .iter()
         .find(|r| r["type"] == "CarePlan")

@@ -23,6 +23,13 @@ const INTERACTIONS: &[&str] = &[
     "search-type",
 ];
 
+/// Where the operations this server runs are defined: R4's own, and ours
+/// (`profiles/operations/`).
+const VALIDATE: &str = "http://hl7.org/fhir/OperationDefinition/Resource-validate";
+const PROCESS_MESSAGE: &str =
+    "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message";
+pub const PATIENT_SHARE: &str = "http://sektorbro.dk/fhir/OperationDefinition/Patient-share";
+
 /// The CapabilityStatement for `base`, dated `date` (when this instance started).
 pub fn capability_statement(registry: &SearchParamRegistry, base: &str, date: &str) -> Value {
     let resources: Vec<Value> = SUPPORTED_TYPES
@@ -59,6 +66,7 @@ pub fn capability_statement(registry: &SearchParamRegistry, base: &str, date: &s
                 "conditionalUpdate": true,
                 "conditionalDelete": "not-supported",
                 "searchParam": search_params,
+                "operation": operations(t),
             });
             // FHIR forbids empty arrays: a type with no reference parameters has none to include.
             if !includes.is_empty() {
@@ -90,8 +98,18 @@ pub fn capability_statement(registry: &SearchParamRegistry, base: &str, date: &s
             },
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+            "operation": [{"name": "process-message", "definition": PROCESS_MESSAGE}],
         }],
     })
+}
+
+/// The operations a type supports: `$validate` on every type, `$share` on Patient.
+fn operations(rtype: &str) -> Vec<Value> {
+    let mut ops = vec![json!({"name": "validate", "definition": VALIDATE})];
+    if rtype == "Patient" {
+        ops.push(json!({"name": "share", "definition": PATIENT_SHARE}));
+    }
+    ops
 }
 
 pub async fn metadata(
