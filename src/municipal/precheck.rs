@@ -16,8 +16,6 @@
 //! the produced resources answers, for each of them and for every fixture; a mapping change that
 //! makes resources invalid by construction fails that test.
 
-use std::cell::RefCell;
-
 use serde_json::Value;
 
 use super::record::CareRecord;
@@ -44,9 +42,9 @@ mod bound {
 /// `Ok` when the resources `to_fhir::to_bundle(rec, terms)` produces are known to validate
 /// without errors; otherwise the first value that needs the full validator, said for a person.
 pub fn check(rec: &CareRecord, terms: &Terminology) -> Result<(), String> {
-    let c = Checker {
+    let mut c = Checker {
         terms,
-        known: RefCell::new(Vec::new()),
+        known: Vec::new(),
     };
     let m = &rec.municipality;
     c.text(
@@ -253,7 +251,7 @@ struct Checker<'a> {
     /// Codes already found in their value set and code system: a record repeats the same
     /// disciplines, statuses and achievements many times, and each lookup costs several hash
     /// probes on long URLs.
-    known: RefCell<Vec<Coded<'a>>>,
+    known: Vec<Coded<'a>>,
 }
 
 /// A code, its system and the value set it is bound to.
@@ -267,11 +265,11 @@ struct Coded<'a> {
 impl Coded<'_> {
     fn same(&self, other: &Coded<'_>) -> bool {
         // The value sets and systems are the mapping's constants: the same text at the same
-        // address (a copy elsewhere only misses the memo).
-        let same_text = |a: &str, b: &str| std::ptr::eq(a, b);
-        same_text(self.vs, other.vs)
+        // address (`ptr::eq` compares address and length; a copy elsewhere only misses the
+        // memo), so only the code's text is compared.
+        std::ptr::eq(self.vs, other.vs)
             && match (self.system, other.system) {
-                (Some(a), Some(b)) => same_text(a, b),
+                (Some(a), Some(b)) => std::ptr::eq(a, b),
                 (None, None) => true,
                 _ => false,
             }
@@ -300,14 +298,14 @@ impl<'a> Checker<'a> {
     /// A code as a `code` primitive, in the value set it is bound to and, for a coding, in its
     /// code system.
     fn coded(
-        &self,
+        &mut self,
         vs: &'a str,
         system: Option<&'a str>,
         code: &'a str,
         at: &str,
     ) -> Result<(), String> {
         let this = Coded { vs, system, code };
-        if self.known.borrow().iter().any(|k| k.same(&this)) {
+        if self.known.iter().any(|k| k.same(&this)) {
             return Ok(());
         }
         self.text("code", code, at)?;
@@ -319,7 +317,7 @@ impl<'a> Checker<'a> {
                 return Err(format!("{at}: '{code}' is not known to be in {s}"));
             }
         }
-        self.known.borrow_mut().push(this);
+        self.known.push(this);
         Ok(())
     }
 
