@@ -4,10 +4,10 @@
 //! figures in docs/benchmarks.md.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use fhir_core::fhir::search_params::SearchParamRegistry;
 use sektorbro::audit::{to_audit_event, AuditRecord, Interaction, PatientRef, Who};
 use sektorbro::config::Config;
 use sektorbro::engine::Engine;
-use sektorbro::fhir::search_params::SearchParamRegistry;
 use serde_json::json;
 
 /// What the middleware records for an authenticated read of a Patient.
@@ -76,7 +76,7 @@ fn bench(c: &mut Criterion) {
                 (0..256)
                     .map(|_| {
                         let mut ev = to_audit_event(&record, "https://gw.example.dk/fhir");
-                        ev["id"] = json!(sektorbro::fhir::new_id());
+                        ev["id"] = json!(fhir_core::fhir::new_id());
                         ("AuditEvent".to_string(), ev)
                     })
                     .collect::<Vec<_>>()

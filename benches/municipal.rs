@@ -7,11 +7,11 @@
 //! Instruction counts of the same stages: `examples/municipal_workload.rs`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use fhir_core::validation::Validator;
 use sektorbro::municipal::{
     check, check_bytes, check_document, from_fhir, parse_conforming, precheck, to_fhir, translate,
     translate_text,
 };
-use sektorbro::validation::Validator;
 use serde_json::Value;
 
 fn bench(c: &mut Criterion) {

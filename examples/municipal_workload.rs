@@ -15,11 +15,11 @@
 //! "(whole, via Value and jsonschema)", `stage_whole` the same with the Bundle as a `Value`; `stage_validate_full` is the full validator on the 27 resources, which the
 //! fast path (`municipal::precheck`) skips for a record like this one.
 
+use fhir_core::validation::Validator;
 use sektorbro::municipal::record::CareRecord;
 use sektorbro::municipal::{
     check, check_bytes, check_document, parse_conforming, to_fhir, translate, translate_text,
 };
-use sektorbro::validation::Validator;
 use serde_json::Value;
 
 #[inline(never)]

@@ -23,16 +23,16 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
     .await
     .with_context(|| format!("cannot open database {}", redact(&config.database.url)))?;
     let validator = if config.validation.packages.is_empty() {
-        crate::validation::Validator::shared_r4()?
+        fhir_core::validation::Validator::shared_r4()?
     } else {
-        let v = crate::validation::Validator::with_packages(&config.validation.packages)
+        let v = fhir_core::validation::Validator::with_packages(&config.validation.packages)
             .context("loading the validation packages")?;
         for skipped in &v.defs.report.skipped {
             tracing::warn!(%skipped, "a definition could not be used");
         }
         Arc::new(v)
     };
-    let policy = crate::validation::WritePolicy {
+    let policy = crate::engine::WritePolicy {
         validator,
         mode: config.validation.mode,
         required: config.validation.required.clone(),
@@ -79,7 +79,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
         lookups,
         metrics: Arc::new(Metrics::default()),
         config,
-        started: crate::fhir::instant(chrono::Utc::now().timestamp_millis()),
+        started: fhir_core::fhir::instant(chrono::Utc::now().timestamp_millis()),
     }))
 }
 

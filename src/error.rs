@@ -3,9 +3,9 @@
 //! Rooms keep their own error enums (`StoreError`, `ConfigError`, …); each converts into
 //! [`FhirError`] here, in one place, so the status a client sees for a failure is decided once.
 
-use crate::fhir::outcome::{operation_outcome, Issue};
 use crate::lookup::LookupError;
 use crate::store::StoreError;
+use fhir_core::fhir::outcome::{operation_outcome, Issue};
 
 /// A failed FHIR interaction: the HTTP status and the OperationOutcome issues explaining it.
 #[derive(Debug, Clone)]

@@ -5,9 +5,9 @@
 use proptest::prelude::*;
 use serde_json::{Number, Value};
 
+use fhir_core::validation::Validator;
 use sektorbro::municipal::record::*;
 use sektorbro::municipal::{check, from_fhir, parse_conforming, precheck, to_fhir, translate};
-use sektorbro::validation::Validator;
 
 fn validator() -> std::sync::Arc<Validator> {
     Validator::shared_r4().expect("definitions")
@@ -253,7 +253,7 @@ fn every_fixture_passes_the_rules_and_its_fhir_validates() {
             let errors: Vec<_> = v
                 .validate(r, &[])
                 .into_iter()
-                .filter(|i| i.severity == sektorbro::fhir::outcome::Severity::Error)
+                .filter(|i| i.severity == fhir_core::fhir::outcome::Severity::Error)
                 .collect();
             assert!(
                 errors.is_empty(),
@@ -297,7 +297,7 @@ fn a_broken_mapping_is_caught_by_the_profiles() {
     assert!(
         issues
             .iter()
-            .any(|i| i.severity == sektorbro::fhir::outcome::Severity::Error
+            .any(|i| i.severity == fhir_core::fhir::outcome::Severity::Error
                 && i.diagnostics.contains("responsibleDiscipline")),
         "{issues:?}"
     );
@@ -416,7 +416,7 @@ fn a_discharge_message_validates_against_our_profile() {
     let errors: Vec<_> = v
         .validate(&built.message, &[])
         .into_iter()
-        .filter(|i| i.severity == sektorbro::fhir::outcome::Severity::Error)
+        .filter(|i| i.severity == fhir_core::fhir::outcome::Severity::Error)
         .collect();
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(built.message["id"], serde_json::json!(ids.message));

@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use sektorbro::validation::Validator;
+use fhir_core::validation::Validator;
 
 fn validator() -> &'static Validator {
     static V: OnceLock<Validator> = OnceLock::new();

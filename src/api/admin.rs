@@ -26,9 +26,9 @@ use serde_json::{json, Value};
 use super::response::mark_stale;
 use super::AppState;
 use crate::error::FhirError;
-use crate::fhir::outcome::{operation_outcome, Issue};
 use crate::lookup::{Identifier, Lookup, LookupError};
 use crate::store::{DeadAction, Job, JobStatus};
+use fhir_core::fhir::outcome::{operation_outcome, Issue};
 
 /// The admin routes, under one scope so they are gated in one place.
 pub fn scope() -> actix_web::Scope<
@@ -293,15 +293,15 @@ async fn outbox_discard(
 
 /// A job as the admin API shows it: times as FHIR instants, the receiver's answer parsed.
 fn job_json(j: &Job, blocked_by: Option<String>) -> Value {
-    let at = |ms: Option<i64>| ms.map(crate::fhir::instant);
+    let at = |ms: Option<i64>| ms.map(fhir_core::fhir::instant);
     json!({
         "message_id": j.message_id,
         "destination": j.destination,
         "status": j.status.as_str(),
         "attempts": j.attempts,
-        "created_at": crate::fhir::instant(j.created_at),
+        "created_at": fhir_core::fhir::instant(j.created_at),
         "last_attempt_at": at(j.last_attempt_at),
-        "next_attempt_at": (j.status == JobStatus::Pending).then(|| crate::fhir::instant(j.next_attempt_at)),
+        "next_attempt_at": (j.status == JobStatus::Pending).then(|| fhir_core::fhir::instant(j.next_attempt_at)),
         "lease_owner": j.lease_owner,
         "lease_until": at(j.lease_until),
         "last_status": j.last_status,

@@ -13,7 +13,7 @@ use actix_web::{HttpMessage as _, HttpResponse, ResponseError as _};
 
 use crate::auth::{AuthError, Authenticator, Caller};
 use crate::error::FhirError;
-use crate::fhir::outcome::Issue;
+use fhir_core::fhir::outcome::Issue;
 
 /// The subject of the TLS client certificate of the request's connection (set per connection
 /// by the server's `on_connect`, see `app.rs`).

@@ -169,7 +169,7 @@ pub struct JsonBytes {
 impl JsonBytes {
     /// The body as a JSON object within the nesting and Bundle-size limits (400/422 otherwise).
     pub fn parse(&self) -> Result<Value, FhirError> {
-        let value: Value = crate::fhir::from_json_bytes(&self.bytes).map_err(|e| {
+        let value: Value = fhir_core::fhir::from_json_bytes(&self.bytes).map_err(|e| {
             FhirError::bad_request(format!("the request body is not valid JSON: {e}"))
         })?;
         if !value.is_object() {
@@ -232,7 +232,7 @@ impl FromRequest for JsonBytes {
                 if body.len() + chunk.len() > limit {
                     return Err(FhirError::new(
                         413,
-                        vec![crate::fhir::outcome::Issue::error(
+                        vec![fhir_core::fhir::outcome::Issue::error(
                             "too-costly",
                             format!("the request body exceeds the limit of {limit} bytes"),
                         )],

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::config::LimitsConfig;
 use crate::error::FhirError;
-use crate::fhir::outcome::Issue;
+use fhir_core::fhir::outcome::Issue;
 
 /// How deep `v` nests (a scalar is 0, `{}` is 1), stopping once past `limit`.
 fn depth(v: &Value, limit: usize) -> usize {

@@ -11,10 +11,10 @@ use crate::api::AppState;
 use crate::auth::ClientKind;
 use crate::engine::Access;
 use crate::error::FhirError;
-use crate::fhir::outcome::Issue;
 use crate::lookup::{Identifier, LookupError};
 use crate::municipal::{self, vocab, Stored};
-use crate::validation::Validator;
+use fhir_core::fhir::outcome::Issue;
+use fhir_core::validation::Validator;
 
 fn validator(state: &AppState) -> Result<std::sync::Arc<Validator>, FhirError> {
     match state.engine.validation() {
@@ -218,7 +218,7 @@ pub async fn post_discharge_note(
         None => ctx.access.clone(),
     };
     let ids = message::NoteIds::for_note(&note);
-    let now = crate::fhir::instant(chrono::Utc::now().timestamp_millis());
+    let now = fhir_core::fhir::instant(chrono::Utc::now().timestamp_millis());
     let built = message::build(&note, &record, &ids, &ctx.base, &endpoint, &now);
     let put = |r: &serde_json::Value| {
         let url = format!(
@@ -245,7 +245,7 @@ pub async fn post_discharge_note(
         "result": if submitted.created { "accepted" } else { "already-accepted" },
         "composition": format!("Composition/{}", ids.composition),
         "delivery": format!("/admin/outbox/{}", submitted.message_id),
-        "outcome": crate::fhir::outcome::operation_outcome(&warnings),
+        "outcome": fhir_core::fhir::outcome::operation_outcome(&warnings),
     });
     Ok(HttpResponse::Accepted()
         .content_type("application/json")

@@ -8,7 +8,7 @@ use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
 use super::context::{PreferReturn, RequestContext};
 use crate::engine::Written;
 use crate::error::FhirError;
-use crate::fhir::outcome::{operation_outcome, Issue};
+use fhir_core::fhir::outcome::{operation_outcome, Issue};
 
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 

@@ -21,7 +21,7 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use super::{AuditRecord, Interaction, PatientRef, Who};
-use crate::fhir::instant;
+use fhir_core::fhir::instant;
 
 /// Our CodeSystem for what FHIR's code systems do not name: the municipal endpoints, forwarding,
 /// operation names (subtypes), client kinds and authentication methods (agent roles).
@@ -232,7 +232,7 @@ fn organization_agent(org: &str) -> Value {
 
 fn looks_like_reference(s: &str) -> bool {
     matches!(s.split_once('/'), Some((t, id))
-        if t.starts_with(|c: char| c.is_ascii_uppercase()) && crate::fhir::is_valid_id(id.split('/').next().unwrap_or("")))
+        if t.starts_with(|c: char| c.is_ascii_uppercase()) && fhir_core::fhir::is_valid_id(id.split('/').next().unwrap_or("")))
 }
 
 fn entities(r: &AuditRecord) -> Vec<Value> {
@@ -310,8 +310,8 @@ mod tests {
     use crate::audit::{
         Action, AuditRecord, ForwardAttempt, ForwardResult, Interaction, Outcome, PatientRef, Who,
     };
-    use crate::fhir::outcome::Severity;
-    use crate::fhir::search_params::{IndexValue, SearchParamRegistry};
+    use fhir_core::fhir::outcome::Severity;
+    use fhir_core::fhir::search_params::{IndexValue, SearchParamRegistry};
 
     fn client() -> Who {
         Who {
@@ -420,7 +420,7 @@ mod tests {
 
     #[test]
     fn every_kind_of_record_is_a_valid_r4_audit_event() {
-        let v = crate::validation::Validator::shared_r4().expect("R4 definitions");
+        let v = fhir_core::validation::Validator::shared_r4().expect("R4 definitions");
         for r in every_kind() {
             let mut ev = to_audit_event(&r, "https://gw.example.dk/fhir");
             ev["id"] = json!("2a0c3b1e-0000-4000-8000-000000000001");

@@ -340,7 +340,7 @@ async fn write(engine: &Engine, observer: &str, batch: &mut Vec<AuditRecord>, st
         .iter()
         .map(|r| {
             let mut ev = to_audit_event(r, observer);
-            ev["id"] = json!(crate::fhir::new_id());
+            ev["id"] = json!(fhir_core::fhir::new_id());
             ("AuditEvent".to_string(), ev)
         })
         .collect();

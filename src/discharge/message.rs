@@ -7,9 +7,9 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::note::DischargeNote;
-use crate::fhirpath::escape_html;
 use crate::municipal::from_fhir::part_local_id;
 use crate::municipal::vocab;
+use fhir_core::fhirpath::escape_html;
 
 pub const MESSAGE_PROFILE: &str =
     "http://sektorbro.dk/fhir/StructureDefinition/sektorbro-discharge-message";

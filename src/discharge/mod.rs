@@ -15,12 +15,12 @@ use serde_json::Value;
 use self::note::DischargeNote;
 use crate::engine::{Access, Engine};
 use crate::error::FhirError;
-use crate::fhir::outcome::Issue;
 use crate::municipal::check::{self, Schema};
 use crate::municipal::from_fhir::part_local_id;
 use crate::municipal::to_fhir::{kind, part_id};
 use crate::municipal::vocab;
 use crate::municipal::{read_json, references};
+use fhir_core::fhir::outcome::Issue;
 
 pub static NOTE_SCHEMA: Schema = Schema::new(include_str!(
     "../../profiles/municipal/discharge-note-v1.schema.json"
@@ -103,7 +103,7 @@ pub fn check_note(doc: &Value) -> Result<(DischargeNote, Vec<Issue>), FhirError>
             .at("$.contact"),
         );
     }
-    if crate::validation::has_errors(&issues) {
+    if fhir_core::validation::has_errors(&issues) {
         return Err(FhirError::new(422, issues));
     }
     Ok((note, issues))

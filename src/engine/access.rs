@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use crate::auth::{Caller, ClientKind, Permission, Scopes};
 use crate::error::FhirError;
-use crate::fhir::outcome::Issue;
 use crate::store::Visibility;
+use fhir_core::fhir::outcome::Issue;
 
 /// A caller's rights, handed to every [`Engine`](super::Engine) interaction.
 #[derive(Debug, Clone)]
@@ -194,7 +194,7 @@ pub fn citizen_of(rtype: &str, id: &str, resource: &serde_json::Value) -> Option
             .get("reference")?
             .as_str()?
             .strip_prefix("Patient/")
-            .filter(|rest| crate::fhir::is_valid_id(rest))
+            .filter(|rest| fhir_core::fhir::is_valid_id(rest))
             .map(str::to_string)
     })
 }

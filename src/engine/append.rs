@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::Engine;
 use crate::error::FhirError;
-use crate::fhir::new_id;
+use fhir_core::fhir::new_id;
 
 impl Engine {
     /// Create every `(type, resource)` as version 1, all in ONE database transaction: all are

@@ -12,9 +12,9 @@ use serde_json::{json, Value};
 use super::bundle_json::{self, etag, BundleEntry};
 use super::{now_ms, retrying, Access, Engine, Resolved, WriteFailure, WriteOp, Written};
 use crate::error::FhirError;
-use crate::fhir::outcome::Issue;
-use crate::fhir::{for_each_reference, instant, new_id};
 use crate::store::{Grant, NewJob, StoreTx};
+use fhir_core::fhir::outcome::Issue;
+use fhir_core::fhir::{for_each_reference, instant, new_id};
 
 /// Which kind of Bundle was posted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,8 +3,8 @@
 
 use serde_json::{json, Value};
 
-use crate::fhir::instant;
 use crate::store::StoredResource;
+use fhir_core::fhir::instant;
 
 /// One Bundle entry: its JSON fields (`fullUrl`, `search`, `request`, `response`…) and the
 /// resource as stored JSON text.

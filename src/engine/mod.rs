@@ -10,6 +10,7 @@ mod access;
 mod append;
 mod bundle;
 mod bundle_json;
+mod policy;
 mod search;
 
 use std::sync::Arc;
@@ -19,17 +20,18 @@ use serde_json::{json, Value};
 use crate::auth::Permission;
 use crate::config::SearchConfig;
 use crate::error::FhirError;
-use crate::fhir::outcome::Issue;
-use crate::fhir::search::{parse_search, ParseOptions, SearchQuery};
-use crate::fhir::search_params::SearchParamRegistry;
-use crate::fhir::{instant, is_supported_type, is_valid_id, new_id};
 use crate::store::{
     Head, HistoryQuery, HistoryScope, NewVersion, Storage, StoreTx, StoredResource,
 };
+use fhir_core::fhir::outcome::Issue;
+use fhir_core::fhir::search::{parse_search, ParseOptions, SearchQuery};
+use fhir_core::fhir::search_params::SearchParamRegistry;
+use fhir_core::fhir::{instant, is_supported_type, is_valid_id, new_id};
 
 pub use access::{citizen_of, Access};
 pub use bundle::BundleKind;
 pub use bundle_json::BundleEntry;
+pub use policy::WritePolicy;
 
 /// How many times a write is attempted when the database reports a retryable conflict.
 const WRITE_ATTEMPTS: usize = 8;
@@ -39,7 +41,7 @@ pub struct Engine {
     store: Arc<dyn Storage>,
     registry: &'static SearchParamRegistry,
     search: SearchConfig,
-    validation: Option<Arc<crate::validation::WritePolicy>>,
+    validation: Option<Arc<crate::engine::WritePolicy>>,
     /// Upstream lookups; validation asks its terminology server what local packages cannot judge.
     lookups: Arc<crate::lookup::Lookups>,
     /// Rendered search pages, if enabled (`Engine::with_page_cache`).
@@ -183,7 +185,7 @@ impl Engine {
     }
 
     /// Validate every created or updated resource by `policy` before it is written.
-    pub fn with_validation(mut self, policy: Arc<crate::validation::WritePolicy>) -> Engine {
+    pub fn with_validation(mut self, policy: Arc<crate::engine::WritePolicy>) -> Engine {
         self.validation = Some(policy);
         self
     }
@@ -200,7 +202,7 @@ impl Engine {
     }
 
     /// The validator behind write validation, if any.
-    pub fn validation(&self) -> Option<&Arc<crate::validation::WritePolicy>> {
+    pub fn validation(&self) -> Option<&Arc<crate::engine::WritePolicy>> {
         self.validation.as_ref()
     }
 
@@ -246,7 +248,9 @@ impl Engine {
                     .validator
                     .validate_detailed(resource, policy.required_for(rtype));
                 let issues = match self.lookups.terminology() {
-                    Some(t) if validated.needs_terminology() => t.settle(validated).await,
+                    Some(t) if validated.needs_terminology() => {
+                        fhir_core::validation::settle::settle(t, validated).await
+                    }
                     _ => validated.issues,
                 };
                 policy.judge(rtype, issues)?;
@@ -399,7 +403,7 @@ impl Engine {
                             .at(format!("{k}={v}")),
                     ),
                 },
-                "_since" => match crate::fhir::search_params::date_range(v) {
+                "_since" => match fhir_core::fhir::search_params::date_range(v) {
                     Some((lo, _)) => since_ms = Some(lo),
                     None => errors.push(
                         Issue::error("invalid", "_since must be a FHIR instant")

@@ -11,13 +11,13 @@ use super::{link, now_ms, Access, Engine};
 use crate::auth::Permission;
 use crate::config::CacheConfig;
 use crate::error::FhirError;
-use crate::fhir::outcome::operation_outcome;
-use crate::fhir::search::{
+use crate::store::{Dependencies, StoredResource};
+use fhir_core::fhir::outcome::operation_outcome;
+use fhir_core::fhir::search::{
     apply_elements, apply_summary_data, Cursor, Include, Match, SearchQuery, Summary, Total,
 };
-use crate::fhir::search_params::IndexValue;
-use crate::fhir::{instant, new_id};
-use crate::store::{Dependencies, StoredResource};
+use fhir_core::fhir::search_params::IndexValue;
+use fhir_core::fhir::{instant, new_id};
 
 /// The most resources `_include`/`_revinclude` add to one page.
 const MAX_INCLUDED: usize = 1000;

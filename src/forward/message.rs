@@ -5,8 +5,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::FhirError;
-use crate::fhir::is_valid_id;
-use crate::fhir::outcome::Issue;
+use fhir_core::fhir::is_valid_id;
+use fhir_core::fhir::outcome::Issue;
 
 /// Identifier systems preferred as "the citizen" when a Patient carries several identifiers:
 /// Danish CPR, Swedish personnummer and samordningsnummer.

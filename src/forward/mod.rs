@@ -27,11 +27,11 @@ use tokio::sync::Notify;
 use crate::config::{DestinationConfig, ForwardingConfig};
 use crate::engine::{Access, Engine, WriteOp};
 use crate::error::FhirError;
-use crate::fhir::outcome::Issue;
 use crate::lookup::Identifier;
 use crate::lookup::Lookups;
 use crate::metrics::{write_histogram, BUCKETS};
 use crate::store::{DeadAction, Grant, Job, JobStatus, NewJob, Storage};
+use fhir_core::fhir::outcome::Issue;
 
 pub use connector::Attempt;
 

@@ -16,8 +16,8 @@ use serde_json::Value;
 
 use super::record::CareRecord;
 use super::vocab::{self, vs};
-use crate::fhir::outcome::Issue;
-use crate::validation::terminology::{Membership, Terminology};
+use fhir_core::fhir::outcome::Issue;
+use fhir_core::validation::terminology::{Membership, Terminology};
 
 pub const SCHEMA_TEXT: &str = include_str!("../../profiles/municipal/care-record-v1.schema.json");
 

@@ -26,9 +26,9 @@ use self::record::CareRecord;
 use self::to_fhir::{kind, part_id};
 use crate::engine::{Access, Engine};
 use crate::error::FhirError;
-use crate::fhir::outcome::{operation_outcome, Issue, Severity};
-use crate::validation::terminology::Terminology;
-use crate::validation::Validator;
+use fhir_core::fhir::outcome::{operation_outcome, Issue, Severity};
+use fhir_core::validation::terminology::Terminology;
+use fhir_core::validation::Validator;
 
 /// How deep a v1 record nests, counted as the request limits count (`{}` is 1): the record,
 /// `meetings`, a meeting, its `goalReviews`, a review.
@@ -38,7 +38,7 @@ pub const RECORD_DEPTH: usize = 5;
 /// ([`conforms`]): one parse, no `Value`, no schema validator. `None` for anything else: the
 /// caller then parses the JSON and runs [`check_document`], whose answers are the schema's.
 pub fn parse_conforming(bytes: &[u8]) -> Option<CareRecord> {
-    crate::fhir::from_json_bytes::<CareRecord>(bytes)
+    fhir_core::fhir::from_json_bytes::<CareRecord>(bytes)
         .ok()
         .filter(conforms::conforms)
 }
@@ -52,7 +52,7 @@ pub fn check_bytes(
     if let Some(rec) = parse_conforming(bytes) {
         return check_rules(rec, terms);
     }
-    let doc: Value = crate::fhir::from_json_bytes(bytes)
+    let doc: Value = fhir_core::fhir::from_json_bytes(bytes)
         .map_err(|e| FhirError::bad_request(format!("the record is not valid JSON: {e}")))?;
     check_document(&doc, terms)
 }
@@ -81,7 +81,7 @@ pub fn check_rules(
     terms: &Terminology,
 ) -> Result<(CareRecord, Vec<Issue>), FhirError> {
     let issues = check::rules(&rec, terms);
-    if crate::validation::has_errors(&issues) {
+    if fhir_core::validation::has_errors(&issues) {
         return Err(FhirError::new(422, issues));
     }
     Ok((rec, issues))
@@ -597,7 +597,7 @@ pub fn translate_cli(file: &Path, reverse: bool) -> ExitCode {
                     .map_err(|e| vec![Issue::error("exception", e.to_string())])
             })
     } else {
-        let validator = match crate::validation::Validator::shared_r4() {
+        let validator = match fhir_core::validation::Validator::shared_r4() {
             Ok(v) => v,
             Err(e) => {
                 eprintln!("error: loading the definitions: {e}");

@@ -20,9 +20,9 @@ use serde_json::Value;
 
 use super::record::CareRecord;
 use super::vocab::{self, cs};
-use crate::fhirpath::Temporal;
-use crate::validation::primitive;
-use crate::validation::terminology::Terminology;
+use fhir_core::fhirpath::Temporal;
+use fhir_core::validation::primitive;
+use fhir_core::validation::terminology::Terminology;
 
 /// Value sets the mapping's codes are bound to (required bindings of R4 and our profiles; for
 /// the course kind, an example binding, the value set of our code system).

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::record::{CareRecord, Goal, Intervention, Meeting, Member, Stay};
 use super::vocab::{self, cs, ext, profile};
-use crate::validation::terminology::Terminology;
+use fhir_core::validation::terminology::Terminology;
 
 /// Part kinds, as they appear in the name a part's id is derived from.
 pub mod kind {

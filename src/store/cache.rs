@@ -25,7 +25,7 @@ use moka::sync::Cache;
 
 use super::{Dependencies, SearchHit, StoredResource};
 use crate::config::CacheConfig;
-use crate::fhir::search::{Match, SearchQuery};
+use fhir_core::fhir::search::{Match, SearchQuery};
 
 /// Stripes of per-resource generations: a write makes about 1/STRIPES of the cached current
 /// versions re-read.
@@ -384,7 +384,7 @@ mod tests {
             Some(SearchValue::Count(3))
         ));
         // A type whose slot differs from both leaves the entry alone.
-        let other = crate::fhir::SUPPORTED_TYPES
+        let other = fhir_core::fhir::SUPPORTED_TYPES
             .iter()
             .find(|t| !slots.contains(&type_slot(t)))
             .expect("a type in another slot");

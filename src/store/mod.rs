@@ -14,8 +14,8 @@ mod sql;
 
 use async_trait::async_trait;
 
-use crate::fhir::search::{Include, SearchQuery, SortValue};
-use crate::fhir::search_params::IndexEntry;
+use fhir_core::fhir::search::{Include, SearchQuery, SortValue};
+use fhir_core::fhir::search_params::IndexEntry;
 
 pub use outbox::{Claim, ClaimedJob, DeadAction, Job, JobStatus, JobUpdate, NewJob};
 pub use sql::SqlStore;

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use crate::fhir::search::{
+use fhir_core::fhir::search::{
     Filter, Include, Match, Prefix, SearchQuery, SortKey, SortKind, SortValue, TextMode,
     TokenSystem,
 };

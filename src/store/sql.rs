@@ -21,8 +21,8 @@ use super::{
     Storage, StoreError, StoreTx, StoredResource, Visibility,
 };
 use crate::config::CacheConfig;
-use crate::fhir::search::{Include, SearchQuery, SortKind, SortValue};
-use crate::fhir::search_params::IndexValue;
+use fhir_core::fhir::search::{Include, SearchQuery, SortKind, SortValue};
+use fhir_core::fhir::search_params::IndexValue;
 
 /// Resource storage in a SQL database.
 pub struct SqlStore {
@@ -575,13 +575,13 @@ impl SqlStore {
                 for (i, s) in q.sort.iter().enumerate() {
                     let col = format!("k{i}");
                     let v = match &s.key {
-                        crate::fhir::search::SortKey::Id => {
+                        fhir_core::fhir::search::SortKey::Id => {
                             SortValue::Text(row.try_get(col.as_str()).map_err(corrupt)?)
                         }
-                        crate::fhir::search::SortKey::LastUpdated => {
+                        fhir_core::fhir::search::SortKey::LastUpdated => {
                             SortValue::Int(int_col(row, &col)?)
                         }
-                        crate::fhir::search::SortKey::Param { kind, .. } => match kind {
+                        fhir_core::fhir::search::SortKey::Param { kind, .. } => match kind {
                             SortKind::Int => SortValue::Int(int_col(row, &col)?),
                             SortKind::Float => {
                                 SortValue::Float(row.try_get(col.as_str()).map_err(corrupt)?)

@@ -33,7 +33,7 @@ fn official_examples() -> Option<Vec<(String, Value)>> {
         let Some(rtype) = file_name.split('-').next() else {
             continue;
         };
-        if !sektorbro::fhir::is_supported_type(rtype) || !file_name.ends_with(".json") {
+        if !fhir_core::fhir::is_supported_type(rtype) || !file_name.ends_with(".json") {
             continue;
         }
         let mut text = String::new();
@@ -74,12 +74,13 @@ async fn every_official_example_round_trips_unchanged(app: TestApp) {
         examples.len()
     );
     // Examples the specification itself gets wrong are refused by profile validation (422).
-    let invalid: Vec<&str> = include_str!("../data/r4-examples-with-errors.txt")
-        .lines()
-        .filter_map(|l| l.split('#').next())
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let invalid: Vec<&str> =
+        include_str!("../../crates/fhir-core/tests/data/r4-examples-with-errors.txt")
+            .lines()
+            .filter_map(|l| l.split('#').next())
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
     for (file, example) in examples {
         let rtype = example["resourceType"].as_str().unwrap().to_string();
         let res = app.post(&rtype, &example).await;

@@ -66,11 +66,11 @@ async fn capability_statement_lists_served_types_and_parameters(app: TestApp) {
         cs["rest"][0]["security"]["service"][0]["coding"][0]["code"],
         "SMART-on-FHIR"
     );
-    let v = sektorbro::validation::Validator::shared_r4().expect("definitions");
+    let v = fhir_core::validation::Validator::shared_r4().expect("definitions");
     let errors: Vec<_> = v
         .validate(&cs, &[])
         .into_iter()
-        .filter(|i| i.severity == sektorbro::fhir::outcome::Severity::Error)
+        .filter(|i| i.severity == fhir_core::fhir::outcome::Severity::Error)
         .collect();
     assert!(errors.is_empty(), "{errors:?}");
     let resources = cs["rest"][0]["resource"].as_array().unwrap();
@@ -122,7 +122,7 @@ async fn capability_statement_lists_served_types_and_parameters(app: TestApp) {
     let problems: Vec<_> = v
         .validate(&def, &[])
         .into_iter()
-        .filter(|i| i.severity <= sektorbro::fhir::outcome::Severity::Warning)
+        .filter(|i| i.severity <= fhir_core::fhir::outcome::Severity::Warning)
         .collect();
     assert!(problems.is_empty(), "{problems:?}");
     let careplan = resources

@@ -8,8 +8,8 @@ use crate::api::context::RequestContext;
 use crate::api::response::ok_json;
 use crate::api::AppState;
 use crate::error::FhirError;
-use crate::fhir::search_params::{ParamType, SearchParamRegistry};
-use crate::fhir::SUPPORTED_TYPES;
+use fhir_core::fhir::search_params::{ParamType, SearchParamRegistry};
+use fhir_core::fhir::SUPPORTED_TYPES;
 
 /// Type-level and instance-level interactions every served type supports.
 const INTERACTIONS: &[&str] = &[

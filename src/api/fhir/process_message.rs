@@ -7,8 +7,8 @@ use crate::api::context::{FhirBody, RequestContext};
 use crate::api::response::FHIR_JSON;
 use crate::api::AppState;
 use crate::error::FhirError;
-use crate::fhir::outcome::{operation_outcome, Issue};
 use actix_web::{web, HttpResponse};
+use fhir_core::fhir::outcome::{operation_outcome, Issue};
 
 pub async fn post(
     state: web::Data<AppState>,

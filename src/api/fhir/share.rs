@@ -11,7 +11,7 @@ use crate::api::context::{FhirBody, RequestContext};
 use crate::api::response::FHIR_JSON;
 use crate::api::AppState;
 use crate::error::FhirError;
-use crate::fhir::outcome::{operation_outcome, Issue};
+use fhir_core::fhir::outcome::{operation_outcome, Issue};
 
 pub async fn post(
     state: web::Data<AppState>,

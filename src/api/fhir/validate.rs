@@ -10,7 +10,7 @@ use crate::api::context::{FhirBody, RequestContext};
 use crate::api::response::FHIR_JSON;
 use crate::api::AppState;
 use crate::error::FhirError;
-use crate::fhir::outcome::{operation_outcome, Issue};
+use fhir_core::fhir::outcome::{operation_outcome, Issue};
 
 /// `POST /fhir/$validate`.
 pub async fn system(
@@ -113,7 +113,7 @@ async fn run(
         .map_err(|e| FhirError::internal(format!("validation task failed: {e}")))?;
     // Codes the local terminology cannot judge go to the terminology server, if there is one.
     let mut issues = match state.lookups.terminology() {
-        Some(t) => t.settle(validated).await,
+        Some(t) => fhir_core::validation::settle::settle(t, validated).await,
         None => validated.issues,
     };
     if issues.is_empty() {

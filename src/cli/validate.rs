@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use super::{has_errors, Validator};
-use crate::fhir::outcome::{Issue, Severity};
+use fhir_core::fhir::outcome::{Issue, Severity};
+use fhir_core::validation::{has_errors, Validator};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {

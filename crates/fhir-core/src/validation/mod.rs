@@ -2,20 +2,19 @@
 //! claims (or the caller requires), with every problem reported as an OperationOutcome issue with
 //! a FHIRPath location.
 //!
-//! - [`package`] reads FHIR packages; [`compact`] derives the embedded R4 files from one.
+//! - [`package`] reads FHIR packages (the embedded R4 files are derived by `cargo xtask derive`).
 //! - [`definitions`] holds the compiled StructureDefinitions ([`model`]), generating snapshots
 //!   for differential-only profiles ([`snapshot`]).
 //! - [`walk`] is the validator proper; [`primitive`], [`xhtml`], [`bindings`] and
 //!   [`invariants`] are the checks it calls; [`terminology`] answers value-set membership.
 
 pub mod bindings;
-pub mod compact;
 pub mod definitions;
 pub mod invariants;
 pub mod model;
-pub mod offline;
 pub mod package;
 pub mod primitive;
+pub mod settle;
 pub mod snapshot;
 pub mod terminology;
 pub mod walk;
@@ -30,56 +29,62 @@ use crate::fhir::outcome::{Issue, Severity};
 pub use definitions::Definitions;
 use terminology::Terminology;
 
-static EMBEDDED_TERMINOLOGY: &[u8] = include_bytes!("../../profiles/r4/terminology.json.gz");
+static EMBEDDED_TERMINOLOGY: &[u8] = include_bytes!("../../../../profiles/r4/terminology.json.gz");
 
 /// Sektorbro's own profiles, extensions and terminology (`profiles/sektorbro/`), always loaded.
-/// FSIII and the Danish municipality codes (`sektorbro derive terminology`).
-const EMBEDDED_DANISH: &str = include_str!("../../profiles/dk/terminology.json");
+/// FSIII and the Danish municipality codes (`cargo xtask derive terminology`).
+const EMBEDDED_DANISH: &str = include_str!("../../../../profiles/dk/terminology.json");
 
 const OWN: &[&str] = &[
-    include_str!("../../profiles/sektorbro/CodeSystem-admission-source.json"),
-    include_str!("../../profiles/sektorbro/CodeSystem-course-kind.json"),
-    include_str!("../../profiles/sektorbro/CodeSystem-discharge-destination.json"),
-    include_str!("../../profiles/sektorbro/CodeSystem-discharge-section.json"),
-    include_str!("../../profiles/sektorbro/CodeSystem-discipline.json"),
-    include_str!("../../profiles/sektorbro/CodeSystem-encounter-type.json"),
-    include_str!("../../profiles/sektorbro/CodeSystem-legal-basis.json"),
-    include_str!("../../profiles/sektorbro/CodeSystem-message-event.json"),
-    include_str!("../../profiles/sektorbro/CodeSystem-rehab-phase.json"),
-    include_str!("../../profiles/sektorbro/ValueSet-admission-source.json"),
-    include_str!("../../profiles/sektorbro/ValueSet-course-kind.json"),
-    include_str!("../../profiles/sektorbro/ValueSet-discharge-destination.json"),
-    include_str!("../../profiles/sektorbro/ValueSet-discharge-section.json"),
-    include_str!("../../profiles/sektorbro/ValueSet-discipline.json"),
-    include_str!("../../profiles/sektorbro/ValueSet-encounter-type.json"),
-    include_str!("../../profiles/sektorbro/ValueSet-fsiii-conditions.json"),
-    include_str!("../../profiles/sektorbro/ValueSet-fsiii-interventions.json"),
-    include_str!("../../profiles/sektorbro/ValueSet-fsiii-severities.json"),
-    include_str!("../../profiles/sektorbro/ValueSet-legal-basis.json"),
-    include_str!("../../profiles/sektorbro/ValueSet-message-event.json"),
-    include_str!("../../profiles/sektorbro/ValueSet-rehab-phase.json"),
-    include_str!("../../profiles/sektorbro/StructureDefinition-citizen-present.json"),
-    include_str!("../../profiles/sektorbro/StructureDefinition-goal-baseline.json"),
-    include_str!("../../profiles/sektorbro/StructureDefinition-goal-citizen-words.json"),
-    include_str!("../../profiles/sektorbro/StructureDefinition-goal-review.json"),
-    include_str!("../../profiles/sektorbro/StructureDefinition-legal-basis.json"),
-    include_str!("../../profiles/sektorbro/StructureDefinition-meeting-decision.json"),
-    include_str!("../../profiles/sektorbro/StructureDefinition-primary-contact.json"),
-    include_str!("../../profiles/sektorbro/StructureDefinition-ready-for-discharge.json"),
-    include_str!("../../profiles/sektorbro/StructureDefinition-record-version.json"),
-    include_str!("../../profiles/sektorbro/StructureDefinition-rehab-phase.json"),
-    include_str!("../../profiles/sektorbro/StructureDefinition-relatives-present.json"),
-    include_str!("../../profiles/sektorbro/StructureDefinition-responsible-discipline.json"),
-    include_str!("../../profiles/sektorbro/StructureDefinition-sektorbro-careplan.json"),
-    include_str!("../../profiles/sektorbro/StructureDefinition-sektorbro-careteam.json"),
-    include_str!("../../profiles/sektorbro/StructureDefinition-sektorbro-condition.json"),
-    include_str!("../../profiles/sektorbro/StructureDefinition-sektorbro-discharge-message.json"),
-    include_str!("../../profiles/sektorbro/StructureDefinition-sektorbro-discharge-summary.json"),
+    include_str!("../../../../profiles/sektorbro/CodeSystem-admission-source.json"),
+    include_str!("../../../../profiles/sektorbro/CodeSystem-course-kind.json"),
+    include_str!("../../../../profiles/sektorbro/CodeSystem-discharge-destination.json"),
+    include_str!("../../../../profiles/sektorbro/CodeSystem-discharge-section.json"),
+    include_str!("../../../../profiles/sektorbro/CodeSystem-discipline.json"),
+    include_str!("../../../../profiles/sektorbro/CodeSystem-encounter-type.json"),
+    include_str!("../../../../profiles/sektorbro/CodeSystem-legal-basis.json"),
+    include_str!("../../../../profiles/sektorbro/CodeSystem-message-event.json"),
+    include_str!("../../../../profiles/sektorbro/CodeSystem-rehab-phase.json"),
+    include_str!("../../../../profiles/sektorbro/ValueSet-admission-source.json"),
+    include_str!("../../../../profiles/sektorbro/ValueSet-course-kind.json"),
+    include_str!("../../../../profiles/sektorbro/ValueSet-discharge-destination.json"),
+    include_str!("../../../../profiles/sektorbro/ValueSet-discharge-section.json"),
+    include_str!("../../../../profiles/sektorbro/ValueSet-discipline.json"),
+    include_str!("../../../../profiles/sektorbro/ValueSet-encounter-type.json"),
+    include_str!("../../../../profiles/sektorbro/ValueSet-fsiii-conditions.json"),
+    include_str!("../../../../profiles/sektorbro/ValueSet-fsiii-interventions.json"),
+    include_str!("../../../../profiles/sektorbro/ValueSet-fsiii-severities.json"),
+    include_str!("../../../../profiles/sektorbro/ValueSet-legal-basis.json"),
+    include_str!("../../../../profiles/sektorbro/ValueSet-message-event.json"),
+    include_str!("../../../../profiles/sektorbro/ValueSet-rehab-phase.json"),
+    include_str!("../../../../profiles/sektorbro/StructureDefinition-citizen-present.json"),
+    include_str!("../../../../profiles/sektorbro/StructureDefinition-goal-baseline.json"),
+    include_str!("../../../../profiles/sektorbro/StructureDefinition-goal-citizen-words.json"),
+    include_str!("../../../../profiles/sektorbro/StructureDefinition-goal-review.json"),
+    include_str!("../../../../profiles/sektorbro/StructureDefinition-legal-basis.json"),
+    include_str!("../../../../profiles/sektorbro/StructureDefinition-meeting-decision.json"),
+    include_str!("../../../../profiles/sektorbro/StructureDefinition-primary-contact.json"),
+    include_str!("../../../../profiles/sektorbro/StructureDefinition-ready-for-discharge.json"),
+    include_str!("../../../../profiles/sektorbro/StructureDefinition-record-version.json"),
+    include_str!("../../../../profiles/sektorbro/StructureDefinition-rehab-phase.json"),
+    include_str!("../../../../profiles/sektorbro/StructureDefinition-relatives-present.json"),
+    include_str!("../../../../profiles/sektorbro/StructureDefinition-responsible-discipline.json"),
+    include_str!("../../../../profiles/sektorbro/StructureDefinition-sektorbro-careplan.json"),
+    include_str!("../../../../profiles/sektorbro/StructureDefinition-sektorbro-careteam.json"),
+    include_str!("../../../../profiles/sektorbro/StructureDefinition-sektorbro-condition.json"),
     include_str!(
-        "../../profiles/sektorbro/StructureDefinition-sektorbro-rehabilitation-meeting.json"
+        "../../../../profiles/sektorbro/StructureDefinition-sektorbro-discharge-message.json"
     ),
-    include_str!("../../profiles/sektorbro/StructureDefinition-sektorbro-smart-goal.json"),
-    include_str!("../../profiles/sektorbro/StructureDefinition-sektorbro-temporary-stay.json"),
+    include_str!(
+        "../../../../profiles/sektorbro/StructureDefinition-sektorbro-discharge-summary.json"
+    ),
+    include_str!(
+        "../../../../profiles/sektorbro/StructureDefinition-sektorbro-rehabilitation-meeting.json"
+    ),
+    include_str!("../../../../profiles/sektorbro/StructureDefinition-sektorbro-smart-goal.json"),
+    include_str!(
+        "../../../../profiles/sektorbro/StructureDefinition-sektorbro-temporary-stay.json"
+    ),
 ];
 
 /// The validator: definitions and terminology, loaded once, shared by every request.
@@ -113,7 +118,7 @@ impl Validator {
     pub fn with_packages<P: AsRef<Path>>(paths: &[P]) -> Result<Validator> {
         let mut defs = Definitions::r4()?;
         let mut terminology = Terminology::new();
-        let text = compact::gunzip(EMBEDDED_TERMINOLOGY)?;
+        let text = definitions::gunzip(EMBEDDED_TERMINOLOGY)?;
         let base: Vec<Value> = serde_json::from_str(&text)?;
         for r in &base {
             if let Err(e) = terminology.add(r) {
@@ -285,66 +290,13 @@ pub fn has_errors(issues: &[Issue]) -> bool {
     issues.iter().any(|i| i.severity <= Severity::Error)
 }
 
-/// Validation on writes: the validator, the mode from config and the profiles required per type.
-pub struct WritePolicy {
-    pub validator: std::sync::Arc<Validator>,
-    pub mode: crate::config::ValidationMode,
-    pub required: std::collections::BTreeMap<String, Vec<String>>,
-}
-
-impl WritePolicy {
-    /// The profiles `[validation.required]` names for `rtype`.
-    pub fn required_for(&self, rtype: &str) -> &[String] {
-        self.required.get(rtype).map(Vec::as_slice).unwrap_or(&[])
-    }
-
-    /// Check a resource about to be written. `Err` (422, every issue found) when the mode is
-    /// `enforce` and there are errors; in `warn` mode problems are logged and the write proceeds.
-    pub fn check(&self, rtype: &str, resource: &Value) -> Result<(), crate::error::FhirError> {
-        use crate::config::ValidationMode;
-        if self.mode == ValidationMode::Off {
-            return Ok(());
-        }
-        let issues = self.validator.validate(resource, self.required_for(rtype));
-        self.judge(rtype, issues)
-    }
-
-    /// The mode's verdict on the issues found in a resource about to be written (the second half
-    /// of [`WritePolicy::check`], for callers that settle terminology in between).
-    pub fn judge(&self, rtype: &str, issues: Vec<Issue>) -> Result<(), crate::error::FhirError> {
-        use crate::config::ValidationMode;
-        if self.mode == ValidationMode::Off {
-            return Ok(());
-        }
-        if !has_errors(&issues) {
-            return Ok(());
-        }
-        match self.mode {
-            ValidationMode::Enforce => Err(crate::error::FhirError::new(422, issues)),
-            _ => {
-                let errors = issues
-                    .iter()
-                    .filter(|i| i.severity <= Severity::Error)
-                    .count();
-                tracing::warn!(
-                    resource_type = rtype,
-                    errors,
-                    first = %issues[0].diagnostics,
-                    "accepted a resource that fails validation (validation.mode = warn)"
-                );
-                Ok(())
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     /// Every file in profiles/sektorbro/ is embedded: a profile written but not listed in `OWN`
     /// would silently not exist at run time.
     #[test]
     fn every_own_profile_file_is_embedded() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/sektorbro");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../profiles/sektorbro");
         let files = std::fs::read_dir(dir)
             .expect("profiles/sektorbro")
             .filter_map(|e| e.ok())

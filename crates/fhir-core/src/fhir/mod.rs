@@ -1,7 +1,6 @@
 //! FHIR knowledge that is not HTTP: resource types, ids, references, search parameters and search
 //! parsing, OperationOutcome. Pure functions over `serde_json::Value`; no I/O.
 
-pub mod derive;
 pub mod outcome;
 pub mod search;
 pub mod search_params;

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use sektorbro::validation::Validator;
+use fhir_core::validation::Validator;
 use serde_json::Value;
 
 #[path = "support/r4_examples.rs"]

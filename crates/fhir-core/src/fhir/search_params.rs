@@ -2,8 +2,8 @@
 //! which type, along which compiled paths) and index extraction (the values of a resource that a
 //! search on each parameter compares against).
 //!
-//! The registry is read from `profiles/r4/search-parameters.json`, which `sektorbro derive
-//! search-params` (module `fhir::derive`) generates and which is embedded at compile time. This
+//! The registry is read from `profiles/r4/search-parameters.json`, which `cargo xtask derive
+//! search-params` (`xtask/src/search_params.rs`) generates and which is embedded at compile time. This
 //! module must never read the FHIR package, evaluate FHIRPath text or do any I/O: paths arrive
 //! compiled, and extraction is a pure walk over `serde_json::Value` that runs on every write.
 //!
@@ -19,7 +19,7 @@ use chrono::{Datelike, NaiveDate, NaiveTime, Timelike};
 use serde_json::{Map, Value};
 
 /// The generated file, embedded so the server needs nothing but its binary.
-const EMBEDDED_JSON: &str = include_str!("../../profiles/r4/search-parameters.json");
+const EMBEDDED_JSON: &str = include_str!("../../../../profiles/r4/search-parameters.json");
 
 /// The type of a search parameter, as in `SearchParameter.type`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! `sektorbro derive search-params`: compile the R4 `SearchParameter` resources of a published
+//! `cargo xtask derive search-params`: compile the R4 `SearchParameter` resources of a published
 //! FHIR package (an npm-style `.tgz`) into the compact machine-facts file
 //! `profiles/r4/search-parameters.json` that `fhir::search_params` embeds.
 //!
@@ -15,7 +15,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde_json::{Map, Value};
 
-use super::search_params::{ParamType, PathStep, SearchParamDef};
+use fhir_core::fhir::search_params::{ParamType, PathStep, SearchParamDef};
 
 /// The resource types the committed file is generated for.
 pub const DEFAULT_TYPES: &[&str] = &[
@@ -93,7 +93,7 @@ const COMMON_PARAMS: &[&str] = &[
 ];
 
 /// Value of the file's `generatedBy` field.
-const GENERATED_BY: &str = "sektorbro derive search-params";
+const GENERATED_BY: &str = "cargo xtask derive search-params";
 
 /// Derive the search parameters of `resource_types` from `package_tgz`:
 /// `{"source": "<package>#<version>", "generatedBy": ..., "resources": {Type: {code: def}}}`, with
@@ -256,7 +256,7 @@ struct Package {
 
 impl Package {
     fn read(path: &Path) -> Result<Package> {
-        let tgz = crate::validation::package::Tgz::read(path, |name| {
+        let tgz = fhir_core::validation::package::Tgz::read(path, |name| {
             name.starts_with("SearchParameter-") && name.ends_with(".json")
         })?;
         let resource_types = tgz
@@ -477,14 +477,14 @@ fn write_value(v: &Value, depth: usize, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fhir::search_params::SearchParamRegistry;
+    use fhir_core::fhir::search_params::SearchParamRegistry;
 
     /// The committed file, as the server embeds it.
     const COMMITTED: &str = include_str!("../../profiles/r4/search-parameters.json");
 
     fn package_path() -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/fhir-packages/hl7.fhir.r4.examples-4.0.1.tgz")
+            .join("../../shared/fhir-packages/hl7.fhir.r4.examples-4.0.1.tgz")
     }
 
     fn step(name: &str) -> PathStep {
@@ -507,7 +507,7 @@ mod tests {
         };
         assert!(
             render(&derived.file) == COMMITTED,
-            "profiles/r4/search-parameters.json is stale: run `sektorbro derive search-params`"
+            "profiles/r4/search-parameters.json is stale: run `cargo xtask derive search-params`"
         );
         // Known parts that must be dropped, not guessed at.
         for dropped in [

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use super::compact::gunzip;
 use super::model::{compile, Kind, Profile};
 use super::package::Package;
 use super::snapshot;
 
-static EMBEDDED_SDS: &[u8] = include_bytes!("../../profiles/r4/structure-definitions.json.gz");
+static EMBEDDED_SDS: &[u8] =
+    include_bytes!("../../../../profiles/r4/structure-definitions.json.gz");
 
 /// What loading found: for each package, how many definitions and which could not be used.
 #[derive(Debug, Default, Clone)]
@@ -219,4 +219,12 @@ fn url_of(sd: &Value) -> String {
 
 pub fn strip_version(canonical: &str) -> &str {
     canonical.split('|').next().unwrap_or(canonical)
+}
+
+/// The embedded files are gzip-compressed (2 MB in the repository instead of 15).
+pub fn gunzip(bytes: &[u8]) -> Result<String> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(bytes), &mut text)
+        .context("decompressing embedded definitions")?;
+    Ok(text)
 }

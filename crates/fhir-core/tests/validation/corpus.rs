@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::io::Read as _;
 
-use sektorbro::validation::{has_errors, Validator};
+use fhir_core::validation::{has_errors, Validator};
 use serde_json::Value;
 
 use crate::{shared, validator};
@@ -24,7 +24,7 @@ fn describe(v: &Validator, file: &str, r: &Value) -> String {
     let issues = v.validate(r, &[]);
     let first: Vec<String> = issues
         .iter()
-        .filter(|i| i.severity <= sektorbro::fhir::outcome::Severity::Error)
+        .filter(|i| i.severity <= fhir_core::fhir::outcome::Severity::Error)
         .take(3)
         .map(|i| {
             format!(

@@ -9,8 +9,8 @@ mod snapshots;
 
 use std::sync::{Arc, OnceLock};
 
-use sektorbro::fhir::outcome::Severity;
-use sektorbro::validation::Validator;
+use fhir_core::fhir::outcome::Severity;
+use fhir_core::validation::Validator;
 use serde_json::Value;
 
 pub fn validator() -> Arc<Validator> {

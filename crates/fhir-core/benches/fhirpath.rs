@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use sektorbro::fhirpath::{
+use fhir_core::fhirpath::{
     compile, evaluate_boolean, EvalContext, JsonOnlyModel, ModelInfo, Node, SnapshotModel,
 };
 use serde_json::{json, Value as Json};

@@ -7,7 +7,7 @@ use crate::common;
 
 use std::collections::BTreeMap;
 
-use sektorbro::fhirpath::{self, compile, EvalContext, Hooks, Item, SnapshotModel, TemporalKind};
+use fhir_core::fhirpath::{self, compile, EvalContext, Hooks, Item, SnapshotModel, TemporalKind};
 use serde_json::Value as Json;
 
 /// Passing cases reached when this floor was recorded; raise it as the engine improves.

@@ -17,7 +17,7 @@
 //! `ISSUES=FILE` every issue of every file is written to FILE, to check that a change to the
 //! validator's speed left its answers alone (compare the files of two builds).
 
-use sektorbro::validation::Validator;
+use fhir_core::validation::Validator;
 use serde_json::Value;
 
 #[path = "../benches/support/r4_examples.rs"]

@@ -1,4 +1,4 @@
-//! `sektorbro derive definitions`: turn the published R4 package into the compact files the
+//! `cargo xtask derive definitions`: turn the published R4 package into the compact files the
 //! validator embeds (`profiles/r4/structure-definitions.json.gz`, `profiles/r4/terminology.json.gz`).
 //!
 //! The output keeps the resources' own JSON shape (so the same loader reads it and any FHIR
@@ -14,7 +14,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::{Map, Value};
 
-use super::package::Package;
+use fhir_core::validation::package::Package;
 
 /// Top-level StructureDefinition keys kept.
 const SD_KEYS: &[&str] = &[
@@ -177,9 +177,10 @@ pub fn derive_definitions(package: &Path) -> Result<Derived> {
             {
                 sds.push((url.to_string(), compact_structure_definition(r)))
             }
-            Some("CodeSystem") | Some("ValueSet") => {
-                terms.push((url.to_string(), super::terminology::compact(r)))
-            }
+            Some("CodeSystem") | Some("ValueSet") => terms.push((
+                url.to_string(),
+                fhir_core::validation::terminology::compact(r),
+            )),
             _ => {}
         }
     }
@@ -214,7 +215,10 @@ pub fn derive_danish_terminology(ig_root: &Path) -> Result<String> {
         let r: Value =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         let url = r.get("url").and_then(Value::as_str).unwrap_or_default();
-        terms.push((url.to_string(), super::terminology::compact(&r)));
+        terms.push((
+            url.to_string(),
+            fhir_core::validation::terminology::compact(&r),
+        ));
     }
     lines(terms)
 }
@@ -234,13 +238,6 @@ pub fn gzip(text: &str) -> Result<Vec<u8>> {
     Ok(enc.finish()?)
 }
 
-pub fn gunzip(bytes: &[u8]) -> Result<String> {
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(bytes), &mut text)
-        .context("decompressing embedded definitions")?;
-    Ok(text)
-}
-
 /// Write both files into `out_dir`.
 pub fn write_definitions(package: &Path, out_dir: &Path) -> Result<()> {
     let d = derive_definitions(package)?;
@@ -256,12 +253,13 @@ pub fn write_definitions(package: &Path, out_dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fhir_core::validation::definitions::gunzip;
 
     /// The committed files are what the deriver makes of the published package (when it is
-    /// beside the checkout): regenerate with `sektorbro derive definitions --package …`.
+    /// beside the checkout): regenerate with `cargo xtask derive definitions --package …`.
     #[test]
     fn embedded_danish_terminology_is_up_to_date() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fhir-ig");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fhir-ig");
         if !root.is_dir() {
             eprintln!(
                 "NOTE: Danish terminology staleness check SKIPPED: {} not found",
@@ -271,12 +269,12 @@ mod tests {
         }
         let fresh = derive_danish_terminology(&root).expect("derive");
         let committed = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/dk/terminology.json"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/dk/terminology.json"),
         )
         .expect("read");
         assert!(
             committed == fresh,
-            "profiles/dk/terminology.json is stale: sektorbro derive terminology"
+            "profiles/dk/terminology.json is stale: cargo xtask derive terminology"
         );
     }
 
@@ -292,7 +290,7 @@ mod tests {
             return;
         }
         let d = derive_definitions(&package).expect("derive");
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/r4");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/r4");
         let read = |f: &str| gunzip(&std::fs::read(dir.join(f)).expect("read")).expect("gunzip");
         assert!(
             read("structure-definitions.json.gz") == d.structure_definitions,

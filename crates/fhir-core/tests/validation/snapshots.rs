@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use sektorbro::validation::Validator;
+use fhir_core::validation::Validator;
 use serde_json::Value;
 
 use crate::shared;

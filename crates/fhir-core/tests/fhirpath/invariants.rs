@@ -7,7 +7,7 @@ use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 
-use sektorbro::fhirpath::{
+use fhir_core::fhirpath::{
     compile, evaluate, evaluate_boolean, EvalContext, Expr, Item, SnapshotModel,
 };
 use serde_json::Value as Json;

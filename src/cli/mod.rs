@@ -1,0 +1,86 @@
+//! Command line: `serve` (the default), `validate` ([`validate`]) and `translate`. The tools that
+//! derive `profiles/` from published packages are in the `xtask` crate (`cargo xtask derive …`).
+
+pub mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sektorbro",
+    version,
+    about = "FHIR R4 gateway for cross-sector care"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (the default when no command is given).
+    Serve {
+        /// A TOML file overriding config/default.toml (only the keys it names).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Validate FHIR JSON files (or folders of them) against R4 and profiles, offline.
+    /// Exit code 0: all valid; 1: some invalid; 2: usage error.
+    Validate {
+        /// A FHIR package to load (.tgz, package folder or folder of JSON resources); repeatable.
+        #[arg(long = "package", value_name = "PATH")]
+        packages: Vec<PathBuf>,
+        /// A profile every resource must conform to (canonical URL); repeatable.
+        #[arg(long = "profile", value_name = "URL")]
+        profiles: Vec<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: validate::Format,
+        /// Files and folders (searched recursively for *.json).
+        #[arg(value_name = "FILES_OR_DIRS")]
+        inputs: Vec<PathBuf>,
+    },
+    /// Translate a municipal care record (v1 JSON) into the FHIR transaction Bundle the gateway
+    /// would store, or with --reverse a Bundle back into the record. Exit code 0: translated;
+    /// 1: the input is not a valid record or Bundle (the problems are printed); 2: usage error.
+    Translate {
+        /// Read a FHIR Bundle and print the municipal record it holds.
+        #[arg(long)]
+        reverse: bool,
+        /// The input file (`-` for standard input).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+/// Run the command line; returns the process exit code.
+pub fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve { config: None }) {
+        Command::Validate {
+            packages,
+            profiles,
+            format,
+            inputs,
+        } => Ok(validate::run(validate::Options {
+            packages,
+            profiles,
+            format,
+            inputs,
+        })),
+        Command::Serve { config } => {
+            let config = Config::load(config.as_deref())?;
+            crate::app::init_logging(&config);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::app::serve(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Translate { reverse, file } => Ok(crate::municipal::translate_cli(&file, reverse)),
+    }
+}
