@@ -281,7 +281,7 @@ mod tests {
     #[test]
     fn embedded_definitions_are_up_to_date() {
         let package = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/fhir-packages/hl7.fhir.r4.examples-4.0.1.tgz");
+            .join("../../shared/fhir-packages/hl7.fhir.r4.examples-4.0.1.tgz");
         if !package.is_file() {
             eprintln!(
                 "NOTE: definitions staleness check SKIPPED: {} not found",

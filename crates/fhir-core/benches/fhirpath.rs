@@ -45,7 +45,7 @@ fn patient() -> Json {
 fn model() -> Box<dyn ModelInfo> {
     let base = std::env::var_os("SEKTORBRO_SHARED")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
     let p = base.join("fhir-packages/hl7.fhir.r4.examples-4.0.1.tgz");
     let Ok(file) = std::fs::File::open(p) else {
         return Box::new(JsonOnlyModel);

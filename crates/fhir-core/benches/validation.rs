@@ -14,7 +14,7 @@ use serde_json::Value;
 mod r4_examples;
 
 fn shared() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
     dir.is_dir().then_some(dir)
 }
 

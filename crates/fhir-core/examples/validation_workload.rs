@@ -47,7 +47,7 @@ fn main() {
     let package = args.next().unwrap_or_else(|| {
         concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fhir-packages/hl7.fhir.r4.examples-4.0.1.tgz"
+            "/../../../shared/fhir-packages/hl7.fhir.r4.examples-4.0.1.tgz"
         )
         .to_string()
     });

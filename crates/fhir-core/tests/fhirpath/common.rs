@@ -9,7 +9,7 @@ use serde_json::Value as Json;
 pub fn package_path() -> Option<PathBuf> {
     let base = std::env::var_os("SEKTORBRO_SHARED")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
     let p = base.join("fhir-packages/hl7.fhir.r4.examples-4.0.1.tgz");
     p.exists().then_some(p)
 }

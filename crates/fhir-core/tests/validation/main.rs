@@ -46,7 +46,7 @@ pub fn errors(v: &Value) -> Vec<(String, String)> {
 
 /// `../shared/` beside the checkout, or `None` after saying the test is skipped.
 pub fn shared(what: &str) -> Option<std::path::PathBuf> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
     if dir.is_dir() {
         Some(dir)
     } else {
