@@ -2,6 +2,7 @@
 //! `profiles/` from published FHIR packages; the gateway embeds those files and never runs these.
 
 mod definitions;
+mod packages;
 mod search_params;
 
 use std::path::PathBuf;
@@ -54,6 +55,15 @@ enum Derive {
         #[arg(long, default_value = "profiles/dk/terminology.json")]
         out: PathBuf,
     },
+    /// The IG packages the gateway needs at run time (dk-core, KL, MedCom, se-base), each at
+    /// every version one of them declares, reduced to machine facts.
+    Packages {
+        /// The folder beside the checkout holding fhir-ig/ and fhir-packages/, e.g. ../shared
+        #[arg(long, default_value = "../shared")]
+        shared: PathBuf,
+        #[arg(long, default_value = "profiles/ig")]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -87,6 +97,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             std::fs::write(&out, text)?;
             println!("wrote {}", out.display());
+        }
+        Derive::Packages { shared, out } => {
+            let d = packages::write_packages(&shared, &out)?;
+            for p in &d.packages {
+                println!("wrote {}/{}", out.display(), p.file);
+            }
+            for (name, why) in packages::NOT_EMBEDDED {
+                println!("not embedded: {name}: {why}");
+            }
+            for m in &d.missing {
+                println!("declared but not available (the nearest loaded version is used): {m}");
+            }
         }
     }
     Ok(())

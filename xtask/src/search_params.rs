@@ -271,7 +271,11 @@ impl Package {
         Ok(Package {
             id: tgz.id,
             resource_types,
-            search_parameters: tgz.parsed.into_iter().map(|(_, v)| v).collect(),
+            search_parameters: tgz
+                .parsed
+                .into_iter()
+                .map(|(name, v)| v.map_err(|e| anyhow::anyhow!("{name} {e}")))
+                .collect::<Result<_>>()?,
         })
     }
 }

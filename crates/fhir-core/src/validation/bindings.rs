@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+use super::definitions::CodeSystemChoice;
 use super::model::{Binding, Strength};
 use super::terminology::Membership;
 use super::walk::{Pass, Run};
@@ -136,11 +137,27 @@ pub(crate) fn check_coding(run: &mut Run<'_, '_>, coding: &serde_json::Map<Strin
     else {
         return;
     };
-    let system = match coding.get("version").and_then(Value::as_str) {
-        Some(v) => format!("{system}|{v}"),
-        None => system.clone(),
+    let (system, exact) = match coding.get("version").and_then(Value::as_str) {
+        Some(v) => (format!("{system}|{v}"), None),
+        None => match run.v.defs.code_system_in(system, run.scope) {
+            CodeSystemChoice::Exact(s) => (system.clone(), Some(s)),
+            CodeSystemChoice::AsIs => (system.clone(), None),
+            // defined only by packages this resource is not validated with: theirs to judge
+            CodeSystemChoice::Outside => {
+                run.unknown_codes.push(super::UnresolvedCode {
+                    system: system.clone(),
+                    code: code.clone(),
+                    location: format!("{}.code", run.path),
+                });
+                return;
+            }
+        },
     };
-    match run.v.terminology.check_in_code_system(&system, code) {
+    match run
+        .v
+        .terminology
+        .check_in_code_system(exact.as_deref().unwrap_or(&system), code)
+    {
         Membership::NotMember { reason } => {
             let mark = run.path.len();
             run.path.push_str(".code");

@@ -165,12 +165,12 @@ impl Compiled {
         }
     }
 
-    /// Expressions that did not compile, as `expression: error`.
-    pub fn failures(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
+    /// Expressions that did not compile, as (expression, error).
+    pub fn failures(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
             .exprs
             .iter()
-            .filter_map(|(src, r)| r.as_ref().err().map(|e| format!("{src}: {e}")))
+            .filter_map(|(src, r)| r.as_ref().err().map(|e| (src.clone(), e.clone())))
             .collect();
         out.sort();
         out

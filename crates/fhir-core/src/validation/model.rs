@@ -137,6 +137,8 @@ pub struct Profile {
     pub elements: Vec<Element>,
     /// Extension definitions: where the extension may be used (`type`, `expression`).
     pub context: Vec<(String, String)>,
+    /// The package it was loaded from (`Definitions::packages`; set at load).
+    pub package: usize,
 }
 
 impl Profile {
@@ -448,6 +450,7 @@ pub fn compile(sd: &Value) -> Result<Profile, String> {
                 ))
             })
             .collect(),
+        package: 0,
     })
 }
 

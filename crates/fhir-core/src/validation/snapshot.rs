@@ -2,6 +2,12 @@
 //! then apply each differential element in order — constrain an existing element, add a slice (a
 //! copy of the sliced element and its descendants), or first expand a datatype (or the profile
 //! named on it) when the differential reaches inside an element the snapshot has not unfolded.
+//!
+//! A choice element (`value[x]`) is unfolded only where its children are unambiguous, as HL7's
+//! generator does: when it allows one type, in a type slice (`value[x]:valueQuantity`, which
+//! keeps that one type), or for the children every type has (`id`, `extension`). Differential
+//! elements must come in the order of the base; one that does not is reported (the profile is
+//! still generated).
 
 use serde_json::{Map, Value};
 
@@ -37,13 +43,21 @@ fn str_of<'a>(e: &'a Value, k: &str) -> &'a str {
     e.get(k).and_then(Value::as_str).unwrap_or_default()
 }
 
-/// `sd` with `snapshot` filled from `base` (a StructureDefinition with a snapshot).
-pub fn generate(sd: &Value, base: &Value, defs: &Definitions) -> Result<Value, String> {
+/// `sd` with `snapshot` filled from `base` (a StructureDefinition with a snapshot), and warnings
+/// about a differential that does not follow the base's order.
+pub fn generate(
+    sd: &Value,
+    base: &Value,
+    defs: &Definitions,
+) -> Result<(Value, Vec<String>), String> {
     let mut snap = elements(base, "snapshot");
     if snap.is_empty() {
         return Err("its base definition has no snapshot".into());
     }
     let diff = elements(sd, "differential");
+    let mut warnings = Vec::new();
+    // The previous differential element's id, to check the order.
+    let mut previous: Option<String> = None;
     // A profile's paths start with its type, which is the base's type too (for constraints).
     for d in &diff {
         let Some(obj) = d.as_object() else {
@@ -61,6 +75,16 @@ pub fn generate(sd: &Value, base: &Value, defs: &Definitions) -> Result<Value, S
             },
         };
         let idx = locate(&mut snap, &id, defs)?;
+        if let Some(prev) = previous.as_deref() {
+            if find(&snap, prev).is_some_and(|p| idx < p) {
+                warnings.push(format!(
+                    "the differential lists {id} after {prev}, but the base has it before; \
+                     differential elements must follow the base's order (other snapshot \
+                     generators reject this profile)"
+                ));
+            }
+        }
+        previous = Some(id.clone());
         merge(&mut snap[idx], obj);
         // A constraint on a child of a sliced element holds in every slice too
         // (`coding.version` max 0 → `coding:S.version` max 0).
@@ -79,7 +103,7 @@ pub fn generate(sd: &Value, base: &Value, defs: &Definitions) -> Result<Value, S
         snapshot.insert("element".into(), Value::Array(snap));
         o.insert("snapshot".into(), Value::Object(snapshot));
     }
-    Ok(out)
+    Ok((out, warnings))
 }
 
 fn find(snap: &[Value], id: &str) -> Option<usize> {
@@ -124,6 +148,10 @@ fn locate(snap: &mut Vec<Value>, id: &str, defs: &Definitions) -> Result<usize, 
                 o.remove("slicing");
                 if eid == sliced_id {
                     o.insert("sliceName".into(), Value::String(slice.to_string()));
+                    // a type slice of a choice (`value[x]:valueQuantity`) has that one type
+                    if let Some(t) = choice_slice_type(&eid, slice, o.get("type")) {
+                        o.insert("type".into(), Value::Array(vec![t]));
+                    }
                 }
             }
         }
@@ -137,7 +165,7 @@ fn locate(snap: &mut Vec<Value>, id: &str, defs: &Definitions) -> Result<usize, 
         .iter()
         .any(|e| str_of(e, "id").starts_with(&format!("{parent_id}.")));
     if !already {
-        unfold(snap, parent, defs)?;
+        unfold(snap, parent, last.split(':').next().unwrap_or(last), defs)?;
         if let Some(i) = find(snap, id) {
             return Ok(i);
         }
@@ -171,8 +199,24 @@ fn subtree_end(snap: &[Value], i: usize) -> usize {
     end
 }
 
-/// Insert the children of `snap[parent]`'s type (or of the profile its type names) after it.
-fn unfold(snap: &mut Vec<Value>, parent: usize, defs: &Definitions) -> Result<(), String> {
+/// The one type of a type slice of a choice element: `value[x]` sliced as `valueQuantity`.
+fn choice_slice_type(sliced_id: &str, slice: &str, types: Option<&Value>) -> Option<Value> {
+    let name = sliced_id.rsplit('.').next()?.strip_suffix("[x]")?;
+    types?
+        .as_array()?
+        .iter()
+        .find(|t| super::model::choice_key(name, str_of(t, "code")) == slice)
+        .cloned()
+}
+
+/// Insert the children of `snap[parent]`'s type (or of the profile its type names) after it;
+/// `child` is the child the differential wants.
+fn unfold(
+    snap: &mut Vec<Value>,
+    parent: usize,
+    child: &str,
+    defs: &Definitions,
+) -> Result<(), String> {
     let p = &snap[parent];
     let parent_id = str_of(p, "id").to_string();
     let parent_path = str_of(p, "path").to_string();
@@ -191,13 +235,21 @@ fn unfold(snap: &mut Vec<Value>, parent: usize, defs: &Definitions) -> Result<()
             .collect();
         (target, kids)
     } else {
-        if types.len() != 1 {
-            return Err(format!(
-                "cannot unfold {parent_id}: it has {} types",
-                types.len()
-            ));
-        }
-        let t = &types[0];
+        // Children every type has (`id`, `extension`) are those of Element.
+        let element = [serde_json::json!({"code": "Element"})];
+        let t = match types.len() {
+            1 => &types[0],
+            0 => return Err(format!("cannot unfold {parent_id}: it has no type")),
+            _ if ["id", "extension"].contains(&child) => &element[0],
+            n => {
+                let codes: Vec<&str> = types.iter().map(|t| str_of(t, "code")).collect();
+                return Err(format!(
+                    "the differential constrains {parent_id}.{child}, but {parent_id} allows \
+                     {n} types ({}); restrict it to one type, or use a type slice, first",
+                    codes.join(", ")
+                ));
+            }
+        };
         let profile_url = t
             .get("profile")
             .and_then(Value::as_array)

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 
+use super::definitions::strip_version;
 use super::model::{
     choice_key, DiscriminatorKind, ElemIdx, Element, Kind, Profile, SlicingRules, Strength,
 };
@@ -47,6 +48,10 @@ pub(crate) struct Run<'d, 'v> {
     pub resources: Vec<&'v Value>,
     /// The outermost Bundle, for resolving references between entries.
     pub bundle: Option<&'v Value>,
+    /// The package whose dependency closure resolves the unversioned canonicals the instance
+    /// names (profiles it claims, extensions): that of the first profile the outermost resource
+    /// claiming any resolves to.
+    pub(crate) scope: Option<usize>,
     depth: usize,
     /// Set when a slice discriminator needed a reference that cannot be resolved here.
     undetermined: bool,
@@ -67,10 +72,16 @@ impl<'d, 'v> Run<'d, 'v> {
             path: String::new(),
             resources: Vec::new(),
             bundle: None,
+            scope: None,
             depth: 0,
             undetermined: false,
             scratch: Vec::new(),
         }
+    }
+
+    /// Resolve the unversioned canonicals the instance names within package `p`'s closure.
+    pub fn set_scope(&mut self, p: usize) {
+        self.scope = Some(p);
     }
 
     /// Record an issue at the current location.
@@ -158,6 +169,20 @@ impl<'d, 'v> Run<'d, 'v> {
                 self.path.truncate(mark);
             }
         }
+        let claimed = obj
+            .get("meta")
+            .and_then(|m| m.get("profile"))
+            .and_then(Value::as_array);
+        let outer_scope = self.scope;
+        if self.scope.is_none() {
+            self.scope = claimed
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .chain(required.iter().map(String::as_str))
+                .find_map(|u| defs.profile(u))
+                .map(|p| p.package);
+        }
         let root = Node { prof: def, elem: 0 };
         self.constraints(value, root.el(), rtype, Pass::Base, None);
         self.object(obj, root, Pass::Base);
@@ -166,10 +191,7 @@ impl<'d, 'v> Run<'d, 'v> {
         }
 
         // Profiles: those the resource claims and those the caller requires.
-        let mut profiles: Vec<String> = obj
-            .get("meta")
-            .and_then(|m| m.get("profile"))
-            .and_then(Value::as_array)
+        let mut profiles: Vec<String> = claimed
             .into_iter()
             .flatten()
             .filter_map(Value::as_str)
@@ -181,7 +203,7 @@ impl<'d, 'v> Run<'d, 'v> {
             }
         }
         for url in &profiles {
-            match defs.profile(url) {
+            match defs.profile_in(url, self.scope) {
                 Some(p) if p.type_name == rtype || defs.derives_from(rtype, &p.type_name) => {
                     self.profile_root(value, obj, p, rtype);
                 }
@@ -192,19 +214,30 @@ impl<'d, 'v> Run<'d, 'v> {
                         p.type_name
                     ),
                 ),
-                None => self.warning(
-                    "not-found",
-                    format!(
-                        "profile {url} is not loaded, so the resource was not checked against it; \
-                         add its package to [validation].packages"
-                    ),
-                ),
+                None => self.profile_missing(url),
             }
         }
+        self.scope = outer_scope;
         self.resources.pop();
         if top {
             self.path.clear();
         }
+    }
+
+    /// A claimed or required profile that is not loaded: a warning that names it, and why it is
+    /// missing when its package was loaded but it could not be.
+    fn profile_missing(&mut self, url: &str) {
+        let msg = match self.v.defs.failure(url) {
+            Some(why) => format!(
+                "profile {url} could not be loaded ({why}), so the resource was not checked \
+                 against it"
+            ),
+            None => format!(
+                "profile {url} is not loaded, so the resource was not checked against it; \
+                 add its package to [validation].packages"
+            ),
+        };
+        self.warning("not-found", msg)
     }
 
     /// The node whose children describe a value of `elem`'s type `type_idx`.
@@ -1017,7 +1050,7 @@ impl<'d, 'v> Run<'d, 'v> {
         if !url.contains(':') {
             return;
         }
-        match self.v.defs.profile(url) {
+        match self.v.defs.profile_in(url, self.scope) {
             Some(p) if p.type_name == "Extension" => {
                 self.extension_context(p, el);
                 self.object(obj, Node { prof: p, elem: 0 }, Pass::Profile);
@@ -1491,7 +1524,11 @@ impl<'d, 'v> Run<'d, 'v> {
                         }
                         for &sl in &ext.slices {
                             let se = &node.prof.elements[sl];
-                            if se.types.iter().any(|t| t.profiles.iter().any(|p| p == url)) {
+                            if se
+                                .types
+                                .iter()
+                                .any(|t| t.profiles.iter().any(|p| strip_version(p) == url))
+                            {
                                 next.push(Node {
                                     prof: node.prof,
                                     elem: sl,
@@ -1551,14 +1588,15 @@ impl<'d, 'v> Run<'d, 'v> {
                     .or_else(|| children_pattern(*n, 0).map(|p| (p, true)))
             })
             .collect();
-        // The `url` of an extension slice is the canonical of the extension it names.
+        // The `url` of an extension slice is the canonical of the extension it names (without
+        // the `|version` a published snapshot or our pinning may give it).
         if out.is_empty() && path == "url" {
             if let Some(ext) = prof.elements[s]
                 .types
                 .first()
                 .and_then(|t| t.profiles.first())
             {
-                out.push((Value::String(ext.clone()), false));
+                out.push((Value::String(strip_version(ext).to_string()), false));
             }
         }
         out

@@ -6,7 +6,8 @@
 use std::collections::BTreeSet;
 use std::io::Read as _;
 
-use fhir_core::validation::{has_errors, Validator};
+use fhir_core::validation::package::{Package, Tgz};
+use fhir_core::validation::{has_errors, Sources, Validator};
 use serde_json::Value;
 
 use crate::{shared, validator};
@@ -81,85 +82,48 @@ fn official_r4_examples() {
     );
 }
 
-/// Each IG with the packages it is validated against (its dependencies as shipped beside the
-/// checkout, then itself).
-const IGS: &[(&str, &[&str])] = &[
-    ("dk-core", &["dk-core"]),
-    ("kl-core", &["dk-core", "kl-term", "kl-core"]),
-    (
-        "kl-gateway",
-        &["dk-core", "kl-term", "kl-core", "kl-gateway"],
-    ),
-    (
-        "kl-gateway-rehab",
-        &[
-            "dk-core",
-            "kl-term",
-            "kl-core",
-            "kl-gateway",
-            "kl-gateway-rehab",
-        ],
-    ),
-    (
-        "medcom-core",
-        &["dk-core", "medcom-terminology", "medcom-core"],
-    ),
-    (
-        "medcom-messaging",
-        &[
-            "dk-core",
-            "medcom-terminology",
-            "medcom-core",
-            "medcom-messaging",
-        ],
-    ),
-    (
-        "medcom-acknowledgement",
-        &[
-            "dk-core",
-            "medcom-terminology",
-            "medcom-core",
-            "medcom-messaging",
-            "medcom-acknowledgement",
-        ],
-    ),
-    (
-        "medcom-hospitalnotification",
-        &[
-            "dk-core",
-            "medcom-terminology",
-            "medcom-core",
-            "medcom-messaging",
-            "medcom-hospitalnotification",
-        ],
-    ),
-    (
-        "medcom-carecommunication",
-        &[
-            "dk-core",
-            "medcom-terminology",
-            "medcom-core",
-            "medcom-messaging",
-            "medcom-carecommunication",
-        ],
-    ),
-    ("se-base", &["se-base"]),
-    ("fut", &["dk-core", "fut"]),
-];
-
+/// Every example of the Danish IGs (`../shared/fhir-ig/*/examples`) and of the versioned
+/// packages (`../shared/fhir-packages/*.tgz`, their `package/example/` folder), each validated as
+/// part of its own package (`Validator::validate_in`): against the embedded IG packages, with
+/// the dependency versions that package declares. FUT is not embedded (the gateway does not
+/// need it) and is loaded from its folder.
 #[test]
-fn danish_ig_examples_against_their_own_ig() {
+fn ig_examples_with_their_declared_versions() {
     let Some(dir) = shared("IG example validation") else {
         return;
     };
-    let ig_dir = dir.join("fhir-ig");
+    let v = Validator::load(&Sources {
+        embedded_igs: true,
+        packages: vec![dir.join("fhir-ig/fut")],
+        strict: false,
+    })
+    .expect("IG packages load");
     let mut failing = BTreeSet::new();
     let mut details = Vec::new();
     let mut count = 0;
-    for (ig, packages) in IGS {
-        let paths: Vec<_> = packages.iter().map(|p| ig_dir.join(p)).collect();
-        let v = Validator::with_packages(&paths).expect("IG packages load");
-        let mut files: Vec<_> = std::fs::read_dir(ig_dir.join(ig).join("examples"))
+    let mut check = |name: String, r: &Value, scope: usize| {
+        count += 1;
+        let issues = v.validate_in(r, &[], scope);
+        if has_errors(&issues) {
+            details.push(describe_issues(&name, &issues));
+            failing.insert(name);
+        }
+    };
+    let ig_dir = dir.join("fhir-ig");
+    let mut igs: Vec<_> = std::fs::read_dir(&ig_dir)
+        .expect("fhir-ig")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    igs.sort();
+    for ig in &igs {
+        let id = Package::read(ig).expect("IG folder").id();
+        let scope = v
+            .defs
+            .package_index(&id)
+            .unwrap_or_else(|| panic!("{id} is neither embedded nor loaded"));
+        let mut files: Vec<_> = std::fs::read_dir(ig.join("examples"))
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
         files.sort();
@@ -167,20 +131,53 @@ fn danish_ig_examples_against_their_own_ig() {
             .iter()
             .filter(|f| f.extension().is_some_and(|x| x == "json"))
         {
-            let text = std::fs::read_to_string(f).expect("read");
-            let r: Value = serde_json::from_str(&text).expect("json");
-            count += 1;
+            let r: Value =
+                serde_json::from_str(&std::fs::read_to_string(f).expect("read")).expect("json");
             let name = format!(
-                "{ig}/{}",
+                "{}/{}",
+                ig.file_name().unwrap_or_default().to_string_lossy(),
                 f.file_name().unwrap_or_default().to_string_lossy()
             );
-            if has_errors(&v.validate(&r, &[])) {
-                details.push(describe(&v, &name, &r));
-                failing.insert(name);
-            }
+            check(name, &r, scope);
         }
     }
-    assert!(count > 400, "expected the IG examples, read {count}");
+    let mut tgzs: Vec<_> = std::fs::read_dir(dir.join("fhir-packages"))
+        .expect("fhir-packages")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tgz"))
+        .collect();
+    tgzs.sort();
+    for path in &tgzs {
+        let tgz = Tgz::read(path, |_| false).expect("package");
+        let Some(scope) = v.defs.package_index(&tgz.id) else {
+            continue; // R4 itself, HL7 terminology, the extensions pack: not loaded
+        };
+        let file = std::fs::File::open(path).expect("open");
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        let mut examples: Vec<(String, Value)> = Vec::new();
+        for entry in archive.entries().expect("entries") {
+            let mut entry = entry.expect("entry");
+            let name = entry.path().expect("path").to_string_lossy().into_owned();
+            let Some(file) = name.strip_prefix("package/example/") else {
+                continue;
+            };
+            if !file.ends_with(".json") || file.contains('/') || file.starts_with('.') {
+                continue;
+            }
+            let mut text = String::new();
+            entry.read_to_string(&mut text).expect("read");
+            examples.push((
+                format!("{}/example/{file}", tgz.id.replace('#', "@")),
+                serde_json::from_str(&text).expect("json"),
+            ));
+        }
+        examples.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, r) in examples {
+            check(name, &r, scope);
+        }
+    }
+    assert!(count > 700, "expected the IG examples, read {count}");
     let listed = expected(include_str!("../data/ig-examples-with-errors.txt"));
     let unexpected: Vec<&String> = failing.difference(&listed).collect();
     let fixed: Vec<&String> = listed.difference(&failing).collect();
@@ -189,4 +186,20 @@ fn danish_ig_examples_against_their_own_ig() {
         "newly failing: {unexpected:#?}\nno longer failing (remove from the list): {fixed:#?}\n{}",
         details.join("\n")
     );
+}
+
+fn describe_issues(name: &str, issues: &[fhir_core::fhir::outcome::Issue]) -> String {
+    let first: Vec<String> = issues
+        .iter()
+        .filter(|i| i.severity <= fhir_core::fhir::outcome::Severity::Error)
+        .take(3)
+        .map(|i| {
+            format!(
+                "{}: {}",
+                i.expression.as_deref().unwrap_or("-"),
+                i.diagnostics
+            )
+        })
+        .collect();
+    format!("{name}: {}", first.join(" | "))
 }

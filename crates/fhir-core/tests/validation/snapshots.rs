@@ -94,7 +94,7 @@ fn generated_snapshots_match_an_independent_generator() {
                     .expect("json");
             let url = reference["url"].as_str().unwrap_or_default();
             let Some(ours) = v.defs.raw(url) else {
-                problems.push(format!("{url}: not loaded ({:?})", v.defs.report.skipped));
+                problems.push(format!("{url}: not loaded ({:?})", v.defs.report.findings));
                 continue;
             };
             compared += 1;

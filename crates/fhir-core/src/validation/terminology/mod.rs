@@ -374,7 +374,7 @@ fn insert_versioned<T>(list: &mut Vec<T>, item: T, version: impl Fn(&T) -> Optio
 
 /// Orders versions: absent first, then by dot/dash separated segments, numeric ones
 /// numerically.
-fn compare_versions(a: Option<&str>, b: Option<&str>) -> Ordering {
+pub(crate) fn compare_versions(a: Option<&str>, b: Option<&str>) -> Ordering {
     let (a, b) = match (a, b) {
         (None, None) => return Ordering::Equal,
         (None, Some(_)) => return Ordering::Less,
