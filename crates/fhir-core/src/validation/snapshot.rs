@@ -130,6 +130,17 @@ fn locate(snap: &mut Vec<Value>, id: &str, defs: &Definitions) -> Result<usize, 
         if let Some(i) = find(snap, id) {
             return Ok(i);
         }
+        // A type slice of a choice (`value[x]:valueQuantity`) implies slicing by type.
+        let implied = choice_slice_type(&sliced_id, slice, snap[sliced].get("type")).is_some();
+        if let Some(o) = snap[sliced].as_object_mut() {
+            if implied && !o.contains_key("slicing") {
+                o.insert(
+                    "slicing".into(),
+                    serde_json::json!({"discriminator": [{"type": "type", "path": "$this"}],
+                        "ordered": false, "rules": "open"}),
+                );
+            }
+        }
         let end = subtree_end(snap, sliced);
         let mut copies: Vec<Value> = snap[sliced..end]
             .iter()

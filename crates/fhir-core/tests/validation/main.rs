@@ -4,6 +4,7 @@
 
 mod cases;
 mod corpus;
+mod packages;
 mod robustness;
 mod snapshots;
 
