@@ -12,6 +12,39 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 
+/// What loading the definitions found: each problem as a warning, notes about configured
+/// packages as information, and one summary line.
+fn log_load_report(v: &fhir_core::validation::Validator) {
+    use fhir_core::validation::FindingKind;
+    let configured: std::collections::HashSet<String> = v
+        .defs
+        .packages()
+        .iter()
+        .filter(|p| !p.embedded)
+        .map(|p| p.id())
+        .collect();
+    let report = v.load_report();
+    for f in &report.findings {
+        match f.kind {
+            FindingKind::Problem => tracing::warn!(
+                package = %f.package,
+                subject = %f.subject,
+                "validation definition not loaded: {}",
+                f.message
+            ),
+            FindingKind::Note if configured.contains(&f.package) => {
+                tracing::info!(package = %f.package, "validation package: {}", f.message)
+            }
+            FindingKind::Note => {}
+        }
+    }
+    tracing::info!(
+        packages = report.packages.len(),
+        problems = report.problems().count(),
+        "validation definitions loaded"
+    );
+}
+
 /// Open the database (migrating it) and build the shared state.
 pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> {
     let store = crate::store::open(
@@ -23,15 +56,20 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
     .await
     .with_context(|| format!("cannot open database {}", redact(&config.database.url)))?;
     let validator = if config.validation.packages.is_empty() {
-        fhir_core::validation::Validator::shared_r4()?
+        // The embedded packages are vetted by their tests, so strictness changes nothing here.
+        fhir_core::validation::Validator::shared_embedded()?
     } else {
-        let v = fhir_core::validation::Validator::with_packages(&config.validation.packages)
-            .context("loading the validation packages")?;
-        for skipped in &v.defs.report.skipped {
-            tracing::warn!(%skipped, "a definition could not be used");
-        }
-        Arc::new(v)
+        let sources = fhir_core::validation::Sources {
+            embedded_igs: true,
+            packages: config.validation.packages.iter().map(Into::into).collect(),
+            strict: config.validation.strict,
+        };
+        Arc::new(
+            fhir_core::validation::Validator::load(&sources)
+                .context("loading the validation packages")?,
+        )
     };
+    log_load_report(&validator);
     let policy = crate::engine::WritePolicy {
         validator,
         mode: config.validation.mode,

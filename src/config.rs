@@ -180,6 +180,9 @@ pub struct ValidationConfig {
     /// Profiles every written resource of a type must conform to, e.g.
     /// `CarePlan = ["http://fhir.kl.dk/rehab/StructureDefinition/klgateway-140-care-plan"]`.
     pub required: std::collections::BTreeMap<String, Vec<String>>,
+    /// Refuse to start when anything in `packages` cannot be loaded or compiled (a file, a
+    /// profile, a value set, a FHIRPath expression); otherwise each is logged and counted.
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -228,3 +228,68 @@ fn a_fresh_start_prints_a_development_token_that_opens_the_api() {
     assert_eq!(with, 200);
     assert_eq!(without, 401);
 }
+
+/// `sektorbro validate` reads a package folder by content (`profile.json`, `ext-foo.json`), warns
+/// on stderr about what it cannot load, and refuses with `--strict`; the embedded IG packages are
+/// there without any `--package` (MedCom HospitalNotification's message profile is known).
+#[test]
+fn validate_command_reports_load_problems_and_strict_refuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pkg = dir.path().join("ig");
+    std::fs::create_dir_all(&pkg).expect("mkdir");
+    std::fs::write(
+        pkg.join("profile.json"),
+        r#"{"resourceType":"StructureDefinition","url":"http://example.org/StructureDefinition/named-patient",
+            "name":"NamedPatient","status":"active","kind":"resource","abstract":false,"type":"Patient",
+            "baseDefinition":"http://hl7.org/fhir/StructureDefinition/Patient","derivation":"constraint",
+            "differential":{"element":[{"id":"Patient.name","path":"Patient.name","min":1}]}}"#,
+    )
+    .expect("write");
+    std::fs::write(pkg.join("broken.json"), "{ not json").expect("write");
+    let patient = dir.path().join("patient.json");
+    std::fs::write(
+        &patient,
+        r#"{"resourceType":"Patient","meta":{"profile":["http://example.org/StructureDefinition/named-patient"]},
+            "text":{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">x</div>"}}"#,
+    )
+    .expect("write");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sektorbro"))
+            .arg("validate")
+            .args(args)
+            .output()
+            .expect("run validate")
+    };
+    let (p, f) = (pkg.to_str().expect("path"), patient.to_str().expect("path"));
+    let out = run(&["--package", p, f]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("Patient.name"),
+        "the profile was used: {stdout}"
+    );
+    assert!(
+        stderr.contains("warning:")
+            && stderr.contains("broken.json")
+            && stderr.contains("is not JSON"),
+        "{stderr}"
+    );
+
+    let strict = run(&["--strict", "--package", p, f]);
+    assert_eq!(strict.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&strict.stderr).contains("broken.json"));
+
+    // Embedded: the message profile is loaded (a Patient is not a Bundle: invalid, not unknown).
+    let hn = "http://medcomfhir.dk/ig/hospitalnotification/StructureDefinition/medcom-hospitalNotification-message";
+    let out = run(&["--format", "json", "--profile", hn, f]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is for Bundle"));
+}

@@ -29,12 +29,18 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
-    /// Validate FHIR JSON files (or folders of them) against R4 and profiles, offline.
+    /// Validate FHIR JSON files (or folders of them) against R4, the embedded IG packages
+    /// (dk-core, KL, MedCom, se-base) and the profiles they claim, offline.
     /// Exit code 0: all valid; 1: some invalid; 2: usage error.
     Validate {
-        /// A FHIR package to load (.tgz, package folder or folder of JSON resources); repeatable.
+        /// A FHIR package to load besides the embedded ones (.tgz, package folder or folder of
+        /// JSON resources, recognised by content); repeatable.
         #[arg(long = "package", value_name = "PATH")]
         packages: Vec<PathBuf>,
+        /// Treat anything in the given packages that cannot be loaded or compiled (a file, a
+        /// profile, a value set, a FHIRPath expression) as a usage error instead of a warning.
+        #[arg(long)]
+        strict: bool,
         /// A profile every resource must conform to (canonical URL); repeatable.
         #[arg(long = "profile", value_name = "URL")]
         profiles: Vec<String>,
@@ -63,11 +69,13 @@ pub fn run() -> anyhow::Result<ExitCode> {
     match cli.command.unwrap_or(Command::Serve { config: None }) {
         Command::Validate {
             packages,
+            strict,
             profiles,
             format,
             inputs,
         } => Ok(validate::run(validate::Options {
             packages,
+            strict,
             profiles,
             format,
             inputs,

@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use fhir_core::fhir::outcome::{Issue, Severity};
-use fhir_core::validation::{has_errors, Validator};
+use fhir_core::validation::{has_errors, FindingKind, Sources, Validator};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -19,6 +19,8 @@ pub enum Format {
 
 pub struct Options {
     pub packages: Vec<PathBuf>,
+    /// Refuse to run when anything in the given packages cannot be loaded or compiled.
+    pub strict: bool,
     pub profiles: Vec<String>,
     pub format: Format,
     pub inputs: Vec<PathBuf>,
@@ -67,13 +69,21 @@ pub fn run(opts: Options) -> ExitCode {
         Err(e) => return usage(e),
     };
     let started = Instant::now();
-    let validator = match Validator::with_packages(&opts.packages) {
+    let validator = match Validator::load(&Sources {
+        embedded_igs: true,
+        packages: opts.packages.clone(),
+        strict: opts.strict,
+    }) {
         Ok(v) => v,
         Err(e) => return usage(format!("{e:#}")),
     };
+    report_findings(&validator);
     for p in &opts.profiles {
         if validator.defs.profile(p).is_none() {
-            return usage(format!("profile {p} is not in the loaded packages"));
+            return usage(match validator.defs.failure(p) {
+                Some(why) => format!("profile {p} could not be loaded: {why}"),
+                None => format!("profile {p} is not in the loaded packages"),
+            });
         }
     }
     let loaded = started.elapsed();
@@ -141,6 +151,26 @@ pub fn run(opts: Options) -> ExitCode {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// What could not be loaded, one `warning:` line each on stderr, and the notes about the packages
+/// given with `--package` (those about the embedded packages are known and documented).
+fn report_findings(validator: &Validator) {
+    let given: std::collections::HashSet<String> = validator
+        .defs
+        .packages()
+        .iter()
+        .filter(|p| !p.embedded)
+        .map(|p| p.id())
+        .collect();
+    let mut err = std::io::stderr().lock();
+    for f in &validator.load_report().findings {
+        let _ = match f.kind {
+            FindingKind::Problem => writeln!(err, "warning: {f}"),
+            FindingKind::Note if given.contains(&f.package) => writeln!(err, "note: {f}"),
+            FindingKind::Note => Ok(()),
+        };
     }
 }
 

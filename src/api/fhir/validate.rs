@@ -97,10 +97,14 @@ async fn run(
     }
     for p in &profiles {
         if policy.validator.defs.profile(p).is_none() {
-            return Err(FhirError::bad_request(format!(
-                "profile {p} is not loaded on this server; add its package to [validation].packages"
-            ))
-            .at("profile"));
+            let msg = match policy.validator.defs.failure(p) {
+                Some(why) => format!("profile {p} could not be loaded on this server: {why}"),
+                None => format!(
+                    "profile {p} is not loaded on this server; add its package to \
+                     [validation].packages"
+                ),
+            };
+            return Err(FhirError::bad_request(msg).at("profile"));
         }
     }
     if let Some(t) = resource.get("resourceType").and_then(Value::as_str) {
