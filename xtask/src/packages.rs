@@ -140,7 +140,7 @@ pub fn derive_packages(shared: &Path) -> Result<Derivation> {
     missing.sort();
     let packages = read
         .into_values()
-        .map(|pkg| Ok(compact_package(&pkg)?))
+        .map(|pkg| compact_package(&pkg))
         .collect::<Result<Vec<_>>>()?;
     Ok(Derivation { packages, missing })
 }
@@ -154,10 +154,10 @@ fn compact_package(pkg: &Package) -> Result<Derived> {
         let version = r.get("version").and_then(Value::as_str).unwrap_or_default();
         let sort = format!("{url}|{version}");
         match r.get("resourceType").and_then(Value::as_str) {
-            Some("StructureDefinition") => {
-                if r.get("kind").and_then(Value::as_str) != Some("logical") {
-                    resources.push((sort, compact_structure_definition(r)));
-                }
+            Some("StructureDefinition")
+                if r.get("kind").and_then(Value::as_str) != Some("logical") =>
+            {
+                resources.push((sort, compact_structure_definition(r)));
             }
             Some("CodeSystem") | Some("ValueSet") => {
                 resources.push((sort, fhir_core::validation::terminology::compact(r)))

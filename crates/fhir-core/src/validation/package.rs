@@ -253,8 +253,11 @@ impl Package {
     }
 }
 
+/// A package's name, version and declared dependencies.
+type Identity = (String, String, Vec<(String, String)>);
+
 /// `name`, `version` and `dependencies` of a `package.json` (or a compact file's `package`).
-fn manifest_identity(manifest: &Value) -> Result<(String, String, Vec<(String, String)>)> {
+fn manifest_identity(manifest: &Value) -> Result<Identity> {
     let field = |k: &str| manifest.get(k).and_then(Value::as_str).map(String::from);
     let (Some(n), Some(v)) = (field("name"), field("version")) else {
         bail!("package.json lacks name or version");
@@ -271,7 +274,7 @@ fn manifest_identity(manifest: &Value) -> Result<(String, String, Vec<(String, S
 }
 
 /// `packageId`, `version` and `dependsOn` of an ImplementationGuide.
-fn guide_identity(ig: &Value) -> Option<(String, String, Vec<(String, String)>)> {
+fn guide_identity(ig: &Value) -> Option<Identity> {
     let name = ig.get("packageId")?.as_str()?.to_string();
     let version = ig
         .get("version")
