@@ -132,9 +132,11 @@ impl Package {
             dependencies: tgz.dependencies,
             ..Package::default()
         };
+        let mut bundled = Vec::new();
         for (name, parsed) in tgz.parsed {
-            pkg.take(&name, parsed);
+            pkg.take(&name, parsed, &mut bundled);
         }
+        pkg.settle(bundled);
         Ok(pkg)
     }
 
@@ -155,6 +157,7 @@ impl Package {
             .collect();
         names.sort();
         let mut guide = None;
+        let mut bundled = Vec::new();
         for name in names {
             let parsed = std::fs::read(dir.join(&name))
                 .map_err(|e| format!("cannot be read: {e}"))
@@ -166,8 +169,9 @@ impl Package {
                     guide.get_or_insert_with(|| v.clone());
                 }
             }
-            pkg.take(&name, parsed);
+            pkg.take(&name, parsed, &mut bundled);
         }
+        pkg.settle(bundled);
         if !has_manifest {
             match guide.as_ref().and_then(guide_identity) {
                 Some((name, version, deps)) => {
@@ -186,7 +190,7 @@ impl Package {
 
     /// One top-level file's content: kept, unpacked (a Bundle of definitions, as the core
     /// package's `profiles-*.json`), passed over, or reported.
-    fn take(&mut self, file: &str, parsed: Result<Value, String>) {
+    fn take(&mut self, file: &str, parsed: Result<Value, String>, bundled: &mut Vec<Value>) {
         let v = match parsed {
             Ok(v) => v,
             Err(e) => {
@@ -210,7 +214,7 @@ impl Package {
                 if let Some(Value::Array(entries)) = v.get("entry") {
                     for e in entries {
                         if let Some(r) = e.get("resource").filter(|r| keep(r)) {
-                            self.resources.push(r.clone());
+                            bundled.push(r.clone());
                         }
                     }
                 }
@@ -218,6 +222,19 @@ impl Package {
             Some(_) if keep(&v) => self.resources.push(v),
             Some(_) => {}
         }
+    }
+
+    /// One definition per type, URL and version: a file's own wins over a copy inside a Bundle
+    /// (the R4 package ships every definition twice, alone and in `Bundle-*.json`), the first
+    /// file by name over a later one.
+    fn settle(&mut self, bundled: Vec<Value>) {
+        let key = |r: &Value| {
+            let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+            (s("resourceType"), s("url"), s("version"))
+        };
+        let mut seen = std::collections::HashSet::new();
+        let all = std::mem::take(&mut self.resources).into_iter().chain(bundled);
+        self.resources = all.filter(|r| seen.insert(key(r))).collect();
     }
 
     /// A package from a `package.json` text and its resources (our own profiles, embedded).
@@ -229,7 +246,7 @@ impl Package {
             version,
             dependencies,
             resources,
-            findings: Vec::new(),
+            ..Package::default()
         })
     }
 
@@ -248,7 +265,7 @@ impl Package {
             version,
             dependencies,
             resources,
-            findings: Vec::new(),
+            ..Package::default()
         })
     }
 }
