@@ -71,13 +71,19 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
         crate::auth::Authenticator::new(&config, lookups.clone()).context("configuring [auth]")?,
     );
     forwarder.start();
+    // Each component registers its own series; /metrics renders them all.
+    let mut metrics = Metrics::default();
+    lookups.register_metrics(metrics.registry());
+    forwarder.register_metrics(metrics.registry());
+    auditor.register_metrics(metrics.registry());
+    auth.register_metrics(metrics.registry());
     Ok(web::Data::new(AppState {
         engine,
         forwarder,
         auditor,
         auth,
         lookups,
-        metrics: Arc::new(Metrics::default()),
+        metrics: Arc::new(metrics),
         config,
         started: fhir_core::fhir::instant(chrono::Utc::now().timestamp_millis()),
     }))

@@ -23,16 +23,11 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// Prometheus text exposition.
+/// Prometheus text exposition of every component's series (`crate::metrics`). The outbox is
+/// counted in the database first.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    state.forwarder.count_outbox_jobs().await;
     HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body({
-            let mut text = state.metrics.render();
-            state.lookups.render_metrics(&mut text);
-            state.forwarder.render_metrics(&mut text).await;
-            state.auditor.render_metrics(&mut text);
-            state.auth.render_metrics(&mut text);
-            text
-        })
+        .content_type(crate::metrics::CONTENT_TYPE)
+        .body(state.metrics.render())
 }

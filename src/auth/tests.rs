@@ -191,7 +191,7 @@ fn valid_tokens_of_each_algorithm_are_accepted() {
     assert_eq!(
         auth.stats()
             .verified
-            .load(std::sync::atomic::Ordering::Relaxed),
+            .get(),
         4
     );
 }
@@ -394,8 +394,8 @@ fn a_verified_token_is_answered_from_the_cache() {
         assert!(verdict(&auth, &token).is_ok());
     }
     let s = auth.stats();
-    assert_eq!(s.verified.load(std::sync::atomic::Ordering::Relaxed), 1);
-    assert_eq!(s.cached.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert_eq!(s.verified.get(), 1);
+    assert_eq!(s.cached.get(), 2);
     let mut metrics = String::new();
     auth.render_metrics(&mut metrics);
     assert!(metrics.contains("sektorbro_auth_accepted_total{method=\"jwt_cached\"} 2"));
