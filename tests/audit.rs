@@ -172,8 +172,9 @@ async fn recorded_events_are_found_by_search_after_a_flush(engine: Arc<Engine>) 
     let stats = auditor.stats().expect("enabled");
     assert_eq!(stats.written.get(), 4);
     assert_eq!(stats.dropped.get(), 0);
-    let mut metrics = String::new();
-    auditor.render_metrics(&mut metrics);
+    let mut registry = sektorbro::metrics::Metrics::default();
+    auditor.register_metrics(registry.registry());
+    let metrics = registry.render();
     assert!(
         metrics.contains("sektorbro_audit_events_written_total 4"),
         "{metrics}"

@@ -380,9 +380,9 @@ mod tests {
             certificate_subject(&der).as_deref(),
             Some(r#"CN=Smith\, John\+\"Jr\"\ ,EMAILADDRESS=it@example.dk,OU=Sønderborg IT,O=Aeroe Kommune,C=DK"#)
         );
-        let dn = DistinguishedName::from_certificate(&der).expect("readable");
+        let read = DistinguishedName::from_certificate(&der).expect("readable");
         assert_eq!(
-            dn,
+            read,
             dn(r#"c=dk,o=AEROE KOMMUNE,ou=sønderborg it,e=IT@example.dk,cn=smith\, john\+\"jr\""#)
         );
         // A certificate is not read from what only starts like one.

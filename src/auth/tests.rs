@@ -396,9 +396,12 @@ fn a_verified_token_is_answered_from_the_cache() {
     let s = auth.stats();
     assert_eq!(s.verified.get(), 1);
     assert_eq!(s.cached.get(), 2);
-    let mut metrics = String::new();
-    auth.render_metrics(&mut metrics);
+    let mut registry = crate::metrics::Metrics::default();
+    auth.register_metrics(registry.registry());
+    let metrics = registry.render();
     assert!(metrics.contains("sektorbro_auth_accepted_total{method=\"jwt_cached\"} 2"));
+    assert!(metrics.contains("sektorbro_auth_refused_total{reason=\"expired\"} 0"));
+    assert!(metrics.contains("\nsektorbro_auth_token_cache_entries "), "{metrics}");
 }
 
 /// A JWKS at `{server}/jwks` holding `keys` (name, kid).
