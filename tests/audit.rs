@@ -196,11 +196,7 @@ async fn a_batch_is_one_transaction(engine: Arc<Engine>) {
     auditor.flush().await;
     let stats = auditor.stats().expect("enabled");
     assert_eq!(stats.written.get(), 25);
-    assert_eq!(
-        stats.batches.get(),
-        3,
-        "10 + 10 + the 5 the flush wrote"
-    );
+    assert_eq!(stats.batches.get(), 3, "10 + 10 + the 5 the flush wrote");
     assert_eq!(search(&engine, "altid=client-a").await.len(), 25);
 }
 

@@ -11,9 +11,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{to_audit_event, AuditRecord};
-use crate::metrics::Counter;
 use crate::config::AuditConfig;
 use crate::engine::Engine;
+use crate::metrics::Counter;
 
 /// Attempts at writing one batch before its events are written one by one.
 const WRITE_ATTEMPTS: u32 = 4;

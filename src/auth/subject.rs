@@ -370,15 +370,32 @@ mod tests {
     fn every_text_string_type_of_a_certificate_is_read() {
         use rcgen::{DnType, DnValue};
         let der = certificate(&[
-            (DnType::CountryName, DnValue::PrintableString("DK".try_into().expect("printable"))),
-            (DnType::OrganizationName, DnValue::TeletexString("Aeroe Kommune".try_into().expect("teletex"))),
-            (DnType::OrganizationalUnitName, DnValue::BmpString("Sønderborg IT".try_into().expect("bmp"))),
-            (DnType::CustomDnType(vec![1, 2, 840, 113_549, 1, 9, 1]), DnValue::Ia5String("it@example.dk".try_into().expect("ia5"))),
-            (DnType::CommonName, DnValue::Utf8String("Smith, John+\"Jr\" ".into())),
+            (
+                DnType::CountryName,
+                DnValue::PrintableString("DK".try_into().expect("printable")),
+            ),
+            (
+                DnType::OrganizationName,
+                DnValue::TeletexString("Aeroe Kommune".try_into().expect("teletex")),
+            ),
+            (
+                DnType::OrganizationalUnitName,
+                DnValue::BmpString("Sønderborg IT".try_into().expect("bmp")),
+            ),
+            (
+                DnType::CustomDnType(vec![1, 2, 840, 113_549, 1, 9, 1]),
+                DnValue::Ia5String("it@example.dk".try_into().expect("ia5")),
+            ),
+            (
+                DnType::CommonName,
+                DnValue::Utf8String("Smith, John+\"Jr\" ".into()),
+            ),
         ]);
         assert_eq!(
             certificate_subject(&der).as_deref(),
-            Some(r#"CN=Smith\, John\+\"Jr\"\ ,EMAILADDRESS=it@example.dk,OU=Sønderborg IT,O=Aeroe Kommune,C=DK"#)
+            Some(
+                r#"CN=Smith\, John\+\"Jr\"\ ,EMAILADDRESS=it@example.dk,OU=Sønderborg IT,O=Aeroe Kommune,C=DK"#
+            )
         );
         let read = DistinguishedName::from_certificate(&der).expect("readable");
         assert_eq!(
@@ -386,7 +403,10 @@ mod tests {
             dn(r#"c=dk,o=AEROE KOMMUNE,ou=sønderborg it,e=IT@example.dk,cn=smith\, john\+\"jr\""#)
         );
         // A certificate is not read from what only starts like one.
-        assert_eq!(DistinguishedName::from_certificate(&der[..der.len() - 1]), None);
+        assert_eq!(
+            DistinguishedName::from_certificate(&der[..der.len() - 1]),
+            None
+        );
         assert_eq!(certificate_subject(b"not a certificate"), None);
     }
 

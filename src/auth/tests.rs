@@ -188,12 +188,7 @@ fn valid_tokens_of_each_algorithm_are_accepted() {
         assert_eq!(caller.client.kind, ClientKind::Municipality);
         assert_eq!(caller.method, AuthMethod::Jwt);
     }
-    assert_eq!(
-        auth.stats()
-            .verified
-            .get(),
-        4
-    );
+    assert_eq!(auth.stats().verified.get(), 4);
 }
 
 #[test]
@@ -401,7 +396,10 @@ fn a_verified_token_is_answered_from_the_cache() {
     let metrics = registry.render();
     assert!(metrics.contains("sektorbro_auth_accepted_total{method=\"jwt_cached\"} 2"));
     assert!(metrics.contains("sektorbro_auth_refused_total{reason=\"expired\"} 0"));
-    assert!(metrics.contains("\nsektorbro_auth_token_cache_entries "), "{metrics}");
+    assert!(
+        metrics.contains("\nsektorbro_auth_token_cache_entries "),
+        "{metrics}"
+    );
 }
 
 /// A JWKS at `{server}/jwks` holding `keys` (name, kid).

@@ -22,8 +22,8 @@ use super::keys::{Alg, PublicKey, B64};
 use super::subject::DistinguishedName;
 use super::{AuthMethod, Caller, Client, Scopes};
 use crate::config::Config;
-use crate::metrics::Counter;
 use crate::lookup::{LookupError, Lookups};
+use crate::metrics::Counter;
 
 /// Tokens longer than this are refused unread.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;

@@ -31,9 +31,9 @@ use crate::lookup::Lookups;
 use crate::metrics::{
     encode_family, ConstGauge, Counter, DescriptorEncoder, Family, Histogram, MetricType,
 };
-use prometheus_client::encoding::EncodeLabelSet;
 use crate::store::{DeadAction, Grant, Job, JobStatus, NewJob, Storage};
 use fhir_core::fhir::outcome::Issue;
+use prometheus_client::encoding::EncodeLabelSet;
 
 pub use connector::Attempt;
 

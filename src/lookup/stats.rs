@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::metrics::{encode_family, ConstGauge, Counter, DescriptorEncoder, Histogram, MetricType};
+use crate::metrics::{
+    encode_family, ConstGauge, Counter, DescriptorEncoder, Histogram, MetricType,
+};
 
 /// What one cache has done since start. The handles are the series themselves: counting is an
 /// atomic add.

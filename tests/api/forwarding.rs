@@ -202,9 +202,19 @@ async fn a_message_is_delivered_once_with_its_id_as_idempotency_key_and_resubmis
 async fn label_values_are_escaped_in_metrics() {
     let region = receiver().await;
     let id = "region \"south\"\\dk\",forged=\"1";
-    let app = app_with(vec![destination(id, &format!("{}/fhir", region.uri()), &["111"])]).await;
+    let app = app_with(vec![destination(
+        id,
+        &format!("{}/fhir", region.uri()),
+        &["111"],
+    )])
+    .await;
     let res = app.submit(&message("esc-1", "111", "0101011234")).await;
-    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap_or_default());
+    assert_eq!(
+        res.status(),
+        202,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
     app.wait_status("esc-1", "delivered").await;
     let metrics = app
         .client
