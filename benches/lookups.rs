@@ -145,8 +145,9 @@ fn load(_c: &mut Criterion) {
         }
         let elapsed = start.elapsed();
         let calls = server.received_requests().await.map_or(0, |r| r.len());
-        let mut metrics = String::new();
-        l.render_metrics(&mut metrics);
+        let mut registry = sektorbro::metrics::Metrics::default();
+        l.register_metrics(registry.registry());
+        let metrics = registry.render();
         let coalesced = metrics
             .lines()
             .find(|l| l.starts_with("sektorbro_lookup_coalesced_waits_total"))

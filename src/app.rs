@@ -70,6 +70,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
         )
     };
     log_load_report(&validator);
+    let load_problems = validator.load_report().problems().count() as i64;
     let policy = crate::engine::WritePolicy {
         validator,
         mode: config.validation.mode,
@@ -109,13 +110,27 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
         crate::auth::Authenticator::new(&config, lookups.clone()).context("configuring [auth]")?,
     );
     forwarder.start();
+    // Each component registers its own series; /metrics renders them all.
+    let mut metrics = Metrics::default();
+    lookups.register_metrics(metrics.registry());
+    forwarder.register_metrics(metrics.registry());
+    auditor.register_metrics(metrics.registry());
+    auth.register_metrics(metrics.registry());
+    // Constant after start: what the validation definitions could not load (see the log).
+    let problems = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+    problems.set(load_problems);
+    metrics.registry().register(
+        "sektorbro_validation_load_problems",
+        "Definitions, files or expressions that could not be loaded at start",
+        problems,
+    );
     Ok(web::Data::new(AppState {
         engine,
         forwarder,
         auditor,
         auth,
         lookups,
-        metrics: Arc::new(Metrics::default()),
+        metrics: Arc::new(metrics),
         config,
         started: fhir_core::fhir::instant(chrono::Utc::now().timestamp_millis()),
     }))

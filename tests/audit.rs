@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use sektorbro::audit::{
@@ -171,10 +170,11 @@ async fn recorded_events_are_found_by_search_after_a_flush(engine: Arc<Engine>) 
         "msg-9"
     );
     let stats = auditor.stats().expect("enabled");
-    assert_eq!(stats.written.load(Ordering::Relaxed), 4);
-    assert_eq!(stats.dropped.load(Ordering::Relaxed), 0);
-    let mut metrics = String::new();
-    auditor.render_metrics(&mut metrics);
+    assert_eq!(stats.written.get(), 4);
+    assert_eq!(stats.dropped.get(), 0);
+    let mut registry = sektorbro::metrics::Metrics::default();
+    auditor.register_metrics(registry.registry());
+    let metrics = registry.render();
     assert!(
         metrics.contains("sektorbro_audit_events_written_total 4"),
         "{metrics}"
@@ -195,12 +195,8 @@ async fn a_batch_is_one_transaction(engine: Arc<Engine>) {
     }
     auditor.flush().await;
     let stats = auditor.stats().expect("enabled");
-    assert_eq!(stats.written.load(Ordering::Relaxed), 25);
-    assert_eq!(
-        stats.batches.load(Ordering::Relaxed),
-        3,
-        "10 + 10 + the 5 the flush wrote"
-    );
+    assert_eq!(stats.written.get(), 25);
+    assert_eq!(stats.batches.get(), 3, "10 + 10 + the 5 the flush wrote");
     assert_eq!(search(&engine, "altid=client-a").await.len(), 25);
 }
 
@@ -250,8 +246,8 @@ async fn shutdown_writes_everything_queued_and_later_events_are_dropped(engine: 
         Recorded::Dropped
     );
     let stats = auditor.stats().expect("enabled");
-    assert_eq!(stats.written.load(Ordering::Relaxed), 50);
-    assert_eq!(stats.dropped.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.written.get(), 50);
+    assert_eq!(stats.dropped.get(), 1);
     auditor.shutdown().await; // idempotent
 }
 

@@ -85,7 +85,6 @@ pub async fn admins_only(
 }
 
 async fn list(state: web::Data<AppState>) -> HttpResponse {
-    use std::sync::atomic::Ordering::Relaxed;
     let caches: Vec<Value> = state
         .lookups
         .caches()
@@ -95,12 +94,12 @@ async fn list(state: web::Data<AppState>) -> HttpResponse {
             json!({
                 "name": c.name(),
                 "entries": c.len(),
-                "hits": s.hits.load(Relaxed),
-                "misses": s.misses.load(Relaxed),
-                "coalesced_waits": s.coalesced.load(Relaxed),
-                "stale_served": s.stale.load(Relaxed),
+                "hits": s.hits.get(),
+                "misses": s.misses.get(),
+                "coalesced_waits": s.coalesced.get(),
+                "stale_served": s.stale.get(),
                 "upstream_calls": s.upstream_calls(),
-                "upstream_errors": s.errors.load(Relaxed),
+                "upstream_errors": s.errors.get(),
             })
         })
         .collect();

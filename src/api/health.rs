@@ -23,32 +23,11 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// What could not be loaded of the validation definitions (constant after start; see the log).
-fn render_validation_metrics(state: &AppState, out: &mut String) {
-    use std::fmt::Write as _;
-    let Some(policy) = state.engine.validation() else {
-        return;
-    };
-    let problems = policy.validator.load_report().problems().count();
-    let _ = writeln!(
-        out,
-        "# HELP sektorbro_validation_load_problems Definitions, files or expressions that could not be loaded at start.\n\
-         # TYPE sektorbro_validation_load_problems gauge\n\
-         sektorbro_validation_load_problems {problems}"
-    );
-}
-
-/// Prometheus text exposition.
+/// Prometheus text exposition of every component's series (`crate::metrics`). The outbox is
+/// counted in the database first.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    state.forwarder.count_outbox_jobs().await;
     HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body({
-            let mut text = state.metrics.render();
-            state.lookups.render_metrics(&mut text);
-            state.forwarder.render_metrics(&mut text).await;
-            state.auditor.render_metrics(&mut text);
-            state.auth.render_metrics(&mut text);
-            render_validation_metrics(&state, &mut text);
-            text
-        })
+        .content_type(crate::metrics::CONTENT_TYPE)
+        .body(state.metrics.render())
 }

@@ -1,8 +1,7 @@
 //! [`Auditor`]: the handle requests and workers record through, and the one background task that
 //! writes what they record, in batches, each batch one database transaction.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use tokio::time::Instant;
 use super::{to_audit_event, AuditRecord};
 use crate::config::AuditConfig;
 use crate::engine::Engine;
+use crate::metrics::Counter;
 
 /// Attempts at writing one batch before its events are written one by one.
 const WRITE_ATTEMPTS: u32 = 4;
@@ -38,14 +38,15 @@ enum Msg {
     Stop(oneshot::Sender<()>),
 }
 
-/// Counters of the audit writer, for `/metrics` (and tests).
+/// Counters of the audit writer, for `/metrics` (and tests); the handles are the registered
+/// series ([`Auditor::register_metrics`]).
 #[derive(Debug, Default)]
 pub struct AuditStats {
-    pub written: AtomicU64,
-    pub batches: AtomicU64,
-    pub dropped: AtomicU64,
+    pub written: Counter,
+    pub batches: Counter,
+    pub dropped: Counter,
     /// Attempts at writing a batch that failed (each is retried, see `write`).
-    pub write_failures: AtomicU64,
+    pub write_failures: Counter,
 }
 
 struct Shared {
@@ -174,8 +175,8 @@ impl Auditor {
             let _ = task.await;
         }
         tracing::info!(
-            written = s.stats.written.load(Ordering::Relaxed),
-            dropped = s.stats.dropped.load(Ordering::Relaxed),
+            written = s.stats.written.get(),
+            dropped = s.stats.dropped.get(),
             "audit writer stopped"
         );
     }
@@ -192,46 +193,56 @@ impl Auditor {
             .map_or(0, |s| s.capacity.saturating_sub(s.tx.capacity()))
     }
 
-    /// The audit series for `/metrics`, appended to `out` (nothing when auditing is off).
-    pub fn render_metrics(&self, out: &mut String) {
+    /// Registers the audit series (none when auditing is off): the writer's counters, and the
+    /// queue depth read at each scrape.
+    pub fn register_metrics(&self, registry: &mut crate::metrics::Registry) {
         let Some(s) = &self.inner else { return };
         let st = &s.stats;
-        for (name, help, kind, value) in [
+        // The registry adds the final full stop to a help text.
+        for (name, help, counter) in [
             (
-                "sektorbro_audit_events_written_total",
-                "AuditEvents written to the database.",
-                "counter",
-                st.written.load(Ordering::Relaxed),
+                "sektorbro_audit_events_written",
+                "AuditEvents written to the database",
+                &st.written,
             ),
             (
-                "sektorbro_audit_batches_total",
-                "Database transactions that wrote AuditEvents.",
-                "counter",
-                st.batches.load(Ordering::Relaxed),
+                "sektorbro_audit_batches",
+                "Database transactions that wrote AuditEvents",
+                &st.batches,
             ),
             (
-                "sektorbro_audit_events_dropped_total",
-                "AuditEvents lost: the queue stayed full, the writer had stopped, or writing failed.",
-                "counter",
-                st.dropped.load(Ordering::Relaxed),
+                "sektorbro_audit_events_dropped",
+                "AuditEvents lost: the queue stayed full, the writer had stopped, or writing failed",
+                &st.dropped,
             ),
             (
-                "sektorbro_audit_write_failures_total",
-                "Failed attempts at writing a batch of AuditEvents (retried).",
-                "counter",
-                st.write_failures.load(Ordering::Relaxed),
-            ),
-            (
-                "sektorbro_audit_queue_depth",
-                "AuditEvents waiting to be written.",
-                "gauge",
-                self.queue_depth() as u64,
+                "sektorbro_audit_write_failures",
+                "Failed attempts at writing a batch of AuditEvents (retried)",
+                &st.write_failures,
             ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            let _ = writeln!(out, "{name} {value}");
+            registry.register(name, help, counter.clone());
         }
+        registry.register_collector(Box::new(QueueDepth(self.clone())));
+    }
+}
+
+/// The `sektorbro_audit_queue_depth` gauge, read at each scrape.
+#[derive(Debug)]
+struct QueueDepth(Auditor);
+
+impl crate::metrics::Collector for QueueDepth {
+    fn encode(&self, mut encoder: crate::metrics::DescriptorEncoder) -> std::fmt::Result {
+        crate::metrics::encode_family(
+            &mut encoder,
+            "sektorbro_audit_queue_depth",
+            "AuditEvents waiting to be written.",
+            crate::metrics::MetricType::Gauge,
+            [(
+                crate::metrics::NO_LABELS,
+                crate::metrics::ConstGauge::new(self.0.queue_depth() as i64),
+            )],
+        )
     }
 }
 
@@ -244,7 +255,7 @@ impl Shared {
     }
 
     fn drop_event(&self, r: &AuditRecord, why: &str) {
-        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        self.stats.dropped.inc();
         log_lost(r, why);
     }
 }
@@ -349,12 +360,12 @@ async fn write(engine: &Engine, observer: &str, batch: &mut Vec<AuditRecord>, st
     for attempt in 0..WRITE_ATTEMPTS {
         match engine.append_internal(events.clone()).await {
             Ok(_) => {
-                stats.written.fetch_add(n, Ordering::Relaxed);
-                stats.batches.fetch_add(1, Ordering::Relaxed);
+                stats.written.inc_by(n as u64);
+                stats.batches.inc();
                 return;
             }
             Err(e) => {
-                stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                stats.write_failures.inc();
                 last_error = e.to_string();
                 tracing::warn!(events = n, attempt = attempt + 1, error = %last_error, "cannot write audit events; retrying");
                 tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
@@ -366,11 +377,11 @@ async fn write(engine: &Engine, observer: &str, batch: &mut Vec<AuditRecord>, st
     for (record, event) in records.iter().zip(events) {
         match engine.append_internal(vec![event]).await {
             Ok(_) => {
-                stats.written.fetch_add(1, Ordering::Relaxed);
-                stats.batches.fetch_add(1, Ordering::Relaxed);
+                stats.written.inc();
+                stats.batches.inc();
             }
             Err(e) => {
-                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                stats.dropped.inc();
                 log_lost(
                     record,
                     &format!("cannot write it: {e} (batch: {last_error})"),

@@ -6,10 +6,12 @@
 //! the algorithms of its own type ([`PublicKey::fits`]).
 
 use base64::Engine as _;
+use der::asn1::{ObjectIdentifier, UintRef};
+use der::{Decode as _, Sequence};
 use ring::signature;
 use serde_json::Value;
-
-use super::der;
+use x509_cert::spki::SubjectPublicKeyInfoOwned;
+use x509_cert::Certificate;
 
 /// base64url without padding, as JWS and JWK use it (non-canonical encodings are refused).
 pub(crate) const B64: base64::engine::GeneralPurpose =
@@ -69,10 +71,17 @@ pub(crate) enum PublicKey {
     Ec { curve: Curve, point: Vec<u8> },
 }
 
-const RSA_ENCRYPTION: &[u8] = &[0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x01];
-const EC_PUBLIC_KEY: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01];
-const P256: &[u8] = &[0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
-const P384: &[u8] = &[0x2B, 0x81, 0x04, 0x00, 0x22];
+const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+
+/// PKCS#1 `RSAPublicKey` (RFC 8017 A.1.1), the key inside an RSA SubjectPublicKeyInfo.
+#[derive(Sequence)]
+struct RsaPublicKey<'a> {
+    modulus: UintRef<'a>,
+    public_exponent: UintRef<'a>,
+}
 
 impl PublicKey {
     /// Whether this key may verify `alg` signatures.
@@ -153,23 +162,31 @@ impl PublicKey {
         Ok(PublicKey::Ec { curve, point })
     }
 
-    /// From a SubjectPublicKeyInfo SEQUENCE's content.
-    fn from_spki(content: &[u8]) -> Result<PublicKey, String> {
-        let spki = der::spki(content).ok_or("not a readable SubjectPublicKeyInfo")?;
-        if spki.algorithm == RSA_ENCRYPTION {
-            let (n, e) = der::rsa_public_key(spki.key).ok_or("an unreadable RSA public key")?;
-            PublicKey::rsa(n, e)
-        } else if spki.algorithm == EC_PUBLIC_KEY {
-            let curve = match spki.parameters {
-                Some((der::OID, P256)) => Curve::P256,
-                Some((der::OID, P384)) => Curve::P384,
+    /// From a SubjectPublicKeyInfo.
+    fn from_spki(spki: &SubjectPublicKeyInfoOwned) -> Result<PublicKey, String> {
+        let key = spki
+            .subject_public_key
+            .as_bytes()
+            .ok_or("a public key that is not a whole number of bytes")?;
+        let algorithm = spki.algorithm.oid;
+        if algorithm == RSA_ENCRYPTION {
+            let rsa = RsaPublicKey::from_der(key).map_err(|_| "an unreadable RSA public key")?;
+            PublicKey::rsa(rsa.modulus.as_bytes(), rsa.public_exponent.as_bytes())
+        } else if algorithm == EC_PUBLIC_KEY {
+            let curve = match spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.decode_as::<ObjectIdentifier>().ok())
+            {
+                Some(P256) => Curve::P256,
+                Some(P384) => Curve::P384,
                 _ => return Err("an EC key on a curve other than P-256 or P-384".into()),
             };
-            PublicKey::ec(curve, spki.key.to_vec())
+            PublicKey::ec(curve, key.to_vec())
         } else {
-            let alg = der::oid_string(spki.algorithm).unwrap_or_else(|| "?".into());
             Err(format!(
-                "a key of algorithm {alg}: only RSA and EC keys are supported"
+                "a key of algorithm {algorithm}: only RSA and EC keys are supported"
             ))
         }
     }
@@ -185,12 +202,12 @@ impl PublicKey {
                 .map_err(|e| format!("{path} is not valid PEM: {e:?}"))?;
             let Some((kind, der)) = section else { break };
             let key = match kind {
-                SectionKind::PublicKey => der::only(&der, der::SEQUENCE)
-                    .ok_or_else(|| "an unreadable PUBLIC KEY".to_string())
-                    .and_then(PublicKey::from_spki),
-                SectionKind::Certificate => der::certificate(&der)
-                    .ok_or_else(|| "an unreadable CERTIFICATE".to_string())
-                    .and_then(|c| PublicKey::from_spki(c.spki)),
+                SectionKind::PublicKey => SubjectPublicKeyInfoOwned::from_der(&der)
+                    .map_err(|_| "an unreadable PUBLIC KEY".to_string())
+                    .and_then(|spki| PublicKey::from_spki(&spki)),
+                SectionKind::Certificate => Certificate::from_der(&der)
+                    .map_err(|_| "an unreadable CERTIFICATE".to_string())
+                    .and_then(|c| PublicKey::from_spki(&c.tbs_certificate.subject_public_key_info)),
                 SectionKind::PrivateKey
                 | SectionKind::RsaPrivateKey
                 | SectionKind::EcPrivateKey => {

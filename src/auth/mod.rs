@@ -1,7 +1,6 @@
 //! Who is calling and what they may do: SMART scopes ([`scopes`]), configured clients and the
 //! verification of their credentials (bearer JWTs, the development token, client certificates).
 
-mod der;
 mod keys;
 pub mod scopes;
 pub mod subject;

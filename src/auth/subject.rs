@@ -11,7 +11,10 @@
 
 use std::fmt;
 
-use super::der::{self, Reader};
+use der::asn1::Any;
+use der::{Decode as _, Tag, Tagged as _};
+use x509_cert::name::Name;
+use x509_cert::Certificate;
 
 /// Short names for the attribute types seen in client certificates, and their OIDs.
 const NAMES: &[(&str, &str)] = &[
@@ -68,7 +71,12 @@ impl DistinguishedName {
             let kind = attribute_type(name.trim())?;
             let mut bytes = Vec::new();
             let mut ended_by_separator = false;
+            // An unescaped `#` first (after spaces) starts RFC 4514's hex form; `\#` is text.
+            let mut hex_form = None;
             while let Some(c) = chars.next() {
+                if hex_form.is_none() && c != ' ' {
+                    hex_form = Some(c == '#');
+                }
                 match c {
                     ',' | '+' | ';' => {
                         ended_by_separator = true;
@@ -106,7 +114,7 @@ impl DistinguishedName {
             }
             let raw = String::from_utf8(bytes)
                 .map_err(|_| format!("{kind}: the escaped value is not UTF-8"))?;
-            if raw.trim_start().starts_with('#') {
+            if hex_form == Some(true) {
                 return Err(format!(
                     "{kind}: hex-encoded (#…) values are not supported; write the text"
                 ));
@@ -127,8 +135,7 @@ impl DistinguishedName {
     /// A certificate's subject, from its DER (`None`: not a certificate we can read, or an
     /// attribute value that is not a text string).
     pub fn from_certificate(cert_der: &[u8]) -> Option<DistinguishedName> {
-        let parts = der::certificate(cert_der)?;
-        let rdns = name_attributes(parts.subject)?;
+        let rdns = subject_attributes(cert_der)?;
         let mut attributes: Vec<(String, String)> = rdns
             .into_iter()
             .flatten()
@@ -158,8 +165,7 @@ impl fmt::Display for DistinguishedName {
 /// A certificate's subject as RFC 4514 writes it (last RDN first), for logs and messages, e.g.
 /// `CN=haderslev-ehr,O=Haderslev Kommune,C=DK`. `None` when the DER cannot be read.
 pub fn certificate_subject(cert_der: &[u8]) -> Option<String> {
-    let parts = der::certificate(cert_der)?;
-    let rdns = name_attributes(parts.subject)?;
+    let rdns = subject_attributes(cert_der)?;
     let text: Vec<String> = rdns
         .iter()
         .rev()
@@ -185,22 +191,51 @@ pub fn connection_certificate_subject(connection: &dyn std::any::Any) -> Option<
     certificate_subject(session.peer_certificates()?.first()?.as_ref())
 }
 
-/// A Name's RDNs in certificate order, each a list of (dotted OID, text).
-fn name_attributes(name: &[u8]) -> Option<Vec<Vec<(String, String)>>> {
-    let mut rdns = Vec::new();
-    let mut r = Reader::new(name);
-    while !r.is_empty() {
-        let mut set = Reader::new(r.expect(der::SET)?);
-        let mut rdn = Vec::new();
-        while !set.is_empty() {
-            let mut atv = Reader::new(set.expect(der::SEQUENCE)?);
-            let oid = der::oid_string(atv.expect(der::OID)?)?;
-            let (tag, content) = atv.next()?;
-            rdn.push((oid, der::directory_string(tag, content)?));
+/// A certificate's subject: its RDNs in certificate order, each a list of (dotted OID, text).
+/// `None` when the DER is not a certificate (x509-cert reads it; nothing here decides trust:
+/// rustls has verified a client certificate's chain before its subject is read) or a value is
+/// not a text string.
+fn subject_attributes(cert_der: &[u8]) -> Option<Vec<Vec<(String, String)>>> {
+    let cert = Certificate::from_der(cert_der).ok()?;
+    name_attributes(&cert.tbs_certificate.subject)
+}
+
+fn name_attributes(name: &Name) -> Option<Vec<Vec<(String, String)>>> {
+    name.0
+        .iter()
+        .map(|rdn| {
+            rdn.0
+                .iter()
+                .map(|atv| Some((atv.oid.to_string(), directory_string(&atv.value)?)))
+                .collect()
+        })
+        .collect()
+}
+
+/// A directory string's text, by its ASN.1 string type; `None` for other types. As lenient as
+/// certificates in use need: PrintableString and IA5String are read as any ASCII (issuers put `@`
+/// and `_` in PrintableStrings), TeletexString as Latin-1.
+fn directory_string(value: &Any) -> Option<String> {
+    let bytes = value.value();
+    match value.tag() {
+        Tag::Utf8String => String::from_utf8(bytes.to_vec()).ok(),
+        Tag::NumericString | Tag::PrintableString | Tag::Ia5String | Tag::VisibleString => bytes
+            .is_ascii()
+            .then(|| String::from_utf8_lossy(bytes).into_owned()),
+        Tag::TeletexString => Some(bytes.iter().map(|&b| char::from(b)).collect()),
+        // UCS-2 big-endian
+        Tag::BmpString => {
+            if bytes.len() % 2 != 0 {
+                return None;
+            }
+            let units: Vec<u16> = bytes
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
+            String::from_utf16(&units).ok()
         }
-        rdns.push(rdn);
+        _ => None,
     }
-    Some(rdns)
 }
 
 /// The canonical name of an attribute type written in a config: upper-case short name, or the
@@ -294,6 +329,10 @@ mod tests {
             ]
         );
         assert_eq!(a.to_string(), r"CN=smith\, john,O=a\+b");
+        // An escaped `#` is text, not RFC 4514's hex form.
+        let hash = dn(r"CN=\#1,O=\232");
+        assert_eq!(hash.to_string(), r"CN=\#1,O=\#2");
+        assert_eq!(DistinguishedName::parse(&hash.to_string()), Ok(hash));
     }
 
     #[test]
@@ -304,11 +343,100 @@ mod tests {
             ("CN=a,", "has no `=`"),
             ("XX=a", "unknown attribute type"),
             ("CN=#0403", "hex-encoded"),
+            ("CN= #0403", "hex-encoded"),
             ("CN=\"a\"", "quoted"),
             ("CN=a\\", "lone"),
         ] {
             let e = DistinguishedName::parse(s).expect_err(s);
             assert!(e.contains(says), "{s}: {e}");
+        }
+    }
+
+    /// A certificate with `dn` as its subject (rcgen writes each attribute as its own RDN).
+    fn certificate(dn: &[(rcgen::DnType, rcgen::DnValue)]) -> Vec<u8> {
+        use std::sync::OnceLock;
+        static KEY: OnceLock<rcgen::KeyPair> = OnceLock::new();
+        let key = KEY.get_or_init(|| rcgen::KeyPair::generate().expect("key"));
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        let mut name = rcgen::DistinguishedName::new();
+        for (t, v) in dn {
+            name.push(t.clone(), v.clone());
+        }
+        params.distinguished_name = name;
+        params.self_signed(key).expect("cert").der().to_vec()
+    }
+
+    #[test]
+    fn every_text_string_type_of_a_certificate_is_read() {
+        use rcgen::{DnType, DnValue};
+        let der = certificate(&[
+            (
+                DnType::CountryName,
+                DnValue::PrintableString("DK".try_into().expect("printable")),
+            ),
+            (
+                DnType::OrganizationName,
+                DnValue::TeletexString("Aeroe Kommune".try_into().expect("teletex")),
+            ),
+            (
+                DnType::OrganizationalUnitName,
+                DnValue::BmpString("Sønderborg IT".try_into().expect("bmp")),
+            ),
+            (
+                DnType::CustomDnType(vec![1, 2, 840, 113_549, 1, 9, 1]),
+                DnValue::Ia5String("it@example.dk".try_into().expect("ia5")),
+            ),
+            (
+                DnType::CommonName,
+                DnValue::Utf8String("Smith, John+\"Jr\" ".into()),
+            ),
+        ]);
+        assert_eq!(
+            certificate_subject(&der).as_deref(),
+            Some(
+                r#"CN=Smith\, John\+\"Jr\"\ ,EMAILADDRESS=it@example.dk,OU=Sønderborg IT,O=Aeroe Kommune,C=DK"#
+            )
+        );
+        let read = DistinguishedName::from_certificate(&der).expect("readable");
+        assert_eq!(
+            read,
+            dn(r#"c=dk,o=AEROE KOMMUNE,ou=sønderborg it,e=IT@example.dk,cn=smith\, john\+\"jr\""#)
+        );
+        // A certificate is not read from what only starts like one.
+        assert_eq!(
+            DistinguishedName::from_certificate(&der[..der.len() - 1]),
+            None
+        );
+        assert_eq!(certificate_subject(b"not a certificate"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_are_no_certificate(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            proptest::prop_assert_eq!(DistinguishedName::from_certificate(&bytes), None);
+            proptest::prop_assert_eq!(certificate_subject(&bytes), None);
+        }
+
+        /// What `Display` writes parses back to the same subject.
+        #[test]
+        fn written_subjects_parse_back(text in r#"((CN|o|OU|c|2\.5\.4\.5|0\.9\.2342\.19200300\.100\.1\.25|1\.2\.3) ?= ?([ a-zA-Zæøå#"+,;<>=\\\n\t\u{0}]|\\[0-9a-fA-F]{2}|\\[,+"\\;<> #=]){1,12}[,+;]){1,4}"#) {
+            let Ok(dn) = DistinguishedName::parse(text.trim_end_matches([',', '+', ';'])) else {
+                return Ok(());
+            };
+            proptest::prop_assert_eq!(DistinguishedName::parse(&dn.to_string()), Ok(dn.clone()), "{}", dn);
+        }
+
+        /// A certificate's subject as logged names the subject it is compared as.
+        #[test]
+        fn certificate_subjects_read_as_written(values in proptest::collection::vec(r#"[ a-zA-Zæøå#"+,;<>=\\]{1,12}"#, 1..4)) {
+            let types = [rcgen::DnType::CommonName, rcgen::DnType::OrganizationName, rcgen::DnType::LocalityName];
+            let dn: Vec<_> = types.iter().zip(&values).map(|(t, v)| (t.clone(), rcgen::DnValue::Utf8String(v.clone()))).collect();
+            let der = certificate(&dn);
+            let compared = DistinguishedName::from_certificate(&der).expect("readable");
+            let logged = certificate_subject(&der).expect("readable");
+            if values.iter().all(|v| !v.trim().is_empty()) {
+                proptest::prop_assert_eq!(DistinguishedName::parse(&logged), Ok(compared), "{}", logged);
+            }
         }
     }
 }

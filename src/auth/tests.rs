@@ -188,12 +188,7 @@ fn valid_tokens_of_each_algorithm_are_accepted() {
         assert_eq!(caller.client.kind, ClientKind::Municipality);
         assert_eq!(caller.method, AuthMethod::Jwt);
     }
-    assert_eq!(
-        auth.stats()
-            .verified
-            .load(std::sync::atomic::Ordering::Relaxed),
-        4
-    );
+    assert_eq!(auth.stats().verified.get(), 4);
 }
 
 #[test]
@@ -394,11 +389,17 @@ fn a_verified_token_is_answered_from_the_cache() {
         assert!(verdict(&auth, &token).is_ok());
     }
     let s = auth.stats();
-    assert_eq!(s.verified.load(std::sync::atomic::Ordering::Relaxed), 1);
-    assert_eq!(s.cached.load(std::sync::atomic::Ordering::Relaxed), 2);
-    let mut metrics = String::new();
-    auth.render_metrics(&mut metrics);
+    assert_eq!(s.verified.get(), 1);
+    assert_eq!(s.cached.get(), 2);
+    let mut registry = crate::metrics::Metrics::default();
+    auth.register_metrics(registry.registry());
+    let metrics = registry.render();
     assert!(metrics.contains("sektorbro_auth_accepted_total{method=\"jwt_cached\"} 2"));
+    assert!(metrics.contains("sektorbro_auth_refused_total{reason=\"expired\"} 0"));
+    assert!(
+        metrics.contains("\nsektorbro_auth_token_cache_entries "),
+        "{metrics}"
+    );
 }
 
 /// A JWKS at `{server}/jwks` holding `keys` (name, kid).

@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +23,7 @@ use super::subject::DistinguishedName;
 use super::{AuthMethod, Caller, Client, Scopes};
 use crate::config::Config;
 use crate::lookup::{LookupError, Lookups};
+use crate::metrics::Counter;
 
 /// Tokens longer than this are refused unread.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -162,16 +162,17 @@ struct Dev {
     url: String,
 }
 
-/// Counters since start, for `/metrics`.
-#[derive(Default)]
+/// Counters since start, for `/metrics` ([`Authenticator::register_metrics`]); the handles are
+/// the series.
+#[derive(Default, Clone, Debug)]
 pub struct AuthStats {
     /// JWTs whose signature and claims were checked and accepted.
-    pub verified: AtomicU64,
+    pub verified: Counter,
     /// Requests answered from the verified-token cache.
-    pub cached: AtomicU64,
-    pub dev_token: AtomicU64,
-    pub certificates: AtomicU64,
-    refused: [AtomicU64; REASONS.len()],
+    pub cached: Counter,
+    pub dev_token: Counter,
+    pub certificates: Counter,
+    refused: [Counter; REASONS.len()],
 }
 
 const REASONS: [&str; 12] = [
@@ -192,7 +193,7 @@ const REASONS: [&str; 12] = [
 impl AuthStats {
     fn refused(&self, e: &AuthError) {
         if let Some(i) = REASONS.iter().position(|r| *r == e.reason()) {
-            self.refused[i].fetch_add(1, Relaxed);
+            self.refused[i].inc();
         }
     }
 
@@ -201,7 +202,7 @@ impl AuthStats {
         REASONS
             .iter()
             .position(|r| *r == reason)
-            .map_or(0, |i| self.refused[i].load(Relaxed))
+            .map_or(0, |i| self.refused[i].get())
     }
 }
 
@@ -345,18 +346,18 @@ impl Authenticator {
                 if !peer_is_loopback {
                     return Err(AuthError::DevTokenNotLocal);
                 }
-                self.stats.dev_token.fetch_add(1, Relaxed);
+                self.stats.dev_token.inc();
                 return Ok(dev.caller.clone());
             }
         }
         if let Some(v) = self.verified.get(&hash) {
             if unix_now() <= v.exp {
-                self.stats.cached.fetch_add(1, Relaxed);
+                self.stats.cached.inc();
                 return Ok(v.caller.clone());
             }
         }
         let v = self.verify_jwt(token).await?;
-        self.stats.verified.fetch_add(1, Relaxed);
+        self.stats.verified.inc();
         let caller = v.caller.clone();
         self.verified.insert(hash, Arc::new(v));
         Ok(caller)
@@ -594,7 +595,7 @@ impl Authenticator {
 
     fn certificate_caller(&self, dn: &DistinguishedName) -> Option<Caller> {
         let client = self.by_certificate.get(dn)?;
-        self.stats.certificates.fetch_add(1, Relaxed);
+        self.stats.certificates.inc();
         Some(Caller {
             client: client.clone(),
             scopes: client.scopes.clone(),
@@ -639,44 +640,66 @@ impl Authenticator {
         &self.stats
     }
 
-    /// The counters in the Prometheus text format, appended to `out`.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
+    /// Registers the authentication series, read at each scrape.
+    pub fn register_metrics(&self, registry: &mut crate::metrics::Registry) {
+        registry.register_collector(Box::new(AuthMetrics {
+            stats: self.stats.clone(),
+            verified: self.verified.clone(),
+        }));
+    }
+}
+
+/// `sektorbro_auth_*`: every method and reason, also those not seen yet.
+struct AuthMetrics {
+    stats: AuthStats,
+    verified: moka::sync::Cache<[u8; 32], Arc<Verified>>,
+}
+
+impl std::fmt::Debug for AuthMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthMetrics")
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl crate::metrics::Collector for AuthMetrics {
+    fn encode(&self, mut encoder: crate::metrics::DescriptorEncoder) -> std::fmt::Result {
+        use crate::metrics::{encode_family, ConstGauge, MetricType};
         let s = &self.stats;
-        out.push_str(
-            "# HELP sektorbro_auth_accepted_total Requests authenticated, by how.\n\
-             # TYPE sektorbro_auth_accepted_total counter\n",
-        );
-        for (how, n) in [
-            ("jwt_verified", &s.verified),
-            ("jwt_cached", &s.cached),
-            ("dev_token", &s.dev_token),
-            ("certificate", &s.certificates),
-        ] {
-            let _ = writeln!(
-                out,
-                "sektorbro_auth_accepted_total{{method=\"{how}\"}} {}",
-                n.load(Relaxed)
-            );
-        }
-        out.push_str(
-            "# HELP sektorbro_auth_refused_total Bearer credentials refused, by reason.\n\
-             # TYPE sektorbro_auth_refused_total counter\n",
-        );
-        for (i, reason) in REASONS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "sektorbro_auth_refused_total{{reason=\"{reason}\"}} {}",
-                s.refused[i].load(Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP sektorbro_auth_token_cache_entries Verified tokens remembered.\n\
-             # TYPE sektorbro_auth_token_cache_entries gauge\n\
-             sektorbro_auth_token_cache_entries {}",
-            self.verified.entry_count()
-        );
+        encode_family(
+            &mut encoder,
+            "sektorbro_auth_accepted",
+            "Requests authenticated, by how.",
+            MetricType::Counter,
+            [
+                ("jwt_verified", &s.verified),
+                ("jwt_cached", &s.cached),
+                ("dev_token", &s.dev_token),
+                ("certificate", &s.certificates),
+            ]
+            .map(|(how, n)| ([("method", how)], n.clone())),
+        )?;
+        encode_family(
+            &mut encoder,
+            "sektorbro_auth_refused",
+            "Bearer credentials refused, by reason.",
+            MetricType::Counter,
+            REASONS
+                .iter()
+                .zip(&s.refused)
+                .map(|(reason, n)| ([("reason", *reason)], n.clone())),
+        )?;
+        encode_family(
+            &mut encoder,
+            "sektorbro_auth_token_cache_entries",
+            "Verified tokens remembered.",
+            MetricType::Gauge,
+            [(
+                crate::metrics::NO_LABELS,
+                ConstGauge::new(i64::try_from(self.verified.entry_count()).unwrap_or(i64::MAX)),
+            )],
+        )
     }
 }
 

@@ -16,8 +16,7 @@ pub mod message;
 pub mod worker;
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,9 +28,12 @@ use crate::engine::{Access, Engine, WriteOp};
 use crate::error::FhirError;
 use crate::lookup::Identifier;
 use crate::lookup::Lookups;
-use crate::metrics::{write_histogram, BUCKETS};
+use crate::metrics::{
+    encode_family, ConstGauge, Counter, DescriptorEncoder, Family, Histogram, MetricType,
+};
 use crate::store::{DeadAction, Grant, Job, JobStatus, NewJob, Storage};
 use fhir_core::fhir::outcome::Issue;
+use prometheus_client::encoding::EncodeLabelSet;
 
 pub use connector::Attempt;
 
@@ -245,7 +247,7 @@ impl Forwarder {
                 None
             }
         };
-        self.stats.submitted.fetch_add(1, Ordering::Relaxed);
+        self.stats.submitted.inc();
         self.destinations[dest_index].wake.notify_waiters();
         // A concurrent submit of the same id may have won: answer what is stored.
         let (status, created) = match self.engine.store().outbox_job(&job.message_id).await? {
@@ -428,34 +430,57 @@ impl Forwarder {
         Ok(self.job(message_id).await?.0)
     }
 
-    /// The forwarding series for `/metrics`, appended to `out`.
-    pub async fn render_metrics(&self, out: &mut String) {
-        out.push_str("# HELP sektorbro_outbox_jobs Outbox jobs by destination and status.\n");
-        out.push_str("# TYPE sektorbro_outbox_jobs gauge\n");
-        match self.store().outbox_counts().await {
+    /// Registers the forwarding series: the counters and the delivery histogram, and a collector
+    /// of the outbox jobs (as last counted by [`Forwarder::count_outbox_jobs`]) and the circuit
+    /// breakers.
+    pub fn register_metrics(&self, registry: &mut crate::metrics::Registry) {
+        // The registry adds the final full stop to a help text.
+        registry.register(
+            "sektorbro_forward_submitted",
+            "Messages accepted for forwarding",
+            self.stats.submitted.clone(),
+        );
+        registry.register(
+            "sektorbro_forward_attempts",
+            "Delivery attempts by destination and outcome (delivered, failed, rejected)",
+            self.stats.attempts.clone(),
+        );
+        registry.register(
+            "sektorbro_forward_dead",
+            "Messages that became dead letters",
+            self.stats.dead.clone(),
+        );
+        registry.register(
+            "sektorbro_forward_delivery_seconds",
+            "Time from accepting a message to its delivery",
+            self.stats.latency.clone(),
+        );
+        registry.register_collector(Box::new(Gauges {
+            outbox: self.stats.outbox.clone(),
+            destinations: self.destinations.clone(),
+        }));
+    }
+
+    /// Count the outbox's jobs by destination and status for the next render of `/metrics` (the
+    /// database is asked at each scrape, so every instance sharing it shows the same figures).
+    /// When the database cannot answer, the jobs are left out of `/metrics`.
+    pub async fn count_outbox_jobs(&self) {
+        let counts = match self.store().outbox_counts().await {
             Ok(mut counts) => {
                 counts.sort();
-                for (d, s, n) in counts {
-                    let _ = writeln!(
-                        out,
-                        "sektorbro_outbox_jobs{{destination=\"{d}\",status=\"{}\"}} {n}",
-                        s.as_str()
-                    );
-                }
+                counts
+                    .into_iter()
+                    .map(|(d, s, n)| (d, s.as_str(), n))
+                    .collect()
             }
-            Err(e) => tracing::warn!(error = %e, "cannot count outbox jobs for /metrics"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count outbox jobs for /metrics");
+                Vec::new()
+            }
+        };
+        if let Ok(mut outbox) = self.stats.outbox.lock() {
+            *outbox = counts;
         }
-        out.push_str("# HELP sektorbro_forward_breaker_state Circuit breaker per destination: 0 closed, 1 open, 2 half-open.\n");
-        out.push_str("# TYPE sektorbro_forward_breaker_state gauge\n");
-        for d in &self.destinations {
-            let _ = writeln!(
-                out,
-                "sektorbro_forward_breaker_state{{destination=\"{}\"}} {}",
-                d.config.id,
-                d.breaker.gauge()
-            );
-        }
-        self.stats.render(out);
     }
 }
 
@@ -475,100 +500,106 @@ fn within(e: FhirError, part: &str) -> FhirError {
     FhirError::new(e.status, issues)
 }
 
-/// A latency histogram: counts per bucket of [`BUCKETS`], count, sum of seconds.
-type Latency = ([u64; BUCKETS.len()], u64, f64);
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    destination: String,
+    outcome: &'static str,
+}
 
-/// Forwarding counters of this instance.
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DestinationLabel {
+    destination: String,
+}
+
+/// Outbox jobs as last counted: (destination, status, jobs).
+type OutboxCounts = Arc<Mutex<Vec<(String, &'static str, i64)>>>;
+
+/// Forwarding counters of this instance; the handles are the registered series.
 struct Stats {
-    submitted: AtomicU64,
-    /// (destination, outcome) → attempts.
-    attempts: Mutex<HashMap<(String, &'static str), u64>>,
-    dead: Mutex<HashMap<String, u64>>,
-    /// destination → (bucket counts, count, sum of seconds).
-    latency: Mutex<HashMap<String, Latency>>,
+    submitted: Counter,
+    attempts: Family<AttemptLabels, Counter>,
+    dead: Family<DestinationLabel, Counter>,
+    latency: Family<DestinationLabel, Histogram, fn() -> Histogram>,
+    outbox: OutboxCounts,
+}
+
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats {
+            submitted: Counter::default(),
+            attempts: Family::default(),
+            dead: Family::default(),
+            latency: Family::new_with_constructor(crate::metrics::histogram),
+            outbox: OutboxCounts::default(),
+        }
+    }
 }
 
 impl Stats {
     fn attempt(&self, destination: &str, outcome: &'static str) {
-        if let Ok(mut m) = self.attempts.lock() {
-            *m.entry((destination.to_string(), outcome)).or_default() += 1;
-        }
+        self.attempts
+            .get_or_create(&AttemptLabels {
+                destination: destination.to_string(),
+                outcome,
+            })
+            .inc();
     }
 
     fn dead(&self, destination: &str) {
-        if let Ok(mut m) = self.dead.lock() {
-            *m.entry(destination.to_string()).or_default() += 1;
-        }
+        self.dead
+            .get_or_create(&DestinationLabel {
+                destination: destination.to_string(),
+            })
+            .inc();
     }
 
     fn delivered(&self, destination: &str, since_submit: Duration) {
-        let secs = since_submit.as_secs_f64();
-        if let Ok(mut m) = self.latency.lock() {
-            if !m.contains_key(destination) {
-                m.insert(destination.to_string(), ([0; BUCKETS.len()], 0, 0.0));
-            }
-            let Some(h) = m.get_mut(destination) else {
-                return;
-            };
-            if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-                h.0[i] += 1;
-            }
-            h.1 += 1;
-            h.2 += secs;
-        }
+        self.latency
+            .get_or_create(&DestinationLabel {
+                destination: destination.to_string(),
+            })
+            .observe(since_submit.as_secs_f64());
     }
+}
 
-    fn render(&self, out: &mut String) {
-        out.push_str(
-            "# HELP sektorbro_forward_submitted_total Messages accepted for forwarding.\n",
-        );
-        out.push_str("# TYPE sektorbro_forward_submitted_total counter\n");
-        let _ = writeln!(
-            out,
-            "sektorbro_forward_submitted_total {}",
-            self.submitted.load(Ordering::Relaxed)
-        );
-        out.push_str("# HELP sektorbro_forward_attempts_total Delivery attempts by destination and outcome (delivered, failed, rejected).\n");
-        out.push_str("# TYPE sektorbro_forward_attempts_total counter\n");
-        if let Ok(m) = self.attempts.lock() {
-            let mut rows: Vec<_> = m.iter().collect();
-            rows.sort();
-            for ((d, o), n) in rows {
-                let _ = writeln!(
-                    out,
-                    "sektorbro_forward_attempts_total{{destination=\"{d}\",outcome=\"{o}\"}} {n}"
-                );
-            }
-        }
-        out.push_str("# HELP sektorbro_forward_dead_total Messages that became dead letters.\n");
-        out.push_str("# TYPE sektorbro_forward_dead_total counter\n");
-        if let Ok(m) = self.dead.lock() {
-            let mut rows: Vec<_> = m.iter().collect();
-            rows.sort();
-            for (d, n) in rows {
-                let _ = writeln!(
-                    out,
-                    "sektorbro_forward_dead_total{{destination=\"{d}\"}} {n}"
-                );
-            }
-        }
-        out.push_str("# HELP sektorbro_forward_delivery_seconds Time from accepting a message to its delivery.\n");
-        out.push_str("# TYPE sektorbro_forward_delivery_seconds histogram\n");
-        if let Ok(m) = self.latency.lock() {
-            let mut rows: Vec<_> = m.iter().collect();
-            rows.sort_by(|a, b| a.0.cmp(b.0));
-            for (d, h) in rows {
-                let labels = format!("destination=\"{d}\"");
-                write_histogram(
-                    out,
-                    "sektorbro_forward_delivery_seconds",
-                    &labels,
-                    &h.0,
-                    h.1,
-                    h.2,
-                );
-            }
-        }
+/// The gauges read at each scrape: outbox jobs and circuit breakers.
+struct Gauges {
+    outbox: OutboxCounts,
+    destinations: Vec<Arc<Destination>>,
+}
+
+impl std::fmt::Debug for Gauges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("forward::Gauges")
+    }
+}
+
+impl crate::metrics::Collector for Gauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let outbox = self.outbox.lock().map(|o| o.clone()).unwrap_or_default();
+        encode_family(
+            &mut encoder,
+            "sektorbro_outbox_jobs",
+            "Outbox jobs by destination and status.",
+            MetricType::Gauge,
+            outbox.iter().map(|(d, s, n)| {
+                (
+                    [("destination", d.as_str()), ("status", *s)],
+                    ConstGauge::new(*n),
+                )
+            }),
+        )?;
+        encode_family(
+            &mut encoder,
+            "sektorbro_forward_breaker_state",
+            "Circuit breaker per destination: 0 closed, 1 open, 2 half-open.",
+            MetricType::Gauge,
+            self.destinations.iter().map(|d| {
+                (
+                    [("destination", d.config.id.as_str())],
+                    ConstGauge::new(i64::from(d.breaker.gauge())),
+                )
+            }),
+        )
     }
 }

@@ -19,7 +19,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -171,7 +170,7 @@ impl<V: Clone + Send + Sync + 'static> LookupCache<V> {
             if now.saturating_duration_since(s.fetched_at)
                 <= s.fresh_for(&self.settings, self.freshness)
             {
-                self.stats.hits.fetch_add(1, Relaxed);
+                self.stats.hits.inc();
                 return Ok(Lookup::fresh(s.value.clone()));
             }
         }
@@ -194,7 +193,7 @@ impl<V: Clone + Send + Sync + 'static> LookupCache<V> {
         let old = self.entries.get(key);
         if let Some(s) = &old {
             if s.fetched_at.elapsed() < min_age {
-                self.stats.hits.fetch_add(1, Relaxed);
+                self.stats.hits.inc();
                 return Ok(Lookup::fresh(s.value.clone()));
             }
         }
@@ -211,7 +210,7 @@ impl<V: Clone + Send + Sync + 'static> LookupCache<V> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<V>, LookupError>> + Send + 'static,
     {
-        self.stats.misses.fetch_add(1, Relaxed);
+        self.stats.misses.inc();
         let flight = self.flight(key, fetch);
         match flight.await {
             Ok(s) => Ok(Lookup::fresh(s.value.clone())),
@@ -225,7 +224,7 @@ impl<V: Clone + Send + Sync + 'static> LookupCache<V> {
                 if age > s.fresh_for(&self.settings, self.freshness) + self.settings.max_stale {
                     return Err(e);
                 }
-                self.stats.stale.fetch_add(1, Relaxed);
+                self.stats.stale.inc();
                 tracing::warn!(cache = self.name, age_secs = age.as_secs(), error = %e,
                     "upstream failed; serving a stale answer");
                 Ok(Lookup {
@@ -248,7 +247,7 @@ impl<V: Clone + Send + Sync + 'static> LookupCache<V> {
             Err(poisoned) => poisoned.into_inner(),
         };
         if let Some(f) = flights.get(key) {
-            self.stats.coalesced.fetch_add(1, Relaxed);
+            self.stats.coalesced.inc();
             return f.clone();
         }
         let fut = fetch();
@@ -271,7 +270,7 @@ impl<V: Clone + Send + Sync + 'static> LookupCache<V> {
                     Ok(s)
                 }
                 Err(e) => {
-                    stats.errors.fetch_add(1, Relaxed);
+                    stats.errors.inc();
                     tracing::warn!(cache = name, error = %e, "upstream lookup failed");
                     Err(e)
                 }
@@ -334,7 +333,7 @@ mod tests {
             }));
         }
         // Let every task reach the flight before the one call finishes.
-        while cache.stats().misses.load(Relaxed) < 50 {
+        while cache.stats().misses.get() < 50 {
             tokio::task::yield_now().await;
         }
         gate.notify_one();
@@ -343,7 +342,7 @@ mod tests {
             assert_eq!(got.value, Some(7));
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert_eq!(cache.stats().coalesced.load(Relaxed), 49);
+        assert_eq!(cache.stats().coalesced.get(), 49);
     }
 
     #[tokio::test]

@@ -236,18 +236,9 @@ impl Lookups {
         self.caches().into_iter().find(|c| c.name() == name)
     }
 
-    /// Per-cache metrics in the Prometheus text format, appended to `out`.
-    pub fn render_metrics(&self, out: &mut String) {
-        let caches = self.caches();
-        let named: Vec<stats::Named<'_>> = caches
-            .iter()
-            .map(|c| stats::Named {
-                name: c.name(),
-                entries: c.len(),
-                stats: c.stats(),
-            })
-            .collect();
-        stats::render(out, &named);
+    /// Registers the caches' series (`sektorbro_lookup_*{cache}`), read at each scrape.
+    pub fn register_metrics(self: &Arc<Self>, registry: &mut crate::metrics::Registry) {
+        registry.register_collector(Box::new(stats::Collector(self.clone())));
     }
 }
 

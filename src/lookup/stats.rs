@@ -1,120 +1,123 @@
-//! Per-cache counters and the upstream latency histogram, lock-free (atomics), rendered into
-//! `/metrics` next to the HTTP metrics.
+//! Per-cache counters and the upstream latency histogram, and the collector that writes them to
+//! `/metrics` (`sektorbro_lookup_*{cache}`), registered by [`super::Lookups::register_metrics`].
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::metrics::{write_histogram, BUCKETS};
+use crate::metrics::{
+    encode_family, ConstGauge, Counter, DescriptorEncoder, Histogram, MetricType,
+};
 
-/// What one cache has done since start.
-#[derive(Default)]
+/// What one cache has done since start. The handles are the series themselves: counting is an
+/// atomic add.
 pub struct CacheStats {
     /// Answered from the cache (fresh entry).
-    pub hits: AtomicU64,
+    pub hits: Counter,
     /// Not in the cache, or older than its TTL: an upstream call was needed (made or joined).
-    pub misses: AtomicU64,
+    pub misses: Counter,
     /// Misses that joined an upstream call already under way for the same key.
-    pub coalesced: AtomicU64,
+    pub coalesced: Counter,
     /// Answers served past their TTL because the upstream failed.
-    pub stale: AtomicU64,
+    pub stale: Counter,
     /// Upstream calls that failed (timeouts, refused connections, bad answers).
-    pub errors: AtomicU64,
-    latency: Latency,
+    pub errors: Counter,
+    /// Upstream call durations.
+    latency: Histogram,
+    /// Upstream calls made (the histogram's count, for `/admin/caches`).
+    calls: Counter,
 }
 
-/// Upstream call durations, bucketed as [`BUCKETS`].
-#[derive(Default)]
-struct Latency {
-    counts: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
+impl Default for CacheStats {
+    fn default() -> CacheStats {
+        CacheStats {
+            hits: Counter::default(),
+            misses: Counter::default(),
+            coalesced: Counter::default(),
+            stale: Counter::default(),
+            errors: Counter::default(),
+            latency: crate::metrics::histogram(),
+            calls: Counter::default(),
+        }
+    }
 }
 
 impl CacheStats {
     pub(crate) fn upstream_call(&self, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.latency.counts[i].fetch_add(1, Relaxed);
-        }
-        self.latency.count.fetch_add(1, Relaxed);
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        self.latency.sum_micros.fetch_add(micros, Relaxed);
+        self.latency.observe(elapsed.as_secs_f64());
+        self.calls.inc();
     }
 
     /// Upstream calls made so far (successful or not).
     pub fn upstream_calls(&self) -> u64 {
-        self.latency.count.load(Relaxed)
+        self.calls.get()
     }
 }
 
-/// One cache's series, by name, for [`render`].
-pub(crate) struct Named<'a> {
-    pub name: &'a str,
-    pub entries: u64,
-    pub stats: &'a CacheStats,
+/// The lookup caches' series, read at each scrape.
+pub(crate) struct Collector(pub Arc<super::Lookups>);
+
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("lookup::stats::Collector")
+    }
 }
 
-/// The lookup caches' series in the Prometheus text format, `# TYPE` line first for each family.
-pub(crate) fn render(out: &mut String, caches: &[Named<'_>]) {
-    if caches.is_empty() {
-        return;
-    }
-    type Pick = fn(&CacheStats) -> &AtomicU64;
-    let counters: [(&str, &str, Pick); 5] = [
-        ("hits", "Lookups answered from the cache.", |s| &s.hits),
-        (
-            "misses",
-            "Lookups that needed an upstream call (made or joined).",
-            |s| &s.misses,
-        ),
-        (
-            "coalesced_waits",
-            "Lookups that waited for an upstream call already under way for the same key.",
-            |s| &s.coalesced,
-        ),
-        (
-            "stale_served",
-            "Answers served past their TTL because the upstream failed.",
-            |s| &s.stale,
-        ),
-        ("upstream_errors", "Upstream calls that failed.", |s| {
-            &s.errors
-        }),
-    ];
-    for (name, help, pick) in counters {
-        let _ = writeln!(out, "# HELP sektorbro_lookup_{name}_total {help}");
-        let _ = writeln!(out, "# TYPE sektorbro_lookup_{name}_total counter");
-        for c in caches {
-            let _ = writeln!(
-                out,
-                "sektorbro_lookup_{name}_total{{cache=\"{}\"}} {}",
-                c.name,
-                pick(c.stats).load(Relaxed)
-            );
+impl crate::metrics::Collector for Collector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let caches = self.0.caches();
+        if caches.is_empty() {
+            return Ok(());
         }
-    }
-    out.push_str("# HELP sektorbro_lookup_entries Entries held by each lookup cache.\n");
-    out.push_str("# TYPE sektorbro_lookup_entries gauge\n");
-    for c in caches {
-        let _ = writeln!(
-            out,
-            "sektorbro_lookup_entries{{cache=\"{}\"}} {}",
-            c.name, c.entries
-        );
-    }
-    out.push_str("# HELP sektorbro_lookup_upstream_duration_seconds Time upstream calls took.\n");
-    out.push_str("# TYPE sektorbro_lookup_upstream_duration_seconds histogram\n");
-    for c in caches {
-        let l = &c.stats.latency;
-        let counts: Vec<u64> = l.counts.iter().map(|n| n.load(Relaxed)).collect();
-        write_histogram(
-            out,
+        type Pick = fn(&CacheStats) -> &Counter;
+        let counters: [(&str, &str, Pick); 5] = [
+            ("hits", "Lookups answered from the cache.", |s| &s.hits),
+            (
+                "misses",
+                "Lookups that needed an upstream call (made or joined).",
+                |s| &s.misses,
+            ),
+            (
+                "coalesced_waits",
+                "Lookups that waited for an upstream call already under way for the same key.",
+                |s| &s.coalesced,
+            ),
+            (
+                "stale_served",
+                "Answers served past their TTL because the upstream failed.",
+                |s| &s.stale,
+            ),
+            ("upstream_errors", "Upstream calls that failed.", |s| {
+                &s.errors
+            }),
+        ];
+        for (name, help, pick) in counters {
+            encode_family(
+                &mut encoder,
+                &format!("sektorbro_lookup_{name}"),
+                help,
+                MetricType::Counter,
+                caches
+                    .iter()
+                    .map(|c| ([("cache", c.name())], pick(c.stats()).clone())),
+            )?;
+        }
+        encode_family(
+            &mut encoder,
+            "sektorbro_lookup_entries",
+            "Entries held by each lookup cache.",
+            MetricType::Gauge,
+            caches
+                .iter()
+                .map(|c| ([("cache", c.name())], ConstGauge::new(c.len() as i64))),
+        )?;
+        encode_family(
+            &mut encoder,
             "sektorbro_lookup_upstream_duration_seconds",
-            &format!("cache=\"{}\"", c.name),
-            &counts,
-            l.count.load(Relaxed),
-            l.sum_micros.load(Relaxed) as f64 / 1e6,
-        );
+            "Time upstream calls took.",
+            MetricType::Histogram,
+            caches
+                .iter()
+                .map(|c| ([("cache", c.name())], c.stats().latency.clone())),
+        )
     }
 }

@@ -194,6 +194,48 @@ async fn a_message_is_delivered_once_with_its_id_as_idempotency_key_and_resubmis
     assert!(metrics.contains("sektorbro_forward_delivery_seconds_count{destination=\"region\"} 1"));
 }
 
+/// A destination id is the operator's text: in /metrics it is a label value, escaped as the text
+/// format requires (`"` → `\"`, `\` → `\\`; a line feed → `\n` is shown with any collector in
+/// `metrics::tests`: an id with a line feed cannot be served, it is sent in a response header),
+/// so it cannot break a series or forge another one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_values_are_escaped_in_metrics() {
+    let region = receiver().await;
+    let id = "region \"south\"\\dk\",forged=\"1";
+    let app = app_with(vec![destination(
+        id,
+        &format!("{}/fhir", region.uri()),
+        &["111"],
+    )])
+    .await;
+    let res = app.submit(&message("esc-1", "111", "0101011234")).await;
+    assert_eq!(
+        res.status(),
+        202,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
+    app.wait_status("esc-1", "delivered").await;
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.addr))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let label = r#"destination="region \"south\"\\dk\",forged=\"1""#;
+    for series in [
+        format!("sektorbro_outbox_jobs{{{label},status=\"delivered\"}} 1\n"),
+        format!("sektorbro_forward_attempts_total{{{label},outcome=\"delivered\"}} 1\n"),
+        format!("sektorbro_forward_delivery_seconds_count{{{label}}} 1\n"),
+        format!("sektorbro_forward_breaker_state{{{label}}} 0\n"),
+    ] {
+        assert!(metrics.contains(&series), "{series} in {metrics}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_for_an_unknown_receiver_is_refused_at_input() {
     let region = receiver().await;
