@@ -229,11 +229,18 @@ impl Package {
     /// file by name over a later one.
     fn settle(&mut self, bundled: Vec<Value>) {
         let key = |r: &Value| {
-            let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+            let s = |k: &str| {
+                r.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
             (s("resourceType"), s("url"), s("version"))
         };
         let mut seen = std::collections::HashSet::new();
-        let all = std::mem::take(&mut self.resources).into_iter().chain(bundled);
+        let all = std::mem::take(&mut self.resources)
+            .into_iter()
+            .chain(bundled);
         self.resources = all.filter(|r| seen.insert(key(r))).collect();
     }
 
