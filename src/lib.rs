@@ -1,18 +1,23 @@
 //! Sektorbro: a FHIR R4 gateway for care that crosses sectors (municipalities, regions, GPs).
 //!
-//! The rooms, in the order a request flows through them:
-//! - [`api`]: HTTP only — routes, request context, content negotiation, responses.
+//! The rooms, in the order a request flows through them (ARCHITECTURE.md has the map, with
+//! where to start reading for each capability):
+//! - [`api`]: HTTP only — routes, the request middleware, request context, responses.
+//! - [`auth`]: who is calling — configured clients, SMART scopes, tokens and certificates.
 //! - [`engine`]: the FHIR interactions (CRUD, history, search, transaction/batch) as domain
-//!   operations over a store.
-//! - [`fhir`]: FHIR knowledge without I/O — resource types, search parameters, OperationOutcome.
+//!   operations over a store, each under the caller's access.
+//! - [`municipal`], [`discharge`]: municipal care records and discharge notes, translated to
+//!   and from FHIR in front of the engine.
 //! - [`store`]: persistence, the only room with SQL (SQLite and PostgreSQL).
 //! - [`lookup`]: cached lookups in upstreams (patient and organization registries, a terminology
 //!   server, JWKS), each optional.
 //! - [`forward`]: FHIR messages forwarded to regional systems through a durable outbox
 //!   (workers, retries, connectors).
-//! - [`audit`]: an AuditEvent per read, search, write, validation and forwarding attempt, queued
-//!   and written in batches to the same database.
-//! - [`config`], [`app`], [`cli`], [`metrics`]: configuration, wiring, command line, metrics.
+//! - [`audit`]: the audit trail of reads, searches, writes, validations and forwarding attempts.
+//! - [`config`], [`app`], [`cli`], [`metrics`], [`error`], [`logmask`]: configuration, wiring,
+//!   command line, metrics, the error type, and the log writer that masks national ids.
+//!
+//! FHIR knowledge, FHIRPath and the validator are in the `fhir-core` crate, which does no I/O.
 
 pub mod api;
 pub mod app;
