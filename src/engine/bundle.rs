@@ -329,7 +329,20 @@ impl Engine {
                 if_none_exist: e
                     .if_none_exist
                     .as_deref()
-                    .map(|q| criteria(q.trim_start_matches('?')))
+                    .map(|q| {
+                        self.parse_if_none_exist(&e.rtype, q).map_err(|err| {
+                            let at = format!("{}.request.ifNoneExist", e.location());
+                            let issues = err
+                                .issues
+                                .into_iter()
+                                .map(|i| match i.expression.clone() {
+                                    Some(x) => i.at(format!("{at} ({x})")),
+                                    None => i.at(at.clone()),
+                                })
+                                .collect();
+                            FhirError::new(err.status, issues)
+                        })
+                    })
                     .transpose()?,
             }),
             Method::Put => match e.rest.strip_prefix('?') {

@@ -304,6 +304,14 @@ impl Engine {
         self.parse_pairs(rtype, &pairs, lenient)
     }
 
+    /// Parse conditional-create criteria (`If-None-Exist`, `entry.request.ifNoneExist`) in any
+    /// form clients send them: the bare query, or prefixed with `?`, `Type?` or `[base]/Type?`.
+    pub fn parse_if_none_exist(&self, rtype: &str, text: &str) -> Result<SearchQuery, FhirError> {
+        let query = fhir_core::fhir::search::criteria_query(rtype, text)
+            .map_err(|msg| FhirError::new(400, vec![Issue::error("invalid", msg)]))?;
+        self.parse_criteria(rtype, query, false)
+    }
+
     /// Parse search pairs on `rtype`, with this server's paging limits.
     pub fn parse_pairs(
         &self,

@@ -14,7 +14,7 @@ use crate::error::FhirError;
 use crate::store::{Dependencies, StoredResource};
 use fhir_core::fhir::outcome::operation_outcome;
 use fhir_core::fhir::search::{
-    apply_elements, apply_summary_data, Cursor, Include, Match, SearchQuery, Summary, Total,
+    apply_elements, apply_summary, Cursor, Include, Match, SearchQuery, Summary, Total,
 };
 use fhir_core::fhir::search_params::IndexValue;
 use fhir_core::fhir::{instant, new_id};
@@ -276,16 +276,14 @@ impl Engine {
         q: &SearchQuery,
     ) -> Result<BundleEntry, FhirError> {
         let raw = r.content.clone().unwrap_or_default();
-        let subset = mode == "match" && (q.elements.is_some() || q.summary == Summary::Data);
+        let subset = mode == "match" && (q.elements.is_some() || q.summary.subsets());
         let resource = if subset {
             let mut v: Value = serde_json::from_str(&raw)
                 .map_err(|e| FhirError::internal(format!("stored resource unreadable: {e}")))?;
             if let Some(el) = &q.elements {
                 apply_elements(&mut v, el);
             }
-            if q.summary == Summary::Data {
-                apply_summary_data(&mut v);
-            }
+            apply_summary(&mut v, q.summary);
             v.to_string()
         } else {
             raw

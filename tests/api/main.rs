@@ -8,6 +8,7 @@ mod helpers;
 mod audit;
 mod bundles;
 mod cache;
+mod clients;
 mod concurrency;
 mod crud;
 mod examples;

@@ -163,13 +163,20 @@ fn pick(v: &Value, keys: &[&str]) -> Map<String, Value> {
 pub struct Derived {
     pub structure_definitions: String,
     pub terminology: String,
+    /// Per resource type, the JSON keys of its top-level mandatory (`min` ≥ 1) and summary
+    /// (`isSummary`) elements: what `_summary` and `_elements` keep.
+    pub summary_elements: String,
 }
 
 pub fn derive_definitions(package: &Path) -> Result<Derived> {
     let pkg = Package::read(package)?;
     let mut sds = Vec::new();
     let mut terms = Vec::new();
+    let mut summary = std::collections::BTreeMap::new();
     for r in &pkg.resources {
+        if let Some((rtype, flags)) = summary_flags(r) {
+            summary.insert(rtype, flags);
+        }
         let url = r.get("url").and_then(Value::as_str).unwrap_or_default();
         match r.get("resourceType").and_then(Value::as_str) {
             Some("StructureDefinition")
@@ -184,10 +191,70 @@ pub fn derive_definitions(package: &Path) -> Result<Derived> {
             _ => {}
         }
     }
+    let mut summary_text = String::from("{\n");
+    for (i, (rtype, flags)) in summary.iter().enumerate() {
+        if i > 0 {
+            summary_text.push_str(",\n");
+        }
+        summary_text.push_str(&format!("{}:{}", Value::from(rtype.as_str()), flags));
+    }
+    summary_text.push_str("\n}\n");
     Ok(Derived {
         structure_definitions: lines(sds)?,
         terminology: lines(terms)?,
+        summary_elements: summary_text,
     })
+}
+
+/// A resource type's top-level element flags, from its base definition's snapshot: the JSON keys
+/// of mandatory and of summary elements (a choice element contributes one key per type).
+fn summary_flags(sd: &Value) -> Option<(String, Value)> {
+    let s = |k: &str| sd.get(k).and_then(Value::as_str);
+    if s("resourceType") != Some("StructureDefinition")
+        || s("kind") != Some("resource")
+        || s("derivation") != Some("specialization")
+    {
+        return None;
+    }
+    let rtype = s("type")?.to_string();
+    let mut mandatory = Vec::new();
+    let mut summary = Vec::new();
+    for e in sd.pointer("/snapshot/element")?.as_array()? {
+        let Some(name) = e
+            .get("path")
+            .and_then(Value::as_str)
+            .and_then(|p| p.strip_prefix(rtype.as_str()))
+            .and_then(|p| p.strip_prefix('.'))
+            .filter(|p| !p.contains('.'))
+        else {
+            continue;
+        };
+        let keys: Vec<String> = match name.strip_suffix("[x]") {
+            Some(stem) => e
+                .get("type")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.get("code").and_then(Value::as_str))
+                .map(|code| {
+                    let mut c = code.chars();
+                    let first = c.next().map(|f| f.to_ascii_uppercase()).unwrap_or_default();
+                    format!("{stem}{first}{}", c.as_str())
+                })
+                .collect(),
+            None => vec![name.to_string()],
+        };
+        if e.get("min").and_then(Value::as_u64).unwrap_or(0) >= 1 {
+            mandatory.extend(keys.iter().cloned());
+        }
+        if e.get("isSummary").and_then(Value::as_bool) == Some(true) {
+            summary.extend(keys);
+        }
+    }
+    Some((
+        rtype,
+        serde_json::json!({"mandatory": mandatory, "summary": summary}),
+    ))
 }
 
 fn lines(mut items: Vec<(String, Value)>) -> Result<String> {
@@ -247,6 +314,7 @@ pub fn write_definitions(package: &Path, out_dir: &Path) -> Result<()> {
         gzip(&d.structure_definitions)?,
     )?;
     std::fs::write(out_dir.join("terminology.json.gz"), gzip(&d.terminology)?)?;
+    std::fs::write(out_dir.join("summary-elements.json"), &d.summary_elements)?;
     Ok(())
 }
 
@@ -299,6 +367,11 @@ mod tests {
         assert!(
             read("terminology.json.gz") == d.terminology,
             "profiles/r4/terminology.json.gz is stale"
+        );
+        assert!(
+            std::fs::read_to_string(dir.join("summary-elements.json")).expect("read")
+                == d.summary_elements,
+            "profiles/r4/summary-elements.json is stale"
         );
     }
 

@@ -86,7 +86,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Derive::Definitions { package, out } => {
             definitions::write_definitions(&package, &out)?;
             println!(
-                "wrote {}/structure-definitions.json.gz and terminology.json.gz",
+                "wrote {}/structure-definitions.json.gz, terminology.json.gz and summary-elements.json",
                 out.display()
             );
         }

@@ -7,6 +7,82 @@ use crate::api::response::{self, version_headers, FHIR_JSON};
 use crate::api::AppState;
 use crate::engine::{parse_etag, WriteOp};
 use crate::error::FhirError;
+use fhir_core::fhir::outcome::Issue;
+use fhir_core::fhir::search::{apply_elements, apply_summary, Summary};
+
+/// Parameters that only shape the response format, accepted on every interaction.
+fn format_only(name: &str) -> bool {
+    matches!(name, "_format" | "_pretty")
+}
+
+/// How a read is to be subsetted: `_summary` and `_elements` (R4 3.1.0.1.4, also on reads).
+struct Subset {
+    summary: Summary,
+    elements: Option<Vec<String>>,
+}
+
+impl Subset {
+    fn of(query: &[(String, String)]) -> Result<Subset, FhirError> {
+        let mut subset = Subset {
+            summary: Summary::False,
+            elements: None,
+        };
+        let mut issues = Vec::new();
+        for (name, value) in query {
+            match name.as_str() {
+                "_summary" => match Summary::parse(value) {
+                    Some(Summary::Count) => issues.push(
+                        Issue::error("invalid", "_summary=count applies to searches, not reads")
+                            .at(format!("_summary={value}")),
+                    ),
+                    Some(m) => subset.summary = m,
+                    None => issues.push(
+                        Issue::error(
+                            "invalid",
+                            format!("_summary={value} is not a summary mode; use true, text, data or false"),
+                        )
+                        .at(format!("_summary={value}")),
+                    ),
+                },
+                "_elements" => {
+                    let list: Vec<String> = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect();
+                    if list.is_empty() {
+                        issues.push(
+                            Issue::error("invalid", "_elements needs at least one element name")
+                                .at("_elements"),
+                        );
+                    }
+                    subset.elements = Some(list);
+                }
+                _ => {}
+            }
+        }
+        if issues.is_empty() {
+            Ok(subset)
+        } else {
+            Err(FhirError::new(400, issues))
+        }
+    }
+
+    /// The body to send: the stored text unchanged, or the subset of it.
+    fn body(&self, stored: String) -> Result<String, FhirError> {
+        if self.elements.is_none() && !self.summary.subsets() {
+            return Ok(stored);
+        }
+        let mut v: serde_json::Value = serde_json::from_str(&stored)
+            .map_err(|e| FhirError::internal(format!("stored resource unreadable: {e}")))?;
+        if let Some(el) = &self.elements {
+            apply_elements(&mut v, el);
+        }
+        apply_summary(&mut v, self.summary);
+        Ok(v.to_string())
+    }
+}
 
 fn if_match(req: &HttpRequest) -> Result<Option<i64>, FhirError> {
     match req.headers().get("if-match").map(|v| v.to_str()) {
@@ -28,12 +104,32 @@ pub async fn create(
 ) -> Result<HttpResponse, FhirError> {
     let rtype = path.into_inner();
     state.engine.check_type(&rtype)?;
+    // fhirpy's get_or_create posts its criteria as a query string; ignoring them would create a
+    // duplicate on every call. Conditional create is the If-None-Exist header.
+    let searched: Vec<Issue> = ctx
+        .query
+        .iter()
+        .filter(|(name, _)| !format_only(name))
+        .map(|(name, value)| {
+            Issue::error(
+                "not-supported",
+                format!(
+                    "a create takes no search parameters ({name}); for a conditional create send \
+                     them in the If-None-Exist header"
+                ),
+            )
+            .at(format!("{name}={value}"))
+        })
+        .collect();
+    if !searched.is_empty() {
+        return Err(FhirError::new(400, searched));
+    }
     let if_none_exist = match req.headers().get("if-none-exist").map(|v| v.to_str()) {
         None => None,
         Some(Ok(q)) => Some(
             state
                 .engine
-                .parse_criteria(&rtype, q.trim_start_matches('?'), false)
+                .parse_if_none_exist(&rtype, q)
                 .map_err(|e| e.at("If-None-Exist"))?,
         ),
         Some(Err(_)) => return Err(FhirError::bad_request("If-None-Exist is not readable text")),
@@ -60,6 +156,7 @@ pub async fn read(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, FhirError> {
     let (rtype, id) = path.into_inner();
+    let subset = Subset::of(&ctx.query)?;
     let r = state.engine.read(&ctx.access, &rtype, &id).await?;
     let etag = format!("W/\"{}\"", r.version);
     if req
@@ -72,10 +169,10 @@ pub async fn read(
         version_headers(&mut b, r.version, r.last_updated_ms);
         return Ok(b.finish());
     }
+    let body = subset.body(r.content.unwrap_or_default())?;
     let mut b = HttpResponse::Ok();
     version_headers(&mut b, r.version, r.last_updated_ms);
-    Ok(b.content_type(FHIR_JSON)
-        .body(r.content.unwrap_or_default()))
+    Ok(b.content_type(FHIR_JSON).body(body))
 }
 
 /// `GET /fhir/{type}/{id}/_history/{vid}`.
@@ -85,11 +182,12 @@ pub async fn vread(
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, FhirError> {
     let (rtype, id, vid) = path.into_inner();
+    let subset = Subset::of(&ctx.query)?;
     let r = state.engine.vread(&ctx.access, &rtype, &id, &vid).await?;
+    let body = subset.body(r.content.unwrap_or_default())?;
     let mut b = HttpResponse::Ok();
     version_headers(&mut b, r.version, r.last_updated_ms);
-    Ok(b.content_type(FHIR_JSON)
-        .body(r.content.unwrap_or_default()))
+    Ok(b.content_type(FHIR_JSON).body(body))
 }
 
 /// `PUT /fhir/{type}/{id}`: update, or create with the client's id.

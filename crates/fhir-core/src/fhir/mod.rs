@@ -4,6 +4,7 @@
 pub mod outcome;
 pub mod search;
 pub mod search_params;
+pub mod summary;
 
 use serde_json::Value;
 

@@ -5,7 +5,6 @@
 //! the database.
 
 use base64::Engine as _;
-use serde_json::Value;
 
 use crate::fhir::outcome::Issue;
 use crate::fhir::search_params::{date_range, normalize_string, ParamType, SearchParamRegistry};
@@ -155,13 +154,7 @@ pub struct Include {
     pub iterate: bool,
 }
 
-/// `_summary`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Summary {
-    False,
-    Count,
-    Data,
-}
+pub use super::summary::{apply_elements, apply_summary, Summary};
 
 /// `_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,16 +316,11 @@ fn parse_pair(
         }
         "_format" | "_pretty" => Ok(()),
         "_summary" => {
-            q.summary = match value {
-                "count" => Summary::Count,
-                "data" => Summary::Data,
-                "false" => Summary::False,
-                other => {
-                    return Err(unknown(format!(
-                        "_summary={other} is not supported; use count, data or false"
-                    )))
-                }
-            };
+            q.summary = Summary::parse(value).ok_or_else(|| {
+                unknown(format!(
+                    "_summary={value} is not a summary mode; use true, text, data, count or false"
+                ))
+            })?;
             Ok(())
         }
         "_total" => {
@@ -719,49 +707,59 @@ fn number_match(raw: &str) -> Result<Match, String> {
     })
 }
 
-/// Restrict a resource to `_elements` (plus the mandatory ones) and mark it SUBSETTED.
-pub fn apply_elements(resource: &mut Value, elements: &[String]) {
-    let Some(obj) = resource.as_object_mut() else {
-        return;
+/// The query of conditional-create criteria in any form clients send them: `identifier=x`,
+/// `?identifier=x`, `Patient?identifier=x` (HAPI's BundleBuilder) or a full URL
+/// `http://host/fhir/Patient?identifier=x` (HAPI's generic client). A prefix must name `rtype`.
+pub fn criteria_query<'a>(rtype: &str, text: &'a str) -> Result<&'a str, String> {
+    let text = text.trim();
+    let Some((prefix, query)) = text.split_once('?') else {
+        return Ok(text);
     };
-    obj.retain(|k, _| {
-        matches!(k.as_str(), "resourceType" | "id" | "meta") || elements.iter().any(|e| e == k)
-    });
-    mark_subsetted(resource);
-}
-
-/// `_summary=data`: drop the narrative.
-pub fn apply_summary_data(resource: &mut Value) {
-    if let Some(obj) = resource.as_object_mut() {
-        obj.remove("text");
+    // A `?` inside a parameter value (`identifier=a?b`) is not a prefix.
+    if prefix.contains(['=', '&']) {
+        return Ok(text);
     }
-    mark_subsetted(resource);
-}
-
-fn mark_subsetted(resource: &mut Value) {
-    let tag = serde_json::json!({
-        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-        "code": "SUBSETTED",
-        "display": "subsetted"
-    });
-    if let Some(obj) = resource.as_object_mut() {
-        let meta = obj
-            .entry("meta")
-            .or_insert_with(|| Value::Object(Default::default()));
-        if let Some(meta) = meta.as_object_mut() {
-            let tags = meta
-                .entry("tag")
-                .or_insert_with(|| Value::Array(Vec::new()));
-            if let Some(list) = tags.as_array_mut() {
-                list.push(tag);
-            }
-        }
+    if prefix.is_empty() {
+        return Ok(query);
+    }
+    let named = prefix
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(prefix);
+    if named == rtype {
+        Ok(query)
+    } else {
+        Err(format!(
+            "the criteria name {named:?} but the resource is a {rtype}; give {rtype}?… or only the query"
+        ))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn criteria_accept_the_clients_prefixes() {
+        let q = "identifier=urn%3Aoid%3A1.2.208.176.1.2%7C0101451234";
+        for text in [
+            q.to_string(),
+            format!("?{q}"),
+            format!("Patient?{q}"),
+            format!("http://host/fhir/Patient?_format=json&{q}"),
+            format!("https://host/fhir/Patient/?{q}"),
+        ] {
+            let got = criteria_query("Patient", &text).unwrap();
+            assert!(got.ends_with(q), "{text} -> {got}");
+        }
+        assert_eq!(
+            criteria_query("Patient", "identifier=a?b"),
+            Ok("identifier=a?b")
+        );
+        assert!(criteria_query("Patient", "Observation?code=x").is_err());
+        assert!(criteria_query("Patient", "http://h/fhir/Observation?code=x").is_err());
+    }
 
     fn parse(rtype: &str, q: &[(&str, &str)]) -> Result<SearchQuery, Vec<Issue>> {
         let pairs: Vec<(String, String)> = q

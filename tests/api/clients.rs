@@ -1,0 +1,166 @@
+//! Requests exactly as the FHIR clients vendors and municipalities use send them (issue 16):
+//! HAPI's conditional create forms, `_elements`/`_summary` on reads and searches, and fhirpy's
+//! `get_or_create`, which posts its criteria as a query string.
+
+use reqwest::header::CONTENT_TYPE;
+use serde_json::{json, Value};
+
+use crate::helpers::TestApp;
+use crate::on_both_backends;
+
+const IDENTIFIER: &str = "urn%3Aoid%3A1.2.208.176.1.2%7C0101451234";
+
+fn patient() -> Value {
+    json!({"resourceType": "Patient",
+        "identifier": [{"system": "urn:oid:1.2.208.176.1.2", "value": "0101451234"}],
+        "name": [{"family": "Hansen"}], "birthDate": "1945-01-01"})
+}
+
+fn care_plan(subject: &str) -> Value {
+    json!({"resourceType": "CarePlan", "status": "active", "intent": "plan",
+        "subject": {"reference": subject}, "title": "Rehabilitering",
+        "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Plan</div>"},
+        "note": [{"text": "weekly meeting"}]})
+}
+
+async fn post_if_none_exist(app: &TestApp, criteria: &str) -> reqwest::Response {
+    app.client
+        .post(app.url("Patient"))
+        .header(CONTENT_TYPE, "application/fhir+json")
+        .header("If-None-Exist", criteria)
+        .body(patient().to_string())
+        .send()
+        .await
+        .expect("request")
+}
+
+/// HAPI's generic client sends `If-None-Exist` as a full URL with `_format`; its BundleBuilder
+/// documents `Patient?identifier=…`. Each must find the first create's Patient.
+async fn hapi_conditional_create_forms_match(app: TestApp) {
+    let first = post_if_none_exist(&app, &format!("identifier={IDENTIFIER}")).await;
+    assert_eq!(first.status().as_u16(), 201);
+    let id = first.json::<Value>().await.unwrap()["id"].clone();
+    for criteria in [
+        format!("{}/Patient?_format=json&identifier={IDENTIFIER}", app.fhir),
+        format!("Patient?identifier={IDENTIFIER}"),
+        format!("?identifier={IDENTIFIER}"),
+    ] {
+        let res = post_if_none_exist(&app, &criteria).await;
+        assert_eq!(res.status().as_u16(), 200, "{criteria}");
+        assert_eq!(res.json::<Value>().await.unwrap()["id"], id, "{criteria}");
+    }
+    let other = post_if_none_exist(&app, &format!("Observation?identifier={IDENTIFIER}")).await;
+    assert_eq!(other.status().as_u16(), 400);
+    let outcome: Value = other.json().await.unwrap();
+    assert_eq!(outcome["issue"][0]["expression"][0], "If-None-Exist");
+
+    // The same forms in a transaction's entry.request.ifNoneExist.
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": patient(), "request": {"method": "POST", "url": "Patient",
+            "ifNoneExist": format!("{}/Patient?identifier={IDENTIFIER}", app.fhir)}},
+        {"resource": patient(), "request": {"method": "POST", "url": "Patient",
+            "ifNoneExist": format!("Patient?identifier={IDENTIFIER}")}}]});
+    let res = app.post("", &bundle).await;
+    assert_eq!(res.status().as_u16(), 200);
+    let body: Value = res.json().await.unwrap();
+    for e in body["entry"].as_array().unwrap() {
+        assert_eq!(e["response"]["status"], "200 OK", "{body}");
+    }
+    let bad = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": patient(), "request": {"method": "POST", "url": "Patient",
+            "ifNoneExist": "Patient?nonsense=1"}}]});
+    let res = app.post("", &bad).await;
+    assert_eq!(res.status().as_u16(), 400);
+    let outcome: Value = res.json().await.unwrap();
+    let at = outcome["issue"][0]["expression"][0].as_str().unwrap();
+    assert!(
+        at.starts_with("Bundle.entry[0].request.ifNoneExist"),
+        "located at the criteria, not request.url: {at}"
+    );
+}
+
+fn tagged_subsetted(v: &Value) -> bool {
+    v["meta"]["tag"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|t| t["code"] == "SUBSETTED"))
+}
+
+/// fhirclient's strict models reject a CarePlan without `intent` (1..1): `_elements` keeps the
+/// mandatory elements, on searches and reads, and marks the subset.
+async fn elements_keep_mandatory_elements(app: TestApp) {
+    let cp = app.create(&care_plan("Patient/p1")).await;
+    let id = cp["id"].as_str().unwrap();
+    let search = app
+        .get_json(&format!("CarePlan?_id={id}&_elements=status,subject"), 200)
+        .await;
+    let found = &search["entry"][0]["resource"];
+    assert_eq!(found["intent"], "plan", "{found}");
+    assert_eq!(found["status"], "active");
+    assert!(found.get("title").is_none() && found.get("note").is_none());
+    assert!(tagged_subsetted(found));
+
+    let read = app
+        .get_json(&format!("CarePlan/{id}?_elements=title"), 200)
+        .await;
+    assert_eq!(read["title"], "Rehabilitering");
+    assert_eq!(read["intent"], "plan");
+    assert!(read.get("note").is_none() && read.get("text").is_none());
+    assert!(tagged_subsetted(&read));
+    let vread = app
+        .get_json(&format!("CarePlan/{id}/_history/1?_summary=data"), 200)
+        .await;
+    assert!(vread.get("text").is_none() && vread.get("note").is_some());
+    // Without a subset the stored resource comes back untouched.
+    assert_eq!(app.get_json(&format!("CarePlan/{id}"), 200).await, cp);
+}
+
+/// HAPI's `summaryMode(TRUE)` sends `_summary=true`; `text` is also R4.
+async fn summary_true_and_text(app: TestApp) {
+    let cp = app.create(&care_plan("Patient/p1")).await;
+    let id = cp["id"].as_str().unwrap();
+    let t = app
+        .get_json(&format!("CarePlan?_id={id}&_summary=true"), 200)
+        .await;
+    let r = &t["entry"][0]["resource"];
+    assert_eq!(r["title"], "Rehabilitering", "title is a summary element");
+    assert!(r.get("note").is_none() && r.get("text").is_none(), "{r}");
+    assert!(tagged_subsetted(r));
+    let x = app
+        .get_json(&format!("CarePlan/{id}?_summary=text"), 200)
+        .await;
+    assert!(x.get("text").is_some() && x.get("intent").is_some());
+    assert!(x.get("title").is_none() && x.get("note").is_none());
+    let bad = app.get(&format!("CarePlan/{id}?_summary=yes")).await;
+    assert_eq!(bad.status().as_u16(), 400);
+}
+
+/// fhirpy's `get_or_create` posts `POST /Patient?identifier=…`: a silent create would make a
+/// duplicate on every call.
+async fn search_parameters_on_a_create_are_refused(app: TestApp) {
+    let res = app
+        .post(&format!("Patient?identifier={IDENTIFIER}"), &patient())
+        .await;
+    assert_eq!(res.status().as_u16(), 400);
+    let outcome: Value = res.json().await.unwrap();
+    assert!(outcome["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap()
+        .contains("If-None-Exist"));
+    let none = app
+        .get_json(&format!("Patient?identifier={IDENTIFIER}"), 200)
+        .await;
+    assert_eq!(none["total"], 0, "nothing was created");
+    let res = app.post("Patient?_format=json", &patient()).await;
+    assert_eq!(
+        res.status().as_u16(),
+        201,
+        "_format is not a search parameter"
+    );
+}
+
+on_both_backends!(
+    hapi_conditional_create_forms_match,
+    elements_keep_mandatory_elements,
+    summary_true_and_text,
+    search_parameters_on_a_create_are_refused,
+);
