@@ -61,6 +61,15 @@ pub struct IssuerConfig {
     /// Accepted `alg` values, a subset of RS256, RS384, ES256, ES384.
     #[serde(default = "all_algorithms")]
     pub algorithms: Vec<String>,
+    /// Where clients get this issuer's tokens (OAuth2 client credentials with a signed JWT
+    /// assertion), published in SMART discovery and the CapabilityStatement; empty: not published.
+    #[serde(default)]
+    pub token_endpoint: String,
+    /// Its authorization endpoint, if it has one. R4's `oauth-uris` extension requires both, so
+    /// the CapabilityStatement names them only when both are set; Backend Services need only
+    /// the token endpoint, which SMART discovery publishes alone.
+    #[serde(default)]
+    pub authorize_endpoint: String,
 }
 
 /// The JWS algorithms the gateway verifies.

@@ -40,18 +40,8 @@ pub fn scope() -> actix_web::Scope<
         InitError = (),
     >,
 > {
-    web::scope("/admin")
-        .wrap(actix_web::middleware::from_fn(admins_only))
-        .route("/caches", web::get().to(list))
-        .route("/caches/{cache}", web::delete().to(invalidate))
-        .route("/caches/{cache}/lookup", web::get().to(lookup))
-        .route("/outbox", web::get().to(outbox_list))
-        .route("/outbox/{message_id}", web::get().to(outbox_job))
-        .route("/outbox/{message_id}/retry", web::post().to(outbox_retry))
-        .route(
-            "/outbox/{message_id}/discard",
-            web::post().to(outbox_discard),
-        )
+    // The routes themselves come from the operation table (`api::routes`).
+    web::scope("/admin").wrap(actix_web::middleware::from_fn(admins_only))
 }
 
 /// Refuse (403) every caller but administrator clients (authenticated by the request
@@ -84,7 +74,7 @@ pub async fn admins_only(
     Ok(next.call(req).await?.map_into_left_body())
 }
 
-async fn list(state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn list(state: web::Data<AppState>) -> HttpResponse {
     let caches: Vec<Value> = state
         .lookups
         .caches()
@@ -107,11 +97,11 @@ async fn list(state: web::Data<AppState>) -> HttpResponse {
 }
 
 #[derive(serde::Deserialize)]
-struct KeyQuery {
+pub(crate) struct KeyQuery {
     key: Option<String>,
 }
 
-async fn invalidate(
+pub(crate) async fn invalidate(
     state: web::Data<AppState>,
     path: web::Path<String>,
     query: web::Query<KeyQuery>,
@@ -144,7 +134,7 @@ fn unknown_cache(name: &str) -> FhirError {
 }
 
 #[derive(serde::Deserialize)]
-struct LookupQuery {
+pub(crate) struct LookupQuery {
     identifier: Option<String>,
     url: Option<String>,
     system: Option<String>,
@@ -152,7 +142,7 @@ struct LookupQuery {
     kid: Option<String>,
 }
 
-async fn lookup(
+pub(crate) async fn lookup(
     state: web::Data<AppState>,
     path: web::Path<String>,
     q: web::Query<LookupQuery>,
@@ -227,13 +217,13 @@ fn to_json<T>(l: Lookup<Option<T>>, f: impl FnOnce(&T) -> Value) -> Lookup<Optio
 }
 
 #[derive(serde::Deserialize)]
-struct OutboxQuery {
+pub(crate) struct OutboxQuery {
     status: Option<String>,
     after: Option<i64>,
     limit: Option<usize>,
 }
 
-async fn outbox_list(
+pub(crate) async fn outbox_list(
     state: web::Data<AppState>,
     q: web::Query<OutboxQuery>,
 ) -> Result<HttpResponse, FhirError> {
@@ -260,7 +250,7 @@ async fn outbox_list(
     })))
 }
 
-async fn outbox_job(
+pub(crate) async fn outbox_job(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, FhirError> {
@@ -268,7 +258,7 @@ async fn outbox_job(
     Ok(HttpResponse::Ok().json(job_json(&job, blocked_by)))
 }
 
-async fn outbox_retry(
+pub(crate) async fn outbox_retry(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, FhirError> {
@@ -279,7 +269,7 @@ async fn outbox_retry(
     Ok(HttpResponse::Ok().json(job_json(&job, None)))
 }
 
-async fn outbox_discard(
+pub(crate) async fn outbox_discard(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, FhirError> {

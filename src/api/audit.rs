@@ -34,33 +34,11 @@ pub fn record(
         .map(|p| p.split('/').collect())
         .unwrap_or_default();
     let hint = req.extensions().get::<AuditHint>().map(|h| h.0.clone());
-    let get = method == Method::GET;
-    let interaction = match route {
-        "/fhir" | "/fhir/" => hint.unwrap_or(Interaction::Transaction),
-        "/fhir/_history" => Interaction::HistorySystem,
-        "/fhir/$validate" | "/fhir/{type}/$validate" => Interaction::Operation("validate".into()),
-        "/fhir/$process-message" => Interaction::Operation("process-message".into()),
-        "/fhir/{type}/{id}/$share" => Interaction::Operation("share".into()),
-        "/fhir/{type}" if get => Interaction::SearchType,
-        "/fhir/{type}" if method == Method::POST => Interaction::Create,
-        "/fhir/{type}" => Interaction::Update,
-        "/fhir/{type}/_search" => Interaction::SearchType,
-        "/fhir/{type}/_history" => Interaction::HistoryType,
-        "/fhir/{type}/{id}" if get => Interaction::Read,
-        "/fhir/{type}/{id}" if method == Method::DELETE => Interaction::Delete,
-        "/fhir/{type}/{id}" => Interaction::Update,
-        "/fhir/{type}/{id}/_history" => Interaction::HistoryInstance,
-        "/fhir/{type}/{id}/_history/{vid}" => Interaction::Vread,
-        "/municipal/v1/care-records" => Interaction::CareRecordPost,
-        "/municipal/v1/care-records/{id}" => Interaction::CareRecordGet,
-        "/municipal/v1/discharge-notes" => Interaction::DischargeNotePost,
-        r if r.starts_with("/admin/") => Interaction::Operation(format!(
-            "admin {} {}",
-            method.as_str().to_ascii_lowercase(),
-            r.trim_start_matches("/admin/")
-        )),
-        // Unknown paths are probes as much as anything: who asked, and what.
-        _ => Interaction::Operation(format!("unrouted {}", method.as_str())),
+    let interaction = match super::operations::find(route, method) {
+        Some(op) => op.audit.interaction(hint)?,
+        None if method == Method::OPTIONS => Interaction::Operation("options".into()),
+        // Unknown paths and methods are probes as much as anything: who asked, and what.
+        None => Interaction::Operation(format!("unrouted {}", method.as_str())),
     };
     let mut rec = AuditRecord::new(interaction, status);
     rec.request_id = Some(request_id.to_string());

@@ -22,10 +22,10 @@ pub struct PeerCertificate {
     pub subject: String,
 }
 
-/// Paths anyone may call: liveness, readiness, metrics and the CapabilityStatement (which also
-/// tells clients how to authenticate).
+/// Paths anyone may call: liveness, readiness, metrics, the CapabilityStatement and SMART
+/// discovery (which tell clients how to authenticate). The operation table says which.
 pub fn open_path(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/fhir/metadata")
+    super::operations::open_path(path)
 }
 
 /// The 401 of a request that reached a handler without a caller (never expected: the middleware

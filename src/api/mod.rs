@@ -9,7 +9,9 @@ pub mod fhir;
 pub mod health;
 pub mod limits;
 pub mod municipal;
+pub mod operations;
 pub mod response;
+pub mod smart;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,58 +46,47 @@ pub struct AppState {
     pub started: String,
 }
 
-/// Register every route on an actix `App`.
+/// Register every route on an actix `App`, from the operation table (`operations.rs`): each
+/// pattern is one resource, whose other methods answer 405 (and OPTIONS its `Allow`); the admin
+/// routes share one scope behind the administrators' gate.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use fhir::{bundle, crud, history, metadata, process_message, search, share, validate};
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(health::metrics))
-        .service(admin::scope())
-        .service(resource("/municipal/v1/care-records").route(web::post().to(municipal::post)))
-        .service(resource("/municipal/v1/care-records/{id}").route(web::get().to(municipal::get)))
-        .service(
-            resource("/municipal/v1/discharge-notes")
-                .route(web::post().to(municipal::post_discharge_note)),
-        )
-        .service(
-            web::scope("/fhir")
-                .service(resource("/metadata").route(web::get().to(metadata::metadata)))
-                .service(resource("").route(web::post().to(bundle::transaction_or_batch)))
-                .service(resource("/").route(web::post().to(bundle::transaction_or_batch)))
-                .service(resource("/_history").route(web::get().to(history::system)))
-                .service(resource("/$validate").route(web::post().to(validate::system)))
-                .service(resource("/$process-message").route(web::post().to(process_message::post)))
-                .service(resource("/{type}/$validate").route(web::post().to(validate::by_type)))
-                .service(
-                    resource("/{type}")
-                        .route(web::get().to(search::search))
-                        .route(web::post().to(crud::create))
-                        .route(web::put().to(crud::conditional_update)),
-                )
-                .service(resource("/{type}/_search").route(web::post().to(search::search_post)))
-                .service(resource("/{type}/_history").route(web::get().to(history::by_type)))
-                .service(
-                    resource("/{type}/{id}")
-                        .route(web::get().to(crud::read))
-                        .route(web::put().to(crud::update))
-                        .route(web::delete().to(crud::delete)),
-                )
-                .service(resource("/{type}/{id}/_history").route(web::get().to(history::instance)))
-                .service(resource("/{type}/{id}/$share").route(web::post().to(share::post)))
-                .service(resource("/{type}/{id}/_history/{vid}").route(web::get().to(crud::vread)))
-                .default_service(web::to(not_found)),
-        );
+    let mut admin = admin::scope();
+    for route in operations::route_patterns() {
+        match route.strip_prefix("/admin") {
+            Some(rest) => admin = admin.service(resource(rest, route)),
+            None => {
+                cfg.service(resource(route, route));
+            }
+        }
+    }
+    cfg.service(admin)
+        .service(web::scope("/fhir").default_service(web::to(not_found)));
 }
 
-/// A route whose other methods answer 405 with an OperationOutcome.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+/// The actix resource at `path` serving the table's rows for `route`.
+fn resource(path: &str, route: &str) -> actix_web::Resource {
+    operations::actix_routes(route)
+        .into_iter()
+        .fold(web::resource(path), |r, route| r.route(route))
+        .default_service(web::to(other_method))
 }
 
-async fn method_not_allowed(req: actix_web::HttpRequest) -> Result<HttpResponse, FhirError> {
+/// A method the route does not serve: OPTIONS answers the route's `Allow` (RFC 9110 9.3.7),
+/// anything else 405 with `Allow` and an OperationOutcome.
+async fn other_method(req: actix_web::HttpRequest) -> Result<HttpResponse, FhirError> {
+    let allow = operations::allow(operations::route_label(req.path()));
+    if req.method() == actix_web::http::Method::OPTIONS {
+        return Ok(HttpResponse::NoContent()
+            .insert_header((actix_web::http::header::ALLOW, allow))
+            .finish());
+    }
     Err(FhirError::not_supported(
         405,
-        format!("{} is not supported on {}", req.method(), req.path()),
+        format!(
+            "{} is not supported on {}; it answers {allow}",
+            req.method(),
+            req.path()
+        ),
     ))
 }
 
@@ -116,67 +107,7 @@ fn acceptable_request_id(v: &HeaderValue) -> Option<String> {
     .then(|| s.to_string())
 }
 
-/// The route pattern a path matches, as `HttpRequest::match_pattern` would name it (tested
-/// against it below), without matching the route table's patterns a second time: that cost a
-/// few percent of a cached read.
-fn route_label(path: &str) -> &'static str {
-    match path {
-        "/healthz" => return "/healthz",
-        "/readyz" => return "/readyz",
-        "/metrics" => return "/metrics",
-        "/fhir" => return "/fhir",
-        "/fhir/" => return "/fhir/",
-        "/fhir/metadata" => return "/fhir/metadata",
-        "/fhir/_history" => return "/fhir/_history",
-        "/fhir/$validate" => return "/fhir/$validate",
-        "/fhir/$process-message" => return "/fhir/$process-message",
-        "/admin/caches" => return "/admin/caches",
-        "/admin/outbox" => return "/admin/outbox",
-        "/municipal/v1/care-records" => return "/municipal/v1/care-records",
-        "/municipal/v1/discharge-notes" => return "/municipal/v1/discharge-notes",
-        _ => {}
-    }
-    if let Some(rest) = path.strip_prefix("/admin/caches/") {
-        return match rest.split('/').collect::<Vec<_>>().as_slice() {
-            [c] if !c.is_empty() => "/admin/caches/{cache}",
-            [c, "lookup"] if !c.is_empty() => "/admin/caches/{cache}/lookup",
-            _ => "unmatched",
-        };
-    }
-    if let Some(rest) = path.strip_prefix("/admin/outbox/") {
-        return match rest.split('/').collect::<Vec<_>>().as_slice() {
-            [m] if !m.is_empty() => "/admin/outbox/{message_id}",
-            [m, "retry"] if !m.is_empty() => "/admin/outbox/{message_id}/retry",
-            [m, "discard"] if !m.is_empty() => "/admin/outbox/{message_id}/discard",
-            _ => "unmatched",
-        };
-    }
-    if let Some(id) = path.strip_prefix("/municipal/v1/care-records/") {
-        return if id.is_empty() || id.contains('/') {
-            "unmatched"
-        } else {
-            "/municipal/v1/care-records/{id}"
-        };
-    }
-    let Some(rest) = path.strip_prefix("/fhir/") else {
-        return "unmatched";
-    };
-    let segments: Vec<&str> = rest.split('/').collect();
-    if segments.iter().any(|s| s.is_empty()) {
-        return "unmatched";
-    }
-    match segments.as_slice() {
-        [_] => "/fhir/{type}",
-        [_, "_search"] => "/fhir/{type}/_search",
-        [_, "_history"] => "/fhir/{type}/_history",
-        [_, "$validate"] => "/fhir/{type}/$validate",
-        [_, _] => "/fhir/{type}/{id}",
-        [_, _, "_history"] => "/fhir/{type}/{id}/_history",
-        [_, _, "$share"] => "/fhir/{type}/{id}/$share",
-        [_, _, "_history", _] => "/fhir/{type}/{id}/_history/{vid}",
-        _ => "unmatched",
-    }
-}
+use operations::route_label;
 
 /// Per request: assign a request id (echoed as `X-Request-Id`), open a tracing span carrying it,
 /// authenticate the caller (401 before any work; see [`auth`]), refuse a client over its rate
@@ -293,6 +224,8 @@ mod tests {
             "/fhir/Patient/p1/_history",
             "/fhir/Patient/p1/$share",
             "/fhir/Patient/p1/_history/2",
+            "/.well-known/smart-configuration",
+            "/fhir/.well-known/smart-configuration",
             "/fhir/Patient/p1/x",
             "/fhir/Patient/p1/_history/2/x",
             "/fhir//x",

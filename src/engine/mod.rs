@@ -75,6 +75,18 @@ pub enum WriteOp {
     Delete { rtype: String, id: String },
 }
 
+impl WriteOp {
+    /// The type written.
+    pub fn rtype(&self) -> &str {
+        match self {
+            WriteOp::Create { rtype, .. }
+            | WriteOp::Update { rtype, .. }
+            | WriteOp::ConditionalUpdate { rtype, .. }
+            | WriteOp::Delete { rtype, .. } => rtype,
+        }
+    }
+}
+
 /// What a write did.
 #[derive(Debug, Clone)]
 pub struct Written {
@@ -161,6 +173,20 @@ fn unknown(rtype: &str, id: &str) -> FhirError {
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// Types the gateway writes itself and clients may only read, search and see the history of.
+pub const READ_ONLY_TYPES: &[&str] = &["AuditEvent"];
+
+/// 405 for a type in [`READ_ONLY_TYPES`].
+fn refuse_read_only(rtype: &str) -> Result<(), FhirError> {
+    if READ_ONLY_TYPES.contains(&rtype) {
+        return Err(FhirError::not_supported(
+            405,
+            format!("{rtype} resources are written by the gateway only; they cannot be created, changed or deleted through the API"),
+        ));
+    }
+    Ok(())
 }
 
 /// Parse `W/"3"` (or `"3"`, or `3`) into a version number.
@@ -575,6 +601,8 @@ impl Engine {
 
     /// Perform one write in its own transaction, retried whole on a retryable conflict.
     pub async fn write(&self, access: &Access, op: WriteOp) -> Result<Written, FhirError> {
+        // A type nobody may write is a 405 whatever the body holds, not a 422 about the body.
+        refuse_read_only(op.rtype())?;
         self.validate_op(&op).await?;
         let w = retrying(|| self.write_once(access, op.clone())).await?;
         self.fill_existing(access, w).await
@@ -616,13 +644,7 @@ impl Engine {
             WriteOp::Delete { rtype, .. } => (rtype, Permission::Delete),
         };
         self.check_type(rtype)?;
-        if rtype == "AuditEvent" {
-            return Err(FhirError::not_supported(
-                405,
-                "AuditEvent resources are written by the gateway only; they cannot be created, changed or deleted through the API",
-            )
-            .into());
-        }
+        refuse_read_only(rtype)?;
         access.permit(rtype, permission)?;
         match op {
             WriteOp::Create {

@@ -1,6 +1,6 @@
 //! Health, readiness, metrics, request ids and the CapabilityStatement.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::helpers::TestApp;
 use crate::on_both_backends;
@@ -106,11 +106,15 @@ async fn capability_statement_lists_served_types_and_parameters(app: TestApp) {
     }
     assert_eq!(
         ops(&cs["rest"][0]),
-        [(
-            "process-message".to_string(),
-            "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message".to_string()
-        )]
+        [
+            validate.clone(),
+            (
+                "process-message".to_string(),
+                "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message".to_string(),
+            ),
+        ]
     );
+    // $validate is also served at the system level (`POST /fhir/$validate`).
     // Our own operation is published as a valid OperationDefinition at that canonical.
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -168,7 +172,216 @@ async fn capability_statement_lists_served_types_and_parameters(app: TestApp) {
     }
 }
 
+/// A request for one claimed interaction, with the resource `id` where it needs one.
+fn interaction_request(
+    app: &TestApp,
+    rtype: &str,
+    id: &str,
+    code: &str,
+) -> reqwest::RequestBuilder {
+    let body = json!({"resourceType": rtype, "id": id}).to_string();
+    let c = &app.client;
+    let json = |b: reqwest::RequestBuilder| {
+        b.header("content-type", "application/fhir+json")
+            .body(body.clone())
+    };
+    match code {
+        "read" => c.get(app.url(&format!("{rtype}/{id}"))),
+        "vread" => c.get(app.url(&format!("{rtype}/{id}/_history/1"))),
+        "update" => json(c.put(app.url(&format!("{rtype}/{id}")))),
+        "delete" => c.delete(app.url(&format!("{rtype}/{id}"))),
+        "history-instance" => c.get(app.url(&format!("{rtype}/{id}/_history"))),
+        "history-type" => c.get(app.url(&format!("{rtype}/_history"))),
+        "create" => json(c.post(app.url(rtype))),
+        "search-type" => c.get(app.url(rtype)),
+        other => panic!("a claimed interaction this test does not know: {other}"),
+    }
+}
+
+/// Every interaction and operation the CapabilityStatement claims is served (answers anything but
+/// 405 or a 404 for want of a route), and what it does not claim (writes of AuditEvent) is not.
+async fn capability_claims_hold(app: TestApp) {
+    let cs = app.get_json("metadata", 200).await;
+    let rest = &cs["rest"][0];
+    let mut checked = 0;
+    for r in rest["resource"].as_array().unwrap() {
+        let t = r["type"].as_str().unwrap();
+        for i in r["interaction"].as_array().unwrap() {
+            let code = i["code"].as_str().unwrap();
+            let res = interaction_request(&app, t, "claim-1", code)
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            let body = res.text().await.unwrap();
+            assert_ne!(status, 405, "{t} claims {code}: {body}");
+            assert!(
+                !body.contains("no FHIR endpoint"),
+                "{t} claims {code} but has no route: {body}"
+            );
+            checked += 1;
+        }
+        for op in r["operation"].as_array().unwrap() {
+            let name = op["name"].as_str().unwrap();
+            let url = match name {
+                "share" => app.url(&format!("{t}/claim-1/$share")),
+                _ => app.url(&format!("{t}/${name}")),
+            };
+            let res = app
+                .client
+                .post(url)
+                .header("content-type", "application/fhir+json")
+                .body(json!({"resourceType": "Parameters"}).to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_ne!(res.status().as_u16(), 405, "{t} claims ${name}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 100, "{checked}");
+    let audit = rest["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "AuditEvent")
+        .expect("AuditEvent is served");
+    let codes: Vec<&str> = audit["interaction"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["code"].as_str().unwrap())
+        .collect();
+    for write in ["create", "update", "delete"] {
+        assert!(!codes.contains(&write), "AuditEvent claims {write}");
+        let res = interaction_request(&app, "AuditEvent", "a1", write)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 405, "AuditEvent {write} is refused");
+    }
+    assert_eq!(audit["conditionalCreate"], false);
+    let codes: Vec<&str> = rest["interaction"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["transaction", "batch", "history-system"]);
+    let ops: Vec<&str> = rest["operation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["validate", "process-message"]);
+    let res = app
+        .client
+        .post(app.url("$validate"))
+        .header("content-type", "application/fhir+json")
+        .body(json!({"resourceType": "Patient"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status().as_u16(),
+        200,
+        "system-level $validate is served"
+    );
+    let patient = rest["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Patient")
+        .unwrap();
+    let revs = patient["searchRevInclude"].as_array().expect("revincludes");
+    assert!(revs.iter().any(|r| r == "CarePlan:subject"), "{revs:?}");
+}
+
+/// HEAD answers a read or search with its headers and no body; OPTIONS answers `Allow`; other
+/// methods get 405 naming what the route answers.
+async fn head_and_options(app: TestApp) {
+    let p = app
+        .create(&json!({"resourceType": "Patient", "name": [{"family": "Head"}]}))
+        .await;
+    let id = p["id"].as_str().unwrap();
+    let get = app.get(&format!("Patient/{id}")).await;
+    let head = app
+        .client
+        .head(app.url(&format!("Patient/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status().as_u16(), 200);
+    assert_eq!(head.headers()["etag"], get.headers()["etag"]);
+    assert_eq!(
+        head.headers()["content-type"],
+        get.headers()["content-type"]
+    );
+    assert!(head.bytes().await.unwrap().is_empty());
+    let head = app
+        .client
+        .head(app.url("Patient?name=Head"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status().as_u16(), 200);
+    assert!(head.bytes().await.unwrap().is_empty());
+    let options = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url(&format!("Patient/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(options.status().as_u16(), 204);
+    assert_eq!(
+        options.headers()["allow"],
+        "GET, PUT, DELETE, HEAD, OPTIONS"
+    );
+    let patch = app.client.patch(app.url("metadata")).send().await.unwrap();
+    assert_eq!(patch.status().as_u16(), 405);
+    let outcome: Value = patch.json().await.unwrap();
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+}
+
+/// SMART Backend Services discover the token endpoint without credentials, at the root and at
+/// the FHIR base; the CapabilityStatement names it too.
+async fn smart_discovery_is_public(app: TestApp) {
+    for url in [
+        format!("{}/.well-known/smart-configuration", app.addr),
+        app.url(".well-known/smart-configuration"),
+    ] {
+        let res = reqwest::get(&url).await.unwrap();
+        assert_eq!(res.status().as_u16(), 200, "{url}");
+        let doc: Value = res.json().await.unwrap();
+        assert_eq!(doc["token_endpoint"], crate::tokens::TOKEN_ENDPOINT);
+        assert_eq!(doc["grant_types_supported"], json!(["client_credentials"]));
+        assert_eq!(
+            doc["token_endpoint_auth_methods_supported"],
+            json!(["private_key_jwt"])
+        );
+        assert!(doc["scopes_supported"].as_array().unwrap().len() > 2);
+        assert!(doc["capabilities"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("client-confidential-asymmetric")));
+    }
+    let cs = app.get_json("metadata", 200).await;
+    let ext = &cs["rest"][0]["security"]["extension"][0];
+    assert_eq!(
+        ext["url"],
+        "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+    );
+    assert_eq!(
+        ext["extension"][0]["valueUri"],
+        crate::tokens::TOKEN_ENDPOINT
+    );
+}
+
 on_both_backends!(
+    capability_claims_hold,
+    head_and_options,
+    smart_discovery_is_public,
     health_readiness_and_metrics_answer,
     request_ids_are_echoed_or_assigned,
     capability_statement_lists_served_types_and_parameters,

@@ -35,6 +35,9 @@ fn client(id: &str, kind: ClientKind, orgs: &[&str], scopes: &str) -> ClientConf
 
 /// The issuer and clients: municipalities `kolding` and `haderslev`, regions `region-syd`
 /// (the discharge fixture's receiver) and `region-nord`, a vendor `narrow` with read access to
+/// Where the issuer's clients get their tokens (published, never called by the gateway).
+pub const TOKEN_ENDPOINT: &str = "https://login.example.dk/token";
+
 /// CarePlans only, and an administrator `ops`.
 pub fn tenants(c: &mut Config) {
     c.auth.audiences = vec![AUD.into()];
@@ -43,6 +46,8 @@ pub fn tenants(c: &mut Config) {
         jwks_url: String::new(),
         public_key_files: vec![key_path("ec-p256.pub.pem")],
         algorithms: vec!["ES256".into()],
+        token_endpoint: TOKEN_ENDPOINT.into(),
+        authorize_endpoint: "https://login.example.dk/authorize".into(),
     }];
     c.auth.clients = vec![
         client(

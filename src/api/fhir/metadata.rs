@@ -1,6 +1,7 @@
 //! `GET /fhir/metadata`: a CapabilityStatement built from what this server actually serves —
 //! the resource types in [`SUPPORTED_TYPES`] and the search parameters the registry can index.
 
+use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
@@ -11,27 +12,49 @@ use crate::error::FhirError;
 use fhir_core::fhir::search_params::{ParamType, SearchParamRegistry};
 use fhir_core::fhir::SUPPORTED_TYPES;
 
-/// Type-level and instance-level interactions every served type supports.
-const INTERACTIONS: &[&str] = &[
+use crate::api::operations::{self, Capability};
+use crate::engine::READ_ONLY_TYPES;
+
+pub use crate::api::operations::PATIENT_SHARE;
+
+/// Interactions a read-only type (one the gateway writes itself) still offers.
+const READ_ONLY_INTERACTIONS: &[&str] = &[
     "read",
     "vread",
-    "update",
-    "delete",
-    "history-instance",
-    "history-type",
-    "create",
     "search-type",
+    "history-type",
+    "history-instance",
 ];
 
-/// Where the operations this server runs are defined: R4's own, and ours
-/// (`profiles/operations/`).
-const VALIDATE: &str = "http://hl7.org/fhir/OperationDefinition/Resource-validate";
-const PROCESS_MESSAGE: &str =
-    "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message";
-pub const PATIENT_SHARE: &str = "http://sektorbro.dk/fhir/OperationDefinition/Patient-share";
+/// The type-level and instance-level interactions the operation table serves for `rtype`.
+fn interactions(rtype: &str) -> Vec<Value> {
+    operations::table()
+        .iter()
+        .filter_map(|o| match o.capability {
+            Capability::Type(code) => Some(code),
+            _ => None,
+        })
+        .filter(|code| !READ_ONLY_TYPES.contains(&rtype) || READ_ONLY_INTERACTIONS.contains(code))
+        .map(|code| match code {
+            "search-type" => json!({"code": code,
+                "documentation": "GET [base]/[type]?… or POST [base]/[type]/_search with a form body"}),
+            _ => json!({"code": code}),
+        })
+        .collect()
+}
+
+/// Whether the table serves a method on a route.
+fn serves(route: &str, method: actix_web::http::Method) -> bool {
+    operations::find(route, &method).is_some()
+}
 
 /// The CapabilityStatement for `base`, dated `date` (when this instance started).
-pub fn capability_statement(registry: &SearchParamRegistry, base: &str, date: &str) -> Value {
+pub fn capability_statement(
+    registry: &SearchParamRegistry,
+    base: &str,
+    date: &str,
+    oauth_uris: Option<(&str, &str)>,
+) -> Value {
     let resources: Vec<Value> = SUPPORTED_TYPES
         .iter()
         .map(|t| {
@@ -54,28 +77,41 @@ pub fn capability_statement(registry: &SearchParamRegistry, base: &str, date: &s
                 .filter(|p| p.ptype == ParamType::Reference)
                 .map(|p| format!("{t}:{}", p.code))
                 .collect();
-            let interactions: Vec<Value> =
-                INTERACTIONS.iter().map(|c| json!({"code": c})).collect();
+            // `_revinclude` names the reference parameters of the types that point here.
+            let revincludes: Vec<String> = SUPPORTED_TYPES
+                .iter()
+                .flat_map(|source| {
+                    registry
+                        .params_for(source)
+                        .filter(|p| p.ptype == ParamType::Reference)
+                        .filter(|p| p.targets.is_empty() || p.targets.iter().any(|x| x == t))
+                        .map(move |p| format!("{source}:{}", p.code))
+                })
+                .collect();
+            let writable = !READ_ONLY_TYPES.contains(t);
             let mut r = json!({
                 "type": t,
-                "interaction": interactions,
+                "interaction": interactions(t),
                 "versioning": "versioned-update",
                 "readHistory": true,
-                "updateCreate": true,
-                "conditionalCreate": true,
-                "conditionalUpdate": true,
+                "updateCreate": writable && serves("/fhir/{type}/{id}", Method::PUT),
+                "conditionalCreate": writable && serves("/fhir/{type}", Method::POST),
+                "conditionalUpdate": writable && serves("/fhir/{type}", Method::PUT),
                 "conditionalDelete": "not-supported",
                 "searchParam": search_params,
-                "operation": operations(t),
+                "operation": type_operations(t),
             });
             // FHIR forbids empty arrays: a type with no reference parameters has none to include.
             if !includes.is_empty() {
                 r["searchInclude"] = json!(includes);
             }
+            if !revincludes.is_empty() {
+                r["searchRevInclude"] = json!(revincludes);
+            }
             r
         })
         .collect();
-    json!({
+    let mut statement = json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": date,
@@ -97,19 +133,63 @@ pub fn capability_statement(registry: &SearchParamRegistry, base: &str, date: &s
                 "description": "Bearer JWTs (SMART Backend Services style: RS256/RS384/ES256/ES384 from the configured issuers, system/ scopes, SMART v1 and v2) or TLS client certificates of configured clients. Resources of other organizations answer 404."
             },
             "resource": resources,
-            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
-            "operation": [{"name": "process-message", "definition": PROCESS_MESSAGE}],
+            "interaction": system_interactions(),
+            "operation": system_operations(),
         }],
-    })
+    });
+    if let Some((authorize, token)) = oauth_uris {
+        statement["rest"][0]["security"]["extension"] = json!([{
+            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+            "extension": [{"url": "token", "valueUri": token},
+                {"url": "authorize", "valueUri": authorize}]
+        }]);
+    }
+    statement
 }
 
-/// The operations a type supports: `$validate` on every type, `$share` on Patient.
-fn operations(rtype: &str) -> Vec<Value> {
-    let mut ops = vec![json!({"name": "validate", "definition": VALIDATE})];
-    if rtype == "Patient" {
-        ops.push(json!({"name": "share", "definition": PATIENT_SHARE}));
+/// The operations the table serves on `rtype`.
+fn type_operations(rtype: &str) -> Vec<Value> {
+    operations::table()
+        .iter()
+        .filter_map(|o| match o.capability {
+            Capability::TypeOperation {
+                name,
+                definition,
+                types,
+            } if types.is_none_or(|ts| ts.contains(&rtype)) => {
+                Some(json!({"name": name, "definition": definition}))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The system-level interactions the table serves.
+fn system_interactions() -> Vec<Value> {
+    let mut codes: Vec<&str> = Vec::new();
+    for o in operations::table() {
+        if let Capability::System(list) = o.capability {
+            codes.extend(
+                list.iter()
+                    .filter(|c| !codes.contains(c))
+                    .collect::<Vec<_>>(),
+            );
+        }
     }
-    ops
+    codes.into_iter().map(|c| json!({"code": c})).collect()
+}
+
+/// The system-level operations the table serves.
+fn system_operations() -> Vec<Value> {
+    operations::table()
+        .iter()
+        .filter_map(|o| match o.capability {
+            Capability::SystemOperation { name, definition } => {
+                Some(json!({"name": name, "definition": definition}))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 pub async fn metadata(
@@ -117,6 +197,12 @@ pub async fn metadata(
     ctx: RequestContext,
 ) -> Result<HttpResponse, FhirError> {
     Ok(ok_json(
-        capability_statement(state.engine.registry(), &ctx.base, &state.started).to_string(),
+        capability_statement(
+            state.engine.registry(),
+            &ctx.base,
+            &state.started,
+            crate::api::smart::oauth_uris(&state.config),
+        )
+        .to_string(),
     ))
 }

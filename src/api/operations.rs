@@ -1,0 +1,267 @@
+//! The one table of what the gateway serves over HTTP. Each row is one method on one route, with
+//! its handler, who may call it, how it is audited and what the CapabilityStatement says about
+//! it. The actix routes (`api::routes`, `admin::scope`), the metrics route label, the audit
+//! interaction, the open paths, `Allow` headers and the CapabilityStatement are all read off this
+//! table, so they cannot disagree; `tests/api/operations.rs` holds the claims to the behaviour.
+
+use std::sync::OnceLock;
+
+use actix_web::http::Method;
+use actix_web::{web, Route};
+
+use super::fhir::{bundle, crud, history, metadata, process_message, search, share, validate};
+use super::{admin, health, municipal, smart};
+use crate::audit::Interaction;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// Anyone, without credentials: health, metrics, the CapabilityStatement, SMART discovery.
+    /// Not audited (it touches no citizen's data).
+    Open,
+    /// Any authenticated client; the engine applies its scopes and tenancy.
+    Client,
+    /// Administrator clients only (`admin::admins_only`).
+    Admin,
+}
+
+/// How a request on a route is recorded in the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditAs {
+    Read,
+    Vread,
+    HistoryInstance,
+    HistoryType,
+    HistorySystem,
+    SearchType,
+    Create,
+    Update,
+    Delete,
+    /// A Bundle posted to the base: the handler says which (transaction unless it says batch).
+    TransactionOrBatch,
+    /// A FHIR operation, by its name without `$`.
+    Operation(&'static str),
+    CareRecordPost,
+    CareRecordGet,
+    DischargeNotePost,
+    /// An administrator's action, by its name.
+    Admin(&'static str),
+    /// Not audited (the open routes).
+    Not,
+}
+
+impl AuditAs {
+    /// The audit interaction; `hint` is what a handler said (a Bundle's transaction or batch).
+    pub fn interaction(self, hint: Option<Interaction>) -> Option<Interaction> {
+        Some(match self {
+            AuditAs::Read => Interaction::Read,
+            AuditAs::Vread => Interaction::Vread,
+            AuditAs::HistoryInstance => Interaction::HistoryInstance,
+            AuditAs::HistoryType => Interaction::HistoryType,
+            AuditAs::HistorySystem => Interaction::HistorySystem,
+            AuditAs::SearchType => Interaction::SearchType,
+            AuditAs::Create => Interaction::Create,
+            AuditAs::Update => Interaction::Update,
+            AuditAs::Delete => Interaction::Delete,
+            AuditAs::TransactionOrBatch => hint.unwrap_or(Interaction::Transaction),
+            AuditAs::Operation(name) => Interaction::Operation(name.to_string()),
+            AuditAs::CareRecordPost => Interaction::CareRecordPost,
+            AuditAs::CareRecordGet => Interaction::CareRecordGet,
+            AuditAs::DischargeNotePost => Interaction::DischargeNotePost,
+            AuditAs::Admin(name) => Interaction::Operation(format!("admin {name}")),
+            AuditAs::Not => return None,
+        })
+    }
+}
+
+/// What the CapabilityStatement says about a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// A type-level or instance-level interaction (`CapabilityStatement.rest.resource.interaction`).
+    Type(&'static str),
+    /// System-level interactions (`CapabilityStatement.rest.interaction`).
+    System(&'static [&'static str]),
+    /// An operation on every type (`rest.resource.operation`), or on the types listed.
+    TypeOperation {
+        name: &'static str,
+        definition: &'static str,
+        types: Option<&'static [&'static str]>,
+    },
+    /// A system-level operation (`rest.operation`).
+    SystemOperation {
+        name: &'static str,
+        definition: &'static str,
+    },
+    /// Not FHIR REST (health, metrics, admin, municipal endpoints), or the statement itself.
+    None,
+}
+
+/// One method on one route.
+pub struct Operation {
+    pub method: Method,
+    /// The actix route pattern, which is also the metrics label and the audit's route.
+    pub route: &'static str,
+    /// Attaches the handler to a route already guarded by `method`.
+    pub handler: fn(Route) -> Route,
+    pub caller: Caller,
+    pub audit: AuditAs,
+    pub capability: Capability,
+}
+
+pub const VALIDATE: &str = "http://hl7.org/fhir/OperationDefinition/Resource-validate";
+pub const PROCESS_MESSAGE: &str =
+    "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message";
+pub const PATIENT_SHARE: &str = "http://sektorbro.dk/fhir/OperationDefinition/Patient-share";
+
+macro_rules! op {
+    ($method:ident $route:literal => $handler:path, $caller:ident, $audit:expr, $cap:expr) => {
+        Operation {
+            method: Method::$method,
+            route: $route,
+            handler: |r| r.to($handler),
+            caller: Caller::$caller,
+            audit: $audit,
+            capability: $cap,
+        }
+    };
+}
+
+/// Every route, in the order actix matches them (a literal segment before `{id}`).
+pub fn table() -> &'static [Operation] {
+    static TABLE: OnceLock<Vec<Operation>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        use AuditAs as A;
+        use Capability as C;
+        vec![
+            op!(GET "/healthz" => health::healthz, Open, A::Not, C::None),
+            op!(GET "/readyz" => health::readyz, Open, A::Not, C::None),
+            op!(GET "/metrics" => health::metrics, Open, A::Not, C::None),
+            op!(GET "/.well-known/smart-configuration" => smart::configuration_handler, Open, A::Not, C::None),
+            op!(GET "/admin/caches" => admin::list, Admin, A::Admin("get caches"), C::None),
+            op!(DELETE "/admin/caches/{cache}" => admin::invalidate, Admin, A::Admin("delete caches/{cache}"), C::None),
+            op!(GET "/admin/caches/{cache}/lookup" => admin::lookup, Admin, A::Admin("get caches/{cache}/lookup"), C::None),
+            op!(GET "/admin/outbox" => admin::outbox_list, Admin, A::Admin("get outbox"), C::None),
+            op!(GET "/admin/outbox/{message_id}" => admin::outbox_job, Admin, A::Admin("get outbox/{message_id}"), C::None),
+            op!(POST "/admin/outbox/{message_id}/retry" => admin::outbox_retry, Admin, A::Admin("post outbox/{message_id}/retry"), C::None),
+            op!(POST "/admin/outbox/{message_id}/discard" => admin::outbox_discard, Admin, A::Admin("post outbox/{message_id}/discard"), C::None),
+            op!(POST "/municipal/v1/care-records" => municipal::post, Client, A::CareRecordPost, C::None),
+            op!(GET "/municipal/v1/care-records/{id}" => municipal::get, Client, A::CareRecordGet, C::None),
+            op!(POST "/municipal/v1/discharge-notes" => municipal::post_discharge_note, Client, A::DischargeNotePost, C::None),
+            op!(GET "/fhir/metadata" => metadata::metadata, Open, A::Not, C::None),
+            op!(GET "/fhir/.well-known/smart-configuration" => smart::configuration_handler, Open, A::Not, C::None),
+            op!(POST "/fhir" => bundle::transaction_or_batch, Client, A::TransactionOrBatch, C::System(&["transaction", "batch"])),
+            op!(POST "/fhir/" => bundle::transaction_or_batch, Client, A::TransactionOrBatch, C::System(&["transaction", "batch"])),
+            op!(GET "/fhir/_history" => history::system, Client, A::HistorySystem, C::System(&["history-system"])),
+            op!(POST "/fhir/$validate" => validate::system, Client, A::Operation("validate"),
+                C::SystemOperation { name: "validate", definition: VALIDATE }),
+            op!(POST "/fhir/$process-message" => process_message::post, Client, A::Operation("process-message"),
+                C::SystemOperation { name: "process-message", definition: PROCESS_MESSAGE }),
+            op!(POST "/fhir/{type}/$validate" => validate::by_type, Client, A::Operation("validate"),
+                C::TypeOperation { name: "validate", definition: VALIDATE, types: None }),
+            op!(GET "/fhir/{type}" => search::search, Client, A::SearchType, C::Type("search-type")),
+            op!(POST "/fhir/{type}" => crud::create, Client, A::Create, C::Type("create")),
+            op!(PUT "/fhir/{type}" => crud::conditional_update, Client, A::Update, C::None),
+            op!(POST "/fhir/{type}/_search" => search::search_post, Client, A::SearchType, C::None),
+            op!(GET "/fhir/{type}/_history" => history::by_type, Client, A::HistoryType, C::Type("history-type")),
+            op!(GET "/fhir/{type}/{id}" => crud::read, Client, A::Read, C::Type("read")),
+            op!(PUT "/fhir/{type}/{id}" => crud::update, Client, A::Update, C::Type("update")),
+            op!(DELETE "/fhir/{type}/{id}" => crud::delete, Client, A::Delete, C::Type("delete")),
+            op!(GET "/fhir/{type}/{id}/_history" => history::instance, Client, A::HistoryInstance, C::Type("history-instance")),
+            op!(POST "/fhir/{type}/{id}/$share" => share::post, Client, A::Operation("share"),
+                C::TypeOperation { name: "share", definition: PATIENT_SHARE, types: Some(&["Patient"]) }),
+            op!(GET "/fhir/{type}/{id}/_history/{vid}" => crud::vread, Client, A::Vread, C::Type("vread")),
+        ]
+    })
+}
+
+/// The distinct route patterns, in table order.
+pub fn route_patterns() -> impl Iterator<Item = &'static str> {
+    let mut seen = Vec::new();
+    table()
+        .iter()
+        .filter(move |o| {
+            let new = !seen.contains(&o.route);
+            seen.push(o.route);
+            new
+        })
+        .map(|o| o.route)
+}
+
+/// The rows of one route pattern.
+pub fn rows(route: &str) -> impl Iterator<Item = &'static Operation> + '_ {
+    table().iter().filter(move |o| o.route == route)
+}
+
+/// The row for a method on a route pattern; HEAD is a GET without its body.
+pub fn find(route: &str, method: &Method) -> Option<&'static Operation> {
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
+    rows(route).find(|o| o.method == method)
+}
+
+/// The methods a route answers, for `Allow` (HEAD wherever GET, and OPTIONS).
+pub fn allow(route: &str) -> String {
+    let mut methods: Vec<&str> = rows(route).map(|o| o.method.as_str()).collect();
+    if methods.contains(&"GET") {
+        methods.push("HEAD");
+    }
+    methods.push("OPTIONS");
+    methods.join(", ")
+}
+
+/// A route pattern split into segments, `None` for a `{placeholder}`.
+type Segments = Vec<Option<&'static str>>;
+
+fn segments(route: &'static str) -> Segments {
+    route
+        .split('/')
+        .skip(1)
+        .map(|s| (!s.starts_with('{')).then_some(s))
+        .collect()
+}
+
+/// The route pattern a path matches (as actix's `match_pattern` names it; a test holds the two
+/// equal), or `"unmatched"`. Paths are compared segment by segment against patterns prepared
+/// once, without regular expressions: this runs on every request.
+pub fn route_label(path: &str) -> &'static str {
+    static PATTERNS: OnceLock<Vec<(&'static str, Segments)>> = OnceLock::new();
+    let patterns = PATTERNS.get_or_init(|| route_patterns().map(|r| (r, segments(r))).collect());
+    let Some(rest) = path.strip_prefix('/') else {
+        return "unmatched";
+    };
+    'pattern: for (route, pattern) in patterns {
+        let mut parts = rest.split('/');
+        for want in pattern {
+            match (parts.next(), want) {
+                (Some(got), Some(lit)) if got == *lit => {}
+                (Some(got), None) if !got.is_empty() => {}
+                _ => continue 'pattern,
+            }
+        }
+        if parts.next().is_none() {
+            return route;
+        }
+    }
+    "unmatched"
+}
+
+/// Whether anyone may call `path` without credentials.
+pub fn open_path(path: &str) -> bool {
+    let route = route_label(path);
+    rows(route).any(|o| o.caller == Caller::Open)
+}
+
+/// The actix routes of one pattern: each row's method (and HEAD for GET) with its handler.
+pub fn actix_routes(route: &str) -> Vec<Route> {
+    let mut out = Vec::new();
+    for o in rows(route) {
+        out.push((o.handler)(web::method(o.method.clone())));
+        if o.method == Method::GET {
+            out.push((o.handler)(web::method(Method::HEAD)));
+        }
+    }
+    out
+}
