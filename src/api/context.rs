@@ -152,6 +152,9 @@ fn check_format(req: &HttpRequest, query: &[(String, String)]) -> Result<(), Fhi
     }
 }
 
+/// The media type of a JSON Patch (RFC 6902), which only PATCH takes.
+pub const JSON_PATCH: &str = "application/json-patch+json";
+
 /// A request body holding one JSON document (a FHIR resource or Bundle), size-limited and
 /// parsed, with 413/415/400 answers as OperationOutcomes.
 #[derive(Debug)]
@@ -215,7 +218,7 @@ impl FromRequest for JsonBytes {
                 .to_ascii_lowercase();
             if !matches!(
                 media.as_str(),
-                "application/fhir+json" | "application/json" | "application/json+fhir"
+                "application/fhir+json" | "application/json" | "application/json+fhir" | JSON_PATCH
             ) {
                 return Err(FhirError::not_supported(
                     415,
@@ -253,7 +256,20 @@ impl FromRequest for FhirBody {
     type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let patch = req
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with(JSON_PATCH));
         let raw = JsonBytes::from_request(req, payload);
-        Box::pin(async move { raw.await?.parse().map(FhirBody) })
+        Box::pin(async move {
+            if patch {
+                return Err(FhirError::not_supported(
+                    415,
+                    format!("{JSON_PATCH} is only taken by PATCH; send application/fhir+json"),
+                ));
+            }
+            raw.await?.parse().map(FhirBody)
+        })
     }
 }

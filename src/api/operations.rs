@@ -36,6 +36,7 @@ pub enum AuditAs {
     SearchType,
     Create,
     Update,
+    Patch,
     Delete,
     /// A Bundle posted to the base: the handler says which (transaction unless it says batch).
     TransactionOrBatch,
@@ -62,6 +63,7 @@ impl AuditAs {
             AuditAs::SearchType => Interaction::SearchType,
             AuditAs::Create => Interaction::Create,
             AuditAs::Update => Interaction::Update,
+            AuditAs::Patch => Interaction::Patch,
             AuditAs::Delete => Interaction::Delete,
             AuditAs::TransactionOrBatch => hint.unwrap_or(Interaction::Transaction),
             AuditAs::Operation(name) => Interaction::Operation(name.to_string()),
@@ -165,6 +167,7 @@ pub fn table() -> &'static [Operation] {
             op!(GET "/fhir/{type}/_history" => history::by_type, Client, A::HistoryType, C::Type("history-type")),
             op!(GET "/fhir/{type}/{id}" => crud::read, Client, A::Read, C::Type("read")),
             op!(PUT "/fhir/{type}/{id}" => crud::update, Client, A::Update, C::Type("update")),
+            op!(PATCH "/fhir/{type}/{id}" => crud::patch, Client, A::Patch, C::Type("patch")),
             op!(DELETE "/fhir/{type}/{id}" => crud::delete, Client, A::Delete, C::Type("delete")),
             op!(GET "/fhir/{type}/{id}/_history" => history::instance, Client, A::HistoryInstance, C::Type("history-instance")),
             op!(POST "/fhir/{type}/{id}/$share" => share::post, Client, A::Operation("share"),

@@ -608,6 +608,67 @@ impl Engine {
         self.fill_existing(access, w).await
     }
 
+    /// PATCH: apply a JSON Patch (RFC 6902) to the current version and write the result as an
+    /// update of exactly that version, validated like any update. All or nothing: a failing
+    /// operation (a `test`, a missing path) writes nothing. Without `If-Match`, a concurrent
+    /// update in between makes it start again from the new version.
+    pub async fn patch(
+        &self,
+        access: &Access,
+        rtype: &str,
+        id: &str,
+        patch: &json_patch::Patch,
+        if_match: Option<i64>,
+    ) -> Result<Written, FhirError> {
+        refuse_read_only(rtype)?;
+        for _ in 0..5 {
+            let current = self.read(access, rtype, id).await?;
+            if let Some(v) = if_match.filter(|v| *v != current.version) {
+                return Err(FhirError::precondition_failed(format!(
+                    "If-Match names version {v}, the current version is {}",
+                    current.version
+                )));
+            }
+            let mut resource: Value =
+                serde_json::from_str(current.content.as_deref().unwrap_or_default())
+                    .map_err(|e| FhirError::internal(format!("stored resource unreadable: {e}")))?;
+            json_patch::patch(&mut resource, patch).map_err(|e| {
+                FhirError::new(
+                    422,
+                    vec![
+                        Issue::error("processing", format!("the patch cannot be applied: {e}"))
+                            .at(format!("PATCH operation {} ({})", e.operation, e.path)),
+                    ],
+                )
+            })?;
+            for (key, want) in [("resourceType", rtype), ("id", id)] {
+                if resource.get(key).and_then(Value::as_str) != Some(want) {
+                    return Err(FhirError::new(
+                        422,
+                        vec![Issue::error(
+                            "processing",
+                            format!("a patch may not change or remove {key} (must stay {want:?})"),
+                        )
+                        .at(format!("{rtype}.{key}"))],
+                    ));
+                }
+            }
+            let op = WriteOp::Update {
+                rtype: rtype.to_string(),
+                id: id.to_string(),
+                resource,
+                if_match: Some(current.version),
+            };
+            match self.write(access, op).await {
+                Err(e) if e.status == 412 && if_match.is_none() => continue,
+                done => return done,
+            }
+        }
+        Err(FhirError::conflict(format!(
+            "{rtype}/{id} kept changing while the patch was applied; try again"
+        )))
+    }
+
     async fn write_once(&self, access: &Access, op: WriteOp) -> Result<Written, WriteFailure> {
         let mut tx = self.store.begin().await?;
         let resolved = self.resolve(tx.as_mut(), access, op, None).await?;

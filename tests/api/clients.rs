@@ -158,7 +158,106 @@ async fn search_parameters_on_a_create_are_refused(app: TestApp) {
     );
 }
 
+async fn send_patch(
+    app: &TestApp,
+    path: &str,
+    ops: Value,
+    if_match: Option<&str>,
+) -> reqwest::Response {
+    let mut req = app
+        .client
+        .patch(app.url(path))
+        .header(CONTENT_TYPE, "application/json-patch+json")
+        .body(ops.to_string());
+    if let Some(v) = if_match {
+        req = req.header("If-Match", v);
+    }
+    req.send().await.expect("request")
+}
+
+/// JSON Patch on an instance: applied to the current version, validated, written as a new
+/// version; a failing operation, an invalid result or a stale If-Match writes nothing.
+async fn json_patch_updates_atomically(app: TestApp) {
+    let cp = app.create(&care_plan("Patient/p1")).await;
+    let id = cp["id"].as_str().unwrap();
+    let path = format!("CarePlan/{id}");
+    let res = send_patch(
+        &app,
+        &path,
+        json!([{"op": "test", "path": "/status", "value": "active"},
+               {"op": "replace", "path": "/status", "value": "completed"},
+               {"op": "remove", "path": "/note"}]),
+        Some("W/\"1\""),
+    )
+    .await;
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(res.headers()["etag"], "W/\"2\"");
+    let v2 = app.get_json(&path, 200).await;
+    assert_eq!(v2["status"], "completed");
+    assert!(v2.get("note").is_none());
+
+    for (ops, status) in [
+        // A failing test: nothing is applied.
+        (
+            json!([{"op": "replace", "path": "/title", "value": "x"},
+                {"op": "test", "path": "/status", "value": "active"}]),
+            422,
+        ),
+        // The id may not change.
+        (
+            json!([{"op": "replace", "path": "/id", "value": "other"}]),
+            422,
+        ),
+        // The result must still be a valid CarePlan.
+        (
+            json!([{"op": "replace", "path": "/status", "value": "bogus"}]),
+            422,
+        ),
+        // Not a patch document.
+        (json!({"op": "replace"}), 400),
+    ] {
+        let res = send_patch(&app, &path, ops.clone(), None).await;
+        assert_eq!(res.status().as_u16(), status, "{ops}");
+        let outcome: Value = res.json().await.unwrap();
+        assert_eq!(outcome["resourceType"], "OperationOutcome");
+    }
+    let stale = send_patch(
+        &app,
+        &path,
+        json!([{"op": "replace", "path": "/status", "value": "active"}]),
+        Some("W/\"1\""),
+    )
+    .await;
+    assert_eq!(stale.status().as_u16(), 412);
+    let now = app.get_json(&path, 200).await;
+    assert_eq!(now["meta"]["versionId"], "2", "nothing was written");
+    assert_eq!(now["title"], "Rehabilitering");
+    let wrong_type = app
+        .client
+        .patch(app.url(&path))
+        .header(CONTENT_TYPE, "application/fhir+json")
+        .body("[]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_type.status().as_u16(), 415);
+    let as_create = app
+        .client
+        .post(app.url("CarePlan"))
+        .header(CONTENT_TYPE, "application/json-patch+json")
+        .body(care_plan("Patient/p1").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        as_create.status().as_u16(),
+        415,
+        "a patch type is not a resource"
+    );
+}
+
 on_both_backends!(
+    json_patch_updates_atomically,
     hapi_conditional_create_forms_match,
     elements_keep_mandatory_elements,
     summary_true_and_text,

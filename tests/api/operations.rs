@@ -190,6 +190,10 @@ fn interaction_request(
         "vread" => c.get(app.url(&format!("{rtype}/{id}/_history/1"))),
         "update" => json(c.put(app.url(&format!("{rtype}/{id}")))),
         "delete" => c.delete(app.url(&format!("{rtype}/{id}"))),
+        "patch" => c
+            .patch(app.url(&format!("{rtype}/{id}")))
+            .header("content-type", "application/json-patch+json")
+            .body("[]"),
         "history-instance" => c.get(app.url(&format!("{rtype}/{id}/_history"))),
         "history-type" => c.get(app.url(&format!("{rtype}/_history"))),
         "create" => json(c.post(app.url(rtype))),
@@ -252,7 +256,7 @@ async fn capability_claims_hold(app: TestApp) {
         .iter()
         .map(|i| i["code"].as_str().unwrap())
         .collect();
-    for write in ["create", "update", "delete"] {
+    for write in ["create", "update", "patch", "delete"] {
         assert!(!codes.contains(&write), "AuditEvent claims {write}");
         let res = interaction_request(&app, "AuditEvent", "a1", write)
             .send()
@@ -336,7 +340,7 @@ async fn head_and_options(app: TestApp) {
     assert_eq!(options.status().as_u16(), 204);
     assert_eq!(
         options.headers()["allow"],
-        "GET, PUT, DELETE, HEAD, OPTIONS"
+        "GET, PUT, PATCH, DELETE, HEAD, OPTIONS"
     );
     let patch = app.client.patch(app.url("metadata")).send().await.unwrap();
     assert_eq!(patch.status().as_u16(), 405);

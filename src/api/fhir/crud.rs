@@ -2,7 +2,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::api::context::{FhirBody, RequestContext};
+use crate::api::context::{FhirBody, JsonBytes, RequestContext, JSON_PATCH};
 use crate::api::response::{self, version_headers, FHIR_JSON};
 use crate::api::AppState;
 use crate::engine::{parse_etag, WriteOp};
@@ -210,6 +210,38 @@ pub async fn update(
                 if_match: if_match(&req)?,
             },
         )
+        .await?;
+    Ok(response::written(&ctx, &w))
+}
+
+/// `PATCH /fhir/{type}/{id}` with a JSON Patch (`application/json-patch+json`).
+pub async fn patch(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: JsonBytes,
+) -> Result<HttpResponse, FhirError> {
+    let (rtype, id) = path.into_inner();
+    state.engine.check_type(&rtype)?;
+    let media = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    if media.as_deref() != Some(JSON_PATCH) {
+        return Err(FhirError::not_supported(
+            415,
+            format!("PATCH takes a JSON Patch document ({JSON_PATCH})"),
+        ));
+    }
+    let patch: json_patch::Patch = serde_json::from_slice(&body.bytes).map_err(|e| {
+        FhirError::bad_request(format!("the body is not a JSON Patch document: {e}"))
+    })?;
+    let w = state
+        .engine
+        .patch(&ctx.access, &rtype, &id, &patch, if_match(&req)?)
         .await?;
     Ok(response::written(&ctx, &w))
 }
