@@ -163,6 +163,7 @@ pub fn table() -> &'static [Operation] {
             op!(GET "/fhir/{type}" => search::search, Client, A::SearchType, C::Type("search-type")),
             op!(POST "/fhir/{type}" => crud::create, Client, A::Create, C::Type("create")),
             op!(PUT "/fhir/{type}" => crud::conditional_update, Client, A::Update, C::None),
+            op!(DELETE "/fhir/{type}" => crud::conditional_delete, Client, A::Delete, C::None),
             op!(POST "/fhir/{type}/_search" => search::search_post, Client, A::SearchType, C::None),
             op!(GET "/fhir/{type}/_history" => history::by_type, Client, A::HistoryType, C::Type("history-type")),
             op!(GET "/fhir/{type}/{id}" => crud::read, Client, A::Read, C::Type("read")),

@@ -365,11 +365,16 @@ impl Engine {
                     id: e.rest.clone(),
                 })
             }
-            Method::Delete => Err(FhirError::not_supported(
-                400,
-                "DELETE entries need Type/id; conditional delete is not supported",
-            )
-            .at(&format!("{}.request.url", e.location()))),
+            Method::Delete => match e.rest.strip_prefix('?') {
+                Some(q) => Ok(WriteOp::ConditionalDelete {
+                    rtype: e.rtype.clone(),
+                    criteria: criteria(q)?,
+                }),
+                None => Err(
+                    FhirError::bad_request("DELETE entries need Type/id or Type?criteria")
+                        .at(&format!("{}.request.url", e.location())),
+                ),
+            },
             Method::Get => Err(FhirError::internal("GET entries are not writes")),
         }
     }

@@ -73,6 +73,11 @@ pub enum WriteOp {
     },
     /// DELETE Type/id.
     Delete { rtype: String, id: String },
+    /// DELETE Type?criteria: delete the one match (none: nothing to do; several: 412).
+    ConditionalDelete {
+        rtype: String,
+        criteria: SearchQuery,
+    },
 }
 
 impl WriteOp {
@@ -82,7 +87,8 @@ impl WriteOp {
             WriteOp::Create { rtype, .. }
             | WriteOp::Update { rtype, .. }
             | WriteOp::ConditionalUpdate { rtype, .. }
-            | WriteOp::Delete { rtype, .. } => rtype,
+            | WriteOp::Delete { rtype, .. }
+            | WriteOp::ConditionalDelete { rtype, .. } => rtype,
         }
     }
 }
@@ -124,6 +130,10 @@ pub(crate) enum Resolved {
         rtype: String,
         id: String,
     },
+    /// A conditional delete that matched nothing.
+    Nothing {
+        rtype: String,
+    },
 }
 
 impl Resolved {
@@ -140,6 +150,7 @@ impl Resolved {
             | Resolved::Update { rtype, id, .. }
             | Resolved::Delete { rtype, id }
             | Resolved::Existing { rtype, id } => (rtype, id),
+            Resolved::Nothing { rtype } => (rtype, ""),
         }
     }
 }
@@ -702,7 +713,9 @@ impl Engine {
             WriteOp::Update { rtype, .. } | WriteOp::ConditionalUpdate { rtype, .. } => {
                 (rtype, Permission::Update)
             }
-            WriteOp::Delete { rtype, .. } => (rtype, Permission::Delete),
+            WriteOp::Delete { rtype, .. } | WriteOp::ConditionalDelete { rtype, .. } => {
+                (rtype, Permission::Delete)
+            }
         };
         self.check_type(rtype)?;
         refuse_read_only(rtype)?;
@@ -813,6 +826,23 @@ impl Engine {
                 Self::check_id(&id)?;
                 Ok(Resolved::Delete { rtype, id })
             }
+            WriteOp::ConditionalDelete { rtype, criteria } => {
+                match self
+                    .matches(tx, &access.writable(), &criteria)
+                    .await?
+                    .as_slice()
+                {
+                    [] => Ok(Resolved::Nothing { rtype }),
+                    [one] => Ok(Resolved::Delete {
+                        id: one.clone(),
+                        rtype,
+                    }),
+                    _ => Err(FhirError::precondition_failed(format!(
+                        "conditional delete criteria match more than one {rtype}; be more specific"
+                    ))
+                    .into()),
+                }
+            }
         }
     }
 
@@ -892,6 +922,15 @@ impl Engine {
                 self.put_version(tx, &rtype, &id, head, owner, resource, "PUT", if_match)
                     .await
             }
+            Resolved::Nothing { rtype } => Ok(Written {
+                status: 204,
+                rtype,
+                id: String::new(),
+                version: 0,
+                last_updated_ms: 0,
+                content: None,
+                matched_existing: false,
+            }),
             Resolved::Delete { rtype, id } => {
                 tx.lock(&format!("res:{rtype}/{id}")).await?;
                 let head = tx.head(&rtype, &id).await?;

@@ -256,7 +256,65 @@ async fn json_patch_updates_atomically(app: TestApp) {
     );
 }
 
+/// Conditional delete of a single match (HAPI's and Medplum's clients use it); several matches
+/// are a 412, none is nothing to do; the same in a transaction.
+async fn conditional_delete_single_match(app: TestApp) {
+    let p = app.create(&patient()).await;
+    let id = p["id"].as_str().unwrap();
+    let res = app
+        .client
+        .delete(app.url(&format!("Patient?identifier={IDENTIFIER}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 204);
+    assert_eq!(
+        app.get(&format!("Patient/{id}")).await.status().as_u16(),
+        410
+    );
+    let none = app
+        .client
+        .delete(app.url(&format!("Patient?identifier={IDENTIFIER}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status().as_u16(), 204, "no match: nothing to delete");
+    let mut other = patient();
+    other["name"] = json!([{"family": "Hansen"}]);
+    other["identifier"][0]["value"] = json!("0202451234");
+    app.create(&other).await;
+    app.create(&other).await;
+    let several = app
+        .client
+        .delete(app.url("Patient?family=Hansen"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(several.status().as_u16(), 412);
+    let bare = app.client.delete(app.url("Patient")).send().await.unwrap();
+    assert_eq!(bare.status().as_u16(), 405, "criteria are required");
+    let cs = app.get_json("metadata", 200).await;
+    let patient_cs = cs["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Patient")
+        .unwrap()
+        .clone();
+    assert_eq!(patient_cs["conditionalDelete"], "single");
+    let t = app.create(&patient()).await;
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "DELETE", "url": format!("Patient?identifier={IDENTIFIER}")}}]});
+    let res = app.post("", &bundle).await;
+    assert_eq!(res.status().as_u16(), 200);
+    let gone = app
+        .get(&format!("Patient/{}", t["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(gone.status().as_u16(), 410);
+}
+
 on_both_backends!(
+    conditional_delete_single_match,
     json_patch_updates_atomically,
     hapi_conditional_create_forms_match,
     elements_keep_mandatory_elements,

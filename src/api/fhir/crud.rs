@@ -246,6 +246,39 @@ pub async fn patch(
     Ok(response::written(&ctx, &w))
 }
 
+/// `DELETE /fhir/{type}?criteria`: conditional delete of the single match (none: 204, nothing
+/// deleted; several: 412).
+pub async fn conditional_delete(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    path: web::Path<String>,
+) -> Result<HttpResponse, FhirError> {
+    let rtype = path.into_inner();
+    state.engine.check_type(&rtype)?;
+    let pairs: Vec<(String, String)> = ctx
+        .query
+        .iter()
+        .filter(|(name, _)| !format_only(name))
+        .cloned()
+        .collect();
+    if pairs.is_empty() {
+        return Err(FhirError::not_supported(
+            405,
+            format!("DELETE needs {rtype}/[id] or search criteria ({rtype}?identifier=…)"),
+        ));
+    }
+    let criteria = state.engine.parse_pairs(&rtype, &pairs, false)?;
+    let w = state
+        .engine
+        .write(&ctx.access, WriteOp::ConditionalDelete { rtype, criteria })
+        .await?;
+    let mut b = HttpResponse::NoContent();
+    if w.version > 0 {
+        version_headers(&mut b, w.version, w.last_updated_ms);
+    }
+    Ok(b.finish())
+}
+
 /// `PUT /fhir/{type}?criteria`: conditional update.
 pub async fn conditional_update(
     state: web::Data<AppState>,

@@ -97,7 +97,11 @@ pub fn capability_statement(
                 "updateCreate": writable && serves("/fhir/{type}/{id}", Method::PUT),
                 "conditionalCreate": writable && serves("/fhir/{type}", Method::POST),
                 "conditionalUpdate": writable && serves("/fhir/{type}", Method::PUT),
-                "conditionalDelete": "not-supported",
+                "conditionalDelete": if writable && serves("/fhir/{type}", Method::DELETE) {
+                    "single"
+                } else {
+                    "not-supported"
+                },
                 "searchParam": search_params,
                 "operation": type_operations(t),
             });
