@@ -88,9 +88,17 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
     let lookups = Arc::new(
         crate::lookup::Lookups::from_config(&config.lookups).context("configuring [lookups]")?,
     );
+    let tenants = crate::engine::directory::Tenants::new(
+        config
+            .auth
+            .clients
+            .iter()
+            .flat_map(|c| c.organizations.iter().cloned()),
+    );
     let mut engine = Engine::new(store, config.search.clone())
         .with_validation(Arc::new(policy))
-        .with_lookups(lookups.clone());
+        .with_lookups(lookups.clone())
+        .with_tenants(tenants);
     if config.cache.enabled {
         engine = engine.with_page_cache(&config.cache);
     }

@@ -9,6 +9,7 @@ pub mod fhir;
 pub mod health;
 pub mod limits;
 pub mod municipal;
+pub mod origin;
 pub mod response;
 
 use std::sync::Arc;
@@ -215,9 +216,11 @@ pub async fn observe(
         }
     }
     let rate_key = rate_key.unwrap_or_else(|| {
-        req.peer_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default()
+        let client = match &state {
+            Some(s) => origin::client_ip(req.request(), &s.config.server),
+            None => req.peer_addr().map(|a| a.ip()),
+        };
+        client.map(|ip| ip.to_string()).unwrap_or_default()
     });
     if refusal.is_none() {
         refusal = limits::throttled(&req, &rate_key).map(limits::too_many_response);
@@ -240,8 +243,8 @@ pub async fn observe(
     }
     if let Some(state) = &state {
         state.metrics.observe(route, &method, status, elapsed);
-        let location = audit::location(res.headers());
-        if let Some(rec) = audit::record(res.request(), route, status, location.as_deref(), &id) {
+        let written = audit::written(res.response());
+        if let Some(rec) = audit::record(res.request(), route, status, written.as_deref(), &id) {
             state.auditor.record(rec).await;
         }
     }
