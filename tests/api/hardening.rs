@@ -351,6 +351,45 @@ async fn an_organization_cannot_squat_on_another_tenants_identifier(db: Db) {
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
 }
 
+/// A region reading a record shared with it, with a token that lacks a scope the record is
+/// stored under, gets 403 naming that scope (as everywhere else), not 409 "cannot be rebuilt".
+async fn a_missing_scope_on_a_shared_record_is_a_403_naming_it(db: Db) {
+    let Some(app) = spawn_app_with(db, |_| {}).await else {
+        return;
+    };
+    let kolding = token("kolding", ALL);
+    let res = post_as(
+        &app,
+        "/municipal/v1/care-records",
+        &kolding,
+        &kolding_record(),
+        &[],
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let body: Value = res.json().await.unwrap();
+    let record_id = kolding_record()["recordId"].as_str().unwrap().to_string();
+    let (_, plan) = get_as(&app, body["carePlan"].as_str().unwrap(), &kolding, &[]).await;
+    let patient = plan["subject"]["reference"].as_str().unwrap().to_string();
+    let (sor, code) = crate::tokens::REGION.split_once('|').unwrap();
+    let share = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "recipient", "valueIdentifier": {"system": sor, "value": code}}]});
+    let res = post_as(&app, &format!("{patient}/$share"), &kolding, &share, &[]).await;
+    assert_eq!(res.status(), 200);
+    let path = format!("/municipal/v1/care-records/{record_id}?municipality=0621");
+    let (status, rec) = get_as(&app, &path, &token("region-syd", "system/*.rs"), &[]).await;
+    assert_eq!(status, 200, "{rec}");
+    let narrow = token(
+        "region-syd",
+        "system/CarePlan.rs system/Patient.rs system/Goal.rs system/Condition.rs system/CareTeam.rs",
+    );
+    let (status, oo) = get_as(&app, &path, &narrow, &[]).await;
+    assert_eq!(status, 403, "{oo}");
+    let said = oo.to_string();
+    assert!(said.contains("system/Encounter.r"), "{oo}");
+    assert!(!said.contains("cannot be rebuilt"), "{oo}");
+}
+
 /// One `sqlite` and one `postgres` test per function taking the backend (each spawns its own
 /// gateway, configured as it needs).
 macro_rules! on_both {
@@ -374,6 +413,7 @@ on_both!(
     a_trusted_proxy_is_believed_within_the_grammar,
     message_ids_are_scoped_to_their_sender,
     an_organization_cannot_squat_on_another_tenants_identifier,
+    a_missing_scope_on_a_shared_record_is_a_403_naming_it,
 );
 
 /// A tmpfs of `mib` MiB mounted on a fresh directory (unmounted when dropped); `None`, after
