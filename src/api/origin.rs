@@ -341,7 +341,7 @@ mod tests {
             ("host:99999", "HTTP "),
             ("host:", ""),
             ("[::1", "data"),
-            ("-bad.example", "http\u{1}"),
+            ("-bad.example", "ht\ttp"),
             ("ex ample", "https://"),
         ] {
             let h = headers(&[(
