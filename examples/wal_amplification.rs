@@ -55,25 +55,39 @@ fn main() {
         .build()
         .expect("runtime");
     let _context = rt.enter();
-    for (sync, audited) in [
-        ("full", false),
-        ("full", true),
-        ("normal", false),
-        ("normal", true),
+    for (sync, audited, page_size) in [
+        ("full", false, 4096),
+        ("full", true, 4096),
+        ("normal", false, 4096),
+        ("full", false, 2048),
+        ("full", true, 2048),
+        ("full", false, 1024),
+        ("full", true, 1024),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("amp.db").display());
-        let config = Config::defaults();
+        let mut config = Config::defaults();
+        // Reads below go to SQLite, not to the cache.
+        config.cache.enabled = false;
         let store = rt
-            .block_on(sektorbro::store::open(&url, 4, sync, &config.cache))
+            .block_on(sektorbro::store::open(
+                &url,
+                4,
+                sektorbro::store::SqliteTuning {
+                    synchronous: sync,
+                    page_size,
+                },
+                &config.cache,
+            ))
             .expect("open store");
         let engine = Engine::new(store, config.search);
         let gw = Access::gateway();
         // Warm up: the schema's first pages.
         rt.block_on(create(&engine, &gw, "Patient", patient(usize::MAX)));
         let before = written_bytes();
+        let mut ids = Vec::with_capacity(count);
         for i in 0..count {
-            rt.block_on(create(&engine, &gw, "Patient", patient(i)));
+            ids.push(rt.block_on(create(&engine, &gw, "Patient", patient(i))));
             if audited {
                 rt.block_on(create(&engine, &gw, "AuditEvent", audit_event(i)));
             }
@@ -85,29 +99,39 @@ fn main() {
             .map(|m| m.len())
             .unwrap_or(0);
         let payload = serde_json::to_string(&patient(0)).map_or(0, |s| s.len());
+        // What smaller pages cost reads: every Patient read back by id, five times.
+        let started = std::time::Instant::now();
+        for _ in 0..5 {
+            for id in ids.iter().flatten() {
+                rt.block_on(engine.read(&gw, "Patient", id)).expect("read");
+            }
+        }
+        let read_us = started.elapsed().as_secs_f64() * 1e6 / (5 * count) as f64;
         println!(
-            "synchronous={sync:<6} audit={audited:<5} {count} creates: {:>6.1} KiB written per Patient \
-             ({:.1}x its {:.1} KiB JSON); database file {:.1} KiB per Patient",
+            "page_size={page_size:<5} synchronous={sync:<6} audit={audited:<5} {count} creates: {:>6.1} KiB written per Patient \
+             ({:.1}x its {:.1} KiB JSON); database file {:.1} KiB per Patient; read by id {:.0} µs",
             bytes as f64 / count as f64 / 1024.0,
             bytes as f64 / count as f64 / payload as f64,
             payload as f64 / 1024.0,
             db as f64 / (count + 1) as f64 / 1024.0,
+            read_us,
         );
     }
 }
 
-async fn create(engine: &Engine, access: &Access, rtype: &str, resource: Value) {
+/// Create one resource; the new id (Patients only).
+async fn create(engine: &Engine, access: &Access, rtype: &str, resource: Value) -> Option<String> {
     if rtype == "AuditEvent" {
         engine
             .append_internal(vec![(rtype.to_string(), resource)])
             .await
             .expect("append audit event");
-        return;
+        return None;
     }
     let op = WriteOp::Create {
         rtype: rtype.into(),
         resource,
         if_none_exist: None,
     };
-    engine.write(access, op).await.expect("create");
+    Some(engine.write(access, op).await.expect("create").id)
 }

@@ -50,7 +50,10 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
     let store = crate::store::open(
         &config.database.url,
         config.database.max_connections,
-        &config.database.sqlite_synchronous,
+        crate::store::SqliteTuning {
+            synchronous: &config.database.sqlite_synchronous,
+            page_size: config.database.sqlite_page_size,
+        },
         &config.cache,
     )
     .await

@@ -280,6 +280,9 @@ pub struct DatabaseConfig {
     pub url: String,
     pub max_connections: u32,
     pub sqlite_synchronous: String,
+    /// SQLite only: the page size a new database file is created with (512–65536, a power of
+    /// two); an existing file keeps its own.
+    pub sqlite_page_size: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -547,6 +550,12 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "database.sqlite_synchronous must be \"full\" or \"normal\"".into(),
             ));
+        }
+        let page = self.database.sqlite_page_size;
+        if !(512..=65536).contains(&page) || !page.is_power_of_two() {
+            return Err(ConfigError::Invalid(format!(
+                "database.sqlite_page_size must be a power of two from 512 to 65536, got {page}"
+            )));
         }
         if self.search.default_count == 0 || self.search.default_count > self.search.max_count {
             return Err(ConfigError::Invalid(

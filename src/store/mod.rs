@@ -358,14 +358,32 @@ pub trait StoreTx: Send {
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 
+/// How a SQLite database is written: `synchronous` ("full" or "normal") and the page size a new
+/// database file is created with (an existing file keeps its own). A plain `&str` is the
+/// synchronous mode with SQLite's default 4096-byte pages.
+#[derive(Debug, Clone, Copy)]
+pub struct SqliteTuning<'a> {
+    pub synchronous: &'a str,
+    pub page_size: u32,
+}
+
+impl<'a> From<&'a str> for SqliteTuning<'a> {
+    fn from(synchronous: &'a str) -> Self {
+        SqliteTuning {
+            synchronous,
+            page_size: 4096,
+        }
+    }
+}
+
 /// Open the store named by a database URL (`sqlite:…` or `postgres://…`), creating the SQLite file
 /// and running the embedded migrations.
-pub async fn open(
+pub async fn open<'a>(
     url: &str,
     max_connections: u32,
-    sqlite_synchronous: &str,
+    sqlite: impl Into<SqliteTuning<'a>>,
     cache: &crate::config::CacheConfig,
 ) -> Result<std::sync::Arc<dyn Storage>, StoreError> {
-    let store = SqlStore::open(url, max_connections, sqlite_synchronous, cache).await?;
+    let store = SqlStore::open(url, max_connections, sqlite.into(), cache).await?;
     Ok(std::sync::Arc::new(store))
 }

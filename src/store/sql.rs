@@ -81,12 +81,12 @@ impl SqlStore {
     pub async fn open(
         url: &str,
         max_connections: u32,
-        sqlite_synchronous: &str,
+        sqlite: super::SqliteTuning<'_>,
         cache: &CacheConfig,
     ) -> Result<SqlStore, StoreError> {
         sqlx::any::install_default_drivers();
         if url.starts_with("sqlite:") {
-            let mut store = Self::open_sqlite(url, max_connections, sqlite_synchronous).await?;
+            let mut store = Self::open_sqlite(url, max_connections, sqlite).await?;
             // This process is the file's only writer, so every write passes through it (a
             // second process writing to the file is noticed at our next write and resets the
             // caches, but it is not supported).
@@ -117,7 +117,7 @@ impl SqlStore {
     async fn open_sqlite(
         url: &str,
         max_connections: u32,
-        synchronous: &str,
+        tuning: super::SqliteTuning<'_>,
     ) -> Result<SqlStore, StoreError> {
         let path = url
             .trim_start_matches("sqlite:")
@@ -143,14 +143,24 @@ impl SqlStore {
             format!("{url}?mode=rwc")
         };
         let options = AnyConnectOptions::from_str(&full).map_err(db_err)?;
-        // `journal_size_limit`: once checkpointed, the WAL file is cut back to this size, so space
-        // a burst of writes took is given back (see group_commit.rs for the checkpoints).
-        let pragmas: &'static str = if synchronous == "normal" {
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA journal_size_limit = 4194304;"
+        // `page_size` before anything else: it only takes effect on a new file. Every page a
+        // commit touches is written whole to the WAL and again by the checkpoint, so smaller
+        // pages write less per small transaction (docs/benchmarks.md, write amplification).
+        // `journal_size_limit`: once checkpointed, the WAL file is cut back to this size, so
+        // space a burst of writes took is given back (see group_commit.rs for the checkpoints).
+        let synchronous = if tuning.synchronous == "normal" {
+            "NORMAL"
         } else {
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA journal_size_limit = 4194304;"
+            "FULL"
         };
+        let pragmas: Arc<str> = format!(
+            "PRAGMA page_size = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
+             PRAGMA busy_timeout = 10000; PRAGMA journal_size_limit = 4194304;",
+            tuning.page_size
+        )
+        .into();
         let pool = |max: u32| {
+            let pragmas = pragmas.clone();
             AnyPoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(Duration::from_secs(30))
@@ -158,8 +168,9 @@ impl SqlStore {
                 // round trips of every read.
                 .test_before_acquire(false)
                 .after_connect(move |conn, _| {
+                    let pragmas = pragmas.clone();
                     Box::pin(async move {
-                        conn.execute(pragmas).await?;
+                        conn.execute(&*pragmas).await?;
                         Ok(())
                     })
                 })
