@@ -50,7 +50,10 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
     let store = crate::store::open(
         &config.database.url,
         config.database.max_connections,
-        &config.database.sqlite_synchronous,
+        crate::store::SqliteTuning {
+            synchronous: &config.database.sqlite_synchronous,
+            page_size: config.database.sqlite_page_size,
+        },
         &config.cache,
     )
     .await
@@ -88,9 +91,17 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
     let lookups = Arc::new(
         crate::lookup::Lookups::from_config(&config.lookups).context("configuring [lookups]")?,
     );
+    let tenants = crate::engine::directory::Tenants::new(
+        config
+            .auth
+            .clients
+            .iter()
+            .flat_map(|c| c.organizations.iter().cloned()),
+    );
     let mut engine = Engine::new(store, config.search.clone())
         .with_validation(Arc::new(policy))
-        .with_lookups(lookups.clone());
+        .with_lookups(lookups.clone())
+        .with_tenants(tenants);
     if config.cache.enabled {
         engine = engine.with_page_cache(&config.cache);
     }

@@ -204,7 +204,71 @@ pub struct ServerConfig {
     pub shutdown_timeout_secs: u64,
     /// Serve plain HTTP on a non-loopback address (e.g. behind a TLS-terminating proxy).
     pub allow_plain_http: bool,
+    /// Addresses (`10.0.0.7`) and networks (`10.0.0.0/24`, `::1/128`) of the reverse proxies whose
+    /// `Forwarded` / `X-Forwarded-For/Host/Proto` headers are believed. Empty: nobody's.
+    pub trusted_proxies: TrustedProxies,
+    /// Which forwarding headers the trusted proxies set; the other family is ignored.
+    pub forwarded_headers: ForwardedHeaders,
     pub tls: ServerTlsConfig,
+}
+
+/// `server.forwarded_headers`: the family of forwarding headers the trusted proxies write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ForwardedHeaders {
+    /// `X-Forwarded-For`, `X-Forwarded-Host`, `X-Forwarded-Proto` (nginx, HAProxy, most load
+    /// balancers).
+    #[serde(rename = "x-forwarded")]
+    XForwarded,
+    /// RFC 7239 `Forwarded: for=…;host=…;proto=…`.
+    #[serde(rename = "forwarded")]
+    Forwarded,
+}
+
+/// `server.trusted_proxies`, parsed once: the peers whose forwarding headers say who the client
+/// is and which host and scheme it used.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// Parse addresses and CIDR networks; the error names the entry that is neither.
+    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<TrustedProxies, String> {
+        entries
+            .iter()
+            .map(|e| {
+                let e = e.as_ref().trim();
+                e.parse::<ipnet::IpNet>()
+                    .or_else(|_| e.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        format!(
+                            "server.trusted_proxies: {e:?} is neither an IP address nor a network \
+                             (e.g. \"10.0.0.7\" or \"10.0.0.0/24\")"
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()
+            .map(TrustedProxies)
+    }
+
+    /// Whether forwarding headers from `peer` are believed.
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        // An IPv4 proxy reaching a dual-stack listener shows up as `::ffff:a.b.c.d`.
+        let peer = match peer {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.iter().any(|net| net.contains(&peer))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'de> Deserialize<'de> for TrustedProxies {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let entries = Vec::<String>::deserialize(d)?;
+        TrustedProxies::parse(&entries).map_err(serde::de::Error::custom)
+    }
 }
 
 /// HTTPS with rustls. Empty `cert_file`: plain HTTP (loopback only, unless allowed).
@@ -225,6 +289,9 @@ pub struct DatabaseConfig {
     pub url: String,
     pub max_connections: u32,
     pub sqlite_synchronous: String,
+    /// SQLite only: the page size a new database file is created with (512–65536, a power of
+    /// two); an existing file keeps its own.
+    pub sqlite_page_size: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -492,6 +559,12 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "database.sqlite_synchronous must be \"full\" or \"normal\"".into(),
             ));
+        }
+        let page = self.database.sqlite_page_size;
+        if !(512..=65536).contains(&page) || !page.is_power_of_two() {
+            return Err(ConfigError::Invalid(format!(
+                "database.sqlite_page_size must be a power of two from 512 to 65536, got {page}"
+            )));
         }
         if self.search.default_count == 0 || self.search.default_count > self.search.max_count {
             return Err(ConfigError::Invalid(

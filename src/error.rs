@@ -84,6 +84,14 @@ impl From<StoreError> for FhirError {
                     "The database is busy; retry the request",
                 )],
             ),
+            StoreError::DiskFull => FhirError::new(
+                507,
+                vec![Issue::error(
+                    "no-store",
+                    "The database's disk is full: nothing was written. Retry once an operator \
+                     has freed space (GET /readyz tells when writes succeed again)",
+                )],
+            ),
             StoreError::Database(_) | StoreError::Corrupt(_) => {
                 // The detail goes to the log, not to the client.
                 tracing::error!(error = %e, "storage failure");

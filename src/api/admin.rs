@@ -10,7 +10,8 @@
 //!
 //! - `GET /admin/outbox?status=dead&after=ID&limit=N`: forwarding jobs (oldest first, paged by
 //!   job id; `status` one of pending, in-flight, delivered, dead, discarded).
-//! - `GET /admin/outbox/{message_id}`: one job, with what holds it back (`blocked_by`).
+//! - `GET /admin/outbox/{message_id}`: one job, with what holds it back (`blocked_by`); message
+//!   ids are unique per sender, so `?sender=system|value` picks one (default: the oldest).
 //! - `POST /admin/outbox/{message_id}/retry`: a dead letter back to pending (attempts reset).
 //! - `POST /admin/outbox/{message_id}/discard`: a dead letter given up, so that later messages
 //!   of the same citizen and destination are no longer held back.
@@ -250,21 +251,33 @@ pub(crate) async fn outbox_list(
     })))
 }
 
+/// `?sender=system|value`: which sender's message, where several used the same message id
+/// (without it, the oldest job of that id).
+#[derive(serde::Deserialize)]
+pub(crate) struct SenderQuery {
+    sender: Option<String>,
+}
+
 pub(crate) async fn outbox_job(
     state: web::Data<AppState>,
     path: web::Path<String>,
+    q: web::Query<SenderQuery>,
 ) -> Result<HttpResponse, FhirError> {
-    let (job, blocked_by) = state.forwarder.job(&path.into_inner()).await?;
+    let (job, blocked_by) = state
+        .forwarder
+        .job(&path.into_inner(), q.sender.as_deref())
+        .await?;
     Ok(HttpResponse::Ok().json(job_json(&job, blocked_by)))
 }
 
 pub(crate) async fn outbox_retry(
     state: web::Data<AppState>,
     path: web::Path<String>,
+    q: web::Query<SenderQuery>,
 ) -> Result<HttpResponse, FhirError> {
     let job = state
         .forwarder
-        .act_on_dead(&path.into_inner(), DeadAction::Retry)
+        .act_on_dead(&path.into_inner(), q.sender.as_deref(), DeadAction::Retry)
         .await?;
     Ok(HttpResponse::Ok().json(job_json(&job, None)))
 }
@@ -272,10 +285,11 @@ pub(crate) async fn outbox_retry(
 pub(crate) async fn outbox_discard(
     state: web::Data<AppState>,
     path: web::Path<String>,
+    q: web::Query<SenderQuery>,
 ) -> Result<HttpResponse, FhirError> {
     let job = state
         .forwarder
-        .act_on_dead(&path.into_inner(), DeadAction::Discard)
+        .act_on_dead(&path.into_inner(), q.sender.as_deref(), DeadAction::Discard)
         .await?;
     Ok(HttpResponse::Ok().json(job_json(&job, None)))
 }
@@ -285,6 +299,7 @@ fn job_json(j: &Job, blocked_by: Option<String>) -> Value {
     let at = |ms: Option<i64>| ms.map(fhir_core::fhir::instant);
     json!({
         "message_id": j.message_id,
+        "sender": j.sender,
         "destination": j.destination,
         "status": j.status.as_str(),
         "attempts": j.attempts,

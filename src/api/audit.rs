@@ -1,10 +1,10 @@
 //! What the request middleware tells the audit trail about each request (`src/audit/`): the
 //! interaction read off the route and method, who (the authenticated caller, or nobody for a
-//! refused request), from where, what (`Type/id`, the created resource's `Location`, the search
+//! refused request), from where, what (`Type/id`, the resource a write stored, the search
 //! query), the outcome and the request id. Health, metrics and the CapabilityStatement are not
 //! audited; everything else is, refusals included.
 
-use actix_web::http::{header, Method};
+use actix_web::http::Method;
 use actix_web::HttpMessage as _;
 
 use crate::audit::{AuditRecord, Interaction, PatientRef, Who};
@@ -15,12 +15,19 @@ use crate::auth::Caller;
 #[derive(Debug, Clone)]
 pub struct AuditHint(pub Interaction);
 
+/// Set by a handler on its response: what it actually wrote (`Type/id/_history/v` of the stored
+/// resource, the CarePlan of a municipal record). The audit entity of a write comes from here,
+/// never from the `Location` header, whose host may come from the request.
+#[derive(Debug, Clone)]
+pub struct AuditEntity(pub String);
+
 /// The audit record of an answered request; `None` for the routes that are not audited.
+/// `written` is the response's [`AuditEntity`], if its handler set one.
 pub fn record(
     req: &actix_web::HttpRequest,
     route: &str,
     status: u16,
-    location: Option<&str>,
+    written: Option<&str>,
     request_id: &str,
 ) -> Option<AuditRecord> {
     let path = req.path();
@@ -42,7 +49,12 @@ pub fn record(
     };
     let mut rec = AuditRecord::new(interaction, status);
     rec.request_id = Some(request_id.to_string());
-    rec.peer = req.peer_addr().map(|a| a.ip().to_string());
+    // The client's address: the peer, or who a trusted proxy says it relays.
+    rec.peer = match req.app_data::<actix_web::web::Data<super::AppState>>() {
+        Some(state) => super::origin::client_ip(req, &state.config.server),
+        None => req.peer_addr().map(|a| a.ip()),
+    }
+    .map(|ip| ip.to_string());
     rec.who = req.extensions().get::<Caller>().map(|c| Who {
         client_id: c.client.id.clone(),
         name: None,
@@ -64,11 +76,7 @@ pub fn record(
         ("/fhir/{type}/{id}/_history/{vid}", [t, id, _, v]) => {
             Some(format!("{t}/{id}/_history/{v}"))
         }
-        _ => location.and_then(|l| {
-            // `…/fhir/Type/id/_history/n` → `Type/id/_history/n`
-            let rest = l.split("/fhir/").nth(1)?;
-            Some(rest.to_string())
-        }),
+        _ => written.map(str::to_string),
     };
     if rtype == Some("Patient") {
         rec.patient = rec
@@ -93,10 +101,7 @@ pub fn record(
     Some(rec)
 }
 
-/// The response's `Location`, for the created resource's id.
-pub fn location(headers: &header::HeaderMap) -> Option<String> {
-    headers
-        .get(header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+/// The [`AuditEntity`] a handler set on its response.
+pub fn written<B>(res: &actix_web::HttpResponse<B>) -> Option<String> {
+    res.extensions().get::<AuditEntity>().map(|e| e.0.clone())
 }

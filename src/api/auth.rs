@@ -45,7 +45,14 @@ fn outcome(e: &AuthError) -> FhirError {
 /// Who is calling: a bearer token if one is sent (it must be valid even when a certificate is
 /// presented too), else the connection's client certificate.
 pub async fn authenticate(auth: &Authenticator, req: &ServiceRequest) -> Result<Caller, AuthError> {
-    let peer_is_loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+    // Loopback only when the connection is, and no trusted proxy on it relays someone else.
+    let peer_is_loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback())
+        && req
+            .app_data::<actix_web::web::Data<super::AppState>>()
+            .is_none_or(|s| {
+                super::origin::client_ip(req.request(), &s.config.server)
+                    .is_some_and(|ip| ip.is_loopback())
+            });
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
         let value = value.to_str().map_err(|_| {
             AuthError::Malformed("the Authorization header is not readable text".into())

@@ -75,12 +75,16 @@ impl RequestContext {
             }
         }
         let state = req.app_data::<web::Data<AppState>>();
-        let base = match state.map(|s| s.config.server.base_url.as_str()) {
-            Some(b) if !b.is_empty() => b.trim_end_matches('/').to_string(),
-            _ => {
-                let info = req.connection_info();
-                format!("{}://{}/fhir", info.scheme(), info.host())
+        // Never actix's `connection_info()`: it believes forwarding headers from anyone.
+        let base = match state.map(|s| &s.config.server) {
+            Some(server) if !server.base_url.is_empty() => {
+                server.base_url.trim_end_matches('/').to_string()
             }
+            Some(server) => format!("{}/fhir", super::origin::of(req, server).authority_url()),
+            None => format!(
+                "{}/fhir",
+                super::origin::of(req, &crate::config::Config::defaults().server).authority_url()
+            ),
         };
         // The middleware refuses unauthenticated requests to every endpoint but the open ones;
         // this is the second lock on the same door.

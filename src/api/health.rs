@@ -10,9 +10,29 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Ready to serve FHIR: the database answers. 503 otherwise, so a load balancer stops routing here.
+/// How long after a write failed for want of disk space `/readyz` answers 503. Afterwards it is
+/// ready again (and says the disk was full), so that traffic returns and the next write finds
+/// out whether space was freed: readiness must not wait for a write that it keeps away.
+const DISK_FULL_UNREADY_MS: i64 = 30_000;
+
+/// Ready to serve FHIR: the database answers, and its disk did not refuse a write in the last
+/// 30 s. 503 otherwise, so a load balancer stops routing here.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let backend = state.engine.store().backend().name();
+    if let Some(at) = state.engine.store().disk_full_at_ms() {
+        let since = fhir_core::fhir::instant(at);
+        let error = format!(
+            "database disk full: a write failed for want of disk space at {since}, and none has \
+             succeeded since"
+        );
+        tracing::warn!(%error, "readiness check");
+        if chrono::Utc::now().timestamp_millis() - at < DISK_FULL_UNREADY_MS {
+            return HttpResponse::ServiceUnavailable()
+                .json(json!({"status": "unavailable", "database": backend, "error": error}));
+        }
+        return HttpResponse::Ok()
+            .json(json!({"status": "ready", "database": backend, "warning": error}));
+    }
     match state.engine.store().ping().await {
         Ok(()) => HttpResponse::Ok().json(json!({"status": "ready", "database": backend})),
         Err(e) => {

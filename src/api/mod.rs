@@ -10,6 +10,7 @@ pub mod health;
 pub mod limits;
 pub mod municipal;
 pub mod operations;
+pub mod origin;
 pub mod response;
 pub mod smart;
 
@@ -73,21 +74,27 @@ fn resource(path: &str, route: &str) -> actix_web::Resource {
 
 /// A method the route does not serve: OPTIONS answers the route's `Allow` (RFC 9110 9.3.7),
 /// anything else 405 with `Allow` and an OperationOutcome.
-async fn other_method(req: actix_web::HttpRequest) -> Result<HttpResponse, FhirError> {
+async fn other_method(req: actix_web::HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError as _;
     let allow = operations::allow(operations::route_label(req.path()));
     if req.method() == actix_web::http::Method::OPTIONS {
-        return Ok(HttpResponse::NoContent()
+        return HttpResponse::NoContent()
             .insert_header((actix_web::http::header::ALLOW, allow))
-            .finish());
+            .finish();
     }
-    Err(FhirError::not_supported(
+    let mut res = FhirError::not_supported(
         405,
         format!(
             "{} is not supported on {}; it answers {allow}",
             req.method(),
             req.path()
         ),
-    ))
+    )
+    .error_response();
+    if let Ok(v) = HeaderValue::from_str(&allow) {
+        res.headers_mut().insert(actix_web::http::header::ALLOW, v);
+    }
+    res
 }
 
 async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, FhirError> {
@@ -146,9 +153,11 @@ pub async fn observe(
         }
     }
     let rate_key = rate_key.unwrap_or_else(|| {
-        req.peer_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default()
+        let client = match &state {
+            Some(s) => origin::client_ip(req.request(), &s.config.server),
+            None => req.peer_addr().map(|a| a.ip()),
+        };
+        client.map(|ip| ip.to_string()).unwrap_or_default()
     });
     if refusal.is_none() {
         refusal = limits::throttled(&req, &rate_key).map(limits::too_many_response);
@@ -171,8 +180,8 @@ pub async fn observe(
     }
     if let Some(state) = &state {
         state.metrics.observe(route, &method, status, elapsed);
-        let location = audit::location(res.headers());
-        if let Some(rec) = audit::record(res.request(), route, status, location.as_deref(), &id) {
+        let written = audit::written(res.response());
+        if let Some(rec) = audit::record(res.request(), route, status, written.as_deref(), &id) {
             state.auditor.record(rec).await;
         }
     }

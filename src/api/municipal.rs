@@ -154,6 +154,8 @@ pub async fn post(
     if stale {
         mark_stale(&mut b, "patients");
     }
+    b.extensions_mut()
+        .insert(crate::api::audit::AuditEntity(posted.care_plan()));
     Ok(b.content_type("application/json")
         .body(posted.body(representation).to_string()))
 }

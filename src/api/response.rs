@@ -71,6 +71,11 @@ pub fn written(ctx: &RequestContext, w: &Written) -> HttpResponse {
             b.insert_header((header::CONTENT_LOCATION, v));
         }
     }
+    b.extensions_mut()
+        .insert(crate::api::audit::AuditEntity(format!(
+            "{}/{}/_history/{}",
+            w.rtype, w.id, w.version
+        )));
     match ctx.prefer_return.unwrap_or(PreferReturn::Representation) {
         PreferReturn::Minimal => b.finish(),
         PreferReturn::OperationOutcome => {

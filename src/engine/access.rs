@@ -77,6 +77,19 @@ impl Access {
         }
     }
 
+    /// A client of `orgs` with every scope (unit tests of the rules built on `Access`).
+    #[cfg(test)]
+    pub(crate) fn for_organizations(client_id: &str, orgs: &[&str]) -> Access {
+        let orgs: Vec<String> = orgs.iter().map(|o| o.to_string()).collect();
+        Access {
+            client_id: client_id.into(),
+            scopes: Scopes::all(),
+            owner: orgs.first().cloned(),
+            key: orgs.join(","),
+            orgs: Some(orgs.into()),
+        }
+    }
+
     /// The same rights, writing new ids as owned by `owner` (which must be one of the caller's
     /// organizations unless the caller sees everything).
     pub fn owning(mut self, owner: &str) -> Result<Access, FhirError> {

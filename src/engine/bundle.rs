@@ -179,7 +179,11 @@ impl Engine {
         for e in entries.iter().filter(|e| e.method != Method::Get) {
             let checked = match self.entry_op(e) {
                 Ok(op) if vouched && self.vouch_suffices(&op) => Ok(()),
-                Ok(op) => self.validate_op(&op).await,
+                Ok(op) if vouched => self.validate_op(&op).await,
+                Ok(op) => match self.check_assertions(access, &op) {
+                    Ok(()) => self.validate_op(&op).await,
+                    Err(f) => Err(f),
+                },
                 Err(f) => Err(f),
             };
             match checked {
@@ -294,13 +298,13 @@ impl Engine {
         let (rtype, query) = reference.split_once('?').unwrap_or((reference, ""));
         self.check_type(rtype)?;
         let criteria = self.parse_criteria(rtype, query, false)?;
-        // A reference may name what the caller can read (a shared Organization, say).
+        // A reference may name what the caller can read (a shared Organization, say), but an
+        // organization named by its SOR/GLN/HSA identifier only as itself or the caller's own.
         access.permit(rtype, crate::auth::Permission::Search)?;
-        match self
-            .matches(tx, &access.readable(), &criteria)
-            .await?
-            .as_slice()
-        {
+        let vis = self
+            .tenants
+            .conditional_reference_scope(access, rtype, &criteria);
+        match self.matches(tx, &vis, &criteria).await?.as_slice() {
             [one] => Ok(format!("{rtype}/{one}")),
             [] => Err(FhirError::precondition_failed(format!(
                 "conditional reference {reference:?} matches no resource"

@@ -10,6 +10,7 @@ mod access;
 mod append;
 mod bundle;
 mod bundle_json;
+pub mod directory;
 mod policy;
 mod search;
 
@@ -46,6 +47,8 @@ pub struct Engine {
     lookups: Arc<crate::lookup::Lookups>,
     /// Rendered search pages, if enabled (`Engine::with_page_cache`).
     pages: Option<search::PageCache>,
+    /// Whose identity only they may assert in directory resources (`directory.rs`).
+    tenants: directory::Tenants,
 }
 
 /// A write to perform.
@@ -218,7 +221,15 @@ impl Engine {
             validation: None,
             lookups: Arc::new(crate::lookup::Lookups::none()),
             pages: None,
+            tenants: directory::Tenants::default(),
         }
+    }
+
+    /// The organizations configured clients act for: only they (and administrators) may write
+    /// directory resources carrying their identifiers (see `directory.rs`).
+    pub fn with_tenants(mut self, tenants: directory::Tenants) -> Engine {
+        self.tenants = tenants;
+        self
     }
 
     /// Validate every created or updated resource by `policy` before it is written.
@@ -614,6 +625,7 @@ impl Engine {
     pub async fn write(&self, access: &Access, op: WriteOp) -> Result<Written, FhirError> {
         // A type nobody may write is a 405 whatever the body holds, not a 422 about the body.
         refuse_read_only(op.rtype())?;
+        self.check_assertions(access, &op)?;
         self.validate_op(&op).await?;
         let w = retrying(|| self.write_once(access, op.clone())).await?;
         self.fill_existing(access, w).await
@@ -699,6 +711,25 @@ impl Engine {
         Ok(w)
     }
 
+    /// 403 when a client's write asserts another tenant's identity in a directory resource
+    /// (`directory.rs`). Not asked of what a mapping vouches for: the organizations a municipal
+    /// record names are the municipality's own copies, and matching keeps them from anyone
+    /// else's writes.
+    pub(crate) fn check_assertions(&self, access: &Access, op: &WriteOp) -> Result<(), FhirError> {
+        match op {
+            WriteOp::Create {
+                rtype, resource, ..
+            }
+            | WriteOp::Update {
+                rtype, resource, ..
+            }
+            | WriteOp::ConditionalUpdate {
+                rtype, resource, ..
+            } => self.tenants.check_assertions(access, rtype, resource),
+            WriteOp::Delete { .. } | WriteOp::ConditionalDelete { .. } => Ok(()),
+        }
+    }
+
     /// Phase one: check the request and decide which id it writes. Conditional criteria are
     /// evaluated here, inside the transaction, under a lock on the criteria.
     pub(crate) async fn resolve(
@@ -729,13 +760,11 @@ impl Engine {
                 self.check_type(&rtype)?;
                 check_body(&rtype, &resource, None)?;
                 if let Some(criteria) = if_none_exist {
-                    // Directory resources are matched among all that the caller can read, so
-                    // tenants share one Organization per identifier; others among its own.
-                    let vis = if crate::store::SHARED_TYPES.contains(&rtype.as_str()) {
-                        access.readable()
-                    } else {
-                        access.writable()
-                    };
+                    // The caller's own, and for a directory resource named by an authoritative
+                    // identifier, that organization's own: another tenant's never.
+                    let vis = self
+                        .tenants
+                        .conditional_create_scope(access, &rtype, &criteria);
                     match self.matches(tx, &vis, &criteria).await?.as_slice() {
                         [] => {}
                         [one] => {

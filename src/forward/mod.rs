@@ -186,8 +186,9 @@ impl Forwarder {
     /// `MessageHeader.destination[0].receiver.identifier` to the destination serving that
     /// receiver (422 naming the configured receivers if none does), and written with its job in
     /// one database transaction, together with `store` (a transaction Bundle of other resources,
-    /// or `None`). Idempotent on `Bundle.id`: a known message id writes nothing and answers the
-    /// existing job's status.
+    /// or `None`). Idempotent on `Bundle.id` per sender (the caller's organization): the sender's
+    /// own known message id writes nothing and answers the existing job's status; another
+    /// sender's message with the same id is neither seen nor in the way.
     pub async fn submit(
         &self,
         access: &Access,
@@ -199,7 +200,13 @@ impl Forwarder {
         let facts = message::facts(&message)?;
         let dest_index = self.resolve(&facts.receiver).await?;
         let destination = &self.destinations[dest_index].config.id;
-        if let Some(existing) = self.engine.store().outbox_job(&facts.message_id).await? {
+        let sender = access.owner().unwrap_or_default().to_string();
+        if let Some(existing) = self
+            .engine
+            .store()
+            .outbox_job(&facts.message_id, Some(&sender))
+            .await?
+        {
             return Ok(Submitted {
                 destination: existing.destination,
                 message_id: existing.message_id,
@@ -218,6 +225,7 @@ impl Forwarder {
         let payload = serde_json::to_string(&message)
             .map_err(|e| FhirError::internal(format!("cannot serialize the message: {e}")))?;
         let job = NewJob {
+            sender,
             message_id: facts.message_id.clone(),
             destination: destination.clone(),
             ordering_key: message::ordering_key(destination, &facts),
@@ -250,7 +258,12 @@ impl Forwarder {
         self.stats.submitted.inc();
         self.destinations[dest_index].wake.notify_waiters();
         // A concurrent submit of the same id may have won: answer what is stored.
-        let (status, created) = match self.engine.store().outbox_job(&job.message_id).await? {
+        let (status, created) = match self
+            .engine
+            .store()
+            .outbox_job(&job.message_id, Some(&job.sender))
+            .await?
+        {
             Some(j) => (j.status, j.created_at == job.now_ms),
             None => (JobStatus::Pending, true),
         };
@@ -380,9 +393,14 @@ impl Forwarder {
         )
     }
 
-    /// A job by message id, with the message id of the job holding it back, if any.
-    pub async fn job(&self, message_id: &str) -> Result<(Job, Option<String>), FhirError> {
-        let Some(job) = self.store().outbox_job(message_id).await? else {
+    /// A job by message id (and sender, where several senders used the id; else the oldest),
+    /// with the message id of the job holding it back, if any.
+    pub async fn job(
+        &self,
+        message_id: &str,
+        sender: Option<&str>,
+    ) -> Result<(Job, Option<String>), FhirError> {
+        let Some(job) = self.store().outbox_job(message_id, sender).await? else {
             return Err(FhirError::not_found(format!(
                 "no message {message_id:?} in the outbox"
             )));
@@ -408,11 +426,12 @@ impl Forwarder {
     pub async fn act_on_dead(
         &self,
         message_id: &str,
+        sender: Option<&str>,
         action: DeadAction,
     ) -> Result<Job, FhirError> {
-        let (job, _) = self.job(message_id).await?;
+        let (job, _) = self.job(message_id, sender).await?;
         let mut tx = self.store().begin().await?;
-        let done = tx.act_on_dead(message_id, action, now_ms()).await?;
+        let done = tx.act_on_dead(job.id, action, now_ms()).await?;
         tx.commit().await?;
         if !done {
             return Err(FhirError::conflict(format!(
@@ -427,7 +446,7 @@ impl Forwarder {
         {
             d.wake.notify_waiters();
         }
-        Ok(self.job(message_id).await?.0)
+        Ok(self.job(message_id, Some(&job.sender)).await?.0)
     }
 
     /// Registers the forwarding series: the counters and the delivery histogram, and a collector

@@ -320,10 +320,10 @@ pub async fn store(
     if let Some(head) = existing {
         let plan = stored_json(&head)?;
         let (old, patient) = load(engine, access, &plan).await.map_err(|e| {
-            FhirError::conflict(format!(
-                "record {} is stored, but its resources were changed outside this endpoint so it cannot be rebuilt ({e}); resolve that before posting it again",
+            e.answer(|why| FhirError::conflict(format!(
+                "record {} is stored, but its resources were changed outside this endpoint so it cannot be rebuilt ({why}); resolve that before posting it again",
                 rec.record_id
-            ))
+            )))
         })?;
         if rec.record_version < old.record_version {
             return Err(FhirError::conflict(format!(
@@ -463,29 +463,70 @@ pub async fn load(
     engine: &Engine,
     access: &Access,
     plan: &Value,
-) -> Result<(CareRecord, Option<String>), String> {
-    let mut found: HashMap<String, Value> = HashMap::new();
-    for key in [
+) -> Result<(CareRecord, Option<String>), LoadError> {
+    let refs: Vec<String> = [
         "subject",
         "encounter",
         "careTeam",
         "addresses",
         "goal",
         "supportingInfo",
-    ] {
-        for r in references(plan, key) {
-            let v = read_json(engine, access, &r).await.map_err(|e| {
+    ]
+    .into_iter()
+    .flat_map(|key| references(plan, key))
+    .collect();
+    // A scope the caller lacks is its own to know and fix: a 403 naming every missing scope,
+    // before anything is read, as every other interaction answers.
+    let mut missing: Vec<Issue> = Vec::new();
+    let mut types: Vec<&str> = refs.iter().filter_map(|r| r.split('/').next()).collect();
+    types.sort_unstable();
+    types.dedup();
+    for rtype in types {
+        if let Err(e) = access.permit(rtype, crate::auth::Permission::Read) {
+            missing.extend(e.issues);
+        }
+    }
+    if !missing.is_empty() {
+        missing.push(Issue::information(
+            "informational",
+            "rebuilding a care record reads the CarePlan and every resource it is stored as",
+        ));
+        return Err(LoadError::Refused(FhirError::new(403, missing)));
+    }
+    let mut found: HashMap<String, Value> = HashMap::new();
+    for r in refs {
+        let v = read_json(engine, access, &r).await.map_err(|e| {
+            LoadError::Broken(
                 e.issues
                     .first()
                     .map(|i| i.diagnostics.clone())
-                    .unwrap_or_else(|| format!("{r} cannot be read"))
-            })?;
-            found.insert(r, v);
-        }
+                    .unwrap_or_else(|| format!("{r} cannot be read")),
+            )
+        })?;
+        found.insert(r, v);
     }
     let get = |r: &str| found.get(r);
-    let rec = from_fhir::from_fhir(plan, &get)?;
+    let rec = from_fhir::from_fhir(plan, &get).map_err(LoadError::Broken)?;
     Ok((rec, references(plan, "subject").into_iter().next()))
+}
+
+/// Why a stored record could not be loaded.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The caller may not read a part of it (403, naming the scopes).
+    Refused(FhirError),
+    /// Its resources no longer make a record (a part missing or changed elsewhere).
+    Broken(String),
+}
+
+impl LoadError {
+    /// The refusal as it is, or `broken(why)` for a record that cannot be rebuilt.
+    fn answer(self, broken: impl FnOnce(String) -> FhirError) -> FhirError {
+        match self {
+            LoadError::Refused(e) => e,
+            LoadError::Broken(why) => broken(why),
+        }
+    }
 }
 
 /// `GET /municipal/v1/care-records/{id}`: the record rebuilt from what is stored. Without the
@@ -561,7 +602,11 @@ pub async fn fetch(
     load(engine, access, &plan)
         .await
         .map(|(rec, _)| rec)
-        .map_err(|e| FhirError::conflict(format!("the stored record cannot be rebuilt: {e}")))
+        .map_err(|e| {
+            e.answer(|why| {
+                FhirError::conflict(format!("the stored record cannot be rebuilt: {why}"))
+            })
+        })
 }
 
 /// `sektorbro translate [--reverse] FILE`.

@@ -107,6 +107,7 @@ impl GroupWriter {
     pub(crate) async fn new(
         pool: &AnyPool,
         checkpoint: AnyPool,
+        disk: Arc<super::DiskState>,
     ) -> Result<Arc<GroupWriter>, StoreError> {
         let mut conn = pool.acquire().await.map_err(db_err)?;
         sqlx::query("PRAGMA wal_autocheckpoint = 0")
@@ -127,7 +128,11 @@ impl GroupWriter {
             commits: Arc::new(AtomicU64::new(0)),
         });
         tokio::spawn(committer(Arc::downgrade(&writer), writer.wake.clone()));
-        tokio::spawn(checkpointer(Arc::downgrade(&writer.commits), checkpoint));
+        tokio::spawn(checkpointer(
+            Arc::downgrade(&writer.commits),
+            checkpoint,
+            disk,
+        ));
         Ok(writer)
     }
 
@@ -208,8 +213,13 @@ async fn committer(writer: Weak<GroupWriter>, wake: Arc<Notify>) {
 
 /// Checkpoints the WAL in the background while writes happen. A passive checkpoint neither
 /// waits for nor blocks the writer; durability does not depend on it (the WAL is synced at each
-/// commit), it only keeps the WAL file from growing.
-async fn checkpointer(commits: Weak<AtomicU64>, pool: AnyPool) {
+/// commit), it only keeps the WAL file from growing; `journal_size_limit` cuts the file back once
+/// it restarts. After a write failed for want of disk space, a TRUNCATE checkpoint runs every
+/// round until a commit succeeds: it waits for readers (within the busy timeout), copies the WAL
+/// back and cuts the file to zero bytes, so the space the WAL held is given back instead of the
+/// WAL and the database both growing into what an operator freed. A checkpoint that itself finds
+/// the disk full changes nothing (the WAL stays the truth) and is tried again.
+async fn checkpointer(commits: Weak<AtomicU64>, pool: AnyPool, disk: Arc<super::DiskState>) {
     let mut seen = 0;
     loop {
         tokio::time::sleep(CHECKPOINT_EVERY).await;
@@ -217,15 +227,18 @@ async fn checkpointer(commits: Weak<AtomicU64>, pool: AnyPool) {
             return;
         };
         let now = commits.load(Ordering::Relaxed);
-        if now == seen {
+        let full = disk.full_at_ms().is_some();
+        if now == seen && !full {
             continue;
         }
         seen = now;
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        // TRUNCATE holds the write lock while it waits for readers, so only when space is short.
+        let mode = if full { "TRUNCATE" } else { "PASSIVE" };
+        if let Err(e) = sqlx::query(&format!("PRAGMA wal_checkpoint({mode})"))
             .fetch_all(&pool)
             .await
         {
-            tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+            tracing::warn!(error = %e, mode, "WAL checkpoint failed; will retry");
         }
     }
 }
@@ -295,10 +308,17 @@ async fn flush(batch: &mut Batch) {
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, "SQLite group commit failed; its writes will be retried");
+            // A full disk is told as such (507); anything else is retried as busy.
+            let err = match db_err(e) {
+                StoreError::DiskFull => StoreError::DiskFull,
+                other => {
+                    tracing::error!(error = %other, "SQLite group commit failed; its writes will be retried");
+                    StoreError::Busy
+                }
+            };
             let _ = sqlx::query("ROLLBACK").execute(&mut *batch.conn).await;
             for w in batch.waiters.drain(..) {
-                let _ = w.send(Err(StoreError::Busy));
+                let _ = w.send(Err(err.clone()));
             }
         }
     }

@@ -34,6 +34,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0003_tenancy.sql"),
         postgres: include_str!("migrations/postgres/0003_tenancy.sql"),
     },
+    Migration {
+        version: 4,
+        name: "outbox_sender",
+        sqlite: include_str!("migrations/sqlite/0004_outbox_sender.sql"),
+        postgres: include_str!("migrations/postgres/0004_outbox_sender.sql"),
+    },
 ];
 
 /// Bring the schema up to date. On PostgreSQL an advisory lock keeps two starting instances from

@@ -49,11 +49,46 @@ pub enum StoreError {
     /// Lock timeout, deadlock or serialization failure: retrying is safe.
     #[error("the database is busy")]
     Busy,
+    /// The database's disk is full (SQLITE_FULL, PostgreSQL 53100 `disk_full`, ENOSPC): nothing
+    /// was written, and retrying at once would not help.
+    #[error("the database's disk is full")]
+    DiskFull,
     #[error("database error: {0}")]
     Database(String),
     /// Stored data that cannot be read back (never expected).
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
+}
+
+/// When the database last refused a write for want of disk space, so that `/readyz` can say so.
+/// Cleared by the next commit that succeeds.
+#[derive(Debug, Default)]
+pub struct DiskState {
+    /// Milliseconds since the epoch of the latest disk-full refusal; 0: none since the last
+    /// successful commit.
+    full_at_ms: std::sync::atomic::AtomicI64,
+}
+
+impl DiskState {
+    /// Note the outcome of a write.
+    pub fn note<T>(&self, result: &Result<T, StoreError>) {
+        use std::sync::atomic::Ordering;
+        match result {
+            Err(StoreError::DiskFull) => self
+                .full_at_ms
+                .store(chrono::Utc::now().timestamp_millis(), Ordering::SeqCst),
+            Ok(_) => self.full_at_ms.store(0, Ordering::SeqCst),
+            Err(_) => {}
+        }
+    }
+
+    /// The latest disk-full refusal, if no commit succeeded since.
+    pub fn full_at_ms(&self) -> Option<i64> {
+        match self.full_at_ms.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => None,
+            t => Some(t),
+        }
+    }
 }
 
 impl StoreError {
@@ -203,6 +238,10 @@ pub trait Storage: Send + Sync + 'static {
     fn backend(&self) -> Backend;
     /// Is the database reachable and answering?
     async fn ping(&self) -> Result<(), StoreError>;
+    /// When a write last failed for want of disk space, if none has succeeded since.
+    fn disk_full_at_ms(&self) -> Option<i64> {
+        None
+    }
     /// The current version of `rtype/id` (deleted ones too, flagged).
     async fn read(&self, rtype: &str, id: &str) -> Result<Option<StoredResource>, StoreError>;
     async fn vread(
@@ -251,8 +290,13 @@ pub trait Storage: Send + Sync + 'static {
         let _ = deps;
         None
     }
-    /// The outbox job of a message.
-    async fn outbox_job(&self, message_id: &str) -> Result<Option<Job>, StoreError>;
+    /// The outbox job of `sender`'s message `message_id`; with no sender, the oldest job of
+    /// that message id (for administrators).
+    async fn outbox_job(
+        &self,
+        message_id: &str,
+        sender: Option<&str>,
+    ) -> Result<Option<Job>, StoreError>;
     /// Outbox jobs with `status` (any if `None`), oldest first, after the job with id `after_id`.
     async fn outbox_jobs(
         &self,
@@ -304,24 +348,42 @@ pub trait StoreTx: Send {
     /// Put every in-flight job back to pending (see `outbox::release_all_leases`: only for a
     /// database no other process uses).
     async fn release_all_leases(&mut self, now_ms: i64) -> Result<(), StoreError>;
-    /// Retry or discard a dead letter; whether `message_id` was a dead letter.
+    /// Retry or discard a dead letter; whether job `job_id` was a dead letter.
     async fn act_on_dead(
         &mut self,
-        message_id: &str,
+        job_id: i64,
         action: DeadAction,
         now_ms: i64,
     ) -> Result<bool, StoreError>;
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 
+/// How a SQLite database is written: `synchronous` ("full" or "normal") and the page size a new
+/// database file is created with (an existing file keeps its own). A plain `&str` is the
+/// synchronous mode with SQLite's default 4096-byte pages.
+#[derive(Debug, Clone, Copy)]
+pub struct SqliteTuning<'a> {
+    pub synchronous: &'a str,
+    pub page_size: u32,
+}
+
+impl<'a> From<&'a str> for SqliteTuning<'a> {
+    fn from(synchronous: &'a str) -> Self {
+        SqliteTuning {
+            synchronous,
+            page_size: 4096,
+        }
+    }
+}
+
 /// Open the store named by a database URL (`sqlite:…` or `postgres://…`), creating the SQLite file
 /// and running the embedded migrations.
-pub async fn open(
+pub async fn open<'a>(
     url: &str,
     max_connections: u32,
-    sqlite_synchronous: &str,
+    sqlite: impl Into<SqliteTuning<'a>>,
     cache: &crate::config::CacheConfig,
 ) -> Result<std::sync::Arc<dyn Storage>, StoreError> {
-    let store = SqlStore::open(url, max_connections, sqlite_synchronous, cache).await?;
+    let store = SqlStore::open(url, max_connections, sqlite.into(), cache).await?;
     Ok(std::sync::Arc::new(store))
 }

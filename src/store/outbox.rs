@@ -58,6 +58,9 @@ impl JobStatus {
 /// A job to insert.
 #[derive(Debug, Clone)]
 pub struct NewJob {
+    /// Who submitted it: its organization (`system|value`), or '' for administrators. Message
+    /// ids are unique per sender.
+    pub sender: String,
     pub message_id: String,
     pub destination: String,
     /// Already hashed by the caller: no identifier of a person in plain text.
@@ -71,6 +74,8 @@ pub struct NewJob {
 #[derive(Debug, Clone)]
 pub struct Job {
     pub id: i64,
+    /// Who submitted it (see [`NewJob::sender`]).
+    pub sender: String,
     pub message_id: String,
     pub destination: String,
     pub ordering_key: String,
@@ -153,7 +158,9 @@ const BLOCKING: &str = "('pending', 'in-flight', 'dead')";
 
 pub(crate) fn insert(job: &NewJob) -> Sql {
     let mut s = Sql::default();
-    s.push("INSERT INTO outbox (message_id, destination, ordering_key, payload, status, attempts, next_attempt_at, created_at) VALUES (")
+    s.push("INSERT INTO outbox (sender, message_id, destination, ordering_key, payload, status, attempts, next_attempt_at, created_at) VALUES (")
+        .text(&job.sender)
+        .push(", ")
         .text(&job.message_id)
         .push(", ")
         .text(&job.destination)
@@ -165,7 +172,7 @@ pub(crate) fn insert(job: &NewJob) -> Sql {
         .bind(Bind::Int(job.now_ms))
         .push(", ")
         .bind(Bind::Int(job.now_ms))
-        .push(") ON CONFLICT (message_id) DO NOTHING");
+        .push(") ON CONFLICT (sender, message_id) DO NOTHING");
     s
 }
 
@@ -277,8 +284,8 @@ pub(crate) fn release_all_leases(now_ms: i64) -> Sql {
     s
 }
 
-/// A dead letter back to pending, or discarded; returns the message id if it was dead.
-pub(crate) fn act_on_dead(message_id: &str, action: DeadAction, now_ms: i64) -> Sql {
+/// A dead letter (job `id`) back to pending, or discarded; returns the message id if it was dead.
+pub(crate) fn act_on_dead(id: i64, action: DeadAction, now_ms: i64) -> Sql {
     let mut s = Sql::default();
     match action {
         DeadAction::Retry => s
@@ -286,20 +293,26 @@ pub(crate) fn act_on_dead(message_id: &str, action: DeadAction, now_ms: i64) -> 
             .bind(Bind::Int(now_ms)),
         DeadAction::Discard => s.push("UPDATE outbox SET status = 'discarded'"),
     };
-    s.push(" WHERE message_id = ")
-        .text(message_id)
+    s.push(" WHERE id = ")
+        .bind(Bind::Int(id))
         .push(" AND status = 'dead' RETURNING message_id");
     s
 }
 
-const JOB_COLUMNS: &str = "id, message_id, destination, ordering_key, status, attempts, next_attempt_at, lease_owner, lease_until, created_at, last_attempt_at, last_status, last_error, receiver_outcome, delivered_at";
+const JOB_COLUMNS: &str = "id, sender, message_id, destination, ordering_key, status, attempts, next_attempt_at, lease_owner, lease_until, created_at, last_attempt_at, last_status, last_error, receiver_outcome, delivered_at";
 
-pub(crate) fn by_message_id(message_id: &str) -> Sql {
+/// The job of `sender`'s message `message_id`; with no sender (the admin API), the oldest job
+/// of that message id.
+pub(crate) fn by_message_id(message_id: &str, sender: Option<&str>) -> Sql {
     let mut s = Sql::default();
     s.push("SELECT ")
         .push(JOB_COLUMNS)
         .push(" FROM outbox WHERE message_id = ")
         .text(message_id);
+    if let Some(sender) = sender {
+        s.push(" AND sender = ").text(sender);
+    }
+    s.push(" ORDER BY id LIMIT 1");
     s
 }
 
@@ -337,6 +350,7 @@ pub(crate) fn job_row(row: &AnyRow) -> Result<Job, StoreError> {
     let status = text(row, "status")?;
     Ok(Job {
         id: int(row, "id")?,
+        sender: text(row, "sender")?,
         message_id: text(row, "message_id")?,
         destination: text(row, "destination")?,
         ordering_key: text(row, "ordering_key")?,

@@ -36,6 +36,8 @@ pub struct SqlStore {
     cache: Option<Arc<StoreCache>>,
     /// PostgreSQL: the channel on which writes are announced to other instances.
     channel: Option<String>,
+    /// Whether the disk is full, as the latest commits found (for `/readyz`).
+    disk: Arc<super::DiskState>,
 }
 
 enum Writer {
@@ -47,9 +49,14 @@ enum Writer {
 pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::PoolTimedOut => StoreError::Busy,
+        // ENOSPC from a file or socket operation.
+        sqlx::Error::Io(io) if io.raw_os_error() == Some(28) => StoreError::DiskFull,
         sqlx::Error::Database(d) => match d.code().as_deref() {
             // PostgreSQL: serialization failure, deadlock, lock not available.
             Some("40001" | "40P01" | "55P03") => StoreError::Busy,
+            // PostgreSQL `disk_full`; SQLite SQLITE_FULL (13) and its extended codes.
+            Some("53100") => StoreError::DiskFull,
+            Some(c) if c.parse::<u32>().is_ok_and(|n| n & 0xff == 13) => StoreError::DiskFull,
             // SQLite: SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
             Some(c) if c == "5" || c == "6" || c.parse::<u32>().is_ok_and(|n| n & 0xff == 5) => {
                 StoreError::Busy
@@ -74,12 +81,12 @@ impl SqlStore {
     pub async fn open(
         url: &str,
         max_connections: u32,
-        sqlite_synchronous: &str,
+        sqlite: super::SqliteTuning<'_>,
         cache: &CacheConfig,
     ) -> Result<SqlStore, StoreError> {
         sqlx::any::install_default_drivers();
         if url.starts_with("sqlite:") {
-            let mut store = Self::open_sqlite(url, max_connections, sqlite_synchronous).await?;
+            let mut store = Self::open_sqlite(url, max_connections, sqlite).await?;
             // This process is the file's only writer, so every write passes through it (a
             // second process writing to the file is noticed at our next write and resets the
             // caches, but it is not supported).
@@ -110,7 +117,7 @@ impl SqlStore {
     async fn open_sqlite(
         url: &str,
         max_connections: u32,
-        synchronous: &str,
+        tuning: super::SqliteTuning<'_>,
     ) -> Result<SqlStore, StoreError> {
         let path = url
             .trim_start_matches("sqlite:")
@@ -136,12 +143,24 @@ impl SqlStore {
             format!("{url}?mode=rwc")
         };
         let options = AnyConnectOptions::from_str(&full).map_err(db_err)?;
-        let pragmas: &'static str = if synchronous == "normal" {
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;"
+        // `page_size` before anything else: it only takes effect on a new file. Every page a
+        // commit touches is written whole to the WAL and again by the checkpoint, so smaller
+        // pages write less per small transaction (docs/benchmarks.md, write amplification).
+        // `journal_size_limit`: once checkpointed, the WAL file is cut back to this size, so
+        // space a burst of writes took is given back (see group_commit.rs for the checkpoints).
+        let synchronous = if tuning.synchronous == "normal" {
+            "NORMAL"
         } else {
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;"
+            "FULL"
         };
+        let pragmas: Arc<str> = format!(
+            "PRAGMA page_size = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
+             PRAGMA busy_timeout = 10000; PRAGMA journal_size_limit = 4194304;",
+            tuning.page_size
+        )
+        .into();
         let pool = |max: u32| {
+            let pragmas = pragmas.clone();
             AnyPoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(Duration::from_secs(30))
@@ -149,8 +168,9 @@ impl SqlStore {
                 // round trips of every read.
                 .test_before_acquire(false)
                 .after_connect(move |conn, _| {
+                    let pragmas = pragmas.clone();
                     Box::pin(async move {
-                        conn.execute(pragmas).await?;
+                        conn.execute(&*pragmas).await?;
                         Ok(())
                     })
                 })
@@ -164,13 +184,15 @@ impl SqlStore {
             .connect_with(options)
             .await
             .map_err(db_err)?;
-        let write = Writer::Sqlite(GroupWriter::new(&write, read.clone()).await?);
+        let disk = Arc::new(super::DiskState::default());
+        let write = Writer::Sqlite(GroupWriter::new(&write, read.clone(), disk.clone()).await?);
         Ok(SqlStore {
             backend: Backend::Sqlite,
             read,
             write,
             cache: None,
             channel: None,
+            disk,
         })
     }
 
@@ -188,6 +210,7 @@ impl SqlStore {
             write: Writer::Postgres(pool),
             cache: None,
             channel: None,
+            disk: Arc::new(super::DiskState::default()),
         })
     }
 }
@@ -233,6 +256,10 @@ fn int_col(row: &AnyRow, name: &str) -> Result<i64, StoreError> {
 impl Storage for SqlStore {
     fn backend(&self) -> Backend {
         self.backend
+    }
+
+    fn disk_full_at_ms(&self) -> Option<i64> {
+        self.disk.full_at_ms()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -420,8 +447,12 @@ impl Storage for SqlStore {
         self.cache.as_ref()?.generation(deps)
     }
 
-    async fn outbox_job(&self, message_id: &str) -> Result<Option<Job>, StoreError> {
-        let sql = outbox::by_message_id(message_id);
+    async fn outbox_job(
+        &self,
+        message_id: &str,
+        sender: Option<&str>,
+    ) -> Result<Option<Job>, StoreError> {
+        let sql = outbox::by_message_id(message_id, sender);
         let row = query(&sql)
             .fetch_optional(&self.read)
             .await
@@ -468,6 +499,7 @@ impl Storage for SqlStore {
         };
         Ok(Box::new(SqlTx {
             tx,
+            disk: self.disk.clone(),
             backend: self.backend,
             cache: self.cache.clone(),
             channel: self.channel.clone(),
@@ -623,6 +655,7 @@ enum TxConn {
 /// A write transaction on [`SqlStore`].
 struct SqlTx {
     tx: TxConn,
+    disk: Arc<super::DiskState>,
     backend: Backend,
     cache: Option<Arc<StoreCache>>,
     /// PostgreSQL: the channel that announces this transaction's writes at commit.
@@ -836,11 +869,11 @@ impl StoreTx for SqlTx {
 
     async fn act_on_dead(
         &mut self,
-        message_id: &str,
+        job_id: i64,
         action: DeadAction,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let sql = outbox::act_on_dead(message_id, action, now_ms);
+        let sql = outbox::act_on_dead(job_id, action, now_ms);
         let rows = query(&sql)
             .fetch_all(self.conn().await?)
             .await
@@ -849,6 +882,15 @@ impl StoreTx for SqlTx {
     }
 
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        let disk = self.disk.clone();
+        let result = self.commit_inner().await;
+        disk.note(&result);
+        result
+    }
+}
+
+impl SqlTx {
+    async fn commit_inner(self: Box<Self>) -> Result<(), StoreError> {
         let SqlTx {
             tx,
             cache,

@@ -223,9 +223,13 @@ async fn bad_requests_get_operation_outcomes_with_the_right_status(app: TestApp)
     assert_eq!(oo["issue"][0]["expression"][0], "Patient.id");
     // Unknown type.
     assert_eq!(app.get("Spaceship/1").await.status().as_u16(), 404);
-    // Method not allowed.
-    let res = app.client.patch(app.url("Patient/1")).send().await.unwrap();
+    // Method not allowed (PATCH is served; POST on an instance is not).
+    let res = app.client.post(app.url("Patient/1")).send().await.unwrap();
     assert_eq!(res.status().as_u16(), 405);
+    assert_eq!(
+        res.headers()["allow"],
+        "GET, PUT, PATCH, DELETE, HEAD, OPTIONS"
+    );
     let oo: Value = res.json().await.unwrap();
     assert_eq!(oo["resourceType"], "OperationOutcome");
     // Not acceptable.

@@ -13,6 +13,7 @@ mod concurrency;
 mod crud;
 mod examples;
 mod forwarding;
+mod hardening;
 mod limits;
 mod lookups;
 mod municipal;
