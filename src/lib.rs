@@ -12,6 +12,7 @@
 //!   (workers, retries, connectors).
 //! - [`audit`]: an AuditEvent per read, search, write, validation and forwarding attempt, queued
 //!   and written in batches to the same database.
+//! - [`report`]: KL Gateway delivery reports built from stored municipal care records.
 //! - [`config`], [`app`], [`cli`], [`metrics`]: configuration, wiring, command line, metrics.
 
 pub mod api;
@@ -28,4 +29,5 @@ pub mod logmask;
 pub mod lookup;
 pub mod metrics;
 pub mod municipal;
+pub mod report;
 pub mod store;

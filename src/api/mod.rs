@@ -9,6 +9,7 @@ pub mod fhir;
 pub mod health;
 pub mod limits;
 pub mod municipal;
+pub mod reports;
 pub mod response;
 
 use std::sync::Arc;
@@ -53,6 +54,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(admin::scope())
         .service(resource("/municipal/v1/care-records").route(web::post().to(municipal::post)))
         .service(resource("/municipal/v1/care-records/{id}").route(web::get().to(municipal::get)))
+        .service(
+            resource("/municipal/v1/reports/kl-gateway").route(web::get().to(reports::kl_gateway)),
+        )
         .service(
             resource("/municipal/v1/discharge-notes")
                 .route(web::post().to(municipal::post_discharge_note)),
@@ -134,6 +138,7 @@ fn route_label(path: &str) -> &'static str {
         "/admin/outbox" => return "/admin/outbox",
         "/municipal/v1/care-records" => return "/municipal/v1/care-records",
         "/municipal/v1/discharge-notes" => return "/municipal/v1/discharge-notes",
+        "/municipal/v1/reports/kl-gateway" => return "/municipal/v1/reports/kl-gateway",
         _ => {}
     }
     if let Some(rest) = path.strip_prefix("/admin/caches/") {
