@@ -1,10 +1,12 @@
 //! A municipality's stored care records, read page by page and rebuilt into typed records,
 //! grouped by citizen, and the KL Gateway report written from them as a stream of text pieces.
 //!
-//! Memory stays bounded by one page of records plus one citizen's report: CarePlans are read
-//! [`PAGE`] at a time (sorted by citizen, so a citizen's courses are adjacent), the resources
-//! they refer to in one `read_many` per page, each record rebuilt by the municipal mapping's own
-//! inverse (`from_fhir`), and each citizen's report handed on as soon as its last course is read.
+//! Memory stays bounded by one batch of records plus one citizen's report (and the list of the
+//! municipality's CarePlan ids with their citizens): the plans are read [`PAGE`] at a time,
+//! sorted by citizen so that a citizen's courses are in one batch, the resources they refer to in
+//! one `read_many` per batch, each record rebuilt by the municipal mapping's own inverse
+//! (`from_fhir`), and each citizen's report handed on as soon as it is built. The store's
+//! search is paged in its own order: sorting by `subject` in SQL costs a full sort per page.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -36,134 +38,115 @@ pub struct Request {
 /// One citizen's records, rebuilt.
 type Citizen = Vec<CareRecord>;
 
-/// Reads a municipality's records from the store, a page at a time.
+/// Reads a municipality's records from the store. First the CarePlans' ids and citizens, page by
+/// page (a few dozen bytes per record are kept, not the records); then the plans in batches of
+/// about [`PAGE`], a citizen's courses always in the same batch, each batch with the resources
+/// it refers to read in one go.
 pub struct Records<'e> {
     engine: &'e Engine,
-    vis: Visibility,
-    query: SearchQuery,
-    done: bool,
-    /// The citizen whose courses are being collected (its Patient reference) and them.
-    pending: Option<(String, Citizen)>,
-    /// Citizens ready to report.
-    ready: std::collections::VecDeque<Citizen>,
-    since_ms: Option<i64>,
-    municipality: String,
+    /// `(citizen, CarePlan id)`, sorted: a citizen's courses are adjacent.
+    plans: Vec<(String, String)>,
+    next: usize,
 }
 
 impl<'e> Records<'e> {
-    pub fn new(engine: &'e Engine, vis: Visibility, req: &Request) -> Result<Self, FhirError> {
-        let query = plans_query(engine, &req.municipality, None, req.since_ms)?;
+    pub async fn open(
+        engine: &'e Engine,
+        vis: &Visibility,
+        req: &Request,
+    ) -> Result<Records<'e>, FhirError> {
+        let store = engine.store();
+        let mut q = plans_query(engine, &req.municipality)?;
+        let mut all: Vec<(String, String, i64)> = Vec::new();
+        loop {
+            let mut hits = store.search(&q, PAGE + 1, vis).await?;
+            let more = hits.len() > PAGE;
+            hits.truncate(PAGE);
+            if let Some(last) = hits.last() {
+                q.after = Some(Cursor {
+                    values: last.sort_values.clone(),
+                    seq: last.seq,
+                });
+            }
+            for h in hits {
+                let r = h.resource;
+                let citizen = match r.citizen {
+                    Some(c) => c,
+                    None => subject(&crate::municipal::stored_json(&r)?).unwrap_or_default(),
+                };
+                all.push((citizen, r.id, r.last_updated_ms));
+            }
+            if !more {
+                break;
+            }
+        }
+        if let Some(since) = req.since_ms {
+            // A citizen whose course changed is reported with all of its courses: its report
+            // replaces the previous one.
+            let changed: BTreeSet<String> = all
+                .iter()
+                .filter(|(_, _, t)| *t > since)
+                .map(|(c, _, _)| c.clone())
+                .collect();
+            all.retain(|(c, _, _)| changed.contains(c));
+        }
+        let mut plans: Vec<(String, String)> = all.into_iter().map(|(c, id, _)| (c, id)).collect();
+        plans.sort();
         Ok(Records {
             engine,
-            vis,
-            query,
-            done: false,
-            pending: None,
-            ready: Default::default(),
-            since_ms: req.since_ms,
-            municipality: req.municipality.clone(),
+            plans,
+            next: 0,
         })
     }
 
-    /// The next citizen's records (all of the citizen's courses in the municipality), or `None`
-    /// at the end.
-    pub async fn next_citizen(&mut self) -> Result<Option<Citizen>, FhirError> {
-        loop {
-            if let Some(c) = self.ready.pop_front() {
-                return Ok(Some(c));
-            }
-            if self.done {
-                return Ok(self.pending.take().map(|(_, c)| c));
-            }
-            self.next_page().await?;
+    /// The next batch of citizens, each with all of its courses in the municipality; `None` at
+    /// the end.
+    pub async fn next_batch(&mut self) -> Result<Option<Vec<Citizen>>, FhirError> {
+        let len = self.plans.len();
+        if self.next >= len {
+            return Ok(None);
         }
-    }
-
-    async fn next_page(&mut self) -> Result<(), FhirError> {
-        let store = self.engine.store();
-        let mut hits = store.search(&self.query, PAGE + 1, &self.vis).await?;
-        if hits.len() > PAGE {
-            hits.truncate(PAGE);
-            let last = &hits[PAGE - 1];
-            self.query.after = Some(Cursor {
-                values: last.sort_values.clone(),
-                seq: last.seq,
-            });
-        } else {
-            self.done = true;
+        let start = self.next;
+        let mut end = (start + PAGE).min(len);
+        while end < len && self.plans[end].0 == self.plans[end - 1].0 {
+            end += 1;
         }
-        let plans: Vec<Value> = hits
+        self.next = end;
+        let batch = &self.plans[start..end];
+        let keys: Vec<(String, String)> = batch
             .iter()
-            .map(|h| crate::municipal::stored_json(&h.resource))
-            .collect::<Result<_, _>>()?;
-        let plans = if self.since_ms.is_some() {
-            // A citizen whose course changed is reported with all of its courses: its report
-            // replaces the previous one.
-            self.with_unchanged_courses(plans).await?
-        } else {
-            plans
-        };
-        for (subject, rec) in rebuild(self.engine, plans).await? {
-            match &mut self.pending {
-                Some((s, list)) if *s == subject => list.push(rec),
-                _ => {
-                    if let Some((_, done)) = self.pending.replace((subject, vec![rec])) {
-                        self.ready.push_back(done);
-                    }
-                }
+            .map(|(_, id)| ("CarePlan".to_string(), id.clone()))
+            .collect();
+        let mut by_id: HashMap<String, Value> = HashMap::with_capacity(keys.len());
+        for r in self.engine.store().read_many(&keys).await? {
+            by_id.insert(r.id.clone(), crate::municipal::stored_json(&r)?);
+        }
+        // In the sorted order; a plan deleted since the first pass is no longer reported.
+        let plans: Vec<(String, Value)> = batch
+            .iter()
+            .filter_map(|(c, id)| by_id.remove(id).map(|p| (c.clone(), p)))
+            .collect();
+        let mut out: Vec<Citizen> = Vec::new();
+        let mut current: Option<String> = None;
+        for (citizen, rec) in rebuild(self.engine, plans).await? {
+            if current.as_ref() != Some(&citizen) {
+                out.push(Vec::new());
+                current = Some(citizen);
+            }
+            if let Some(list) = out.last_mut() {
+                list.push(rec);
             }
         }
-        Ok(())
-    }
-
-    /// The changed plans of a page, each followed by its citizen's other plans in the
-    /// municipality.
-    async fn with_unchanged_courses(&self, plans: Vec<Value>) -> Result<Vec<Value>, FhirError> {
-        let mut out: Vec<Value> = Vec::new();
-        let mut seen: BTreeSet<String> = BTreeSet::new();
-        let mut subjects: Vec<String> = Vec::new();
-        for p in &plans {
-            if let Some(s) = subject(p) {
-                if !subjects.contains(&s) && self.pending.as_ref().map(|(x, _)| x) != Some(&s) {
-                    subjects.push(s);
-                }
-            }
-        }
-        for s in subjects {
-            let q = plans_query(self.engine, &self.municipality, Some(&s), None)?;
-            for hit in self.engine.store().search(&q, 1000, &self.vis).await? {
-                if seen.insert(hit.resource.id.clone()) {
-                    out.push(crate::municipal::stored_json(&hit.resource)?);
-                }
-            }
-        }
-        Ok(out)
+        Ok(Some(out))
     }
 }
 
-/// The search for a municipality's CarePlans (optionally one citizen's), sorted by citizen.
-fn plans_query(
-    engine: &Engine,
-    municipality: &str,
-    subject: Option<&str>,
-    since_ms: Option<i64>,
-) -> Result<SearchQuery, FhirError> {
-    let mut pairs = vec![
-        (
-            "identifier".to_string(),
-            format!("{}|", vocab::record_system(municipality)),
-        ),
-        ("_sort".to_string(), "subject,_id".to_string()),
-    ];
-    if let Some(s) = subject {
-        pairs.push(("subject".into(), s.into()));
-    }
-    if let Some(ms) = since_ms {
-        pairs.push((
-            "_lastUpdated".into(),
-            format!("gt{}", fhir_core::fhir::instant(ms)),
-        ));
-    }
+/// The search for a municipality's CarePlans, in the store's own order (cheap to page).
+fn plans_query(engine: &Engine, municipality: &str) -> Result<SearchQuery, FhirError> {
+    let pairs = vec![(
+        "identifier".to_string(),
+        format!("{}|", vocab::record_system(municipality)),
+    )];
     let mut q = engine.parse_pairs("CarePlan", &pairs, false)?;
     q.count = PAGE;
     Ok(q)
@@ -202,10 +185,10 @@ fn references(v: &Value, out: &mut BTreeSet<(String, String)>) {
 /// that cannot be rebuilt is an error (500): a report that silently drops a course is wrong.
 async fn rebuild(
     engine: &Engine,
-    plans: Vec<Value>,
+    plans: Vec<(String, Value)>,
 ) -> Result<Vec<(String, CareRecord)>, FhirError> {
     let mut keys = BTreeSet::new();
-    for p in &plans {
+    for (_, p) in &plans {
         references(p, &mut keys);
     }
     let keys: Vec<(String, String)> = keys.into_iter().collect();
@@ -216,14 +199,14 @@ async fn rebuild(
     }
     let get = |r: &str| found.get(r);
     let mut out = Vec::with_capacity(plans.len());
-    for p in &plans {
+    for (citizen, p) in &plans {
         let rec = from_fhir::from_fhir(p, &get).map_err(|e| {
             FhirError::internal(format!(
                 "the stored record of CarePlan/{} cannot be rebuilt: {e}",
                 p.get("id").and_then(Value::as_str).unwrap_or("?")
             ))
         })?;
-        out.push((subject(p).unwrap_or_default(), rec));
+        out.push((citizen.clone(), rec));
     }
     Ok(out)
 }
@@ -242,14 +225,16 @@ pub async fn write<F>(
 where
     F: AsyncSink,
 {
-    let mut records = Records::new(engine, vis, req)?;
+    let mut records = Records::open(engine, &vis, req).await?;
     let mut env = Envelope::new(req.kind);
     sink.send(env.start(envelope_id, timestamp)).await?;
-    while let Some(citizen) = records.next_citizen().await? {
-        let refs: Vec<&CareRecord> = citizen.iter().collect();
-        if let Some(report) = citizen_report(req.kind, &refs, codes, timestamp) {
-            let piece = env.entry(&report);
-            sink.send(piece).await?;
+    while let Some(batch) = records.next_batch().await? {
+        for citizen in batch {
+            let refs: Vec<&CareRecord> = citizen.iter().collect();
+            if let Some(report) = citizen_report(req.kind, &refs, codes, timestamp) {
+                let piece = env.entry(&report);
+                sink.send(piece).await?;
+            }
         }
     }
     sink.send(env.finish().to_string()).await?;
