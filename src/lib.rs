@@ -14,6 +14,7 @@
 //! - [`forward`]: FHIR messages forwarded to regional systems through a durable outbox
 //!   (workers, retries, connectors).
 //! - [`audit`]: the audit trail of reads, searches, writes, validations and forwarding attempts.
+//! - [`report`]: KL Gateway delivery reports built from stored municipal care records.
 //! - [`config`], [`app`], [`cli`], [`metrics`], [`error`], [`logmask`]: configuration, wiring,
 //!   command line, metrics, the error type, and the log writer that masks national ids.
 //!
@@ -33,4 +34,5 @@ pub mod logmask;
 pub mod lookup;
 pub mod metrics;
 pub mod municipal;
+pub mod report;
 pub mod store;

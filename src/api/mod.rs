@@ -11,6 +11,7 @@ pub mod limits;
 pub mod municipal;
 pub mod operations;
 pub mod origin;
+pub mod reports;
 pub mod response;
 pub mod smart;
 
@@ -254,6 +255,7 @@ mod tests {
             "/municipal/v1/care-records/HAD-1",
             "/municipal/v1/care-records/HAD-1/x",
             "/municipal/v1/discharge-notes",
+            "/municipal/v1/reports/kl-gateway",
         ] {
             let req = test::TestRequest::get().uri(path).to_request();
             let body = test::call_and_read_body(&app, req).await;

@@ -64,7 +64,7 @@ fn municipal_access(
 }
 
 /// 403 unless the caller is a municipality client or an administrator.
-fn municipal_client(ctx: &RequestContext) -> Result<(), FhirError> {
+pub(crate) fn municipal_client(ctx: &RequestContext) -> Result<(), FhirError> {
     match &ctx.caller {
         Some(c) if matches!(c.client.kind, ClientKind::Municipality | ClientKind::Admin) => Ok(()),
         other => Err(FhirError::new(

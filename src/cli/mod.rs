@@ -1,6 +1,8 @@
-//! Command line: `serve` (the default), `validate` ([`validate`]) and `translate`. The tools that
+//! Command line: `serve` (the default), `validate` ([`validate`]), `translate` and
+//! `report kl-gateway` ([`report`]). The tools that
 //! derive `profiles/` from published packages are in the `xtask` crate (`cargo xtask derive …`).
 
+pub mod report;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -61,6 +63,30 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Reports for national receivers, built from municipal care records.
+    Report {
+        #[command(subcommand)]
+        report: ReportCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// KL Gateway delivery reports (§140 rehabilitation, FSIII care) for the given records,
+    /// one Bundle per line: without --kind, §140 courses go to the 140 report and the others to
+    /// the care report. Exit code 0: reported; 1: a record is not valid; 2: usage error.
+    KlGateway {
+        /// Only this report: `140` or `care`.
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<crate::report::kl_gateway::Kind>,
+        /// Municipal care record files (v1 JSON).
+        #[arg(value_name = "RECORD.json")]
+        records: Vec<PathBuf>,
+    },
+}
+
+fn parse_kind(s: &str) -> Result<crate::report::kl_gateway::Kind, String> {
+    crate::report::kl_gateway::Kind::parse(s).ok_or_else(|| format!("{s:?} is not 140 or care"))
 }
 
 /// Run the command line; returns the process exit code.
@@ -90,5 +116,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Translate { reverse, file } => Ok(crate::municipal::translate_cli(&file, reverse)),
+        Command::Report {
+            report: ReportCommand::KlGateway { kind, records },
+        } => Ok(report::run(report::Options { kind, records })),
     }
 }

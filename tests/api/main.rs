@@ -18,6 +18,7 @@ mod limits;
 mod lookups;
 mod municipal;
 mod operations;
+mod reports;
 mod search;
 mod tenancy;
 mod tls;

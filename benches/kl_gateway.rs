@@ -1,0 +1,144 @@
+//! The KL Gateway report over many stored records: `cargo bench --bench kl_gateway [N]` stores N
+//! care records (copies of the municipal fixtures, one municipality, distinct citizens) in a
+//! SQLite file through the municipal store path, then writes the §140 and the care report for
+//! that municipality, as the HTTP endpoint does, into a sink that only counts. Prints the time,
+//! the bytes, the largest piece held at once and the process's peak memory during the report.
+//! Figures in docs/benchmarks.md.
+
+use std::time::Instant;
+
+use sektorbro::config::Config;
+use sektorbro::engine::{Access, Engine};
+use sektorbro::error::FhirError;
+use sektorbro::municipal::record::CareRecord;
+use sektorbro::report::kl_gateway::Kind;
+use sektorbro::report::stored::{self, AsyncSink, Request};
+use serde_json::{json, Value};
+
+#[derive(Default)]
+struct Counter {
+    bytes: usize,
+    pieces: usize,
+    largest: usize,
+}
+
+impl AsyncSink for &mut Counter {
+    async fn send(&mut self, piece: String) -> Result<(), FhirError> {
+        self.bytes += piece.len();
+        self.pieces += 1;
+        self.largest = self.largest.max(piece.len());
+        Ok(())
+    }
+}
+
+/// `VmHWM` (peak resident memory) in KiB.
+fn peak_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn templates() -> Vec<Value> {
+    let dir = format!("{}/fixtures/municipal", env!("CARGO_MANIFEST_DIR"));
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .expect("fixtures")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
+        .collect()
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(10_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run(n));
+}
+
+async fn run(n: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = Config::defaults();
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let store = sektorbro::store::open(&url, 4, "normal", &config.cache)
+        .await
+        .expect("open store");
+    let engine = Engine::new(store, config.search);
+    let validator = fhir_core::validation::Validator::shared_embedded().expect("definitions");
+    let access = Access::gateway();
+    let templates = templates();
+    let started = Instant::now();
+    for i in 0..n {
+        let mut r = templates[i % templates.len()].clone();
+        r["recordId"] = json!(format!("BENCH-{i}"));
+        r["municipality"] =
+            json!({"code": "0510", "name": "Haderslev Kommune", "sor": "425911000016005"});
+        // Day 01-28, month 01-12, distinct per record up to 336 × 100 citizens.
+        r["citizen"]["cpr"] = json!(format!(
+            "{:02}{:02}{:02}{:04}",
+            i % 28 + 1,
+            (i / 28) % 12 + 1,
+            40 + (i / 336) % 50,
+            1000 + i % 9000
+        ));
+        let rec: CareRecord = serde_json::from_value(r).expect("record");
+        sektorbro::municipal::store(
+            &engine,
+            &access,
+            &validator,
+            rec,
+            Vec::new(),
+            "http://bench/fhir",
+            false,
+        )
+        .await
+        .expect("stored");
+    }
+    println!(
+        "stored {n} records in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    for kind in [Kind::Rehab140, Kind::Care] {
+        // Reset the peak so that it measures the report alone.
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let before = peak_kib();
+        let req = Request {
+            municipality: "0510".into(),
+            kind,
+            since_ms: None,
+        };
+        let mut sink = Counter::default();
+        let t = Instant::now();
+        let citizens = stored::write(
+            &engine,
+            access.readable(),
+            &req,
+            &validator.terminology,
+            "bench",
+            "2026-12-03T12:00:00Z",
+            &mut sink,
+        )
+        .await
+        .expect("report");
+        println!(
+            "{} report: {citizens} citizens, {:.1} MB in {:.2} s; largest piece {} KB; peak RSS {} MB (was {} MB before)",
+            kind.as_str(),
+            sink.bytes as f64 / 1e6,
+            t.elapsed().as_secs_f64(),
+            sink.largest / 1024,
+            peak_kib() / 1024,
+            before / 1024,
+        );
+    }
+}
