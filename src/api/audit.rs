@@ -52,7 +52,11 @@ pub fn record(
         "/fhir/{type}/{id}/_history" => Interaction::HistoryInstance,
         "/fhir/{type}/{id}/_history/{vid}" => Interaction::Vread,
         "/municipal/v1/care-records" => Interaction::CareRecordPost,
-        "/municipal/v1/care-records/{id}" => Interaction::CareRecordGet,
+        // The hospital events are read out of the record's citizen's data: audited as a read
+        // of the record.
+        "/municipal/v1/care-records/{id}" | "/municipal/v1/care-records/{id}/hospital-events" => {
+            Interaction::CareRecordGet
+        }
         "/municipal/v1/discharge-notes" => Interaction::DischargeNotePost,
         r if r.starts_with("/admin/") => Interaction::Operation(format!(
             "admin {} {}",

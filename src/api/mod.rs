@@ -54,6 +54,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/municipal/v1/care-records").route(web::post().to(municipal::post)))
         .service(resource("/municipal/v1/care-records/{id}").route(web::get().to(municipal::get)))
         .service(
+            resource("/municipal/v1/care-records/{id}/hospital-events")
+                .route(web::get().to(municipal::get_hospital_events)),
+        )
+        .service(
             resource("/municipal/v1/discharge-notes")
                 .route(web::post().to(municipal::post_discharge_note)),
         )
@@ -151,11 +155,13 @@ fn route_label(path: &str) -> &'static str {
             _ => "unmatched",
         };
     }
-    if let Some(id) = path.strip_prefix("/municipal/v1/care-records/") {
-        return if id.is_empty() || id.contains('/') {
-            "unmatched"
-        } else {
-            "/municipal/v1/care-records/{id}"
+    if let Some(rest) = path.strip_prefix("/municipal/v1/care-records/") {
+        return match rest.split('/').collect::<Vec<_>>().as_slice() {
+            [id] if !id.is_empty() => "/municipal/v1/care-records/{id}",
+            [id, "hospital-events"] if !id.is_empty() => {
+                "/municipal/v1/care-records/{id}/hospital-events"
+            }
+            _ => "unmatched",
         };
     }
     let Some(rest) = path.strip_prefix("/fhir/") else {
@@ -311,6 +317,8 @@ mod tests {
             "/municipal/v1/care-records",
             "/municipal/v1/care-records/HAD-1",
             "/municipal/v1/care-records/HAD-1/x",
+            "/municipal/v1/care-records/HAD-1/hospital-events",
+            "/municipal/v1/care-records/HAD-1/hospital-events/x",
             "/municipal/v1/discharge-notes",
         ] {
             let req = test::TestRequest::get().uri(path).to_request();

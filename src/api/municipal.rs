@@ -251,3 +251,72 @@ pub async fn post_discharge_note(
         .content_type("application/json")
         .body(body.to_string()))
 }
+
+/// `GET /municipal/v1/care-records/{id}/hospital-events[?municipality=CODE]`: what MedCom
+/// HospitalNotifications said about the record's citizen (admitted, on leave, discharged, …), in
+/// time order, and how many hospital stays began during the care course (the readmission
+/// figure). The same access rules as reading the record: whoever may read it may read these.
+pub async fn get_hospital_events(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    path: web::Path<String>,
+) -> Result<HttpResponse, FhirError> {
+    let id = path.into_inner();
+    let municipality = ctx
+        .query
+        .iter()
+        .find(|(k, _)| k == "municipality")
+        .map(|(_, v)| v.as_str());
+    let rec = municipal::fetch(&state.engine, &ctx.access, &id, municipality, &ctx.base).await?;
+    let citizen = crate::medcom::citizen_key(&format!("{}|{}", vocab::CPR, rec.citizen.cpr));
+    let store = state.engine.store();
+    let events = store.hospital_events(&citizen).await?;
+    let period = &rec.course.period;
+    let start = course_instant(&period.start, false);
+    let end = period.end.as_deref().and_then(|e| course_instant(e, true));
+    let admissions = match start {
+        Some(s) => Some(store.admissions_during_course(&citizen, s, end).await?),
+        None => None,
+    };
+    let list: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "event": e.event,
+                "time": e.event_time,
+                "hospital": {"sor": e.hospital_sor, "name": e.hospital},
+                "encounter": e.encounter,
+                "messageId": e.message_id,
+                "sender": e.sender,
+                "refersTo": e.refers_to,
+                "duringCourse": start.is_some_and(|s| e.event_ms >= s && end.is_none_or(|x| e.event_ms <= x)),
+            })
+        })
+        .collect();
+    let body = serde_json::json!({
+        "careRecord": rec.record_id,
+        "municipality": rec.municipality.code,
+        "coursePeriod": {"start": period.start, "end": period.end},
+        "admissionsDuringCourse": admissions,
+        "events": list,
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body.to_string()))
+}
+
+/// A course date or dateTime as milliseconds since the epoch: a date is its first (or, for the
+/// end of a period, its last) millisecond in Danish time.
+fn course_instant(s: &str, end_of_day: bool) -> Option<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Some(t.timestamp_millis());
+    }
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    let t = if end_of_day {
+        d.and_hms_milli_opt(23, 59, 59, 999)?
+    } else {
+        d.and_hms_opt(0, 0, 0)?
+    };
+    // Europe/Copenhagen is UTC+1 or +2; +1 errs by at most an hour in summer, within the day.
+    Some(t.and_utc().timestamp_millis() - 3_600_000)
+}

@@ -34,6 +34,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0003_tenancy.sql"),
         postgres: include_str!("migrations/postgres/0003_tenancy.sql"),
     },
+    Migration {
+        version: 4,
+        name: "hospital_events",
+        sqlite: include_str!("migrations/sqlite/0004_hospital_events.sql"),
+        postgres: include_str!("migrations/postgres/0004_hospital_events.sql"),
+    },
 ];
 
 /// Bring the schema up to date. On PostgreSQL an advisory lock keeps two starting instances from

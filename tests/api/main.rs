@@ -14,6 +14,7 @@ mod examples;
 mod forwarding;
 mod limits;
 mod lookups;
+mod medcom;
 mod municipal;
 mod operations;
 mod search;

@@ -1,0 +1,390 @@
+//! MedCom HospitalNotification messages in through `POST /fhir/$process-message` (issue #21):
+//! acknowledged with MedCom acknowledgements (checked with our own validator against
+//! `medcom-messaging-acknowledgement`), stored as hospital events, forwarded to a wiremock
+//! destination, and shown on the citizen's care course.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::header::CONTENT_TYPE;
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::forwarding::{destination, fast, received_ids};
+use crate::helpers::{spawn_app_with, Db, TestApp};
+use fhir_core::validation::{has_errors, Validator};
+
+const ACK: &str =
+    "http://medcomfhir.dk/ig/acknowledgement/StructureDefinition/medcom-messaging-acknowledgement";
+const SOR: &str = "urn:oid:1.2.208.176.1.1";
+
+fn json_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("Bundle-") && n.ends_with(".json"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// The HospitalNotification examples: all of MedCom's when `../shared` is there, else the
+/// copies in `fixtures/medcom/`.
+fn examples() -> Vec<Value> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shared = root.join("../shared/fhir-ig/medcom-hospitalnotification/examples");
+    let mut files = json_files(&shared);
+    if files.is_empty() {
+        eprintln!(
+            "NOTE: {} is absent: only the MedCom examples in fixtures/medcom/ are tested",
+            shared.display()
+        );
+        files = json_files(&root.join("fixtures/medcom"));
+    } else {
+        assert_eq!(
+            files.len(),
+            12,
+            "HospitalNotification 3.0.2 has 12 example messages"
+        );
+    }
+    assert!(files.len() >= 3);
+    files
+        .iter()
+        .map(|f| serde_json::from_str(&std::fs::read_to_string(f).expect("read")).expect("JSON"))
+        .collect()
+}
+
+/// The SOR code of the Organization a message's receiver reference points at.
+fn receiver_sor(m: &Value) -> String {
+    let r = m["entry"][0]["resource"]["destination"][0]["receiver"]["reference"]
+        .as_str()
+        .expect("receiver reference");
+    let id = r.rsplit('/').next().expect("id");
+    let org = m["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|o| o["resourceType"] == "Organization" && o["id"] == id)
+        .expect("receiver Organization");
+    org["identifier"]
+        .as_array()
+        .expect("identifiers")
+        .iter()
+        .find(|i| i["system"] == SOR)
+        .and_then(|i| i["value"].as_str())
+        .expect("SOR")
+        .to_string()
+}
+
+async fn municipality_receiver() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/fhir/$process-message"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    server
+}
+
+async fn app_for(messages: &[Value], receiver: &MockServer) -> TestApp {
+    let mut sors: Vec<String> = messages.iter().map(receiver_sor).collect();
+    sors.sort();
+    sors.dedup();
+    let refs: Vec<&str> = sors.iter().map(String::as_str).collect();
+    let d = destination("kommune", &format!("{}/fhir", receiver.uri()), &refs);
+    spawn_app_with(Db::Sqlite, |c| {
+        fast(c);
+        c.forwarding.destinations = vec![d];
+    })
+    .await
+    .expect("sqlite app")
+}
+
+/// Post a MedCom message: (HTTP status, acknowledgement code, the acknowledgement).
+async fn post(app: &TestApp, m: &Value) -> (u16, String, Value) {
+    let res = app.submit(m).await;
+    let status = res.status().as_u16();
+    let ack: Value = res.json().await.expect("JSON");
+    let code = ack["entry"][0]["resource"]["response"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no acknowledgement: {ack}"))
+        .to_string();
+    (status, code, ack)
+}
+
+/// The acknowledgement is a valid `medcom-messaging-acknowledgement` answering `m`.
+fn assert_valid_ack(ack: &Value, m: &Value) {
+    let v = Validator::shared_embedded().expect("definitions");
+    let issues = v.validate(ack, &[ACK.to_string()]);
+    assert!(!has_errors(&issues), "{issues:#?}\n{ack:#}");
+    // The check has teeth: the same acknowledgement without its answer code is refused.
+    let mut without = ack.clone();
+    without["entry"][0]["resource"]["response"]
+        .as_object_mut()
+        .expect("response")
+        .remove("code");
+    assert!(has_errors(&v.validate(&without, &[ACK.to_string()])));
+    assert_eq!(
+        ack["entry"][0]["resource"]["response"]["identifier"], m["entry"][0]["resource"]["id"],
+        "the acknowledgement names the message's MessageHeader"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hospital_notification_example_is_acknowledged_ok_stored_once_and_forwarded() {
+    let messages = examples();
+    let receiver = municipality_receiver().await;
+    let app = app_for(&messages, &receiver).await;
+    for m in &messages {
+        let (status, code, ack) = post(&app, m).await;
+        assert_eq!((status, code.as_str()), (200, "ok"), "{}: {ack}", m["id"]);
+        assert_valid_ack(&ack, m);
+    }
+    // A repeat is acknowledged the same and writes nothing more.
+    let (status, code, again) = post(&app, &messages[0]).await;
+    assert_eq!((status, code.as_str()), (200, "ok"));
+    assert_valid_ack(&again, &messages[0]);
+    for m in &messages {
+        app.wait_status(m["id"].as_str().expect("id"), "delivered")
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut got = received_ids(&receiver.received_requests().await.expect("requests"));
+    got.sort();
+    let mut want: Vec<String> = messages
+        .iter()
+        .map(|m| m["id"].as_str().expect("id").to_string())
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "each message delivered once, as received");
+}
+
+/// Break a message the way a sender's bug would: the Encounter loses its status (1..1 in R4).
+fn broken(m: &Value) -> Value {
+    let mut b = m.clone();
+    for e in b["entry"].as_array_mut().expect("entries") {
+        if e["resource"]["resourceType"] == "Encounter" {
+            e["resource"]
+                .as_object_mut()
+                .expect("Encounter")
+                .remove("status");
+        }
+    }
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_copy_of_each_example_gets_fatal_error_and_nothing_is_stored() {
+    let messages = examples();
+    let receiver = municipality_receiver().await;
+    let app = app_for(&messages, &receiver).await;
+    for m in &messages {
+        let b = broken(m);
+        let (status, code, ack) = post(&app, &b).await;
+        assert_eq!((status, code.as_str()), (422, "fatal-error"), "{ack}");
+        assert_valid_ack(&ack, &b);
+        let outcome = ack["entry"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .map(|e| &e["resource"])
+            .find(|r| r["resourceType"] == "OperationOutcome")
+            .expect("an OperationOutcome");
+        assert!(
+            outcome["issue"]
+                .as_array()
+                .expect("issues")
+                .iter()
+                .any(|i| i["expression"][0]
+                    .as_str()
+                    .is_some_and(|x| x.contains("status"))),
+            "the missing status is located: {outcome}"
+        );
+        let job = app
+            .client
+            .get(format!(
+                "{}/admin/outbox/{}",
+                app.addr,
+                m["id"].as_str().expect("id")
+            ))
+            .send()
+            .await
+            .expect("admin");
+        assert_eq!(job.status(), 404, "nothing queued for {}", m["id"]);
+    }
+    // Nothing was stored: the intact messages are still new (and taken).
+    let (status, code, _) = post(&app, &messages[0]).await;
+    assert_eq!((status, code.as_str()), (200, "ok"));
+    assert_eq!(
+        app.admin(&format!(
+            "outbox/{}",
+            messages[0]["id"].as_str().expect("id")
+        ))
+        .await["attempts"]
+            .as_i64()
+            .map(|_| ()),
+        Some(())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_for_a_receiver_nobody_serves_gets_fatal_error_naming_the_receiver() {
+    let messages = examples();
+    let receiver = municipality_receiver().await;
+    let app = app_for(&[], &receiver).await;
+    let (status, code, ack) = post(&app, &messages[0]).await;
+    assert_eq!((status, code.as_str()), (422, "fatal-error"), "{ack}");
+    assert_valid_ack(&ack, &messages[0]);
+    let text = ack.to_string();
+    assert!(text.contains("MSG_Receiver_Identifier_UNKNOWN"), "{text}");
+    assert!(text.contains(&receiver_sor(&messages[0])), "{text}");
+}
+
+/// Another Sektorbro message (not MedCom) keeps the plain answer of `$process-message`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sektorbro_messages_keep_their_answer_beside_medcom() {
+    let receiver = municipality_receiver().await;
+    let app = app_for(&[], &receiver).await;
+    let m = crate::forwarding::message("plain-1", "123", "0101011234");
+    let res = app.submit(&m).await;
+    // No destination serves receiver 123: the plain OperationOutcome, not an acknowledgement.
+    assert_eq!(res.status(), 422);
+    let body: Value = res.json().await.expect("JSON");
+    assert_eq!(body["resourceType"], "OperationOutcome");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_care_course_lists_its_citizens_hospital_events_and_counts_admissions() {
+    let messages = examples();
+    let receiver = municipality_receiver().await;
+    let app = app_for(&messages, &receiver).await;
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!(
+            "{}/fixtures/municipal/kobenhavn-rehabilitation-home-83a.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("fixture"),
+    )
+    .expect("JSON");
+    let res = app
+        .client
+        .post(format!("{}/municipal/v1/care-records", app.addr))
+        .header(CONTENT_TYPE, "application/json")
+        .body(record.to_string())
+        .send()
+        .await
+        .expect("post record");
+    assert_eq!(res.status(), 201);
+    let cpr = record["citizen"]["cpr"].as_str().expect("cpr");
+    // The admission example, about this citizen, during the course (which starts 2025-04-22),
+    // and its cancellation; then a second admission that stands.
+    let admit = messages
+        .iter()
+        .find(|m| m["id"] == "a5e5b880-c087-4055-b9ec-99108695f81d")
+        .expect("admission example");
+    let cancel = messages
+        .iter()
+        .find(|m| m["id"] == "c83671a4-9584-11ec-b909-0242ac120002")
+        .expect("cancellation example");
+    let about = |m: &Value, id: &str| {
+        let mut m = m.clone();
+        m["id"] = json!(id);
+        for e in m["entry"].as_array_mut().expect("entries") {
+            if e["resource"]["resourceType"] == "Patient" {
+                e["resource"]["identifier"][0]["value"] = json!(cpr);
+            }
+            if e["resource"]["resourceType"] == "Provenance" {
+                let t = e["resource"]["occurredDateTime"]
+                    .as_str()
+                    .expect("time")
+                    .replacen("2022-12", "2025-05", 1);
+                e["resource"]["occurredDateTime"] = json!(t);
+            }
+        }
+        m
+    };
+    for (m, id) in [(admit, "hn-admit-1"), (cancel, "hn-cancel-1")] {
+        let (status, code, ack) = post(&app, &about(m, id)).await;
+        assert_eq!((status, code.as_str()), (200, "ok"), "{ack}");
+    }
+    // A second admission with a MessageHeader of its own: a stay that stands.
+    let mut second = about(admit, "hn-admit-2");
+    let header = "0f6b1f7e-5d0b-4d7e-9a37-2b8f6c1d4e21";
+    second["entry"][0]["resource"]["id"] = json!(header);
+    second["entry"][0]["fullUrl"] = json!(format!(
+        "https://medcomfhir.dk/ig/hospitalnotification/MessageHeader/{header}"
+    ));
+    for e in second["entry"].as_array_mut().expect("entries") {
+        if e["resource"]["resourceType"] == "Provenance" {
+            e["resource"]["target"][0]["reference"] = json!(format!("MessageHeader/{header}"));
+            e["resource"]["occurredDateTime"] = json!("2025-06-01T08:00:00+02:00");
+        }
+    }
+    let (status, code, ack) = post(&app, &second).await;
+    assert_eq!((status, code.as_str()), (200, "ok"), "{ack}");
+
+    let res = app
+        .client
+        .get(format!(
+            "{}/municipal/v1/care-records/{}/hospital-events?municipality={}",
+            app.addr,
+            record["recordId"].as_str().expect("id"),
+            record["municipality"]["code"].as_str().expect("code")
+        ))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("JSON");
+    let events: Vec<(&str, &str)> = body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().expect("event"),
+                e["time"].as_str().expect("time"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("admit-inpatient", "2025-05-07T12:00:02+02:00"),
+            ("cancel-admit-inpatient", "2025-05-07T15:00:02+02:00"),
+            ("admit-inpatient", "2025-06-01T08:00:00+02:00"),
+        ],
+        "{body}"
+    );
+    let first = &body["events"][0];
+    assert_eq!(
+        first["hospital"]["sor"],
+        json!(format!("{SOR}|265161000016000"))
+    );
+    assert!(first["encounter"]
+        .as_str()
+        .is_some_and(|e| e.contains("/Encounter/")));
+    assert_eq!(
+        body["admissionsDuringCourse"], 1,
+        "the cancelled admission does not count"
+    );
+    // Another citizen's record shows none of them.
+    let res = app
+        .client
+        .get(format!(
+            "{}/municipal/v1/care-records/no-such-record/hospital-events",
+            app.addr
+        ))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), 404);
+}
