@@ -307,6 +307,9 @@ pub enum DestinationKind {
     FhirMessage,
     /// Cambio Cosmic Link: the same, with an OAuth2 client-credentials bearer token.
     CosmicLink,
+    /// A MedCom receiver: discharge notes become MedCom CareCommunication messages, POSTed to
+    /// `{base_url}/$process-message` (OAuth2 when `[auth]` is given).
+    Medcom,
 }
 
 /// One regional system.

@@ -208,6 +208,7 @@ pub async fn post_discharge_note(
         }
         Err(e) => return Err(e),
     };
+    let medcom = destination.kind == crate::config::DestinationKind::Medcom;
     let destination = destination.id.clone();
     // A record outside the caller's tenancy is, for it, no record (422 as for an unknown one).
     let record = discharge::load_record(&state.engine, &ctx.access, &note).await?;
@@ -219,7 +220,35 @@ pub async fn post_discharge_note(
     };
     let ids = message::NoteIds::for_note(&note);
     let now = fhir_core::fhir::instant(chrono::Utc::now().timestamp_millis());
-    let built = message::build(&note, &record, &ids, &ctx.base, &endpoint, &now);
+    let mut built = message::build(&note, &record, &ids, &ctx.base, &endpoint, &now);
+    if medcom {
+        // A MedCom receiver gets a CareCommunication, checked against the MedCom IGs before it
+        // is queued: a message of ours that would be invalid is refused here, not by the receiver.
+        let cc = crate::medcom::care_communication::build(&note, &record, &ids, &now)
+            .map_err(|issues| FhirError::new(422, issues))?;
+        let validator = validator(&state)?;
+        let issues = validator.validate(
+            &cc,
+            &[crate::medcom::care_communication::PROFILE.to_string()],
+        );
+        if fhir_core::validation::has_errors(&issues) {
+            return Err(FhirError::new(
+                422,
+                issues
+                    .into_iter()
+                    .filter(|i| i.severity <= fhir_core::fhir::outcome::Severity::Error)
+                    .map(|mut i| {
+                        i.diagnostics = format!(
+                            "the MedCom CareCommunication made from this note would be invalid: {}",
+                            i.diagnostics
+                        );
+                        i
+                    })
+                    .collect(),
+            ));
+        }
+        built.message = cc;
+    }
     let put = |r: &serde_json::Value| {
         let url = format!(
             "{}/{}",

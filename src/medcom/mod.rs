@@ -12,9 +12,13 @@
 //! - `notification.rs`: what the message says (envelope, event); pure.
 //! - `ack.rs`: the acknowledgement Bundle; pure.
 //!
+//! Out: `care_communication.rs` builds a MedCom CareCommunication from a discharge note for
+//! destinations of `kind = "medcom"` (`api/municipal.rs` validates it and submits it); pure.
+//!
 //! This room holds no SQL and serves no HTTP: it uses the store's traits and the forwarder.
 
 pub mod ack;
+pub mod care_communication;
 pub mod notification;
 
 use serde_json::Value;
