@@ -296,6 +296,10 @@ pub struct ForwardingConfig {
     /// Consecutive failures that open a destination's circuit breaker.
     pub breaker_failures: u32,
     pub breaker_cooldown_secs: u64,
+    /// EAN/GLN location numbers by SOR code (value only): MedCom messages identify every sending
+    /// and receiving organization by both, and neither the records nor the notes carry GLNs.
+    #[serde(default)]
+    pub gln: std::collections::BTreeMap<String, String>,
     pub destinations: Vec<DestinationConfig>,
 }
 

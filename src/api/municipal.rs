@@ -224,7 +224,8 @@ pub async fn post_discharge_note(
     if medcom {
         // A MedCom receiver gets a CareCommunication, checked against the MedCom IGs before it
         // is queued: a message of ours that would be invalid is refused here, not by the receiver.
-        let cc = crate::medcom::care_communication::build(&note, &record, &ids, &now)
+        let gln = |sor: &str| state.config.forwarding.gln.get(sor).cloned();
+        let cc = crate::medcom::care_communication::build(&note, &record, &ids, &now, &gln)
             .map_err(|issues| FhirError::new(422, issues))?;
         let validator = validator(&state)?;
         let issues = validator.validate(

@@ -18,7 +18,8 @@ pub const PROFILE: &str =
 const HEADER_PROFILE: &str = "http://medcomfhir.dk/ig/carecommunication/StructureDefinition/medcom-careCommunication-messageHeader";
 const COMMUNICATION_PROFILE: &str = "http://medcomfhir.dk/ig/carecommunication/StructureDefinition/medcom-careCommunication-communication";
 const PROVENANCE_PROFILE: &str = "http://medcomfhir.dk/ig/carecommunication/StructureDefinition/medcom-careCommunication-provenance";
-const PATIENT_PROFILE: &str = "http://medcomfhir.dk/ig/core/StructureDefinition/medcom-core-patient";
+const PATIENT_PROFILE: &str =
+    "http://medcomfhir.dk/ig/core/StructureDefinition/medcom-core-patient";
 const PRACTITIONER_PROFILE: &str =
     "http://medcomfhir.dk/ig/core/StructureDefinition/medcom-core-practitioner";
 const ROLE_PROFILE: &str =
@@ -57,7 +58,12 @@ fn municipality(rec: &RecordResources) -> (String, String) {
 fn id_of(ids: &NoteIds, part: &str) -> String {
     Uuid::new_v5(
         &Uuid::NAMESPACE_URL,
-        format!("{}/medcom/{}/{part}", super::super::municipal::vocab::BASE, ids.message).as_bytes(),
+        format!(
+            "{}/medcom/{}/{part}",
+            super::super::municipal::vocab::BASE,
+            ids.message
+        )
+        .as_bytes(),
     )
     .to_string()
 }
@@ -102,12 +108,17 @@ fn patient(rec: &RecordResources, id: &str) -> Value {
     out
 }
 
-fn organization(id: &str, system: &str, value: &str, name: &str) -> Value {
+fn organization(id: &str, system: &str, value: &str, gln: Option<&str>, name: &str) -> Value {
+    let mut identifier = Vec::new();
+    if let Some(g) = gln {
+        identifier.push(json!({"system": super::GLN, "value": g}));
+    }
+    identifier.push(json!({"system": system, "value": value}));
     json!({
         "resourceType": "Organization",
         "id": id,
         "meta": {"profile": [ORGANIZATION_PROFILE]},
-        "identifier": [{"system": system, "value": value}],
+        "identifier": identifier,
         "name": name,
     })
 }
@@ -172,14 +183,16 @@ fn texts(note: &DischargeNote, rec: &RecordResources) -> (String, String) {
     (summary.join("\n"), follow)
 }
 
-/// Build the CareCommunication for `note`, at `now` (an RFC 3339 instant). MedCom requires an
-/// author with a name and a phone number for every text: the note's contact person; without one
-/// (or without a phone) the message cannot be made (422, located in the note).
+/// Build the CareCommunication for `note`, at `now` (an RFC 3339 instant); `gln` gives the
+/// EAN/GLN location number of a SOR code. MedCom requires an author with a name and a phone
+/// number for every text (the note's contact person) and a GLN for the sender and the receiver;
+/// without them the message cannot be made (422, located in the note).
 pub fn build(
     note: &DischargeNote,
     rec: &RecordResources,
     ids: &NoteIds,
     now: &str,
+    gln: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Value, Vec<Issue>> {
     let Some(contact) = &note.contact else {
         return Err(vec![Issue::error(
@@ -196,10 +209,45 @@ pub fn build(
         .at("$.contact.phone")]);
     };
     let (sor, name) = municipality(rec);
+    let sender_gln = gln(&sor);
+    let receiver_gln = (note.receiver.system == SOR)
+        .then(|| gln(&note.receiver.value))
+        .flatten();
+    let mut missing = Vec::new();
+    if sender_gln.is_none() {
+        missing.push(
+            Issue::error(
+                "required",
+                format!("MedCom identifies the sender by SOR code and GLN: no GLN is configured for the municipality's SOR code {sor} ([forwarding.gln])"),
+            )
+            .at("$.careRecord.municipality"),
+        );
+    }
+    if receiver_gln.is_none() {
+        missing.push(
+            Issue::error(
+                "required",
+                format!("MedCom identifies the receiver by SOR code and GLN: no GLN is configured for {} ([forwarding.gln]; the receiver must be a SOR code)", note.receiver.token()),
+            )
+            .at("$.receiver"),
+        );
+    }
+    if !missing.is_empty() {
+        return Err(missing);
+    }
     let [header_id, patient_id, communication_id, sender_id, receiver_id, practitioner_id, role_id, provenance_id, text_1, text_2, identifier] =
         [
-            "header", "patient", "communication", "sender", "receiver", "practitioner", "role",
-            "provenance", "payload-summary", "payload-follow-up", "communication-identifier",
+            "header",
+            "patient",
+            "communication",
+            "sender",
+            "receiver",
+            "practitioner",
+            "role",
+            "provenance",
+            "payload-summary",
+            "payload-follow-up",
+            "communication-identifier",
         ]
         .map(|p| id_of(ids, p));
     let (summary, follow) = texts(note, rec);
@@ -290,8 +338,8 @@ pub fn build(
             entry("Communication", communication),
             entry("PractitionerRole", role),
             entry("Practitioner", practitioner),
-            entry("Organization", organization(&sender_id, SOR, &sor, &name)),
-            entry("Organization", organization(&receiver_id, &note.receiver.system, &note.receiver.value, &note.receiver.token())),
+            entry("Organization", organization(&sender_id, SOR, &sor, sender_gln.as_deref(), &name)),
+            entry("Organization", organization(&receiver_id, SOR, &note.receiver.value, receiver_gln.as_deref(), &note.receiver.token())),
             entry("Provenance", provenance),
         ],
     }))

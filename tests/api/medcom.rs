@@ -388,3 +388,135 @@ async fn the_care_course_lists_its_citizens_hospital_events_and_counts_admission
         .expect("get");
     assert_eq!(res.status(), 404);
 }
+
+/// Discharge notes to a `kind = "medcom"` destination leave as MedCom CareCommunication
+/// messages: every one made from `fixtures/discharge/` validates with 0 errors against
+/// `medcom-careCommunication-message` (CareCommunication 5.0.2) and reaches the wiremock receiver
+/// once; a note MedCom cannot carry (no contact person to name as author) is refused at input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discharge_notes_to_a_medcom_destination_are_valid_care_communications() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let receiver = municipality_receiver().await;
+    let notes: Vec<Value> = std::fs::read_dir(root.join("fixtures/discharge"))
+        .expect("fixtures/discharge")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| serde_json::from_str(&std::fs::read_to_string(p).expect("read")).expect("JSON"))
+        .collect();
+    assert!(notes.len() >= 2);
+    let mut d = destination(
+        "medcom-kommune",
+        &format!("{}/fhir", receiver.uri()),
+        &notes
+            .iter()
+            .map(|n| n["receiver"]["value"].as_str().expect("receiver"))
+            .collect::<Vec<_>>(),
+    );
+    d.kind = sektorbro::config::DestinationKind::Medcom;
+    let app = spawn_app_with(Db::Sqlite, |c| {
+        fast(c);
+        c.forwarding.destinations = vec![d];
+        // EAN/GLN location numbers (GS1's test range) of the municipalities and receivers.
+        for (i, sor) in [
+            "383011000016003", // Kolding Kommune (completed-discharged-home.json)
+            "328791000016006", // the Kolding note's receiver
+            "264881000016009", // the Odense note's receiver
+        ]
+        .iter()
+        .enumerate()
+        {
+            c.forwarding
+                .gln
+                .insert(sor.to_string(), gln(&format!("57900000000{i}")));
+        }
+    })
+    .await
+    .expect("app");
+    // The records the notes belong to.
+    for f in std::fs::read_dir(root.join("fixtures/municipal")).expect("fixtures") {
+        let p = f.expect("entry").path();
+        if p.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let rec: Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).expect("read")).expect("JSON");
+        if notes
+            .iter()
+            .any(|n| n["careRecord"]["recordId"] == rec["recordId"])
+        {
+            let res = app
+                .client
+                .post(format!("{}/municipal/v1/care-records", app.addr))
+                .header(CONTENT_TYPE, "application/json")
+                .body(rec.to_string())
+                .send()
+                .await
+                .expect("record");
+            assert_eq!(res.status(), 201, "{}", p.display());
+        }
+    }
+    let v = Validator::shared_embedded().expect("definitions");
+    let profile = "http://medcomfhir.dk/ig/carecommunication/StructureDefinition/medcom-careCommunication-message";
+    let mut sent = Vec::new();
+    for note in &notes {
+        let res = app
+            .client
+            .post(format!("{}/municipal/v1/discharge-notes", app.addr))
+            .header(CONTENT_TYPE, "application/json")
+            .body(note.to_string())
+            .send()
+            .await
+            .expect("note");
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.expect("JSON");
+        if note.get("contact").is_none() {
+            assert_eq!(status, 422, "{body}");
+            assert_eq!(body["issue"][0]["expression"][0], "$.contact", "{body}");
+            continue;
+        }
+        assert_eq!(status, 202, "{body}");
+        let id = body["messageId"].as_str().expect("id").to_string();
+        app.wait_status(&id, "delivered").await;
+        sent.push(id);
+    }
+    assert!(!sent.is_empty());
+    let requests = receiver.received_requests().await.expect("requests");
+    assert_eq!(received_ids(&requests), sent, "each note delivered once");
+    for r in &requests {
+        let m: Value = serde_json::from_slice(&r.body).expect("JSON");
+        let issues = v.validate(&m, &[profile.to_string()]);
+        assert!(!has_errors(&issues), "{issues:#?}\n{m:#}");
+        assert_eq!(
+            m["entry"][0]["resource"]["eventCoding"]["code"],
+            "care-communication-message"
+        );
+        let text = m.to_string();
+        assert!(
+            text.contains("Opfølgningsplan"),
+            "the follow-up plan is a payload"
+        );
+        // Kept for a run of HL7's reference validator (docs/standards.md).
+        let _ = std::fs::write(
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("medcom-carecommunication.json"),
+            serde_json::to_string_pretty(&m).expect("JSON"),
+        );
+        // The check has teeth: without its Communication's category the message is refused.
+        let mut broken = m.clone();
+        broken["entry"][2]["resource"]
+            .as_object_mut()
+            .expect("Communication")
+            .remove("category");
+        assert!(has_errors(&v.validate(&broken, &[profile.to_string()])));
+    }
+}
+
+/// A GLN: 12 digits and GS1's modulus-10 check digit.
+fn gln(digits: &str) -> String {
+    let sum: u32 = digits
+        .chars()
+        .filter_map(|c| c.to_digit(10))
+        .enumerate()
+        .map(|(i, d)| if i % 2 == 0 { d } else { d * 3 })
+        .sum();
+    format!("{digits}{}", (10 - sum % 10) % 10)
+}
