@@ -209,6 +209,7 @@ pub async fn post_discharge_note(
         Err(e) => return Err(e),
     };
     let medcom = destination.kind == crate::config::DestinationKind::Medcom;
+    let cosmic = destination.kind == crate::config::DestinationKind::CosmicLink;
     let destination = destination.id.clone();
     // A record outside the caller's tenancy is, for it, no record (422 as for an unknown one).
     let record = discharge::load_record(&state.engine, &ctx.access, &note).await?;
@@ -221,6 +222,10 @@ pub async fn post_discharge_note(
     let ids = message::NoteIds::for_note(&note);
     let now = fhir_core::fhir::instant(chrono::Utc::now().timestamp_millis());
     let mut built = message::build(&note, &record, &ids, &ctx.base, &endpoint, &now);
+    if cosmic {
+        // A Swedish region: a citizen with a personnummer travels in HL7 Sweden's profiles.
+        discharge::sweden::adapt(&mut built.message, &ctx.base);
+    }
     if medcom {
         // A MedCom receiver gets a CareCommunication, checked against the MedCom IGs before it
         // is queued: a message of ours that would be invalid is refused here, not by the receiver.

@@ -520,3 +520,126 @@ fn gln(digits: &str) -> String {
         .sum();
     format!("{digits}{}", (10 - sum % 10) % 10)
 }
+
+/// A citizen with a Swedish personnummer, discharged to a Cosmic Link region: the message carries
+/// a Patient that conforms to HL7 Sweden's `SEBasePatient` and Organizations (the region by its
+/// HSA-id) that conform to `SEBaseOrganization`, checked with the embedded hl7se.fhir.base 1.1.0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swedish_citizen_reaches_cosmic_link_in_hl7_swedens_profiles() {
+    use sektorbro::config::{AuthConfig, DestinationKind};
+    const HSA: &str = "urn:oid:1.2.752.29.4.19";
+    let idp = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"access_token": "t", "token_type": "Bearer", "expires_in": 3600}),
+        ))
+        .mount(&idp)
+        .await;
+    let region = municipality_receiver().await;
+    let mut d = destination("region-skane", &format!("{}/fhir", region.uri()), &[]);
+    d.kind = DestinationKind::CosmicLink;
+    d.receivers = vec![format!("{HSA}|SE2321000032-1003")];
+    d.auth = Some(AuthConfig {
+        token_url: format!("{}/token", idp.uri()),
+        client_id: "gw".into(),
+        client_secret: "s3cret".into(),
+        client_secret_env: String::new(),
+        scope: None,
+    });
+    let app = spawn_app_with(Db::Sqlite, |c| {
+        fast(c);
+        c.forwarding.destinations = vec![d];
+    })
+    .await
+    .expect("app");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("fixtures/municipal/completed-discharged-home.json"))
+            .expect("fixture"),
+    )
+    .expect("JSON");
+    let res = app
+        .client
+        .post(format!("{}/municipal/v1/care-records", app.addr))
+        .header(CONTENT_TYPE, "application/json")
+        .body(record.to_string())
+        .send()
+        .await
+        .expect("record");
+    assert_eq!(res.status(), 201);
+    // The citizen also has a Swedish personnummer (lives in Malmö, cared for in Kolding).
+    let cpr = record["citizen"]["cpr"].as_str().expect("cpr");
+    let found = app
+        .get_json(
+            &format!("Patient?identifier=urn:oid:1.2.208.176.1.2|{cpr}"),
+            200,
+        )
+        .await;
+    let mut patient = found["entry"][0]["resource"].clone();
+    let pid = patient["id"].as_str().expect("id").to_string();
+    patient["identifier"]
+        .as_array_mut()
+        .expect("identifiers")
+        .push(json!({"system": "http://electronichealth.se/identifier/personnummer", "value": "194202022386"}));
+    let res = app.put(&format!("Patient/{pid}"), &patient).await;
+    assert_eq!(
+        res.status(),
+        200,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
+
+    let mut note: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("fixtures/discharge/kolding-discharged-home.json"))
+            .expect("note"),
+    )
+    .expect("JSON");
+    note["receiver"] = json!({"system": HSA, "value": "SE2321000032-1003"});
+    let res = app
+        .client
+        .post(format!("{}/municipal/v1/discharge-notes", app.addr))
+        .header(CONTENT_TYPE, "application/json")
+        .body(note.to_string())
+        .send()
+        .await
+        .expect("note");
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.expect("JSON");
+    assert_eq!(status, 202, "{body}");
+    app.wait_status(body["messageId"].as_str().expect("id"), "delivered")
+        .await;
+    let requests = region.received_requests().await.expect("requests");
+    let m: Value = serde_json::from_slice(&requests[0].body).expect("JSON");
+    let v = Validator::shared_embedded().expect("definitions");
+    let of = |t: &str| -> Vec<Value> {
+        m["entry"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .map(|e| e["resource"].clone())
+            .filter(|r| r["resourceType"] == t)
+            .collect()
+    };
+    let se = "http://hl7.se/fhir/ig/base/StructureDefinition";
+    let patients = of("Patient");
+    assert_eq!(patients.len(), 1);
+    let issues = v.validate(&patients[0], &[format!("{se}/SEBasePatient")]);
+    assert!(!has_errors(&issues), "{issues:#?}");
+    assert!(patients[0]["meta"]["profile"]
+        .to_string()
+        .contains("SEBasePatient"));
+    let orgs = of("Organization");
+    assert_eq!(orgs.len(), 2, "the region and the municipality");
+    for o in &orgs {
+        let issues = v.validate(o, &[format!("{se}/SEBaseOrganization")]);
+        assert!(!has_errors(&issues), "{issues:#?}");
+    }
+    assert!(orgs.iter().any(|o| o["identifier"][0]["system"] == HSA));
+    // The check has teeth: two names are more than SEBasePatient allows.
+    let mut two = patients[0].clone();
+    two["name"] = json!([{"family": "A"}, {"family": "B"}]);
+    assert!(has_errors(
+        &v.validate(&two, &[format!("{se}/SEBasePatient")])
+    ));
+}
