@@ -6,7 +6,8 @@
 //!   transaction: the durable outbox (`store/outbox.rs`).
 //! - `worker.rs`: per-destination workers claim jobs with leases, deliver, retry with backoff,
 //!   dead-letter, and keep a circuit breaker per destination.
-//! - `connector.rs`: the HTTP side of the two destination kinds (`fhir-message`, `cosmic-link`).
+//! - `connector.rs`: the HTTP side of the destination kinds (`fhir-message`, `cosmic-link`,
+//!   `medcom`).
 //! - `message.rs`: the message id, receiver and citizen read from a Bundle (pure).
 //!
 //! This room sends HTTP and calls the engine; it holds no SQL and serves no HTTP.
