@@ -5,7 +5,7 @@
 use chrono::DateTime;
 use serde_json::Value;
 
-use super::{ACTIVITY_CODES, EVENT_CODES, GLN, SOR};
+use super::{ACTIVITY_CODES, EVENT_CODES, SOR};
 use fhir_core::fhir::is_valid_id;
 use fhir_core::fhir::outcome::Issue;
 
@@ -343,9 +343,4 @@ pub fn event(bundle: &Value, env: &Envelope) -> Result<Event, Vec<Issue>> {
         hospital_sor: format!("{SOR}|{hospital_sor}"),
         hospital,
     })
-}
-
-/// The sender's GLN (EAN location number), if the Organization carries one.
-pub fn gln(p: &Party) -> Option<&str> {
-    identifier(&p.resource, GLN)
 }
