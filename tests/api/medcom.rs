@@ -248,6 +248,45 @@ async fn a_message_for_a_receiver_nobody_serves_gets_fatal_error_naming_the_rece
     assert!(text.contains(&receiver_sor(&messages[0])), "{text}");
 }
 
+/// A database that refuses the write: `transient-error` (send it again later), and neither the
+/// event nor the delivery job is written (one transaction).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_database_cannot_store_gets_transient_error_and_nothing_is_queued() {
+    let messages = examples();
+    let receiver = municipality_receiver().await;
+    let app = app_for(&messages, &receiver).await;
+    let pool = sqlx::sqlite::SqlitePool::connect(app.database_url())
+        .await
+        .expect("the gateway's database");
+    sqlx::query(
+        "CREATE TRIGGER refuse_events BEFORE INSERT ON hospital_events BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+    )
+    .execute(&pool)
+    .await
+    .expect("trigger");
+    let (status, code, ack) = post(&app, &messages[0]).await;
+    assert_eq!((status, code.as_str()), (503, "transient-error"), "{ack}");
+    assert_valid_ack(&ack, &messages[0]);
+    let job = app
+        .client
+        .get(format!(
+            "{}/admin/outbox/{}",
+            app.addr,
+            messages[0]["id"].as_str().expect("id")
+        ))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(job.status(), 404, "no job without its event");
+    // Once the database takes writes again, the same message is taken.
+    sqlx::query("DROP TRIGGER refuse_events")
+        .execute(&pool)
+        .await
+        .expect("drop trigger");
+    let (status, code, ack) = post(&app, &messages[0]).await;
+    assert_eq!((status, code.as_str()), (200, "ok"), "{ack}");
+}
+
 /// Another Sektorbro message (not MedCom) keeps the plain answer of `$process-message`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sektorbro_messages_keep_their_answer_beside_medcom() {
