@@ -95,17 +95,23 @@ async fn municipality_receiver() -> MockServer {
 }
 
 async fn app_for(messages: &[Value], receiver: &MockServer) -> TestApp {
+    app_on(Db::Sqlite, messages, receiver)
+        .await
+        .expect("sqlite app")
+}
+
+/// As [`app_for`] on `db`; `None` when PostgreSQL is asked for and not configured.
+async fn app_on(db: Db, messages: &[Value], receiver: &MockServer) -> Option<TestApp> {
     let mut sors: Vec<String> = messages.iter().map(receiver_sor).collect();
     sors.sort();
     sors.dedup();
     let refs: Vec<&str> = sors.iter().map(String::as_str).collect();
     let d = destination("kommune", &format!("{}/fhir", receiver.uri()), &refs);
-    spawn_app_with(Db::Sqlite, |c| {
+    spawn_app_with(db, |c| {
         fast(c);
         c.forwarding.destinations = vec![d];
     })
     .await
-    .expect("sqlite app")
 }
 
 /// Post a MedCom message: (HTTP status, acknowledgement code, the acknowledgement).
@@ -302,9 +308,20 @@ async fn sektorbro_messages_keep_their_answer_beside_medcom() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_care_course_lists_its_citizens_hospital_events_and_counts_admissions() {
+    care_course_hospital_events(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_care_course_lists_its_citizens_hospital_events_and_counts_admissions_postgres() {
+    care_course_hospital_events(Db::Postgres).await;
+}
+
+async fn care_course_hospital_events(db: Db) {
     let messages = examples();
     let receiver = municipality_receiver().await;
-    let app = app_for(&messages, &receiver).await;
+    let Some(app) = app_on(db, &messages, &receiver).await else {
+        return;
+    };
     let record: Value = serde_json::from_str(
         &std::fs::read_to_string(format!(
             "{}/fixtures/municipal/kobenhavn-rehabilitation-home-83a.json",
@@ -350,7 +367,11 @@ async fn the_care_course_lists_its_citizens_hospital_events_and_counts_admission
         }
         m
     };
-    for (m, id) in [(admit, "hn-admit-1"), (cancel, "hn-cancel-1")] {
+    for (m, id) in [
+        (admit, "hn-admit-1"),
+        (admit, "hn-admit-1"),
+        (cancel, "hn-cancel-1"),
+    ] {
         let (status, code, ack) = post(&app, &about(m, id)).await;
         assert_eq!((status, code.as_str()), (200, "ok"), "{ack}");
     }
