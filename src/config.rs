@@ -372,6 +372,10 @@ pub struct ForwardingConfig {
     /// Consecutive failures that open a destination's circuit breaker.
     pub breaker_failures: u32,
     pub breaker_cooldown_secs: u64,
+    /// EAN/GLN location numbers by SOR code (value only): MedCom messages identify every sending
+    /// and receiving organization by both, and neither the records nor the notes carry GLNs.
+    #[serde(default)]
+    pub gln: std::collections::BTreeMap<String, String>,
     pub destinations: Vec<DestinationConfig>,
 }
 
@@ -383,6 +387,9 @@ pub enum DestinationKind {
     FhirMessage,
     /// Cambio Cosmic Link: the same, with an OAuth2 client-credentials bearer token.
     CosmicLink,
+    /// A MedCom receiver: discharge notes become MedCom CareCommunication messages, POSTed to
+    /// `{base_url}/$process-message` (OAuth2 when `[auth]` is given).
+    Medcom,
 }
 
 /// One regional system.

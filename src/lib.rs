@@ -32,6 +32,7 @@ pub mod error;
 pub mod forward;
 pub mod logmask;
 pub mod lookup;
+pub mod medcom;
 pub mod metrics;
 pub mod municipal;
 pub mod report;

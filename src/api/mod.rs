@@ -254,6 +254,8 @@ mod tests {
             "/municipal/v1/care-records",
             "/municipal/v1/care-records/HAD-1",
             "/municipal/v1/care-records/HAD-1/x",
+            "/municipal/v1/care-records/HAD-1/hospital-events",
+            "/municipal/v1/care-records/HAD-1/hospital-events/x",
             "/municipal/v1/discharge-notes",
             "/municipal/v1/reports/kl-gateway",
         ] {

@@ -210,6 +210,8 @@ pub async fn post_discharge_note(
         }
         Err(e) => return Err(e),
     };
+    let medcom = destination.kind == crate::config::DestinationKind::Medcom;
+    let cosmic = destination.kind == crate::config::DestinationKind::CosmicLink;
     let destination = destination.id.clone();
     // A record outside the caller's tenancy is, for it, no record (422 as for an unknown one).
     let record = discharge::load_record(&state.engine, &ctx.access, &note).await?;
@@ -221,7 +223,40 @@ pub async fn post_discharge_note(
     };
     let ids = message::NoteIds::for_note(&note);
     let now = fhir_core::fhir::instant(chrono::Utc::now().timestamp_millis());
-    let built = message::build(&note, &record, &ids, &ctx.base, &endpoint, &now);
+    let mut built = message::build(&note, &record, &ids, &ctx.base, &endpoint, &now);
+    if cosmic {
+        // A Swedish region: a citizen with a personnummer travels in HL7 Sweden's profiles.
+        discharge::sweden::adapt(&mut built.message, &ctx.base);
+    }
+    if medcom {
+        // A MedCom receiver gets a CareCommunication, checked against the MedCom IGs before it
+        // is queued: a message of ours that would be invalid is refused here, not by the receiver.
+        let gln = |sor: &str| state.config.forwarding.gln.get(sor).cloned();
+        let cc = crate::medcom::care_communication::build(&note, &record, &ids, &now, &gln)
+            .map_err(|issues| FhirError::new(422, issues))?;
+        let validator = validator(&state)?;
+        let issues = validator.validate(
+            &cc,
+            &[crate::medcom::care_communication::PROFILE.to_string()],
+        );
+        if fhir_core::validation::has_errors(&issues) {
+            return Err(FhirError::new(
+                422,
+                issues
+                    .into_iter()
+                    .filter(|i| i.severity <= fhir_core::fhir::outcome::Severity::Error)
+                    .map(|mut i| {
+                        i.diagnostics = format!(
+                            "the MedCom CareCommunication made from this note would be invalid: {}",
+                            i.diagnostics
+                        );
+                        i
+                    })
+                    .collect(),
+            ));
+        }
+        built.message = cc;
+    }
     let put = |r: &serde_json::Value| {
         let url = format!(
             "{}/{}",
@@ -252,4 +287,73 @@ pub async fn post_discharge_note(
     Ok(HttpResponse::Accepted()
         .content_type("application/json")
         .body(body.to_string()))
+}
+
+/// `GET /municipal/v1/care-records/{id}/hospital-events[?municipality=CODE]`: what MedCom
+/// HospitalNotifications said about the record's citizen (admitted, on leave, discharged, …), in
+/// time order, and how many hospital stays began during the care course (the readmission
+/// figure). The same access rules as reading the record: whoever may read it may read these.
+pub async fn get_hospital_events(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    path: web::Path<String>,
+) -> Result<HttpResponse, FhirError> {
+    let id = path.into_inner();
+    let municipality = ctx
+        .query
+        .iter()
+        .find(|(k, _)| k == "municipality")
+        .map(|(_, v)| v.as_str());
+    let rec = municipal::fetch(&state.engine, &ctx.access, &id, municipality, &ctx.base).await?;
+    let citizen = crate::medcom::citizen_key(&format!("{}|{}", vocab::CPR, rec.citizen.cpr));
+    let store = state.engine.store();
+    let events = store.hospital_events(&citizen).await?;
+    let period = &rec.course.period;
+    let start = course_instant(&period.start, false);
+    let end = period.end.as_deref().and_then(|e| course_instant(e, true));
+    let admissions = match start {
+        Some(s) => Some(store.admissions_during_course(&citizen, s, end).await?),
+        None => None,
+    };
+    let list: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "event": e.event,
+                "time": e.event_time,
+                "hospital": {"sor": e.hospital_sor, "name": e.hospital},
+                "encounter": e.encounter,
+                "messageId": e.message_id,
+                "sender": e.sender,
+                "refersTo": e.refers_to,
+                "duringCourse": start.is_some_and(|s| e.event_ms >= s && end.is_none_or(|x| e.event_ms <= x)),
+            })
+        })
+        .collect();
+    let body = serde_json::json!({
+        "careRecord": rec.record_id,
+        "municipality": rec.municipality.code,
+        "coursePeriod": {"start": period.start, "end": period.end},
+        "admissionsDuringCourse": admissions,
+        "events": list,
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body.to_string()))
+}
+
+/// A course date or dateTime as milliseconds since the epoch: a date is its first (or, for the
+/// end of a period, its last) millisecond in Danish time.
+fn course_instant(s: &str, end_of_day: bool) -> Option<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Some(t.timestamp_millis());
+    }
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    let t = if end_of_day {
+        d.and_hms_milli_opt(23, 59, 59, 999)?
+    } else {
+        d.and_hms_opt(0, 0, 0)?
+    };
+    // Europe/Copenhagen is UTC+1 or +2; +1 errs by at most an hour in summer, within the day.
+    Some(t.and_utc().timestamp_millis() - 3_600_000)
 }

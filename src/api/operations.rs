@@ -148,6 +148,8 @@ pub fn table() -> &'static [Operation] {
             op!(POST "/admin/outbox/{message_id}/discard" => admin::outbox_discard, Admin, A::Admin("post outbox/{message_id}/discard"), C::None),
             op!(POST "/municipal/v1/care-records" => municipal::post, Client, A::CareRecordPost, C::None),
             op!(GET "/municipal/v1/care-records/{id}" => municipal::get, Client, A::CareRecordGet, C::None),
+            // Hospital events are the record's citizen's data: audited as a read of the record.
+            op!(GET "/municipal/v1/care-records/{id}/hospital-events" => municipal::get_hospital_events, Client, A::CareRecordGet, C::None),
             op!(POST "/municipal/v1/discharge-notes" => municipal::post_discharge_note, Client, A::DischargeNotePost, C::None),
             op!(GET "/municipal/v1/reports/kl-gateway" => reports::kl_gateway, Client, A::Operation("report-kl-gateway"), C::None),
             op!(GET "/fhir/metadata" => metadata::metadata, Open, A::Not, C::None),

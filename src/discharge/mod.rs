@@ -9,6 +9,7 @@
 
 pub mod message;
 pub mod note;
+pub mod sweden;
 
 use serde_json::Value;
 

@@ -88,7 +88,7 @@ impl Connector {
             (None, DestinationKind::CosmicLink) => {
                 anyhow::bail!("destination {}: cosmic-link needs [auth]", d.id)
             }
-            (None, DestinationKind::FhirMessage) => None,
+            (None, DestinationKind::FhirMessage | DestinationKind::Medcom) => None,
         };
         Ok(Connector {
             url: format!("{}/$process-message", d.base_url.trim_end_matches('/')),

@@ -10,6 +10,10 @@ use fhir_core::fhir::outcome::Issue;
 
 /// Identifier systems preferred as "the citizen" when a Patient carries several identifiers:
 /// Danish CPR, Swedish personnummer and samordningsnummer.
+/// The Danish health-care organization register (SOR), preferred among an Organization's
+/// identifiers for routing.
+const SOR: &str = "urn:oid:1.2.208.176.1.1";
+
 const PERSON_SYSTEMS: &[&str] = &[
     "urn:oid:1.2.208.176.1.2",
     "http://electronichealth.se/identifier/personnummer",
@@ -75,9 +79,25 @@ pub fn facts(bundle: &Value) -> Result<MessageFacts, FhirError> {
         );
         String::new()
     } else {
+        // The receiver by identifier, or (as MedCom messages do) by a reference to an
+        // Organization in the message, identified by its SOR code (else its first identifier).
         let identifier = header
             .and_then(|h| h.pointer("/destination/0/receiver/identifier"))
             .cloned()
+            .or_else(|| {
+                let r = header?
+                    .pointer("/destination/0/receiver/reference")?
+                    .as_str()?;
+                let org = referenced(entries, r)?;
+                if org.get("resourceType").and_then(Value::as_str) != Some("Organization") {
+                    return None;
+                }
+                let ids = org.get("identifier")?.as_array()?;
+                ids.iter()
+                    .find(|i| i.get("system").and_then(Value::as_str) == Some(SOR))
+                    .or(ids.first())
+                    .cloned()
+            })
             .unwrap_or(Value::Null);
         match (
             identifier.get("system").and_then(Value::as_str),
@@ -88,7 +108,7 @@ pub fn facts(bundle: &Value) -> Result<MessageFacts, FhirError> {
                 issues.push(
                     Issue::error(
                         "required",
-                        "the receiver is routed by MessageHeader.destination[0].receiver.identifier (system and value)",
+                        "the receiver is routed by MessageHeader.destination[0].receiver.identifier (system and value), or by the identifier of the Organization its reference points at in the message",
                     )
                     .at("Bundle.entry[0].resource.destination[0].receiver.identifier"),
                 );
@@ -113,6 +133,23 @@ pub fn facts(bundle: &Value) -> Result<MessageFacts, FhirError> {
             .filter(|id| is_valid_id(id))
             .map(str::to_string),
     })
+}
+
+/// The resource an entry of the message is: a reference by fullUrl, or a relative `Type/id`.
+fn referenced<'a>(entries: &'a [Value], reference: &str) -> Option<&'a Value> {
+    let relative = reference
+        .split_once('/')
+        .filter(|_| !reference.contains(':'));
+    entries
+        .iter()
+        .find(|e| {
+            e.get("fullUrl").and_then(Value::as_str) == Some(reference)
+                || relative.is_some_and(|(t, id)| {
+                    e.pointer("/resource/resourceType").and_then(Value::as_str) == Some(t)
+                        && e.pointer("/resource/id").and_then(Value::as_str) == Some(id)
+                })
+        })
+        .and_then(|e| e.get("resource"))
 }
 
 fn citizen(entry: &Value) -> Option<String> {
@@ -191,6 +228,22 @@ mod tests {
         assert_eq!(key.len(), 32);
         assert!(!key.contains("0101011234"));
         assert_ne!(key, ordering_key("other", &f));
+    }
+
+    #[test]
+    fn a_receiver_given_by_reference_is_routed_by_the_organizations_sor_code() {
+        let m = json!({"resourceType": "Bundle", "id": "m1", "type": "message", "entry": [
+            {"fullUrl": "https://x.example/MessageHeader/h", "resource": {"resourceType": "MessageHeader", "id": "h",
+                "destination": [{"endpoint": "x", "receiver": {"reference": "Organization/o1"}}]}},
+            {"fullUrl": "https://x.example/Organization/o1", "resource": {"resourceType": "Organization", "id": "o1",
+                "identifier": [{"system": "https://www.gs1.org/gln", "value": "5790001348120"},
+                    {"system": "urn:oid:1.2.208.176.1.1", "value": "953741000016009"}]}}]});
+        let f = facts(&m).expect("facts");
+        assert_eq!(f.receiver, "urn:oid:1.2.208.176.1.1|953741000016009");
+        let mut dangling = m.clone();
+        dangling["entry"][0]["resource"]["destination"][0]["receiver"]["reference"] =
+            json!("Organization/elsewhere");
+        assert_eq!(facts(&dangling).expect_err("no receiver").status, 422);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!   transaction: the durable outbox (`store/outbox.rs`).
 //! - `worker.rs`: per-destination workers claim jobs with leases, deliver, retry with backoff,
 //!   dead-letter, and keep a circuit breaker per destination.
-//! - `connector.rs`: the HTTP side of the two destination kinds (`fhir-message`, `cosmic-link`).
+//! - `connector.rs`: the HTTP side of the destination kinds (`fhir-message`, `cosmic-link`,
+//!   `medcom`).
 //! - `message.rs`: the message id, receiver and citizen read from a Bundle (pure).
 //!
 //! This room sends HTTP and calls the engine; it holds no SQL and serves no HTTP.
@@ -274,6 +275,64 @@ impl Forwarder {
             status,
             created,
             stored,
+        })
+    }
+
+    /// Accept a MedCom HospitalNotification already validated by `medcom::receive`: route it
+    /// like any message, and write its hospital event and its delivery job in one database
+    /// transaction. Idempotent per sender: the caller answers a repeat (same sender, same
+    /// `Bundle.id`) from the stored event before calling this; the outbox keys jobs by sender
+    /// (the caller's organization) and message id, as for [`Forwarder::submit`].
+    pub async fn submit_event(
+        &self,
+        access: &Access,
+        message: &Value,
+        event: &crate::store::HospitalEvent,
+    ) -> Result<Submitted, FhirError> {
+        access.permit("Bundle", crate::auth::Permission::Create)?;
+        let facts = message::facts(message)?;
+        let dest_index = self.resolve(&facts.receiver).await?;
+        let destination = self.destinations[dest_index].config.id.clone();
+        let sender = access.owner().unwrap_or_default().to_string();
+        if let Some(existing) = self
+            .engine
+            .store()
+            .outbox_job(&facts.message_id, Some(&sender))
+            .await?
+        {
+            return Err(FhirError::conflict(format!(
+                "message id {} is already used by another message (to {}); a sender's message ids must be unique",
+                existing.message_id, existing.destination
+            ))
+            .at("Bundle.id"));
+        }
+        let payload = serde_json::to_string(message)
+            .map_err(|e| FhirError::internal(format!("cannot serialize the message: {e}")))?;
+        let job = NewJob {
+            message_id: facts.message_id.clone(),
+            destination: destination.clone(),
+            ordering_key: message::ordering_key(&destination, &facts),
+            payload,
+            now_ms: now_ms(),
+            sender,
+        };
+        crate::engine::retrying(|| async {
+            let mut tx = self.engine.store().begin().await?;
+            tx.record_hospital_event(event).await?;
+            tx.enqueue(&job).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await?;
+        self.stats.submitted.inc();
+        self.destinations[dest_index].wake.notify_waiters();
+        tracing::info!(destination = %destination, message_id = %job.message_id, "MedCom message accepted for forwarding");
+        Ok(Submitted {
+            destination,
+            message_id: job.message_id,
+            status: JobStatus::Pending,
+            created: true,
+            stored: None,
         })
     }
 

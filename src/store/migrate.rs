@@ -40,6 +40,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0004_outbox_sender.sql"),
         postgres: include_str!("migrations/postgres/0004_outbox_sender.sql"),
     },
+    Migration {
+        version: 5,
+        name: "hospital_events",
+        sqlite: include_str!("migrations/sqlite/0005_hospital_events.sql"),
+        postgres: include_str!("migrations/postgres/0005_hospital_events.sql"),
+    },
 ];
 
 /// Bring the schema up to date. On PostgreSQL an advisory lock keeps two starting instances from

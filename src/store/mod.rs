@@ -6,6 +6,7 @@
 
 mod cache;
 mod group_commit;
+pub mod hospital_events;
 mod migrate;
 mod notify;
 pub mod outbox;
@@ -17,6 +18,7 @@ use async_trait::async_trait;
 use fhir_core::fhir::search::{Include, SearchQuery, SortValue};
 use fhir_core::fhir::search_params::IndexEntry;
 
+pub use hospital_events::HospitalEvent;
 pub use outbox::{Claim, ClaimedJob, DeadAction, Job, JobStatus, JobUpdate, NewJob};
 pub use sql::SqlStore;
 
@@ -309,6 +311,29 @@ pub trait Storage: Send + Sync + 'static {
     async fn outbox_blocker(&self, job: &Job) -> Result<Option<String>, StoreError>;
     /// How many jobs each destination has in each status.
     async fn outbox_counts(&self) -> Result<Vec<(String, JobStatus, i64)>, StoreError>;
+    /// The hospital event of message `message_id` from `sender` (MedCom HospitalNotification).
+    async fn hospital_event(
+        &self,
+        sender: &str,
+        message_id: &str,
+    ) -> Result<Option<HospitalEvent>, StoreError>;
+    /// A citizen's hospital events (by the hashed key `medcom::citizen_key` gives), in time order.
+    async fn hospital_events(&self, citizen: &str) -> Result<Vec<HospitalEvent>, StoreError>;
+    /// How many hospital stays of `citizen` (hashed key) began while a care course ran from
+    /// `start_ms` to `end_ms` (`None`: still active): admissions not cancelled, a corrected
+    /// admission counted once ([`hospital_events::admissions_within`]). For the readmission
+    /// figures.
+    async fn admissions_during_course(
+        &self,
+        citizen: &str,
+        start_ms: i64,
+        end_ms: Option<i64>,
+    ) -> Result<usize, StoreError> {
+        let events = self.hospital_events(citizen).await?;
+        Ok(hospital_events::admissions_within(
+            &events, start_ms, end_ms,
+        ))
+    }
 }
 
 /// The resource types a derived result was computed from.
@@ -341,6 +366,9 @@ pub trait StoreTx: Send {
     async fn write(&mut self, v: &NewVersion<'_>) -> Result<(), StoreError>;
     /// Add a job to the outbox; a job with the same message id already there is kept as it is.
     async fn enqueue(&mut self, job: &NewJob) -> Result<(), StoreError>;
+    /// Record a hospital event; one already there for the same sender and message id is kept as
+    /// it is.
+    async fn record_hospital_event(&mut self, event: &HospitalEvent) -> Result<(), StoreError>;
     /// Claim deliverable jobs (see `outbox.rs` for which).
     async fn claim_jobs(&mut self, claim: &Claim<'_>) -> Result<Vec<ClaimedJob>, StoreError>;
     /// Record an attempt's result, if the lease is still the caller's.

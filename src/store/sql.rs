@@ -14,6 +14,7 @@ use sqlx::{Any, AnyConnection, AnyPool, Executor, Row, Transaction};
 
 use super::cache::{SearchKey, SearchValue, StoreCache};
 use super::group_commit::{GroupTx, GroupWriter};
+use super::hospital_events::{self, HospitalEvent};
 use super::outbox::{self, Claim, ClaimedJob, DeadAction, Job, JobStatus, JobUpdate, NewJob};
 use super::search_sql::{self, Bind, Sql};
 use super::{
@@ -492,6 +493,25 @@ impl Storage for SqlStore {
         rows.iter().map(outbox::count_row).collect()
     }
 
+    async fn hospital_event(
+        &self,
+        sender: &str,
+        message_id: &str,
+    ) -> Result<Option<HospitalEvent>, StoreError> {
+        let sql = hospital_events::by_key(sender, message_id);
+        let row = query(&sql)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(hospital_events::row).transpose()
+    }
+
+    async fn hospital_events(&self, citizen: &str) -> Result<Vec<HospitalEvent>, StoreError> {
+        let sql = hospital_events::by_citizen(citizen);
+        let rows = query(&sql).fetch_all(&self.read).await.map_err(db_err)?;
+        rows.iter().map(hospital_events::row).collect()
+    }
+
     async fn begin(&self) -> Result<Box<dyn StoreTx>, StoreError> {
         let tx = match &self.write {
             Writer::Sqlite(w) => TxConn::Sqlite(w.begin()),
@@ -848,6 +868,10 @@ impl StoreTx for SqlTx {
     async fn enqueue(&mut self, job: &NewJob) -> Result<(), StoreError> {
         let sql = outbox::insert(job);
         self.write_sql(sql).await
+    }
+
+    async fn record_hospital_event(&mut self, event: &HospitalEvent) -> Result<(), StoreError> {
+        self.write_sql(hospital_events::insert(event)).await
     }
 
     async fn claim_jobs(&mut self, claim: &Claim<'_>) -> Result<Vec<ClaimedJob>, StoreError> {

@@ -130,6 +130,11 @@ impl TestApp {
         }
     }
 
+    /// The database URL this gateway runs on (for tests that break the database under it).
+    pub fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}/{}", self.fhir, path.trim_start_matches('/'))
     }

@@ -16,6 +16,7 @@ mod forwarding;
 mod hardening;
 mod limits;
 mod lookups;
+mod medcom;
 mod municipal;
 mod operations;
 mod reports;
