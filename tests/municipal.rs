@@ -1136,7 +1136,23 @@ fn every_fixture_conforms_to_kl_common_and_dk_core() {
             for p in &claimed {
                 assert!(v.defs.profile(p).is_some(), "{name}: {p} is not loaded");
             }
-            for i in v.validate(r, &[]) {
+            // dk-core as KL Common declares it (1.1.0: what the unversioned claim resolves to
+            // within our package's closure), and also as KL Gateway declares it (3.2.0) and
+            // the newest (3.7.0).
+            let mut also = Vec::new();
+            for p in &claimed {
+                if p.starts_with(DK) {
+                    let newest = format!("{p}|3.7.0");
+                    assert!(v.defs.profile(&newest).is_some(), "{newest} is not loaded");
+                    also.push(newest);
+                    // dk-core 3.2.0 has no Condition or Encounter profile yet.
+                    let gateway = format!("{p}|3.2.0");
+                    if v.defs.profile(&gateway).is_some() {
+                        also.push(gateway);
+                    }
+                }
+            }
+            for i in v.validate(r, &also) {
                 if i.severity <= fhir_core::fhir::outcome::Severity::Error {
                     failures.push(format!(
                         "{}: {} [{}]",
