@@ -1178,3 +1178,67 @@ fn every_fixture_conforms_to_kl_common_and_dk_core() {
         assert!(failures.is_empty(), "{name}:\n  {}", failures.join("\n  "));
     }
 }
+
+/// The KL claims are not decoration: what issue #21 found missing (a Goal's category, the
+/// CarePlan's `created`, an Encounter type from KL's value set) is an error again when taken
+/// out of what the mapping produces.
+#[test]
+fn kl_common_catches_what_was_missing() {
+    let v = validator();
+    let (_, doc) = fixtures()
+        .into_iter()
+        .find(|(n, _)| n == "haderslev-hjortebro-intervention.json")
+        .expect("fixture");
+    let (rec, _) = sektorbro::municipal::check_document(&doc, &v.terminology).expect("valid");
+    let bundle = to_fhir::to_bundle(&rec, &v.terminology);
+    let resources: Vec<Value> = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"].clone())
+        .collect();
+    let errors = |r: &Value| -> Vec<String> {
+        v.validate(r, &[])
+            .into_iter()
+            .filter(|i| i.severity <= fhir_core::fhir::outcome::Severity::Error)
+            .map(|i| format!("{} [{}]", i.diagnostics, i.expression.unwrap_or_default()))
+            .collect()
+    };
+    let find = |t: &str, pred: &dyn Fn(&Value) -> bool| {
+        resources
+            .iter()
+            .find(|r| r["resourceType"] == t && pred(r))
+            .cloned()
+            .unwrap()
+    };
+
+    let mut goal = find("Goal", &|r| r.get("extension").is_some());
+    assert!(errors(&goal).is_empty());
+    goal.as_object_mut().unwrap().remove("category");
+    let e = errors(&goal);
+    assert!(e.iter().any(|x| x.contains("Goal.category")), "{e:?}");
+
+    let mut plan = find("CarePlan", &|r| r.get("basedOn").is_none());
+    assert!(errors(&plan).is_empty());
+    plan.as_object_mut().unwrap().remove("created");
+    let e = errors(&plan);
+    assert!(e.iter().any(|x| x.contains("created")), "{e:?}");
+
+    let mut meeting = find("Encounter", &|r| r["class"]["code"] == "AMB");
+    assert!(errors(&meeting).is_empty());
+    // Only our own type left: not in KLEncounterTypes (a required binding).
+    let ours = meeting["type"][0]["coding"][1].clone();
+    meeting["type"][0]["coding"] = Value::Array(vec![ours]);
+    let e = errors(&meeting);
+    assert!(e.iter().any(|x| x.contains("KLEncounterTypes")), "{e:?}");
+
+    let mut intervention = find("CarePlan", &|r| r.get("basedOn").is_some());
+    assert!(errors(&intervention).is_empty());
+    intervention["activity"][0]["detail"]["code"]["coding"][0]["code"] =
+        Value::from("2e43fc47-573b-498d-adc7-6d9b6edb8f15"); // Boligindretning (§ 116)
+    let e = errors(&intervention);
+    assert!(
+        e.iter().any(|x| x.contains("KLInterventionsFSIII")),
+        "{e:?}"
+    );
+}
