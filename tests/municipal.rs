@@ -93,6 +93,9 @@ const INTERVENTION_CODES: &[&str] = &[
     "2abe20c7-c0b4-41c1-b397-52acf36499ef",
     "58293f63-00d7-4730-8dbc-c784d40f9e23",
     "7f825e3e-1a5c-4249-bf41-9f7171fb6b8a",
+    // Boligindretning (SEL § 116): an assistive-device intervention, outside KL Common's value
+    // set, so its planned-intervention CarePlan claims only our profile.
+    "2e43fc47-573b-498d-adc7-6d9b6edb8f15",
 ];
 
 /// Distinct local ids for a list of `n` items.
