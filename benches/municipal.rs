@@ -15,7 +15,7 @@ use sektorbro::municipal::{
 use serde_json::Value;
 
 fn bench(c: &mut Criterion) {
-    let v = Validator::shared_r4().expect("definitions");
+    let v = Validator::shared_embedded().expect("definitions");
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/fixtures/municipal/haderslev-hjortebro-intervention.json"

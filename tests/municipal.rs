@@ -2,6 +2,8 @@
 //! unchanged (proptest), every fixture's FHIR validates against the base definitions and our
 //! profiles, and the schema accepts what the Rust types produce.
 
+use std::collections::HashMap;
+
 use proptest::prelude::*;
 use serde_json::{Number, Value};
 
@@ -10,7 +12,7 @@ use sektorbro::municipal::record::*;
 use sektorbro::municipal::{check, from_fhir, parse_conforming, precheck, to_fhir, translate};
 
 fn validator() -> std::sync::Arc<Validator> {
-    Validator::shared_r4().expect("definitions")
+    Validator::shared_embedded().expect("definitions")
 }
 
 // ----- generators ------------------------------------------------------------------------------
@@ -91,6 +93,9 @@ const INTERVENTION_CODES: &[&str] = &[
     "2abe20c7-c0b4-41c1-b397-52acf36499ef",
     "58293f63-00d7-4730-8dbc-c784d40f9e23",
     "7f825e3e-1a5c-4249-bf41-9f7171fb6b8a",
+    // Boligindretning (SEL § 116): an assistive-device intervention, outside KL Common's value
+    // set, so its planned-intervention CarePlan claims only our profile.
+    "2e43fc47-573b-498d-adc7-6d9b6edb8f15",
 ];
 
 /// Distinct local ids for a list of `n` items.
@@ -101,11 +106,11 @@ fn ids(n: usize) -> impl Strategy<Value = Vec<String>> {
 fn stay() -> impl Strategy<Value = Stay> {
     (
         text(),
-        "[0-9]{1,18}",
+        "[0-9]{11,18}",
         prop::option::of((
             pick(&["hospital", "psychiatry", "gp", "home", "other"]),
             prop::option::of(text()),
-            prop::option::of("[0-9]{1,18}"),
+            prop::option::of("[0-9]{11,18}"),
         )),
         date_time(),
         prop::option::of(date_time()),
@@ -128,7 +133,7 @@ prop_compose! {
     fn record()(
         record_id in "[A-Z]{3}-[0-9]{1,6}",
         record_version in 1u32..1000,
-        municipality in (pick(&["0510", "0101", "0751"]), text(), "[0-9]{1,18}"),
+        municipality in (pick(&["0510", "0101", "0751"]), text(), "[0-9]{11,18}"),
         citizen in ("[0-2][0-9]0[1-9][0-9]{6}", prop::option::of(prop::collection::vec(text(), 1..3)),
                     prop::option::of(text()), prop::option::of(date())),
         course in (pick(&["rehabilitation-temporary-place", "rehabilitation-home", "temporary-stay"]),
@@ -283,7 +288,8 @@ fn a_broken_mapping_is_caught_by_the_profiles() {
             .unwrap()
             .iter()
             .map(|e| e["resource"].clone())
-            .find(|r| r["resourceType"] == t)
+            // A Goal of the record's (not the course's purpose, which has no extensions).
+            .find(|r| r["resourceType"] == t && (t != "Goal" || r.get("extension").is_some()))
             .unwrap()
     };
     let mut goal = find("Goal");
@@ -487,6 +493,8 @@ const SUBSTITUTES: &[&str] = &[
     "1999-12-31T23:59:60+14:00",
     "2030-01-01T00:00:00-12:00",
     "urn:uuid:X",
+    // a SOR code too short for dk-core's SORIdentifier (min-digits-sor)
+    "685076275",
     "3f27a7bc-790d-444e-bcf4-6e22a6b1da7e",
     "9c5cfb57-a498-40e5-98a7-792bf5fb205b",
     "2abe20c7-c0b4-41c1-b397-52acf36499ef",
@@ -1009,4 +1017,231 @@ fn fixtures_take_the_one_parse() {
         }
     }
     assert!(schema_invalid >= 1);
+}
+
+// ----- KL Common and dk-core -------------------------------------------------------------------
+
+const KL: &str = "http://fhir.kl.dk/core/StructureDefinition/";
+const DK: &str = "http://hl7.dk/fhir/core/StructureDefinition/";
+const OURS: &str = "http://sektorbro.dk/fhir/StructureDefinition/";
+
+/// The profiles a produced resource must claim, by type (and, for CarePlans and Goals, by what
+/// it is): its KL Common profile, dk-core's where dk-core has one, and ours where we have one.
+fn required_profiles(r: &Value) -> Vec<String> {
+    let kl = |n: &str| format!("{KL}{n}");
+    let dk = |n: &str| format!("{DK}{n}");
+    let ours = |n: &str| format!("{OURS}{n}");
+    let is_purpose = r["category"][0]["coding"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["code"] == "424827b1-23aa-4848-962b-56ee47def560");
+    match r["resourceType"].as_str().unwrap_or("") {
+        "Patient" => vec![kl("KLCommonCitizen"), dk("dk-core-patient")],
+        "Organization" => vec![kl("KLCommonOrganization"), dk("dk-core-organization")],
+        "Practitioner" => vec![kl("KLCommonPractitioner"), dk("dk-core-practitioner")],
+        "CareTeam" => vec![kl("KLCommonServicePerformer"), ours("sektorbro-careteam")],
+        "Condition" => vec![
+            kl("KLCommonCareSocialCondition"),
+            dk("dk-core-condition"),
+            ours("sektorbro-condition"),
+        ],
+        "Goal" if is_purpose => vec![kl("KLCommonCareSocialPurpose")],
+        "Goal" => vec![kl("KLCommonCareSocialGoal"), ours("sektorbro-smart-goal")],
+        "Encounter" => vec![kl("KLCommonCareSocialEncounter"), dk("dk-core-encounter")],
+        // KL's planned interventions carry the FSIII interventions of KL Common's scope; the
+        // assistive-device ones (descendants of "Kommunalt hjælpemiddelområde indsatser") are
+        // outside it and claim ours only.
+        "CarePlan" if r.get("basedOn").is_some() && !assistive_device(r) => vec![
+            kl("KLCommonCareSocialPlannedIntervention"),
+            ours("sektorbro-planned-intervention"),
+        ],
+        "CarePlan" if r.get("basedOn").is_some() => vec![ours("sektorbro-planned-intervention")],
+        "CarePlan" => vec![kl("KLCommonCareSocialCarePlan"), ours("sektorbro-careplan")],
+        other => panic!("the mapping produced a {other}"),
+    }
+}
+
+/// Whether a planned intervention's FSIII code is an assistive-device intervention (the FSIII
+/// group "Kommunalt hjælpemiddelområde indsatser", outside KL Common's intervention value set).
+fn assistive_device(r: &Value) -> bool {
+    // The FSIII hierarchy read straight from the derived file: code → parent.
+    fn walk(concepts: &[Value], parent: Option<&str>, up: &mut HashMap<String, String>) {
+        for c in concepts {
+            let code = c["code"].as_str().unwrap_or_default();
+            let declared = c["property"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["code"] == "parent")
+                .and_then(|p| p["valueCode"].as_str());
+            if let Some(p) = declared.or(parent) {
+                up.insert(code.to_string(), p.to_string());
+            }
+            if let Some(children) = c["concept"].as_array() {
+                walk(children, Some(code), up);
+            }
+        }
+    }
+    let terms = read_json("profiles/dk/terminology.json");
+    let fsiii = terms
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["url"] == "urn:oid:1.2.208.176.2.21")
+        .expect("FSIII");
+    let mut up = HashMap::new();
+    walk(fsiii["concept"].as_array().unwrap(), None, &mut up);
+    let mut code = r["activity"][0]["detail"]["code"]["coding"][0]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    while let Some(parent) = up.get(&code) {
+        if parent == "f5e2461b-2737-4b52-846c-2ff8f2d88db5" {
+            return true;
+        }
+        code = parent.clone();
+    }
+    false
+}
+
+/// Issue #21: every fixture's resources validate with 0 errors against KL Common, dk-core and
+/// our profiles, with the validator and the IG packages the gateway embeds; each claims its KL
+/// profile beside dk-core's and ours; the interventions are KL planned interventions (CarePlans
+/// of their own, based on the course's CarePlan) and the course has its purpose.
+#[test]
+fn every_fixture_conforms_to_kl_common_and_dk_core() {
+    let v = Validator::shared_embedded().expect("embedded definitions");
+    for (name, doc) in fixtures() {
+        let (rec, _) = sektorbro::municipal::check_document(&doc, &v.terminology)
+            .unwrap_or_else(|e| panic!("{name}: {:?}", e.issues));
+        let bundle = to_fhir::to_bundle(&rec, &v.terminology);
+        let resources: Vec<&Value> = bundle["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["resource"])
+            .collect();
+        let mut failures = Vec::new();
+        for r in &resources {
+            let claimed: Vec<&str> = r["meta"]["profile"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            for p in required_profiles(r) {
+                if !claimed.contains(&p.as_str()) {
+                    failures.push(format!("{} does not claim {p}", r["resourceType"]));
+                }
+            }
+            // Every claimed profile is loaded (an unknown one would only be a warning).
+            for p in &claimed {
+                assert!(v.defs.profile(p).is_some(), "{name}: {p} is not loaded");
+            }
+            // dk-core as KL Common declares it (1.1.0: what the unversioned claim resolves to
+            // within our package's closure), and also as KL Gateway declares it (3.2.0) and
+            // the newest (3.7.0).
+            let mut also = Vec::new();
+            for p in &claimed {
+                if p.starts_with(DK) {
+                    let newest = format!("{p}|3.7.0");
+                    assert!(v.defs.profile(&newest).is_some(), "{newest} is not loaded");
+                    also.push(newest);
+                    // dk-core 3.2.0 has no Condition or Encounter profile yet.
+                    let gateway = format!("{p}|3.2.0");
+                    if v.defs.profile(&gateway).is_some() {
+                        also.push(gateway);
+                    }
+                }
+            }
+            for i in v.validate(r, &also) {
+                if i.severity <= fhir_core::fhir::outcome::Severity::Error {
+                    failures.push(format!(
+                        "{}: {} [{}]",
+                        r["resourceType"],
+                        i.diagnostics,
+                        i.expression.unwrap_or_default()
+                    ));
+                }
+            }
+        }
+        let count = |t: &str, based_on: bool| {
+            resources
+                .iter()
+                .filter(|r| r["resourceType"] == t && r.get("basedOn").is_some() == based_on)
+                .count()
+        };
+        assert_eq!(count("CarePlan", false), 1, "{name}: one course CarePlan");
+        assert_eq!(
+            count("CarePlan", true),
+            rec.interventions.len(),
+            "{name}: one planned-intervention CarePlan per intervention"
+        );
+        assert!(failures.is_empty(), "{name}:\n  {}", failures.join("\n  "));
+    }
+}
+
+/// The KL claims are not decoration: what issue #21 found missing (a Goal's category, the
+/// CarePlan's `created`, an Encounter type from KL's value set) is an error again when taken
+/// out of what the mapping produces.
+#[test]
+fn kl_common_catches_what_was_missing() {
+    let v = validator();
+    let (_, doc) = fixtures()
+        .into_iter()
+        .find(|(n, _)| n == "haderslev-hjortebro-intervention.json")
+        .expect("fixture");
+    let (rec, _) = sektorbro::municipal::check_document(&doc, &v.terminology).expect("valid");
+    let bundle = to_fhir::to_bundle(&rec, &v.terminology);
+    let resources: Vec<Value> = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"].clone())
+        .collect();
+    let errors = |r: &Value| -> Vec<String> {
+        v.validate(r, &[])
+            .into_iter()
+            .filter(|i| i.severity <= fhir_core::fhir::outcome::Severity::Error)
+            .map(|i| format!("{} [{}]", i.diagnostics, i.expression.unwrap_or_default()))
+            .collect()
+    };
+    let find = |t: &str, pred: &dyn Fn(&Value) -> bool| {
+        resources
+            .iter()
+            .find(|r| r["resourceType"] == t && pred(r))
+            .cloned()
+            .unwrap()
+    };
+
+    let mut goal = find("Goal", &|r| r.get("extension").is_some());
+    assert!(errors(&goal).is_empty());
+    goal.as_object_mut().unwrap().remove("category");
+    let e = errors(&goal);
+    assert!(e.iter().any(|x| x.contains("Goal.category")), "{e:?}");
+
+    let mut plan = find("CarePlan", &|r| r.get("basedOn").is_none());
+    assert!(errors(&plan).is_empty());
+    plan.as_object_mut().unwrap().remove("created");
+    let e = errors(&plan);
+    assert!(e.iter().any(|x| x.contains("created")), "{e:?}");
+
+    let mut meeting = find("Encounter", &|r| r["class"]["code"] == "AMB");
+    assert!(errors(&meeting).is_empty());
+    // Only our own type left: not in KLEncounterTypes (a required binding).
+    let ours = meeting["type"][0]["coding"][1].clone();
+    meeting["type"][0]["coding"] = Value::Array(vec![ours]);
+    let e = errors(&meeting);
+    assert!(e.iter().any(|x| x.contains("KLEncounterTypes")), "{e:?}");
+
+    let mut intervention = find("CarePlan", &|r| r.get("basedOn").is_some());
+    assert!(errors(&intervention).is_empty());
+    intervention["activity"][0]["detail"]["code"]["coding"][0]["code"] =
+        Value::from("2e43fc47-573b-498d-adc7-6d9b6edb8f15"); // Boligindretning (§ 116)
+    let e = errors(&intervention);
+    assert!(
+        e.iter().any(|x| x.contains("KLInterventionsFSIII")),
+        "{e:?}"
+    );
 }

@@ -19,7 +19,7 @@ use fhir_core::validation::Validator;
 fn validator(state: &AppState) -> Result<std::sync::Arc<Validator>, FhirError> {
     match state.engine.validation() {
         Some(p) => Ok(p.validator.clone()),
-        None => Validator::shared_r4()
+        None => Validator::shared_embedded()
             .map_err(|e| FhirError::internal(format!("loading the definitions: {e}"))),
     }
 }

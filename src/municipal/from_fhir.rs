@@ -1,7 +1,8 @@
 //! FHIR → record: rebuild the municipal record from the resources [`super::to_fhir`] made.
 //!
-//! The CarePlan is the root; everything else is reached through its references (`subject`,
-//! `careTeam`, `addresses`, `goal`, `encounter`, `supportingInfo`), and each part's local id is
+//! The course's CarePlan is the root; everything else is reached through its references
+//! (`subject`, `careTeam`, `addresses`, `goal`, `encounter`, `supportingInfo`: the meetings and
+//! the planned-intervention CarePlans; the purpose Goal is derived and skipped), and each part's local id is
 //! its identifier in the record's part system. Names of organizations come from the references'
 //! `display` and `identifier`, which hold what the record said. The mapping is the inverse of
 //! `to_fhir` field for field; the property tests in `tests/municipal.rs` check that.
@@ -11,7 +12,7 @@ use std::collections::HashMap;
 use serde_json::{Number, Value};
 
 use super::record::*;
-use super::vocab::{self, cs, ext};
+use super::vocab::{self, cs, ext, kl};
 
 /// Finds a resource by the reference that names it (`Type/id`, or a Bundle's `urn:uuid:`).
 pub type Resolve<'a> = dyn Fn(&str) -> Option<&'a Value> + 'a;
@@ -149,10 +150,20 @@ pub fn from_fhir<'a>(plan: &'a Value, get: &'a Resolve<'a>) -> Result<CareRecord
         .iter()
         .map(|r| rb.fetch(reference(r).unwrap_or_default()))
         .collect::<Result<_, _>>()?;
-    let goals_src: Vec<&Value> = arr(plan, "goal")
-        .iter()
-        .map(|r| rb.fetch(reference(r).unwrap_or_default()))
-        .collect::<Result<_, _>>()?;
+    // The record's goals: not the course's purpose, which the mapping derives.
+    let mut goal_refs: Vec<&str> = Vec::new();
+    let mut goals_src: Vec<&Value> = Vec::new();
+    for r in arr(plan, "goal") {
+        let target = reference(r).unwrap_or_default();
+        let g = rb.fetch(target)?;
+        let is_purpose = arr(g, "category")
+            .iter()
+            .any(|c| code_in(Some(c), kl::CODES).as_deref() == Some(kl::PURPOSE_GOAL));
+        if !is_purpose {
+            goal_refs.push(target);
+            goals_src.push(g);
+        }
+    }
     let team = match arr(plan, "careTeam").first().and_then(reference) {
         Some(r) => Some(rb.fetch(r)?),
         None => None,
@@ -165,11 +176,8 @@ pub fn from_fhir<'a>(plan: &'a Value, get: &'a Resolve<'a>) -> Result<CareRecord
         );
     }
     let mut goal_ids = HashMap::new();
-    for (r, g) in arr(plan, "goal").iter().zip(&goals_src) {
-        goal_ids.insert(
-            reference(r).unwrap_or_default().to_string(),
-            local_id(g, &rb.parts)?,
-        );
+    for (r, g) in goal_refs.iter().zip(&goals_src) {
+        goal_ids.insert(r.to_string(), local_id(g, &rb.parts)?);
     }
     let mut member_ids = HashMap::new();
     let mut care_team = Vec::new();
@@ -210,17 +218,18 @@ pub fn from_fhir<'a>(plan: &'a Value, get: &'a Resolve<'a>) -> Result<CareRecord
         .iter()
         .map(|g| goal(&rb, g, &condition_ids))
         .collect::<Result<Vec<_>, String>>()?;
-    let interventions = arr(plan, "activity")
-        .iter()
-        .map(|a| intervention(&rb, a, &goal_ids))
-        .collect::<Result<Vec<_>, String>>()?;
-    let meetings = arr(plan, "supportingInfo")
-        .iter()
-        .map(|r| {
-            let m = rb.fetch(reference(r).unwrap_or_default())?;
-            meeting(&rb, m, &goal_ids, &member_ids)
-        })
-        .collect::<Result<Vec<_>, String>>()?;
+    // `supportingInfo`: the meetings (Encounters) and the planned interventions (CarePlans).
+    let mut interventions = Vec::new();
+    let mut meetings = Vec::new();
+    for r in arr(plan, "supportingInfo") {
+        let target = reference(r).unwrap_or_default();
+        let part = rb.fetch(target)?;
+        if target.starts_with("CarePlan/") {
+            interventions.push(intervention(&rb, part, &goal_ids)?);
+        } else {
+            meetings.push(meeting(&rb, part, &goal_ids, &member_ids)?);
+        }
+    }
     let stay = match plan.get("encounter").and_then(reference) {
         Some(r) => Some(stay(rb.fetch(r)?)?),
         None => None,
@@ -317,11 +326,15 @@ fn goal(
     })
 }
 
+/// An intervention from its planned-intervention CarePlan (KL: one activity each).
 fn intervention(
     rb: &Rebuild<'_>,
-    a: &Value,
+    plan: &Value,
     goal_ids: &HashMap<String, String>,
 ) -> Result<Intervention, String> {
+    let a = arr(plan, "activity")
+        .first()
+        .ok_or("a planned intervention has no activity")?;
     let d = a.get("detail").ok_or("a CarePlan activity has no detail")?;
     let frequency = match d.get("scheduledTiming").and_then(|t| t.get("repeat")) {
         Some(r) => Some(Frequency {
@@ -337,7 +350,7 @@ fn intervention(
         None => None,
     };
     Ok(Intervention {
-        id: s(a, "id").ok_or("a CarePlan activity has no id")?,
+        id: local_id(plan, &rb.parts)?,
         code: code_in(d.get("code"), vocab::FSIII).ok_or("an activity has no FSIII code")?,
         discipline: extension(d, ext::DISCIPLINE)
             .and_then(|e| code_in(e.get("valueCodeableConcept"), cs::DISCIPLINE))
@@ -458,11 +471,15 @@ pub fn index_bundle(bundle: &Value) -> HashMap<String, &Value> {
 /// The record in a Bundle made by `to_fhir` (or any Bundle holding the record's resources).
 pub fn from_bundle(bundle: &Value) -> Result<CareRecord, String> {
     let map = index_bundle(bundle);
+    // The course's CarePlan: the one not based on another (the planned interventions are).
     let plan = map
         .values()
-        .find(|r| r.get("resourceType").and_then(Value::as_str) == Some("CarePlan"))
+        .find(|r| {
+            r.get("resourceType").and_then(Value::as_str) == Some("CarePlan")
+                && r.get("basedOn").is_none()
+        })
         .copied()
-        .ok_or("the Bundle holds no CarePlan")?;
+        .ok_or("the Bundle holds no course CarePlan")?;
     let get = |r: &str| map.get(r).copied();
     from_fhir(plan, &get)
 }

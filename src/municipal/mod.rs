@@ -276,6 +276,12 @@ fn part_refs(rec: &CareRecord) -> Vec<String> {
             .iter()
             .map(|m| format!("Encounter/{}", id(kind::MEETING, &m.id))),
     );
+    out.push(format!("Goal/{}", id(kind::PURPOSE, "purpose")));
+    out.extend(
+        rec.interventions
+            .iter()
+            .map(|i| format!("CarePlan/{}", id(kind::INTERVENTION, &i.id))),
+    );
     out
 }
 
@@ -642,7 +648,7 @@ pub fn translate_cli(file: &Path, reverse: bool) -> ExitCode {
                     .map_err(|e| vec![Issue::error("exception", e.to_string())])
             })
     } else {
-        let validator = match fhir_core::validation::Validator::shared_r4() {
+        let validator = match fhir_core::validation::Validator::shared_embedded() {
             Ok(v) => v,
             Err(e) => {
                 eprintln!("error: loading the definitions: {e}");

@@ -37,6 +37,10 @@ mod bound {
     pub const ADMISSION_SOURCE: &str = "http://sektorbro.dk/fhir/ValueSet/admission-source";
     pub const DISCHARGE_DESTINATION: &str =
         "http://sektorbro.dk/fhir/ValueSet/discharge-destination";
+    /// KL Common's required bindings of the FSIII condition codes (KLCommonCareSocialCondition),
+    /// beside ours. (An intervention outside KL's FSIII value set claims only our profile.)
+    pub const KL_CONDITIONS: &str = "http://fhir.kl.dk/core/ValueSet/KLConditionCodesFSIII";
+    pub const KL_SEVERITIES: &str = "http://fhir.kl.dk/core/ValueSet/KLSeverities";
 }
 
 /// `Ok` when the resources `to_fhir::to_bundle(rec, terms)` produces are known to validate
@@ -60,8 +64,15 @@ pub fn check(rec: &CareRecord, terms: &Terminology) -> Result<(), String> {
     c.text("string", &rec.record_id, "recordId")?;
     c.positive_int(rec.record_version, "recordVersion")?;
     c.text("string", &m.code, "municipality.code")?;
+    // The Organization's dk-core municipality-code identifier (a required binding).
+    c.coded(
+        vocab::vs::MUNICIPALITIES,
+        None,
+        &m.code,
+        "municipality.code",
+    )?;
     c.text("string", &m.name, "municipality.name")?;
-    c.text("string", &m.sor, "municipality.sor")?;
+    c.sor(&m.sor, "municipality.sor")?;
 
     let p = &rec.citizen;
     c.text("string", &p.cpr, "citizen.cpr")?;
@@ -102,7 +113,7 @@ pub fn check(rec: &CareRecord, terms: &Terminology) -> Result<(), String> {
     }
     if let Some(stay) = &course.stay {
         c.text("string", &stay.unit.name, "course.stay.unit.name")?;
-        c.text("string", &stay.unit.sor, "course.stay.unit.sor")?;
+        c.sor(&stay.unit.sor, "course.stay.unit.sor")?;
         if let Some(from) = &stay.admitted_from {
             c.coded(
                 bound::ADMISSION_SOURCE,
@@ -115,11 +126,9 @@ pub fn check(rec: &CareRecord, terms: &Terminology) -> Result<(), String> {
                 from.name.as_deref(),
                 "course.stay.admittedFrom.name",
             )?;
-            c.opt(
-                "string",
-                from.sor.as_deref(),
-                "course.stay.admittedFrom.sor",
-            )?;
+            if let Some(sor) = &from.sor {
+                c.sor(sor, "course.stay.admittedFrom.sor")?;
+            }
         }
         c.period(
             &stay.admitted_at,
@@ -149,9 +158,21 @@ pub fn check(rec: &CareRecord, terms: &Terminology) -> Result<(), String> {
             &x.code,
             "conditions[].code",
         )?;
+        c.coded(
+            bound::KL_CONDITIONS,
+            Some(vocab::FSIII),
+            &x.code,
+            "conditions[].code",
+        )?;
         if let Some(s) = &x.severity {
             c.coded(
                 vocab::vs::FSIII_SEVERITIES,
+                Some(vocab::FSIII),
+                s,
+                "conditions[].severity",
+            )?;
+            c.coded(
+                bound::KL_SEVERITIES,
                 Some(vocab::FSIII),
                 s,
                 "conditions[].severity",
@@ -194,6 +215,7 @@ pub fn check(rec: &CareRecord, terms: &Terminology) -> Result<(), String> {
             &i.code,
             "interventions[].code",
         )?;
+
         c.coded(
             bound::DISCIPLINE,
             Some(cs::DISCIPLINE),
@@ -281,6 +303,19 @@ impl<'a> Checker<'a> {
     /// A value of primitive type `code` written as a JSON string.
     fn text(&self, code: &str, s: &str, at: &str) -> Result<(), String> {
         primitive::string_format(code, s).map_err(|e| format!("{at}: {e}"))
+    }
+
+    /// A SOR code as an Organization's identifier: dk-core's `SORIdentifier` wants at least 11
+    /// digits (`min-digits-sor`); the record format allows 1 to 18.
+    fn sor(&self, s: &str, at: &str) -> Result<(), String> {
+        self.text("string", s, at)?;
+        if s.len() >= 11 && s.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{at}: a SOR code of fewer than 11 digits (dk-core)"
+            ))
+        }
     }
 
     fn opt(&self, code: &str, s: Option<&str>, at: &str) -> Result<(), String> {

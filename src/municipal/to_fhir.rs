@@ -16,7 +16,7 @@ use sha1::{Digest, Sha1};
 use uuid::Uuid;
 
 use super::record::{CareRecord, Goal, Intervention, Meeting, Member, Stay};
-use super::vocab::{self, cs, ext, profile};
+use super::vocab::{self, cs, dk, ext, kl, profile};
 use fhir_core::validation::terminology::Terminology;
 
 /// Part kinds, as they appear in the name a part's id is derived from.
@@ -29,6 +29,10 @@ pub mod kind {
     pub const GOAL: &str = "goal";
     pub const MEETING: &str = "meeting";
     pub const MEMBER: &str = "member";
+    /// The course's purpose (KL's `Indsatsformål` Goal); one per record.
+    pub const PURPOSE: &str = "purpose";
+    /// An intervention: a KL planned intervention, a CarePlan of its own.
+    pub const INTERVENTION: &str = "intervention";
 }
 
 /// Name-based (v5) UUIDs whose names share a prefix: the namespace and the prefix are hashed
@@ -355,6 +359,8 @@ struct Ctx<'a> {
     goals: Vec<String>,
     members: Vec<String>,
     meetings: Vec<String>,
+    interventions: Vec<String>,
+    purpose: String,
     care_plan: String,
     care_team: String,
     stay: String,
@@ -390,6 +396,12 @@ impl<'a> Ctx<'a> {
                 .iter()
                 .map(|m| names.part(kind::MEETING, &m.id))
                 .collect(),
+            interventions: rec
+                .interventions
+                .iter()
+                .map(|i| names.part(kind::INTERVENTION, &i.id))
+                .collect(),
+            purpose: names.part(kind::PURPOSE, "purpose"),
             care_plan: names.part(kind::CARE_PLAN, "plan"),
             care_team: names.part(kind::CARE_TEAM, "team"),
             stay: names.part(kind::STAY, "stay"),
@@ -475,10 +487,17 @@ impl<'a> Ctx<'a> {
     }
 
     fn concept<S: Sink>(&self, o: &mut S, system: &str, code: &str) {
+        self.concepts(o, &[(system, code)]);
+    }
+
+    /// A CodeableConcept of several codings (KL's code first, then ours).
+    fn concepts<S: Sink>(&self, o: &mut S, codings: &[(&str, &str)]) {
         o.open();
         o.key("coding");
         o.open_list();
-        self.coding(o, system, code);
+        for (system, code) in codings {
+            self.coding(o, system, code);
+        }
         o.close_list();
         o.close();
     }
@@ -524,12 +543,15 @@ fn organization_ref<S: Sink>(o: &mut S, url: &str, sor: &str, name: Option<&str>
     o.close();
 }
 
-fn meta<S: Sink>(o: &mut S, profile: &str) {
+/// `meta.profile`: ours (where we have one), KL Common's, dk-core's (where it has one).
+fn meta<S: Sink>(o: &mut S, profiles: &[&str]) {
     o.key("meta");
     o.open();
     o.key("profile");
     o.open_list();
-    o.str(profile);
+    for p in profiles {
+        o.plain(&[p]);
+    }
     o.close_list();
     o.close();
 }
@@ -568,8 +590,12 @@ pub fn to_bundle(rec: &CareRecord, terms: &Terminology) -> Value {
 pub fn write_bundle(rec: &CareRecord, terms: &Terminology) -> String {
     // About 1.5 KB per resource in the fixtures; 2 KB each so the Bundle is written into one
     // allocation, never copied as it grows.
-    let resources =
-        6 + rec.conditions.len() + rec.goals.len() + 2 * rec.care_team.len() + rec.meetings.len();
+    let resources = 7
+        + rec.conditions.len()
+        + rec.goals.len()
+        + rec.interventions.len()
+        + 2 * rec.care_team.len()
+        + rec.meetings.len();
     let mut text = Text {
         b: String::with_capacity(2048 * resources),
         comma: false,
@@ -593,7 +619,7 @@ fn bundle<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
     care_team(cx, o);
     for (c, id) in rec.conditions.iter().zip(&cx.conditions) {
         begin_put(o, "Condition", id);
-        meta(o, profile::CONDITION);
+        meta(o, &[profile::CONDITION, kl::CONDITION, dk::CONDITION]);
         cx.identifier(o, &c.id);
         o.key("clinicalStatus");
         cx.concept(o, vocab::CONDITION_CLINICAL, "active");
@@ -615,6 +641,7 @@ fn bundle<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
         }
         end_put(o, "Condition", id);
     }
+    purpose(cx, o);
     for (g, id) in rec.goals.iter().zip(&cx.goals) {
         goal(cx, o, g, id);
     }
@@ -624,6 +651,10 @@ fn bundle<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
     for (m, id) in rec.meetings.iter().zip(&cx.meetings) {
         meeting(cx, o, m, id);
     }
+    for (i, id) in rec.interventions.iter().zip(&cx.interventions) {
+        planned_intervention(cx, o, i, id);
+    }
+    // The course's CarePlan last: storing a newer version puts its If-Match there.
     care_plan(cx, o);
     o.close_list();
     o.close();
@@ -636,6 +667,7 @@ fn patient<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
     o.key("resource");
     o.open();
     o.kv("resourceType", "Patient");
+    meta(o, &[kl::CITIZEN, dk::PATIENT]);
     o.key("identifier");
     o.open_list();
     o.open();
@@ -697,6 +729,7 @@ fn organizations<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
         o.key("resource");
         o.open();
         o.kv("resourceType", "Organization");
+        meta(o, &[kl::ORGANIZATION, dk::ORGANIZATION]);
         body(o);
         o.close();
         o.key("request");
@@ -763,6 +796,7 @@ fn practitioner<S: Sink>(cx: &Ctx<'_>, o: &mut S, m: &Member, id: &str) {
     o.open();
     o.kv("resourceType", "Practitioner");
     o.kv("id", id);
+    meta(o, &[kl::PRACTITIONER, dk::PRACTITIONER]);
     cx.identifier(o, &m.id);
     o.key("name");
     o.open_list();
@@ -783,7 +817,7 @@ fn care_team<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
         _ => "active",
     };
     begin_put(o, "CareTeam", id);
-    meta(o, profile::CARE_TEAM);
+    meta(o, &[profile::CARE_TEAM, kl::SERVICE_PERFORMER]);
     cx.identifier(o, "team");
     o.kv("status", status);
     o.key("subject");
@@ -823,7 +857,7 @@ fn care_team<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
 
 fn goal<S: Sink>(cx: &Ctx<'_>, o: &mut S, g: &Goal, id: &str) {
     begin_put(o, "Goal", id);
-    meta(o, profile::GOAL);
+    meta(o, &[profile::GOAL, kl::GOAL]);
     o.key("extension");
     o.open_list();
     if let Some(w) = &g.citizen_words {
@@ -856,6 +890,10 @@ fn goal<S: Sink>(cx: &Ctx<'_>, o: &mut S, g: &Goal, id: &str) {
     o.kv("lifecycleStatus", &g.status);
     o.key("achievementStatus");
     cx.concept(o, vocab::GOAL_ACHIEVEMENT, &g.achievement);
+    o.key("category");
+    o.open_list();
+    cx.concept(o, kl::CODES, kl::CONDITION_GOAL);
+    o.close_list();
     o.key("description");
     o.open();
     o.kv("text", &g.description);
@@ -911,14 +949,20 @@ fn stay_encounter<S: Sink>(cx: &Ctx<'_>, o: &mut S, stay: &Stay) {
         "in-progress"
     };
     begin_put(o, "Encounter", id);
-    meta(o, profile::STAY);
+    meta(o, &[profile::STAY, kl::ENCOUNTER, dk::ENCOUNTER]);
     cx.identifier(o, "stay");
     o.kv("status", status);
     o.key("class");
     cx.coding(o, vocab::ACT_CODE, "SS");
     o.key("type");
     o.open_list();
-    cx.concept(o, cs::ENCOUNTER_TYPE, "temporary-stay");
+    cx.concepts(
+        o,
+        &[
+            (kl::CODES, kl::ENCOUNTER_PLANNED_INTERVENTION),
+            (cs::ENCOUNTER_TYPE, "temporary-stay"),
+        ],
+    );
     o.close_list();
     o.key("subject");
     cx.subject(o);
@@ -992,7 +1036,7 @@ fn stay_encounter<S: Sink>(cx: &Ctx<'_>, o: &mut S, stay: &Stay) {
 
 fn meeting<S: Sink>(cx: &Ctx<'_>, o: &mut S, m: &Meeting, id: &str) {
     begin_put(o, "Encounter", id);
-    meta(o, profile::MEETING);
+    meta(o, &[profile::MEETING, kl::ENCOUNTER, dk::ENCOUNTER]);
     o.key("extension");
     o.open_list();
     for (url, value) in [
@@ -1050,7 +1094,13 @@ fn meeting<S: Sink>(cx: &Ctx<'_>, o: &mut S, m: &Meeting, id: &str) {
     cx.coding(o, vocab::ACT_CODE, "AMB");
     o.key("type");
     o.open_list();
-    cx.concept(o, cs::ENCOUNTER_TYPE, "interdisciplinary-meeting");
+    cx.concepts(
+        o,
+        &[
+            (kl::CODES, kl::ENCOUNTER_FOLLOW_UP),
+            (cs::ENCOUNTER_TYPE, "interdisciplinary-meeting"),
+        ],
+    );
     o.close_list();
     o.key("subject");
     cx.subject(o);
@@ -1081,9 +1131,79 @@ fn meeting<S: Sink>(cx: &Ctx<'_>, o: &mut S, m: &Meeting, id: &str) {
     end_put(o, "Encounter", id);
 }
 
+/// The course's purpose, KL's `Indsatsformål` Goal, which every KL care plan has: what the
+/// course is (its kind and legal basis, as our code systems name them). Derived from the record,
+/// so the reverse mapping has nothing to read from it.
+fn purpose<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
+    let c = &cx.rec.course;
+    let id = &cx.purpose;
+    let name = |system: &str, code: &'_ str| -> String {
+        cx.terms
+            .display(system, code)
+            .map(String::from)
+            .unwrap_or_else(|| code.to_string())
+    };
+    begin_put(o, "Goal", id);
+    meta(o, &[kl::PURPOSE]);
+    o.kv(
+        "lifecycleStatus",
+        vocab::forward(vocab::PURPOSE_STATUS, &c.status).unwrap_or("active"),
+    );
+    o.key("category");
+    o.open_list();
+    cx.concept(o, kl::CODES, kl::PURPOSE_GOAL);
+    o.close_list();
+    o.key("description");
+    o.open();
+    o.kv(
+        "text",
+        &format!(
+            "{} ({})",
+            name(cs::COURSE_KIND, &c.kind),
+            name(cs::LEGAL_BASIS, &c.legal_basis)
+        ),
+    );
+    o.close();
+    o.key("subject");
+    cx.subject(o);
+    end_put(o, "Goal", id);
+}
+
+/// An intervention as KL models it: a planned intervention, a CarePlan of its own based on the
+/// course's CarePlan, with exactly one activity. It claims KL's profile when its FSIII code is
+/// in KL Common's scope (nursing, personal and practical help, training, prevention); the
+/// assistive-device interventions (SEL §§ 112–116) are not, and claim ours only.
+fn planned_intervention<S: Sink>(cx: &Ctx<'_>, o: &mut S, i: &Intervention, id: &str) {
+    begin_put(o, "CarePlan", id);
+    if vocab::in_kl_scope(cx.terms, &i.code) {
+        meta(
+            o,
+            &[profile::PLANNED_INTERVENTION, kl::PLANNED_INTERVENTION],
+        );
+    } else {
+        meta(o, &[profile::PLANNED_INTERVENTION]);
+    }
+    cx.identifier(o, &i.id);
+    o.key("basedOn");
+    o.open_list();
+    cx.reference(o, "CarePlan", kind::CARE_PLAN, "plan");
+    o.close_list();
+    o.kv("status", vocab::intervention_plan_status(&i.status));
+    o.kv("intent", "order");
+    o.key("subject");
+    cx.subject(o);
+    o.kv("created", &cx.rec.course.period.start);
+    o.key("author");
+    cx.municipality_ref(o);
+    o.key("activity");
+    o.open_list();
+    activity(cx, o, i);
+    o.close_list();
+    end_put(o, "CarePlan", id);
+}
+
 fn activity<S: Sink>(cx: &Ctx<'_>, o: &mut S, i: &Intervention) {
     o.open();
-    o.kv("id", &i.id);
     o.key("detail");
     o.open();
     o.key("extension");
@@ -1127,7 +1247,7 @@ fn care_plan<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
     let c = &rec.course;
     let id = &cx.care_plan;
     begin_put(o, "CarePlan", id);
-    meta(o, profile::CARE_PLAN);
+    meta(o, &[profile::CARE_PLAN, kl::CARE_PLAN]);
     o.key("extension");
     o.open_list();
     o.open();
@@ -1155,7 +1275,10 @@ fn care_plan<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
     o.kv("intent", "plan");
     o.key("category");
     o.open_list();
-    cx.concept(o, cs::COURSE_KIND, &c.kind);
+    match vocab::kl_care_plan_category(&c.legal_basis) {
+        Some(k) => cx.concepts(o, &[(kl::CODES, k), (cs::COURSE_KIND, &c.kind)]),
+        None => cx.concept(o, cs::COURSE_KIND, &c.kind),
+    }
     o.close_list();
     o.key("subject");
     cx.subject(o);
@@ -1166,6 +1289,7 @@ fn care_plan<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
         o.kv("end", end);
     }
     o.close();
+    o.kv("created", &c.period.start);
     o.key("author");
     cx.municipality_ref(o);
     o.key("careTeam");
@@ -1190,16 +1314,35 @@ fn care_plan<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
         }
     };
     list(o, "addresses", "Condition", &cx.conditions);
-    list(o, "supportingInfo", "Encounter", &cx.meetings);
-    list(o, "goal", "Goal", &cx.goals);
-    if !rec.interventions.is_empty() {
-        o.key("activity");
+    // The meetings, then the planned interventions (which name this CarePlan as their
+    // `basedOn`), each in the record's order: what the record is rebuilt from.
+    if !cx.meetings.is_empty() || !cx.interventions.is_empty() {
+        o.key("supportingInfo");
         o.open_list();
-        for i in &rec.interventions {
-            activity(cx, o, i);
+        for (rtype, ids) in [("Encounter", &cx.meetings), ("CarePlan", &cx.interventions)] {
+            for id in ids {
+                o.open();
+                o.key("reference");
+                o.plain(&[rtype, "/", id]);
+                o.close();
+            }
         }
         o.close_list();
     }
+    // The purpose first (KL's `fpurpose` slice), then the record's goals.
+    o.key("goal");
+    o.open_list();
+    o.open();
+    o.key("reference");
+    o.plain(&["Goal/", &cx.purpose]);
+    o.close();
+    for id in &cx.goals {
+        o.open();
+        o.key("reference");
+        o.plain(&["Goal/", id]);
+        o.close();
+    }
+    o.close_list();
     end_put(o, "CarePlan", id);
 }
 

@@ -61,6 +61,75 @@ pub mod profile {
         "http://sektorbro.dk/fhir/StructureDefinition/sektorbro-rehabilitation-meeting";
     pub const CARE_TEAM: &str = "http://sektorbro.dk/fhir/StructureDefinition/sektorbro-careteam";
     pub const CONDITION: &str = "http://sektorbro.dk/fhir/StructureDefinition/sektorbro-condition";
+    pub const PLANNED_INTERVENTION: &str =
+        "http://sektorbro.dk/fhir/StructureDefinition/sektorbro-planned-intervention";
+}
+
+/// KL Common (`kl.dk.fhir.core`) and dk-core: the national profiles every produced resource
+/// also claims, and the codes of KL's own code system the mapping uses.
+pub mod kl {
+    pub const CITIZEN: &str = "http://fhir.kl.dk/core/StructureDefinition/KLCommonCitizen";
+    pub const ORGANIZATION: &str =
+        "http://fhir.kl.dk/core/StructureDefinition/KLCommonOrganization";
+    pub const PRACTITIONER: &str =
+        "http://fhir.kl.dk/core/StructureDefinition/KLCommonPractitioner";
+    pub const SERVICE_PERFORMER: &str =
+        "http://fhir.kl.dk/core/StructureDefinition/KLCommonServicePerformer";
+    pub const CARE_PLAN: &str =
+        "http://fhir.kl.dk/core/StructureDefinition/KLCommonCareSocialCarePlan";
+    pub const PLANNED_INTERVENTION: &str =
+        "http://fhir.kl.dk/core/StructureDefinition/KLCommonCareSocialPlannedIntervention";
+    pub const GOAL: &str = "http://fhir.kl.dk/core/StructureDefinition/KLCommonCareSocialGoal";
+    pub const PURPOSE: &str =
+        "http://fhir.kl.dk/core/StructureDefinition/KLCommonCareSocialPurpose";
+    pub const CONDITION: &str =
+        "http://fhir.kl.dk/core/StructureDefinition/KLCommonCareSocialCondition";
+    /// The FSIII interventions a KL planned intervention may carry.
+    pub const INTERVENTIONS: &str = "http://fhir.kl.dk/core/ValueSet/KLInterventionsFSIII";
+    pub const ENCOUNTER: &str =
+        "http://fhir.kl.dk/core/StructureDefinition/KLCommonCareSocialEncounter";
+
+    /// KL's code system for care and social work (kl-term).
+    pub const CODES: &str = "http://fhir.kl.dk/term/CodeSystem/CareSocialCodes";
+    /// Goal category (KLGoalTypeCodes) "Indsatsformål": the purpose of the course.
+    pub const PURPOSE_GOAL: &str = "424827b1-23aa-4848-962b-56ee47def560";
+    /// Goal category "FSIII tilstandsmål": a goal for the state of FSIII conditions.
+    pub const CONDITION_GOAL: &str = "ca552020-6ed1-4cdc-b0d4-32697f1f27ad";
+    /// Encounter type (KLEncounterTypes) "udførelse af planlagt indsats": the temporary stay.
+    pub const ENCOUNTER_PLANNED_INTERVENTION: &str = "784275f1-6822-4a88-b361-d958007d5253";
+    /// Encounter type "opfølgning": the interdisciplinary follow-up meetings.
+    pub const ENCOUNTER_FOLLOW_UP: &str = "9f03dfbb-7a97-45a5-94db-d4c3501714a9";
+    /// CarePlan category (KLCarePlanCategoryCodes, extensible) "Kommunal genoptræning efter
+    /// sygehusophold": courses under SUL § 140.
+    pub const CATEGORY_REHABILITATION_AFTER_HOSPITAL: &str = "ddd2f670-5ec7-4f9c-9a2c-aee25cb133bf";
+}
+
+/// dk-core's profiles.
+pub mod dk {
+    pub const PATIENT: &str = "http://hl7.dk/fhir/core/StructureDefinition/dk-core-patient";
+    pub const ORGANIZATION: &str =
+        "http://hl7.dk/fhir/core/StructureDefinition/dk-core-organization";
+    pub const PRACTITIONER: &str =
+        "http://hl7.dk/fhir/core/StructureDefinition/dk-core-practitioner";
+    pub const CONDITION: &str = "http://hl7.dk/fhir/core/StructureDefinition/dk-core-condition";
+    pub const ENCOUNTER: &str = "http://hl7.dk/fhir/core/StructureDefinition/dk-core-encounter";
+}
+
+/// The KL CarePlan category of a course, by its legal basis (KL's value set is extensible: a
+/// course none of its codes fits carries only our course kind).
+pub fn kl_care_plan_category(legal_basis: &str) -> Option<&'static str> {
+    match legal_basis {
+        "sul-140" => Some(kl::CATEGORY_REHABILITATION_AFTER_HOSPITAL),
+        _ => None,
+    }
+}
+
+/// Whether an FSIII intervention code is one KL Common's planned interventions may carry (its
+/// required binding `KLInterventionsFSIII`).
+pub fn in_kl_scope(terms: &fhir_core::validation::terminology::Terminology, code: &str) -> bool {
+    terms
+        .check_code(kl::INTERVENTIONS, Some(FSIII), code)
+        .is_member()
 }
 
 /// Our value sets the rules check codes against.
@@ -112,6 +181,28 @@ pub const CARE_PLAN_STATUS: &[(&str, &str)] = &[
     ("completed", "completed"),
     ("cancelled", "revoked"),
 ];
+
+/// Course status → the purpose Goal's `lifecycleStatus`.
+pub const PURPOSE_STATUS: &[(&str, &str)] = &[
+    ("planned", "proposed"),
+    ("active", "active"),
+    ("on-hold", "on-hold"),
+    ("completed", "completed"),
+    ("cancelled", "cancelled"),
+];
+
+/// Intervention status (`CarePlan.activity.detail.status`) → the planned intervention's
+/// `CarePlan.status` (the exact status stays in the activity).
+pub fn intervention_plan_status(status: &str) -> &'static str {
+    match status {
+        "on-hold" => "on-hold",
+        "completed" => "completed",
+        "cancelled" | "stopped" => "revoked",
+        "entered-in-error" => "entered-in-error",
+        "unknown" => "unknown",
+        _ => "active",
+    }
+}
 
 /// Frequency unit → `Timing.repeat.periodUnit` (and back).
 pub const PERIOD_UNIT: &[(&str, &str)] = &[("day", "d"), ("week", "wk"), ("month", "mo")];

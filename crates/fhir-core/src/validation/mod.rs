@@ -75,6 +75,9 @@ const OWN: &[&str] = &[
     include_str!("../../../../profiles/sektorbro/StructureDefinition-sektorbro-careteam.json"),
     include_str!("../../../../profiles/sektorbro/StructureDefinition-sektorbro-condition.json"),
     include_str!(
+        "../../../../profiles/sektorbro/StructureDefinition-sektorbro-planned-intervention.json"
+    ),
+    include_str!(
         "../../../../profiles/sektorbro/StructureDefinition-sektorbro-discharge-message.json"
     ),
     include_str!(
@@ -94,34 +97,143 @@ const OWN: &[&str] = &[
 const OWN_MANIFEST: &str = include_str!("../../../../profiles/sektorbro/package.json");
 
 /// The IG packages the gateway needs at run time, derived by `cargo xtask derive packages` into
-/// `profiles/ig/` (each at each version some IG declares).
-const EMBEDDED_IGS: &[&[u8]] = &[
-    include_bytes!("../../../../profiles/ig/hl7.fhir.dk.core-1.1.0.json.gz"),
-    include_bytes!("../../../../profiles/ig/hl7.fhir.dk.core-2.0.0.json.gz"),
-    include_bytes!("../../../../profiles/ig/hl7.fhir.dk.core-3.2.0.json.gz"),
-    include_bytes!("../../../../profiles/ig/hl7.fhir.dk.core-3.4.0.json.gz"),
-    include_bytes!("../../../../profiles/ig/hl7.fhir.dk.core-3.5.0.json.gz"),
-    include_bytes!("../../../../profiles/ig/hl7.fhir.dk.core-3.7.0.json.gz"),
-    include_bytes!("../../../../profiles/ig/hl7se.fhir.base-1.1.0.json.gz"),
-    include_bytes!("../../../../profiles/ig/kl.dk.fhir.core-1.2.0.json.gz"),
-    include_bytes!("../../../../profiles/ig/kl.dk.fhir.gateway-1.2.0.json.gz"),
-    include_bytes!("../../../../profiles/ig/kl.dk.fhir.rehab-2.2.0.json.gz"),
-    include_bytes!("../../../../profiles/ig/kl.dk.fhir.term-2.3.0.json.gz"),
-    include_bytes!("../../../../profiles/ig/medcom.fhir.dk.acknowledgement-2.0.3.json.gz"),
-    include_bytes!("../../../../profiles/ig/medcom.fhir.dk.carecommunication-5.0.2.json.gz"),
-    include_bytes!("../../../../profiles/ig/medcom.fhir.dk.core-2.0.0.json.gz"),
-    include_bytes!("../../../../profiles/ig/medcom.fhir.dk.core-2.0.1.json.gz"),
-    include_bytes!("../../../../profiles/ig/medcom.fhir.dk.core-3.0.1.json.gz"),
-    include_bytes!("../../../../profiles/ig/medcom.fhir.dk.core-4.0.0.json.gz"),
-    include_bytes!("../../../../profiles/ig/medcom.fhir.dk.hospitalnotification-3.0.2.json.gz"),
-    include_bytes!("../../../../profiles/ig/medcom.fhir.dk.messagedefinitions-1.0.0.json.gz"),
-    include_bytes!("../../../../profiles/ig/medcom.fhir.dk.messaging-2.1.0.json.gz"),
-    include_bytes!("../../../../profiles/ig/medcom.fhir.dk.messaging-4.0.2.json.gz"),
-    include_bytes!("../../../../profiles/ig/medcom.fhir.dk.terminology-1.1.1.json.gz"),
-    include_bytes!("../../../../profiles/ig/medcom.fhir.dk.terminology-1.4.0.json.gz"),
-    include_bytes!("../../../../profiles/ig/medcom.fhir.dk.terminology-2.0.1.json.gz"),
-    include_bytes!("../../../../profiles/ig/medcom.fhir.dk.terminology-2.0.2.json.gz"),
+/// `profiles/ig/` (each at each version some IG declares), by `name-version`.
+const EMBEDDED_IGS: &[(&str, &[u8])] = &[
+    (
+        "hl7.fhir.dk.core-1.1.0",
+        include_bytes!("../../../../profiles/ig/hl7.fhir.dk.core-1.1.0.json.gz"),
+    ),
+    (
+        "hl7.fhir.dk.core-2.0.0",
+        include_bytes!("../../../../profiles/ig/hl7.fhir.dk.core-2.0.0.json.gz"),
+    ),
+    (
+        "hl7.fhir.dk.core-3.2.0",
+        include_bytes!("../../../../profiles/ig/hl7.fhir.dk.core-3.2.0.json.gz"),
+    ),
+    (
+        "hl7.fhir.dk.core-3.4.0",
+        include_bytes!("../../../../profiles/ig/hl7.fhir.dk.core-3.4.0.json.gz"),
+    ),
+    (
+        "hl7.fhir.dk.core-3.5.0",
+        include_bytes!("../../../../profiles/ig/hl7.fhir.dk.core-3.5.0.json.gz"),
+    ),
+    (
+        "hl7.fhir.dk.core-3.7.0",
+        include_bytes!("../../../../profiles/ig/hl7.fhir.dk.core-3.7.0.json.gz"),
+    ),
+    (
+        "hl7se.fhir.base-1.1.0",
+        include_bytes!("../../../../profiles/ig/hl7se.fhir.base-1.1.0.json.gz"),
+    ),
+    (
+        "kl.dk.fhir.core-1.2.0",
+        include_bytes!("../../../../profiles/ig/kl.dk.fhir.core-1.2.0.json.gz"),
+    ),
+    (
+        "kl.dk.fhir.gateway-1.2.0",
+        include_bytes!("../../../../profiles/ig/kl.dk.fhir.gateway-1.2.0.json.gz"),
+    ),
+    (
+        "kl.dk.fhir.rehab-2.2.0",
+        include_bytes!("../../../../profiles/ig/kl.dk.fhir.rehab-2.2.0.json.gz"),
+    ),
+    (
+        "kl.dk.fhir.term-2.3.0",
+        include_bytes!("../../../../profiles/ig/kl.dk.fhir.term-2.3.0.json.gz"),
+    ),
+    (
+        "medcom.fhir.dk.acknowledgement-2.0.3",
+        include_bytes!("../../../../profiles/ig/medcom.fhir.dk.acknowledgement-2.0.3.json.gz"),
+    ),
+    (
+        "medcom.fhir.dk.carecommunication-5.0.2",
+        include_bytes!("../../../../profiles/ig/medcom.fhir.dk.carecommunication-5.0.2.json.gz"),
+    ),
+    (
+        "medcom.fhir.dk.core-2.0.0",
+        include_bytes!("../../../../profiles/ig/medcom.fhir.dk.core-2.0.0.json.gz"),
+    ),
+    (
+        "medcom.fhir.dk.core-2.0.1",
+        include_bytes!("../../../../profiles/ig/medcom.fhir.dk.core-2.0.1.json.gz"),
+    ),
+    (
+        "medcom.fhir.dk.core-3.0.1",
+        include_bytes!("../../../../profiles/ig/medcom.fhir.dk.core-3.0.1.json.gz"),
+    ),
+    (
+        "medcom.fhir.dk.core-4.0.0",
+        include_bytes!("../../../../profiles/ig/medcom.fhir.dk.core-4.0.0.json.gz"),
+    ),
+    (
+        "medcom.fhir.dk.hospitalnotification-3.0.2",
+        include_bytes!("../../../../profiles/ig/medcom.fhir.dk.hospitalnotification-3.0.2.json.gz"),
+    ),
+    (
+        "medcom.fhir.dk.messagedefinitions-1.0.0",
+        include_bytes!("../../../../profiles/ig/medcom.fhir.dk.messagedefinitions-1.0.0.json.gz"),
+    ),
+    (
+        "medcom.fhir.dk.messaging-2.1.0",
+        include_bytes!("../../../../profiles/ig/medcom.fhir.dk.messaging-2.1.0.json.gz"),
+    ),
+    (
+        "medcom.fhir.dk.messaging-4.0.2",
+        include_bytes!("../../../../profiles/ig/medcom.fhir.dk.messaging-4.0.2.json.gz"),
+    ),
+    (
+        "medcom.fhir.dk.terminology-1.1.1",
+        include_bytes!("../../../../profiles/ig/medcom.fhir.dk.terminology-1.1.1.json.gz"),
+    ),
+    (
+        "medcom.fhir.dk.terminology-1.4.0",
+        include_bytes!("../../../../profiles/ig/medcom.fhir.dk.terminology-1.4.0.json.gz"),
+    ),
+    (
+        "medcom.fhir.dk.terminology-2.0.1",
+        include_bytes!("../../../../profiles/ig/medcom.fhir.dk.terminology-2.0.1.json.gz"),
+    ),
+    (
+        "medcom.fhir.dk.terminology-2.0.2",
+        include_bytes!("../../../../profiles/ig/medcom.fhir.dk.terminology-2.0.2.json.gz"),
+    ),
 ];
+
+/// The embedded packages our own package's dependencies need, transitively: for each declared
+/// `name#version` the embedded one of that version, else the highest embedded version of that
+/// name (as the definitions resolve it); names not embedded are left to the load report.
+fn own_closure(own: &package::Package) -> Result<Vec<package::Package>> {
+    let mut out: Vec<package::Package> = Vec::new();
+    let mut queue: Vec<(String, String)> = own.dependencies.clone();
+    while let Some((name, version)) = queue.pop() {
+        if name == "hl7.fhir.r4.core" || out.iter().any(|p| p.name == name) {
+            continue;
+        }
+        let prefix = format!("{name}-");
+        let candidates: Vec<&(&str, &[u8])> = EMBEDDED_IGS
+            .iter()
+            .filter(|(id, _)| {
+                id.strip_prefix(&prefix)
+                    .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+            })
+            .collect();
+        let exact = format!("{name}-{version}");
+        // EMBEDDED_IGS is in name order, so versions of one name ascend (for the ones we have).
+        let Some((_, gz)) = candidates
+            .iter()
+            .find(|(id, _)| *id == exact)
+            .or_else(|| candidates.last())
+        else {
+            continue;
+        };
+        let p = package::Package::from_compact(gz)?;
+        queue.extend(p.dependencies.iter().cloned());
+        out.push(p);
+    }
+    Ok(out)
+}
 
 /// What to load, and how strictly.
 #[derive(Debug, Clone, Default)]
@@ -148,7 +260,8 @@ pub struct Validator {
 }
 
 impl Validator {
-    /// The embedded R4 definitions and our own profiles only.
+    /// The embedded R4 definitions and our own profiles, with the embedded packages our own
+    /// package depends on (KL Common and what it builds on: our profiles derive from it).
     pub fn r4() -> Result<Validator> {
         Self::load(&Sources::default())
     }
@@ -217,9 +330,16 @@ impl Validator {
             },
         ];
         if sources.embedded_igs {
-            for gz in EMBEDDED_IGS {
+            for (_, gz) in EMBEDDED_IGS {
                 all.push(Source {
                     package: package::Package::from_compact(gz)?,
+                    embedded: true,
+                });
+            }
+        } else {
+            for package in own_closure(&all[1].package)? {
+                all.push(Source {
+                    package,
                     embedded: true,
                 });
             }
@@ -467,9 +587,17 @@ mod tests {
         let files = std::fs::read_dir(dir)
             .expect("profiles/ig")
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".json.gz"))
-            .count();
-        assert_eq!(files, super::EMBEDDED_IGS.len());
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                name.strip_suffix(".json.gz").map(String::from)
+            })
+            .collect::<std::collections::BTreeSet<String>>();
+        let embedded = super::EMBEDDED_IGS
+            .iter()
+            .map(|(id, _)| id.to_string())
+            .collect::<std::collections::BTreeSet<String>>();
+        assert_eq!(files, embedded);
+        assert_eq!(embedded.len(), super::EMBEDDED_IGS.len());
     }
 
     /// Everything embedded loads, with only these known problems: dk-core 1.1.0 and 2.0.0 check
@@ -492,11 +620,23 @@ mod tests {
         );
     }
 
-    /// Our own profiles load without a problem (a differential out of the base's order was one).
+    /// Our own profiles load without a problem (a differential out of the base's order was one),
+    /// with only the packages they derive from (KL Common, dk-core 1.1.0 under it, with its
+    /// known CPR look-ahead) besides R4.
     #[test]
     fn own_profiles_load_cleanly() {
         let v = super::Validator::r4().expect("load");
-        let problems: Vec<String> = v.load_report().problems().map(|f| f.to_string()).collect();
+        let problems: Vec<String> = v
+            .load_report()
+            .problems()
+            .filter(|f| !f.subject.ends_with("dk-core-cpr-identifier constraint cpr"))
+            .map(|f| f.to_string())
+            .collect();
         assert!(problems.is_empty(), "{problems:#?}");
+        let loaded: Vec<String> = v.defs.packages().iter().map(|p| p.id()).collect();
+        assert!(
+            loaded.iter().any(|p| p == "kl.dk.fhir.core#1.2.0"),
+            "{loaded:?}"
+        );
     }
 }

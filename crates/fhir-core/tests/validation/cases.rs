@@ -303,7 +303,10 @@ fn sb_careplan() -> Value {
         "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Genoptræning</div>"},
         "identifier": [{"system": "urn:oid:1.2.208.176.1.1", "value": "forløb-1"}],
         "status": "active", "intent": "plan", "subject": {"reference": "Patient/p1"},
-        "period": {"start": "2026-11-01"}, "author": {"reference": "Organization/haderslev"}})
+        "period": {"start": "2026-11-01"}, "author": {"reference": "Organization/haderslev"},
+        // what KL Common's care plan, which ours derives from, requires
+        "category": [{"text": "Genoptræning"}], "created": "2026-11-01",
+        "goal": [{"reference": "Goal/formaal"}]})
 }
 
 #[test]

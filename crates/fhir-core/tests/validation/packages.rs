@@ -23,8 +23,19 @@ fn write(dir: &std::path::Path, file: &str, v: &Value) {
     std::fs::write(dir.join(file), v.to_string()).expect("write");
 }
 
+/// The problems loading what a test added: not the embedded packages' (our own package's
+/// closure brings dk-core 1.1.0 and its known CPR look-ahead, pinned in the crate's unit tests).
 fn problems(v: &Validator) -> Vec<String> {
-    v.load_report().problems().map(|f| f.to_string()).collect()
+    v.load_report()
+        .problems()
+        .filter(|f| {
+            !v.defs
+                .packages()
+                .iter()
+                .any(|p| p.embedded && p.id() == f.package)
+        })
+        .map(|f| f.to_string())
+        .collect()
 }
 
 #[test]
