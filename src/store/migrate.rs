@@ -73,8 +73,8 @@ pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
             Backend::Sqlite => m.sqlite,
             Backend::Postgres => m.postgres,
         };
-        for statement in script.split(';').map(str::trim).filter(|s| !is_blank(s)) {
-            sqlx::query(statement)
+        for statement in statements(script) {
+            sqlx::query(&statement)
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
@@ -97,9 +97,59 @@ pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
     tx.commit().await.map_err(db_err)
 }
 
-/// A statement made only of comments and white space.
-fn is_blank(statement: &str) -> bool {
-    statement
-        .lines()
-        .all(|l| l.trim().is_empty() || l.trim_start().starts_with("--"))
+/// A migration script's statements: split at `;` outside string literals, with `--` comments
+/// dropped first (a `;` in a comment used to split a statement in two).
+fn statements(script: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut in_string = false;
+    let mut chars = script.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_string = !in_string;
+                current.push(c);
+            }
+            '-' if !in_string && chars.peek() == Some(&'-') => {
+                for skipped in chars.by_ref() {
+                    if skipped == '\n' {
+                        current.push('\n');
+                        break;
+                    }
+                }
+            }
+            ';' if !in_string => out.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    out.push(current);
+    out.into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statements;
+
+    #[test]
+    fn comments_and_strings_do_not_split_statements() {
+        let script = "-- one; two\nCREATE TABLE t (a TEXT DEFAULT 'x;y'); -- done;\n\nCREATE INDEX i ON t (a);\n-- only a comment;\n";
+        assert_eq!(
+            statements(script),
+            ["CREATE TABLE t (a TEXT DEFAULT 'x;y')", "CREATE INDEX i ON t (a)"]
+        );
+    }
+
+    #[test]
+    fn every_embedded_script_splits_into_statements() {
+        for m in super::MIGRATIONS {
+            for script in [m.sqlite, m.postgres] {
+                for s in statements(script) {
+                    assert!(!s.starts_with("--") && !s.is_empty(), "{}: {s}", m.name);
+                }
+            }
+        }
+    }
 }
