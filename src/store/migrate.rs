@@ -138,7 +138,10 @@ mod tests {
         let script = "-- one; two\nCREATE TABLE t (a TEXT DEFAULT 'x;y'); -- done;\n\nCREATE INDEX i ON t (a);\n-- only a comment;\n";
         assert_eq!(
             statements(script),
-            ["CREATE TABLE t (a TEXT DEFAULT 'x;y')", "CREATE INDEX i ON t (a)"]
+            [
+                "CREATE TABLE t (a TEXT DEFAULT 'x;y')",
+                "CREATE INDEX i ON t (a)"
+            ]
         );
     }
 

@@ -11,7 +11,11 @@ fn careplan() -> Value {
     json!({"resourceType": "CarePlan", "meta": {"profile": [SB_CAREPLAN]},
         "identifier": [{"system": "urn:oid:1.2.208.176.1.1", "value": "forløb-7"}],
         "status": "active", "intent": "plan", "subject": {"reference": "Patient/p1"},
-        "period": {"start": "2026-11-01"}, "author": {"reference": "Organization/haderslev"}})
+        "period": {"start": "2026-11-01"}, "author": {"reference": "Organization/haderslev"},
+        // What KL Common's CarePlan profile, which ours derives from, requires.
+        "category": [{"coding": [{"system": "http://sektorbro.dk/fhir/CodeSystem/course-kind",
+            "code": "rehabilitation-temporary-place"}]}],
+        "created": "2026-11-01T09:00:00+01:00", "goal": [{"reference": "Goal/g1"}]})
 }
 
 async fn invalid_create_is_422_with_every_problem_and_nothing_written(app: TestApp) {
