@@ -138,6 +138,9 @@ pub struct AuditConfig {
     /// This gateway's name in AuditEvents (`source.observer`, `source.site`); empty: the
     /// `server.base_url`, or "sektorbro" when that is empty too.
     pub observer: String,
+    /// Longest query string kept in an AuditEvent, in bytes; a longer one is cut there (at a
+    /// character boundary) and the event says how long it was.
+    pub max_query_bytes: usize,
 }
 
 /// Limits that keep hostile or broken input from taking the service down. Each refusal is an

@@ -15,6 +15,21 @@ use crate::auth::Caller;
 #[derive(Debug, Clone)]
 pub struct AuditHint(pub Interaction);
 
+/// Longest path segment (type, id, version) kept in a record: ids are at most 64 characters.
+const MAX_SEGMENT_BYTES: usize = 128;
+
+/// The first `max` bytes of `s`, cut back to a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// The audit record of an answered request; `None` for the routes that are not audited.
 pub fn record(
     req: &actix_web::HttpRequest,
@@ -22,6 +37,7 @@ pub fn record(
     status: u16,
     location: Option<&str>,
     request_id: &str,
+    max_query_bytes: usize,
 ) -> Option<AuditRecord> {
     let path = req.path();
     // What anyone may call without credentials touches no citizen's data.
@@ -29,9 +45,10 @@ pub fn record(
         return None;
     }
     let method = req.method();
+    // Types and ids are short; a path segment of megabytes is not, and is kept only in part.
     let segments: Vec<&str> = path
         .strip_prefix("/fhir/")
-        .map(|p| p.split('/').collect())
+        .map(|p| p.split('/').map(|s| cut(s, MAX_SEGMENT_BYTES)).collect())
         .unwrap_or_default();
     let hint = req.extensions().get::<AuditHint>().map(|h| h.0.clone());
     let get = method == Method::GET;
@@ -99,10 +116,7 @@ pub fn record(
             .and_then(|r| r.split('/').nth(1))
             .map(|id| PatientRef::Reference(format!("Patient/{id}")));
     }
-    let query = req.query_string();
-    if !query.is_empty() {
-        rec.query = Some(query.to_string());
-    }
+    rec.set_query(req.query_string(), max_query_bytes);
     if status >= 400 {
         rec.failure = Some(
             actix_web::http::StatusCode::from_u16(status)

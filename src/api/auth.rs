@@ -43,25 +43,51 @@ fn outcome(e: &AuthError) -> FhirError {
 }
 
 /// Who is calling: a bearer token if one is sent (it must be valid even when a certificate is
-/// presented too), else the connection's client certificate.
+/// presented too), else the connection's client certificate. Every refusal is counted in
+/// `sektorbro_auth_refused_total` by its reason.
 pub async fn authenticate(auth: &Authenticator, req: &ServiceRequest) -> Result<Caller, AuthError> {
     let peer_is_loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+    let refused = |e: AuthError| {
+        auth.note_refusal(&e);
+        e
+    };
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
         let value = value.to_str().map_err(|_| {
-            AuthError::Malformed("the Authorization header is not readable text".into())
+            refused(AuthError::Malformed(
+                "the Authorization header is not readable text".into(),
+            ))
         })?;
-        let token = crate::auth::bearer_token(value)?;
+        let token = crate::auth::bearer_token(value).map_err(refused)?;
+        // Counts its own refusals.
         return auth.bearer(token, peer_is_loopback).await;
     }
     if let Some(cert) = req.conn_data::<PeerCertificate>() {
         return auth.certificate(&cert.subject).ok_or_else(|| {
-            AuthError::UnknownClient(format!(
+            refused(AuthError::UnknownClient(format!(
                 "no configured client has the certificate subject {:?}",
                 cert.subject
-            ))
+            )))
         });
     }
-    Err(AuthError::Missing)
+    Err(refused(AuthError::Missing))
+}
+
+/// Whether the request's credentials are known good without checking a signature: a bearer
+/// token accepted before (still cached), or a TLS client certificate (verified in the
+/// handshake) without a bearer token. Such requests skip the per-peer limit, so a flood of bad
+/// requests from a shared address (a NAT, a proxy) does not lock out its established clients.
+pub fn recognized(auth: &Authenticator, req: &ServiceRequest) -> bool {
+    let peer_is_loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+    match req.headers().get(header::AUTHORIZATION) {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| crate::auth::bearer_token(v).ok())
+            .is_some_and(|t| auth.recognizes(t, peer_is_loopback)),
+        None => req
+            .conn_data::<PeerCertificate>()
+            .is_some_and(|c| auth.certificate_known(&c.subject)),
+    }
 }
 
 /// The answer to a refused authentication.

@@ -40,6 +40,8 @@ pub struct AppState {
     /// Verifies callers' credentials (bearer tokens, client certificates).
     pub auth: Arc<crate::auth::Authenticator>,
     pub config: Config,
+    /// The rate limits per peer address and per client.
+    pub limits: Arc<limits::RateLimits>,
     /// When this instance started (the CapabilityStatement's date).
     pub started: String,
 }
@@ -197,14 +199,30 @@ pub async fn observe(
     let span =
         tracing::info_span!("request", request_id = %id, method = %method, path = %req.path());
     let start = Instant::now();
-    // Unauthenticated requests are limited by peer address, authenticated ones by client.
+    // The peer's bucket first, so that nothing a client sends is verified past its rate; a
+    // request that authenticates gets that token back and is limited by its client id instead.
     let mut refusal = None;
-    let mut rate_key = None;
     if let Some(state) = &state {
-        if !auth::open_path(req.path()) {
+        let limited = limits::limited_path(req.path());
+        let peer = limits::peer_key(req.peer_addr());
+        let open = auth::open_path(req.path());
+        let charged_peer = limited && (open || !auth::recognized(&state.auth, &req));
+        if charged_peer {
+            if let Err(wait) = state.limits.take_peer(&peer) {
+                refusal = Some(limits::too_many_response(wait));
+            }
+        }
+        if refusal.is_none() && !open {
             match auth::authenticate(&state.auth, &req).await {
                 Ok(caller) => {
-                    rate_key = Some(caller.client.id.clone());
+                    if charged_peer {
+                        state.limits.authenticated(&peer);
+                    }
+                    if limited {
+                        if let Err(wait) = state.limits.take_client(&caller.client.id) {
+                            refusal = Some(limits::too_many_response(wait));
+                        }
+                    }
                     auth::attach(&req, caller);
                 }
                 Err(e) => {
@@ -213,14 +231,6 @@ pub async fn observe(
                 }
             }
         }
-    }
-    let rate_key = rate_key.unwrap_or_else(|| {
-        req.peer_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default()
-    });
-    if refusal.is_none() {
-        refusal = limits::throttled(&req, &rate_key).map(limits::too_many_response);
     }
     let mut res = match refusal {
         Some(answer) => req.into_response(answer).map_into_right_body(),
@@ -241,7 +251,14 @@ pub async fn observe(
     if let Some(state) = &state {
         state.metrics.observe(route, &method, status, elapsed);
         let location = audit::location(res.headers());
-        if let Some(rec) = audit::record(res.request(), route, status, location.as_deref(), &id) {
+        if let Some(rec) = audit::record(
+            res.request(),
+            route,
+            status,
+            location.as_deref(),
+            &id,
+            state.config.audit.max_query_bytes,
+        ) {
             state.auditor.record(rec).await;
         }
     }

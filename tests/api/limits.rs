@@ -3,7 +3,8 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_app_with, Db};
+use crate::helpers::{spawn_app, spawn_app_with, Db, TestApp};
+use crate::tokens::{claims, forged, token};
 
 fn assert_security_headers(res: &reqwest::Response) {
     let h = res.headers();
@@ -86,4 +87,130 @@ async fn a_client_over_its_rate_gets_429_with_retry_after() {
         .await
         .unwrap();
     assert_eq!(health.status().as_u16(), 200);
+}
+
+/// The value of the series `name` (with its labels, as written) in `/metrics`.
+async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.addr))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in {text}"))
+}
+
+/// Issue 20, item 1: the limit per peer address holds before authentication. 300 requests
+/// without a token, with garbage or with a JWT signed by an attacker's key see 429s (the
+/// signature is not even checked once the peer is over its rate), are counted as refusals by
+/// reason and as throttled, while a client whose token was accepted before goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_floods_are_limited_per_peer_before_authentication() {
+    let app = spawn_app_with(Db::Sqlite, |c| {
+        c.limits.rate_per_second = 20.0;
+        c.limits.rate_burst = 20;
+    })
+    .await
+    .expect("app");
+    // An established client: its token was accepted (and cached) before the flood.
+    let good = token("kolding", "system/*.rs");
+    let bare = reqwest::Client::new();
+    let established = |b: reqwest::RequestBuilder| b.bearer_auth(&good);
+    let res = established(bare.get(app.url("Patient"))).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+
+    let forged = forged(&claims("kolding", "system/*.rs"));
+    let kinds: [(&str, Option<&str>); 3] = [
+        ("missing", None),
+        ("garbage", Some("not-a-token")),
+        ("forged", Some(forged.as_str())),
+    ];
+    for (kind, credential) in kinds {
+        // A full bucket again: each kind is first refused by authentication, then throttled.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+        for _ in 0..100 {
+            let mut req = bare.get(app.url("Patient"));
+            if let Some(t) = credential {
+                req = req.bearer_auth(t);
+            }
+            let res = req.send().await.unwrap();
+            let status = res.status().as_u16();
+            if status == 429 {
+                assert!(res.headers().contains_key("retry-after"));
+                let oo: Value = res.json().await.unwrap();
+                assert_eq!(oo["issue"][0]["code"], "throttled");
+            }
+            *statuses.entry(status).or_default() += 1;
+        }
+        assert!(statuses[&429] >= 50, "{kind}: {statuses:?}");
+        assert!(statuses[&401] >= 20, "{kind}: {statuses:?}");
+        assert_eq!(statuses.len(), 2, "{kind}: {statuses:?}");
+        let res = established(bare.get(app.url("Patient"))).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 200, "{kind}: the established client goes on");
+    }
+    assert!(metric(&app, "sektorbro_requests_throttled_total{limit=\"peer\"}").await >= 150.0);
+    assert!(metric(&app, "sektorbro_auth_refused_total{reason=\"missing\"}").await >= 1.0);
+    assert!(metric(&app, "sektorbro_auth_refused_total{reason=\"malformed\"}").await >= 1.0);
+    assert!(metric(&app, "sektorbro_auth_refused_total{reason=\"bad_signature\"}").await >= 1.0);
+}
+
+/// Issue 20, item 1: `sektorbro_auth_refused_total{reason="missing"}` counts requests without
+/// credentials (it stayed 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_credentials_are_counted_as_missing() {
+    let app = spawn_app(Db::Sqlite).await.expect("app");
+    let bare = reqwest::Client::new();
+    for _ in 0..3 {
+        let res = bare.get(app.url("Patient")).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 401);
+    }
+    let n = metric(&app, "sektorbro_auth_refused_total{reason=\"missing\"}").await;
+    assert_eq!(n, 3.0);
+}
+
+/// Issue 20, item 1: a refused request with a 60 kB query string is audited with the start of
+/// the query only, marked as cut, and the query is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_with_a_huge_query_writes_a_bounded_audit_event() {
+    let app = spawn_app_with(Db::Sqlite, |c| c.audit.flush_interval_ms = 20)
+        .await
+        .expect("app");
+    let huge = "A".repeat(60_000);
+    let res = reqwest::Client::new()
+        .get(app.url(&format!("Patient?x={huge}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 401);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let event = loop {
+        let bundle = app.get_json("AuditEvent?outcome=4", 200).await;
+        if let Some(e) = bundle["entry"][0]["resource"].as_object() {
+            break Value::Object(e.clone());
+        }
+        assert!(std::time::Instant::now() < deadline, "no AuditEvent of the refusal");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    };
+    let size = event.to_string().len();
+    assert!(size < 8_000, "the event is {size} bytes");
+    let query = event["entity"]
+        .as_array()
+        .and_then(|es| es.iter().find(|e| e["role"]["code"] == "24"))
+        .expect("query entity");
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(query["query"].as_str().expect("base64"))
+        .expect("decodes");
+    assert_eq!(raw.len(), 2048);
+    assert!(raw.starts_with(b"x=AAAA"));
+    assert_eq!(
+        query["description"],
+        "query truncated: the first 2048 of 60002 bytes"
+    );
 }
