@@ -51,6 +51,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
         &config.database.url,
         config.database.max_connections,
         &config.database.sqlite_synchronous,
+        config.database.statement_timeout_ms,
         &config.cache,
     )
     .await

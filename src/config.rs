@@ -219,6 +219,9 @@ pub struct DatabaseConfig {
     pub url: String,
     pub max_connections: u32,
     pub sqlite_synchronous: String,
+    /// Every statement is stopped after this long (0: never): PostgreSQL's `statement_timeout`
+    /// on each pooled session, SQLite's progress handler. The request gets 503 with `Retry-After`.
+    pub statement_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -226,6 +229,25 @@ pub struct DatabaseConfig {
 pub struct SearchConfig {
     pub default_count: usize,
     pub max_count: usize,
+    /// Caps on what one search may ask (400 past any of them; see `SearchCaps`).
+    pub max_parameters: usize,
+    pub max_alternatives: usize,
+    pub max_alternatives_total: usize,
+    pub max_chains: usize,
+    pub max_includes: usize,
+}
+
+impl SearchConfig {
+    /// The caps for the search parser.
+    pub fn caps(&self) -> fhir_core::fhir::search::SearchCaps {
+        fhir_core::fhir::search::SearchCaps {
+            max_parameters: self.max_parameters,
+            max_alternatives: self.max_alternatives,
+            max_alternatives_total: self.max_alternatives_total,
+            max_chains: self.max_chains,
+            max_includes: self.max_includes,
+        }
+    }
 }
 
 /// The storage layer's caches of current versions, versions and search results.

@@ -11,6 +11,7 @@ mod notify;
 pub mod outbox;
 mod search_sql;
 mod sql;
+mod sqlite_timeout;
 
 use async_trait::async_trait;
 
@@ -49,6 +50,9 @@ pub enum StoreError {
     /// Lock timeout, deadlock or serialization failure: retrying is safe.
     #[error("the database is busy")]
     Busy,
+    /// A statement ran past `database.statement_timeout_ms` and was stopped.
+    #[error("a database statement ran past the statement timeout and was stopped")]
+    Timeout,
     #[error("database error: {0}")]
     Database(String),
     /// Stored data that cannot be read back (never expected).
@@ -316,12 +320,21 @@ pub trait StoreTx: Send {
 
 /// Open the store named by a database URL (`sqlite:…` or `postgres://…`), creating the SQLite file
 /// and running the embedded migrations.
+/// Every statement is stopped after `statement_timeout_ms` (0: never), on both databases.
 pub async fn open(
     url: &str,
     max_connections: u32,
     sqlite_synchronous: &str,
+    statement_timeout_ms: u64,
     cache: &crate::config::CacheConfig,
 ) -> Result<std::sync::Arc<dyn Storage>, StoreError> {
-    let store = SqlStore::open(url, max_connections, sqlite_synchronous, cache).await?;
+    let store = SqlStore::open(
+        url,
+        max_connections,
+        sqlite_synchronous,
+        statement_timeout_ms,
+        cache,
+    )
+    .await?;
     Ok(std::sync::Arc::new(store))
 }

@@ -48,6 +48,9 @@ pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::PoolTimedOut => StoreError::Busy,
         sqlx::Error::Database(d) => match d.code().as_deref() {
+            // PostgreSQL: canceled by statement_timeout; SQLite: SQLITE_INTERRUPT, which only the
+            // statement timeout raises (`sqlite_timeout.rs`).
+            Some("57014" | "9") => StoreError::Timeout,
             // PostgreSQL: serialization failure, deadlock, lock not available.
             Some("40001" | "40P01" | "55P03") => StoreError::Busy,
             // SQLite: SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
@@ -75,11 +78,18 @@ impl SqlStore {
         url: &str,
         max_connections: u32,
         sqlite_synchronous: &str,
+        statement_timeout_ms: u64,
         cache: &CacheConfig,
     ) -> Result<SqlStore, StoreError> {
         sqlx::any::install_default_drivers();
         if url.starts_with("sqlite:") {
-            let mut store = Self::open_sqlite(url, max_connections, sqlite_synchronous).await?;
+            let mut store = Self::open_sqlite(
+                url,
+                max_connections,
+                sqlite_synchronous,
+                statement_timeout_ms,
+            )
+            .await?;
             // This process is the file's only writer, so every write passes through it (a
             // second process writing to the file is noticed at our next write and resets the
             // caches, but it is not supported).
@@ -92,7 +102,8 @@ impl SqlStore {
             }
             Ok(store)
         } else {
-            let mut store = Self::open_postgres(url, max_connections).await?;
+            let mut store =
+                Self::open_postgres(url, max_connections, statement_timeout_ms).await?;
             // Writes are announced even with this instance's caches off: other instances on
             // the schema may cache.
             let channel = notify::channel_name(&store.read).await?;
@@ -111,6 +122,7 @@ impl SqlStore {
         url: &str,
         max_connections: u32,
         synchronous: &str,
+        statement_timeout_ms: u64,
     ) -> Result<SqlStore, StoreError> {
         let path = url
             .trim_start_matches("sqlite:")
@@ -128,6 +140,17 @@ impl SqlStore {
                 }
             }
         }
+        // The file must exist before the first connection, so that the statement timeout
+        // (registered by the file's path) applies to every connection; off while migrating.
+        let timeout_file = (path != ":memory:" && !path.is_empty()).then(|| {
+            let p = std::path::PathBuf::from(&path);
+            let _ = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&p);
+            super::sqlite_timeout::set(&p, 0);
+            p
+        });
         let full = if url.contains("mode=") {
             url.to_string()
         } else if url.contains('?') {
@@ -160,6 +183,9 @@ impl SqlStore {
             .await
             .map_err(db_err)?;
         migrate::run(&write, Backend::Sqlite).await?;
+        if let Some(p) = &timeout_file {
+            super::sqlite_timeout::set(p, statement_timeout_ms);
+        }
         let read = pool(max_connections.max(1))
             .connect_with(options)
             .await
@@ -174,10 +200,23 @@ impl SqlStore {
         })
     }
 
-    async fn open_postgres(url: &str, max_connections: u32) -> Result<SqlStore, StoreError> {
+    async fn open_postgres(
+        url: &str,
+        max_connections: u32,
+        statement_timeout_ms: u64,
+    ) -> Result<SqlStore, StoreError> {
+        // Every session of the pool; migrations lift it for their own transaction.
+        let set_timeout: &'static str =
+            Box::leak(format!("SET statement_timeout = {statement_timeout_ms}").into_boxed_str());
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    conn.execute(set_timeout).await?;
+                    Ok(())
+                })
+            })
             .connect(url)
             .await
             .map_err(db_err)?;
