@@ -159,6 +159,10 @@ pub struct LimitsConfig {
     pub rate_burst: u32,
     /// Seconds a client has to send a request's headers before the connection is closed.
     pub request_header_timeout_secs: u64,
+    /// Longest pause in sending a request body, in seconds, and the time after which the body
+    /// must have come at `body_min_bytes_per_sec` on average (0: no rate); slower: 408.
+    pub body_read_timeout_secs: u64,
+    pub body_min_bytes_per_sec: u64,
 }
 
 /// What happens to a resource that fails profile validation on a write.

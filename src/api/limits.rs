@@ -308,6 +308,8 @@ mod tests {
             rate_per_second: 1.0,
             rate_burst: 2,
             request_header_timeout_secs: 10,
+            body_read_timeout_secs: 10,
+            body_min_bytes_per_sec: 1024,
         }
     }
 

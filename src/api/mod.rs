@@ -232,6 +232,19 @@ pub async fn observe(
             }
         }
     }
+    // A body announced larger than any accepted is refused before a byte of it is read.
+    if let (None, Some(state)) = (&refusal, &state) {
+        let limit = state.config.server.max_body_bytes;
+        let announced = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if announced.is_some_and(|n| n > limit as u64) {
+            use actix_web::ResponseError as _;
+            refusal = Some(context::body_too_large(limit).error_response());
+        }
+    }
     let mut res = match refusal {
         Some(answer) => req.into_response(answer).map_into_right_body(),
         None => next

@@ -292,3 +292,137 @@ async fn search_costs_are_capped_and_plans_stay_flat_sqlite() {
 async fn search_costs_are_capped_and_plans_stay_flat_postgres() {
     search_costs_are_capped_and_plans_stay_flat(Db::Postgres).await;
 }
+
+/// Send `head` (request line and headers, without the blank line) and then `body` a byte at a
+/// time every `every`, until the server answers; the answer's status and body, and how long it
+/// took from the first byte of the body.
+async fn trickle(
+    app: &TestApp,
+    head: &str,
+    body: &[u8],
+    every: std::time::Duration,
+) -> (u16, String, std::time::Duration) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = app.addr.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "{head}\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\r\n",
+        crate::helpers::DEV_TOKEN
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let start = std::time::Instant::now();
+    let (mut read, mut write) = stream.into_split();
+    let body = body.to_vec();
+    let sender = tokio::spawn(async move {
+        for b in body {
+            if write.write_all(&[b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(every).await;
+        }
+        // Then hold the connection open without sending anything.
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        drop(write);
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = std::time::Duration::from_secs(30);
+    loop {
+        let n = match tokio::time::timeout(deadline, read.read(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) => 0,
+            Err(_) => panic!("no answer within {deadline:?}"),
+        };
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer);
+        // The whole answer is in once its body (after the head) is as long as it says.
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                break;
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    sender.abort();
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body, elapsed)
+}
+
+/// Issue 20, item 8: a request body may not be trickled. An announced body larger than the cap
+/// is refused at once (413); a body that stops is answered 408 after the pause allowed; one that
+/// keeps coming but too slowly is answered 408 once the grace is over. Each with an
+/// OperationOutcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_or_oversized_bodies_are_answered_not_waited_for() {
+    let app = spawn_app_with(Db::Sqlite, |c| {
+        c.limits.body_read_timeout_secs = 2;
+        c.limits.body_min_bytes_per_sec = 100;
+    })
+    .await
+    .expect("app");
+    let post = "POST /fhir/Patient HTTP/1.1\r\nContent-Type: application/fhir+json";
+    let slow = std::time::Duration::from_millis(300);
+
+    let (status, body, took) = trickle(
+        &app,
+        &format!("{post}\r\nContent-Length: 99999999999"),
+        b"{",
+        slow,
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(took.as_secs() < 2, "{took:?}");
+    let oo: Value = serde_json::from_str(&body).expect("OperationOutcome");
+    assert_eq!(oo["resourceType"], "OperationOutcome");
+
+    // One byte, then nothing.
+    let (status, body, took) =
+        trickle(&app, &format!("{post}\r\nContent-Length: 1000"), b"{", slow).await;
+    assert_eq!(status, 408, "{body}");
+    assert!((2..6).contains(&took.as_secs()), "{took:?}");
+    let oo: Value = serde_json::from_str(&body).expect("OperationOutcome");
+    assert_eq!(oo["issue"][0]["code"], "timeout");
+
+    // A byte every 300 ms: never a pause of 2 s, but far below 100 bytes/s.
+    let (status, body, took) = trickle(
+        &app,
+        &format!("{post}\r\nContent-Length: 1000"),
+        &[b' '; 1000],
+        slow,
+    )
+    .await;
+    assert_eq!(status, 408, "{body}");
+    assert!((2..6).contains(&took.as_secs()), "{took:?}");
+
+    // The same over a form-encoded search.
+    let (status, _, _) = trickle(
+        &app,
+        "POST /fhir/Patient/_search HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000",
+        b"name=a",
+        slow,
+    )
+    .await;
+    assert_eq!(status, 408);
+    let count: Value = app.get_json("Patient?_summary=count", 200).await;
+    assert_eq!(count["total"], 0, "nothing written");
+}
