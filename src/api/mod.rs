@@ -86,7 +86,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(resource("/{type}/{id}/$share").route(web::post().to(share::post)))
                 .service(resource("/{type}/{id}/_history/{vid}").route(web::get().to(crud::vread)))
                 .default_service(web::to(not_found)),
-        );
+        )
+        // Outside /fhir too: actix's own 404 has an empty body.
+        .default_service(web::to(not_found));
 }
 
 /// A route whose other methods answer 405 with an OperationOutcome.
@@ -103,7 +105,7 @@ async fn method_not_allowed(req: actix_web::HttpRequest) -> Result<HttpResponse,
 
 async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, FhirError> {
     Err(FhirError::not_found(format!(
-        "no FHIR endpoint at {}",
+        "no endpoint at {}",
         req.path()
     )))
 }

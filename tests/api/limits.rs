@@ -426,3 +426,27 @@ async fn slow_or_oversized_bodies_are_answered_not_waited_for() {
     let count: Value = app.get_json("Patient?_summary=count", 200).await;
     assert_eq!(count["total"], 0, "nothing written");
 }
+
+/// Issue 20, item 10: a path outside every route is a 404 with an OperationOutcome (actix's own
+/// default answer had an empty body), for any method.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_outside_fhir_answer_an_operation_outcome() {
+    let app = spawn_app(Db::Sqlite).await.expect("app");
+    for (method, path) in [
+        (reqwest::Method::GET, "/elsewhere"),
+        (reqwest::Method::POST, "/admin-x/y"),
+        (reqwest::Method::GET, "/"),
+    ] {
+        let res = app
+            .client
+            .request(method.clone(), format!("{}{path}", app.addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 404, "{method} {path}");
+        assert_security_headers(&res);
+        let oo: Value = res.json().await.expect("a JSON body");
+        assert_eq!(oo["resourceType"], "OperationOutcome", "{method} {path}");
+        assert_eq!(oo["issue"][0]["code"], "not-found");
+    }
+}
