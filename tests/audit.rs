@@ -43,6 +43,7 @@ fn config(batch_size: usize, flush_interval_ms: u64) -> AuditConfig {
         flush_interval_ms,
         max_wait_ms: 50,
         observer: "test-gw".into(),
+        max_query_bytes: 2048,
     }
 }
 

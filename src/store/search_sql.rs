@@ -297,8 +297,7 @@ pub(crate) fn by_keys(keys: &[(String, String)]) -> Sql {
 /// The query's filters and, ANDed, the caller's visibility (chained sub-selects too: a chain
 /// must not test what the caller cannot see).
 fn where_clause(sql: &mut Sql, q: &SearchQuery, vis: &Visibility) {
-    sql.flat_filters =
-        sql.backend == Some(Backend::Postgres) && q.filters.len() > PG_SEMI_JOINS;
+    sql.flat_filters = sql.backend == Some(Backend::Postgres) && q.filters.len() > PG_SEMI_JOINS;
     sql.push("r.res_type = ")
         .text(&q.rtype)
         .push(" AND r.deleted = 0");
@@ -429,7 +428,10 @@ fn alternatives(sql: &mut Sql, i: &str, any_of: &[Match], vis: &Visibility) {
                 code: Some(code),
             } => (Key::Token(system), code),
             Match::Ref { rtype, id } => (Key::Ref(rtype.as_deref()), id),
-            Match::Uri { value, below: false } => (Key::Uri, value),
+            Match::Uri {
+                value,
+                below: false,
+            } => (Key::Uri, value),
             _ => {
                 rest.push(m);
                 continue;

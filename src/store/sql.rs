@@ -102,8 +102,7 @@ impl SqlStore {
             }
             Ok(store)
         } else {
-            let mut store =
-                Self::open_postgres(url, max_connections, statement_timeout_ms).await?;
+            let mut store = Self::open_postgres(url, max_connections, statement_timeout_ms).await?;
             // Writes are announced even with this instance's caches off: other instances on
             // the schema may cache.
             let channel = notify::channel_name(&store.read).await?;

@@ -86,7 +86,9 @@ unsafe extern "C" fn on_open(
         return ffi::SQLITE_OK;
     }
     // SAFETY: SQLite returns a NUL-terminated string valid while the connection is open.
-    let name = unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned();
+    let name = unsafe { CStr::from_ptr(name) }
+        .to_string_lossy()
+        .into_owned();
     if name.is_empty() {
         return ffi::SQLITE_OK;
     }
@@ -118,7 +120,12 @@ unsafe extern "C" fn on_open(
     ffi::SQLITE_OK
 }
 
-unsafe extern "C" fn on_trace(event: c_uint, ctx: *mut c_void, _p: *mut c_void, _x: *mut c_void) -> c_int {
+unsafe extern "C" fn on_trace(
+    event: c_uint,
+    ctx: *mut c_void,
+    _p: *mut c_void,
+    _x: *mut c_void,
+) -> c_int {
     let conn = ctx.cast::<Conn>();
     if event == ffi::SQLITE_TRACE_CLOSE as c_uint {
         // SAFETY: made by `Box::into_raw` in `on_open`; the connection is closing, so no callback
@@ -173,7 +180,10 @@ mod tests {
         };
         assert_eq!(code.as_deref(), Some("9"), "{err:?}");
         // The connection goes on, and the next statement has its own clock.
-        let one: i64 = sqlx::query_scalar("SELECT 1").fetch_one(&mut conn).await.expect("ok");
+        let one: i64 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(&mut conn)
+            .await
+            .expect("ok");
         assert_eq!(one, 1);
     }
 }

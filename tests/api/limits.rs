@@ -121,7 +121,10 @@ async fn unauthenticated_floods_are_limited_per_peer_before_authentication() {
     let good = token("kolding", "system/*.rs");
     let bare = reqwest::Client::new();
     let established = |b: reqwest::RequestBuilder| b.bearer_auth(&good);
-    let res = established(bare.get(app.url("Patient"))).send().await.unwrap();
+    let res = established(bare.get(app.url("Patient")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status().as_u16(), 200);
 
     let forged = forged(&claims("kolding", "system/*.rs"));
@@ -151,13 +154,27 @@ async fn unauthenticated_floods_are_limited_per_peer_before_authentication() {
         assert!(statuses[&429] >= 50, "{kind}: {statuses:?}");
         assert!(statuses[&401] >= 20, "{kind}: {statuses:?}");
         assert_eq!(statuses.len(), 2, "{kind}: {statuses:?}");
-        let res = established(bare.get(app.url("Patient"))).send().await.unwrap();
-        assert_eq!(res.status().as_u16(), 200, "{kind}: the established client goes on");
+        let res = established(bare.get(app.url("Patient")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status().as_u16(),
+            200,
+            "{kind}: the established client goes on"
+        );
     }
     assert!(metric(&app, "sektorbro_requests_throttled_total{limit=\"peer\"}").await >= 150.0);
     assert!(metric(&app, "sektorbro_auth_refused_total{reason=\"missing\"}").await >= 1.0);
     assert!(metric(&app, "sektorbro_auth_refused_total{reason=\"malformed\"}").await >= 1.0);
-    assert!(metric(&app, "sektorbro_auth_refused_total{reason=\"bad_signature\"}").await >= 1.0);
+    assert!(
+        metric(
+            &app,
+            "sektorbro_auth_refused_total{reason=\"bad_signature\"}"
+        )
+        .await
+            >= 1.0
+    );
 }
 
 /// Issue 20, item 1: `sektorbro_auth_refused_total{reason="missing"}` counts requests without
@@ -194,7 +211,10 @@ async fn a_refusal_with_a_huge_query_writes_a_bounded_audit_event() {
         if let Some(e) = bundle["entry"][0]["resource"].as_object() {
             break Value::Object(e.clone());
         }
-        assert!(std::time::Instant::now() < deadline, "no AuditEvent of the refusal");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no AuditEvent of the refusal"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     };
     let size = event.to_string().len();
@@ -234,7 +254,12 @@ async fn search_costs_are_capped_and_plans_stay_flat(db: Db) {
         return;
     };
     let names: Vec<String> = (0..1500).map(|n| format!("name=a{n}")).collect();
-    refused_naming(&app, &format!("Patient?{}", names.join("&")), "search.max_parameters = 50").await;
+    refused_naming(
+        &app,
+        &format!("Patient?{}", names.join("&")),
+        "search.max_parameters = 50",
+    )
+    .await;
     let ids: Vec<String> = (0..1000).map(|n| format!("s|{n}")).collect();
     let q = format!("Patient?identifier={}", ids.join(","));
     refused_naming(&app, &q, "search.max_alternatives = 100").await;
@@ -247,8 +272,13 @@ async fn search_costs_are_capped_and_plans_stay_flat(db: Db) {
         "search.max_alternatives_total = 300",
     )
     .await;
-    let includes = vec!["_include=CarePlan:subject"; 11].join("&");
-    refused_naming(&app, &format!("CarePlan?{includes}"), "search.max_includes = 10").await;
+    let includes = ["_include=CarePlan:subject"; 11].join("&");
+    refused_naming(
+        &app,
+        &format!("CarePlan?{includes}"),
+        "search.max_includes = 10",
+    )
+    .await;
     drop(app);
 
     let Some(app) = spawn_app_with(db, |c| {
@@ -261,11 +291,16 @@ async fn search_costs_are_capped_and_plans_stay_flat(db: Db) {
         return;
     };
     let p = app
-        .create(&json!({"resourceType": "Patient", "identifier": [{"system": "s", "value": "999"}],
-            "name": [{"family": "Aa"}]}))
+        .create(
+            &json!({"resourceType": "Patient", "identifier": [{"system": "s", "value": "999"}],
+            "name": [{"family": "Aa"}]}),
+        )
         .await;
     let found = app.get_json(&q, 200).await;
-    assert_eq!(found["entry"][0]["resource"]["id"], p["id"], "1000 alternatives");
+    assert_eq!(
+        found["entry"][0]["resource"]["id"], p["id"],
+        "1000 alternatives"
+    );
     let mixed: Vec<String> = (0..1000)
         .map(|n| format!("s|{n},|x{n},y{n},Patient/{n}"))
         .collect();
@@ -274,7 +309,9 @@ async fn search_costs_are_capped_and_plans_stay_flat(db: Db) {
     assert_eq!(found["total"], 1, "mixed alternatives");
     // 300 parameters ANDed, each with its own sub-select.
     let ands: Vec<String> = (0..300).map(|_| "identifier=s|999".to_string()).collect();
-    let found = app.get_json(&format!("Patient?{}", ands.join("&")), 200).await;
+    let found = app
+        .get_json(&format!("Patient?{}", ands.join("&")), 200)
+        .await;
     assert_eq!(found["total"], 1, "300 parameters");
     let names: Vec<String> = (0..300).map(|n| format!("aa{n}")).collect();
     let found = app
