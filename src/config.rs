@@ -233,6 +233,9 @@ pub struct DatabaseConfig {
 pub struct SearchConfig {
     pub default_count: usize,
     pub max_count: usize,
+    /// Most bytes of stored resources in one page of matches (at least one match): a page of
+    /// large resources ends early and its next link goes on.
+    pub max_page_bytes: usize,
     /// Caps on what one search may ask (400 past any of them; see `SearchCaps`).
     pub max_parameters: usize,
     pub max_alternatives: usize,
