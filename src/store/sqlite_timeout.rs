@@ -9,6 +9,10 @@
 //!   interrupts the statement once it has run longer than the file's timeout: SQLite stops it with
 //!   `SQLITE_INTERRUPT` (code 9), which the store maps to `StoreError::Timeout`.
 //!
+//! SQLite calls the handler between virtual-machine instructions only, so work done inside one
+//! instruction runs to its end: a WAL checkpoint (`PRAGMA wal_checkpoint`, one instruction) is
+//! never cut short, and a single large sort may overrun the timeout by its own length.
+//!
 //! The per-connection state is freed when SQLite reports the connection closed
 //! (`SQLITE_TRACE_CLOSE`). The timeout is read at every check, so [`set`] changes it for open
 //! connections too (migrations run without one). Never used for anything but time: the callbacks
