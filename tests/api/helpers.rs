@@ -130,6 +130,11 @@ impl TestApp {
         }
     }
 
+    /// The database this gateway runs on.
+    pub fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}/{}", self.fhir, path.trim_start_matches('/'))
     }

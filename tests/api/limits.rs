@@ -539,3 +539,53 @@ async fn large_pages_end_early_and_go_on_sqlite() {
 async fn large_pages_end_early_and_go_on_postgres() {
     large_pages_end_early_and_go_on(Db::Postgres).await;
 }
+
+/// Issue 20, item 3: a statement that runs past `database.statement_timeout_ms` is stopped by
+/// PostgreSQL (`statement_timeout` on every pooled session) and answered 503 with `Retry-After`
+/// and an OperationOutcome of code `timeout`; nothing is written. Here the statement is an
+/// update waiting for a row another session holds locked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_past_the_timeout_is_503_with_retry_after_on_postgres() {
+    use sqlx::Connection as _;
+    let Some(app) = spawn_app_with(Db::Postgres, |c| c.database.statement_timeout_ms = 500).await
+    else {
+        return;
+    };
+    let p = app
+        .create(&json!({"resourceType": "Patient", "name": [{"family": "Locked"}]}))
+        .await;
+    let id = p["id"].as_str().unwrap().to_string();
+    let mut other = sqlx::AnyConnection::connect(app.database_url())
+        .await
+        .expect("a second session");
+    let mut tx = other.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM resources WHERE res_type = 'Patient' AND id = $1 FOR UPDATE")
+        .bind(&id)
+        .execute(&mut *tx)
+        .await
+        .expect("row lock");
+    let mut changed = p.clone();
+    changed["name"][0]["family"] = json!("Changed");
+    let start = std::time::Instant::now();
+    // Without a statement timeout the update would wait as long as the lock is held.
+    let res = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        app.put(&format!("Patient/{id}"), &changed),
+    )
+    .await
+    .expect("an answer while the row is still locked");
+    assert_eq!(res.status().as_u16(), 503);
+    assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
+    assert_eq!(res.headers()["retry-after"], "5");
+    let oo: Value = res.json().await.unwrap();
+    assert_eq!(oo["issue"][0]["code"], "timeout", "{oo}");
+    tx.rollback().await.expect("rollback");
+    let now: Value = app.get_json(&format!("Patient/{id}"), 200).await;
+    assert_eq!(now["name"][0]["family"], "Locked", "nothing was written");
+    let res = app.put(&format!("Patient/{id}"), &changed).await;
+    assert_eq!(
+        res.status().as_u16(),
+        200,
+        "the lock is gone: the update goes through"
+    );
+}
