@@ -65,7 +65,7 @@ fn bench(c: &mut Criterion) {
     let config = Config::defaults();
     let url = format!("sqlite://{}", dir.path().join("audit.db").display());
     let store = rt
-        .block_on(sektorbro::store::open(&url, 4, "full", &config.cache))
+        .block_on(sektorbro::store::open(&url, 4, "full", 5000, &config.cache))
         .expect("open store");
     let engine = Engine::new(store, config.search);
     let mut group = c.benchmark_group("audit");

@@ -71,7 +71,7 @@ async fn run(n: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = Config::defaults();
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let store = sektorbro::store::open(&url, 4, "normal", &config.cache)
+    let store = sektorbro::store::open(&url, 4, "normal", 5000, &config.cache)
         .await
         .expect("open store");
     let engine = Engine::new(store, config.search);

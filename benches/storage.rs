@@ -13,7 +13,7 @@ fn engine(rt: &tokio::runtime::Runtime, dir: &std::path::Path, sync: &str, cache
     config.cache.enabled = cache;
     let url = format!("sqlite://{}", dir.join("bench.db").display());
     let store = rt
-        .block_on(sektorbro::store::open(&url, 4, sync, &config.cache))
+        .block_on(sektorbro::store::open(&url, 4, sync, 5000, &config.cache))
         .expect("open store");
     let engine = Engine::new(store, config.search);
     if cache {

@@ -77,6 +77,7 @@ fn main() {
                     synchronous: sync,
                     page_size,
                 },
+                config.database.statement_timeout_ms,
                 &config.cache,
             ))
             .expect("open store");

@@ -54,6 +54,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
             synchronous: &config.database.sqlite_synchronous,
             page_size: config.database.sqlite_page_size,
         },
+        config.database.statement_timeout_ms,
         &config.cache,
     )
     .await
@@ -127,6 +128,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
     forwarder.register_metrics(metrics.registry());
     auditor.register_metrics(metrics.registry());
     auth.register_metrics(metrics.registry());
+    let limits = Arc::new(api::limits::RateLimits::new(&config.limits));
+    limits.register_metrics(metrics.registry());
     // Constant after start: what the validation definitions could not load (see the log).
     let problems = prometheus_client::metrics::gauge::Gauge::<i64>::default();
     problems.set(load_problems);
@@ -141,6 +144,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
         auditor,
         auth,
         lookups,
+        limits,
         metrics: Arc::new(metrics),
         config,
         started: fhir_core::fhir::instant(chrono::Utc::now().timestamp_millis()),
@@ -174,13 +178,10 @@ pub fn http_server(
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, why));
     }
     let header_timeout = state.config.limits.request_header_timeout_secs;
-    let limiter = api::limits::RateLimiter::new(&state.config.limits).map(web::Data::new);
     let server = HttpServer::new(move || {
-        let mut app = App::new().app_data(state.clone());
-        if let Some(l) = &limiter {
-            app = app.app_data(l.clone());
-        }
-        app.wrap(middleware::from_fn(api::observe))
+        App::new()
+            .app_data(state.clone())
+            .wrap(middleware::from_fn(api::observe))
             .configure(api::routes)
     })
     // A client certificate (mTLS) is per connection: its subject is kept with the connection

@@ -147,6 +147,9 @@ pub struct AuditConfig {
     /// This gateway's name in AuditEvents (`source.observer`, `source.site`); empty: the
     /// `server.base_url`, or "sektorbro" when that is empty too.
     pub observer: String,
+    /// Longest query string kept in an AuditEvent, in bytes; a longer one is cut there (at a
+    /// character boundary) and the event says how long it was.
+    pub max_query_bytes: usize,
 }
 
 /// Limits that keep hostile or broken input from taking the service down. Each refusal is an
@@ -165,6 +168,10 @@ pub struct LimitsConfig {
     pub rate_burst: u32,
     /// Seconds a client has to send a request's headers before the connection is closed.
     pub request_header_timeout_secs: u64,
+    /// Longest pause in sending a request body, in seconds, and the time after which the body
+    /// must have come at `body_min_bytes_per_sec` on average (0: no rate); slower: 408.
+    pub body_read_timeout_secs: u64,
+    pub body_min_bytes_per_sec: u64,
 }
 
 /// What happens to a resource that fails profile validation on a write.
@@ -292,6 +299,9 @@ pub struct DatabaseConfig {
     /// SQLite only: the page size a new database file is created with (512–65536, a power of
     /// two); an existing file keeps its own.
     pub sqlite_page_size: u32,
+    /// Every statement is stopped after this long (0: never): PostgreSQL's `statement_timeout`
+    /// on each pooled session, SQLite's progress handler. The request gets 503 with `Retry-After`.
+    pub statement_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -299,6 +309,28 @@ pub struct DatabaseConfig {
 pub struct SearchConfig {
     pub default_count: usize,
     pub max_count: usize,
+    /// Most bytes of stored resources in one page of matches (at least one match): a page of
+    /// large resources ends early and its next link goes on.
+    pub max_page_bytes: usize,
+    /// Caps on what one search may ask (400 past any of them; see `SearchCaps`).
+    pub max_parameters: usize,
+    pub max_alternatives: usize,
+    pub max_alternatives_total: usize,
+    pub max_chains: usize,
+    pub max_includes: usize,
+}
+
+impl SearchConfig {
+    /// The caps for the search parser.
+    pub fn caps(&self) -> fhir_core::fhir::search::SearchCaps {
+        fhir_core::fhir::search::SearchCaps {
+            max_parameters: self.max_parameters,
+            max_alternatives: self.max_alternatives,
+            max_alternatives_total: self.max_alternatives_total,
+            max_chains: self.max_chains,
+            max_includes: self.max_includes,
+        }
+    }
 }
 
 /// The storage layer's caches of current versions, versions and search results.

@@ -92,6 +92,14 @@ impl From<StoreError> for FhirError {
                      has freed space (GET /readyz tells when writes succeed again)",
                 )],
             ),
+            StoreError::Timeout => FhirError::new(
+                503,
+                vec![Issue::error(
+                    "timeout",
+                    "The database did not answer within database.statement_timeout_ms; the \
+                     request was not applied. Retry later, or narrow a search",
+                )],
+            ),
             StoreError::Database(_) | StoreError::Corrupt(_) => {
                 // The detail goes to the log, not to the client.
                 tracing::error!(error = %e, "storage failure");

@@ -29,7 +29,7 @@ async fn engine(postgres: bool) -> Option<(Arc<Engine>, Option<tempfile::TempDir
         let url = format!("sqlite://{}", dir.path().join("audit.db").display());
         (url, Some(dir))
     };
-    let store = sektorbro::store::open(&url, 4, "normal", &config.cache)
+    let store = sektorbro::store::open(&url, 4, "normal", 5000, &config.cache)
         .await
         .expect("open store");
     Some((Arc::new(Engine::new(store, config.search)), dir))
@@ -43,6 +43,7 @@ fn config(batch_size: usize, flush_interval_ms: u64) -> AuditConfig {
         flush_interval_ms,
         max_wait_ms: 50,
         observer: "test-gw".into(),
+        max_query_bytes: 2048,
     }
 }
 

@@ -113,7 +113,7 @@ timeout_ms = 1000
     assert!(status.success(), "{status:?}");
 
     let defaults = sektorbro::config::Config::defaults();
-    let store = sektorbro::store::open(&db, 2, "normal", &defaults.cache)
+    let store = sektorbro::store::open(&db, 2, "normal", 5000, &defaults.cache)
         .await
         .expect("reopen");
     let engine = sektorbro::engine::Engine::new(store, defaults.search);

@@ -21,6 +21,21 @@ pub struct AuditHint(pub Interaction);
 #[derive(Debug, Clone)]
 pub struct AuditEntity(pub String);
 
+/// Longest path segment (type, id, version) kept in a record: ids are at most 64 characters.
+const MAX_SEGMENT_BYTES: usize = 128;
+
+/// The first `max` bytes of `s`, cut back to a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// The audit record of an answered request; `None` for the routes that are not audited.
 /// `written` is the response's [`AuditEntity`], if its handler set one.
 pub fn record(
@@ -29,6 +44,7 @@ pub fn record(
     status: u16,
     written: Option<&str>,
     request_id: &str,
+    max_query_bytes: usize,
 ) -> Option<AuditRecord> {
     let path = req.path();
     // What anyone may call without credentials touches no citizen's data.
@@ -36,9 +52,10 @@ pub fn record(
         return None;
     }
     let method = req.method();
+    // Types and ids are short; a path segment of megabytes is not, and is kept only in part.
     let segments: Vec<&str> = path
         .strip_prefix("/fhir/")
-        .map(|p| p.split('/').collect())
+        .map(|p| p.split('/').map(|s| cut(s, MAX_SEGMENT_BYTES)).collect())
         .unwrap_or_default();
     let hint = req.extensions().get::<AuditHint>().map(|h| h.0.clone());
     let interaction = match super::operations::find(route, method) {
@@ -85,10 +102,7 @@ pub fn record(
             .and_then(|r| r.split('/').nth(1))
             .map(|id| PatientRef::Reference(format!("Patient/{id}")));
     }
-    let query = req.query_string();
-    if !query.is_empty() {
-        rec.query = Some(query.to_string());
-    }
+    rec.set_query(req.query_string(), max_query_bytes);
     if status >= 400 {
         rec.failure = Some(
             actix_web::http::StatusCode::from_u16(status)

@@ -43,32 +43,62 @@ fn outcome(e: &AuthError) -> FhirError {
 }
 
 /// Who is calling: a bearer token if one is sent (it must be valid even when a certificate is
-/// presented too), else the connection's client certificate.
+/// presented too), else the connection's client certificate. Every refusal is counted in
+/// `sektorbro_auth_refused_total` by its reason.
 pub async fn authenticate(auth: &Authenticator, req: &ServiceRequest) -> Result<Caller, AuthError> {
-    // Loopback only when the connection is, and no trusted proxy on it relays someone else.
-    let peer_is_loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback())
+    let peer_is_loopback = peer_is_loopback(req);
+    let refused = |e: AuthError| {
+        auth.note_refusal(&e);
+        e
+    };
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| {
+            refused(AuthError::Malformed(
+                "the Authorization header is not readable text".into(),
+            ))
+        })?;
+        let token = crate::auth::bearer_token(value).map_err(refused)?;
+        // Counts its own refusals.
+        return auth.bearer(token, peer_is_loopback).await;
+    }
+    if let Some(cert) = req.conn_data::<PeerCertificate>() {
+        return auth.certificate(&cert.subject).ok_or_else(|| {
+            refused(AuthError::UnknownClient(format!(
+                "no configured client has the certificate subject {:?}",
+                cert.subject
+            )))
+        });
+    }
+    Err(refused(AuthError::Missing))
+}
+
+/// Whether the request's credentials are known good without checking a signature: a bearer
+/// token accepted before (still cached), or a TLS client certificate (verified in the
+/// handshake) without a bearer token. Such requests skip the per-peer limit, so a flood of bad
+/// requests from a shared address (a NAT, a proxy) does not lock out its established clients.
+pub fn recognized(auth: &Authenticator, req: &ServiceRequest) -> bool {
+    let peer_is_loopback = peer_is_loopback(req);
+    match req.headers().get(header::AUTHORIZATION) {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| crate::auth::bearer_token(v).ok())
+            .is_some_and(|t| auth.recognizes(t, peer_is_loopback)),
+        None => req
+            .conn_data::<PeerCertificate>()
+            .is_some_and(|c| auth.certificate_known(&c.subject)),
+    }
+}
+
+/// Loopback only when the connection is, and no trusted proxy on it relays someone else.
+fn peer_is_loopback(req: &ServiceRequest) -> bool {
+    req.peer_addr().is_some_and(|a| a.ip().is_loopback())
         && req
             .app_data::<actix_web::web::Data<super::AppState>>()
             .is_none_or(|s| {
                 super::origin::client_ip(req.request(), &s.config.server)
                     .is_some_and(|ip| ip.is_loopback())
-            });
-    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
-        let value = value.to_str().map_err(|_| {
-            AuthError::Malformed("the Authorization header is not readable text".into())
-        })?;
-        let token = crate::auth::bearer_token(value)?;
-        return auth.bearer(token, peer_is_loopback).await;
-    }
-    if let Some(cert) = req.conn_data::<PeerCertificate>() {
-        return auth.certificate(&cert.subject).ok_or_else(|| {
-            AuthError::UnknownClient(format!(
-                "no configured client has the certificate subject {:?}",
-                cert.subject
-            ))
-        });
-    }
-    Err(AuthError::Missing)
+            })
 }
 
 /// The answer to a refused authentication.

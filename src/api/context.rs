@@ -231,27 +231,121 @@ impl FromRequest for JsonBytes {
                     ),
                 ));
             }
-            let mut body = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| {
-                    FhirError::bad_request(format!("cannot read the request body: {e}"))
-                })?;
-                if body.len() + chunk.len() > limit {
-                    return Err(FhirError::new(
-                        413,
-                        vec![fhir_core::fhir::outcome::Issue::error(
-                            "too-costly",
-                            format!("the request body exceeds the limit of {limit} bytes"),
-                        )],
-                    ));
-                }
-                body.extend_from_slice(&chunk);
-            }
+            let timing = limits.as_ref().map(BodyTiming::from).unwrap_or_default();
+            let body = read_body(&mut payload, limit, timing).await?;
             Ok(JsonBytes {
-                bytes: body.freeze(),
+                bytes: body,
                 limits,
             })
         })
+    }
+}
+
+/// How long a client may take to send a request body: no pause longer than `idle`, and after
+/// `grace`, on average at least `min_rate` bytes per second since the body began.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTiming {
+    pub idle: std::time::Duration,
+    pub grace: std::time::Duration,
+    pub min_rate: u64,
+}
+
+impl Default for BodyTiming {
+    fn default() -> BodyTiming {
+        BodyTiming {
+            idle: std::time::Duration::from_secs(10),
+            grace: std::time::Duration::from_secs(10),
+            min_rate: 1024,
+        }
+    }
+}
+
+impl From<&crate::config::LimitsConfig> for BodyTiming {
+    fn from(l: &crate::config::LimitsConfig) -> BodyTiming {
+        BodyTiming {
+            idle: std::time::Duration::from_secs(l.body_read_timeout_secs.max(1)),
+            grace: std::time::Duration::from_secs(l.body_read_timeout_secs.max(1)),
+            min_rate: l.body_min_bytes_per_sec,
+        }
+    }
+}
+
+/// The 413 of a body over `limit` bytes.
+pub fn body_too_large(limit: usize) -> FhirError {
+    FhirError::new(
+        413,
+        vec![fhir_core::fhir::outcome::Issue::error(
+            "too-costly",
+            format!("the request body exceeds the limit of {limit} bytes"),
+        )],
+    )
+}
+
+/// Read a whole request body: 413 past `limit` bytes (at once when `Content-Length` says so,
+/// see `api::observe`), 408 when the client pauses longer than `timing.idle` or sends slower
+/// than `timing.min_rate` once `timing.grace` has passed, so a trickled body cannot hold a
+/// worker's memory and a connection open for ever.
+pub async fn read_body(
+    payload: &mut Payload,
+    limit: usize,
+    timing: BodyTiming,
+) -> Result<web::Bytes, FhirError> {
+    let start = tokio::time::Instant::now();
+    let mut body = web::BytesMut::new();
+    loop {
+        // The latest the next bytes may come: within `idle`, and early enough that the average
+        // rate stays at `min_rate` (never before `grace`).
+        let mut deadline = tokio::time::Instant::now() + timing.idle;
+        if timing.min_rate > 0 {
+            let due = std::time::Duration::from_secs_f64(
+                (body.len() as f64 + 1.0) / timing.min_rate as f64,
+            );
+            deadline = deadline.min(start + due.max(timing.grace));
+        }
+        let next = match tokio::time::timeout_at(deadline, payload.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                return Err(FhirError::new(
+                    408,
+                    vec![fhir_core::fhir::outcome::Issue::error(
+                        "timeout",
+                        format!(
+                            "the request body came too slowly ({} bytes in {:.0} s; at most {} s \
+                             without data and at least {} bytes/s are required)",
+                            body.len(),
+                            start.elapsed().as_secs_f64(),
+                            timing.idle.as_secs(),
+                            timing.min_rate
+                        ),
+                    )],
+                ))
+            }
+        };
+        let Some(chunk) = next else {
+            return Ok(body.freeze());
+        };
+        let chunk = chunk
+            .map_err(|e| FhirError::bad_request(format!("cannot read the request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(body_too_large(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+}
+
+/// Any request body, read as [`read_body`] does (for form-encoded searches).
+pub struct RawBody(pub web::Bytes);
+
+impl FromRequest for RawBody {
+    type Error = FhirError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>();
+        let limit = state.map_or(16 << 20, |s| s.config.server.max_body_bytes);
+        let timing = state.map_or_else(BodyTiming::default, |s| (&s.config.limits).into());
+        let mut payload = payload.take();
+        Box::pin(async move { read_body(&mut payload, limit, timing).await.map(RawBody) })
     }
 }
 

@@ -77,21 +77,25 @@ struct Bucket {
     at: Instant,
 }
 
-/// Token buckets per client: `rate` requests per second on average, `burst` at once.
+/// Token buckets by key: `rate` requests per second on average, `burst` at once. The map holds at
+/// most [`MAX_BUCKETS`] keys and forgets a key once it has been idle long enough for its bucket to
+/// be full again (a fresh bucket is full too), so a flood of new addresses costs bounded memory.
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
     buckets: moka::sync::Cache<String, Arc<Mutex<Bucket>>>,
 }
 
+/// Most keys a [`RateLimiter`] remembers (about 100 bytes each).
+pub const MAX_BUCKETS: u64 = 100_000;
+
 impl RateLimiter {
     pub fn new(limits: &LimitsConfig) -> Option<RateLimiter> {
         (limits.rate_per_second > 0.0).then(|| RateLimiter {
             rate: limits.rate_per_second,
             burst: f64::from(limits.rate_burst.max(1)),
-            // A client idle long enough to have a full bucket again needs no entry.
             buckets: moka::sync::Cache::builder()
-                .max_capacity(100_000)
+                .max_capacity(MAX_BUCKETS)
                 .time_to_idle(Duration::from_secs_f64(
                     (f64::from(limits.rate_burst.max(1)) / limits.rate_per_second).max(1.0),
                 ))
@@ -99,9 +103,9 @@ impl RateLimiter {
         })
     }
 
-    /// Take one token for `client`; `Err(seconds)` to wait when there is none.
-    pub fn take(&self, client: &str) -> Result<(), u64> {
-        let bucket = self.buckets.get_with_by_ref(client, || {
+    /// Take one token for `key`; `Err(seconds)` to wait when there is none.
+    pub fn take(&self, key: &str) -> Result<(), u64> {
+        let bucket = self.buckets.get_with_by_ref(key, || {
             Arc::new(Mutex::new(Bucket {
                 tokens: self.burst,
                 at: Instant::now(),
@@ -122,6 +126,135 @@ impl RateLimiter {
             Err(wait.max(1.0) as u64)
         }
     }
+
+    /// Return the token [`RateLimiter::take`] took for `key` (the request turned out to be
+    /// counted elsewhere).
+    pub fn give_back(&self, key: &str) {
+        if let Some(bucket) = self.buckets.get(key) {
+            if let Ok(mut b) = bucket.lock() {
+                b.tokens = (b.tokens + 1.0).min(self.burst);
+            }
+        }
+    }
+
+    /// Keys remembered now (for tests and metrics; moka counts lazily).
+    pub fn len(&self) -> u64 {
+        self.buckets.run_pending_tasks();
+        self.buckets.entry_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The two rate limits of every request but health and metrics (both off when
+/// `limits.rate_per_second` is 0):
+/// - per peer address, consulted before authentication, so requests without credentials, with
+///   garbage or with forged ones cost a bucket token before any signature is checked; a request
+///   that authenticates gets its peer token back, so clients behind one proxy are not limited
+///   together;
+/// - per client id, after authentication.
+///
+/// Each refusal is counted by which limit refused it (`sektorbro_requests_throttled_total`), the
+/// alarm signal of a refusal flood.
+pub struct RateLimits {
+    peers: Option<RateLimiter>,
+    clients: Option<RateLimiter>,
+    throttled_peer: crate::metrics::Counter,
+    throttled_client: crate::metrics::Counter,
+}
+
+impl RateLimits {
+    pub fn new(limits: &LimitsConfig) -> RateLimits {
+        RateLimits {
+            peers: RateLimiter::new(limits),
+            clients: RateLimiter::new(limits),
+            throttled_peer: Default::default(),
+            throttled_client: Default::default(),
+        }
+    }
+
+    /// Take a token of the peer's bucket (`Err(seconds)` when there is none).
+    pub fn take_peer(&self, peer: &str) -> Result<(), u64> {
+        let Some(l) = &self.peers else {
+            return Ok(());
+        };
+        l.take(peer).inspect_err(|_| {
+            self.throttled_peer.inc();
+        })
+    }
+
+    /// The request authenticated: its peer token goes back.
+    pub fn authenticated(&self, peer: &str) {
+        if let Some(l) = &self.peers {
+            l.give_back(peer);
+        }
+    }
+
+    /// Take a token of the authenticated client's bucket.
+    pub fn take_client(&self, client: &str) -> Result<(), u64> {
+        let Some(l) = &self.clients else {
+            return Ok(());
+        };
+        l.take(client).inspect_err(|_| {
+            self.throttled_client.inc();
+        })
+    }
+
+    /// Peer addresses remembered now.
+    pub fn peers_remembered(&self) -> u64 {
+        self.peers.as_ref().map_or(0, RateLimiter::len)
+    }
+
+    /// `sektorbro_requests_throttled_total{limit}` and the bucket count, in `registry`.
+    pub fn register_metrics(&self, registry: &mut crate::metrics::Registry) {
+        registry.register_collector(Box::new(ThrottleMetrics {
+            peer: self.throttled_peer.clone(),
+            client: self.throttled_client.clone(),
+        }));
+    }
+}
+
+#[derive(Debug)]
+struct ThrottleMetrics {
+    peer: crate::metrics::Counter,
+    client: crate::metrics::Counter,
+}
+
+impl crate::metrics::Collector for ThrottleMetrics {
+    fn encode(&self, mut encoder: crate::metrics::DescriptorEncoder) -> std::fmt::Result {
+        crate::metrics::encode_family(
+            &mut encoder,
+            "sektorbro_requests_throttled",
+            "Requests refused with 429, by the limit that refused them (peer: before authentication, by address; client: after, by client id). A rising peer count is a refusal flood.",
+            crate::metrics::MetricType::Counter,
+            [("peer", &self.peer), ("client", &self.client)]
+                .map(|(limit, n)| ([("limit", limit)], n.clone())),
+        )
+    }
+}
+
+/// The key of a peer's bucket: its IPv4 address, or the /64 network of an IPv6 address (one
+/// host commonly holds a whole /64, so per-address buckets would not limit it). Empty when the
+/// peer is unknown (a Unix socket), which then shares one bucket.
+pub fn peer_key(peer: Option<std::net::SocketAddr>) -> String {
+    match peer.map(|a| a.ip()) {
+        Some(std::net::IpAddr::V4(v4)) => v4.to_string(),
+        Some(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        None => String::new(),
+    }
+}
+
+/// Whether rate limits apply to `path`: health and metrics are never limited.
+pub fn limited_path(path: &str) -> bool {
+    !matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
 
 /// The 429 answer.
@@ -133,17 +266,6 @@ pub fn too_many(retry_after: u64) -> FhirError {
             format!("too many requests from this client; try again in {retry_after} s"),
         )],
     )
-}
-
-/// If the request's client (`client`: its id once authenticated, else its peer address) is over
-/// its rate: how many seconds it should wait. Health and metrics are not limited; without a
-/// configured limiter nothing is.
-pub fn throttled(req: &actix_web::dev::ServiceRequest, client: &str) -> Option<u64> {
-    let limiter = req.app_data::<actix_web::web::Data<RateLimiter>>()?;
-    if matches!(req.path(), "/healthz" | "/readyz" | "/metrics") {
-        return None;
-    }
-    limiter.take(client).err()
 }
 
 /// The 429 response, with `Retry-After`.
@@ -186,6 +308,8 @@ mod tests {
             rate_per_second: 1.0,
             rate_burst: 2,
             request_header_timeout_secs: 10,
+            body_read_timeout_secs: 10,
+            body_min_bytes_per_sec: 1024,
         }
     }
 

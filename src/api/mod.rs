@@ -44,6 +44,8 @@ pub struct AppState {
     /// Verifies callers' credentials (bearer tokens, client certificates).
     pub auth: Arc<crate::auth::Authenticator>,
     pub config: Config,
+    /// The rate limits per peer address and per client.
+    pub limits: Arc<limits::RateLimits>,
     /// When this instance started (the CapabilityStatement's date).
     pub started: String,
 }
@@ -62,7 +64,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         }
     }
     cfg.service(admin)
-        .service(web::scope("/fhir").default_service(web::to(not_found)));
+        .service(web::scope("/fhir").default_service(web::to(not_found)))
+        // Outside /fhir too: actix's own 404 has an empty body.
+        .default_service(web::to(not_found));
 }
 
 /// The actix resource at `path` serving the table's rows for `route`.
@@ -100,7 +104,7 @@ async fn other_method(req: actix_web::HttpRequest) -> HttpResponse {
 
 async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, FhirError> {
     Err(FhirError::not_found(format!(
-        "no FHIR endpoint at {}",
+        "no endpoint at {}",
         req.path()
     )))
 }
@@ -136,14 +140,33 @@ pub async fn observe(
     let span =
         tracing::info_span!("request", request_id = %id, method = %method, path = %req.path());
     let start = Instant::now();
-    // Unauthenticated requests are limited by peer address, authenticated ones by client.
+    // The peer's bucket first, so that nothing a client sends is verified past its rate; a
+    // request that authenticates gets that token back and is limited by its client id instead.
     let mut refusal = None;
-    let mut rate_key = None;
     if let Some(state) = &state {
-        if !auth::open_path(req.path()) {
+        let limited = limits::limited_path(req.path());
+        // The client's address: the connection's, or a trusted proxy's word for it.
+        let client = origin::client_ip(req.request(), &state.config.server)
+            .map(|ip| std::net::SocketAddr::new(ip, 0));
+        let peer = limits::peer_key(client);
+        let open = auth::open_path(req.path());
+        let charged_peer = limited && (open || !auth::recognized(&state.auth, &req));
+        if charged_peer {
+            if let Err(wait) = state.limits.take_peer(&peer) {
+                refusal = Some(limits::too_many_response(wait));
+            }
+        }
+        if refusal.is_none() && !open {
             match auth::authenticate(&state.auth, &req).await {
                 Ok(caller) => {
-                    rate_key = Some(caller.client.id.clone());
+                    if charged_peer {
+                        state.limits.authenticated(&peer);
+                    }
+                    if limited {
+                        if let Err(wait) = state.limits.take_client(&caller.client.id) {
+                            refusal = Some(limits::too_many_response(wait));
+                        }
+                    }
                     auth::attach(&req, caller);
                 }
                 Err(e) => {
@@ -153,15 +176,18 @@ pub async fn observe(
             }
         }
     }
-    let rate_key = rate_key.unwrap_or_else(|| {
-        let client = match &state {
-            Some(s) => origin::client_ip(req.request(), &s.config.server),
-            None => req.peer_addr().map(|a| a.ip()),
-        };
-        client.map(|ip| ip.to_string()).unwrap_or_default()
-    });
-    if refusal.is_none() {
-        refusal = limits::throttled(&req, &rate_key).map(limits::too_many_response);
+    // A body announced larger than any accepted is refused before a byte of it is read.
+    if let (None, Some(state)) = (&refusal, &state) {
+        let limit = state.config.server.max_body_bytes;
+        let announced = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if announced.is_some_and(|n| n > limit as u64) {
+            use actix_web::ResponseError as _;
+            refusal = Some(context::body_too_large(limit).error_response());
+        }
     }
     let mut res = match refusal {
         Some(answer) => req.into_response(answer).map_into_right_body(),
@@ -182,7 +208,14 @@ pub async fn observe(
     if let Some(state) = &state {
         state.metrics.observe(route, &method, status, elapsed);
         let written = audit::written(res.response());
-        if let Some(rec) = audit::record(res.request(), route, status, written.as_deref(), &id) {
+        if let Some(rec) = audit::record(
+            res.request(),
+            route,
+            status,
+            written.as_deref(),
+            &id,
+            state.config.audit.max_query_bytes,
+        ) {
             state.auditor.record(rec).await;
         }
     }

@@ -17,10 +17,16 @@ impl ResponseError for FhirError {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
+    /// A 503 (busy, a statement timeout, an upstream down) says when to retry: 1 s, or 5 s after
+    /// a statement timeout, which a prompt retry would likely meet again.
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .content_type(FHIR_JSON)
-            .body(self.outcome().to_string())
+        let mut res = HttpResponse::build(self.status_code());
+        res.content_type(FHIR_JSON);
+        if self.status == 503 {
+            let timeout = self.issues.iter().any(|i| i.code == "timeout");
+            res.insert_header((header::RETRY_AFTER, if timeout { "5" } else { "1" }));
+        }
+        res.body(self.outcome().to_string())
     }
 }
 
@@ -97,6 +103,23 @@ pub fn written(ctx: &RequestContext, w: &Written) -> HttpResponse {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    /// Issue 20, item 3: a statement stopped by the statement timeout is a 503 that says when to
+    /// retry, with an OperationOutcome of code `timeout`; the database is not "busy".
+    #[test]
+    fn a_statement_timeout_is_503_with_retry_after() {
+        let res = FhirError::from(StoreError::Timeout).error_response();
+        assert_eq!(res.status().as_u16(), 503);
+        assert_eq!(res.headers().get(header::RETRY_AFTER).unwrap(), "5");
+        let busy = FhirError::from(StoreError::Busy).error_response();
+        assert_eq!(busy.headers().get(header::RETRY_AFTER).unwrap(), "1");
+        let e = FhirError::from(StoreError::Timeout);
+        assert_eq!(e.issues[0].code, "timeout");
+        assert!(e.issues[0].diagnostics.contains("statement_timeout_ms"));
+    }
+
     #[test]
     fn http_dates_are_rfc_7231() {
         assert_eq!(super::http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");

@@ -271,8 +271,11 @@ pub struct AuditRecord {
     pub resource_type: Option<String>,
     /// The resource acted on: `Type/id` or `Type/id/_history/v`.
     pub resource: Option<String>,
-    /// The raw query string of a search (or of any request that carried one), without `?`.
+    /// The raw query string of a search (or of any request that carried one), without `?`, at
+    /// most `audit.max_query_bytes` of it (see [`AuditRecord::set_query`]).
     pub query: Option<String>,
+    /// The whole query string's length in bytes, when `query` holds only its start.
+    pub query_truncated_from: Option<usize>,
     /// The patient concerned, when known.
     pub patient: Option<PatientRef>,
     /// The delivery attempt, for [`Interaction::Forward`].
@@ -299,11 +302,30 @@ impl AuditRecord {
             resource_type: None,
             resource: None,
             query: None,
+            query_truncated_from: None,
             patient: None,
             forward: None,
             request_id: None,
             failure: None,
         }
+    }
+
+    /// Keep `query` (without `?`), cut to its first `max_bytes` bytes (at a character boundary)
+    /// when longer; an empty query is none.
+    pub fn set_query(&mut self, query: &str, max_bytes: usize) {
+        if query.is_empty() {
+            return;
+        }
+        if query.len() <= max_bytes {
+            self.query = Some(query.to_string());
+            return;
+        }
+        let mut end = max_bytes;
+        while !query.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.query = Some(query[..end].to_string());
+        self.query_truncated_from = Some(query.len());
     }
 
     /// A record of one delivery attempt, now; `status` is the destination's answer, if any.

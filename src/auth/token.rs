@@ -321,6 +321,31 @@ impl Authenticator {
         })
     }
 
+    /// Whether `token` is one this authenticator has already accepted and would accept again
+    /// without any cryptography: the development token (from loopback) or a verified JWT still
+    /// in its cache. One hash and one look-up; forged tokens are never recognized.
+    pub fn recognizes(&self, token: &str, peer_is_loopback: bool) -> bool {
+        let token = token.trim();
+        if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+            return false;
+        }
+        let hash = sha256(token.as_bytes());
+        if let Some(dev) = &self.dev {
+            if constant_time_eq(&hash, &dev.token_hash) {
+                return peer_is_loopback;
+            }
+        }
+        self.verified
+            .get(&hash)
+            .is_some_and(|v| unix_now() <= v.exp)
+    }
+
+    /// Count a refusal decided before a token reached [`Authenticator::bearer`] (no credentials,
+    /// an unreadable `Authorization` header, an unknown certificate).
+    pub fn note_refusal(&self, e: &AuthError) {
+        self.stats.refused(e);
+    }
+
     /// The caller a bearer token names: the development token (from a loopback peer only), or a
     /// JWT. A JWT verified before is answered from a cache (by its SHA-256) until it expires.
     pub async fn bearer(&self, token: &str, peer_is_loopback: bool) -> Result<Caller, AuthError> {
@@ -588,6 +613,11 @@ impl Authenticator {
         self.certificate_caller(&dn)
     }
 
+    /// Whether a configured client has the certificate `subject` (counts nothing).
+    pub fn certificate_known(&self, subject: &str) -> bool {
+        DistinguishedName::parse(subject).is_ok_and(|dn| self.by_certificate.contains_key(&dn))
+    }
+
     /// As [`Authenticator::certificate`], from the verified end-entity certificate's DER.
     pub fn certificate_der(&self, cert_der: &[u8]) -> Option<Caller> {
         self.certificate_caller(&DistinguishedName::from_certificate(cert_der)?)
@@ -683,7 +713,7 @@ impl crate::metrics::Collector for AuthMetrics {
         encode_family(
             &mut encoder,
             "sektorbro_auth_refused",
-            "Bearer credentials refused, by reason.",
+            "Requests refused at authentication (no credentials, bad token or certificate), by reason.",
             MetricType::Counter,
             REASONS
                 .iter()

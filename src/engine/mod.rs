@@ -375,6 +375,7 @@ impl Engine {
                 default_count: self.search.default_count,
                 max_count: self.search.max_count,
                 lenient,
+                caps: self.search.caps(),
             },
         )
         .map_err(|issues| FhirError::new(400, issues))

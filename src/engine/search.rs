@@ -11,7 +11,7 @@ use super::{link, now_ms, Access, Engine};
 use crate::auth::Permission;
 use crate::config::CacheConfig;
 use crate::error::FhirError;
-use crate::store::{Dependencies, StoredResource};
+use crate::store::{Dependencies, SearchHit, StoredResource};
 use fhir_core::fhir::outcome::operation_outcome;
 use fhir_core::fhir::search::{
     apply_elements, apply_summary, Cursor, Include, Match, SearchQuery, Summary, Total,
@@ -237,8 +237,15 @@ impl Engine {
         }
 
         let mut hits = self.store().search(q, q.count + 1, &vis).await?;
-        let has_next = hits.len() > q.count;
+        let mut has_next = hits.len() > q.count;
         hits.truncate(q.count);
+        // A page of large resources ends early (at least one match each), so the Bundle built
+        // from it stays within `search.max_page_bytes`; the next link goes on from there.
+        let fit = page_fit(&hits, self.search.max_page_bytes);
+        if fit < hits.len() {
+            hits.truncate(fit);
+            has_next = true;
+        }
         if let (true, Some(last)) = (has_next, hits.last()) {
             let mut next = q.canonical_params.clone();
             let cursor = Cursor {
@@ -432,6 +439,18 @@ fn finish_bundle(rest: &str) -> String {
     out.push_str("\"},");
     out.push_str(rest);
     out
+}
+
+/// How many of `hits` (at least one) fit in `max_bytes` of stored resource text.
+fn page_fit(hits: &[SearchHit], max_bytes: usize) -> usize {
+    let mut total = 0usize;
+    for (n, h) in hits.iter().enumerate() {
+        total = total.saturating_add(h.resource.content.as_ref().map_or(0, String::len));
+        if total > max_bytes {
+            return n.max(1);
+        }
+    }
+    hits.len()
 }
 
 #[cfg(test)]

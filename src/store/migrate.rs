@@ -53,6 +53,11 @@ const MIGRATIONS: &[Migration] = &[
 pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
     let mut tx = pool.begin().await.map_err(db_err)?;
     if backend == Backend::Postgres {
+        // A migration (or waiting for another instance's) may take longer than a request may.
+        sqlx::query("SET LOCAL statement_timeout = 0")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
         sqlx::query("SELECT pg_advisory_xact_lock(7351902211)")
             .execute(&mut *tx)
             .await

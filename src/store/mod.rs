@@ -12,6 +12,7 @@ mod notify;
 pub mod outbox;
 mod search_sql;
 mod sql;
+mod sqlite_timeout;
 
 use async_trait::async_trait;
 
@@ -55,6 +56,10 @@ pub enum StoreError {
     /// was written, and retrying at once would not help.
     #[error("the database's disk is full")]
     DiskFull,
+
+    /// A statement ran past `database.statement_timeout_ms` and was stopped.
+    #[error("a database statement ran past the statement timeout and was stopped")]
+    Timeout,
     #[error("database error: {0}")]
     Database(String),
     /// Stored data that cannot be read back (never expected).
@@ -406,12 +411,21 @@ impl<'a> From<&'a str> for SqliteTuning<'a> {
 
 /// Open the store named by a database URL (`sqlite:…` or `postgres://…`), creating the SQLite file
 /// and running the embedded migrations.
+/// Every statement is stopped after `statement_timeout_ms` (0: never), on both databases.
 pub async fn open<'a>(
     url: &str,
     max_connections: u32,
     sqlite: impl Into<SqliteTuning<'a>>,
+    statement_timeout_ms: u64,
     cache: &crate::config::CacheConfig,
 ) -> Result<std::sync::Arc<dyn Storage>, StoreError> {
-    let store = SqlStore::open(url, max_connections, sqlite.into(), cache).await?;
+    let store = SqlStore::open(
+        url,
+        max_connections,
+        sqlite.into(),
+        statement_timeout_ms,
+        cache,
+    )
+    .await?;
     Ok(std::sync::Arc::new(store))
 }

@@ -29,7 +29,13 @@ pub(crate) struct Sql {
     aliases: usize,
     /// Set for search statements, whose best form differs by database.
     backend: Option<Backend>,
+    /// Filters as init plans rather than semi-joins (PostgreSQL, many filters).
+    flat_filters: bool,
 }
+
+/// Filters in one search past which PostgreSQL gets them as init plans (its
+/// `join_collapse_limit` is 8: beyond it the planner's join search changes strategy).
+const PG_SEMI_JOINS: usize = 6;
 
 impl Sql {
     pub fn push(&mut self, s: &str) -> &mut Self {
@@ -109,6 +115,44 @@ impl Sql {
     }
 }
 
+/// `items` joined by `op` (` OR `, ` AND `) as a balanced tree of parentheses: the expression's
+/// depth grows with log2 of the count, so SQLite's expression-depth limit (1000) is never
+/// reached, however many alternatives a query has.
+fn balanced<T>(sql: &mut Sql, items: &[T], op: &str, each: &mut dyn FnMut(&mut Sql, &T)) {
+    match items {
+        [] => {
+            sql.push(if op == " AND " { "1 = 1" } else { "1 = 0" });
+        }
+        [one] => each(sql, one),
+        _ => {
+            let (left, right) = items.split_at(items.len() / 2);
+            sql.push("(");
+            balanced(sql, left, op, each);
+            sql.push(")").push(op).push("(");
+            balanced(sql, right, op, each);
+            sql.push(")");
+        }
+    }
+}
+
+/// `(type = t AND id IN (…)) OR …`, one group per type, for `(type, id)` keys.
+fn keys_by_type(sql: &mut Sql, keys: &[(String, String)], type_col: &str, id_col: &str) {
+    let mut groups: Vec<(&str, Vec<String>)> = Vec::new();
+    for (t, id) in keys {
+        match groups.iter_mut().find(|(g, _)| *g == t.as_str()) {
+            Some((_, ids)) => ids.push(id.clone()),
+            None => groups.push((t.as_str(), vec![id.clone()])),
+        }
+    }
+    balanced(sql, &groups, " OR ", &mut |sql, (t, ids)| {
+        let _ = write!(sql.text, "({type_col} = ");
+        sql.text(t);
+        let _ = write!(sql.text, " AND {id_col} IN ");
+        in_list(sql, ids);
+        sql.push(")");
+    });
+}
+
 /// Columns every resource query selects, in this order.
 pub(crate) const RESOURCE_COLUMNS: &str =
     "r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content, r.owner, r.citizen";
@@ -185,16 +229,7 @@ pub(crate) fn referencing(
         sql.push(" AND i.param = ").text(&inc.param);
     }
     sql.push(" AND (");
-    for (n, (rtype, id)) in targets.iter().enumerate() {
-        if n > 0 {
-            sql.push(" OR ");
-        }
-        sql.push("(i.system = ")
-            .text(rtype)
-            .push(" AND i.value = ")
-            .text(id)
-            .push(")");
-    }
+    keys_by_type(&mut sql, targets, "i.system", "i.value");
     sql.push("))");
     visibility(&mut sql, "r", vis);
     let _ = write!(sql.text, " ORDER BY r.created_seq LIMIT {limit}");
@@ -254,16 +289,7 @@ pub(crate) fn by_keys(keys: &[(String, String)]) -> Sql {
     let mut sql = Sql::default();
     sql.push("SELECT ").push(RESOURCE_COLUMNS);
     sql.push(" FROM resources r WHERE r.deleted = 0 AND (");
-    for (n, (rtype, id)) in keys.iter().enumerate() {
-        if n > 0 {
-            sql.push(" OR ");
-        }
-        sql.push("(r.res_type = ")
-            .text(rtype)
-            .push(" AND r.id = ")
-            .text(id)
-            .push(")");
-    }
+    keys_by_type(&mut sql, keys, "r.res_type", "r.id");
     sql.push(")");
     sql
 }
@@ -271,12 +297,16 @@ pub(crate) fn by_keys(keys: &[(String, String)]) -> Sql {
 /// The query's filters and, ANDed, the caller's visibility (chained sub-selects too: a chain
 /// must not test what the caller cannot see).
 fn where_clause(sql: &mut Sql, q: &SearchQuery, vis: &Visibility) {
+    sql.flat_filters = sql.backend == Some(Backend::Postgres) && q.filters.len() > PG_SEMI_JOINS;
     sql.push("r.res_type = ")
         .text(&q.rtype)
         .push(" AND r.deleted = 0");
-    for f in &q.filters {
-        sql.push(" AND ");
-        filter(sql, "r", &q.rtype, f, vis);
+    if !q.filters.is_empty() {
+        sql.push(" AND (");
+        balanced(sql, &q.filters, " AND ", &mut |sql, f| {
+            filter(sql, "r", &q.rtype, f, vis)
+        });
+        sql.push(")");
     }
     visibility(sql, "r", vis);
 }
@@ -292,43 +322,52 @@ fn filter(sql: &mut Sql, alias: &str, rtype: &str, f: &Filter, vis: &Visibility)
     }
     match f.param.as_str() {
         "_id" => {
+            // The ids in one list; anything else (`:missing`) alongside.
+            let ids: Vec<String> = f
+                .any_of
+                .iter()
+                .filter_map(|m| match m {
+                    Match::Token { code: Some(c), .. } => Some(c.clone()),
+                    _ => None,
+                })
+                .collect();
+            let rest: Vec<&Match> = f
+                .any_of
+                .iter()
+                .filter(|m| !matches!(m, Match::Token { code: Some(_), .. }))
+                .collect();
             sql.push("(");
-            for (n, m) in f.any_of.iter().enumerate() {
-                if n > 0 {
+            if !ids.is_empty() {
+                let _ = write!(sql.text, "{alias}.id IN ");
+                in_list(sql, &ids);
+                if !rest.is_empty() {
                     sql.push(" OR ");
                 }
-                match m {
-                    Match::Token { code: Some(c), .. } => {
-                        let _ = write!(sql.text, "{alias}.id = ");
-                        sql.text(c);
-                    }
+            }
+            if !rest.is_empty() || ids.is_empty() {
+                balanced(sql, &rest, " OR ", &mut |sql, m| match m {
                     Match::Missing(missing) => {
                         sql.push(if *missing { "1 = 0" } else { "1 = 1" });
                     }
                     _ => {
                         sql.push("1 = 0");
                     }
-                }
+                });
             }
             sql.push(")");
         }
         "_lastUpdated" => {
             let col = format!("{alias}.last_updated");
             sql.push("(");
-            for (n, m) in f.any_of.iter().enumerate() {
-                if n > 0 {
-                    sql.push(" OR ");
+            balanced(sql, &f.any_of, " OR ", &mut |sql, m| match m {
+                Match::Date { prefix, lo, hi } => range(sql, &col, &col, *prefix, *lo, *hi),
+                Match::Missing(missing) => {
+                    sql.push(if *missing { "1 = 0" } else { "1 = 1" });
                 }
-                match m {
-                    Match::Date { prefix, lo, hi } => range(sql, &col, &col, *prefix, *lo, *hi),
-                    Match::Missing(missing) => {
-                        sql.push(if *missing { "1 = 0" } else { "1 = 1" });
-                    }
-                    _ => {
-                        sql.push("1 = 0");
-                    }
+                _ => {
+                    sql.push("1 = 0");
                 }
-            }
+            });
             sql.push(")");
         }
         param => {
@@ -341,27 +380,99 @@ fn filter(sql: &mut Sql, alias: &str, rtype: &str, f: &Filter, vis: &Visibility)
             if missing == Some(true) {
                 sql.push("NOT ");
             }
+            // PostgreSQL turns each `IN (SELECT …)` into a semi-join and searches join orders
+            // over all of them: past a handful of parameters that planning grows exponentially
+            // (seconds and gigabytes at 100). `= ANY(ARRAY(SELECT …))` is an init plan run once
+            // and a plain filter on the row, so planning stays linear in the parameters.
+            let array = sql.flat_filters;
+            let open = if array { "= ANY(ARRAY(" } else { "IN (" };
             let _ = write!(
                 sql.text,
-                "{alias}.id IN (SELECT {i}.res_id FROM search_index {i} WHERE {i}.res_type = "
+                "{alias}.id {open}SELECT {i}.res_id FROM search_index {i} WHERE {i}.res_type = "
             );
             sql.text(rtype);
             let _ = write!(sql.text, " AND {i}.param = ");
             sql.text(param);
+            let close = if array { "))" } else { ")" };
             if missing.is_some() {
-                sql.push(")");
+                sql.push(close);
                 return;
             }
             sql.push(" AND (");
-            for (n, m) in f.any_of.iter().enumerate() {
-                if n > 0 {
-                    sql.push(" OR ");
-                }
-                index_match(sql, &i, m, vis);
-            }
-            sql.push("))");
+            alternatives(sql, &i, &f.any_of, vis);
+            sql.push(")").push(close);
         }
     }
+}
+
+/// The index row `i` matches one of `any_of`: exact values with the same column test share one
+/// `IN (…)` list (tokens by system, references by type, URIs), so that many alternatives make
+/// one index probe each and a flat expression; the others are ORed as a balanced tree.
+fn alternatives(sql: &mut Sql, i: &str, any_of: &[Match], vis: &Visibility) {
+    /// The fixed part of a group (`None`: any system) and the column its values are in.
+    #[derive(PartialEq)]
+    enum Key<'a> {
+        /// Token values, of any system / of no system / of this system.
+        Token(&'a TokenSystem),
+        /// Reference ids, of any type / of this type.
+        Ref(Option<&'a str>),
+        /// Exact URIs.
+        Uri,
+    }
+    let mut groups: Vec<(Key, Vec<String>)> = Vec::new();
+    let mut rest: Vec<&Match> = Vec::new();
+    for m in any_of {
+        let (key, value) = match m {
+            Match::Token {
+                system,
+                code: Some(code),
+            } => (Key::Token(system), code),
+            Match::Ref { rtype, id } => (Key::Ref(rtype.as_deref()), id),
+            Match::Uri {
+                value,
+                below: false,
+            } => (Key::Uri, value),
+            _ => {
+                rest.push(m);
+                continue;
+            }
+        };
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, values)) => values.push(value.clone()),
+            None => groups.push((key, vec![value.clone()])),
+        }
+    }
+    enum Part<'a> {
+        Group(&'a (Key<'a>, Vec<String>)),
+        One(&'a Match),
+    }
+    let parts: Vec<Part> = groups
+        .iter()
+        .map(Part::Group)
+        .chain(rest.into_iter().map(Part::One))
+        .collect();
+    balanced(sql, &parts, " OR ", &mut |sql, p| match p {
+        Part::One(m) => index_match(sql, i, m, vis),
+        Part::Group((key, values)) => {
+            let _ = write!(sql.text, "({i}.value IN ");
+            in_list(sql, values);
+            match key {
+                Key::Token(TokenSystem::Any) | Key::Ref(None) | Key::Uri => {}
+                Key::Token(TokenSystem::None) => {
+                    let _ = write!(sql.text, " AND {i}.system = ''");
+                }
+                Key::Token(TokenSystem::Is(s)) => {
+                    let _ = write!(sql.text, " AND {i}.system = ");
+                    sql.text(s);
+                }
+                Key::Ref(Some(t)) => {
+                    let _ = write!(sql.text, " AND {i}.system = ");
+                    sql.text(t);
+                }
+            }
+            sql.push(")");
+        }
+    });
 }
 
 /// A boolean SQL expression on the index row `i`.

@@ -53,6 +53,9 @@ pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
         // ENOSPC from a file or socket operation.
         sqlx::Error::Io(io) if io.raw_os_error() == Some(28) => StoreError::DiskFull,
         sqlx::Error::Database(d) => match d.code().as_deref() {
+            // PostgreSQL: canceled by statement_timeout; SQLite: SQLITE_INTERRUPT, which only the
+            // statement timeout raises (`sqlite_timeout.rs`).
+            Some("57014" | "9") => StoreError::Timeout,
             // PostgreSQL: serialization failure, deadlock, lock not available.
             Some("40001" | "40P01" | "55P03") => StoreError::Busy,
             // PostgreSQL `disk_full`; SQLite SQLITE_FULL (13) and its extended codes.
@@ -83,11 +86,13 @@ impl SqlStore {
         url: &str,
         max_connections: u32,
         sqlite: super::SqliteTuning<'_>,
+        statement_timeout_ms: u64,
         cache: &CacheConfig,
     ) -> Result<SqlStore, StoreError> {
         sqlx::any::install_default_drivers();
         if url.starts_with("sqlite:") {
-            let mut store = Self::open_sqlite(url, max_connections, sqlite).await?;
+            let mut store =
+                Self::open_sqlite(url, max_connections, sqlite, statement_timeout_ms).await?;
             // This process is the file's only writer, so every write passes through it (a
             // second process writing to the file is noticed at our next write and resets the
             // caches, but it is not supported).
@@ -100,7 +105,7 @@ impl SqlStore {
             }
             Ok(store)
         } else {
-            let mut store = Self::open_postgres(url, max_connections).await?;
+            let mut store = Self::open_postgres(url, max_connections, statement_timeout_ms).await?;
             // Writes are announced even with this instance's caches off: other instances on
             // the schema may cache.
             let channel = notify::channel_name(&store.read).await?;
@@ -119,6 +124,7 @@ impl SqlStore {
         url: &str,
         max_connections: u32,
         tuning: super::SqliteTuning<'_>,
+        statement_timeout_ms: u64,
     ) -> Result<SqlStore, StoreError> {
         let path = url
             .trim_start_matches("sqlite:")
@@ -136,6 +142,17 @@ impl SqlStore {
                 }
             }
         }
+        // The file must exist before the first connection, so that the statement timeout
+        // (registered by the file's path) applies to every connection; off while migrating.
+        let timeout_file = (path != ":memory:" && !path.is_empty()).then(|| {
+            let p = std::path::PathBuf::from(&path);
+            let _ = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&p);
+            super::sqlite_timeout::set(&p, 0);
+            p
+        });
         let full = if url.contains("mode=") {
             url.to_string()
         } else if url.contains('?') {
@@ -181,6 +198,9 @@ impl SqlStore {
             .await
             .map_err(db_err)?;
         migrate::run(&write, Backend::Sqlite).await?;
+        if let Some(p) = &timeout_file {
+            super::sqlite_timeout::set(p, statement_timeout_ms);
+        }
         let read = pool(max_connections.max(1))
             .connect_with(options)
             .await
@@ -197,10 +217,23 @@ impl SqlStore {
         })
     }
 
-    async fn open_postgres(url: &str, max_connections: u32) -> Result<SqlStore, StoreError> {
+    async fn open_postgres(
+        url: &str,
+        max_connections: u32,
+        statement_timeout_ms: u64,
+    ) -> Result<SqlStore, StoreError> {
+        // Every session of the pool; migrations lift it for their own transaction.
+        let set_timeout: &'static str =
+            Box::leak(format!("SET statement_timeout = {statement_timeout_ms}").into_boxed_str());
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    conn.execute(set_timeout).await?;
+                    Ok(())
+                })
+            })
             .connect(url)
             .await
             .map_err(db_err)?;

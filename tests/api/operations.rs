@@ -220,7 +220,7 @@ async fn capability_claims_hold(app: TestApp) {
             let body = res.text().await.unwrap();
             assert_ne!(status, 405, "{t} claims {code}: {body}");
             assert!(
-                !body.contains("no FHIR endpoint"),
+                !body.contains("no endpoint at"),
                 "{t} claims {code} but has no route: {body}"
             );
             checked += 1;

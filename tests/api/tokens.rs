@@ -105,6 +105,22 @@ pub fn sign_with(header: &Value, claims: &Value, key: &str) -> String {
     format!("{input}.{}", b64(sig.as_ref()))
 }
 
+/// A compact ES256 JWS of `claims` signed with a P-256 key made up on the spot: what an attacker
+/// without the issuer's key can produce.
+pub fn forged(claims: &Value) -> String {
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("key");
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+        .expect("P-256 key");
+    let input = format!(
+        "{}.{}",
+        b64(json!({"alg": "ES256", "typ": "JWT"}).to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let sig = pair.sign(&rng, input.as_bytes()).expect("sign");
+    format!("{input}.{}", b64(sig.as_ref()))
+}
+
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }

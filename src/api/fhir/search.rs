@@ -2,7 +2,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::api::context::RequestContext;
+use crate::api::context::{RawBody, RequestContext};
 use crate::api::response::ok_json;
 use crate::api::AppState;
 use crate::error::FhirError;
@@ -23,8 +23,9 @@ pub async fn search_post(
     ctx: RequestContext,
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    body: RawBody,
 ) -> Result<HttpResponse, FhirError> {
+    let body = body.0;
     let content_type = req
         .headers()
         .get("content-type")

@@ -214,6 +214,117 @@ pub struct ParseOptions {
     pub default_count: usize,
     pub max_count: usize,
     pub lenient: bool,
+    pub caps: SearchCaps,
+}
+
+/// How much one search may ask of the database. Past a cap the search is refused (400) with an
+/// issue that names the cap and its value, before any SQL is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchCaps {
+    /// Query parameters in one request (all of them: filters, `_sort`, `_include`, …).
+    pub max_parameters: usize,
+    /// Alternatives (comma-separated values) of one parameter, counted after chains expand to
+    /// their target types.
+    pub max_alternatives: usize,
+    /// Alternatives over all parameters of the request.
+    pub max_alternatives_total: usize,
+    /// Chained sub-searches (each target type of each chain counts).
+    pub max_chains: usize,
+    /// `_include` and `_revinclude` parameters together.
+    pub max_includes: usize,
+}
+
+impl Default for SearchCaps {
+    fn default() -> SearchCaps {
+        SearchCaps {
+            max_parameters: 50,
+            max_alternatives: 100,
+            max_alternatives_total: 300,
+            max_chains: 20,
+            max_includes: 10,
+        }
+    }
+}
+
+/// What a filter costs: one per leaf alternative (a chain's target type, and every alternative
+/// inside it), and how many chained sub-searches it holds.
+fn filter_work(f: &Filter) -> (usize, usize) {
+    let mut work = 0;
+    let mut chains = 0;
+    for m in &f.any_of {
+        match m {
+            Match::Chain { inner, .. } => {
+                let (w, c) = filter_work(inner);
+                work += w.max(1);
+                chains += 1 + c;
+            }
+            _ => work += 1,
+        }
+    }
+    (work, chains)
+}
+
+/// The issue of a search over one of its caps: what was asked, and the cap's name and value.
+fn over_cap(what: String, cap: &str, value: usize, at: &str) -> Issue {
+    Issue::error(
+        "too-costly",
+        format!("{what}; at most {value} are accepted in one search (search.{cap} = {value})"),
+    )
+    .at(at.to_string())
+}
+
+/// Check a parsed query against `caps`: every cap exceeded is one issue.
+fn check_caps(q: &SearchQuery, caps: &SearchCaps) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    let mut total = 0;
+    let mut chains = 0;
+    for f in &q.filters {
+        let (work, c) = filter_work(f);
+        total += work;
+        chains += c;
+        if work > caps.max_alternatives {
+            issues.push(over_cap(
+                format!("{} has {work} alternatives", f.param),
+                "max_alternatives",
+                caps.max_alternatives,
+                &f.param,
+            ));
+        }
+    }
+    if q.sort.len() > caps.max_alternatives {
+        issues.push(over_cap(
+            format!("_sort has {} keys", q.sort.len()),
+            "max_alternatives",
+            caps.max_alternatives,
+            "_sort",
+        ));
+    }
+    if total > caps.max_alternatives_total {
+        issues.push(over_cap(
+            format!("the search has {total} alternatives over all its parameters"),
+            "max_alternatives_total",
+            caps.max_alternatives_total,
+            "query",
+        ));
+    }
+    if chains > caps.max_chains {
+        issues.push(over_cap(
+            format!("the search has {chains} chained sub-searches"),
+            "max_chains",
+            caps.max_chains,
+            "query",
+        ));
+    }
+    let includes = q.includes.len() + q.revincludes.len();
+    if includes > caps.max_includes {
+        issues.push(over_cap(
+            format!("the search has {includes} _include and _revinclude parameters"),
+            "max_includes",
+            caps.max_includes,
+            "query",
+        ));
+    }
+    issues
 }
 
 /// Parse the query pairs of a search on `rtype`. On failure, every problem found is returned.
@@ -237,6 +348,15 @@ pub fn parse_search(
         ignored: Vec::new(),
         canonical_params: Vec::new(),
     };
+    if pairs.len() > opts.caps.max_parameters {
+        // Not parsed at all: the count alone decides.
+        return Err(vec![over_cap(
+            format!("the search has {} parameters", pairs.len()),
+            "max_parameters",
+            opts.caps.max_parameters,
+            "query",
+        )]);
+    }
     let mut errors = Vec::new();
     for (name, value) in pairs {
         let loc = format!("{name}={value}");
@@ -267,6 +387,9 @@ pub fn parse_search(
                 .at("_page"),
             );
         }
+    }
+    if errors.is_empty() {
+        errors = check_caps(&q, &opts.caps);
     }
     if errors.is_empty() {
         Ok(q)
@@ -774,6 +897,7 @@ mod tests {
                 default_count: 20,
                 max_count: 100,
                 lenient: false,
+                caps: SearchCaps::default(),
             },
         )
     }
@@ -837,6 +961,7 @@ mod tests {
                 default_count: 20,
                 max_count: 100,
                 lenient: true,
+                caps: SearchCaps::default(),
             },
         )
         .expect("lenient");
