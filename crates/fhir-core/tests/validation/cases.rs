@@ -193,7 +193,7 @@ fn narrative_must_be_safe_xhtml() {
     assert_error(p, "Patient.text.div", "<script> is not allowed");
     let p = json!({"resourceType": "Patient", "text": {"status": "generated",
         "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\"><a href=\"javascript:x()\">x</a></div>"}});
-    assert_error(p, "Patient.text.div", "script URL");
+    assert_error(p, "Patient.text.div", "a script URL (javascript:) is not allowed");
 }
 
 #[test]
