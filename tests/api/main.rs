@@ -12,6 +12,7 @@ mod concurrency;
 mod crud;
 mod examples;
 mod forwarding;
+mod hostile;
 mod limits;
 mod lookups;
 mod municipal;
