@@ -1,6 +1,6 @@
 //! The fuzz targets on a stable toolchain (nightly, and so cargo-fuzz, is not always at hand):
 //! a small mutational fuzzer over the same entry points (`fuzz/fuzz_targets/entries.rs`). No
-//! coverage feedback, so it relies on seeds (`fuzz/corpus/TARGET/`), a dictionary per target and
+//! coverage feedback, so it relies on seeds (`fuzz/seeds/TARGET/`, tracked; cargo-fuzz keeps its growing corpus in the ignored `fuzz/corpus/`), a dictionary per target and
 //! many cheap mutations. Deterministic for a given `FUZZ_SEED`, which is printed, so a crash
 //! (also a stack overflow, which aborts the process) can be replayed; a panicking input is
 //! written to `fuzz/artifacts/TARGET/`.
@@ -97,7 +97,7 @@ fn repo() -> PathBuf {
 
 fn seeds(target: &str, builtin: &[&[u8]]) -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = builtin.iter().map(|s| s.to_vec()).collect();
-    if let Ok(dir) = std::fs::read_dir(repo().join("fuzz/corpus").join(target)) {
+    if let Ok(dir) = std::fs::read_dir(repo().join("fuzz/seeds").join(target)) {
         let mut files: Vec<PathBuf> = dir.flatten().map(|e| e.path()).collect();
         files.sort();
         out.extend(files.iter().filter_map(|f| std::fs::read(f).ok()));
