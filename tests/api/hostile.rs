@@ -44,7 +44,7 @@ async fn control_characters_are_422_in_every_mode(db: Db) {
         let Some(app) = spawn_app_with(db, |c| c.validation.mode = mode).await else {
             return;
         };
-        let body = r#"{"resourceType":"Patient","name":[{"family":"a\u0000b","given":["ok","x\u001b"]}]}"#;
+        let body = r#"{"resourceType":"Patient","name":[{"family":"a\u0000b","given":["ok","x\u001b"],"prefix":["\f"],"suffix":["x\by"]}]}"#;
         let oo = outcome(
             post_text(&app, "Patient", "application/fhir+json", body).await,
             422,
@@ -53,6 +53,9 @@ async fn control_characters_are_422_in_every_mode(db: Db) {
         let at = locations(&oo);
         assert!(at.contains(&"Patient.name[0].family"), "{mode:?}: {oo}");
         assert!(at.contains(&"Patient.name[0].given[1]"), "{mode:?}: {oo}");
+        // the short escapes \f and \b too (a fuzzing find)
+        assert!(at.contains(&"Patient.name[0].prefix[0]"), "{mode:?}: {oo}");
+        assert!(at.contains(&"Patient.name[0].suffix[0]"), "{mode:?}: {oo}");
         // inside a transaction too
         let bundle = r#"{"resourceType":"Bundle","type":"transaction","entry":[{"resource":
             {"resourceType":"Patient","name":[{"text":"\u0001"}]},"request":{"method":"POST","url":"Patient"}}]}"#;

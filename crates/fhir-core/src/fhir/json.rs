@@ -114,13 +114,17 @@ pub fn clean_string_byte(b: u8) -> bool {
 }
 
 /// Whether JSON text escapes a forbidden control character anywhere (`\u0000`…`\u001f` but
-/// `\t`, `\n`, `\r`). Raw control bytes are not valid JSON at all, so escapes are the only way
+/// `\t`, `\n`, `\r`; and the short forms `\b`, `\f`). Raw control bytes are not valid JSON at all, so escapes are the only way
 /// in; one `memchr` pass over the backslashes, far cheaper than the parse. Only meaningful for
 /// text that parses as JSON (outside strings a backslash is a syntax error anyway).
 pub fn escapes_control_character(bytes: &[u8]) -> bool {
     let mut i = 0;
     while let Some(p) = memchr::memchr(b'\\', &bytes[i..]) {
         i += p;
+        // `\b` (U+0008) and `\f` (U+000C) are control characters too (found by fuzzing)
+        if matches!(bytes.get(i + 1), Some(b'b' | b'f')) {
+            return true;
+        }
         if bytes.get(i + 1) == Some(&b'u') {
             if let Some(hex) = bytes.get(i + 2..i + 6) {
                 let code = std::str::from_utf8(hex)
@@ -211,6 +215,10 @@ mod tests {
         assert!(escapes_control_character(br#"{"a\u0001":"b"}"#));
         assert!(!escapes_control_character(br#"{"a":"\\u0000 \t\n\r\u0009\u000a\u000D\u0020"}"#));
         assert!(escapes_control_character(br#"{"a":"\\\u0000"}"#));
+        // the short escapes of U+0008 and U+000C (a fuzzing find: the scan missed them)
+        assert!(escapes_control_character(br#"{"a":"x\by"}"#));
+        assert!(escapes_control_character(br#"{"a":"\f"}"#));
+        assert!(!escapes_control_character(br#"{"a":"\\b\\f"}"#));
         let v: Value = serde_json::from_str(
             r#"{"resourceType":"Patient","name":[{"given":["ok","b\u0000"]}],"x\u0002":1}"#,
         )
