@@ -392,6 +392,10 @@ mod tests {
             "<!DOCTYPE div [<!ENTITY x \"y\">]><div xmlns=\"http://www.w3.org/1999/xhtml\">&x;</div>"
                 .to_string(),
             div("&nbsp;"),
+            div("x\u{1}y"),
+            div("x&#1;y"),
+            div("x&#x1B;y"),
+            div(r#"<p title="&#0;">x</p>"#),
             div("<p>x</div>"),
             format!("{NS}x</div><p/>"),
             "<div><p>x</p></div>".to_string(),
