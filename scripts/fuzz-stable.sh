@@ -9,7 +9,7 @@ set -euo pipefail
 target="${1:?usage: $0 TARGET SECONDS}"
 seconds="${2:?usage: $0 TARGET SECONDS}"
 cd "$(dirname "$0")/.."
-bin=$(cargo test --test fuzz_stable --no-run 2>&1 | tee /dev/stderr |
-    grep -o 'target/[^ )]*/fuzz_stable-[0-9a-f]*' | tail -n 1)
+build=$(cargo test --test fuzz_stable --no-run 2>&1) || { echo "$build" >&2; exit 1; }
+bin=$(echo "$build" | grep -o 'target/[^ )]*/fuzz_stable-[0-9a-f]*' | tail -n 1)
 [ -x "$bin" ] || { echo "fuzz-stable: test binary not found" >&2; exit 1; }
 FUZZ_SECONDS="$seconds" exec nice -n 19 "$bin" --ignored --exact --nocapture "$target"

@@ -33,7 +33,9 @@ impl Rng {
     }
 }
 
-const INTERESTING: &[u8] = &[0, 1, 0x1b, 0x7f, 0x80, 0xff, b'\t', b'\n', b'\\', b'"', b'<', b'>'];
+const INTERESTING: &[u8] = &[
+    0, 1, 0x1b, 0x7f, 0x80, 0xff, b'\t', b'\n', b'\\', b'"', b'<', b'>',
+];
 
 fn mutate(rng: &mut Rng, input: &mut Vec<u8>, corpus: &[Vec<u8>], dict: &[&[u8]]) {
     for _ in 0..1 + rng.below(6) {
@@ -153,7 +155,10 @@ fn fuzz(target: &str, f: fn(&[u8]), builtin: &[&[u8]], dict: &[&[u8]]) {
     let _ = std::panic::take_hook();
     eprintln!(
         "fuzz {target}: {runs} runs in {:.0} s, corpus {seeded} seeds + {} kept mutants",
-        secs as f64 - deadline.saturating_duration_since(Instant::now()).as_secs_f64(),
+        secs as f64
+            - deadline
+                .saturating_duration_since(Instant::now())
+                .as_secs_f64(),
         corpus.len() - seeded
     );
     if let Some((input, e)) = failure {
@@ -200,9 +205,31 @@ fn search_query() {
             b"_has:Observation:patient:code=1234&_elements=id,name&_summary=count&_total=accurate",
         ],
         &[
-            b"&", b"=", b",", b"|", b":", b"%00", b"%2C", b"_include", b"_revinclude", b":exact",
-            b":missing", b"ge", b"lt", b"eq", b"ap", b"_has:", b".", b"*", b"$", b"\\,",
-            b"_sort=", b"_count=", b"_id=", b"subject:", b"code:text=",
+            b"&",
+            b"=",
+            b",",
+            b"|",
+            b":",
+            b"%00",
+            b"%2C",
+            b"_include",
+            b"_revinclude",
+            b":exact",
+            b":missing",
+            b"ge",
+            b"lt",
+            b"eq",
+            b"ap",
+            b"_has:",
+            b".",
+            b"*",
+            b"$",
+            b"\\,",
+            b"_sort=",
+            b"_count=",
+            b"_id=",
+            b"subject:",
+            b"code:text=",
         ],
     );
 }
@@ -258,8 +285,21 @@ fn cert_subject() {
             b"CN=a\\,b+OU=x,O=\"quoted\",1.2.3.4=#0403414243",
         ],
         &[
-            b"CN=", b"O=", b"OU=", b"C=", b",", b"+", b"\\", b"\"", b"#", b"=", b"\x30\x82",
-            b"\x06\x03\x55\x04\x03", b"\x0c", b"\x13", b"\x31",
+            b"CN=",
+            b"O=",
+            b"OU=",
+            b"C=",
+            b",",
+            b"+",
+            b"\\",
+            b"\"",
+            b"#",
+            b"=",
+            b"\x30\x82",
+            b"\x06\x03\x55\x04\x03",
+            b"\x0c",
+            b"\x13",
+            b"\x31",
         ],
     );
 }

@@ -69,8 +69,17 @@ pub fn narrative(data: &[u8]) {
         if fhir_core::validation::xhtml::check(doc).is_ok() {
             let lower = doc.to_ascii_lowercase();
             for refused in [
-                "<script", "<svg", "<iframe", "<object", "<embed", "<style", "<form", "<math",
-                "<![cdata[", "<!doctype", "<!entity",
+                "<script",
+                "<svg",
+                "<iframe",
+                "<object",
+                "<embed",
+                "<style",
+                "<form",
+                "<math",
+                "<![cdata[",
+                "<!doctype",
+                "<!entity",
             ] {
                 assert!(!lower.contains(refused), "accepted {refused}: {doc:?}");
             }

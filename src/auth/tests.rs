@@ -224,19 +224,30 @@ fn a_token_living_longer_than_the_maximum_is_refused() {
         let token = sign(rs256(), &with(claims(), "exp", exp.clone()), "rsa-a");
         match verdict(&auth, &token) {
             Err(e @ AuthError::TooLongLived { .. }) => {
-                assert!(e.to_string().contains("max_token_lifetime_secs = 86400"), "{e}");
+                assert!(
+                    e.to_string().contains("max_token_lifetime_secs = 86400"),
+                    "{e}"
+                );
                 assert_eq!(e.reason(), "too_long_lived");
             }
             other => panic!("exp {exp}: {other:?}"),
         }
     }
-    let day = sign(rs256(), &with(claims(), "exp", json!(now() + 86_000)), "rsa-a");
+    let day = sign(
+        rs256(),
+        &with(claims(), "exp", json!(now() + 86_000)),
+        "rsa-a",
+    );
     assert!(verdict(&auth, &day).is_ok(), "within the day");
     let short = authenticator(&format!(
         "[auth]\nmax_token_lifetime_secs = 60\n{}",
         toml_with(&pem_keys())
     ));
-    let hour = sign(rs256(), &with(claims(), "exp", json!(now() + 3600)), "rsa-a");
+    let hour = sign(
+        rs256(),
+        &with(claims(), "exp", json!(now() + 3600)),
+        "rsa-a",
+    );
     assert!(matches!(
         verdict(&short, &hour),
         Err(AuthError::TooLongLived { max: 60, .. })

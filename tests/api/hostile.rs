@@ -3,8 +3,8 @@
 //! decimals beyond a double. Each must be refused before anything reaches storage.
 
 use reqwest::header::CONTENT_TYPE;
-use serde_json::{json, Value};
 use sektorbro::config::ValidationMode;
+use serde_json::{json, Value};
 
 use crate::helpers::{match_ids, spawn_app_with, Db, TestApp};
 use crate::on_both_backends;
@@ -59,7 +59,11 @@ async fn control_characters_are_422_in_every_mode(db: Db) {
         // inside a transaction too
         let bundle = r#"{"resourceType":"Bundle","type":"transaction","entry":[{"resource":
             {"resourceType":"Patient","name":[{"text":"\u0001"}]},"request":{"method":"POST","url":"Patient"}}]}"#;
-        let oo = outcome(post_text(&app, "", "application/fhir+json", bundle).await, 422).await;
+        let oo = outcome(
+            post_text(&app, "", "application/fhir+json", bundle).await,
+            422,
+        )
+        .await;
         assert!(
             locations(&oo).contains(&"Bundle.entry[0].resource.name[0].text"),
             "{mode:?}: {oo}"
@@ -83,7 +87,11 @@ async fn control_characters_are_422_in_every_mode_postgres() {
 }
 
 async fn a_search_value_with_a_control_character_is_400_naming_the_parameter(app: TestApp) {
-    for query in ["Patient?family=a%00b", "Patient?name=%1B", "Patient?_id=x&given=%07"] {
+    for query in [
+        "Patient?family=a%00b",
+        "Patient?name=%1B",
+        "Patient?_id=x&given=%07",
+    ] {
         let oo = outcome(app.get(query).await, 400).await;
         let text = oo["issue"][0]["diagnostics"].as_str().unwrap_or_default();
         let name = query
@@ -138,12 +146,18 @@ async fn ids_of_dots_only_are_refused(app: TestApp) {
     // `.` and `..` would be resolved by the HTTP client itself; `...` reaches the server as is
     // (the body's id is checked first: 422; the URL's alone would be 400)
     let res = app
-        .put("Patient/...", &json!({"resourceType": "Patient", "id": "..."}))
+        .put(
+            "Patient/...",
+            &json!({"resourceType": "Patient", "id": "..."}),
+        )
         .await;
     let oo = outcome(res, 422).await;
     assert!(oo.to_string().contains("dots only"), "{oo}");
     let res = app
-        .put("Patient/...", &json!({"resourceType": "Patient", "id": "a"}))
+        .put(
+            "Patient/...",
+            &json!({"resourceType": "Patient", "id": "a"}),
+        )
         .await;
     let status = res.status().as_u16();
     let oo: Value = res.json().await.unwrap();
@@ -162,7 +176,10 @@ async fn ids_of_dots_only_are_refused(app: TestApp) {
     assert!(match_ids(&app.get_json("Patient", 200).await).is_empty());
     // dots among other characters are ordinary ids
     let res = app
-        .put("Patient/a.b", &json!({"resourceType": "Patient", "id": "a.b"}))
+        .put(
+            "Patient/a.b",
+            &json!({"resourceType": "Patient", "id": "a.b"}),
+        )
         .await;
     assert_eq!(res.status().as_u16(), 201);
 }

@@ -203,8 +203,10 @@ async fn hostile_narratives_are_422_alone_and_in_transactions(app: TestApp) {
     let entries: Vec<Value> = hostile_narratives()
         .iter()
         .filter(|div| !div.contains('\u{1}'))
-        .map(|div| json!({"resource": patient_with_narrative(div),
-            "request": {"method": "POST", "url": "Patient"}}))
+        .map(|div| {
+            json!({"resource": patient_with_narrative(div),
+            "request": {"method": "POST", "url": "Patient"}})
+        })
         .collect();
     let n = entries.len();
     let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});

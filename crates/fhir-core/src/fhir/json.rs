@@ -217,7 +217,9 @@ mod tests {
         assert!(escapes_control_character(br#"{"a":"x\u0000y"}"#));
         assert!(escapes_control_character(br#"{"a":"\u001F"}"#));
         assert!(escapes_control_character(br#"{"a\u0001":"b"}"#));
-        assert!(!escapes_control_character(br#"{"a":"\\u0000 \t\n\r\u0009\u000a\u000D\u0020"}"#));
+        assert!(!escapes_control_character(
+            br#"{"a":"\\u0000 \t\n\r\u0009\u000a\u000D\u0020"}"#
+        ));
         assert!(escapes_control_character(br#"{"a":"\\\u0000"}"#));
         // the short escapes of U+0008 and U+000C (a fuzzing find: the scan missed them)
         assert!(escapes_control_character(br#"{"a":"x\by"}"#));

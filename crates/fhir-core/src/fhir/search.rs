@@ -803,7 +803,11 @@ mod tests {
     /// parameter (and the character is not echoed).
     #[test]
     fn control_characters_in_criteria_are_errors() {
-        for (name, value) in [("family", "a\0b"), ("identifier", "x|\u{1b}"), ("na\0me", "x")] {
+        for (name, value) in [
+            ("family", "a\0b"),
+            ("identifier", "x|\u{1b}"),
+            ("na\0me", "x"),
+        ] {
             let errors = parse("Patient", &[(name, value), ("gender", "male")]).unwrap_err();
             assert_eq!(errors.len(), 1, "{errors:?}");
             let shown = name.replace('\0', "\u{fffd}");

@@ -23,28 +23,138 @@ const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
 /// The elements a narrative may use: HTML 4 structure (ch. 7), language (8), text (9, without
 /// ins/del), lists (10), tables (11), font styles and rules (15), links (12) and images (13).
 const ELEMENTS: &[&str] = &[
-    "div", "span", "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "address", "bdo", "em",
-    "strong", "dfn", "code", "samp", "kbd", "var", "cite", "abbr", "acronym", "blockquote", "q",
-    "sub", "sup", "pre", "ul", "ol", "li", "dl", "dt", "dd", "dir", "menu", "table", "caption",
-    "thead", "tfoot", "tbody", "colgroup", "col", "tr", "th", "td", "tt", "i", "b", "big", "small",
-    "strike", "s", "u", "font", "basefont", "center", "a", "img", "map", "area",
+    "div",
+    "span",
+    "p",
+    "br",
+    "hr",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "address",
+    "bdo",
+    "em",
+    "strong",
+    "dfn",
+    "code",
+    "samp",
+    "kbd",
+    "var",
+    "cite",
+    "abbr",
+    "acronym",
+    "blockquote",
+    "q",
+    "sub",
+    "sup",
+    "pre",
+    "ul",
+    "ol",
+    "li",
+    "dl",
+    "dt",
+    "dd",
+    "dir",
+    "menu",
+    "table",
+    "caption",
+    "thead",
+    "tfoot",
+    "tbody",
+    "colgroup",
+    "col",
+    "tr",
+    "th",
+    "td",
+    "tt",
+    "i",
+    "b",
+    "big",
+    "small",
+    "strike",
+    "s",
+    "u",
+    "font",
+    "basefont",
+    "center",
+    "a",
+    "img",
+    "map",
+    "area",
 ];
 
 /// Attributes any allowed element may carry: core and language attributes, and the
 /// presentational and table attributes of HTML 4 (none of them holds a URL or a script).
 const COMMON_ATTRIBUTES: &[&str] = &[
-    "id", "class", "style", "title", "lang", "dir", "accesskey", "tabindex", "align", "valign",
-    "width", "height", "border", "cellspacing", "cellpadding", "span", "char", "charoff", "abbr",
-    "axis", "headers", "scope", "rowspan", "colspan", "summary", "frame", "rules", "nowrap",
-    "bgcolor", "clear", "compact", "start", "type", "value", "size", "color", "face", "noshade",
+    "id",
+    "class",
+    "style",
+    "title",
+    "lang",
+    "dir",
+    "accesskey",
+    "tabindex",
+    "align",
+    "valign",
+    "width",
+    "height",
+    "border",
+    "cellspacing",
+    "cellpadding",
+    "span",
+    "char",
+    "charoff",
+    "abbr",
+    "axis",
+    "headers",
+    "scope",
+    "rowspan",
+    "colspan",
+    "summary",
+    "frame",
+    "rules",
+    "nowrap",
+    "bgcolor",
+    "clear",
+    "compact",
+    "start",
+    "type",
+    "value",
+    "size",
+    "color",
+    "face",
+    "noshade",
 ];
 
 /// Attributes allowed on one element only, as `element.attribute`.
 const ELEMENT_ATTRIBUTES: &[&str] = &[
-    "a.href", "a.name", "a.rel", "a.rev", "a.hreflang", "a.charset", "a.coords", "a.shape",
-    "img.src", "img.alt", "img.longdesc", "img.usemap", "img.ismap", "img.hspace", "img.vspace",
-    "img.name", "map.name", "area.href", "area.nohref", "area.alt", "area.shape", "area.coords",
-    "blockquote.cite", "q.cite",
+    "a.href",
+    "a.name",
+    "a.rel",
+    "a.rev",
+    "a.hreflang",
+    "a.charset",
+    "a.coords",
+    "a.shape",
+    "img.src",
+    "img.alt",
+    "img.longdesc",
+    "img.usemap",
+    "img.ismap",
+    "img.hspace",
+    "img.vspace",
+    "img.name",
+    "map.name",
+    "area.href",
+    "area.nohref",
+    "area.alt",
+    "area.shape",
+    "area.coords",
+    "blockquote.cite",
+    "q.cite",
 ];
 
 /// Attributes whose value is a URL: checked by [`url`].
@@ -60,7 +170,9 @@ pub fn check(s: &str) -> Result<(), String> {
     // roxmltree turns a CDATA section into plain text, but an HTML parser reads `<![CDATA[` as a
     // comment that ends at the first `>`: what follows would be markup to a browser.
     if s.contains("<![CDATA[") {
-        return Err("CDATA sections are not allowed in a narrative (escape the text instead)".into());
+        return Err(
+            "CDATA sections are not allowed in a narrative (escape the text instead)".into(),
+        );
     }
     nesting(s)?;
     let options = ParsingOptions {
@@ -115,7 +227,9 @@ fn nesting(s: &str) -> Result<(), String> {
             Some(b'/') => depth = depth.saturating_sub(1),
             Some(b'!') if b[i..].starts_with(b"!--") => i = skip_to(i + 3, b"-->"),
             Some(b'!') => {
-                return Err("declarations (<!DOCTYPE, <!ENTITY) are not allowed in a narrative".into())
+                return Err(
+                    "declarations (<!DOCTYPE, <!ENTITY) are not allowed in a narrative".into(),
+                )
             }
             Some(b'?') => i = skip_to(i + 1, b"?>"),
             Some(_) => {
@@ -260,7 +374,10 @@ fn scheme(url: &str) -> Option<&str> {
 /// `data:image/{png,gif,jpeg,webp}…`: an image a browser can only draw (not SVG, which can hold
 /// script). The official R4 narratives embed their table icons this way.
 fn image_data_url(url: &str) -> bool {
-    let Some(rest) = url.get(5..).filter(|_| url[..5].eq_ignore_ascii_case("data:")) else {
+    let Some(rest) = url
+        .get(5..)
+        .filter(|_| url[..5].eq_ignore_ascii_case("data:"))
+    else {
         return false;
     };
     let mime = rest
@@ -332,7 +449,9 @@ mod tests {
             div(r##"<a href="https://example.org/x?a=1&amp;b=2">x</a> <a href="#top">t</a>"##),
             div(r#"<a href="Patient/123">rel</a><a href="mailto:a@b.dk">m</a>"#),
             div(r#"<a href="urn:oid:1.2.3">u</a><a href="tel:+4512345678">t</a>"#),
-            div(r#"<table border="0" cellpadding="0"><tr><td colspan="2" style="color: red">x</td></tr></table>"#),
+            div(
+                r#"<table border="0" cellpadding="0"><tr><td colspan="2" style="color: red">x</td></tr></table>"#,
+            ),
             div(r#"<img src="data: image/png;base64,iVBORw0KGgo=" alt="i"/>"#),
             div(r#"<span style="background-image: url(data:image/png;base64,iVBO)">x</span>"#),
             div(r#"<p xml:lang="da" lang="da">æøå &lt;ok&gt; &#x263A;</p><!-- a note -->"#),
@@ -408,11 +527,17 @@ mod tests {
     #[test]
     fn messages_name_the_problem() {
         let e = check(&div(r#"<a href="&#106;avascript:alert(1)">x</a>"#)).unwrap_err();
-        assert!(e.contains("script URL (javascript:)") && e.contains("href of <a>"), "{e}");
+        assert!(
+            e.contains("script URL (javascript:)") && e.contains("href of <a>"),
+            "{e}"
+        );
         let e = check(&div("<script>x</script>")).unwrap_err();
         assert!(e.contains("<script> is not allowed"), "{e}");
         let e = check(&div(r#"<img src="x" alt="" onerror="y"/>"#)).unwrap_err();
-        assert!(e.contains("event handler attribute onerror of <img>"), "{e}");
+        assert!(
+            e.contains("event handler attribute onerror of <img>"),
+            "{e}"
+        );
     }
 
     /// roxmltree's tokenizer recurses per open element: deep nesting is refused before it runs,
@@ -432,7 +557,10 @@ mod tests {
         }
         let ok = format!("{NS}{}x{}</div>", "<b>".repeat(99), "</b>".repeat(99));
         assert_eq!(check(&ok), Ok(()));
-        let flat = format!("{NS}{}x</div>", "<br/><img src=\"a.png\" alt=\"/\"/>".repeat(n));
+        let flat = format!(
+            "{NS}{}x</div>",
+            "<br/><img src=\"a.png\" alt=\"/\"/>".repeat(n)
+        );
         assert_eq!(check(&flat), Ok(()));
     }
 }

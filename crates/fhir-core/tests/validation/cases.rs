@@ -193,7 +193,11 @@ fn narrative_must_be_safe_xhtml() {
     assert_error(p, "Patient.text.div", "<script> is not allowed");
     let p = json!({"resourceType": "Patient", "text": {"status": "generated",
         "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\"><a href=\"javascript:x()\">x</a></div>"}});
-    assert_error(p, "Patient.text.div", "a script URL (javascript:) is not allowed");
+    assert_error(
+        p,
+        "Patient.text.div",
+        "a script URL (javascript:) is not allowed",
+    );
 }
 
 /// Issue 20, item 9: FHIR strings hold no control characters but TAB, LF and CR, whatever
@@ -227,7 +231,11 @@ fn decimals_beyond_a_double_are_errors() {
             "valueQuantity": {{"value": {big}}}}}"#
         ))
         .unwrap();
-        assert_error(obs, "Observation.value.ofType(Quantity).value", "out of range");
+        assert_error(
+            obs,
+            "Observation.value.ofType(Quantity).value",
+            "out of range",
+        );
     }
     let fine: Value = serde_json::from_str(
         r#"{"resourceType": "Observation", "status": "final", "code": {"text": "t"},
