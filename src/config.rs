@@ -35,6 +35,10 @@ pub struct Config {
 pub struct AuthnConfig {
     /// Seconds of clock difference tolerated on `exp`, `nbf` and `iat`.
     pub clock_skew_secs: u64,
+    /// The longest a token may still be valid when it is presented (its `exp` minus now), in
+    /// seconds; a token expiring later is refused (401).
+    #[serde(default = "default_max_token_lifetime")]
+    pub max_token_lifetime_secs: u64,
     /// Accepted `aud` values; empty: `server.base_url` alone.
     pub audiences: Vec<String>,
     /// Verified tokens remembered (by hash, until they expire) so a repeat skips the signature.
@@ -439,6 +443,11 @@ pub struct DestinationConfig {
     pub auth: Option<AuthConfig>,
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+}
+
+/// 24 hours: far above what issuers hand out (minutes to hours), far below "never".
+fn default_max_token_lifetime() -> u64 {
+    24 * 60 * 60
 }
 
 fn default_destination_timeout() -> u64 {

@@ -53,6 +53,7 @@ impl RequestContext {
     fn from_request(req: &HttpRequest) -> Result<RequestContext, FhirError> {
         let query: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
             .map_err(|e| FhirError::bad_request(format!("malformed query string: {e}")))?;
+        refuse_control_characters_in(&query)?;
         check_format(req, &query)?;
         let mut prefer_return = None;
         let mut lenient = false;
@@ -119,6 +120,31 @@ impl FromRequest for RequestContext {
     }
 }
 
+/// 400 for a query parameter whose name or value holds a control character (after percent
+/// decoding): no search matches one, and NUL reaches PostgreSQL as an error (issue 20, item 9).
+fn refuse_control_characters_in(query: &[(String, String)]) -> Result<(), FhirError> {
+    use fhir_core::fhir::json::clean_string;
+    let Some((name, value)) = query
+        .iter()
+        .find(|(k, v)| !clean_string(k) || !clean_string(v))
+    else {
+        return Ok(());
+    };
+    let bad = if clean_string(name) { value } else { name };
+    let c = bad
+        .chars()
+        .find(|c| (*c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r'))
+        .unwrap_or('\0');
+    let shown: String = name
+        .chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect();
+    Err(FhirError::bad_request(format!(
+        "the query parameter {shown:?} holds the control character U+{:04X}; below U+0020 only TAB, LF and CR are allowed",
+        c as u32
+    )))
+}
+
 /// 406 unless the client accepts FHIR JSON (via `Accept` or `_format`).
 fn check_format(req: &HttpRequest, query: &[(String, String)]) -> Result<(), FhirError> {
     if let Some((_, f)) = query.iter().find(|(k, _)| k == "_format") {
@@ -176,7 +202,8 @@ pub struct JsonBytes {
 impl JsonBytes {
     /// The body as a JSON object within the nesting and Bundle-size limits (400/422 otherwise).
     pub fn parse(&self) -> Result<Value, FhirError> {
-        let value: Value = fhir_core::fhir::from_json_bytes(&self.bytes).map_err(|e| {
+        // duplicate keys are refused here, while parsing (400)
+        let value: Value = fhir_core::fhir::json::parse_value(&self.bytes).map_err(|e| {
             FhirError::bad_request(format!("the request body is not valid JSON: {e}"))
         })?;
         if !value.is_object() {
@@ -231,14 +258,66 @@ impl FromRequest for JsonBytes {
                     ),
                 ));
             }
+            refuse_other_charsets(&content_type)?;
             let timing = limits.as_ref().map(BodyTiming::from).unwrap_or_default();
             let body = read_body(&mut payload, limit, timing).await?;
+            refuse_control_characters(&body)?;
             Ok(JsonBytes {
                 bytes: body,
                 limits,
             })
         })
     }
+}
+
+/// 415 for a `charset` parameter other than UTF-8: FHIR JSON is UTF-8, and reading Latin-1 bytes
+/// as UTF-8 would store other text than the client meant.
+fn refuse_other_charsets(content_type: &str) -> Result<(), FhirError> {
+    for param in content_type.split(';').skip(1) {
+        let Some((name, value)) = param.split_once('=') else {
+            continue;
+        };
+        let value = value.trim().trim_matches('"');
+        if name.trim().eq_ignore_ascii_case("charset")
+            && !value.eq_ignore_ascii_case("utf-8")
+            && !value.eq_ignore_ascii_case("utf8")
+        {
+            return Err(FhirError::not_supported(
+                415,
+                format!("charset={value} is not accepted; FHIR JSON is sent as charset=utf-8"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// 422 for a body whose strings or keys hold control characters (other than TAB, LF, CR),
+/// whatever the validation mode: they must never reach storage (PostgreSQL refuses `\u0000` in
+/// jsonb, SQLite would keep it). One scan of the bytes; the locations are looked for only when
+/// the scan finds one. A body that is not JSON is left to the parse (400).
+fn refuse_control_characters(body: &[u8]) -> Result<(), FhirError> {
+    use fhir_core::fhir::json;
+    if !json::escapes_control_character(body) {
+        return Ok(());
+    }
+    let Ok(value) = fhir_core::fhir::from_json_bytes::<Value>(body) else {
+        return Ok(());
+    };
+    let root = value["resourceType"].as_str().unwrap_or_default();
+    let issues: Vec<_> = json::control_character_locations(&value, root)
+        .into_iter()
+        .map(|at| {
+            fhir_core::fhir::outcome::Issue::error(
+                "value",
+                "holds a control character; below U+0020 FHIR strings allow only TAB, LF and CR",
+            )
+            .at(at)
+        })
+        .collect();
+    if issues.is_empty() {
+        return Ok(());
+    }
+    Err(FhirError::new(422, issues))
 }
 
 /// How long a client may take to send a request body: no pause longer than `idle`, and after

@@ -211,6 +211,49 @@ fn an_expired_token_is_refused_beyond_the_clock_skew() {
     assert!(verdict(&auth, &just).is_ok());
 }
 
+/// Issue 20: `exp` = 10^23 was accepted. A token may live at most
+/// `[auth] max_token_lifetime_secs` (24 h by default) from now.
+#[test]
+fn a_token_living_longer_than_the_maximum_is_refused() {
+    let auth = pem_authenticator();
+    for exp in [
+        json!(100_000_000_000_000_000_000_000_u128),
+        json!(1e23),
+        json!(now() + 86_400 + 120),
+    ] {
+        let token = sign(rs256(), &with(claims(), "exp", exp.clone()), "rsa-a");
+        match verdict(&auth, &token) {
+            Err(e @ AuthError::TooLongLived { .. }) => {
+                assert!(
+                    e.to_string().contains("max_token_lifetime_secs = 86400"),
+                    "{e}"
+                );
+                assert_eq!(e.reason(), "too_long_lived");
+            }
+            other => panic!("exp {exp}: {other:?}"),
+        }
+    }
+    let day = sign(
+        rs256(),
+        &with(claims(), "exp", json!(now() + 86_000)),
+        "rsa-a",
+    );
+    assert!(verdict(&auth, &day).is_ok(), "within the day");
+    let short = authenticator(&format!(
+        "[auth]\nmax_token_lifetime_secs = 60\n{}",
+        toml_with(&pem_keys())
+    ));
+    let hour = sign(
+        rs256(),
+        &with(claims(), "exp", json!(now() + 3600)),
+        "rsa-a",
+    );
+    assert!(matches!(
+        verdict(&short, &hour),
+        Err(AuthError::TooLongLived { max: 60, .. })
+    ));
+}
+
 #[test]
 fn a_token_not_yet_valid_or_issued_in_the_future_is_refused() {
     let auth = pem_authenticator();
@@ -459,7 +502,16 @@ async fn keys_from_a_jwks_are_fetched_once_and_cached() {
     // A kid the set lacks: one refetch would be allowed only after min_refetch_secs (30).
     let unknown = sign(json!({"alg": "RS256", "kid": "nope"}), &claims(), "rsa-a");
     match auth.bearer(&unknown, false).await {
-        Err(AuthError::UnknownKeyId { kid, .. }) => assert_eq!(kid, "nope"),
+        Err(e @ AuthError::UnknownKeyId { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("kid nope"), "{text}");
+            // no refetch happened, and the text must not claim one (issue 20)
+            assert!(!text.contains("after fetching"), "{text}");
+            assert!(
+                text.contains("as fetched ") && text.contains("min_refetch_secs"),
+                "{text}"
+            );
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(jwks_calls(&server).await, 1, "rate-limited: no refetch");

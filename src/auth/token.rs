@@ -41,6 +41,12 @@ pub enum AuthError {
     Malformed(String),
     #[error("the token expired at {0} (UTC): get a new one from its issuer")]
     Expired(String),
+    /// `exp` further away than `[auth] max_token_lifetime_secs`.
+    #[error(
+        "the token lives too long: it expires at {exp} (UTC), more than [auth] \
+         max_token_lifetime_secs = {max} s from now; ask its issuer for a shorter-lived token"
+    )]
+    TooLongLived { exp: String, max: i64 },
     #[error("the token is not valid yet: {0}; check the clocks of the issuer and this host")]
     NotYetValid(String),
     #[error(
@@ -54,10 +60,16 @@ pub enum AuthError {
     BadSignature(String),
     #[error("the token's algorithm {alg} is refused: {detail}")]
     AlgorithmRefused { alg: String, detail: String },
+    /// The set may not have been fetched again for this request: a refetch happens at most once
+    /// per `min_refetch_secs`, so the text says how old the set that was looked in is.
     #[error(
-        "issuer {iss} has no signing key with kid {kid}, even after fetching its key set again"
+        "issuer {iss} has no signing key with kid {kid} in its key set as fetched {fetched_secs_ago} s ago (the set is fetched again at most once per [lookups.jwks] min_refetch_secs)"
     )]
-    UnknownKeyId { iss: String, kid: String },
+    UnknownKeyId {
+        iss: String,
+        kid: String,
+        fetched_secs_ago: u64,
+    },
     /// Authentic, but not a configured client: a token's (iss, sub) or a certificate's subject
     /// names none. The text says which.
     #[error("{0}")]
@@ -91,6 +103,7 @@ impl AuthError {
             AuthError::Missing => "missing",
             AuthError::Malformed(_) => "malformed",
             AuthError::Expired(_) => "expired",
+            AuthError::TooLongLived { .. } => "too_long_lived",
             AuthError::NotYetValid(_) => "not_yet_valid",
             AuthError::WrongAudience { .. } => "wrong_audience",
             AuthError::WrongIssuer(_) => "wrong_issuer",
@@ -175,7 +188,7 @@ pub struct AuthStats {
     refused: [Counter; REASONS.len()],
 }
 
-const REASONS: [&str; 12] = [
+const REASONS: [&str; 13] = [
     "missing",
     "malformed",
     "expired",
@@ -188,6 +201,7 @@ const REASONS: [&str; 12] = [
     "unknown_client",
     "dev_token_not_local",
     "keys_unavailable",
+    "too_long_lived",
 ];
 
 impl AuthStats {
@@ -215,6 +229,8 @@ pub struct Authenticator {
     clients: Vec<Arc<Client>>,
     audiences: Vec<String>,
     skew: i64,
+    /// `[auth] max_token_lifetime_secs`: the furthest `exp` accepted, from now.
+    max_lifetime: i64,
     dev: Option<Dev>,
     lookups: Arc<Lookups>,
     verified: moka::sync::Cache<[u8; 32], Arc<Verified>>,
@@ -311,6 +327,7 @@ impl Authenticator {
             clients,
             audiences,
             skew: i64::try_from(a.clock_skew_secs).unwrap_or(i64::MAX / 4),
+            max_lifetime: i64::try_from(a.max_token_lifetime_secs).unwrap_or(i64::MAX / 4),
             dev: dev_client(config)?,
             lookups,
             verified: moka::sync::Cache::builder()
@@ -452,6 +469,14 @@ impl Authenticator {
         if now > exp.saturating_add(self.skew) {
             return Err(AuthError::Expired(time(exp)));
         }
+        // A token valid for years (or until exp = 10^23) is a stolen credential that never
+        // dies; issuers hand out tokens for minutes to hours.
+        if exp.saturating_sub(now) > self.max_lifetime.saturating_add(self.skew) {
+            return Err(AuthError::TooLongLived {
+                exp: time(exp),
+                max: self.max_lifetime,
+            });
+        }
         if let Some(nbf) = numeric(&claims, "nbf")? {
             if nbf > now.saturating_add(self.skew) {
                 return Err(AuthError::NotYetValid(format!(
@@ -529,6 +554,7 @@ impl Authenticator {
                     return Err(AuthError::UnknownKeyId {
                         iss: clean(&issuer.iss),
                         kid: clean(kid),
+                        fetched_secs_ago: found.age.as_secs(),
                     });
                 };
                 let key = PublicKey::from_jwk(&jwk, alg).map_err(|detail| {

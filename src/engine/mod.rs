@@ -333,6 +333,10 @@ impl Engine {
     fn check_id(id: &str) -> Result<(), FhirError> {
         if is_valid_id(id) {
             Ok(())
+        } else if fhir_core::fhir::is_dots(id) && !id.is_empty() {
+            Err(FhirError::bad_request(format!(
+                "{id:?} is not a valid resource id: an id of dots only is a '.' or '..' segment in URLs"
+            )))
         } else {
             Err(FhirError::bad_request(format!(
                 "{id:?} is not a valid resource id (1-64 characters of A-Z, a-z, 0-9, '-' and '.')"

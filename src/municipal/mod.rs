@@ -52,7 +52,7 @@ pub fn check_bytes(
     if let Some(rec) = parse_conforming(bytes) {
         return check_rules(rec, terms);
     }
-    let doc: Value = fhir_core::fhir::from_json_bytes(bytes)
+    let doc: Value = fhir_core::fhir::json::parse_value(bytes)
         .map_err(|e| FhirError::bad_request(format!("the record is not valid JSON: {e}")))?;
     check_document(&doc, terms)
 }

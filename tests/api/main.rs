@@ -14,6 +14,7 @@ mod crud;
 mod examples;
 mod forwarding;
 mod hardening;
+mod hostile;
 mod limits;
 mod lookups;
 mod medcom;

@@ -87,6 +87,17 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    // what the gateway does with a body: one parse that also refuses duplicate keys, and the
+    // scan for escaped control characters
+    g.bench_function("strict parse + control scan, all examples", |b| {
+        b.iter(|| {
+            for x in &bytes {
+                let v = fhir_core::fhir::json::parse_value(x).expect("json");
+                criterion::black_box(fhir_core::fhir::json::escapes_control_character(x));
+                criterion::black_box(v);
+            }
+        })
+    });
     g.bench_function("validate, all examples", |b| {
         b.iter(|| {
             for v in &parsed {

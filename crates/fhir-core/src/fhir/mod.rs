@@ -1,6 +1,7 @@
 //! FHIR knowledge that is not HTTP: resource types, ids, references, search parameters and search
 //! parsing, OperationOutcome. Pure functions over `serde_json::Value`; no I/O.
 
+pub mod json;
 pub mod outcome;
 pub mod search;
 pub mod search_params;
@@ -52,13 +53,22 @@ pub fn is_supported_type(t: &str) -> bool {
     SUPPORTED_TYPES.binary_search(&t).is_ok()
 }
 
-/// A valid FHIR logical id: `[A-Za-z0-9\-\.]{1,64}`.
+/// A valid FHIR logical id: `[A-Za-z0-9\-\.]{1,64}`, and not made of dots only: `.`, `..`
+/// and `...` are allowed by the regex, but as a URL path segment they are dot segments, which
+/// clients and proxies resolve away (`Patient/..` is the server root), so `Location` and
+/// references would point elsewhere.
 pub fn is_valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !is_dots(id)
+}
+
+/// Whether `id` is made of dots only (see [`is_valid_id`]).
+pub fn is_dots(id: &str) -> bool {
+    id.bytes().all(|b| b == b'.')
 }
 
 /// A new server-assigned id.
@@ -171,6 +181,10 @@ mod tests {
         assert!(!is_valid_id(""));
         assert!(!is_valid_id("a/b"));
         assert!(!is_valid_id(&"x".repeat(65)));
+        for dots in [".", "..", "..."] {
+            assert!(!is_valid_id(dots), "{dots}");
+        }
+        assert!(is_valid_id("a.") && is_valid_id(".a") && is_valid_id("1.2.3"));
     }
 
     #[test]

@@ -359,6 +359,25 @@ pub fn parse_search(
     }
     let mut errors = Vec::new();
     for (name, value) in pairs {
+        // No stored string holds a control character (the validator refuses them), and NUL
+        // reaches PostgreSQL as an error: refused here for every way criteria arrive (URL, form
+        // body, conditional headers, transaction entries). Never echoed: the location is the name.
+        if !crate::fhir::json::clean_string(name) || !crate::fhir::json::clean_string(value) {
+            let shown: String = name
+                .chars()
+                .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+                .collect();
+            errors.push(
+                Issue::error(
+                    "invalid",
+                    format!(
+                        "the search parameter {shown:?} holds a control character; below U+0020 only TAB, LF and CR are allowed"
+                    ),
+                )
+                .at(shown),
+            );
+            continue;
+        }
         let loc = format!("{name}={value}");
         let result = parse_pair(registry, &mut q, name, value, opts);
         if !matches!(name.as_str(), "_page" | "_format" | "_pretty") {
@@ -900,6 +919,25 @@ mod tests {
                 caps: SearchCaps::default(),
             },
         )
+    }
+
+    /// Issue 20, item 9: however criteria arrive, a control character is an error naming the
+    /// parameter (and the character is not echoed).
+    #[test]
+    fn control_characters_in_criteria_are_errors() {
+        for (name, value) in [
+            ("family", "a\0b"),
+            ("identifier", "x|\u{1b}"),
+            ("na\0me", "x"),
+        ] {
+            let errors = parse("Patient", &[(name, value), ("gender", "male")]).unwrap_err();
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            let shown = name.replace('\0', "\u{fffd}");
+            assert_eq!(errors[0].expression.as_deref(), Some(shown.as_str()));
+            assert!(errors[0].diagnostics.contains("control character"));
+            assert!(!errors[0].diagnostics.contains('\0'));
+        }
+        assert!(parse("Patient", &[("family", "a\tb")]).is_ok());
     }
 
     #[test]

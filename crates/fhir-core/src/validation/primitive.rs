@@ -65,10 +65,17 @@ pub fn check(code: &str, v: &Value) -> Result<(), String> {
         "decimal" => match v {
             Value::Number(n) => {
                 let t = n.to_string();
-                if decimal_ok(&t) {
-                    Ok(())
-                } else {
+                if !decimal_ok(&t) {
                     Err(format!("{t} is not a valid decimal"))
+                } else if !t.parse::<f64>().is_ok_and(f64::is_finite) {
+                    // searches compare decimals as doubles: a value beyond their range could be
+                    // stored but never found (issue 20)
+                    Err(format!(
+                        "{} is out of range: decimals must lie within ±1.7976931348623157e308",
+                        truncate(&t)
+                    ))
+                } else {
+                    Ok(())
                 }
             }
             _ => Err(format!("must be a JSON number, not {}", show(v))),
@@ -105,6 +112,16 @@ pub fn string_format(code: &str, s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err("must not be an empty string (leave the element out instead)".into());
     }
+    // (xhtml is left to its XML parser, which refuses the same characters)
+    if code != "xhtml" && !crate::fhir::json::clean_string(s) {
+        let c = s
+            .bytes()
+            .find(|&b| !crate::fhir::json::clean_string_byte(b))
+            .unwrap_or(0);
+        return Err(format!(
+            "holds the control character U+{c:04X}; below U+0020 FHIR strings allow only TAB, LF and CR"
+        ));
+    }
     let bad = |what: &str| Err(format!("{:?} is not a valid {code}: {what}", truncate(s)));
     match code {
         "string" | "markdown" => {
@@ -129,6 +146,9 @@ pub fn string_format(code: &str, s: &str) -> Result<(), String> {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
             {
                 return bad("use 1–64 characters of A–Z, a–z, 0–9, '-' and '.'");
+            }
+            if crate::fhir::is_dots(s) {
+                return bad("an id of dots only would be a '.' or '..' segment in URLs");
             }
             Ok(())
         }
@@ -350,7 +370,9 @@ mod tests {
                 || s.contains("  ")
                 || s.chars().any(|c| ws(c) && c != ' '));
             assert_eq!(code_spacing_ok(s.as_bytes()), regex, "{s:?}");
-            assert_eq!(string_format("code", s).is_ok(), regex, "{s:?}");
+            // and no control character but TAB, LF, CR (FHIR strings; issue 20)
+            let clean = crate::fhir::json::clean_string(s);
+            assert_eq!(string_format("code", s).is_ok(), regex && clean, "{s:?}");
         }
     }
 

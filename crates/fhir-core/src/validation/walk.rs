@@ -161,10 +161,16 @@ impl<'d, 'v> Run<'d, 'v> {
                 self.path.push_str(".id");
                 self.error(
                     "value",
-                    format!(
-                        "{:?} is not a valid id: use 1–64 characters of A–Z, a–z, 0–9, '-' and '.'",
-                        truncate(id)
-                    ),
+                    if crate::fhir::is_dots(id) && !id.is_empty() {
+                        format!(
+                            "{id:?} is not a valid id: an id of dots only is a '.' or '..' segment in URLs"
+                        )
+                    } else {
+                        format!(
+                            "{:?} is not a valid id: use 1–64 characters of A–Z, a–z, 0–9, '-' and '.'",
+                            truncate(id)
+                        )
+                    },
                 );
                 self.path.truncate(mark);
             }

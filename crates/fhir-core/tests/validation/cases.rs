@@ -193,7 +193,56 @@ fn narrative_must_be_safe_xhtml() {
     assert_error(p, "Patient.text.div", "<script> is not allowed");
     let p = json!({"resourceType": "Patient", "text": {"status": "generated",
         "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\"><a href=\"javascript:x()\">x</a></div>"}});
-    assert_error(p, "Patient.text.div", "script URL");
+    assert_error(
+        p,
+        "Patient.text.div",
+        "a script URL (javascript:) is not allowed",
+    );
+}
+
+/// Issue 20, item 9: FHIR strings hold no control characters but TAB, LF and CR, whatever
+/// their type.
+#[test]
+fn control_characters_in_strings_are_errors() {
+    assert_error(
+        patient(json!({"name": [{"family": "a\u{0}b"}]})),
+        "Patient.name[0].family",
+        "control character U+0000",
+    );
+    assert_error(
+        patient(json!({"gender": "male\u{1b}"})),
+        "Patient.gender",
+        "control character U+001B",
+    );
+    assert_error(
+        patient(json!({"identifier": [{"system": "urn:x\u{7}", "value": "1"}]})),
+        "Patient.identifier[0].system",
+        "control character U+0007",
+    );
+    assert!(errors(&patient(json!({"name": [{"text": "Jens\tHansen\r\n"}]}))).is_empty());
+}
+
+/// Issue 20: a decimal beyond a double's range could be stored but never found by search.
+#[test]
+fn decimals_beyond_a_double_are_errors() {
+    for big in ["1e400", "-1E+309", "2e308"] {
+        let obs: Value = serde_json::from_str(&format!(
+            r#"{{"resourceType": "Observation", "status": "final", "code": {{"text": "t"}},
+            "valueQuantity": {{"value": {big}}}}}"#
+        ))
+        .unwrap();
+        assert_error(
+            obs,
+            "Observation.value.ofType(Quantity).value",
+            "out of range",
+        );
+    }
+    let fine: Value = serde_json::from_str(
+        r#"{"resourceType": "Observation", "status": "final", "code": {"text": "t"},
+        "valueQuantity": {"value": 1.7976931348623157e308}}"#,
+    )
+    .unwrap();
+    assert!(errors(&fine).is_empty());
 }
 
 #[test]
