@@ -82,7 +82,8 @@ async fn run(n: usize) {
     for i in 0..n {
         let mut r = templates[i % templates.len()].clone();
         r["recordId"] = json!(format!("BENCH-{i}"));
-        r["municipality"] = json!({"code": "0510", "name": "Haderslev Kommune", "sor": "425911000016005"});
+        r["municipality"] =
+            json!({"code": "0510", "name": "Haderslev Kommune", "sor": "425911000016005"});
         // Day 01-28, month 01-12, distinct per record up to 336 × 100 citizens.
         r["citizen"]["cpr"] = json!(format!(
             "{:02}{:02}{:02}{:04}",
