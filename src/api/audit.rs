@@ -54,6 +54,7 @@ pub fn record(
         "/municipal/v1/care-records" => Interaction::CareRecordPost,
         "/municipal/v1/care-records/{id}" => Interaction::CareRecordGet,
         "/municipal/v1/discharge-notes" => Interaction::DischargeNotePost,
+        "/municipal/v1/reports/kl-gateway" => Interaction::Operation("kl-gateway-report".into()),
         r if r.starts_with("/admin/") => Interaction::Operation(format!(
             "admin {} {}",
             method.as_str().to_ascii_lowercase(),
