@@ -151,7 +151,7 @@ pub fn table() -> &'static [Operation] {
             // Hospital events are the record's citizen's data: audited as a read of the record.
             op!(GET "/municipal/v1/care-records/{id}/hospital-events" => municipal::get_hospital_events, Client, A::CareRecordGet, C::None),
             op!(POST "/municipal/v1/discharge-notes" => municipal::post_discharge_note, Client, A::DischargeNotePost, C::None),
-            op!(GET "/municipal/v1/reports/kl-gateway" => reports::kl_gateway, Client, A::Operation("report-kl-gateway"), C::None),
+            op!(GET "/municipal/v1/reports/kl-gateway" => reports::kl_gateway, Client, A::Operation("kl-gateway-report"), C::None),
             op!(GET "/fhir/metadata" => metadata::metadata, Open, A::Not, C::None),
             op!(GET "/fhir/.well-known/smart-configuration" => smart::configuration_handler, Open, A::Not, C::None),
             op!(POST "/fhir" => bundle::transaction_or_batch, Client, A::TransactionOrBatch, C::System(&["transaction", "batch"])),
