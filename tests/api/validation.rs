@@ -11,7 +11,10 @@ fn careplan() -> Value {
     json!({"resourceType": "CarePlan", "meta": {"profile": [SB_CAREPLAN]},
         "identifier": [{"system": "urn:oid:1.2.208.176.1.1", "value": "forløb-7"}],
         "status": "active", "intent": "plan", "subject": {"reference": "Patient/p1"},
-        "period": {"start": "2026-11-01"}, "author": {"reference": "Organization/haderslev"}})
+        "period": {"start": "2026-11-01"}, "author": {"reference": "Organization/haderslev"},
+        // what KL Common's care plan, which ours derives from, requires
+        "category": [{"text": "Genoptræning"}], "created": "2026-11-01",
+        "goal": [{"reference": "Goal/formaal"}]})
 }
 
 async fn invalid_create_is_422_with_every_problem_and_nothing_written(app: TestApp) {
