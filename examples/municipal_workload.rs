@@ -126,7 +126,7 @@ fn main() {
         .nth(1)
         .map(|a| a.parse().expect("ROUNDS"))
         .unwrap_or(20);
-    let v = Validator::shared_r4().expect("definitions");
+    let v = Validator::shared_embedded().expect("definitions");
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/fixtures/municipal/haderslev-hjortebro-intervention.json"
