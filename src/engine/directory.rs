@@ -79,7 +79,7 @@ impl Tenants {
                 continue;
             };
             let key = format!("{system}|{value}");
-            if self.0.contains(&key) && !access.organizations().iter().any(|o| *o == key) {
+            if self.0.contains(&key) && !access.organizations().contains(&key) {
                 issues.push(
                     Issue::error(
                         "forbidden",
@@ -90,7 +90,7 @@ impl Tenants {
                             access.client_id
                         ),
                     )
-                    .at(&format!("{rtype}.identifier[{i}]")),
+                    .at(format!("{rtype}.identifier[{i}]")),
                 );
             }
         }
