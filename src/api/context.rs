@@ -82,10 +82,7 @@ impl RequestContext {
                 server.base_url.trim_end_matches('/').to_string()
             }
             Some(server) => format!("{}/fhir", super::origin::of(req, server).authority_url()),
-            None => format!(
-                "{}/fhir",
-                super::origin::of(req, &crate::config::Config::defaults().server).authority_url()
-            ),
+            None => format!("{}/fhir", super::origin::direct(req).authority_url()),
         };
         // The middleware refuses unauthenticated requests to every endpoint but the open ones;
         // this is the second lock on the same door.

@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use actix_web::http::header::{HeaderMap, HOST};
 use actix_web::HttpRequest;
 
-use crate::config::{ForwardedHeaders, ServerConfig};
+use crate::config::{ForwardedHeaders, ServerConfig, TrustedProxies};
 
 /// The request's origin as far as the gateway can vouch for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +38,19 @@ impl Origin {
 
 /// The origin of `req` under `server`'s proxy settings.
 pub fn of(req: &HttpRequest, server: &ServerConfig) -> Origin {
+    of_via(req, &server.trusted_proxies, server.forwarded_headers)
+}
+
+/// The origin of `req` as its connection alone tells it (no proxy trusted).
+pub fn direct(req: &HttpRequest) -> Origin {
+    of_via(
+        req,
+        &TrustedProxies::default(),
+        ForwardedHeaders::XForwarded,
+    )
+}
+
+fn of_via(req: &HttpRequest, proxies: &TrustedProxies, family: ForwardedHeaders) -> Origin {
     let conn = req.app_config();
     let local = conn.local_addr();
     let own_scheme = if conn.secure() { "https" } else { "http" };
@@ -48,7 +61,13 @@ pub fn of(req: &HttpRequest, server: &ServerConfig) -> Origin {
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .and_then(well_formed_host)
         .unwrap_or_else(|| socket_host(local));
-    from_parts(req.peer_addr(), req.headers(), server, own_scheme, own_host)
+    from_parts(
+        req.peer_addr(),
+        req.headers(),
+        (proxies, family),
+        own_scheme,
+        own_host,
+    )
 }
 
 /// The client's address alone (for rate limits and the audit trail).
@@ -61,7 +80,7 @@ pub fn client_ip(req: &HttpRequest, server: &ServerConfig) -> Option<IpAddr> {
 fn from_parts(
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
-    server: &ServerConfig,
+    (proxies, family): (&TrustedProxies, ForwardedHeaders),
     own_scheme: &'static str,
     own_host: String,
 ) -> Origin {
@@ -73,11 +92,10 @@ fn from_parts(
     let Some(peer) = origin.client else {
         return origin;
     };
-    let proxies = &server.trusted_proxies;
     if !proxies.trusts(peer) {
         return origin;
     }
-    let claims = match server.forwarded_headers {
+    let claims = match family {
         ForwardedHeaders::XForwarded => x_forwarded(headers),
         ForwardedHeaders::Forwarded => forwarded(headers),
     };
@@ -252,15 +270,7 @@ fn socket_host(addr: SocketAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, TrustedProxies};
     use actix_web::http::header::{HeaderName, HeaderValue};
-
-    fn server(proxies: &[&str], family: ForwardedHeaders) -> ServerConfig {
-        let mut s = Config::defaults().server;
-        s.trusted_proxies = TrustedProxies::parse(proxies).expect("valid proxies");
-        s.forwarded_headers = family;
-        s
-    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -277,7 +287,10 @@ mod tests {
         from_parts(
             Some(peer.parse().expect("socket address")),
             &h,
-            &server(proxies, family),
+            (
+                &TrustedProxies::parse(proxies).expect("valid proxies"),
+                family,
+            ),
             "http",
             "gw.internal:8080".into(),
         )
