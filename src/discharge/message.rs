@@ -162,19 +162,7 @@ pub fn build(
     } else {
         note.follow_up
             .iter()
-            .map(|f| {
-                let who = f
-                    .responsible
-                    .as_ref()
-                    .map(|r| r.name.clone())
-                    .unwrap_or_else(|| "NO RESPONSIBLE NAMED".into());
-                let due = f
-                    .due
-                    .as_ref()
-                    .map(|d| format!(", by {d}"))
-                    .unwrap_or_default();
-                format!("{}: {who}{due}", f.what)
-            })
+            .map(|f| f.line("NO RESPONSIBLE NAMED", "by"))
             .collect()
     };
     let contact_lines = match &note.contact {

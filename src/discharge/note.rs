@@ -64,6 +64,23 @@ pub struct FollowUp {
     pub due: Option<String>,
 }
 
+impl FollowUp {
+    /// One line of a message's follow-up plan: `what: who, <by> due`, with `nobody` where no
+    /// one is responsible (the words are the message's language).
+    pub fn line(&self, nobody: &str, by: &str) -> String {
+        let who = self
+            .responsible
+            .as_ref()
+            .map_or(nobody, |r| r.name.as_str());
+        let due = self
+            .due
+            .as_ref()
+            .map(|d| format!(", {by} {d}"))
+            .unwrap_or_default();
+        format!("{}: {who}{due}", self.what)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Responsible {

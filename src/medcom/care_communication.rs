@@ -164,19 +164,7 @@ fn texts(note: &DischargeNote, rec: &RecordResources) -> (String, String) {
         let lines: Vec<String> = note
             .follow_up
             .iter()
-            .map(|f| {
-                let who = f
-                    .responsible
-                    .as_ref()
-                    .map(|r| r.name.clone())
-                    .unwrap_or_else(|| "INGEN ANSVARLIG ANGIVET".into());
-                let due = f
-                    .due
-                    .as_ref()
-                    .map(|d| format!(", senest {d}"))
-                    .unwrap_or_default();
-                format!("{}: {who}{due}", f.what)
-            })
+            .map(|f| f.line("INGEN ANSVARLIG ANGIVET", "senest"))
             .collect();
         format!("Opfølgningsplan: {}", lines.join("; "))
     };
