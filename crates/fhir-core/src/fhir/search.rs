@@ -1115,7 +1115,7 @@ mod tests {
     #[test]
     fn has_counts_against_max_chains() {
         let pairs: Vec<(String, String)> = (0..3)
-            .map(|n| (format!("_has:Observation:patient:code"), format!("c{n}")))
+            .map(|n| ("_has:Observation:patient:code".to_string(), format!("c{n}")))
             .collect();
         let opts = |max_chains| ParseOptions {
             default_count: 20,
