@@ -55,11 +55,11 @@ impl PageCache {
     }
 }
 
-/// The types a search page is computed from: its own, chain targets, and included types.
+/// The types a search page is computed from: its own, chain targets and `_has` sources, and included types.
 fn dependencies(q: &SearchQuery) -> Dependencies {
     fn chain_targets(m: &Match, out: &mut Vec<String>) {
-        if let Match::Chain { target, inner } = m {
-            out.push(target.clone());
+        if let Some((target, inner)) = m.sub_search() {
+            out.push(target.to_string());
             for m in &inner.any_of {
                 chain_targets(m, out);
             }

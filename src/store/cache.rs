@@ -262,10 +262,10 @@ impl StoreCache {
         }
     }
 
-    /// The types (slots) a search reads: its own and every chain's target.
+    /// The types (slots) a search reads: its own, every chain's target and every `_has` source.
     pub(crate) fn query_slots(q: &SearchQuery) -> Vec<usize> {
         fn walk(m: &Match, out: &mut Vec<usize>) {
-            if let Match::Chain { target, inner } = m {
+            if let Some((target, inner)) = m.sub_search() {
                 out.push(type_slot(target));
                 for m in &inner.any_of {
                     walk(m, out);

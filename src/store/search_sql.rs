@@ -2,7 +2,8 @@
 //! which both SQLite and PostgreSQL accept.
 //!
 //! Every filter is an `EXISTS` over `search_index`; chains nest a sub-select on the referenced
-//! type; paging is by key (the sort values plus the creation sequence), never by offset.
+//! type, and `_has` mirrors them (the ids that matching resources of another type refer to);
+//! paging is by key (the sort values plus the creation sequence), never by offset.
 
 use std::fmt::Write as _;
 
@@ -370,6 +371,20 @@ fn filter(sql: &mut Sql, alias: &str, rtype: &str, f: &Filter, vis: &Visibility)
             });
             sql.push(")");
         }
+        "_has" => {
+            sql.push("(");
+            balanced(sql, &f.any_of, " OR ", &mut |sql, m| match m {
+                Match::Has {
+                    source,
+                    param,
+                    inner,
+                } => referenced_by(sql, alias, rtype, source, param, inner, vis),
+                _ => {
+                    sql.push("1 = 0");
+                }
+            });
+            sql.push(")");
+        }
         param => {
             let i = sql.alias("i");
             let missing = match f.any_of.as_slice() {
@@ -403,6 +418,38 @@ fn filter(sql: &mut Sql, alias: &str, rtype: &str, f: &Filter, vis: &Visibility)
             sql.push(")").push(close);
         }
     }
+}
+
+/// `_has` (a reverse chain): the row `alias` (of type `rtype`) is what the reference parameter
+/// `param` of some visible, not deleted `source` resource matching `inner` points at. The
+/// referring resource is tested under the caller's visibility, as a chain's target is: another
+/// tenant's resources must not decide what matches.
+fn referenced_by(
+    sql: &mut Sql,
+    alias: &str,
+    rtype: &str,
+    source: &str,
+    param: &str,
+    inner: &Filter,
+    vis: &Visibility,
+) {
+    let h = sql.alias("h");
+    let s = sql.alias("s");
+    let array = sql.flat_filters;
+    let open = if array { "= ANY(ARRAY(" } else { "IN (" };
+    let _ = write!(
+        sql.text,
+        "{alias}.id {open}SELECT {h}.value FROM search_index {h} JOIN resources {s} ON {s}.res_type = {h}.res_type AND {s}.id = {h}.res_id WHERE {h}.res_type = "
+    );
+    sql.text(source);
+    let _ = write!(sql.text, " AND {h}.param = ");
+    sql.text(param);
+    let _ = write!(sql.text, " AND {h}.system = ");
+    sql.text(rtype);
+    let _ = write!(sql.text, " AND {s}.deleted = 0 AND ");
+    filter(sql, &s, source, inner, vis);
+    visibility(sql, &s, vis);
+    sql.push(if array { "))" } else { ")" });
 }
 
 /// The index row `i` matches one of `any_of`: exact values with the same column test share one
@@ -566,7 +613,7 @@ fn index_match(sql: &mut Sql, i: &str, m: &Match, vis: &Visibility) {
             sql.push("))");
         }
         // Handled by `filter`; inside alternatives it cannot be combined meaningfully.
-        Match::Missing(_) => {
+        Match::Missing(_) | Match::Has { .. } => {
             sql.push("1 = 0");
         }
     }

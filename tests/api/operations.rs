@@ -300,6 +300,31 @@ async fn capability_claims_hold(app: TestApp) {
         .unwrap();
     let revs = patient["searchRevInclude"].as_array().expect("revincludes");
     assert!(revs.iter().any(|r| r == "CarePlan:subject"), "{revs:?}");
+    // `_has` is claimed where references can point, and every such reference answers it.
+    let mut has = 0;
+    for r in rest["resource"].as_array().unwrap() {
+        let t = r["type"].as_str().unwrap();
+        let claimed = r["searchParam"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "_has" && p["type"] == "special");
+        let revs: Vec<&str> = r["searchRevInclude"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        assert_eq!(claimed, !revs.is_empty(), "{t}: _has claimed iff referable");
+        for rev in revs {
+            let (source, param) = rev.split_once(':').unwrap();
+            let res = app
+                .get(&format!("{t}?_has:{source}:{param}:_id=claim-1"))
+                .await;
+            let status = res.status().as_u16();
+            assert_eq!(status, 200, "{t}?_has:{rev}: {}", res.text().await.unwrap());
+            has += 1;
+        }
+    }
+    assert!(has > 50, "{has}");
 }
 
 /// HEAD answers a read or search with its headers and no body; OPTIONS answers `Allow`; other

@@ -275,6 +275,160 @@ async fn unknown_parameters_are_reported_unless_lenient(app: TestApp) {
     app.get_json("CarePlan?_page=garbage", 400).await;
 }
 
+async fn has_finds_resources_by_what_refers_to_them(app: TestApp) {
+    let (pid, plan, _) = seed(&app).await;
+    // A second citizen with nothing pointing at them.
+    let other = app
+        .create(&json!({"resourceType": "Patient", "name": [{"family": "Holm"}]}))
+        .await;
+    assert!(other["id"].is_string());
+    let ids = |b: &Value| match_ids(b);
+    let found = app
+        .get_json("Patient?_has:CarePlan:subject:status=active", 200)
+        .await;
+    assert_eq!(ids(&found), vec![pid.clone()]);
+    let found = app
+        .get_json("Patient?_has:CarePlan:subject:status=revoked", 200)
+        .await;
+    assert!(ids(&found).is_empty(), "{found}");
+    // Two at once are ANDed; alternatives inside one are ORed.
+    let found = app
+        .get_json(
+            "Patient?_has:CarePlan:subject:status=revoked,active&_has:Goal:subject:lifecycle-status=active",
+            200,
+        )
+        .await;
+    assert_eq!(ids(&found), vec![pid.clone()]);
+    let found = app
+        .get_json(
+            "Patient?_has:CarePlan:subject:status=active&_has:Goal:subject:lifecycle-status=cancelled",
+            200,
+        )
+        .await;
+    assert!(ids(&found).is_empty(), "{found}");
+    // Nested: citizens with a stay that a finished meeting is part of; and a chain inside.
+    let found = app
+        .get_json(
+            "Patient?_has:Encounter:subject:_has:Encounter:part-of:status=finished",
+            200,
+        )
+        .await;
+    assert_eq!(ids(&found), vec![pid.clone()]);
+    let found = app
+        .get_json(
+            "Patient?_has:Encounter:subject:_has:Encounter:part-of:status=cancelled",
+            200,
+        )
+        .await;
+    assert!(ids(&found).is_empty(), "{found}");
+    let found = app
+        .get_json(
+            "Patient?_has:CarePlan:subject:goal.lifecycle-status=active",
+            200,
+        )
+        .await;
+    assert_eq!(ids(&found), vec![pid.clone()]);
+    // A deleted plan no longer matches (and the earlier page is not served from a cache).
+    let res = app.delete(&format!("CarePlan/{plan}")).await;
+    assert!(res.status().is_success(), "{}", res.status());
+    let found = app
+        .get_json("Patient?_has:CarePlan:subject:status=active", 200)
+        .await;
+    assert!(ids(&found).is_empty(), "{found}");
+}
+
+async fn has_errors_are_reported_at_the_parameter(app: TestApp) {
+    for query in [
+        "_has:Nonsense:subject:status=active",
+        "_has:CarePlan:colour:status=active",
+        "_has:CarePlan:status:status=active",
+        "_has:CarePlan:subject=active",
+        "_has:CarePlan:subject:colour=red",
+        "_has:CarePlan:subject:date=yesterday",
+        // Goal.subject never refers to an Encounter.
+        "_has:Goal:subject:lifecycle-status=active",
+    ] {
+        let rtype = if query.starts_with("_has:Goal") {
+            "Encounter"
+        } else {
+            "Patient"
+        };
+        let outcome = app.get_json(&format!("{rtype}?{query}"), 400).await;
+        assert_eq!(outcome["resourceType"], "OperationOutcome");
+        assert_eq!(outcome["issue"][0]["expression"][0], query, "{outcome}");
+    }
+}
+
+/// `_has` tests the referring resources under the caller's visibility: another tenant's plan
+/// pointing at a citizen does not make that citizen match.
+async fn has_does_not_see_other_tenants_resources(app: TestApp) {
+    use crate::tokens::token;
+    let kolding = token("kolding", "system/*.cruds");
+    let haderslev = token("haderslev", "system/*.cruds");
+    let send = |method: reqwest::Method, path: String, tok: &str, body: Option<Value>| {
+        let mut req = app.client.request(method, app.url(&path)).bearer_auth(tok);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/fhir+json")
+                .body(b.to_string());
+        }
+        async move {
+            let res = req.send().await.expect("request");
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, patient) = send(
+        reqwest::Method::POST,
+        "Patient".into(),
+        &kolding,
+        Some(json!({"resourceType": "Patient", "name": [{"family": "Kjær"}]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{patient}");
+    let pid = patient["id"].as_str().expect("id").to_string();
+    let plan = |status: &str| {
+        json!({"resourceType": "CarePlan", "status": status, "intent": "plan",
+            "subject": {"reference": format!("Patient/{pid}")}})
+    };
+    let (status, body) = send(
+        reqwest::Method::POST,
+        "CarePlan".into(),
+        &haderslev,
+        Some(plan("active")),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let search = "Patient?_has:CarePlan:subject:status=active";
+    // The development client sees every tenant: the row is there to be found.
+    assert_eq!(
+        match_ids(&app.get_json(search, 200).await),
+        vec![pid.clone()]
+    );
+    let (status, page) = send(reqwest::Method::GET, search.into(), &kolding, None).await;
+    assert_eq!(status, 200);
+    assert!(
+        match_ids(&page).is_empty(),
+        "Haderslev's plan leaked: {page}"
+    );
+    let (_, page) = send(reqwest::Method::GET, search.into(), &haderslev, None).await;
+    assert!(
+        match_ids(&page).is_empty(),
+        "Kolding's patient leaked: {page}"
+    );
+    // Kolding's own plan does count.
+    let (status, body) = send(
+        reqwest::Method::POST,
+        "CarePlan".into(),
+        &kolding,
+        Some(plan("active")),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (_, page) = send(reqwest::Method::GET, search.into(), &kolding, None).await;
+    assert_eq!(match_ids(&page), vec![pid]);
+}
+
 on_both_backends!(
     regions_find_a_citizens_plans_by_cpr_through_a_chain,
     token_reference_string_and_date_parameters_filter,
@@ -282,4 +436,7 @@ on_both_backends!(
     paging_links_stay_correct_while_data_is_written,
     sort_summary_count_and_elements,
     unknown_parameters_are_reported_unless_lenient,
+    has_finds_resources_by_what_refers_to_them,
+    has_errors_are_reported_at_the_parameter,
+    has_does_not_see_other_tenants_resources,
 );

@@ -88,6 +88,11 @@ pub fn capability_statement(
                         .map(move |p| format!("{source}:{}", p.code))
                 })
                 .collect();
+            // Reverse chaining works from exactly the references `_revinclude` follows.
+            if !revincludes.is_empty() {
+                search_params.push(json!({"name": "_has", "type": "special",
+                    "documentation": "Reverse chaining: `_has:Type:reference-parameter:search-parameter=value` (see searchRevInclude for the references that can point here)"}));
+            }
             let writable = !READ_ONLY_TYPES.contains(t);
             let mut r = json!({
                 "type": t,

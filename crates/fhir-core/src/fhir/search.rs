@@ -76,8 +76,26 @@ pub enum Match {
         target: String,
         inner: Box<Filter>,
     },
+    /// `_has:source:param:inner=value` (reverse chaining): some resource of type `source`
+    /// whose reference parameter `param` points at this resource matches `inner`.
+    Has {
+        source: String,
+        param: String,
+        inner: Box<Filter>,
+    },
     /// `param:missing=true|false`.
     Missing(bool),
+}
+
+impl Match {
+    /// The nested search of a chain or reverse chain: the type it runs on and its filter.
+    pub fn sub_search(&self) -> Option<(&str, &Filter)> {
+        match self {
+            Match::Chain { target, inner } => Some((target, inner)),
+            Match::Has { source, inner, .. } => Some((source, inner)),
+            _ => None,
+        }
+    }
 }
 
 /// One search parameter in the query: `param` matches one of `any_of` (negated by `:not`).
@@ -228,7 +246,7 @@ pub struct SearchCaps {
     pub max_alternatives: usize,
     /// Alternatives over all parameters of the request.
     pub max_alternatives_total: usize,
-    /// Chained sub-searches (each target type of each chain counts).
+    /// Chained sub-searches (each target type of each chain counts, and each `_has`).
     pub max_chains: usize,
     /// `_include` and `_revinclude` parameters together.
     pub max_includes: usize,
@@ -246,14 +264,14 @@ impl Default for SearchCaps {
     }
 }
 
-/// What a filter costs: one per leaf alternative (a chain's target type, and every alternative
-/// inside it), and how many chained sub-searches it holds.
+/// What a filter costs: one per leaf alternative (a chain's target type or a `_has`, and every
+/// alternative inside it), and how many chained sub-searches (either direction) it holds.
 fn filter_work(f: &Filter) -> (usize, usize) {
     let mut work = 0;
     let mut chains = 0;
     for m in &f.any_of {
         match m {
-            Match::Chain { inner, .. } => {
+            Match::Chain { inner, .. } | Match::Has { inner, .. } => {
                 let (w, c) = filter_work(inner);
                 work += w.max(1);
                 chains += 1 + c;
@@ -603,6 +621,10 @@ fn parse_filter(
     value: &str,
     depth: usize,
 ) -> Result<Filter, ParamError> {
+    // Reverse chains first: their inner parameter may itself be a chain (`…:subject.name`).
+    if name == "_has" || name.starts_with("_has:") {
+        return parse_has(registry, rtype, name, value, depth);
+    }
     // Chains: `patient.identifier`, `subject:Patient.name`.
     if let Some((head, rest)) = name.split_once('.') {
         if depth > 1 {
@@ -717,6 +739,61 @@ fn parse_filter(
         param: code.to_string(),
         negate,
         any_of,
+    })
+}
+
+/// Parse `_has:Type:refParam:inner=value` on `rtype`: resources of `rtype` that some `Type`
+/// refers to through `refParam`, where that `Type` matches `inner=value` (which may be a chain or
+/// another `_has`; the two directions share the depth limit of chains).
+fn parse_has(
+    registry: &SearchParamRegistry,
+    rtype: &str,
+    name: &str,
+    value: &str,
+    depth: usize,
+) -> Result<Filter, ParamError> {
+    let mut parts = name.splitn(4, ':').skip(1);
+    let (Some(source), Some(param), Some(inner_name)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format!(
+            "{name} is malformed; _has takes the form _has:Type:reference-parameter:search-parameter=value"
+        )
+        .into());
+    };
+    if source.is_empty() || param.is_empty() || inner_name.is_empty() {
+        return Err(format!(
+            "{name} is malformed; _has takes the form _has:Type:reference-parameter:search-parameter=value"
+        )
+        .into());
+    }
+    if depth > 1 {
+        return Err(unknown(
+            "chains deeper than two references are not supported".into(),
+        ));
+    }
+    if registry.params_for(source).next().is_none() {
+        return Err(unknown(format!(
+            "_has: {source:?} is not a resource type this server searches"
+        )));
+    }
+    let def = registry
+        .get(source, param)
+        .ok_or_else(|| unknown(format!("{source} has no search parameter {param:?}")))?;
+    if def.ptype != ParamType::Reference {
+        return Err(format!("_has: {source}:{param} is not a reference parameter").into());
+    }
+    if !def.targets.is_empty() && !def.targets.iter().any(|t| t == rtype) {
+        return Err(format!("_has: {source}:{param} cannot refer to {rtype}").into());
+    }
+    let inner = parse_filter(registry, source, inner_name, value, depth + 1)?;
+    Ok(Filter {
+        param: "_has".into(),
+        negate: false,
+        any_of: vec![Match::Has {
+            source: source.to_string(),
+            param: param.to_string(),
+            inner: Box::new(inner),
+        }],
     })
 }
 
@@ -963,6 +1040,96 @@ mod tests {
                 code: Some("active".into())
             }
         );
+    }
+
+    #[test]
+    fn has_becomes_a_reverse_chain_and_nests() {
+        let q = parse("Patient", &[("_has:Observation:patient:code", "1234-5")]).expect("valid");
+        let Match::Has {
+            source,
+            param,
+            inner,
+        } = &q.filters[0].any_of[0]
+        else {
+            panic!("not a reverse chain: {q:?}");
+        };
+        assert_eq!(
+            (source.as_str(), param.as_str()),
+            ("Observation", "patient")
+        );
+        assert_eq!(inner.param, "code");
+        // Nested, and with a chain inside.
+        let q = parse(
+            "Patient",
+            &[(
+                "_has:CarePlan:subject:_has:CarePlan:based-on:status",
+                "active",
+            )],
+        )
+        .expect("valid");
+        let Match::Has { inner, .. } = &q.filters[0].any_of[0] else {
+            panic!("{q:?}")
+        };
+        assert!(matches!(&inner.any_of[0], Match::Has { param, .. } if param == "based-on"));
+        parse(
+            "Patient",
+            &[("_has:CarePlan:subject:care-team.status", "active")],
+        )
+        .expect("chain inside");
+        // A third level is refused, like chains deeper than two references.
+        let third = "_has:CarePlan:subject:_has:CarePlan:based-on:_has:CarePlan:based-on:status";
+        let issues = parse("Patient", &[(third, "active")]).expect_err("too deep");
+        assert!(issues[0].diagnostics.contains("deeper"), "{issues:?}");
+    }
+
+    #[test]
+    fn has_errors_name_the_parameter() {
+        for (name, value) in [
+            ("_has", "x"),
+            ("_has:Observation", "x"),
+            ("_has:Observation:patient", "x"),
+            ("_has:Observation::code", "x"),
+            ("_has:Nonsense:patient:code", "x"),
+            ("_has:Observation:colour:code", "x"),
+            ("_has:Observation:code:code", "x"),
+            ("_has:Observation:patient:colour", "x"),
+            ("_has:Observation:patient:code", ""),
+            // Goal.subject refers to Patient, Group and Organization, never to a CarePlan.
+            ("_has:Goal:subject:lifecycle-status", "active"),
+        ] {
+            let rtype = if name.starts_with("_has:Goal") {
+                "CarePlan"
+            } else {
+                "Patient"
+            };
+            let issues = parse(rtype, &[(name, value)]).expect_err(name);
+            assert_eq!(issues.len(), 1, "{name}: {issues:?}");
+            assert_eq!(
+                issues[0].expression.as_deref(),
+                Some(format!("{name}={value}").as_str()),
+                "{issues:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn has_counts_against_max_chains() {
+        let pairs: Vec<(String, String)> = (0..3)
+            .map(|n| ("_has:Observation:patient:code".to_string(), format!("c{n}")))
+            .collect();
+        let opts = |max_chains| ParseOptions {
+            default_count: 20,
+            max_count: 100,
+            lenient: false,
+            caps: SearchCaps {
+                max_chains,
+                ..SearchCaps::default()
+            },
+        };
+        let reg = SearchParamRegistry::embedded();
+        assert!(parse_search(reg, "Patient", &pairs, opts(3)).is_ok());
+        let issues = parse_search(reg, "Patient", &pairs, opts(2)).expect_err("over the cap");
+        assert!(format!("{issues:?}").contains("max_chains"), "{issues:?}");
     }
 
     #[test]
