@@ -100,10 +100,19 @@ pub fn stay_figures(
     )
 }
 
-/// Goals by their current achievement.
-pub fn goal_figures(goals: &[(Option<String>, i64)]) -> Value {
+/// Goals of the active courses by their current achievement; `record_system` is the
+/// municipality's (a course's Goals have `{record_system}/{record id}`).
+pub fn goal_figures(
+    goals: &[(String, Option<String>, i64)],
+    courses: &[ActiveCourse],
+    record_system: &str,
+) -> Value {
+    let active: std::collections::HashSet<String> = courses
+        .iter()
+        .map(|c| format!("{record_system}/{}", c.record))
+        .collect();
     let (mut total, mut achieved, mut not, mut progress, mut other) = (0, 0, 0, 0, 0);
-    for (code, n) in goals {
+    for (_, code, n) in goals.iter().filter(|(sys, _, _)| active.contains(sys)) {
         total += n;
         match code.as_deref() {
             Some("achieved" | "sustaining") => achieved += n,
@@ -171,6 +180,7 @@ pub fn readmissions(
 }
 
 /// The response body.
+#[allow(clippy::too_many_arguments)]
 pub fn body(
     municipality: &str,
     from: &str,
@@ -189,7 +199,11 @@ pub fn body(
         "dischargedWithin24h": within24,
         "readyToDischargeHours": ready,
         "temporaryStayDays": stay,
-        "goals": goal_figures(&rows.goals),
+        "goals": goal_figures(
+            &rows.goals,
+            &rows.courses,
+            &crate::municipal::vocab::record_system(municipality),
+        ),
         "coursesByPhase": phase_figures(&rows.courses),
         "readmissionsDuringCourse": readmissions(&rows.courses, events, from_ms, to_ms),
         // Discharge notes' warnings are returned to the sender and not stored (docs/kpis.md).

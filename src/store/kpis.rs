@@ -37,6 +37,8 @@ pub struct StayTimes {
 /// One care course active at some time in the period.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActiveCourse {
+    /// The record id (the CarePlan's identifier value).
+    pub record: String,
     pub start: Option<String>,
     pub end: Option<String>,
     pub phase: Option<String>,
@@ -50,8 +52,9 @@ pub struct KpiRows {
     /// Stays with a ready-for-discharge or discharge time (the others count in no figure).
     pub stays: Vec<StayTimes>,
     pub courses: Vec<ActiveCourse>,
-    /// Goals of the active courses: (achievement code, how many).
-    pub goals: Vec<(Option<String>, i64)>,
+    /// The municipality's Goals: (their record's part identifier system, achievement code, how
+    /// many).
+    pub goals: Vec<(String, Option<String>, i64)>,
 }
 
 fn json_path(backend: Backend, col: &str, path: &[&str]) -> String {
@@ -91,8 +94,7 @@ fn extension_value(sql: &mut Sql, backend: Backend, col: &str, url: &str, value:
 
 /// The municipality's course CarePlans (`cp`, identifier row `cpi`) active at some time in the
 /// period (their `date` index row overlaps it), visible under `vis`.
-/// `joins` is added after the course's own.
-fn active_courses_from(sql: &mut Sql, q: &KpiQuery, vis: &Visibility, joins: &str) {
+fn active_courses_from(sql: &mut Sql, q: &KpiQuery, vis: &Visibility) {
     sql.push(
         " FROM search_index cpi JOIN resources cp ON cp.res_type = 'CarePlan' AND cp.id = cpi.res_id AND cp.deleted = 0",
     );
@@ -100,7 +102,6 @@ fn active_courses_from(sql: &mut Sql, q: &KpiQuery, vis: &Visibility, joins: &st
         .bind(Bind::Int(q.to_ms))
         .push(" AND cpd.hi >= ")
         .bind(Bind::Int(q.from_ms));
-    sql.push(joins);
     sql.push(" WHERE cpi.res_type = 'CarePlan' AND cpi.param = 'identifier' AND cpi.system = ")
         .text(&q.record_system);
     visibility(sql, "cp", vis);
@@ -129,7 +130,7 @@ pub(crate) fn stays(q: &KpiQuery, backend: Backend, vis: &Visibility) -> Sql {
 
 pub(crate) fn courses(q: &KpiQuery, backend: Backend, vis: &Visibility) -> Sql {
     let mut sql = Sql::default();
-    sql.push("SELECT ")
+    sql.push("SELECT cpi.value AS record, ")
         .push(&json_path(backend, "cp.content", &["period", "start"]))
         .push(" AS start, ")
         .push(&json_path(backend, "cp.content", &["period", "end"]))
@@ -144,10 +145,13 @@ pub(crate) fn courses(q: &KpiQuery, backend: Backend, vis: &Visibility) -> Sql {
     sql.push(" AS phase, (SELECT p.value FROM search_index s JOIN search_index p ON p.res_type = 'Patient' AND p.res_id = s.value AND p.param = 'identifier' AND p.system = ")
         .text(&q.cpr_system)
         .push(" WHERE s.res_type = 'CarePlan' AND s.res_id = cp.id AND s.param = 'subject' AND s.system = 'Patient' LIMIT 1) AS cpr");
-    active_courses_from(&mut sql, q, vis, "");
+    active_courses_from(&mut sql, q, vis);
     sql
 }
 
+/// The municipality's Goals, counted by record (their identifier system) and achievement code;
+/// the caller keeps those of the active courses. (Joining Goals to courses on the identifier
+/// system in SQL would scan every Goal row per course: the index leads with the value.)
 pub(crate) fn goals(q: &KpiQuery, backend: Backend, vis: &Visibility) -> Sql {
     let mut sql = Sql::default();
     let code = json_path(
@@ -155,14 +159,13 @@ pub(crate) fn goals(q: &KpiQuery, backend: Backend, vis: &Visibility) -> Sql {
         "g.content",
         &["achievementStatus", "coding", "0", "code"],
     );
-    sql.push("SELECT ")
+    sql.push("SELECT gi.system AS rec, ")
         .push(&code)
-        .push(" AS code, COUNT(*) AS n");
-    // The Goals of a course: identifier system `{record system}/{record id}`.
-    let join = " JOIN search_index gi ON gi.res_type = 'Goal' AND gi.param = 'identifier' AND gi.system = cpi.system || '/' || cpi.value JOIN resources g ON g.res_type = 'Goal' AND g.id = gi.res_id AND g.deleted = 0";
-    active_courses_from(&mut sql, q, vis, join);
+        .push(" AS code, COUNT(*) AS n FROM search_index gi JOIN resources g ON g.res_type = 'Goal' AND g.id = gi.res_id AND g.deleted = 0")
+        .push(" WHERE gi.res_type = 'Goal' AND gi.param = 'identifier' AND gi.system LIKE ")
+        .text(&format!("{}/%", q.record_system));
     visibility(&mut sql, "g", vis);
-    sql.push(" GROUP BY ").push(&code);
+    sql.push(" GROUP BY gi.system, ").push(&code);
     sql
 }
 
@@ -181,6 +184,9 @@ pub(crate) fn stay_row(row: &AnyRow) -> Result<StayTimes, StoreError> {
 
 pub(crate) fn course_row(row: &AnyRow) -> Result<ActiveCourse, StoreError> {
     Ok(ActiveCourse {
+        record: row
+            .try_get("record")
+            .map_err(|e: sqlx::Error| StoreError::Corrupt(e.to_string()))?,
         start: opt_text(row, "start")?,
         end: opt_text(row, "finish")?,
         phase: opt_text(row, "phase")?,
@@ -188,10 +194,13 @@ pub(crate) fn course_row(row: &AnyRow) -> Result<ActiveCourse, StoreError> {
     })
 }
 
-pub(crate) fn goal_row(row: &AnyRow) -> Result<(Option<String>, i64), StoreError> {
+pub(crate) fn goal_row(row: &AnyRow) -> Result<(String, Option<String>, i64), StoreError> {
     let n = row
         .try_get::<i64, _>("n")
         .or_else(|_| row.try_get::<i32, _>("n").map(i64::from))
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok((opt_text(row, "code")?, n))
+    let rec = row
+        .try_get("rec")
+        .map_err(|e: sqlx::Error| StoreError::Corrupt(e.to_string()))?;
+    Ok((rec, opt_text(row, "code")?, n))
 }
