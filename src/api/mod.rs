@@ -7,6 +7,7 @@ pub mod auth;
 pub mod context;
 pub mod fhir;
 pub mod health;
+pub mod kpis;
 pub mod limits;
 pub mod municipal;
 pub mod operations;
@@ -291,6 +292,7 @@ mod tests {
             "/municipal/v1/care-records/HAD-1/hospital-events/x",
             "/municipal/v1/discharge-notes",
             "/municipal/v1/reports/kl-gateway",
+            "/municipal/v1/kpis",
         ] {
             let req = test::TestRequest::get().uri(path).to_request();
             let body = test::call_and_read_body(&app, req).await;

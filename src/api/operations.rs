@@ -10,7 +10,7 @@ use actix_web::http::Method;
 use actix_web::{web, Route};
 
 use super::fhir::{bundle, crud, history, metadata, process_message, search, share, validate};
-use super::{admin, health, municipal, reports, smart};
+use super::{admin, health, kpis, municipal, reports, smart};
 use crate::audit::Interaction;
 
 /// Who may call a route.
@@ -152,6 +152,7 @@ pub fn table() -> &'static [Operation] {
             op!(GET "/municipal/v1/care-records/{id}/hospital-events" => municipal::get_hospital_events, Client, A::CareRecordGet, C::None),
             op!(POST "/municipal/v1/discharge-notes" => municipal::post_discharge_note, Client, A::DischargeNotePost, C::None),
             op!(GET "/municipal/v1/reports/kl-gateway" => reports::kl_gateway, Client, A::Operation("kl-gateway-report"), C::None),
+            op!(GET "/municipal/v1/kpis" => kpis::kpis, Client, A::Operation("kpis"), C::None),
             op!(GET "/fhir/metadata" => metadata::metadata, Open, A::Not, C::None),
             op!(GET "/fhir/.well-known/smart-configuration" => smart::configuration_handler, Open, A::Not, C::None),
             op!(POST "/fhir" => bundle::transaction_or_batch, Client, A::TransactionOrBatch, C::System(&["transaction", "batch"])),

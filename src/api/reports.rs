@@ -107,7 +107,11 @@ fn request(ctx: &RequestContext) -> Result<Request, FhirError> {
 
 /// 403 unless the caller may see the municipality's report: an administrator, or a municipality
 /// client with the municipality's code among its organizations or owning records of it.
-async fn permit(state: &AppState, ctx: &RequestContext, req: &Request) -> Result<(), FhirError> {
+pub(crate) async fn permit(
+    state: &AppState,
+    ctx: &RequestContext,
+    municipality: &str,
+) -> Result<(), FhirError> {
     super::municipal::municipal_client(ctx)?;
     ctx.access.permit("CarePlan", Permission::Search)?;
     for t in ["Patient", "Condition", "Goal", "Encounter", "CareTeam"] {
@@ -116,7 +120,7 @@ async fn permit(state: &AppState, ctx: &RequestContext, req: &Request) -> Result
     if ctx.access.sees_everything() {
         return Ok(());
     }
-    let code = format!("{}|{}", vocab::MUNICIPALITY_CODES, req.municipality);
+    let code = format!("{}|{}", vocab::MUNICIPALITY_CODES, municipality);
     if ctx.access.organizations().contains(&code) {
         return Ok(());
     }
@@ -124,7 +128,7 @@ async fn permit(state: &AppState, ctx: &RequestContext, req: &Request) -> Result
         "CarePlan",
         &[(
             "identifier".to_string(),
-            format!("{}|", vocab::record_system(&req.municipality)),
+            format!("{}|", vocab::record_system(municipality)),
         )],
         false,
     )?;
@@ -144,10 +148,7 @@ async fn permit(state: &AppState, ctx: &RequestContext, req: &Request) -> Result
         403,
         vec![Issue::error(
             "forbidden",
-            format!(
-                "client {who} does not act for municipality {}",
-                req.municipality
-            ),
+            format!("client {who} does not act for municipality {municipality}"),
         )
         .at("municipality")],
     ))
@@ -168,7 +169,7 @@ pub async fn kl_gateway(
     ctx: RequestContext,
 ) -> Result<HttpResponse, FhirError> {
     let req = request(&ctx)?;
-    permit(&state, &ctx, &req).await?;
+    permit(&state, &ctx, &req.municipality).await?;
     let validator = codes(&state)?;
     let vis = ctx.access.readable();
     let timestamp = fhir_core::fhir::instant(chrono::Utc::now().timestamp_millis());

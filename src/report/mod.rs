@@ -6,4 +6,5 @@
 //!   report written as a stream of text pieces (never the whole report in memory).
 
 pub mod kl_gateway;
+pub mod kpis;
 pub mod stored;

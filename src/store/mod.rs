@@ -7,6 +7,7 @@
 mod cache;
 mod group_commit;
 pub mod hospital_events;
+pub mod kpis;
 mod migrate;
 mod notify;
 pub mod outbox;
@@ -324,6 +325,17 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Option<HospitalEvent>, StoreError>;
     /// A citizen's hospital events (by the hashed key `medcom::citizen_key` gives), in time order.
     async fn hospital_events(&self, citizen: &str) -> Result<Vec<HospitalEvent>, StoreError>;
+    /// The hospital events of several citizens (hashed keys), by citizen and in time order.
+    async fn hospital_events_of(
+        &self,
+        citizens: &[String],
+    ) -> Result<Vec<HospitalEvent>, StoreError>;
+    /// The rows the care-flow KPIs of one municipality are computed from ([`kpis`]), under `vis`.
+    async fn kpi_rows(
+        &self,
+        q: &kpis::KpiQuery,
+        vis: &Visibility,
+    ) -> Result<kpis::KpiRows, StoreError>;
     /// How many hospital stays of `citizen` (hashed key) began while a care course ran from
     /// `start_ms` to `end_ms` (`None`: still active): admissions not cancelled, a corrected
     /// admission counted once ([`hospital_events::admissions_within`]). For the readmission

@@ -539,6 +539,50 @@ impl Storage for SqlStore {
         row.as_ref().map(hospital_events::row).transpose()
     }
 
+    async fn hospital_events_of(
+        &self,
+        citizens: &[String],
+    ) -> Result<Vec<HospitalEvent>, StoreError> {
+        let mut out = Vec::new();
+        // Bounded lists: both databases limit the number of bound values.
+        for chunk in citizens.chunks(500) {
+            let sql = hospital_events::by_citizens(chunk);
+            let rows = query(&sql).fetch_all(&self.read).await.map_err(db_err)?;
+            for r in &rows {
+                out.push(hospital_events::row(r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn kpi_rows(
+        &self,
+        q: &super::kpis::KpiQuery,
+        vis: &Visibility,
+    ) -> Result<super::kpis::KpiRows, StoreError> {
+        use super::kpis;
+        let b = self.backend;
+        let fetch =
+            |sql: Sql| async move { query(&sql).fetch_all(&self.read).await.map_err(db_err) };
+        let stays = fetch(kpis::stays(q, b, vis)).await?;
+        let courses = fetch(kpis::courses(q, b, vis)).await?;
+        let goals = fetch(kpis::goals(q, b, vis)).await?;
+        Ok(kpis::KpiRows {
+            stays: stays
+                .iter()
+                .map(kpis::stay_row)
+                .collect::<Result<Vec<_>, _>>()?,
+            courses: courses
+                .iter()
+                .map(kpis::course_row)
+                .collect::<Result<Vec<_>, _>>()?,
+            goals: goals
+                .iter()
+                .map(kpis::goal_row)
+                .collect::<Result<Vec<_>, _>>()?,
+        })
+    }
+
     async fn hospital_events(&self, citizen: &str) -> Result<Vec<HospitalEvent>, StoreError> {
         let sql = hospital_events::by_citizen(citizen);
         let rows = query(&sql).fetch_all(&self.read).await.map_err(db_err)?;

@@ -15,6 +15,7 @@ mod examples;
 mod forwarding;
 mod hardening;
 mod hostile;
+mod kpis;
 mod limits;
 mod lookups;
 mod medcom;

@@ -1,0 +1,164 @@
+//! How long the KPI figures of one municipality take (`GET /municipal/v1/kpis` less HTTP): a
+//! SQLite database (or PostgreSQL, with a URL as the first argument) filled with `COURSES`
+//! (default 10,000) synthetic courses of municipality 0510, each a course CarePlan, a stay
+//! Encounter, three Goals and a Patient, written through the store with their real search
+//! index rows; then the store's KPI rows, the hospital events and the arithmetic, timed over
+//! several runs. Figures recorded in docs/kpis.md.
+//!
+//! ```text
+//! cargo run --release --example kpi_timing [DATABASE_URL] [COURSES]
+//! ```
+
+use std::time::Instant;
+
+use fhir_core::fhir::search_params::SearchParamRegistry;
+use sektorbro::config::CacheConfig;
+use sektorbro::municipal::vocab;
+use sektorbro::store::kpis::KpiQuery;
+use sektorbro::store::{NewVersion, Visibility};
+use serde_json::{json, Value};
+
+const PHASES: [&str; 5] = [
+    "assessment",
+    "goal-setting",
+    "intervention",
+    "follow-up",
+    "completed",
+];
+const ACHIEVEMENT: [&str; 4] = ["achieved", "in-progress", "not-achieved", "improving"];
+
+fn resources(i: usize) -> Vec<Value> {
+    let rs = vocab::record_system("0510");
+    let parts = vocab::part_system("0510", &format!("R{i}"));
+    // Courses spread over 2024–2025, each 20–60 days; one in four still running.
+    let day = i % 700;
+    let start =
+        chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap() + chrono::Days::new(day as u64);
+    let len = 20 + (i % 41) as u64;
+    let end = start + chrono::Days::new(len);
+    let ready = end - chrono::Days::new(1 + (i % 3) as u64);
+    let open = i % 4 == 0;
+    let mut period = json!({"start": format!("{start}T10:00:00+01:00")});
+    if !open {
+        period["end"] = json!(format!("{end}T09:00:00+01:00"));
+    }
+    let patient = format!("p{i}");
+    let mut out = vec![
+        json!({"resourceType": "Patient", "id": patient,
+               "identifier": [{"system": vocab::CPR, "value": format!("{:010}", 1_000_000 + i)}]}),
+        json!({"resourceType": "CarePlan", "id": format!("cp{i}"), "status": "active", "intent": "plan",
+               "extension": [{"url": vocab::ext::PHASE, "valueCode": PHASES[i % 5]}],
+               "identifier": [{"system": rs, "value": format!("R{i}")}],
+               "subject": {"reference": format!("Patient/{patient}")}, "period": period}),
+        json!({"resourceType": "Encounter", "id": format!("e{i}"), "status": "finished",
+               "class": {"code": "SS"},
+               "identifier": [{"system": parts, "value": "stay"}],
+               "subject": {"reference": format!("Patient/{patient}")}, "period": period,
+               "extension": [{"url": vocab::ext::READY_FOR_DISCHARGE, "valueDateTime": format!("{ready}T12:00:00+01:00")}]}),
+    ];
+    for g in 0..3 {
+        out.push(
+            json!({"resourceType": "Goal", "id": format!("g{i}-{g}"), "lifecycleStatus": "active",
+            "identifier": [{"system": parts, "value": format!("goal-{g}")}],
+            "achievementStatus": {"coding": [{"code": ACHIEVEMENT[(i + g) % 4]}]},
+            "subject": {"reference": format!("Patient/{patient}")}}),
+        );
+    }
+    out
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = args
+        .get(1)
+        .filter(|a| a.contains(':'))
+        .cloned()
+        .unwrap_or_else(|| format!("sqlite:{}/kpis.db", dir.path().display()));
+    let courses: usize = args
+        .iter()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(10_000);
+    let cache = CacheConfig {
+        enabled: false,
+        resources_mib: 0,
+        searches_mib: 0,
+        max_staleness_secs: 0,
+    };
+    let store = sektorbro::store::open(&url, 4, "normal", 0, &cache)
+        .await
+        .expect("store");
+    let registry = SearchParamRegistry::embedded();
+    let t = Instant::now();
+    for chunk in (0..courses).collect::<Vec<_>>().chunks(500) {
+        let mut tx = store.begin().await.expect("begin");
+        for &i in chunk {
+            for r in resources(i) {
+                let text = r.to_string();
+                let index = registry.extract(&r);
+                tx.write(&NewVersion {
+                    rtype: r["resourceType"].as_str().unwrap(),
+                    id: r["id"].as_str().unwrap(),
+                    version: 1,
+                    last_updated_ms: 0,
+                    method: "PUT",
+                    content: Some(&text),
+                    index: &index,
+                    owner: Some("urn:kpi-timing|0510"),
+                    citizen: Some(&format!("p{i}")),
+                })
+                .await
+                .expect("write");
+            }
+        }
+        tx.commit().await.expect("commit");
+    }
+    println!(
+        "{courses} courses written in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let q = KpiQuery {
+        record_system: vocab::record_system("0510"),
+        cpr_system: vocab::CPR.to_string(),
+        ready_extension: vocab::ext::READY_FOR_DISCHARGE.to_string(),
+        phase_extension: vocab::ext::PHASE.to_string(),
+        from_ms: chrono::DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z")
+            .unwrap()
+            .timestamp_millis(),
+        to_ms: chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .timestamp_millis(),
+    };
+    let mut times = Vec::new();
+    for run in 0..7 {
+        let t = Instant::now();
+        let rows = store.kpi_rows(&q, &Visibility::All).await.expect("rows");
+        let citizens = sektorbro::report::kpis::citizen_keys(&rows.courses);
+        let events = store.hospital_events_of(&citizens).await.expect("events");
+        let body = sektorbro::report::kpis::body(
+            "0510",
+            "2025-01-01",
+            "2026-01-01",
+            &rows,
+            &events,
+            q.from_ms,
+            q.to_ms,
+            chrono::Utc::now().timestamp_millis(),
+        );
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        if run == 0 {
+            println!("{body}");
+        }
+        times.push(ms);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "KPIs of {courses} courses: median {:.1} ms, min {:.1} ms, max {:.1} ms over {} runs",
+        times[times.len() / 2],
+        times[0],
+        times[times.len() - 1],
+        times.len()
+    );
+}

@@ -1,0 +1,150 @@
+//! `GET /municipal/v1/kpis?municipality=CODE&from=DATE&to=DATE`: the care-flow KPIs of a
+//! municipality over `[from, to)` (definitions in docs/kpis.md).
+//!
+//! Callers: as for the KL Gateway report (`reports::permit`): administrators, clients acting for
+//! the municipality, and clients that can read records of it (a region's client, for the citizens
+//! shared with it). The figures are computed under the caller's tenancy, so a region's client
+//! sees figures over the shared citizens only.
+
+use actix_web::{web, HttpResponse};
+
+use crate::api::context::RequestContext;
+use crate::api::AppState;
+use crate::error::FhirError;
+use crate::municipal::vocab;
+use crate::store::kpis::KpiQuery;
+use fhir_core::fhir::outcome::Issue;
+
+struct Request {
+    municipality: String,
+    from: String,
+    to: String,
+    from_ms: i64,
+    to_ms: i64,
+}
+
+/// A calendar date `YYYY-MM-DD`: its first millisecond (UTC).
+fn day(s: &str) -> Option<i64> {
+    if s.len() != 10 {
+        return None;
+    }
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
+}
+
+/// The query, every problem reported at once.
+fn request(ctx: &RequestContext) -> Result<Request, FhirError> {
+    let get = |k: &str| {
+        ctx.query
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let mut issues = Vec::new();
+    for (k, _) in &ctx.query {
+        if !matches!(k.as_str(), "municipality" | "from" | "to") {
+            issues.push(
+                Issue::error(
+                    "not-supported",
+                    format!("unknown parameter {k:?}; use municipality, from and to"),
+                )
+                .at(k),
+            );
+        }
+    }
+    let municipality = match get("municipality") {
+        Some(m) if m.len() == 4 && m.bytes().all(|b| b.is_ascii_digit()) => Some(m.to_string()),
+        Some(m) => {
+            issues.push(
+                Issue::error(
+                    "value",
+                    format!("municipality must be a four-digit municipality code, got {m:?}"),
+                )
+                .at("municipality"),
+            );
+            None
+        }
+        None => {
+            issues.push(
+                Issue::error(
+                    "required",
+                    "municipality (the municipality code) is required",
+                )
+                .at("municipality"),
+            );
+            None
+        }
+    };
+    let mut date = |name: &str| match get(name) {
+        Some(s) => match day(s) {
+            Some(ms) => Some((s.to_string(), ms)),
+            None => {
+                issues.push(
+                    Issue::error(
+                        "value",
+                        format!("{name} must be a date (2026-01-01), got {s:?}"),
+                    )
+                    .at(name),
+                );
+                None
+            }
+        },
+        None => {
+            issues.push(Issue::error("required", format!("{name} (a date) is required")).at(name));
+            None
+        }
+    };
+    let from = date("from");
+    let to = date("to");
+    if let (Some((_, f)), Some((_, t))) = (&from, &to) {
+        if f >= t {
+            issues.push(Issue::error("value", "to must be after from").at("to"));
+        }
+    }
+    match (municipality, from, to) {
+        (Some(municipality), Some((from, from_ms)), Some((to, to_ms))) if issues.is_empty() => {
+            Ok(Request {
+                municipality,
+                from,
+                to,
+                from_ms,
+                to_ms,
+            })
+        }
+        _ => Err(FhirError::new(400, issues)),
+    }
+}
+
+pub async fn kpis(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+) -> Result<HttpResponse, FhirError> {
+    let req = request(&ctx)?;
+    super::reports::permit(&state, &ctx, &req.municipality).await?;
+    let store = state.engine.store();
+    let vis = ctx.access.readable();
+    let q = KpiQuery {
+        record_system: vocab::record_system(&req.municipality),
+        cpr_system: vocab::CPR.to_string(),
+        ready_extension: vocab::ext::READY_FOR_DISCHARGE.to_string(),
+        phase_extension: vocab::ext::PHASE.to_string(),
+        from_ms: req.from_ms,
+        to_ms: req.to_ms,
+    };
+    let rows = store.kpi_rows(&q, &vis).await?;
+    let citizens = crate::report::kpis::citizen_keys(&rows.courses);
+    let events = store.hospital_events_of(&citizens).await?;
+    let body = crate::report::kpis::body(
+        &req.municipality,
+        &req.from,
+        &req.to,
+        &rows,
+        &events,
+        req.from_ms,
+        req.to_ms,
+        chrono::Utc::now().timestamp_millis(),
+    );
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body.to_string()))
+}
