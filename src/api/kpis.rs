@@ -34,47 +34,10 @@ fn day(s: &str) -> Option<i64> {
 
 /// The query, every problem reported at once.
 fn request(ctx: &RequestContext) -> Result<Request, FhirError> {
-    let get = |k: &str| {
-        ctx.query
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |k: &str| super::reports::param(ctx, k);
     let mut issues = Vec::new();
-    for (k, _) in &ctx.query {
-        if !matches!(k.as_str(), "municipality" | "from" | "to") {
-            issues.push(
-                Issue::error(
-                    "not-supported",
-                    format!("unknown parameter {k:?}; use municipality, from and to"),
-                )
-                .at(k),
-            );
-        }
-    }
-    let municipality = match get("municipality") {
-        Some(m) if m.len() == 4 && m.bytes().all(|b| b.is_ascii_digit()) => Some(m.to_string()),
-        Some(m) => {
-            issues.push(
-                Issue::error(
-                    "value",
-                    format!("municipality must be a four-digit municipality code, got {m:?}"),
-                )
-                .at("municipality"),
-            );
-            None
-        }
-        None => {
-            issues.push(
-                Issue::error(
-                    "required",
-                    "municipality (the municipality code) is required",
-                )
-                .at("municipality"),
-            );
-            None
-        }
-    };
+    let municipality =
+        super::reports::municipality_param(ctx, &["municipality", "from", "to"], &mut issues);
     let mut date = |name: &str| match get(name) {
         Some(s) => match day(s) {
             Some(ms) => Some((s.to_string(), ms)),

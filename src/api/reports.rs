@@ -18,27 +18,39 @@ use crate::report::stored::{self, Request};
 use fhir_core::fhir::outcome::Issue;
 use fhir_core::validation::Validator;
 
-/// The query, every problem reported at once.
-fn request(ctx: &RequestContext) -> Result<Request, FhirError> {
-    let get = |k: &str| {
-        ctx.query
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
+/// A query parameter's value, `None` when it is absent.
+pub(super) fn param<'a>(ctx: &'a RequestContext, name: &str) -> Option<&'a str> {
+    ctx.query
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The part every municipal query shares: each parameter name must be one of `allowed`, and
+/// `municipality` is a four-digit municipality code. Problems go to `issues`, so a caller reports
+/// them together with its own.
+pub(super) fn municipality_param(
+    ctx: &RequestContext,
+    allowed: &[&str],
+    issues: &mut Vec<Issue>,
+) -> Option<String> {
+    let names = match allowed.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
     };
-    let mut issues = Vec::new();
     for (k, _) in &ctx.query {
-        if !matches!(k.as_str(), "municipality" | "kind" | "since") {
+        if !allowed.contains(&k.as_str()) {
             issues.push(
                 Issue::error(
                     "not-supported",
-                    format!("unknown parameter {k:?}; use municipality, kind and since"),
+                    format!("unknown parameter {k:?}; use {names}"),
                 )
                 .at(k),
             );
         }
     }
-    let municipality = match get("municipality") {
+    match param(ctx, "municipality") {
         Some(m) if m.len() == 4 && m.bytes().all(|b| b.is_ascii_digit()) => Some(m.to_string()),
         Some(m) => {
             issues.push(
@@ -60,7 +72,14 @@ fn request(ctx: &RequestContext) -> Result<Request, FhirError> {
             );
             None
         }
-    };
+    }
+}
+
+/// The query, every problem reported at once.
+fn request(ctx: &RequestContext) -> Result<Request, FhirError> {
+    let get = |k: &str| param(ctx, k);
+    let mut issues = Vec::new();
+    let municipality = municipality_param(ctx, &["municipality", "kind", "since"], &mut issues);
     let kind = match get("kind") {
         Some(k) => {
             let kind = Kind::parse(k);
