@@ -144,13 +144,15 @@ pub async fn observe(
     // The peer's bucket first, so that nothing a client sends is verified past its rate; a
     // request that authenticates gets that token back and is limited by its client id instead.
     let mut refusal = None;
+    // Matched once: the open paths, the metrics label and the audit all read it.
+    let route = route_label(req.path());
     if let Some(state) = &state {
         let limited = limits::limited_path(req.path());
         // The client's address: the connection's, or a trusted proxy's word for it.
         let client = origin::client_ip(req.request(), &state.config.server)
             .map(|ip| std::net::SocketAddr::new(ip, 0));
         let peer = limits::peer_key(client);
-        let open = auth::open_path(req.path());
+        let open = operations::route_is_open(route);
         let charged_peer = limited && (open || !auth::recognized(&state.auth, &req));
         if charged_peer {
             if let Err(wait) = state.limits.take_peer(&peer) {
@@ -201,7 +203,6 @@ pub async fn observe(
     limits::security_headers(res.headers_mut());
     let elapsed = start.elapsed();
     let status = res.status().as_u16();
-    let route = route_label(res.request().path());
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut()
             .insert(HeaderName::from_static("x-request-id"), v);

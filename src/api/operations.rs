@@ -258,7 +258,11 @@ pub fn route_label(path: &str) -> &'static str {
 
 /// Whether anyone may call `path` without credentials.
 pub fn open_path(path: &str) -> bool {
-    let route = route_label(path);
+    route_is_open(route_label(path))
+}
+
+/// Whether anyone may call a route pattern (as [`route_label`] names it) without credentials.
+pub fn route_is_open(route: &str) -> bool {
     rows(route).any(|o| o.caller == Caller::Open)
 }
 
