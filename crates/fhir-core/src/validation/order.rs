@@ -124,6 +124,11 @@ pub fn compare_dates(a: &str, b: &str) -> Option<Ordering> {
     }
 }
 
+/// Whether `s` is a date, dateTime or instant this module can read.
+pub fn is_date(s: &str) -> bool {
+    parse_date(s).is_some()
+}
+
 /// Compare two times (`hh:mm:ss[.fff]`).
 pub fn compare_times(a: &str, b: &str) -> Option<Ordering> {
     clock_seconds(a)?.partial_cmp(&clock_seconds(b)?)

@@ -279,17 +279,25 @@ impl<'d, 'v> Run<'d, 'v> {
     }
 
     /// per-1: a Period does not end before it starts. Compared at the precision both have (a
-    /// date against a dateTime by the day); equal there is not an error.
+    /// date against a dateTime by the day); equal there is undecided, which fails the rule as
+    /// it does in the reference validator.
     fn period(&mut self, p: &Map<String, Value>) {
         let (Some(Value::String(start)), Some(Value::String(end))) = (p.get("start"), p.get("end"))
         else {
             return;
         };
-        if super::order::compare_dates(start, end) == Some(std::cmp::Ordering::Greater) {
-            self.error(
+        match super::order::compare_dates(start, end) {
+            Some(std::cmp::Ordering::Greater) => self.error(
                 "invariant",
                 format!("the period ends ({end}) before it starts ({start}): end must not be earlier than start [per-1]"),
-            );
+            ),
+            // As the reference validator: start <= end must hold, and between a date and a
+            // dateTime of the same day it is undecided (FHIRPath gives no answer), so it fails.
+            None if super::order::is_date(start) && super::order::is_date(end) => self.error(
+                "invariant",
+                format!("the period's start ({start}) and end ({end}) have different precisions and the same value as far as both go, so start cannot be shown to be no later than end; give both at the same precision [per-1]"),
+            ),
+            _ => {}
         }
     }
 
