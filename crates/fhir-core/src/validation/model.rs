@@ -88,12 +88,21 @@ pub struct Slicing {
 
 /// Invariants whose published R4 expression HL7 has since corrected, as the reference
 /// validator checks them: (key, published expression, corrected expression).
-const CORRECTED: &[(&str, &str, &str)] = &[(
-    // R4 says "> 2"; the rule's own text ("more than one enableWhen") and R4B/R5 say "> 1".
-    "que-12",
-    "enableWhen.count() > 2 implies enableBehavior.exists()",
-    "enableWhen.count() > 1 implies enableBehavior.exists()",
-)];
+const CORRECTED: &[(&str, &str, &str)] = &[
+    (
+        // R4 says "> 2"; the rule's own text ("more than one enableWhen") and R4B/R5 say "> 1".
+        "que-12",
+        "enableWhen.count() > 2 implies enableBehavior.exists()",
+        "enableWhen.count() > 1 implies enableBehavior.exists()",
+    ),
+    (
+        // R4 names the System type, which a FHIR `answerBoolean` is not (FHIRPath's own test
+        // suite says so); HL7's engine matches it anyway, and R4B/R5 say `boolean`.
+        "que-7",
+        "operator = 'exists' implies (answer is Boolean)",
+        "operator = 'exists' implies (answer is boolean)",
+    ),
+];
 
 /// The expression to evaluate for constraint `key`: its correction if there is one.
 fn corrected<'a>(key: &str, expression: &'a str) -> &'a str {
