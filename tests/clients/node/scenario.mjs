@@ -5,7 +5,7 @@
 // SEKTORBRO_RECORD; run.sh then parses each with fhirclient's strict R4 models (strict.py).
 import { appendFileSync } from 'node:fs';
 import assert from 'node:assert/strict';
-import Client from 'fhir-kit-client';
+import { Client } from 'fhir-kit-client';
 
 const BASE = process.env.SEKTORBRO_FHIR_BASE; // http://127.0.0.1:PORT/fhir
 const RECORD = process.env.SEKTORBRO_RECORD;

@@ -72,7 +72,8 @@ def conditional_create(patient):
     conditional = client(**{"If-None-Exist": f"identifier={CPR}|{CITIZEN}"})
     same = conditional.execute("Patient", method="post", data=new_patient())
     assert strict.LAST["status"] == 200 and same["id"] == patient.id, (strict.LAST, same)
-    assert fhir.resources("Patient").search(identifier=f"{CPR}|{CITIZEN}").count() == 1
+    # (fhirpy's count() adds Aidbox's _totalMethod, which the gateway refuses as unknown.)
+    assert len(fhir.resources("Patient").search(identifier=f"{CPR}|{CITIZEN}").fetch()) == 1
 
 
 @step
@@ -82,10 +83,13 @@ def read_vread_update_with_if_match(patient):
     v1 = fhir.execute(f"Patient/{patient.id}/_history/1", method="get")
     assert v1.meta.versionId == "1"
     current["telecom"] = [{"system": "phone", "value": "+4512345678"}]
-    client(**{"If-Match": 'W/"1"'}).update(current)
-    assert current.meta.versionId == "2"
+    # The resource is saved through a client that sends If-Match with the version it read.
+    if_match_v1 = client(**{"If-Match": 'W/"1"'})
+    v2 = if_match_v1.resource("Patient", **current.serialize())
+    v2.save()
+    assert v2.meta.versionId == "2", v2.meta
     try:  # a stale version is refused
-        client(**{"If-Match": 'W/"1"'}).update(current)
+        if_match_v1.resource("Patient", **current.serialize()).save()
         raise AssertionError("an update with a stale If-Match was accepted")
     except Exception:  # fhirpy raises MultipleResourcesFound for any 412
         assert strict.LAST["status"] == 412, strict.LAST["status"]
@@ -125,7 +129,8 @@ def transaction_with_urn_uuid(patient):
     statuses = [e.response.status for e in answer.entry]
     assert all(s.startswith("201") for s in statuses), statuses
     goal_id = answer.entry[0].response.location.split("/")[1]
-    plan = fhir.reference(answer.entry[1].response.location.rsplit("/_history", 1)[0]).to_resource()
+    location = answer.entry[1].response.location.rsplit("/_history", 1)[0]
+    plan = fhir.reference(reference=location).to_resource()
     assert plan.goal[0].reference == f"Goal/{goal_id}", plan.goal
     return plan
 

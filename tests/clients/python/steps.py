@@ -40,6 +40,9 @@ def step(client_name):
 
 def finish(client_name, checked):
     r = RESULTS
+    if checked == 0:
+        r["failed"] += 1
+        print(f"FAIL {client_name}: no response went through the strict-model check")
     print(f"{client_name}: {checked} responses parsed with fhirclient's strict R4 models")
     print(f"{client_name}: {r['passed']} passed, {r['failed']} failed, {r['skipped']} skipped")
     sys.exit(1 if r["failed"] else 0)
