@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The client scenario (tests/clients/README.md): starts the already built gateway binary on a
-# random loopback port with a fresh SQLite file and the development token, runs fhirpy,
+# random loopback port with a fresh SQLite file, the development token and gateway.toml, runs fhirpy,
 # fhirclient and fhir-kit-client against it, checks every body the Node client saw with
 # fhirclient's strict R4 models, and stops the gateway. Builds nothing: run `cargo build` and
 # tests/clients/setup.sh first.
@@ -21,7 +21,7 @@ export SEKTORBRO_FHIR_BASE="http://127.0.0.1:$PORT/fhir"
 export SEKTORBRO_RECORD="$WORK/node-responses.jsonl"
 
 SEKTORBRO_LISTEN="127.0.0.1:$PORT" SEKTORBRO_DATABASE_URL="sqlite://$WORK/gateway.db" \
-    RUST_LOG="${RUST_LOG:-warn}" "$BIN" serve >"$WORK/gateway.log" 2>&1 &
+    RUST_LOG="${RUST_LOG:-warn}" "$BIN" serve --config tests/clients/gateway.toml >"$WORK/gateway.log" 2>&1 &
 GATEWAY=$!
 stop() {
     kill -TERM "$GATEWAY" 2>/dev/null && wait "$GATEWAY" 2>/dev/null || true

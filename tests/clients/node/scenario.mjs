@@ -67,6 +67,13 @@ await step('capabilities', async () => {
   assert.ok(careplan.interaction.some((i) => i.code === 'patch'), 'PATCH is declared');
 });
 
+await step('SMART discovery', async () => {
+  // Races .well-known/smart-configuration, the CapabilityStatement's oauth-uris and OpenID's
+  // configuration; the gateway publishes the first two (tests/clients/gateway.toml's issuer).
+  const auth = await client.smartAuthMetadata();
+  assert.equal(auth.tokenUrl?.href, 'https://login.sektorbro.test/realms/clients/token');
+});
+
 const created = await step('create, and conditional create with If-None-Exist', async () => {
   const first = await client.create({ resourceType: 'Patient', body: patient });
   assert.equal(statusOf(first), 201);

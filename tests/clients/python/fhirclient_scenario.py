@@ -35,6 +35,12 @@ step = step("fhirclient")
 def capabilities():
     cs = server.capabilityStatement  # parsed into the strict CapabilityStatement model
     assert cs.fhirVersion == "4.0.1"
+    # fhirclient read the SMART oauth-uris extension from the statement's security.
+    assert server.auth is not None and server.auth.auth_type == "oauth2", server.auth
+    # A backend service finds its token endpoint in SMART discovery (open, no token needed).
+    smart_config = server.session.get(f"{BASE}/.well-known/smart-configuration").json()
+    assert smart_config["token_endpoint"] == "https://login.sektorbro.test/realms/clients/token"
+    assert "client_credentials" in smart_config["grant_types_supported"]
     return cs
 
 

@@ -31,10 +31,13 @@ def parse_resource(obj, where):
     return model
 
 
-def check_body(content_type, text, where):
+def check_body(content_type, text, where, url=""):
     """Parse a response body by its media type; returns how many resources it held."""
     media = (content_type or "").split(";")[0].strip().lower()
     if not text.strip():
+        return 0
+    if url.split("?")[0].endswith("/.well-known/smart-configuration") and media == "application/json":
+        check_smart_configuration(json.loads(text), where)  # SMART's JSON, not a FHIR resource
         return 0
     if media == "application/fhir+ndjson":
         lines = [line for line in text.splitlines() if line.strip()]
@@ -49,6 +52,13 @@ def check_body(content_type, text, where):
         parse_resource(body, where)
         return 1
     raise NotStrictR4(f"{where}: unexpected Content-Type {content_type!r}")
+
+
+def check_smart_configuration(c, where):
+    """SMART discovery (App Launch 2.x, Backend Services): the fields a backend client reads."""
+    for key in ("token_endpoint", "grant_types_supported", "capabilities"):
+        if key not in c:
+            raise NotStrictR4(f"{where}: SMART configuration without {key}")
 
 
 def check_bulk_manifest(m, where):
@@ -71,7 +81,7 @@ LAST = {}
 def check_response(response, *args, **kwargs):
     """requests hook: parse the body, fail the scenario if it is not strict R4."""
     where = f"{response.request.method} {response.url} -> {response.status_code}"
-    check_body(response.headers.get("Content-Type"), response.text, where)
+    check_body(response.headers.get("Content-Type"), response.text, where, response.url)
     CHECKED["responses"] += 1
     LAST["status"] = response.status_code
     LAST["headers"] = response.headers
@@ -85,7 +95,7 @@ def check_recorded(path):
         for line in f:
             rec = json.loads(line)
             where = f"{rec['method']} {rec['url']} -> {rec['status']}"
-            check_body(rec["contentType"], rec["body"], where)
+            check_body(rec["contentType"], rec["body"], where, rec["url"])
             n += 1
     return n
 
