@@ -7,6 +7,7 @@ strict.check_response via the hook on fhirclient's requests session.
 
 import time
 import uuid
+from urllib.parse import urljoin
 
 from fhirclient import client
 from fhirclient.models.bundle import Bundle
@@ -160,7 +161,7 @@ def bulk_export(cs):
         headers={"Accept": "application/fhir+json", "Prefer": "respond-async"},
     )
     assert kick.status_code == 202, (kick.status_code, kick.text)
-    status_url = kick.headers["Content-Location"]
+    status_url = urljoin(f"{BASE}/", kick.headers["Content-Location"])  # absolute per the IG
     deadline = time.monotonic() + 120
     while True:
         poll = http.get(status_url, headers={"Accept": "application/json"})
