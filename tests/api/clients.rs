@@ -333,7 +333,22 @@ async fn smart_configuration_is_plain_json(app: TestApp) {
     assert!(media.starts_with("application/fhir+json"), "{media}");
 }
 
+/// `_count=0` is `_summary=count` (R4 search, "_count"), which fhirpy's `count()` relies on: the
+/// total, no entries and no next link (paged, it answered empty pages with next links forever).
+async fn count_zero_is_the_total(app: TestApp) {
+    app.create(&patient()).await;
+    app.create(&patient()).await;
+    let bundle = app
+        .get_json(&format!("Patient?identifier={IDENTIFIER}&_count=0"), 200)
+        .await;
+    assert_eq!(bundle["total"], 2, "{bundle}");
+    assert!(bundle.get("entry").is_none(), "{bundle}");
+    let links = bundle["link"].as_array().expect("links");
+    assert!(links.iter().all(|l| l["relation"] != "next"), "{bundle}");
+}
+
 on_both_backends!(
+    count_zero_is_the_total,
     smart_configuration_is_plain_json,
     conditional_delete_single_match,
     json_patch_updates_atomically,
