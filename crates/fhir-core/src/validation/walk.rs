@@ -17,6 +17,9 @@ use super::Validator;
 use crate::fhir::outcome::{Issue, Severity};
 use crate::fhir::{companion, member};
 
+#[path = "rules.rs"]
+mod rules;
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Pass {
     Base,
@@ -195,15 +198,24 @@ impl<'d, 'v> Run<'d, 'v> {
         if rtype == "Bundle" {
             self.bundle_rules(obj);
         }
+        if rtype == "StructureDefinition" {
+            self.structure_definition(value);
+        }
 
-        // Profiles: those the resource claims and those the caller requires.
+        // Profiles: those the resource claims, those the caller requires, and those that apply
+        // without a claim (a vital sign's core profile).
         let mut profiles: Vec<String> = claimed
             .into_iter()
             .flatten()
             .filter_map(Value::as_str)
             .map(String::from)
             .collect();
-        for r in required {
+        let implied = if rtype == "Observation" {
+            rules::vital_sign_profile(obj)
+        } else {
+            None
+        };
+        for r in required.iter().chain(implied.as_ref()) {
             if !profiles.contains(r) {
                 profiles.push(r.clone());
             }
@@ -451,6 +463,14 @@ impl<'d, 'v> Run<'d, 'v> {
                 self.cardinality(child, n, Some(node.prof));
                 self.path.truncate(mark);
             }
+            // Absent altogether: a required slice is still missing (the sorting below never
+            // runs without values).
+            if n == 0 && child.slicing.is_some() {
+                self.path.push('.');
+                self.path.push_str(&child.name);
+                self.missing_slices(node, c);
+                self.path.truncate(mark);
+            }
             for (key, ti, val) in found {
                 if key.starts_with('_') {
                     continue;
@@ -682,9 +702,27 @@ impl<'d, 'v> Run<'d, 'v> {
                 } else if el.content_ref.is_some() {
                     // a reused element: its definition's profile pass covers it
                 } else if let Some(t) = el.types.get(ti) {
+                    // Several profiles on one type: conforming to any one of them is enough
+                    // (ElementDefinition.type.profile); the closest is reported when none fits.
+                    let mut best: Option<Vec<Issue>> = None;
                     for url in &t.profiles {
                         match self.v.defs.profile(url) {
-                            Some(p) => self.profile_root(val, obj, p, &t.code),
+                            Some(p) => {
+                                let before = std::mem::take(&mut self.issues);
+                                self.profile_root(val, obj, p, &t.code);
+                                let found = std::mem::replace(&mut self.issues, before);
+                                let errors = found
+                                    .iter()
+                                    .filter(|i| i.severity <= Severity::Error)
+                                    .count();
+                                if errors == 0 {
+                                    best = Some(found);
+                                    break;
+                                }
+                                if best.as_ref().is_none_or(|b| b.len() > found.len()) {
+                                    best = Some(found);
+                                }
+                            }
                             None => self.warning(
                                 "not-found",
                                 format!(
@@ -694,6 +732,7 @@ impl<'d, 'v> Run<'d, 'v> {
                             ),
                         }
                     }
+                    self.issues.extend(best.unwrap_or_default());
                 }
             }
         }
@@ -920,13 +959,7 @@ impl<'d, 'v> Run<'d, 'v> {
     /// The resource type a reference points to, when it can be told; reports malformed ones.
     fn reference_type(&mut self, r: &str, report: bool) -> Option<String> {
         if let Some(local) = r.strip_prefix('#') {
-            let container = self.resources.first().copied();
-            let found = container
-                .and_then(|c| c.get("contained"))
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .find(|c| c.get("id").and_then(Value::as_str) == Some(local));
+            let found = self.contained(local);
             if local.is_empty() {
                 return None; // `#` refers to the container itself
             }
@@ -945,6 +978,9 @@ impl<'d, 'v> Run<'d, 'v> {
                     None
                 }
             };
+        }
+        if report && self.bundle.is_some() {
+            self.bundle_versions(r);
         }
         if let Some(entry) = self.bundle_entry(r) {
             return entry
@@ -1000,16 +1036,20 @@ impl<'d, 'v> Run<'d, 'v> {
     /// The resource a reference points to, when it is contained or in the enclosing Bundle.
     fn resolve_reference(&self, r: &str) -> Option<&'v Value> {
         if let Some(local) = r.strip_prefix('#') {
-            return self
-                .resources
-                .first()
-                .and_then(|c| c.get("contained"))
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .find(|c| c.get("id").and_then(Value::as_str) == Some(local));
+            return self.contained(local);
         }
         self.bundle_entry(r)
+    }
+
+    /// The contained resource with id `local` of the nearest enclosing resource that has one: a
+    /// Bundle entry's resource resolves its `#id` in its own `contained`, not in the Bundle's.
+    fn contained(&self, local: &str) -> Option<&'v Value> {
+        self.resources.iter().rev().find_map(|c| {
+            c.get("contained")?
+                .as_array()?
+                .iter()
+                .find(|c| c.get("id").and_then(Value::as_str) == Some(local))
+        })
     }
 
     /// The resource of the Bundle entry whose fullUrl is `r` (or ends with `/r` for relative refs).
@@ -1343,6 +1383,26 @@ impl<'d, 'v> Run<'d, 'v> {
         }
     }
 
+    /// The required slices of child `c` of `parent`, which has no values at all.
+    fn missing_slices(&mut self, parent: Node<'d>, c: ElemIdx) {
+        let el = &parent.prof.elements[c];
+        for &s in &el.slices {
+            let slice = &parent.prof.elements[s];
+            if slice.min > 0 {
+                let name = slice.slice_name.as_deref().unwrap_or("");
+                self.error(
+                    "required",
+                    format!(
+                        "slice {name:?} of {} needs at least {} value(s) by profile {}, found 0",
+                        el.path,
+                        slice.min,
+                        parent.prof.label()
+                    ),
+                );
+            }
+        }
+    }
+
     /// Whether `item` belongs to slice `s` by every discriminator.
     fn in_slice(
         &mut self,
@@ -1606,46 +1666,6 @@ impl<'d, 'v> Run<'d, 'v> {
             }
         }
         out
-    }
-
-    /// Bundle rules that are not invariants: fullUrl shape and agreement with the resource id.
-    fn bundle_rules(&mut self, obj: &'v Map<String, Value>) {
-        let Some(Value::Array(entries)) = obj.get("entry") else {
-            return;
-        };
-        let mark = self.path.len();
-        for (i, e) in entries.iter().enumerate() {
-            let Some(full) = e.get("fullUrl").and_then(Value::as_str) else {
-                continue;
-            };
-            let _ = write!(self.path, ".entry[{i}].fullUrl");
-            if !(full.contains("://")
-                || full.starts_with("urn:uuid:")
-                || full.starts_with("urn:oid:"))
-            {
-                self.error(
-                    "value",
-                    format!(
-                        "fullUrl {:?} must be an absolute URL or a urn:uuid:/urn:oid:",
-                        truncate(full)
-                    ),
-                );
-            } else if let Some(res) = e.get("resource") {
-                let rt = res.get("resourceType").and_then(Value::as_str);
-                let id = res.get("id").and_then(Value::as_str);
-                if let (Some(rt), Some(id), true) = (rt, id, full.contains("://")) {
-                    let tail = format!("/{rt}/{id}");
-                    let trimmed = full.split("/_history/").next().unwrap_or(full);
-                    if !trimmed.ends_with(&tail) {
-                        self.error(
-                            "value",
-                            format!("fullUrl {full:?} does not end with {rt}/{id}, the entry's type and id"),
-                        );
-                    }
-                }
-            }
-            self.path.truncate(mark);
-        }
     }
 }
 
