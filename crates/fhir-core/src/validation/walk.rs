@@ -177,6 +177,18 @@ impl<'d, 'v> Run<'d, 'v> {
                 self.path.truncate(mark);
             }
         }
+        if obj.contains_key("_id") {
+            // Resource.id is a plain string (System.String) in R4, not an `id` element: it takes
+            // no extensions and no id of its own (HL7's validator refuses them too).
+            let mark = self.path.len();
+            self.path.push_str(".id");
+            self.error(
+                "structure",
+                "Resource.id cannot carry extensions (_id): it is a plain string, not an element"
+                    .into(),
+            );
+            self.path.truncate(mark);
+        }
         let claimed = obj
             .get("meta")
             .and_then(|m| m.get("profile"))

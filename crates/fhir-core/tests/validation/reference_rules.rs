@@ -266,3 +266,14 @@ fn a_required_slice_of_an_absent_element_is_missing() {
         "{found:#?}"
     );
 }
+
+#[test]
+fn resource_id_takes_no_extensions() {
+    let p = json!({"resourceType": "Patient", "id": "p1", "active": true,
+        "_id": {"extension": [{"url": "http://example.org/x", "valueString": "y"}]}});
+    has_error(&p, "Patient.id", "cannot carry extensions");
+    // an element id's extensions stay allowed
+    let ok = json!({"resourceType": "Patient", "id": "p1",
+        "_active": {"extension": [{"url": "http://example.org/x", "valueString": "y"}]}, "active": true});
+    assert!(errors(&ok).is_empty(), "{:#?}", errors(&ok));
+}
