@@ -669,11 +669,7 @@ mod tests {
     #[test]
     fn own_profiles_load_cleanly() {
         let v = super::Validator::r4().expect("load");
-        let problems: Vec<String> = v
-            .load_report()
-            .problems()
-            .map(|f| f.to_string())
-            .collect();
+        let problems: Vec<String> = v.load_report().problems().map(|f| f.to_string()).collect();
         assert!(problems.is_empty(), "{problems:#?}");
         let loaded: Vec<String> = v.defs.packages().iter().map(|p| p.id()).collect();
         assert!(

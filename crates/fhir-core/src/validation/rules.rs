@@ -10,8 +10,8 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 
-use crate::validation::primitive::truncate;
 use super::Run;
+use crate::validation::primitive::truncate;
 
 /// LOINC codes of the R4 vital signs (the codes the core profiles fix, and the more specific
 /// codes HL7's validator also takes as each sign), with the core profile that applies to an
@@ -62,7 +62,9 @@ const VITAL_SIGNS: &[(&str, &[&str])] = &[
     ("bmi", &["39156-5", "59574-4", "89270-3"]),
     (
         "bp",
-        &["85354-9", "35094-2", "8459-0", "76534-7", "55284-4", "8480-6"],
+        &[
+            "85354-9", "35094-2", "8459-0", "76534-7", "55284-4", "8480-6",
+        ],
     ),
 ];
 
@@ -104,7 +106,10 @@ fn rest_url<'s>(s: &'s str, is_type: impl Fn(&str) -> bool) -> Option<(&'s str, 
         Some(_) => return None,
         None => s,
     };
-    let rest = if let Some(r) = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://")) {
+    let rest = if let Some(r) = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+    {
         r
     } else if s.contains(':') {
         return None;
@@ -394,15 +399,14 @@ impl<'v> Run<'_, 'v> {
                             self.error("structure", format!("snapshot generation: {p}"));
                         }
                     }
-                    Err(e) => {
-                        self.error("structure", format!("snapshot generation failed: {e}"))
-                    }
+                    Err(e) => self.error("structure", format!("snapshot generation failed: {e}")),
                 }
                 self.path.truncate(mark);
             }
         }
         if str_at(sd, "type") == Some("Extension")
-            && str_at(sd, "baseDefinition") == Some("http://hl7.org/fhir/StructureDefinition/Extension")
+            && str_at(sd, "baseDefinition")
+                == Some("http://hl7.org/fhir/StructureDefinition/Extension")
             && !url.is_empty()
         {
             let fixed = ["differential", "snapshot"].iter().find_map(|part| {

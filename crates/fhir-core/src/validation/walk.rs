@@ -4,7 +4,6 @@
 //! the caller requires checks only what each profile adds (cardinality it narrows, fixed and
 //! pattern values, bindings, slicing, types, its own invariants, profiles on types).
 
-
 use serde_json::{Map, Value};
 
 use super::definitions::strip_version;

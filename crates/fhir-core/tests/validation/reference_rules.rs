@@ -14,8 +14,7 @@ use fhir_core::validation::Validator;
 fn has_error(v: &Value, location: &str, contains: &str) {
     let e = errors(v);
     assert!(
-        e.iter()
-            .any(|(l, m)| l == location && m.contains(contains)),
+        e.iter().any(|(l, m)| l == location && m.contains(contains)),
         "expected an error at {location} mentioning {contains:?}, got {e:#?}"
     );
 }
@@ -53,7 +52,11 @@ fn full_urls_follow_rest_only_when_they_are_rest_urls() {
             {"fullUrl": "http://example.org/fhir/Patient/p3", "resource": {"resourceType": "Patient"}}
         ]),
     );
-    has_error(&bad, "Bundle.entry[0].fullUrl", "does not end with Patient/p1");
+    has_error(
+        &bad,
+        "Bundle.entry[0].fullUrl",
+        "does not end with Patient/p1",
+    );
     has_error(&bad, "Bundle.entry[1].fullUrl", "must be an absolute URL");
     has_error(&bad, "Bundle.entry[2].fullUrl", "has no id");
 }
@@ -111,7 +114,11 @@ fn searchset_entries() {
     b["link"] = json!([{"relation": "self", "url": "http://example.org/fhir/Patient?active=true"}]);
     has_error(&b, "Bundle.entry[0].resource", "needs the resource's id");
     has_error(&b, "Bundle.entry[1].resource", "not a match of this search");
-    has_error(&b, "Bundle.entry[2].resource", "must be an OperationOutcome");
+    has_error(
+        &b,
+        "Bundle.entry[2].resource",
+        "must be an OperationOutcome",
+    );
     assert_eq!(errors(&b).len(), 3, "{:#?}", errors(&b));
 }
 
@@ -122,17 +129,17 @@ fn versioned_document(refs: [&str; 2]) -> Value {
             "status": "final", "code": {"text": "note"}, "subject": {"reference": "Patient/p1"}}})
     };
     json!({"resourceType": "Bundle", "type": "document",
-        "identifier": {"system": "urn:ietf:rfc:3986", "value": "urn:uuid:0c3f3c8e-1a8b-4c1e-9f4e-1d2c3b4a5f60"},
-        "timestamp": "2024-12-01T10:00:00+01:00",
-        "entry": [
-            {"fullUrl": "http://example.org/fhir/Composition/c1", "resource": {
-                "resourceType": "Composition", "id": "c1", "status": "final", "type": {"text": "note"},
-                "subject": {"reference": "Patient/p1"}, "date": "2024-12-01",
-                "author": [{"reference": "Patient/p1"}], "title": "t",
-                "section": [{"entry": [{"reference": refs[0]}, {"reference": refs[1]}]}]}},
-            obs("1"), obs("2"),
-            {"fullUrl": "http://example.org/fhir/Patient/p1", "resource": patient("p1")}
-        ]})
+    "identifier": {"system": "urn:ietf:rfc:3986", "value": "urn:uuid:0c3f3c8e-1a8b-4c1e-9f4e-1d2c3b4a5f60"},
+    "timestamp": "2024-12-01T10:00:00+01:00",
+    "entry": [
+        {"fullUrl": "http://example.org/fhir/Composition/c1", "resource": {
+            "resourceType": "Composition", "id": "c1", "status": "final", "type": {"text": "note"},
+            "subject": {"reference": "Patient/p1"}, "date": "2024-12-01",
+            "author": [{"reference": "Patient/p1"}], "title": "t",
+            "section": [{"entry": [{"reference": refs[0]}, {"reference": refs[1]}]}]}},
+        obs("1"), obs("2"),
+        {"fullUrl": "http://example.org/fhir/Patient/p1", "resource": patient("p1")}
+    ]})
 }
 
 #[test]
@@ -169,7 +176,8 @@ fn vital_signs_profiles_apply_without_a_claim() {
         "valueQuantity": {"value": 70, "unit": "kg"}});
     let e = errors(&obs);
     assert!(
-        e.iter().any(|(_, m)| m.contains("bodyweight") || m.contains("vitalsigns")),
+        e.iter()
+            .any(|(_, m)| m.contains("bodyweight") || m.contains("vitalsigns")),
         "{e:#?}"
     );
     let mut plain = obs.clone();
@@ -202,7 +210,8 @@ fn one_of_two_type_profiles_is_enough() {
             .collect::<Vec<_>>()
     };
     // A comparator breaks SimpleQuantity but not MoneyQuantity: one is enough.
-    let money = json!({"value": 10, "comparator": "<", "code": "EUR", "system": "urn:iso:std:iso:4217"});
+    let money =
+        json!({"value": 10, "comparator": "<", "code": "EUR", "system": "urn:iso:std:iso:4217"});
     let e = obs(money);
     assert!(e.is_empty(), "{e:#?}");
     // UCUM with a comparator fits neither.
@@ -261,10 +270,7 @@ fn a_required_slice_of_an_absent_element_is_missing() {
         .filter(|i| i.severity <= Severity::Error)
         .map(|i| format!("{} {}", i.expression.unwrap_or_default(), i.diagnostics))
         .collect();
-    assert!(
-        found.iter().any(|m| m.contains("fpurpose")),
-        "{found:#?}"
-    );
+    assert!(found.iter().any(|m| m.contains("fpurpose")), "{found:#?}");
 }
 
 #[test]
