@@ -761,7 +761,7 @@ pub(crate) fn call<'a>(
                 let Some(r) = arg_string(ev, args, 1, s)? else {
                     return Ok(Vec::new());
                 };
-                let out = re.replace_all(x, &*r).map_err(EvalError::new)?;
+                let out = re.replace_all(x, &r).map_err(EvalError::new)?;
                 Ok(vec![Item::String(out.into_owned())])
             } else {
                 boolean(re.is_match(x).map_err(EvalError::new)?)

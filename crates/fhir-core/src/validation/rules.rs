@@ -100,7 +100,7 @@ fn is_absolute(s: &str) -> bool {
 
 /// Whether `s` has the shape of a RESTful resource URL: `[http(s)://server/path/]Type/id`, with
 /// an optional `/_history/vid`; returns the type and id when it does.
-fn rest_url<'s>(s: &'s str, is_type: impl Fn(&str) -> bool) -> Option<(&'s str, &'s str)> {
+fn rest_url(s: &str, is_type: impl Fn(&str) -> bool) -> Option<(&str, &str)> {
     let s = match s.split_once("/_history/") {
         Some((head, v)) if is_id(v) => head,
         Some(_) => return None,
@@ -141,7 +141,7 @@ fn str_at<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
 
 /// The resource types a searchset's `self` link searched for: the last path segment when it is a
 /// type, else the `_type` parameter's list (empty when neither says).
-fn searched_types<'s>(url: &'s str, is_type: impl Fn(&str) -> bool) -> Vec<&'s str> {
+fn searched_types(url: &str, is_type: impl Fn(&str) -> bool) -> Vec<&str> {
     let (head, query) = match url.split_once('?') {
         Some((h, q)) => (h, Some(q)),
         None => (url, None),
