@@ -556,10 +556,14 @@ fn meta<S: Sink>(o: &mut S, profiles: &[&str]) {
     o.close();
 }
 
-/// `{"resource":{"resourceType":…,"id":…` — the entry of a record-scoped part, opened; closed
-/// by [`end_put`].
+/// `{"fullUrl":"urn:uuid:…","resource":{"resourceType":…,"id":…` — the entry of a
+/// record-scoped part, opened; closed by [`end_put`]. The fullUrl (the part's UUID id) lets a
+/// reader of the Bundle resolve the relative references between entries, as HL7's validator
+/// requires of every entry that holds them.
 fn begin_put<S: Sink>(o: &mut S, rtype: &str, id: &str) {
     o.open();
+    o.key("fullUrl");
+    o.plain(&["urn:uuid:", id]);
     o.key("resource");
     o.open();
     o.kv("resourceType", rtype);
@@ -792,6 +796,8 @@ fn organizations<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
 
 fn practitioner<S: Sink>(cx: &Ctx<'_>, o: &mut S, m: &Member, id: &str) {
     o.open();
+    o.key("fullUrl");
+    o.plain(&["urn:uuid:", id]);
     o.key("resource");
     o.open();
     o.kv("resourceType", "Practitioner");

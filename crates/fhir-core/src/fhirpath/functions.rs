@@ -453,7 +453,7 @@ pub(crate) fn call<'a>(
     func: Func,
     input: Collection<'a>,
     args: &[Ast],
-    regex: Option<&regex::Regex>,
+    regex: Option<&super::parser::Pattern>,
     s: Scope<'_, 'a>,
 ) -> R<Collection<'a>> {
     use Func::*;
@@ -761,9 +761,10 @@ pub(crate) fn call<'a>(
                 let Some(r) = arg_string(ev, args, 1, s)? else {
                     return Ok(Vec::new());
                 };
-                Ok(vec![Item::String(re.replace_all(x, &*r).into_owned())])
+                let out = re.replace_all(x, &r).map_err(EvalError::new)?;
+                Ok(vec![Item::String(out.into_owned())])
             } else {
-                boolean(re.is_match(x))
+                boolean(re.is_match(x).map_err(EvalError::new)?)
             }
         }
         Split => {

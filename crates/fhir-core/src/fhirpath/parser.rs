@@ -145,7 +145,7 @@ pub enum Ast {
         func: Func,
         args: Vec<Ast>,
         /// Pre-compiled pattern when the regex argument is a literal.
-        regex: Option<regex::Regex>,
+        regex: Option<Pattern>,
     },
     Type {
         target: Option<Box<Ast>>,
@@ -553,11 +553,53 @@ impl Parser {
     }
 }
 
+/// A compiled FHIRPath regular expression: the `regex` crate (linear time) for every pattern it
+/// supports, `fancy-regex` (backtracking, bounded) only for those that need look-around or
+/// backreferences, which FHIRPath's regex flavour allows and some IGs use (dk-core's CPR rule).
+/// Patterns come from loaded definitions, never from a request.
+#[derive(Debug, Clone)]
+pub enum Pattern {
+    Plain(regex::Regex),
+    Fancy(Box<fancy_regex::Regex>),
+}
+
+impl Pattern {
+    pub fn is_match(&self, text: &str) -> Result<bool, String> {
+        match self {
+            Pattern::Plain(r) => Ok(r.is_match(text)),
+            Pattern::Fancy(r) => r
+                .is_match(text)
+                .map_err(|e| format!("regular expression not evaluated: {e}")),
+        }
+    }
+
+    pub fn replace_all<'t>(
+        &self,
+        text: &'t str,
+        with: &str,
+    ) -> Result<std::borrow::Cow<'t, str>, String> {
+        match self {
+            Pattern::Plain(r) => Ok(r.replace_all(text, with)),
+            Pattern::Fancy(r) => r
+                .try_replacen(text, 0, with)
+                .map_err(|e| format!("regular expression not evaluated: {e}")),
+        }
+    }
+}
+
 /// Compiles a FHIRPath regular expression (single-line mode: `.` matches newlines).
-pub fn build_regex(pattern: &str) -> Result<regex::Regex, String> {
-    regex::RegexBuilder::new(pattern)
+pub fn build_regex(pattern: &str) -> Result<Pattern, String> {
+    match regex::RegexBuilder::new(pattern)
         .dot_matches_new_line(true)
         .size_limit(1 << 20)
         .build()
-        .map_err(|e| format!("invalid regular expression: {e}"))
+    {
+        Ok(r) => Ok(Pattern::Plain(r)),
+        Err(plain) => fancy_regex::RegexBuilder::new(&format!("(?s){pattern}"))
+            .backtrack_limit(100_000)
+            .delegate_size_limit(1 << 20)
+            .build()
+            .map(|r| Pattern::Fancy(Box::new(r)))
+            .map_err(|_| format!("invalid regular expression: {plain}")),
+    }
 }

@@ -309,7 +309,9 @@ impl Definitions {
             .by_url
             .values()
             .flatten()
-            .filter(|p| p.package == CORE)
+            // the base types' own rules (checked by the base pass), not those of R4's
+            // constraint profiles (vitalsigns, MoneyQuantity), which only their profile pass checks
+            .filter(|p| p.package == CORE && !p.constraint)
             .flat_map(|p| p.elements.iter())
             .flat_map(|e| e.constraints.iter().map(|c| c.key.clone()))
             .collect();

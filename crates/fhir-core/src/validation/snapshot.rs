@@ -74,6 +74,7 @@ pub fn generate(
                 None => path.to_string(),
             },
         };
+        let id = choice_as_type_slice(&snap, &id);
         let idx = locate(&mut snap, &id, defs)?;
         if let Some(prev) = previous.as_deref() {
             if find(&snap, prev).is_some_and(|p| idx < p) {
@@ -104,6 +105,39 @@ pub fn generate(
         o.insert("snapshot".into(), Value::Object(snapshot));
     }
     Ok((out, warnings))
+}
+
+/// R4's own profiles name a choice by its type-specific form (`Observation.valueQuantity`,
+/// `Observation.valueQuantity.value`): that is the type slice `Observation.value[x]:valueQuantity`
+/// (as HL7's generator reads it), so the element keeps that one type and its children unfold.
+fn choice_as_type_slice(snap: &[Value], id: &str) -> String {
+    let mut out = String::with_capacity(id.len() + 16);
+    for (i, seg) in id.split('.').enumerate() {
+        if i > 0 {
+            out.push('.');
+            if !seg.contains(':') && !seg.ends_with("[x]") {
+                let split = seg
+                    .char_indices()
+                    .skip(1)
+                    .filter(|(_, c)| c.is_ascii_uppercase())
+                    .map(|(k, _)| k)
+                    .find(|&k| {
+                        let choice = format!("{out}{}[x]", &seg[..k]);
+                        find(snap, &choice).is_some_and(|c| {
+                            choice_slice_type(&choice, seg, snap[c].get("type")).is_some()
+                        })
+                    });
+                if let Some(k) = split {
+                    out.push_str(&seg[..k]);
+                    out.push_str("[x]:");
+                    out.push_str(seg);
+                    continue;
+                }
+            }
+        }
+        out.push_str(seg);
+    }
+    out
 }
 
 fn find(snap: &[Value], id: &str) -> Option<usize> {

@@ -4,8 +4,6 @@
 //! the caller requires checks only what each profile adds (cardinality it narrows, fixed and
 //! pattern values, bindings, slicing, types, its own invariants, profiles on types).
 
-use std::fmt::Write as _;
-
 use serde_json::{Map, Value};
 
 use super::definitions::strip_version;
@@ -16,6 +14,9 @@ use super::primitive::{self, truncate};
 use super::Validator;
 use crate::fhir::outcome::{Issue, Severity};
 use crate::fhir::{companion, member};
+
+#[path = "rules.rs"]
+mod rules;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Pass {
@@ -182,6 +183,18 @@ impl<'d, 'v> Run<'d, 'v> {
                 self.path.truncate(mark);
             }
         }
+        if obj.contains_key("_id") {
+            // Resource.id is a plain string (System.String) in R4, not an `id` element: it takes
+            // no extensions and no id of its own (HL7's validator refuses them too).
+            let mark = self.path.len();
+            self.path.push_str(".id");
+            self.error(
+                "structure",
+                "Resource.id cannot carry extensions (_id): it is a plain string, not an element"
+                    .into(),
+            );
+            self.path.truncate(mark);
+        }
         let claimed = obj
             .get("meta")
             .and_then(|m| m.get("profile"))
@@ -203,19 +216,26 @@ impl<'d, 'v> Run<'d, 'v> {
             self.bundle_rules(obj);
         }
         match rtype {
+            "StructureDefinition" => self.structure_definition(value),
             "QuestionnaireResponse" => self.questionnaire_response(value, obj),
             "MeasureReport" => super::measure::check_report(self, obj),
             _ => {}
         }
 
-        // Profiles: those the resource claims and those the caller requires.
+        // Profiles: those the resource claims, those the caller requires, and those that apply
+        // without a claim (a vital sign's core profile).
         let mut profiles: Vec<String> = claimed
             .into_iter()
             .flatten()
             .filter_map(Value::as_str)
             .map(String::from)
             .collect();
-        for r in required {
+        let implied = if rtype == "Observation" {
+            rules::vital_sign_profile(obj)
+        } else {
+            None
+        };
+        for r in required.iter().chain(implied.as_ref()) {
             if !profiles.contains(r) {
                 profiles.push(r.clone());
             }
@@ -631,6 +651,14 @@ impl<'d, 'v> Run<'d, 'v> {
                 self.cardinality(child, n, Some(node.prof));
                 self.path.truncate(mark);
             }
+            // Absent altogether: a required slice is still missing (the sorting below never
+            // runs without values).
+            if n == 0 && child.slicing.is_some() {
+                self.path.push('.');
+                self.path.push_str(&child.name);
+                self.missing_slices(node, c);
+                self.path.truncate(mark);
+            }
             for (key, ti, val) in found {
                 if key.starts_with('_') {
                     continue;
@@ -869,9 +897,27 @@ impl<'d, 'v> Run<'d, 'v> {
                 } else if el.content_ref.is_some() {
                     // a reused element: its definition's profile pass covers it
                 } else if let Some(t) = el.types.get(ti) {
+                    // Several profiles on one type: conforming to any one of them is enough
+                    // (ElementDefinition.type.profile); the closest is reported when none fits.
+                    let mut best: Option<Vec<Issue>> = None;
                     for url in &t.profiles {
                         match self.v.defs.profile(url) {
-                            Some(p) => self.profile_root(val, obj, p, &t.code),
+                            Some(p) => {
+                                let before = std::mem::take(&mut self.issues);
+                                self.profile_root(val, obj, p, &t.code);
+                                let found = std::mem::replace(&mut self.issues, before);
+                                let errors = found
+                                    .iter()
+                                    .filter(|i| i.severity <= Severity::Error)
+                                    .count();
+                                if errors == 0 {
+                                    best = Some(found);
+                                    break;
+                                }
+                                if best.as_ref().is_none_or(|b| b.len() > found.len()) {
+                                    best = Some(found);
+                                }
+                            }
                             None => self.warning(
                                 "not-found",
                                 format!(
@@ -881,6 +927,7 @@ impl<'d, 'v> Run<'d, 'v> {
                             ),
                         }
                     }
+                    self.issues.extend(best.unwrap_or_default());
                 }
             }
         }
@@ -1163,13 +1210,7 @@ impl<'d, 'v> Run<'d, 'v> {
     /// The resource type a reference points to, when it can be told; reports malformed ones.
     fn reference_type(&mut self, r: &str, report: bool) -> Option<String> {
         if let Some(local) = r.strip_prefix('#') {
-            let container = self.resources.first().copied();
-            let found = container
-                .and_then(|c| c.get("contained"))
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .find(|c| c.get("id").and_then(Value::as_str) == Some(local));
+            let found = self.contained(local);
             if local.is_empty() {
                 return None; // `#` refers to the container itself
             }
@@ -1188,6 +1229,9 @@ impl<'d, 'v> Run<'d, 'v> {
                     None
                 }
             };
+        }
+        if report && self.bundle.is_some() {
+            self.bundle_versions(r);
         }
         if let Some(entry) = self.bundle_entry(r) {
             return entry
@@ -1243,16 +1287,20 @@ impl<'d, 'v> Run<'d, 'v> {
     /// The resource a reference points to, when it is contained or in the enclosing Bundle.
     fn resolve_reference(&self, r: &str) -> Option<&'v Value> {
         if let Some(local) = r.strip_prefix('#') {
-            return self
-                .resources
-                .first()
-                .and_then(|c| c.get("contained"))
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .find(|c| c.get("id").and_then(Value::as_str) == Some(local));
+            return self.contained(local);
         }
         self.bundle_entry(r)
+    }
+
+    /// The contained resource with id `local` of the nearest enclosing resource that has one: a
+    /// Bundle entry's resource resolves its `#id` in its own `contained`, not in the Bundle's.
+    fn contained(&self, local: &str) -> Option<&'v Value> {
+        self.resources.iter().rev().find_map(|c| {
+            c.get("contained")?
+                .as_array()?
+                .iter()
+                .find(|c| c.get("id").and_then(Value::as_str) == Some(local))
+        })
     }
 
     /// The resource of the Bundle entry whose fullUrl is `r` (or ends with `/r` for relative refs).
@@ -1586,6 +1634,26 @@ impl<'d, 'v> Run<'d, 'v> {
         }
     }
 
+    /// The required slices of child `c` of `parent`, which has no values at all.
+    fn missing_slices(&mut self, parent: Node<'d>, c: ElemIdx) {
+        let el = &parent.prof.elements[c];
+        for &s in &el.slices {
+            let slice = &parent.prof.elements[s];
+            if slice.min > 0 {
+                let name = slice.slice_name.as_deref().unwrap_or("");
+                self.error(
+                    "required",
+                    format!(
+                        "slice {name:?} of {} needs at least {} value(s) by profile {}, found 0",
+                        el.path,
+                        slice.min,
+                        parent.prof.label()
+                    ),
+                );
+            }
+        }
+    }
+
     /// Whether `item` belongs to slice `s` by every discriminator.
     fn in_slice(
         &mut self,
@@ -1849,46 +1917,6 @@ impl<'d, 'v> Run<'d, 'v> {
             }
         }
         out
-    }
-
-    /// Bundle rules that are not invariants: fullUrl shape and agreement with the resource id.
-    fn bundle_rules(&mut self, obj: &'v Map<String, Value>) {
-        let Some(Value::Array(entries)) = obj.get("entry") else {
-            return;
-        };
-        let mark = self.path.len();
-        for (i, e) in entries.iter().enumerate() {
-            let Some(full) = e.get("fullUrl").and_then(Value::as_str) else {
-                continue;
-            };
-            let _ = write!(self.path, ".entry[{i}].fullUrl");
-            if !(full.contains("://")
-                || full.starts_with("urn:uuid:")
-                || full.starts_with("urn:oid:"))
-            {
-                self.error(
-                    "value",
-                    format!(
-                        "fullUrl {:?} must be an absolute URL or a urn:uuid:/urn:oid:",
-                        truncate(full)
-                    ),
-                );
-            } else if let Some(res) = e.get("resource") {
-                let rt = res.get("resourceType").and_then(Value::as_str);
-                let id = res.get("id").and_then(Value::as_str);
-                if let (Some(rt), Some(id), true) = (rt, id, full.contains("://")) {
-                    let tail = format!("/{rt}/{id}");
-                    let trimmed = full.split("/_history/").next().unwrap_or(full);
-                    if !trimmed.ends_with(&tail) {
-                        self.error(
-                            "value",
-                            format!("fullUrl {full:?} does not end with {rt}/{id}, the entry's type and id"),
-                        );
-                    }
-                }
-            }
-            self.path.truncate(mark);
-        }
     }
 }
 

@@ -6,6 +6,7 @@ mod cases;
 mod corpus;
 mod packages;
 mod questionnaire;
+mod reference_rules;
 mod robustness;
 mod snapshots;
 
