@@ -85,7 +85,9 @@ pub fn record(
         .filter(|_| route.contains("{type}"))
         .copied();
     rec.resource_type = rtype.map(str::to_string);
+    // What a write stored (`Type/id/_history/v`) says more than its route; otherwise the route.
     rec.resource = match (route, segments.as_slice()) {
+        _ if written.is_some() => written.map(str::to_string),
         (
             "/fhir/{type}/{id}" | "/fhir/{type}/{id}/_history" | "/fhir/{type}/{id}/$share",
             [t, id, ..],
