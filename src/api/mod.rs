@@ -197,13 +197,26 @@ pub async fn observe(
     let mut scoped = None;
     let mut res = match refusal {
         Some(answer) => req.into_response(answer).map_into_right_body(),
-        None => match state.as_ref().filter(|s| s.auditor.is_enabled()) {
+        // Reads write nothing: only other methods get a maker.
+        None => match state
+            .as_ref()
+            .filter(|s| s.auditor.is_enabled() && !matches!(method.as_str(), "GET" | "HEAD"))
+        {
             Some(st) => {
-                let http = req.request().clone();
-                let request_id = id.clone();
-                let max_query = st.config.audit.max_query_bytes;
-                let maker: crate::audit::in_tx::Maker = Box::new(move |entity, status| {
-                    audit::record(&http, route, status, entity, &request_id, max_query)
+                // Built before the handler runs (the request cannot be kept: routing needs it
+                // unshared), completed by what the write stored.
+                let template = audit::record(
+                    req.request(),
+                    route,
+                    200,
+                    None,
+                    &id,
+                    st.config.audit.max_query_bytes,
+                );
+                let maker: crate::audit::in_tx::Maker = Box::new(move |entity, status, kind| {
+                    template
+                        .as_ref()
+                        .map(|t| audit::for_write(t, entity, status, kind))
                 });
                 let (s, fut) = crate::audit::in_tx::scope(maker, next.call(req));
                 scoped = Some(s);

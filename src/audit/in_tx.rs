@@ -9,19 +9,21 @@
 //!
 //! Outside a request (the forwarding worker, internal writes, tests) [`commit`] just commits.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::rc::Rc;
 
-use super::AuditRecord;
+use super::{AuditRecord, Interaction};
 use crate::store::{StoreError, StoreTx};
 
-/// Builds the request's record of a committed write: `(entity written, HTTP status)`.
-pub type Maker = Box<dyn Fn(Option<&str>, u16) -> Option<AuditRecord>>;
+/// Builds the request's record of a committed write: `(entity written, HTTP status, the
+/// interaction when a handler named it)`.
+pub type Maker = Box<dyn Fn(Option<&str>, u16, Option<Interaction>) -> Option<AuditRecord>>;
 
 struct Current {
     make: Maker,
     recorded: Rc<Cell<u32>>,
+    interaction: RefCell<Option<Interaction>>,
 }
 
 tokio::task_local! {
@@ -44,8 +46,15 @@ pub fn scope<F: Future>(make: Maker, f: F) -> (Scoped, impl Future<Output = F::O
     let current = Current {
         make,
         recorded: recorded.clone(),
+        interaction: RefCell::new(None),
     };
     (Scoped(recorded), CURRENT.scope(current, f))
+}
+
+/// Name the interaction the current request's writes are (a batch's entries are written one by
+/// one, each with its record); outside a request, nothing.
+pub fn set_interaction(interaction: Interaction) {
+    let _ = CURRENT.try_with(|c| *c.interaction.borrow_mut() = Some(interaction));
 }
 
 /// Commit `tx`, with the current request's audit record of this write in it (if there is a
@@ -56,7 +65,7 @@ pub async fn commit(
     status: u16,
 ) -> Result<(), StoreError> {
     let record = CURRENT
-        .try_with(|c| (c.make)(entity, status))
+        .try_with(|c| (c.make)(entity, status, c.interaction.borrow().clone()))
         .ok()
         .flatten();
     let Some(record) = record else {
