@@ -255,7 +255,12 @@ pub async fn observe(
         if let Some(rec) = record {
             // The record is in the database before the response leaves; if it cannot be
             // written, nothing leaves but a 503 (an audit trail that fails open is no trail).
-            if state.auditor.record(rec).await == crate::audit::Recorded::Failed {
+            let recorded = state.auditor.record(rec).await;
+            if recorded == crate::audit::Recorded::Failed && status >= 400 {
+                // A refusal carries no citizen's data: it is answered as it is (a full disk
+                // refuses the record as it refused the request), its record is counted lost.
+                state.auditor.count_lost();
+            } else if recorded == crate::audit::Recorded::Failed {
                 use actix_web::ResponseError as _;
                 let (http, _) = res.into_parts();
                 let mut refused = FhirError::new(

@@ -52,9 +52,9 @@ enum Msg {
 pub struct AuditStats {
     pub written: Counter,
     pub batches: Counter,
-    /// Records lost: a forwarding attempt's record the database refused even when retried (a
-    /// request's record that fails makes its request fail instead). Never because a queue was
-    /// full.
+    /// Records lost: one the database refused even when retried, of a forwarding attempt or of a
+    /// refused request (a successful request's record that fails makes it fail instead). Never
+    /// because a queue was full.
     pub dropped: Counter,
     /// Attempts at writing a batch that failed (each is retried, see `write`).
     pub write_failures: Counter,
@@ -232,6 +232,14 @@ impl Auditor {
         );
     }
 
+    /// Count a record that could not be written and whose request was answered anyway (a
+    /// refusal, which carries no data; see `api::observe`).
+    pub fn count_lost(&self) {
+        if let Some(s) = &self.inner {
+            s.stats.dropped.inc();
+        }
+    }
+
     /// The writer's counters (`None` when auditing is off).
     pub fn stats(&self) -> Option<&AuditStats> {
         self.inner.as_ref().map(|s| s.stats.as_ref())
@@ -263,7 +271,7 @@ impl Auditor {
             ),
             (
                 "sektorbro_audit_events_dropped",
-                "Audit records lost: a forwarding attempt's record the database refused even when retried (never for a full queue)",
+                "Audit records lost: the database refused them even when retried (a forwarding attempt, a refused request; never for a full queue)",
                 &st.dropped,
             ),
             (

@@ -321,6 +321,25 @@ fn date_match(m: &Match, sql: &mut Sql) -> Result<(), StoreError> {
 /// One alternative of one parameter.
 fn one(f: &Filter, m: &Match, sql: &mut Sql) -> Result<(), StoreError> {
     let bad = || unsupported(format!("AuditEvent search does not support this value of {}", f.param));
+    if let Match::Has {
+        source,
+        param,
+        inner,
+    } = m
+    {
+        // The AuditEvents that resources of `source` refer to through `param` (`id` is the
+        // row's `seq` as text, see [`FROM_WITH_ID`]).
+        super::search_sql::referenced_by(
+            sql,
+            "audit_log",
+            "AuditEvent",
+            source,
+            param,
+            inner,
+            &super::Visibility::All,
+        );
+        return Ok(());
+    }
     if let Match::Missing(missing) = m {
         let col = match f.param.as_str() {
             "_id" | "date" | "_lastUpdated" | "type" | "subtype" | "action" | "outcome"
@@ -468,11 +487,27 @@ fn one(f: &Filter, m: &Match, sql: &mut Sql) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The table with an `id` column (the `seq` as text), for `_has`, whose sub-select names it.
+const FROM_WITH_ID: &str = "(SELECT a.*, CAST(a.seq AS TEXT) AS id FROM audit_log a) audit_log";
+
+/// `audit_log`, with an `id` column when a filter needs one.
+fn from(q: &SearchQuery) -> &'static str {
+    let has = q
+        .filters
+        .iter()
+        .any(|f| f.any_of.iter().any(|m| matches!(m, Match::Has { .. })));
+    if has {
+        FROM_WITH_ID
+    } else {
+        "audit_log"
+    }
+}
+
 /// A page of matches (`limit` rows after the query's cursor, in its order).
 pub(crate) fn page(q: &SearchQuery, limit: usize) -> Result<Sql, StoreError> {
     let by_date = sort(q)?;
     let mut sql = Sql::default();
-    sql.push(&format!("SELECT {COLUMNS} FROM audit_log"));
+    sql.push(&format!("SELECT {COLUMNS} FROM {}", from(q)));
     filters(q, &mut sql)?;
     if let Some(after) = &q.after {
         match (by_date, after.values.as_slice()) {
@@ -523,7 +558,7 @@ pub(crate) fn hits(q: &SearchQuery, rows: &[AnyRow]) -> Result<Vec<SearchHit>, S
 pub(crate) fn count(q: &SearchQuery) -> Result<Sql, StoreError> {
     sort(q)?;
     let mut sql = Sql::default();
-    sql.push("SELECT COUNT(*) FROM audit_log");
+    sql.push(&format!("SELECT COUNT(*) FROM {}", from(q)));
     filters(q, &mut sql)?;
     Ok(sql)
 }

@@ -651,6 +651,7 @@ impl Storage for SqlStore {
             channel: self.channel.clone(),
             written: Vec::new(),
             grants_changed: false,
+            audit_only: true,
         }))
     }
 }
@@ -825,6 +826,8 @@ struct SqlTx {
     written: Vec<(String, String)>,
     /// A grant was added: every cached search may now show the grantee more.
     grants_changed: bool,
+    /// Nothing but audit rows written so far (see [`SqlTx::write_audit_sql`]).
+    audit_only: bool,
 }
 
 impl SqlTx {
@@ -842,6 +845,13 @@ impl SqlTx {
     /// A statement whose rows are not read: buffered on SQLite (sent with the next read or at
     /// commit), executed at once on PostgreSQL.
     async fn write_sql(&mut self, sql: Sql) -> Result<(), StoreError> {
+        self.audit_only = false;
+        self.write_audit_sql(sql).await
+    }
+
+    /// [`SqlTx::write_sql`] of the audit trail's own statements: a transaction of nothing else
+    /// succeeding does not tell that the disk has room for clinical writes again.
+    async fn write_audit_sql(&mut self, sql: Sql) -> Result<(), StoreError> {
         match &mut self.tx {
             TxConn::Sqlite(g) => g.write(sql, StoreError::Busy).await,
             TxConn::Postgres(t) => query(&sql)
@@ -954,6 +964,7 @@ impl StoreTx for SqlTx {
     }
 
     async fn write(&mut self, v: &NewVersion<'_>) -> Result<(), StoreError> {
+        self.audit_only = false;
         let statements = write_statements(v);
         let conflict = StoreError::VersionConflict {
             rtype: v.rtype.to_string(),
@@ -1048,7 +1059,7 @@ impl StoreTx for SqlTx {
 
     async fn audit(&mut self, record: &crate::audit::AuditRecord) -> Result<(), StoreError> {
         let sql = audit_log::insert(&crate::audit::compact::Columns::of(record));
-        self.write_sql(sql).await
+        self.write_audit_sql(sql).await
     }
 
     async fn seal_audit(&mut self) -> Result<usize, StoreError> {
@@ -1063,7 +1074,7 @@ impl StoreTx for SqlTx {
         let Some((sql, n)) = audit_log::seal(self.conn().await?).await? else {
             return Ok(0);
         };
-        self.write_sql(sql).await?;
+        self.write_audit_sql(sql).await?;
         Ok(n)
     }
 
@@ -1080,15 +1091,19 @@ impl StoreTx for SqlTx {
             return Ok(0);
         };
         for s in statements {
-            self.write_sql(s).await?;
+            self.write_audit_sql(s).await?;
         }
         Ok(n)
     }
 
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
         let disk = self.disk.clone();
+        let audit_only = self.audit_only;
         let result = self.commit_inner().await;
-        disk.note(&result);
+        // A few audit rows fitting does not mean the disk has room again.
+        if !(audit_only && result.is_ok()) {
+            disk.note(&result);
+        }
         result
     }
 }
