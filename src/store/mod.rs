@@ -148,6 +148,7 @@ pub const SHARED_TYPES: &[&str] = &[
     "Location",
     "Endpoint",
     "HealthcareService",
+    "Questionnaire",
     "StructureDefinition",
     "ValueSet",
     "CodeSystem",
