@@ -48,7 +48,11 @@ fn varied_read(n: usize) -> AuditRecord {
 
 /// Write `n` read records (in transactions of 256), seal them, and return the bytes the
 /// database grew by per record.
-async fn bytes_per_read(engine: &Engine, n: usize, size: impl Fn() -> futures_util::future::BoxFuture<'static, i64>) -> f64 {
+async fn bytes_per_read(
+    engine: &Engine,
+    n: usize,
+    size: impl Fn() -> futures_util::future::BoxFuture<'static, i64>,
+) -> f64 {
     let before = size().await;
     let mut left = n;
     while left > 0 {
@@ -107,19 +111,30 @@ fn bench(c: &mut Criterion) {
                 .execute(&pool)
                 .await
                 .expect("checkpoint");
-            let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&pool).await.expect("pages");
-            let size: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(&pool).await.expect("size");
+            let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+                .fetch_one(&pool)
+                .await
+                .expect("pages");
+            let size: i64 = sqlx::query_scalar("PRAGMA page_size")
+                .fetch_one(&pool)
+                .await
+                .expect("size");
             pool.close().await;
             pages * size
         })
     }));
-    eprintln!("audit storage, SQLite: {per:.0} bytes per read record ({N} records, rows and indexes)");
+    eprintln!(
+        "audit storage, SQLite: {per:.0} bytes per read record ({N} records, rows and indexes)"
+    );
     if let Ok(server) = std::env::var("SEKTORBRO_TEST_POSTGRES_URL") {
         let pg = rt.block_on(async {
             sqlx::any::install_default_drivers();
             let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
             let pool = sqlx::AnyPool::connect(&server).await.expect("pg");
-            sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&pool).await.expect("schema");
+            sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                .execute(&pool)
+                .await
+                .expect("schema");
             pool.close().await;
             let sep = if server.contains('?') { '&' } else { '?' };
             format!("{server}{sep}options=-c%20search_path%3D{schema}")
@@ -132,12 +147,11 @@ fn bench(c: &mut Criterion) {
             let url = pg.clone();
             Box::pin(async move {
                 let pool = sqlx::AnyPool::connect(&url).await.expect("connect");
-                let size: i64 = sqlx::query_scalar(
-                    "SELECT (pg_total_relation_size('audit_log'))::BIGINT",
-                )
-                .fetch_one(&pool)
-                .await
-                .expect("size");
+                let size: i64 =
+                    sqlx::query_scalar("SELECT (pg_total_relation_size('audit_log'))::BIGINT")
+                        .fetch_one(&pool)
+                        .await
+                        .expect("size");
                 pool.close().await;
                 size
             })

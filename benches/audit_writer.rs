@@ -50,7 +50,11 @@ async fn engine(dir: &std::path::Path, name: &str) -> Arc<Engine> {
 }
 
 /// 8 clinical writers committing a one-row write transaction each, until `end`.
-fn clinical_load(engine: &Arc<Engine>, end: Instant, done: &Arc<AtomicU64>) -> Vec<tokio::task::JoinHandle<()>> {
+fn clinical_load(
+    engine: &Arc<Engine>,
+    end: Instant,
+    done: &Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     (0..CLINICAL)
         .map(|w| {
             let (engine, done) = (engine.clone(), done.clone());
@@ -158,7 +162,10 @@ async fn run(variant: &str, synchronous: &str) {
             .connect(&url)
             .await
             .expect("audit file");
-        for pragma in ["PRAGMA journal_mode = WAL", &format!("PRAGMA synchronous = {synchronous}")] {
+        for pragma in [
+            "PRAGMA journal_mode = WAL",
+            &format!("PRAGMA synchronous = {synchronous}"),
+        ] {
             sqlx::query(pragma).execute(&pool).await.expect(pragma);
         }
         let (tx, rx) = mpsc::channel::<Job>(10_000);

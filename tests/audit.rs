@@ -204,7 +204,10 @@ async fn a_batch_is_one_transaction(engine: Arc<Engine>) {
         (0..25).map(|i| auditor.record(read_by("client-a", &format!("CarePlan/cp-{i}"), 200))),
     )
     .await;
-    assert!(results.iter().all(|r| *r == Recorded::Written), "{results:?}");
+    assert!(
+        results.iter().all(|r| *r == Recorded::Written),
+        "{results:?}"
+    );
     let stats = auditor.stats().expect("enabled");
     assert_eq!(stats.written.get(), 25);
     let batches = stats.batches.get();
@@ -227,14 +230,18 @@ async fn a_record_in_a_write_transaction_commits_with_it_or_not_at_all(engine: A
     tx.commit().await.expect("commit");
     let found = search(&engine, "altid=client-x").await;
     assert_eq!(found.len(), 1, "{found:#?}");
-    assert_eq!(found[0]["entity"][0]["what"]["reference"], "Patient/committed");
+    assert_eq!(
+        found[0]["entity"][0]["what"]["reference"],
+        "Patient/committed"
+    );
     // Read back by its id, as `GET /fhir/AuditEvent/{id}` does.
     let id = found[0]["id"].as_str().expect("id");
     let read = engine
         .read(&sektorbro::engine::Access::gateway(), "AuditEvent", id)
         .await
         .expect("read");
-    let read: Value = serde_json::from_str(read.content.as_deref().expect("content")).expect("json");
+    let read: Value =
+        serde_json::from_str(read.content.as_deref().expect("content")).expect("json");
     assert_eq!(read, found[0]);
 }
 
@@ -296,15 +303,33 @@ async fn an_edited_or_deleted_row_breaks_the_chain(engine: Arc<Engine>) {
         .to_string();
 
     // A row edited behind the gateway's back: the chain breaks at that row.
-    raw(&engine, &format!("UPDATE audit_log SET entity = 'Patient/someone-else' WHERE seq = {fifth}")).await;
+    raw(
+        &engine,
+        &format!("UPDATE audit_log SET entity = 'Patient/someone-else' WHERE seq = {fifth}"),
+    )
+    .await;
     let v = engine.store().audit_verify().await.expect("verify");
     let b = v.first_break.expect("a break");
     assert_eq!(b.seq.map(|s| s.to_string()), Some(fifth.clone()), "{b:?}");
     assert_eq!(v.checked, 4);
     // Put back, it verifies again; deleted, the gap is the break.
-    raw(&engine, &format!("UPDATE audit_log SET entity = 'Patient/p-4' WHERE seq = {fifth}")).await;
-    assert!(engine.store().audit_verify().await.expect("verify").first_break.is_none());
-    raw(&engine, &format!("DELETE FROM audit_log WHERE seq = {fifth}")).await;
+    raw(
+        &engine,
+        &format!("UPDATE audit_log SET entity = 'Patient/p-4' WHERE seq = {fifth}"),
+    )
+    .await;
+    assert!(engine
+        .store()
+        .audit_verify()
+        .await
+        .expect("verify")
+        .first_break
+        .is_none());
+    raw(
+        &engine,
+        &format!("DELETE FROM audit_log WHERE seq = {fifth}"),
+    )
+    .await;
     let v = engine.store().audit_verify().await.expect("verify");
     let b = v.first_break.expect("a break");
     assert_eq!((b.seq, b.chain_pos), (None, 5), "{b:?}");
@@ -329,16 +354,31 @@ async fn retention_prunes_a_prefix_and_the_chain_stays_verifiable(engine: Arc<En
     assert!(v.first_break.is_none(), "{v:?}");
     assert_eq!((v.anchor, v.checked), (3, 3), "{v:?}");
     // New records chain on after the kept ones; pruning again finds nothing.
-    auditor.record(read_by("client-r", "Patient/new", 200)).await;
+    auditor
+        .record(read_by("client-r", "Patient/new", 200))
+        .await;
     auditor.flush().await;
-    assert_eq!(sektorbro::audit::prune(&engine, 30).await.expect("prune"), 0);
+    assert_eq!(
+        sektorbro::audit::prune(&engine, 30).await.expect("prune"),
+        0
+    );
     let v = engine.store().audit_verify().await.expect("verify");
     assert!(v.first_break.is_none() && v.checked == 4, "{v:?}");
     // Editing the first kept row is still caught (it chains to the anchor).
     let first = &kept[0]["id"].as_str().expect("id").to_string();
-    raw(&engine, &format!("UPDATE audit_log SET client = 'x' WHERE seq = {first}")).await;
+    raw(
+        &engine,
+        &format!("UPDATE audit_log SET client = 'x' WHERE seq = {first}"),
+    )
+    .await;
     let v = engine.store().audit_verify().await.expect("verify");
-    assert_eq!(v.first_break.and_then(|b| b.seq).map(|s| s.to_string()).as_ref(), Some(first));
+    assert_eq!(
+        v.first_break
+            .and_then(|b| b.seq)
+            .map(|s| s.to_string())
+            .as_ref(),
+        Some(first)
+    );
 }
 
 async fn export_renders_every_record_since_an_instant(engine: Arc<Engine>) {
@@ -366,7 +406,8 @@ async fn export_renders_every_record_since_an_instant(engine: Arc<Engine>) {
             .filter(|i| {
                 matches!(
                     i.severity,
-                    fhir_core::fhir::outcome::Severity::Error | fhir_core::fhir::outcome::Severity::Fatal
+                    fhir_core::fhir::outcome::Severity::Error
+                        | fhir_core::fhir::outcome::Severity::Fatal
                 )
             })
             .collect();

@@ -215,12 +215,21 @@ async fn sigkill_during_writes_keeps_the_audit_record_of_every_answered_request(
 
     // The chain holds across the kill.
     let out = Command::new(env!("CARGO_BIN_EXE_sektorbro"))
-        .args(["audit", "verify", "--config", config.to_str().expect("path")])
+        .args([
+            "audit",
+            "verify",
+            "--config",
+            config.to_str().expect("path"),
+        ])
         .env("SEKTORBRO_DATABASE_URL", &db)
         .output()
         .expect("verify");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("the chain is intact"), "{text}");
 
     // A row edited behind the gateway's back: verify fails and names it.
@@ -231,11 +240,19 @@ async fn sigkill_during_writes_keeps_the_audit_record_of_every_answered_request(
         .expect("edit");
     pool.close().await;
     let out = Command::new(env!("CARGO_BIN_EXE_sektorbro"))
-        .args(["audit", "verify", "--config", config.to_str().expect("path")])
+        .args([
+            "audit",
+            "verify",
+            "--config",
+            config.to_str().expect("path"),
+        ])
         .env("SEKTORBRO_DATABASE_URL", &db)
         .output()
         .expect("verify");
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("BROKEN at position 7 (AuditEvent/7)"), "{text}");
+    assert!(
+        text.contains("BROKEN at position 7 (AuditEvent/7)"),
+        "{text}"
+    );
 }

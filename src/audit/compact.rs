@@ -289,7 +289,10 @@ mod tests {
             client_id: "kommune-0101".into(),
             kind: Some("municipality".into()),
             auth_method: Some("mtls".into()),
-            organizations: vec!["urn:oid:1.2.208.176.1.1|123".into(), "Organization/o".into()],
+            organizations: vec![
+                "urn:oid:1.2.208.176.1.1|123".into(),
+                "Organization/o".into(),
+            ],
             ..Who::default()
         });
         r.peer = Some("10.0.0.1".into());

@@ -421,7 +421,10 @@ fn take(
     }
 }
 
-async fn write_once(engine: &Engine, records: &[(AuditRecord, Option<Ack>)]) -> Result<(), StoreError> {
+async fn write_once(
+    engine: &Engine,
+    records: &[(AuditRecord, Option<Ack>)],
+) -> Result<(), StoreError> {
     let mut tx = engine.store().begin().await?;
     for (r, _) in records {
         tx.audit(r).await?;
@@ -549,7 +552,11 @@ async fn seal_loop(
                 Ok(n) => {
                     stats.pruned.inc_by(n);
                     if n > 0 {
-                        tracing::info!(rows = n, retention_days, "audit retention: old records deleted, the chain anchored");
+                        tracing::info!(
+                            rows = n,
+                            retention_days,
+                            "audit retention: old records deleted, the chain anchored"
+                        );
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "audit retention failed; retrying later"),

@@ -50,7 +50,9 @@ pub fn describe(v: &Verification) -> String {
         Some(b) => out.push_str(&format!(
             "BROKEN at position {}{}: {}\n",
             b.chain_pos,
-            b.seq.map(|s| format!(" (AuditEvent/{s})")).unwrap_or_default(),
+            b.seq
+                .map(|s| format!(" (AuditEvent/{s})"))
+                .unwrap_or_default(),
             b.reason
         )),
     }

@@ -19,7 +19,9 @@ use super::search_sql::{Bind, Sql};
 use super::sql::{db_err, int_col, query};
 use super::{SearchHit, StoreError, StoredResource};
 use crate::audit::compact::{chain_hash, Columns, GENESIS};
-use fhir_core::fhir::search::{Filter, Match, Prefix, SearchQuery, SortKey, SortValue, TokenSystem};
+use fhir_core::fhir::search::{
+    Filter, Match, Prefix, SearchQuery, SortKey, SortValue, TokenSystem,
+};
 
 /// The columns read back, in [`Columns`] order, after `seq`.
 pub(crate) const COLUMNS: &str = "seq, recorded_ms, kind, action, outcome, status, client, \
@@ -59,7 +61,17 @@ pub(crate) fn insert(c: &Columns) -> Sql {
         };
     };
     opt_int(&mut sql, c.status);
-    for v in [&c.client, &c.client_kind, &c.auth, &c.orgs, &c.peer, &c.rtype, &c.entity, &c.patient, &c.query] {
+    for v in [
+        &c.client,
+        &c.client_kind,
+        &c.auth,
+        &c.orgs,
+        &c.peer,
+        &c.rtype,
+        &c.entity,
+        &c.patient,
+        &c.query,
+    ] {
         opt_text(&mut sql, v);
     }
     opt_int(&mut sql, c.query_len);
@@ -219,17 +231,13 @@ fn text_match(col: &str, m: &Match, sql: &mut Sql) -> bool {
                     sql.push(col).push(" = ").text(value);
                 }
                 TextMode::StartsWith => {
-                    sql.push(&format!("LOWER({col}) LIKE ")).text(&format!(
-                        "{}%",
-                        like_escape(&value.to_lowercase())
-                    ));
+                    sql.push(&format!("LOWER({col}) LIKE "))
+                        .text(&format!("{}%", like_escape(&value.to_lowercase())));
                     sql.push(" ESCAPE '\\'");
                 }
                 TextMode::Contains => {
-                    sql.push(&format!("LOWER({col}) LIKE ")).text(&format!(
-                        "%{}%",
-                        like_escape(&value.to_lowercase())
-                    ));
+                    sql.push(&format!("LOWER({col}) LIKE "))
+                        .text(&format!("%{}%", like_escape(&value.to_lowercase())));
                     sql.push(" ESCAPE '\\'");
                 }
             }
@@ -272,18 +280,15 @@ fn reference_match(cols: &[&str], rtype: Option<&str>, id: &str, sql: &mut Sql) 
             Some(t) => {
                 let r = format!("{t}/{id}");
                 sql.push(col).push(" = ").text(&r);
-                sql.push(&format!(" OR {col} LIKE ")).text(&format!(
-                    "{}/\\_history/%",
-                    like_escape(&r)
-                ));
+                sql.push(&format!(" OR {col} LIKE "))
+                    .text(&format!("{}/\\_history/%", like_escape(&r)));
                 sql.push(" ESCAPE '\\'");
             }
             None => {
-                sql.push(&format!("{col} LIKE ")).text(&format!("%/{}", like_escape(id)));
-                sql.push(&format!(" ESCAPE '\\' OR {col} LIKE ")).text(&format!(
-                    "%/{}/\\_history/%",
-                    like_escape(id)
-                ));
+                sql.push(&format!("{col} LIKE "))
+                    .text(&format!("%/{}", like_escape(id)));
+                sql.push(&format!(" ESCAPE '\\' OR {col} LIKE "))
+                    .text(&format!("%/{}/\\_history/%", like_escape(id)));
                 sql.push(" ESCAPE '\\'");
             }
         }
@@ -297,10 +302,16 @@ fn date_match(m: &Match, sql: &mut Sql) -> Result<(), StoreError> {
     let (lo, hi) = (Bind::Int(*lo), Bind::Int(*hi));
     match prefix {
         Prefix::Eq | Prefix::Ap => {
-            sql.push("recorded_ms >= ").bind(lo).push(" AND recorded_ms <= ").bind(hi);
+            sql.push("recorded_ms >= ")
+                .bind(lo)
+                .push(" AND recorded_ms <= ")
+                .bind(hi);
         }
         Prefix::Ne => {
-            sql.push("recorded_ms < ").bind(lo).push(" OR recorded_ms > ").bind(hi);
+            sql.push("recorded_ms < ")
+                .bind(lo)
+                .push(" OR recorded_ms > ")
+                .bind(hi);
         }
         Prefix::Gt | Prefix::Sa => {
             sql.push("recorded_ms > ").bind(hi);
@@ -320,7 +331,12 @@ fn date_match(m: &Match, sql: &mut Sql) -> Result<(), StoreError> {
 
 /// One alternative of one parameter.
 fn one(f: &Filter, m: &Match, sql: &mut Sql) -> Result<(), StoreError> {
-    let bad = || unsupported(format!("AuditEvent search does not support this value of {}", f.param));
+    let bad = || {
+        unsupported(format!(
+            "AuditEvent search does not support this value of {}",
+            f.param
+        ))
+    };
     if let Match::Has {
         source,
         param,
@@ -351,9 +367,15 @@ fn one(f: &Filter, m: &Match, sql: &mut Sql) -> Result<(), StoreError> {
             "patient" => "patient",
             "altid" | "agent-name" => "client",
             "address" => "peer",
-            _ => return Err(unsupported(format!("{}:missing is not supported on AuditEvent", f.param))),
+            _ => {
+                return Err(unsupported(format!(
+                    "{}:missing is not supported on AuditEvent",
+                    f.param
+                )))
+            }
         };
-        sql.push(col).push(if *missing { " IS NULL" } else { " IS NOT NULL" });
+        sql.push(col)
+            .push(if *missing { " IS NULL" } else { " IS NOT NULL" });
         return Ok(());
     }
     match f.param.as_str() {
@@ -370,7 +392,10 @@ fn one(f: &Filter, m: &Match, sql: &mut Sql) -> Result<(), StoreError> {
         },
         "date" | "_lastUpdated" => date_match(m, sql)?,
         "type" => match m {
-            Match::Token { system, code: Some(c) } => {
+            Match::Token {
+                system,
+                code: Some(c),
+            } => {
                 if c == "rest" && system_is(system, &[EVENT_TYPE]) {
                     sql.push("kind <> 'forward'");
                 } else if c == "110106" && system_is(system, &[DICOM]) {
@@ -382,7 +407,10 @@ fn one(f: &Filter, m: &Match, sql: &mut Sql) -> Result<(), StoreError> {
             _ => return Err(bad()),
         },
         "subtype" => match m {
-            Match::Token { system, code: Some(c) } => {
+            Match::Token {
+                system,
+                code: Some(c),
+            } => {
                 let restful = system_is(system, &[RESTFUL]);
                 let own = system_is(system, &[OWN]);
                 sql.push("1=0");
@@ -461,7 +489,9 @@ fn one(f: &Filter, m: &Match, sql: &mut Sql) -> Result<(), StoreError> {
         },
         "agent" => match m {
             Match::Ref { rtype: Some(t), id } => {
-                sql.push("orgs IS NOT NULL AND (").push("'\n' || orgs || '\n'").push(" LIKE ");
+                sql.push("orgs IS NOT NULL AND (")
+                    .push("'\n' || orgs || '\n'")
+                    .push(" LIKE ");
                 sql.text(&format!("%\n{}\n%", like_escape(&format!("{t}/{id}"))));
                 sql.push(" ESCAPE '\\')");
             }
@@ -470,7 +500,9 @@ fn one(f: &Filter, m: &Match, sql: &mut Sql) -> Result<(), StoreError> {
         "site" => {
             let observer = crate::audit::observer();
             let hit = match m {
-                Match::Text { value, .. } => observer.to_lowercase().starts_with(&value.to_lowercase()),
+                Match::Text { value, .. } => {
+                    observer.to_lowercase().starts_with(&value.to_lowercase())
+                }
                 Match::Token { code: Some(c), .. } => &observer == c,
                 _ => return Err(bad()),
             };
@@ -582,7 +614,8 @@ async fn chain_head(conn: &mut AnyConnection) -> Result<(i64, String), StoreErro
     match row {
         Some(r) => Ok((
             int_col(&r, "chain_pos")?,
-            r.try_get("hash").map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            r.try_get("hash")
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         )),
         None => Ok((0, GENESIS.to_string())),
     }
@@ -737,8 +770,10 @@ pub(crate) async fn prune(
     // The last position of the prefix: just before the first sealed row that is young enough,
     // or the last sealed row when none is.
     let mut sql = Sql::default();
-    sql.push("SELECT MIN(chain_pos) FROM audit_log WHERE chain_pos IS NOT NULL AND recorded_ms >= ")
-        .bind(Bind::Int(before_ms));
+    sql.push(
+        "SELECT MIN(chain_pos) FROM audit_log WHERE chain_pos IS NOT NULL AND recorded_ms >= ",
+    )
+    .bind(Bind::Int(before_ms));
     let first_kept: Option<i64> = query(&sql)
         .fetch_one(&mut *conn)
         .await
@@ -752,7 +787,11 @@ pub(crate) async fn prune(
     let mut sql = Sql::default();
     sql.push("SELECT chain_pos, hash FROM audit_log WHERE chain_pos = ")
         .bind(Bind::Int(upto));
-    let Some(last) = query(&sql).fetch_optional(&mut *conn).await.map_err(db_err)? else {
+    let Some(last) = query(&sql)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?
+    else {
         return Ok(None);
     };
     let hash: String = last
