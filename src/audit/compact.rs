@@ -6,11 +6,12 @@
 //! [`MAX_TEXT_BYTES`] (the query at `audit.max_query_bytes`, cut by [`AuditRecord::set_query`]).
 //!
 //! The hash chain: a sealed row carries `hash = SHA-256(previous hash, "\n", content)`, cut to
-//! 128 bits and written in hex, where content is [`Columns::canonical`]. The first row's previous
+//! 128 bits and written in base64url (22 characters), where content is [`Columns::canonical`]. The first row's previous
 //! hash is [`GENESIS`] (or the anchor retention left, see `store::audit_log`).
 //!
 //! [`to_audit_event`]: super::to_audit_event
 
+use base64::Engine as _;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -159,7 +160,13 @@ impl Columns {
                 .filter(|w| !w.organizations.is_empty())
                 .map(|w| cut(&w.organizations.join("\n"), MAX_TEXT_BYTES * 4)),
             peer: short(&r.peer),
-            rtype: short(&r.resource_type),
+            // The type is the entity's when there is one: kept once.
+            rtype: short(&r.resource_type).filter(|t| {
+                !r
+                    .resource
+                    .as_deref()
+                    .is_some_and(|e| e.split('/').next() == Some(t.as_str()))
+            }),
             entity: short(&r.resource),
             patient: r.patient.as_ref().map(|p| {
                 cut(
@@ -228,7 +235,12 @@ impl Columns {
             http_status: self.status.and_then(|s| u16::try_from(s).ok()),
             who,
             peer: self.peer.clone(),
-            resource_type: self.rtype.clone(),
+            resource_type: self.rtype.clone().or_else(|| {
+                self.entity
+                    .as_deref()
+                    .and_then(|e| e.split_once('/'))
+                    .map(|(t, _)| t.to_string())
+            }),
             resource: self.entity.clone(),
             query: self.query.clone(),
             query_truncated_from: self.query_len.and_then(|n| usize::try_from(n).ok()),
@@ -268,14 +280,14 @@ impl Columns {
 }
 
 /// The chained hash of a row: SHA-256 over the previous hash and the row's canonical content,
-/// its first 128 bits in hex.
+/// its first 128 bits in base64url (22 characters).
 pub fn chain_hash(previous: &str, seq: i64, row: &Columns) -> String {
     let mut h = Sha256::new();
     h.update(previous.as_bytes());
     h.update(b"\n");
     h.update(row.canonical(seq).as_bytes());
     let digest = h.finalize();
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
 }
 
 #[cfg(test)]
@@ -297,6 +309,7 @@ mod tests {
         });
         r.peer = Some("10.0.0.1".into());
         r.resource = Some("CarePlan/x/_history/2".into());
+        r.resource_type = Some("CarePlan".into());
         r.patient = Some(PatientRef::Identifier {
             system: "urn:oid:1.2.208.176.1.2".into(),
             value: "0101011234".into(),
@@ -329,7 +342,7 @@ mod tests {
         r.resource = Some("Patient/p".into());
         let c = Columns::of(&r);
         let h = chain_hash(GENESIS, 1, &c);
-        assert_eq!(h.len(), 32);
+        assert_eq!(h.len(), 22);
         assert_ne!(h, chain_hash(GENESIS, 2, &c));
         assert_ne!(h, chain_hash(&h, 1, &c));
         let mut edited = c.clone();
