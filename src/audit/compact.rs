@@ -162,10 +162,9 @@ impl Columns {
             peer: short(&r.peer),
             // The type is the entity's when there is one: kept once.
             rtype: short(&r.resource_type).filter(|t| {
-                !r
-                    .resource
+                r.resource
                     .as_deref()
-                    .is_some_and(|e| e.split('/').next() == Some(t.as_str()))
+                    .is_none_or(|e| e.split('/').next() != Some(t.as_str()))
             }),
             entity: short(&r.resource),
             patient: r.patient.as_ref().map(|p| {
