@@ -1,14 +1,14 @@
-//! The audit writer's work per event, phase by phase: AuditRecord → AuditEvent JSON, the JSON
-//! serialized, its search index entries, and a batch of 256 written through
-//! `Engine::append_internal` on SQLite (synchronous=full). `cargo bench --bench audit`;
-//! figures in docs/benchmarks.md.
+//! The audit trail's work per record: AuditRecord → compact row, a row rendered back as an
+//! AuditEvent (reads of the trail), a batch of 256 rows written in one transaction on SQLite
+//! (synchronous=full), and the storage a read record takes (printed: bytes per record on
+//! SQLite, and on PostgreSQL when `SEKTORBRO_TEST_POSTGRES_URL` is set).
+//! `cargo bench --bench audit`; figures in docs/audit.md.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use fhir_core::fhir::search_params::SearchParamRegistry;
+use sektorbro::audit::compact::Columns;
 use sektorbro::audit::{to_audit_event, AuditRecord, Interaction, PatientRef, Who};
 use sektorbro::config::Config;
 use sektorbro::engine::Engine;
-use serde_json::json;
 
 /// What the middleware records for an authenticated read of a Patient.
 fn read_record() -> AuditRecord {
@@ -29,31 +29,60 @@ fn read_record() -> AuditRecord {
     r
 }
 
-fn bench(c: &mut Criterion) {
-    let registry = SearchParamRegistry::embedded();
-    let record = read_record();
-    let mut ev = to_audit_event(&record, "https://gw.example.dk/fhir");
-    ev["id"] = json!("2a0c3b1e-0000-4000-8000-000000000001");
-    let index = registry.extract(&ev);
-    eprintln!(
-        "one read's AuditEvent: {} bytes of JSON, {} index entries",
-        serde_json::to_string(&ev).map_or(0, |s| s.len()),
-        index.len()
-    );
-    let mut by_param = std::collections::BTreeMap::<&str, usize>::new();
-    for e in &index {
-        *by_param.entry(e.param.as_str()).or_default() += 1;
+/// A read of one of many CarePlans (a new id each time), as the middleware records it.
+fn varied_read(n: usize) -> AuditRecord {
+    let mut r = read_record();
+    let id = uuid::Uuid::new_v4();
+    if n % 4 == 0 {
+        r.resource_type = Some("Patient".into());
+        r.resource = Some(format!("Patient/{id}"));
+        r.patient = Some(PatientRef::Reference(format!("Patient/{id}")));
+    } else {
+        r.resource_type = Some("CarePlan".into());
+        r.resource = Some(format!("CarePlan/{id}"));
+        r.patient = None;
     }
-    eprintln!("index entries by parameter: {by_param:?}");
+    r.request_id = Some(uuid::Uuid::new_v4().to_string());
+    r
+}
 
-    c.bench_function("audit: record -> AuditEvent JSON", |b| {
-        b.iter(|| to_audit_event(&record, "https://gw.example.dk/fhir"))
+/// Write `n` read records (in transactions of 256), seal them, and return the bytes the
+/// database grew by per record.
+async fn bytes_per_read(
+    engine: &Engine,
+    n: usize,
+    size: impl Fn() -> futures_util::future::BoxFuture<'static, i64>,
+) -> f64 {
+    let before = size().await;
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(256);
+        let mut tx = engine.store().begin().await.expect("begin");
+        for i in 0..k {
+            tx.audit(&varied_read(i)).await.expect("audit");
+        }
+        tx.commit().await.expect("commit");
+        left -= k;
+    }
+    loop {
+        let mut tx = engine.store().begin().await.expect("begin");
+        let sealed = tx.seal_audit().await.expect("seal");
+        tx.commit().await.expect("commit");
+        if sealed == 0 {
+            break;
+        }
+    }
+    (size().await - before) as f64 / n as f64
+}
+
+fn bench(c: &mut Criterion) {
+    let record = read_record();
+    let row = Columns::of(&record);
+    c.bench_function("audit: record -> compact row", |b| {
+        b.iter(|| Columns::of(&record))
     });
-    c.bench_function("audit: AuditEvent serialized", |b| {
-        b.iter(|| serde_json::to_string(&ev).expect("json"))
-    });
-    c.bench_function("audit: AuditEvent index entries", |b| {
-        b.iter(|| registry.extract(&ev))
+    c.bench_function("audit: compact row -> AuditEvent JSON text", |b| {
+        b.iter(|| to_audit_event(&row.record(), "https://gw.example.dk/fhir").to_string())
     });
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -63,25 +92,87 @@ fn bench(c: &mut Criterion) {
     let _context = rt.enter();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = Config::defaults();
-    let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+    let file = dir.path().join("audit.db");
+    let url = format!("sqlite://{}", file.display());
     let store = rt
         .block_on(sektorbro::store::open(&url, 4, "full", 5000, &config.cache))
         .expect("open store");
-    let engine = Engine::new(store, config.search);
+    let engine = Engine::new(store, config.search.clone());
+
+    // Storage per read record: the database file (after a checkpoint folds the WAL in).
+    const N: usize = 20_000;
+    let sqlite_url = url.clone();
+    let per = rt.block_on(bytes_per_read(&engine, N, move || {
+        let url = sqlite_url.clone();
+        Box::pin(async move {
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::AnyPool::connect(&url).await.expect("connect");
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&pool)
+                .await
+                .expect("checkpoint");
+            let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+                .fetch_one(&pool)
+                .await
+                .expect("pages");
+            let size: i64 = sqlx::query_scalar("PRAGMA page_size")
+                .fetch_one(&pool)
+                .await
+                .expect("size");
+            pool.close().await;
+            pages * size
+        })
+    }));
+    eprintln!(
+        "audit storage, SQLite: {per:.0} bytes per read record ({N} records, rows and indexes)"
+    );
+    if let Ok(server) = std::env::var("SEKTORBRO_TEST_POSTGRES_URL") {
+        let pg = rt.block_on(async {
+            sqlx::any::install_default_drivers();
+            let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
+            let pool = sqlx::AnyPool::connect(&server).await.expect("pg");
+            sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                .execute(&pool)
+                .await
+                .expect("schema");
+            pool.close().await;
+            let sep = if server.contains('?') { '&' } else { '?' };
+            format!("{server}{sep}options=-c%20search_path%3D{schema}")
+        });
+        let store = rt
+            .block_on(sektorbro::store::open(&pg, 4, "full", 5000, &config.cache))
+            .expect("open pg");
+        let pg_engine = Engine::new(store, config.search.clone());
+        let per = rt.block_on(bytes_per_read(&pg_engine, N, move || {
+            let url = pg.clone();
+            Box::pin(async move {
+                let pool = sqlx::AnyPool::connect(&url).await.expect("connect");
+                let size: i64 =
+                    sqlx::query_scalar("SELECT (pg_total_relation_size('audit_log'))::BIGINT")
+                        .fetch_one(&pool)
+                        .await
+                        .expect("size");
+                pool.close().await;
+                size
+            })
+        }));
+        eprintln!("audit storage, PostgreSQL: {per:.0} bytes per read record ({N} records, rows, indexes, TOAST)");
+    }
+
     let mut group = c.benchmark_group("audit");
     group.sample_size(20);
-    group.bench_function("append_internal 256 AuditEvents (sqlite, full)", |b| {
+    group.bench_function("256 audit rows in one transaction (sqlite, full)", |b| {
         b.iter_batched(
-            || {
-                (0..256)
-                    .map(|_| {
-                        let mut ev = to_audit_event(&record, "https://gw.example.dk/fhir");
-                        ev["id"] = json!(fhir_core::fhir::new_id());
-                        ("AuditEvent".to_string(), ev)
-                    })
-                    .collect::<Vec<_>>()
+            || (0..256).map(varied_read).collect::<Vec<_>>(),
+            |records| {
+                rt.block_on(async {
+                    let mut tx = engine.store().begin().await.expect("begin");
+                    for r in &records {
+                        tx.audit(r).await.expect("audit");
+                    }
+                    tx.commit().await.expect("commit");
+                })
             },
-            |events| rt.block_on(engine.append_internal(events)).expect("append"),
             BatchSize::LargeInput,
         )
     });

@@ -152,7 +152,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
 }
 
 /// This gateway's name in AuditEvents: `audit.observer`, else `server.base_url`, else "sektorbro".
-fn observer(config: &Config) -> String {
+pub fn observer(config: &Config) -> String {
     [&config.audit.observer, &config.server.base_url]
         .into_iter()
         .find(|s| !s.is_empty())

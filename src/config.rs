@@ -134,20 +134,24 @@ impl std::fmt::Debug for DevClientConfig {
     }
 }
 
-/// The audit trail (`src/audit/`): an AuditEvent per attempt, queued and written in batches.
+/// The audit trail (`src/audit/`, docs/audit.md): a compact row per attempt; a write's row in the
+/// write's own transaction, every other row written by the audit writer (group commit) before
+/// the response leaves.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
-    /// Record AuditEvents at all.
+    /// Record the audit trail at all.
     pub enabled: bool,
-    /// Events waiting to be written; when full, `Auditor::record` waits `max_wait_ms`, then drops.
+    /// Records waiting for the audit writer. When full (the database cannot keep up), requests
+    /// wait for room: nothing is dropped (`sektorbro_audit_backpressure_total` counts the waits).
     pub queue_capacity: usize,
-    /// Most events written in one database transaction.
+    /// Most records written in one database transaction.
     pub batch_size: usize,
-    /// Longest an event waits for its batch to fill before it is written anyway.
-    pub flush_interval_ms: u64,
-    /// Longest `record` waits for room in a full queue before the event is dropped (and counted).
-    pub max_wait_ms: u64,
+    /// How often unsealed rows are chained into the hash chain, in milliseconds.
+    pub seal_interval_ms: u64,
+    /// Days audit rows are kept (0: for ever). Older rows are deleted hourly, as a prefix of the
+    /// hash chain, which is anchored at the last deleted row.
+    pub retention_days: u32,
     /// This gateway's name in AuditEvents (`source.observer`, `source.site`); empty: the
     /// `server.base_url`, or "sektorbro" when that is empty too.
     pub observer: String,
@@ -628,9 +632,9 @@ impl Config {
         self.check_lookups()?;
         self.check_forwarding()?;
         let a = &self.audit;
-        if a.queue_capacity == 0 || a.batch_size == 0 || a.flush_interval_ms == 0 {
+        if a.queue_capacity == 0 || a.batch_size == 0 || a.seal_interval_ms == 0 {
             return Err(ConfigError::Invalid(
-                "audit: queue_capacity, batch_size and flush_interval_ms must be at least 1".into(),
+                "audit: queue_capacity, batch_size and seal_interval_ms must be at least 1".into(),
             ));
         }
         self.check_auth()?;

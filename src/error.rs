@@ -100,6 +100,7 @@ impl From<StoreError> for FhirError {
                      request was not applied. Retry later, or narrow a search",
                 )],
             ),
+            StoreError::Unsupported(what) => FhirError::bad_request(what),
             StoreError::Database(_) | StoreError::Corrupt(_) => {
                 // The detail goes to the log, not to the client.
                 tracing::error!(error = %e, "storage failure");

@@ -85,7 +85,9 @@ pub fn record(
         .filter(|_| route.contains("{type}"))
         .copied();
     rec.resource_type = rtype.map(str::to_string);
+    // What a write stored (`Type/id/_history/v`) says more than its route; otherwise the route.
     rec.resource = match (route, segments.as_slice()) {
+        _ if written.is_some() => written.map(str::to_string),
         (
             "/fhir/{type}/{id}" | "/fhir/{type}/{id}/_history" | "/fhir/{type}/{id}/$share",
             [t, id, ..],
@@ -113,6 +115,35 @@ pub fn record(
         );
     }
     Some(rec)
+}
+
+/// A write's record: the request's `template` (made before the handler ran) completed with what
+/// the write stored (`Type/id/_history/v`), its status and, when the handler said so, the
+/// interaction (a batch's entries).
+pub fn for_write(
+    template: &AuditRecord,
+    entity: Option<&str>,
+    status: u16,
+    interaction: Option<Interaction>,
+) -> AuditRecord {
+    let mut r = template.clone();
+    r.recorded_ms = chrono::Utc::now().timestamp_millis();
+    r.http_status = Some(status);
+    r.outcome = crate::audit::Outcome::from_status(status);
+    if let Some(i) = interaction {
+        r.action = i.default_action();
+        r.interaction = i;
+    }
+    if let Some(e) = entity {
+        r.resource = Some(cut(e, 3 * MAX_SEGMENT_BYTES + 16).to_string());
+        if e.starts_with("Patient/") {
+            r.patient = e
+                .split('/')
+                .nth(1)
+                .map(|id| PatientRef::Reference(format!("Patient/{id}")));
+        }
+    }
+    r
 }
 
 /// The [`AuditEntity`] a handler set on its response.

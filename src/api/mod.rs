@@ -192,13 +192,42 @@ pub async fn observe(
             refusal = Some(context::body_too_large(limit).error_response());
         }
     }
+    // A write's audit record goes into the write's own transaction (`audit::in_tx`): the maker
+    // turns what the engine wrote into this request's record.
+    let mut scoped = None;
     let mut res = match refusal {
         Some(answer) => req.into_response(answer).map_into_right_body(),
-        None => next
-            .call(req)
-            .instrument(span.clone())
-            .await?
-            .map_into_left_body(),
+        // Reads write nothing: only other methods get a maker.
+        None => match state
+            .as_ref()
+            .filter(|s| s.auditor.is_enabled() && !matches!(method.as_str(), "GET" | "HEAD"))
+        {
+            Some(st) => {
+                // Built before the handler runs (the request cannot be kept: routing needs it
+                // unshared), completed by what the write stored.
+                let template = audit::record(
+                    req.request(),
+                    route,
+                    200,
+                    None,
+                    &id,
+                    st.config.audit.max_query_bytes,
+                );
+                let maker: crate::audit::in_tx::Maker = Box::new(move |entity, status, kind| {
+                    template
+                        .as_ref()
+                        .map(|t| audit::for_write(t, entity, status, kind))
+                });
+                let (s, fut) = crate::audit::in_tx::scope(maker, next.call(req));
+                scoped = Some(s);
+                fut.instrument(span.clone()).await?.map_into_left_body()
+            }
+            None => next
+                .call(req)
+                .instrument(span.clone())
+                .await?
+                .map_into_left_body(),
+        },
     };
     limits::security_headers(res.headers_mut());
     let elapsed = start.elapsed();
@@ -209,16 +238,47 @@ pub async fn observe(
     }
     if let Some(state) = &state {
         state.metrics.observe(route, &method, status, elapsed);
+        // Recorded already when a write's transaction carried the record (and succeeded).
+        let in_tx = scoped.is_some_and(|s| s.recorded() > 0) && status < 400;
         let written = audit::written(res.response());
-        if let Some(rec) = audit::record(
-            res.request(),
-            route,
-            status,
-            written.as_deref(),
-            &id,
-            state.config.audit.max_query_bytes,
-        ) {
-            state.auditor.record(rec).await;
+        let record = match in_tx {
+            true => None,
+            false => audit::record(
+                res.request(),
+                route,
+                status,
+                written.as_deref(),
+                &id,
+                state.config.audit.max_query_bytes,
+            ),
+        };
+        if let Some(rec) = record {
+            // The record is in the database before the response leaves; if it cannot be
+            // written, nothing leaves but a 503 (an audit trail that fails open is no trail).
+            let recorded = state.auditor.record(rec).await;
+            if recorded == crate::audit::Recorded::Failed && status >= 400 {
+                // A refusal carries no citizen's data: it is answered as it is (a full disk
+                // refuses the record as it refused the request), its record is counted lost.
+                state.auditor.count_lost();
+            } else if recorded == crate::audit::Recorded::Failed {
+                use actix_web::ResponseError as _;
+                let (http, _) = res.into_parts();
+                let mut refused = FhirError::new(
+                    503,
+                    vec![fhir_core::fhir::outcome::Issue::error(
+                        "transient",
+                        "The audit trail cannot be written; the response was withheld. Retry later",
+                    )],
+                )
+                .error_response();
+                limits::security_headers(refused.headers_mut());
+                if let Ok(v) = HeaderValue::from_str(&id) {
+                    refused
+                        .headers_mut()
+                        .insert(HeaderName::from_static("x-request-id"), v);
+                }
+                res = ServiceResponse::new(http, refused).map_into_right_body();
+            }
         }
     }
     span.in_scope(|| {

@@ -1,34 +1,50 @@
-//! Audit (issue #7): one AuditEvent for every read, search, write, delete, validation and
-//! forwarding attempt, stored in the gateway's own database as an ordinary `AuditEvent` resource.
+//! Audit (issues #7, #19): a record of every read, search, write, delete, validation, refusal and
+//! forwarding attempt, stored as a compact row (`audit_log`) in the gateway's own database and
+//! rendered as an IHE BALP AuditEvent when read (`/fhir/AuditEvent`, `sektorbro audit export`).
 //!
-//! - [`AuditRecord`]: a plain description of one attempt (who, what, when, from where, outcome),
-//!   filled by the HTTP middleware and the forwarding worker. No FHIR in it.
-//! - [`to_audit_event`] (`event.rs`): the record as an R4 AuditEvent in the style of IHE BALP
-//!   (Basic Audit Log Patterns). Pure.
-//! - [`Auditor`] (`writer.rs`): the cheap, cloneable handle with [`Auditor::record`]; a bounded
-//!   queue drained by one background task that writes events in batches, each batch one database
-//!   transaction (`Engine::append_internal`).
+//! - [`AuditRecord`]: a plain description of one attempt (who, what, when, from where, which
+//!   citizen, outcome). No FHIR in it.
+//! - [`compact`]: the record as a row of short, bounded columns, and the hash chain's hash.
+//! - [`to_audit_event`] (`event.rs`): the record as an R4 AuditEvent in the style of IHE BALP.
+//! - [`in_tx`]: a write's record, committed in the write's own transaction.
+//! - [`Auditor`] (`writer.rs`): everything else (reads, searches, refusals, forwarding), written
+//!   with group commit before the recorder goes on; the sealer (hash chain) and retention.
 //!
-//! **What is lost on a crash.** An event is durable once its batch has committed. Events still in
-//! the queue (at most `audit.queue_capacity`) or in the batch being written (at most
-//! `audit.batch_size`, collected for at most `audit.flush_interval_ms`) are lost if the process
-//! dies without a graceful shutdown (SIGKILL, power loss, a panic that aborts). A graceful
-//! shutdown ([`Auditor::shutdown`], called by `app::serve` after the HTTP server and the
-//! forwarding workers stop) writes everything queued.
+//! **What is never lost.** A write's record commits with the write, so no write is acknowledged
+//! without it. Any other request's record is committed (on SQLite `synchronous = full`: on disk)
+//! before its response leaves, so a crash or power loss after the response loses nothing; a
+//! record the database refuses makes the request fail (503) instead of leaving without its
+//! record. Nothing is dropped for a full queue: recorders wait for room (backpressure, counted in
+//! `sektorbro_audit_backpressure_total` and logged).
 //!
-//! **When the queue is full** (the database cannot keep up or is down), `record` waits up to
-//! `audit.max_wait_ms` for room, then drops the event: it is counted
-//! (`sektorbro_audit_dropped_total`) and logged at error level with its essentials (interaction,
-//! entity, client, request id), so a log shipper still holds a trace. The gateway keeps serving:
-//! tying every request to the audit table's write rate would let a slow database — or an
-//! audit-heavy burst — stall reads the caches could have answered. `record` says whether the event
-//! was queued, so a caller that must fail closed can refuse instead.
+//! **Tamper evidence.** The sealer chains new rows (`hash` = SHA-256 over the previous hash and
+//! the row), every `audit.seal_interval_ms`; `sektorbro audit verify` walks the chain. Retention
+//! (`audit.retention_days`) deletes a prefix of the chain and anchors the rest.
 
+pub mod compact;
 mod event;
+pub mod in_tx;
 mod writer;
 
 pub use event::{to_audit_event, SEKTORBRO_AUDIT_SYSTEM};
-pub use writer::{AuditStats, Auditor, Recorded};
+
+static OBSERVER: std::sync::RwLock<String> = std::sync::RwLock::new(String::new());
+
+/// This gateway's name in rendered AuditEvents (`source.observer`, `source.site`), set when the
+/// [`Auditor`] starts; "sektorbro" before that.
+pub fn observer() -> String {
+    match OBSERVER.read() {
+        Ok(o) if !o.is_empty() => o.clone(),
+        _ => "sektorbro".to_string(),
+    }
+}
+
+pub(crate) fn set_observer(name: &str) {
+    if let Ok(mut o) = OBSERVER.write() {
+        *o = name.to_string();
+    }
+}
+pub use writer::{prune, AuditStats, Auditor, Recorded};
 
 /// The kind of interaction an [`AuditRecord`] describes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,37 +1,45 @@
-//! [`Auditor`]: the handle requests and workers record through, and the one background task that
-//! writes what they record, in batches, each batch one database transaction.
+//! [`Auditor`]: the handle requests and workers record through, and the audit writer: one task
+//! that writes what they record with group commit (everything queued while the previous write
+//! ran becomes the next transaction), and answers each recorder once its record is handed to the
+//! database. Beside it, the sealer chains new rows into the hash chain and applies retention.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
-use super::{to_audit_event, AuditRecord};
+use super::AuditRecord;
 use crate::config::AuditConfig;
 use crate::engine::Engine;
 use crate::metrics::Counter;
+use crate::store::StoreError;
 
-/// Attempts at writing one batch before its events are written one by one.
+/// Attempts at writing one batch before its records are written one by one.
 const WRITE_ATTEMPTS: u32 = 4;
+/// At most one backpressure warning in this many milliseconds.
+const WARN_EVERY_MS: i64 = 10_000;
+/// How often retention runs (when `audit.retention_days` is set).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// What became of a recorded event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
-    /// In the queue; written within `audit.flush_interval_ms` (plus the write itself).
-    Queued,
+    /// Written: committed by the database (on disk on SQLite with `synchronous = full` and on
+    /// PostgreSQL) before `record` returned.
+    Written,
     /// Auditing is off (`audit.enabled = false`).
     Off,
-    /// Not recorded: the queue stayed full for `audit.max_wait_ms`, or the writer has shut down.
-    /// Counted and logged.
-    Dropped,
+    /// The database refused the record, also when retried. It is logged at error level; a
+    /// request whose record failed is answered 503 instead of its response.
+    Failed,
 }
 
+type Ack = oneshot::Sender<bool>;
+
 enum Msg {
-    Event(Box<AuditRecord>),
+    Event(Box<AuditRecord>, Option<Ack>),
     /// Answer once everything queued before this is written.
     Flush(oneshot::Sender<()>),
     /// Write everything queued, answer, stop.
@@ -44,18 +52,28 @@ enum Msg {
 pub struct AuditStats {
     pub written: Counter,
     pub batches: Counter,
+    /// Records lost: one the database refused even when retried, of a forwarding attempt or of a
+    /// refused request (a successful request's record that fails makes it fail instead). Never
+    /// because a queue was full.
     pub dropped: Counter,
     /// Attempts at writing a batch that failed (each is retried, see `write`).
     pub write_failures: Counter,
+    /// Records that waited for room in a full queue (the writer could not keep up).
+    pub backpressure: Counter,
+    /// Rows sealed into the hash chain, and rows deleted by retention.
+    pub sealed: Counter,
+    pub pruned: Counter,
 }
 
 struct Shared {
     tx: mpsc::Sender<Msg>,
     capacity: usize,
-    max_wait: Duration,
+    engine: Arc<Engine>,
     stats: Arc<AuditStats>,
     closed: AtomicBool,
+    last_warning_ms: AtomicI64,
     task: Mutex<Option<JoinHandle<()>>>,
+    sealer: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
 }
 
 /// The audit handle: cheap to clone (one `Arc`), shared by the HTTP layer (`AppState::auditor`)
@@ -79,9 +97,10 @@ impl Auditor {
         Auditor { inner: None }
     }
 
-    /// Start the writer task (on the current tokio runtime) if `config.enabled`. `observer`
-    /// names this gateway in the events.
+    /// Start the writer and the sealer (on the current tokio runtime) if `config.enabled`.
+    /// `observer` names this gateway in the rendered events.
     pub fn start(engine: Arc<Engine>, config: &AuditConfig, observer: &str) -> Auditor {
+        super::set_observer(observer);
         if !config.enabled {
             return Auditor::disabled();
         }
@@ -89,23 +108,29 @@ impl Auditor {
         let (tx, rx) = mpsc::channel(capacity);
         let stats = Arc::new(AuditStats::default());
         let task = tokio::spawn(run(
-            engine,
+            engine.clone(),
             rx,
-            Settings {
-                batch_size: config.batch_size.max(1),
-                flush_interval: Duration::from_millis(config.flush_interval_ms.max(1)),
-                observer: observer.to_string(),
-            },
+            config.batch_size.max(1),
             stats.clone(),
+        ));
+        let (stop_sealing, stopped) = oneshot::channel();
+        let sealer = tokio::spawn(seal_loop(
+            engine.clone(),
+            Duration::from_millis(config.seal_interval_ms.max(1)),
+            config.retention_days,
+            stats.clone(),
+            stopped,
         ));
         Auditor {
             inner: Some(Arc::new(Shared {
                 tx,
                 capacity,
-                max_wait: Duration::from_millis(config.max_wait_ms),
+                engine,
                 stats,
                 closed: AtomicBool::new(false),
+                last_warning_ms: AtomicI64::new(0),
                 task: Mutex::new(Some(task)),
+                sealer: Mutex::new(Some((stop_sealing, sealer))),
             })),
         }
     }
@@ -114,53 +139,73 @@ impl Auditor {
         self.inner.is_some()
     }
 
-    /// Queue one event. Returns at once while the queue has room; when it is full, waits up to
-    /// `audit.max_wait_ms`, then drops the event (counted, logged at error level with its
-    /// essentials). Never fails the caller; see [`Recorded`] for a caller that must fail closed.
+    /// Record one event and return once the database has it. While the queue has room this
+    /// waits for the next group commit only; when it is full, for room first (backpressure,
+    /// counted and logged). Nothing is dropped: after [`Auditor::shutdown`] a record is written
+    /// in a transaction of its own.
     pub async fn record(&self, record: AuditRecord) -> Recorded {
         let Some(s) = &self.inner else {
             return Recorded::Off;
         };
         if s.closed.load(Ordering::SeqCst) {
-            s.drop_event(&record, "the audit writer has shut down");
-            return Recorded::Dropped;
+            return s.write_alone(record).await;
         }
-        match s.tx.try_send(Msg::Event(Box::new(record))) {
-            Ok(()) => Recorded::Queued,
+        let (ack, done) = oneshot::channel();
+        let msg = Msg::Event(Box::new(record), Some(ack));
+        let sent = match s.tx.try_send(msg) {
+            Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(msg)) => {
-                match tokio::time::timeout(s.max_wait, s.tx.reserve()).await {
-                    Ok(Ok(permit)) => {
-                        permit.send(msg);
-                        Recorded::Queued
-                    }
-                    Ok(Err(_)) => {
-                        s.drop_msg(msg, "the audit writer has shut down");
-                        Recorded::Dropped
-                    }
-                    Err(_) => {
-                        s.drop_msg(msg, "the audit queue is full");
-                        Recorded::Dropped
-                    }
-                }
+                s.stats.backpressure.inc();
+                s.warn_backpressure();
+                s.tx.send(msg).await.map_err(|e| e.0)
             }
-            Err(mpsc::error::TrySendError::Closed(msg)) => {
-                s.drop_msg(msg, "the audit writer has shut down");
-                Recorded::Dropped
-            }
+            Err(mpsc::error::TrySendError::Closed(msg)) => Err(msg),
+        };
+        if let Err(Msg::Event(record, _)) = sent {
+            return s.write_alone(*record).await;
+        }
+        match done.await {
+            Ok(true) => Recorded::Written,
+            _ => Recorded::Failed,
         }
     }
 
-    /// Wait until every event queued before this call is written (or given up on).
+    /// Record without waiting for the write (the forwarding worker, whose attempt is already
+    /// recorded in the outbox): queued, waiting for room if the queue is full.
+    pub async fn record_detached(&self, record: AuditRecord) {
+        let Some(s) = &self.inner else { return };
+        if s.closed.load(Ordering::SeqCst) {
+            s.write_alone(record).await;
+            return;
+        }
+        let msg = Msg::Event(Box::new(record), None);
+        let sent = match s.tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                s.stats.backpressure.inc();
+                s.warn_backpressure();
+                s.tx.send(msg).await.map_err(|e| e.0)
+            }
+            Err(mpsc::error::TrySendError::Closed(msg)) => Err(msg),
+        };
+        if let Err(Msg::Event(record, _)) = sent {
+            s.write_alone(*record).await;
+        }
+    }
+
+    /// Wait until every event queued before this call is written (or given up on), and the
+    /// rows so far are sealed into the hash chain.
     pub async fn flush(&self) {
         let Some(s) = &self.inner else { return };
         let (ack, done) = oneshot::channel();
         if s.tx.send(Msg::Flush(ack)).await.is_ok() {
             let _ = done.await;
         }
+        seal_all(&s.engine, &s.stats).await;
     }
 
-    /// Graceful shutdown: write everything queued, then stop the writer. Events recorded after
-    /// this are dropped (counted and logged). Idempotent.
+    /// Graceful shutdown: write everything queued, seal it, then stop the writer and the
+    /// sealer. Later records are written one transaction each. Idempotent.
     pub async fn shutdown(&self) {
         let Some(s) = &self.inner else { return };
         if s.closed.swap(true, Ordering::SeqCst) {
@@ -174,11 +219,25 @@ impl Auditor {
         if let Some(task) = task {
             let _ = task.await;
         }
+        let sealer = s.sealer.lock().ok().and_then(|mut t| t.take());
+        if let Some((stop, task)) = sealer {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+        seal_all(&s.engine, &s.stats).await;
         tracing::info!(
             written = s.stats.written.get(),
             dropped = s.stats.dropped.get(),
             "audit writer stopped"
         );
+    }
+
+    /// Count a record that could not be written and whose request was answered anyway (a
+    /// refusal, which carries no data; see `api::observe`).
+    pub fn count_lost(&self) {
+        if let Some(s) = &self.inner {
+            s.stats.dropped.inc();
+        }
     }
 
     /// The writer's counters (`None` when auditing is off).
@@ -202,23 +261,38 @@ impl Auditor {
         for (name, help, counter) in [
             (
                 "sektorbro_audit_events_written",
-                "AuditEvents written to the database",
+                "Audit records written by the audit writer (a write's record is in its own transaction and not counted here)",
                 &st.written,
             ),
             (
                 "sektorbro_audit_batches",
-                "Database transactions that wrote AuditEvents",
+                "Database transactions the audit writer committed",
                 &st.batches,
             ),
             (
                 "sektorbro_audit_events_dropped",
-                "AuditEvents lost: the queue stayed full, the writer had stopped, or writing failed",
+                "Audit records lost: the database refused them even when retried (a forwarding attempt, a refused request; never for a full queue)",
                 &st.dropped,
             ),
             (
                 "sektorbro_audit_write_failures",
-                "Failed attempts at writing a batch of AuditEvents (retried)",
+                "Failed attempts at writing a batch of audit records (retried)",
                 &st.write_failures,
+            ),
+            (
+                "sektorbro_audit_backpressure",
+                "Audit records that waited for room in a full queue: requests slowed down because the audit writer could not keep up",
+                &st.backpressure,
+            ),
+            (
+                "sektorbro_audit_sealed",
+                "Audit rows sealed into the hash chain",
+                &st.sealed,
+            ),
+            (
+                "sektorbro_audit_pruned",
+                "Audit rows deleted by retention",
+                &st.pruned,
             ),
         ] {
             registry.register(name, help, counter.clone());
@@ -236,7 +310,7 @@ impl crate::metrics::Collector for QueueDepth {
         crate::metrics::encode_family(
             &mut encoder,
             "sektorbro_audit_queue_depth",
-            "AuditEvents waiting to be written.",
+            "Audit records waiting to be written.",
             crate::metrics::MetricType::Gauge,
             [(
                 crate::metrics::NO_LABELS,
@@ -247,16 +321,30 @@ impl crate::metrics::Collector for QueueDepth {
 }
 
 impl Shared {
-    fn drop_msg(&self, msg: Msg, why: &str) {
-        match msg {
-            Msg::Event(r) => self.drop_event(&r, why),
-            Msg::Flush(_) | Msg::Stop(_) => {}
+    fn warn_backpressure(&self) {
+        let now = chrono::Utc::now().timestamp_millis();
+        let last = self.last_warning_ms.load(Ordering::Relaxed);
+        if now - last >= WARN_EVERY_MS
+            && self
+                .last_warning_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                queue_capacity = self.capacity,
+                waits = self.stats.backpressure.get(),
+                "the audit writer cannot keep up: requests wait for room in its queue (backpressure)"
+            );
         }
     }
 
-    fn drop_event(&self, r: &AuditRecord, why: &str) {
-        self.stats.dropped.inc();
-        log_lost(r, why);
+    /// One record in a transaction of its own (after shutdown).
+    async fn write_alone(&self, record: AuditRecord) -> Recorded {
+        let mut batch = vec![(record, None)];
+        match write(&self.engine, &mut batch, &self.stats).await {
+            true => Recorded::Written,
+            false => Recorded::Failed,
+        }
     }
 }
 
@@ -272,37 +360,31 @@ fn log_lost(r: &AuditRecord, why: &str) {
         request_id = r.request_id.as_deref(),
         message_id = r.forward.as_ref().map(|f| f.message_id.as_str()),
         recorded_ms = r.recorded_ms,
-        "audit event lost: {why}"
+        "audit record not written: {why}"
     );
 }
 
-struct Settings {
-    batch_size: usize,
-    flush_interval: Duration,
-    observer: String,
-}
-
-/// The writer: collect up to `batch_size` events, waiting at most `flush_interval` after the
-/// first, write them in one transaction, answer flushes; until stopped or every handle is gone.
+/// The writer: take everything queued (up to `batch_size`), write it in one transaction, answer
+/// the recorders and flushes; until stopped or every handle is gone. No timer: a batch is
+/// whatever queued while the previous one was written.
 async fn run(
     engine: Arc<Engine>,
     mut rx: mpsc::Receiver<Msg>,
-    settings: Settings,
+    batch_size: usize,
     stats: Arc<AuditStats>,
 ) {
-    let mut batch: Vec<AuditRecord> = Vec::with_capacity(settings.batch_size);
+    let mut batch: Vec<(AuditRecord, Option<Ack>)> = Vec::with_capacity(batch_size);
     let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
     let mut stop: Option<oneshot::Sender<()>> = None;
     while let Some(first) = rx.recv().await {
         take(first, &mut batch, &mut acks, &mut stop);
-        let deadline = Instant::now() + settings.flush_interval;
-        while batch.len() < settings.batch_size && acks.is_empty() && stop.is_none() {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(msg)) => take(msg, &mut batch, &mut acks, &mut stop),
-                Ok(None) | Err(_) => break,
+        while batch.len() < batch_size && acks.is_empty() && stop.is_none() {
+            match rx.try_recv() {
+                Ok(msg) => take(msg, &mut batch, &mut acks, &mut stop),
+                Err(_) => break,
             }
         }
-        write(&engine, &settings.observer, &mut batch, &stats).await;
+        write(&engine, &mut batch, &stats).await;
         for ack in acks.drain(..) {
             let _ = ack.send(());
         }
@@ -311,11 +393,11 @@ async fn run(
             rx.close();
             while let Some(msg) = rx.recv().await {
                 take(msg, &mut batch, &mut acks, &mut stop);
-                if batch.len() >= settings.batch_size {
-                    write(&engine, &settings.observer, &mut batch, &stats).await;
+                if batch.len() >= batch_size {
+                    write(&engine, &mut batch, &stats).await;
                 }
             }
-            write(&engine, &settings.observer, &mut batch, &stats).await;
+            write(&engine, &mut batch, &stats).await;
             for ack in acks.drain(..) {
                 let _ = ack.send(());
             }
@@ -323,70 +405,167 @@ async fn run(
             return;
         }
     }
-    // Every handle is gone (no graceful shutdown): write what was collected.
-    write(&engine, &settings.observer, &mut batch, &stats).await;
+    write(&engine, &mut batch, &stats).await;
 }
 
 fn take(
     msg: Msg,
-    batch: &mut Vec<AuditRecord>,
+    batch: &mut Vec<(AuditRecord, Option<Ack>)>,
     acks: &mut Vec<oneshot::Sender<()>>,
     stop: &mut Option<oneshot::Sender<()>>,
 ) {
     match msg {
-        Msg::Event(r) => batch.push(*r),
+        Msg::Event(r, ack) => batch.push((*r, ack)),
         Msg::Flush(ack) => acks.push(ack),
         Msg::Stop(ack) => *stop = Some(ack),
     }
 }
 
-/// Write `batch` (emptying it) in one transaction, retried with backoff; if that keeps failing,
-/// one event per transaction so a single bad event cannot take the others with it.
-async fn write(engine: &Engine, observer: &str, batch: &mut Vec<AuditRecord>, stats: &AuditStats) {
-    if batch.is_empty() {
-        return;
+async fn write_once(
+    engine: &Engine,
+    records: &[(AuditRecord, Option<Ack>)],
+) -> Result<(), StoreError> {
+    let mut tx = engine.store().begin().await?;
+    for (r, _) in records {
+        tx.audit(r).await?;
     }
-    let records: Vec<AuditRecord> = std::mem::take(batch);
-    let events: Vec<(String, Value)> = records
-        .iter()
-        .map(|r| {
-            let mut ev = to_audit_event(r, observer);
-            ev["id"] = json!(fhir_core::fhir::new_id());
-            ("AuditEvent".to_string(), ev)
-        })
-        .collect();
-    let n = events.len() as u64;
+    tx.commit().await
+}
+
+/// Write `batch` (emptying it) in one transaction, retried with backoff; if that keeps failing,
+/// one record per transaction so a single bad record cannot take the others with it. Answers
+/// every recorder; whether all were written.
+async fn write(
+    engine: &Engine,
+    batch: &mut Vec<(AuditRecord, Option<Ack>)>,
+    stats: &AuditStats,
+) -> bool {
+    if batch.is_empty() {
+        return true;
+    }
+    let records = std::mem::take(batch);
+    let n = records.len() as u64;
     let mut last_error = String::new();
     for attempt in 0..WRITE_ATTEMPTS {
-        match engine.append_internal(events.clone()).await {
-            Ok(_) => {
-                stats.written.inc_by(n as u64);
+        match write_once(engine, &records).await {
+            Ok(()) => {
+                stats.written.inc_by(n);
                 stats.batches.inc();
-                return;
+                for (_, ack) in records {
+                    if let Some(ack) = ack {
+                        let _ = ack.send(true);
+                    }
+                }
+                return true;
             }
             Err(e) => {
                 stats.write_failures.inc();
                 last_error = e.to_string();
-                tracing::warn!(events = n, attempt = attempt + 1, error = %last_error, "cannot write audit events; retrying");
+                tracing::warn!(records = n, attempt = attempt + 1, error = %last_error, "cannot write audit records; retrying");
                 tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
             }
         }
     }
-    // One at a time, once each. (An ambiguous commit — written, but reported failed — shows up
-    // here as a conflict on the event's own id and is counted as lost although it is stored.)
-    for (record, event) in records.iter().zip(events) {
-        match engine.append_internal(vec![event]).await {
-            Ok(_) => {
+    let mut all = true;
+    for one in records {
+        let single = [one];
+        let result = write_once(engine, &single).await;
+        let [(record, ack)] = single;
+        match result {
+            Ok(()) => {
                 stats.written.inc();
                 stats.batches.inc();
+                if let Some(ack) = ack {
+                    let _ = ack.send(true);
+                }
             }
             Err(e) => {
-                stats.dropped.inc();
-                log_lost(
-                    record,
-                    &format!("cannot write it: {e} (batch: {last_error})"),
-                );
+                all = false;
+                let why = format!("cannot write it: {e} (batch: {last_error})");
+                match ack {
+                    // The request is answered 503 instead: nothing left without its record.
+                    Some(ack) => {
+                        log_lost(&record, &format!("{why}; the request fails"));
+                        let _ = ack.send(false);
+                    }
+                    None => {
+                        stats.dropped.inc();
+                        log_lost(&record, &why);
+                    }
+                }
             }
+        }
+    }
+    all
+}
+
+/// Seal until nothing is left unsealed.
+async fn seal_all(engine: &Engine, stats: &AuditStats) {
+    loop {
+        match seal_once(engine).await {
+            Ok(n) => {
+                stats.sealed.inc_by(n as u64);
+                if n < crate::store::audit_log::SEAL_BATCH {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot seal audit records into the hash chain; retrying later");
+                return;
+            }
+        }
+    }
+}
+
+async fn seal_once(engine: &Engine) -> Result<usize, StoreError> {
+    let mut tx = engine.store().begin().await?;
+    let n = tx.seal_audit().await?;
+    if n > 0 {
+        tx.commit().await?;
+    }
+    Ok(n)
+}
+
+/// Delete what `retention_days` no longer keeps.
+pub async fn prune(engine: &Engine, retention_days: u32) -> Result<u64, StoreError> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let before = now - i64::from(retention_days) * 86_400_000;
+    let mut tx = engine.store().begin().await?;
+    let n = tx.prune_audit(before, now).await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// The sealer: seal every `interval`; with a retention, prune at start and hourly.
+async fn seal_loop(
+    engine: Arc<Engine>,
+    interval: Duration,
+    retention_days: u32,
+    stats: Arc<AuditStats>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut next_prune = tokio::time::Instant::now();
+    loop {
+        seal_all(&engine, &stats).await;
+        if retention_days > 0 && tokio::time::Instant::now() >= next_prune {
+            match prune(&engine, retention_days).await {
+                Ok(n) => {
+                    stats.pruned.inc_by(n);
+                    if n > 0 {
+                        tracing::info!(
+                            rows = n,
+                            retention_days,
+                            "audit retention: old records deleted, the chain anchored"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "audit retention failed; retrying later"),
+            }
+            next_prune = tokio::time::Instant::now() + PRUNE_EVERY;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = &mut stop => return,
         }
     }
 }

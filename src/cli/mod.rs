@@ -1,7 +1,8 @@
 //! Command line: `serve` (the default), `validate` ([`validate`]), `translate` and
-//! `report kl-gateway` ([`report`]). The tools that
+//! `report kl-gateway` ([`report`]), `audit verify|export` ([`audit`]). The tools that
 //! derive `profiles/` from published packages are in the `xtask` crate (`cargo xtask derive …`).
 
+pub mod audit;
 pub mod report;
 pub mod validate;
 
@@ -68,6 +69,34 @@ pub enum Command {
         #[command(subcommand)]
         report: ReportCommand,
     },
+    /// The audit trail in the configured database (docs/audit.md).
+    Audit {
+        #[command(subcommand)]
+        audit: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain from its anchor and report the first break.
+    /// Exit code 0: intact; 1: broken; 2: usage error.
+    Verify {
+        /// A TOML file overriding config/default.toml (the database to check).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Write the records as IHE BALP AuditEvents, one JSON object per line (NDJSON).
+    Export {
+        /// A TOML file overriding config/default.toml (the database to read).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Only records recorded at or after this instant (RFC 3339) or date (UTC midnight).
+        #[arg(long, value_parser = audit::parse_since, default_value = "1970-01-01")]
+        since: i64,
+        /// The output format; `ndjson` is the only one.
+        #[arg(long, value_parser = ["ndjson"], default_value = "ndjson")]
+        format: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,5 +148,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Report {
             report: ReportCommand::KlGateway { kind, records },
         } => Ok(report::run(report::Options { kind, records })),
+        Command::Audit {
+            audit: AuditCommand::Verify { config },
+        } => audit::verify(config.as_deref()),
+        Command::Audit {
+            audit: AuditCommand::Export { config, since, .. },
+        } => audit::export(config.as_deref(), since),
     }
 }

@@ -157,7 +157,7 @@ impl Engine {
         retrying(|| async {
             let mut tx = self.store().begin().await?;
             enqueue_with_grants(tx.as_mut(), job, grants).await?;
-            tx.commit().await?;
+            crate::audit::in_tx::commit(tx, None, 202).await?;
             Ok(())
         })
         .await
@@ -202,10 +202,14 @@ impl Engine {
             let written = self
                 .transaction_writes(tx.as_mut(), access, &entries)
                 .await?;
-            if let Some((job, grants)) = job {
-                enqueue_with_grants(tx.as_mut(), job, grants).await?;
-            }
-            tx.commit().await?;
+            let status = match job {
+                Some((job, grants)) => {
+                    enqueue_with_grants(tx.as_mut(), job, grants).await?;
+                    202
+                }
+                None => 200,
+            };
+            crate::audit::in_tx::commit(tx, None, status).await?;
             Ok(written)
         })
         .await?;

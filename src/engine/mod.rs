@@ -7,7 +7,6 @@
 //! requests cannot both create.
 
 mod access;
-mod append;
 mod bundle;
 mod bundle_json;
 pub mod directory;
@@ -662,7 +661,7 @@ impl Engine {
             ),
         };
         tx.grant(&grant, now_ms()).await?;
-        tx.commit().await?;
+        crate::audit::in_tx::commit(tx, Some(&format!("Patient/{patient_id}")), 200).await?;
         Ok(grant)
     }
 
@@ -741,7 +740,11 @@ impl Engine {
         let mut tx = self.store.begin().await?;
         let resolved = self.resolve(tx.as_mut(), access, op, None).await?;
         let written = self.execute(tx.as_mut(), access, resolved).await?;
-        tx.commit().await?;
+        let entity = match written.version {
+            0 => format!("{}/{}", written.rtype, written.id),
+            v => format!("{}/{}/_history/{v}", written.rtype, written.id),
+        };
+        crate::audit::in_tx::commit(tx, Some(&entity), written.status).await?;
         Ok(written)
     }
 

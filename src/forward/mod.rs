@@ -323,7 +323,7 @@ impl Forwarder {
             let mut tx = self.engine.store().begin().await?;
             tx.record_hospital_event(event).await?;
             tx.enqueue(&job).await?;
-            tx.commit().await?;
+            crate::audit::in_tx::commit(tx, None, 202).await?;
             Ok(())
         })
         .await?;

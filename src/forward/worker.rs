@@ -290,7 +290,7 @@ async fn attempt(fw: &Forwarder, dest: &Destination, owner: &str, job: ClaimedJo
     }
     if let Some(auditor) = fw.auditor.get() {
         if let Some(r) = audit_record(dest, &job, &update) {
-            auditor.record(r).await;
+            auditor.record_detached(r).await;
         }
     }
 }

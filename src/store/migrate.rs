@@ -46,6 +46,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0005_hospital_events.sql"),
         postgres: include_str!("migrations/postgres/0005_hospital_events.sql"),
     },
+    Migration {
+        version: 6,
+        name: "audit_log",
+        sqlite: include_str!("migrations/sqlite/0006_audit_log.sql"),
+        postgres: include_str!("migrations/postgres/0006_audit_log.sql"),
+    },
 ];
 
 /// Bring the schema up to date. On PostgreSQL an advisory lock keeps two starting instances from

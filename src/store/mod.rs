@@ -4,6 +4,7 @@
 //! `resource_versions` (history), the current one in `resources`, and the values search needs in
 //! `search_index`. Callers hand in values and parsed queries; they never see a row or a statement.
 
+pub mod audit_log;
 mod cache;
 mod group_commit;
 pub mod hospital_events;
@@ -63,6 +64,10 @@ pub enum StoreError {
     Timeout,
     #[error("database error: {0}")]
     Database(String),
+    /// A request the store cannot answer as asked (a search parameter the audit trail does not
+    /// support): the caller's mistake, reported back (400).
+    #[error("{0}")]
+    Unsupported(String),
     /// Stored data that cannot be read back (never expected).
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
@@ -292,6 +297,16 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Start a write transaction.
     async fn begin(&self) -> Result<Box<dyn StoreTx>, StoreError>;
+    /// Check the audit trail's hash chain from its anchor (`sektorbro audit verify`).
+    async fn audit_verify(&self) -> Result<audit_log::Verification, StoreError>;
+    /// Audit rows after `after_seq` recorded at or after `since_ms`, in order, as `(seq,
+    /// AuditEvent)` (`sektorbro audit export`).
+    async fn audit_export(
+        &self,
+        after_seq: i64,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, serde_json::Value)>, StoreError>;
     /// For caches of results derived from stored data (a rendered search page): a number that
     /// changes whenever a resource of one of `deps` is written and committed, here or (on
     /// PostgreSQL) by another instance. `None` while such caches must not be used.
@@ -401,6 +416,13 @@ pub trait StoreTx: Send {
         action: DeadAction,
         now_ms: i64,
     ) -> Result<bool, StoreError>;
+    /// Add an audit record to this transaction: stored if and only if the transaction commits.
+    async fn audit(&mut self, record: &crate::audit::AuditRecord) -> Result<(), StoreError>;
+    /// Chain up to `audit_log::SEAL_BATCH` unsealed audit rows; how many.
+    async fn seal_audit(&mut self) -> Result<usize, StoreError>;
+    /// Delete the sealed audit rows recorded before `before_ms` (a prefix of the chain) and
+    /// anchor the chain at the last one deleted; how many.
+    async fn prune_audit(&mut self, before_ms: i64, now_ms: i64) -> Result<u64, StoreError>;
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 

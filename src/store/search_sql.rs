@@ -424,7 +424,7 @@ fn filter(sql: &mut Sql, alias: &str, rtype: &str, f: &Filter, vis: &Visibility)
 /// `param` of some visible, not deleted `source` resource matching `inner` points at. The
 /// referring resource is tested under the caller's visibility, as a chain's target is: another
 /// tenant's resources must not decide what matches.
-fn referenced_by(
+pub(crate) fn referenced_by(
     sql: &mut Sql,
     alias: &str,
     rtype: &str,

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row, Transaction};
 
+use super::audit_log;
 use super::cache::{SearchKey, SearchValue, StoreCache};
 use super::group_commit::{GroupTx, GroupWriter};
 use super::hospital_events::{self, HospitalEvent};
@@ -279,7 +280,7 @@ fn resource_row(row: &AnyRow, method: Option<String>) -> Result<StoredResource, 
 }
 
 /// Integer columns come back as i16 (PostgreSQL SMALLINT) or i64 (SQLite).
-fn int_col(row: &AnyRow, name: &str) -> Result<i64, StoreError> {
+pub(crate) fn int_col(row: &AnyRow, name: &str) -> Result<i64, StoreError> {
     row.try_get::<i64, _>(name)
         .or_else(|_| row.try_get::<i16, _>(name).map(i64::from))
         .or_else(|_| row.try_get::<i32, _>(name).map(i64::from))
@@ -305,6 +306,9 @@ impl Storage for SqlStore {
     }
 
     async fn read(&self, rtype: &str, id: &str) -> Result<Option<StoredResource>, StoreError> {
+        if rtype == AUDIT {
+            return self.audit_read(id).await;
+        }
         let Some(cache) = &self.cache else {
             return self.read_db(rtype, id).await;
         };
@@ -325,6 +329,9 @@ impl Storage for SqlStore {
         id: &str,
         version: i64,
     ) -> Result<Option<StoredResource>, StoreError> {
+        if rtype == AUDIT {
+            return Ok(self.audit_read(id).await?.filter(|_| version == 1));
+        }
         if let Some(r) = self
             .cache
             .as_ref()
@@ -391,6 +398,16 @@ impl Storage for SqlStore {
         limit: usize,
         vis: &Visibility,
     ) -> Result<Vec<SearchHit>, StoreError> {
+        if q.rtype == AUDIT {
+            // Audit rows are the administrators' alone, and never cached (they are written
+            // outside the caches' notice).
+            if *vis != Visibility::All {
+                return Ok(Vec::new());
+            }
+            let sql = audit_log::page(q, limit)?;
+            let rows = query(&sql).fetch_all(&self.read).await.map_err(db_err)?;
+            return audit_log::hits(q, &rows);
+        }
         let sql = search_sql::page(q, limit, self.backend, vis);
         let Some(cache) = &self.cache else {
             return self.search_db(q, &sql).await;
@@ -409,6 +426,12 @@ impl Storage for SqlStore {
     }
 
     async fn count(&self, q: &SearchQuery, vis: &Visibility) -> Result<i64, StoreError> {
+        if q.rtype == AUDIT {
+            if *vis != Visibility::All {
+                return Ok(0);
+            }
+            return self.count_db(&audit_log::count(q)?).await;
+        }
         let sql = search_sql::count(q, self.backend, vis);
         let Some(cache) = &self.cache else {
             return self.count_db(&sql).await;
@@ -478,6 +501,12 @@ impl Storage for SqlStore {
     }
 
     fn generation(&self, deps: &super::Dependencies) -> Option<u64> {
+        // Audit rows are written without the caches' notice: nothing derived from them is cached.
+        if let super::Dependencies::Types(types) = deps {
+            if types.iter().any(|t| t == AUDIT) {
+                return None;
+            }
+        }
         self.cache.as_ref()?.generation(deps)
     }
 
@@ -589,6 +618,26 @@ impl Storage for SqlStore {
         rows.iter().map(hospital_events::row).collect()
     }
 
+    async fn audit_verify(&self) -> Result<audit_log::Verification, StoreError> {
+        audit_log::verify(&self.read, 1000).await
+    }
+
+    async fn audit_export(
+        &self,
+        after_seq: i64,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, serde_json::Value)>, StoreError> {
+        let sql = audit_log::export_page(after_seq, since_ms, limit);
+        let rows = query(&sql).fetch_all(&self.read).await.map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                let row = audit_log::row(r)?;
+                Ok((row.seq, audit_log::render(&row)))
+            })
+            .collect()
+    }
+
     async fn begin(&self) -> Result<Box<dyn StoreTx>, StoreError> {
         let tx = match &self.write {
             Writer::Sqlite(w) => TxConn::Sqlite(w.begin()),
@@ -602,12 +651,28 @@ impl Storage for SqlStore {
             channel: self.channel.clone(),
             written: Vec::new(),
             grants_changed: false,
+            audit_only: true,
         }))
     }
 }
 
+/// Audit rows are read as AuditEvents of this type.
+const AUDIT: &str = "AuditEvent";
+
 /// The database side of each read, without the cache.
 impl SqlStore {
+    async fn audit_read(&self, id: &str) -> Result<Option<StoredResource>, StoreError> {
+        let Some(sql) = audit_log::by_id(id) else {
+            return Ok(None);
+        };
+        let row = query(&sql)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+        row.map(|r| audit_log::row(&r).map(|row| audit_log::stored(&row)))
+            .transpose()
+    }
+
     async fn read_db(&self, rtype: &str, id: &str) -> Result<Option<StoredResource>, StoreError> {
         let row = sqlx::query(
             "SELECT r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content, r.owner, r.citizen FROM resources r WHERE r.res_type = $1 AND r.id = $2",
@@ -761,6 +826,8 @@ struct SqlTx {
     written: Vec<(String, String)>,
     /// A grant was added: every cached search may now show the grantee more.
     grants_changed: bool,
+    /// Nothing but audit rows written so far (see [`SqlTx::write_audit_sql`]).
+    audit_only: bool,
 }
 
 impl SqlTx {
@@ -778,6 +845,13 @@ impl SqlTx {
     /// A statement whose rows are not read: buffered on SQLite (sent with the next read or at
     /// commit), executed at once on PostgreSQL.
     async fn write_sql(&mut self, sql: Sql) -> Result<(), StoreError> {
+        self.audit_only = false;
+        self.write_audit_sql(sql).await
+    }
+
+    /// [`SqlTx::write_sql`] of the audit trail's own statements: a transaction of nothing else
+    /// succeeding does not tell that the disk has room for clinical writes again.
+    async fn write_audit_sql(&mut self, sql: Sql) -> Result<(), StoreError> {
         match &mut self.tx {
             TxConn::Sqlite(g) => g.write(sql, StoreError::Busy).await,
             TxConn::Postgres(t) => query(&sql)
@@ -890,6 +964,7 @@ impl StoreTx for SqlTx {
     }
 
     async fn write(&mut self, v: &NewVersion<'_>) -> Result<(), StoreError> {
+        self.audit_only = false;
         let statements = write_statements(v);
         let conflict = StoreError::VersionConflict {
             rtype: v.rtype.to_string(),
@@ -982,10 +1057,53 @@ impl StoreTx for SqlTx {
         Ok(!rows.is_empty())
     }
 
+    async fn audit(&mut self, record: &crate::audit::AuditRecord) -> Result<(), StoreError> {
+        let sql = audit_log::insert(&crate::audit::compact::Columns::of(record));
+        self.write_audit_sql(sql).await
+    }
+
+    async fn seal_audit(&mut self) -> Result<usize, StoreError> {
+        if self.backend == Backend::Postgres {
+            // One sealer at a time across instances; the lock ends with the transaction.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(lock_id("sektorbro audit chain"))
+                .execute(self.conn().await?)
+                .await
+                .map_err(db_err)?;
+        }
+        let Some((sql, n)) = audit_log::seal(self.conn().await?).await? else {
+            return Ok(0);
+        };
+        self.write_audit_sql(sql).await?;
+        Ok(n)
+    }
+
+    async fn prune_audit(&mut self, before_ms: i64, now_ms: i64) -> Result<u64, StoreError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(lock_id("sektorbro audit chain"))
+                .execute(self.conn().await?)
+                .await
+                .map_err(db_err)?;
+        }
+        let Some((statements, n)) = audit_log::prune(self.conn().await?, before_ms, now_ms).await?
+        else {
+            return Ok(0);
+        };
+        for s in statements {
+            self.write_audit_sql(s).await?;
+        }
+        Ok(n)
+    }
+
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
         let disk = self.disk.clone();
+        let audit_only = self.audit_only;
         let result = self.commit_inner().await;
-        disk.note(&result);
+        // A few audit rows fitting does not mean the disk has room again.
+        if !(audit_only && result.is_ok()) {
+            disk.note(&result);
+        }
         result
     }
 }

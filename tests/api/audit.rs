@@ -15,7 +15,6 @@ async fn app(db: Db, region: &MockServer) -> Option<TestApp> {
     spawn_app_with(db, |c| {
         fast(c);
         c.forwarding.destinations = vec![destination("region", &region.uri(), &["111"])];
-        c.audit.flush_interval_ms = 20;
     })
     .await
 }

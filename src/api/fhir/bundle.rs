@@ -17,6 +17,7 @@ pub async fn transaction_or_batch(
     if body.0.get("type").and_then(serde_json::Value::as_str) == Some("batch") {
         req.extensions_mut()
             .insert(AuditHint(crate::audit::Interaction::Batch));
+        crate::audit::in_tx::set_interaction(crate::audit::Interaction::Batch);
     }
     let representation = ctx.prefer_return != Some(PreferReturn::Minimal);
     Ok(ok_json(

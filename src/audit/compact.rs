@@ -1,0 +1,351 @@
+//! The compact stored form of an [`AuditRecord`] (table `audit_log`, migration 0006): a handful
+//! of short columns instead of a full AuditEvent with its index rows. [`to_audit_event`] renders
+//! a row back into an IHE BALP AuditEvent when it is read.
+//!
+//! Sizes are bounded here, whatever the caller filled in: every text column is cut at
+//! [`MAX_TEXT_BYTES`] (the query at `audit.max_query_bytes`, cut by [`AuditRecord::set_query`]).
+//!
+//! The hash chain: a sealed row carries `hash = SHA-256(previous hash, "\n", content)`, cut to
+//! 128 bits and written in base64url (22 characters), where content is [`Columns::canonical`]. The first row's previous
+//! hash is [`GENESIS`] (or the anchor retention left, see `store::audit_log`).
+//!
+//! [`to_audit_event`]: super::to_audit_event
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::{
+    Action, AuditRecord, ForwardAttempt, ForwardResult, Interaction, Outcome, PatientRef, Who,
+};
+
+/// Longest text kept in a column other than the query (client ids, references, failures).
+pub const MAX_TEXT_BYTES: usize = 256;
+
+/// The previous hash of the first record of a chain.
+pub const GENESIS: &str = "00000000000000000000000000000000";
+
+/// The columns of one `audit_log` row, in table order (without `seq`, `chain_pos`, `hash`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Columns {
+    pub recorded_ms: i64,
+    pub kind: String,
+    pub action: String,
+    pub outcome: i64,
+    pub status: Option<i64>,
+    pub client: Option<String>,
+    pub client_kind: Option<String>,
+    pub auth: Option<String>,
+    pub orgs: Option<String>,
+    pub peer: Option<String>,
+    pub rtype: Option<String>,
+    pub entity: Option<String>,
+    pub patient: Option<String>,
+    pub query: Option<String>,
+    pub query_len: Option<i64>,
+    pub request_id: Option<String>,
+    pub failure: Option<String>,
+    pub forward: Option<String>,
+}
+
+/// The first `max` bytes of `s`, cut back to a character boundary.
+pub fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+fn short(s: &Option<String>) -> Option<String> {
+    s.as_deref().map(|s| cut(s, MAX_TEXT_BYTES))
+}
+
+impl Interaction {
+    /// The stored code: the restful-interaction code, `$name` for an operation, or our own code.
+    pub fn stored_code(&self) -> String {
+        match self {
+            Interaction::Operation(name) => format!("${name}"),
+            other => other
+                .restful_code()
+                .or_else(|| other.own_code())
+                .unwrap_or("unknown")
+                .to_string(),
+        }
+    }
+
+    /// The interaction a stored code names (`None` for a code this version does not know).
+    pub fn from_stored_code(code: &str) -> Option<Interaction> {
+        use Interaction::*;
+        if let Some(name) = code.strip_prefix('$') {
+            return Some(Operation(name.to_string()));
+        }
+        Some(match code {
+            "read" => Read,
+            "vread" => Vread,
+            "history-instance" => HistoryInstance,
+            "history-type" => HistoryType,
+            "history-system" => HistorySystem,
+            "search-type" => SearchType,
+            "search-system" => SearchSystem,
+            "create" => Create,
+            "update" => Update,
+            "patch" => Patch,
+            "delete" => Delete,
+            "transaction" => Transaction,
+            "batch" => Batch,
+            "capabilities" => Capabilities,
+            "care-record-post" => CareRecordPost,
+            "care-record-get" => CareRecordGet,
+            "discharge-note-post" => DischargeNotePost,
+            "forward" => Forward,
+            _ => return None,
+        })
+    }
+}
+
+impl Action {
+    fn from_code(code: &str) -> Option<Action> {
+        Some(match code {
+            "C" => Action::Create,
+            "R" => Action::Read,
+            "U" => Action::Update,
+            "D" => Action::Delete,
+            "E" => Action::Execute,
+            _ => return None,
+        })
+    }
+}
+
+impl Outcome {
+    fn from_code(code: i64) -> Outcome {
+        match code {
+            0 => Outcome::Success,
+            4 => Outcome::MinorFailure,
+            8 => Outcome::SeriousFailure,
+            _ => Outcome::MajorFailure,
+        }
+    }
+}
+
+impl ForwardResult {
+    fn from_str(s: &str) -> ForwardResult {
+        match s {
+            "delivered" => ForwardResult::Delivered,
+            "retry" => ForwardResult::Retry,
+            _ => ForwardResult::DeadLetter,
+        }
+    }
+}
+
+impl Columns {
+    /// The row of `r`, every text bounded.
+    pub fn of(r: &AuditRecord) -> Columns {
+        let who = r.who.as_ref();
+        Columns {
+            recorded_ms: r.recorded_ms,
+            kind: cut(&r.interaction.stored_code(), MAX_TEXT_BYTES),
+            action: r.action.code().to_string(),
+            outcome: r.outcome.code().parse().unwrap_or(12),
+            status: r.http_status.map(i64::from),
+            client: who
+                .map(|w| cut(&w.client_id, MAX_TEXT_BYTES))
+                .filter(|c| !c.is_empty()),
+            client_kind: who.and_then(|w| short(&w.kind)),
+            auth: who.and_then(|w| short(&w.auth_method)),
+            orgs: who
+                .filter(|w| !w.organizations.is_empty())
+                .map(|w| cut(&w.organizations.join("\n"), MAX_TEXT_BYTES * 4)),
+            peer: short(&r.peer),
+            // The type is the entity's when there is one: kept once.
+            rtype: short(&r.resource_type).filter(|t| {
+                r.resource
+                    .as_deref()
+                    .is_none_or(|e| e.split('/').next() != Some(t.as_str()))
+            }),
+            entity: short(&r.resource),
+            patient: r.patient.as_ref().map(|p| {
+                cut(
+                    &match p {
+                        PatientRef::Reference(s) => s.clone(),
+                        PatientRef::Identifier { system, value } => format!("{system}|{value}"),
+                    },
+                    MAX_TEXT_BYTES,
+                )
+            }),
+            query: r.query.clone(),
+            query_len: r.query_truncated_from.map(|n| n as i64),
+            request_id: short(&r.request_id),
+            failure: short(&r.failure),
+            forward: r.forward.as_ref().map(|f| {
+                json!([
+                    cut(&f.message_id, MAX_TEXT_BYTES),
+                    cut(&f.destination, MAX_TEXT_BYTES),
+                    cut(&f.url, MAX_TEXT_BYTES * 4),
+                    f.attempt,
+                    f.result.as_str()
+                ])
+                .to_string()
+            }),
+        }
+    }
+
+    /// The record a stored row describes (the observer is the renderer's).
+    pub fn record(&self) -> AuditRecord {
+        let interaction = Interaction::from_stored_code(&self.kind)
+            .unwrap_or_else(|| Interaction::Operation(self.kind.clone()));
+        let who = self.client.as_ref().map(|c| Who {
+            client_id: c.clone(),
+            name: None,
+            kind: self.client_kind.clone(),
+            auth_method: self.auth.clone(),
+            organizations: self
+                .orgs
+                .as_deref()
+                .map(|o| o.split('\n').map(str::to_string).collect())
+                .unwrap_or_default(),
+            reference: None,
+        });
+        let patient = self.patient.as_ref().map(|p| match p.split_once('|') {
+            Some((system, value)) => PatientRef::Identifier {
+                system: system.to_string(),
+                value: value.to_string(),
+            },
+            None => PatientRef::Reference(p.clone()),
+        });
+        let forward = self.forward.as_deref().and_then(|f| {
+            let v: Value = serde_json::from_str(f).ok()?;
+            Some(ForwardAttempt {
+                message_id: v[0].as_str()?.to_string(),
+                destination: v[1].as_str()?.to_string(),
+                url: v[2].as_str()?.to_string(),
+                attempt: v[3].as_i64()?,
+                result: ForwardResult::from_str(v[4].as_str()?),
+            })
+        });
+        AuditRecord {
+            recorded_ms: self.recorded_ms,
+            action: Action::from_code(&self.action).unwrap_or(interaction.default_action()),
+            interaction,
+            outcome: Outcome::from_code(self.outcome),
+            http_status: self.status.and_then(|s| u16::try_from(s).ok()),
+            who,
+            peer: self.peer.clone(),
+            resource_type: self.rtype.clone().or_else(|| {
+                self.entity
+                    .as_deref()
+                    .and_then(|e| e.split_once('/'))
+                    .map(|(t, _)| t.to_string())
+            }),
+            resource: self.entity.clone(),
+            query: self.query.clone(),
+            query_truncated_from: self.query_len.and_then(|n| usize::try_from(n).ok()),
+            patient,
+            forward,
+            request_id: self.request_id.clone(),
+            failure: self.failure.clone(),
+        }
+    }
+
+    /// The row's content as one unambiguous text (a JSON array of the columns in table order),
+    /// which the hash chain covers.
+    pub fn canonical(&self, seq: i64) -> String {
+        json!([
+            seq,
+            self.recorded_ms,
+            self.kind,
+            self.action,
+            self.outcome,
+            self.status,
+            self.client,
+            self.client_kind,
+            self.auth,
+            self.orgs,
+            self.peer,
+            self.rtype,
+            self.entity,
+            self.patient,
+            self.query,
+            self.query_len,
+            self.request_id,
+            self.failure,
+            self.forward,
+        ])
+        .to_string()
+    }
+}
+
+/// The chained hash of a row: SHA-256 over the previous hash and the row's canonical content,
+/// its first 128 bits in base64url (22 characters).
+pub fn chain_hash(previous: &str, seq: i64, row: &Columns) -> String {
+    let mut h = Sha256::new();
+    h.update(previous.as_bytes());
+    h.update(b"\n");
+    h.update(row.canonical(seq).as_bytes());
+    let digest = h.finalize();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_survives_its_compact_form() {
+        let mut r = AuditRecord::new(Interaction::Operation("validate".into()), 422);
+        r.who = Some(Who {
+            client_id: "kommune-0101".into(),
+            kind: Some("municipality".into()),
+            auth_method: Some("mtls".into()),
+            organizations: vec![
+                "urn:oid:1.2.208.176.1.1|123".into(),
+                "Organization/o".into(),
+            ],
+            ..Who::default()
+        });
+        r.peer = Some("10.0.0.1".into());
+        r.resource = Some("CarePlan/x/_history/2".into());
+        r.resource_type = Some("CarePlan".into());
+        r.patient = Some(PatientRef::Identifier {
+            system: "urn:oid:1.2.208.176.1.2".into(),
+            value: "0101011234".into(),
+        });
+        r.set_query("a=b", 2);
+        r.request_id = Some("req".into());
+        r.failure = Some("x".repeat(1000));
+        let back = Columns::of(&r).record();
+        assert_eq!(back.failure.as_deref().map(str::len), Some(MAX_TEXT_BYTES));
+        r.failure = back.failure.clone();
+        assert_eq!(back, r);
+
+        let mut f = AuditRecord::forward(
+            ForwardAttempt {
+                message_id: "m".into(),
+                destination: "d".into(),
+                url: "http://x".into(),
+                attempt: 3,
+                result: ForwardResult::Retry,
+            },
+            Some(503),
+        );
+        f.patient = Some(PatientRef::Reference("Patient/p".into()));
+        assert_eq!(Columns::of(&f).record(), f);
+    }
+
+    #[test]
+    fn the_hash_covers_every_column_and_the_previous_hash() {
+        let mut r = AuditRecord::new(Interaction::Read, 200);
+        r.resource = Some("Patient/p".into());
+        let c = Columns::of(&r);
+        let h = chain_hash(GENESIS, 1, &c);
+        assert_eq!(h.len(), 22);
+        assert_ne!(h, chain_hash(GENESIS, 2, &c));
+        assert_ne!(h, chain_hash(&h, 1, &c));
+        let mut edited = c.clone();
+        edited.entity = Some("Patient/q".into());
+        assert_ne!(h, chain_hash(GENESIS, 1, &edited));
+    }
+}

@@ -1,0 +1,836 @@
+//! SQL of the audit trail (`audit_log`, migration 0006): rows in, AuditEvents out.
+//!
+//! - [`insert`]: one compact row ([`Columns`]), written in the transaction of the write it
+//!   describes (`StoreTx::audit`) or by the audit writer's group commit (reads, searches,
+//!   refusals, forwarding attempts).
+//! - [`page`] / [`count`]: `/fhir/AuditEvent` searches translated to SQL over the columns, for the
+//!   parameters administrators use (`date`, `type`, `subtype`, `action`, `outcome`, `entity`,
+//!   `patient`, `altid`, `agent`, `agent-name`, `agent-role`, `address`, `site`, `_id`,
+//!   `_lastUpdated`); anything else is refused (400), never silently ignored.
+//! - [`seal`]: chains unsealed rows (in `seq` order) to the last sealed one; [`verify`] walks the
+//!   chain; [`prune`] deletes a prefix of the chain older than the retention and anchors the rest.
+//!
+//! A row is the AuditEvent with id `seq`, version 1, `lastUpdated` its `recorded`.
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use super::search_sql::{Bind, Sql};
+use super::sql::{db_err, int_col, query};
+use super::{SearchHit, StoreError, StoredResource};
+use crate::audit::compact::{chain_hash, Columns, GENESIS};
+use fhir_core::fhir::search::{
+    Filter, Match, Prefix, SearchQuery, SortKey, SortValue, TokenSystem,
+};
+
+/// The columns read back, in [`Columns`] order, after `seq`.
+pub(crate) const COLUMNS: &str = "seq, recorded_ms, kind, action, outcome, status, client, \
+    client_kind, auth, orgs, peer, rtype, entity, patient, query, query_len, request_id, failure, \
+    forward, chain_pos, hash";
+
+/// Rows sealed per statement.
+pub(crate) const SEAL_BATCH: usize = 500;
+
+/// The statement that stores one row (unsealed).
+pub(crate) fn insert(c: &Columns) -> Sql {
+    let mut sql = Sql::default();
+    sql.push(
+        "INSERT INTO audit_log (recorded_ms, kind, action, outcome, status, client, client_kind, \
+         auth, orgs, peer, rtype, entity, patient, query, query_len, request_id, failure, forward) \
+         VALUES (",
+    );
+    sql.bind(Bind::Int(c.recorded_ms))
+        .push(", ")
+        .text(&c.kind)
+        .push(", ")
+        .text(&c.action)
+        .push(", ")
+        .bind(Bind::Int(c.outcome));
+    let opt_int = |sql: &mut Sql, v: Option<i64>| {
+        sql.push(", ");
+        match v {
+            Some(v) => sql.bind(Bind::Int(v)),
+            None => sql.push("NULL"),
+        };
+    };
+    let opt_text = |sql: &mut Sql, v: &Option<String>| {
+        sql.push(", ");
+        match v {
+            Some(v) => sql.text(v),
+            None => sql.push("NULL"),
+        };
+    };
+    opt_int(&mut sql, c.status);
+    for v in [
+        &c.client,
+        &c.client_kind,
+        &c.auth,
+        &c.orgs,
+        &c.peer,
+        &c.rtype,
+        &c.entity,
+        &c.patient,
+        &c.query,
+    ] {
+        opt_text(&mut sql, v);
+    }
+    opt_int(&mut sql, c.query_len);
+    for v in [&c.request_id, &c.failure, &c.forward] {
+        opt_text(&mut sql, v);
+    }
+    sql.push(")");
+    sql
+}
+
+/// One row read with [`COLUMNS`].
+pub(crate) struct AuditRow {
+    pub seq: i64,
+    pub columns: Columns,
+    pub chain_pos: Option<i64>,
+    pub hash: Option<String>,
+}
+
+pub(crate) fn row(r: &AnyRow) -> Result<AuditRow, StoreError> {
+    let text = |name: &str| -> Result<Option<String>, StoreError> {
+        r.try_get::<Option<String>, _>(name)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    };
+    let int = |name: &str| -> Result<Option<i64>, StoreError> {
+        // NULL reads as an error through `int_col`; ask for an Option first.
+        match r.try_get::<Option<i64>, _>(name) {
+            Ok(v) => Ok(v),
+            Err(_) => match r.try_get::<Option<i16>, _>(name) {
+                Ok(v) => Ok(v.map(i64::from)),
+                Err(_) => r
+                    .try_get::<Option<i32>, _>(name)
+                    .map(|v| v.map(i64::from))
+                    .map_err(|e| StoreError::Corrupt(e.to_string())),
+            },
+        }
+    };
+    Ok(AuditRow {
+        seq: int_col(r, "seq")?,
+        columns: Columns {
+            recorded_ms: int_col(r, "recorded_ms")?,
+            kind: text("kind")?.unwrap_or_default(),
+            action: text("action")?.unwrap_or_default(),
+            outcome: int_col(r, "outcome")?,
+            status: int("status")?,
+            client: text("client")?,
+            client_kind: text("client_kind")?,
+            auth: text("auth")?,
+            orgs: text("orgs")?,
+            peer: text("peer")?,
+            rtype: text("rtype")?,
+            entity: text("entity")?,
+            patient: text("patient")?,
+            query: text("query")?,
+            query_len: int("query_len")?,
+            request_id: text("request_id")?,
+            failure: text("failure")?,
+            forward: text("forward")?,
+        },
+        chain_pos: int("chain_pos")?,
+        hash: text("hash")?,
+    })
+}
+
+/// The row as an AuditEvent resource (`id` the row's `seq`).
+pub(crate) fn render(row: &AuditRow) -> serde_json::Value {
+    let mut ev = crate::audit::to_audit_event(&row.columns.record(), &crate::audit::observer());
+    ev["id"] = serde_json::json!(row.seq.to_string());
+    ev["meta"] = serde_json::json!({
+        "versionId": "1",
+        "lastUpdated": fhir_core::fhir::instant(row.columns.recorded_ms),
+    });
+    ev
+}
+
+pub(crate) fn stored(row: &AuditRow) -> StoredResource {
+    StoredResource {
+        rtype: "AuditEvent".into(),
+        id: row.seq.to_string(),
+        version: 1,
+        last_updated_ms: row.columns.recorded_ms,
+        deleted: false,
+        content: Some(render(row).to_string()),
+        method: "POST".into(),
+        owner: None,
+        citizen: None,
+    }
+}
+
+/// `SELECT … WHERE seq = id`, for a read (`None`: not an id this table can have).
+pub(crate) fn by_id(id: &str) -> Option<Sql> {
+    let seq: i64 = id.parse().ok().filter(|n| *n > 0)?;
+    let mut sql = Sql::default();
+    sql.push(&format!("SELECT {COLUMNS} FROM audit_log WHERE seq = "))
+        .bind(Bind::Int(seq));
+    Some(sql)
+}
+
+fn unsupported(what: String) -> StoreError {
+    StoreError::Unsupported(what)
+}
+
+/// Whether the query sorts by `recorded` (descending if so); `None`: by id.
+fn sort(q: &SearchQuery) -> Result<Option<bool>, StoreError> {
+    match q.sort.as_slice() {
+        [] => Ok(None),
+        [s] => match &s.key {
+            SortKey::LastUpdated => Ok(Some(s.desc)),
+            SortKey::Param { code, .. } if code == "date" => Ok(Some(s.desc)),
+            SortKey::Id => Ok(None),
+            _ => Err(unsupported(
+                "AuditEvent can be sorted by date (or _lastUpdated) only".into(),
+            )),
+        },
+        _ => Err(unsupported(
+            "AuditEvent can be sorted by one key, date (or _lastUpdated)".into(),
+        )),
+    }
+}
+
+/// The `WHERE` of a search (always starts with `WHERE 1=1`).
+fn filters(q: &SearchQuery, sql: &mut Sql) -> Result<(), StoreError> {
+    sql.push(" WHERE 1=1");
+    if !q.includes.is_empty() || !q.revincludes.is_empty() {
+        return Err(unsupported(
+            "_include and _revinclude are not supported on AuditEvent".into(),
+        ));
+    }
+    for f in &q.filters {
+        sql.push(" AND ");
+        if f.negate {
+            sql.push("NOT ");
+        }
+        sql.push("(");
+        for (i, m) in f.any_of.iter().enumerate() {
+            if i > 0 {
+                sql.push(" OR ");
+            }
+            sql.push("(");
+            one(f, m, sql)?;
+            sql.push(")");
+        }
+        if f.any_of.is_empty() {
+            sql.push("1=1");
+        }
+        sql.push(")");
+    }
+    Ok(())
+}
+
+/// `col = value` or `col LIKE value%` for a string parameter.
+fn text_match(col: &str, m: &Match, sql: &mut Sql) -> bool {
+    match m {
+        Match::Text { value, mode } => {
+            use fhir_core::fhir::search::TextMode;
+            match mode {
+                TextMode::Exact => {
+                    sql.push(col).push(" = ").text(value);
+                }
+                TextMode::StartsWith => {
+                    sql.push(&format!("LOWER({col}) LIKE "))
+                        .text(&format!("{}%", like_escape(&value.to_lowercase())));
+                    sql.push(" ESCAPE '\\'");
+                }
+                TextMode::Contains => {
+                    sql.push(&format!("LOWER({col}) LIKE "))
+                        .text(&format!("%{}%", like_escape(&value.to_lowercase())));
+                    sql.push(" ESCAPE '\\'");
+                }
+            }
+            true
+        }
+        Match::Token { code: Some(c), .. } => {
+            sql.push(col).push(" = ").text(c);
+            true
+        }
+        _ => false,
+    }
+}
+
+fn like_escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+const RESTFUL: &str = "http://hl7.org/fhir/restful-interaction";
+const OWN: &str = crate::audit::SEKTORBRO_AUDIT_SYSTEM;
+const EVENT_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-event-type";
+const DICOM: &str = "http://dicom.nema.org/resources/ontology/DCM";
+
+fn system_is(system: &TokenSystem, want: &[&str]) -> bool {
+    match system {
+        TokenSystem::Any => true,
+        TokenSystem::None => false,
+        TokenSystem::Is(s) => want.contains(&s.as_str()),
+    }
+}
+
+/// A reference `Type/id` as stored (entity, patient): exact, or any version of it.
+fn reference_match(cols: &[&str], rtype: Option<&str>, id: &str, sql: &mut Sql) {
+    for (i, col) in cols.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        match rtype {
+            Some(t) => {
+                let r = format!("{t}/{id}");
+                sql.push(col).push(" = ").text(&r);
+                sql.push(&format!(" OR {col} LIKE "))
+                    .text(&format!("{}/\\_history/%", like_escape(&r)));
+                sql.push(" ESCAPE '\\'");
+            }
+            None => {
+                sql.push(&format!("{col} LIKE "))
+                    .text(&format!("%/{}", like_escape(id)));
+                sql.push(&format!(" ESCAPE '\\' OR {col} LIKE "))
+                    .text(&format!("%/{}/\\_history/%", like_escape(id)));
+                sql.push(" ESCAPE '\\'");
+            }
+        }
+    }
+}
+
+fn date_match(m: &Match, sql: &mut Sql) -> Result<(), StoreError> {
+    let Match::Date { prefix, lo, hi } = m else {
+        return Err(unsupported("a date is expected".into()));
+    };
+    let (lo, hi) = (Bind::Int(*lo), Bind::Int(*hi));
+    match prefix {
+        Prefix::Eq | Prefix::Ap => {
+            sql.push("recorded_ms >= ")
+                .bind(lo)
+                .push(" AND recorded_ms <= ")
+                .bind(hi);
+        }
+        Prefix::Ne => {
+            sql.push("recorded_ms < ")
+                .bind(lo)
+                .push(" OR recorded_ms > ")
+                .bind(hi);
+        }
+        Prefix::Gt | Prefix::Sa => {
+            sql.push("recorded_ms > ").bind(hi);
+        }
+        Prefix::Ge => {
+            sql.push("recorded_ms >= ").bind(lo);
+        }
+        Prefix::Lt | Prefix::Eb => {
+            sql.push("recorded_ms < ").bind(lo);
+        }
+        Prefix::Le => {
+            sql.push("recorded_ms <= ").bind(hi);
+        }
+    }
+    Ok(())
+}
+
+/// One alternative of one parameter.
+fn one(f: &Filter, m: &Match, sql: &mut Sql) -> Result<(), StoreError> {
+    let bad = || {
+        unsupported(format!(
+            "AuditEvent search does not support this value of {}",
+            f.param
+        ))
+    };
+    if let Match::Has {
+        source,
+        param,
+        inner,
+    } = m
+    {
+        // The AuditEvents that resources of `source` refer to through `param` (`id` is the
+        // row's `seq` as text, see [`FROM_WITH_ID`]).
+        super::search_sql::referenced_by(
+            sql,
+            "audit_log",
+            "AuditEvent",
+            source,
+            param,
+            inner,
+            &super::Visibility::All,
+        );
+        return Ok(());
+    }
+    if let Match::Missing(missing) = m {
+        let col = match f.param.as_str() {
+            "_id" | "date" | "_lastUpdated" | "type" | "subtype" | "action" | "outcome"
+            | "site" => {
+                sql.push(if *missing { "1=0" } else { "1=1" });
+                return Ok(());
+            }
+            "entity" => "entity",
+            "patient" => "patient",
+            "altid" | "agent-name" => "client",
+            "address" => "peer",
+            _ => {
+                return Err(unsupported(format!(
+                    "{}:missing is not supported on AuditEvent",
+                    f.param
+                )))
+            }
+        };
+        sql.push(col)
+            .push(if *missing { " IS NULL" } else { " IS NOT NULL" });
+        return Ok(());
+    }
+    match f.param.as_str() {
+        "_id" => match m {
+            Match::Token { code: Some(c), .. } => match c.parse::<i64>() {
+                Ok(n) => {
+                    sql.push("seq = ").bind(Bind::Int(n));
+                }
+                Err(_) => {
+                    sql.push("1=0");
+                }
+            },
+            _ => return Err(bad()),
+        },
+        "date" | "_lastUpdated" => date_match(m, sql)?,
+        "type" => match m {
+            Match::Token {
+                system,
+                code: Some(c),
+            } => {
+                if c == "rest" && system_is(system, &[EVENT_TYPE]) {
+                    sql.push("kind <> 'forward'");
+                } else if c == "110106" && system_is(system, &[DICOM]) {
+                    sql.push("kind = 'forward'");
+                } else {
+                    sql.push("1=0");
+                }
+            }
+            _ => return Err(bad()),
+        },
+        "subtype" => match m {
+            Match::Token {
+                system,
+                code: Some(c),
+            } => {
+                let restful = system_is(system, &[RESTFUL]);
+                let own = system_is(system, &[OWN]);
+                sql.push("1=0");
+                if restful && c == "operation" {
+                    sql.push(" OR kind LIKE '$%'");
+                }
+                if restful || own {
+                    sql.push(" OR kind = ").text(c);
+                }
+                if own {
+                    sql.push(" OR kind = ").text(&format!("${c}"));
+                }
+            }
+            _ => return Err(bad()),
+        },
+        "action" => match m {
+            Match::Token { code: Some(c), .. } => {
+                sql.push("action = ").text(c);
+            }
+            _ => return Err(bad()),
+        },
+        "outcome" => match m {
+            Match::Token { code: Some(c), .. } => match c.parse::<i64>() {
+                Ok(n) => {
+                    sql.push("outcome = ").bind(Bind::Int(n));
+                }
+                Err(_) => {
+                    sql.push("1=0");
+                }
+            },
+            _ => return Err(bad()),
+        },
+        "entity" => match m {
+            Match::Ref { rtype, id } => {
+                reference_match(&["entity", "patient"], rtype.as_deref(), id, sql)
+            }
+            _ => return Err(bad()),
+        },
+        "patient" => match m {
+            Match::Ref { rtype, id } => {
+                if rtype.as_deref().is_some_and(|t| t != "Patient") {
+                    sql.push("1=0");
+                } else {
+                    reference_match(&["patient", "entity"], Some("Patient"), id, sql)
+                }
+            }
+            _ => return Err(bad()),
+        },
+        "altid" => match m {
+            Match::Token { code: Some(c), .. } => {
+                sql.push("client = ").text(c);
+            }
+            _ => return Err(bad()),
+        },
+        "agent-name" => {
+            if !text_match("client", m, sql) {
+                return Err(bad());
+            }
+        }
+        "address" => {
+            if !text_match("peer", m, sql) {
+                return Err(bad());
+            }
+        }
+        "agent-role" => match m {
+            Match::Token { code: Some(c), .. } => {
+                if let Some(kind) = c.strip_prefix("client-") {
+                    sql.push("client_kind = ").text(kind);
+                } else if let Some(method) = c.strip_prefix("auth-") {
+                    sql.push("auth = ").text(method);
+                } else {
+                    sql.push("1=0");
+                }
+            }
+            _ => return Err(bad()),
+        },
+        "agent" => match m {
+            Match::Ref { rtype: Some(t), id } => {
+                sql.push("orgs IS NOT NULL AND (")
+                    .push("'\n' || orgs || '\n'")
+                    .push(" LIKE ");
+                sql.text(&format!("%\n{}\n%", like_escape(&format!("{t}/{id}"))));
+                sql.push(" ESCAPE '\\')");
+            }
+            _ => return Err(bad()),
+        },
+        "site" => {
+            let observer = crate::audit::observer();
+            let hit = match m {
+                Match::Text { value, .. } => {
+                    observer.to_lowercase().starts_with(&value.to_lowercase())
+                }
+                Match::Token { code: Some(c), .. } => &observer == c,
+                _ => return Err(bad()),
+            };
+            sql.push(if hit { "1=1" } else { "1=0" });
+        }
+        other => {
+            return Err(unsupported(format!(
+                "AuditEvent search supports _id, _lastUpdated, date, type, subtype, action, \
+                 outcome, entity, patient, altid, agent, agent-name, agent-role, address and \
+                 site; not {other}"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// The table with an `id` column (the `seq` as text), for `_has`, whose sub-select names it.
+const FROM_WITH_ID: &str = "(SELECT a.*, CAST(a.seq AS TEXT) AS id FROM audit_log a) audit_log";
+
+/// `audit_log`, with an `id` column when a filter needs one.
+fn from(q: &SearchQuery) -> &'static str {
+    let has = q
+        .filters
+        .iter()
+        .any(|f| f.any_of.iter().any(|m| matches!(m, Match::Has { .. })));
+    if has {
+        FROM_WITH_ID
+    } else {
+        "audit_log"
+    }
+}
+
+/// A page of matches (`limit` rows after the query's cursor, in its order).
+pub(crate) fn page(q: &SearchQuery, limit: usize) -> Result<Sql, StoreError> {
+    let by_date = sort(q)?;
+    let mut sql = Sql::default();
+    sql.push(&format!("SELECT {COLUMNS} FROM {}", from(q)));
+    filters(q, &mut sql)?;
+    if let Some(after) = &q.after {
+        match (by_date, after.values.as_slice()) {
+            (Some(desc), [SortValue::Int(t)]) => {
+                let op = if desc { "<" } else { ">" };
+                sql.push(&format!(" AND (recorded_ms {op} "))
+                    .bind(Bind::Int(*t))
+                    .push(" OR (recorded_ms = ")
+                    .bind(Bind::Int(*t))
+                    .push(&format!(" AND seq {op} "))
+                    .bind(Bind::Int(after.seq))
+                    .push("))");
+            }
+            _ => {
+                sql.push(" AND seq > ").bind(Bind::Int(after.seq));
+            }
+        }
+    }
+    match by_date {
+        Some(true) => sql.push(" ORDER BY recorded_ms DESC, seq DESC"),
+        Some(false) => sql.push(" ORDER BY recorded_ms, seq"),
+        None => sql.push(" ORDER BY seq"),
+    };
+    sql.push(&format!(" LIMIT {}", limit.max(1)));
+    Ok(sql)
+}
+
+/// The search hits of [`page`]'s rows.
+pub(crate) fn hits(q: &SearchQuery, rows: &[AnyRow]) -> Result<Vec<SearchHit>, StoreError> {
+    let by_date = sort(q)?.is_some();
+    rows.iter()
+        .map(|r| {
+            let row = row(r)?;
+            Ok(SearchHit {
+                sort_values: if by_date {
+                    vec![SortValue::Int(row.columns.recorded_ms)]
+                } else {
+                    Vec::new()
+                },
+                seq: row.seq,
+                resource: stored(&row),
+            })
+        })
+        .collect()
+}
+
+/// How many rows match.
+pub(crate) fn count(q: &SearchQuery) -> Result<Sql, StoreError> {
+    sort(q)?;
+    let mut sql = Sql::default();
+    sql.push(&format!("SELECT COUNT(*) FROM {}", from(q)));
+    filters(q, &mut sql)?;
+    Ok(sql)
+}
+
+/// The last sealed position and hash (the anchor when every sealed row was pruned, the
+/// genesis when there is neither).
+async fn chain_head(conn: &mut AnyConnection) -> Result<(i64, String), StoreError> {
+    let last = sqlx::query(
+        "SELECT chain_pos, hash FROM audit_log WHERE chain_pos IS NOT NULL ORDER BY chain_pos DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    let row = match last {
+        Some(r) => Some(r),
+        None => sqlx::query("SELECT chain_pos, hash FROM audit_anchor WHERE id = 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_err)?,
+    };
+    match row {
+        Some(r) => Ok((
+            int_col(&r, "chain_pos")?,
+            r.try_get("hash")
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        )),
+        None => Ok((0, GENESIS.to_string())),
+    }
+}
+
+/// Chain up to [`SEAL_BATCH`] unsealed rows, in `seq` order, after the last sealed one: the
+/// statement that records it (`None`: nothing to seal) and how many rows it seals. Runs inside a
+/// write transaction, which on PostgreSQL first takes the chain's advisory lock.
+pub(crate) async fn seal(conn: &mut AnyConnection) -> Result<Option<(Sql, usize)>, StoreError> {
+    let (mut pos, mut prev) = chain_head(conn).await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM audit_log WHERE chain_pos IS NULL ORDER BY seq LIMIT {SEAL_BATCH}"
+    ))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut sql = Sql::default();
+    sql.push("WITH v(s, p, h) AS (VALUES ");
+    for (i, r) in rows.iter().enumerate() {
+        let r = row(r)?;
+        pos += 1;
+        prev = chain_hash(&prev, r.seq, &r.columns);
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push("(")
+            .bind(Bind::Int(r.seq))
+            .push(", ")
+            .bind(Bind::Int(pos))
+            .push(", ")
+            .text(&prev)
+            .push(")");
+    }
+    sql.push(
+        ") UPDATE audit_log SET chain_pos = (SELECT p FROM v WHERE s = audit_log.seq), \
+         hash = (SELECT h FROM v WHERE s = audit_log.seq) WHERE seq IN (SELECT s FROM v)",
+    );
+    Ok(Some((sql, rows.len())))
+}
+
+/// What `sektorbro audit verify` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    /// Sealed rows checked.
+    pub checked: u64,
+    /// Rows not yet sealed (written in the last moments, or the gateway is not running).
+    pub unsealed: u64,
+    /// Where the chain starts: 0, or the position retention pruned up to.
+    pub anchor: i64,
+    /// The last position and hash checked: note them elsewhere (a log, a ticket) to detect a
+    /// later truncation of the chain's end.
+    pub head: (i64, String),
+    /// The first break, if any.
+    pub first_break: Option<ChainBreak>,
+}
+
+/// The first row where the chain does not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainBreak {
+    /// The row's id (`AuditEvent/{seq}`), or the row expected at a missing position.
+    pub seq: Option<i64>,
+    pub chain_pos: i64,
+    pub reason: String,
+}
+
+/// Walk the chain from its anchor, `page` rows at a time.
+pub(crate) async fn verify(pool: &sqlx::AnyPool, page: usize) -> Result<Verification, StoreError> {
+    let anchor = sqlx::query("SELECT chain_pos, hash FROM audit_anchor WHERE id = 1")
+        .fetch_optional(pool)
+        .await
+        .map_err(db_err)?;
+    let (start, mut prev) = match anchor {
+        Some(r) => (
+            int_col(&r, "chain_pos")?,
+            r.try_get::<String, _>("hash")
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        ),
+        None => (0, GENESIS.to_string()),
+    };
+    let unsealed: i64 = sqlx::query("SELECT COUNT(*) FROM audit_log WHERE chain_pos IS NULL")
+        .fetch_one(pool)
+        .await
+        .and_then(|r| r.try_get::<i64, _>(0))
+        .map_err(db_err)?;
+    let mut out = Verification {
+        checked: 0,
+        unsealed: unsealed as u64,
+        anchor: start,
+        head: (start, prev.clone()),
+        first_break: None,
+    };
+    let mut pos = start;
+    loop {
+        let mut sql = Sql::default();
+        sql.push(&format!(
+            "SELECT {COLUMNS} FROM audit_log WHERE chain_pos IS NOT NULL AND chain_pos > "
+        ))
+        .bind(Bind::Int(pos))
+        .push(&format!(" ORDER BY chain_pos LIMIT {page}"));
+        let rows = query(&sql).fetch_all(pool).await.map_err(db_err)?;
+        if rows.is_empty() {
+            return Ok(out);
+        }
+        for r in &rows {
+            let r = row(r)?;
+            let at = r.chain_pos.unwrap_or_default();
+            let broken = |reason: String| ChainBreak {
+                seq: Some(r.seq),
+                chain_pos: at,
+                reason,
+            };
+            if at != pos + 1 {
+                out.first_break = Some(ChainBreak {
+                    seq: None,
+                    chain_pos: pos + 1,
+                    reason: format!(
+                        "records {} to {} of the chain are missing (the next one is AuditEvent/{} at {at})",
+                        pos + 1,
+                        at - 1,
+                        r.seq
+                    ),
+                });
+                return Ok(out);
+            }
+            let want = chain_hash(&prev, r.seq, &r.columns);
+            if r.hash.as_deref() != Some(want.as_str()) {
+                out.first_break = Some(broken(format!(
+                    "AuditEvent/{} does not match its hash: it was changed after it was sealed, \
+                     or a record before it was",
+                    r.seq
+                )));
+                return Ok(out);
+            }
+            out.checked += 1;
+            pos = at;
+            prev = want;
+            out.head = (pos, prev.clone());
+        }
+    }
+}
+
+/// Delete the chain's prefix recorded before `before_ms` (sealed rows only) and anchor the rest
+/// at the last deleted row. Statements for a write transaction: `None` when nothing is old enough.
+pub(crate) async fn prune(
+    conn: &mut AnyConnection,
+    before_ms: i64,
+    now_ms: i64,
+) -> Result<Option<(Vec<Sql>, u64)>, StoreError> {
+    // The last position of the prefix: just before the first sealed row that is young enough,
+    // or the last sealed row when none is.
+    let mut sql = Sql::default();
+    sql.push(
+        "SELECT MIN(chain_pos) FROM audit_log WHERE chain_pos IS NOT NULL AND recorded_ms >= ",
+    )
+    .bind(Bind::Int(before_ms));
+    let first_kept: Option<i64> = query(&sql)
+        .fetch_one(&mut *conn)
+        .await
+        .and_then(|r| r.try_get::<Option<i64>, _>(0))
+        .map_err(db_err)?;
+    let (head, _) = chain_head(conn).await?;
+    let upto = match first_kept {
+        Some(p) => p - 1,
+        None => head,
+    };
+    let mut sql = Sql::default();
+    sql.push("SELECT chain_pos, hash FROM audit_log WHERE chain_pos = ")
+        .bind(Bind::Int(upto));
+    let Some(last) = query(&sql)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?
+    else {
+        return Ok(None);
+    };
+    let hash: String = last
+        .try_get("hash")
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let mut count = Sql::default();
+    count
+        .push("SELECT COUNT(*) FROM audit_log WHERE chain_pos IS NOT NULL AND chain_pos <= ")
+        .bind(Bind::Int(upto));
+    let n: i64 = query(&count)
+        .fetch_one(&mut *conn)
+        .await
+        .and_then(|r| r.try_get::<i64, _>(0))
+        .map_err(db_err)?;
+    let mut out = Sql::default();
+    out.push("DELETE FROM audit_log WHERE chain_pos IS NOT NULL AND chain_pos <= ")
+        .bind(Bind::Int(upto));
+    let mut anchor = Sql::default();
+    anchor
+        .push("INSERT INTO audit_anchor (id, chain_pos, hash, pruned_ms) VALUES (1, ")
+        .bind(Bind::Int(upto))
+        .push(", ")
+        .text(&hash)
+        .push(", ")
+        .bind(Bind::Int(now_ms))
+        .push(
+            ") ON CONFLICT (id) DO UPDATE SET chain_pos = excluded.chain_pos, \
+             hash = excluded.hash, pruned_ms = excluded.pruned_ms",
+        );
+    Ok(Some((vec![out, anchor], n as u64)))
+}
+
+/// Rows after `after_seq` recorded at or after `since_ms`, in `seq` order (for export).
+pub(crate) fn export_page(after_seq: i64, since_ms: i64, limit: usize) -> Sql {
+    let mut sql = Sql::default();
+    sql.push(&format!("SELECT {COLUMNS} FROM audit_log WHERE seq > "))
+        .bind(Bind::Int(after_seq))
+        .push(" AND recorded_ms >= ")
+        .bind(Bind::Int(since_ms))
+        .push(&format!(" ORDER BY seq LIMIT {limit}"));
+    sql
+}
