@@ -229,11 +229,18 @@ async fn capability_claims_hold(app: TestApp) {
             let name = op["name"].as_str().unwrap();
             let url = match name {
                 "share" => app.url(&format!("{t}/claim-1/$share")),
+                "export" if t == "Group" => app.url("Group/claim-1/$export"),
                 _ => app.url(&format!("{t}/${name}")),
+            };
+            // Bulk Data kick-offs are GET (with Prefer: respond-async).
+            let method = if name == "export" {
+                reqwest::Method::GET
+            } else {
+                reqwest::Method::POST
             };
             let res = app
                 .client
-                .post(url)
+                .request(method, url)
                 .header("content-type", "application/fhir+json")
                 .body(json!({"resourceType": "Parameters"}).to_string())
                 .send()
@@ -278,7 +285,11 @@ async fn capability_claims_hold(app: TestApp) {
         .iter()
         .map(|o| o["name"].as_str().unwrap())
         .collect();
-    assert_eq!(ops, ["validate", "process-message"]);
+    assert_eq!(ops, ["validate", "process-message", "export"]);
+    assert_eq!(
+        cs["instantiates"][0],
+        "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
+    );
     let res = app
         .client
         .post(app.url("$validate"))
