@@ -255,7 +255,6 @@ impl Exporter {
         while !self.stop.load(Ordering::SeqCst) {
             if last_sweep.is_none_or(|t| t.elapsed() >= every) {
                 last_sweep = Some(std::time::Instant::now());
-                last_sweep = std::time::Instant::now();
                 if let Err(e) = self.sweep().await {
                     tracing::warn!(error = ?e.issues.first().map(|i| &i.diagnostics), "export expiry sweep failed");
                 }

@@ -11,7 +11,6 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use tokio::io::AsyncReadExt as _;
 
 use crate::api::context::RequestContext;
 use crate::api::response::{http_date, FHIR_JSON};
@@ -163,23 +162,44 @@ pub async fn download(
     let (id, file) = path.into_inner();
     let job = state.bulk.job_of(&id, client_id(&ctx)?).await?;
     let path = state.bulk.file_path(&job, &file)?;
-    let f = tokio::fs::File::open(&path).await.map_err(|e| {
-        tracing::error!(file = %path.display(), error = %e, "export file missing");
-        FhirError::not_found(format!("export job {id} has no file {file}"))
-    })?;
-    let len = f.metadata().await.ok().map(|m| m.len());
+    let opened = {
+        let path = path.clone();
+        web::block(move || {
+            let f = std::fs::File::open(&path)?;
+            let len = f.metadata()?.len();
+            Ok::<_, std::io::Error>((f, len))
+        })
+        .await
+    };
+    let (f, len) = match opened {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => {
+            tracing::error!(file = %path.display(), error = %e, "export file missing");
+            return Err(FhirError::not_found(format!(
+                "export job {id} has no file {file}"
+            )));
+        }
+        Err(e) => return Err(FhirError::internal(e.to_string())),
+    };
+    // Read in chunks on the blocking pool: the body streams, a slow client holds one chunk.
     let body = Box::pin(futures_util::stream::unfold(Some(f), |f| async move {
         let mut f = f?;
-        let mut buf = vec![0u8; CHUNK];
-        match f.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok::<_, std::io::Error>(web::Bytes::from(buf)), Some(f)))
-            }
-            Err(e) => Some((Err(e), None)),
+        let read = web::block(move || {
+            use std::io::Read as _;
+            let mut buf = vec![0u8; CHUNK];
+            let n = f.read(&mut buf)?;
+            buf.truncate(n);
+            Ok::<_, std::io::Error>((f, buf))
+        })
+        .await;
+        match read {
+            Ok(Ok((_, buf))) if buf.is_empty() => None,
+            Ok(Ok((f, buf))) => Some((Ok::<_, std::io::Error>(web::Bytes::from(buf)), Some(f))),
+            Ok(Err(e)) => Some((Err(e), None)),
+            Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
         }
     }));
+    let len = Some(len);
     let mut res = HttpResponse::Ok();
     res.content_type("application/fhir+ndjson");
     match len {
