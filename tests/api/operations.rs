@@ -112,8 +112,23 @@ async fn capability_statement_lists_served_types_and_parameters(app: TestApp) {
                 "process-message".to_string(),
                 "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message".to_string(),
             ),
+            (
+                "export".to_string(),
+                "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export".to_string(),
+            ),
         ]
     );
+    // Bulk Data export at the Patient and Group levels, with the IG's definitions.
+    for (t, def) in [
+        ("Patient", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"),
+        ("Group", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"),
+    ] {
+        let r = resources.iter().find(|r| r["type"] == t).expect(t);
+        assert!(
+            ops(r).contains(&("export".to_string(), def.to_string())),
+            "{t} lacks $export"
+        );
+    }
     // $validate is also served at the system level (`POST /fhir/$validate`).
     // Our own operation is published as a valid OperationDefinition at that canonical.
     let path = concat!(
