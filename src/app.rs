@@ -130,7 +130,10 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
     );
     if config.database.url.starts_with("sqlite:") {
         bulk.release_orphaned().await.map_err(|e| {
-            anyhow::anyhow!("giving back the export jobs of a previous run: {:?}", e.issues)
+            anyhow::anyhow!(
+                "giving back the export jobs of a previous run: {:?}",
+                e.issues
+            )
         })?;
     }
     bulk.start();

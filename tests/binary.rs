@@ -333,7 +333,10 @@ fn a_bulk_export_survives_a_kill_and_restart() {
         let res = client
             .post(format!("{base}/"))
             .header("content-type", "application/fhir+json")
-            .body(json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}).to_string())
+            .body(
+                json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+                    .to_string(),
+            )
             .send()
             .await
             .expect("transaction");
@@ -345,7 +348,10 @@ fn a_bulk_export_survives_a_kill_and_restart() {
             .await
             .expect("kick-off");
         assert_eq!(res.status().as_u16(), 202);
-        let url = res.headers()["content-location"].to_str().unwrap().to_string();
+        let url = res.headers()["content-location"]
+            .to_str()
+            .unwrap()
+            .to_string();
         let res = client.get(&url).send().await.expect("status");
         assert_eq!(res.status().as_u16(), 202, "no runner: still waiting");
         url
@@ -368,7 +374,11 @@ fn a_bulk_export_survives_a_kill_and_restart() {
         pool.close().await;
     });
     std::fs::create_dir_all(exports.join(&job)).expect("job dir");
-    std::fs::write(exports.join(&job).join("Patient-1.ndjson"), "{\"resourceType\":\"Pat").expect("partial");
+    std::fs::write(
+        exports.join(&job).join("Patient-1.ndjson"),
+        "{\"resourceType\":\"Pat",
+    )
+    .expect("partial");
 
     let port = free_port();
     let mut second = common::start(&config(true), &db, port);
@@ -388,8 +398,18 @@ fn a_bulk_export_survives_a_kill_and_restart() {
         }
     });
     let ids = rt.block_on(async {
-        let url = outcome["output"][0]["url"].as_str().expect("a file").to_string();
-        let text = client.get(url).send().await.expect("file").text().await.expect("text");
+        let url = outcome["output"][0]["url"]
+            .as_str()
+            .expect("a file")
+            .to_string();
+        let text = client
+            .get(url)
+            .send()
+            .await
+            .expect("file")
+            .text()
+            .await
+            .expect("text");
         text.lines()
             .map(|l| {
                 let v: Value = serde_json::from_str(l).expect("NDJSON line");

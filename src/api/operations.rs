@@ -9,7 +9,9 @@ use std::sync::OnceLock;
 use actix_web::http::Method;
 use actix_web::{web, Route};
 
-use super::fhir::{bulk, bundle, crud, history, metadata, process_message, search, share, validate};
+use super::fhir::{
+    bulk, bundle, crud, history, metadata, process_message, search, share, validate,
+};
 use super::{admin, health, kpis, municipal, reports, smart};
 use crate::audit::Interaction;
 

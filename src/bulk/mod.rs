@@ -190,7 +190,12 @@ impl Exporter {
     /// answer is 404, as for an unknown job (another client's job is not revealed).
     pub async fn job_of(&self, id: &str, client_id: &str) -> Result<BulkJob, FhirError> {
         let unknown = || FhirError::not_found(format!("no export job {id}"));
-        let job = self.engine.store().bulk_job(id).await?.ok_or_else(unknown)?;
+        let job = self
+            .engine
+            .store()
+            .bulk_job(id)
+            .await?
+            .ok_or_else(unknown)?;
         if job.client_id != client_id {
             return Err(unknown());
         }
@@ -229,7 +234,9 @@ impl Exporter {
         let _ = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot delete export files"),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot delete export files")
+            }
         })
         .await;
     }

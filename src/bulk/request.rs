@@ -16,7 +16,10 @@ pub const OUTPUT_FORMATS: &[&str] = &["application/fhir+ndjson", "application/nd
 
 /// Kick-off parameters of the IG this server does not do, with why.
 const NOT_SUPPORTED: &[(&str, &str)] = &[
-    ("_elements", "exports hold whole resources; _elements is not supported"),
+    (
+        "_elements",
+        "exports hold whole resources; _elements is not supported",
+    ),
     (
         "_typeElements",
         "exports hold whole resources; _typeElements is not supported",
@@ -208,7 +211,9 @@ impl Exporter {
             }
         }
         if formats > 1 {
-            issues.push(Issue::error("invalid", "_outputFormat may be given once").at("_outputFormat"));
+            issues.push(
+                Issue::error("invalid", "_outputFormat may be given once").at("_outputFormat"),
+            );
         }
         let explicit = !types.is_empty();
         let mut type_filters: Vec<(String, Vec<(String, String)>)> = Vec::new();
@@ -237,7 +242,9 @@ impl Exporter {
                 issues.push(
                     Issue::error(
                         "invalid",
-                        format!("_typeFilter names {t}, which this export does not cover (see _type)"),
+                        format!(
+                            "_typeFilter names {t}, which this export does not cover (see _type)"
+                        ),
                     )
                     .at("_typeFilter"),
                 );
@@ -342,7 +349,10 @@ mod tests {
     #[test]
     fn instants_need_a_time_zone() {
         assert_eq!(parse_instant("1970-01-01T00:00:01Z"), Some(1000));
-        assert_eq!(parse_instant("2026-12-01T01:00:00+01:00"), parse_instant("2026-12-01T00:00:00Z"));
+        assert_eq!(
+            parse_instant("2026-12-01T01:00:00+01:00"),
+            parse_instant("2026-12-01T00:00:00Z")
+        );
         assert_eq!(parse_instant("2026-12-01"), None);
         assert_eq!(parse_instant("2026-12-01T00:00:00"), None);
     }

@@ -49,7 +49,11 @@ struct TypeFiles<'a> {
 
 impl<'a> TypeFiles<'a> {
     fn write(&mut self, line: &str) -> Result<(), FhirError> {
-        if self.current.as_ref().is_some_and(|(_, f)| f.count >= self.max) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|(_, f)| f.count >= self.max)
+        {
             self.finish_file()?;
         }
         if self.current.is_none() {
@@ -199,7 +203,11 @@ impl Exporter {
 
     async fn audit(&self, job: &BulkJob, status: BulkStatus, total: u64, error: Option<&str>) {
         let Some(auditor) = &self.auditor else { return };
-        let http = if status == BulkStatus::Completed { 200 } else { 500 };
+        let http = if status == BulkStatus::Completed {
+            200
+        } else {
+            500
+        };
         let mut rec = AuditRecord::new(Interaction::Operation("export".into()), http);
         rec.who = Some(Who {
             client_id: job.client_id.clone(),
@@ -209,12 +217,13 @@ impl Exporter {
             organizations: serde_json::from_str(&job.organizations).unwrap_or_default(),
             reference: None,
         });
-        if let Some(group) = serde_json::from_str::<Spec>(&job.spec)
-            .ok()
-            .and_then(|s| match s.level {
-                Level::Group { id } => Some(id),
-                _ => None,
-            })
+        if let Some(group) =
+            serde_json::from_str::<Spec>(&job.spec)
+                .ok()
+                .and_then(|s| match s.level {
+                    Level::Group { id } => Some(id),
+                    _ => None,
+                })
         {
             rec.resource = Some(format!("Group/{group}"));
         }
@@ -240,7 +249,10 @@ impl Exporter {
             )
         })?;
         let (granted, _) = Scopes::parse(&job.scopes);
-        Ok(Access::for_client(&client, &granted.intersect(&client.scopes)))
+        Ok(Access::for_client(
+            &client,
+            &granted.intersect(&client.scopes),
+        ))
     }
 
     async fn export(&self, job: &BulkJob, stop: &AtomicBool) -> Result<Vec<OutputFile>, Stopped> {
@@ -269,7 +281,16 @@ impl Exporter {
         for (n, rtype) in spec.types.iter().enumerate() {
             let progress = format!("{rtype} ({} of {} types)", n + 1, spec.types.len());
             let files = self
-                .export_type(job, &spec, rtype, members.as_ref(), &vis, &dir, stop, &progress)
+                .export_type(
+                    job,
+                    &spec,
+                    rtype,
+                    members.as_ref(),
+                    &vis,
+                    &dir,
+                    stop,
+                    &progress,
+                )
                 .await?;
             out.extend(files);
         }

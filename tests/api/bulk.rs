@@ -53,10 +53,18 @@ async fn send(
 }
 
 async fn put(app: &TestApp, tok: &str, r: Value) {
-    let path = format!("{}/{}", r["resourceType"].as_str().unwrap(), r["id"].as_str().unwrap());
+    let path = format!(
+        "{}/{}",
+        r["resourceType"].as_str().unwrap(),
+        r["id"].as_str().unwrap()
+    );
     let res = send(app, reqwest::Method::PUT, &path, tok, Some(&r)).await;
     let status = res.status().as_u16();
-    assert!(status == 201 || status == 200, "PUT {path}: {status} {}", res.text().await.unwrap());
+    assert!(
+        status == 201 || status == 200,
+        "PUT {path}: {status} {}",
+        res.text().await.unwrap()
+    );
 }
 
 fn patient(id: &str) -> Value {
@@ -138,7 +146,14 @@ async fn manifest(app: &TestApp, status_url: &str, tok: &str) -> Value {
 async fn downloaded(app: &TestApp, m: &Value, tok: &str) -> BTreeSet<(String, String)> {
     let mut out = BTreeSet::new();
     for o in m["output"].as_array().unwrap() {
-        let res = send(app, reqwest::Method::GET, o["url"].as_str().unwrap(), tok, None).await;
+        let res = send(
+            app,
+            reqwest::Method::GET,
+            o["url"].as_str().unwrap(),
+            tok,
+            None,
+        )
+        .await;
         assert_eq!(res.status().as_u16(), 200);
         assert_eq!(res.headers()["content-type"], "application/fhir+ndjson");
         let text = res.text().await.unwrap();
@@ -161,28 +176,51 @@ async fn downloaded(app: &TestApp, m: &Value, tok: &str) -> BTreeSet<(String, St
 async fn searched(app: &TestApp, types: &[&str], tok: &str) -> BTreeSet<(String, String)> {
     let mut out = BTreeSet::new();
     for t in types {
-        let res = send(app, reqwest::Method::GET, &format!("{t}?_count=1000"), tok, None).await;
+        let res = send(
+            app,
+            reqwest::Method::GET,
+            &format!("{t}?_count=1000"),
+            tok,
+            None,
+        )
+        .await;
         let b: Value = res.json().await.unwrap();
         for e in b["entry"].as_array().into_iter().flatten() {
-            out.insert((t.to_string(), e["resource"]["id"].as_str().unwrap().to_string()));
+            out.insert((
+                t.to_string(),
+                e["resource"]["id"].as_str().unwrap().to_string(),
+            ));
         }
     }
     out
 }
 
 fn pairs(list: &[(&str, &str)]) -> BTreeSet<(String, String)> {
-    list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    list.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
 }
 
 async fn system_export_matches_search_and_tenancy(db: Db) {
-    let Some((app, dir)) = app(db, |_| {}).await else { return };
+    let Some((app, dir)) = app(db, |_| {}).await else {
+        return;
+    };
     seed(&app).await;
     let kolding = token("kolding", ALL);
     let url = kick_off(&app, "$export?_type=Patient,Observation,Group", &kolding).await;
-    assert!(url.starts_with(&format!("{}/$export-status/", app.fhir)), "{url}");
+    assert!(
+        url.starts_with(&format!("{}/$export-status/", app.fhir)),
+        "{url}"
+    );
     let m = manifest(&app, &url, &kolding).await;
-    assert!(m["transactionTime"].as_str().unwrap().ends_with('Z') || m["transactionTime"].as_str().unwrap().contains('+'));
-    assert_eq!(m["request"], format!("{}/$export?_type=Patient,Observation,Group", app.fhir));
+    assert!(
+        m["transactionTime"].as_str().unwrap().ends_with('Z')
+            || m["transactionTime"].as_str().unwrap().contains('+')
+    );
+    assert_eq!(
+        m["request"],
+        format!("{}/$export?_type=Patient,Observation,Group", app.fhir)
+    );
     assert_eq!(m["requiresAccessToken"], true);
     assert_eq!(m["error"], json!([]));
     let got = downloaded(&app, &m, &kolding).await;
@@ -190,7 +228,13 @@ async fn system_export_matches_search_and_tenancy(db: Db) {
     assert_eq!(got, want);
     assert_eq!(
         got,
-        pairs(&[("Patient", "k1"), ("Patient", "k2"), ("Observation", "ko1"), ("Observation", "ko2"), ("Group", "kg")])
+        pairs(&[
+            ("Patient", "k1"),
+            ("Patient", "k2"),
+            ("Observation", "ko1"),
+            ("Observation", "ko2"),
+            ("Group", "kg")
+        ])
     );
 
     // Another client: neither the status nor the files exist for it.
@@ -205,7 +249,14 @@ async fn system_export_matches_search_and_tenancy(db: Db) {
     assert_eq!(res.status().as_u16(), 401);
     // A name that is not one of the job's files is unknown, whatever it points at.
     let job = url.rsplit('/').next().unwrap();
-    let res = send(&app, reqwest::Method::GET, &format!("$export-file/{job}/..%2F..%2Fetc"), &kolding, None).await;
+    let res = send(
+        &app,
+        reqwest::Method::GET,
+        &format!("$export-file/{job}/..%2F..%2Fetc"),
+        &kolding,
+        None,
+    )
+    .await;
     assert_eq!(res.status().as_u16(), 404);
 
     // Haderslev's own system export holds only its own resources (without _type: every type
@@ -220,7 +271,10 @@ async fn system_export_matches_search_and_tenancy(db: Db) {
     let url = kick_off(&app, "$export?_type=Patient", &ops).await;
     let m = manifest(&app, &url, &ops).await;
     let got = downloaded(&app, &m, &ops).await;
-    assert_eq!(got, pairs(&[("Patient", "h1"), ("Patient", "k1"), ("Patient", "k2")]));
+    assert_eq!(
+        got,
+        pairs(&[("Patient", "h1"), ("Patient", "k1"), ("Patient", "k2")])
+    );
 
     // Cancel (here: of a finished export) deletes the job and its files.
     let id = url.rsplit('/').next().unwrap().to_string();
@@ -235,7 +289,9 @@ async fn system_export_matches_search_and_tenancy(db: Db) {
 }
 
 async fn patient_and_group_exports_hold_compartments(db: Db) {
-    let Some((app, _dir)) = app(db, |_| {}).await else { return };
+    let Some((app, _dir)) = app(db, |_| {}).await else {
+        return;
+    };
     seed(&app).await;
     let kolding = token("kolding", ALL);
     let url = kick_off(&app, "Group/kg/$export", &kolding).await;
@@ -248,7 +304,12 @@ async fn patient_and_group_exports_hold_compartments(db: Db) {
     let m = manifest(&app, &url, &kolding).await;
     assert_eq!(
         downloaded(&app, &m, &kolding).await,
-        pairs(&[("Patient", "k1"), ("Patient", "k2"), ("Observation", "ko1"), ("Observation", "ko2")])
+        pairs(&[
+            ("Patient", "k1"),
+            ("Patient", "k2"),
+            ("Observation", "ko1"),
+            ("Observation", "ko2")
+        ])
     );
     // Another tenant's Group is unknown to the caller.
     let haderslev = token("haderslev", ALL);
@@ -269,14 +330,28 @@ async fn patient_and_group_exports_hold_compartments(db: Db) {
     )
     .await;
     let m = manifest(&app, &url, &kolding).await;
-    assert_eq!(downloaded(&app, &m, &kolding).await, pairs(&[("Observation", "ko2")]));
+    assert_eq!(
+        downloaded(&app, &m, &kolding).await,
+        pairs(&[("Observation", "ko2")])
+    );
     tokio::time::sleep(Duration::from_millis(20)).await;
     let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     tokio::time::sleep(Duration::from_millis(20)).await;
     put(&app, &kolding, observation("ko3", "k2", "8867-4")).await;
-    let url = kick_off(&app, &format!("$export?_type=Observation,Patient&_since={}", since.replace('+', "%2B")), &kolding).await;
+    let url = kick_off(
+        &app,
+        &format!(
+            "$export?_type=Observation,Patient&_since={}",
+            since.replace('+', "%2B")
+        ),
+        &kolding,
+    )
+    .await;
     let m = manifest(&app, &url, &kolding).await;
-    assert_eq!(downloaded(&app, &m, &kolding).await, pairs(&[("Observation", "ko3")]));
+    assert_eq!(
+        downloaded(&app, &m, &kolding).await,
+        pairs(&[("Observation", "ko3")])
+    );
     // Scopes: a client that may search CarePlans only cannot export Patients (403), and its
     // export without _type holds CarePlans only.
     let narrow = token("narrow", "system/CarePlan.rs");
@@ -291,11 +366,20 @@ async fn patient_and_group_exports_hold_compartments(db: Db) {
     assert_eq!(res.status().as_u16(), 403);
     let url = kick_off(&app, "$export", &narrow).await;
     let m = manifest(&app, &url, &narrow).await;
-    assert!(m["output"].as_array().unwrap().iter().all(|o| o["type"] == "CarePlan"), "{m}");
+    assert!(
+        m["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["type"] == "CarePlan"),
+        "{m}"
+    );
 }
 
 async fn unsupported_kick_offs_are_400_with_every_problem(db: Db) {
-    let Some((app, _dir)) = app(db, |_| {}).await else { return };
+    let Some((app, _dir)) = app(db, |_| {}).await else {
+        return;
+    };
     let kolding = token("kolding", ALL);
     let res = app
         .client
@@ -313,7 +397,15 @@ async fn unsupported_kick_offs_are_400_with_every_problem(db: Db) {
         .iter()
         .filter_map(|i| i["expression"][0].as_str().map(str::to_string))
         .collect();
-    for want in ["_elements", "includeAssociatedData", "_outputFormat", "_since", "_type", "_typeFilter", "bogus"] {
+    for want in [
+        "_elements",
+        "includeAssociatedData",
+        "_outputFormat",
+        "_since",
+        "_type",
+        "_typeFilter",
+        "bogus",
+    ] {
         assert!(at.contains(want), "{want} in {oo}");
     }
     let diagnostics = oo.to_string();
@@ -333,10 +425,25 @@ async fn unsupported_kick_offs_are_400_with_every_problem(db: Db) {
     assert_eq!(oo["issue"].as_array().unwrap().len(), 2, "{oo}");
     // Each accepted output format works.
     for f in ["application/fhir+ndjson", "application/ndjson", "ndjson"] {
-        kick_off(&app, &format!("$export?_type=Patient&_outputFormat={}", f.replace('+', "%2B")), &kolding).await;
+        kick_off(
+            &app,
+            &format!(
+                "$export?_type=Patient&_outputFormat={}",
+                f.replace('+', "%2B")
+            ),
+            &kolding,
+        )
+        .await;
     }
     // The kick-off is GET; the status and file URLs take no other method.
-    let res = send(&app, reqwest::Method::POST, "$export", &kolding, Some(&json!({"resourceType": "Parameters"}))).await;
+    let res = send(
+        &app,
+        reqwest::Method::POST,
+        "$export",
+        &kolding,
+        Some(&json!({"resourceType": "Parameters"})),
+    )
+    .await;
     assert_eq!(res.status().as_u16(), 405);
 }
 
@@ -361,7 +468,13 @@ async fn a_running_export_is_cancelled_and_a_finished_one_expires(db: Db) {
     let res = send(&app, reqwest::Method::DELETE, &url, &kolding, None).await;
     assert_eq!(res.status().as_u16(), 202);
     let id = url.rsplit('/').next().unwrap().to_string();
-    assert_eq!(send(&app, reqwest::Method::GET, &url, &kolding, None).await.status().as_u16(), 404);
+    assert_eq!(
+        send(&app, reqwest::Method::GET, &url, &kolding, None)
+            .await
+            .status()
+            .as_u16(),
+        404
+    );
     // The runner stops at its next page and leaves nothing behind.
     for _ in 0..50 {
         if !dir.path().join(&id).exists() {
@@ -369,16 +482,31 @@ async fn a_running_export_is_cancelled_and_a_finished_one_expires(db: Db) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!dir.path().join(&id).exists(), "files of a cancelled export remain");
+    assert!(
+        !dir.path().join(&id).exists(),
+        "files of a cancelled export remain"
+    );
 
     let url = kick_off(&app, "$export?_type=Patient", &kolding).await;
     let m = manifest(&app, &url, &kolding).await;
     assert_eq!(m["output"][0]["count"], 200);
     let id = url.rsplit('/').next().unwrap().to_string();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(send(&app, reqwest::Method::GET, &url, &kolding, None).await.status().as_u16(), 404);
+    assert_eq!(
+        send(&app, reqwest::Method::GET, &url, &kolding, None)
+            .await
+            .status()
+            .as_u16(),
+        404
+    );
     let file = m["output"][0]["url"].as_str().unwrap();
-    assert_eq!(send(&app, reqwest::Method::GET, file, &kolding, None).await.status().as_u16(), 404);
+    assert_eq!(
+        send(&app, reqwest::Method::GET, file, &kolding, None)
+            .await
+            .status()
+            .as_u16(),
+        404
+    );
     for _ in 0..100 {
         if !dir.path().join(&id).exists() {
             return;

@@ -120,8 +120,14 @@ async fn capability_statement_lists_served_types_and_parameters(app: TestApp) {
     );
     // Bulk Data export at the Patient and Group levels, with the IG's definitions.
     for (t, def) in [
-        ("Patient", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"),
-        ("Group", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"),
+        (
+            "Patient",
+            "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export",
+        ),
+        (
+            "Group",
+            "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export",
+        ),
     ] {
         let r = resources.iter().find(|r| r["type"] == t).expect(t);
         assert!(

@@ -132,7 +132,13 @@ pub async fn status(
 fn progress_header(progress: &str) -> String {
     progress
         .chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .take(100)
         .collect()
 }
