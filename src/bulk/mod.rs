@@ -91,6 +91,7 @@ pub const PATIENT_COMPARTMENT: &[(&str, &[&str])] = &[
     ("Observation", &["subject", "performer"]),
     ("Patient", &[]),
     ("Provenance", &["patient"]),
+    ("QuestionnaireResponse", &["subject", "author"]),
     ("RelatedPerson", &["patient"]),
     ("ServiceRequest", &["subject", "performer"]),
 ];
