@@ -122,6 +122,21 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
         crate::auth::Authenticator::new(&config, lookups.clone()).context("configuring [auth]")?,
     );
     forwarder.start();
+    let bulk = crate::bulk::Exporter::new(
+        engine.clone(),
+        auth.clone(),
+        &config.bulk,
+        Some(auditor.clone()),
+    );
+    if config.database.url.starts_with("sqlite:") {
+        bulk.release_orphaned().await.map_err(|e| {
+            anyhow::anyhow!(
+                "giving back the export jobs of a previous run: {:?}",
+                e.issues
+            )
+        })?;
+    }
+    bulk.start();
     // Each component registers its own series; /metrics renders them all.
     let mut metrics = Metrics::default();
     lookups.register_metrics(metrics.registry());
@@ -145,6 +160,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
         auth,
         lookups,
         limits,
+        bulk,
         metrics: Arc::new(metrics),
         config,
         started: fhir_core::fhir::instant(chrono::Utc::now().timestamp_millis()),
@@ -263,6 +279,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state = build_state(config).await?;
     let dev_notice = state.auth.dev_token_notice();
     let forwarder = state.forwarder.clone();
+    let bulk = state.bulk.clone();
     let auditor = state.auditor.clone();
     let listener =
         TcpListener::bind(&listen).with_context(|| format!("cannot listen on {listen}"))?;
@@ -280,6 +297,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let served = server.await.context("HTTP server failed");
     forwarder.stop();
+    bulk.stop();
     // After the last request and the claiming of jobs: write every audit event still queued.
     auditor.shutdown().await;
     served?;

@@ -25,6 +25,32 @@ pub struct Config {
     pub forwarding: ForwardingConfig,
     pub audit: AuditConfig,
     pub auth: AuthnConfig,
+    pub bulk: BulkConfig,
+}
+
+/// Bulk Data export (`src/bulk/`, docs/bulk.md): where the NDJSON files go, how long they are
+/// kept, and how the background runner works.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkConfig {
+    /// Run export jobs on this instance (kick-offs are accepted either way).
+    pub enabled: bool,
+    /// Folder of the export files, one sub-folder per job (created when needed). Instances that
+    /// share a database must share this folder.
+    pub export_dir: String,
+    /// Seconds a finished export's files (and status) are kept; then they are deleted.
+    pub retention_secs: u64,
+    /// `Retry-After` on a status answer of an export still running, in seconds.
+    pub retry_after_secs: u64,
+    /// Resources per NDJSON file; a type with more is split into several files.
+    pub max_resources_per_file: u64,
+    /// Resources read from the database per page.
+    pub page_size: usize,
+    /// How long a running job belongs to its instance without a sign of life; then another
+    /// instance (or this one after a restart) starts it again.
+    pub lease_secs: u64,
+    /// Exports one client may have waiting or running at once (more: 429).
+    pub max_active_per_client: i64,
 }
 
 /// Who may call the gateway (`src/auth/`): token issuers, the clients they speak for, and the
@@ -617,6 +643,19 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "database.sqlite_page_size must be a power of two from 512 to 65536, got {page}"
             )));
+        }
+        let b = &self.bulk;
+        if b.export_dir.is_empty()
+            || b.page_size == 0
+            || b.max_resources_per_file == 0
+            || b.lease_secs == 0
+            || b.retry_after_secs == 0
+        {
+            return Err(ConfigError::Invalid(
+                "bulk.export_dir must be set, and bulk.page_size, bulk.max_resources_per_file, \
+                 bulk.lease_secs and bulk.retry_after_secs must be at least 1"
+                    .into(),
+            ));
         }
         if self.search.default_count == 0 || self.search.default_count > self.search.max_count {
             return Err(ConfigError::Invalid(

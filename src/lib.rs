@@ -14,6 +14,7 @@
 //! - [`forward`]: FHIR messages forwarded to regional systems through a durable outbox
 //!   (workers, retries, connectors).
 //! - [`audit`]: the audit trail of reads, searches, writes, validations and forwarding attempts.
+//! - [`bulk`]: Bulk Data export: durable jobs run in the background, NDJSON files per type.
 //! - [`report`]: KL Gateway delivery reports built from stored municipal care records.
 //! - [`config`], [`app`], [`cli`], [`metrics`], [`error`], [`logmask`]: configuration, wiring,
 //!   command line, metrics, the error type, and the log writer that masks national ids.
@@ -24,6 +25,7 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod bulk;
 pub mod cli;
 pub mod config;
 pub mod discharge;

@@ -293,3 +293,134 @@ fn validate_command_reports_load_problems_and_strict_refuses() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("is for Bundle"));
 }
+
+/// A Bulk Data export survives the process: kicked off on a gateway that runs no exports, the
+/// gateway killed (SIGKILL) with the job marked running by it and a partial file on disk, then
+/// started again with exports on: the job is given back at start, runs again from the start and
+/// completes with every resource exactly once.
+#[cfg(unix)]
+#[test]
+fn a_bulk_export_survives_a_kill_and_restart() {
+    use serde_json::{json, Value};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exports = dir.path().join("exports");
+    let db = format!("sqlite://{}", dir.path().join("gw.db").display());
+    let config = |enabled: bool| {
+        let path = dir.path().join(format!("config-{enabled}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[bulk]\nenabled = {enabled}\nexport_dir = \"{}\"\n",
+                exports.display()
+            ),
+        )
+        .expect("config");
+        path
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = common::dev_client();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}/fhir");
+    let mut first = common::start(&config(false), &db, port);
+    let status_url = rt.block_on(async {
+        common::wait_ready(&client, port).await;
+        let entries: Vec<Value> = (0..50)
+            .map(|i| {
+                json!({"resource": {"resourceType": "Patient", "id": format!("p{i}")},
+                    "request": {"method": "PUT", "url": format!("Patient/p{i}")}})
+            })
+            .collect();
+        let res = client
+            .post(format!("{base}/"))
+            .header("content-type", "application/fhir+json")
+            .body(
+                json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+                    .to_string(),
+            )
+            .send()
+            .await
+            .expect("transaction");
+        assert_eq!(res.status().as_u16(), 200);
+        let res = client
+            .get(format!("{base}/$export?_type=Patient"))
+            .header("prefer", "respond-async")
+            .send()
+            .await
+            .expect("kick-off");
+        assert_eq!(res.status().as_u16(), 202);
+        let url = res.headers()["content-location"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let res = client.get(&url).send().await.expect("status");
+        assert_eq!(res.status().as_u16(), 202, "no runner: still waiting");
+        url
+    });
+    let _ = Command::new("kill")
+        .args(["-KILL", &first.id().to_string()])
+        .status();
+    let _ = first.wait();
+    let job = status_url.rsplit('/').next().unwrap().to_string();
+    // As if the killed process had been running it: marked running with a lease far ahead, and
+    // half a file written.
+    rt.block_on(async {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&db).await.expect("database");
+        sqlx::query("UPDATE bulk_jobs SET status = 'in-progress', lease_owner = 'bulk-killed', lease_until = 99999999999999, attempts = 1 WHERE id = $1")
+            .bind(&job)
+            .execute(&pool)
+            .await
+            .expect("mark running");
+        pool.close().await;
+    });
+    std::fs::create_dir_all(exports.join(&job)).expect("job dir");
+    std::fs::write(
+        exports.join(&job).join("Patient-1.ndjson"),
+        "{\"resourceType\":\"Pat",
+    )
+    .expect("partial");
+
+    let port = free_port();
+    let mut second = common::start(&config(true), &db, port);
+    let status_url = status_url.replace(&base, &format!("http://127.0.0.1:{port}/fhir"));
+    let outcome = rt.block_on(async {
+        common::wait_ready(&client, port).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let res = client.get(&status_url).send().await.expect("status");
+            match res.status().as_u16() {
+                202 => {}
+                200 => break res.json::<Value>().await.expect("manifest"),
+                other => panic!("status {other}: {}", res.text().await.unwrap_or_default()),
+            }
+            assert!(Instant::now() < deadline, "the export did not resume");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let ids = rt.block_on(async {
+        let url = outcome["output"][0]["url"]
+            .as_str()
+            .expect("a file")
+            .to_string();
+        let text = client
+            .get(url)
+            .send()
+            .await
+            .expect("file")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).expect("NDJSON line");
+                v["id"].as_str().expect("id").to_string()
+            })
+            .collect::<std::collections::BTreeSet<String>>()
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status();
+    let _ = second.wait();
+    assert_eq!(outcome["output"][0]["count"], 50);
+    assert_eq!(ids.len(), 50, "every Patient exactly once");
+}

@@ -92,6 +92,7 @@ pub fn record(
             "/fhir/{type}/{id}" | "/fhir/{type}/{id}/_history" | "/fhir/{type}/{id}/$share",
             [t, id, ..],
         ) => Some(format!("{t}/{id}")),
+        ("/fhir/Group/{id}/$export", [t, id, ..]) => Some(format!("{t}/{id}")),
         ("/fhir/{type}/{id}/_history/{vid}", [t, id, _, v]) => {
             Some(format!("{t}/{id}/_history/{v}"))
         }

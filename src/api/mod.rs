@@ -47,6 +47,8 @@ pub struct AppState {
     pub config: Config,
     /// The rate limits per peer address and per client.
     pub limits: Arc<limits::RateLimits>,
+    /// Bulk Data export jobs (`$export`, status, downloads).
+    pub bulk: Arc<crate::bulk::Exporter>,
     /// When this instance started (the CapabilityStatement's date).
     pub started: String,
 }
@@ -321,6 +323,12 @@ mod tests {
             "/fhir/_history",
             "/fhir/$validate",
             "/fhir/$process-message",
+            "/fhir/$export",
+            "/fhir/$export-status/j1",
+            "/fhir/$export-file/j1/Patient-1.ndjson",
+            "/fhir/Patient/$export",
+            "/fhir/Group/g1/$export",
+            "/fhir/Group/g1",
             "/fhir/Patient",
             "/fhir/Patient/$validate",
             "/fhir/Patient/_search",

@@ -9,7 +9,9 @@ use std::sync::OnceLock;
 use actix_web::http::Method;
 use actix_web::{web, Route};
 
-use super::fhir::{bundle, crud, history, metadata, process_message, search, share, validate};
+use super::fhir::{
+    bulk, bundle, crud, history, metadata, process_message, search, share, validate,
+};
 use super::{admin, health, kpis, municipal, reports, smart};
 use crate::audit::Interaction;
 
@@ -162,6 +164,16 @@ pub fn table() -> &'static [Operation] {
                 C::SystemOperation { name: "validate", definition: VALIDATE }),
             op!(POST "/fhir/$process-message" => process_message::post, Client, A::Operation("process-message"),
                 C::SystemOperation { name: "process-message", definition: PROCESS_MESSAGE }),
+            // Bulk Data export (docs/bulk.md): literal segments, so before `/fhir/{type}/{id}`.
+            op!(GET "/fhir/$export" => bulk::system, Client, A::Operation("export"),
+                C::SystemOperation { name: "export", definition: crate::bulk::EXPORT }),
+            op!(GET "/fhir/$export-status/{job}" => bulk::status, Client, A::Operation("export-status"), C::None),
+            op!(DELETE "/fhir/$export-status/{job}" => bulk::cancel, Client, A::Operation("export-cancel"), C::None),
+            op!(GET "/fhir/$export-file/{job}/{file}" => bulk::download, Client, A::Operation("export-file"), C::None),
+            op!(GET "/fhir/Patient/$export" => bulk::patient, Client, A::Operation("export"),
+                C::TypeOperation { name: "export", definition: crate::bulk::PATIENT_EXPORT, types: Some(&["Patient"]) }),
+            op!(GET "/fhir/Group/{id}/$export" => bulk::group, Client, A::Operation("export"),
+                C::TypeOperation { name: "export", definition: crate::bulk::GROUP_EXPORT, types: Some(&["Group"]) }),
             op!(POST "/fhir/{type}/$validate" => validate::by_type, Client, A::Operation("validate"),
                 C::TypeOperation { name: "validate", definition: VALIDATE, types: None }),
             op!(GET "/fhir/{type}" => search::search, Client, A::SearchType, C::Type("search-type")),

@@ -52,6 +52,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0006_audit_log.sql"),
         postgres: include_str!("migrations/postgres/0006_audit_log.sql"),
     },
+    Migration {
+        version: 7,
+        name: "bulk_export",
+        sqlite: include_str!("migrations/sqlite/0007_bulk_export.sql"),
+        postgres: include_str!("migrations/postgres/0007_bulk_export.sql"),
+    },
 ];
 
 /// Bring the schema up to date. On PostgreSQL an advisory lock keeps two starting instances from

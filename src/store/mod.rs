@@ -5,6 +5,7 @@
 //! `search_index`. Callers hand in values and parsed queries; they never see a row or a statement.
 
 pub mod audit_log;
+pub mod bulk;
 mod cache;
 mod group_commit;
 pub mod hospital_events;
@@ -21,6 +22,7 @@ use async_trait::async_trait;
 use fhir_core::fhir::search::{Include, SearchQuery, SortValue};
 use fhir_core::fhir::search_params::IndexEntry;
 
+pub use bulk::{BulkJob, BulkStatus, BulkWrite};
 pub use hospital_events::HospitalEvent;
 pub use outbox::{Claim, ClaimedJob, DeadAction, Job, JobStatus, JobUpdate, NewJob};
 pub use sql::SqlStore;
@@ -333,6 +335,22 @@ pub trait Storage: Send + Sync + 'static {
     async fn outbox_blocker(&self, job: &Job) -> Result<Option<String>, StoreError>;
     /// How many jobs each destination has in each status.
     async fn outbox_counts(&self) -> Result<Vec<(String, JobStatus, i64)>, StoreError>;
+    /// As [`Storage::search`], bypassing the caches (a bulk export reads each page once, and
+    /// would only push other searches out of them).
+    async fn scan(
+        &self,
+        q: &SearchQuery,
+        limit: usize,
+        vis: &Visibility,
+    ) -> Result<Vec<SearchHit>, StoreError> {
+        self.search(q, limit, vis).await
+    }
+    /// A Bulk Data export job by id.
+    async fn bulk_job(&self, id: &str) -> Result<Option<BulkJob>, StoreError>;
+    /// Ids of up to 100 finished export jobs whose files expired before `now_ms`.
+    async fn bulk_expired(&self, now_ms: i64) -> Result<Vec<String>, StoreError>;
+    /// How many export jobs of `client_id` are waiting or running.
+    async fn bulk_active(&self, client_id: &str) -> Result<i64, StoreError>;
     /// The hospital event of message `message_id` from `sender` (MedCom HospitalNotification).
     async fn hospital_event(
         &self,
@@ -409,6 +427,17 @@ pub trait StoreTx: Send {
     /// Put every in-flight job back to pending (see `outbox::release_all_leases`: only for a
     /// database no other process uses).
     async fn release_all_leases(&mut self, now_ms: i64) -> Result<(), StoreError>;
+    /// Change the export job table; whether a row was touched (always true for an insert and
+    /// for [`BulkWrite::ReleaseAll`]).
+    async fn bulk_write(&mut self, w: &BulkWrite<'_>) -> Result<bool, StoreError>;
+    /// Claim the oldest export job waiting (or whose lease ran out) for `owner` until
+    /// `lease_until_ms`; its transaction time becomes `now_ms`.
+    async fn bulk_claim(
+        &mut self,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<Option<BulkJob>, StoreError>;
     /// Retry or discard a dead letter; whether job `job_id` was a dead letter.
     async fn act_on_dead(
         &mut self,

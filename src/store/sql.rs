@@ -13,6 +13,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row, Transaction};
 
 use super::audit_log;
+use super::bulk::{self, BulkJob, BulkWrite};
 use super::cache::{SearchKey, SearchValue, StoreCache};
 use super::group_commit::{GroupTx, GroupWriter};
 use super::hospital_events::{self, HospitalEvent};
@@ -277,6 +278,13 @@ fn resource_row(row: &AnyRow, method: Option<String>) -> Result<StoredResource, 
         owner: row.try_get("owner").map_err(get)?,
         citizen: row.try_get("citizen").map_err(get)?,
     })
+}
+
+/// An integer column by position (a `COUNT(*)`: i64 on both, i32 never, but be lenient).
+fn int_col_at(row: &AnyRow, n: usize) -> Result<i64, StoreError> {
+    row.try_get::<i64, _>(n)
+        .or_else(|_| row.try_get::<i32, _>(n).map(i64::from))
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// Integer columns come back as i16 (PostgreSQL SMALLINT) or i64 (SQLite).
@@ -610,6 +618,42 @@ impl Storage for SqlStore {
                 .map(kpis::goal_row)
                 .collect::<Result<Vec<_>, _>>()?,
         })
+    }
+
+    async fn scan(
+        &self,
+        q: &SearchQuery,
+        limit: usize,
+        vis: &Visibility,
+    ) -> Result<Vec<SearchHit>, StoreError> {
+        let sql = search_sql::page(q, limit, self.backend, vis);
+        self.search_db(q, &sql).await
+    }
+
+    async fn bulk_job(&self, id: &str) -> Result<Option<BulkJob>, StoreError> {
+        let sql = bulk::by_id(id);
+        let row = query(&sql)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(bulk::row).transpose()
+    }
+
+    async fn bulk_expired(&self, now_ms: i64) -> Result<Vec<String>, StoreError> {
+        let sql = bulk::expired(now_ms);
+        let rows = query(&sql).fetch_all(&self.read).await.map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                r.try_get::<String, _>(0)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+    }
+
+    async fn bulk_active(&self, client_id: &str) -> Result<i64, StoreError> {
+        let sql = bulk::active_of(client_id);
+        let row = query(&sql).fetch_one(&self.read).await.map_err(db_err)?;
+        int_col_at(&row, 0)
     }
 
     async fn hospital_events(&self, citizen: &str) -> Result<Vec<HospitalEvent>, StoreError> {
@@ -1041,6 +1085,33 @@ impl StoreTx for SqlTx {
 
     async fn release_all_leases(&mut self, now_ms: i64) -> Result<(), StoreError> {
         self.write_sql(outbox::release_all_leases(now_ms)).await
+    }
+
+    async fn bulk_write(&mut self, w: &BulkWrite<'_>) -> Result<bool, StoreError> {
+        let sql = bulk::write(w);
+        if !sql.text.ends_with("RETURNING id") {
+            self.write_sql(sql).await?;
+            return Ok(true);
+        }
+        let rows = query(&sql)
+            .fetch_all(self.conn().await?)
+            .await
+            .map_err(db_err)?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn bulk_claim(
+        &mut self,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<Option<BulkJob>, StoreError> {
+        let sql = bulk::claim(owner, now_ms, lease_until_ms, self.backend);
+        let row = query(&sql)
+            .fetch_optional(self.conn().await?)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(bulk::row).transpose()
     }
 
     async fn act_on_dead(

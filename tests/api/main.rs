@@ -6,6 +6,7 @@ mod common;
 mod helpers;
 
 mod audit;
+mod bulk;
 mod bundles;
 mod cache;
 mod clients;

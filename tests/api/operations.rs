@@ -112,8 +112,29 @@ async fn capability_statement_lists_served_types_and_parameters(app: TestApp) {
                 "process-message".to_string(),
                 "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message".to_string(),
             ),
+            (
+                "export".to_string(),
+                "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export".to_string(),
+            ),
         ]
     );
+    // Bulk Data export at the Patient and Group levels, with the IG's definitions.
+    for (t, def) in [
+        (
+            "Patient",
+            "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export",
+        ),
+        (
+            "Group",
+            "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export",
+        ),
+    ] {
+        let r = resources.iter().find(|r| r["type"] == t).expect(t);
+        assert!(
+            ops(r).contains(&("export".to_string(), def.to_string())),
+            "{t} lacks $export"
+        );
+    }
     // $validate is also served at the system level (`POST /fhir/$validate`).
     // Our own operation is published as a valid OperationDefinition at that canonical.
     let path = concat!(
@@ -229,11 +250,18 @@ async fn capability_claims_hold(app: TestApp) {
             let name = op["name"].as_str().unwrap();
             let url = match name {
                 "share" => app.url(&format!("{t}/claim-1/$share")),
+                "export" if t == "Group" => app.url("Group/claim-1/$export"),
                 _ => app.url(&format!("{t}/${name}")),
+            };
+            // Bulk Data kick-offs are GET (with Prefer: respond-async).
+            let method = if name == "export" {
+                reqwest::Method::GET
+            } else {
+                reqwest::Method::POST
             };
             let res = app
                 .client
-                .post(url)
+                .request(method, url)
                 .header("content-type", "application/fhir+json")
                 .body(json!({"resourceType": "Parameters"}).to_string())
                 .send()
@@ -278,7 +306,11 @@ async fn capability_claims_hold(app: TestApp) {
         .iter()
         .map(|o| o["name"].as_str().unwrap())
         .collect();
-    assert_eq!(ops, ["validate", "process-message"]);
+    assert_eq!(ops, ["validate", "process-message", "export"]);
+    assert_eq!(
+        cs["instantiates"][0],
+        "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
+    );
     let res = app
         .client
         .post(app.url("$validate"))

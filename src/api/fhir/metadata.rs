@@ -128,6 +128,8 @@ pub fn capability_statement(
         "kind": "instance",
         "software": {"name": "Sektorbro", "version": env!("CARGO_PKG_VERSION")},
         "implementation": {"description": "Sektorbro FHIR R4 gateway", "url": base},
+        // The Bulk Data IG's server CapabilityStatement ($export at all three levels).
+        "instantiates": [crate::bulk::BULK_CAPABILITY],
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
         "rest": [{

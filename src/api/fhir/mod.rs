@@ -1,5 +1,6 @@
 //! The FHIR REST API at `/fhir`: one file per interaction family.
 
+pub mod bulk;
 pub mod bundle;
 pub mod crud;
 pub mod history;

@@ -34,6 +34,7 @@ pub const SUPPORTED_TYPES: &[&str] = &[
     "Endpoint",
     "EpisodeOfCare",
     "Goal",
+    "Group",
     "HealthcareService",
     "Location",
     "MessageHeader",
