@@ -46,6 +46,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0005_hospital_events.sql"),
         postgres: include_str!("migrations/postgres/0005_hospital_events.sql"),
     },
+    Migration {
+        version: 6,
+        name: "kpi_facts",
+        sqlite: include_str!("migrations/sqlite/0006_kpi_facts.sql"),
+        postgres: include_str!("migrations/postgres/0006_kpi_facts.sql"),
+    },
 ];
 
 /// Bring the schema up to date. On PostgreSQL an advisory lock keeps two starting instances from
@@ -104,7 +110,7 @@ pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
 
 /// A migration script's statements: split at `;` outside string literals, with `--` comments
 /// dropped first (a `;` in a comment used to split a statement in two).
-fn statements(script: &str) -> Vec<String> {
+pub(super) fn statements(script: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
     let mut in_string = false;
