@@ -292,13 +292,20 @@ mod tests {
         ]
     }
 
-    fn sorted_facts(rtype: &str, id: &str, entries: &[IndexEntry]) -> Vec<(String, String, String, String)> {
+    fn sorted_facts(
+        rtype: &str,
+        id: &str,
+        entries: &[IndexEntry],
+    ) -> Vec<(String, String, String, String)> {
         let mut out: Vec<_> = entries
             .iter()
             .map(|e| match &e.value {
-                IndexValue::Token { code, .. } => {
-                    (rtype.to_string(), id.to_string(), e.param.clone(), code.clone())
-                }
+                IndexValue::Token { code, .. } => (
+                    rtype.to_string(),
+                    id.to_string(),
+                    e.param.clone(),
+                    code.clone(),
+                ),
                 other => panic!("a fact is a token: {other:?}"),
             })
             .collect();
@@ -360,8 +367,11 @@ mod tests {
     async fn the_migration_derives_the_same_facts_as_the_writer() {
         let dir = tempfile::tempdir().expect("dir");
         let sqlite = format!("sqlite://{}", dir.path().join("m.db").display());
-        migration_matches_writer(&sqlite, include_str!("migrations/sqlite/0006_kpi_facts.sql"))
-            .await;
+        migration_matches_writer(
+            &sqlite,
+            include_str!("migrations/sqlite/0006_kpi_facts.sql"),
+        )
+        .await;
         match std::env::var("SEKTORBRO_TEST_POSTGRES_URL") {
             Ok(server) => {
                 sqlx::any::install_default_drivers();
@@ -396,7 +406,10 @@ mod tests {
         let mut expected = Vec::new();
         let mut tx = store.begin().await.expect("begin");
         for r in resources() {
-            let (rtype, id) = (r["resourceType"].as_str().unwrap(), r["id"].as_str().unwrap());
+            let (rtype, id) = (
+                r["resourceType"].as_str().unwrap(),
+                r["id"].as_str().unwrap(),
+            );
             expected.extend(sorted_facts(rtype, id, &facts(&r)));
             let text = r.to_string();
             // Written as before the facts: the ordinary search values only.
