@@ -431,12 +431,16 @@ mod tests {
         expected.sort();
         sqlx::any::install_default_drivers();
         let pool = sqlx::AnyPool::connect(url).await.expect("connect");
+        // As the migration runner does: one transaction, so one connection (the script's
+        // temporary table is the connection's).
+        let mut mig = pool.begin().await.expect("begin");
         for statement in crate::store::migrate::statements(script) {
             sqlx::query(&statement)
-                .execute(&pool)
+                .execute(&mut *mig)
                 .await
                 .unwrap_or_else(|e| panic!("{statement}: {e}"));
         }
+        mig.commit().await.expect("commit");
         let rows = sqlx::query(
             "SELECT res_type, res_id, param, value FROM search_index WHERE param LIKE 'kpi:%'",
         )
