@@ -31,6 +31,22 @@ impl AsyncSink for &mut Counter {
     }
 }
 
+/// User + system CPU time of this process so far, in milliseconds (Linux; 0 elsewhere): on a
+/// shared machine it moves much less with the load than wall-clock time does.
+fn cpu_ms() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // After the command name in parentheses: fields 3…; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // Clock ticks are 100 per second on Linux.
+    f.iter().sum::<u64>() * 10
+}
+
 /// `VmHWM` (peak resident memory) in KiB.
 fn peak_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -105,16 +121,19 @@ async fn run(n: usize) {
         .await
         .expect("stored");
         if i % 500 == 499 {
-            // Idle a moment for the store's WAL checkpointer. (It did not help: the WAL still
-            // grew by about 1.8 MB per record and the database file stayed empty; see
-            // docs/benchmarks.md.)
-            tokio::time::sleep(std::time::Duration::from_millis(600)).await;
             eprintln!("{} stored", i + 1);
         }
     }
     println!(
         "stored {n} records in {:.1} s",
         started.elapsed().as_secs_f64()
+    );
+    let db = dir.path().join("bench.db");
+    let len = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len()) / 1_000_000;
+    println!(
+        "database file {} MB, WAL {} MB",
+        len(&db),
+        len(&dir.path().join("bench.db-wal"))
     );
     for kind in [Kind::Rehab140, Kind::Care] {
         // Reset the peak so that it measures the report alone.
@@ -126,6 +145,7 @@ async fn run(n: usize) {
             since_ms: None,
         };
         let mut sink = Counter::default();
+        let cpu = cpu_ms();
         let t = Instant::now();
         let citizens = stored::write(
             &engine,
@@ -139,10 +159,11 @@ async fn run(n: usize) {
         .await
         .expect("report");
         println!(
-            "{} report: {citizens} citizens, {:.1} MB in {:.2} s; largest piece {} KB; peak RSS {} MB (was {} MB before)",
+            "{} report: {citizens} citizens, {:.1} MB in {:.2} s (process CPU time {:.2} s); largest piece {} KB; peak RSS {} MB (was {} MB before)",
             kind.as_str(),
             sink.bytes as f64 / 1e6,
             t.elapsed().as_secs_f64(),
+            (cpu_ms() - cpu) as f64 / 1e3,
             sink.largest / 1024,
             peak_kib() / 1024,
             before / 1024,

@@ -89,8 +89,6 @@ pub async fn kpis(
     let q = KpiQuery {
         record_system: vocab::record_system(&req.municipality),
         cpr_system: vocab::CPR.to_string(),
-        ready_extension: vocab::ext::READY_FOR_DISCHARGE.to_string(),
-        phase_extension: vocab::ext::PHASE.to_string(),
         from_ms: req.from_ms,
         to_ms: req.to_ms,
     };

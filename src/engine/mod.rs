@@ -1092,7 +1092,8 @@ impl Engine {
         }
         let content = serde_json::to_string(&resource)
             .map_err(|e| FhirError::internal(format!("cannot serialize resource: {e}")))?;
-        let index = self.registry.extract(&resource);
+        let mut index = self.registry.extract(&resource);
+        index.extend(crate::store::kpis::facts(&resource));
         let citizen = citizen_of(rtype, id, &resource);
         tx.write(&NewVersion {
             rtype,

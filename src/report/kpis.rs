@@ -100,19 +100,10 @@ pub fn stay_figures(
     )
 }
 
-/// Goals of the active courses by their current achievement; `record_system` is the
-/// municipality's (a course's Goals have `{record_system}/{record id}`).
-pub fn goal_figures(
-    goals: &[(String, Option<String>, i64)],
-    courses: &[ActiveCourse],
-    record_system: &str,
-) -> Value {
-    let active: std::collections::HashSet<String> = courses
-        .iter()
-        .map(|c| format!("{record_system}/{}", c.record))
-        .collect();
+/// Goals of the active courses by their current achievement (the store counted them by code).
+pub fn goal_figures(goals: &[(Option<String>, i64)]) -> Value {
     let (mut total, mut achieved, mut not, mut progress, mut other) = (0, 0, 0, 0, 0);
-    for (_, code, n) in goals.iter().filter(|(sys, _, _)| active.contains(sys)) {
+    for (code, n) in goals {
         total += n;
         match code.as_deref() {
             Some("achieved" | "sustaining") => achieved += n,
@@ -199,11 +190,7 @@ pub fn body(
         "dischargedWithin24h": within24,
         "readyToDischargeHours": ready,
         "temporaryStayDays": stay,
-        "goals": goal_figures(
-            &rows.goals,
-            &rows.courses,
-            &crate::municipal::vocab::record_system(municipality),
-        ),
+        "goals": goal_figures(&rows.goals),
         "coursesByPhase": phase_figures(&rows.courses),
         "readmissionsDuringCourse": readmissions(&rows.courses, events, from_ms, to_ms),
         // Discharge notes' warnings are returned to the sender and not stored (docs/kpis.md).

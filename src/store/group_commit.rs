@@ -44,6 +44,11 @@ use super::StoreError;
 const MAX_BATCH: usize = 256;
 /// How often the WAL is checkpointed while writes happen.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// WAL frames (pages) past which the next checkpoint is a TRUNCATE, which waits for the writer:
+/// under a steady stream of writes a passive checkpoint never finds the WAL fully copied when a
+/// write begins, so SQLite never starts the WAL over and the file grows without end (0.6–0.9 GB
+/// per 500 care records in `benches/kl_gateway.rs`). 16,384 frames are 64 MiB of 4 KiB pages.
+const WAL_TRUNCATE_FRAMES: i64 = if cfg!(test) { 64 } else { 16_384 };
 /// Most binds in one queued group (SQLite allows 32766 per statement batch).
 const MAX_GROUP_BINDS: usize = 30_000;
 /// How often a committed logical transaction checks that somebody will flush its batch. Queued
@@ -63,6 +68,8 @@ pub(crate) struct Batch {
     data_version: Option<i64>,
     /// The caches to reset when that happens.
     generations: Option<Arc<Generations>>,
+    /// Physical commits so far, counted wherever one succeeds (the checkpointer looks at it).
+    commits: Arc<AtomicU64>,
 }
 
 /// A write-only transaction waiting for the writer.
@@ -82,8 +89,6 @@ pub(crate) struct GroupWriter {
     queue: std::sync::Mutex<Vec<Queued>>,
     /// Wakes the committer.
     wake: Arc<Notify>,
-    /// Physical commits so far (the checkpointer checks whether there is anything to do).
-    commits: Arc<AtomicU64>,
 }
 
 /// One logical write transaction.
@@ -114,6 +119,7 @@ impl GroupWriter {
             .execute(&mut *conn)
             .await
             .map_err(db_err)?;
+        let commits = Arc::new(AtomicU64::new(0));
         let writer = Arc::new(GroupWriter {
             batch: Arc::new(Mutex::new(Batch {
                 conn,
@@ -121,18 +127,14 @@ impl GroupWriter {
                 waiters: Vec::new(),
                 data_version: None,
                 generations: None,
+                commits: commits.clone(),
             })),
             waiting: AtomicUsize::new(0),
             queue: std::sync::Mutex::new(Vec::new()),
             wake: Arc::new(Notify::new()),
-            commits: Arc::new(AtomicU64::new(0)),
         });
         tokio::spawn(committer(Arc::downgrade(&writer), writer.wake.clone()));
-        tokio::spawn(checkpointer(
-            Arc::downgrade(&writer.commits),
-            checkpoint,
-            disk,
-        ));
+        tokio::spawn(checkpointer(Arc::downgrade(&commits), checkpoint, disk));
         Ok(writer)
     }
 
@@ -206,21 +208,24 @@ async fn committer(writer: Weak<GroupWriter>, wake: Arc<Notify>) {
             } else {
                 run_and_commit(&mut guard, group).await;
             }
-            writer.commits.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-/// Checkpoints the WAL in the background while writes happen. A passive checkpoint neither
+/// Checkpoints the WAL in the background after every round with commits (each physical commit
+/// is counted where it succeeds, on the committer's path and on an interactive transaction's
+/// own). A passive checkpoint neither
 /// waits for nor blocks the writer; durability does not depend on it (the WAL is synced at each
 /// commit), it only keeps the WAL file from growing; `journal_size_limit` cuts the file back once
 /// it restarts. After a write failed for want of disk space, a TRUNCATE checkpoint runs every
 /// round until a commit succeeds: it waits for readers (within the busy timeout), copies the WAL
 /// back and cuts the file to zero bytes, so the space the WAL held is given back instead of the
 /// WAL and the database both growing into what an operator freed. A checkpoint that itself finds
-/// the disk full changes nothing (the WAL stays the truth) and is tried again.
+/// the disk full changes nothing (the WAL stays the truth) and is tried again. A WAL found
+/// longer than [`WAL_TRUNCATE_FRAMES`] gets a TRUNCATE checkpoint in the next round too.
 async fn checkpointer(commits: Weak<AtomicU64>, pool: AnyPool, disk: Arc<super::DiskState>) {
     let mut seen = 0;
+    let mut long = false;
     loop {
         tokio::time::sleep(CHECKPOINT_EVERY).await;
         let Some(commits) = commits.upgrade() else {
@@ -228,17 +233,25 @@ async fn checkpointer(commits: Weak<AtomicU64>, pool: AnyPool, disk: Arc<super::
         };
         let now = commits.load(Ordering::Relaxed);
         let full = disk.full_at_ms().is_some();
-        if now == seen && !full {
+        if now == seen && !full && !long {
             continue;
         }
         seen = now;
-        // TRUNCATE holds the write lock while it waits for readers, so only when space is short.
-        let mode = if full { "TRUNCATE" } else { "PASSIVE" };
-        if let Err(e) = sqlx::query(&format!("PRAGMA wal_checkpoint({mode})"))
+        // TRUNCATE holds the write lock while it waits for readers, so only when space is short
+        // or the WAL has grown past its bound.
+        let mode = if full || long { "TRUNCATE" } else { "PASSIVE" };
+        match sqlx::query(&format!("PRAGMA wal_checkpoint({mode})"))
             .fetch_all(&pool)
             .await
         {
-            tracing::warn!(error = %e, mode, "WAL checkpoint failed; will retry");
+            // (busy, frames in the WAL, frames checkpointed)
+            Ok(rows) => {
+                long = rows
+                    .first()
+                    .and_then(|r| r.try_get::<i64, _>(1).ok())
+                    .is_some_and(|frames| frames > WAL_TRUNCATE_FRAMES);
+            }
+            Err(e) => tracing::warn!(error = %e, mode, "WAL checkpoint failed; will retry"),
         }
     }
 }
@@ -303,6 +316,7 @@ async fn flush(batch: &mut Batch) {
     );
     match result {
         Ok(_) => {
+            batch.commits.fetch_add(1, Ordering::Relaxed);
             for w in batch.waiters.drain(..) {
                 let _ = w.send(Ok(()));
             }
@@ -369,6 +383,7 @@ async fn run_and_commit(batch: &mut Batch, group: Vec<Queued>) {
     );
     match result {
         Ok(rows) => {
+            batch.commits.fetch_add(1, Ordering::Relaxed);
             note_data_version(batch, &rows);
             for q in group {
                 let _ = q.done.send(Ok(()));
@@ -567,5 +582,106 @@ impl Drop for GroupTx {
                 Err(_) => tracing::error!("write transaction dropped outside a runtime"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::NewVersion;
+
+    async fn burst(store: &std::sync::Arc<dyn crate::store::Storage>, prefix: &str, n: usize) {
+        let text = format!(
+            "{{\"resourceType\":\"Basic\",\"text\":\"{}\"}}",
+            "x".repeat(2000)
+        );
+        for i in 0..n {
+            let id = format!("{prefix}{i}");
+            let mut tx = store.begin().await.expect("begin");
+            // A read inside the transaction takes the writer's connection.
+            assert!(tx.head("Basic", &id).await.expect("head").is_none());
+            tx.write(&NewVersion {
+                rtype: "Basic",
+                id: &id,
+                version: 1,
+                last_updated_ms: 0,
+                method: "PUT",
+                content: Some(&text),
+                index: &[],
+                owner: None,
+                citizen: None,
+            })
+            .await
+            .expect("write");
+            tx.commit().await.expect("commit");
+        }
+    }
+
+    /// A WAL that grew past its bound is truncated by the checkpointer: without that, a steady
+    /// stream of writes never lets SQLite start the WAL over, and it stays as long as the
+    /// longest burst (gigabytes during a bulk load of care records).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_wal_is_truncated() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("w.db");
+        let wal = dir.path().join("w.db-wal");
+        let cache = crate::config::Config::defaults().cache;
+        let store = crate::store::open(
+            &format!("sqlite://{}", path.display()),
+            2,
+            "normal",
+            0,
+            &cache,
+        )
+        .await
+        .expect("open");
+        // Far more than the test's bound of 64 frames.
+        burst(&store, "w", 200).await;
+        for _ in 0..200 {
+            let len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+            if len < 64 * 4096 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the WAL is still {} bytes",
+            std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0)
+        );
+    }
+
+    /// Transactions that read before they write (conditional or versioned writes, every
+    /// municipal record) commit on the writer's own connection, not through the committer; the
+    /// background checkpointer must see those commits too, or the WAL grows without end and the
+    /// database file stays empty (it once did: 10 GB of WAL during a bulk load of records).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_of_interactive_transactions_are_checkpointed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("c.db");
+        let cache = crate::config::Config::defaults().cache;
+        let store = crate::store::open(
+            &format!("sqlite://{}", path.display()),
+            2,
+            "normal",
+            0,
+            &cache,
+        )
+        .await
+        .expect("open");
+        let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let before = size();
+        burst(&store, "b", 50).await;
+        // 50 × 2 KB committed: once checkpointed, the database file holds them. Waits for the
+        // checkpointer's rounds, up to 20 s on a loaded machine; without it, never.
+        let wanted = before + 50 * 2000;
+        for _ in 0..200 {
+            if size() >= wanted {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the database file is {} bytes (was {before}); the WAL was not checkpointed",
+            size()
+        );
     }
 }

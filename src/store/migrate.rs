@@ -58,6 +58,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0007_bulk_export.sql"),
         postgres: include_str!("migrations/postgres/0007_bulk_export.sql"),
     },
+    Migration {
+        version: 8,
+        name: "kpi_facts",
+        sqlite: include_str!("migrations/sqlite/0008_kpi_facts.sql"),
+        postgres: include_str!("migrations/postgres/0008_kpi_facts.sql"),
+    },
 ];
 
 /// Bring the schema up to date. On PostgreSQL an advisory lock keeps two starting instances from
@@ -116,7 +122,7 @@ pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
 
 /// A migration script's statements: split at `;` outside string literals, with `--` comments
 /// dropped first (a `;` in a comment used to split a statement in two).
-fn statements(script: &str) -> Vec<String> {
+pub(super) fn statements(script: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
     let mut in_string = false;

@@ -4,6 +4,7 @@
 //! the few real differences (SQLite's single writer and pragmas, PostgreSQL's advisory and row
 //! locks) are decided by [`Backend`] in this file only.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -373,19 +374,19 @@ impl Storage for SqlStore {
         if missing.is_empty() {
             return Ok(out);
         }
-        let tickets: Vec<_> = missing
+        // Each key's ticket, found by key: a batch of a report reads thousands of keys at once,
+        // and a scan of the list per row found was quadratic.
+        let mut tickets: HashMap<(&str, &str), _> = missing
             .iter()
-            .map(|(t, id)| cache.current_ticket(t, id))
+            .filter_map(|(t, id)| {
+                cache
+                    .current_ticket(t, id)
+                    .map(|ticket| ((t.as_str(), id.as_str()), ticket))
+            })
             .collect();
         let found = self.read_many_db(&missing).await?;
         for r in &found {
-            let ticket = missing
-                .iter()
-                .position(|(t, id)| *t == r.rtype && *id == r.id)
-                .and_then(|n| tickets.get(n))
-                .and_then(|t| t.as_ref())
-                .copied();
-            if let Some(ticket) = ticket {
+            if let Some(ticket) = tickets.remove(&(r.rtype.as_str(), r.id.as_str())) {
                 cache.fill_current(ticket, Arc::new(r.clone()));
             }
         }
@@ -598,12 +599,14 @@ impl Storage for SqlStore {
         vis: &Visibility,
     ) -> Result<super::kpis::KpiRows, StoreError> {
         use super::kpis;
-        let b = self.backend;
         let fetch =
             |sql: Sql| async move { query(&sql).fetch_all(&self.read).await.map_err(db_err) };
-        let stays = fetch(kpis::stays(q, b, vis)).await?;
-        let courses = fetch(kpis::courses(q, b, vis)).await?;
-        let goals = fetch(kpis::goals(q, b, vis)).await?;
+        // Three independent reads, each on a connection of its own.
+        let (stays, courses, goals) = tokio::try_join!(
+            fetch(kpis::stays(q, vis)),
+            fetch(kpis::courses(q, vis)),
+            fetch(kpis::goals(q, vis)),
+        )?;
         Ok(kpis::KpiRows {
             stays: stays
                 .iter()
