@@ -7,4 +7,6 @@
 
 pub mod kl_gateway;
 pub mod kpis;
+pub mod flows;
+pub mod measures;
 pub mod stored;

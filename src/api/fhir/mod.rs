@@ -3,6 +3,7 @@
 pub mod bundle;
 pub mod crud;
 pub mod history;
+pub mod measure;
 pub mod metadata;
 pub mod process_message;
 pub mod search;
