@@ -314,16 +314,41 @@ async fn the_console_in_a_real_browser() {
     app.wait_status("d-1", "delivered").await;
     let received = region.received_requests().await.expect("log");
     assert_eq!(received.len(), 2, "rejected once, delivered on retry");
-    // A retry without the form's CSRF token is refused.
-    let forged = app
-        .client
+    // The session cookie as the browser holds it, and a retry with it but a forged CSRF token.
+    let session = c
+        .get_named_cookie("__Host-sektorbro-console")
+        .await
+        .expect("the session cookie");
+    assert_eq!(session.http_only(), Some(true));
+    assert_eq!(session.secure(), Some(true));
+    assert_eq!(format!("{:?}", session.same_site()), "Some(Strict)");
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let forged = plain
         .post(format!("{}/console/outbox/d-1/retry", app.addr))
-        .header("cookie", "__Host-sektorbro-console=forged.value")
-        .form(&[("csrf", "x")])
+        .header(
+            "cookie",
+            format!("__Host-sektorbro-console={}", session.value()),
+        )
+        .form(&[("csrf", "AAAA"), ("sender", "x")])
         .send()
         .await
         .expect("post");
-    assert_ne!(forged.status(), 200);
+    assert_eq!(forged.status(), 403, "a forged CSRF token");
+    let no_session = plain
+        .post(format!("{}/console/outbox/d-1/retry", app.addr))
+        .bearer_auth(DEV_TOKEN)
+        .form(&[("csrf", "AAAA")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        no_session.headers()["location"],
+        "/console/sign-in",
+        "a bearer token is no console session"
+    );
 
     // System.
     c.goto(&format!("{}/console/system", app.addr))
@@ -334,7 +359,31 @@ async fn the_console_in_a_real_browser() {
     assert!(exists(&c, "#requests tbody tr").await);
     shot(&c, "system").await;
 
-    // Audit: who read Kolding's citizen; the search itself is audited.
+    // Audit: who read Kolding's citizen (a read of the Patient through the API); the search is
+    // itself audited.
+    let found: Value = app
+        .client
+        .get(format!(
+            "{}/fhir/Patient?identifier=urn:oid:1.2.208.176.1.2|1604391568",
+            app.addr
+        ))
+        .send()
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("json");
+    let id = found["entry"][0]["resource"]["id"]
+        .as_str()
+        .expect("the citizen's Patient");
+    let read = app
+        .client
+        .get(format!("{}/fhir/Patient/{id}", app.addr))
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(read.status(), 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
     c.goto(&format!("{}/console/audit", app.addr))
         .await
         .expect("audit");
@@ -351,7 +400,10 @@ async fn the_console_in_a_real_browser() {
         .await
         .expect("click");
     assert!(exists(&c, "#audit-events tbody tr").await, "events found");
-    assert!(!c.source().await.expect("html").contains("1604391568"));
+    let results = text(&c, "#audit-events").await;
+    assert!(results.contains("Patient/"), "{results}");
+    assert!(!results.contains("1604391568"), "the CPR number masked: {results}");
+    assert!(text(&c, "main h2").await.starts_with("160439-****"));
     shot(&c, "audit").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

@@ -34,7 +34,6 @@ use crate::store::{DeadAction, JobStatus};
 use view::{encode, is_admin, Bar, Frame, Lang, Nav};
 
 const LANG_COOKIE: &str = "sektorbro-console-lang";
-const DAY_MS: i64 = 86_400_000;
 
 /// A cookie's value from the request's `Cookie` headers.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
