@@ -64,7 +64,10 @@ pub fn months(from: chrono::NaiveDate, to: chrono::NaiveDate, max: usize) -> Vec
         let Some(next) = m.checked_add_months(chrono::Months::new(1)) else {
             break;
         };
-        out.push((m.format("%Y-%m-%d").to_string(), next.format("%Y-%m-%d").to_string()));
+        out.push((
+            m.format("%Y-%m-%d").to_string(),
+            next.format("%Y-%m-%d").to_string(),
+        ));
         m = next;
     }
     let skip = out.len().saturating_sub(max);
@@ -117,7 +120,9 @@ pub struct Courses {
 }
 
 fn reference_key(v: &Value) -> Option<String> {
-    v.get("reference").and_then(Value::as_str).map(str::to_string)
+    v.get("reference")
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 fn extension<'a>(res: &'a Value, url: &str) -> Option<&'a Value> {
@@ -141,10 +146,15 @@ pub fn courses(bundle: &Value, from_ms: i64, to_ms: i64, now_ms: i64) -> Courses
         let Some(res) = e.get("resource") else {
             continue;
         };
-        let rtype = res.get("resourceType").and_then(Value::as_str).unwrap_or("");
+        let rtype = res
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let id = res.get("id").and_then(Value::as_str).unwrap_or("");
         by_ref.insert(format!("{rtype}/{id}"), res);
-        if rtype == "CarePlan" && e.pointer("/search/mode").and_then(Value::as_str) != Some("include") {
+        if rtype == "CarePlan"
+            && e.pointer("/search/mode").and_then(Value::as_str) != Some("include")
+        {
             plans.push(res);
         }
     }
@@ -152,7 +162,10 @@ pub fn courses(bundle: &Value, from_ms: i64, to_ms: i64, now_ms: i64) -> Courses
         truncated: bundle
             .get("link")
             .and_then(Value::as_array)
-            .is_some_and(|ls| ls.iter().any(|l| l.get("relation").and_then(Value::as_str) == Some("next"))),
+            .is_some_and(|ls| {
+                ls.iter()
+                    .any(|l| l.get("relation").and_then(Value::as_str) == Some("next"))
+            }),
         ..Courses::default()
     };
     for plan in plans {
@@ -165,7 +178,12 @@ pub fn courses(bundle: &Value, from_ms: i64, to_ms: i64, now_ms: i64) -> Courses
         let end = end_ms(plan.pointer("/period/end").and_then(Value::as_str));
         let active = start.is_some_and(|s| s < to_ms) && end.is_none_or(|e| e >= from_ms);
         if active {
-            for g in plan.get("goal").and_then(Value::as_array).into_iter().flatten() {
+            for g in plan
+                .get("goal")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let Some(goal) = reference_key(g).and_then(|r| by_ref.get(&r).copied()) else {
                     continue;
                 };

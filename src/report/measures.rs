@@ -9,6 +9,9 @@ use crate::municipal::vocab;
 
 const POPULATION: &str = "http://terminology.hl7.org/CodeSystem/measure-population";
 const UCUM: &str = "http://unitsofmeasure.org";
+/// Names the groups of a continuous-variable Measure (`median`, `p90`) and the stratifiers
+/// (`achievement`, `phase`), so that a report's groups are matched to the Measure's by code.
+const STATISTIC: &str = "http://sektorbro.dk/fhir/CodeSystem/kpi-statistic";
 const PHASE_SYSTEM: &str = "http://sektorbro.dk/fhir/CodeSystem/rehab-phase";
 
 /// The embedded Measures, as published in `profiles/measures/`.
@@ -50,7 +53,10 @@ fn count(v: &Value) -> u64 {
 fn distribution_group(dist: &Value, statistic: &str, unit: &str) -> Value {
     let n = count(&dist["n"]);
     let mut group = Map::new();
-    group.insert("code".into(), json!({"text": statistic}));
+    group.insert(
+        "code".into(),
+        json!({"coding": [{"system": STATISTIC, "code": statistic}], "text": statistic}),
+    );
     group.insert(
         "population".into(),
         json!([
@@ -114,7 +120,7 @@ fn groups(id: &str, kpis: &Value) -> Option<Value> {
                 .collect();
             json!([{
                 "population": [population("initial-population", count(&g["total"]))],
-                "stratifier": [{"code": [{"text": "achievement"}], "stratum": strata}],
+                "stratifier": [{"code": [{"coding": [{"system": STATISTIC, "code": "achievement"}], "text": "achievement"}], "stratum": strata}],
             }])
         }
         "kpi-courses-by-phase" => {
@@ -127,7 +133,7 @@ fn groups(id: &str, kpis: &Value) -> Option<Value> {
                 .collect();
             json!([{
                 "population": [population("initial-population", total)],
-                "stratifier": [{"code": [{"text": "phase"}], "stratum": strata}],
+                "stratifier": [{"code": [{"coding": [{"system": STATISTIC, "code": "phase"}], "text": "phase"}], "stratum": strata}],
             }])
         }
         "kpi-readmissions-during-course" => json!([{

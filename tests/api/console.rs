@@ -123,7 +123,17 @@ async fn exists(c: &Client, css: &str) -> bool {
         .is_empty()
 }
 
-async fn sign_in(c: &Client, app: &TestApp, token: &str) {
+/// Wait (up to 20 s) for an element of the page a click navigates to.
+async fn wait_for(c: &Client, css: &str) {
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css} never appeared: {e}"));
+}
+
+/// Sign in with `token`; `then` is an element of the page that follows.
+async fn sign_in(c: &Client, app: &TestApp, token: &str, then: &str) {
     c.goto(&format!("{}/console/flows", app.addr))
         .await
         .expect("open");
@@ -143,6 +153,7 @@ async fn sign_in(c: &Client, app: &TestApp, token: &str) {
         .click()
         .await
         .expect("click");
+    wait_for(c, then).await;
 }
 
 async fn sign_out(c: &Client) {
@@ -152,6 +163,7 @@ async fn sign_out(c: &Client) {
         .click()
         .await
         .expect("click");
+    wait_for(c, "#token").await;
     assert_eq!(
         c.current_url().await.expect("url").path(),
         "/console/sign-in"
@@ -219,12 +231,12 @@ async fn the_console_in_a_real_browser() {
         .expect("open");
     shot(&c, "sign-in").await;
     // A wrong token: refused on the form, no session.
-    sign_in(&c, &app, "not-a-valid-token-at-all").await;
+    sign_in(&c, &app, "not-a-valid-token-at-all", ".signin .error").await;
     assert!(exists(&c, ".signin .error").await, "the refusal is shown");
     assert!(!exists(&c, "form[action='/console/sign-out']").await);
 
     // The administrator (the development token, from loopback).
-    sign_in(&c, &app, DEV_TOKEN).await;
+    sign_in(&c, &app, DEV_TOKEN, "form[action='/console/sign-out']").await;
     assert_eq!(c.current_url().await.expect("url").path(), "/console/flows");
     // Flows: the figures equal the KPI API's.
     for (m, from, to) in [
@@ -264,7 +276,10 @@ async fn the_console_in_a_real_browser() {
                 assert!(visible.starts_with(&n.to_string()), "{key}: {visible}");
             }
         }
-        assert!(exists(&c, "#chart-rate svg line.target").await, "target line");
+        assert!(
+            exists(&c, "#chart-rate svg line.target").await,
+            "target line"
+        );
         assert!(exists(&c, "#chart-phases svg rect").await);
         if m == "0621" {
             shot(&c, "flows").await;
@@ -275,7 +290,10 @@ async fn the_console_in_a_real_browser() {
             let row = text(&c, "#waiting tbody tr").await;
             assert!(row.contains("-****"), "{row}");
             assert!(row.contains("090942-****"), "{row}");
-            assert!(!c.source().await.expect("html").contains("0909421642"), "no full CPR");
+            assert!(
+                !c.source().await.expect("html").contains("0909421642"),
+                "no full CPR"
+            );
         }
     }
     // English.
@@ -285,6 +303,7 @@ async fn the_console_in_a_real_browser() {
         .click()
         .await
         .expect("click");
+    wait_for(&c, "header a[lang='da']").await;
     assert!(text(&c, "h1").await.contains("Flows"));
     c.find(Locator::Css("header a[lang='da']"))
         .await
@@ -292,6 +311,7 @@ async fn the_console_in_a_real_browser() {
         .click()
         .await
         .expect("click");
+    wait_for(&c, "header a[lang='en']").await;
 
     // Outbox: the dead letter with the receiver's answer (escaped), retried, delivered.
     c.goto(&format!("{}/console/outbox", app.addr))
@@ -310,6 +330,7 @@ async fn the_console_in_a_real_browser() {
     .click()
     .await
     .expect("click");
+    wait_for(&c, "#done").await;
     assert!(text(&c, "#done").await.contains("d-1"));
     app.wait_status("d-1", "delivered").await;
     let received = region.received_requests().await.expect("log");
@@ -399,17 +420,24 @@ async fn the_console_in_a_real_browser() {
         .click()
         .await
         .expect("click");
+    wait_for(&c, "#audit-events").await;
     assert!(exists(&c, "#audit-events tbody tr").await, "events found");
     let results = text(&c, "#audit-events").await;
     assert!(results.contains("Patient/"), "{results}");
-    assert!(!results.contains("1604391568"), "the CPR number masked: {results}");
+    assert!(
+        !results.contains("1604391568"),
+        "the CPR number masked: {results}"
+    );
     assert!(text(&c, "main h2").await.starts_with("160439-****"));
     shot(&c, "audit").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let found: Value = app
             .client
-            .get(format!("{}/fhir/AuditEvent?subtype=console-audit", app.addr))
+            .get(format!(
+                "{}/fhir/AuditEvent?subtype=console-audit",
+                app.addr
+            ))
             .send()
             .await
             .expect("search")
@@ -433,7 +461,13 @@ async fn the_console_in_a_real_browser() {
     );
 
     // A client without rights to Kolding's records: nothing of them, no admin pages.
-    sign_in(&c, &app, &token("region-syd", "system/*.rs")).await;
+    sign_in(
+        &c,
+        &app,
+        &token("region-syd", "system/*.rs"),
+        "form[action='/console/sign-out']",
+    )
+    .await;
     c.goto(&format!(
         "{}/console/flows?municipality=0621&from=2025-01-01&to=2026-01-01",
         app.addr

@@ -96,22 +96,42 @@ async fn reports_carry_the_kpi_figures_and_validate(app: TestApp) {
                 r["measure"],
                 format!("http://sektorbro.dk/fhir/Measure/{id}|1.0.0")
             );
-            assert_eq!(r["period"], json!({"start": "2025-01-01", "end": "2025-12-31"}));
+            assert_eq!(
+                r["period"],
+                json!({"start": "2025-01-01", "end": "2025-12-31"})
+            );
             assert_eq!(r["subject"]["identifier"]["value"], m);
             assert_eq!(errors(&v, &r), Vec::<String>::new(), "{id}: {r}");
+            // SEKTORBRO_WRITE_MEASURE_REPORTS=DIR keeps them, for the reference validator.
+            if let Some(dir) = std::env::var_os("SEKTORBRO_WRITE_MEASURE_REPORTS") {
+                let file = std::path::Path::new(&dir).join(format!("{m}-{id}.json"));
+                std::fs::write(file, r.to_string()).expect("write report");
+            }
             reports.push((id, r));
         }
         let of = |id: &str| &reports.iter().find(|(i, _)| i == id).expect(id).1;
         let w = &of("kpi-discharged-within-24h")["group"][0];
-        assert_eq!(population(w, "numerator"), kpis["dischargedWithin24h"]["numerator"]);
-        assert_eq!(population(w, "denominator"), kpis["dischargedWithin24h"]["denominator"]);
-        assert_eq!(w["measureScore"]["value"], kpis["dischargedWithin24h"]["rate"]);
+        assert_eq!(
+            population(w, "numerator"),
+            kpis["dischargedWithin24h"]["numerator"]
+        );
+        assert_eq!(
+            population(w, "denominator"),
+            kpis["dischargedWithin24h"]["denominator"]
+        );
+        assert_eq!(
+            w["measureScore"]["value"],
+            kpis["dischargedWithin24h"]["rate"]
+        );
         for (id, key) in [
             ("kpi-ready-to-discharge-hours", "readyToDischargeHours"),
             ("kpi-temporary-stay-days", "temporaryStayDays"),
         ] {
             let r = of(id);
-            assert_eq!(population(&r["group"][0], "measure-population"), kpis[key]["n"]);
+            assert_eq!(
+                population(&r["group"][0], "measure-population"),
+                kpis[key]["n"]
+            );
             assert_eq!(
                 r["group"][0]["measureScore"]["value"].as_f64(),
                 kpis[key]["median"].as_f64(),
@@ -127,15 +147,26 @@ async fn reports_carry_the_kpi_figures_and_validate(app: TestApp) {
         assert_eq!(population(g, "initial-population"), kpis["goals"]["total"]);
         for s in g["stratifier"][0]["stratum"].as_array().expect("strata") {
             let key = s["value"]["text"].as_str().expect("stratum");
-            assert_eq!(population(s, "initial-population"), kpis["goals"][key], "{key}");
+            assert_eq!(
+                population(s, "initial-population"),
+                kpis["goals"][key],
+                "{key}"
+            );
         }
         let p = &of("kpi-courses-by-phase")["group"][0];
         for s in p["stratifier"][0]["stratum"].as_array().expect("strata") {
             let key = s["value"]["coding"][0]["code"].as_str().expect("phase");
-            assert_eq!(population(s, "initial-population"), kpis["coursesByPhase"][key], "{key}");
+            assert_eq!(
+                population(s, "initial-population"),
+                kpis["coursesByPhase"][key],
+                "{key}"
+            );
         }
         assert_eq!(
-            population(&of("kpi-readmissions-during-course")["group"][0], "initial-population"),
+            population(
+                &of("kpi-readmissions-during-course")["group"][0],
+                "initial-population"
+            ),
             kpis["readmissionsDuringCourse"]
         );
     }
@@ -166,7 +197,10 @@ async fn access_and_bad_queries_as_the_kpi_api(app: TestApp) {
     let (status, r) = get(&app, path, Some(&kolding)).await;
     assert_eq!(status, 200, "{r}");
     assert_eq!(r["group"][0]["population"][0]["count"], 5);
-    for (client, scope) in [("haderslev", "system/*.cruds"), ("region-syd", "system/*.rs")] {
+    for (client, scope) in [
+        ("haderslev", "system/*.cruds"),
+        ("region-syd", "system/*.rs"),
+    ] {
         let (status, body) = get(&app, path, Some(&token(client, scope))).await;
         assert_eq!(status, 403, "{client}: {body}");
         assert_eq!(body["resourceType"], "OperationOutcome");

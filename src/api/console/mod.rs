@@ -133,13 +133,26 @@ fn admins_only(state: &AppState, req: &HttpRequest, ctx: &RequestContext) -> Opt
     ))
 }
 
-fn error_page(state: &AppState, req: &HttpRequest, ctx: &RequestContext, e: &FhirError) -> HttpResponse {
+fn error_page(
+    state: &AppState,
+    req: &HttpRequest,
+    ctx: &RequestContext,
+    e: &FhirError,
+) -> HttpResponse {
     let l = lang(req);
     let title = match e.status {
         403 => l.t("Ingen adgang", "No access"),
         _ => l.t("Fejl", "Error"),
     };
-    framed(state, req, Some(ctx), title, Nav::None, e.status, view::issues(l, &e.issues))
+    framed(
+        state,
+        req,
+        Some(ctx),
+        title,
+        Nav::None,
+        e.status,
+        view::issues(l, &e.issues),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -147,8 +160,14 @@ fn error_page(state: &AppState, req: &HttpRequest, ctx: &RequestContext, e: &Fhi
 
 pub async fn asset(path: web::Path<String>) -> HttpResponse {
     let (body, kind) = match path.as_str() {
-        "console.css" => (include_str!("assets/console.css"), "text/css; charset=utf-8"),
-        "console.js" => (include_str!("assets/console.js"), "text/javascript; charset=utf-8"),
+        "console.css" => (
+            include_str!("assets/console.css"),
+            "text/css; charset=utf-8",
+        ),
+        "console.js" => (
+            include_str!("assets/console.js"),
+            "text/javascript; charset=utf-8",
+        ),
         _ => return not_found(),
     };
     HttpResponse::Ok()
@@ -243,7 +262,8 @@ struct TokenForm {
 /// Whether the request comes from this host (as the API decides it for the development token).
 fn from_loopback(state: &AppState, req: &HttpRequest) -> bool {
     req.peer_addr().is_some_and(|a| a.ip().is_loopback())
-        && crate::api::origin::client_ip(req, &state.config.server).is_some_and(|ip| ip.is_loopback())
+        && crate::api::origin::client_ip(req, &state.config.server)
+            .is_some_and(|ip| ip.is_loopback())
 }
 
 pub async fn sign_in(state: web::Data<AppState>, req: HttpRequest, body: RawBody) -> HttpResponse {
@@ -252,7 +272,14 @@ pub async fn sign_in(state: web::Data<AppState>, req: HttpRequest, body: RawBody
     }
     let l = lang(&req);
     let Ok(form) = serde_urlencoded::from_bytes::<TokenForm>(&body.0) else {
-        return sign_in_page(&req, 400, Some(l.t("Angiv et adgangstoken.", "Give an access token.").into()));
+        return sign_in_page(
+            &req,
+            400,
+            Some(
+                l.t("Angiv et adgangstoken.", "Give an access token.")
+                    .into(),
+            ),
+        );
     };
     let token = form.token.trim();
     let caller = match state.auth.bearer(token, from_loopback(&state, &req)).await {
@@ -296,12 +323,17 @@ pub async fn sign_out(state: web::Data<AppState>, req: HttpRequest, body: RawBod
     if !state.config.console.enabled {
         return not_found();
     }
-    if cookie(req.headers(), session::COOKIE).is_some() && csrf_checked(&state, &req, &body.0).is_none() {
+    if cookie(req.headers(), session::COOKIE).is_some()
+        && csrf_checked(&state, &req, &body.0).is_none()
+    {
         return view::respond(403, html! { p { "CSRF" } });
     }
     let mut res = HttpResponse::SeeOther().finish();
     let h = res.headers_mut();
-    h.insert(header::LOCATION, HeaderValue::from_static("/console/sign-in"));
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_static("/console/sign-in"),
+    );
     if let Ok(v) = HeaderValue::from_str(&format!(
         "{}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict",
         session::COOKIE
@@ -326,15 +358,13 @@ fn ms(d: chrono::NaiveDate) -> i64 {
 }
 
 fn fmt_opt(l: Lang, v: &Value, decimals: usize) -> String {
-    v.as_f64().map_or_else(|| "–".to_string(), |x| l.num(x, decimals))
+    v.as_f64()
+        .map_or_else(|| "–".to_string(), |x| l.num(x, decimals))
 }
 
 /// One key figure; `data-value` holds the KPI API's JSON value (the browser tests compare it).
 fn kpi_tile(kpi: &Value, label: &str, key: &str, shown: String, note: Option<String>) -> Markup {
-    let raw = key
-        .split('.')
-        .fold(kpi, |v, k| &v[k])
-        .to_string();
+    let raw = key.split('.').fold(kpi, |v, k| &v[k]).to_string();
     html! {
         div {
             dt { (label) }
@@ -343,10 +373,18 @@ fn kpi_tile(kpi: &Value, label: &str, key: &str, shown: String, note: Option<Str
     }
 }
 
-pub async fn flows(state: web::Data<AppState>, req: HttpRequest, ctx: RequestContext) -> HttpResponse {
+pub async fn flows(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    ctx: RequestContext,
+) -> HttpResponse {
     let l = lang(&req);
     let title = l.t("Forløb", "Flows");
-    let param = |k: &str| crate::api::reports::param(&ctx, k).map(str::trim).filter(|s| !s.is_empty());
+    let param = |k: &str| {
+        crate::api::reports::param(&ctx, k)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
     let today = chrono::Utc::now().date_naive();
     let next_month = {
         use chrono::Datelike as _;
@@ -373,10 +411,16 @@ pub async fn flows(state: web::Data<AppState>, req: HttpRequest, ctx: RequestCon
     let from = date(&from_text);
     let to = date(&to_text);
     if from.is_none() {
-        problems.push(l.t("Fra skal være en dato (2026-01-01).", "From must be a date (2026-01-01)."));
+        problems.push(l.t(
+            "Fra skal være en dato (2026-01-01).",
+            "From must be a date (2026-01-01).",
+        ));
     }
     if to.is_none() {
-        problems.push(l.t("Til skal være en dato (2026-01-01).", "To must be a date (2026-01-01)."));
+        problems.push(l.t(
+            "Til skal være en dato (2026-01-01).",
+            "To must be a date (2026-01-01).",
+        ));
     }
     if let (Some(f), Some(t)) = (from, to) {
         if f >= t {
@@ -385,7 +429,10 @@ pub async fn flows(state: web::Data<AppState>, req: HttpRequest, ctx: RequestCon
     }
     if let Some(m) = &municipality {
         if !(m.len() == 4 && m.bytes().all(|b| b.is_ascii_digit())) {
-            problems.push(l.t("Kommunekoden har fire cifre.", "The municipality code has four digits."));
+            problems.push(l.t(
+                "Kommunekoden har fire cifre.",
+                "The municipality code has four digits.",
+            ));
         }
     }
     let form = html! {
@@ -405,7 +452,8 @@ pub async fn flows(state: web::Data<AppState>, req: HttpRequest, ctx: RequestCon
             button type="submit" { (l.t("Vis", "Show")) }
         }
     };
-    let (Some(m), Some(from), Some(to), true) = (municipality, from, to, problems.is_empty()) else {
+    let (Some(m), Some(from), Some(to), true) = (municipality, from, to, problems.is_empty())
+    else {
         let main = html! {
             (form)
             @if !problems.is_empty() {
@@ -414,10 +462,26 @@ pub async fn flows(state: web::Data<AppState>, req: HttpRequest, ctx: RequestCon
                 p.notice { (l.t("Vælg en kommune.", "Choose a municipality.")) }
             }
         };
-        return framed(&state, &req, Some(&ctx), title, Nav::Flows, if problems.is_empty() { 200 } else { 400 }, main);
+        return framed(
+            &state,
+            &req,
+            Some(&ctx),
+            title,
+            Nav::Flows,
+            if problems.is_empty() { 200 } else { 400 },
+            main,
+        );
     };
     match flows_body(&state, &ctx, l, &m, from, to).await {
-        Ok(body) => framed(&state, &req, Some(&ctx), title, Nav::Flows, 200, html! { (form) (body) }),
+        Ok(body) => framed(
+            &state,
+            &req,
+            Some(&ctx),
+            title,
+            Nav::Flows,
+            200,
+            html! { (form) (body) },
+        ),
         Err(e) => error_page(&state, &req, &ctx, &e),
     }
 }
@@ -450,16 +514,29 @@ async fn flows_body(
         let (Some(s), Some(e)) = (date(&start), date(&end)) else {
             continue;
         };
-        let f = crate::api::kpis::figures(state, ctx, municipality, (&start, ms(s)), (&end, ms(e))).await?;
+        let f = crate::api::kpis::figures(state, ctx, municipality, (&start, ms(s)), (&end, ms(e)))
+            .await?;
         let d = &f["dischargedWithin24h"];
         monthly.push(Bar {
             label: start[2..7].to_string(),
             value: d["rate"].as_f64().map(|r| r * 100.0),
             text: match d["rate"].as_f64() {
-                Some(r) => format!("{} % ({}/{})", l.num(r * 100.0, 1), d["numerator"], d["denominator"]),
+                Some(r) => format!(
+                    "{} % ({}/{})",
+                    l.num(r * 100.0, 1),
+                    d["numerator"],
+                    d["denominator"]
+                ),
                 None => l.t("ingen", "none").to_string(),
             },
-            class: if d["rate"].as_f64().is_some_and(|r| r >= state.config.console.discharge_target) { "good" } else { "" },
+            class: if d["rate"]
+                .as_f64()
+                .is_some_and(|r| r >= state.config.console.discharge_target)
+            {
+                "good"
+            } else {
+                ""
+            },
         });
     }
     let (hours, days) = flows::stay_values(&rows.stays, from_ms, to_ms);
@@ -473,7 +550,12 @@ async fn flows_body(
             counts
                 .into_iter()
                 .zip(labels)
-                .map(|(n, lab)| Bar { label: lab.to_string(), value: Some(n as f64), text: n.to_string(), class: "" })
+                .map(|(n, lab)| Bar {
+                    label: lab.to_string(),
+                    value: Some(n as f64),
+                    text: n.to_string(),
+                    class: "",
+                })
                 .collect(),
             max,
         )
@@ -484,19 +566,33 @@ async fn flows_body(
         .iter()
         .map(|p| {
             let n = kpi["coursesByPhase"][*p].as_u64().unwrap_or(0);
-            Bar { label: phase_label(l, p).to_string(), value: Some(n as f64), text: n.to_string(), class: "" }
+            Bar {
+                label: phase_label(l, p).to_string(),
+                value: Some(n as f64),
+                text: n.to_string(),
+                class: "",
+            }
         })
         .collect();
     // Goals per discipline and the waiting stays: the municipality's courses through the FHIR
     // search, with their Goals, stays and citizens (under the caller's access).
     let pairs = vec![
-        ("identifier".to_string(), format!("{}|", vocab::record_system(municipality))),
+        (
+            "identifier".to_string(),
+            format!("{}|", vocab::record_system(municipality)),
+        ),
         ("_include".to_string(), "CarePlan:goal".to_string()),
         ("_include".to_string(), "CarePlan:encounter".to_string()),
         ("_include".to_string(), "CarePlan:subject".to_string()),
-        ("_count".to_string(), state.config.search.max_count.to_string()),
+        (
+            "_count".to_string(),
+            state.config.search.max_count.to_string(),
+        ),
     ];
-    let bundle = state.engine.search_request(&ctx.access, "CarePlan", &pairs, false, &ctx.base).await?;
+    let bundle = state
+        .engine
+        .search_request(&ctx.access, "CarePlan", &pairs, false, &ctx.base)
+        .await?;
     let bundle: Value = serde_json::from_str(&bundle).unwrap_or(Value::Null);
     let courses = flows::courses(&bundle, from_ms, to_ms, now);
     let target = state.config.console.discharge_target;
@@ -608,11 +704,18 @@ fn breaker_label(l: Lang, b: u8) -> (&'static str, &'static str) {
     match b {
         0 => (l.t("Lukket (leverer)", "Closed (delivering)"), "status-ok"),
         1 => (l.t("Åben (holder pause)", "Open (pausing)"), "status-bad"),
-        _ => (l.t("Halvåben (prøver)", "Half-open (probing)"), "status-warn"),
+        _ => (
+            l.t("Halvåben (prøver)", "Half-open (probing)"),
+            "status-warn",
+        ),
     }
 }
 
-pub async fn outbox(state: web::Data<AppState>, req: HttpRequest, ctx: RequestContext) -> HttpResponse {
+pub async fn outbox(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    ctx: RequestContext,
+) -> HttpResponse {
     if let Some(refused) = admins_only(&state, &req, &ctx) {
         return refused;
     }
@@ -628,7 +731,12 @@ pub async fn outbox(state: web::Data<AppState>, req: HttpRequest, ctx: RequestCo
         Err(e) => return error_page(&state, &req, &ctx, &e),
     };
     let csrf = csrf(&state, &req).unwrap_or_default();
-    let count = |jobs: &[(JobStatus, i64)], s: JobStatus| jobs.iter().filter(|(j, _)| *j == s).map(|(_, n)| n).sum::<i64>();
+    let count = |jobs: &[(JobStatus, i64)], s: JobStatus| {
+        jobs.iter()
+            .filter(|(j, _)| *j == s)
+            .map(|(_, n)| n)
+            .sum::<i64>()
+    };
     let done = crate::api::reports::param(&ctx, "done");
     let main = html! {
         @if let Some(d) = done {
@@ -688,7 +796,15 @@ pub async fn outbox(state: web::Data<AppState>, req: HttpRequest, ctx: RequestCo
             }
         }
     };
-    framed(&state, &req, Some(&ctx), l.t("Udbakke", "Outbox"), Nav::Outbox, 200, main)
+    framed(
+        &state,
+        &req,
+        Some(&ctx),
+        l.t("Udbakke", "Outbox"),
+        Nav::Outbox,
+        200,
+        main,
+    )
 }
 
 /// The receiver's OperationOutcome, issue by issue (or its text when it is not one).
@@ -733,15 +849,34 @@ async fn act(
     }
     let l = lang(&req);
     let Some(form) = csrf_checked(&state, &req, &body.0) else {
-        return framed(&state, &req, Some(&ctx), l.t("Afvist", "Refused"), Nav::Outbox, 403,
-            html! { p.error role="alert" { (l.t("Formularen er udløbet; åbn siden igen.", "The form has expired; open the page again.")) } });
+        return framed(
+            &state,
+            &req,
+            Some(&ctx),
+            l.t("Afvist", "Refused"),
+            Nav::Outbox,
+            403,
+            html! { p.error role="alert" { (l.t("Formularen er udløbet; åbn siden igen.", "The form has expired; open the page again.")) } },
+        );
     };
     let id = path.into_inner();
-    match state.forwarder.act_on_dead(&id, form.sender.as_deref(), action).await {
+    match state
+        .forwarder
+        .act_on_dead(&id, form.sender.as_deref(), action)
+        .await
+    {
         Ok(job) => {
-            let done = format!("{} {}: {}", job.message_id, l.t("er nu", "is now"), status_label(l, job.status));
+            let done = format!(
+                "{} {}: {}",
+                job.message_id,
+                l.t("er nu", "is now"),
+                status_label(l, job.status)
+            );
             HttpResponse::SeeOther()
-                .insert_header((header::LOCATION, format!("/console/outbox?done={}", encode(&done))))
+                .insert_header((
+                    header::LOCATION,
+                    format!("/console/outbox?done={}", encode(&done)),
+                ))
                 .finish()
         }
         Err(e) => error_page(&state, &req, &ctx, &e),
@@ -774,7 +909,10 @@ pub async fn outbox_discard(
 /// One sample of the Prometheus text: name, labels, value.
 fn samples(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
     let mut out = Vec::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let Some((series, value)) = line.rsplit_once(' ') else {
             continue;
         };
@@ -788,7 +926,12 @@ fn samples(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
         let labels = labels
             .split("\",")
             .filter_map(|kv| kv.split_once("=\""))
-            .map(|(k, v)| (k.trim_start_matches(',').to_string(), v.trim_end_matches('"').to_string()))
+            .map(|(k, v)| {
+                (
+                    k.trim_start_matches(',').to_string(),
+                    v.trim_end_matches('"').to_string(),
+                )
+            })
             .collect();
         out.push((name.to_string(), labels, value));
     }
@@ -796,10 +939,17 @@ fn samples(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
 }
 
 fn label<'a>(labels: &'a [(String, String)], key: &str) -> &'a str {
-    labels.iter().find(|(k, _)| k == key).map_or("", |(_, v)| v.as_str())
+    labels
+        .iter()
+        .find(|(k, _)| k == key)
+        .map_or("", |(_, v)| v.as_str())
 }
 
-pub async fn system(state: web::Data<AppState>, req: HttpRequest, ctx: RequestContext) -> HttpResponse {
+pub async fn system(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    ctx: RequestContext,
+) -> HttpResponse {
     if let Some(refused) = admins_only(&state, &req, &ctx) {
         return refused;
     }
@@ -825,8 +975,12 @@ pub async fn system(state: web::Data<AppState>, req: HttpRequest, ctx: RequestCo
                     e.3 += v;
                 }
             }
-            "sektorbro_http_request_duration_seconds_sum" => routes.entry(route).or_default().1 += v,
-            "sektorbro_http_request_duration_seconds_count" => routes.entry(route).or_default().2 += v,
+            "sektorbro_http_request_duration_seconds_sum" => {
+                routes.entry(route).or_default().1 += v
+            }
+            "sektorbro_http_request_duration_seconds_count" => {
+                routes.entry(route).or_default().2 += v
+            }
             _ => {}
         }
     }
@@ -834,9 +988,16 @@ pub async fn system(state: web::Data<AppState>, req: HttpRequest, ctx: RequestCo
     let mut caches: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
     for (name, labels, v) in &all {
         let key = |kind: &str| {
-            let base = name.trim_end_matches("_total").trim_end_matches(kind).trim_end_matches('_');
+            let base = name
+                .trim_end_matches("_total")
+                .trim_end_matches(kind)
+                .trim_end_matches('_');
             let which = label(labels, "cache");
-            if which.is_empty() { base.to_string() } else { format!("{base} {which}") }
+            if which.is_empty() {
+                base.to_string()
+            } else {
+                format!("{base} {which}")
+            }
         };
         if name.ends_with("hits_total") {
             caches.entry(key("hits")).or_default().0 += v;
@@ -906,7 +1067,11 @@ pub async fn system(state: web::Data<AppState>, req: HttpRequest, ctx: RequestCo
 // ---------------------------------------------------------------------------------------------
 // Audit
 
-pub async fn audit(state: web::Data<AppState>, req: HttpRequest, ctx: RequestContext) -> HttpResponse {
+pub async fn audit(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    ctx: RequestContext,
+) -> HttpResponse {
     if let Some(refused) = admins_only(&state, &req, &ctx) {
         return refused;
     }
@@ -929,11 +1094,18 @@ pub async fn audit(state: web::Data<AppState>, req: HttpRequest, ctx: RequestCon
         return framed(&state, &req, Some(&ctx), title, Nav::Audit, 400, main);
     }
     let pairs = vec![
-        ("patient.identifier".to_string(), format!("{}|{cpr}", vocab::CPR)),
+        (
+            "patient.identifier".to_string(),
+            format!("{}|{cpr}", vocab::CPR),
+        ),
         ("_sort".to_string(), "-date".to_string()),
         ("_count".to_string(), "100".to_string()),
     ];
-    let bundle = match state.engine.search_request(&ctx.access, "AuditEvent", &pairs, false, &ctx.base).await {
+    let bundle = match state
+        .engine
+        .search_request(&ctx.access, "AuditEvent", &pairs, false, &ctx.base)
+        .await
+    {
         Ok(b) => b,
         Err(e) => return error_page(&state, &req, &ctx, &e),
     };
@@ -971,7 +1143,10 @@ pub async fn audit(state: web::Data<AppState>, req: HttpRequest, ctx: RequestCon
 
 /// The requesting agent of an AuditEvent: its name, identifier or reference.
 fn who(ev: &Value) -> String {
-    let agents = ev["agent"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let agents = ev["agent"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     let agent = agents
         .iter()
         .find(|a| a["requestor"].as_bool() == Some(true))
@@ -995,13 +1170,18 @@ fn what(ev: &Value) -> String {
         .map(|es| {
             es.iter()
                 .filter_map(|e| {
-                    e.pointer("/what/reference").and_then(Value::as_str).map(str::to_string).or_else(|| {
-                        let id = e.pointer("/what/identifier");
-                        match id.and_then(|i| i["system"].as_str()) {
-                            Some(vocab::CPR) => id.and_then(|i| i["value"].as_str()).map(flows::masked_cpr),
-                            _ => None,
-                        }
-                    })
+                    e.pointer("/what/reference")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .or_else(|| {
+                            let id = e.pointer("/what/identifier");
+                            match id.and_then(|i| i["system"].as_str()) {
+                                Some(vocab::CPR) => {
+                                    id.and_then(|i| i["value"].as_str()).map(flows::masked_cpr)
+                                }
+                                _ => None,
+                            }
+                        })
                 })
                 .collect::<Vec<_>>()
                 .join(", ")

@@ -82,9 +82,13 @@ pub fn caller(
     if claims.e <= now_ms {
         return None;
     }
-    let method = [AuthMethod::Jwt, AuthMethod::DevToken, AuthMethod::Certificate]
-        .into_iter()
-        .find(|m| m.as_str() == claims.m)?;
+    let method = [
+        AuthMethod::Jwt,
+        AuthMethod::DevToken,
+        AuthMethod::Certificate,
+    ]
+    .into_iter()
+    .find(|m| m.as_str() == claims.m)?;
     if method == AuthMethod::DevToken && !peer_is_loopback {
         return None;
     }
