@@ -179,9 +179,9 @@ impl Engine {
         for e in entries.iter().filter(|e| e.method != Method::Get) {
             let checked = match self.entry_op(e) {
                 Ok(op) if vouched && self.vouch_suffices(&op) => Ok(()),
-                Ok(op) if vouched => self.validate_op(&op).await,
+                Ok(op) if vouched => self.validate_op(&op, &access.readable()).await,
                 Ok(op) => match self.check_assertions(access, &op) {
-                    Ok(()) => self.validate_op(&op).await,
+                    Ok(()) => self.validate_op(&op, &access.readable()).await,
                     Err(f) => Err(f),
                 },
                 Err(f) => Err(f),

@@ -12,6 +12,7 @@ mod bundle;
 mod bundle_json;
 pub mod directory;
 mod policy;
+mod questionnaires;
 mod search;
 
 use std::sync::Arc;
@@ -272,7 +273,15 @@ impl Engine {
     /// Profile validation of the resource an operation writes (outside any transaction: it needs
     /// no data, and locks should not wait for it). Bindings the local terminology cannot judge
     /// are settled by the terminology server, when one is configured, before the verdict.
-    pub(crate) async fn validate_op(&self, op: &WriteOp) -> Result<(), FhirError> {
+    ///
+    /// A QuestionnaireResponse whose Questionnaire is neither contained, in the Bundle nor in
+    /// the loaded packages is checked against the stored one `vis` lets the writer read; one
+    /// that cannot be found is a warning.
+    pub(crate) async fn validate_op(
+        &self,
+        op: &WriteOp,
+        vis: &crate::store::Visibility,
+    ) -> Result<(), FhirError> {
         let Some(policy) = &self.validation else {
             return Ok(());
         };
@@ -292,9 +301,18 @@ impl Engine {
                 {
                     return Ok(());
                 }
-                let validated = policy
-                    .validator
-                    .validate_detailed(resource, policy.required_for(rtype));
+                let required = policy.required_for(rtype);
+                let mut validated = policy.validator.validate_detailed(resource, required);
+                if !validated.missing_questionnaires.is_empty() {
+                    let stored = questionnaires::StoredQuestionnaires {
+                        engine: self,
+                        vis: vis.clone(),
+                    };
+                    validated = policy
+                        .validator
+                        .resolve_questionnaires(&stored, resource, required, validated)
+                        .await;
+                }
                 let issues = match self.lookups.terminology() {
                     Some(t) if validated.needs_terminology() => {
                         fhir_core::validation::settle::settle(t, validated).await
@@ -306,6 +324,28 @@ impl Engine {
             }
             _ => Ok(()),
         }
+    }
+
+    /// The Questionnaires `validated` could not find, looked up among the stored ones `vis`
+    /// may read; `resource` validated again when any is found (`$validate`).
+    pub async fn with_stored_questionnaires(
+        &self,
+        validator: &fhir_core::validation::Validator,
+        vis: &crate::store::Visibility,
+        resource: &Value,
+        profiles: &[String],
+        validated: fhir_core::validation::Validated,
+    ) -> fhir_core::validation::Validated {
+        if validated.missing_questionnaires.is_empty() {
+            return validated;
+        }
+        let stored = questionnaires::StoredQuestionnaires {
+            engine: self,
+            vis: vis.clone(),
+        };
+        validator
+            .resolve_questionnaires(&stored, resource, profiles, validated)
+            .await
     }
 
     pub fn store(&self) -> &Arc<dyn Storage> {
@@ -631,7 +671,7 @@ impl Engine {
         // A type nobody may write is a 405 whatever the body holds, not a 422 about the body.
         refuse_read_only(op.rtype())?;
         self.check_assertions(access, &op)?;
-        self.validate_op(&op).await?;
+        self.validate_op(&op, &access.readable()).await?;
         let w = retrying(|| self.write_once(access, op.clone())).await?;
         self.fill_existing(access, w).await
     }

@@ -227,11 +227,14 @@ impl Forwarder {
             });
         }
         self.engine
-            .validate_op(&WriteOp::Create {
-                rtype: "Bundle".into(),
-                resource: message.clone(),
-                if_none_exist: None,
-            })
+            .validate_op(
+                &WriteOp::Create {
+                    rtype: "Bundle".into(),
+                    resource: message.clone(),
+                    if_none_exist: None,
+                },
+                &crate::store::Visibility::All,
+            )
             .await?;
         let payload = serde_json::to_string(&message)
             .map_err(|e| FhirError::internal(format!("cannot serialize the message: {e}")))?;

@@ -143,6 +143,7 @@ pub const SHARED_TYPES: &[&str] = &[
     "Location",
     "Endpoint",
     "HealthcareService",
+    "Questionnaire",
     "StructureDefinition",
     "ValueSet",
     "CodeSystem",

@@ -233,8 +233,91 @@ async fn hostile_narratives_are_422_alone_and_in_transactions(app: TestApp) {
     );
 }
 
+/// A QuestionnaireResponse is checked against the stored Questionnaire it names; one whose
+/// Questionnaire is stored nowhere is accepted, with a warning from `$validate`.
+async fn questionnaire_responses_are_checked_against_stored_questionnaires(app: TestApp) {
+    let url = "http://sektorbro.example/fhir/Questionnaire/fall-risk";
+    let q = json!({"resourceType": "Questionnaire", "url": url, "status": "active", "item": [
+        {"linkId": "falls", "text": "Falls in the last year", "type": "integer", "required": true,
+         "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/maxValue", "valueInteger": 50}]},
+        {"linkId": "aid", "type": "choice", "answerOption": [
+            {"valueCoding": {"system": "http://sektorbro.example/cs/aid", "code": "walker"}},
+            {"valueCoding": {"system": "http://sektorbro.example/cs/aid", "code": "none"}}]}]});
+    let qr = |falls: Value, aid: &str| {
+        json!({"resourceType": "QuestionnaireResponse", "questionnaire": url,
+            "status": "completed", "subject": {"reference": "Patient/p1"}, "item": [
+            {"linkId": "falls", "answer": [{"valueInteger": falls}]},
+            {"linkId": "aid", "answer": [{"valueCoding": {"system": "http://sektorbro.example/cs/aid", "code": aid}}]}]})
+    };
+    // not stored yet: accepted, and $validate warns that it was not checked
+    let oo: Value = app
+        .post("QuestionnaireResponse/$validate", &qr(json!(99), "wheelchair"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let issues = oo["issue"].as_array().unwrap();
+    assert!(!issues.iter().any(|i| i["severity"] == "error"), "{oo}");
+    assert!(
+        issues.iter().any(|i| i["severity"] == "warning"
+            && i["expression"][0] == "QuestionnaireResponse.questionnaire"),
+        "{oo}"
+    );
+    assert_eq!(
+        app.post("QuestionnaireResponse", &qr(json!(99), "wheelchair"))
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    // stored: the answers are checked against it, on $validate and on write
+    assert_eq!(app.post("Questionnaire", &q).await.status().as_u16(), 201);
+    let res = app
+        .post("QuestionnaireResponse", &qr(json!(99), "wheelchair"))
+        .await;
+    assert_eq!(res.status().as_u16(), 422);
+    let oo: Value = res.json().await.unwrap();
+    let errors: Vec<&str> = oo["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["severity"] == "error")
+        .filter_map(|i| i["expression"][0].as_str())
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "QuestionnaireResponse.item[0].answer[0].value.ofType(integer)",
+            "QuestionnaireResponse.item[1].answer[0].value.ofType(Coding)"
+        ],
+        "{oo}"
+    );
+    assert_eq!(
+        app.post("QuestionnaireResponse", &qr(json!(2), "walker"))
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    let oo: Value = app
+        .post("QuestionnaireResponse/$validate", &qr(json!(2), "none"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !oo["issue"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["expression"][0] == "QuestionnaireResponse.questionnaire"),
+        "{oo}"
+    );
+}
+
 on_both_backends!(
     hostile_narratives_are_422_alone_and_in_transactions,
+    questionnaire_responses_are_checked_against_stored_questionnaires,
     invalid_create_is_422_with_every_problem_and_nothing_written,
     invalid_update_is_422_and_keeps_the_old_version,
     transaction_reports_every_invalid_entry,

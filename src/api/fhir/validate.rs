@@ -112,9 +112,23 @@ async fn run(
     }
     let validator = policy.validator.clone();
     // Large Bundles take milliseconds: keep them off the async workers.
-    let validated = web::block(move || validator.validate_detailed(&resource, &profiles))
-        .await
-        .map_err(|e| FhirError::internal(format!("validation task failed: {e}")))?;
+    let (validated, resource, profiles) = web::block(move || {
+        let validated = validator.validate_detailed(&resource, &profiles);
+        (validated, resource, profiles)
+    })
+    .await
+    .map_err(|e| FhirError::internal(format!("validation task failed: {e}")))?;
+    // A QuestionnaireResponse's Questionnaire may be stored here.
+    let validated = state
+        .engine
+        .with_stored_questionnaires(
+            &policy.validator,
+            &ctx.access.readable(),
+            &resource,
+            &profiles,
+            validated,
+        )
+        .await;
     // Codes the local terminology cannot judge go to the terminology server, if there is one.
     let mut issues = match state.lookups.terminology() {
         Some(t) => fhir_core::validation::settle::settle(t, validated).await,

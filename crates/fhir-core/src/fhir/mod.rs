@@ -43,6 +43,8 @@ pub const SUPPORTED_TYPES: &[&str] = &[
     "Practitioner",
     "PractitionerRole",
     "Provenance",
+    "Questionnaire",
+    "QuestionnaireResponse",
     "RelatedPerson",
     "ServiceRequest",
     "Task",

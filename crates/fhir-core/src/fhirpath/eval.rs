@@ -535,7 +535,11 @@ impl<'c, 'a> Evaluator<'c, 'a> {
             Some(_) => false,
             None => {
                 if ns == "FHIR" {
-                    name == spec.name || self.model.is_subtype(&name, &spec.name)
+                    name == spec.name
+                        || self.model.is_subtype(&name, &spec.name)
+                        // As HL7's engine and validator: an unqualified `Boolean` names the
+                        // FHIR `boolean` too (R4's que-7 says `answer is Boolean`).
+                        || self.model.is_primitive(&name) && name.eq_ignore_ascii_case(&spec.name)
                 } else {
                     name == spec.name
                 }

@@ -153,6 +153,9 @@ pub struct Definitions {
     failed: HashMap<String, String>,
     /// Where each CodeSystem is defined (package, version).
     code_systems: rustc_hash::FxHashMap<String, Vec<(PkgIdx, Option<String>)>>,
+    /// Other canonical resources the validator consults (Questionnaire for
+    /// QuestionnaireResponse, Measure for MeasureReport), by `resourceType|url`, in load order.
+    canonicals: HashMap<String, Vec<(PkgIdx, Arc<Value>)>>,
     pub report: LoadReport,
 }
 
@@ -207,6 +210,7 @@ impl Definitions {
             raw: HashMap::new(),
             failed: HashMap::new(),
             code_systems: Default::default(),
+            canonicals: HashMap::new(),
             report,
         };
         let mut contents: Vec<Vec<Value>> = Vec::with_capacity(kept.len());
@@ -279,8 +283,19 @@ impl Definitions {
         for (p, resources) in contents.into_iter().enumerate() {
             let id = defs.packages[p].id();
             for r in resources {
-                if r.get("resourceType").and_then(Value::as_str) == Some("StructureDefinition") {
+                let rtype = r.get("resourceType").and_then(Value::as_str);
+                if rtype == Some("StructureDefinition") {
                     sds.push((p, r));
+                } else if let (Some(t @ ("Questionnaire" | "Measure")), Some(url)) =
+                    (rtype, r.get("url").and_then(Value::as_str))
+                {
+                    let key = format!("{t}|{url}");
+                    defs.canonicals
+                        .entry(key)
+                        .or_default()
+                        .push((p, Arc::new(r)));
+                } else if rtype == Some("Questionnaire") || rtype == Some("Measure") {
+                    // without a url nothing can name it
                 } else if let Err(e) = terminology.add(&r) {
                     defs.report.problem(&id, url_of(&r), e);
                 }
@@ -551,6 +566,34 @@ impl Definitions {
             }
         }
         CodeSystemChoice::Outside
+    }
+
+    /// A loaded Questionnaire or Measure (`rtype`) by canonical URL: with `|version` that
+    /// version, without it the last loaded within package `scope`'s closure, else the last
+    /// loaded anywhere.
+    pub fn canonical_resource(
+        &self,
+        rtype: &str,
+        canonical: &str,
+        scope: Option<PkgIdx>,
+    ) -> Option<&Arc<Value>> {
+        let (url, version) = split(canonical);
+        let list = self.canonicals.get(&format!("{rtype}|{url}"))?;
+        if let Some(v) = version {
+            return list
+                .iter()
+                .rev()
+                .find(|(_, r)| r.get("version").and_then(Value::as_str) == Some(v))
+                .map(|(_, r)| r);
+        }
+        if let Some(p) = scope.and_then(|s| self.packages.get(s)) {
+            for q in &p.closure {
+                if let Some((_, r)) = list.iter().rev().find(|(c, _)| c == q) {
+                    return Some(r);
+                }
+            }
+        }
+        list.last().map(|(_, r)| r)
     }
 
     /// Why the definition at `canonical` could not be loaded, if it was given and failed.

@@ -79,7 +79,9 @@ impl<'a> Hooks<'a> for ValidatorHooks<'_> {
 }
 
 /// Checked by the walk itself (ref-1: a local `#id` reference must find its contained resource).
-const NATIVE: &[&str] = &["ele-1", "ext-1", "ref-1"];
+/// Rules the walk checks itself (per-1: FHIRPath's `<=` is empty between a date and a
+/// dateTime, where the reference validator compares their boundaries).
+const NATIVE: &[&str] = &["ele-1", "ext-1", "ref-1", "per-1"];
 
 pub(crate) struct Compiled {
     exprs: FxHashMap<String, Result<Arc<Invariant>, String>>,

@@ -11,9 +11,12 @@
 pub mod bindings;
 pub mod definitions;
 pub mod invariants;
+pub mod measure;
 pub mod model;
+pub mod order;
 pub mod package;
 pub mod primitive;
+pub mod questionnaire;
 pub mod settle;
 pub mod snapshot;
 pub mod terminology;
@@ -458,7 +461,20 @@ impl Validator {
     /// (each reported as a `not-supported` warning in the issues), for a terminology server to
     /// settle afterwards. Still no I/O here.
     pub fn validate_detailed(&self, resource: &Value, profiles: &[String]) -> Validated {
+        self.validate_detailed_with(resource, profiles, &[])
+    }
+
+    /// As [`Validator::validate_detailed`], with `questionnaires` found elsewhere (stored
+    /// ones) for the QuestionnaireResponses whose Questionnaire is not contained, in the Bundle
+    /// or in the loaded packages.
+    pub fn validate_detailed_with(
+        &self,
+        resource: &Value,
+        profiles: &[String],
+        questionnaires: &[Value],
+    ) -> Validated {
         let mut run = walk::Run::new(self);
+        run.supplied = questionnaires;
         run.resource(resource, profiles);
         let issues = finish(run.issues);
         let mut unresolved: Vec<UnresolvedBinding> = Vec::new();
@@ -479,7 +495,38 @@ impl Validator {
             issues,
             unresolved,
             unknown_codes,
+            missing_questionnaires: run.missing_questionnaires,
         }
+    }
+
+    /// The Questionnaires `validated` could not find, asked of `source` (all at once); when
+    /// any is found, `resource` is validated again with them. Still no I/O here: the source
+    /// does it.
+    pub async fn resolve_questionnaires<S: questionnaire::QuestionnaireSource + ?Sized>(
+        &self,
+        source: &S,
+        resource: &Value,
+        profiles: &[String],
+        validated: Validated,
+    ) -> Validated {
+        if validated.missing_questionnaires.is_empty() {
+            return validated;
+        }
+        let found: Vec<Value> = futures_util::future::join_all(
+            validated
+                .missing_questionnaires
+                .iter()
+                .map(|c| source.questionnaire(c)),
+        )
+        .await
+        .into_iter()
+        .flatten()
+        .filter(|q| q.get("resourceType").and_then(Value::as_str) == Some("Questionnaire"))
+        .collect();
+        if found.is_empty() {
+            return validated;
+        }
+        self.validate_detailed_with(resource, profiles, &found)
     }
 
     /// Whether `v` conforms to the profile at `url` (no errors). Nested checks (a profile
@@ -514,6 +561,9 @@ pub struct Validated {
     /// Codings whose code system the local terminology does not hold (or holds only in part):
     /// not reported in `issues`, for a terminology server to check.
     pub unknown_codes: Vec<UnresolvedCode>,
+    /// Canonicals of the Questionnaires that QuestionnaireResponses name and that could not be
+    /// found here (each reported as a warning): for [`Validator::resolve_questionnaires`].
+    pub missing_questionnaires: Vec<String>,
 }
 
 impl Validated {

@@ -86,6 +86,23 @@ pub struct Slicing {
     pub rules: SlicingRules,
 }
 
+/// Invariants whose published R4 expression HL7 has since corrected, as the reference
+/// validator checks them: (key, published expression, corrected expression).
+const CORRECTED: &[(&str, &str, &str)] = &[(
+    // R4 says "> 2"; the rule's own text ("more than one enableWhen") and R4B/R5 say "> 1".
+    "que-12",
+    "enableWhen.count() > 2 implies enableBehavior.exists()",
+    "enableWhen.count() > 1 implies enableBehavior.exists()",
+)];
+
+/// The expression to evaluate for constraint `key`: its correction if there is one.
+fn corrected<'a>(key: &str, expression: &'a str) -> &'a str {
+    CORRECTED
+        .iter()
+        .find(|(k, published, _)| *k == key && *published == expression)
+        .map_or(expression, |(_, _, fixed)| fixed)
+}
+
 #[derive(Debug, Clone)]
 pub struct Element {
     pub id: String,
@@ -112,6 +129,9 @@ pub struct Element {
     pub binding: Option<Binding>,
     pub constraints: Vec<Constraint>,
     pub max_length: Option<usize>,
+    /// `minValue[x]` and `maxValue[x]`.
+    pub min_value: Option<Value>,
+    pub max_value: Option<Value>,
     pub is_modifier: bool,
     /// JSON key → (child element, index into the child's `types`) for every child.
     pub keys: FxHashMap<String, (ElemIdx, usize)>,
@@ -282,6 +302,8 @@ pub fn compile(sd: &Value) -> Result<Profile, String> {
             .collect();
         let mut fixed = None;
         let mut pattern = None;
+        let mut min_value = None;
+        let mut max_value = None;
         let mut max_length = e
             .get("maxLength")
             .and_then(Value::as_u64)
@@ -292,6 +314,10 @@ pub fn compile(sd: &Value) -> Result<Profile, String> {
                     fixed = Some(v.clone());
                 } else if k.starts_with("pattern") {
                     pattern = Some(v.clone());
+                } else if k.starts_with("minValue") {
+                    min_value = Some(v.clone());
+                } else if k.starts_with("maxValue") {
+                    max_value = Some(v.clone());
                 }
             }
         }
@@ -316,10 +342,12 @@ pub fn compile(sd: &Value) -> Result<Profile, String> {
             .into_iter()
             .flatten()
             .filter_map(|c| {
+                let key = c.get("key")?.as_str()?;
+                let expression = c.get("expression")?.as_str()?;
                 Some(Constraint {
-                    key: c.get("key")?.as_str()?.to_string(),
+                    key: key.to_string(),
                     error: c.get("severity").and_then(Value::as_str) != Some("warning"),
-                    expression: c.get("expression")?.as_str()?.to_string(),
+                    expression: corrected(key, expression).to_string(),
                     human: c.get("human").and_then(Value::as_str).map(String::from),
                     compiled: std::sync::OnceLock::new(),
                 })
@@ -373,6 +401,8 @@ pub fn compile(sd: &Value) -> Result<Profile, String> {
             binding,
             constraints,
             max_length,
+            min_value,
+            max_value,
             is_modifier: e
                 .get("isModifier")
                 .and_then(Value::as_bool)

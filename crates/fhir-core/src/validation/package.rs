@@ -73,7 +73,15 @@ pub struct Package {
     pub findings: Vec<Finding>,
 }
 
-const KEPT: &[&str] = &["StructureDefinition", "ValueSet", "CodeSystem"];
+/// The resource types a package contributes: definitions and terminology, and the Questionnaires
+/// and Measures QuestionnaireResponses and MeasureReports are checked against.
+const KEPT: &[&str] = &[
+    "StructureDefinition",
+    "ValueSet",
+    "CodeSystem",
+    "Questionnaire",
+    "Measure",
+];
 
 /// The core specification's packages: always loaded (embedded), so never a dependency to resolve.
 pub fn is_core_package(name: &str) -> bool {

@@ -68,6 +68,7 @@ pub async fn settle<T: TerminologyServer + ?Sized>(server: &T, validated: Valida
         issues,
         unresolved,
         unknown_codes,
+        ..
     } = validated;
     if unresolved.is_empty() && unknown_codes.is_empty() {
         return issues;

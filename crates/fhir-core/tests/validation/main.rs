@@ -5,6 +5,7 @@
 mod cases;
 mod corpus;
 mod packages;
+mod questionnaire;
 mod robustness;
 mod snapshots;
 

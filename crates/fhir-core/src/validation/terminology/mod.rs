@@ -241,6 +241,11 @@ impl Terminology {
     }
 
     /// Whether the ValueSet (or a code system's implicit value set) is loaded.
+    /// Whether a CodeSystem (or supplement) with URL `url` is loaded.
+    pub fn has_code_system(&self, url: &str) -> bool {
+        self.code_systems.contains_key(url) || self.supplements.contains_key(url)
+    }
+
     pub fn has_value_set(&self, canonical: &str) -> bool {
         self.find_value_set(canonical).is_ok()
     }

@@ -1,0 +1,54 @@
+-- The realistic workload's request mix for wrk (scripts/workload.sh): 70 % reads of a random
+-- citizen's resource, 20 % searches for a random citizen's care plans by CPR chain, 10 % writes
+-- (half new Observations, half Goal updates). Ids and CPR numbers follow
+-- examples/workload_load.rs, which loaded the data.
+local citizens = tonumber(os.getenv("CITIZENS") or "1000")
+local token = os.getenv("TOKEN") or ""
+local reads = { "Patient/wl-p-", "CarePlan/wl-cp-", "Goal/wl-g1-", "Goal/wl-g2-", "Goal/wl-g3-",
+  "Condition/wl-c1-", "Condition/wl-c2-", "Encounter/wl-e-", "Observation/wl-o1-", "Observation/wl-o2-" }
+local achievements = { "in-progress", "improving", "achieved", "worsening", "no-change" }
+
+local function cpr(n)
+  local day = 1 + n % 28
+  local month = 1 + math.floor(n / 28) % 12
+  local year = math.floor(n / 336) % 100
+  local serial = math.floor(n / 33600)
+  return string.format("%02d%02d%02d%04d", day, month, year, serial)
+end
+
+local counter = 0
+function setup(thread)
+  counter = counter + 1
+  thread:set("seed", counter)
+end
+
+-- wrk.format takes a request's headers in place of wrk.headers, so writes carry their own.
+local write_headers = { ["Content-Type"] = "application/fhir+json", ["Prefer"] = "return=minimal" }
+
+function init(args)
+  math.randomseed(os.time() * 1000 + (seed or 0))
+  wrk.headers["Authorization"] = "Bearer " .. token
+  write_headers["Authorization"] = "Bearer " .. token
+end
+
+function request()
+  local n = math.random(0, citizens - 1)
+  local r = math.random(100)
+  if r <= 70 then
+    return wrk.format("GET", "/fhir/" .. reads[math.random(#reads)] .. n)
+  elseif r <= 90 then
+    return wrk.format("GET", "/fhir/CarePlan?patient.identifier=urn:oid:1.2.208.176.1.2%7C" .. cpr(n))
+  elseif r <= 95 then
+    return wrk.format("POST", "/fhir/Observation", write_headers,
+      '{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},'
+      .. '"subject":{"reference":"Patient/wl-p-' .. n .. '"},"valueQuantity":{"value":' .. (60 + r % 40)
+      .. ',"unit":"/min","system":"http://unitsofmeasure.org","code":"/min"}}')
+  else
+    local g = 1 + n % 3
+    return wrk.format("PUT", "/fhir/Goal/wl-g" .. g .. "-" .. n, write_headers,
+      '{"resourceType":"Goal","id":"wl-g' .. g .. '-' .. n .. '","lifecycleStatus":"active",'
+      .. '"achievementStatus":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/goal-achievement","code":"'
+      .. achievements[math.random(#achievements)] .. '"}]},"description":{"text":"Delmål ' .. g .. '"},'
+      .. '"subject":{"reference":"Patient/wl-p-' .. n .. '"}}')
+  end
+end
