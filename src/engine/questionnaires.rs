@@ -36,16 +36,21 @@ impl StoredQuestionnaires<'_> {
                 pairs
             }
         };
-        let q = self.engine.parse_pairs("Questionnaire", &pairs, false).ok()?;
+        let q = self
+            .engine
+            .parse_pairs("Questionnaire", &pairs, false)
+            .ok()?;
         match self.engine.store.search(&q, 1, &self.vis).await {
-            Ok(hits) => hits.into_iter().next().and_then(|h| parse(h.resource.content)),
+            Ok(hits) => hits
+                .into_iter()
+                .next()
+                .and_then(|h| parse(h.resource.content)),
             Err(e) => {
                 tracing::warn!(questionnaire = canonical, error = %e, "searching the stored Questionnaires for validation failed");
                 None
             }
         }
     }
-
 }
 
 fn parse(content: Option<String>) -> Option<Value> {

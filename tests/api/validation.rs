@@ -251,7 +251,10 @@ async fn questionnaire_responses_are_checked_against_stored_questionnaires(app: 
     };
     // not stored yet: accepted, and $validate warns that it was not checked
     let oo: Value = app
-        .post("QuestionnaireResponse/$validate", &qr(json!(99), "wheelchair"))
+        .post(
+            "QuestionnaireResponse/$validate",
+            &qr(json!(99), "wheelchair"),
+        )
         .await
         .json()
         .await

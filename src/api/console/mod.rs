@@ -907,7 +907,9 @@ pub async fn outbox_discard(
 // System
 
 /// One sample of the Prometheus text: name, labels, value.
-fn samples(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+type Sample = (String, Vec<(String, String)>, f64);
+
+fn samples(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();
     for line in text
         .lines()

@@ -285,7 +285,9 @@ impl<'q> Check<'q> {
                 run.issue(
                     Severity::Warning,
                     "required",
-                    format!("the required item {link:?} has no answer (the response is in progress)"),
+                    format!(
+                        "the required item {link:?} has no answer (the response is in progress)"
+                    ),
                 );
             } else if enabled {
                 run.issue(
@@ -408,7 +410,14 @@ impl<'q> Check<'q> {
 
     /// One answer value (key `key`) of an item of `kind`; the path is at the value. Returns
     /// whether it matched an option marked exclusive.
-    fn value(&self, run: &mut Run<'_, '_>, qi: &'q Value, kind: &str, key: &str, val: &Value) -> bool {
+    fn value(
+        &self,
+        run: &mut Run<'_, '_>,
+        qi: &'q Value,
+        kind: &str,
+        key: &str,
+        val: &Value,
+    ) -> bool {
         let link = link_id(qi).unwrap_or("");
         let vtype = value_type(key);
         // minValue / maxValue
@@ -497,10 +506,18 @@ impl<'q> Check<'q> {
                         }
                     }
                 }
-                let types: Vec<&str> = exts(qi, "mimeType").filter_map(|(_, v)| v.as_str()).collect();
+                let types: Vec<&str> = exts(qi, "mimeType")
+                    .filter_map(|(_, v)| v.as_str())
+                    .collect();
                 if !types.is_empty() {
                     let ct = val.get("contentType").and_then(Value::as_str);
-                    if !ct.is_some_and(|c| types.iter().any(|t| c.split(';').next().is_some_and(|c| c.trim().eq_ignore_ascii_case(t)))) {
+                    if !ct.is_some_and(|c| {
+                        types.iter().any(|t| {
+                            c.split(';')
+                                .next()
+                                .is_some_and(|c| c.trim().eq_ignore_ascii_case(t))
+                        })
+                    }) {
                         run.issue(
                             Severity::Error,
                             "value",
@@ -518,7 +535,14 @@ impl<'q> Check<'q> {
     }
 
     /// A choice answer among the options, or in the answer value set.
-    fn option(&self, run: &mut Run<'_, '_>, qi: &'q Value, kind: &str, key: &str, val: &Value) -> bool {
+    fn option(
+        &self,
+        run: &mut Run<'_, '_>,
+        qi: &'q Value,
+        kind: &str,
+        key: &str,
+        val: &Value,
+    ) -> bool {
         let link = link_id(qi).unwrap_or("");
         let options: &[Value] = qi
             .get("answerOption")
@@ -545,9 +569,15 @@ impl<'q> Check<'q> {
                     Severity::Error,
                     "code-invalid",
                     if of_type.is_empty() {
-                        format!("item {link:?} offers no {} options, so this answer is not one of them", key.trim_start_matches("value"))
+                        format!(
+                            "item {link:?} offers no {} options, so this answer is not one of them",
+                            key.trim_start_matches("value")
+                        )
                     } else {
-                        format!("the answer {} is not one of the options of item {link:?}", describe(key, val))
+                        format!(
+                            "the answer {} is not one of the options of item {link:?}",
+                            describe(key, val)
+                        )
                     },
                 ),
             }
@@ -570,7 +600,9 @@ impl<'q> Check<'q> {
             run.issue(
                 Severity::Error,
                 "code-invalid",
-                format!("item {link:?} is a choice from a value set: answer with a Coding, not text"),
+                format!(
+                    "item {link:?} is a choice from a value set: answer with a Coding, not text"
+                ),
             );
         }
         false
@@ -630,7 +662,10 @@ impl<'q> Check<'q> {
             run.issue(
                 Severity::Error,
                 "code-invalid",
-                format!("the answer {} is not in the value set #{id} of item {link:?}", describe("valueCoding", val)),
+                format!(
+                    "the answer {} is not in the value set #{id} of item {link:?}",
+                    describe("valueCoding", val)
+                ),
             );
         }
     }
@@ -681,9 +716,9 @@ impl<'q> Check<'q> {
                 "=" => same_value(&vkey, got, want),
                 "!=" => !same_value(&vkey, got, want),
                 ">" | "<" | ">=" | "<=" => {
-                    let Some(o) = order::compare(kind, got, want).or_else(|| {
-                        (kind == "string").then(|| got.as_str().cmp(&want.as_str()))
-                    }) else {
+                    let Some(o) = order::compare(kind, got, want)
+                        .or_else(|| (kind == "string").then(|| got.as_str().cmp(&want.as_str())))
+                    else {
                         return false;
                     };
                     match op {

@@ -248,14 +248,12 @@ impl<'d, 'v> Run<'d, 'v> {
         let Some(Value::String(system)) = coding.get("system") else {
             return;
         };
-        let absolute = system
-            .split_once(':')
-            .is_some_and(|(scheme, _)| {
-                scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-                    && scheme
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-            });
+        let absolute = system.split_once(':').is_some_and(|(scheme, _)| {
+            scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        });
         let mark = self.path.len();
         self.path.push_str(".system");
         if !absolute {
@@ -1042,7 +1040,11 @@ impl<'d, 'v> Run<'d, 'v> {
                         format!(
                             "{} cannot be compared with the {} {}{by}: the units do not convert",
                             super::order::show(kind, val),
-                            if want == Ordering::Less { "minimum" } else { "maximum" },
+                            if want == Ordering::Less {
+                                "minimum"
+                            } else {
+                                "maximum"
+                            },
                             super::order::show(kind, bound)
                         ),
                     )

@@ -43,7 +43,11 @@ fn one_error(v: Value, location: &str, contains: &str) {
     let e = errs(&v);
     assert_eq!(e.len(), 1, "expected one error, got {e:#?}");
     assert_eq!(e[0].0, location, "{}", e[0].1);
-    assert!(e[0].1.contains(contains), "{:?} should mention {contains:?}", e[0].1);
+    assert!(
+        e[0].1.contains(contains),
+        "{:?} should mention {contains:?}",
+        e[0].1
+    );
 }
 
 #[track_caller]
@@ -130,7 +134,10 @@ fn required_items_and_repeats() {
     let items = json!([{"linkId": "a", "type": "string", "required": true},
                        {"linkId": "b", "type": "string"}]);
     one_error(
-        pair(items.clone(), json!([{"linkId": "b", "answer": [{"valueString": "x"}]}])),
+        pair(
+            items.clone(),
+            json!([{"linkId": "b", "answer": [{"valueString": "x"}]}]),
+        ),
         "QR",
         "required item with linkId \"a\"",
     );
@@ -141,7 +148,11 @@ fn required_items_and_repeats() {
         "required item with linkId \"a\"",
     );
     // in progress: a warning only
-    let v = pair_with(items, json!([{"linkId": "b", "answer": [{"valueString": "x"}]}]), "in-progress");
+    let v = pair_with(
+        items,
+        json!([{"linkId": "b", "answer": [{"valueString": "x"}]}]),
+        "in-progress",
+    );
     assert!(errs(&v).is_empty(), "{:#?}", errs(&v));
     assert!(issues(&v)
         .iter()
@@ -224,9 +235,15 @@ fn choice_answers_are_among_the_options() {
         "QR.item[0].answer[0].value.ofType(Coding)",
         "not one of the options",
     );
-    clean(pair(items.clone(), json!([{"linkId": "c", "answer": [{"valueString": "other"}]}])));
+    clean(pair(
+        items.clone(),
+        json!([{"linkId": "c", "answer": [{"valueString": "other"}]}]),
+    ));
     one_error(
-        pair(items, json!([{"linkId": "c", "answer": [{"valueString": "free"}]}])),
+        pair(
+            items,
+            json!([{"linkId": "c", "answer": [{"valueString": "free"}]}]),
+        ),
         "QR.item[0].answer[0].value.ofType(string)",
         "not one of the options",
     );
@@ -263,8 +280,9 @@ fn choice_answers_in_the_answer_value_set() {
         json!([{"linkId": "g", "answer": [{"valueCoding": {"system": "http://hl7.org/fhir/administrative-gender", "code": "woman"}}]}]),
     ));
     assert!(
-        e.iter().any(|(l, m)| l == "QR.item[0].answer[0].value.ofType(Coding)"
-            && m.contains("not in value set")),
+        e.iter()
+            .any(|(l, m)| l == "QR.item[0].answer[0].value.ofType(Coding)"
+                && m.contains("not in value set")),
         "{e:#?}"
     );
     clean(pair(
@@ -292,10 +310,16 @@ fn enable_when_disables_answers() {
         "disable",
     );
     // disabled and not answered: required does not apply
-    clean(pair(items.clone(), json!([{"linkId": "smoker", "answer": [{"valueBoolean": false}]}])));
+    clean(pair(
+        items.clone(),
+        json!([{"linkId": "smoker", "answer": [{"valueBoolean": false}]}]),
+    ));
     // enabled, so required applies
     one_error(
-        pair(items, json!([{"linkId": "smoker", "answer": [{"valueBoolean": true}]}])),
+        pair(
+            items,
+            json!([{"linkId": "smoker", "answer": [{"valueBoolean": true}]}]),
+        ),
         "QR",
         "\"perday\"",
     );
@@ -340,7 +364,10 @@ fn value_constraints_from_the_questionnaire() {
     ));
     assert_eq!(
         e.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>(),
-        ["QR.item[0].answer[0].value.ofType(date)", "QR.item[0].answer[2].value.ofType(date)"],
+        [
+            "QR.item[0].answer[0].value.ofType(date)",
+            "QR.item[0].answer[2].value.ofType(date)"
+        ],
         "{e:#?}"
     );
     one_error(
@@ -468,7 +495,10 @@ fn questionnaires_load_from_packages() {
         .filter(|i| i.severity <= fhir_core::fhir::outcome::Severity::Error)
         .filter_map(|i| i.expression)
         .collect();
-    assert_eq!(errs, ["QuestionnaireResponse.item[0].answer[0].value.ofType(integer)"]);
+    assert_eq!(
+        errs,
+        ["QuestionnaireResponse.item[0].answer[0].value.ofType(integer)"]
+    );
 }
 
 #[test]
@@ -489,7 +519,11 @@ fn que_12_as_corrected() {
             .any(|(l, m)| l == "Questionnaire.item[2]" && m.contains("que-12")),
         "{e:#?}"
     );
-    assert!(errors(&q(Some("all"))).is_empty(), "{:#?}", errors(&q(Some("all"))));
+    assert!(
+        errors(&q(Some("all"))).is_empty(),
+        "{:#?}",
+        errors(&q(Some("all")))
+    );
 }
 
 #[test]
@@ -504,7 +538,8 @@ fn coding_system_is_an_absolute_code_system_uri() {
     assert!(e[0].1.contains("absolute"), "{}", e[0].1);
     let e = errors(&obs("http://hl7.org/fhir/ValueSet/administrative-gender"));
     assert!(
-        e.iter().any(|(l, m)| l == "Observation.code.coding[0].system" && m.contains("value set")),
+        e.iter()
+            .any(|(l, m)| l == "Observation.code.coding[0].system" && m.contains("value set")),
         "{e:#?}"
     );
     assert!(errors(&obs("urn:oid:1.2.208.176.2.1")).is_empty());
@@ -542,9 +577,7 @@ fn periods_compare_a_date_with_a_date_time() {
 
 #[test]
 fn measure_reports_match_their_measure() {
-    let pop = |code: &str| {
-        json!({"code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/measure-population", "code": code}]}, "count": 1})
-    };
+    let pop = |code: &str| json!({"code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/measure-population", "code": code}]}, "count": 1});
     let report = |pops: Vec<Value>| {
         json!({"resourceType": "Bundle", "type": "collection", "entry": [
             {"fullUrl": "http://sektorbro.example/fhir/Measure/m",
@@ -565,8 +598,12 @@ fn measure_reports_match_their_measure() {
     );
     let e = errs(&report(vec![pop("initial-population"), pop("denominator")]));
     assert_eq!(e.len(), 2, "{e:#?}");
-    assert!(e.iter().any(|(l, m)| l == "QR.group[0].population[1]" && m.contains("not defined")));
-    assert!(e.iter().any(|(l, m)| l == "QR.group[0]" && m.contains("numerator")));
+    assert!(e
+        .iter()
+        .any(|(l, m)| l == "QR.group[0].population[1]" && m.contains("not defined")));
+    assert!(e
+        .iter()
+        .any(|(l, m)| l == "QR.group[0]" && m.contains("numerator")));
 }
 
 #[test]
@@ -583,8 +620,12 @@ fn profile_min_and_max_values() {
     };
     std::fs::write(
         dir.join("born.json"),
-        sd("born", "Patient", json!([{"id": "Patient.birthDate", "path": "Patient.birthDate",
-            "minValueDate": "1900-01-01", "maxValueDate": "2026-12-31"}]))
+        sd(
+            "born",
+            "Patient",
+            json!([{"id": "Patient.birthDate", "path": "Patient.birthDate",
+            "minValueDate": "1900-01-01", "maxValueDate": "2026-12-31"}]),
+        )
         .to_string(),
     )
     .expect("write");
@@ -606,17 +647,29 @@ fn profile_min_and_max_values() {
     let v = fhir_core::validation::Validator::with_packages(&[&dir]).expect("load");
     let _ = std::fs::remove_dir_all(&dir);
     let errs = |r: Value, p: &str| -> Vec<(String, String)> {
-        v.validate(&r, &[format!("http://sektorbro.example/fhir/StructureDefinition/{p}")])
-            .into_iter()
-            .filter(|i| i.severity <= fhir_core::fhir::outcome::Severity::Error)
-            .map(|i| (i.expression.unwrap_or_default(), i.diagnostics))
-            .collect()
+        v.validate(
+            &r,
+            &[format!(
+                "http://sektorbro.example/fhir/StructureDefinition/{p}"
+            )],
+        )
+        .into_iter()
+        .filter(|i| i.severity <= fhir_core::fhir::outcome::Severity::Error)
+        .map(|i| (i.expression.unwrap_or_default(), i.diagnostics))
+        .collect()
     };
-    let e = errs(json!({"resourceType": "Patient", "birthDate": "1899-12"}), "born");
+    let e = errs(
+        json!({"resourceType": "Patient", "birthDate": "1899-12"}),
+        "born",
+    );
     assert_eq!(e.len(), 1, "{e:#?}");
     assert_eq!(e[0].0, "Patient.birthDate");
     assert!(e[0].1.contains("less than the minimum"), "{}", e[0].1);
-    assert!(errs(json!({"resourceType": "Patient", "birthDate": "1948-03-01"}), "born").is_empty());
+    assert!(errs(
+        json!({"resourceType": "Patient", "birthDate": "1948-03-01"}),
+        "born"
+    )
+    .is_empty());
     let obs = |value: Value| {
         json!({"resourceType": "Observation", "status": "final",
                "code": {"text": "weight"}, "valueQuantity": value})
@@ -626,8 +679,14 @@ fn profile_min_and_max_values() {
     assert_eq!(e.len(), 1, "{e:#?}");
     assert_eq!(e[0].0, "Observation.value.ofType(Quantity)");
     assert!(errs(obs(g(299_000)), "weight").is_empty());
-    let e = errs(obs(json!({"value": 5, "system": "http://unitsofmeasure.org", "code": "m"})), "weight");
-    assert!(e.iter().any(|(_, m)| m.contains("do not convert")), "{e:#?}");
+    let e = errs(
+        obs(json!({"value": 5, "system": "http://unitsofmeasure.org", "code": "m"})),
+        "weight",
+    );
+    assert!(
+        e.iter().any(|(_, m)| m.contains("do not convert")),
+        "{e:#?}"
+    );
     let enc = |value: u64, code: &str| {
         json!({"resourceType": "Encounter", "status": "finished",
                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
