@@ -6,7 +6,6 @@
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
-use crate::api::response::ok_json;
 use crate::api::AppState;
 use crate::config::Config;
 use crate::error::FhirError;
@@ -66,7 +65,14 @@ pub fn configuration(config: &Config) -> Option<Value> {
 /// `GET /.well-known/smart-configuration` and `GET /fhir/.well-known/smart-configuration`.
 pub async fn configuration_handler(state: web::Data<AppState>) -> Result<HttpResponse, FhirError> {
     configuration(&state.config)
-        .map(|doc| ok_json(doc.to_string()))
+        // SMART's own JSON document, not a FHIR resource: `application/json` (SMART App Launch
+        // 2.x), so that clients parsing every `application/fhir+json` body as a resource do not
+        // choke on it.
+        .map(|doc| {
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .body(doc.to_string())
+        })
         .ok_or_else(|| {
             FhirError::not_found(
                 "SMART discovery is not configured: set token_endpoint on an [[auth.issuers]] entry \

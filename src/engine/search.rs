@@ -230,7 +230,9 @@ impl Engine {
         let mut links =
             vec![json!({"relation": "self", "url": link(base, &q.rtype, &self_params)})];
 
-        if q.summary == Summary::Count {
+        // R4: `_count=0` is treated as `_summary=count` (the total, no entries, no paging links;
+        // fhirpy's count() sends it). Paged, it would answer empty pages with next links forever.
+        if q.summary == Summary::Count || q.count == 0 {
             head["total"] = json!(self.store().count(q, &vis).await?);
             head["link"] = json!(links);
             return rest_of(bundle_json::write(head, self.outcome_entry(q)));

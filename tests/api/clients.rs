@@ -1,6 +1,7 @@
 //! Requests exactly as the FHIR clients vendors and municipalities use send them (issue 16):
 //! HAPI's conditional create forms, `_elements`/`_summary` on reads and searches, and fhirpy's
-//! `get_or_create`, which posts its criteria as a query string.
+//! `get_or_create`, which posts its criteria as a query string; SMART discovery's media type,
+//! which the client scenario (tests/clients) found.
 
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{json, Value};
@@ -313,7 +314,42 @@ async fn conditional_delete_single_match(app: TestApp) {
     assert_eq!(gone.status().as_u16(), 410);
 }
 
+/// SMART discovery is SMART's JSON document, not a FHIR resource, so it is `application/json`:
+/// fhirclient's strict models (tests/clients) refused it as an `application/fhir+json` body
+/// without a `resourceType`. FHIR answers stay `application/fhir+json`.
+async fn smart_configuration_is_plain_json(app: TestApp) {
+    for url in [
+        format!("{}/.well-known/smart-configuration", app.addr),
+        app.url(".well-known/smart-configuration"),
+    ] {
+        let res = reqwest::get(&url).await.expect("request");
+        assert_eq!(res.status().as_u16(), 200, "{url}");
+        assert_eq!(res.headers()[CONTENT_TYPE], "application/json", "{url}");
+        let doc: Value = res.json().await.expect("JSON");
+        assert!(doc.get("resourceType").is_none());
+    }
+    let cs = reqwest::get(app.url("metadata")).await.expect("request");
+    let media = cs.headers()[CONTENT_TYPE].to_str().expect("ascii");
+    assert!(media.starts_with("application/fhir+json"), "{media}");
+}
+
+/// `_count=0` is `_summary=count` (R4 search, "_count"), which fhirpy's `count()` relies on: the
+/// total, no entries and no next link (paged, it answered empty pages with next links forever).
+async fn count_zero_is_the_total(app: TestApp) {
+    app.create(&patient()).await;
+    app.create(&patient()).await;
+    let bundle = app
+        .get_json(&format!("Patient?identifier={IDENTIFIER}&_count=0"), 200)
+        .await;
+    assert_eq!(bundle["total"], 2, "{bundle}");
+    assert!(bundle.get("entry").is_none(), "{bundle}");
+    let links = bundle["link"].as_array().expect("links");
+    assert!(links.iter().all(|l| l["relation"] != "next"), "{bundle}");
+}
+
 on_both_backends!(
+    count_zero_is_the_total,
+    smart_configuration_is_plain_json,
     conditional_delete_single_match,
     json_patch_updates_atomically,
     hapi_conditional_create_forms_match,

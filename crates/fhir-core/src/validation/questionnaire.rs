@@ -584,8 +584,8 @@ impl<'q> Check<'q> {
             return false;
         }
         if let (Some(vs), "valueCoding") = (qi.get("answerValueSet").and_then(Value::as_str), key) {
-            if vs.starts_with('#') {
-                self.contained_value_set(run, &vs[1..], link, val);
+            if let Some(local) = vs.strip_prefix('#') {
+                self.contained_value_set(run, local, link, val);
                 return false;
             }
             if val.get("code").is_none() && kind == "open-choice" {
