@@ -25,6 +25,7 @@ pub struct Config {
     pub forwarding: ForwardingConfig,
     pub audit: AuditConfig,
     pub auth: AuthnConfig,
+    pub console: ConsoleConfig,
     pub bulk: BulkConfig,
 }
 
@@ -158,6 +159,21 @@ impl std::fmt::Debug for DevClientConfig {
             .field("token", &self.token.as_ref().map(|_| "***"))
             .finish()
     }
+}
+
+/// The web console at `/console` (`src/api/console/`, docs/console.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Serve the console at all (off: `/console` answers 404).
+    pub enabled: bool,
+    /// Minutes a sign-in lasts (the session cookie's lifetime; at most the token's own).
+    pub session_minutes: u64,
+    /// The key that signs session cookies (32+ characters), the same on every instance behind
+    /// one address; empty: a random key per process (sessions end when it restarts).
+    pub session_key: String,
+    /// The Flows page's target line for the 24-hour discharge rate, 0 to 1.
+    pub discharge_target: f64,
 }
 
 /// The audit trail (`src/audit/`, docs/audit.md): a compact row per attempt; a write's row in the
@@ -677,6 +693,24 @@ impl Config {
             ));
         }
         self.check_auth()?;
+        let c = &self.console;
+        if c.session_minutes == 0 || c.session_minutes > 24 * 60 {
+            return Err(ConfigError::Invalid(
+                "console.session_minutes must be from 1 to 1440".into(),
+            ));
+        }
+        if !c.session_key.is_empty() && c.session_key.len() < 32 {
+            return Err(ConfigError::Invalid(
+                "console.session_key must be empty (a random key per process) or 32+ characters"
+                    .into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&c.discharge_target) {
+            return Err(ConfigError::Invalid(format!(
+                "console.discharge_target must be from 0 to 1, got {}",
+                c.discharge_target
+            )));
+        }
         if !matches!(self.log.format.as_str(), "json" | "text") {
             return Err(ConfigError::Invalid(format!(
                 "log.format must be \"json\" or \"text\", got {:?}",

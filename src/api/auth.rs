@@ -91,7 +91,7 @@ pub fn recognized(auth: &Authenticator, req: &ServiceRequest) -> bool {
 }
 
 /// Loopback only when the connection is, and no trusted proxy on it relays someone else.
-fn peer_is_loopback(req: &ServiceRequest) -> bool {
+pub(crate) fn peer_is_loopback(req: &ServiceRequest) -> bool {
     req.peer_addr().is_some_and(|a| a.ip().is_loopback())
         && req
             .app_data::<actix_web::web::Data<super::AppState>>()

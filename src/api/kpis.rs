@@ -12,7 +12,8 @@ use crate::api::context::RequestContext;
 use crate::api::AppState;
 use crate::error::FhirError;
 use crate::municipal::vocab;
-use crate::store::kpis::KpiQuery;
+use crate::store::hospital_events::HospitalEvent;
+use crate::store::kpis::{KpiQuery, KpiRows};
 use fhir_core::fhir::outcome::Issue;
 
 struct Request {
@@ -24,7 +25,7 @@ struct Request {
 }
 
 /// A calendar date `YYYY-MM-DD`: its first millisecond (UTC).
-fn day(s: &str) -> Option<i64> {
+pub(crate) fn day(s: &str) -> Option<i64> {
     if s.len() != 10 {
         return None;
     }
@@ -84,28 +85,62 @@ pub async fn kpis(
 ) -> Result<HttpResponse, FhirError> {
     let req = request(&ctx)?;
     super::reports::permit(&state, &ctx, &req.municipality).await?;
+    let body = figures(
+        &state,
+        &ctx,
+        &req.municipality,
+        (&req.from, req.from_ms),
+        (&req.to, req.to_ms),
+    )
+    .await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body.to_string()))
+}
+
+/// The KPI body of a municipality over `[from, to)` (each a date and its first millisecond),
+/// under the caller's tenancy. The caller has passed `reports::permit` for the municipality;
+/// `$evaluate-measure` and the console's Flows page answer from this too.
+pub(crate) async fn figures(
+    state: &AppState,
+    ctx: &RequestContext,
+    municipality: &str,
+    (from, from_ms): (&str, i64),
+    (to, to_ms): (&str, i64),
+) -> Result<serde_json::Value, FhirError> {
+    let (rows, events) = rows(state, ctx, municipality, from_ms, to_ms).await?;
+    Ok(crate::report::kpis::body(
+        municipality,
+        from,
+        to,
+        &rows,
+        &events,
+        from_ms,
+        to_ms,
+        chrono::Utc::now().timestamp_millis(),
+    ))
+}
+
+/// What the figures are computed from: the store's KPI rows of the municipality over
+/// `[from_ms, to_ms)` under the caller's tenancy, and the hospital events of the active courses'
+/// citizens.
+pub(crate) async fn rows(
+    state: &AppState,
+    ctx: &RequestContext,
+    municipality: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<(KpiRows, Vec<HospitalEvent>), FhirError> {
     let store = state.engine.store();
     let vis = ctx.access.readable();
     let q = KpiQuery {
-        record_system: vocab::record_system(&req.municipality),
+        record_system: vocab::record_system(municipality),
         cpr_system: vocab::CPR.to_string(),
-        from_ms: req.from_ms,
-        to_ms: req.to_ms,
+        from_ms,
+        to_ms,
     };
     let rows = store.kpi_rows(&q, &vis).await?;
     let citizens = crate::report::kpis::citizen_keys(&rows.courses);
     let events = store.hospital_events_of(&citizens).await?;
-    let body = crate::report::kpis::body(
-        &req.municipality,
-        &req.from,
-        &req.to,
-        &rows,
-        &events,
-        req.from_ms,
-        req.to_ms,
-        chrono::Utc::now().timestamp_millis(),
-    );
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(body.to_string()))
+    Ok((rows, events))
 }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod console;
 pub mod context;
 pub mod fhir;
 pub mod health;
@@ -162,7 +163,16 @@ pub async fn observe(
             }
         }
         if refusal.is_none() && !open {
-            match auth::authenticate(&state.auth, &req).await {
+            // Console pages: the session cookie, never a bearer token (and the cookie nowhere
+            // else, so no API request is made with a browser's ambient credentials).
+            let console_page = route.starts_with("/console/");
+            let who = if console_page {
+                console::session_caller(state, req.headers(), auth::peer_is_loopback(&req))
+                    .ok_or(crate::auth::AuthError::Missing)
+            } else {
+                auth::authenticate(&state.auth, &req).await
+            };
+            match who {
                 Ok(caller) => {
                     if charged_peer {
                         state.limits.authenticated(&peer);
@@ -174,6 +184,7 @@ pub async fn observe(
                     }
                     auth::attach(&req, caller);
                 }
+                Err(_) if console_page => refusal = Some(console::to_sign_in()),
                 Err(e) => {
                     span.in_scope(|| tracing::info!(reason = %e, "authentication refused"));
                     refusal = Some(auth::refused(&e));
@@ -336,6 +347,8 @@ mod tests {
             "/fhir/Patient/p1",
             "/fhir/Patient/p1/_history",
             "/fhir/Patient/p1/$share",
+            "/fhir/Measure/kpi-goal-attainment/$evaluate-measure",
+            "/fhir/Patient/p1/$evaluate-measure",
             "/fhir/Patient/p1/_history/2",
             "/.well-known/smart-configuration",
             "/fhir/.well-known/smart-configuration",
@@ -362,6 +375,11 @@ mod tests {
             "/municipal/v1/discharge-notes",
             "/municipal/v1/reports/kl-gateway",
             "/municipal/v1/kpis",
+            "/console",
+            "/console/flows",
+            "/console/static/console.css",
+            "/console/outbox/m-1/retry",
+            "/console/x",
         ] {
             let req = test::TestRequest::get().uri(path).to_request();
             let body = test::call_and_read_body(&app, req).await;

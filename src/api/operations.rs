@@ -10,9 +10,9 @@ use actix_web::http::Method;
 use actix_web::{web, Route};
 
 use super::fhir::{
-    bulk, bundle, crud, history, metadata, process_message, search, share, validate,
+    bulk, bundle, crud, history, measure, metadata, process_message, search, share, validate,
 };
-use super::{admin, health, kpis, municipal, reports, smart};
+use super::{admin, console, health, kpis, municipal, reports, smart};
 use crate::audit::Interaction;
 
 /// Who may call a route.
@@ -116,6 +116,8 @@ pub const VALIDATE: &str = "http://hl7.org/fhir/OperationDefinition/Resource-val
 pub const PROCESS_MESSAGE: &str =
     "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message";
 pub const PATIENT_SHARE: &str = "http://sektorbro.dk/fhir/OperationDefinition/Patient-share";
+pub const EVALUATE_MEASURE: &str =
+    "http://hl7.org/fhir/OperationDefinition/Measure-evaluate-measure";
 
 macro_rules! op {
     ($method:ident $route:literal => $handler:path, $caller:ident, $audit:expr, $cap:expr) => {
@@ -155,6 +157,20 @@ pub fn table() -> &'static [Operation] {
             op!(POST "/municipal/v1/discharge-notes" => municipal::post_discharge_note, Client, A::DischargeNotePost, C::None),
             op!(GET "/municipal/v1/reports/kl-gateway" => reports::kl_gateway, Client, A::Operation("kl-gateway-report"), C::None),
             op!(GET "/municipal/v1/kpis" => kpis::kpis, Client, A::Operation("kpis"), C::None),
+            // The console (`api/console/`): its own sign-in and files are open; its pages take the
+            // session cookie instead of a bearer token (`api::observe`).
+            op!(GET "/console" => console::index, Open, A::Not, C::None),
+            op!(GET "/console/static/{file}" => console::asset, Open, A::Not, C::None),
+            op!(GET "/console/language" => console::language, Open, A::Not, C::None),
+            op!(GET "/console/sign-in" => console::sign_in_form, Open, A::Not, C::None),
+            op!(POST "/console/sign-in" => console::sign_in, Open, A::Not, C::None),
+            op!(POST "/console/sign-out" => console::sign_out, Open, A::Not, C::None),
+            op!(GET "/console/flows" => console::flows, Client, A::Operation("console-flows"), C::None),
+            op!(GET "/console/outbox" => console::outbox, Client, A::Operation("console-outbox"), C::None),
+            op!(POST "/console/outbox/{message_id}/retry" => console::outbox_retry, Client, A::Admin("post outbox/{message_id}/retry"), C::None),
+            op!(POST "/console/outbox/{message_id}/discard" => console::outbox_discard, Client, A::Admin("post outbox/{message_id}/discard"), C::None),
+            op!(GET "/console/system" => console::system, Client, A::Operation("console-system"), C::None),
+            op!(GET "/console/audit" => console::audit, Client, A::Operation("console-audit"), C::None),
             op!(GET "/fhir/metadata" => metadata::metadata, Open, A::Not, C::None),
             op!(GET "/fhir/.well-known/smart-configuration" => smart::configuration_handler, Open, A::Not, C::None),
             op!(POST "/fhir" => bundle::transaction_or_batch, Client, A::TransactionOrBatch, C::System(&["transaction", "batch"])),
@@ -176,6 +192,8 @@ pub fn table() -> &'static [Operation] {
                 C::TypeOperation { name: "export", definition: crate::bulk::GROUP_EXPORT, types: Some(&["Group"]) }),
             op!(POST "/fhir/{type}/$validate" => validate::by_type, Client, A::Operation("validate"),
                 C::TypeOperation { name: "validate", definition: VALIDATE, types: None }),
+            op!(GET "/fhir/Measure/{id}/$evaluate-measure" => measure::evaluate, Client, A::Operation("evaluate-measure"),
+                C::TypeOperation { name: "evaluate-measure", definition: EVALUATE_MEASURE, types: Some(&["Measure"]) }),
             op!(GET "/fhir/{type}" => search::search, Client, A::SearchType, C::Type("search-type")),
             op!(POST "/fhir/{type}" => crud::create, Client, A::Create, C::Type("create")),
             op!(PUT "/fhir/{type}" => crud::conditional_update, Client, A::Update, C::None),

@@ -56,6 +56,16 @@ pub struct Submitted {
     pub stored: Option<String>,
 }
 
+/// A destination as the console shows it ([`Forwarder::overview`]).
+#[derive(Debug, Clone)]
+pub struct DestinationState {
+    pub id: String,
+    /// 0 closed, 1 open, 2 half-open (this instance's breaker).
+    pub breaker: u8,
+    /// Jobs by status.
+    pub jobs: Vec<(JobStatus, i64)>,
+}
+
 /// One configured destination and its delivery state on this instance.
 pub struct Destination {
     pub config: DestinationConfig,
@@ -509,6 +519,34 @@ impl Forwarder {
             d.wake.notify_waiters();
         }
         Ok(self.job(message_id, Some(&job.sender)).await?.0)
+    }
+
+    /// Each configured destination (in configuration order) with its circuit breaker on this
+    /// instance (0 closed, 1 open, 2 half-open) and its outbox jobs by status, counted in the
+    /// database (so every instance shows the same counts): the console's Outbox page.
+    pub async fn overview(&self) -> Result<Vec<DestinationState>, FhirError> {
+        let counts = self.store().outbox_counts().await?;
+        let mut out: Vec<DestinationState> = self
+            .destinations
+            .iter()
+            .map(|d| DestinationState {
+                id: d.config.id.clone(),
+                breaker: d.breaker.gauge(),
+                jobs: Vec::new(),
+            })
+            .collect();
+        for (destination, status, n) in counts {
+            match out.iter_mut().find(|d| d.id == destination) {
+                Some(d) => d.jobs.push((status, n)),
+                // Jobs of a destination no longer configured.
+                None => out.push(DestinationState {
+                    id: destination,
+                    breaker: 0,
+                    jobs: vec![(status, n)],
+                }),
+            }
+        }
+        Ok(out)
     }
 
     /// Registers the forwarding series: the counters and the delivery histogram, and a collector

@@ -4,6 +4,7 @@ pub mod bulk;
 pub mod bundle;
 pub mod crud;
 pub mod history;
+pub mod measure;
 pub mod metadata;
 pub mod process_message;
 pub mod search;
