@@ -91,7 +91,7 @@ fn bundle(n: usize) -> String {
         let id = format!("wl-o{o}-{n}");
         entries.push(entry(
             format!(
-                r#"{{"resourceType":"Observation","id":"{id}","status":"final","code":{{"coding":[{{"system":"http://loinc.org","code":"8867-4","display":"Heart rate"}}]}},"subject":{subject},"effectiveDateTime":"2026-02-0{o}T10:00:00+01:00","valueQuantity":{{"value":{v},"unit":"/min","system":"http://unitsofmeasure.org","code":"/min"}}}}"#,
+                r#"{{"resourceType":"Observation","id":"{id}","status":"final","category":[{{"coding":[{{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}}]}}],"code":{{"coding":[{{"system":"http://loinc.org","code":"8867-4","display":"Heart rate"}}]}},"subject":{subject},"effectiveDateTime":"2026-02-0{o}T10:00:00+01:00","valueQuantity":{{"value":{v},"unit":"/min","system":"http://unitsofmeasure.org","code":"/min"}}}}"#,
                 v = 60 + n % 40
             ),
             "Observation",

@@ -64,7 +64,7 @@ cat > "$WORK/create.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/fhir+json"
 wrk.headers["Authorization"] = "Bearer loadtest-development-token-0123456789"
-wrk.body = '{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},"subject":{"reference":"Patient/x"},"valueQuantity":{"value":72,"unit":"/min"}}'
+wrk.body = '{"resourceType":"Observation","status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}]}],"code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},"subject":{"reference":"Patient/x"},"effectiveDateTime":"2026-12-01T10:00:00+01:00","valueQuantity":{"value":72,"unit":"/min","system":"http://unitsofmeasure.org","code":"/min"}}'
 LUA
 
 run() { # name url [script]

@@ -40,7 +40,8 @@ function request()
     return wrk.format("GET", "/fhir/CarePlan?patient.identifier=urn:oid:1.2.208.176.1.2%7C" .. cpr(n))
   elseif r <= 95 then
     return wrk.format("POST", "/fhir/Observation", write_headers,
-      '{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},'
+      '{"resourceType":"Observation","status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}]}],'
+      .. '"code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},"effectiveDateTime":"2026-12-03T10:00:00+01:00",'
       .. '"subject":{"reference":"Patient/wl-p-' .. n .. '"},"valueQuantity":{"value":' .. (60 + r % 40)
       .. ',"unit":"/min","system":"http://unitsofmeasure.org","code":"/min"}}')
   else

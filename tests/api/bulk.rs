@@ -84,8 +84,8 @@ async fn seed(app: &TestApp) {
     let haderslev = token("haderslev", ALL);
     put(app, &kolding, patient("k1")).await;
     put(app, &kolding, patient("k2")).await;
-    put(app, &kolding, observation("ko1", "k1", "8867-4")).await;
-    put(app, &kolding, observation("ko2", "k2", "8310-5")).await;
+    put(app, &kolding, observation("ko1", "k1", "2339-0")).await;
+    put(app, &kolding, observation("ko2", "k2", "718-7")).await;
     put(
         app,
         &kolding,
@@ -94,7 +94,7 @@ async fn seed(app: &TestApp) {
     )
     .await;
     put(app, &haderslev, patient("h1")).await;
-    put(app, &haderslev, observation("ho1", "h1", "8867-4")).await;
+    put(app, &haderslev, observation("ho1", "h1", "2339-0")).await;
 }
 
 /// Kick off `path` as `tok` and return the status URL.
@@ -325,7 +325,7 @@ async fn patient_and_group_exports_hold_compartments(db: Db) {
     // _typeFilter and _since.
     let url = kick_off(
         &app,
-        "$export?_type=Observation&_typeFilter=Observation%3Fcode%3Dhttp%3A%2F%2Floinc.org%7C8310-5",
+        "$export?_type=Observation&_typeFilter=Observation%3Fcode%3Dhttp%3A%2F%2Floinc.org%7C718-7",
         &kolding,
     )
     .await;
@@ -337,7 +337,7 @@ async fn patient_and_group_exports_hold_compartments(db: Db) {
     tokio::time::sleep(Duration::from_millis(20)).await;
     let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     tokio::time::sleep(Duration::from_millis(20)).await;
-    put(&app, &kolding, observation("ko3", "k2", "8867-4")).await;
+    put(&app, &kolding, observation("ko3", "k2", "2345-7")).await;
     let url = kick_off(
         &app,
         &format!(

@@ -1095,10 +1095,44 @@ pub async fn audit(
         let main = html! { (form) p.error role="alert" { (l.t("Et CPR-nummer har ti cifre.", "A CPR number has ten digits.")) } };
         return framed(&state, &req, Some(&ctx), title, Nav::Audit, 400, main);
     }
+    // The audit trail stores the citizen as a Patient reference: find the citizen's Patient
+    // resources first (AuditEvent search takes no chains), then their events.
+    let patients = match state
+        .engine
+        .search_request(
+            &ctx.access,
+            "Patient",
+            &[
+                ("identifier".to_string(), format!("{}|{cpr}", vocab::CPR)),
+                ("_elements".to_string(), "id".to_string()),
+            ],
+            false,
+            &ctx.base,
+        )
+        .await
+    {
+        Ok(b) => b,
+        Err(e) => return error_page(&state, &req, &ctx, &e),
+    };
+    let patients: Value = serde_json::from_str(&patients).unwrap_or(Value::Null);
+    let refs: Vec<String> = patients["entry"]
+        .as_array()
+        .map(|es| {
+            es.iter()
+                .filter_map(|e| e.pointer("/resource/id").and_then(Value::as_str))
+                .map(|id| format!("Patient/{id}"))
+                .collect()
+        })
+        .unwrap_or_default();
     let pairs = vec![
         (
-            "patient.identifier".to_string(),
-            format!("{}|{cpr}", vocab::CPR),
+            "patient".to_string(),
+            if refs.is_empty() {
+                // No such citizen here: a reference that matches nothing.
+                "Patient/none".to_string()
+            } else {
+                refs.join(",")
+            },
         ),
         ("_sort".to_string(), "-date".to_string()),
         ("_count".to_string(), "100".to_string()),
