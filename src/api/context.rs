@@ -158,6 +158,8 @@ fn check_format(req: &HttpRequest, query: &[(String, String)]) -> Result<(), Fhi
     let Some(accept) = req.headers().get("accept").and_then(|v| v.to_str().ok()) else {
         return Ok(());
     };
+    // A Bulk Data file is NDJSON, and the IG lets clients ask for it by that name.
+    let ndjson = req.path().starts_with("/fhir/$export-file/");
     let acceptable = accept.split(',').any(|range| {
         let media = range.split(';').next().unwrap_or("").trim();
         matches!(
@@ -167,7 +169,7 @@ fn check_format(req: &HttpRequest, query: &[(String, String)]) -> Result<(), Fhi
                 | "application/json"
                 | "application/fhir+json"
                 | "application/json+fhir"
-        )
+        ) || (ndjson && matches!(media, "application/fhir+ndjson" | "application/ndjson"))
     });
     if acceptable {
         Ok(())

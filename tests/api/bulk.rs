@@ -146,14 +146,15 @@ async fn manifest(app: &TestApp, status_url: &str, tok: &str) -> Value {
 async fn downloaded(app: &TestApp, m: &Value, tok: &str) -> BTreeSet<(String, String)> {
     let mut out = BTreeSet::new();
     for o in m["output"].as_array().unwrap() {
-        let res = send(
-            app,
-            reqwest::Method::GET,
-            o["url"].as_str().unwrap(),
-            tok,
-            None,
-        )
-        .await;
+        // Asked for by its own media type, as Bulk Data clients do.
+        let res = app
+            .client
+            .get(o["url"].as_str().unwrap())
+            .bearer_auth(tok)
+            .header("accept", "application/fhir+ndjson")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status().as_u16(), 200);
         assert_eq!(res.headers()["content-type"], "application/fhir+ndjson");
         let text = res.text().await.unwrap();
