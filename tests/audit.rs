@@ -36,9 +36,12 @@ async fn engine(postgres: bool) -> Option<(Arc<Engine>, Option<tempfile::TempDir
         .await
         .expect("open store");
     let engine = Arc::new(Engine::new(store, config.search));
-    URLS.lock()
-        .expect("urls")
-        .push((Arc::as_ptr(&engine) as usize, url));
+    // A finished test's engine may have had the same address: its entry goes.
+    let key = Arc::as_ptr(&engine) as usize;
+    let mut urls = URLS.lock().expect("urls");
+    urls.retain(|(k, _)| *k != key);
+    urls.push((key, url));
+    drop(urls);
     Some((engine, dir))
 }
 
