@@ -25,7 +25,7 @@ struct Request {
 }
 
 /// A calendar date `YYYY-MM-DD`: its first millisecond (UTC).
-pub(crate) fn day(s: &str) -> Option<i64> {
+fn day(s: &str) -> Option<i64> {
     if s.len() != 10 {
         return None;
     }
@@ -33,13 +33,14 @@ pub(crate) fn day(s: &str) -> Option<i64> {
     Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
 }
 
-/// The query, every problem reported at once.
-fn request(ctx: &RequestContext) -> Result<Request, FhirError> {
-    let get = |k: &str| super::reports::param(ctx, k);
-    let mut issues = Vec::new();
-    let municipality =
-        super::reports::municipality_param(ctx, &["municipality", "from", "to"], &mut issues);
-    let mut date = |name: &str| match get(name) {
+/// The required date parameter `name` (`2026-01-01`) and its first millisecond (UTC); a missing
+/// or malformed one is reported in `issues`. Shared with `$evaluate-measure`.
+pub(crate) fn date_param(
+    ctx: &RequestContext,
+    name: &str,
+    issues: &mut Vec<Issue>,
+) -> Option<(String, i64)> {
+    match super::reports::param(ctx, name) {
         Some(s) => match day(s) {
             Some(ms) => Some((s.to_string(), ms)),
             None => {
@@ -57,9 +58,16 @@ fn request(ctx: &RequestContext) -> Result<Request, FhirError> {
             issues.push(Issue::error("required", format!("{name} (a date) is required")).at(name));
             None
         }
-    };
-    let from = date("from");
-    let to = date("to");
+    }
+}
+
+/// The query, every problem reported at once.
+fn request(ctx: &RequestContext) -> Result<Request, FhirError> {
+    let mut issues = Vec::new();
+    let municipality =
+        super::reports::municipality_param(ctx, &["municipality", "from", "to"], &mut issues);
+    let from = date_param(ctx, "from", &mut issues);
+    let to = date_param(ctx, "to", &mut issues);
     if let (Some((_, f)), Some((_, t))) = (&from, &to) {
         if f >= t {
             issues.push(Issue::error("value", "to must be after from").at("to"));

@@ -40,27 +40,8 @@ fn request(ctx: &RequestContext) -> Result<Request, FhirError> {
         }
     }
     let get = |k: &str| super::super::reports::param(ctx, k);
-    let mut date = |name: &str| match get(name) {
-        Some(s) => match super::super::kpis::day(s) {
-            Some(ms) => Some((s.to_string(), ms)),
-            None => {
-                issues.push(
-                    Issue::error(
-                        "value",
-                        format!("{name} must be a date (2026-01-01), got {s:?}"),
-                    )
-                    .at(name),
-                );
-                None
-            }
-        },
-        None => {
-            issues.push(Issue::error("required", format!("{name} (a date) is required")).at(name));
-            None
-        }
-    };
-    let start = date("periodStart");
-    let end = date("periodEnd");
+    let start = super::super::kpis::date_param(ctx, "periodStart", &mut issues);
+    let end = super::super::kpis::date_param(ctx, "periodEnd", &mut issues);
     if let (Some((_, s)), Some((_, e))) = (&start, &end) {
         if e < s {
             issues.push(
