@@ -15,10 +15,17 @@ pub async fn healthz() -> HttpResponse {
 /// out whether space was freed: readiness must not wait for a write that it keeps away.
 const DISK_FULL_UNREADY_MS: i64 = 30_000;
 
+/// Whether this instance should take traffic, and why not.
+pub(crate) enum Readiness {
+    Ready,
+    /// Ready, but with something an operator should see (the disk was full a while ago).
+    ReadyWithWarning(String),
+    Unavailable(String),
+}
+
 /// Ready to serve FHIR: the database answers, and its disk did not refuse a write in the last
-/// 30 s. 503 otherwise, so a load balancer stops routing here.
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let backend = state.engine.store().backend().name();
+/// 30 s. `/readyz` and the console's System page both ask this.
+pub(crate) async fn readiness(state: &AppState) -> Readiness {
     if let Some(at) = state.engine.store().disk_full_at_ms() {
         let since = fhir_core::fhir::instant(at);
         let error = format!(
@@ -27,19 +34,31 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         );
         tracing::warn!(%error, "readiness check");
         if chrono::Utc::now().timestamp_millis() - at < DISK_FULL_UNREADY_MS {
-            return HttpResponse::ServiceUnavailable()
-                .json(json!({"status": "unavailable", "database": backend, "error": error}));
+            return Readiness::Unavailable(error);
         }
-        return HttpResponse::Ok()
-            .json(json!({"status": "ready", "database": backend, "warning": error}));
+        return Readiness::ReadyWithWarning(error);
     }
     match state.engine.store().ping().await {
-        Ok(()) => HttpResponse::Ok().json(json!({"status": "ready", "database": backend})),
+        Ok(()) => Readiness::Ready,
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            HttpResponse::ServiceUnavailable()
-                .json(json!({"status": "unavailable", "database": backend, "error": "database unreachable"}))
+            Readiness::Unavailable("database unreachable".to_string())
         }
+    }
+}
+
+/// `/readyz`: 200 when [`readiness`] says ready, 503 otherwise, so a load balancer stops routing
+/// here.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let backend = state.engine.store().backend().name();
+    match readiness(&state).await {
+        Readiness::Ready => {
+            HttpResponse::Ok().json(json!({"status": "ready", "database": backend}))
+        }
+        Readiness::ReadyWithWarning(warning) => HttpResponse::Ok()
+            .json(json!({"status": "ready", "database": backend, "warning": warning})),
+        Readiness::Unavailable(error) => HttpResponse::ServiceUnavailable()
+            .json(json!({"status": "unavailable", "database": backend, "error": error})),
     }
 }
 

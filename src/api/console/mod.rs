@@ -957,7 +957,10 @@ pub async fn system(
     }
     let l = lang(&req);
     let store = state.engine.store();
-    let ready = store.ping().await.is_ok() && store.disk_full_at_ms().is_none();
+    let ready = !matches!(
+        super::health::readiness(&state).await,
+        super::health::Readiness::Unavailable(_)
+    );
     state.forwarder.count_outbox_jobs().await;
     let text = state.metrics.render();
     let all = samples(&text);
