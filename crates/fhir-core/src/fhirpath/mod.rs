@@ -22,7 +22,7 @@ mod parser;
 mod quantity;
 mod reads;
 mod share;
-mod temporal;
+pub(crate) mod temporal;
 mod value;
 
 use std::collections::HashMap;

@@ -7,6 +7,8 @@ use std::cmp::Ordering;
 
 use serde_json::Value;
 
+use crate::fhirpath::temporal::{civil_from_days, days_from_civil};
+
 /// A date, dateTime or instant split into its parts; `seconds` holds the time of day in
 /// seconds (with its fraction) shifted to UTC when a time zone is given.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,29 +80,6 @@ fn clock_seconds(c: &str) -> Option<f64> {
         None => 0.0,
     };
     Some((h * 3600 + m * 60) as f64 + s)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// Compare two dates, dateTimes or instants. `None` when either does not parse, or when they
