@@ -903,19 +903,8 @@ impl<'d, 'v> Run<'d, 'v> {
                     for url in &t.profiles {
                         match self.v.defs.profile(url) {
                             Some(p) => {
-                                let before = std::mem::take(&mut self.issues);
-                                self.profile_root(val, obj, p, &t.code);
-                                let found = std::mem::replace(&mut self.issues, before);
-                                let errors = found
-                                    .iter()
-                                    .filter(|i| i.severity <= Severity::Error)
-                                    .count();
-                                if errors == 0 {
-                                    best = Some(found);
+                                if self.one_of_profiles(val, obj, p, &t.code, &mut best) {
                                     break;
-                                }
-                                if best.as_ref().is_none_or(|b| b.len() > found.len()) {
-                                    best = Some(found);
                                 }
                             }
                             None => self.warning(
@@ -1036,6 +1025,27 @@ impl<'d, 'v> Run<'d, 'v> {
 
     /// A profile pass over `val` from the root of profile `p`: its root invariants, then its
     /// elements.
+    /// One of several profiles of which conforming to any one is enough: validates against `p`
+    /// aside, and keeps its findings in `best` when it conforms (then true: stop trying) or when
+    /// they are fewer than the closest so far.
+    fn one_of_profiles(
+        &mut self,
+        val: &'v Value,
+        obj: &'v Map<String, Value>,
+        p: &'d Profile,
+        type_code: &str,
+        best: &mut Option<Vec<Issue>>,
+    ) -> bool {
+        let before = std::mem::take(&mut self.issues);
+        self.profile_root(val, obj, p, type_code);
+        let found = std::mem::replace(&mut self.issues, before);
+        let conforms = !found.iter().any(|i| i.severity <= Severity::Error);
+        if conforms || best.as_ref().is_none_or(|b| b.len() > found.len()) {
+            *best = Some(found);
+        }
+        conforms
+    }
+
     fn profile_root(
         &mut self,
         val: &'v Value,
@@ -1476,19 +1486,8 @@ impl<'d, 'v> Run<'d, 'v> {
         // Conforming to any one of them is enough; report the closest when none fits.
         let mut best: Option<Vec<Issue>> = None;
         for p in profiles {
-            let before = std::mem::take(&mut self.issues);
-            self.profile_root(val, obj, p, rtype);
-            let found = std::mem::replace(&mut self.issues, before);
-            let errors = found
-                .iter()
-                .filter(|i| i.severity <= Severity::Error)
-                .count();
-            if errors == 0 {
-                best = Some(found);
+            if self.one_of_profiles(val, obj, p, rtype, &mut best) {
                 break;
-            }
-            if best.as_ref().is_none_or(|b| b.len() > found.len()) {
-                best = Some(found);
             }
         }
         self.issues.extend(best.unwrap_or_default());
