@@ -152,15 +152,7 @@ impl Auditor {
         }
         let (ack, done) = oneshot::channel();
         let msg = Msg::Event(Box::new(record), Some(ack));
-        let sent = match s.tx.try_send(msg) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(msg)) => {
-                s.stats.backpressure.inc();
-                s.warn_backpressure();
-                s.tx.send(msg).await.map_err(|e| e.0)
-            }
-            Err(mpsc::error::TrySendError::Closed(msg)) => Err(msg),
-        };
+        let sent = s.enqueue(msg).await;
         if let Err(Msg::Event(record, _)) = sent {
             return s.write_alone(*record).await;
         }
@@ -179,15 +171,7 @@ impl Auditor {
             return;
         }
         let msg = Msg::Event(Box::new(record), None);
-        let sent = match s.tx.try_send(msg) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(msg)) => {
-                s.stats.backpressure.inc();
-                s.warn_backpressure();
-                s.tx.send(msg).await.map_err(|e| e.0)
-            }
-            Err(mpsc::error::TrySendError::Closed(msg)) => Err(msg),
-        };
+        let sent = s.enqueue(msg).await;
         if let Err(Msg::Event(record, _)) = sent {
             s.write_alone(*record).await;
         }
@@ -321,6 +305,20 @@ impl crate::metrics::Collector for QueueDepth {
 }
 
 impl Shared {
+    /// Queue `msg` for the writer, waiting for room when the queue is full (counted and warned:
+    /// backpressure, never a drop); the message back when the writer has stopped.
+    async fn enqueue(&self, msg: Msg) -> Result<(), Msg> {
+        match self.tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                self.stats.backpressure.inc();
+                self.warn_backpressure();
+                self.tx.send(msg).await.map_err(|e| e.0)
+            }
+            Err(mpsc::error::TrySendError::Closed(msg)) => Err(msg),
+        }
+    }
+
     fn warn_backpressure(&self) {
         let now = chrono::Utc::now().timestamp_millis();
         let last = self.last_warning_ms.load(Ordering::Relaxed);
