@@ -896,6 +896,19 @@ impl SqlTx {
         self.write_audit_sql(sql).await
     }
 
+    /// On PostgreSQL, one sealer or pruner of the audit chain at a time across instances; the
+    /// lock ends with the transaction. SQLite's single writer already serializes them.
+    async fn lock_audit_chain(&mut self) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(lock_id("sektorbro audit chain"))
+                .execute(self.conn().await?)
+                .await
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
     /// [`SqlTx::write_sql`] of the audit trail's own statements: a transaction of nothing else
     /// succeeding does not tell that the disk has room for clinical writes again.
     async fn write_audit_sql(&mut self, sql: Sql) -> Result<(), StoreError> {
@@ -1137,14 +1150,7 @@ impl StoreTx for SqlTx {
     }
 
     async fn seal_audit(&mut self) -> Result<usize, StoreError> {
-        if self.backend == Backend::Postgres {
-            // One sealer at a time across instances; the lock ends with the transaction.
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(lock_id("sektorbro audit chain"))
-                .execute(self.conn().await?)
-                .await
-                .map_err(db_err)?;
-        }
+        self.lock_audit_chain().await?;
         let Some((sql, n)) = audit_log::seal(self.conn().await?).await? else {
             return Ok(0);
         };
@@ -1153,13 +1159,7 @@ impl StoreTx for SqlTx {
     }
 
     async fn prune_audit(&mut self, before_ms: i64, now_ms: i64) -> Result<u64, StoreError> {
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(lock_id("sektorbro audit chain"))
-                .execute(self.conn().await?)
-                .await
-                .map_err(db_err)?;
-        }
+        self.lock_audit_chain().await?;
         let Some((statements, n)) = audit_log::prune(self.conn().await?, before_ms, now_ms).await?
         else {
             return Ok(0);
