@@ -424,9 +424,8 @@ async fn write_once(
     records: &[(AuditRecord, Option<Ack>)],
 ) -> Result<(), StoreError> {
     let mut tx = engine.store().begin().await?;
-    for (r, _) in records {
-        tx.audit(r).await?;
-    }
+    let all: Vec<&AuditRecord> = records.iter().map(|(r, _)| r).collect();
+    tx.audit_many(&all).await?;
     tx.commit().await
 }
 

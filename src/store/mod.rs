@@ -447,6 +447,12 @@ pub trait StoreTx: Send {
     ) -> Result<bool, StoreError>;
     /// Add an audit record to this transaction: stored if and only if the transaction commits.
     async fn audit(&mut self, record: &crate::audit::AuditRecord) -> Result<(), StoreError>;
+    /// Add many audit records (the audit writer's batch), in as few statements as the database
+    /// allows.
+    async fn audit_many(
+        &mut self,
+        records: &[&crate::audit::AuditRecord],
+    ) -> Result<(), StoreError>;
     /// Chain up to `audit_log::SEAL_BATCH` unsealed audit rows; how many.
     async fn seal_audit(&mut self) -> Result<usize, StoreError>;
     /// Delete the sealed audit rows recorded before `before_ms` (a prefix of the chain) and

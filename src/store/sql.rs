@@ -1197,6 +1197,20 @@ impl StoreTx for SqlTx {
         self.write_audit_sql(sql).await
     }
 
+    async fn audit_many(
+        &mut self,
+        records: &[&crate::audit::AuditRecord],
+    ) -> Result<(), StoreError> {
+        for chunk in records.chunks(audit_log::INSERT_ROWS) {
+            let rows: Vec<_> = chunk
+                .iter()
+                .map(|r| crate::audit::compact::Columns::of(r))
+                .collect();
+            self.write_audit_sql(audit_log::insert_many(&rows)).await?;
+        }
+        Ok(())
+    }
+
     async fn seal_audit(&mut self) -> Result<usize, StoreError> {
         self.lock_audit_chain().await?;
         let Some((sql, n)) = audit_log::seal(self.conn().await?).await? else {
