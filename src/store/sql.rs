@@ -737,6 +737,7 @@ impl Storage for SqlStore {
         };
         Ok(Box::new(SqlTx {
             tx,
+            read: self.read.clone(),
             disk: self.disk.clone(),
             backend: self.backend,
             cache: self.cache.clone(),
@@ -910,6 +911,8 @@ enum TxConn {
 /// A write transaction on [`SqlStore`].
 struct SqlTx {
     tx: TxConn,
+    /// The store's readers (SQLite: where the audit sealer reads).
+    read: AnyPool,
     disk: Arc<super::DiskState>,
     backend: Backend,
     cache: Option<Arc<StoreCache>>,
@@ -1213,7 +1216,16 @@ impl StoreTx for SqlTx {
 
     async fn seal_audit(&mut self) -> Result<usize, StoreError> {
         self.lock_audit_chain().await?;
-        let Some((sql, n)) = audit_log::seal(self.conn().await?).await? else {
+        let sealed = if self.backend == Backend::Sqlite {
+            // Read on a reader, so that sealing never holds the single writer (and its commit
+            // can be relaxed like the records it seals): this process is the file's only writer
+            // and its sealer runs one round at a time, so the committed rows are the whole truth.
+            let mut conn = self.read.acquire().await.map_err(db_err)?;
+            audit_log::seal(&mut conn).await?
+        } else {
+            audit_log::seal(self.conn().await?).await?
+        };
+        let Some((sql, n)) = sealed else {
             return Ok(0);
         };
         self.write_audit_sql(sql).await?;
