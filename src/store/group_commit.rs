@@ -46,7 +46,7 @@ use tokio::sync::{oneshot, Mutex, Notify, OwnedMutexGuard};
 
 use super::cache::Generations;
 use super::search_sql::Sql;
-use super::sql::{db_err, is_unique_violation, query};
+use super::sql::{db_err, is_unique_violation, query, query_text};
 use super::StoreError;
 
 /// Most logical transactions in one physical transaction.
@@ -501,7 +501,8 @@ async fn run_and_commit(batch: &mut Batch, group: Vec<Queued>, relaxed: bool) {
     }
     all.append(Sql::from_text("COMMIT"));
     let started = std::time::Instant::now();
-    let result = query(&all)
+    let text = all.sqlite_text();
+    let result = query_text(&text, &all.binds)
         .persistent(false)
         .fetch_all(&mut *batch.conn)
         .await;
@@ -555,7 +556,8 @@ async fn run_queued(batch: &mut Batch, group: Vec<Queued>) {
         all.append_ref(&q.sql);
     }
     all.append(Sql::from_text("RELEASE g"));
-    let result = query(&all)
+    let text = all.sqlite_text();
+    let result = query_text(&text, &all.binds)
         .persistent(false)
         .execute(&mut *batch.conn)
         .await;

@@ -299,8 +299,17 @@ impl SqlStore {
 
 /// Bind a statement's values in order.
 pub(crate) fn query(sql: &Sql) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArguments<'_>> {
-    let mut q = sqlx::query(&sql.text);
-    for b in &sql.binds {
+    query_text(&sql.text, &sql.binds)
+}
+
+/// [`query`] with the statement's text given separately (SQLite's placeholders: see
+/// [`Sql::sqlite_text`]).
+pub(crate) fn query_text<'q>(
+    text: &'q str,
+    binds: &'q [Bind],
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    let mut q = sqlx::query(text);
+    for b in binds {
         q = match b {
             Bind::Text(s) => q.bind(s.as_str()),
             Bind::Int(i) => q.bind(*i),
