@@ -100,21 +100,48 @@ impl Sql {
         }
     }
 
-    /// The text with SQLite's numbered placeholders (`?N`) for ours (`$N`). SQLite reads `$N`
-    /// as a *named* parameter and finds each name by a linear search, at parse and again at
-    /// bind: quadratic in the binds of a statement, which made `strncmp` the SQLite writer's top
-    /// cost on multi-row audit inserts. `?N` is the same parameter by number.
+    /// The text with SQLite's placeholders for ours (`$N`). SQLite reads `$N` as a *named*
+    /// parameter and finds each name by a linear search, at parse and again at bind (as does
+    /// `?N`, by number): quadratic in the binds of a statement, which made `strncmp` and
+    /// `sqlite3_bind_parameter_name` the SQLite writer's top costs on multi-row audit inserts.
+    /// When the placeholders appear in the text in order (`$1`, `$2`, … each once, as
+    /// [`Sql::bind`] and [`Sql::append`] write them) they become anonymous `?`, bound by
+    /// position; otherwise numbered `?N`.
     pub(crate) fn sqlite_text(&self) -> String {
         let mut out = String::with_capacity(self.text.len());
+        let mut expected = 1usize;
+        let mut in_order = true;
         let mut rest = self.text.as_str();
         while let Some(i) = rest.find('$') {
             out.push_str(&rest[..i]);
-            let next_is_digit = rest[i + 1..].starts_with(|c: char| c.is_ascii_digit());
-            out.push(if next_is_digit { '?' } else { '$' });
-            rest = &rest[i + 1..];
+            let after = &rest[i + 1..];
+            let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            if digits == 0 {
+                out.push('$');
+            } else {
+                if after[..digits].parse::<usize>().ok() != Some(expected) {
+                    in_order = false;
+                }
+                expected += 1;
+                out.push('?');
+                out.push_str(&after[..digits]);
+            }
+            rest = &after[digits..];
         }
         out.push_str(rest);
-        out
+        if !in_order || expected - 1 != self.binds.len() {
+            return out;
+        }
+        // Every `?N` is the next number: drop the numbers.
+        let mut anonymous = String::with_capacity(out.len());
+        let mut rest = out.as_str();
+        while let Some(i) = rest.find('?') {
+            anonymous.push_str(&rest[..=i]);
+            let after = &rest[i + 1..];
+            rest = after.trim_start_matches(|c: char| c.is_ascii_digit());
+        }
+        anonymous.push_str(rest);
+        anonymous
     }
 
     /// Register `b` and return its placeholder number, for text assembled elsewhere.
@@ -812,7 +839,14 @@ mod tests {
         sql.append(other);
         assert_eq!(
             sql.sqlite_text(),
-            "SELECT json_extract(content, '$.a') WHERE x = ?1; UPDATE t SET y = ?2"
+            "SELECT json_extract(content, '$.a') WHERE x = ?; UPDATE t SET y = ?"
         );
+    }
+
+    #[test]
+    fn sqlite_text_keeps_numbers_when_placeholders_are_out_of_order() {
+        let mut sql = Sql::from_text("SELECT $2, $1, $2");
+        sql.binds = vec![Bind::Int(1), Bind::Int(2)];
+        assert_eq!(sql.sqlite_text(), "SELECT ?2, ?1, ?2");
     }
 }
