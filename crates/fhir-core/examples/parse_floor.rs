@@ -10,30 +10,17 @@
 
 use std::path::PathBuf;
 
-/// Every `.json` file under `input` (recursively), or `input` itself; sorted per folder, as the
-/// CLI collects them.
+/// Every `.json` file under `input` (recursively), or `input` itself. The order does not matter
+/// here (every file is parsed once either way), so none is imposed.
 fn collect(input: PathBuf, files: &mut Vec<PathBuf>) {
-    if !input.is_dir() {
-        files.push(input);
-        return;
+    match std::fs::read_dir(&input) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir() || p.extension().is_some_and(|x| x == "json"))
+            .for_each(|p| collect(p, files)),
+        Err(_) => files.push(input),
     }
-    let mut stack = vec![input];
-    let mut found = Vec::new();
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "json") {
-                found.push(p);
-            }
-        }
-    }
-    found.sort();
-    files.extend(found);
 }
 
 fn main() {
