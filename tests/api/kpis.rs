@@ -71,7 +71,7 @@ async fn figures_follow_the_stored_records_and_the_period(app: TestApp) {
             "goals": {"total": 5, "achieved": 3, "notAchieved": 2, "inProgress": 0, "other": 0},
             "coursesByPhase": {"assessment": 0, "goal-setting": 0, "intervention": 0, "follow-up": 0, "completed": 1},
             "readmissionsDuringCourse": 0,
-            "dischargeNotesWithWarnings": null
+            "dischargeNotesWithWarnings": 0
         })
     );
     // From 3 April: the ready time falls before the period, the discharge inside it; the course

@@ -497,13 +497,12 @@ async fn flows_body(
     crate::api::reports::permit(state, ctx, municipality).await?;
     let (from_ms, to_ms) = (ms(from), ms(to));
     let now = chrono::Utc::now().timestamp_millis();
-    let (rows, events) = crate::api::kpis::rows(state, ctx, municipality, from_ms, to_ms).await?;
+    let rows = crate::api::kpis::rows(state, ctx, municipality, from_ms, to_ms).await?;
     let kpi = crate::report::kpis::body(
         municipality,
         &from.to_string(),
         &to.to_string(),
         &rows,
-        &events,
         from_ms,
         to_ms,
         now,
