@@ -174,6 +174,16 @@ async fn main() {
         "{todo} of {courses} courses written in {:.1} s",
         t.elapsed().as_secs_f64()
     );
+    if url.starts_with("postgres") {
+        // As autovacuum does after a load this size: the planner needs the tables' statistics.
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&url).await.expect("connect");
+        sqlx::query("ANALYZE")
+            .execute(&pool)
+            .await
+            .expect("analyze");
+        pool.close().await;
+    }
     let q = KpiQuery {
         municipality: "0510".to_string(),
         from_ms: chrono::DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z")

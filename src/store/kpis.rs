@@ -550,6 +550,7 @@ mod tests {
     use super::*;
     use crate::store::NewVersion;
     use serde_json::json;
+    use sqlx::Row;
 
     const RS: &str = "http://sektorbro.dk/fhir/NamingSystem/care-record/0510";
     const PARTS: &str = "http://sektorbro.dk/fhir/NamingSystem/care-record/0510/R1";

@@ -115,6 +115,14 @@ pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
         }
         if m.version == KPI_TABLE {
             super::kpis::backfill(&mut *tx).await?;
+            if backend == Backend::Postgres {
+                // Statistics for the back-filled table at once: without them the planner cannot
+                // tell the Goals' look-up by record from a scan (docs/kpis.md, Speed).
+                sqlx::query("ANALYZE kpi_facts")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
         }
         sqlx::query(
             "INSERT INTO schema_migrations (version, name, applied_ms) VALUES ($1, $2, $3)",
