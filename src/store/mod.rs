@@ -453,13 +453,16 @@ pub trait StoreTx: Send {
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 
-/// How a SQLite database is written: `synchronous` ("full" or "normal") and the page size a new
-/// database file is created with (an existing file keeps its own). A plain `&str` is the
-/// synchronous mode with SQLite's default 4096-byte pages.
+/// How a SQLite database is written: `synchronous` ("full" or "normal"), the page size a new
+/// database file is created with (an existing file keeps its own), and how long a transaction
+/// of audit records only may stay unsynced (`audit_sync_ms`, from `audit.max_unsynced_ms`; 0:
+/// every commit is synced). A plain `&str` is the synchronous mode with SQLite's default
+/// 4096-byte pages and every commit synced.
 #[derive(Debug, Clone, Copy)]
 pub struct SqliteTuning<'a> {
     pub synchronous: &'a str,
     pub page_size: u32,
+    pub audit_sync_ms: u64,
 }
 
 impl<'a> From<&'a str> for SqliteTuning<'a> {
@@ -467,6 +470,7 @@ impl<'a> From<&'a str> for SqliteTuning<'a> {
         SqliteTuning {
             synchronous,
             page_size: 4096,
+            audit_sync_ms: 0,
         }
     }
 }
