@@ -550,7 +550,6 @@ mod tests {
     use super::*;
     use crate::store::NewVersion;
     use serde_json::json;
-    use sqlx::Row;
 
     const RS: &str = "http://sektorbro.dk/fhir/NamingSystem/care-record/0510";
     const PARTS: &str = "http://sektorbro.dk/fhir/NamingSystem/care-record/0510/R1";
@@ -673,10 +672,10 @@ mod tests {
         );
     }
 
-    type Row = (String, String, String, String, Option<i64>, Option<String>);
+    type FactRow = (String, String, String, String, Option<i64>, Option<String>);
 
     /// The columns that tell rows apart in the tests: key, kind, record, lo, code.
-    fn row_of(rtype: &str, id: &str, f: &KpiFact) -> Row {
+    fn row_of(rtype: &str, id: &str, f: &KpiFact) -> FactRow {
         (
             rtype.to_string(),
             id.to_string(),
@@ -687,12 +686,12 @@ mod tests {
         )
     }
 
-    async fn stored_rows(pool: &sqlx::AnyPool) -> Vec<Row> {
+    async fn stored_rows(pool: &sqlx::AnyPool) -> Vec<FactRow> {
         let rows = sqlx::query("SELECT res_type, res_id, kind, record, lo, code FROM kpi_facts")
             .fetch_all(pool)
             .await
             .expect("rows");
-        let mut got: Vec<Row> = rows
+        let mut got: Vec<FactRow> = rows
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
             .collect();
