@@ -69,6 +69,7 @@ async fn seed(dir: &str, n: usize) {
                 method: "PUT",
                 content: Some(&text),
                 index: &index,
+                kpi: None,
                 owner: Some("urn:bench|1"),
                 citizen: Some(&format!("p{}", i / 20)),
             })

@@ -11,8 +11,6 @@ use actix_web::{web, HttpResponse};
 use crate::api::context::RequestContext;
 use crate::api::AppState;
 use crate::error::FhirError;
-use crate::municipal::vocab;
-use crate::store::hospital_events::HospitalEvent;
 use crate::store::kpis::{KpiQuery, KpiRows};
 use fhir_core::fhir::outcome::Issue;
 
@@ -116,13 +114,12 @@ pub(crate) async fn figures(
     (from, from_ms): (&str, i64),
     (to, to_ms): (&str, i64),
 ) -> Result<serde_json::Value, FhirError> {
-    let (rows, events) = rows(state, ctx, municipality, from_ms, to_ms).await?;
+    let rows = rows(state, ctx, municipality, from_ms, to_ms).await?;
     Ok(crate::report::kpis::body(
         municipality,
         from,
         to,
         &rows,
-        &events,
         from_ms,
         to_ms,
         chrono::Utc::now().timestamp_millis(),
@@ -130,25 +127,23 @@ pub(crate) async fn figures(
 }
 
 /// What the figures are computed from: the store's KPI rows of the municipality over
-/// `[from_ms, to_ms)` under the caller's tenancy, and the hospital events of the active courses'
-/// citizens.
+/// `[from_ms, to_ms)` under the caller's tenancy (with the hospital events of the active courses'
+/// citizens).
 pub(crate) async fn rows(
     state: &AppState,
     ctx: &RequestContext,
     municipality: &str,
     from_ms: i64,
     to_ms: i64,
-) -> Result<(KpiRows, Vec<HospitalEvent>), FhirError> {
-    let store = state.engine.store();
-    let vis = ctx.access.readable();
+) -> Result<KpiRows, FhirError> {
     let q = KpiQuery {
-        record_system: vocab::record_system(municipality),
-        cpr_system: vocab::CPR.to_string(),
+        municipality: municipality.to_string(),
         from_ms,
         to_ms,
     };
-    let rows = store.kpi_rows(&q, &vis).await?;
-    let citizens = crate::report::kpis::citizen_keys(&rows.courses);
-    let events = store.hospital_events_of(&citizens).await?;
-    Ok((rows, events))
+    Ok(state
+        .engine
+        .store()
+        .kpi_rows(&q, &ctx.access.readable())
+        .await?)
 }

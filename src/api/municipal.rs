@@ -257,6 +257,7 @@ pub async fn post_discharge_note(
         }
         built.message = cc;
     }
+    discharge::mark_warnings(&mut built.composition, &warnings);
     let put = |r: &serde_json::Value| {
         let url = format!(
             "{}/{}",

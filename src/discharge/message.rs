@@ -188,7 +188,7 @@ pub fn build(
         "resourceType": "Composition",
         "id": ids.composition,
         "meta": {"profile": [SUMMARY_PROFILE]},
-        "identifier": {"system": format!("{}/NamingSystem/discharge-note/{}", vocab::BASE, note.care_record.municipality), "value": note.note_id},
+        "identifier": {"system": vocab::note_system(&note.care_record.municipality), "value": note.note_id},
         "status": "final",
         "type": {"coding": [{"system": "http://loinc.org", "code": "18842-5", "display": "Discharge summary"}]},
         "subject": {"reference": patient_ref},

@@ -110,6 +110,27 @@ pub fn check_note(doc: &Value) -> Result<(DischargeNote, Vec<Issue>), FhirError>
     Ok((note, issues))
 }
 
+/// Marks the discharge summary to be stored with the note's warnings (`check_note`), one
+/// `discharge-note-warning` extension each, holding the note location the warning is about: what
+/// the `dischargeNotesWithWarnings` KPI counts (docs/kpis.md). The message sent keeps its own
+/// Composition unmarked.
+pub fn mark_warnings(composition: &mut Value, warnings: &[Issue]) {
+    let marks: Vec<Value> = warnings
+        .iter()
+        .filter(|i| i.severity == fhir_core::fhir::outcome::Severity::Warning)
+        .map(|i| {
+            let at = i
+                .expression
+                .clone()
+                .unwrap_or_else(|| i.diagnostics.clone());
+            serde_json::json!({"url": vocab::ext::NOTE_WARNING, "valueString": at})
+        })
+        .collect();
+    if let (false, Some(o)) = (marks.is_empty(), composition.as_object_mut()) {
+        o.insert("extension".into(), Value::Array(marks));
+    }
+}
+
 /// The stored resources of the note's care record; 422 when the record is unknown or a goal
 /// outcome names a goal the record does not have.
 pub async fn load_record(

@@ -1026,6 +1026,7 @@ impl Engine {
                             method: "DELETE",
                             content: None,
                             index: &[],
+                            kpi: None,
                             owner: h.owner.as_deref(),
                             citizen: h.citizen.as_deref(),
                         })
@@ -1092,8 +1093,8 @@ impl Engine {
         }
         let content = serde_json::to_string(&resource)
             .map_err(|e| FhirError::internal(format!("cannot serialize resource: {e}")))?;
-        let mut index = self.registry.extract(&resource);
-        index.extend(crate::store::kpis::facts(&resource));
+        let index = self.registry.extract(&resource);
+        let kpi = crate::store::kpis::fact(&resource, &index);
         let citizen = citizen_of(rtype, id, &resource);
         tx.write(&NewVersion {
             rtype,
@@ -1103,6 +1104,7 @@ impl Engine {
             method,
             content: Some(&content),
             index: &index,
+            kpi: kpi.as_ref(),
             owner: owner.as_deref(),
             citizen: citizen.as_deref(),
         })

@@ -42,6 +42,9 @@ pub mod ext {
         "http://sektorbro.dk/fhir/StructureDefinition/responsible-discipline";
     pub const READY_FOR_DISCHARGE: &str =
         "http://sektorbro.dk/fhir/StructureDefinition/ready-for-discharge";
+    /// On a stored discharge summary: one warning the gateway gave its discharge note.
+    pub const NOTE_WARNING: &str =
+        "http://sektorbro.dk/fhir/StructureDefinition/discharge-note-warning";
     pub const CITIZEN_PRESENT: &str =
         "http://sektorbro.dk/fhir/StructureDefinition/citizen-present";
     pub const RELATIVES_PRESENT: &str =
@@ -148,6 +151,12 @@ pub fn record_system(municipality: &str) -> String {
 /// The identifier system of the parts of one record: value = the part's local id.
 pub fn part_system(municipality: &str, record_id: &str) -> String {
     format!("{BASE}/NamingSystem/care-record/{municipality}/{record_id}")
+}
+
+/// The identifier system of a municipality's discharge notes (their stored Compositions): value =
+/// the note id.
+pub fn note_system(municipality: &str) -> String {
+    format!("{BASE}/NamingSystem/discharge-note/{municipality}")
 }
 
 /// Record admission sources → FHIR `admit-source`.

@@ -27,14 +27,13 @@ pub fn stay_values(stays: &[StayTimes], from_ms: i64, to_ms: i64) -> (Vec<f64>, 
     let mut hours = Vec::new();
     let mut days = Vec::new();
     for s in stays {
-        let Some(d) = start_ms(s.discharged.as_deref()).filter(|d| *d >= from_ms && *d < to_ms)
-        else {
+        let Some(d) = s.discharged_ms.filter(|d| *d >= from_ms && *d < to_ms) else {
             continue;
         };
-        if let Some(r) = start_ms(s.ready.as_deref()) {
+        if let Some(r) = s.ready_ms {
             hours.push((d - r) as f64 / HOUR_MS as f64);
         }
-        if let Some(a) = start_ms(s.admitted.as_deref()) {
+        if let Some(a) = s.admitted_ms {
             days.push((d - a) as f64 / DAY_MS as f64);
         }
     }

@@ -64,9 +64,7 @@ pub fn stay_figures(
     let mut ready_hours = Vec::new();
     let mut stay_days = Vec::new();
     for s in stays {
-        let admitted = start_ms(s.admitted.as_deref());
-        let ready = start_ms(s.ready.as_deref());
-        let discharged = start_ms(s.discharged.as_deref());
+        let (admitted, ready, discharged) = (s.admitted_ms, s.ready_ms, s.discharged_ms);
         if let Some(r) = ready.filter(|r| within(*r, from_ms, to_ms)) {
             match discharged {
                 Some(d) => {
@@ -115,33 +113,24 @@ pub fn goal_figures(goals: &[(Option<String>, i64)]) -> Value {
     json!({"total": total, "achieved": achieved, "notAchieved": not, "inProgress": progress, "other": other})
 }
 
-/// Active courses by their current phase (a phase outside the five counts in none).
-pub fn phase_figures(courses: &[ActiveCourse]) -> Value {
+/// Active courses by their current phase (the store counted them by code; a phase outside the
+/// five counts in none).
+pub fn phase_figures(phases: &[(Option<String>, i64)]) -> Value {
     let mut out = serde_json::Map::new();
     for p in PHASES {
-        let n = courses
+        let n: i64 = phases
             .iter()
-            .filter(|c| c.phase.as_deref() == Some(p))
-            .count();
+            .filter(|(code, _)| code.as_deref() == Some(p))
+            .map(|(_, n)| n)
+            .sum();
         out.insert(p.to_string(), json!(n));
     }
     Value::Object(out)
 }
 
-/// The citizen key of each active course with a stored CPR number.
-pub fn citizen_keys(courses: &[ActiveCourse]) -> Vec<String> {
-    let mut keys: Vec<String> = courses
-        .iter()
-        .filter_map(|c| c.cpr.as_deref())
-        .map(|cpr| crate::medcom::citizen_key(&format!("{}|{cpr}", crate::municipal::vocab::CPR)))
-        .collect();
-    keys.sort();
-    keys.dedup();
-    keys
-}
-
 /// Hospital admissions that began during an active course and within the period, summed over the
-/// courses (`admissions_within` on the part of each course inside `[from, to)`).
+/// courses (`admissions_within` on the part of each course inside `[from, to)`): `courses` are the
+/// active courses whose citizens have events, `events` those events.
 pub fn readmissions(
     courses: &[ActiveCourse],
     events: &[HospitalEvent],
@@ -157,11 +146,10 @@ pub fn readmissions(
     }
     let mut total = 0;
     for c in courses {
-        let (Some(cpr), Some(start)) = (c.cpr.as_deref(), start_ms(c.start.as_deref())) else {
+        let Some(start) = start_ms(c.start.as_deref()) else {
             continue;
         };
-        let key = crate::medcom::citizen_key(&format!("{}|{cpr}", crate::municipal::vocab::CPR));
-        let Some(ev) = by_citizen.get(key.as_str()) else {
+        let Some(ev) = by_citizen.get(c.citizen.as_str()) else {
             continue;
         };
         let end = end_ms(c.end.as_deref()).map_or(to_ms - 1, |e| e.min(to_ms - 1));
@@ -171,13 +159,11 @@ pub fn readmissions(
 }
 
 /// The response body.
-#[allow(clippy::too_many_arguments)]
 pub fn body(
     municipality: &str,
     from: &str,
     to: &str,
     rows: &KpiRows,
-    events: &[HospitalEvent],
     from_ms: i64,
     to_ms: i64,
     now_ms: i64,
@@ -191,10 +177,9 @@ pub fn body(
         "readyToDischargeHours": ready,
         "temporaryStayDays": stay,
         "goals": goal_figures(&rows.goals),
-        "coursesByPhase": phase_figures(&rows.courses),
-        "readmissionsDuringCourse": readmissions(&rows.courses, events, from_ms, to_ms),
-        // Discharge notes' warnings are returned to the sender and not stored (docs/kpis.md).
-        "dischargeNotesWithWarnings": null,
+        "coursesByPhase": phase_figures(&rows.phases),
+        "readmissionsDuringCourse": readmissions(&rows.courses, &rows.events, from_ms, to_ms),
+        "dischargeNotesWithWarnings": rows.notes_with_warnings,
     })
 }
 

@@ -1,7 +1,6 @@
 //! The KPIs as FHIR: one `Measure` per figure of `GET /municipal/v1/kpis` (`profiles/measures/`,
 //! embedded), and the `MeasureReport` of `$evaluate-measure` built from the KPI body (pure; the
-//! figures come from `api::kpis::figures`). `dischargeNotesWithWarnings` has no Measure: the
-//! gateway does not store the warnings (docs/kpis.md).
+//! figures come from `api::kpis::figures`).
 
 use serde_json::{json, Map, Value};
 
@@ -15,13 +14,14 @@ const STATISTIC: &str = "http://sektorbro.dk/fhir/CodeSystem/kpi-statistic";
 const PHASE_SYSTEM: &str = "http://sektorbro.dk/fhir/CodeSystem/rehab-phase";
 
 /// The embedded Measures, as published in `profiles/measures/`.
-pub const MEASURES: [&str; 6] = [
+pub const MEASURES: [&str; 7] = [
     include_str!("../../profiles/measures/Measure-kpi-discharged-within-24h.json"),
     include_str!("../../profiles/measures/Measure-kpi-ready-to-discharge-hours.json"),
     include_str!("../../profiles/measures/Measure-kpi-temporary-stay-days.json"),
     include_str!("../../profiles/measures/Measure-kpi-goal-attainment.json"),
     include_str!("../../profiles/measures/Measure-kpi-courses-by-phase.json"),
     include_str!("../../profiles/measures/Measure-kpi-readmissions-during-course.json"),
+    include_str!("../../profiles/measures/Measure-kpi-discharge-notes-with-warnings.json"),
 ];
 
 /// The Measure with this id.
@@ -82,6 +82,11 @@ fn stratum(text: &str, coding: Option<(&str, &str)>, n: u64) -> Value {
     json!({"value": value, "population": [population("initial-population", n)]})
 }
 
+/// The one group of a cohort Measure whose initial population is a count of the KPI body.
+fn cohort(n: &Value) -> Value {
+    json!([{"population": [population("initial-population", count(n))]}])
+}
+
 /// The groups of a Measure's report, from the KPI body; `None` for an unknown Measure id.
 fn groups(id: &str, kpis: &Value) -> Option<Value> {
     Some(match id {
@@ -136,12 +141,8 @@ fn groups(id: &str, kpis: &Value) -> Option<Value> {
                 "stratifier": [{"code": [{"coding": [{"system": STATISTIC, "code": "phase"}], "text": "phase"}], "stratum": strata}],
             }])
         }
-        "kpi-readmissions-during-course" => json!([{
-            "population": [population(
-                "initial-population",
-                count(&kpis["readmissionsDuringCourse"])
-            )],
-        }]),
+        "kpi-readmissions-during-course" => cohort(&kpis["readmissionsDuringCourse"]),
+        "kpi-discharge-notes-with-warnings" => cohort(&kpis["dischargeNotesWithWarnings"]),
         _ => return None,
     })
 }

@@ -759,6 +759,7 @@ mod tests {
                 method: "PUT",
                 content: Some(&text),
                 index: &[],
+                kpi: None,
                 owner: None,
                 citizen: None,
             })

@@ -96,15 +96,13 @@ pub(crate) fn by_citizen(citizen: &str) -> Sql {
     s
 }
 
-/// The events of several citizens (hashed keys), by citizen and time order.
-pub(crate) fn by_citizens(citizens: &[String]) -> Sql {
-    let mut s = Sql::default();
-    s.push("SELECT ")
-        .push(COLUMNS)
-        .push(" FROM hospital_events WHERE citizen IN ");
-    super::search_sql::in_list(&mut s, citizens);
-    s.push(" ORDER BY citizen, event_ms, received_ms, message_id");
-    s
+/// [`COLUMNS`] of the table under `alias` (for a join).
+pub(crate) fn columns_of(alias: &str) -> String {
+    COLUMNS
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub(crate) fn row(row: &AnyRow) -> Result<HospitalEvent, StoreError> {

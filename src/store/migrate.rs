@@ -64,7 +64,18 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0008_kpi_facts.sql"),
         postgres: include_str!("migrations/postgres/0008_kpi_facts.sql"),
     },
+    Migration {
+        version: KPI_TABLE,
+        name: "kpi_table",
+        sqlite: include_str!("migrations/sqlite/0010_kpi_table.sql"),
+        postgres: include_str!("migrations/postgres/0010_kpi_table.sql"),
+    },
 ];
+
+/// The migration after whose script the rows of `kpi_facts` are derived from the stored
+/// resources by the writer's own code (`kpis::backfill`), which SQL alone could not do the same
+/// way (dates with zone offsets to milliseconds).
+const KPI_TABLE: i64 = 10;
 
 /// Bring the schema up to date. On PostgreSQL an advisory lock keeps two starting instances from
 /// migrating at once.
@@ -101,6 +112,17 @@ pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
+        }
+        if m.version == KPI_TABLE {
+            super::kpis::backfill(&mut *tx).await?;
+            if backend == Backend::Postgres {
+                // Statistics for the back-filled table at once: without them the planner cannot
+                // tell the Goals' look-up by record from a scan (docs/kpis.md, Speed).
+                sqlx::query("ANALYZE kpi_facts")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
         }
         sqlx::query(
             "INSERT INTO schema_migrations (version, name, applied_ms) VALUES ($1, $2, $3)",

@@ -207,6 +207,9 @@ pub struct NewVersion<'a> {
     pub content: Option<&'a str>,
     /// Search values of the new version (ignored for a deletion).
     pub index: &'a [IndexEntry],
+    /// The version's row of the KPI table (`kpis::fact`), if the figures read it; the previous
+    /// version's row is replaced (ignored for a deletion, which removes the row).
+    pub kpi: Option<&'a kpis::KpiFact>,
     /// The id's owner (the same for every version of an id) and the version's citizen.
     pub owner: Option<&'a str>,
     pub citizen: Option<&'a str>,
@@ -359,11 +362,6 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Option<HospitalEvent>, StoreError>;
     /// A citizen's hospital events (by the hashed key `medcom::citizen_key` gives), in time order.
     async fn hospital_events(&self, citizen: &str) -> Result<Vec<HospitalEvent>, StoreError>;
-    /// The hospital events of several citizens (hashed keys), by citizen and in time order.
-    async fn hospital_events_of(
-        &self,
-        citizens: &[String],
-    ) -> Result<Vec<HospitalEvent>, StoreError>;
     /// The rows the care-flow KPIs of one municipality are computed from ([`kpis`]), under `vis`.
     async fn kpi_rows(
         &self,

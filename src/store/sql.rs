@@ -631,22 +631,6 @@ impl Storage for SqlStore {
         row.as_ref().map(hospital_events::row).transpose()
     }
 
-    async fn hospital_events_of(
-        &self,
-        citizens: &[String],
-    ) -> Result<Vec<HospitalEvent>, StoreError> {
-        let mut out = Vec::new();
-        // Bounded lists: both databases limit the number of bound values.
-        for chunk in citizens.chunks(500) {
-            let sql = hospital_events::by_citizens(chunk);
-            let rows = query(&sql).fetch_all(&self.read).await.map_err(db_err)?;
-            for r in &rows {
-                out.push(hospital_events::row(r)?);
-            }
-        }
-        Ok(out)
-    }
-
     async fn kpi_rows(
         &self,
         q: &super::kpis::KpiQuery,
@@ -655,25 +639,33 @@ impl Storage for SqlStore {
         use super::kpis;
         let fetch =
             |sql: Sql| async move { query(&sql).fetch_all(&self.read).await.map_err(db_err) };
-        // Three independent reads, each on a connection of its own.
-        let (stays, courses, goals) = tokio::try_join!(
+        // Independent reads, each on a connection of its own.
+        let (stays, phases, goals, events, notes) = tokio::try_join!(
             fetch(kpis::stays(q, vis)),
-            fetch(kpis::courses(q, vis)),
+            fetch(kpis::phases(q, vis)),
             fetch(kpis::goals(q, vis)),
+            fetch(kpis::course_events(q, vis)),
+            fetch(kpis::notes_with_warnings(q, vis)),
         )?;
+        let counted = |rows: Vec<AnyRow>| {
+            rows.iter()
+                .map(kpis::counted_row)
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let (courses, events) = kpis::course_event_rows(&events)?;
         Ok(kpis::KpiRows {
             stays: stays
                 .iter()
                 .map(kpis::stay_row)
                 .collect::<Result<Vec<_>, _>>()?,
-            courses: courses
-                .iter()
-                .map(kpis::course_row)
-                .collect::<Result<Vec<_>, _>>()?,
-            goals: goals
-                .iter()
-                .map(kpis::goal_row)
-                .collect::<Result<Vec<_>, _>>()?,
+            phases: counted(phases)?,
+            goals: counted(goals)?,
+            courses,
+            events,
+            notes_with_warnings: match notes.first() {
+                Some(row) => kpis::count(row, "n")?,
+                None => 0,
+            },
         })
     }
 
@@ -1395,9 +1387,15 @@ fn write_statements(v: &NewVersion<'_>) -> Vec<Sql> {
             .push(" AND res_id = ")
             .text(v.id);
         out.push(s);
+        out.push(super::kpis::delete_fact(v.rtype, v.id));
     }
     if v.content.is_none() {
         return out;
+    }
+    if let Some(f) = v.kpi {
+        out.push(super::kpis::insert_fact(
+            v.rtype, v.id, v.owner, v.citizen, f,
+        ));
     }
     for chunk in v.index.chunks(100) {
         let mut s = Sql::default();

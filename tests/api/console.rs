@@ -265,7 +265,7 @@ async fn the_console_in_a_real_browser() {
             .find_all(Locator::Css("#kpis [data-kpi]"))
             .await
             .expect("tiles");
-        assert_eq!(tiles.len(), 5);
+        assert_eq!(tiles.len(), 6);
         for tile in tiles {
             let key = tile.attr("data-kpi").await.expect("attr").expect("key");
             let shown = tile.attr("data-value").await.expect("attr").expect("value");

@@ -169,6 +169,13 @@ async fn reports_carry_the_kpi_figures_and_validate(app: TestApp) {
             ),
             kpis["readmissionsDuringCourse"]
         );
+        assert_eq!(
+            population(
+                &of("kpi-discharge-notes-with-warnings")["group"][0],
+                "initial-population"
+            ),
+            kpis["dischargeNotesWithWarnings"]
+        );
     }
     // Kolding's one stay: 0 of 1 within 24 hours.
     let (_, r) = get(

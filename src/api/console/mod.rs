@@ -497,13 +497,12 @@ async fn flows_body(
     crate::api::reports::permit(state, ctx, municipality).await?;
     let (from_ms, to_ms) = (ms(from), ms(to));
     let now = chrono::Utc::now().timestamp_millis();
-    let (rows, events) = crate::api::kpis::rows(state, ctx, municipality, from_ms, to_ms).await?;
+    let rows = crate::api::kpis::rows(state, ctx, municipality, from_ms, to_ms).await?;
     let kpi = crate::report::kpis::body(
         municipality,
         &from.to_string(),
         &to.to_string(),
         &rows,
-        &events,
         from_ms,
         to_ms,
         now,
@@ -614,6 +613,8 @@ async fn flows_body(
                 g["achieved"].to_string(), Some(format!("{} {}", l.t("af", "of"), g["total"]))))
             (kpi_tile(&kpi, l.t("Indlæggelser under forløb", "Admissions during courses"), "readmissionsDuringCourse",
                 kpi["readmissionsDuringCourse"].to_string(), None))
+            (kpi_tile(&kpi, l.t("Udskrivningsnotater med advarsler", "Discharge notes with warnings"), "dischargeNotesWithWarnings",
+                kpi["dischargeNotesWithWarnings"].to_string(), None))
         }
         div.charts {
             (view::bars(l, &format!("{} ({} {} %)", l.t("Udskrevet inden for 24 timer pr. måned, %", "Discharged within 24 hours per month, %"), l.t("mål", "target"), l.num(target * 100.0, 0)),
