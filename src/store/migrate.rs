@@ -64,6 +64,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0008_kpi_facts.sql"),
         postgres: include_str!("migrations/postgres/0008_kpi_facts.sql"),
     },
+    Migration {
+        version: 9,
+        name: "report_facts",
+        sqlite: include_str!("migrations/sqlite/0009_report_facts.sql"),
+        postgres: include_str!("migrations/postgres/0009_report_facts.sql"),
+    },
 ];
 
 /// Bring the schema up to date. On PostgreSQL an advisory lock keeps two starting instances from
