@@ -108,27 +108,16 @@ impl Engine {
         }
     }
 
-    /// A transaction Bundle the gateway built itself from input it has checked, and vouches
-    /// for: every resource is valid against the embedded definitions and the profiles it
+    /// A municipal care record's transaction Bundle. With `vouched`, the gateway built it itself
+    /// from input it has checked, and vouches for it: every resource is valid against the embedded definitions and the profiles it
     /// claims (the municipal mapping, whose `precheck` `tests/municipal.rs` holds to the
     /// validator). Profile validation on write is skipped for an entry unless the write policy
     /// asks for more than that: profiles `[validation.required]` names for its type, or
     /// packages loaded beyond the embedded ones. Everything else is as [`Engine::process_bundle`].
-    pub(crate) async fn vouched_transaction(
-        &self,
-        access: &Access,
-        bundle: &Value,
-        base: &str,
-        representation: bool,
-    ) -> Result<String, FhirError> {
-        self.record_transaction(access, bundle, base, representation, true, None)
-            .await
-    }
-
-    /// A municipal care record's transaction Bundle (vouched for as
-    /// [`Engine::vouched_transaction`], or validated on write as any client's), with the
-    /// record's report facts written last in the same database transaction, after every
-    /// resource of the record (whose writes make the facts stale: `store/report_facts.rs`).
+    ///
+    /// With `vouched` false, the entries are validated on write as any client's. The record's
+    /// report facts are written last in the same database transaction, after every resource of
+    /// the record (whose writes make the facts stale: `store/report_facts.rs`).
     pub(crate) async fn record_transaction(
         &self,
         access: &Access,
