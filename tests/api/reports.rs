@@ -28,7 +28,7 @@ fn fixtures() -> Vec<Value> {
         .collect()
 }
 
-async fn post(app: &TestApp, rec: &Value, tok: Option<&str>) -> u16 {
+async fn post_record(app: &TestApp, rec: &Value, tok: Option<&str>) -> reqwest::Response {
     let mut req = app
         .client
         .post(format!("{}/municipal/v1/care-records", app.addr))
@@ -37,7 +37,11 @@ async fn post(app: &TestApp, rec: &Value, tok: Option<&str>) -> u16 {
     if let Some(t) = tok {
         req = req.bearer_auth(t);
     }
-    req.send().await.expect("request").status().as_u16()
+    req.send().await.expect("request")
+}
+
+async fn post(app: &TestApp, rec: &Value, tok: Option<&str>) -> u16 {
+    post_record(app, rec, tok).await.status().as_u16()
 }
 
 async fn report(app: &TestApp, query: &str, tok: Option<&str>) -> (u16, Value) {
@@ -196,14 +200,7 @@ async fn assert_reported(app: &TestApp, municipality: &str, typed: &[CareRecord]
 }
 
 async fn post_json(app: &TestApp, rec: &Value) -> Value {
-    let res = app
-        .client
-        .post(format!("{}/municipal/v1/care-records", app.addr))
-        .header(CONTENT_TYPE, "application/json")
-        .body(rec.to_string())
-        .send()
-        .await
-        .expect("request");
+    let res = post_record(app, rec, None).await;
     assert!(matches!(res.status().as_u16(), 200 | 201));
     res.json().await.expect("JSON")
 }
