@@ -1,12 +1,15 @@
 //! The KL Gateway report over many stored records: `cargo bench --bench kl_gateway [N]` stores N
 //! care records (copies of the municipal fixtures, one municipality, distinct citizens) in a
-//! SQLite file through the municipal store path, then writes the §140 and the care report for
-//! that municipality, as the HTTP endpoint does, into a sink that only counts. Prints the time,
-//! the bytes, the largest piece held at once and the process's peak memory during the report.
+//! SQLite file through the municipal store path (four at a time, as concurrent clients would),
+//! then writes the §140 and the care report for that municipality, twice each, as the HTTP
+//! endpoint does, into a sink that only counts. Prints the time, the bytes, the largest piece
+//! held at once and the process's peak memory during each report. With `KL_BENCH_DB=FILE`, the
+//! database is kept in FILE and a later run with the same N reuses it instead of storing again.
 //! Figures in docs/benchmarks.md.
 
 use std::time::Instant;
 
+use futures_util::StreamExt;
 use sektorbro::config::Config;
 use sektorbro::engine::{Access, Engine};
 use sektorbro::error::FhirError;
@@ -85,8 +88,14 @@ fn main() {
 
 async fn run(n: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
+    let db = match std::env::var_os("KL_BENCH_DB") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => dir.path().join("bench.db"),
+    };
+    let marker = db.with_extension(format!("stored-{n}"));
+    let reuse = marker.exists();
     let config = Config::defaults();
-    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let url = format!("sqlite://{}", db.display());
     let store = sektorbro::store::open(&url, 4, "normal", 5000, &config.cache)
         .await
         .expect("open store");
@@ -95,7 +104,7 @@ async fn run(n: usize) {
     let access = Access::gateway();
     let templates = templates();
     let started = Instant::now();
-    for i in 0..n {
+    let record = |i: usize| -> CareRecord {
         let mut r = templates[i % templates.len()].clone();
         r["recordId"] = json!(format!("BENCH-{i}"));
         r["municipality"] =
@@ -108,34 +117,50 @@ async fn run(n: usize) {
             40 + (i / 336) % 50,
             1000 + i % 9000
         ));
-        let rec: CareRecord = serde_json::from_value(r).expect("record");
-        sektorbro::municipal::store(
-            &engine,
-            &access,
-            &validator,
-            rec,
-            Vec::new(),
-            "http://bench/fhir",
-            false,
-        )
-        .await
-        .expect("stored");
-        if i % 500 == 499 {
-            eprintln!("{} stored", i + 1);
-        }
+        serde_json::from_value(r).expect("record")
+    };
+    if !reuse {
+        let stored = std::sync::atomic::AtomicUsize::new(0);
+        futures_util::stream::iter(0..n)
+            .map(|i| {
+                let (engine, validator, access, stored) = (&engine, &validator, &access, &stored);
+                let rec = record(i);
+                async move {
+                    sektorbro::municipal::store(
+                        engine,
+                        access,
+                        validator,
+                        rec,
+                        Vec::new(),
+                        "http://bench/fhir",
+                        false,
+                    )
+                    .await
+                    .expect("stored");
+                    let done = stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    if done % 500 == 0 {
+                        eprintln!("{done} stored");
+                    }
+                }
+            })
+            .buffer_unordered(4)
+            .collect::<Vec<()>>()
+            .await;
+        println!(
+            "stored {n} records in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let _ = std::fs::write(&marker, b"");
+    } else {
+        println!("reusing the {n} records stored in {}", db.display());
     }
-    println!(
-        "stored {n} records in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    let db = dir.path().join("bench.db");
     let len = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len()) / 1_000_000;
     println!(
         "database file {} MB, WAL {} MB",
         len(&db),
-        len(&dir.path().join("bench.db-wal"))
+        len(&db.with_extension("db-wal"))
     );
-    for kind in [Kind::Rehab140, Kind::Care] {
+    for kind in [Kind::Rehab140, Kind::Care, Kind::Rehab140, Kind::Care] {
         // Reset the peak so that it measures the report alone.
         let _ = std::fs::write("/proc/self/clear_refs", "5");
         let before = peak_kib();

@@ -108,6 +108,18 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
         engine = engine.with_page_cache(&config.cache);
     }
     let engine = Arc::new(engine);
+    // Report facts left stale (records stored before migration 0009, or written since by other
+    // routes) are filled in once, in the background: a report rebuilds them meanwhile.
+    let refresher = engine.clone();
+    tokio::spawn(async move {
+        match crate::report::stored::refresh_stale(&refresher).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, "report facts filled in"),
+            Err(e) => {
+                tracing::warn!(error = ?e.issues.first().map(|i| &i.diagnostics), "filling in report facts failed")
+            }
+        }
+    });
     let auditor = crate::audit::Auditor::start(engine.clone(), &config.audit, &observer(&config));
     let forwarder =
         crate::forward::Forwarder::new(engine.clone(), &config.forwarding, lookups.clone())

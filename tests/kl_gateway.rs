@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use fhir_core::validation::{has_errors, Validator};
 use sektorbro::municipal::record::CareRecord;
+use sektorbro::report::facts::Facts;
 use sektorbro::report::kl_gateway::{citizen_report, delivery, Kind};
 
 fn fixtures() -> Vec<PathBuf> {
@@ -143,7 +144,8 @@ fn the_validator_refuses_a_report_that_breaks_the_ig() {
     for path in fixtures() {
         let rec = record(&path, &v);
         let kind = Kind::of(&rec);
-        let mut report = citizen_report(kind, &[&rec], &v.terminology, NOW).expect("a report");
+        let facts = Facts::of(&rec);
+        let mut report = citizen_report(kind, &[&facts], &v.terminology, NOW).expect("a report");
         let patient = report["entry"][0]["resource"].as_object_mut().unwrap();
         patient.insert("birthDate".into(), Value::String("1960-01-03".into()));
         let errs = errors(&v, &report, &[kind.report_profile()]);

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::bundle_json::{self, etag, BundleEntry};
 use super::{now_ms, retrying, Access, Engine, Resolved, WriteFailure, WriteOp, Written};
 use crate::error::FhirError;
+use crate::store::report_facts::FactsWrite;
 use crate::store::{Grant, NewJob, StoreTx};
 use fhir_core::fhir::outcome::Issue;
 use fhir_core::fhir::{for_each_reference, instant, new_id};
@@ -100,33 +101,43 @@ impl Engine {
         let entries = parse_entries(bundle)?;
         match kind {
             BundleKind::Transaction => {
-                self.transaction(access, entries, base, representation, None, false)
+                self.transaction(access, entries, base, representation, Extra::Nothing, false)
                     .await
             }
             BundleKind::Batch => Ok(self.batch(access, entries, base, representation).await),
         }
     }
 
-    /// A transaction Bundle the gateway built itself from input it has checked, and vouches
-    /// for: every resource is valid against the embedded definitions and the profiles it
+    /// A municipal care record's transaction Bundle. With `vouched`, the gateway built it itself
+    /// from input it has checked, and vouches for it: every resource is valid against the embedded definitions and the profiles it
     /// claims (the municipal mapping, whose `precheck` `tests/municipal.rs` holds to the
     /// validator). Profile validation on write is skipped for an entry unless the write policy
     /// asks for more than that: profiles `[validation.required]` names for its type, or
     /// packages loaded beyond the embedded ones. Everything else is as [`Engine::process_bundle`].
-    pub(crate) async fn vouched_transaction(
+    ///
+    /// With `vouched` false, the entries are validated on write as any client's. The record's
+    /// report facts are written last in the same database transaction, after every resource of
+    /// the record (whose writes make the facts stale: `store/report_facts.rs`).
+    pub(crate) async fn record_transaction(
         &self,
         access: &Access,
         bundle: &Value,
         base: &str,
         representation: bool,
+        vouched: bool,
+        facts: Option<&FactsWrite>,
     ) -> Result<String, FhirError> {
         if bundle.get("type").and_then(Value::as_str) != Some("transaction") {
             return Err(FhirError::internal(
-                "a vouched Bundle must be a transaction",
+                "a care record's Bundle must be a transaction",
             ));
         }
         let entries = parse_entries(bundle)?;
-        self.transaction(access, entries, base, representation, None, true)
+        let extra = match facts {
+            Some(f) => Extra::Facts(f),
+            None => Extra::Nothing,
+        };
+        self.transaction(access, entries, base, representation, extra, vouched)
             .await
     }
 
@@ -147,7 +158,7 @@ impl Engine {
             .at("Bundle.type"));
         }
         let entries = parse_entries(bundle)?;
-        self.transaction(access, entries, base, false, Some((job, grants)), false)
+        self.transaction(access, entries, base, false, Extra::Job(job, grants), false)
             .await
     }
 
@@ -169,7 +180,7 @@ impl Engine {
         entries: Vec<EntryRequest>,
         base: &str,
         representation: bool,
-        job: Option<(&NewJob, &[Grant])>,
+        extra: Extra<'_>,
         vouched: bool,
     ) -> Result<String, FhirError> {
         check_duplicates(&entries)?;
@@ -202,12 +213,16 @@ impl Engine {
             let written = self
                 .transaction_writes(tx.as_mut(), access, &entries)
                 .await?;
-            let status = match job {
-                Some((job, grants)) => {
+            let status = match extra {
+                Extra::Job(job, grants) => {
                     enqueue_with_grants(tx.as_mut(), job, grants).await?;
                     202
                 }
-                None => 200,
+                Extra::Facts(facts) => {
+                    tx.put_report_facts(facts).await?;
+                    200
+                }
+                Extra::Nothing => 200,
             };
             crate::audit::in_tx::commit(tx, None, status).await?;
             Ok(written)
@@ -447,6 +462,16 @@ impl Engine {
             Err(err) => error_entry(&locate(err, e.index)),
         }
     }
+}
+
+/// What a transaction writes besides its entries, after them.
+#[derive(Clone, Copy)]
+enum Extra<'a> {
+    Nothing,
+    /// An outbox job and the grants its message implies.
+    Job(&'a NewJob, &'a [Grant]),
+    /// A care record's report facts.
+    Facts(&'a FactsWrite),
 }
 
 /// A job and its grants inside `tx`: a receiver may read the citizen's records exactly when

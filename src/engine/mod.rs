@@ -255,7 +255,7 @@ impl Engine {
     }
 
     /// Whether the gateway's own word that a resource is valid (see
-    /// [`Engine::vouched_transaction`]) is all the write policy asks for this operation.
+    /// [`Engine::record_transaction`]) is all the write policy asks for this operation.
     pub(crate) fn vouch_suffices(&self, op: &WriteOp) -> bool {
         let Some(policy) = &self.validation else {
             return true;

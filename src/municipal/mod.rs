@@ -372,15 +372,17 @@ pub async fn store(
         }
         stored = Stored::Updated;
     }
-    let response = if vouched {
-        engine
-            .vouched_transaction(access, &bundle, base, representation)
-            .await
-    } else {
-        engine
-            .process_bundle(access, &bundle, base, representation)
-            .await
+    // The report facts go in the same transaction, after the resources (docs/kl-gateway.md).
+    let facts = crate::report::facts::Facts::of(&rec);
+    let facts = crate::store::report_facts::FactsWrite {
+        plan_id: plan_id.clone(),
+        kind: facts.kind().as_str().to_string(),
+        facts: facts.to_json(),
+        if_stale_at: None,
     };
+    let response = engine
+        .record_transaction(access, &bundle, base, representation, vouched, Some(&facts))
+        .await;
     let response = response.map_err(|e| {
         if e.status == 412 {
             FhirError::conflict(format!(

@@ -21,7 +21,8 @@
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use crate::municipal::record::{CareRecord, Condition, Intervention, Meeting};
+use super::facts::{Condition, Facts, Intervention, Meeting};
+use crate::municipal::record::CareRecord;
 use crate::municipal::vocab;
 use fhir_core::validation::terminology::Terminology;
 
@@ -103,7 +104,12 @@ impl Kind {
 
     /// Courses under SUL §140 go to the §140 report, every other course to the care report.
     pub fn of(rec: &CareRecord) -> Kind {
-        if rec.course.legal_basis == "sul-140" {
+        Kind::of_legal_basis(&rec.course.legal_basis)
+    }
+
+    /// [`Kind::of`] a course with this legal basis.
+    pub fn of_legal_basis(legal_basis: &str) -> Kind {
+        if legal_basis == "sul-140" {
             Kind::Rehab140
         } else {
             Kind::Care
@@ -190,8 +196,8 @@ fn after(a: &str, b: &str) -> bool {
 }
 
 /// The key a citizen's report is grouped by: the same citizen in the same municipality.
-pub fn citizen_key(rec: &CareRecord) -> (String, String) {
-    (rec.municipality.code.clone(), rec.citizen.cpr.clone())
+pub fn citizen_key(rec: &Facts) -> (String, String) {
+    (rec.municipality.clone(), rec.cpr.clone())
 }
 
 /// The id of the delivery report of a citizen in a municipality (stable, so that a new report
@@ -200,37 +206,33 @@ pub fn report_id(kind: Kind, municipality: &str, cpr: &str) -> String {
     uuid(&[kind.as_str(), municipality, "citizen", cpr, "report"])
 }
 
-/// One citizen's delivery report, from the citizen's records of `kind` (all of the same
-/// municipality and CPR; records of the other kind are skipped). `timestamp` is the report's
+/// One citizen's delivery report, from the report facts of the citizen's records of `kind` (all
+/// of the same municipality and CPR; records of the other kind are skipped). `timestamp` is the report's
 /// time (RFC 3339); meetings ending after it are reported as planned.
 pub fn citizen_report(
     kind: Kind,
-    records: &[&CareRecord],
+    records: &[&Facts],
     codes: &dyn Codes,
     timestamp: &str,
 ) -> Option<Value> {
-    let records: Vec<&CareRecord> = records
+    let records: Vec<&Facts> = records
         .iter()
         .copied()
-        .filter(|r| Kind::of(r) == kind)
+        .filter(|r| r.kind() == kind)
         .collect();
     let first = records.first()?;
     let municipality = &first.municipality;
-    let cpr = &first.citizen.cpr;
+    let cpr = &first.cpr;
     let mut b = Builder {
         kind,
         codes,
         timestamp,
-        patient: uuid(&[kind.as_str(), &municipality.code, "citizen", cpr]),
+        patient: uuid(&[kind.as_str(), municipality, "citizen", cpr]),
         entries: Vec::new(),
     };
-    let deceased = records.iter().any(|r| {
-        r.course
-            .stay
-            .as_ref()
-            .and_then(|s| s.discharge_destination.as_deref())
-            == Some("deceased")
-    });
+    let deceased = records
+        .iter()
+        .any(|r| r.course.discharge_destination.as_deref() == Some("deceased"));
     b.entries.push(entry(json!({
         "resourceType": "Patient",
         "id": b.patient,
@@ -238,14 +240,14 @@ pub fn citizen_report(
         "identifier": [{ "use": "official", "system": vocab::CPR, "value": cpr }],
         "deceasedBoolean": deceased,
         "managingOrganization": {
-            "identifier": { "use": "official", "system": vocab::SOR, "value": municipality.sor }
+            "identifier": { "use": "official", "system": vocab::SOR, "value": first.sor }
         },
     })));
     let mut organizations: Vec<String> = Vec::new();
     for rec in &records {
         match kind {
             Kind::Rehab140 => {
-                let org = uuid(&["140", "organization", &rec.municipality.sor]);
+                let org = uuid(&["140", "organization", &rec.sor]);
                 if !organizations.contains(&org) {
                     organizations.push(org.clone());
                     b.entries.push(entry(json!({
@@ -253,7 +255,7 @@ pub fn citizen_report(
                         "id": org,
                         "meta": kind.profile("organization"),
                         "identifier": [{
-                            "use": "official", "system": vocab::SOR, "value": rec.municipality.sor
+                            "use": "official", "system": vocab::SOR, "value": rec.sor
                         }],
                     })));
                 }
@@ -264,7 +266,7 @@ pub fn citizen_report(
     }
     Some(json!({
         "resourceType": "Bundle",
-        "id": report_id(kind, &municipality.code, cpr),
+        "id": report_id(kind, municipality, cpr),
         "meta": { "profile": [kind.report_profile()] },
         "type": "collection",
         "timestamp": timestamp,
@@ -283,14 +285,14 @@ struct Builder<'a> {
 /// The ids of one record's parts in a report.
 struct Parts<'r> {
     kind: Kind,
-    rec: &'r CareRecord,
+    rec: &'r Facts,
 }
 
 impl Parts<'_> {
     fn id(&self, part: &str, local: &str) -> String {
         uuid(&[
             self.kind.as_str(),
-            &self.rec.municipality.code,
+            &self.rec.municipality,
             "record",
             &self.rec.record_id,
             part,
@@ -301,7 +303,7 @@ impl Parts<'_> {
 
 impl Builder<'_> {
     /// The conditions of `rec` the report takes, with their ids.
-    fn conditions<'r>(&self, rec: &'r CareRecord) -> Vec<(&'r Condition, String)> {
+    fn conditions<'r>(&self, rec: &'r Facts) -> Vec<(&'r Condition, String)> {
         let parts = Parts {
             kind: self.kind,
             rec,
@@ -331,11 +333,7 @@ impl Builder<'_> {
     }
 
     /// The reported conditions an intervention is for: those its goals address.
-    fn reasons(
-        rec: &CareRecord,
-        i: &Intervention,
-        conditions: &[(&Condition, String)],
-    ) -> Vec<Value> {
+    fn reasons(rec: &Facts, i: &Intervention, conditions: &[(&Condition, String)]) -> Vec<Value> {
         let mut out = Vec::new();
         for (c, id) in conditions {
             let addressed = rec
@@ -350,7 +348,7 @@ impl Builder<'_> {
         out
     }
 
-    fn condition(&self, rec: &CareRecord, c: &Condition, id: &str) -> Value {
+    fn condition(&self, rec: &Facts, c: &Condition, id: &str) -> Value {
         let mut r = json!({
             "resourceType": "Condition",
             "id": id,
@@ -360,7 +358,7 @@ impl Builder<'_> {
             "category": [coding(CONDITION_CATEGORY, "problem-list-item")],
             "code": coding(vocab::FSIII, &c.code),
             "subject": reference(&self.patient),
-            "recordedDate": rec.course.period.start,
+            "recordedDate": rec.course.start,
         });
         if self.kind == Kind::Care
             && self
@@ -374,24 +372,25 @@ impl Builder<'_> {
         r
     }
 
-    fn period(rec: &CareRecord) -> Value {
+    fn period(rec: &Facts) -> Value {
         let mut p = Map::new();
-        p.insert("start".into(), json!(rec.course.period.start));
-        if let Some(end) = &rec.course.period.end {
+        p.insert("start".into(), json!(rec.course.start));
+        if let Some(end) = &rec.course.end {
             p.insert("end".into(), json!(end));
         }
         Value::Object(p)
     }
 
-    /// The encounters of a course: the meetings the citizen took part in.
-    fn meetings<'r>(&self, rec: &'r CareRecord) -> impl Iterator<Item = &'r Meeting> {
+    /// The encounters of a course: the meetings the citizen took part in (the only ones the
+    /// facts keep), those with an end for §140.
+    fn meetings<'r>(&self, rec: &'r Facts) -> impl Iterator<Item = &'r Meeting> {
         let needs_end = self.kind == Kind::Rehab140;
         rec.meetings
             .iter()
-            .filter(move |m| m.citizen_present && (!needs_end || m.end.is_some()))
+            .filter(move |m| !needs_end || m.end.is_some())
     }
 
-    fn encounter(&self, rec: &CareRecord, m: &Meeting, id: &str, course: Option<&str>) -> Value {
+    fn encounter(&self, rec: &Facts, m: &Meeting, id: &str, course: Option<&str>) -> Value {
         let mut period = Map::new();
         period.insert("start".into(), json!(m.start));
         if let Some(end) = &m.end {
@@ -433,7 +432,7 @@ impl Builder<'_> {
         r
     }
 
-    fn rehab_course(&mut self, rec: &CareRecord, org: &str) {
+    fn rehab_course(&mut self, rec: &Facts, org: &str) {
         let parts = Parts {
             kind: self.kind,
             rec,
@@ -510,7 +509,7 @@ impl Builder<'_> {
         }
     }
 
-    fn care_course(&mut self, rec: &CareRecord) {
+    fn care_course(&mut self, rec: &Facts) {
         let parts = Parts {
             kind: self.kind,
             rec,
@@ -660,8 +659,13 @@ pub fn delivery(
     id: &str,
     timestamp: &str,
 ) -> String {
-    let mut citizens: Vec<((String, String), Vec<&CareRecord>)> = Vec::new();
-    for r in records.iter().filter(|r| Kind::of(r) == kind) {
+    let facts: Vec<Facts> = records
+        .iter()
+        .filter(|r| Kind::of(r) == kind)
+        .map(Facts::of)
+        .collect();
+    let mut citizens: Vec<((String, String), Vec<&Facts>)> = Vec::new();
+    for r in &facts {
         let key = citizen_key(r);
         match citizens.iter_mut().find(|(k, _)| *k == key) {
             Some((_, list)) => list.push(r),

@@ -5,6 +5,7 @@
 //! - [`stored`]: the records of a municipality read from the store page by page, and the
 //!   report written as a stream of text pieces (never the whole report in memory).
 
+pub mod facts;
 pub mod flows;
 pub mod kl_gateway;
 pub mod kpis;

@@ -1,28 +1,29 @@
-//! A municipality's stored care records, read page by page and rebuilt into typed records,
-//! grouped by citizen, and the KL Gateway report written from them as a stream of text pieces.
+//! A municipality's stored care records, read as report facts in (citizen, CarePlan) order,
+//! and the KL Gateway report written from them as a stream of text pieces.
 //!
-//! Memory stays bounded by one batch of records plus one citizen's report (and the list of the
-//! municipality's CarePlan ids with their citizens): the plans are read [`PAGE`] at a time,
-//! sorted by citizen so that a citizen's courses are in one batch, the resources they refer to in
-//! one `read_many` per batch, each record rebuilt by the municipal mapping's own inverse
-//! (`from_fhir`), and each citizen's report handed on as soon as it is built. The store's
-//! search is paged in its own order: sorting by `subject` in SQL costs a full sort per page.
+//! Each record has a row of report facts (`store/report_facts.rs`), written in the transaction
+//! that stores it: the report reads those rows [`PAGE`] at a time, ordered by citizen in SQL, so
+//! a citizen's courses are adjacent and each citizen's report is handed on as soon as its last
+//! row is read. A row whose facts are stale (a resource of the record was written by another
+//! route, or the record was stored before the facts existed) is rebuilt from the stored
+//! resources by the municipal mapping's own inverse (`from_fhir`), as every record was before.
+//! Memory stays bounded by one page of rows and one citizen's report.
 
 use std::collections::{BTreeSet, HashMap};
 
 use serde_json::Value;
 
+use super::facts::Facts;
 use super::kl_gateway::{citizen_report, Codes, Envelope, Kind};
 use crate::engine::Engine;
 use crate::error::FhirError;
 use crate::municipal::from_fhir;
 use crate::municipal::record::CareRecord;
-use crate::municipal::vocab;
+use crate::store::report_facts::{FactsQuery, FactsRow, FactsWrite};
 use crate::store::Visibility;
-use fhir_core::fhir::search::{Cursor, SearchQuery};
 
-/// CarePlans read per page.
-pub const PAGE: usize = 200;
+/// Rows read per page.
+pub const PAGE: usize = 500;
 
 /// What to report.
 #[derive(Debug, Clone)]
@@ -35,18 +36,19 @@ pub struct Request {
     pub since_ms: Option<i64>,
 }
 
-/// One citizen's records, rebuilt.
-type Citizen = Vec<CareRecord>;
+/// One citizen's records, as report facts.
+type Citizen = Vec<Facts>;
 
-/// Reads a municipality's records from the store. First the CarePlans' ids and citizens, page by
-/// page (a few dozen bytes per record are kept, not the records); then the plans in batches of
-/// about [`PAGE`], a citizen's courses always in the same batch, each batch with the resources
-/// it refers to read in one go.
+/// Reads a municipality's report facts from the store, page by page, a citizen's rows always
+/// handed on together.
 pub struct Records<'e> {
     engine: &'e Engine,
-    /// `(citizen, CarePlan id)`, sorted: a citizen's courses are adjacent.
-    plans: Vec<(String, String)>,
-    next: usize,
+    vis: Visibility,
+    q: FactsQuery,
+    /// No more pages.
+    done: bool,
+    /// The rows of the last citizen of the last page, which may go on in the next.
+    pending: Vec<FactsRow>,
 }
 
 impl<'e> Records<'e> {
@@ -55,108 +57,155 @@ impl<'e> Records<'e> {
         vis: &Visibility,
         req: &Request,
     ) -> Result<Records<'e>, FhirError> {
-        let store = engine.store();
-        let mut q = plans_query(engine, &req.municipality)?;
-        let mut all: Vec<(String, String, i64)> = Vec::new();
-        loop {
-            let mut hits = store.search(&q, PAGE + 1, vis).await?;
-            let more = hits.len() > PAGE;
-            hits.truncate(PAGE);
-            if let Some(last) = hits.last() {
-                q.after = Some(Cursor {
-                    values: last.sort_values.clone(),
-                    seq: last.seq,
-                });
-            }
-            for h in hits {
-                let r = h.resource;
-                let citizen = match r.citizen {
-                    Some(c) => c,
-                    None => subject(&crate::municipal::stored_json(&r)?).unwrap_or_default(),
-                };
-                all.push((citizen, r.id, r.last_updated_ms));
-            }
-            if !more {
-                break;
-            }
-        }
-        if let Some(since) = req.since_ms {
-            // A citizen whose course changed is reported with all of its courses: its report
-            // replaces the previous one.
-            let changed: BTreeSet<String> = all
-                .iter()
-                .filter(|(_, _, t)| *t > since)
-                .map(|(c, _, _)| c.clone())
-                .collect();
-            all.retain(|(c, _, _)| changed.contains(c));
-        }
-        let mut plans: Vec<(String, String)> = all.into_iter().map(|(c, id, _)| (c, id)).collect();
-        plans.sort();
         Ok(Records {
             engine,
-            plans,
-            next: 0,
+            vis: vis.clone(),
+            q: FactsQuery {
+                municipality: req.municipality.clone(),
+                kind: req.kind.as_str().to_string(),
+                since_ms: req.since_ms,
+                after: None,
+            },
+            done: false,
+            pending: Vec::new(),
         })
     }
 
-    /// The next batch of citizens, each with all of its courses in the municipality; `None` at
-    /// the end.
+    /// The next batch of citizens, each with all of its courses in the municipality (those of
+    /// the report's kind, and any that had to be rebuilt); `None` at the end.
     pub async fn next_batch(&mut self) -> Result<Option<Vec<Citizen>>, FhirError> {
-        let len = self.plans.len();
-        if self.next >= len {
-            return Ok(None);
-        }
-        let start = self.next;
-        let mut end = (start + PAGE).min(len);
-        while end < len && self.plans[end].0 == self.plans[end - 1].0 {
-            end += 1;
-        }
-        self.next = end;
-        let batch = &self.plans[start..end];
-        let keys: Vec<(String, String)> = batch
-            .iter()
-            .map(|(_, id)| ("CarePlan".to_string(), id.clone()))
-            .collect();
-        let mut by_id: HashMap<String, Value> = HashMap::with_capacity(keys.len());
-        for r in self.engine.store().read_many(&keys).await? {
-            by_id.insert(r.id.clone(), crate::municipal::stored_json(&r)?);
-        }
-        // In the sorted order; a plan deleted since the first pass is no longer reported.
-        let plans: Vec<(String, Value)> = batch
-            .iter()
-            .filter_map(|(c, id)| by_id.remove(id).map(|p| (c.clone(), p)))
-            .collect();
+        let rows = loop {
+            if self.done {
+                if self.pending.is_empty() {
+                    return Ok(None);
+                }
+                break std::mem::take(&mut self.pending);
+            }
+            let page = self
+                .engine
+                .store()
+                .report_facts(&self.q, PAGE, &self.vis)
+                .await?;
+            self.done = page.len() < PAGE;
+            if let Some(last) = page.last() {
+                self.q.after = Some((last.citizen.clone(), last.plan_id.clone()));
+            }
+            let mut rows = std::mem::take(&mut self.pending);
+            rows.extend(page);
+            if self.done {
+                break rows;
+            }
+            // The last citizen may have more rows on the next page.
+            let last = rows.last().map(|r| r.citizen.clone()).unwrap_or_default();
+            let split = rows
+                .iter()
+                .rposition(|r| r.citizen != last)
+                .map_or(0, |i| i + 1);
+            self.pending = rows.split_off(split);
+            if !rows.is_empty() {
+                break rows;
+            }
+        };
+        let facts = resolve(self.engine, &rows).await?;
         let mut out: Vec<Citizen> = Vec::new();
-        let mut current: Option<String> = None;
-        for (citizen, rec) in rebuild(self.engine, plans).await? {
-            if current.as_ref() != Some(&citizen) {
+        let mut current: Option<&str> = None;
+        for (row, f) in rows.iter().zip(facts) {
+            // A plan deleted since its row was read is no longer reported.
+            let Some(f) = f else { continue };
+            if current != Some(row.citizen.as_str()) {
                 out.push(Vec::new());
-                current = Some(citizen);
+                current = Some(&row.citizen);
             }
             if let Some(list) = out.last_mut() {
-                list.push(rec);
+                list.push(f);
             }
         }
         Ok(Some(out))
     }
 }
 
-/// The search for a municipality's CarePlans, in the store's own order (cheap to page).
-fn plans_query(engine: &Engine, municipality: &str) -> Result<SearchQuery, FhirError> {
-    let pairs = vec![(
-        "identifier".to_string(),
-        format!("{}|", vocab::record_system(municipality)),
-    )];
-    let mut q = engine.parse_pairs("CarePlan", &pairs, false)?;
-    q.count = PAGE;
-    Ok(q)
+/// The facts of each row: read from the row, or rebuilt from the stored resources when stale.
+async fn resolve(engine: &Engine, rows: &[FactsRow]) -> Result<Vec<Option<Facts>>, FhirError> {
+    let mut out = Vec::with_capacity(rows.len());
+    let mut stale = Vec::new();
+    for (n, r) in rows.iter().enumerate() {
+        match &r.facts {
+            Some(text) => out
+                .push(Some(Facts::from_json(text).map_err(|e| {
+                    FhirError::internal(format!("CarePlan/{}: {e}", r.plan_id))
+                })?)),
+            None => {
+                out.push(None);
+                stale.push((n, r.plan_id.clone()));
+            }
+        }
+    }
+    if stale.is_empty() {
+        return Ok(out);
+    }
+    let plans = read_plans(engine, stale.iter().map(|(_, id)| id.as_str())).await?;
+    let mut rebuilt: HashMap<String, Facts> = HashMap::with_capacity(plans.len());
+    for (id, rec) in rebuild(engine, plans).await? {
+        rebuilt.insert(id, Facts::of(&rec?));
+    }
+    for (n, id) in stale {
+        out[n] = rebuilt.remove(&id);
+    }
+    Ok(out)
 }
 
-fn subject(plan: &Value) -> Option<String> {
-    plan.get("subject")?
-        .get("reference")?
-        .as_str()
-        .map(String::from)
+/// The current CarePlans with these ids (those deleted are left out), as `(id, JSON)`.
+async fn read_plans(
+    engine: &Engine,
+    ids: impl Iterator<Item = &str>,
+) -> Result<Vec<(String, Value)>, FhirError> {
+    let keys: Vec<(String, String)> = ids
+        .map(|id| ("CarePlan".to_string(), id.to_string()))
+        .collect();
+    engine
+        .store()
+        .read_many(&keys)
+        .await?
+        .iter()
+        .map(|r| Ok((r.id.clone(), crate::municipal::stored_json(r)?)))
+        .collect()
+}
+
+/// Fill in the facts of stale rows from the stored resources, in the background at start (the
+/// records stored before the facts existed, and those written since by other routes). A row is
+/// written only if no write made it stale again meanwhile; a record that cannot be rebuilt stays
+/// stale (a report then answers as before: it cannot be rebuilt). Returns how many rows were
+/// filled in.
+pub async fn refresh_stale(engine: &Engine) -> Result<usize, FhirError> {
+    let store = engine.store();
+    let mut after = String::new();
+    let mut filled = 0;
+    loop {
+        let stale = store.stale_report_facts(&after, PAGE).await?;
+        let Some((last, _)) = stale.last() else {
+            return Ok(filled);
+        };
+        after = last.clone();
+        let stamps: HashMap<&str, i64> = stale.iter().map(|(id, s)| (id.as_str(), *s)).collect();
+        let plans = read_plans(engine, stale.iter().map(|(id, _)| id.as_str())).await?;
+        let mut tx = store.begin().await?;
+        for (id, rec) in rebuild(engine, plans).await? {
+            let (Ok(rec), Some(stamp)) = (rec, stamps.get(id.as_str())) else {
+                continue;
+            };
+            let facts = Facts::of(&rec);
+            let w = FactsWrite {
+                plan_id: id,
+                kind: facts.kind().as_str().to_string(),
+                facts: facts.to_json(),
+                if_stale_at: Some(*stamp),
+            };
+            if tx.put_report_facts(&w).await? {
+                filled += 1;
+            }
+        }
+        tx.commit().await?;
+    }
 }
 
 /// Every relative `Type/id` reference in a resource.
@@ -181,12 +230,13 @@ fn references(v: &Value, out: &mut BTreeSet<(String, String)>) {
     }
 }
 
-/// Rebuild the records of a page of CarePlans: what they refer to is read in one go. A plan
-/// that cannot be rebuilt is an error (500): a report that silently drops a course is wrong.
+/// Rebuild the records of some CarePlans (`(id, JSON)`): what they refer to is read in one go.
+/// Each plan's record, or why it cannot be rebuilt (a report that silently dropped a course
+/// would be wrong, so the report answers 500 for it).
 async fn rebuild(
     engine: &Engine,
     plans: Vec<(String, Value)>,
-) -> Result<Vec<(String, CareRecord)>, FhirError> {
+) -> Result<Vec<(String, Result<CareRecord, FhirError>)>, FhirError> {
     let mut keys = BTreeSet::new();
     for (_, p) in &plans {
         references(p, &mut keys);
@@ -198,17 +248,17 @@ async fn rebuild(
         found.insert(format!("{}/{}", r.rtype, r.id), v);
     }
     let get = |r: &str| found.get(r);
-    let mut out = Vec::with_capacity(plans.len());
-    for (citizen, p) in &plans {
-        let rec = from_fhir::from_fhir(p, &get).map_err(|e| {
-            FhirError::internal(format!(
-                "the stored record of CarePlan/{} cannot be rebuilt: {e}",
-                p.get("id").and_then(Value::as_str).unwrap_or("?")
-            ))
-        })?;
-        out.push((citizen.clone(), rec));
-    }
-    Ok(out)
+    Ok(plans
+        .iter()
+        .map(|(id, p)| {
+            let rec = from_fhir::from_fhir(p, &get).map_err(|e| {
+                FhirError::internal(format!(
+                    "the stored record of CarePlan/{id} cannot be rebuilt: {e}"
+                ))
+            });
+            (id.clone(), rec)
+        })
+        .collect())
 }
 
 /// Write the report for `req` piece by piece to `sink` (the envelope's start, each citizen's
@@ -230,7 +280,7 @@ where
     sink.send(env.start(envelope_id, timestamp)).await?;
     while let Some(batch) = records.next_batch().await? {
         for citizen in batch {
-            let refs: Vec<&CareRecord> = citizen.iter().collect();
+            let refs: Vec<&Facts> = citizen.iter().collect();
             if let Some(report) = citizen_report(req.kind, &refs, codes, timestamp) {
                 let piece = env.entry(&report);
                 sink.send(piece).await?;

@@ -65,6 +65,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("migrations/postgres/0008_kpi_facts.sql"),
     },
     Migration {
+        version: 9,
+        name: "report_facts",
+        sqlite: include_str!("migrations/sqlite/0009_report_facts.sql"),
+        postgres: include_str!("migrations/postgres/0009_report_facts.sql"),
+    },
+    Migration {
         version: KPI_TABLE,
         name: "kpi_table",
         sqlite: include_str!("migrations/sqlite/0010_kpi_table.sql"),

@@ -13,6 +13,7 @@ pub mod kpis;
 mod migrate;
 mod notify;
 pub mod outbox;
+pub mod report_facts;
 mod search_sql;
 mod sql;
 mod sqlite_timeout;
@@ -368,6 +369,19 @@ pub trait Storage: Send + Sync + 'static {
         q: &kpis::KpiQuery,
         vis: &Visibility,
     ) -> Result<kpis::KpiRows, StoreError>;
+    /// A page of the report-facts rows of `q`, visible under `vis` ([`report_facts`]).
+    async fn report_facts(
+        &self,
+        q: &report_facts::FactsQuery,
+        limit: usize,
+        vis: &Visibility,
+    ) -> Result<Vec<report_facts::FactsRow>, StoreError>;
+    /// Up to `limit` stale report-facts rows after CarePlan id `after`: `(CarePlan id, stamp)`.
+    async fn stale_report_facts(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>, StoreError>;
     /// How many hospital stays of `citizen` (hashed key) began while a care course ran from
     /// `start_ms` to `end_ms` (`None`: still active): admissions not cancelled, a corrected
     /// admission counted once ([`hospital_events::admissions_within`]). For the readmission
@@ -443,6 +457,9 @@ pub trait StoreTx: Send {
         action: DeadAction,
         now_ms: i64,
     ) -> Result<bool, StoreError>;
+    /// Write a record's fresh report facts; whether the row was written (see
+    /// [`report_facts::FactsWrite::if_stale_at`]).
+    async fn put_report_facts(&mut self, w: &report_facts::FactsWrite) -> Result<bool, StoreError>;
     /// Add an audit record to this transaction: stored if and only if the transaction commits.
     async fn audit(&mut self, record: &crate::audit::AuditRecord) -> Result<(), StoreError>;
     /// Add many audit records (the audit writer's batch), in as few statements as the database

@@ -669,6 +669,27 @@ impl Storage for SqlStore {
         })
     }
 
+    async fn report_facts(
+        &self,
+        q: &super::report_facts::FactsQuery,
+        limit: usize,
+        vis: &Visibility,
+    ) -> Result<Vec<super::report_facts::FactsRow>, StoreError> {
+        let sql = super::report_facts::page(q, limit, vis, self.backend);
+        let rows = query(&sql).fetch_all(&self.read).await.map_err(db_err)?;
+        rows.iter().map(super::report_facts::row).collect()
+    }
+
+    async fn stale_report_facts(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let sql = super::report_facts::stale(after, limit, self.backend);
+        let rows = query(&sql).fetch_all(&self.read).await.map_err(db_err)?;
+        rows.iter().map(super::report_facts::stale_row).collect()
+    }
+
     async fn scan(
         &self,
         q: &SearchQuery,
@@ -1168,6 +1189,19 @@ impl StoreTx for SqlTx {
         Ok(!rows.is_empty())
     }
 
+    async fn put_report_facts(
+        &mut self,
+        w: &super::report_facts::FactsWrite,
+    ) -> Result<bool, StoreError> {
+        self.audit_only = false;
+        let sql = super::report_facts::put(w);
+        let rows = query(&sql)
+            .fetch_all(self.conn().await?)
+            .await
+            .map_err(db_err)?;
+        Ok(!rows.is_empty())
+    }
+
     async fn bulk_claim(
         &mut self,
         owner: &str,
@@ -1340,7 +1374,9 @@ fn write_statements(v: &NewVersion<'_>) -> Vec<Sql> {
             }
         }
     };
-    let mut out = Vec::new();
+    // The report facts of the records the previous version belonged to, while its identifiers
+    // are still in `search_index`.
+    let mut out = super::report_facts::before_write(v);
 
     // Both rows start with (res_type, id, version, last_updated, deleted).
     let key_columns = |sql: &mut Sql| {
@@ -1389,6 +1425,7 @@ fn write_statements(v: &NewVersion<'_>) -> Vec<Sql> {
         out.push(s);
         out.push(super::kpis::delete_fact(v.rtype, v.id));
     }
+    out.extend(super::report_facts::after_write(v));
     if v.content.is_none() {
         return out;
     }

@@ -28,7 +28,7 @@ fn fixtures() -> Vec<Value> {
         .collect()
 }
 
-async fn post(app: &TestApp, rec: &Value, tok: Option<&str>) -> u16 {
+async fn post_record(app: &TestApp, rec: &Value, tok: Option<&str>) -> reqwest::Response {
     let mut req = app
         .client
         .post(format!("{}/municipal/v1/care-records", app.addr))
@@ -37,7 +37,11 @@ async fn post(app: &TestApp, rec: &Value, tok: Option<&str>) -> u16 {
     if let Some(t) = tok {
         req = req.bearer_auth(t);
     }
-    req.send().await.expect("request").status().as_u16()
+    req.send().await.expect("request")
+}
+
+async fn post(app: &TestApp, rec: &Value, tok: Option<&str>) -> u16 {
+    post_record(app, rec, tok).await.status().as_u16()
 }
 
 async fn report(app: &TestApp, query: &str, tok: Option<&str>) -> (u16, Value) {
@@ -144,6 +148,199 @@ async fn since_reports_only_the_citizens_whose_records_changed(app: TestApp) {
     );
 }
 
+/// An engine of its own on the app's database, without caches (the app writes past it), for
+/// what the gateway does at start: filling in stale report facts.
+async fn refresh_stale(app: &TestApp) -> usize {
+    let mut config = sektorbro::config::Config::defaults();
+    config.cache.enabled = false;
+    let store = sektorbro::store::open(app.database_url(), 2, "normal", 5000, &config.cache)
+        .await
+        .expect("store");
+    let engine = sektorbro::engine::Engine::new(store, config.search);
+    sektorbro::report::stored::refresh_stale(&engine)
+        .await
+        .expect("refresh")
+}
+
+/// Each municipality's report, of each kind, equals the one built from `typed`.
+async fn assert_reported(app: &TestApp, municipality: &str, typed: &[CareRecord]) {
+    let v = Validator::shared_embedded().expect("definitions");
+    for kind in [Kind::Rehab140, Kind::Care] {
+        let (status, got) = report(
+            app,
+            &format!("municipality={municipality}&kind={}", kind.as_str()),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{municipality} {kind:?}: {got}");
+        let ts = got["timestamp"].as_str().unwrap();
+        let mine: Vec<CareRecord> = typed
+            .iter()
+            .filter(|r| r.municipality.code == municipality)
+            .cloned()
+            .collect();
+        let want: Value =
+            serde_json::from_str(&delivery(kind, &mine, &v.terminology, "x", ts)).unwrap();
+        // The same citizens in the same order (by Patient id), each with the same report.
+        let ids = |b: &Value| -> BTreeSet<String> {
+            entries(b)
+                .iter()
+                .map(|e| e["fullUrl"].as_str().unwrap_or_default().to_string())
+                .collect()
+        };
+        assert_eq!(ids(&got), ids(&want), "{municipality} {kind:?}");
+        for e in entries(&got) {
+            let w = entries(&want)
+                .into_iter()
+                .find(|x| x["fullUrl"] == e["fullUrl"])
+                .unwrap();
+            assert_eq!(e, w, "{municipality} {kind:?}");
+        }
+    }
+}
+
+async fn post_json(app: &TestApp, rec: &Value) -> Value {
+    let res = post_record(app, rec, None).await;
+    assert!(matches!(res.status().as_u16(), 200 | 201));
+    res.json().await.expect("JSON")
+}
+
+/// The one resource a search finds.
+async fn only(app: &TestApp, query: &str) -> Value {
+    let page = app.get_json(query, 200).await;
+    assert_eq!(
+        page["entry"].as_array().map(Vec::len),
+        Some(1),
+        "{query}: {page}"
+    );
+    page["entry"][0]["resource"].clone()
+}
+
+async fn the_report_follows_writes_by_other_routes(app: TestApp) {
+    let posted: Vec<Value> = fixtures()
+        .into_iter()
+        .filter(|r| r["municipality"]["code"] == "0510")
+        .collect();
+    let mut plans = Vec::new();
+    for r in &posted {
+        plans.push(
+            post_json(&app, r).await["carePlan"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let mut typed: Vec<CareRecord> = posted
+        .iter()
+        .map(|r| serde_json::from_value(r.clone()).unwrap())
+        .collect();
+    assert_eq!(refresh_stale(&app).await, 0, "stored with fresh facts");
+    assert_reported(&app, "0510", &typed).await;
+
+    // The first record's course CarePlan, changed over FHIR REST: it is now a §140 course (so it
+    // moves from the care report to the §140 report).
+    let (first, second) = (&plans[0], &plans[1]);
+    let mut plan = app.get_json(first, 200).await;
+    let basis = plan["extension"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|e| e["url"].as_str().unwrap().ends_with("legal-basis"))
+        .expect("the legal basis");
+    basis["valueCodeableConcept"]["coding"][0]["code"] = "sul-140".into();
+    let res = app.put(first, &plan).await;
+    assert_eq!(res.status().as_u16(), 200, "{}", res.text().await.unwrap());
+    typed[0].course.legal_basis = "sul-140".into();
+    // One of its Conditions, changed the same way: another severity.
+    let parts = format!(
+        "http://sektorbro.dk/fhir/NamingSystem/care-record/0510/{}",
+        typed[0].record_id
+    );
+    let local = typed[0].conditions[0].id.clone();
+    let mut condition = only(
+        &app,
+        &format!("Condition?identifier={}|{local}", urlencode(&parts)),
+    )
+    .await;
+    let severity = "d984ad21-48fe-4619-845e-2aa0303048e7";
+    condition["severity"]["coding"][0]["code"] = severity.into();
+    let id = condition["id"].as_str().unwrap().to_string();
+    let res = app.put(&format!("Condition/{id}"), &condition).await;
+    assert_eq!(res.status().as_u16(), 200, "{}", res.text().await.unwrap());
+    typed[0].conditions[0].severity = Some(severity.into());
+    // Rebuilt from the resources while stale, from the refreshed facts after.
+    assert_reported(&app, "0510", &typed).await;
+    assert_eq!(refresh_stale(&app).await, 1, "the changed record");
+    assert_reported(&app, "0510", &typed).await;
+    assert_eq!(refresh_stale(&app).await, 0);
+
+    // The second record's CarePlan deleted over REST: the record is no longer reported.
+    assert_eq!(app.delete(second).await.status().as_u16(), 204);
+    assert_reported(&app, "0510", &typed[..1]).await;
+    assert_eq!(
+        refresh_stale(&app).await,
+        0,
+        "a deleted course has no facts"
+    );
+
+    // The first record stored again through the municipal endpoint: fresh facts in its
+    // transaction, nothing left to refresh.
+    let mut again = posted[0].clone();
+    again["recordVersion"] = (again["recordVersion"].as_u64().unwrap() + 1).into();
+    post_json(&app, &again).await;
+    let again: CareRecord = serde_json::from_value(again).unwrap();
+    assert_eq!(refresh_stale(&app).await, 0);
+    assert_reported(&app, "0510", std::slice::from_ref(&again)).await;
+}
+
+async fn records_stored_before_the_facts_are_filled_in(app: TestApp) {
+    let records = fixtures();
+    for r in &records {
+        post_json(&app, r).await;
+    }
+    // As a database migrated to 0009 after these records were stored: the table emptied, then
+    // the migration's own back-fill statement.
+    let script = match app.db {
+        crate::helpers::Db::Sqlite => {
+            include_str!("../../src/store/migrations/sqlite/0009_report_facts.sql")
+        }
+        crate::helpers::Db::Postgres => {
+            include_str!("../../src/store/migrations/postgres/0009_report_facts.sql")
+        }
+    };
+    let backfill = &script[script.find("INSERT INTO report_facts").unwrap()..];
+    {
+        use sqlx::Connection as _;
+        let mut db = sqlx::AnyConnection::connect(app.database_url())
+            .await
+            .expect("connect");
+        sqlx::query("DELETE FROM report_facts")
+            .execute(&mut db)
+            .await
+            .expect("delete");
+        sqlx::query(backfill.trim().trim_end_matches(';'))
+            .execute(&mut db)
+            .await
+            .expect("back-fill");
+        db.close().await.expect("close");
+    }
+    let typed: Vec<CareRecord> = records
+        .iter()
+        .map(|r| serde_json::from_value(r.clone()).unwrap())
+        .collect();
+    let municipalities: BTreeSet<String> =
+        typed.iter().map(|r| r.municipality.code.clone()).collect();
+    // Reported from the resources while stale, from the facts once filled in.
+    for m in &municipalities {
+        assert_reported(&app, m, &typed).await;
+    }
+    assert_eq!(refresh_stale(&app).await, records.len());
+    assert_eq!(refresh_stale(&app).await, 0);
+    for m in &municipalities {
+        assert_reported(&app, m, &typed).await;
+    }
+}
+
 fn urlencode(s: &str) -> String {
     s.replace('+', "%2B").replace(':', "%3A")
 }
@@ -194,4 +391,6 @@ on_both_backends!(
     the_stored_records_are_reported_as_posted,
     since_reports_only_the_citizens_whose_records_changed,
     only_the_municipalitys_clients_and_administrators_get_its_report,
+    the_report_follows_writes_by_other_routes,
+    records_stored_before_the_facts_are_filled_in,
 );
