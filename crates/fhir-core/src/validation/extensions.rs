@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use super::{Node, Pass, Run};
 use crate::fhir::outcome::Severity;
 use crate::fhirpath::{self, EvalContext, Item};
-use crate::validation::model::{Element, Profile};
+use crate::validation::model::{choice_key, Element, Profile};
 
 impl<'d, 'v> Run<'d, 'v> {
     /// Base pass for an extension: `value[x]` xor nested extensions; the definition if known.
@@ -215,7 +215,7 @@ impl<'d, 'v> Run<'d, 'v> {
                     literal.push_str(n);
                     // the JSON key: a choice step is followed by its type
                     let key = match steps.peek() {
-                        Some(Step::OfType(t)) => choice_key_of(n, t),
+                        Some(Step::OfType(t)) => choice_key(n, t),
                         _ => n.to_string(),
                     };
                     at = (
@@ -231,7 +231,7 @@ impl<'d, 'v> Run<'d, 'v> {
                     };
                 }
                 Step::OfType(t) => {
-                    let key = choice_key_of(name, t);
+                    let key = choice_key(name, t);
                     at = (
                         parent.and_then(|b| b.get(&key)),
                         parent.and_then(|b| b.get(format!("_{key}"))),
@@ -430,16 +430,4 @@ fn steps(path: &str) -> impl Iterator<Item = Step<'_>> {
             None => Step::Name(name),
         })
     })
-}
-
-/// The JSON key of choice `name` as type `ty` (`value`, `string` → `valueString`).
-fn choice_key_of(name: &str, ty: &str) -> String {
-    let mut k = String::with_capacity(name.len() + ty.len());
-    k.push_str(name);
-    let mut cs = ty.chars();
-    if let Some(c) = cs.next() {
-        k.extend(c.to_uppercase());
-        k.push_str(cs.as_str());
-    }
-    k
 }
