@@ -62,12 +62,15 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
     .with_context(|| format!("cannot open database {}", redact(&config.database.url)))?;
     let validator = if config.validation.packages.is_empty() {
         // The embedded packages are vetted by their tests, so strictness changes nothing here.
-        fhir_core::validation::Validator::shared_embedded()?
+        fhir_core::validation::Validator::shared_embedded_allowing(
+            &config.validation.allowed_extension_domains,
+        )?
     } else {
         let sources = fhir_core::validation::Sources {
             embedded_igs: true,
             packages: config.validation.packages.iter().map(Into::into).collect(),
             strict: config.validation.strict,
+            allowed_extension_domains: config.validation.allowed_extension_domains.clone(),
         };
         Arc::new(
             fhir_core::validation::Validator::load(&sources)

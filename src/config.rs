@@ -254,6 +254,10 @@ pub struct ValidationConfig {
     /// Refuse to start when anything in `packages` cannot be loaded or compiled (a file, a
     /// profile, a value set, a FHIRPath expression); otherwise each is logged and counted.
     pub strict: bool,
+    /// Where an extension whose definition is not loaded is accepted with a warning instead of
+    /// being refused: URL prefixes (`http://hl7.org/fhir/StructureDefinition/`) or host names
+    /// (`example.org`, covering its subdomains).
+    pub allowed_extension_domains: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

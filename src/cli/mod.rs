@@ -44,6 +44,12 @@ pub enum Command {
         /// profile, a value set, a FHIRPath expression) as a usage error instead of a warning.
         #[arg(long)]
         strict: bool,
+        /// Accept extensions whose definition is not loaded when their url starts with this
+        /// prefix (`http://example.org/fhir/`) or their host is this domain (`example.org`), with
+        /// a warning instead of an error; repeatable. Without it every unknown extension is an
+        /// error, as in HL7's reference validator.
+        #[arg(long = "allow-extension-domain", value_name = "DOMAIN_OR_URL")]
+        allowed_extension_domains: Vec<String>,
         /// A profile every resource must conform to (canonical URL); repeatable.
         #[arg(long = "profile", value_name = "URL")]
         profiles: Vec<String>,
@@ -125,12 +131,14 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Validate {
             packages,
             strict,
+            allowed_extension_domains,
             profiles,
             format,
             inputs,
         } => Ok(validate::run(validate::Options {
             packages,
             strict,
+            allowed_extension_domains,
             profiles,
             format,
             inputs,

@@ -21,6 +21,8 @@ pub struct Options {
     pub packages: Vec<PathBuf>,
     /// Refuse to run when anything in the given packages cannot be loaded or compiled.
     pub strict: bool,
+    /// Where unknown extensions are accepted (`Sources::allowed_extension_domains`).
+    pub allowed_extension_domains: Vec<String>,
     pub profiles: Vec<String>,
     pub format: Format,
     pub inputs: Vec<PathBuf>,
@@ -73,6 +75,7 @@ pub fn run(opts: Options) -> ExitCode {
         embedded_igs: true,
         packages: opts.packages.clone(),
         strict: opts.strict,
+        allowed_extension_domains: opts.allowed_extension_domains.clone(),
     }) {
         Ok(v) => v,
         Err(e) => return usage(format!("{e:#}")),

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{match_ids, TestApp};
+use crate::helpers::{match_ids, spawn_app, spawn_app_with, Db, TestApp};
 use crate::on_both_backends;
 
 const SB_CAREPLAN: &str = "http://sektorbro.dk/fhir/StructureDefinition/sektorbro-careplan";
@@ -316,6 +316,78 @@ async fn questionnaire_responses_are_checked_against_stored_questionnaires(app: 
             .any(|i| i["expression"][0] == "QuestionnaireResponse.questionnaire"),
         "{oo}"
     );
+}
+
+/// The extension policy on writes: an extension no loaded package defines is refused unless its
+/// domain is in `validation.allowed_extension_domains` (by default R4's own prefix, for the
+/// extensions HL7 publishes beside R4); a known extension out of its context is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_and_misplaced_extensions_follow_the_configured_domains() {
+    let patient = |url: &str| {
+        json!({"resourceType": "Patient", "name": [{"family": "Hansen"}],
+            "extension": [{"url": url, "valueString": "x"}]})
+    };
+    let app = spawn_app(Db::Sqlite).await.expect("app");
+    let res = app
+        .post("Patient", &patient("http://vendor.test/fhir/ext/colour"))
+        .await;
+    assert_eq!(res.status().as_u16(), 422);
+    let oo: Value = res.json().await.unwrap();
+    assert!(
+        oo["issue"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["severity"] == "error"
+                && i["expression"][0] == "Patient.extension[0]"
+                && i["diagnostics"].as_str().is_some_and(
+                    |d| d.contains("unknown extension http://vendor.test/fhir/ext/colour")
+                )),
+        "{oo}"
+    );
+    // the default allows R4's own prefix: accepted, and $validate says it was not checked
+    let hl7 = patient("http://hl7.org/fhir/StructureDefinition/artifact-copyrightLabel");
+    assert_eq!(app.post("Patient", &hl7).await.status().as_u16(), 201);
+    let oo: Value = app
+        .post("Patient/$validate", &hl7)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        oo["issue"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["severity"] == "warning" && i["expression"][0] == "Patient.extension[0]"),
+        "{oo}"
+    );
+    // a known extension where its definition does not allow it (birthTime belongs on birthDate)
+    let misplaced = json!({"resourceType": "Patient", "name": [{"family": "Hansen"}],
+        "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/patient-birthTime",
+            "valueDateTime": "2020-01-01T10:00:00Z"}]});
+    assert_eq!(app.post("Patient", &misplaced).await.status().as_u16(), 422);
+    let placed = json!({"resourceType": "Patient", "name": [{"family": "Hansen"}],
+        "birthDate": "2020-01-01", "_birthDate": {"extension": [{
+            "url": "http://hl7.org/fhir/StructureDefinition/patient-birthTime",
+            "valueDateTime": "2020-01-01T10:00:00Z"}]}});
+    assert_eq!(app.post("Patient", &placed).await.status().as_u16(), 201);
+
+    // a deployment that allows the vendor's domain (a host name covers its subdomains), and
+    // not R4's prefix
+    let app = spawn_app_with(Db::Sqlite, |c| {
+        c.validation.allowed_extension_domains = vec!["vendor.test".into()]
+    })
+    .await
+    .expect("app");
+    assert_eq!(
+        app.post("Patient", &patient("http://fhir.vendor.test/ext/colour"))
+            .await
+            .status()
+            .as_u16(),
+        201
+    );
+    assert_eq!(app.post("Patient", &hl7).await.status().as_u16(), 422);
 }
 
 on_both_backends!(

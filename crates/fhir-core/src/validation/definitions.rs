@@ -156,6 +156,9 @@ pub struct Definitions {
     /// Other canonical resources the validator consults (Questionnaire for
     /// QuestionnaireResponse, Measure for MeasureReport), by `resourceType|url`, in load order.
     canonicals: HashMap<String, Vec<(PkgIdx, Arc<Value>)>>,
+    /// The global profiles of the loaded ImplementationGuides (`ImplementationGuide.global`):
+    /// (resource type, profile), each applying to every resource of that type.
+    globals: Vec<(String, String)>,
     pub report: LoadReport,
 }
 
@@ -211,6 +214,7 @@ impl Definitions {
             failed: HashMap::new(),
             code_systems: Default::default(),
             canonicals: HashMap::new(),
+            globals: Vec::new(),
             report,
         };
         let mut contents: Vec<Vec<Value>> = Vec::with_capacity(kept.len());
@@ -296,6 +300,12 @@ impl Definitions {
                         .push((p, Arc::new(r)));
                 } else if rtype == Some("Questionnaire") || rtype == Some("Measure") {
                     // without a url nothing can name it
+                } else if rtype == Some("ImplementationGuide") {
+                    // The core package's example guide names a profile R4 does not hold (its
+                    // globals are an example, not a rule of the specification).
+                    if p != CORE {
+                        defs.globals.extend(global_profiles(&r));
+                    }
                 } else if let Err(e) = terminology.add(&r) {
                     defs.report.problem(&id, url_of(&r), e);
                 }
@@ -598,6 +608,15 @@ impl Definitions {
         list.last().map(|(_, r)| r)
     }
 
+    /// The profiles a loaded ImplementationGuide declares global for resources of type
+    /// `rtype` (they apply whether a resource claims them or not).
+    pub fn global_profiles<'a>(&'a self, rtype: &'a str) -> impl Iterator<Item = &'a str> {
+        self.globals
+            .iter()
+            .filter(move |(t, _)| t == rtype)
+            .map(|(_, p)| p.as_str())
+    }
+
     /// Why the definition at `canonical` could not be loaded, if it was given and failed.
     pub fn failure(&self, canonical: &str) -> Option<&str> {
         self.failed
@@ -804,6 +823,21 @@ fn key(url: &str, version: Option<&str>) -> String {
 }
 
 /// `url|version` → (`url`, `Some(version)`).
+/// `ImplementationGuide.global`: (type, profile) pairs.
+fn global_profiles(ig: &Value) -> Vec<(String, String)> {
+    ig.get("global")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|g| {
+            Some((
+                g.get("type")?.as_str()?.to_string(),
+                g.get("profile")?.as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
 fn split(canonical: &str) -> (&str, Option<&str>) {
     match memchr::memrchr(b'|', canonical.as_bytes()) {
         Some(i) => (&canonical[..i], Some(&canonical[i + 1..])),

@@ -24,7 +24,7 @@ pub mod walk;
 pub mod xhtml;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use anyhow::Result;
 use serde_json::Value;
@@ -251,6 +251,11 @@ pub struct Sources {
     /// Make any problem loading them (a file, definition, value set or expression that could
     /// not be used) an error instead of a finding in the report.
     pub strict: bool,
+    /// Where an extension whose definition is not loaded is accepted (with a warning that it was
+    /// not checked) instead of being an error: URL prefixes (`http://hl7.org/fhir/StructureDefinition/`)
+    /// or host names (`example.org`, which also covers its subdomains). Empty: nowhere, as
+    /// HL7's reference validator by default.
+    pub allowed_extension_domains: Vec<String>,
 }
 
 /// The validator: definitions and terminology, loaded once, shared by every request.
@@ -260,6 +265,8 @@ pub struct Validator {
     pub(crate) invariants: invariants::Compiled,
     /// Whether packages beyond the embedded ones were loaded.
     extended: bool,
+    /// [`Sources::allowed_extension_domains`].
+    allowed_extension_domains: Vec<String>,
 }
 
 impl Validator {
@@ -290,12 +297,24 @@ impl Validator {
 
     /// [`Validator::embedded`], loaded once per process and shared.
     pub fn shared_embedded() -> Result<Arc<Validator>> {
-        static SHARED: OnceLock<Arc<Validator>> = OnceLock::new();
-        if let Some(v) = SHARED.get() {
+        Self::shared_embedded_allowing(&[])
+    }
+
+    /// [`Validator::embedded`] with [`Sources::allowed_extension_domains`], loaded once per
+    /// process and list of domains, and shared.
+    pub fn shared_embedded_allowing(domains: &[String]) -> Result<Arc<Validator>> {
+        static SHARED: Mutex<Vec<(Vec<String>, Arc<Validator>)>> = Mutex::new(Vec::new());
+        let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, v)) = shared.iter().find(|(d, _)| d == domains) {
             return Ok(v.clone());
         }
-        let v = Arc::new(Self::embedded()?);
-        Ok(SHARED.get_or_init(|| v).clone())
+        let v = Arc::new(Self::load(&Sources {
+            embedded_igs: true,
+            allowed_extension_domains: domains.to_vec(),
+            ..Sources::default()
+        })?);
+        shared.push((domains.to_vec(), v.clone()));
+        Ok(v)
     }
 
     /// The embedded R4 definitions plus the packages at `paths` (`.tgz`, package folder, or a
@@ -411,6 +430,7 @@ impl Validator {
                     terminology,
                     invariants,
                     extended: !sources.packages.is_empty(),
+                    allowed_extension_domains: sources.allowed_extension_domains.clone(),
                 });
             }
             anyhow::bail!(
@@ -424,7 +444,24 @@ impl Validator {
             terminology,
             invariants,
             extended: !sources.packages.is_empty(),
+            allowed_extension_domains: sources.allowed_extension_domains.clone(),
         })
+    }
+
+    /// Whether an extension `url` whose definition is not loaded is accepted (a warning) rather
+    /// than an error: its url starts with one of the allowed URL prefixes, or its host is an
+    /// allowed host name or below one; or it is in a domain HL7's reference validator always
+    /// accepts ([`ALWAYS_ALLOWED_EXTENSION_DOMAINS`]).
+    pub fn allows_unknown_extension(&self, url: &str) -> bool {
+        allowed_domain(&self.allowed_extension_domains, url)
+            || ALWAYS_ALLOWED_EXTENSION_DOMAINS
+                .iter()
+                .any(|d| allowed_domain(&[d.to_string()], url))
+    }
+
+    /// [`Sources::allowed_extension_domains`] as loaded.
+    pub fn allowed_extension_domains(&self) -> &[String] {
+        &self.allowed_extension_domains
     }
 
     /// What loading found: the packages, and what could not be loaded or compiled.
@@ -549,6 +586,37 @@ impl Validator {
         DEPTH.with(|d| d.set(d.get() - 1));
         ok
     }
+}
+
+/// Extension domains accepted whatever the configuration, as HL7's reference validator accepts
+/// them: DICOM's (nema.org, whose extensions are not published as definitions) and the FHIR
+/// tooling extensions (defined outside any version of FHIR).
+pub const ALWAYS_ALLOWED_EXTENSION_DOMAINS: &[&str] =
+    &["nema.org", "http://hl7.org/fhir/tools/StructureDefinition/"];
+
+/// Whether `url` falls in one of `domains`: an entry with `://` is a URL prefix, any other a
+/// host name that matches the url's host or a parent domain of it.
+fn allowed_domain(domains: &[String], url: &str) -> bool {
+    let host = url
+        .split_once("://")
+        .map(|(_, rest)| {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+            let authority = authority.rsplit('@').next().unwrap_or(authority);
+            authority.split(':').next().unwrap_or(authority)
+        })
+        .unwrap_or("");
+    domains.iter().any(|d| {
+        if d.contains("://") {
+            url.starts_with(d.as_str())
+        } else {
+            let (h, d) = (host.as_bytes(), d.trim_end_matches('.').as_bytes());
+            !d.is_empty()
+                && (h.eq_ignore_ascii_case(d)
+                    || h.len() > d.len()
+                        && h[h.len() - d.len()..].eq_ignore_ascii_case(d)
+                        && h[h.len() - d.len() - 1] == b'.')
+        }
+    })
 }
 
 /// What [`Validator::validate_detailed`] found.

@@ -166,6 +166,9 @@ pub struct Profile {
     pub elements: Vec<Element>,
     /// Extension definitions: where the extension may be used (`type`, `expression`).
     pub context: Vec<(String, String)>,
+    /// Extension definitions: FHIRPath rules the element holding the extension must meet
+    /// (`contextInvariant`; `%extension` is the extension).
+    pub context_invariants: Vec<String>,
     /// The package it was loaded from (`Definitions::packages`; set at load).
     pub package: usize,
 }
@@ -489,6 +492,7 @@ pub fn compile(sd: &Value) -> Result<Profile, String> {
                 ))
             })
             .collect(),
+        context_invariants: strings(sd.get("contextInvariant")),
         package: 0,
     })
 }

@@ -81,6 +81,7 @@ const KEPT: &[&str] = &[
     "CodeSystem",
     "Questionnaire",
     "Measure",
+    "ImplementationGuide",
 ];
 
 /// The core specification's packages: always loaded (embedded), so never a dependency to resolve.

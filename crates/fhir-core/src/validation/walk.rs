@@ -15,6 +15,8 @@ use super::Validator;
 use crate::fhir::outcome::{Issue, Severity};
 use crate::fhir::{companion, member};
 
+#[path = "extensions.rs"]
+mod extensions;
 #[path = "rules.rs"]
 mod rules;
 
@@ -47,6 +49,8 @@ pub(crate) struct Run<'d, 'v> {
     pub path: String,
     /// The resources enclosing the current position, innermost last (for `#id` and `%resource`).
     pub resources: Vec<&'v Value>,
+    /// Where each of `resources` starts in `path`.
+    resource_marks: Vec<usize>,
     /// The outermost Bundle, for resolving references between entries.
     pub bundle: Option<&'v Value>,
     /// The package whose dependency closure resolves the unversioned canonicals the instance
@@ -77,6 +81,7 @@ impl<'d, 'v> Run<'d, 'v> {
             unknown_codes: Vec::new(),
             path: String::new(),
             resources: Vec::new(),
+            resource_marks: Vec::new(),
             bundle: None,
             scope: None,
             depth: 0,
@@ -163,6 +168,7 @@ impl<'d, 'v> Run<'d, 'v> {
             self.bundle = Some(value);
         }
         self.resources.push(value);
+        self.resource_marks.push(self.path.len());
         if let Some(Value::String(id)) = obj.get("id") {
             if !crate::fhir::is_valid_id(id) {
                 let mark = self.path.len();
@@ -240,6 +246,12 @@ impl<'d, 'v> Run<'d, 'v> {
                 profiles.push(r.clone());
             }
         }
+        // and the global profiles of the loaded ImplementationGuides
+        for g in defs.global_profiles(rtype) {
+            if !profiles.iter().any(|p| p == g) {
+                profiles.push(g.to_string());
+            }
+        }
         for url in &profiles {
             match defs.profile_in(url, self.scope) {
                 Some(p) if p.type_name == rtype || defs.derives_from(rtype, &p.type_name) => {
@@ -257,6 +269,7 @@ impl<'d, 'v> Run<'d, 'v> {
         }
         self.scope = outer_scope;
         self.resources.pop();
+        self.resource_marks.pop();
         if top {
             self.path.clear();
         }
@@ -1329,105 +1342,6 @@ impl<'d, 'v> Run<'d, 'v> {
                 None
             }
         })
-    }
-
-    /// Base pass for an extension: `value[x]` xor nested extensions; the definition if known.
-    fn extension(&mut self, obj: &'v Map<String, Value>, el: &Element) {
-        let has_value = obj
-            .keys()
-            .any(|k| k.starts_with("value") || k.starts_with("_value"));
-        let has_nested = obj.contains_key("extension");
-        if has_value && has_nested {
-            self.error(
-                "invariant",
-                "an extension has either a value or nested extensions, not both (ext-1)".into(),
-            );
-        } else if !has_value && !has_nested {
-            self.error(
-                "invariant",
-                "an extension needs a value or nested extensions (ext-1)".into(),
-            );
-        }
-        let Some(Value::String(url)) = obj.get("url") else {
-            return;
-        };
-        let modifier = el.name == "modifierExtension";
-        // Nested extensions of a complex extension are named by a relative url; their parent's
-        // definition checks them.
-        if !url.contains(':') {
-            return;
-        }
-        match self.v.defs.profile_in(url, self.scope) {
-            Some(p) if p.type_name == "Extension" => {
-                self.extension_context(p, el);
-                self.object(obj, Node { prof: p, elem: 0 }, Pass::Profile);
-            }
-            Some(p) => self.error(
-                "invalid",
-                format!("{url} defines a {}, not an extension", p.type_name),
-            ),
-            None if modifier => self.error(
-                "extension",
-                format!("unknown modifier extension {url}: a modifier changes the meaning of the resource, so it cannot be ignored; load the package that defines it"),
-            ),
-            None => self.warning(
-                "extension",
-                format!("unknown extension {url}; it was not checked (load the package that defines it)"),
-            ),
-        }
-    }
-
-    /// An extension should only be used where its definition's context allows (element contexts:
-    /// a type or an element path; `Element`/`Resource` mean anywhere).
-    fn extension_context(&mut self, ext: &Profile, el: &Element) {
-        let contexts: Vec<&str> = ext
-            .context
-            .iter()
-            .filter(|(t, _)| t == "element")
-            .map(|(_, e)| e.as_str())
-            .collect();
-        if contexts.is_empty() || ext.context.iter().any(|(t, _)| t != "element") {
-            return; // fhirpath/extension contexts are not checked
-        }
-        let host = el
-            .path
-            .strip_suffix(".modifierExtension")
-            .or_else(|| el.path.strip_suffix(".extension"))
-            .unwrap_or(&el.path);
-        let defs = &self.v.defs;
-        let datatype_root = !host.contains('.')
-            && defs
-                .type_def(host)
-                .is_some_and(|t| t.kind != Kind::Resource);
-        let fits = |c: &str| {
-            let c = c.split('#').next_back().unwrap_or(c);
-            if c == host
-                || matches!(
-                    c,
-                    "Element" | "Resource" | "DomainResource" | "BackboneElement"
-                )
-            {
-                return true;
-            }
-            if c.contains('.') {
-                // an element path; inside a datatype's own definition we do not know which
-                // element of the resource we are in, so it cannot be ruled out
-                return datatype_root;
-            }
-            !host.contains('.') && defs.derives_from(host, c)
-        };
-        if !contexts.iter().any(|c| fits(c)) {
-            // A warning: R4's own examples break these contexts thousands of times, and an
-            // element reached through a contentReference is named by the element it reuses.
-            self.warning(
-                "structure",
-                format!(
-                    "extension {} is not allowed on {host}; its definition allows it on {}",
-                    ext.url,
-                    contexts.join(", ")
-                ),
-            );
-        }
     }
 
     /// Profile pass over a resource-typed element: the types (and profiles on them) the element

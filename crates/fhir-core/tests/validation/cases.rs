@@ -336,8 +336,11 @@ fn extensions_are_checked_against_their_definitions() {
     let unknown = issues(&patient(
         json!({"extension": [{"url": "http://example.dk/x", "valueString": "y"}]}),
     ));
+    // unknown: an error (as in HL7's reference validator), unless its domain is allowed
+    // (extension_policy.rs)
     assert_eq!(unknown.len(), 1, "{unknown:#?}");
-    assert_eq!(unknown[0].0, "warning");
+    assert_eq!(unknown[0].0, "error");
+    assert!(unknown[0].2.contains("unknown extension"), "{unknown:#?}");
     assert_error(
         patient(json!({"modifierExtension": [{"url": "http://example.dk/x", "valueString": "y"}]})),
         "Patient.modifierExtension[0]",
@@ -567,9 +570,9 @@ fn extensions_out_of_their_context_are_flagged() {
             "valueAddress": {"city": "Haderslev"}}]}),
     );
     assert!(
-        all.iter().any(|(s, l, m)| s == "warning"
+        all.iter().any(|(s, l, m)| s == "error"
             && l == "CarePlan.extension[0]"
-            && m.contains("not allowed on CarePlan")),
+            && m.contains("is not allowed here (on CarePlan)")),
         "{all:#?}"
     );
 }

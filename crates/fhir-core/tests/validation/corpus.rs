@@ -95,7 +95,7 @@ fn ig_examples_with_their_declared_versions() {
     let v = Validator::load(&Sources {
         embedded_igs: true,
         packages: vec![dir.join("fhir-ig/fut")],
-        strict: false,
+        ..Sources::default()
     })
     .expect("IG packages load");
     let mut failing = BTreeSet::new();

@@ -4,6 +4,7 @@
 
 mod cases;
 mod corpus;
+mod extension_policy;
 mod packages;
 mod questionnaire;
 mod reference_rules;

@@ -280,6 +280,62 @@ fn resource_id_takes_no_extensions() {
     has_error(&p, "Patient.id", "cannot carry extensions");
     // an element id's extensions stay allowed
     let ok = json!({"resourceType": "Patient", "id": "p1",
-        "_active": {"extension": [{"url": "http://example.org/x", "valueString": "y"}]}, "active": true});
+        "_active": {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+            "valueCode": "unknown"}]}, "active": true});
     assert!(errors(&ok).is_empty(), "{:#?}", errors(&ok));
+}
+
+/// An ImplementationGuide's global profiles (`ImplementationGuide.global`) apply to every
+/// resource of their type in the loaded packages, claimed or not.
+#[test]
+fn implementation_guide_global_profiles_apply_unclaimed() {
+    let dir = std::env::temp_dir().join(format!("sektorbro-ig-global-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let named = json!({"resourceType": "StructureDefinition",
+        "url": "http://example.org/fhir/StructureDefinition/named-patient", "name": "NamedPatient",
+        "status": "active", "kind": "resource", "abstract": false, "type": "Patient",
+        "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Patient",
+        "derivation": "constraint", "differential": {"element": [
+            {"id": "Patient.name", "path": "Patient.name", "min": 1}]}});
+    let guide = json!({"resourceType": "ImplementationGuide", "id": "example-global",
+        "url": "http://example.org/fhir/ImplementationGuide/example-global", "version": "1.0.0",
+        "name": "ExampleGlobal", "status": "active", "packageId": "example.global",
+        "fhirVersion": ["4.0.1"], "global": [
+            {"type": "Patient", "profile": "http://example.org/fhir/StructureDefinition/named-patient"},
+            {"type": "Practitioner", "profile": "http://example.org/fhir/StructureDefinition/absent"}]});
+    std::fs::write(dir.join("sd.json"), named.to_string()).expect("write");
+    std::fs::write(dir.join("ig.json"), guide.to_string()).expect("write");
+    let v = Validator::with_packages(&[&dir]).expect("load");
+    let errors_of = |r: &Value| -> Vec<String> {
+        v.validate(r, &[])
+            .into_iter()
+            .filter(|i| i.severity <= Severity::Error)
+            .map(|i| format!("{} {}", i.expression.unwrap_or_default(), i.diagnostics))
+            .collect()
+    };
+    let nameless = patient("p1");
+    let found = errors_of(&nameless);
+    assert!(
+        found
+            .iter()
+            .any(|m| m.starts_with("Patient") && m.contains("NamedPatient")),
+        "{found:#?}"
+    );
+    let mut named_patient = patient("p2");
+    named_patient["name"] = json!([{"family": "Hansen"}]);
+    assert!(errors_of(&named_patient).is_empty());
+    // other types are untouched; a global profile that is not loaded is a warning
+    let practitioner = json!({"resourceType": "Practitioner", "id": "d1"});
+    let issues = v.validate(&practitioner, &[]);
+    assert!(
+        !issues.iter().any(|i| i.severity <= Severity::Error)
+            && issues
+                .iter()
+                .any(|i| i.diagnostics.contains("StructureDefinition/absent")),
+        "{issues:#?}"
+    );
+    // without the guide nothing applies
+    assert!(errors(&nameless).is_empty(), "{:#?}", errors(&nameless));
+    let _ = std::fs::remove_dir_all(&dir);
 }
