@@ -77,6 +77,7 @@ fn main() {
                 sektorbro::store::SqliteTuning {
                     synchronous: sync,
                     page_size,
+                    audit_sync_ms: 0,
                 },
                 config.database.statement_timeout_ms,
                 &config.cache,

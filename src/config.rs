@@ -214,6 +214,11 @@ pub struct AuditConfig {
     /// Longest query string kept in an AuditEvent, in bytes; a longer one is cut there (at a
     /// character boundary) and the event says how long it was.
     pub max_query_bytes: usize,
+    /// Longest time, in milliseconds, a read's, search's or refusal's record may be committed
+    /// but not yet synced to disk (at risk on power loss, never on a process crash: it is in
+    /// the operating system before the response leaves). 0: every audit commit is synced before
+    /// its response leaves. A write's record is always synced with the write.
+    pub max_unsynced_ms: u64,
 }
 
 /// Limits that keep hostile or broken input from taking the service down. Each refusal is an

@@ -55,6 +55,7 @@ fn config(batch_size: usize) -> AuditConfig {
         retention_days: 0,
         observer: "test-gw".into(),
         max_query_bytes: 2048,
+        max_unsynced_ms: 100,
     }
 }
 

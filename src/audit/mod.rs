@@ -11,10 +11,10 @@
 //!   with group commit before the recorder goes on; the sealer (hash chain) and retention.
 //!
 //! **What is never lost.** A write's record commits with the write, so no write is acknowledged
-//! without it. Any other request's record is committed (on SQLite `synchronous = full`: on disk)
-//! before its response leaves, so a crash or power loss after the response loses nothing; a
-//! record the database refuses makes the request fail (503) instead of leaving without its
-//! record. Nothing is dropped for a full queue: recorders wait for room (backpressure, counted in
+//! without it. Any other request's record is committed before its response leaves, so a process
+//! crash after the response loses nothing; it reaches the disk within `audit.max_unsynced_ms`
+//! (the window at risk on power loss; 0: before the response). A record the database refuses
+//! makes the request fail (503) instead of leaving without its record. Nothing is dropped for a full queue: recorders wait for room (backpressure, counted in
 //! `sektorbro_audit_backpressure_total` and logged).
 //!
 //! **Tamper evidence.** The sealer chains new rows (`hash` = SHA-256 over the previous hash and

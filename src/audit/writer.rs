@@ -26,8 +26,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// What became of a recorded event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
-    /// Written: committed by the database (on disk on SQLite with `synchronous = full` and on
-    /// PostgreSQL) before `record` returned.
+    /// Written: committed by the database before `record` returned (in the operating system;
+    /// on disk within `audit.max_unsynced_ms`, see docs/audit.md).
     Written,
     /// Auditing is off (`audit.enabled = false`).
     Off,
@@ -424,9 +424,8 @@ async fn write_once(
     records: &[(AuditRecord, Option<Ack>)],
 ) -> Result<(), StoreError> {
     let mut tx = engine.store().begin().await?;
-    for (r, _) in records {
-        tx.audit(r).await?;
-    }
+    let all: Vec<&AuditRecord> = records.iter().map(|(r, _)| r).collect();
+    tx.audit_many(&all).await?;
     tx.commit().await
 }
 

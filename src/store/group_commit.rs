@@ -19,6 +19,14 @@
 //! Checkpoints (copying the WAL into the database file, with an fsync of its own) run on a
 //! reader connection in the background instead of inside a writer's `COMMIT`.
 //!
+//! Relaxed commits (`audit.max_unsynced_ms`): a queued group made only of audit records of reads
+//! and refusals ([`GroupTx::commit_relaxed`]) is committed with `synchronous = NORMAL`: its WAL
+//! frames are written to the operating system before anyone hears "committed" (a process crash
+//! loses nothing) but not synced. The *syncer* fsyncs the WAL file within the window, and any
+//! synced commit covers every relaxed one before it. Every other transaction, and any group that
+//! holds one, commits with `synchronous = FULL` as before: the connection is set back to FULL
+//! before a durable transaction begins (`Batch::lowered`).
+//!
 //! Failure rules: a logical transaction that fails rolls back to its savepoint and leaves the
 //! others alone; if a queued group fails, it is rolled back and its transactions are run again
 //! one at a time, so that the failure reaches only the transaction that caused it. If the
@@ -26,6 +34,7 @@
 //! transaction waiting on it gets [`StoreError::Busy`], which makes the engine redo its whole
 //! write.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -70,7 +79,41 @@ pub(crate) struct Batch {
     generations: Option<Arc<Generations>>,
     /// Physical commits so far, counted wherever one succeeds (the checkpointer looks at it).
     commits: Arc<AtomicU64>,
+    /// Relaxed commits allowed (`Some`), and how far they are synced.
+    relaxed: Option<Arc<SyncState>>,
+    /// The connection may be at `synchronous = NORMAL` (set before a relaxed group runs, cleared
+    /// only once FULL is set again): a durable transaction restores FULL before it begins.
+    lowered: bool,
 }
+
+/// Where relaxed commits may be made, and the syncer's bookkeeping.
+#[derive(Debug)]
+pub(crate) struct RelaxedSync {
+    /// The database's WAL file (`…-wal`), fsynced by the syncer.
+    pub(crate) wal: PathBuf,
+    /// Longest a relaxed commit stays unsynced (the syncer runs every half of it).
+    pub(crate) window: Duration,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    /// Relaxed commits made (only the writer, under the batch lock, adds to it).
+    relaxed: AtomicU64,
+    /// Relaxed commits known to be on disk: fsynced by the syncer, or followed by a synced
+    /// commit on the same connection.
+    synced: AtomicU64,
+}
+
+impl SyncState {
+    /// A synced commit succeeded: every relaxed commit before it is on disk too.
+    fn covered(&self) {
+        self.synced
+            .fetch_max(self.relaxed.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+}
+
+const SYNC_FULL: &str = "PRAGMA synchronous = FULL; ";
+const SYNC_NORMAL: &str = "PRAGMA synchronous = NORMAL; ";
 
 /// A write-only transaction waiting for the writer.
 struct Queued {
@@ -78,6 +121,8 @@ struct Queued {
     /// What a unique violation means for this transaction.
     conflict: StoreError,
     done: Waiter,
+    /// May be committed unsynced ([`GroupTx::commit_relaxed`]).
+    relaxed: bool,
 }
 
 /// The single SQLite writer.
@@ -89,6 +134,9 @@ pub(crate) struct GroupWriter {
     queue: std::sync::Mutex<Vec<Queued>>,
     /// Wakes the committer.
     wake: Arc<Notify>,
+    /// The relaxed commits' bookkeeping (also in the batch), read without the writer.
+    #[cfg_attr(not(test), allow(dead_code))]
+    sync_state: Option<Arc<SyncState>>,
 }
 
 /// One logical write transaction.
@@ -108,11 +156,14 @@ pub(crate) struct GroupTx {
 }
 
 impl GroupWriter {
-    /// The writer on `pool`'s connection; `checkpoint` is where WAL checkpoints run.
+    /// The writer on `pool`'s connection; `checkpoint` is where WAL checkpoints run; `relaxed`:
+    /// whether (and how) audit-only groups may commit unsynced (only with `synchronous = FULL`
+    /// configured; with NORMAL every commit is unsynced anyway).
     pub(crate) async fn new(
         pool: &AnyPool,
         checkpoint: AnyPool,
         disk: Arc<super::DiskState>,
+        relaxed: Option<RelaxedSync>,
     ) -> Result<Arc<GroupWriter>, StoreError> {
         let mut conn = pool.acquire().await.map_err(db_err)?;
         sqlx::query("PRAGMA wal_autocheckpoint = 0")
@@ -120,6 +171,7 @@ impl GroupWriter {
             .await
             .map_err(db_err)?;
         let commits = Arc::new(AtomicU64::new(0));
+        let sync_state = relaxed.as_ref().map(|_| Arc::new(SyncState::default()));
         let writer = Arc::new(GroupWriter {
             batch: Arc::new(Mutex::new(Batch {
                 conn,
@@ -128,13 +180,19 @@ impl GroupWriter {
                 data_version: None,
                 generations: None,
                 commits: commits.clone(),
+                relaxed: sync_state.clone(),
+                lowered: false,
             })),
             waiting: AtomicUsize::new(0),
             queue: std::sync::Mutex::new(Vec::new()),
             wake: Arc::new(Notify::new()),
+            sync_state: sync_state.clone(),
         });
         tokio::spawn(committer(Arc::downgrade(&writer), writer.wake.clone()));
         tokio::spawn(checkpointer(Arc::downgrade(&commits), checkpoint, disk));
+        if let (Some(config), Some(state)) = (relaxed, sync_state) {
+            tokio::spawn(syncer(Arc::downgrade(&state), config));
+        }
         Ok(writer)
     }
 
@@ -152,6 +210,16 @@ impl GroupWriter {
             pending: Sql::default(),
             conflict: None,
         }
+    }
+
+    /// Relaxed commits made and known synced (`None`: relaxed commits are off).
+    #[cfg(test)]
+    pub(crate) fn sync_counts(&self) -> Option<(u64, u64)> {
+        let state = self.sync_state.as_ref()?;
+        Some((
+            state.relaxed.load(Ordering::SeqCst),
+            state.synced.load(Ordering::SeqCst),
+        ))
     }
 
     /// Wait for the writer, counted as waiting so that nobody commits in front of us.
@@ -206,7 +274,8 @@ async fn committer(writer: Weak<GroupWriter>, wake: Arc<Notify>) {
                 run_queued(&mut guard, group).await;
                 flush(&mut guard).await;
             } else {
-                run_and_commit(&mut guard, group).await;
+                let relaxed = guard.relaxed.is_some() && group.iter().all(|q| q.relaxed);
+                run_and_commit(&mut guard, group, relaxed).await;
             }
         }
     }
@@ -256,6 +325,45 @@ async fn checkpointer(commits: Weak<AtomicU64>, pool: AnyPool, disk: Arc<super::
     }
 }
 
+/// Syncs the WAL file within `config.window` of a relaxed commit: every half window it fsyncs
+/// the file if relaxed commits were made since the last sync (none: nothing to do). fsync on any
+/// descriptor of the file flushes what SQLite wrote through its own. A WAL file that is gone
+/// was checkpointed and removed, which syncs its content into the database file first.
+async fn syncer(state: Weak<SyncState>, config: RelaxedSync) {
+    let mut tick = tokio::time::interval((config.window / 2).max(Duration::from_millis(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let wal = Arc::new(config.wal);
+    let mut warned = false;
+    loop {
+        tick.tick().await;
+        let Some(state) = state.upgrade() else {
+            return;
+        };
+        let made = state.relaxed.load(Ordering::SeqCst);
+        if made <= state.synced.load(Ordering::SeqCst) {
+            continue;
+        }
+        let path = wal.clone();
+        let synced = tokio::task::spawn_blocking(move || match std::fs::File::open(&*path) {
+            Ok(file) => file.sync_data(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        })
+        .await;
+        match synced {
+            Ok(Ok(())) => {
+                state.synced.fetch_max(made, Ordering::SeqCst);
+                warned = false;
+            }
+            Ok(Err(e)) if !warned => {
+                warned = true;
+                tracing::warn!(error = %e, wal = %wal.display(), "cannot sync the WAL file; audit records of reads stay unsynced until the next synced commit");
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Counts a task waiting for the writer, also when its future is dropped while waiting.
 struct Waiting<'a>(&'a AtomicUsize);
 
@@ -277,11 +385,17 @@ async fn ensure_open(batch: &mut Batch) -> Result<(), StoreError> {
     if batch.open {
         return Ok(());
     }
-    let rows = sqlx::query("BEGIN IMMEDIATE; PRAGMA data_version")
+    let begin = if batch.lowered {
+        "PRAGMA synchronous = FULL; BEGIN IMMEDIATE; PRAGMA data_version"
+    } else {
+        "BEGIN IMMEDIATE; PRAGMA data_version"
+    };
+    let rows = sqlx::query(begin)
         .fetch_all(&mut *batch.conn)
         .await
         .map_err(db_err)?;
     batch.open = true;
+    batch.lowered = false;
     note_data_version(batch, &rows);
     Ok(())
 }
@@ -317,6 +431,9 @@ async fn flush(batch: &mut Batch) {
     match result {
         Ok(_) => {
             batch.commits.fetch_add(1, Ordering::Relaxed);
+            if let Some(state) = &batch.relaxed {
+                state.covered();
+            }
             for w in batch.waiters.drain(..) {
                 let _ = w.send(Ok(()));
             }
@@ -363,10 +480,22 @@ async fn rollback_savepoint(batch: &mut Batch, name: &str) {
     }
 }
 
-/// With no physical transaction open: begin, run the group and commit in one round trip. If
-/// that fails, nothing of it stays, and the group is run again one by one.
-async fn run_and_commit(batch: &mut Batch, group: Vec<Queued>) {
-    let mut all = Sql::from_text("BEGIN IMMEDIATE; PRAGMA data_version");
+/// With no physical transaction open: begin, run the group and commit in one round trip
+/// (`relaxed`: unsynced, see the module documentation). If that fails, nothing of it stays, and
+/// the group is run again one by one, synced.
+async fn run_and_commit(batch: &mut Batch, group: Vec<Queued>, relaxed: bool) {
+    // The synchronous mode is set before BEGIN, in the same round trip, and only when it differs
+    // from what the connection has. `lowered` is set before NORMAL is sent and
+    // cleared only once FULL has been set again.
+    let mode = match (relaxed, batch.lowered) {
+        (true, false) => SYNC_NORMAL,
+        (false, true) => SYNC_FULL,
+        _ => "",
+    };
+    if relaxed {
+        batch.lowered = true;
+    }
+    let mut all = Sql::from_text(&format!("{mode}BEGIN IMMEDIATE; PRAGMA data_version"));
     for q in &group {
         all.append_ref(&q.sql);
     }
@@ -384,6 +513,14 @@ async fn run_and_commit(batch: &mut Batch, group: Vec<Queued>) {
     match result {
         Ok(rows) => {
             batch.commits.fetch_add(1, Ordering::Relaxed);
+            if let Some(state) = &batch.relaxed {
+                if relaxed {
+                    state.relaxed.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    batch.lowered = false;
+                    state.covered();
+                }
+            }
             note_data_version(batch, &rows);
             for q in group {
                 let _ = q.done.send(Ok(()));
@@ -518,7 +655,19 @@ impl GroupTx {
     }
 
     /// Hand the writer on and wait until the batch holding this transaction is durably committed.
-    pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
+    pub(crate) async fn commit(self) -> Result<(), StoreError> {
+        self.commit_as(false).await
+    }
+
+    /// Commit a transaction of audit records of reads and refusals: like [`GroupTx::commit`],
+    /// except that when it runs in a group of such transactions only, the commit reaches the
+    /// operating system before this returns and the disk within the syncer's window. A
+    /// transaction that already holds the writer commits synced.
+    pub(crate) async fn commit_relaxed(self) -> Result<(), StoreError> {
+        self.commit_as(true).await
+    }
+
+    async fn commit_as(mut self, relaxed: bool) -> Result<(), StoreError> {
         let writer = self.writer.clone();
         let (tx, mut rx) = oneshot::channel();
         match self.guard.take() {
@@ -537,6 +686,7 @@ impl GroupTx {
                         sql,
                         conflict,
                         done: tx,
+                        relaxed,
                     }),
                     Err(_) => return Err(StoreError::Database("writer queue poisoned".into())),
                 }
@@ -683,5 +833,73 @@ mod tests {
             "the database file is {} bytes (was {before}); the WAL was not checkpointed",
             size()
         );
+    }
+
+    async fn relaxed_store(
+        dir: &std::path::Path,
+        audit_sync_ms: u64,
+    ) -> crate::store::sql::SqlStore {
+        let cache = crate::config::CacheConfig {
+            enabled: false,
+            ..crate::config::Config::defaults().cache
+        };
+        crate::store::sql::SqlStore::open(
+            &format!("sqlite://{}", dir.join("r.db").display()),
+            2,
+            crate::store::SqliteTuning {
+                synchronous: "full",
+                page_size: 4096,
+                audit_sync_ms,
+            },
+            0,
+            &cache,
+        )
+        .await
+        .expect("open")
+    }
+
+    async fn audit_only(store: &crate::store::sql::SqlStore) {
+        use crate::store::Storage;
+        let mut tx = store.begin().await.expect("begin");
+        let record = crate::audit::AuditRecord::new(crate::audit::Interaction::Read, 200);
+        tx.audit(&record).await.expect("audit");
+        tx.commit().await.expect("commit");
+    }
+
+    /// Audit-only transactions commit unsynced, the syncer syncs them within the window, and a
+    /// durable transaction after them runs at FULL again: the relaxed mode never leaks into a
+    /// clinical write.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn audit_only_commits_are_synced_within_the_window() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = relaxed_store(dir.path(), 50).await;
+        for _ in 0..3 {
+            audit_only(&store).await;
+        }
+        let (made, _) = store.sync_counts().expect("relaxed commits are on");
+        assert!(made >= 1, "the audit-only commits were not relaxed");
+        assert_eq!(store.synchronous_in_a_write().await, 2);
+        // Synced: by the syncer's fsync, or covered by a synced commit. Polled for up to 10 s on
+        // a loaded machine; the window itself is a benchmark matter, not a timing test.
+        audit_only(&store).await;
+        for _ in 0..200 {
+            if let Some((made, synced)) = store.sync_counts() {
+                if synced >= made {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("relaxed commits stayed unsynced: {:?}", store.sync_counts());
+    }
+
+    /// With `audit.max_unsynced_ms = 0` every commit is synced: no relaxed commit is made.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_zero_window_syncs_every_audit_commit() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = relaxed_store(dir.path(), 0).await;
+        audit_only(&store).await;
+        assert_eq!(store.sync_counts(), None);
+        assert_eq!(store.synchronous_in_a_write().await, 2);
     }
 }

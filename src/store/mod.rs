@@ -447,6 +447,12 @@ pub trait StoreTx: Send {
     ) -> Result<bool, StoreError>;
     /// Add an audit record to this transaction: stored if and only if the transaction commits.
     async fn audit(&mut self, record: &crate::audit::AuditRecord) -> Result<(), StoreError>;
+    /// Add many audit records (the audit writer's batch), in as few statements as the database
+    /// allows.
+    async fn audit_many(
+        &mut self,
+        records: &[&crate::audit::AuditRecord],
+    ) -> Result<(), StoreError>;
     /// Chain up to `audit_log::SEAL_BATCH` unsealed audit rows; how many.
     async fn seal_audit(&mut self) -> Result<usize, StoreError>;
     /// Delete the sealed audit rows recorded before `before_ms` (a prefix of the chain) and
@@ -455,13 +461,16 @@ pub trait StoreTx: Send {
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 
-/// How a SQLite database is written: `synchronous` ("full" or "normal") and the page size a new
-/// database file is created with (an existing file keeps its own). A plain `&str` is the
-/// synchronous mode with SQLite's default 4096-byte pages.
+/// How a SQLite database is written: `synchronous` ("full" or "normal"), the page size a new
+/// database file is created with (an existing file keeps its own), and how long a transaction
+/// of audit records only may stay unsynced (`audit_sync_ms`, from `audit.max_unsynced_ms`; 0:
+/// every commit is synced). A plain `&str` is the synchronous mode with SQLite's default
+/// 4096-byte pages and every commit synced.
 #[derive(Debug, Clone, Copy)]
 pub struct SqliteTuning<'a> {
     pub synchronous: &'a str,
     pub page_size: u32,
+    pub audit_sync_ms: u64,
 }
 
 impl<'a> From<&'a str> for SqliteTuning<'a> {
@@ -469,6 +478,7 @@ impl<'a> From<&'a str> for SqliteTuning<'a> {
         SqliteTuning {
             synchronous,
             page_size: 4096,
+            audit_sync_ms: 0,
         }
     }
 }

@@ -16,7 +16,7 @@ use sqlx::{Any, AnyConnection, AnyPool, Executor, Row, Transaction};
 use super::audit_log;
 use super::bulk::{self, BulkJob, BulkWrite};
 use super::cache::{SearchKey, SearchValue, StoreCache};
-use super::group_commit::{GroupTx, GroupWriter};
+use super::group_commit::{GroupTx, GroupWriter, RelaxedSync};
 use super::hospital_events::{self, HospitalEvent};
 use super::outbox::{self, Claim, ClaimedJob, DeadAction, Job, JobStatus, JobUpdate, NewJob};
 use super::search_sql::{self, Bind, Sql};
@@ -42,6 +42,9 @@ pub struct SqlStore {
     channel: Option<String>,
     /// Whether the disk is full, as the latest commits found (for `/readyz`).
     disk: Arc<super::DiskState>,
+    /// PostgreSQL: audit-only transactions commit without waiting for the WAL flush
+    /// (`audit.max_unsynced_ms` > 0).
+    relax_audit: bool,
 }
 
 enum Writer {
@@ -84,6 +87,31 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 impl SqlStore {
+    /// The SQLite writer's relaxed commits made and known synced (tests).
+    #[cfg(test)]
+    pub(crate) fn sync_counts(&self) -> Option<(u64, u64)> {
+        match &self.write {
+            Writer::Sqlite(w) => w.sync_counts(),
+            Writer::Postgres(_) => None,
+        }
+    }
+
+    /// The synchronous mode a durable write transaction runs at on the SQLite writer (2 is
+    /// FULL; tests).
+    #[cfg(test)]
+    pub(crate) async fn synchronous_in_a_write(&self) -> i64 {
+        let Writer::Sqlite(w) = &self.write else {
+            return -1;
+        };
+        let mut tx = w.begin();
+        let conn = tx.conn().await.expect("writer");
+        let row = sqlx::query("PRAGMA synchronous")
+            .fetch_one(conn)
+            .await
+            .expect("pragma");
+        row.try_get(0).expect("mode")
+    }
+
     /// Connect (creating a SQLite file and its folder if needed) and migrate.
     pub async fn open(
         url: &str,
@@ -109,6 +137,7 @@ impl SqlStore {
             Ok(store)
         } else {
             let mut store = Self::open_postgres(url, max_connections, statement_timeout_ms).await?;
+            store.relax_audit = sqlite.audit_sync_ms > 0;
             // Writes are announced even with this instance's caches off: other instances on
             // the schema may cache.
             let channel = notify::channel_name(&store.read).await?;
@@ -209,7 +238,21 @@ impl SqlStore {
             .await
             .map_err(db_err)?;
         let disk = Arc::new(super::DiskState::default());
-        let write = Writer::Sqlite(GroupWriter::new(&write, read.clone(), disk.clone()).await?);
+        // Audit-only groups may commit unsynced when every commit is synced otherwise and there
+        // is a WAL file to sync (not for `:memory:`).
+        let relaxed = match (&timeout_file, synchronous, tuning.audit_sync_ms) {
+            (Some(db), "FULL", ms) if ms > 0 => {
+                let mut wal = db.clone().into_os_string();
+                wal.push("-wal");
+                Some(RelaxedSync {
+                    wal: wal.into(),
+                    window: Duration::from_millis(ms),
+                })
+            }
+            _ => None,
+        };
+        let write =
+            Writer::Sqlite(GroupWriter::new(&write, read.clone(), disk.clone(), relaxed).await?);
         Ok(SqlStore {
             backend: Backend::Sqlite,
             read,
@@ -217,6 +260,7 @@ impl SqlStore {
             cache: None,
             channel: None,
             disk,
+            relax_audit: false,
         })
     }
 
@@ -248,6 +292,7 @@ impl SqlStore {
             cache: None,
             channel: None,
             disk: Arc::new(super::DiskState::default()),
+            relax_audit: false,
         })
     }
 }
@@ -692,6 +737,7 @@ impl Storage for SqlStore {
         };
         Ok(Box::new(SqlTx {
             tx,
+            read: self.read.clone(),
             disk: self.disk.clone(),
             backend: self.backend,
             cache: self.cache.clone(),
@@ -699,6 +745,7 @@ impl Storage for SqlStore {
             written: Vec::new(),
             grants_changed: false,
             audit_only: true,
+            relax_audit: self.relax_audit,
         }))
     }
 }
@@ -871,6 +918,8 @@ enum TxConn {
 /// A write transaction on [`SqlStore`].
 struct SqlTx {
     tx: TxConn,
+    /// The store's readers (SQLite: where the audit sealer reads).
+    read: AnyPool,
     disk: Arc<super::DiskState>,
     backend: Backend,
     cache: Option<Arc<StoreCache>>,
@@ -882,6 +931,8 @@ struct SqlTx {
     grants_changed: bool,
     /// Nothing but audit rows written so far (see [`SqlTx::write_audit_sql`]).
     audit_only: bool,
+    /// PostgreSQL: an audit-only transaction commits with `synchronous_commit = off`.
+    relax_audit: bool,
 }
 
 impl SqlTx {
@@ -1159,9 +1210,32 @@ impl StoreTx for SqlTx {
         self.write_audit_sql(sql).await
     }
 
+    async fn audit_many(
+        &mut self,
+        records: &[&crate::audit::AuditRecord],
+    ) -> Result<(), StoreError> {
+        for chunk in records.chunks(audit_log::INSERT_ROWS) {
+            let rows: Vec<_> = chunk
+                .iter()
+                .map(|r| crate::audit::compact::Columns::of(r))
+                .collect();
+            self.write_audit_sql(audit_log::insert_many(&rows)).await?;
+        }
+        Ok(())
+    }
+
     async fn seal_audit(&mut self) -> Result<usize, StoreError> {
         self.lock_audit_chain().await?;
-        let Some((sql, n)) = audit_log::seal(self.conn().await?).await? else {
+        let sealed = if self.backend == Backend::Sqlite {
+            // Read on a reader, so that sealing never holds the single writer (and its commit
+            // can be relaxed like the records it seals): this process is the file's only writer
+            // and its sealer runs one round at a time, so the committed rows are the whole truth.
+            let mut conn = self.read.acquire().await.map_err(db_err)?;
+            audit_log::seal(&mut conn).await?
+        } else {
+            audit_log::seal(self.conn().await?).await?
+        };
+        let Some((sql, n)) = sealed else {
             return Ok(0);
         };
         self.write_audit_sql(sql).await?;
@@ -1201,11 +1275,24 @@ impl SqlTx {
             channel,
             written,
             grants_changed,
+            audit_only,
+            relax_audit,
             ..
         } = *self;
         match tx {
+            // A transaction of audit records only (the audit writer's batches of reads and
+            // refusals, sealing, retention) may be synced a little later: `audit.max_unsynced_ms`.
+            TxConn::Sqlite(g) if audit_only => g.commit_relaxed().await?,
             TxConn::Sqlite(g) => g.commit().await?,
             TxConn::Postgres(mut t) => {
+                if audit_only && relax_audit {
+                    // The server acknowledges before its WAL is flushed (within three of its
+                    // `wal_writer_delay`); the gateway's own crash loses nothing.
+                    sqlx::query("SET LOCAL synchronous_commit = off")
+                        .execute(&mut *t)
+                        .await
+                        .map_err(db_err)?;
+                }
                 // Other instances hear of the writes when (and only if) the commit happens.
                 if let Some(channel) = &channel {
                     let mut payloads = notify::payloads(&written);
