@@ -107,6 +107,94 @@ impl Drop for Gateway {
 
 /// A regional receiver that accepts every message.
 async fn region() -> MockServer {
+    let region = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"resourceType": "Bundle", "type": "message"})),
+        )
+        .mount(&region)
+        .await;
+    region
+}
+
+/// Configuration of a destination "region" at `uri` for receiver 111, polled every 50 ms.
+fn destination(uri: &str) -> String {
+    format!(
+        r#"
+[forwarding]
+poll_interval_ms = 50
+
+[[forwarding.destinations]]
+id = "region"
+kind = "fhir-message"
+base_url = "{uri}"
+receivers = ["{SOR}|111"]
+timeout_ms = 2000
+"#
+    )
+}
+
+/// Every span of every export the receiver got.
+async fn exported(receiver: &MockServer) -> (Vec<Span>, Vec<Vec<u8>>, Vec<String>) {
+    let mut spans = Vec::new();
+    let mut bodies = Vec::new();
+    let mut services = Vec::new();
+    for r in receiver.received_requests().await.unwrap_or_default() {
+        if r.url.path() != "/v1/traces" {
+            continue;
+        }
+        assert_eq!(
+            r.headers.get("content-type").and_then(|v| v.to_str().ok()),
+            Some("application/x-protobuf"),
+            "OTLP/HTTP with protobuf bodies"
+        );
+        let export =
+            ExportTraceServiceRequest::decode(r.body.as_slice()).expect("an OTLP trace export");
+        for rs in export.resource_spans {
+            for kv in rs.resource.iter().flat_map(|r| r.attributes.iter()) {
+                if kv.key == "service.name" {
+                    services.push(text(kv.value.as_ref().and_then(|v| v.value.as_ref())));
+                }
+            }
+            for ss in rs.scope_spans {
+                spans.extend(ss.spans);
+            }
+        }
+        bodies.push(r.body.clone());
+    }
+    (spans, bodies, services)
+}
+
+fn text(v: Option<&AnyValue>) -> String {
+    match v {
+        Some(AnyValue::StringValue(s)) => s.clone(),
+        Some(AnyValue::IntValue(i)) => i.to_string(),
+        Some(AnyValue::BoolValue(b)) => b.to_string(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+fn attr(span: &Span, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .map(|kv| text(kv.value.as_ref().and_then(|v| v.value.as_ref())))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_reach_an_otlp_receiver_with_parents_attributes_and_masked_person_numbers() {
+    let collector = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/traces"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&collector)
+        .await;
     let region = region().await;
     let gw = Gateway::start(&format!(
         r#"
