@@ -161,6 +161,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
     auth.register_metrics(metrics.registry());
     let limits = Arc::new(api::limits::RateLimits::new(&config.limits));
     limits.register_metrics(metrics.registry());
+    crate::telemetry::register_metrics(metrics.registry());
     // Constant after start: what the validation definitions could not load (see the log).
     let problems = prometheus_client::metrics::gauge::Gauge::<i64>::default();
     problems.set(load_problems);
@@ -357,23 +358,37 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Start logging (text or JSON lines), filtered by `RUST_LOG` or the config.
-pub fn init_logging(config: &Config) {
-    use tracing_subscriber::EnvFilter;
+/// Start logging (text or JSON lines), filtered by `RUST_LOG` or the config, and, with
+/// `[telemetry] otlp_endpoint` set, the export of traces (their posts run on `runtime`). The
+/// returned [`crate::telemetry::Telemetry`] must be shut down at exit to send the last spans.
+pub fn init_logging(
+    config: &Config,
+    runtime: tokio::runtime::Handle,
+) -> anyhow::Result<Option<crate::telemetry::Telemetry>> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _};
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(crate::logmask::stdout);
-    let _ = if config.log.format == "json" {
-        builder
-            .json()
+    let log = tracing_subscriber::fmt::layer().with_writer(crate::logmask::stdout);
+    let log = if config.log.format == "json" {
+        log.json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init()
+            .with_filter(filter)
+            .boxed()
     } else {
-        builder.try_init()
+        log.with_filter(filter).boxed()
     };
+    let (traces, telemetry) = match crate::telemetry::layer(&config.telemetry, runtime)? {
+        Some((layer, telemetry)) => (Some(layer), Some(telemetry)),
+        None => (None, None),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(log)
+        .with(traces)
+        .try_init();
+    Ok(telemetry)
 }
 
 #[cfg(test)]

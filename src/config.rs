@@ -27,6 +27,20 @@ pub struct Config {
     pub auth: AuthnConfig,
     pub console: ConsoleConfig,
     pub bulk: BulkConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// OpenTelemetry traces over OTLP/HTTP (`src/telemetry.rs`, docs/operations.md); off while
+/// `otlp_endpoint` is empty.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    pub otlp_endpoint: String,
+    pub service_name: String,
+    pub sample_ratio: f64,
+    pub export_timeout_ms: u64,
+    pub batch_delay_ms: u64,
+    pub max_queue: usize,
 }
 
 /// Bulk Data export (`src/bulk/`, docs/bulk.md): where the NDJSON files go, how long they are
@@ -606,6 +620,9 @@ impl Config {
         if let Some(url) = env("SEKTORBRO_DATABASE_URL") {
             config.database.url = url;
         }
+        if let Some(endpoint) = env("SEKTORBRO_OTLP_ENDPOINT") {
+            config.telemetry.otlp_endpoint = endpoint;
+        }
         config.auth.dev.token = env("SEKTORBRO_DEV_TOKEN").filter(|t| !t.is_empty());
         // An issuer's key set is fetched through the JWKS lookup, which must know its URL.
         for i in &config.auth.issuers {
@@ -725,6 +742,38 @@ impl Config {
                 "log.format must be \"json\" or \"text\", got {:?}",
                 self.log.format
             )));
+        }
+        self.check_telemetry()
+    }
+
+    fn check_telemetry(&self) -> Result<(), ConfigError> {
+        let t = &self.telemetry;
+        let endpoint = t.otlp_endpoint.as_str();
+        if !(endpoint.is_empty()
+            || endpoint.starts_with("http://")
+            || endpoint.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "telemetry.otlp_endpoint / SEKTORBRO_OTLP_ENDPOINT must be empty or an http(s) URL, got {endpoint:?}"
+            )));
+        }
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            return Err(ConfigError::Invalid(format!(
+                "telemetry.sample_ratio must be from 0 to 1, got {}",
+                t.sample_ratio
+            )));
+        }
+        if t.service_name.is_empty() || t.export_timeout_ms == 0 || t.batch_delay_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "telemetry.service_name must not be empty, and export_timeout_ms and \
+                 batch_delay_ms must be above 0"
+                    .into(),
+            ));
+        }
+        if t.max_queue == 0 {
+            return Err(ConfigError::Invalid(
+                "telemetry.max_queue must be above 0".into(),
+            ));
         }
         Ok(())
     }
@@ -1049,6 +1098,23 @@ mod tests {
         .expect("valid");
         assert_eq!(c.server.listen, "127.0.0.1:9999");
         assert_eq!(c.database.url, "postgres://u@127.0.0.1/test");
+    }
+
+    #[test]
+    fn telemetry_is_off_by_default_and_its_endpoint_comes_from_the_environment() {
+        assert_eq!(Config::defaults().telemetry.otlp_endpoint, "");
+        let c = Config::load_with_env(None, |k| {
+            (k == "SEKTORBRO_OTLP_ENDPOINT").then(|| "http://127.0.0.1:4318".to_string())
+        })
+        .expect("valid");
+        assert_eq!(c.telemetry.otlp_endpoint, "http://127.0.0.1:4318");
+        let bad = Config::load_with_env(None, |k| {
+            (k == "SEKTORBRO_OTLP_ENDPOINT").then(|| "collector:4318".to_string())
+        });
+        assert!(
+            matches!(&bad, Err(ConfigError::Invalid(m)) if m.contains("otlp_endpoint")),
+            "{bad:?}"
+        );
     }
 
     #[test]

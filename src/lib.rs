@@ -16,8 +16,9 @@
 //! - [`audit`]: the audit trail of reads, searches, writes, validations and forwarding attempts.
 //! - [`bulk`]: Bulk Data export: durable jobs run in the background, NDJSON files per type.
 //! - [`report`]: KL Gateway delivery reports built from stored municipal care records.
-//! - [`config`], [`app`], [`cli`], [`metrics`], [`error`], [`logmask`]: configuration, wiring,
-//!   command line, metrics, the error type, and the log writer that masks national ids.
+//! - [`config`], [`app`], [`cli`], [`metrics`], [`error`], [`logmask`], [`telemetry`]:
+//!   configuration, wiring, command line, metrics, the error type, the log writer that masks
+//!   national ids, and OpenTelemetry traces over OTLP/HTTP.
 //!
 //! FHIR knowledge, FHIRPath and the validator are in the `fhir-core` crate, which does no I/O.
 
@@ -39,3 +40,4 @@ pub mod metrics;
 pub mod municipal;
 pub mod report;
 pub mod store;
+pub mod telemetry;

@@ -141,8 +141,17 @@ pub async fn observe(
     req.extensions_mut().insert(RequestId(id.clone()));
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let method = req.method().to_string();
-    let span =
-        tracing::info_span!("request", request_id = %id, method = %method, path = %req.path());
+    // Route and status are recorded after the "answered" line (the log has them there), for
+    // the exported trace (crate::telemetry).
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %method,
+        path = %req.path(),
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    crate::telemetry::adopt_parent(&span, req.headers());
     let start = Instant::now();
     // The peer's bucket first, so that nothing a client sends is verified past its rate; a
     // request that authenticates gets that token back and is limited by its client id instead.
@@ -297,6 +306,8 @@ pub async fn observe(
     span.in_scope(|| {
         tracing::info!(status, route = %route, elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered");
     });
+    span.record("http.route", route);
+    span.record("http.response.status_code", status);
     Ok(res)
 }
 

@@ -1,8 +1,10 @@
 //! Command line: `serve` (the default), `validate` ([`validate`]), `translate` and
-//! `report kl-gateway` ([`report`]), `audit verify|export` ([`audit`]). The tools that
+//! `report kl-gateway` ([`report`]), `audit verify|export` ([`audit`]), `healthcheck`
+//! ([`healthcheck`]). The tools that
 //! derive `profiles/` from published packages are in the `xtask` crate (`cargo xtask derive …`).
 
 pub mod audit;
+pub mod healthcheck;
 pub mod report;
 pub mod validate;
 
@@ -29,8 +31,18 @@ pub enum Command {
     /// Run the gateway (the default when no command is given).
     Serve {
         /// A TOML file overriding config/default.toml (only the keys it names).
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", env = "SEKTORBRO_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// Ask the gateway this configuration describes for /healthz on its own address (loopback
+    /// for 0.0.0.0), e.g. as a container's HEALTHCHECK. Exit code 0: healthy; 1: not.
+    Healthcheck {
+        /// A TOML file overriding config/default.toml (the listen address and TLS).
+        #[arg(long, value_name = "FILE", env = "SEKTORBRO_CONFIG")]
+        config: Option<PathBuf>,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
     },
     /// Validate FHIR JSON files (or folders of them) against R4, the embedded IG packages
     /// (dk-core, KL, MedCom, se-base) and the profiles they claim, offline.
@@ -88,13 +100,13 @@ pub enum AuditCommand {
     /// Exit code 0: intact; 1: broken; 2: usage error.
     Verify {
         /// A TOML file overriding config/default.toml (the database to check).
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", env = "SEKTORBRO_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Write the records as IHE BALP AuditEvents, one JSON object per line (NDJSON).
     Export {
         /// A TOML file overriding config/default.toml (the database to read).
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", env = "SEKTORBRO_CONFIG")]
         config: Option<PathBuf>,
         /// Only records recorded at or after this instant (RFC 3339) or date (UTC midnight).
         #[arg(long, value_parser = audit::parse_since, default_value = "1970-01-01")]
@@ -127,7 +139,11 @@ fn parse_kind(s: &str) -> Result<crate::report::kl_gateway::Kind, String> {
 /// Run the command line; returns the process exit code.
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve { config: None }) {
+    // No command is `serve`, with SEKTORBRO_CONFIG read as `serve` reads it.
+    let serve = || Command::Serve {
+        config: std::env::var_os("SEKTORBRO_CONFIG").map(PathBuf::from),
+    };
+    match cli.command.unwrap_or_else(serve) {
         Command::Validate {
             packages,
             strict,
@@ -145,12 +161,20 @@ pub fn run() -> anyhow::Result<ExitCode> {
         })),
         Command::Serve { config } => {
             let config = Config::load(config.as_deref())?;
-            crate::app::init_logging(&config);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(crate::app::serve(config))?;
+            let telemetry = crate::app::init_logging(&config, runtime.handle().clone())?;
+            let served = runtime.block_on(crate::app::serve(config));
+            // The last spans are sent while the runtime that posts them still runs.
+            if let Some(t) = telemetry {
+                let _ = runtime.block_on(tokio::task::spawn_blocking(move || t.shutdown()));
+            }
+            served?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Healthcheck { config, timeout } => {
+            healthcheck::run(config.as_deref(), std::time::Duration::from_secs(timeout))
         }
         Command::Translate { reverse, file } => Ok(crate::municipal::translate_cli(&file, reverse)),
         Command::Report {

@@ -281,6 +281,29 @@ impl Engine {
         op: &WriteOp,
         vis: &crate::store::Visibility,
     ) -> Result<(), FhirError> {
+        use tracing::Instrument as _;
+        let rtype = match op {
+            WriteOp::Create { rtype, .. }
+            | WriteOp::Update { rtype, .. }
+            | WriteOp::ConditionalUpdate { rtype, .. } => rtype.as_str(),
+            _ => return Ok(()),
+        };
+        let span = tracing::debug_span!(
+            "validation",
+            fhir.resource_type = rtype,
+            validation.valid = tracing::field::Empty
+        );
+        let verdict = self.validate_write(op, vis).instrument(span.clone()).await;
+        span.record("validation.valid", verdict.is_ok());
+        verdict
+    }
+
+    /// [`Engine::validate_op`] without its span.
+    async fn validate_write(
+        &self,
+        op: &WriteOp,
+        vis: &crate::store::Visibility,
+    ) -> Result<(), FhirError> {
         let Some(policy) = &self.validation else {
             return Ok(());
         };

@@ -133,6 +133,10 @@ impl Connector {
         if let Some(t) = token {
             request = request.header(AUTHORIZATION, format!("Bearer {t}"));
         }
+        // The receiver can join the delivery to this gateway's trace (W3C traceparent).
+        if let Some(parent) = crate::telemetry::traceparent() {
+            request = request.header("traceparent", parent);
+        }
         let res = match request.send().await {
             Ok(r) => r,
             Err(e) => return transport_failure(&e, self.timeout),

@@ -9,6 +9,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tracing::Instrument as _;
+
 use super::connector::Attempt;
 use super::{now_ms, Destination, Forwarder};
 use crate::store::{Claim, ClaimedJob, JobUpdate};
@@ -162,7 +164,17 @@ pub(super) async fn run(fw: Arc<Forwarder>, dest: Arc<Destination>, n: usize) {
             fw.sleep(&dest, poll).await;
             continue;
         }
-        let attempts = jobs.into_iter().map(|job| attempt(&fw, &dest, &owner, job));
+        let attempts = jobs.into_iter().map(|job| {
+            let span = tracing::debug_span!(
+                "forwarding",
+                forwarding.destination = %dest.config.id,
+                forwarding.message_id = %job.message_id,
+                forwarding.attempt = job.attempts,
+                forwarding.outcome = tracing::field::Empty,
+                otel.kind = "client",
+            );
+            attempt(&fw, &dest, &owner, job).instrument(span)
+        });
         futures_util::future::join_all(attempts).await;
     }
 }
@@ -284,6 +296,13 @@ async fn attempt(fw: &Forwarder, dest: &Destination, owner: &str, job: ClaimedJo
             }
         }
     };
+    let outcome = match &update {
+        JobUpdate::Delivered { .. } => "delivered",
+        JobUpdate::Dead { .. } => "dead letter",
+        JobUpdate::Retry { .. } => "retry",
+        _ => "released",
+    };
+    tracing::Span::current().record("forwarding.outcome", outcome);
     if let Err(e) = record(fw, &update).await {
         // The lease expires and the job is attempted again: at least once, never lost.
         tracing::error!(destination = %id, message_id = %job.message_id, error = %e, "cannot record a delivery attempt; the job will be attempted again");

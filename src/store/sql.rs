@@ -789,6 +789,7 @@ impl SqlStore {
             .transpose()
     }
 
+    #[tracing::instrument(name = "database", level = "debug", skip_all, fields(db.operation.name = "read", db.system.name = self.backend.name(), otel.kind = "client"))]
     async fn read_db(&self, rtype: &str, id: &str) -> Result<Option<StoredResource>, StoreError> {
         let row = sqlx::query(
             "SELECT r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content, r.owner, r.citizen FROM resources r WHERE r.res_type = $1 AND r.id = $2",
@@ -801,6 +802,7 @@ impl SqlStore {
         row.map(|r| resource_row(&r, None)).transpose()
     }
 
+    #[tracing::instrument(name = "database", level = "debug", skip_all, fields(db.operation.name = "vread", db.system.name = self.backend.name(), otel.kind = "client"))]
     async fn vread_db(
         &self,
         rtype: &str,
@@ -823,6 +825,7 @@ impl SqlStore {
         .transpose()
     }
 
+    #[tracing::instrument(name = "database", level = "debug", skip_all, fields(db.operation.name = "read_many", db.system.name = self.backend.name(), otel.kind = "client"))]
     async fn read_many_db(
         &self,
         keys: &[(String, String)],
@@ -838,6 +841,7 @@ impl SqlStore {
         Ok(out)
     }
 
+    #[tracing::instrument(name = "database", level = "debug", skip_all, fields(db.operation.name = "history", db.system.name = self.backend.name(), otel.kind = "client"))]
     async fn history_db(
         &self,
         q: &HistoryQuery<'_>,
@@ -876,6 +880,7 @@ impl SqlStore {
             .collect()
     }
 
+    #[tracing::instrument(name = "database", level = "debug", skip_all, fields(db.operation.name = "search", db.system.name = self.backend.name(), otel.kind = "client"))]
     async fn search_db(&self, q: &SearchQuery, sql: &Sql) -> Result<Vec<SearchHit>, StoreError> {
         let rows = query(sql).fetch_all(&self.read).await.map_err(db_err)?;
         let corrupt = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
@@ -912,12 +917,14 @@ impl SqlStore {
             .collect()
     }
 
+    #[tracing::instrument(name = "database", level = "debug", skip_all, fields(db.operation.name = "count", db.system.name = self.backend.name(), otel.kind = "client"))]
     async fn count_db(&self, sql: &Sql) -> Result<i64, StoreError> {
         let row = query(sql).fetch_one(&self.read).await.map_err(db_err)?;
         row.try_get::<i64, _>(0)
             .map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 
+    #[tracing::instrument(name = "database", level = "debug", skip_all, fields(db.operation.name = "referencing", db.system.name = self.backend.name(), otel.kind = "client"))]
     async fn referencing_db(&self, sql: &Sql) -> Result<Vec<StoredResource>, StoreError> {
         let rows = query(sql).fetch_all(&self.read).await.map_err(db_err)?;
         rows.iter().map(|r| resource_row(r, None)).collect()
@@ -1052,6 +1059,7 @@ impl StoreTx for SqlTx {
         Ok(())
     }
 
+    #[tracing::instrument(name = "database", level = "debug", skip_all, fields(db.operation.name = "head", db.system.name = self.backend.name(), otel.kind = "client"))]
     async fn head(&mut self, rtype: &str, id: &str) -> Result<Option<Head>, StoreError> {
         let mut sql = Sql::default();
         sql.push("SELECT version, deleted, owner, citizen FROM resources WHERE res_type = ")
@@ -1077,6 +1085,7 @@ impl StoreTx for SqlTx {
         .transpose()
     }
 
+    #[tracing::instrument(name = "database", level = "debug", skip_all, fields(db.operation.name = "search_ids", db.system.name = self.backend.name(), otel.kind = "client"))]
     async fn search_ids(
         &mut self,
         q: &SearchQuery,
@@ -1096,6 +1105,7 @@ impl StoreTx for SqlTx {
             .collect()
     }
 
+    #[tracing::instrument(name = "database", level = "debug", skip_all, fields(db.operation.name = "write", db.system.name = self.backend.name(), otel.kind = "client"))]
     async fn write(&mut self, v: &NewVersion<'_>) -> Result<(), StoreError> {
         self.audit_only = false;
         let statements = write_statements(v);
@@ -1279,6 +1289,7 @@ impl StoreTx for SqlTx {
         Ok(n)
     }
 
+    #[tracing::instrument(name = "database", level = "debug", skip_all, fields(db.operation.name = "commit", db.system.name = self.backend.name(), otel.kind = "client"))]
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
         let disk = self.disk.clone();
         let audit_only = self.audit_only;

@@ -111,9 +111,16 @@ async fn run(
         profiles.extend_from_slice(policy.required_for(t));
     }
     let validator = policy.validator.clone();
+    // The blocking pool's thread is not in the request's span: the span goes along.
+    let rtype = resource.get("resourceType").and_then(Value::as_str);
+    let span = tracing::debug_span!(
+        "validation",
+        fhir.resource_type = rtype,
+        validation.profiles = profiles.len()
+    );
     // Large Bundles take milliseconds: keep them off the async workers.
     let (validated, resource, profiles) = web::block(move || {
-        let validated = validator.validate_detailed(&resource, &profiles);
+        let validated = span.in_scope(|| validator.validate_detailed(&resource, &profiles));
         (validated, resource, profiles)
     })
     .await
