@@ -204,14 +204,9 @@ async fn post_note(app: &TestApp, n: &Value) -> Value {
 
 /// Warnings in an accepted note's outcome (an "All OK" information issue is not one).
 fn warnings(accepted: &Value) -> usize {
-    accepted["outcome"]["issue"]
-        .as_array()
-        .map_or(0, |issues| {
-            issues
-                .iter()
-                .filter(|i| i["severity"] == "warning")
-                .count()
-        })
+    accepted["outcome"]["issue"].as_array().map_or(0, |issues| {
+        issues.iter().filter(|i| i["severity"] == "warning").count()
+    })
 }
 
 /// `dischargeNotesWithWarnings`: the notes accepted in the period (their discharge summary's

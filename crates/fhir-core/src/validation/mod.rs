@@ -63,6 +63,7 @@ const OWN: &[&str] = &[
     include_str!("../../../../profiles/sektorbro/ValueSet-message-event.json"),
     include_str!("../../../../profiles/sektorbro/ValueSet-rehab-phase.json"),
     include_str!("../../../../profiles/sektorbro/StructureDefinition-citizen-present.json"),
+    include_str!("../../../../profiles/sektorbro/StructureDefinition-discharge-note-warning.json"),
     include_str!("../../../../profiles/sektorbro/StructureDefinition-goal-baseline.json"),
     include_str!("../../../../profiles/sektorbro/StructureDefinition-goal-citizen-words.json"),
     include_str!("../../../../profiles/sektorbro/StructureDefinition-goal-review.json"),
