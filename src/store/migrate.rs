@@ -120,7 +120,7 @@ pub async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
                 .map_err(db_err)?;
         }
         if m.version == KPI_TABLE {
-            super::kpis::backfill(&mut *tx).await?;
+            super::kpis::backfill(&mut tx).await?;
             if backend == Backend::Postgres {
                 // Statistics for the back-filled table at once: without them the planner cannot
                 // tell the Goals' look-up by record from a scan (docs/kpis.md, Speed).
