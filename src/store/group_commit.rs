@@ -79,11 +79,6 @@ pub(crate) struct Batch {
     generations: Option<Arc<Generations>>,
     /// Physical commits so far, counted wherever one succeeds (the checkpointer looks at it).
     commits: Arc<AtomicU64>,
-    /// TRUNCATE checkpoints the checkpointer ran, and how many of them `data_version` has seen:
-    /// a WAL reset by our own checkpointer changes `data_version` as another process's commit
-    /// would, and must not be taken for one.
-    truncates: Arc<AtomicU64>,
-    truncates_seen: u64,
     /// Relaxed commits allowed (`Some`), and how far they are synced.
     relaxed: Option<Arc<SyncState>>,
     /// The connection may be at `synchronous = NORMAL` (set before a relaxed group runs, cleared
@@ -176,7 +171,6 @@ impl GroupWriter {
             .await
             .map_err(db_err)?;
         let commits = Arc::new(AtomicU64::new(0));
-        let truncates = Arc::new(AtomicU64::new(0));
         let sync_state = relaxed.as_ref().map(|_| Arc::new(SyncState::default()));
         let writer = Arc::new(GroupWriter {
             batch: Arc::new(Mutex::new(Batch {
@@ -186,8 +180,6 @@ impl GroupWriter {
                 data_version: None,
                 generations: None,
                 commits: commits.clone(),
-                truncates: truncates.clone(),
-                truncates_seen: 0,
                 relaxed: sync_state.clone(),
                 lowered: false,
             })),
@@ -197,12 +189,7 @@ impl GroupWriter {
             sync_state: sync_state.clone(),
         });
         tokio::spawn(committer(Arc::downgrade(&writer), writer.wake.clone()));
-        tokio::spawn(checkpointer(
-            Arc::downgrade(&commits),
-            truncates,
-            checkpoint,
-            disk,
-        ));
+        tokio::spawn(checkpointer(Arc::downgrade(&commits), checkpoint, disk));
         if let (Some(config), Some(state)) = (relaxed, sync_state) {
             tokio::spawn(syncer(Arc::downgrade(&state), config));
         }
@@ -305,12 +292,7 @@ async fn committer(writer: Weak<GroupWriter>, wake: Arc<Notify>) {
 /// WAL and the database both growing into what an operator freed. A checkpoint that itself finds
 /// the disk full changes nothing (the WAL stays the truth) and is tried again. A WAL found
 /// longer than [`WAL_TRUNCATE_FRAMES`] gets a TRUNCATE checkpoint in the next round too.
-async fn checkpointer(
-    commits: Weak<AtomicU64>,
-    truncates: Arc<AtomicU64>,
-    pool: AnyPool,
-    disk: Arc<super::DiskState>,
-) {
+async fn checkpointer(commits: Weak<AtomicU64>, pool: AnyPool, disk: Arc<super::DiskState>) {
     let mut seen = 0;
     let mut long = false;
     loop {
@@ -327,9 +309,6 @@ async fn checkpointer(
         // TRUNCATE holds the write lock while it waits for readers, so only when space is short
         // or the WAL has grown past its bound.
         let mode = if full || long { "TRUNCATE" } else { "PASSIVE" };
-        if mode == "TRUNCATE" {
-            truncates.fetch_add(1, Ordering::SeqCst);
-        }
         match sqlx::query(&format!("PRAGMA wal_checkpoint({mode})"))
             .fetch_all(&pool)
             .await
@@ -424,11 +403,7 @@ async fn ensure_open(batch: &mut Batch) -> Result<(), StoreError> {
 /// Reset the caches if another process committed since our last physical transaction.
 fn note_data_version(batch: &mut Batch, rows: &[AnyRow]) {
     let version: Option<i64> = rows.first().and_then(|r| r.try_get(0).ok());
-    // Counted before the checkpoint runs, so a reset it causes is always excused.
-    let truncates = batch.truncates.load(Ordering::SeqCst);
-    let own_reset = truncates != batch.truncates_seen;
-    batch.truncates_seen = truncates;
-    if batch.data_version.is_some() && version != batch.data_version && !own_reset {
+    if batch.data_version.is_some() && version != batch.data_version {
         tracing::error!(
             "another process has written to this SQLite file; one gateway process per file is \
              supported (use PostgreSQL for several instances); caches were reset"
