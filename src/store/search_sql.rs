@@ -231,8 +231,33 @@ pub(crate) fn page(q: &SearchQuery, limit: usize, backend: Backend, vis: &Visibi
     for (i, s) in q.sort.iter().enumerate() {
         let _ = write!(sql.text, "t.k{i}{}, ", if s.desc { " DESC" } else { "" });
     }
-    let _ = write!(sql.text, "t.created_seq LIMIT {limit}");
+    let _ = write!(
+        sql.text,
+        "{}t.created_seq LIMIT {limit}",
+        creation_order(q, backend)
+    );
     sql
+}
+
+/// How the creation sequence is written in `ORDER BY`: bare, or on SQLite as `+` (an
+/// expression, which no index delivers in order) when the query narrows the matches by a
+/// resource's id. Without table statistics SQLite prefers walking `resources_order` (type,
+/// creation) to skip the sort, and tests every resource of the type against the id list: a
+/// CPR chain search read all 10,000 CarePlans to find one (docs/benchmarks.md). With `+` it looks
+/// the listed ids up and sorts what matched. A query that matches most of the type pays more for
+/// the sort (twice the time, measured on 10,000); a query with no such filter keeps the walk,
+/// which stops at the page's end. PostgreSQL keeps its statistics itself.
+fn creation_order(q: &SearchQuery, backend: Backend) -> &'static str {
+    let narrowed = q.filters.iter().any(|f| {
+        !f.negate
+            && f.param != "_lastUpdated"
+            && !f.any_of.iter().any(|m| matches!(m, Match::Missing(true)))
+    });
+    if backend == Backend::Sqlite && narrowed {
+        "+"
+    } else {
+        ""
+    }
 }
 
 /// `SELECT COUNT(*)` over the same matches (cursor ignored).
@@ -254,7 +279,11 @@ pub(crate) fn ids(q: &SearchQuery, limit: usize, backend: Backend, vis: &Visibil
     };
     sql.push("SELECT r.id FROM resources r WHERE ");
     where_clause(&mut sql, q, vis);
-    let _ = write!(sql.text, " ORDER BY r.created_seq LIMIT {limit}");
+    let _ = write!(
+        sql.text,
+        " ORDER BY {}r.created_seq LIMIT {limit}",
+        creation_order(q, backend)
+    );
     sql
 }
 
@@ -269,7 +298,8 @@ pub(crate) fn referencing(
     sql.push("SELECT ").push(RESOURCE_COLUMNS);
     sql.push(" FROM resources r WHERE r.res_type = ")
         .text(&inc.source_type)
-        .push(" AND r.deleted = 0 AND EXISTS (SELECT 1 FROM search_index i WHERE i.res_type = r.res_type AND i.res_id = r.id");
+        .push(" AND r.deleted = 0 AND r.id IN (SELECT i.res_id FROM search_index i WHERE i.res_type = ")
+        .text(&inc.source_type);
     if inc.param != "*" {
         sql.push(" AND i.param = ").text(&inc.param);
     }
@@ -277,7 +307,10 @@ pub(crate) fn referencing(
     keys_by_type(&mut sql, targets, "i.system", "i.value");
     sql.push("))");
     visibility(&mut sql, "r", vis);
-    let _ = write!(sql.text, " ORDER BY r.created_seq LIMIT {limit}");
+    // The referring ids come from the index; `+` keeps SQLite from walking every resource of
+    // the source type in creation order instead (see `creation_order`). PostgreSQL reads it as
+    // the same number.
+    let _ = write!(sql.text, " ORDER BY +r.created_seq LIMIT {limit}");
     sql
 }
 
@@ -828,7 +861,9 @@ fn escape_like(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Bind, Sql};
+    use super::{ids, page, referencing, Backend, Bind, Sql, Visibility};
+    use fhir_core::fhir::search::{parse_search, Include, ParseOptions, SearchCaps, SearchQuery};
+    use fhir_core::fhir::search_params::SearchParamRegistry;
 
     #[test]
     fn sqlite_text_numbers_placeholders_and_leaves_json_paths() {
@@ -840,6 +875,98 @@ mod tests {
         assert_eq!(
             sql.sqlite_text(),
             "SELECT json_extract(content, '$.a') WHERE x = ?; UPDATE t SET y = ?"
+        );
+    }
+
+    /// SQLite's plan for `sql` on a freshly migrated database (no table statistics, as on a
+    /// new gateway), one line per step.
+    async fn sqlite_plan(sql: &Sql) -> Vec<String> {
+        use sqlx::Row as _;
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .expect("in-memory SQLite");
+        crate::store::migrate::run(&pool, Backend::Sqlite)
+            .await
+            .expect("migrations");
+        let text = format!("EXPLAIN QUERY PLAN {}", sql.sqlite_text());
+        crate::store::sql::query_text(&text, &sql.binds)
+            .fetch_all(&pool)
+            .await
+            .expect("plan")
+            .iter()
+            .map(|r| r.try_get::<String, _>(3).unwrap_or_default())
+            .collect()
+    }
+
+    fn query(rtype: &str, pairs: &[(&str, &str)]) -> SearchQuery {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        parse_search(
+            &SearchParamRegistry::embedded(),
+            rtype,
+            &pairs,
+            ParseOptions {
+                default_count: 20,
+                max_count: 1000,
+                lenient: false,
+                caps: SearchCaps::default(),
+            },
+        )
+        .expect("query parses")
+    }
+
+    #[tokio::test]
+    async fn sqlite_looks_matches_up_instead_of_walking_the_type_in_creation_order() {
+        let vis = Visibility::Readable(vec!["org-a".to_string()].into());
+        let chain = query(
+            "CarePlan",
+            &[("patient.identifier", "urn:oid:1.2.208.176.1.2|0101451234")],
+        );
+        let by_identifier = query(
+            "Patient",
+            &[("identifier", "urn:oid:1.2.208.176.1.2|0101451234")],
+        );
+        let everything = query("CarePlan", &[]);
+        for (name, sql) in [
+            ("chain page", page(&chain, 21, Backend::Sqlite, &vis)),
+            (
+                "identifier page",
+                page(&by_identifier, 21, Backend::Sqlite, &vis),
+            ),
+            (
+                "conditional ids",
+                ids(&by_identifier, 2, Backend::Sqlite, &vis),
+            ),
+        ] {
+            let plan = sqlite_plan(&sql).await;
+            assert!(
+                !plan.iter().any(|step| step.contains("resources_order")),
+                "{name} walks the type in creation order: {plan:#?}"
+            );
+        }
+        // Without a filter the walk is the right plan: it stops at the page's end.
+        let plan = sqlite_plan(&page(&everything, 21, Backend::Sqlite, &vis)).await;
+        assert!(
+            plan.iter().any(|step| step.contains("resources_order")),
+            "{plan:#?}"
+        );
+        // `_revinclude`'s referring resources come from the index too.
+        let inc = Include {
+            source_type: "Goal".into(),
+            param: "patient".into(),
+            target_type: None,
+            iterate: false,
+        };
+        let sql = referencing(&inc, &[("Patient".into(), "p1".into())], 100, &vis);
+        let plan = sqlite_plan(&sql).await;
+        assert!(
+            !plan.iter().any(|step| step.contains("resources_order")),
+            "{plan:#?}"
         );
     }
 
