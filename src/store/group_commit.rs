@@ -77,6 +77,8 @@ pub(crate) struct Batch {
     data_version: Option<i64>,
     /// The caches to reset when that happens.
     generations: Option<Arc<Generations>>,
+    /// Times that happened.
+    foreign_writes: Arc<AtomicU64>,
     /// Physical commits so far, counted wherever one succeeds (the checkpointer looks at it).
     commits: Arc<AtomicU64>,
     /// Relaxed commits allowed (`Some`), and how far they are synced.
@@ -137,6 +139,9 @@ pub(crate) struct GroupWriter {
     /// The relaxed commits' bookkeeping (also in the batch), read without the writer.
     #[cfg_attr(not(test), allow(dead_code))]
     sync_state: Option<Arc<SyncState>>,
+    /// Commits by another connection noticed (the batch counts them).
+    #[cfg_attr(not(test), allow(dead_code))]
+    foreign_writes: Arc<AtomicU64>,
 }
 
 /// One logical write transaction.
@@ -171,6 +176,7 @@ impl GroupWriter {
             .await
             .map_err(db_err)?;
         let commits = Arc::new(AtomicU64::new(0));
+        let foreign_writes = Arc::new(AtomicU64::new(0));
         let sync_state = relaxed.as_ref().map(|_| Arc::new(SyncState::default()));
         let writer = Arc::new(GroupWriter {
             batch: Arc::new(Mutex::new(Batch {
@@ -179,6 +185,7 @@ impl GroupWriter {
                 waiters: Vec::new(),
                 data_version: None,
                 generations: None,
+                foreign_writes: foreign_writes.clone(),
                 commits: commits.clone(),
                 relaxed: sync_state.clone(),
                 lowered: false,
@@ -187,9 +194,15 @@ impl GroupWriter {
             queue: std::sync::Mutex::new(Vec::new()),
             wake: Arc::new(Notify::new()),
             sync_state: sync_state.clone(),
+            foreign_writes,
         });
         tokio::spawn(committer(Arc::downgrade(&writer), writer.wake.clone()));
-        tokio::spawn(checkpointer(Arc::downgrade(&commits), checkpoint, disk));
+        tokio::spawn(checkpointer(
+            Arc::downgrade(&writer),
+            Arc::downgrade(&commits),
+            checkpoint,
+            disk,
+        ));
         if let (Some(config), Some(state)) = (relaxed, sync_state) {
             tokio::spawn(syncer(Arc::downgrade(&state), config));
         }
@@ -220,6 +233,12 @@ impl GroupWriter {
             state.relaxed.load(Ordering::SeqCst),
             state.synced.load(Ordering::SeqCst),
         ))
+    }
+
+    /// Commits by another connection noticed so far.
+    #[cfg(test)]
+    pub(crate) fn foreign_writes(&self) -> u64 {
+        self.foreign_writes.load(Ordering::SeqCst)
     }
 
     /// Wait for the writer, counted as waiting so that nobody commits in front of us.
@@ -292,7 +311,17 @@ async fn committer(writer: Weak<GroupWriter>, wake: Arc<Notify>) {
 /// WAL and the database both growing into what an operator freed. A checkpoint that itself finds
 /// the disk full changes nothing (the WAL stays the truth) and is tried again. A WAL found
 /// longer than [`WAL_TRUNCATE_FRAMES`] gets a TRUNCATE checkpoint in the next round too.
-async fn checkpointer(commits: Weak<AtomicU64>, pool: AnyPool, disk: Arc<super::DiskState>) {
+///
+/// A TRUNCATE runs on the writer's own connection, between its transactions: it needs the write
+/// lock anyway, and from any other connection it starts the WAL over behind the writer's back,
+/// which changes the writer's `data_version` exactly as another process's commit does (the writer
+/// then logged a foreign write and reset every cache, several times a minute under load).
+async fn checkpointer(
+    writer: Weak<GroupWriter>,
+    commits: Weak<AtomicU64>,
+    pool: AnyPool,
+    disk: Arc<super::DiskState>,
+) {
     let mut seen = 0;
     let mut long = false;
     loop {
@@ -309,10 +338,20 @@ async fn checkpointer(commits: Weak<AtomicU64>, pool: AnyPool, disk: Arc<super::
         // TRUNCATE holds the write lock while it waits for readers, so only when space is short
         // or the WAL has grown past its bound.
         let mode = if full || long { "TRUNCATE" } else { "PASSIVE" };
-        match sqlx::query(&format!("PRAGMA wal_checkpoint({mode})"))
-            .fetch_all(&pool)
-            .await
-        {
+        let pragma = format!("PRAGMA wal_checkpoint({mode})");
+        let result = if mode == "TRUNCATE" {
+            let Some(writer) = writer.upgrade() else {
+                return;
+            };
+            let mut batch = writer.acquire().await;
+            // A checkpoint cannot run inside a transaction: commit what interactive
+            // transactions left open for the next flusher.
+            flush(&mut batch).await;
+            sqlx::query(&pragma).fetch_all(&mut *batch.conn).await
+        } else {
+            sqlx::query(&pragma).fetch_all(&pool).await
+        };
+        match result {
             // (busy, frames in the WAL, frames checkpointed)
             Ok(rows) => {
                 long = rows
@@ -404,6 +443,7 @@ async fn ensure_open(batch: &mut Batch) -> Result<(), StoreError> {
 fn note_data_version(batch: &mut Batch, rows: &[AnyRow]) {
     let version: Option<i64> = rows.first().and_then(|r| r.try_get(0).ok());
     if batch.data_version.is_some() && version != batch.data_version {
+        batch.foreign_writes.fetch_add(1, Ordering::SeqCst);
         tracing::error!(
             "another process has written to this SQLite file; one gateway process per file is \
              supported (use PostgreSQL for several instances); caches were reset"
@@ -741,7 +781,7 @@ impl Drop for GroupTx {
 mod tests {
     use crate::store::NewVersion;
 
-    async fn burst(store: &std::sync::Arc<dyn crate::store::Storage>, prefix: &str, n: usize) {
+    async fn burst(store: &dyn crate::store::Storage, prefix: &str, n: usize) {
         let text = format!(
             "{{\"resourceType\":\"Basic\",\"text\":\"{}\"}}",
             "x".repeat(2000)
@@ -788,7 +828,7 @@ mod tests {
         .await
         .expect("open");
         // Far more than the test's bound of 64 frames.
-        burst(&store, "w", 200).await;
+        burst(&*store, "w", 200).await;
         for _ in 0..200 {
             let len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
             if len < 64 * 4096 {
@@ -822,7 +862,7 @@ mod tests {
         .expect("open");
         let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let before = size();
-        burst(&store, "b", 50).await;
+        burst(&*store, "b", 50).await;
         // 50 × 2 KB committed: once checkpointed, the database file holds them. Waits for the
         // checkpointer's rounds, up to 20 s on a loaded machine; without it, never.
         let wanted = before + 50 * 2000;
@@ -836,6 +876,48 @@ mod tests {
             "the database file is {} bytes (was {before}); the WAL was not checkpointed",
             size()
         );
+    }
+
+    /// The writer's own TRUNCATE checkpoints start the WAL over without being taken for another
+    /// process's commits (they once were: every cache reset several times a minute under load);
+    /// a commit by another connection still is.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn own_truncations_are_not_foreign_writes_but_another_connections_commit_is() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("f.db");
+        let wal = dir.path().join("f.db-wal");
+        let url = format!("sqlite://{}", path.display());
+        let cache = crate::config::Config::defaults().cache;
+        let store = crate::store::sql::SqlStore::open(&url, 2, "normal".into(), 0, &cache)
+            .await
+            .expect("open");
+        let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        burst(&store, "f", 200).await;
+        let mut truncated = false;
+        for _ in 0..200 {
+            if wal_len() < 64 * 4096 {
+                truncated = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(truncated, "the WAL is still {} bytes", wal_len());
+        burst(&store, "g", 3).await;
+        assert_eq!(
+            store.foreign_writes(),
+            0,
+            "own checkpoints taken for foreign writes"
+        );
+
+        let mut other = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+            .await
+            .expect("second connection");
+        sqlx::query("INSERT INTO access_grants VALUES ('x', 'y', 'z', 'r', 0)")
+            .execute(&mut other)
+            .await
+            .expect("foreign insert");
+        burst(&store, "h", 1).await;
+        assert_eq!(store.foreign_writes(), 1);
     }
 
     async fn relaxed_store(

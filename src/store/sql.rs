@@ -96,6 +96,15 @@ impl SqlStore {
         }
     }
 
+    /// Commits by another connection the SQLite writer noticed (tests).
+    #[cfg(test)]
+    pub(crate) fn foreign_writes(&self) -> u64 {
+        match &self.write {
+            Writer::Sqlite(w) => w.foreign_writes(),
+            Writer::Postgres(_) => 0,
+        }
+    }
+
     /// The synchronous mode a durable write transaction runs at on the SQLite writer (2 is
     /// FULL; tests).
     #[cfg(test)]
