@@ -14,6 +14,8 @@
 # `sektorbro_workload` on PG_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres).
 # BIN_DIR=DIR uses DIR/sektorbro, DIR/examples/hello_ceiling and DIR/examples/workload_load.
 # KEEP=DIR keeps the loaded database in DIR (SQLite) to rerun the mix with LOADED=DIR.
+# EXTRA_TOML='…' is appended to the gateway's configuration for the mix (for example
+# EXTRA_TOML=$'[audit]\nenabled = false' to see what the audit trail costs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CITIZENS="${1:-10000}"
@@ -65,6 +67,7 @@ rate_per_second = 0.0
 resources_mib = $mib
 searches_mib = $(( (mib + 1) / 2 ))
 TOML
+  [ -n "${2:-}" ] && printf '%s\n' "$2" >> "$WORK/gw.toml"
   SEKTORBRO_DEV_TOKEN=$TOKEN SEKTORBRO_LISTEN=127.0.0.1:$GW_PORT SEKTORBRO_DATABASE_URL="$DB_URL" \
     "$GW_BIN" serve --config "$WORK/gw.toml" >>"$WORK/gw.log" 2>&1 &
   GW_PID=$!
@@ -89,7 +92,7 @@ fi
 SIZE=$(db_mib)
 CACHE_MIB=$(( SIZE / 10 )); [ "$CACHE_MIB" -lt 1 ] && CACHE_MIB=1
 echo "database: $SIZE MiB; caches: $CACHE_MIB MiB resources + $(( (CACHE_MIB + 1) / 2 )) MiB searches"
-start_gateway "$CACHE_MIB"
+start_gateway "$CACHE_MIB" "${EXTRA_TOML:-}"
 "$HELLO_BIN" 127.0.0.1:$HELLO_PORT $WORKERS &
 HELLO_PID=$!
 sleep 0.5
