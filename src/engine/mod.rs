@@ -96,6 +96,14 @@ impl WriteOp {
     }
 }
 
+/// A PATCH body: a JSON Patch (`application/json-patch+json`) or a FHIRPath Patch (a
+/// `Parameters` resource in `application/fhir+json`).
+#[derive(Debug, Clone)]
+pub enum PatchDocument {
+    Json(json_patch::Patch),
+    FhirPath(Vec<fhir_core::fhirpath::patch::PatchOp>),
+}
+
 /// What a write did.
 #[derive(Debug, Clone)]
 pub struct Written {
@@ -698,16 +706,17 @@ impl Engine {
         self.fill_existing(access, w).await
     }
 
-    /// PATCH: apply a JSON Patch (RFC 6902) to the current version and write the result as an
-    /// update of exactly that version, validated like any update. All or nothing: a failing
-    /// operation (a `test`, a missing path) writes nothing. Without `If-Match`, a concurrent
-    /// update in between makes it start again from the new version.
+    /// PATCH: apply a JSON Patch (RFC 6902) or a FHIRPath Patch to the current version and
+    /// write the result as an update of exactly that version, validated like any update. All or
+    /// nothing: a failing operation (a `test`, a missing path, a path selecting two elements)
+    /// writes nothing. Without `If-Match`, a concurrent update in between makes it start again
+    /// from the new version.
     pub async fn patch(
         &self,
         access: &Access,
         rtype: &str,
         id: &str,
-        patch: &json_patch::Patch,
+        patch: &PatchDocument,
         if_match: Option<i64>,
     ) -> Result<Written, FhirError> {
         refuse_read_only(rtype)?;
@@ -722,15 +731,28 @@ impl Engine {
             let mut resource: Value =
                 serde_json::from_str(current.content.as_deref().unwrap_or_default())
                     .map_err(|e| FhirError::internal(format!("stored resource unreadable: {e}")))?;
-            json_patch::patch(&mut resource, patch).map_err(|e| {
-                FhirError::new(
-                    422,
-                    vec![
-                        Issue::error("processing", format!("the patch cannot be applied: {e}"))
-                            .at(format!("PATCH operation {} ({})", e.operation, e.path)),
-                    ],
-                )
-            })?;
+            match patch {
+                PatchDocument::Json(patch) => {
+                    json_patch::patch(&mut resource, patch).map_err(|e| {
+                        FhirError::new(
+                            422,
+                            vec![Issue::error(
+                                "processing",
+                                format!("the patch cannot be applied: {e}"),
+                            )
+                            .at(format!("PATCH operation {} ({})", e.operation, e.path))],
+                        )
+                    })?
+                }
+                PatchDocument::FhirPath(ops) => {
+                    let model = match &self.validation {
+                        Some(policy) => policy.validator.model(),
+                        None => &fhir_core::fhirpath::JsonOnlyModel,
+                    };
+                    fhir_core::fhirpath::patch::apply(ops, &mut resource, model)
+                        .map_err(|issue| FhirError::new(422, vec![issue]))?
+                }
+            }
             for (key, want) in [("resourceType", rtype), ("id", id)] {
                 if resource.get(key).and_then(Value::as_str) != Some(want) {
                     return Err(FhirError::new(

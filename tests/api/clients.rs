@@ -236,7 +236,7 @@ async fn json_patch_updates_atomically(app: TestApp) {
     let wrong_type = app
         .client
         .patch(app.url(&path))
-        .header(CONTENT_TYPE, "application/fhir+json")
+        .header(CONTENT_TYPE, "text/plain")
         .body("[]")
         .send()
         .await
@@ -255,6 +255,120 @@ async fn json_patch_updates_atomically(app: TestApp) {
         415,
         "a patch type is not a resource"
     );
+}
+
+async fn send_fhirpath_patch(
+    app: &TestApp,
+    path: &str,
+    operations: Value,
+    if_match: Option<&str>,
+) -> reqwest::Response {
+    let params = json!({"resourceType": "Parameters", "parameter": operations});
+    let mut req = app
+        .client
+        .patch(app.url(path))
+        .header(CONTENT_TYPE, "application/fhir+json")
+        .body(params.to_string());
+    if let Some(v) = if_match {
+        req = req.header("If-Match", v);
+    }
+    req.send().await.expect("request")
+}
+
+fn operation(kind: &str, path: &str, more: Value) -> Value {
+    let mut parts = vec![
+        json!({"name": "type", "valueCode": kind}),
+        json!({"name": "path", "valueString": path}),
+    ];
+    parts.extend(more.as_array().cloned().unwrap_or_default());
+    json!({"name": "operation", "part": parts})
+}
+
+/// FHIRPath Patch (a Parameters resource): operations located by FHIRPath, applied in order,
+/// validated, all or nothing; malformed operations are a 400 naming each problem's place.
+async fn fhirpath_patch_updates_atomically(app: TestApp) {
+    let cp = app.create(&care_plan("Patient/p1")).await;
+    let id = cp["id"].as_str().unwrap();
+    let path = format!("CarePlan/{id}");
+    let res = send_fhirpath_patch(
+        &app,
+        &path,
+        json!([
+            operation(
+                "replace",
+                "CarePlan.status",
+                json!([{"name": "value", "valueCode": "on-hold"}])
+            ),
+            operation(
+                "add",
+                "CarePlan",
+                json!([
+                {"name": "name", "valueString": "description"},
+                {"name": "value", "valueString": "Genoptræning efter udskrivelse"}])
+            ),
+            operation("delete", "CarePlan.note", json!([])),
+        ]),
+        Some("W/\"1\""),
+    )
+    .await;
+    assert_eq!(
+        res.status().as_u16(),
+        200,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
+    let v2 = app.get_json(&path, 200).await;
+    assert_eq!(v2["meta"]["versionId"], "2");
+    assert_eq!(v2["status"], "on-hold");
+    assert_eq!(v2["description"], "Genoptræning efter udskrivelse");
+    assert!(v2.get("note").is_none());
+
+    for (ops, status) in [
+        // The second operation cannot apply: the first is not kept either.
+        (
+            json!([
+                operation(
+                    "replace",
+                    "CarePlan.title",
+                    json!([{"name": "value", "valueString": "x"}])
+                ),
+                operation(
+                    "replace",
+                    "CarePlan.activity",
+                    json!([{"name": "value", "valueString": "x"}])
+                ),
+            ]),
+            422,
+        ),
+        // The result must still be a valid CarePlan.
+        (
+            json!([operation(
+                "replace",
+                "CarePlan.status",
+                json!([{"name": "value", "valueCode": "bogus"}])
+            )]),
+            422,
+        ),
+        // Not an operation a FHIRPath Patch knows.
+        (
+            json!([operation("rename", "CarePlan.status", json!([]))]),
+            400,
+        ),
+    ] {
+        let res = send_fhirpath_patch(&app, &path, ops.clone(), None).await;
+        assert_eq!(res.status().as_u16(), status, "{ops}");
+        let outcome: Value = res.json().await.unwrap();
+        assert_eq!(outcome["resourceType"], "OperationOutcome");
+        assert!(
+            outcome["issue"][0]["expression"][0]
+                .as_str()
+                .is_some_and(|e| !e.is_empty()),
+            "{outcome}"
+        );
+    }
+    let now = app.get_json(&path, 200).await;
+    assert_eq!(now["meta"]["versionId"], "2", "nothing was written");
+    assert_eq!(now["title"], "Rehabilitering");
 }
 
 /// Conditional delete of a single match (HAPI's and Medplum's clients use it); several matches
@@ -352,6 +466,7 @@ on_both_backends!(
     smart_configuration_is_plain_json,
     conditional_delete_single_match,
     json_patch_updates_atomically,
+    fhirpath_patch_updates_atomically,
     hapi_conditional_create_forms_match,
     elements_keep_mandatory_elements,
     summary_true_and_text,

@@ -5,7 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use crate::api::context::{FhirBody, JsonBytes, RequestContext, JSON_PATCH};
 use crate::api::response::{self, version_headers, FHIR_JSON};
 use crate::api::AppState;
-use crate::engine::{parse_etag, WriteOp};
+use crate::engine::{parse_etag, PatchDocument, WriteOp};
 use crate::error::FhirError;
 use fhir_core::fhir::outcome::Issue;
 use fhir_core::fhir::search::{apply_elements, apply_summary, Summary};
@@ -214,7 +214,8 @@ pub async fn update(
     Ok(response::written(&ctx, &w))
 }
 
-/// `PATCH /fhir/{type}/{id}` with a JSON Patch (`application/json-patch+json`).
+/// `PATCH /fhir/{type}/{id}` with a JSON Patch (`application/json-patch+json`) or a FHIRPath
+/// Patch (a `Parameters` resource, `application/fhir+json`).
 pub async fn patch(
     state: web::Data<AppState>,
     ctx: RequestContext,
@@ -230,15 +231,29 @@ pub async fn patch(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .map(|v| v.trim().to_ascii_lowercase());
-    if media.as_deref() != Some(JSON_PATCH) {
-        return Err(FhirError::not_supported(
-            415,
-            format!("PATCH takes a JSON Patch document ({JSON_PATCH})"),
-        ));
-    }
-    let patch: json_patch::Patch = serde_json::from_slice(&body.bytes).map_err(|e| {
-        FhirError::bad_request(format!("the body is not a JSON Patch document: {e}"))
-    })?;
+    let patch = match media.as_deref() {
+        Some(JSON_PATCH) => {
+            PatchDocument::Json(serde_json::from_slice(&body.bytes).map_err(|e| {
+                FhirError::bad_request(format!("the body is not a JSON Patch document: {e}"))
+            })?)
+        }
+        Some("application/fhir+json" | "application/json" | "application/json+fhir") => {
+            let params = body.parse()?;
+            PatchDocument::FhirPath(
+                fhir_core::fhirpath::patch::parse(&params)
+                    .map_err(|issues| FhirError::new(400, issues))?,
+            )
+        }
+        _ => {
+            return Err(FhirError::not_supported(
+                415,
+                format!(
+                    "PATCH takes a JSON Patch document ({JSON_PATCH}) or a FHIRPath Patch \
+                     Parameters resource (application/fhir+json)"
+                ),
+            ))
+        }
+    };
     let w = state
         .engine
         .patch(&ctx.access, &rtype, &id, &patch, if_match(&req)?)

@@ -132,6 +132,8 @@ pub fn capability_statement(
         "instantiates": [crate::bulk::BULK_CAPABILITY],
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
+        // PATCH bodies: JSON Patch, and FHIRPath Patch (a Parameters resource).
+        "patchFormat": ["application/json-patch+json", "application/fhir+json"],
         "rest": [{
             "mode": "server",
             // Clients learn here how to authenticate (this endpoint is open to anyone).

@@ -19,6 +19,7 @@ mod functions;
 mod lexer;
 mod model;
 mod parser;
+pub mod patch;
 mod quantity;
 mod reads;
 mod share;

@@ -277,6 +277,12 @@ impl Validator {
         Self::load(&Sources::default())
     }
 
+    /// The FHIRPath model of every loaded type (child elements, cardinality, choices), for
+    /// evaluating expressions outside validation (FHIRPath Patch).
+    pub fn model(&self) -> &dyn crate::fhirpath::ModelInfo {
+        &self.invariants.model
+    }
+
     /// The embedded R4 definitions, loaded once per process and shared (tests start many
     /// servers; each would otherwise load its own copy).
     pub fn shared_r4() -> Result<Arc<Validator>> {
