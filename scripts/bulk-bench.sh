@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-1000000}"
-cargo build --release --example bulk_export >/dev/null
+cargo build --release --bin sektorbro --example hello_ceiling --example workload_load --example bulk_export >/dev/null
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 echo "load before: $(uptime)"
