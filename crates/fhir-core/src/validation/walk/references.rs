@@ -1,0 +1,321 @@
+//! References: their format, resolution to contained resources and Bundle entries, target
+//! types, and the profiles a referenced or contained resource must meet.
+
+use super::*;
+
+impl<'d, 'v> Run<'d, 'v> {
+    /// Reference format, contained and Bundle resolution, target types (narrowed by `profile`).
+    pub(super) fn reference_targets(
+        &mut self,
+        obj: &'v Map<String, Value>,
+        el: &Element,
+        profile: Option<&Profile>,
+    ) {
+        let Some(Value::String(r)) = obj.get("reference") else {
+            return;
+        };
+        let mark = self.path.len();
+        self.path.push_str(".reference");
+        let target_type = self.reference_type(r, profile.is_none());
+        if let (Some(t), Some(Value::String(declared))) = (&target_type, obj.get("type")) {
+            if t != declared && profile.is_none() {
+                self.error(
+                    "value",
+                    format!("the reference points to a {t} but type says {declared}"),
+                );
+            }
+        }
+        if let Some(t) = target_type {
+            let allowed: Vec<String> = el
+                .types
+                .iter()
+                .filter(|ty| ty.code == "Reference")
+                .flat_map(|ty| ty.target_profiles.iter())
+                .filter_map(|tp| self.v.defs.profile(tp).map(|p| p.type_name.clone()))
+                .collect();
+            let any = allowed.is_empty()
+                || allowed
+                    .iter()
+                    .any(|a| a == "Resource" || *a == t || self.v.defs.derives_from(&t, a));
+            if !any {
+                let by = profile
+                    .map(|p| format!(" by profile {}", p.label()))
+                    .unwrap_or_default();
+                self.error(
+                    "invalid",
+                    format!("this reference points to a resource of type {t}, which is not allowed here{by}; allowed: {}", allowed.join(", ")),
+                );
+            }
+        }
+        self.path.truncate(mark);
+    }
+
+    /// The resource type a reference points to, when it can be told; reports malformed ones.
+    pub(super) fn reference_type(&mut self, r: &str, report: bool) -> Option<String> {
+        if let Some(local) = r.strip_prefix('#') {
+            let found = self.contained(local);
+            if local.is_empty() {
+                return None; // `#` refers to the container itself
+            }
+            return match found {
+                Some(c) => c
+                    .get("resourceType")
+                    .and_then(Value::as_str)
+                    .map(String::from),
+                None => {
+                    if report {
+                        self.error(
+                            "not-found",
+                            format!("no contained resource has id {local:?}"),
+                        );
+                    }
+                    None
+                }
+            };
+        }
+        if report && self.bundle.is_some() {
+            self.bundle_versions(r);
+        }
+        if let Some(entry) = self.bundle_entry(r) {
+            return entry
+                .get("resourceType")
+                .and_then(Value::as_str)
+                .map(String::from);
+        }
+        if r.starts_with("urn:uuid:") || r.starts_with("urn:oid:") {
+            if report && self.bundle.is_some() {
+                self.warning(
+                    "not-found",
+                    format!("{r} is not the fullUrl of any entry in this Bundle"),
+                );
+            }
+            return None;
+        }
+        // A conditional reference (`Patient?identifier=…`), resolved by the server in a transaction.
+        if let Some((t, _)) = r.split_once('?') {
+            if self.v.defs.is_resource_type(t) {
+                return Some(t.to_string());
+            }
+        }
+        // [base/]Type/id[/_history/vid]
+        let mut segs: Vec<&str> = r.split('/').collect();
+        if segs.len() >= 4 && segs[segs.len() - 2] == "_history" {
+            segs.truncate(segs.len() - 2);
+        }
+        let n = segs.len();
+        if n >= 2 && self.v.defs.is_resource_type(segs[n - 2]) {
+            if !crate::fhir::is_valid_id(segs[n - 1]) && report {
+                self.error(
+                    "value",
+                    format!("{:?} is not a valid id in reference {r:?}", segs[n - 1]),
+                );
+            }
+            return Some(segs[n - 2].to_string());
+        }
+        if r.contains("://") || r.starts_with("urn:") {
+            return None; // an absolute reference we cannot interpret; allowed
+        }
+        if report {
+            let first = segs.first().copied().unwrap_or_default();
+            let hint = if n == 1 {
+                " (write it as Type/id, e.g. Patient/123)".to_string()
+            } else {
+                format!(" ({first:?} is not a resource type)")
+            };
+            self.error("value", format!("{r:?} is not a valid reference{hint}"));
+        }
+        None
+    }
+
+    /// The resource a reference points to, when it is contained or in the enclosing Bundle.
+    pub(super) fn resolve_reference(&self, r: &str) -> Option<&'v Value> {
+        if let Some(local) = r.strip_prefix('#') {
+            return self.contained(local);
+        }
+        self.bundle_entry(r)
+    }
+
+    /// The contained resource with id `local` of the nearest enclosing resource that has one: a
+    /// Bundle entry's resource resolves its `#id` in its own `contained`, not in the Bundle's.
+    pub(super) fn contained(&self, local: &str) -> Option<&'v Value> {
+        self.resources.iter().rev().find_map(|c| {
+            c.get("contained")?
+                .as_array()?
+                .iter()
+                .find(|c| c.get("id").and_then(Value::as_str) == Some(local))
+        })
+    }
+
+    /// The resource of the Bundle entry whose fullUrl is `r` (or ends with `/r` for relative refs).
+    pub(super) fn bundle_entry(&self, r: &str) -> Option<&'v Value> {
+        let entries = self.bundle?.get("entry")?.as_array()?;
+        entries.iter().find_map(|e| {
+            let full = e.get("fullUrl")?.as_str()?;
+            let hit = full == r
+                || (!r.contains(':')
+                    && full.len() > r.len()
+                    && full.ends_with(r)
+                    && full.as_bytes()[full.len() - r.len() - 1] == b'/');
+            if hit {
+                e.get("resource")
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Profile pass over a resource-typed element: the types (and profiles on them) the element
+    /// allows.
+    pub(super) fn resource_profiles(&mut self, val: &'v Value, el: &Element) {
+        let Some(obj) = val.as_object() else {
+            return;
+        };
+        let Some(rtype) = obj.get("resourceType").and_then(Value::as_str) else {
+            return;
+        };
+        if el.types.is_empty()
+            || el
+                .types
+                .iter()
+                .any(|t| t.code == "Resource" && t.profiles.is_empty())
+        {
+            return;
+        }
+        let fitting: Vec<&crate::validation::model::TypeRef> = el
+            .types
+            .iter()
+            .filter(|t| {
+                t.code == rtype || t.code == "Resource" || self.v.defs.derives_from(rtype, &t.code)
+            })
+            .collect();
+        if fitting.is_empty() {
+            let allowed: Vec<&str> = el.types.iter().map(|t| t.code.as_str()).collect();
+            self.error(
+                "invalid",
+                format!(
+                    "a {rtype} is not allowed here; allowed: {}",
+                    allowed.join(", ")
+                ),
+            );
+            return;
+        }
+        if fitting.iter().any(|t| t.profiles.is_empty()) {
+            return;
+        }
+        let mut profiles = Vec::new();
+        for url in fitting.iter().flat_map(|t| t.profiles.iter()) {
+            match self.v.defs.profile(url) {
+                Some(p)
+                    if p.type_name == rtype || self.v.defs.derives_from(rtype, &p.type_name) =>
+                {
+                    profiles.push(p)
+                }
+                Some(_) => {}
+                None => self.warning(
+                    "not-found",
+                    format!("profile {url} is not loaded; not checked"),
+                ),
+            }
+        }
+        // Conforming to any one of them is enough; report the closest when none fits.
+        let mut best: Option<Vec<Issue>> = None;
+        for p in profiles {
+            if self.one_of_profiles(val, obj, p, rtype, &mut best) {
+                break;
+            }
+        }
+        self.issues.extend(best.unwrap_or_default());
+    }
+}
+
+/// Canonical references: a Questionnaire, a Measure.
+impl<'d, 'v> Run<'d, 'v> {
+    /// A canonical resource of type `rtype` (`url` or `url|version`, or a literal
+    /// `Type/id` reference) as the instance can see it: contained (`#id`), in the same Bundle,
+    /// supplied by the caller, or in the loaded packages.
+    pub(crate) fn find_canonical<'x>(
+        &self,
+        rtype: &str,
+        canonical: &str,
+        holder: &'x Map<String, Value>,
+    ) -> Option<&'x Value>
+    where
+        'd: 'x,
+        'v: 'x,
+    {
+        let is = |r: &&Value| r.get("resourceType").and_then(Value::as_str) == Some(rtype);
+        if let Some(id) = canonical.strip_prefix('#') {
+            return holder
+                .get("contained")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(is)
+                .find(|r| r.get("id").and_then(Value::as_str) == Some(id));
+        }
+        let (url, version) = match canonical.split_once('|') {
+            Some((u, v)) => (u, Some(v)),
+            None => (canonical, None),
+        };
+        let literal = url
+            .strip_prefix(rtype)
+            .and_then(|r| r.strip_prefix('/'))
+            .filter(|id| crate::fhir::is_valid_id(id));
+        let matches = |r: &&Value| {
+            is(r)
+                && (r.get("url").and_then(Value::as_str) == Some(url)
+                    && version.is_none_or(|v| r.get("version").and_then(Value::as_str) == Some(v))
+                    || literal.is_some() && r.get("id").and_then(Value::as_str) == literal)
+        };
+        let (v, supplied, bundle, scope): (&'d Validator, &'v [Value], _, _) =
+            (self.v, self.supplied, self.bundle, self.scope);
+        let in_bundle = bundle
+            .and_then(|b| b.get("entry"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.get("resource"))
+            .find(matches);
+        in_bundle
+            .or_else(|| supplied.iter().find(matches))
+            .or_else(|| {
+                v.defs
+                    .canonical_resource(rtype, canonical, scope)
+                    .map(|a| a.as_ref())
+            })
+    }
+
+    /// A QuestionnaireResponse against its Questionnaire, or a warning that it cannot be found.
+    pub(super) fn questionnaire_response(&mut self, value: &'v Value, obj: &'v Map<String, Value>) {
+        let Some(canonical) = crate::validation::questionnaire::canonical(obj) else {
+            return;
+        };
+        match self.find_canonical("Questionnaire", canonical, obj) {
+            Some(q) => crate::validation::questionnaire::check(self, value, q),
+            None => {
+                let mark = self.path.len();
+                self.path.push_str(".questionnaire");
+                // As the reference validator: example URLs are only noted.
+                let severity = if canonical.starts_with("http://example.org")
+                    || canonical.starts_with("https://example.org")
+                {
+                    Severity::Information
+                } else {
+                    Severity::Warning
+                };
+                self.issue(
+                    severity,
+                    "not-found",
+                    format!(
+                        "the Questionnaire {canonical} could not be found, so the answers were \
+                         not checked against it"
+                    ),
+                );
+                self.path.truncate(mark);
+                if !self.missing_questionnaires.iter().any(|c| c == canonical) {
+                    self.missing_questionnaires.push(canonical.to_string());
+                }
+            }
+        }
+    }
+}
