@@ -1,0 +1,560 @@
+//! Write transactions on [`SqlStore`](super::SqlStore): statements buffered for SQLite's group
+//! commit or run at once on PostgreSQL, the audit rows a transaction carries, and the
+//! statements that write one resource version with its search index and facts.
+
+use super::*;
+
+/// The connection a write transaction runs on.
+pub(super) enum TxConn {
+    Sqlite(GroupTx),
+    Postgres(Transaction<'static, Any>),
+}
+
+/// A write transaction on [`SqlStore`].
+pub(super) struct SqlTx {
+    pub(super) tx: TxConn,
+    /// The store's readers (SQLite: where the audit sealer reads).
+    pub(super) read: AnyPool,
+    pub(super) disk: Arc<crate::store::DiskState>,
+    pub(super) backend: Backend,
+    pub(super) cache: Option<Arc<StoreCache>>,
+    /// PostgreSQL: the channel that announces this transaction's writes at commit.
+    pub(super) channel: Option<String>,
+    /// `Type/id` of every version written, for the caches once the commit is durable.
+    pub(super) written: Vec<(String, String)>,
+    /// A grant was added: every cached search may now show the grantee more.
+    pub(super) grants_changed: bool,
+    /// Nothing but audit rows written so far (see [`SqlTx::write_audit_sql`]).
+    pub(super) audit_only: bool,
+    /// PostgreSQL: an audit-only transaction commits with `synchronous_commit = off`.
+    pub(super) relax_audit: bool,
+}
+
+impl SqlTx {
+    /// The connection for a statement whose rows are read (on SQLite this takes the writer and
+    /// sends the statements buffered so far).
+    async fn conn(&mut self) -> Result<&mut AnyConnection, StoreError> {
+        match &mut self.tx {
+            TxConn::Sqlite(g) => g.conn().await,
+            TxConn::Postgres(t) => Ok(&mut **t),
+        }
+    }
+}
+
+impl SqlTx {
+    /// A statement whose rows are not read: buffered on SQLite (sent with the next read or at
+    /// commit), executed at once on PostgreSQL.
+    async fn write_sql(&mut self, sql: Sql) -> Result<(), StoreError> {
+        self.audit_only = false;
+        self.write_audit_sql(sql).await
+    }
+
+    /// On PostgreSQL, one sealer or pruner of the audit chain at a time across instances; the
+    /// lock ends with the transaction. SQLite's single writer already serializes them.
+    async fn lock_audit_chain(&mut self) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(lock_id("sektorbro audit chain"))
+                .execute(self.conn().await?)
+                .await
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    /// [`SqlTx::write_sql`] of the audit trail's own statements: a transaction of nothing else
+    /// succeeding does not tell that the disk has room for clinical writes again.
+    async fn write_audit_sql(&mut self, sql: Sql) -> Result<(), StoreError> {
+        match &mut self.tx {
+            TxConn::Sqlite(g) => g.write(sql, StoreError::Busy).await,
+            TxConn::Postgres(t) => query(&sql)
+                .execute(&mut **t)
+                .await
+                .map(|_| ())
+                .map_err(db_err),
+        }
+    }
+}
+
+/// Stable 64-bit FNV-1a, so every instance maps a lock key to the same advisory lock.
+fn lock_id(key: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+/// Index columns (system, value, lo, hi, num) of one search value.
+fn index_columns(v: &IndexValue) -> (String, String, Option<i64>, Option<i64>, Option<f64>) {
+    match v {
+        IndexValue::Token { system, code } => (
+            system.clone().unwrap_or_default(),
+            code.clone(),
+            None,
+            None,
+            None,
+        ),
+        // `system` keeps the string as written, for `:exact`.
+        IndexValue::String { normalized, exact } => {
+            (exact.clone(), normalized.clone(), None, None, None)
+        }
+        IndexValue::Reference { rtype, id } => (rtype.clone(), id.clone(), None, None, None),
+        IndexValue::Date { lo, hi } => (String::new(), String::new(), Some(*lo), Some(*hi), None),
+        IndexValue::Uri(u) => (String::new(), u.clone(), None, None, None),
+        IndexValue::Number(n) => (String::new(), String::new(), None, None, Some(*n)),
+        IndexValue::Quantity {
+            value,
+            system,
+            code,
+            unit,
+        } => (
+            system.clone().unwrap_or_default(),
+            code.clone().or_else(|| unit.clone()).unwrap_or_default(),
+            None,
+            None,
+            Some(*value),
+        ),
+    }
+}
+
+#[async_trait]
+impl StoreTx for SqlTx {
+    async fn lock(&mut self, key: &str) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(lock_id(key))
+                .execute(self.conn().await?)
+                .await
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(name = "database", level = "debug", skip_all, fields(db.operation.name = "head", db.system.name = self.backend.name(), otel.kind = "client"))]
+    async fn head(&mut self, rtype: &str, id: &str) -> Result<Option<Head>, StoreError> {
+        let mut sql = Sql::default();
+        sql.push("SELECT version, deleted, owner, citizen FROM resources WHERE res_type = ")
+            .text(rtype)
+            .push(" AND id = ")
+            .text(id);
+        if self.backend == Backend::Postgres {
+            sql.push(" FOR UPDATE");
+        }
+        let row = query(&sql)
+            .fetch_optional(self.conn().await?)
+            .await
+            .map_err(db_err)?;
+        row.map(|r| {
+            let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+            Ok(Head {
+                version: int_col(&r, "version")?,
+                deleted: int_col(&r, "deleted")? != 0,
+                owner: r.try_get("owner").map_err(get)?,
+                citizen: r.try_get("citizen").map_err(get)?,
+            })
+        })
+        .transpose()
+    }
+
+    #[tracing::instrument(name = "database", level = "debug", skip_all, fields(db.operation.name = "search_ids", db.system.name = self.backend.name(), otel.kind = "client"))]
+    async fn search_ids(
+        &mut self,
+        q: &SearchQuery,
+        limit: usize,
+        vis: &Visibility,
+    ) -> Result<Vec<String>, StoreError> {
+        let sql = search_sql::ids(q, limit, self.backend, vis);
+        let rows = query(&sql)
+            .fetch_all(self.conn().await?)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                r.try_get::<String, _>(0)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(name = "database", level = "debug", skip_all, fields(db.operation.name = "write", db.system.name = self.backend.name(), otel.kind = "client"))]
+    async fn write(&mut self, v: &NewVersion<'_>) -> Result<(), StoreError> {
+        self.audit_only = false;
+        let statements = write_statements(v);
+        let conflict = StoreError::VersionConflict {
+            rtype: v.rtype.to_string(),
+            id: v.id.to_string(),
+            version: v.version,
+        };
+        if self.cache.is_some() || self.channel.is_some() {
+            self.written.push((v.rtype.to_string(), v.id.to_string()));
+        }
+        match &mut self.tx {
+            // The statements share one numbering of `$n`, which SQLite binds across statements,
+            // and go to SQLite with the transaction's next read or at its commit.
+            TxConn::Sqlite(g) => {
+                let mut all = Sql::default();
+                for s in statements {
+                    all.append(s);
+                }
+                g.write(all, conflict).await
+            }
+            // PostgreSQL's extended protocol takes one statement at a time.
+            TxConn::Postgres(t) => {
+                for s in &statements {
+                    match query(s).execute(&mut **t).await {
+                        Ok(_) => {}
+                        Err(e) if is_unique_violation(&e) => return Err(conflict),
+                        Err(e) => return Err(db_err(e)),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn grant(&mut self, grant: &Grant, now_ms: i64) -> Result<(), StoreError> {
+        let mut sql = Sql::default();
+        sql.push(
+            "INSERT INTO access_grants (grantee, owner, citizen, reason, granted_ms) VALUES (",
+        )
+        .text(&grant.grantee)
+        .push(", ")
+        .text(&grant.owner)
+        .push(", ")
+        .text(&grant.citizen)
+        .push(", ")
+        .text(&grant.reason)
+        .push(", ")
+        .bind(Bind::Int(now_ms))
+        .push(") ON CONFLICT (grantee, owner, citizen) DO NOTHING");
+        self.grants_changed = true;
+        self.write_sql(sql).await
+    }
+
+    async fn enqueue(&mut self, job: &NewJob) -> Result<(), StoreError> {
+        let sql = outbox::insert(job);
+        self.write_sql(sql).await
+    }
+
+    async fn record_hospital_event(&mut self, event: &HospitalEvent) -> Result<(), StoreError> {
+        self.write_sql(hospital_events::insert(event)).await
+    }
+
+    async fn claim_jobs(&mut self, claim: &Claim<'_>) -> Result<Vec<ClaimedJob>, StoreError> {
+        let sql = outbox::claim(claim, self.backend);
+        let rows = query(&sql)
+            .fetch_all(self.conn().await?)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(outbox::claimed_row).collect()
+    }
+
+    async fn update_job(&mut self, update: &JobUpdate) -> Result<(), StoreError> {
+        self.write_sql(outbox::update(update)).await
+    }
+
+    async fn release_all_leases(&mut self, now_ms: i64) -> Result<(), StoreError> {
+        self.write_sql(outbox::release_all_leases(now_ms)).await
+    }
+
+    async fn bulk_write(&mut self, w: &BulkWrite<'_>) -> Result<bool, StoreError> {
+        let sql = bulk::write(w);
+        if !sql.text.ends_with("RETURNING id") {
+            self.write_sql(sql).await?;
+            return Ok(true);
+        }
+        let rows = query(&sql)
+            .fetch_all(self.conn().await?)
+            .await
+            .map_err(db_err)?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn put_report_facts(
+        &mut self,
+        w: &crate::store::report_facts::FactsWrite,
+    ) -> Result<bool, StoreError> {
+        self.audit_only = false;
+        let sql = crate::store::report_facts::put(w);
+        let rows = query(&sql)
+            .fetch_all(self.conn().await?)
+            .await
+            .map_err(db_err)?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn bulk_claim(
+        &mut self,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<Option<BulkJob>, StoreError> {
+        let sql = bulk::claim(owner, now_ms, lease_until_ms, self.backend);
+        let row = query(&sql)
+            .fetch_optional(self.conn().await?)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(bulk::row).transpose()
+    }
+
+    async fn act_on_dead(
+        &mut self,
+        job_id: i64,
+        action: DeadAction,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let sql = outbox::act_on_dead(job_id, action, now_ms);
+        let rows = query(&sql)
+            .fetch_all(self.conn().await?)
+            .await
+            .map_err(db_err)?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn audit(&mut self, record: &crate::audit::AuditRecord) -> Result<(), StoreError> {
+        let sql = audit_log::insert(&crate::audit::compact::Columns::of(record));
+        self.write_audit_sql(sql).await
+    }
+
+    async fn audit_many(
+        &mut self,
+        records: &[&crate::audit::AuditRecord],
+    ) -> Result<(), StoreError> {
+        for chunk in records.chunks(audit_log::INSERT_ROWS) {
+            let rows: Vec<_> = chunk
+                .iter()
+                .map(|r| crate::audit::compact::Columns::of(r))
+                .collect();
+            self.write_audit_sql(audit_log::insert_many(&rows)).await?;
+        }
+        Ok(())
+    }
+
+    async fn seal_audit(&mut self) -> Result<usize, StoreError> {
+        self.lock_audit_chain().await?;
+        let sealed = if self.backend == Backend::Sqlite {
+            // Read on a reader, so that sealing never holds the single writer (and its commit
+            // can be relaxed like the records it seals): this process is the file's only writer
+            // and its sealer runs one round at a time, so the committed rows are the whole truth.
+            let mut conn = self.read.acquire().await.map_err(db_err)?;
+            audit_log::seal(&mut conn).await?
+        } else {
+            audit_log::seal(self.conn().await?).await?
+        };
+        let Some((sql, n)) = sealed else {
+            return Ok(0);
+        };
+        self.write_audit_sql(sql).await?;
+        Ok(n)
+    }
+
+    async fn prune_audit(&mut self, before_ms: i64, now_ms: i64) -> Result<u64, StoreError> {
+        self.lock_audit_chain().await?;
+        let Some((statements, n)) = audit_log::prune(self.conn().await?, before_ms, now_ms).await?
+        else {
+            return Ok(0);
+        };
+        for s in statements {
+            self.write_audit_sql(s).await?;
+        }
+        Ok(n)
+    }
+
+    #[tracing::instrument(name = "database", level = "debug", skip_all, fields(db.operation.name = "commit", db.system.name = self.backend.name(), otel.kind = "client"))]
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        let disk = self.disk.clone();
+        let audit_only = self.audit_only;
+        let result = self.commit_inner().await;
+        // A few audit rows fitting does not mean the disk has room again.
+        if !(audit_only && result.is_ok()) {
+            disk.note(&result);
+        }
+        result
+    }
+}
+
+impl SqlTx {
+    async fn commit_inner(self: Box<Self>) -> Result<(), StoreError> {
+        let SqlTx {
+            tx,
+            cache,
+            channel,
+            written,
+            grants_changed,
+            audit_only,
+            relax_audit,
+            ..
+        } = *self;
+        match tx {
+            // A transaction of audit records only (the audit writer's batches of reads and
+            // refusals, sealing, retention) may be synced a little later: `audit.max_unsynced_ms`.
+            TxConn::Sqlite(g) if audit_only => g.commit_relaxed().await?,
+            TxConn::Sqlite(g) => g.commit().await?,
+            TxConn::Postgres(mut t) => {
+                if audit_only && relax_audit {
+                    // The server acknowledges before its WAL is flushed (within three of its
+                    // `wal_writer_delay`); the gateway's own crash loses nothing.
+                    sqlx::query("SET LOCAL synchronous_commit = off")
+                        .execute(&mut *t)
+                        .await
+                        .map_err(db_err)?;
+                }
+                // Other instances hear of the writes when (and only if) the commit happens.
+                if let Some(channel) = &channel {
+                    let mut payloads = notify::payloads(&written);
+                    if grants_changed {
+                        // A line without `Type/id`: the listeners drop every cached entry.
+                        payloads.push("grants".into());
+                    }
+                    for payload in payloads {
+                        sqlx::query("SELECT pg_notify($1, $2)")
+                            .bind(channel.as_str())
+                            .bind(payload)
+                            .execute(&mut *t)
+                            .await
+                            .map_err(db_err)?;
+                    }
+                }
+                t.commit().await.map_err(db_err)?;
+            }
+        }
+        // Durable now: cached reads of these resources (and searches of their types) become
+        // stale before the writer's client hears of the write.
+        if let Some(cache) = &cache {
+            for (rtype, id) in &written {
+                cache.generations().written(rtype, id);
+            }
+            if grants_changed {
+                cache.generations().everything_changed();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The statements that write one version: the history row, the head, and the search values.
+fn write_statements(v: &NewVersion<'_>) -> Vec<Sql> {
+    let deleted = i64::from(v.content.is_none());
+    let content = |sql: &mut Sql| match v.content {
+        Some(c) => {
+            sql.text(c);
+        }
+        None => {
+            sql.push("NULL");
+        }
+    };
+    let tenancy = |sql: &mut Sql| {
+        for col in [v.owner, v.citizen] {
+            sql.push(", ");
+            match col {
+                Some(c) => {
+                    sql.text(c);
+                }
+                None => {
+                    sql.push("NULL");
+                }
+            }
+        }
+    };
+    // The report facts of the records the previous version belonged to, while its identifiers
+    // are still in `search_index`.
+    let mut out = crate::store::report_facts::before_write(v);
+
+    // Both rows start with (res_type, id, version, last_updated, deleted).
+    let key_columns = |sql: &mut Sql| {
+        sql.text(v.rtype)
+            .push(", ")
+            .text(v.id)
+            .push(", ")
+            .bind(Bind::Int(v.version))
+            .push(", ")
+            .bind(Bind::Int(v.last_updated_ms))
+            .push(", ")
+            .bind(Bind::Int(deleted))
+            .push(", ");
+    };
+
+    let mut s = Sql::default();
+    s.push("INSERT INTO resource_versions (res_type, id, version, last_updated, deleted, method, content, owner, citizen) VALUES (");
+    key_columns(&mut s);
+    s.text(v.method).push(", ");
+    content(&mut s);
+    tenancy(&mut s);
+    s.push(")");
+    out.push(s);
+
+    // `created_seq` is the sequence number of the id's first version, kept on later writes.
+    let mut s = Sql::default();
+    s.push("INSERT INTO resources (res_type, id, version, last_updated, deleted, content, owner, citizen, created_seq) VALUES (");
+    key_columns(&mut s);
+    content(&mut s);
+    tenancy(&mut s);
+    s.push(", (SELECT seq FROM resource_versions WHERE res_type = ")
+        .text(v.rtype)
+        .push(" AND id = ")
+        .text(v.id)
+        .push(" AND version = ")
+        .bind(Bind::Int(v.version))
+        .push(")) ON CONFLICT (res_type, id) DO UPDATE SET version = excluded.version, last_updated = excluded.last_updated, deleted = excluded.deleted, content = excluded.content, owner = excluded.owner, citizen = excluded.citizen");
+    out.push(s);
+
+    if v.version > 1 {
+        let mut s = Sql::default();
+        s.push("DELETE FROM search_index WHERE res_type = ")
+            .text(v.rtype)
+            .push(" AND res_id = ")
+            .text(v.id);
+        out.push(s);
+        out.push(crate::store::kpis::delete_fact(v.rtype, v.id));
+    }
+    out.extend(crate::store::report_facts::after_write(v));
+    if v.content.is_none() {
+        return out;
+    }
+    if let Some(f) = v.kpi {
+        out.push(crate::store::kpis::insert_fact(
+            v.rtype, v.id, v.owner, v.citizen, f,
+        ));
+    }
+    for chunk in v.index.chunks(100) {
+        let mut s = Sql::default();
+        s.push("INSERT INTO search_index (res_type, res_id, param, system, value, lo, hi, num) VALUES ");
+        for (n, entry) in chunk.iter().enumerate() {
+            let (system, value, lo, hi, num) = index_columns(&entry.value);
+            if n > 0 {
+                s.push(", ");
+            }
+            s.push("(")
+                .text(v.rtype)
+                .push(", ")
+                .text(v.id)
+                .push(", ")
+                .text(&entry.param)
+                .push(", ")
+                .text(&system)
+                .push(", ")
+                .text(&value)
+                .push(", ");
+            // NULLs are literals: a typed NULL bind is not portable across drivers.
+            match lo {
+                Some(x) => s.bind(Bind::Int(x)),
+                None => s.push("NULL"),
+            };
+            s.push(", ");
+            match hi {
+                Some(x) => s.bind(Bind::Int(x)),
+                None => s.push("NULL"),
+            };
+            s.push(", ");
+            match num {
+                Some(x) if x.is_finite() => s.bind(Bind::Float(x)),
+                _ => s.push("NULL"),
+            };
+            s.push(")");
+        }
+        out.push(s);
+    }
+    out
+}
