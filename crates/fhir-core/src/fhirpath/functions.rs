@@ -14,6 +14,13 @@ use super::EvalError;
 
 type R<T> = Result<T, EvalError>;
 
+mod convert;
+mod encode;
+pub(crate) use convert::to_boolean;
+use convert::*;
+pub use encode::escape_html;
+use encode::*;
+
 fn boolean<'a>(b: bool) -> R<Collection<'a>> {
     Ok(vec![Item::Boolean(b)])
 }
@@ -155,139 +162,6 @@ fn input_num<'a>(ev: &Evaluator<'_, 'a>, input: &[Item<'a>], f: Func) -> R<Optio
     }
 }
 
-fn to_dec(p: &Prim<'_>) -> Decimal {
-    match p {
-        Prim::Int(i) => Decimal::from_i64(*i),
-        Prim::Dec(d) => *d,
-        _ => Decimal::ZERO,
-    }
-}
-
-fn is_int_text(s: &str) -> bool {
-    let t = s.strip_prefix(['+', '-']).unwrap_or(s);
-    !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit())
-}
-
-fn is_dec_text(s: &str) -> bool {
-    let t = s.strip_prefix(['+', '-']).unwrap_or(s);
-    let (a, b) = match t.split_once('.') {
-        Some((a, b)) => (a, Some(b)),
-        None => (t, None),
-    };
-    !a.is_empty()
-        && a.bytes().all(|c| c.is_ascii_digit())
-        && b.is_none_or(|b| !b.is_empty() && b.bytes().all(|c| c.is_ascii_digit()))
-}
-
-pub(crate) fn to_boolean(p: &Prim<'_>) -> Option<bool> {
-    match p {
-        Prim::Bool(b) => Some(*b),
-        Prim::Int(1) => Some(true),
-        Prim::Int(0) => Some(false),
-        Prim::Dec(d) if *d == Decimal::from_i64(1) => Some(true),
-        Prim::Dec(d) if d.is_zero() => Some(false),
-        Prim::Str(s) => match s.to_ascii_lowercase().as_str() {
-            "true" | "t" | "yes" | "y" | "1" | "1.0" => Some(true),
-            "false" | "f" | "no" | "n" | "0" | "0.0" => Some(false),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-fn to_integer(p: &Prim<'_>) -> Option<i64> {
-    match p {
-        Prim::Int(i) => Some(*i),
-        Prim::Bool(b) => Some(*b as i64),
-        Prim::Str(s) if is_int_text(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
-fn to_decimal(p: &Prim<'_>) -> Option<Decimal> {
-    match p {
-        Prim::Int(i) => Some(Decimal::from_i64(*i)),
-        Prim::Dec(d) => Some(*d),
-        Prim::Bool(b) => Some(Decimal::new(*b as i128 * 10, 1)),
-        Prim::Str(s) if is_dec_text(s) => Decimal::parse(s),
-        _ => None,
-    }
-}
-
-fn to_quantity(p: &Prim<'_>) -> Option<Quantity> {
-    match p {
-        Prim::Int(_) | Prim::Dec(_) => Some(Quantity::new(to_dec(p), "1")),
-        Prim::Bool(b) => Some(Quantity::new(Decimal::new(*b as i128 * 10, 1), "1")),
-        Prim::Quantity(q) => Some(q.as_ref().clone()),
-        Prim::Str(s) => {
-            let s = s.trim();
-            let (num, rest) = match s.find(' ') {
-                Some(i) => (&s[..i], s[i..].trim()),
-                None => (s, ""),
-            };
-            if !is_dec_text(num) {
-                return None;
-            }
-            let v = Decimal::parse(num)?;
-            if rest.is_empty() {
-                return Some(Quantity::new(v, "1"));
-            }
-            if let Some(u) = rest.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
-                return Some(Quantity::new(v, u));
-            }
-            if is_calendar_keyword(rest) {
-                return Some(Quantity::new(v, rest));
-            }
-            None
-        }
-        _ => None,
-    }
-}
-
-fn to_text(p: &Prim<'_>) -> String {
-    match p {
-        Prim::Bool(b) => b.to_string(),
-        Prim::Int(i) => i.to_string(),
-        Prim::Dec(d) => d.to_string(),
-        Prim::Str(s) => s.to_string(),
-        Prim::Temporal(t) => t.to_string(),
-        Prim::Quantity(q) => q.to_string(),
-    }
-}
-
-fn to_date(p: &Prim<'_>) -> Option<Temporal> {
-    match p {
-        Prim::Str(s) => {
-            Temporal::parse_date(s).or_else(|| Temporal::parse_datetime(s).map(|t| date_part(&t)))
-        }
-        Prim::Temporal(t) if t.kind != TemporalKind::Time => Some(date_part(t)),
-        _ => None,
-    }
-}
-
-fn date_part(t: &Temporal) -> Temporal {
-    let mut d = t.with_precision(t.precision.min(Precision::Day));
-    d.kind = TemporalKind::Date;
-    d.tz = None;
-    d
-}
-
-fn to_datetime(p: &Prim<'_>) -> Option<Temporal> {
-    match p {
-        Prim::Str(s) => Temporal::parse_datetime(s),
-        Prim::Temporal(t) if t.kind != TemporalKind::Time => Some(t.as_datetime()),
-        _ => None,
-    }
-}
-
-fn to_time(p: &Prim<'_>) -> Option<Temporal> {
-    match p {
-        Prim::Str(s) => Temporal::parse_time(s.strip_prefix('T').unwrap_or(s)),
-        Prim::Temporal(t) if t.kind == TemporalKind::Time => Some(*t),
-        _ => None,
-    }
-}
-
 /// Reference text of a Reference node, or of a string/uri item.
 fn reference_of(item: &Item<'_>) -> Option<String> {
     match item {
@@ -358,90 +232,6 @@ impl<'a> Evaluator<'_, 'a> {
         }
         self.ctx.hooks.and_then(|h| h.resolve(reference))
     }
-}
-
-fn base64_encode(data: &[u8], url: bool) -> String {
-    let table: &[u8; 64] = if url {
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-    } else {
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-    };
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(table[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut buf = 0u32;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            b'=' => continue,
-            _ => return None,
-        };
-        buf = buf << 6 | v as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buf >> bits) as u8);
-            buf &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
-/// HTML/XHTML text escaping (FHIRPath `escape('html')`; also used for generated narratives).
-pub fn escape_html(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '&' => o.push_str("&amp;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
-fn unescape_html(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
-}
-
-fn escape_json(s: &str) -> String {
-    let quoted = Json::String(s.to_string()).to_string();
-    quoted[1..quoted.len() - 1].to_string()
-}
-
-fn unescape_json(s: &str) -> Option<String> {
-    serde_json::from_str::<String>(&format!("\"{s}\"")).ok()
 }
 
 fn f64_result<'a>(v: f64) -> R<Collection<'a>> {
