@@ -907,7 +907,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         parse_search(
-            &SearchParamRegistry::embedded(),
+            SearchParamRegistry::embedded(),
             rtype,
             &pairs,
             ParseOptions {
