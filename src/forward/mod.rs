@@ -244,6 +244,7 @@ impl Forwarder {
             destination: destination.clone(),
             ordering_key: message::ordering_key(destination, &facts),
             payload,
+            citizen: facts.citizen.clone(),
             now_ms: now_ms(),
         };
         // Sending a citizen's message to a receiver lets the receiver read what the sender
@@ -326,6 +327,7 @@ impl Forwarder {
             destination: destination.clone(),
             ordering_key: message::ordering_key(&destination, &facts),
             payload,
+            citizen: facts.citizen.clone(),
             now_ms: now_ms(),
             sender,
         };

@@ -345,19 +345,25 @@ fn audit_record(
     };
     let mut r = AuditRecord::forward(attempt, status.and_then(|s| u16::try_from(s).ok()));
     r.failure = error;
-    // The citizen's person identifier, as the message carries it (not a fullUrl).
-    r.patient = serde_json::from_str::<serde_json::Value>(&job.payload)
-        .ok()
-        .and_then(|b| super::message::facts(&b).ok())
-        .and_then(|f| f.citizen)
-        .and_then(|c| {
-            let (system, value) = c.split_once('|')?;
-            Some(PatientRef::Identifier {
-                system: system.to_string(),
-                value: value.to_string(),
-            })
-        });
+    r.patient = citizen(job).and_then(|c| {
+        let (system, value) = c.split_once('|')?;
+        Some(PatientRef::Identifier {
+            system: system.to_string(),
+            value: value.to_string(),
+        })
+    });
     Some(r)
+}
+
+/// The citizen's person identifier (`system|value`, as the message carries it, not a fullUrl):
+/// kept since submit, or for a message queued before it was kept, read from the payload.
+fn citizen(job: &ClaimedJob) -> Option<String> {
+    job.citizen.clone().or_else(|| {
+        serde_json::from_str::<serde_json::Value>(&job.payload)
+            .ok()
+            .and_then(|b| super::message::facts(&b).ok())
+            .and_then(|f| f.citizen)
+    })
 }
 
 async fn record(fw: &Forwarder, update: &JobUpdate) -> Result<(), crate::store::StoreError> {
@@ -393,6 +399,34 @@ fn clip(mut s: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The citizen kept since submit is used as it is (the payload is not read: here it names
+    /// nobody); a message queued before it was kept gets it from its payload.
+    #[test]
+    fn the_citizen_is_kept_from_submit_or_read_from_an_older_payload() {
+        let job = |citizen: Option<&str>, payload: &str| ClaimedJob {
+            id: 1,
+            message_id: "m1".into(),
+            payload: payload.into(),
+            citizen: citizen.map(str::to_string),
+            attempts: 1,
+            created_at: 0,
+        };
+        assert_eq!(
+            citizen(&job(Some("urn:oid:1.2.208.176.1.2|0101011234"), "{}")).as_deref(),
+            Some("urn:oid:1.2.208.176.1.2|0101011234")
+        );
+        let older = serde_json::json!({"resourceType": "Bundle", "id": "m1", "type": "message", "entry": [
+            {"fullUrl": "urn:uuid:h", "resource": {"resourceType": "MessageHeader",
+                "destination": [{"endpoint": "x", "receiver": {"identifier": {"system": "urn:oid:1.2.208.176.1.1", "value": "123"}}}]}},
+            {"fullUrl": "urn:uuid:p", "resource": {"resourceType": "Patient", "identifier": [
+                {"system": "urn:oid:1.2.208.176.1.2", "value": "0202021234"}]}}]});
+        assert_eq!(
+            citizen(&job(None, &older.to_string())).as_deref(),
+            Some("urn:oid:1.2.208.176.1.2|0202021234")
+        );
+        assert_eq!(citizen(&job(None, "not json")), None);
+    }
 
     #[test]
     fn backoff_is_jittered_under_an_exponential_ceiling_and_honours_retry_after() {

@@ -76,6 +76,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0010_kpi_table.sql"),
         postgres: include_str!("migrations/postgres/0010_kpi_table.sql"),
     },
+    Migration {
+        version: 11,
+        name: "outbox_citizen",
+        sqlite: include_str!("migrations/sqlite/0011_outbox_citizen.sql"),
+        postgres: include_str!("migrations/postgres/0011_outbox_citizen.sql"),
+    },
 ];
 
 /// The migration after whose script the rows of `kpi_facts` are derived from the stored

@@ -67,6 +67,9 @@ pub struct NewJob {
     pub ordering_key: String,
     /// The message as sent (JSON text).
     pub payload: String,
+    /// The citizen the message is about (`system|value` of the person identifier), as the
+    /// payload carries it: the worker's audit records name it without parsing the payload.
+    pub citizen: Option<String>,
     pub now_ms: i64,
 }
 
@@ -109,6 +112,8 @@ pub struct ClaimedJob {
     pub id: i64,
     pub message_id: String,
     pub payload: String,
+    /// [`NewJob::citizen`] (`None` for messages queued before it was kept).
+    pub citizen: Option<String>,
     /// Attempts including the one this claim starts.
     pub attempts: i64,
     pub created_at: i64,
@@ -158,7 +163,7 @@ const BLOCKING: &str = "('pending', 'in-flight', 'dead')";
 
 pub(crate) fn insert(job: &NewJob) -> Sql {
     let mut s = Sql::default();
-    s.push("INSERT INTO outbox (sender, message_id, destination, ordering_key, payload, status, attempts, next_attempt_at, created_at) VALUES (")
+    s.push("INSERT INTO outbox (sender, message_id, destination, ordering_key, payload, citizen, status, attempts, next_attempt_at, created_at) VALUES (")
         .text(&job.sender)
         .push(", ")
         .text(&job.message_id)
@@ -168,7 +173,12 @@ pub(crate) fn insert(job: &NewJob) -> Sql {
         .text(&job.ordering_key)
         .push(", ")
         .text(&job.payload)
-        .push(", 'pending', 0, ")
+        .push(", ");
+    match &job.citizen {
+        Some(c) => s.text(c),
+        None => s.push("NULL"),
+    };
+    s.push(", 'pending', 0, ")
         .bind(Bind::Int(job.now_ms))
         .push(", ")
         .bind(Bind::Int(job.now_ms))
@@ -197,7 +207,7 @@ pub(crate) fn claim(c: &Claim<'_>, backend: Backend) -> Sql {
     if backend == Backend::Postgres {
         s.push(" FOR UPDATE SKIP LOCKED");
     }
-    s.push(") RETURNING id, message_id, payload, attempts, created_at");
+    s.push(") RETURNING id, message_id, payload, citizen, attempts, created_at");
     s
 }
 
@@ -206,6 +216,9 @@ pub(crate) fn claimed_row(row: &AnyRow) -> Result<ClaimedJob, StoreError> {
         id: int(row, "id")?,
         message_id: text(row, "message_id")?,
         payload: text(row, "payload")?,
+        citizen: row
+            .try_get::<Option<String>, _>("citizen")
+            .map_err(corrupt)?,
         attempts: int(row, "attempts")?,
         created_at: int(row, "created_at")?,
     })
