@@ -210,8 +210,8 @@ pub struct Posted {
     pub resources: Vec<String>,
     pub patient: Option<String>,
     pub warnings: Vec<Issue>,
-    /// The transaction-response Bundle (JSON text), when the transaction ran.
-    pub bundle: Option<String>,
+    /// The transaction-response Bundle, when the transaction ran.
+    pub bundle: Option<Value>,
 }
 
 impl Posted {
@@ -227,20 +227,21 @@ impl Posted {
         )
     }
 
-    /// The JSON body the endpoint answers with.
-    pub fn body(&self, with_bundle: bool) -> Value {
+    /// The JSON body the endpoint answers with (the response Bundle moved in, not parsed again).
+    pub fn into_body(self, with_bundle: bool) -> Value {
+        let care_plan = self.care_plan();
         let mut out = json!({
             "recordId": self.record.record_id,
             "municipality": self.record.municipality.code,
             "recordVersion": self.record.record_version,
             "result": self.stored.as_str(),
-            "carePlan": self.care_plan(),
+            "carePlan": care_plan,
             "patient": self.patient,
             "resources": self.resources,
             "outcome": operation_outcome(&self.warnings),
         });
-        if let (true, Some(b)) = (with_bundle, &self.bundle) {
-            out["bundle"] = serde_json::from_str(b).unwrap_or(Value::Null);
+        if let (true, Some(b)) = (with_bundle, self.bundle) {
+            out["bundle"] = b;
         }
         out
     }
@@ -393,6 +394,9 @@ pub async fn store(
             e
         }
     })?;
+    // Parsed once: for the locations here, and moved into the answer.
+    let response: Value = serde_json::from_str(&response)
+        .map_err(|e| FhirError::internal(format!("the transaction response is not JSON: {e}")))?;
     let locations = response_locations(&response);
     let patient = locations
         .iter()
@@ -415,11 +419,9 @@ pub async fn store(
 }
 
 /// `Type/id` of each written entry of a transaction-response Bundle.
-fn response_locations(response: &str) -> Vec<String> {
-    let Ok(v) = serde_json::from_str::<Value>(response) else {
-        return Vec::new();
-    };
-    v.get("entry")
+fn response_locations(response: &Value) -> Vec<String> {
+    response
+        .get("entry")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
