@@ -709,23 +709,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let sqlite = format!("sqlite://{}", dir.path().join("m.db").display());
         backfill_matches_writer(&sqlite).await;
-        match std::env::var("SEKTORBRO_TEST_POSTGRES_URL") {
-            Ok(server) => {
-                sqlx::any::install_default_drivers();
-                let schema = format!("t_kpi_{}", uuid::Uuid::new_v4().simple());
-                let admin = sqlx::AnyPool::connect(&server).await.expect("PostgreSQL");
-                sqlx::query(&format!("CREATE SCHEMA {schema}"))
-                    .execute(&admin)
-                    .await
-                    .expect("schema");
-                let sep = if server.contains('?') { '&' } else { '?' };
-                let url = format!("{server}{sep}options=-c%20search_path%3D{schema}");
-                backfill_matches_writer(&url).await;
-                let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-                    .execute(&admin)
-                    .await;
-            }
-            Err(_) => eprintln!("SEKTORBRO_TEST_POSTGRES_URL is not set: PostgreSQL half skipped"),
+        if let Some(pg) = crate::store::test_pg::PgSchema::create("t_kpi", "PostgreSQL half").await
+        {
+            backfill_matches_writer(&pg.url).await;
+            pg.drop().await;
         }
     }
 

@@ -17,6 +17,8 @@ pub mod report_facts;
 mod search_sql;
 mod sql;
 mod sqlite_timeout;
+#[cfg(test)]
+mod test_pg;
 
 use async_trait::async_trait;
 

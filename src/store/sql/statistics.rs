@@ -77,20 +77,12 @@ mod tests {
     /// (PostgreSQL, when `SEKTORBRO_TEST_POSTGRES_URL` is set).
     #[tokio::test]
     async fn stale_postgres_statistics_are_refreshed() {
-        let Ok(server) = std::env::var("SEKTORBRO_TEST_POSTGRES_URL") else {
-            eprintln!("SEKTORBRO_TEST_POSTGRES_URL is not set: PostgreSQL statistics test skipped");
+        let Some(pg) =
+            crate::store::test_pg::PgSchema::create("t_stats", "PostgreSQL statistics test").await
+        else {
             return;
         };
-        sqlx::any::install_default_drivers();
-        let schema = format!("t_stats_{}", uuid::Uuid::new_v4().simple());
-        let admin = sqlx::AnyPool::connect(&server).await.expect("PostgreSQL");
-        sqlx::query(&format!("CREATE SCHEMA {schema}"))
-            .execute(&admin)
-            .await
-            .expect("schema");
-        let sep = if server.contains('?') { '&' } else { '?' };
-        let url = format!("{server}{sep}options=-c%20search_path%3D{schema}");
-        let pool = sqlx::AnyPool::connect(&url).await.expect("schema pool");
+        let pool = sqlx::AnyPool::connect(&pg.url).await.expect("schema pool");
         for table in ["loaded", "quiet"] {
             sqlx::query(&format!("CREATE TABLE {table} (n BIGINT)"))
                 .execute(&pool)
@@ -114,8 +106,6 @@ mod tests {
         assert_eq!(analyzed, vec!["loaded".to_string()]);
         assert!(super::analyze_stale(&pool).await.expect("again").is_empty());
         pool.close().await;
-        let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-            .execute(&admin)
-            .await;
+        pg.drop().await;
     }
 }
