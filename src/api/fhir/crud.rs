@@ -231,28 +231,16 @@ pub async fn patch(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .map(|v| v.trim().to_ascii_lowercase());
-    let patch = match media.as_deref() {
-        Some(JSON_PATCH) => {
-            PatchDocument::Json(serde_json::from_slice(&body.bytes).map_err(|e| {
-                FhirError::bad_request(format!("the body is not a JSON Patch document: {e}"))
-            })?)
-        }
-        Some("application/fhir+json" | "application/json" | "application/json+fhir") => {
-            let params = body.parse()?;
-            PatchDocument::FhirPath(
-                fhir_core::fhirpath::patch::parse(&params)
-                    .map_err(|issues| FhirError::new(400, issues))?,
-            )
-        }
-        _ => {
-            return Err(FhirError::not_supported(
-                415,
-                format!(
-                    "PATCH takes a JSON Patch document ({JSON_PATCH}) or a FHIRPath Patch \
-                     Parameters resource (application/fhir+json)"
-                ),
-            ))
-        }
+    // `JsonBytes` took nothing but JSON Patch and the FHIR JSON media types (415 otherwise).
+    let patch = if media.as_deref() == Some(JSON_PATCH) {
+        PatchDocument::Json(serde_json::from_slice(&body.bytes).map_err(|e| {
+            FhirError::bad_request(format!("the body is not a JSON Patch document: {e}"))
+        })?)
+    } else {
+        PatchDocument::FhirPath(
+            fhir_core::fhirpath::patch::parse(&body.parse()?)
+                .map_err(|issues| FhirError::new(400, issues))?,
+        )
     };
     let w = state
         .engine
