@@ -46,7 +46,7 @@ pub(crate) fn ext_lookup<'a>(obj: &'a Map<String, Json>, key: &str) -> Option<&'
 }
 
 /// Does the JSON key suffix (`Quantity`, `DateTime`) name type `t` (`Quantity`, `dateTime`)?
-fn suffix_names_type(suffix: &str, t: &str) -> bool {
+pub(crate) fn suffix_names_type(suffix: &str, t: &str) -> bool {
     let mut a = suffix.chars();
     let mut b = t.chars();
     match (a.next(), b.next()) {

@@ -13,6 +13,7 @@
 
 use serde_json::{Map, Value as Json};
 
+use super::eval::suffix_names_type;
 use super::{compile, evaluate, EvalContext, Item, ModelInfo};
 use crate::fhir::outcome::Issue;
 
@@ -518,19 +519,20 @@ fn replace(root: &mut Json, steps: &[Step], ty: &str, value: &PatchValue) {
     if let (Some((Step::Key(key), parent)), Some(suffix)) =
         (steps.split_last(), value.type_suffix.as_deref())
     {
-        let old_suffix = capitalised(ty);
-        if !old_suffix.is_empty()
-            && key.len() > old_suffix.len()
-            && key.ends_with(&old_suffix)
-            && old_suffix != suffix
+        // `valueQuantity` holding a `Quantity`: base `value`, the old type in the key's suffix.
+        let base = key
+            .len()
+            .checked_sub(ty.len())
+            .filter(|&n| n > 0)
+            .and_then(|n| Some((key.get(..n)?, key.get(n..)?)))
+            .filter(|(_, old)| suffix_names_type(old, ty) && !suffix_names_type(suffix, ty))
+            .map(|(base, _)| base);
+        if let (Some(base), Some(obj)) = (base, at_mut(root, parent).and_then(Json::as_object_mut))
         {
-            let base = &key[..key.len() - old_suffix.len()];
-            if let Some(obj) = at_mut(root, parent).and_then(Json::as_object_mut) {
-                obj.remove(key);
-                obj.remove(&format!("_{key}"));
-                obj.insert(format!("{base}{suffix}"), value.json.clone());
-                return;
-            }
+            obj.remove(key);
+            obj.remove(&format!("_{key}"));
+            obj.insert(format!("{base}{suffix}"), value.json.clone());
+            return;
         }
     }
     if let Some(slot) = at_mut(root, steps) {
@@ -544,14 +546,6 @@ fn choice_key(model: &dyn ModelInfo, parent: &str, name: &str, value: &PatchValu
     match (model.child(parent, name), value.type_suffix.as_deref()) {
         (Some(c), Some(suffix)) if c.choice => format!("{name}{suffix}"),
         _ => name.to_string(),
-    }
-}
-
-fn capitalised(ty: &str) -> String {
-    let mut c = ty.chars();
-    match c.next() {
-        Some(first) => first.to_uppercase().chain(c).collect(),
-        None => String::new(),
     }
 }
 
