@@ -142,6 +142,8 @@ pub(crate) struct GroupWriter {
     /// Commits by another connection noticed (the batch counts them).
     #[cfg_attr(not(test), allow(dead_code))]
     foreign_writes: Arc<AtomicU64>,
+    /// Physical commits (the batch counts them; the checkpointer reads them here).
+    commits: Arc<AtomicU64>,
 }
 
 /// One logical write transaction.
@@ -195,14 +197,10 @@ impl GroupWriter {
             wake: Arc::new(Notify::new()),
             sync_state: sync_state.clone(),
             foreign_writes,
+            commits,
         });
         tokio::spawn(committer(Arc::downgrade(&writer), writer.wake.clone()));
-        tokio::spawn(checkpointer(
-            Arc::downgrade(&writer),
-            Arc::downgrade(&commits),
-            checkpoint,
-            disk,
-        ));
+        tokio::spawn(checkpointer(Arc::downgrade(&writer), checkpoint, disk));
         if let (Some(config), Some(state)) = (relaxed, sync_state) {
             tokio::spawn(syncer(Arc::downgrade(&state), config));
         }
@@ -316,20 +314,15 @@ async fn committer(writer: Weak<GroupWriter>, wake: Arc<Notify>) {
 /// lock anyway, and from any other connection it starts the WAL over behind the writer's back,
 /// which changes the writer's `data_version` exactly as another process's commit does (the writer
 /// then logged a foreign write and reset every cache, several times a minute under load).
-async fn checkpointer(
-    writer: Weak<GroupWriter>,
-    commits: Weak<AtomicU64>,
-    pool: AnyPool,
-    disk: Arc<super::DiskState>,
-) {
+async fn checkpointer(writer: Weak<GroupWriter>, pool: AnyPool, disk: Arc<super::DiskState>) {
     let mut seen = 0;
     let mut long = false;
     loop {
         tokio::time::sleep(CHECKPOINT_EVERY).await;
-        let Some(commits) = commits.upgrade() else {
+        let Some(writer) = writer.upgrade() else {
             return;
         };
-        let now = commits.load(Ordering::Relaxed);
+        let now = writer.commits.load(Ordering::Relaxed);
         let full = disk.full_at_ms().is_some();
         if now == seen && !full && !long {
             continue;
@@ -340,9 +333,6 @@ async fn checkpointer(
         let mode = if full || long { "TRUNCATE" } else { "PASSIVE" };
         let pragma = format!("PRAGMA wal_checkpoint({mode})");
         let result = if mode == "TRUNCATE" {
-            let Some(writer) = writer.upgrade() else {
-                return;
-            };
             let mut batch = writer.acquire().await;
             // A checkpoint cannot run inside a transaction: commit what interactive
             // transactions left open for the next flusher.
