@@ -28,6 +28,7 @@ use super::model::{compile, Kind, Profile};
 use super::package::{Finding, FindingKind, Package};
 use super::snapshot;
 use super::terminology::{compare_versions, Terminology};
+use crate::fhirpath::SnapshotModel;
 
 static EMBEDDED_SDS: &[u8] =
     include_bytes!("../../../../profiles/r4/structure-definitions.json.gz");
@@ -146,9 +147,15 @@ pub struct Definitions {
     /// Constraint keys of the base specification: evaluated by the base pass everywhere they
     /// apply, so profile passes skip them.
     base_keys: HashSet<String>,
-    /// Raw StructureDefinitions (with generated snapshots) by `url|version` (kept to generate
-    /// snapshots of profiles that derive from them).
-    raw: HashMap<String, Arc<Value>>,
+    /// Raw StructureDefinitions (with generated snapshots) by `url|version`, as compact JSON
+    /// text: kept to generate snapshots of profiles that derive from them, and read rarely after
+    /// loading (a StructureDefinition being validated). As parsed trees they would be most of
+    /// the validator's memory, and they would be alive beside the compiled definitions at the
+    /// peak of loading (measured with massif on `sektorbro validate`).
+    raw: HashMap<String, Box<[u8]>>,
+    /// The FHIRPath type model of the loaded types, built as they load (taken by the
+    /// invariants' compiler, [`Definitions::take_model`]).
+    model: SnapshotModel,
     /// Definitions that could not be loaded, by `url` and `url|version`: why.
     failed: HashMap<String, String>,
     /// Where each CodeSystem is defined (package, version).
@@ -211,6 +218,7 @@ impl Definitions {
             resource_types: BTreeSet::new(),
             base_keys: HashSet::new(),
             raw: HashMap::new(),
+            model: SnapshotModel::default(),
             failed: HashMap::new(),
             code_systems: Default::default(),
             canonicals: HashMap::new(),
@@ -442,7 +450,7 @@ impl Definitions {
                 let base = sd
                     .get("baseDefinition")
                     .and_then(Value::as_str)
-                    .and_then(|b| self.raw(b).cloned());
+                    .and_then(|b| self.raw(b));
                 let blocked = !relaxed
                     && type_profiles(&sd)
                         .iter()
@@ -518,6 +526,7 @@ impl Definitions {
                 self.resource_types.insert(p.type_name.clone());
             }
             self.types.insert(p.type_name.clone(), p.clone());
+            self.model.add(&sd);
         }
         let k = key(&p.url, p.version.as_deref());
         let list = self.by_url.entry(p.url.clone()).or_default();
@@ -527,7 +536,9 @@ impl Definitions {
         // a successful load of the same URL at another version does not undo a failure
         self.failed.remove(&k);
         self.exact.insert(k.clone(), p.clone());
-        self.raw.insert(k, Arc::new(sd));
+        if let Ok(text) = serde_json::to_vec(&sd) {
+            self.raw.insert(k, text.into_boxed_slice());
+        }
         self.packages[pkg].definitions += 1;
     }
 
@@ -643,10 +654,16 @@ impl Definitions {
     }
 
     /// The raw StructureDefinition behind a canonical (with its generated snapshot, if any),
-    /// resolved as [`Definitions::profile`] does.
-    pub fn raw(&self, canonical: &str) -> Option<&Arc<Value>> {
+    /// resolved as [`Definitions::profile`] does; parsed from its stored text on each call.
+    pub fn raw(&self, canonical: &str) -> Option<Arc<Value>> {
         let p = self.profile(canonical)?;
-        self.raw.get(&key(&p.url, p.version.as_deref()))
+        let text = self.raw.get(&key(&p.url, p.version.as_deref()))?;
+        serde_json::from_slice(text).ok().map(Arc::new)
+    }
+
+    /// The FHIRPath type model of the loaded types (once: it is moved out).
+    pub(crate) fn take_model(&mut self) -> SnapshotModel {
+        std::mem::take(&mut self.model)
     }
 
     /// Every definition, each once.

@@ -107,7 +107,7 @@ pub(crate) struct Resolved {
 }
 
 impl Compiled {
-    pub fn new(defs: &Definitions) -> Compiled {
+    pub fn new(defs: &Definitions, model: SnapshotModel) -> Compiled {
         let mut compiled = FxHashMap::default();
         for p in defs.all_profiles() {
             for e in &p.elements {
@@ -122,12 +122,7 @@ impl Compiled {
                 }
             }
         }
-        let types: Vec<&Value> = defs
-            .all_profiles()
-            .filter(|p| !p.constraint)
-            .filter_map(|p| defs.raw(&p.url).map(|v| v.as_ref()))
-            .collect();
-        let model = SnapshotModel::from_structure_definitions(types);
+
         let exprs: FxHashMap<String, Result<Arc<Invariant>, String>> = compiled
             .into_iter()
             .map(|(src, expr)| {

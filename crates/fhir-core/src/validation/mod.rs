@@ -381,7 +381,8 @@ impl Validator {
         }
         let mut terminology = Terminology::new();
         let mut defs = Definitions::load(all, &mut terminology);
-        let invariants = invariants::Compiled::new(&defs);
+        let model = defs.take_model();
+        let invariants = invariants::Compiled::new(&defs, model);
         let mut found: Vec<(String, String, String)> = Vec::new();
         for (expr, error) in invariants.failures() {
             // name the definitions that carry it

@@ -390,7 +390,6 @@ impl<'v> Run<'_, 'v> {
             .is_some_and(|a| !a.is_empty());
         if str_at(sd, "derivation") == Some("constraint") && has_diff {
             if let Some(base) = base {
-                let base = std::sync::Arc::clone(base);
                 let mark = self.path.len();
                 self.path.push_str(".differential");
                 match crate::validation::snapshot::generate(sd, &base, defs) {

@@ -305,7 +305,7 @@ fn unfold(
             .and_then(|u| defs.raw(u))
             .or_else(|| defs.type_def(code).and_then(|p| defs.raw(&p.url)))
             .ok_or_else(|| format!("cannot unfold {parent_id}: type {code} is not loaded"))?;
-        let els = elements(raw, "snapshot");
+        let els = elements(&raw, "snapshot");
         let root = els
             .first()
             .map(|e| str_of(e, "id").to_string())

@@ -98,7 +98,7 @@ fn generated_snapshots_match_an_independent_generator() {
                 continue;
             };
             compared += 1;
-            let (a, b) = (facts(ours), facts(&reference));
+            let (a, b) = (facts(&ours), facts(&reference));
             for (id, want) in &b {
                 match a.get(id) {
                     Some(got) if got == want => {}
