@@ -24,10 +24,7 @@ struct Request {
 
 /// A calendar date `YYYY-MM-DD`: its first millisecond (UTC).
 fn day(s: &str) -> Option<i64> {
-    if s.len() != 10 {
-        return None;
-    }
-    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    let d = fhir_core::fhir::datetime::full_date(s)?;
     Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
 }
 

@@ -98,9 +98,9 @@ fn request(ctx: &RequestContext) -> Result<Request, FhirError> {
     };
     let since_ms = match get("since") {
         None => None,
-        Some(s) => match chrono::DateTime::parse_from_rfc3339(s) {
-            Ok(t) => Some(t.timestamp_millis()),
-            Err(_) => {
+        Some(s) => match fhir_core::fhir::datetime::full_date_time(s) {
+            Some(t) => Some(t.timestamp_millis()),
+            None => {
                 issues.push(
                     Issue::error(
                         "value",

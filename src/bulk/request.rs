@@ -336,10 +336,10 @@ impl Exporter {
 }
 
 /// A FHIR instant (with a time zone) in milliseconds since the epoch.
+/// A dateTime with seconds and a time zone (the one date/time type's reading), as epoch
+/// milliseconds.
 fn parse_instant(s: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.timestamp_millis())
+    fhir_core::fhir::datetime::full_date_time(s).map(|t| t.timestamp_millis())
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! (for routing and for the acknowledgement), and what happened to which citizen when (the
 //! hospital event). Pure functions over the Bundle JSON; nothing in it is trusted.
 
-use chrono::DateTime;
+use fhir_core::fhir::datetime::full_date_time;
 use serde_json::Value;
 
 use super::{ACTIVITY_CODES, EVENT_CODES, SOR};
@@ -278,8 +278,8 @@ pub fn event(bundle: &Value, env: &Envelope) -> Result<Event, Vec<Issue>> {
                 (Some(ACTIVITY_CODES), Some(c)) => activity = c.to_string(),
                 _ => issues.push(Issue::error("required", format!("the activity is coded in {ACTIVITY_CODES}")).at(format!("{at}.activity"))),
             }
-            match str_at(p, "/occurredDateTime").map(|t| (t, DateTime::parse_from_rfc3339(t))) {
-                Some((t, Ok(dt))) => {
+            match str_at(p, "/occurredDateTime").map(|t| (t, full_date_time(t))) {
+                Some((t, Some(dt))) => {
                     time = t.to_string();
                     time_ms = dt.timestamp_millis();
                 }

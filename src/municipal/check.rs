@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::record::CareRecord;
 use super::vocab::{self, vs};
+use fhir_core::fhir::datetime;
 use fhir_core::fhir::outcome::Issue;
 use fhir_core::validation::terminology::{Membership, Terminology};
 
@@ -141,23 +142,12 @@ pub fn schema(doc: &Value) -> Vec<Issue> {
 
 /// A parsed dateTime (the schema guarantees the shape; a date the calendar lacks fails here).
 pub(crate) fn instant(s: &str) -> Option<DateTime<FixedOffset>> {
-    DateTime::parse_from_rfc3339(s).ok()
+    datetime::full_date_time(s)
 }
 
-/// A parsed date of the schema's shape `YYYY-MM-DD` (a day the calendar lacks fails here). By
-/// hand: chrono's `parse_from_str` reads its format string on every call.
+/// A parsed date of the schema's shape `YYYY-MM-DD` (a day the calendar lacks fails here).
 fn date(s: &str) -> Option<NaiveDate> {
-    let b = s.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let number = |digits: &[u8]| {
-        digits.iter().try_fold(0u32, |n, &c| {
-            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
-        })
-    };
-    let year = i32::try_from(number(&b[..4])?).ok()?;
-    NaiveDate::from_ymd_opt(year, number(&b[5..7])?, number(&b[8..])?)
+    datetime::full_date(s)
 }
 
 struct Rules<'a> {
@@ -572,6 +562,19 @@ mod tests {
             if shaped || date(s).is_some() {
                 assert_eq!(date(s), chrono, "{s}");
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// On every text of the schema's dateTime shape, the one date/time type reads what
+        /// chrono's RFC 3339 parser, which this module used before it, reads.
+        #[test]
+        fn date_times_of_the_schemas_shape_read_as_chrono_read_them(
+            s in proptest::string::string_regex(
+                "[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9]|[+-]14:00)"
+            ).expect("the schema's pattern")
+        ) {
+            proptest::prop_assert_eq!(instant(&s), DateTime::parse_from_rfc3339(&s).ok(), "{}", s);
         }
     }
 

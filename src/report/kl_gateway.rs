@@ -186,11 +186,9 @@ fn entry(resource: Value) -> Value {
 
 /// Whether an RFC 3339 instant lies after another (unparseable: no).
 fn after(a: &str, b: &str) -> bool {
-    match (
-        chrono::DateTime::parse_from_rfc3339(a),
-        chrono::DateTime::parse_from_rfc3339(b),
-    ) {
-        (Ok(a), Ok(b)) => a > b,
+    use fhir_core::fhir::datetime::full_date_time;
+    match (full_date_time(a), full_date_time(b)) {
+        (Some(a), Some(b)) => a > b,
         _ => false,
     }
 }

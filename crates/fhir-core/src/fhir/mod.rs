@@ -1,6 +1,7 @@
 //! FHIR knowledge that is not HTTP: resource types, ids, references, search parameters and search
 //! parsing, OperationOutcome. Pure functions over `serde_json::Value`; no I/O.
 
+pub mod datetime;
 pub mod json;
 pub mod outcome;
 pub mod search;

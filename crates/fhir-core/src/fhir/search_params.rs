@@ -14,8 +14,8 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use crate::fhir::datetime::Temporal;
 use anyhow::{bail, Context};
-use chrono::{Datelike, NaiveDate, NaiveTime, Timelike};
 use serde_json::{Map, Value};
 
 /// The generated file, embedded so the server needs nothing but its binary.
@@ -656,99 +656,14 @@ fn parse_reference(reference: &str) -> Option<(&str, &str)> {
 }
 
 /// Parse a FHIR date/dateTime/instant with partial precision into the inclusive epoch-millis range
-/// it covers.
+/// it covers ([`Temporal::parse_search`], [`Temporal::range_ms`]).
 ///
 /// `2021` covers the whole year, `2021-03` the month, `2021-03-04` the day (in UTC);
 /// `2021-03-04T10:00:00+01:00` the second, `...T10:00:00.123Z` the millisecond (a fraction with
 /// fewer digits covers correspondingly more). A time without a zone is taken as UTC; a time without
 /// seconds (allowed in search values) covers the minute.
 pub fn date_range(s: &str) -> Option<(i64, i64)> {
-    let (date, time) = match s.split_once('T') {
-        Some((d, t)) => (d, Some(t)),
-        None => (s, None),
-    };
-    let mut fields = date.split('-');
-    let year = digits(fields.next()?, 4)? as i32;
-    let month = optional_digits(fields.next(), 2)?;
-    let day = optional_digits(fields.next(), 2)?;
-    if fields.next().is_some() {
-        return None;
-    }
-    let start = NaiveDate::from_ymd_opt(year, month.unwrap_or(1), day.unwrap_or(1))?;
-    let midnight_ms = |d: NaiveDate| d.and_time(NaiveTime::MIN).and_utc().timestamp_millis();
-    let Some(time) = time else {
-        let end = match (month, day) {
-            (_, Some(_)) => start.succ_opt()?,
-            (Some(_), None) => start.checked_add_months(chrono::Months::new(1))?,
-            (None, None) => NaiveDate::from_ymd_opt(start.year() + 1, 1, 1)?,
-        };
-        return Some((midnight_ms(start), midnight_ms(end) - 1));
-    };
-    day?;
-    let (clock, offset_ms) = split_zone(time)?;
-    let (hms, fraction) = match clock.split_once('.') {
-        Some((hms, f)) => (hms, Some(f)),
-        None => (clock, None),
-    };
-    let mut hms = hms.split(':');
-    let hour = digits(hms.next()?, 2)?;
-    let minute = digits(hms.next()?, 2)?;
-    let second = optional_digits(hms.next(), 2)?;
-    if hms.next().is_some() || (second.is_none() && fraction.is_some()) {
-        return None;
-    }
-    let time_of_day = NaiveTime::from_hms_opt(hour, minute, second.unwrap_or(0))?;
-    let clock_ms = i64::from(time_of_day.num_seconds_from_midnight()) * 1000;
-    let (fraction_ms, span) = match (second, fraction) {
-        (None, _) => (0, 60_000),
-        (Some(_), None) => (0, 1_000),
-        (Some(_), Some(f)) => {
-            if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            let kept = &f[..f.len().min(3)];
-            let scale = 10i64.pow(3 - kept.len() as u32);
-            (kept.parse::<i64>().ok()? * scale, scale)
-        }
-    };
-    let lo = midnight_ms(start) + clock_ms + fraction_ms - offset_ms;
-    Some((lo, lo + span - 1))
-}
-
-/// Split `10:00:00+01:00` into the clock part and the zone offset in milliseconds (`Z` and no
-/// zone are UTC).
-fn split_zone(time: &str) -> Option<(&str, i64)> {
-    if let Some(clock) = time.strip_suffix('Z') {
-        return Some((clock, 0));
-    }
-    let Some(i) = time.rfind(['+', '-']) else {
-        return Some((time, 0));
-    };
-    let (clock, zone) = time.split_at(i);
-    let sign = if zone.starts_with('-') { -1 } else { 1 };
-    let (h, m) = zone[1..].split_once(':')?;
-    let (h, m) = (digits(h, 2)?, digits(m, 2)?);
-    if h > 14 || m > 59 {
-        return None;
-    }
-    Some((clock, sign * i64::from(h * 60 + m) * 60_000))
-}
-
-/// `s` as a number if it is exactly `len` ASCII digits.
-fn digits(s: &str, len: usize) -> Option<u32> {
-    if s.len() == len && s.bytes().all(|b| b.is_ascii_digit()) {
-        s.parse().ok()
-    } else {
-        None
-    }
-}
-
-/// `Some(None)` for an absent field, `Some(Some(n))` for `len` digits, `None` for anything else.
-fn optional_digits(s: Option<&str>, len: usize) -> Option<Option<u32>> {
-    match s {
-        None => Some(None),
-        Some(s) => digits(s, len).map(Some),
-    }
+    Temporal::parse_search(s).map(|t| t.range_ms())
 }
 
 /// The normalisation used for string indexing (so queries normalise the same way).

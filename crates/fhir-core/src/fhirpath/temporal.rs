@@ -1,246 +1,34 @@
-//! Partial dates, date-times and times with FHIRPath's precision-aware comparison and
-//! calendar arithmetic. Civil-date conversions are done by hand (proleptic Gregorian).
+//! FHIRPath's view of the FHIR date and time type ([`crate::fhir::datetime::Temporal`]): its
+//! literal grammar (partial times, no offset needed, no leap second), precision-aware comparison
+//! and calendar arithmetic.
 
 use std::cmp::Ordering;
 use std::fmt;
 
 use super::decimal::Decimal;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Precision {
-    Year = 0,
-    Month = 1,
-    Day = 2,
-    Hour = 3,
-    Minute = 4,
-    Second = 5,
-    Millis = 6,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TemporalKind {
-    Date,
-    DateTime,
-    Time,
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct Temporal {
-    pub kind: TemporalKind,
-    pub year: i32,
-    pub month: u8,
-    pub day: u8,
-    pub hour: u8,
-    pub minute: u8,
-    pub second: u8,
-    pub millis: u16,
-    pub precision: Precision,
-    /// Offset from UTC in minutes, when the source named one.
-    pub tz: Option<i32>,
-    /// How many fraction digits were written (for printing back).
-    pub frac_digits: u8,
-}
-
-fn num(s: &[u8], len: usize) -> Option<u32> {
-    if s.len() < len || !s[..len].iter().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    let mut v = 0u32;
-    for c in &s[..len] {
-        v = v * 10 + (c - b'0') as u32;
-    }
-    Some(v)
-}
-
-pub fn days_in_month(y: i32, m: u8) -> u8 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 => {
-            if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 {
-                29
-            } else {
-                28
-            }
-        }
-        _ => 30,
-    }
-}
-
-/// Days since 1970-01-01 for a civil date.
-pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
-}
-
-/// The civil date (year, month, day) of a day count since 1970-01-01.
-pub(crate) fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
+pub(crate) use crate::fhir::datetime::{civil_from_days, days_from_civil};
+pub use crate::fhir::datetime::{days_in_month, Precision, Temporal, TemporalKind};
 
 impl Temporal {
-    fn empty(kind: TemporalKind) -> Self {
-        Temporal {
-            kind,
-            year: 0,
-            month: 1,
-            day: 1,
-            hour: 0,
-            minute: 0,
-            second: 0,
-            millis: 0,
-            precision: Precision::Year,
-            tz: None,
-            frac_digits: 0,
-        }
-    }
-
     /// `YYYY[-MM[-DD]]`
     pub fn parse_date(s: &str) -> Option<Self> {
-        let (t, rest) = Self::parse_date_part(s.as_bytes(), TemporalKind::Date)?;
-        if !rest.is_empty() {
-            return None;
-        }
-        Some(t)
-    }
-
-    fn parse_date_part(b: &[u8], kind: TemporalKind) -> Option<(Self, &[u8])> {
-        let mut t = Self::empty(kind);
-        t.year = num(b, 4)? as i32;
-        let mut rest = &b[4..];
-        if rest.len() >= 3 && rest[0] == b'-' {
-            let m = num(&rest[1..], 2)?;
-            if !(1..=12).contains(&m) {
-                return None;
-            }
-            t.month = m as u8;
-            t.precision = Precision::Month;
-            rest = &rest[3..];
-            if rest.len() >= 3 && rest[0] == b'-' {
-                let d = num(&rest[1..], 2)?;
-                if d < 1 || d > days_in_month(t.year, t.month) as u32 {
-                    return None;
-                }
-                t.day = d as u8;
-                t.precision = Precision::Day;
-                rest = &rest[3..];
-            }
-        }
-        Some((t, rest))
-    }
-
-    /// `hh[:mm[:ss[.fff]]]` into `t`; returns the remaining bytes.
-    fn parse_time_part<'b>(t: &mut Self, b: &'b [u8]) -> Option<&'b [u8]> {
-        let h = num(b, 2)?;
-        if h > 23 {
-            return None;
-        }
-        t.hour = h as u8;
-        t.precision = Precision::Hour;
-        let mut rest = &b[2..];
-        if rest.len() >= 3 && rest[0] == b':' {
-            let m = num(&rest[1..], 2)?;
-            if m > 59 {
-                return None;
-            }
-            t.minute = m as u8;
-            t.precision = Precision::Minute;
-            rest = &rest[3..];
-            if rest.len() >= 3 && rest[0] == b':' {
-                let s = num(&rest[1..], 2)?;
-                if s > 59 {
-                    return None;
-                }
-                t.second = s as u8;
-                t.precision = Precision::Second;
-                rest = &rest[3..];
-                if rest.len() >= 2 && rest[0] == b'.' && rest[1].is_ascii_digit() {
-                    let mut i = 1;
-                    let mut ms = 0u32;
-                    while i < rest.len() && rest[i].is_ascii_digit() {
-                        if i <= 3 {
-                            ms = ms * 10 + (rest[i] - b'0') as u32;
-                        }
-                        i += 1;
-                    }
-                    let digits = i - 1;
-                    for _ in digits..3 {
-                        ms *= 10;
-                    }
-                    t.millis = ms as u16;
-                    t.frac_digits = digits.min(9) as u8;
-                    t.precision = Precision::Millis;
-                    rest = &rest[i..];
-                }
-            }
-        }
-        Some(rest)
-    }
-
-    fn parse_tz(b: &[u8]) -> Option<Option<i32>> {
-        if b.is_empty() {
-            return Some(None);
-        }
-        if b == b"Z" {
-            return Some(Some(0));
-        }
-        if b.len() == 6 && (b[0] == b'+' || b[0] == b'-') && b[3] == b':' {
-            let h = num(&b[1..], 2)? as i32;
-            let m = num(&b[4..], 2)? as i32;
-            if h > 14 || m > 59 {
-                return None;
-            }
-            let off = h * 60 + m;
-            return Some(Some(if b[0] == b'-' { -off } else { off }));
-        }
-        None
+        Self::parse_fhirpath(s, TemporalKind::Date)
     }
 
     /// FHIR dateTime / instant text, or a FHIRPath date-time literal body:
     /// `YYYY[-MM[-DD]][T[hh[:mm[:ss[.f+]]]][Z|(+|-)hh:mm]]`.
     pub fn parse_datetime(s: &str) -> Option<Self> {
-        let (mut t, rest) = Self::parse_date_part(s.as_bytes(), TemporalKind::DateTime)?;
-        if rest.is_empty() {
-            return Some(t);
-        }
-        if rest[0] != b'T' {
-            return None;
-        }
-        let rest = &rest[1..];
-        if rest.is_empty() {
-            return Some(t);
-        }
-        if t.precision != Precision::Day {
-            // a time needs a full date
-            return None;
-        }
-        let rest = Self::parse_time_part(&mut t, rest)?;
-        t.tz = Self::parse_tz(rest)?;
-        Some(t)
+        Self::parse_fhirpath(s, TemporalKind::DateTime)
     }
 
     /// `hh[:mm[:ss[.f+]]]` (no timezone).
     pub fn parse_time(s: &str) -> Option<Self> {
-        let mut t = Self::empty(TemporalKind::Time);
-        let rest = Self::parse_time_part(&mut t, s.as_bytes())?;
-        if !rest.is_empty() {
-            return None;
-        }
-        Some(t)
+        Self::parse_fhirpath(s, TemporalKind::Time)
+    }
+
+    /// The lexer's reading, less what FHIRPath's grammar lacks: a leap second.
+    pub fn parse_fhirpath(s: &str, kind: TemporalKind) -> Option<Self> {
+        Self::lex(s, kind).ok().filter(|t| t.second < 60)
     }
 
     pub fn as_datetime(&self) -> Temporal {
@@ -256,7 +44,7 @@ impl Temporal {
         let days = days_from_civil(self.year as i64, self.month as i64, self.day as i64);
         let ms = ((days * 24 + self.hour as i64) * 60 + self.minute as i64) * 60_000
             + self.second as i64 * 1000
-            + self.millis as i64;
+            + self.millis() as i64;
         ms - self.tz.unwrap_or(0) as i64 * 60_000
     }
 
@@ -272,7 +60,7 @@ impl Temporal {
         t.hour = (rem / 3_600_000) as u8;
         t.minute = ((rem / 60_000) % 60) as u8;
         t.second = ((rem / 1000) % 60) as u8;
-        t.millis = (rem % 1000) as u16;
+        t.nanos = (rem % 1000) as u32 * 1_000_000;
         t.tz = tz;
         t
     }
@@ -295,7 +83,9 @@ impl Temporal {
             Precision::Hour => self.hour as i64,
             Precision::Minute => self.minute as i64,
             // seconds and milliseconds count as one precision
-            Precision::Second | Precision::Millis => self.second as i64 * 1000 + self.millis as i64,
+            Precision::Second | Precision::Millis => {
+                self.second as i64 * 1000 + self.millis() as i64
+            }
         }
     }
 
@@ -436,7 +226,7 @@ impl Temporal {
                     t.hour = (v / 3_600_000) as u8;
                     t.minute = ((v / 60_000) % 60) as u8;
                     t.second = ((v / 1000) % 60) as u8;
-                    t.millis = (v % 1000) as u16;
+                    t.nanos = (v % 1000) as u32 * 1_000_000;
                 } else {
                     let tz = t.tz;
                     let ms = t.epoch_ms().checked_add(delta)?;
@@ -470,7 +260,7 @@ impl Temporal {
         t.hour = 0;
         t.minute = 0;
         t.second = 0;
-        t.millis = 0;
+        t.nanos = 0;
         t
     }
 
@@ -502,7 +292,7 @@ impl Temporal {
             write!(f, ":{:02}", self.second)?;
         }
         if self.precision >= Precision::Millis {
-            write!(f, ".{:03}", self.millis)?;
+            write!(f, ".{:03}", self.millis())?;
         }
         Ok(())
     }

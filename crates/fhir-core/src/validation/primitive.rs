@@ -3,6 +3,8 @@
 
 use serde_json::Value;
 
+use crate::fhir::datetime::{FhirType, Temporal};
+
 /// Whether `code` names a FHIR primitive type.
 pub fn is_primitive(code: &str) -> bool {
     matches!(
@@ -172,13 +174,14 @@ pub fn string_format(code: &str, s: &str) -> Result<(), String> {
             Some(o) if oid_ok(o) => Ok(()),
             _ => bad("expected urn:oid: followed by an OID such as 1.2.208.176.1.2"),
         },
-        "date" => date(s).map_err(|e| format!("{:?} is not a valid date: {e}", truncate(s))),
-        "dateTime" => date_time(s, false)
+        "date" => temporal(s, FhirType::Date)
+            .map_err(|e| format!("{:?} is not a valid date: {e}", truncate(s))),
+        "dateTime" => temporal(s, FhirType::DateTime)
             .map_err(|e| format!("{:?} is not a valid dateTime: {e}", truncate(s))),
-        "instant" => {
-            date_time(s, true).map_err(|e| format!("{:?} is not a valid instant: {e}", truncate(s)))
-        }
-        "time" => time(s).map_err(|e| format!("{:?} is not a valid time: {e}", truncate(s))),
+        "instant" => temporal(s, FhirType::Instant)
+            .map_err(|e| format!("{:?} is not a valid instant: {e}", truncate(s))),
+        "time" => temporal(s, FhirType::Time)
+            .map_err(|e| format!("{:?} is not a valid time: {e}", truncate(s))),
         "base64Binary" => {
             let compact: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
             if compact.len() % 4 != 0
@@ -250,97 +253,10 @@ fn decimal_ok(t: &str) -> bool {
         && exp.is_none_or(|e| digits(e.strip_prefix(['+', '-']).unwrap_or(e)))
 }
 
-fn num(s: &str, len: usize) -> Result<u32, String> {
-    if s.len() != len || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("expected {len} digits, found {s:?}"));
-    }
-    s.parse().map_err(|_| format!("{s:?} is not a number"))
-}
-
-fn days_in(year: u32, month: u32) -> u32 {
-    match month {
-        4 | 6 | 9 | 11 => 30,
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        _ => 31,
-    }
-}
-
-/// `YYYY`, `YYYY-MM` or `YYYY-MM-DD`, with a real calendar date.
-fn date(s: &str) -> Result<(), String> {
-    let mut parts = s.split('-');
-    let year = num(parts.next().unwrap_or_default(), 4)?;
-    if year == 0 {
-        return Err("year 0000 does not exist".into());
-    }
-    if let Some(m) = parts.next() {
-        let month = num(m, 2)?;
-        if !(1..=12).contains(&month) {
-            return Err(format!("month {month} does not exist"));
-        }
-        if let Some(d) = parts.next() {
-            let day = num(d, 2)?;
-            if day == 0 || day > days_in(year, month) {
-                return Err(format!("day {day} does not exist in {year}-{month:02}"));
-            }
-        }
-    }
-    if parts.next().is_some() {
-        return Err("expected YYYY, YYYY-MM or YYYY-MM-DD".into());
-    }
-    Ok(())
-}
-
-/// `hh:mm:ss(.fff…)`.
-fn time(s: &str) -> Result<(), String> {
-    let (hms, frac) = match s.split_once('.') {
-        Some((a, f)) => (a, Some(f)),
-        None => (s, None),
-    };
-    let mut parts = hms.split(':');
-    let h = num(parts.next().unwrap_or_default(), 2)?;
-    let m = num(parts.next().unwrap_or_default(), 2)?;
-    let sec = num(parts.next().unwrap_or_default(), 2)?;
-    if parts.next().is_some() || h > 23 || m > 59 || sec > 60 {
-        return Err("expected hh:mm:ss with hours 00–23, minutes and seconds 00–59".into());
-    }
-    if let Some(f) = frac {
-        if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) {
-            return Err("fractional seconds must be digits".into());
-        }
-    }
-    Ok(())
-}
-
-/// A dateTime (partial dates allowed; a time needs a zone) or an instant (full, with zone).
-fn date_time(s: &str, instant: bool) -> Result<(), String> {
-    let Some((d, t)) = s.split_once('T') else {
-        if instant {
-            return Err("an instant needs a full date, time and time zone".into());
-        }
-        return date(s);
-    };
-    if d.len() != 10 {
-        return Err("a time needs a full date (YYYY-MM-DD) before the T".into());
-    }
-    date(d)?;
-    let (clock, zone) = if let Some(c) = t.strip_suffix('Z') {
-        (c, "Z")
-    } else if let Some(i) = t.rfind(['+', '-']) {
-        (&t[..i], &t[i..])
-    } else {
-        return Err("a time must carry a time zone (Z or ±hh:mm)".into());
-    };
-    time(clock)?;
-    if zone != "Z" {
-        let z = &zone[1..];
-        let (zh, zm) = z.split_once(':').ok_or("time zone must be ±hh:mm")?;
-        let (zh, zm) = (num(zh, 2)?, num(zm, 2)?);
-        if zh > 14 || zm > 59 {
-            return Err(format!("time zone {zone} is out of range"));
-        }
-    }
-    Ok(())
+/// A FHIR date, dateTime, instant or time (the one date/time type's reading for the primitive
+/// type: `crate::fhir::datetime`).
+fn temporal(s: &str, ty: FhirType) -> Result<(), String> {
+    Temporal::parse_fhir(s, ty).map(|_| ())
 }
 
 #[cfg(test)]
