@@ -14,15 +14,6 @@ use crate::error::FhirError;
 use crate::lookup::{Identifier, LookupError};
 use crate::municipal::{self, vocab, Stored};
 use fhir_core::fhir::outcome::Issue;
-use fhir_core::validation::Validator;
-
-fn validator(state: &AppState) -> Result<std::sync::Arc<Validator>, FhirError> {
-    match state.engine.validation() {
-        Some(p) => Ok(p.validator.clone()),
-        None => Validator::shared_embedded()
-            .map_err(|e| FhirError::internal(format!("loading the definitions: {e}"))),
-    }
-}
 
 /// The organization that owns what a municipality posts: of the municipality's identifiers (SOR
 /// code, municipality code), the first the client acts for; for administrators, the SOR code.
@@ -90,7 +81,7 @@ pub async fn post(
     ctx: RequestContext,
     body: JsonBytes,
 ) -> Result<HttpResponse, FhirError> {
-    let validator = validator(&state)?;
+    let validator = state.engine.validator()?;
     // One parse straight into the record when it certainly has the schema's shape; otherwise
     // the JSON document and the schema validator, which report every problem.
     let conforming = if body.allows_depth(municipal::RECORD_DEPTH) {
@@ -189,101 +180,24 @@ pub async fn post_discharge_note(
     ctx: RequestContext,
     body: FhirBody,
 ) -> Result<HttpResponse, FhirError> {
-    use crate::discharge::{self, message};
+    use crate::discharge::{self, send};
     let (note, warnings) = discharge::check_note(&body.0)?;
     municipal_client(&ctx)?;
-    // Routing problems are the note's receiver's (a registry that cannot answer keeps its
-    // 502/503 and its own wording).
-    let (destination, endpoint) = match state.forwarder.route(&note.receiver.token()).await {
-        Ok(r) => r,
-        Err(e) if e.status == 422 => {
-            return Err(FhirError::new(
-                422,
-                e.issues
-                    .into_iter()
-                    .map(|i| Issue {
-                        expression: Some("$.receiver".into()),
-                        ..i
-                    })
-                    .collect(),
-            ))
-        }
-        Err(e) => return Err(e),
+    let services = send::Services {
+        engine: &state.engine,
+        forwarder: &state.forwarder,
+        gln: &state.config.forwarding.gln,
     };
-    let medcom = destination.kind == crate::config::DestinationKind::Medcom;
-    let cosmic = destination.kind == crate::config::DestinationKind::CosmicLink;
-    let destination = destination.id.clone();
-    // A record outside the caller's tenancy is, for it, no record (422 as for an unknown one).
-    let record = discharge::load_record(&state.engine, &ctx.access, &note).await?;
-    // The receiver is granted what the record's owner holds about the citizen; only the owner
-    // (not a client the record was shared with) may send its notes.
-    let access = match record.owner.as_deref() {
-        Some(owner) => ctx.access.clone().owning(owner)?,
-        None => ctx.access.clone(),
-    };
-    let ids = message::NoteIds::for_note(&note);
-    let now = fhir_core::fhir::instant(chrono::Utc::now().timestamp_millis());
-    let mut built = message::build(&note, &record, &ids, &ctx.base, &endpoint, &now);
-    if cosmic {
-        // A Swedish region: a citizen with a personnummer travels in HL7 Sweden's profiles.
-        discharge::sweden::adapt(&mut built.message, &ctx.base);
-    }
-    if medcom {
-        // A MedCom receiver gets a CareCommunication, checked against the MedCom IGs before it
-        // is queued: a message of ours that would be invalid is refused here, not by the receiver.
-        let gln = |sor: &str| state.config.forwarding.gln.get(sor).cloned();
-        let cc = crate::medcom::care_communication::build(&note, &record, &ids, &now, &gln)
-            .map_err(|issues| FhirError::new(422, issues))?;
-        let validator = validator(&state)?;
-        let issues = validator.validate(
-            &cc,
-            &[crate::medcom::care_communication::PROFILE.to_string()],
-        );
-        if fhir_core::validation::has_errors(&issues) {
-            return Err(FhirError::new(
-                422,
-                issues
-                    .into_iter()
-                    .filter(|i| i.severity <= fhir_core::fhir::outcome::Severity::Error)
-                    .map(|mut i| {
-                        i.diagnostics = format!(
-                            "the MedCom CareCommunication made from this note would be invalid: {}",
-                            i.diagnostics
-                        );
-                        i
-                    })
-                    .collect(),
-            ));
-        }
-        built.message = cc;
-    }
-    discharge::mark_warnings(&mut built.composition, &warnings);
-    let put = |r: &serde_json::Value| {
-        let url = format!(
-            "{}/{}",
-            r["resourceType"].as_str().unwrap_or_default(),
-            r["id"].as_str().unwrap_or_default()
-        );
-        serde_json::json!({"resource": r, "request": {"method": "PUT", "url": url}})
-    };
-    let store = serde_json::json!({
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [put(&built.composition), put(&built.provenance)],
-    });
-    let submitted = state
-        .forwarder
-        .submit(&access, built.message, Some(store), &ctx.base)
-        .await?;
+    let accepted = send::send(&services, &ctx.access, &ctx.base, note, warnings).await?;
     let body = serde_json::json!({
-        "noteId": note.note_id,
-        "messageId": submitted.message_id,
-        "destination": destination,
-        "status": submitted.status.as_str(),
-        "result": if submitted.created { "accepted" } else { "already-accepted" },
-        "composition": format!("Composition/{}", ids.composition),
-        "delivery": format!("/admin/outbox/{}", submitted.message_id),
-        "outcome": fhir_core::fhir::outcome::operation_outcome(&warnings),
+        "noteId": accepted.note_id,
+        "messageId": accepted.message_id,
+        "destination": accepted.destination,
+        "status": accepted.status.as_str(),
+        "result": if accepted.created { "accepted" } else { "already-accepted" },
+        "composition": accepted.composition,
+        "delivery": format!("/admin/outbox/{}", accepted.message_id),
+        "outcome": fhir_core::fhir::outcome::operation_outcome(&accepted.warnings),
     });
     Ok(HttpResponse::Accepted()
         .content_type("application/json")
@@ -346,10 +260,11 @@ pub async fn get_hospital_events(
 /// A course date or dateTime as milliseconds since the epoch: a date is its first (or, for the
 /// end of a period, its last) millisecond in Danish time.
 fn course_instant(s: &str, end_of_day: bool) -> Option<i64> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+    use fhir_core::fhir::datetime::{full_date, full_date_time};
+    if let Some(t) = full_date_time(s) {
         return Some(t.timestamp_millis());
     }
-    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    let d = full_date(s)?;
     let t = if end_of_day {
         d.and_hms_milli_opt(23, 59, 59, 999)?
     } else {

@@ -176,11 +176,7 @@ pub(crate) async fn permit(
 /// The validator whose terminology decides which codes the IG takes: the server's, which has the
 /// embedded IG packages, or those packages alone.
 fn codes(state: &AppState) -> Result<std::sync::Arc<Validator>, FhirError> {
-    match state.engine.validation() {
-        Some(p) => Ok(p.validator.clone()),
-        None => Validator::shared_embedded()
-            .map_err(|e| FhirError::internal(format!("loading the definitions: {e}"))),
-    }
+    state.engine.validator()
 }
 
 pub async fn kl_gateway(

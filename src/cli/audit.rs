@@ -74,12 +74,13 @@ pub fn verify(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Parse `--since`: an RFC 3339 instant or a date (midnight UTC).
+/// Parse `--since`: an instant with a time zone or a date (midnight UTC).
 pub fn parse_since(s: &str) -> Result<i64, String> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+    use fhir_core::fhir::datetime::{full_date, full_date_time};
+    if let Some(t) = full_date_time(s) {
         return Ok(t.timestamp_millis());
     }
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+    if let Some(d) = full_date(s) {
         return Ok(d
             .and_hms_opt(0, 0, 0)
             .map(|t| t.and_utc().timestamp_millis())

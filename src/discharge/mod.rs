@@ -4,11 +4,14 @@
 //!
 //! - [`note`]: the v1 note as Rust types (`profiles/municipal/discharge-note-v1.schema.json`).
 //! - [`message`]: note + stored record resources → message Bundle (pure).
+//! - [`send`]: the use case end to end (route, load the record, build, MedCom or Swedish form,
+//!   store and queue), which the HTTP handler calls.
 //! - this file: the checks (schema 400; rules 422; the "no-man's land" warnings) and loading the
 //!   record's stored resources.
 
 pub mod message;
 pub mod note;
+pub mod send;
 pub mod sweden;
 
 use serde_json::Value;

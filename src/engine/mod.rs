@@ -264,6 +264,17 @@ impl Engine {
         self.validation.as_ref()
     }
 
+    /// The validator the gateway runs with (its packages, terminology and allowed extension
+    /// domains), or, when writes are not validated, the embedded packages alone: what checks
+    /// messages the gateway makes and receives, and which codes the national reports take.
+    pub fn validator(&self) -> Result<Arc<fhir_core::validation::Validator>, FhirError> {
+        match &self.validation {
+            Some(p) => Ok(p.validator.clone()),
+            None => fhir_core::validation::Validator::shared_embedded()
+                .map_err(|e| FhirError::internal(format!("loading the definitions: {e}"))),
+        }
+    }
+
     /// Whether the gateway's own word that a resource is valid (see
     /// [`Engine::record_transaction`]) is all the write policy asks for this operation.
     pub(crate) fn vouch_suffices(&self, op: &WriteOp) -> bool {

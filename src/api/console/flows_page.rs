@@ -4,9 +4,7 @@ use super::*;
 use crate::report::flows;
 
 pub(super) fn date(s: &str) -> Option<chrono::NaiveDate> {
-    (s.len() == 10)
-        .then(|| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
-        .flatten()
+    fhir_core::fhir::datetime::full_date(s)
 }
 
 pub(super) fn ms(d: chrono::NaiveDate) -> i64 {

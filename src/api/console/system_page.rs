@@ -61,7 +61,7 @@ pub async fn system(
     state.forwarder.count_outbox_jobs().await;
     let text = state.metrics.render();
     let all = samples(&text);
-    let started = chrono::DateTime::parse_from_rfc3339(&state.started)
+    let started = fhir_core::fhir::datetime::full_date_time(&state.started)
         .map(|t| t.timestamp_millis())
         .unwrap_or(0);
     let uptime_s = ((chrono::Utc::now().timestamp_millis() - started) as f64 / 1000.0).max(1.0);

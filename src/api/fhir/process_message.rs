@@ -58,11 +58,7 @@ async fn medcom(
     ctx: RequestContext,
     bundle: serde_json::Value,
 ) -> Result<HttpResponse, FhirError> {
-    let validator = match state.engine.validation() {
-        Some(p) => p.validator.clone(),
-        None => fhir_core::validation::Validator::shared_embedded()
-            .map_err(|e| FhirError::internal(format!("loading the definitions: {e}")))?,
-    };
+    let validator = state.engine.validator()?;
     let acked = crate::medcom::receive(
         &state.forwarder,
         state.engine.store().as_ref(),
