@@ -223,7 +223,7 @@ pub fn build(
         "receiver": {"identifier": {"system": note.receiver.system, "value": note.receiver.value}},
     });
     if let Some(d) = destination.get_mut("receiver") {
-        d["display"] = json!(note.receiver.token());
+        d["display"] = json!(note.receiver.key());
     }
     let header = json!({
         "resourceType": "MessageHeader",

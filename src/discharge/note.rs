@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::lookup::Identifier;
+
 pub const FORMAT_V1: &str = "municipal-discharge-note/v1";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,20 +31,6 @@ pub struct DischargeNote {
 pub struct RecordRef {
     pub municipality: String,
     pub record_id: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Identifier {
-    pub system: String,
-    pub value: String,
-}
-
-impl Identifier {
-    /// `system|value`, the form `[[forwarding.destinations]] receivers` are written in.
-    pub fn token(&self) -> String {
-        format!("{}|{}", self.system, self.value)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -58,7 +58,7 @@ pub async fn send(
     note: DischargeNote,
     warnings: Vec<Issue>,
 ) -> Result<Accepted, FhirError> {
-    let (destination, endpoint) = match services.forwarder.route(&note.receiver.token()).await {
+    let (destination, endpoint) = match services.forwarder.route(&note.receiver.key()).await {
         Ok(r) => r,
         Err(e) if e.status == 422 => return Err(at_receiver(e)),
         // a registry that cannot answer keeps its 502/503 and its own wording

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::upstream::{Fetched, Upstream};
@@ -14,8 +15,10 @@ use super::LookupError;
 
 /// A business identifier (`system|value`), e.g. a CPR number
 /// (`urn:oid:1.2.208.176.1.2|0101451234`), a SOR code (`urn:oid:1.2.208.176.1.1|…`) or an
-/// HSA-id (`urn:oid:1.2.752.29.4.19|…`). Checked once, at the edge.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// HSA-id (`urn:oid:1.2.752.29.4.19|…`). Checked once, at the edge ([`Identifier::new`], or the
+/// JSON Schema of the municipal formats, whose identifiers read into this same type).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Identifier {
     pub system: String,
     pub value: String,
@@ -46,6 +49,8 @@ impl Identifier {
         }
     }
 
+    /// `system|value`: as in a token search, as the cache key, and as `[[forwarding.destinations]]
+    /// receivers` are written.
     pub fn key(&self) -> String {
         format!("{}|{}", self.system, self.value)
     }

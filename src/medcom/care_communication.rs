@@ -215,7 +215,7 @@ pub fn build(
         missing.push(
             Issue::error(
                 "required",
-                format!("MedCom identifies the receiver by SOR code and GLN: no GLN is configured for {} ([forwarding.gln]; the receiver must be a SOR code)", note.receiver.token()),
+                format!("MedCom identifies the receiver by SOR code and GLN: no GLN is configured for {} ([forwarding.gln]; the receiver must be a SOR code)", note.receiver.key()),
             )
             .at("$.receiver"),
         );
@@ -327,7 +327,7 @@ pub fn build(
             entry("PractitionerRole", role),
             entry("Practitioner", practitioner),
             entry("Organization", organization(&sender_id, SOR, &sor, sender_gln.as_deref(), &name)),
-            entry("Organization", organization(&receiver_id, SOR, &note.receiver.value, receiver_gln.as_deref(), &note.receiver.token())),
+            entry("Organization", organization(&receiver_id, SOR, &note.receiver.value, receiver_gln.as_deref(), &note.receiver.key())),
             entry("Provenance", provenance),
         ],
     }))

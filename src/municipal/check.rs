@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use serde_json::Value;
 
-use super::record::CareRecord;
+use super::record::{CareRecord, CourseStatus};
 use super::vocab::{self, vs};
 use fhir_core::fhir::datetime;
 use fhir_core::fhir::outcome::Issue;
@@ -446,7 +446,7 @@ pub fn rules(rec: &CareRecord, terms: &Terminology) -> Vec<Issue> {
     }
 
     // Status and phase.
-    let completed_status = c.status == "completed";
+    let completed_status = c.status == CourseStatus::Completed;
     let completed_phase = c.phase == "completed";
     if completed_status != completed_phase {
         r.error(
@@ -454,11 +454,12 @@ pub fn rules(rec: &CareRecord, terms: &Terminology) -> Vec<Issue> {
             "business-rule",
             format!(
                 "$.course.phase is {:?} but the status is {:?}: a course is in phase completed exactly when its status is completed",
-                c.phase, c.status
+                c.phase,
+                c.status.as_str()
             ),
         );
     }
-    let ended = matches!(c.status.as_str(), "completed" | "cancelled");
+    let ended = c.status.ended();
     if ended && c.period.end.is_none() {
         r.error(
             "$.course.period.end".into(),
@@ -497,7 +498,7 @@ pub fn rules(rec: &CareRecord, terms: &Terminology) -> Vec<Issue> {
             ),
         );
     }
-    if primaries.is_empty() && !matches!(c.status.as_str(), "completed" | "cancelled") {
+    if primaries.is_empty() && !c.status.ended() {
         r.warning(
             "$.careTeam".into(),
             "no care-team member is the citizen's primary contact person: name one so that the citizen and the hospital know whom to call".into(),

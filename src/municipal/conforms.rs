@@ -7,8 +7,9 @@
 //! answers `false` and the caller falls back to the schema validator, whose answer (and
 //! messages) are authoritative. The parse does its share: `deny_unknown_fields` stands for
 //! `additionalProperties: false`, non-`Option` fields for `required`, the Rust types for `type`
-//! (an optional member given as `null` fails the parse, see [`super::record`]), and serde
-//! refuses a duplicated member. What is left is checked here: `const`, `enum`, `pattern`,
+//! (an optional member given as `null` fails the parse, see [`super::record`]), enums for the
+//! `enum`s that have a type of their own (`course.status`), and serde refuses a duplicated
+//! member. What is left is checked here: `const`, `enum`, `pattern`,
 //! `minLength`/`maxLength`, `minItems` and the integer ranges.
 //!
 //! Conservative where regular-expression flavours or length units could differ:
@@ -153,9 +154,6 @@ fn course(c: &Course) -> bool {
             "follow-up",
             "completed",
         ],
-    ) && one_of(
-        &c.status,
-        &["planned", "active", "on-hold", "completed", "cancelled"],
     ) && period(&c.period)
         && c.stay.as_ref().is_none_or(stay)
 }

@@ -246,8 +246,8 @@ pub fn from_fhir<'a>(plan: &'a Value, get: &'a Resolve<'a>) -> Result<CareRecord
             .and_then(|e| s(e, "valueCode"))
             .ok_or("the CarePlan has no phase")?,
         status: vocab::backward(vocab::CARE_PLAN_STATUS, &status)
-            .ok_or_else(|| format!("CarePlan.status {status:?} is not a course status"))?
-            .to_string(),
+            .and_then(CourseStatus::parse)
+            .ok_or_else(|| format!("CarePlan.status {status:?} is not a course status"))?,
         period: Period {
             start: s(period, "start").ok_or("the CarePlan has no start")?,
             end: s(period, "end"),

@@ -107,7 +107,8 @@ pub fn check(rec: &CareRecord, terms: &Terminology) -> Result<(), String> {
         "course.period",
     )?;
     // sb-cp-1: a running plan has no end.
-    let status = vocab::forward(vocab::CARE_PLAN_STATUS, &course.status).unwrap_or("unknown");
+    let status =
+        vocab::forward(vocab::CARE_PLAN_STATUS, course.status.as_str()).unwrap_or("unknown");
     if matches!(status, "active" | "on-hold" | "draft") && course.period.end.is_some() {
         return Err(format!("a course with status {} has an end", course.status));
     }

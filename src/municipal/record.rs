@@ -75,7 +75,7 @@ pub struct Course {
     pub kind: String,
     pub legal_basis: String,
     pub phase: String,
-    pub status: String,
+    pub status: CourseStatus,
     pub period: Period,
     #[serde(
         default,
@@ -83,6 +83,54 @@ pub struct Course {
         skip_serializing_if = "Option::is_none"
     )]
     pub stay: Option<Stay>,
+}
+
+/// Where a care course is (`course.status`, the schema's enumeration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CourseStatus {
+    Planned,
+    Active,
+    OnHold,
+    Completed,
+    Cancelled,
+}
+
+impl CourseStatus {
+    pub const ALL: [CourseStatus; 5] = [
+        CourseStatus::Planned,
+        CourseStatus::Active,
+        CourseStatus::OnHold,
+        CourseStatus::Completed,
+        CourseStatus::Cancelled,
+    ];
+
+    /// The code as the record writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CourseStatus::Planned => "planned",
+            CourseStatus::Active => "active",
+            CourseStatus::OnHold => "on-hold",
+            CourseStatus::Completed => "completed",
+            CourseStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// The status a record writes as `code`.
+    pub fn parse(code: &str) -> Option<CourseStatus> {
+        Self::ALL.into_iter().find(|s| s.as_str() == code)
+    }
+
+    /// Completed or cancelled: the course has run its course.
+    pub fn ended(self) -> bool {
+        matches!(self, CourseStatus::Completed | CourseStatus::Cancelled)
+    }
+}
+
+impl std::fmt::Display for CourseStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -290,4 +338,49 @@ pub struct GoalReview {
         skip_serializing_if = "Option::is_none"
     )]
     pub note: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CourseStatus;
+
+    #[test]
+    fn course_statuses_read_and_write_as_the_schema_spells_them() {
+        let schema: serde_json::Value = serde_json::from_str(include_str!(
+            "../../profiles/municipal/care-record-v1.schema.json"
+        ))
+        .expect("schema");
+        let listed: Vec<&str> = schema["properties"]["course"]["properties"]["status"]["enum"]
+            .as_array()
+            .expect("the status enum")
+            .iter()
+            .filter_map(serde_json::Value::as_str)
+            .collect();
+        let ours: Vec<&str> = CourseStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(ours, listed);
+        for s in CourseStatus::ALL {
+            let json = serde_json::to_value(s).expect("serialize");
+            assert_eq!(json, s.as_str());
+            assert_eq!(serde_json::from_value::<CourseStatus>(json).ok(), Some(s));
+            assert_eq!(CourseStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(CourseStatus::parse("done"), None);
+    }
+
+    #[test]
+    fn an_unknown_status_is_the_schemas_to_answer() {
+        let text = include_str!("../../fixtures/municipal/aarhus-stroke-goal-setting.json");
+        let mut doc: serde_json::Value = serde_json::from_str(text).expect("fixture");
+        assert!(crate::municipal::parse_conforming(text.as_bytes()).is_some());
+        doc["course"]["status"] = "done".into();
+        let bytes = serde_json::to_vec(&doc).expect("json");
+        assert!(crate::municipal::parse_conforming(&bytes).is_none());
+        let issues = crate::municipal::check::schema(&doc);
+        assert!(
+            issues
+                .iter()
+                .any(|i| i.expression.as_deref() == Some("$.course.status")),
+            "{issues:?}"
+        );
+    }
 }

@@ -15,7 +15,7 @@ use serde_json::{Map, Number, Value};
 use sha1::{Digest, Sha1};
 use uuid::Uuid;
 
-use super::record::{CareRecord, Goal, Intervention, Meeting, Member, Stay};
+use super::record::{CareRecord, CourseStatus, Goal, Intervention, Meeting, Member, Stay};
 use super::vocab::{self, cs, dk, ext, kl, profile};
 use fhir_core::validation::terminology::Terminology;
 
@@ -581,11 +581,11 @@ fn practitioner<S: Sink>(cx: &Ctx<'_>, o: &mut S, m: &Member, id: &str) {
 fn care_team<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
     let rec = cx.rec;
     let id = &cx.care_team;
-    let status = match rec.course.status.as_str() {
-        "completed" | "cancelled" => "inactive",
-        "planned" => "proposed",
-        "on-hold" => "suspended",
-        _ => "active",
+    let status = match rec.course.status {
+        CourseStatus::Completed | CourseStatus::Cancelled => "inactive",
+        CourseStatus::Planned => "proposed",
+        CourseStatus::OnHold => "suspended",
+        CourseStatus::Active => "active",
     };
     begin_put(o, "CareTeam", id);
     meta(o, &[profile::CARE_TEAM, kl::SERVICE_PERFORMER]);

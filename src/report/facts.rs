@@ -115,7 +115,7 @@ impl Facts {
                 kind: c.kind.clone(),
                 legal_basis: c.legal_basis.clone(),
                 phase: c.phase.clone(),
-                status: c.status.clone(),
+                status: c.status.as_str().to_string(),
                 start: c.period.start.clone(),
                 end: c.period.end.clone(),
                 discharge_destination: c

@@ -89,9 +89,9 @@ pub(super) fn stay_encounter<S: Sink>(cx: &Ctx<'_>, o: &mut S, stay: &Stay) {
     let id = &cx.stay;
     let status = if stay.discharged_at.is_some() {
         "finished"
-    } else if cx.rec.course.status == "planned" {
+    } else if cx.rec.course.status == CourseStatus::Planned {
         "planned"
-    } else if cx.rec.course.status == "cancelled" {
+    } else if cx.rec.course.status == CourseStatus::Cancelled {
         "cancelled"
     } else {
         "in-progress"
@@ -295,7 +295,7 @@ pub(super) fn purpose<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
     meta(o, &[kl::PURPOSE]);
     o.kv(
         "lifecycleStatus",
-        vocab::forward(vocab::PURPOSE_STATUS, &c.status).unwrap_or("active"),
+        vocab::forward(vocab::PURPOSE_STATUS, c.status.as_str()).unwrap_or("active"),
     );
     o.key("category");
     o.open_list();
@@ -418,7 +418,7 @@ pub(super) fn care_plan<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
     o.close_list();
     o.kv(
         "status",
-        vocab::forward(vocab::CARE_PLAN_STATUS, &c.status).unwrap_or("unknown"),
+        vocab::forward(vocab::CARE_PLAN_STATUS, c.status.as_str()).unwrap_or("unknown"),
     );
     o.kv("intent", "plan");
     o.key("category");
