@@ -67,6 +67,10 @@ pub enum Command {
         profiles: Vec<String>,
         #[arg(long, value_enum, default_value = "text")]
         format: validate::Format,
+        /// How many files to validate at once (default: one per core). The output keeps the
+        /// files' order whatever the number.
+        #[arg(long, value_name = "N")]
+        jobs: Option<std::num::NonZeroUsize>,
         /// Files and folders (searched recursively for *.json).
         #[arg(value_name = "FILES_OR_DIRS")]
         inputs: Vec<PathBuf>,
@@ -150,6 +154,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             allowed_extension_domains,
             profiles,
             format,
+            jobs,
             inputs,
         } => Ok(validate::run(validate::Options {
             packages,
@@ -157,6 +162,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             allowed_extension_domains,
             profiles,
             format,
+            jobs,
             inputs,
         })),
         Command::Serve { config } => {

@@ -25,6 +25,8 @@ pub struct Options {
     pub allowed_extension_domains: Vec<String>,
     pub profiles: Vec<String>,
     pub format: Format,
+    /// Files validated at once; `None`: one per core.
+    pub jobs: Option<std::num::NonZeroUsize>,
     pub inputs: Vec<PathBuf>,
 }
 
@@ -95,17 +97,12 @@ pub fn run(opts: Options) -> ExitCode {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let (mut invalid, mut errors, mut warnings) = (0usize, 0usize, 0usize);
-    for (n, file) in files.iter().enumerate() {
-        let issues = match std::fs::read(file) {
-            Err(e) => vec![Issue::error(
-                "exception",
-                format!("cannot read the file: {e}"),
-            )],
-            Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
-                Err(e) => vec![Issue::error("structure", format!("not JSON: {e}"))],
-                Ok(v) => validator.validate(&v, &opts.profiles),
-            },
-        };
+    let jobs = opts
+        .jobs
+        .or_else(|| std::thread::available_parallelism().ok())
+        .map_or(1, std::num::NonZeroUsize::get);
+    let check = |file: &PathBuf| check_file(&validator, file, &opts.profiles);
+    for_each_in_order(&files, jobs, check, |n, file, issues| {
         let e = issues
             .iter()
             .filter(|i| i.severity <= Severity::Error)
@@ -134,7 +131,7 @@ pub fn run(opts: Options) -> ExitCode {
                 files.len()
             );
         }
-    }
+    });
     if progress {
         eprintln!();
     }
@@ -155,6 +152,64 @@ pub fn run(opts: Options) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Read, parse and validate one file: the issues found (a file that cannot be read or is not
+/// JSON is one error).
+fn check_file(validator: &Validator, file: &Path, profiles: &[String]) -> Vec<Issue> {
+    match std::fs::read(file) {
+        Err(e) => vec![Issue::error(
+            "exception",
+            format!("cannot read the file: {e}"),
+        )],
+        Ok(bytes) => match fhir_core::fhir::from_json_bytes::<Value>(&bytes) {
+            Err(e) => vec![Issue::error("structure", format!("not JSON: {e}"))],
+            Ok(v) => validator.validate(&v, profiles),
+        },
+    }
+}
+
+/// Run `work` on every item with up to `jobs` threads, and hand each result to `done` in the
+/// items' order, as soon as it and every one before it are ready (so output streams, in order,
+/// whatever the number of threads). One job runs on the calling thread alone.
+fn for_each_in_order<T: Sync, R: Send>(
+    items: &[T],
+    jobs: usize,
+    work: impl Fn(&T) -> R + Sync,
+    mut done: impl FnMut(usize, &T, R),
+) {
+    if jobs <= 1 || items.len() <= 1 {
+        for (n, item) in items.iter().enumerate() {
+            done(n, item, work(item));
+        }
+        return;
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, R)>();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(items.len()) {
+            let tx = tx.clone();
+            let (next, work) = (&next, &work);
+            scope.spawn(move || loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(item) = items.get(n) else { break };
+                if tx.send((n, work(item))).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        // Results that arrived before their turn wait here, by position.
+        let mut waiting: std::collections::BTreeMap<usize, R> = std::collections::BTreeMap::new();
+        let mut turn = 0;
+        for (n, result) in rx {
+            waiting.insert(n, result);
+            while let Some(result) = waiting.remove(&turn) {
+                done(turn, &items[turn], result);
+                turn += 1;
+            }
+        }
+    });
 }
 
 /// What could not be loaded, one `warning:` line each on stderr, and the notes about the packages
@@ -226,4 +281,31 @@ fn text_block(
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::for_each_in_order;
+
+    #[test]
+    fn results_come_in_the_items_order_whatever_the_threads() {
+        let items: Vec<u64> = (0..200).collect();
+        for jobs in [1, 2, 3, 8] {
+            let mut seen = Vec::new();
+            for_each_in_order(
+                &items,
+                jobs,
+                |&i| {
+                    // later items often finish first
+                    std::thread::sleep(std::time::Duration::from_micros((200 - i) % 7 * 50));
+                    i * 2
+                },
+                |n, &item, result| {
+                    assert_eq!(result, item * 2);
+                    seen.push(n);
+                },
+            );
+            assert_eq!(seen, (0..200).collect::<Vec<usize>>(), "jobs {jobs}");
+        }
+    }
 }
