@@ -129,32 +129,24 @@ const COMMON_ATTRIBUTES: &[&str] = &[
     "noshade",
 ];
 
-/// Attributes allowed on one element only, as `element.attribute`.
-const ELEMENT_ATTRIBUTES: &[&str] = &[
-    "a.href",
-    "a.name",
-    "a.rel",
-    "a.rev",
-    "a.hreflang",
-    "a.charset",
-    "a.coords",
-    "a.shape",
-    "img.src",
-    "img.alt",
-    "img.longdesc",
-    "img.usemap",
-    "img.ismap",
-    "img.hspace",
-    "img.vspace",
-    "img.name",
-    "map.name",
-    "area.href",
-    "area.nohref",
-    "area.alt",
-    "area.shape",
-    "area.coords",
-    "blockquote.cite",
-    "q.cite",
+/// Attributes allowed on one element only: (element, its attributes).
+const ELEMENT_ATTRIBUTES: &[(&str, &[&str])] = &[
+    (
+        "a",
+        &[
+            "href", "name", "rel", "rev", "hreflang", "charset", "coords", "shape",
+        ],
+    ),
+    (
+        "img",
+        &[
+            "src", "alt", "longdesc", "usemap", "ismap", "hspace", "vspace", "name",
+        ],
+    ),
+    ("map", &["name"]),
+    ("area", &["href", "nohref", "alt", "shape", "coords"]),
+    ("blockquote", &["cite"]),
+    ("q", &["cite"]),
 ];
 
 /// Attributes whose value is a URL: checked by [`url`].
@@ -290,7 +282,8 @@ fn element(node: Node) -> Result<(), String> {
         }
         let specific = ELEMENT_ATTRIBUTES
             .iter()
-            .any(|ea| ea.split_once('.') == Some((name, attr)));
+            .find(|(element, _)| *element == name)
+            .is_some_and(|(_, attrs)| attrs.contains(&attr));
         if !specific && !COMMON_ATTRIBUTES.contains(&attr) {
             return Err(format!(
                 "the attribute {attr} is not allowed on <{name}> in a narrative (txt-1)"
