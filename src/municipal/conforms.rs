@@ -52,10 +52,6 @@ pub fn conforms(rec: &CareRecord) -> bool {
                     .is_none_or(|m| is_text(&m.description) && is_text(&m.unit))
                 && opt(&g.due, is_date)
                 && DISCIPLINES.contains(&g.responsible_discipline.as_str())
-                && one_of(
-                    &g.status,
-                    &["proposed", "active", "on-hold", "completed", "cancelled"],
-                )
                 && ACHIEVEMENTS.contains(&g.achievement.as_str())
                 && g.addresses.iter().all(|a| is_id(a))
         })
@@ -67,18 +63,6 @@ pub fn conforms(rec: &CareRecord) -> bool {
                     (1..=1000).contains(&f.count) && one_of(&f.per, &["day", "week", "month"])
                 })
                 && i.goals.iter().all(|g| is_id(g))
-                && one_of(
-                    &i.status,
-                    &[
-                        "not-started",
-                        "scheduled",
-                        "in-progress",
-                        "on-hold",
-                        "completed",
-                        "cancelled",
-                        "stopped",
-                    ],
-                )
                 && opt(&i.note, is_text)
         })
         && rec.care_team.iter().all(|m| {

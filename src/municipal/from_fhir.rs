@@ -319,7 +319,11 @@ fn goal(
         responsible_discipline: extension(g, ext::DISCIPLINE)
             .and_then(|e| code_in(e.get("valueCodeableConcept"), cs::DISCIPLINE))
             .ok_or("a Goal has no responsible discipline")?,
-        status: s(g, "lifecycleStatus").ok_or("a Goal has no lifecycleStatus")?,
+        status: {
+            let status = s(g, "lifecycleStatus").ok_or("a Goal has no lifecycleStatus")?;
+            GoalStatus::parse(&status)
+                .ok_or_else(|| format!("Goal.lifecycleStatus {status:?} is not a goal status"))?
+        },
         achievement: code_in(g.get("achievementStatus"), vocab::GOAL_ACHIEVEMENT)
             .ok_or("a Goal has no achievement status")?,
         addresses: rb.ids(arr(g, "addresses"), condition_ids)?,
@@ -357,7 +361,12 @@ fn intervention(
             .ok_or("an activity has no discipline")?,
         frequency,
         goals: rb.ids(arr(d, "goal"), goal_ids)?,
-        status: s(d, "status").ok_or("an activity has no status")?,
+        status: {
+            let status = s(d, "status").ok_or("an activity has no status")?;
+            InterventionStatus::parse(&status).ok_or_else(|| {
+                format!("an activity's status {status:?} is not an intervention status")
+            })?
+        },
         note: s(d, "description"),
     })
 }

@@ -200,7 +200,12 @@ pub fn check(rec: &CareRecord, terms: &Terminology) -> Result<(), String> {
             &g.responsible_discipline,
             "goals[].responsibleDiscipline",
         )?;
-        c.coded(bound::GOAL_STATUS, None, &g.status, "goals[].status")?;
+        c.coded(
+            bound::GOAL_STATUS,
+            None,
+            g.status.as_str(),
+            "goals[].status",
+        )?;
         c.coded(
             bound::GOAL_ACHIEVEMENT,
             Some(vocab::GOAL_ACHIEVEMENT),
@@ -229,7 +234,7 @@ pub fn check(rec: &CareRecord, terms: &Terminology) -> Result<(), String> {
         c.coded(
             bound::ACTIVITY_STATUS,
             None,
-            &i.status,
+            i.status.as_str(),
             "interventions[].status",
         )?;
         c.opt("string", i.note.as_deref(), "interventions[].note")?;

@@ -85,51 +85,81 @@ pub struct Course {
     pub stay: Option<Stay>,
 }
 
-/// Where a care course is (`course.status`, the schema's enumeration).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CourseStatus {
-    Planned,
-    Active,
-    OnHold,
-    Completed,
-    Cancelled,
+/// A closed code list of the record format as an enum: its serde form, [`as_str`] and `parse`
+/// are the schema's codes, so a value outside the list fails the typed parse (and the schema,
+/// which the caller falls back to, says where).
+macro_rules! codes {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident = $code:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $(#[serde(rename = $code)] $variant),+
+        }
+
+        impl $name {
+            /// Every code, in the schema's order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The code as the record writes it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $code),+
+                }
+            }
+
+            /// The value a record writes as `code`.
+            pub fn parse(code: &str) -> Option<$name> {
+                Self::ALL.iter().copied().find(|s| s.as_str() == code)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+codes! {
+    /// Where a care course is (`course.status`).
+    CourseStatus {
+        Planned = "planned",
+        Active = "active",
+        OnHold = "on-hold",
+        Completed = "completed",
+        Cancelled = "cancelled",
+    }
 }
 
 impl CourseStatus {
-    pub const ALL: [CourseStatus; 5] = [
-        CourseStatus::Planned,
-        CourseStatus::Active,
-        CourseStatus::OnHold,
-        CourseStatus::Completed,
-        CourseStatus::Cancelled,
-    ];
-
-    /// The code as the record writes it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CourseStatus::Planned => "planned",
-            CourseStatus::Active => "active",
-            CourseStatus::OnHold => "on-hold",
-            CourseStatus::Completed => "completed",
-            CourseStatus::Cancelled => "cancelled",
-        }
-    }
-
-    /// The status a record writes as `code`.
-    pub fn parse(code: &str) -> Option<CourseStatus> {
-        Self::ALL.into_iter().find(|s| s.as_str() == code)
-    }
-
     /// Completed or cancelled: the course has run its course.
     pub fn ended(self) -> bool {
         matches!(self, CourseStatus::Completed | CourseStatus::Cancelled)
     }
 }
 
-impl std::fmt::Display for CourseStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+codes! {
+    /// Where a goal is (`goals[].status`, the Goal's `lifecycleStatus`).
+    GoalStatus {
+        Proposed = "proposed",
+        Active = "active",
+        OnHold = "on-hold",
+        Completed = "completed",
+        Cancelled = "cancelled",
+    }
+}
+
+codes! {
+    /// Where an intervention is (`interventions[].status`).
+    InterventionStatus {
+        NotStarted = "not-started",
+        Scheduled = "scheduled",
+        InProgress = "in-progress",
+        OnHold = "on-hold",
+        Completed = "completed",
+        Cancelled = "cancelled",
+        Stopped = "stopped",
     }
 }
 
@@ -247,7 +277,7 @@ pub struct Goal {
     )]
     pub due: Option<String>,
     pub responsible_discipline: String,
-    pub status: String,
+    pub status: GoalStatus,
     pub achievement: String,
     /// Ids of the conditions the goal addresses.
     pub addresses: Vec<String>,
@@ -282,7 +312,7 @@ pub struct Intervention {
     pub frequency: Option<Frequency>,
     /// Ids of the goals the intervention serves.
     pub goals: Vec<String>,
-    pub status: String,
+    pub status: InterventionStatus,
     #[serde(
         default,
         deserialize_with = "present",
@@ -342,29 +372,61 @@ pub struct GoalReview {
 
 #[cfg(test)]
 mod tests {
-    use super::CourseStatus;
+    use super::{CourseStatus, GoalStatus, InterventionStatus};
 
-    #[test]
-    fn course_statuses_read_and_write_as_the_schema_spells_them() {
+    /// The schema's `enum` at `pointer`.
+    fn listed(pointer: &str) -> Vec<String> {
         let schema: serde_json::Value = serde_json::from_str(include_str!(
             "../../profiles/municipal/care-record-v1.schema.json"
         ))
         .expect("schema");
-        let listed: Vec<&str> = schema["properties"]["course"]["properties"]["status"]["enum"]
-            .as_array()
-            .expect("the status enum")
+        schema
+            .pointer(pointer)
+            .and_then(serde_json::Value::as_array)
+            .expect("an enum")
             .iter()
-            .filter_map(serde_json::Value::as_str)
-            .collect();
-        let ours: Vec<&str> = CourseStatus::ALL.iter().map(|s| s.as_str()).collect();
-        assert_eq!(ours, listed);
-        for s in CourseStatus::ALL {
-            let json = serde_json::to_value(s).expect("serialize");
-            assert_eq!(json, s.as_str());
-            assert_eq!(serde_json::from_value::<CourseStatus>(json).ok(), Some(s));
-            assert_eq!(CourseStatus::parse(s.as_str()), Some(s));
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect()
+    }
+
+    #[test]
+    fn statuses_read_and_write_as_the_schema_spells_them() {
+        fn check<T>(
+            pointer: &str,
+            all: &[T],
+            as_str: fn(T) -> &'static str,
+            parse: fn(&str) -> Option<T>,
+        ) where
+            T: Copy + PartialEq + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+        {
+            let ours: Vec<String> = all.iter().map(|s| as_str(*s).to_string()).collect();
+            assert_eq!(ours, listed(pointer));
+            for &s in all {
+                let json = serde_json::to_value(s).expect("serialize");
+                assert_eq!(json, as_str(s));
+                assert_eq!(serde_json::from_value::<T>(json).ok(), Some(s));
+                assert_eq!(parse(as_str(s)), Some(s));
+            }
+            assert_eq!(parse("done"), None);
         }
-        assert_eq!(CourseStatus::parse("done"), None);
+        check(
+            "/properties/course/properties/status/enum",
+            CourseStatus::ALL,
+            CourseStatus::as_str,
+            CourseStatus::parse,
+        );
+        check(
+            "/properties/goals/items/properties/status/enum",
+            GoalStatus::ALL,
+            GoalStatus::as_str,
+            GoalStatus::parse,
+        );
+        check(
+            "/properties/interventions/items/properties/status/enum",
+            InterventionStatus::ALL,
+            InterventionStatus::as_str,
+            InterventionStatus::parse,
+        );
     }
 
     #[test]

@@ -146,7 +146,7 @@ impl Facts {
                 .map(|i| Intervention {
                     id: i.id.clone(),
                     code: i.code.clone(),
-                    status: i.status.clone(),
+                    status: i.status.as_str().to_string(),
                     goals: i.goals.clone(),
                 })
                 .collect(),

@@ -35,7 +35,7 @@ pub(super) fn goal<S: Sink>(cx: &Ctx<'_>, o: &mut S, g: &Goal, id: &str) {
     );
     o.close_list();
     cx.identifier(o, &g.id);
-    o.kv("lifecycleStatus", &g.status);
+    o.kv("lifecycleStatus", g.status.as_str());
     o.key("achievementStatus");
     cx.concept(o, vocab::GOAL_ACHIEVEMENT, &g.achievement);
     o.key("category");
@@ -336,7 +336,7 @@ pub(super) fn planned_intervention<S: Sink>(cx: &Ctx<'_>, o: &mut S, i: &Interve
     o.open_list();
     cx.reference(o, "CarePlan", kind::CARE_PLAN, "plan");
     o.close_list();
-    o.kv("status", vocab::intervention_plan_status(&i.status));
+    o.kv("status", vocab::intervention_plan_status(i.status.as_str()));
     o.kv("intent", "order");
     o.key("subject");
     cx.subject(o);
@@ -360,7 +360,7 @@ pub(super) fn activity<S: Sink>(cx: &Ctx<'_>, o: &mut S, i: &Intervention) {
     o.close_list();
     o.key("code");
     cx.concept(o, vocab::FSIII, &i.code);
-    o.kv("status", &i.status);
+    o.kv("status", i.status.as_str());
     if !i.goals.is_empty() {
         o.key("goal");
         o.open_list();
