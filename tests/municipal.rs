@@ -173,7 +173,7 @@ prop_compose! {
             record_id,
             record_version,
             municipality: Municipality { code: municipality.0, name: municipality.1, sor: municipality.2 },
-            citizen: Citizen { cpr: citizen.0, given_names: citizen.1, family_name: citizen.2, birth_date: citizen.3 },
+            citizen: Citizen { cpr: Cpr::parse(&citizen.0).expect("ten digits"), given_names: citizen.1, family_name: citizen.2, birth_date: citizen.3 },
             course: Course {
                 kind: course.0, legal_basis: course.1, phase: course.2, status: course.3,
                 period: Period { start: course.4, end: course.5 }, stay: course.6,
@@ -542,7 +542,8 @@ fn substitute(rec: &mut CareRecord, slot: usize, value: &str) {
         1 => rec.municipality.code = v,
         2 => rec.municipality.name = v,
         3 => rec.municipality.sor = v,
-        4 => rec.citizen.cpr = v,
+        // the type holds ten digits only; any other text is the schema's to refuse
+        4 => rec.citizen.cpr = Cpr::parse(&v).unwrap_or(rec.citizen.cpr.clone()),
         5 => rec.citizen.family_name = Some(v),
         6 => rec.citizen.given_names = Some(vec!["Jens".into(), v]),
         7 => rec.citizen.birth_date = Some(v),

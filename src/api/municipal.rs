@@ -11,7 +11,7 @@ use crate::api::AppState;
 use crate::auth::ClientKind;
 use crate::engine::Access;
 use crate::error::FhirError;
-use crate::lookup::{Identifier, LookupError};
+use crate::lookup::LookupError;
 use crate::municipal::{self, vocab, Stored};
 use fhir_core::fhir::outcome::Issue;
 
@@ -101,7 +101,7 @@ pub async fn post(
     let mut stale = false;
     let c = &rec.citizen;
     if c.given_names.is_none() || c.family_name.is_none() || c.birth_date.is_none() {
-        let id = Identifier::new(vocab::CPR, &c.cpr)?;
+        let id = c.cpr.identifier();
         match state.lookups.patient_by_identifier(&id).await {
             Ok(found) => {
                 stale = found.stale;

@@ -14,6 +14,8 @@ use std::sync::OnceLock;
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use serde_json::Value;
 
+#[cfg(test)]
+use super::record::Cpr;
 use super::record::{CareRecord, CourseStatus};
 use super::vocab::{self, vs};
 use fhir_core::fhir::datetime;
@@ -504,7 +506,7 @@ pub fn rules(rec: &CareRecord, terms: &Terminology) -> Vec<Issue> {
             "no care-team member is the citizen's primary contact person: name one so that the citizen and the hospital know whom to call".into(),
         );
     }
-    if !cpr_date_ok(&rec.citizen.cpr) {
+    if !rec.citizen.cpr.birth_date_ok() {
         r.error(
             "$.citizen.cpr".into(),
             "value",
@@ -512,19 +514,6 @@ pub fn rules(rec: &CareRecord, terms: &Terminology) -> Vec<Issue> {
         );
     }
     r.issues
-}
-
-/// The first six digits of a CPR number are DDMMYY (the century is not decided here).
-fn cpr_date_ok(cpr: &str) -> bool {
-    let digits = |r: std::ops::Range<usize>| cpr.get(r).and_then(|s| s.parse::<u32>().ok());
-    match (digits(0..2), digits(2..4), digits(4..6)) {
-        // 2000 is a leap year and 1900 is not; accept 29 February of any year divisible by 4.
-        (Some(d), Some(m), Some(y)) => {
-            let year = if y % 4 == 0 { 2000 } else { 2001 };
-            NaiveDate::from_ymd_opt(year, m, d).is_some()
-        }
-        _ => false,
-    }
 }
 
 #[cfg(test)]
@@ -581,11 +570,13 @@ mod tests {
 
     #[test]
     fn cpr_dates() {
-        assert!(cpr_date_ok("0703451234"));
-        assert!(cpr_date_ok("2902001234"));
-        assert!(!cpr_date_ok("3002451234"));
-        assert!(!cpr_date_ok("0013451234"));
-        assert!(!cpr_date_ok("12"));
+        let ok = |s: &str| Cpr::parse(s).expect("ten digits").birth_date_ok();
+        assert!(ok("0703451234"));
+        assert!(ok("2902001234"));
+        assert!(!ok("3002451234"));
+        assert!(!ok("0013451234"));
+        assert!(Cpr::parse("12").is_err());
+        assert!(Cpr::parse("070345-1234").is_err());
     }
 
     #[test]

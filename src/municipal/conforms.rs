@@ -33,7 +33,6 @@ pub fn conforms(rec: &CareRecord) -> bool {
         && digits(&rec.municipality.code, 4, 4)
         && is_text(&rec.municipality.name)
         && is_sor(&rec.municipality.sor)
-        && digits(&c.cpr, 10, 10)
         && c.given_names
             .as_ref()
             .is_none_or(|g| !g.is_empty() && g.iter().all(|n| is_text(n)))

@@ -275,6 +275,7 @@ fn citizen(p: &Value) -> Result<Citizen, String> {
         .find(|i| i.get("system").and_then(Value::as_str) == Some(vocab::CPR))
         .and_then(|i| s(i, "value"))
         .ok_or("the Patient has no CPR identifier")?;
+    let cpr = Cpr::parse(&cpr).map_err(|e| format!("the Patient's CPR identifier {cpr:?}: {e}"))?;
     let name = arr(p, "name").first();
     Ok(Citizen {
         cpr,

@@ -75,7 +75,7 @@ pub fn check(rec: &CareRecord, terms: &Terminology) -> Result<(), String> {
     c.sor(&m.sor, "municipality.sor")?;
 
     let p = &rec.citizen;
-    c.text("string", &p.cpr, "citizen.cpr")?;
+    c.text("string", p.cpr.as_str(), "citizen.cpr")?;
     if let Some(given) = &p.given_names {
         if given.is_empty() {
             return Err("citizen.givenNames is an empty list".into());

@@ -441,7 +441,7 @@ fn patient<S: Sink>(cx: &Ctx<'_>, o: &mut S) {
     o.open_list();
     o.open();
     o.kv("system", vocab::CPR);
-    o.kv("value", &c.cpr);
+    o.kv("value", c.cpr.as_str());
     o.close();
     o.close_list();
     let named = c.family_name.is_some() || c.given_names.is_some();

@@ -110,7 +110,7 @@ impl Facts {
             record_id: rec.record_id.clone(),
             municipality: rec.municipality.code.clone(),
             sor: rec.municipality.sor.clone(),
-            cpr: rec.citizen.cpr.clone(),
+            cpr: rec.citizen.cpr.to_string(),
             course: Course {
                 kind: c.kind.clone(),
                 legal_basis: c.legal_basis.clone(),

@@ -107,7 +107,7 @@ async fn the_stored_records_are_reported_as_posted(app: TestApp) {
     }
     let citizens: BTreeSet<(String, String)> = typed
         .iter()
-        .map(|r| (r.municipality.code.clone(), r.citizen.cpr.clone()))
+        .map(|r| (r.municipality.code.clone(), r.citizen.cpr.to_string()))
         .collect();
     assert_eq!(reported, citizens.len(), "every citizen once");
 }
