@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 
 use super::bundle_json::{self, etag, BundleEntry};
-use super::{now_ms, retrying, Access, Engine, Resolved, WriteFailure, WriteOp, Written};
+use super::{
+    now_ms, retrying, Access, Engine, PatchDocument, Resolved, WriteFailure, WriteOp, Written,
+};
 use crate::error::FhirError;
 use crate::store::report_facts::FactsWrite;
 use crate::store::{Grant, NewJob, StoreTx};
@@ -26,10 +28,11 @@ pub enum BundleKind {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Method {
-    // Declaration order is processing order.
+    // Declaration order is processing order (a PATCH becomes a PUT before processing).
     Delete,
     Post,
     Put,
+    Patch,
     Get,
 }
 
@@ -45,6 +48,8 @@ struct EntryRequest {
     resource: Option<Value>,
     if_none_exist: Option<String>,
     if_match: Option<i64>,
+    /// A PATCH entry's patch (its resource: a Parameters or a Binary holding a JSON Patch).
+    patch: Option<PatchDocument>,
 }
 
 impl EntryRequest {
@@ -184,6 +189,7 @@ impl Engine {
         vouched: bool,
     ) -> Result<String, FhirError> {
         check_duplicates(&entries)?;
+        let entries = self.patches_applied(access, entries).await?;
         // Validate every entry first: all problems of all entries in one answer, before any lock.
         let mut problems = Vec::new();
         let mut status = 422;
@@ -399,6 +405,48 @@ impl Engine {
                 ),
             },
             Method::Get => Err(FhirError::internal("GET entries are not writes")),
+            Method::Patch => Err(FhirError::internal(
+                "PATCH entries become updates before they are written",
+            )),
+        }
+    }
+
+    /// A transaction's PATCH entries as the updates they ask for: each patch applied to the
+    /// current version, which the update must then find unchanged (`If-Match`), so the whole
+    /// transaction fails (412) rather than overwrite a change made in between. Every problem of
+    /// every PATCH entry in one answer.
+    async fn patches_applied(
+        &self,
+        access: &Access,
+        mut entries: Vec<EntryRequest>,
+    ) -> Result<Vec<EntryRequest>, FhirError> {
+        let (mut problems, mut status) = (Vec::new(), 422);
+        for e in entries.iter_mut() {
+            let Some(patch) = e.patch.take() else {
+                continue;
+            };
+            match self
+                .patched(access, &e.rtype, &e.rest, &patch, e.if_match)
+                .await
+            {
+                Ok(WriteOp::Update {
+                    resource, if_match, ..
+                }) => {
+                    e.method = Method::Put;
+                    e.resource = Some(resource);
+                    e.if_match = if_match;
+                }
+                Ok(_) => return Err(FhirError::internal("a patch is an update")),
+                Err(f) => {
+                    status = status.min(f.status);
+                    problems.extend(locate(f, e.index).issues);
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(entries)
+        } else {
+            Err(FhirError::new(status, problems))
         }
     }
 
@@ -414,9 +462,13 @@ impl Engine {
             let entry = if e.method == Method::Get {
                 self.get_entry(access, e, base).await
             } else {
-                let result = match self.entry_op(e) {
-                    Ok(op) => self.write(access, op).await,
-                    Err(err) => Err(err),
+                let result = match (&e.patch, self.entry_op(e)) {
+                    (Some(patch), _) => {
+                        self.patch(access, &e.rtype, &e.rest, patch, e.if_match)
+                            .await
+                    }
+                    (None, Ok(op)) => self.write(access, op).await,
+                    (None, Err(err)) => Err(err),
                 };
                 match result {
                     Ok(w) => write_entry(base, &w, representation),
@@ -583,6 +635,7 @@ fn parse_entries(bundle: &Value) -> Result<Vec<EntryRequest>, FhirError> {
             Some("POST") => Method::Post,
             Some("PUT") => Method::Put,
             Some("DELETE") => Method::Delete,
+            Some("PATCH") => Method::Patch,
             Some(other) => {
                 issues.push(
                     Issue::error(
@@ -648,6 +701,23 @@ fn parse_entries(bundle: &Value) -> Result<Vec<EntryRequest>, FhirError> {
                 ),
             }
         }
+        let patch = if method == Method::Patch {
+            if rest.is_empty() || rest.contains(['/', '?']) {
+                issues.push(
+                    Issue::error("invalid", "a PATCH entry's url is Type/id")
+                        .at(format!("{loc}.request.url")),
+                );
+            }
+            match patch_document(resource.as_ref(), &loc) {
+                Ok(p) => Some(p),
+                Err(mut found) => {
+                    issues.append(&mut found);
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let if_match = match request
             .and_then(|r| r.get("ifMatch"))
             .and_then(Value::as_str)
@@ -682,6 +752,7 @@ fn parse_entries(bundle: &Value) -> Result<Vec<EntryRequest>, FhirError> {
                 .and_then(Value::as_str)
                 .map(String::from),
             if_match,
+            patch,
         });
     }
     if issues.is_empty() {
@@ -691,12 +762,71 @@ fn parse_entries(bundle: &Value) -> Result<Vec<EntryRequest>, FhirError> {
     }
 }
 
+/// The patch a PATCH entry carries (R4 3.1.0.11): a FHIRPath Patch (`Parameters`), or a JSON
+/// Patch as the data of a `Binary` whose contentType is `application/json-patch+json`.
+fn patch_document(resource: Option<&Value>, loc: &str) -> Result<PatchDocument, Vec<Issue>> {
+    let at = format!("{loc}.resource");
+    let kind = resource
+        .and_then(|r| r.get("resourceType"))
+        .and_then(Value::as_str);
+    match (kind, resource) {
+        (Some("Parameters"), Some(r)) => fhir_core::fhirpath::patch::parse(r)
+            .map(PatchDocument::FhirPath)
+            .map_err(|issues| {
+                issues
+                    .into_iter()
+                    .map(|i| match i.expression.clone() {
+                        Some(x) => {
+                            let inner = x.strip_prefix("Parameters").unwrap_or(&x).to_string();
+                            i.at(format!("{at}{inner}"))
+                        }
+                        None => i.at(at.clone()),
+                    })
+                    .collect()
+            }),
+        (Some("Binary"), Some(r)) => {
+            let media = r.get("contentType").and_then(Value::as_str).unwrap_or("");
+            if media.split(';').next().map(str::trim) != Some("application/json-patch+json") {
+                return Err(vec![Issue::error(
+                    "invalid",
+                    format!("a Binary patch has contentType application/json-patch+json, not {media:?}"),
+                )
+                .at(format!("{at}.contentType"))]);
+            }
+            use base64::Engine as _;
+            let data = r.get("data").and_then(Value::as_str).unwrap_or("");
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .map_err(|e| {
+                    vec![Issue::error("invalid", format!("the data is not base64: {e}"))
+                        .at(format!("{at}.data"))]
+                })?;
+            serde_json::from_slice(&bytes)
+                .map(PatchDocument::Json)
+                .map_err(|e| {
+                    vec![Issue::error(
+                        "invalid",
+                        format!("the data is not a JSON Patch document: {e}"),
+                    )
+                    .at(format!("{at}.data"))]
+                })
+        }
+        _ => Err(vec![Issue::error(
+            "required",
+            "a PATCH entry's resource is a Parameters (FHIRPath Patch) or a Binary holding a JSON Patch",
+        )
+        .at(at)]),
+    }
+}
+
 /// A transaction must not touch the same resource twice (R4 3.1.0.11.2).
 fn check_duplicates(entries: &[EntryRequest]) -> Result<(), FhirError> {
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
     let mut issues = Vec::new();
     for e in entries {
-        if matches!(e.method, Method::Put | Method::Delete) && !e.rest.starts_with('?') {
+        if matches!(e.method, Method::Put | Method::Patch | Method::Delete)
+            && !e.rest.starts_with('?')
+        {
             let key = (e.rtype.clone(), e.rest.clone());
             if let Some(first) = seen.insert(key, e.index) {
                 issues.push(

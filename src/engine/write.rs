@@ -80,56 +80,7 @@ impl Engine {
     ) -> Result<Written, FhirError> {
         refuse_read_only(rtype)?;
         for _ in 0..5 {
-            let current = self.read(access, rtype, id).await?;
-            if let Some(v) = if_match.filter(|v| *v != current.version) {
-                return Err(FhirError::precondition_failed(format!(
-                    "If-Match names version {v}, the current version is {}",
-                    current.version
-                )));
-            }
-            let mut resource: Value =
-                serde_json::from_str(current.content.as_deref().unwrap_or_default())
-                    .map_err(|e| FhirError::internal(format!("stored resource unreadable: {e}")))?;
-            match patch {
-                PatchDocument::Json(patch) => {
-                    json_patch::patch(&mut resource, patch).map_err(|e| {
-                        FhirError::new(
-                            422,
-                            vec![Issue::error(
-                                "processing",
-                                format!("the patch cannot be applied: {e}"),
-                            )
-                            .at(format!("PATCH operation {} ({})", e.operation, e.path))],
-                        )
-                    })?
-                }
-                PatchDocument::FhirPath(ops) => {
-                    let model = match &self.validation {
-                        Some(policy) => policy.validator.model(),
-                        None => &fhir_core::fhirpath::JsonOnlyModel,
-                    };
-                    fhir_core::fhirpath::patch::apply(ops, &mut resource, model)
-                        .map_err(|issue| FhirError::new(422, vec![issue]))?
-                }
-            }
-            for (key, want) in [("resourceType", rtype), ("id", id)] {
-                if resource.get(key).and_then(Value::as_str) != Some(want) {
-                    return Err(FhirError::new(
-                        422,
-                        vec![Issue::error(
-                            "processing",
-                            format!("a patch may not change or remove {key} (must stay {want:?})"),
-                        )
-                        .at(format!("{rtype}.{key}"))],
-                    ));
-                }
-            }
-            let op = WriteOp::Update {
-                rtype: rtype.to_string(),
-                id: id.to_string(),
-                resource,
-                if_match: Some(current.version),
-            };
+            let op = self.patched(access, rtype, id, patch, if_match).await?;
             match self.write(access, op).await {
                 Err(e) if e.status == 412 && if_match.is_none() => continue,
                 done => return done,
@@ -138,6 +89,66 @@ impl Engine {
         Err(FhirError::conflict(format!(
             "{rtype}/{id} kept changing while the patch was applied; try again"
         )))
+    }
+
+    /// The update a patch asks for: the current version with `patch` applied, to be written
+    /// only over that version (`If-Match` it). 412 when `if_match` names another version; 422
+    /// when the patch cannot apply or would change the resource's type or id.
+    pub(super) async fn patched(
+        &self,
+        access: &Access,
+        rtype: &str,
+        id: &str,
+        patch: &PatchDocument,
+        if_match: Option<i64>,
+    ) -> Result<WriteOp, FhirError> {
+        let current = self.read(access, rtype, id).await?;
+        if let Some(v) = if_match.filter(|v| *v != current.version) {
+            return Err(FhirError::precondition_failed(format!(
+                "If-Match names version {v}, the current version is {}",
+                current.version
+            )));
+        }
+        let mut resource: Value =
+            serde_json::from_str(current.content.as_deref().unwrap_or_default())
+                .map_err(|e| FhirError::internal(format!("stored resource unreadable: {e}")))?;
+        match patch {
+            PatchDocument::Json(patch) => json_patch::patch(&mut resource, patch).map_err(|e| {
+                FhirError::new(
+                    422,
+                    vec![
+                        Issue::error("processing", format!("the patch cannot be applied: {e}"))
+                            .at(format!("PATCH operation {} ({})", e.operation, e.path)),
+                    ],
+                )
+            })?,
+            PatchDocument::FhirPath(ops) => {
+                let model = match &self.validation {
+                    Some(policy) => policy.validator.model(),
+                    None => &fhir_core::fhirpath::JsonOnlyModel,
+                };
+                fhir_core::fhirpath::patch::apply(ops, &mut resource, model)
+                    .map_err(|issue| FhirError::new(422, vec![issue]))?
+            }
+        }
+        for (key, want) in [("resourceType", rtype), ("id", id)] {
+            if resource.get(key).and_then(Value::as_str) != Some(want) {
+                return Err(FhirError::new(
+                    422,
+                    vec![Issue::error(
+                        "processing",
+                        format!("a patch may not change or remove {key} (must stay {want:?})"),
+                    )
+                    .at(format!("{rtype}.{key}"))],
+                ));
+            }
+        }
+        Ok(WriteOp::Update {
+            rtype: rtype.to_string(),
+            id: id.to_string(),
+            resource,
+            if_match: Some(current.version),
+        })
     }
 
     pub(super) async fn write_once(

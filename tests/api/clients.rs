@@ -371,6 +371,118 @@ async fn fhirpath_patch_updates_atomically(app: TestApp) {
     assert_eq!(now["title"], "Rehabilitering");
 }
 
+/// PATCH entries in transactions and batches (R4 3.1.0.11): a FHIRPath Patch as a Parameters,
+/// a JSON Patch as a Binary; in a transaction all or nothing, located at the entry.
+async fn patch_entries_in_bundles(app: TestApp) {
+    use base64::Engine as _;
+    let a = app.create(&care_plan("Patient/p1")).await;
+    let b = app.create(&care_plan("Patient/p1")).await;
+    let (a, b) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    let fhirpath = json!({"resourceType": "Parameters", "parameter": [operation(
+        "replace",
+        "CarePlan.status",
+        json!([{"name": "value", "valueCode": "on-hold"}])
+    )]});
+    let json_patch = |ops: Value| {
+        json!({
+            "resourceType": "Binary",
+            "contentType": "application/json-patch+json",
+            "data": base64::engine::general_purpose::STANDARD.encode(ops.to_string()),
+        })
+    };
+    let entry = |id: &str, resource: Value| json!({"resource": resource, "request": {"method": "PATCH", "url": format!("CarePlan/{id}"), "ifMatch": "W/\"1\""}});
+    let bundle = |kind: &str, entries: Vec<Value>| json!({"resourceType": "Bundle", "type": kind, "entry": entries});
+
+    // One bad patch: nothing of the transaction is written, and the error names its entry.
+    let bad = json_patch(json!([{"op": "test", "path": "/status", "value": "completed"}]));
+    let res = app
+        .post(
+            "",
+            &bundle(
+                "transaction",
+                vec![entry(a, fhirpath.clone()), entry(b, bad)],
+            ),
+        )
+        .await;
+    assert_eq!(res.status().as_u16(), 422);
+    let outcome: Value = res.json().await.unwrap();
+    assert!(
+        outcome["issue"][0]["expression"][0]
+            .as_str()
+            .is_some_and(|x| x.starts_with("Bundle.entry[1]")),
+        "{outcome}"
+    );
+    assert_eq!(
+        app.get_json(&format!("CarePlan/{a}"), 200).await["meta"]["versionId"],
+        "1"
+    );
+
+    let title = json_patch(json!([{"op": "replace", "path": "/title", "value": "Hjemmetræning"}]));
+    let res = app
+        .post(
+            "",
+            &bundle(
+                "transaction",
+                vec![entry(a, fhirpath.clone()), entry(b, title)],
+            ),
+        )
+        .await;
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["type"], "transaction-response");
+    assert!(body["entry"][0]["response"]["status"]
+        .as_str()
+        .unwrap()
+        .starts_with("200"));
+    let a2 = app.get_json(&format!("CarePlan/{a}"), 200).await;
+    assert_eq!(
+        (a2["status"].as_str(), a2["meta"]["versionId"].as_str()),
+        (Some("on-hold"), Some("2"))
+    );
+    let b2 = app.get_json(&format!("CarePlan/{b}"), 200).await;
+    assert_eq!(b2["title"], "Hjemmetræning");
+
+    // A batch answers each entry: the stale If-Match fails alone.
+    let fresh = json!({"resource": json_patch(json!([{"op": "replace", "path": "/title", "value": "Ny"}])),
+        "request": {"method": "PATCH", "url": format!("CarePlan/{b}")}});
+    let res = app
+        .post("", &bundle("batch", vec![entry(a, fhirpath), fresh]))
+        .await;
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["entry"][0]["response"]["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("412"),
+        "{body}"
+    );
+    assert!(
+        body["entry"][1]["response"]["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("200"),
+        "{body}"
+    );
+
+    // Not a patch: 400 at the entry's resource.
+    let res = app
+        .post(
+            "",
+            &bundle(
+                "transaction",
+                vec![entry(a, json!({"resourceType": "CarePlan"}))],
+            ),
+        )
+        .await;
+    assert_eq!(res.status().as_u16(), 400);
+    let outcome: Value = res.json().await.unwrap();
+    assert_eq!(
+        outcome["issue"][0]["expression"][0], "Bundle.entry[0].resource",
+        "{outcome}"
+    );
+}
+
 /// Conditional delete of a single match (HAPI's and Medplum's clients use it); several matches
 /// are a 412, none is nothing to do; the same in a transaction.
 async fn conditional_delete_single_match(app: TestApp) {
@@ -467,6 +579,7 @@ on_both_backends!(
     conditional_delete_single_match,
     json_patch_updates_atomically,
     fhirpath_patch_updates_atomically,
+    patch_entries_in_bundles,
     hapi_conditional_create_forms_match,
     elements_keep_mandatory_elements,
     summary_true_and_text,
