@@ -148,7 +148,7 @@ pub async fn post(
     b.extensions_mut()
         .insert(crate::api::audit::AuditEntity(posted.care_plan()));
     Ok(b.content_type("application/json")
-        .body(posted.into_body(representation).to_string()))
+        .body(posted.into_body(representation)))
 }
 
 /// `GET /municipal/v1/care-records/{id}[?municipality=CODE]`.

@@ -105,10 +105,10 @@ impl Engine {
         };
         let entries = parse_entries(bundle)?;
         match kind {
-            BundleKind::Transaction => {
-                self.transaction(access, entries, base, representation, Extra::Nothing, false)
-                    .await
-            }
+            BundleKind::Transaction => self
+                .transaction(access, entries, base, representation, Extra::Nothing, false)
+                .await
+                .map(|c| c.response),
             BundleKind::Batch => Ok(self.batch(access, entries, base, representation).await),
         }
     }
@@ -131,7 +131,7 @@ impl Engine {
         representation: bool,
         vouched: bool,
         facts: Option<&FactsWrite>,
-    ) -> Result<String, FhirError> {
+    ) -> Result<Committed, FhirError> {
         if bundle.get("type").and_then(Value::as_str) != Some("transaction") {
             return Err(FhirError::internal(
                 "a care record's Bundle must be a transaction",
@@ -165,6 +165,7 @@ impl Engine {
         let entries = parse_entries(bundle)?;
         self.transaction(access, entries, base, false, Extra::Job(job, grants), false)
             .await
+            .map(|c| c.response)
     }
 
     /// An outbox job (and the grants its message implies) alone, in its own transaction
@@ -187,7 +188,7 @@ impl Engine {
         representation: bool,
         extra: Extra<'_>,
         vouched: bool,
-    ) -> Result<String, FhirError> {
+    ) -> Result<Committed, FhirError> {
         check_duplicates(&entries)?;
         let entries = self.patches_applied(access, entries).await?;
         // Validate every entry first: all problems of all entries in one answer, before any lock.
@@ -235,17 +236,23 @@ impl Engine {
         })
         .await?;
         let mut out: Vec<Option<BundleEntry>> = vec![None; entries.len()];
+        let mut writes: Vec<(usize, Written)> = Vec::with_capacity(written.len());
         for (index, w) in written {
             let w = self
                 .fill_existing(access, w)
                 .await
                 .map_err(|e| locate(e, index))?;
             out[index] = Some(write_entry(base, &w, representation));
+            writes.push((index, w));
         }
         for e in entries.iter().filter(|e| e.method == Method::Get) {
             out[e.index] = Some(self.get_entry(access, e, base).await);
         }
-        Ok(response_bundle("transaction-response", out))
+        writes.sort_by_key(|(index, _)| *index);
+        Ok(Committed {
+            response: response_bundle("transaction-response", out),
+            written: writes.into_iter().map(|(_, w)| w).collect(),
+        })
     }
 
     /// All writes of a transaction inside `tx`; the entry index with what each wrote.
@@ -513,6 +520,25 @@ impl Engine {
             }
             Err(err) => error_entry(&locate(err, e.index)),
         }
+    }
+}
+
+/// What a committed transaction did: the transaction-response Bundle (JSON text) and, typed,
+/// each write in entry order, so that the gateway's own callers need not read the text back.
+#[derive(Debug)]
+pub struct Committed {
+    pub response: String,
+    pub written: Vec<Written>,
+}
+
+impl Committed {
+    /// `Type/id` of each resource the transaction created or updated (not deletions), in entry
+    /// order: the entries whose response has a `location`.
+    pub fn locations(&self) -> impl Iterator<Item = String> + '_ {
+        self.written
+            .iter()
+            .filter(|w| w.version > 0 && w.status != 204)
+            .map(|w| format!("{}/{}", w.rtype, w.id))
     }
 }
 

@@ -210,8 +210,9 @@ pub struct Posted {
     pub resources: Vec<String>,
     pub patient: Option<String>,
     pub warnings: Vec<Issue>,
-    /// The transaction-response Bundle, when the transaction ran.
-    pub bundle: Option<Value>,
+    /// The transaction-response Bundle (JSON text, as the engine wrote it), when the
+    /// transaction ran.
+    pub bundle: Option<String>,
 }
 
 impl Posted {
@@ -227,10 +228,11 @@ impl Posted {
         )
     }
 
-    /// The JSON body the endpoint answers with (the response Bundle moved in, not parsed again).
-    pub fn into_body(self, with_bundle: bool) -> Value {
+    /// The JSON body the endpoint answers with (the response Bundle's text spliced in, not
+    /// parsed again).
+    pub fn into_body(self, with_bundle: bool) -> String {
         let care_plan = self.care_plan();
-        let mut out = json!({
+        let out = json!({
             "recordId": self.record.record_id,
             "municipality": self.record.municipality.code,
             "recordVersion": self.record.record_version,
@@ -240,10 +242,15 @@ impl Posted {
             "resources": self.resources,
             "outcome": operation_outcome(&self.warnings),
         });
-        if let (true, Some(b)) = (with_bundle, self.bundle) {
-            out["bundle"] = b;
+        let mut text = out.to_string();
+        if let (true, Some(bundle)) = (with_bundle, self.bundle) {
+            // `out` is an object: its closing brace makes room for one more member.
+            text.pop();
+            text.push_str(",\"bundle\":");
+            text.push_str(&bundle);
+            text.push('}');
         }
-        out
+        text
     }
 }
 
@@ -381,10 +388,10 @@ pub async fn store(
         facts: facts.to_json(),
         if_stale_at: None,
     };
-    let response = engine
+    let committed = engine
         .record_transaction(access, &bundle, base, representation, vouched, Some(&facts))
         .await;
-    let response = response.map_err(|e| {
+    let committed = committed.map_err(|e| {
         if e.status == 412 {
             FhirError::conflict(format!(
                 "record {} was changed by another request while this one was stored; post it again",
@@ -394,10 +401,9 @@ pub async fn store(
             e
         }
     })?;
-    // Parsed once: for the locations here, and moved into the answer.
-    let response: Value = serde_json::from_str(&response)
-        .map_err(|e| FhirError::internal(format!("the transaction response is not JSON: {e}")))?;
-    let locations = response_locations(&response);
+    // The locations from the engine's typed result; the response Bundle's text goes into the
+    // answer as it is.
+    let locations: Vec<String> = committed.locations().collect();
     let patient = locations
         .iter()
         .find(|l| l.starts_with("Patient/"))
@@ -414,29 +420,8 @@ pub async fn store(
         resources,
         patient,
         warnings,
-        bundle: Some(response),
+        bundle: Some(committed.response),
     })
-}
-
-/// `Type/id` of each written entry of a transaction-response Bundle.
-fn response_locations(response: &Value) -> Vec<String> {
-    response
-        .get("entry")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.pointer("/response/location").and_then(Value::as_str))
-        .filter_map(|l| {
-            // `[base/]Type/id/_history/n`
-            let parts: Vec<&str> = l.split('/').collect();
-            let h = parts.iter().rposition(|p| *p == "_history")?;
-            Some(format!(
-                "{}/{}",
-                parts.get(h.checked_sub(2)?)?,
-                parts.get(h - 1)?
-            ))
-        })
-        .collect()
 }
 
 /// A stored resource's JSON.

@@ -140,6 +140,24 @@ async fn representation_carries_the_transaction_response(app: TestApp) {
     assert_eq!(bundle["type"], "transaction-response");
     let entries = bundle["entry"].as_array().unwrap();
     assert!(entries.iter().all(|e| e["resource"].is_object()));
+    // Every resource the transaction wrote is listed, as the response Bundle locates it.
+    let resources = body["resources"].as_array().unwrap();
+    for e in entries {
+        let location = e["response"]["location"].as_str().unwrap();
+        let parts: Vec<&str> = location.split('/').collect();
+        let h = parts.iter().rposition(|p| *p == "_history").unwrap();
+        let written = format!("{}/{}", parts[h - 2], parts[h - 1]);
+        assert!(
+            resources.iter().any(|r| r == &written),
+            "{written} not in {resources:?}"
+        );
+    }
+    assert!(
+        body["patient"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("Patient/")),
+        "{body}"
+    );
     let (_, minimal) = post_record(&app, &rec, None).await;
     assert!(minimal.get("bundle").is_none());
 }
