@@ -133,7 +133,7 @@ async fn run(n: usize) {
                         rec,
                         Vec::new(),
                         "http://bench/fhir",
-                        false,
+                        sektorbro::engine::Answer::Minimal,
                     )
                     .await
                     .expect("stored");

@@ -118,7 +118,11 @@ pub async fn post(
             Err(e) => return Err(e.into()),
         }
     }
-    let representation = ctx.prefer_return == Some(PreferReturn::Representation);
+    // Unlike FHIR's default, the municipal answer carries the Bundle only when asked.
+    let answer = match ctx.prefer_return {
+        Some(PreferReturn::Representation) => crate::engine::Answer::Representation,
+        _ => crate::engine::Answer::Minimal,
+    };
     let posted = municipal::store(
         &state.engine,
         &access,
@@ -126,7 +130,7 @@ pub async fn post(
         rec,
         warnings,
         &ctx.base,
-        representation,
+        answer,
     )
     .await?;
     let mut b = match posted.stored {
@@ -148,7 +152,7 @@ pub async fn post(
     b.extensions_mut()
         .insert(crate::api::audit::AuditEntity(posted.care_plan()));
     Ok(b.content_type("application/json")
-        .body(posted.into_body(representation)))
+        .body(posted.into_body(answer)))
 }
 
 /// `GET /municipal/v1/care-records/{id}[?municipality=CODE]`.

@@ -84,7 +84,7 @@ impl Engine {
         access: &Access,
         bundle: &Value,
         base: &str,
-        representation: bool,
+        answer: Answer,
     ) -> Result<String, FhirError> {
         if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
             return Err(FhirError::bad_request(
@@ -106,21 +106,21 @@ impl Engine {
         let entries = parse_entries(bundle)?;
         match kind {
             BundleKind::Transaction => self
-                .transaction(access, entries, base, representation, Extra::Nothing, false)
+                .transaction(access, entries, base, answer, Extra::Nothing, Checks::Full)
                 .await
                 .map(|c| c.response),
-            BundleKind::Batch => Ok(self.batch(access, entries, base, representation).await),
+            BundleKind::Batch => Ok(self.batch(access, entries, base, answer).await),
         }
     }
 
-    /// A municipal care record's transaction Bundle. With `vouched`, the gateway built it itself
+    /// A municipal care record's transaction Bundle. With [`Checks::Vouched`], the gateway built it itself
     /// from input it has checked, and vouches for it: every resource is valid against the embedded definitions and the profiles it
     /// claims (the municipal mapping, whose `precheck` `tests/municipal.rs` holds to the
     /// validator). Profile validation on write is skipped for an entry unless the write policy
     /// asks for more than that: profiles `[validation.required]` names for its type, or
     /// packages loaded beyond the embedded ones. Everything else is as [`Engine::process_bundle`].
     ///
-    /// With `vouched` false, the entries are validated on write as any client's. The record's
+    /// With [`Checks::Full`], the entries are validated on write as any client's. The record's
     /// report facts are written last in the same database transaction, after every resource of
     /// the record (whose writes make the facts stale: `store/report_facts.rs`).
     pub(crate) async fn record_transaction(
@@ -128,8 +128,8 @@ impl Engine {
         access: &Access,
         bundle: &Value,
         base: &str,
-        representation: bool,
-        vouched: bool,
+        answer: Answer,
+        checks: Checks,
         facts: Option<&FactsWrite>,
     ) -> Result<Committed, FhirError> {
         if bundle.get("type").and_then(Value::as_str) != Some("transaction") {
@@ -142,7 +142,7 @@ impl Engine {
             Some(f) => Extra::Facts(f),
             None => Extra::Nothing,
         };
-        self.transaction(access, entries, base, representation, extra, vouched)
+        self.transaction(access, entries, base, answer, extra, checks)
             .await
     }
 
@@ -163,9 +163,17 @@ impl Engine {
             .at("Bundle.type"));
         }
         let entries = parse_entries(bundle)?;
-        self.transaction(access, entries, base, false, Extra::Job(job, grants), false)
-            .await
-            .map(|c| c.response)
+        let (answer, checks) = (Answer::Minimal, Checks::Full);
+        self.transaction(
+            access,
+            entries,
+            base,
+            answer,
+            Extra::Job(job, grants),
+            checks,
+        )
+        .await
+        .map(|c| c.response)
     }
 
     /// An outbox job (and the grants its message implies) alone, in its own transaction
@@ -185,9 +193,9 @@ impl Engine {
         access: &Access,
         entries: Vec<EntryRequest>,
         base: &str,
-        representation: bool,
+        answer: Answer,
         extra: Extra<'_>,
-        vouched: bool,
+        checks: Checks,
     ) -> Result<Committed, FhirError> {
         check_duplicates(&entries)?;
         let entries = self.patches_applied(access, entries).await?;
@@ -196,8 +204,10 @@ impl Engine {
         let mut status = 422;
         for e in entries.iter().filter(|e| e.method != Method::Get) {
             let checked = match self.entry_op(e) {
-                Ok(op) if vouched && self.vouch_suffices(&op) => Ok(()),
-                Ok(op) if vouched => self.validate_op(&op, &access.readable()).await,
+                Ok(op) if checks == Checks::Vouched && self.vouch_suffices(&op) => Ok(()),
+                Ok(op) if checks == Checks::Vouched => {
+                    self.validate_op(&op, &access.readable()).await
+                }
                 Ok(op) => match self.check_assertions(access, &op) {
                     Ok(()) => self.validate_op(&op, &access.readable()).await,
                     Err(f) => Err(f),
@@ -242,7 +252,7 @@ impl Engine {
                 .fill_existing(access, w)
                 .await
                 .map_err(|e| locate(e, index))?;
-            out[index] = Some(write_entry(base, &w, representation));
+            out[index] = Some(write_entry(base, &w, answer));
             writes.push((index, w));
         }
         for e in entries.iter().filter(|e| e.method == Method::Get) {
@@ -462,7 +472,7 @@ impl Engine {
         access: &Access,
         entries: Vec<EntryRequest>,
         base: &str,
-        representation: bool,
+        answer: Answer,
     ) -> String {
         let mut out = Vec::with_capacity(entries.len());
         for e in &entries {
@@ -478,7 +488,7 @@ impl Engine {
                     (None, Err(err)) => Err(err),
                 };
                 match result {
-                    Ok(w) => write_entry(base, &w, representation),
+                    Ok(w) => write_entry(base, &w, answer),
                     Err(err) => error_entry(&locate(err, e.index)),
                 }
             };
@@ -521,6 +531,25 @@ impl Engine {
             Err(err) => error_entry(&locate(err, e.index)),
         }
     }
+}
+
+/// What a write's answer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Its outcome only (`Prefer: return=minimal`).
+    Minimal,
+    /// The stored resource too (`Prefer: return=representation`).
+    Representation,
+}
+
+/// How a transaction's entries are checked before anything is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checks {
+    /// As any client's writes: assertions, then validation on write.
+    Full,
+    /// Built by the gateway from input it has checked: validated only where the write policy
+    /// asks for more than the gateway vouches for ([`Engine::vouch_suffices`]).
+    Vouched,
 }
 
 /// What a committed transaction did: the transaction-response Bundle (JSON text) and, typed,
@@ -596,7 +625,7 @@ fn status_text(status: u16) -> &'static str {
     }
 }
 
-fn write_entry(base: &str, w: &Written, representation: bool) -> BundleEntry {
+fn write_entry(base: &str, w: &Written, answer: Answer) -> BundleEntry {
     let mut response = json!({"status": status_text(w.status)});
     if w.version > 0 {
         response["etag"] = json!(etag(w.version));
@@ -613,7 +642,7 @@ fn write_entry(base: &str, w: &Written, representation: bool) -> BundleEntry {
     }
     BundleEntry {
         fields,
-        resource: if representation {
+        resource: if answer == Answer::Representation {
             w.content.clone()
         } else {
             None

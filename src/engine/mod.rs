@@ -32,7 +32,7 @@ use fhir_core::fhir::search_params::SearchParamRegistry;
 use fhir_core::fhir::{instant, is_supported_type, is_valid_id, new_id};
 
 pub use access::{citizen_of, Access};
-pub use bundle::BundleKind;
+pub use bundle::{Answer, BundleKind, Checks, Committed};
 pub use bundle_json::BundleEntry;
 pub use policy::WritePolicy;
 

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 
 use self::record::CareRecord;
 use self::to_fhir::{kind, part_id};
-use crate::engine::{Access, Engine};
+use crate::engine::{Access, Answer, Checks, Engine};
 use crate::error::FhirError;
 use fhir_core::fhir::outcome::{operation_outcome, Issue, Severity};
 use fhir_core::validation::terminology::Terminology;
@@ -230,7 +230,7 @@ impl Posted {
 
     /// The JSON body the endpoint answers with (the response Bundle's text spliced in, not
     /// parsed again).
-    pub fn into_body(self, with_bundle: bool) -> String {
+    pub fn into_body(self, answer: Answer) -> String {
         let care_plan = self.care_plan();
         let out = json!({
             "recordId": self.record.record_id,
@@ -243,7 +243,7 @@ impl Posted {
             "outcome": operation_outcome(&self.warnings),
         });
         let mut text = out.to_string();
-        if let (true, Some(bundle)) = (with_bundle, self.bundle) {
+        if let (Answer::Representation, Some(bundle)) = (answer, self.bundle) {
             // `out` is an object: its closing brace makes room for one more member.
             text.pop();
             text.push_str(",\"bundle\":");
@@ -303,7 +303,7 @@ pub async fn store(
     rec: CareRecord,
     warnings: Vec<Issue>,
     base: &str,
-    representation: bool,
+    answer: Answer,
 ) -> Result<Posted, FhirError> {
     let plan_id = part_id(
         &rec.municipality.code,
@@ -321,13 +321,16 @@ pub async fn store(
     // more than our profiles. Otherwise, with validation enforced on write, the transaction
     // validates every entry (with the same validator); validating here as well would do the
     // work twice.
-    let vouched = precheck::check(&rec, &validator.terminology).is_ok();
+    let checks = match precheck::check(&rec, &validator.terminology) {
+        Ok(()) => Checks::Vouched,
+        Err(_) => Checks::Full,
+    };
     let enforced = engine
         .validation()
         .is_some_and(|p| p.mode == crate::config::ValidationMode::Enforce);
     let refs = part_refs(&rec);
     let mut bundle = to_fhir::to_bundle(&rec, &validator.terminology);
-    if !vouched && !enforced {
+    if checks == Checks::Full && !enforced {
         bundle = validate_bundle(bundle, validator)?;
     }
     let mut stored = Stored::Created;
@@ -389,7 +392,7 @@ pub async fn store(
         if_stale_at: None,
     };
     let committed = engine
-        .record_transaction(access, &bundle, base, representation, vouched, Some(&facts))
+        .record_transaction(access, &bundle, base, answer, checks, Some(&facts))
         .await;
     let committed = committed.map_err(|e| {
         if e.status == 412 {

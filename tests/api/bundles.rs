@@ -130,7 +130,7 @@ async fn batch_entries_succeed_or_fail_on_their_own(app: TestApp) {
 async fn malformed_bundles_list_every_problem(app: TestApp) {
     let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"resource": {"resourceType": "Patient"}},
-        {"resource": {"resourceType": "Goal"}, "request": {"method": "PATCH", "url": "Goal/1"}},
+        {"resource": {"resourceType": "Goal"}, "request": {"method": "HEAD", "url": "Goal/1"}},
         {"resource": {"resourceType": "Goal"}, "request": {"method": "POST", "url": "Patient"}}
     ]});
     let res = app.post("", &bundle).await;

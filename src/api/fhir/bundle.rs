@@ -19,11 +19,14 @@ pub async fn transaction_or_batch(
             .insert(AuditHint(crate::audit::Interaction::Batch));
         crate::audit::in_tx::set_interaction(crate::audit::Interaction::Batch);
     }
-    let representation = ctx.prefer_return != Some(PreferReturn::Minimal);
+    let answer = match ctx.prefer_return {
+        Some(PreferReturn::Minimal) => crate::engine::Answer::Minimal,
+        _ => crate::engine::Answer::Representation,
+    };
     Ok(ok_json(
         state
             .engine
-            .process_bundle(&ctx.access, &body.0, &ctx.base, representation)
+            .process_bundle(&ctx.access, &body.0, &ctx.base, answer)
             .await?,
     ))
 }
