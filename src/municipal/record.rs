@@ -147,7 +147,7 @@ impl std::fmt::Display for Cpr {
     }
 }
 
-/// A closed code list of the record format as an enum: its serde form, [`as_str`] and `parse`
+/// A closed code list of the record format as an enum: its serde form, `as_str` and `parse`
 /// are the schema's codes, so a value outside the list fails the typed parse (and the schema,
 /// which the caller falls back to, says where).
 macro_rules! codes {
