@@ -434,6 +434,55 @@ impl SqlTx {
     }
 }
 
+/// Most search values an update compares with the stored ones in one statement; a version
+/// with more has its rows replaced wholesale.
+const INDEX_DIFF_MAX: usize = 400;
+
+/// `WITH n(param, system, value, lo, hi, num) AS (VALUES …) ` of a version's search values, to
+/// compare the stored rows with. NULLs are cast so that both databases give each column one
+/// type whatever the rows hold.
+fn index_values(s: &mut Sql, index: &[fhir_core::fhir::search_params::IndexEntry]) {
+    s.push("WITH n(param, system, value, lo, hi, num) AS (VALUES ");
+    for (i, entry) in index.iter().enumerate() {
+        let (system, value, lo, hi, num) = index_columns(&entry.value);
+        if i > 0 {
+            s.push(", ");
+        }
+        s.push("(")
+            .text(&entry.param)
+            .push(", ")
+            .text(&system)
+            .push(", ")
+            .text(&value)
+            .push(", ");
+        for bound in [lo, hi] {
+            match bound {
+                Some(x) => s.bind(Bind::Int(x)),
+                None => s.push("CAST(NULL AS BIGINT)"),
+            };
+            s.push(", ");
+        }
+        match num {
+            Some(x) if x.is_finite() => s.bind(Bind::Float(x)),
+            _ => s.push("CAST(NULL AS DOUBLE PRECISION)"),
+        };
+        s.push(")");
+    }
+    s.push(") ");
+}
+
+/// The condition that rows `a` and `b` of search values are the same (NULLs equal NULLs).
+fn same_index_row(s: &mut Sql, a: &str, b: &str) {
+    s.push(&format!(
+        "{a}.param = {b}.param AND {a}.system = {b}.system AND {a}.value = {b}.value"
+    ));
+    for col in ["lo", "hi", "num"] {
+        s.push(&format!(
+            " AND ({a}.{col} = {b}.{col} OR ({a}.{col} IS NULL AND {b}.{col} IS NULL))"
+        ));
+    }
+}
+
 /// The statements that write one version: the history row, the head, and the search values.
 fn write_statements(v: &NewVersion<'_>) -> Vec<Sql> {
     let deleted = i64::from(v.content.is_none());
@@ -500,12 +549,27 @@ fn write_statements(v: &NewVersion<'_>) -> Vec<Sql> {
         .push(")) ON CONFLICT (res_type, id) DO UPDATE SET version = excluded.version, last_updated = excluded.last_updated, deleted = excluded.deleted, content = excluded.content, owner = excluded.owner, citizen = excluded.citizen");
     out.push(s);
 
+    // An update keeps the search rows its new version still has: only the ones that changed are
+    // deleted and inserted (each row touches three indexes at random places, so re-writing the
+    // unchanged ones dirtied most of the pages a write cost). A deletion removes them all.
+    let diff = v.version > 1
+        && v.content.is_some()
+        && !v.index.is_empty()
+        && v.index.len() <= INDEX_DIFF_MAX;
     if v.version > 1 {
         let mut s = Sql::default();
+        if diff {
+            index_values(&mut s, v.index);
+        }
         s.push("DELETE FROM search_index WHERE res_type = ")
             .text(v.rtype)
             .push(" AND res_id = ")
             .text(v.id);
+        if diff {
+            s.push(" AND NOT EXISTS (SELECT 1 FROM n WHERE ");
+            same_index_row(&mut s, "n", "search_index");
+            s.push(")");
+        }
         out.push(s);
         out.push(crate::store::kpis::delete_fact(v.rtype, v.id));
     }
@@ -517,6 +581,23 @@ fn write_statements(v: &NewVersion<'_>) -> Vec<Sql> {
         out.push(crate::store::kpis::insert_fact(
             v.rtype, v.id, v.owner, v.citizen, f,
         ));
+    }
+    if diff {
+        let mut s = Sql::default();
+        index_values(&mut s, v.index);
+        s.push("INSERT INTO search_index (res_type, res_id, param, system, value, lo, hi, num) SELECT ")
+            .text(v.rtype)
+            .push(", ")
+            .text(v.id)
+            .push(", n.param, n.system, n.value, n.lo, n.hi, n.num FROM n WHERE NOT EXISTS (SELECT 1 FROM search_index s WHERE s.res_type = ")
+            .text(v.rtype)
+            .push(" AND s.res_id = ")
+            .text(v.id)
+            .push(" AND ");
+        same_index_row(&mut s, "n", "s");
+        s.push(")");
+        out.push(s);
+        return out;
     }
     for chunk in v.index.chunks(100) {
         let mut s = Sql::default();
@@ -557,4 +638,130 @@ fn write_statements(v: &NewVersion<'_>) -> Vec<Sql> {
         out.push(s);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use fhir_core::fhir::search_params::SearchParamRegistry;
+    use serde_json::{json, Value};
+    use sqlx::Row;
+
+    use crate::store::{NewVersion, Storage};
+
+    async fn write(store: &dyn Storage, r: &Value, version: i64) {
+        let index = SearchParamRegistry::embedded().extract(r);
+        let text = r.to_string();
+        let mut tx = store.begin().await.expect("begin");
+        tx.write(&NewVersion {
+            rtype: "Goal",
+            id: r["id"].as_str().expect("id"),
+            version,
+            last_updated_ms: 0,
+            method: "PUT",
+            content: Some(&text),
+            index: &index,
+            kpi: None,
+            owner: None,
+            citizen: None,
+        })
+        .await
+        .expect("write");
+        tx.commit().await.expect("commit");
+    }
+
+    /// The search rows of `Goal/g1`: (param, value) → the row's physical identity.
+    async fn rows(url: &str, id_column: &str) -> Vec<(String, String, String)> {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(url).await.expect("pool");
+        let mut out: Vec<(String, String, String)> = sqlx::query(&format!(
+            "SELECT param, value, CAST({id_column} AS TEXT) FROM search_index \
+             WHERE res_type = 'Goal' AND res_id = 'g1'"
+        ))
+        .fetch_all(&pool)
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+        out.sort();
+        pool.close().await;
+        out
+    }
+
+    /// An update writes only the search rows that changed: the others keep their place (the
+    /// same physical rows), the changed ones are replaced, and a deletion removes them all.
+    async fn updates_touch_only_changed_rows(url: &str, id_column: &str) {
+        let mut cache = crate::config::Config::defaults().cache;
+        cache.enabled = false;
+        let store = crate::store::open(url, 2, "normal", 0, &cache)
+            .await
+            .expect("store");
+        let mut goal = json!({"resourceType": "Goal", "id": "g1",
+            "lifecycleStatus": "active",
+            "description": {"text": "Gå til købmanden"},
+            "subject": {"reference": "Patient/p1"},
+            "target": [{"dueDate": "2026-12-24"}]});
+        write(&*store, &goal, 1).await;
+        // Rows after g1's, so that rows written again could not take their old places.
+        let mut other = goal.clone();
+        other["id"] = json!("g2");
+        write(&*store, &other, 1).await;
+        let before = rows(url, id_column).await;
+        assert!(before
+            .iter()
+            .any(|(p, v, _)| p == "lifecycle-status" && v == "active"));
+        goal["lifecycleStatus"] = json!("completed");
+        write(&*store, &goal, 2).await;
+        let after = rows(url, id_column).await;
+        assert_eq!(before.len(), after.len(), "{before:?} {after:?}");
+        for row in &before {
+            if row.0 == "lifecycle-status" {
+                assert!(!after.contains(row), "the old status is gone: {after:?}");
+            } else {
+                assert!(after.contains(row), "{row:?} kept in place: {after:?}");
+            }
+        }
+        assert!(after
+            .iter()
+            .any(|(p, v, _)| p == "lifecycle-status" && v == "completed"));
+        // The same version again: nothing to change at all.
+        write(&*store, &goal, 3).await;
+        assert_eq!(rows(url, id_column).await, after);
+        let mut tx = store.begin().await.expect("begin");
+        tx.write(&NewVersion {
+            rtype: "Goal",
+            id: "g1",
+            version: 4,
+            last_updated_ms: 0,
+            method: "DELETE",
+            content: None,
+            index: &[],
+            kpi: None,
+            owner: None,
+            citizen: None,
+        })
+        .await
+        .expect("delete");
+        tx.commit().await.expect("commit");
+        assert!(rows(url, id_column).await.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_updates_touch_only_changed_rows() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("i.db").display());
+        updates_touch_only_changed_rows(&url, "rowid").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_updates_touch_only_changed_rows() {
+        let Some(schema) =
+            crate::store::test_pg::PgSchema::create("index_diff", "the PostgreSQL index-diff test")
+                .await
+        else {
+            return;
+        };
+        updates_touch_only_changed_rows(&schema.url, "ctid").await;
+        schema.drop().await;
+    }
 }
