@@ -471,10 +471,14 @@ fn index_values(s: &mut Sql, index: &[fhir_core::fhir::search_params::IndexEntry
     s.push(") ");
 }
 
-/// The condition that rows `a` and `b` of search values are the same (NULLs equal NULLs).
+/// The condition that rows `a` and `b` of search values are the same (NULLs equal NULLs), `b`
+/// being the stored rows. `b.value || ''` keeps `b`'s value index out of the plan: without
+/// statistics SQLite preferred it (four equal columns) to the resource's own rows, and a
+/// common value (`lifecycle-status = active`) then walked every Goal's entry while the single
+/// writer waited (the mix fell from 4,824 to 1,364 requests/s).
 fn same_index_row(s: &mut Sql, a: &str, b: &str) {
     s.push(&format!(
-        "{a}.param = {b}.param AND {a}.system = {b}.system AND {a}.value = {b}.value"
+        "{a}.param = {b}.param AND {a}.system = {b}.system AND {a}.value = {b}.value || ''"
     ));
     for col in ["lo", "hi", "num"] {
         s.push(&format!(
