@@ -198,7 +198,8 @@ mod search {
 /// FHIRPath's reading of literals and conversions (`fhirpath/temporal.rs`).
 mod fhirpath {
     #![allow(dead_code)]
-    use crate::fhir::datetime::{Precision, TemporalKind};
+    // Moved unchanged into `fhir::datetime`; the oracle's own copy would be the same lines.
+    use crate::fhir::datetime::{days_in_month, Precision, TemporalKind};
 
     #[derive(Clone, Copy, Debug)]
     pub struct Old {
@@ -226,46 +227,6 @@ mod fhirpath {
             v = v * 10 + (c - b'0') as u32;
         }
         Some(v)
-    }
-
-    pub fn days_in_month(y: i32, m: u8) -> u8 {
-        match m {
-            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-            4 | 6 | 9 | 11 => 30,
-            2 => {
-                if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 {
-                    29
-                } else {
-                    28
-                }
-            }
-            _ => 30,
-        }
-    }
-
-    /// Days since 1970-01-01 for a civil date.
-    pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-        let y = if m <= 2 { y - 1 } else { y };
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let mp = (m + 9) % 12;
-        let doy = (153 * mp + 2) / 5 + d - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        era * 146097 + doe - 719468
-    }
-
-    /// The civil date (year, month, day) of a day count since 1970-01-01.
-    pub(crate) fn civil_from_days(z: i64) -> (i64, i64, i64) {
-        let z = z + 719468;
-        let era = z.div_euclid(146097);
-        let doe = z - era * 146097;
-        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-        let y = yoe + era * 400;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        (if m <= 2 { y + 1 } else { y }, m, d)
     }
 
     impl Old {
