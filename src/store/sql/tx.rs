@@ -444,31 +444,38 @@ const INDEX_DIFF_MAX: usize = 400;
 fn index_values(s: &mut Sql, index: &[fhir_core::fhir::search_params::IndexEntry]) {
     s.push("WITH n(param, system, value, lo, hi, num) AS (VALUES ");
     for (i, entry) in index.iter().enumerate() {
-        let (system, value, lo, hi, num) = index_columns(&entry.value);
         if i > 0 {
             s.push(", ");
         }
-        s.push("(")
-            .text(&entry.param)
-            .push(", ")
-            .text(&system)
-            .push(", ")
-            .text(&value)
-            .push(", ");
-        for bound in [lo, hi] {
-            match bound {
-                Some(x) => s.bind(Bind::Int(x)),
-                None => s.push("CAST(NULL AS BIGINT)"),
-            };
-            s.push(", ");
-        }
-        match num {
-            Some(x) if x.is_finite() => s.bind(Bind::Float(x)),
-            _ => s.push("CAST(NULL AS DOUBLE PRECISION)"),
-        };
+        s.push("(");
+        index_row(s, entry);
         s.push(")");
     }
     s.push(") ");
+}
+
+/// `param, system, value, lo, hi, num` of one search value, as a row's values. NULLs are cast
+/// literals: a typed NULL bind is not portable across drivers, and the cast gives a column of
+/// only NULLs its type on PostgreSQL.
+fn index_row(s: &mut Sql, entry: &fhir_core::fhir::search_params::IndexEntry) {
+    let (system, value, lo, hi, num) = index_columns(&entry.value);
+    s.text(&entry.param)
+        .push(", ")
+        .text(&system)
+        .push(", ")
+        .text(&value)
+        .push(", ");
+    for bound in [lo, hi] {
+        match bound {
+            Some(x) => s.bind(Bind::Int(x)),
+            None => s.push("CAST(NULL AS BIGINT)"),
+        };
+        s.push(", ");
+    }
+    match num {
+        Some(x) if x.is_finite() => s.bind(Bind::Float(x)),
+        _ => s.push("CAST(NULL AS DOUBLE PRECISION)"),
+    };
 }
 
 /// The condition that rows `a` and `b` of search values are the same (NULLs equal NULLs), `b`
@@ -607,36 +614,11 @@ fn write_statements(v: &NewVersion<'_>) -> Vec<Sql> {
         let mut s = Sql::default();
         s.push("INSERT INTO search_index (res_type, res_id, param, system, value, lo, hi, num) VALUES ");
         for (n, entry) in chunk.iter().enumerate() {
-            let (system, value, lo, hi, num) = index_columns(&entry.value);
             if n > 0 {
                 s.push(", ");
             }
-            s.push("(")
-                .text(v.rtype)
-                .push(", ")
-                .text(v.id)
-                .push(", ")
-                .text(&entry.param)
-                .push(", ")
-                .text(&system)
-                .push(", ")
-                .text(&value)
-                .push(", ");
-            // NULLs are literals: a typed NULL bind is not portable across drivers.
-            match lo {
-                Some(x) => s.bind(Bind::Int(x)),
-                None => s.push("NULL"),
-            };
-            s.push(", ");
-            match hi {
-                Some(x) => s.bind(Bind::Int(x)),
-                None => s.push("NULL"),
-            };
-            s.push(", ");
-            match num {
-                Some(x) if x.is_finite() => s.bind(Bind::Float(x)),
-                _ => s.push("NULL"),
-            };
+            s.push("(").text(v.rtype).push(", ").text(v.id).push(", ");
+            index_row(&mut s, entry);
             s.push(")");
         }
         out.push(s);
