@@ -33,7 +33,7 @@ fn read_record() -> AuditRecord {
 fn varied_read(n: usize) -> AuditRecord {
     let mut r = read_record();
     let id = uuid::Uuid::new_v4();
-    if n % 4 == 0 {
+    if n.is_multiple_of(4) {
         r.resource_type = Some("Patient".into());
         r.resource = Some(format!("Patient/{id}"));
         r.patient = Some(PatientRef::Reference(format!("Patient/{id}")));

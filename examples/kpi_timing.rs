@@ -42,7 +42,7 @@ fn resources(i: usize) -> Vec<Value> {
     let len = 20 + (i % 41) as u64;
     let end = start + chrono::Days::new(len);
     let ready = end - chrono::Days::new(1 + (i % 3) as u64);
-    let open = i % 4 == 0;
+    let open = i.is_multiple_of(4);
     let mut period = json!({"start": format!("{start}T10:00:00+01:00")});
     if !open {
         period["end"] = json!(format!("{end}T09:00:00+01:00"));
@@ -69,7 +69,7 @@ fn resources(i: usize) -> Vec<Value> {
             "subject": {"reference": format!("Patient/{patient}")},
             "date": format!("{end}T09:30:00+01:00"), "author": [{"display": "Kommune"}],
             "title": "Discharge summary"});
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             note["extension"] =
                 json!([{"url": vocab::ext::NOTE_WARNING, "valueString": "$.contact"}]);
         }

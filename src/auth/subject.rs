@@ -225,7 +225,7 @@ fn directory_string(value: &Any) -> Option<String> {
         Tag::TeletexString => Some(bytes.iter().map(|&b| char::from(b)).collect()),
         // UCS-2 big-endian
         Tag::BmpString => {
-            if bytes.len() % 2 != 0 {
+            if !bytes.len().is_multiple_of(2) {
                 return None;
             }
             let units: Vec<u16> = bytes
