@@ -33,7 +33,7 @@ fn read(n: u64) -> AuditRecord {
     r.peer = Some("127.0.0.1".into());
     r.resource_type = Some("CarePlan".into());
     r.resource = Some(format!("CarePlan/{}", uuid::Uuid::new_v4()));
-    if n % 4 == 0 {
+    if n.is_multiple_of(4) {
         r.patient = Some(PatientRef::Reference(format!("Patient/{n}")));
     }
     r.request_id = Some(uuid::Uuid::new_v4().to_string());
@@ -137,7 +137,9 @@ async fn run(variant: &str, synchronous: &str) {
     let end = Instant::now() + Duration::from_secs(SECONDS);
     let mut tasks = clinical_load(&clinical, end, &committed);
     if variant == "shared" {
-        let auditor = Auditor::start(clinical.clone(), &Config::defaults().audit, "bench");
+        let auditor = Auditor::start(clinical.clone(), &Config::defaults().audit, "bench", None)
+            .await
+            .expect("auditor");
         for _ in 0..RECORDERS {
             let (auditor, recorded) = (auditor.clone(), recorded.clone());
             tasks.push(tokio::spawn(async move {

@@ -123,7 +123,15 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
             }
         }
     });
-    let auditor = crate::audit::Auditor::start(engine.clone(), &config.audit, &observer(&config));
+    let journal = config.audit.journal(&config.database.url);
+    let auditor = crate::audit::Auditor::start(
+        engine.clone(),
+        &config.audit,
+        &observer(&config),
+        journal.as_deref(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("starting the audit trail: {e}"))?;
     let forwarder =
         crate::forward::Forwarder::new(engine.clone(), &config.forwarding, lookups.clone())
             .context("configuring [forwarding]")?

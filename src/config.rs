@@ -221,6 +221,29 @@ pub struct AuditConfig {
     /// the operating system before the response leaves). 0: every audit commit is synced before
     /// its response leaves. A write's record is always synced with the write.
     pub max_unsynced_ms: u64,
+    /// Where the records of reads, searches, refusals and forwarding attempts are appended
+    /// before their response leaves, to be copied into the database in the background
+    /// (docs/audit.md, "The journal"). Empty: beside a SQLite database file, `<file>.audit`;
+    /// with PostgreSQL (or an in-memory database) no journal, and those records are committed
+    /// to the database before their response leaves. Not used when `max_unsynced_ms` is 0.
+    pub journal_dir: String,
+}
+
+impl AuditConfig {
+    /// The journal's directory for a gateway on `database_url`, if it has one.
+    pub fn journal(&self, database_url: &str) -> Option<std::path::PathBuf> {
+        if self.max_unsynced_ms == 0 {
+            return None;
+        }
+        if !self.journal_dir.is_empty() {
+            return Some(self.journal_dir.clone().into());
+        }
+        crate::store::sqlite_file(database_url).map(|f| {
+            let mut name = f.into_os_string();
+            name.push(".audit");
+            name.into()
+        })
+    }
 }
 
 /// Limits that keep hostile or broken input from taking the service down. Each refusal is an

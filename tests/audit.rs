@@ -56,6 +56,7 @@ fn config(batch_size: usize) -> AuditConfig {
         observer: "test-gw".into(),
         max_query_bytes: 2048,
         max_unsynced_ms: 100,
+        journal_dir: String::new(),
     }
 }
 
@@ -121,7 +122,9 @@ on_both_backends!(
 );
 
 async fn recorded_events_are_found_by_search_after_a_flush(engine: Arc<Engine>) {
-    let auditor = Auditor::start(engine.clone(), &config(100), "test-gw");
+    let auditor = Auditor::start(engine.clone(), &config(100), "test-gw", None)
+        .await
+        .expect("auditor");
     assert_eq!(
         auditor
             .record(read_by("client-a", "Patient/p-1", 200))
@@ -203,7 +206,9 @@ async fn recorded_events_are_found_by_search_after_a_flush(engine: Arc<Engine>) 
 async fn a_batch_is_one_transaction(engine: Arc<Engine>) {
     // 25 records at once, batches of up to 10: whatever queued while a batch was written is the
     // next one, so there are at least three and far fewer than 25 transactions.
-    let auditor = Auditor::start(engine.clone(), &config(10), "test-gw");
+    let auditor = Auditor::start(engine.clone(), &config(10), "test-gw", None)
+        .await
+        .expect("auditor");
     let results = futures_util::future::join_all(
         (0..25).map(|i| auditor.record(read_by("client-a", &format!("CarePlan/cp-{i}"), 200))),
     )
@@ -250,7 +255,9 @@ async fn a_record_in_a_write_transaction_commits_with_it_or_not_at_all(engine: A
 }
 
 async fn shutdown_writes_everything_queued_and_later_events_are_written_alone(engine: Arc<Engine>) {
-    let auditor = Auditor::start(engine.clone(), &config(1000), "test-gw");
+    let auditor = Auditor::start(engine.clone(), &config(1000), "test-gw", None)
+        .await
+        .expect("auditor");
     futures_util::future::join_all(
         (0..50).map(|i| auditor.record(read_by("client-s", &format!("Patient/p-{i}"), 200))),
     )
@@ -291,7 +298,9 @@ async fn raw(engine: &Arc<Engine>, sql: &str) {
 }
 
 async fn an_edited_or_deleted_row_breaks_the_chain(engine: Arc<Engine>) {
-    let auditor = Auditor::start(engine.clone(), &config(100), "test-gw");
+    let auditor = Auditor::start(engine.clone(), &config(100), "test-gw", None)
+        .await
+        .expect("auditor");
     for i in 0..20 {
         auditor
             .record(read_by("client-c", &format!("Patient/p-{i}"), 200))
@@ -341,7 +350,9 @@ async fn an_edited_or_deleted_row_breaks_the_chain(engine: Arc<Engine>) {
 }
 
 async fn retention_prunes_a_prefix_and_the_chain_stays_verifiable(engine: Arc<Engine>) {
-    let auditor = Auditor::start(engine.clone(), &config(100), "test-gw");
+    let auditor = Auditor::start(engine.clone(), &config(100), "test-gw", None)
+        .await
+        .expect("auditor");
     let day = 86_400_000;
     let now = chrono::Utc::now().timestamp_millis();
     for (i, age_days) in [40, 35, 31, 29, 1, 0].into_iter().enumerate() {
@@ -386,7 +397,9 @@ async fn retention_prunes_a_prefix_and_the_chain_stays_verifiable(engine: Arc<En
 }
 
 async fn export_renders_every_record_since_an_instant(engine: Arc<Engine>) {
-    let auditor = Auditor::start(engine.clone(), &config(100), "test-gw");
+    let auditor = Auditor::start(engine.clone(), &config(100), "test-gw", None)
+        .await
+        .expect("auditor");
     let now = chrono::Utc::now().timestamp_millis();
     for i in 0..5 {
         let mut r = read_by("client-e", &format!("Patient/p-{i}"), 200);

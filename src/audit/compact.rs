@@ -26,25 +26,41 @@ pub const MAX_TEXT_BYTES: usize = 256;
 pub const GENESIS: &str = "00000000000000000000000000000000";
 
 /// The columns of one `audit_log` row, in table order (without `seq`, `chain_pos`, `hash`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// A line of the audit journal is one of these as JSON, empty columns left out.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Columns {
     pub recorded_ms: i64,
     pub kind: String,
     pub action: String,
     pub outcome: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub orgs: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rtype: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub entity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub patient: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub query_len: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub forward: Option<String>,
 }
 

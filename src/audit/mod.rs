@@ -24,7 +24,21 @@
 pub mod compact;
 mod event;
 pub mod in_tx;
+mod journal;
 mod writer;
+
+/// What reading the trail waits for: every record appended to the journal before is copied
+/// into the database (`Engine` holds one, weakly, when the journal is on).
+#[derive(Debug, Clone)]
+pub struct Settle(std::sync::Weak<journal::Journal>);
+
+impl Settle {
+    pub async fn settle(&self) {
+        if let Some(journal) = self.0.upgrade() {
+            journal.settle().await;
+        }
+    }
+}
 
 pub use event::{to_audit_event, SEKTORBRO_AUDIT_SYSTEM};
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::journal::{AppendError, Ingester, Journal};
 use super::AuditRecord;
 use crate::config::AuditConfig;
 use crate::engine::Engine;
@@ -65,7 +66,19 @@ pub struct AuditStats {
     pub pruned: Counter,
 }
 
+/// The journal's tasks, stopped at shutdown.
+struct JournalTasks {
+    stop_ingester: tokio::sync::watch::Sender<bool>,
+    ingester: JoinHandle<()>,
+    stop_syncer: oneshot::Sender<()>,
+    syncer: JoinHandle<()>,
+}
+
 struct Shared {
+    /// Where reads', searches', refusals' and forwarding attempts' records go first, when there
+    /// is one (`audit::journal`); without it they go to the database through the writer.
+    journal: Option<Arc<Journal>>,
+    journal_tasks: Mutex<Option<JournalTasks>>,
     tx: mpsc::Sender<Msg>,
     capacity: usize,
     engine: Arc<Engine>,
@@ -98,15 +111,38 @@ impl Auditor {
     }
 
     /// Start the writer and the sealer (on the current tokio runtime) if `config.enabled`.
-    /// `observer` names this gateway in the rendered events.
-    pub fn start(engine: Arc<Engine>, config: &AuditConfig, observer: &str) -> Auditor {
+    /// `observer` names this gateway in the rendered events. With a `journal` directory (and
+    /// `max_unsynced_ms` above 0), the records of reads and the like are appended there first:
+    /// what a previous run left in it is copied into the database before this returns.
+    pub async fn start(
+        engine: Arc<Engine>,
+        config: &AuditConfig,
+        observer: &str,
+        journal: Option<&std::path::Path>,
+    ) -> Result<Auditor, String> {
         super::set_observer(observer);
         if !config.enabled {
-            return Auditor::disabled();
+            return Ok(Auditor::disabled());
         }
         let capacity = config.queue_capacity.max(1);
         let (tx, rx) = mpsc::channel(capacity);
         let stats = Arc::new(AuditStats::default());
+        let (journal, journal_tasks) = match journal.filter(|_| config.max_unsynced_ms > 0) {
+            Some(dir) => {
+                let (journal, ingester) = Journal::open(
+                    dir,
+                    engine.clone(),
+                    capacity,
+                    config.batch_size,
+                    stats.clone(),
+                )
+                .await?;
+                let tasks = journal_tasks(&journal, ingester, config.max_unsynced_ms);
+                engine.set_audit_settle(super::Settle(Arc::downgrade(&journal)));
+                (Some(journal), Some(tasks))
+            }
+            None => (None, None),
+        };
         let task = tokio::spawn(run(
             engine.clone(),
             rx,
@@ -121,8 +157,10 @@ impl Auditor {
             stats.clone(),
             stopped,
         ));
-        Auditor {
+        Ok(Auditor {
             inner: Some(Arc::new(Shared {
+                journal,
+                journal_tasks: Mutex::new(journal_tasks),
                 tx,
                 capacity,
                 engine,
@@ -132,7 +170,7 @@ impl Auditor {
                 task: Mutex::new(Some(task)),
                 sealer: Mutex::new(Some((stop_sealing, sealer))),
             })),
-        }
+        })
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -149,6 +187,9 @@ impl Auditor {
         };
         if s.closed.load(Ordering::SeqCst) {
             return s.write_alone(record).await;
+        }
+        if let Some(journal) = &s.journal {
+            return s.append(journal, record).await;
         }
         let (ack, done) = oneshot::channel();
         let msg = Msg::Event(Box::new(record), Some(ack));
@@ -170,6 +211,12 @@ impl Auditor {
             s.write_alone(record).await;
             return;
         }
+        if let Some(journal) = &s.journal {
+            if s.append(journal, record).await == Recorded::Failed {
+                s.stats.dropped.inc();
+            }
+            return;
+        }
         let msg = Msg::Event(Box::new(record), None);
         let sent = s.enqueue(msg).await;
         if let Err(Msg::Event(record, _)) = sent {
@@ -181,6 +228,9 @@ impl Auditor {
     /// rows so far are sealed into the hash chain.
     pub async fn flush(&self) {
         let Some(s) = &self.inner else { return };
+        if let Some(journal) = &s.journal {
+            journal.settle().await;
+        }
         let (ack, done) = oneshot::channel();
         if s.tx.send(Msg::Flush(ack)).await.is_ok() {
             let _ = done.await;
@@ -194,6 +244,21 @@ impl Auditor {
         let Some(s) = &self.inner else { return };
         if s.closed.swap(true, Ordering::SeqCst) {
             return;
+        }
+        if let Some(journal) = &s.journal {
+            // Appends are refused from here (later records go to the database directly); the
+            // ingester copies what is left, then stops.
+            journal.stop_appending();
+        }
+        let tasks = s.journal_tasks.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = tasks {
+            let _ = t.stop_ingester.send(true);
+            let _ = t.ingester.await;
+            let _ = t.stop_syncer.send(());
+            let _ = t.syncer.await;
+        }
+        if let Some(journal) = &s.journal {
+            journal.release();
         }
         let (ack, done) = oneshot::channel();
         if s.tx.send(Msg::Stop(ack)).await.is_ok() {
@@ -229,11 +294,12 @@ impl Auditor {
         self.inner.as_ref().map(|s| s.stats.as_ref())
     }
 
-    /// Events waiting in the queue.
+    /// Events waiting in the queue (or in the journal, not yet copied).
     pub fn queue_depth(&self) -> usize {
-        self.inner
-            .as_ref()
-            .map_or(0, |s| s.capacity.saturating_sub(s.tx.capacity()))
+        self.inner.as_ref().map_or(0, |s| {
+            let journal = s.journal.as_ref().map_or(0, |j| j.backlog() as usize);
+            s.capacity.saturating_sub(s.tx.capacity()) + journal
+        })
     }
 
     /// Registers the audit series (none when auditing is off): the writer's counters, and the
@@ -304,7 +370,53 @@ impl crate::metrics::Collector for QueueDepth {
     }
 }
 
+/// Start the journal's ingester and syncer (the syncer every half of `max_unsynced_ms`).
+fn journal_tasks(journal: &Arc<Journal>, ingester: Ingester, max_unsynced_ms: u64) -> JournalTasks {
+    let (stop_ingester, stopped) = tokio::sync::watch::channel(false);
+    let ingester = tokio::spawn(ingester.run(stopped));
+    let (stop_syncer, stopped) = oneshot::channel();
+    let interval = Duration::from_millis((max_unsynced_ms / 2).max(1));
+    let syncer = tokio::spawn(super::journal::sync_loop(
+        journal.clone(),
+        interval,
+        stopped,
+    ));
+    JournalTasks {
+        stop_ingester,
+        ingester,
+        stop_syncer,
+        syncer,
+    }
+}
+
 impl Shared {
+    /// Append `record` to the journal, after waiting for room if the ingester is behind
+    /// (backpressure, counted and logged); the database directly once the journal stops.
+    async fn append(&self, journal: &Journal, record: AuditRecord) -> Recorded {
+        if journal.room().await {
+            self.stats.backpressure.inc();
+            if journal.warning_due(WARN_EVERY_MS as u64) {
+                tracing::warn!(
+                    queue_capacity = self.capacity,
+                    waits = self.stats.backpressure.get(),
+                    "the audit journal's ingester cannot keep up: requests wait for room (backpressure)"
+                );
+            }
+        }
+        match journal.append(&super::compact::Columns::of(&record)) {
+            Ok(()) => Recorded::Written,
+            Err(AppendError::Stopped) => self.write_alone(record).await,
+            Err(AppendError::Io(e)) => {
+                self.stats.write_failures.inc();
+                log_lost(
+                    &record,
+                    &format!("cannot append it to the audit journal: {e}"),
+                );
+                Recorded::Failed
+            }
+        }
+    }
+
     /// Queue `msg` for the writer, waiting for room when the queue is full (counted and warned:
     /// backpressure, never a drop); the message back when the writer has stopped.
     async fn enqueue(&self, msg: Msg) -> Result<(), Msg> {
@@ -360,6 +472,11 @@ fn log_lost(r: &AuditRecord, why: &str) {
         recorded_ms = r.recorded_ms,
         "audit record not written: {why}"
     );
+}
+
+/// A row that will not reach the database, logged with its essentials instead.
+pub(super) fn log_lost_row(row: &super::compact::Columns, why: &str) {
+    log_lost(&row.record(), why);
 }
 
 /// The writer: take everything queued (up to `batch_size`), write it in one transaction, answer

@@ -280,6 +280,8 @@ impl Exporter {
         let mut out = Vec::new();
         for (n, rtype) in spec.types.iter().enumerate() {
             let progress = format!("{rtype} ({} of {} types)", n + 1, spec.types.len());
+            // The audit trail as of now, journal included.
+            self.engine.settle(rtype).await;
             let files = self
                 .export_type(
                     job,

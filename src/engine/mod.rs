@@ -51,6 +51,8 @@ pub struct Engine {
     pages: Option<search::PageCache>,
     /// Whose identity only they may assert in directory resources (`directory.rs`).
     tenants: directory::Tenants,
+    /// Reading the audit trail first waits for the journal to be copied (`audit::journal`).
+    audit_settle: std::sync::OnceLock<crate::audit::Settle>,
 }
 
 /// A write to perform.
@@ -232,6 +234,22 @@ impl Engine {
             lookups: Arc::new(crate::lookup::Lookups::none()),
             pages: None,
             tenants: directory::Tenants::default(),
+            audit_settle: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Reads of `AuditEvent` wait for `settle` first (set once, by the auditor's journal).
+    pub fn set_audit_settle(&self, settle: crate::audit::Settle) {
+        let _ = self.audit_settle.set(settle);
+    }
+
+    /// Before `rtype` is read: for the audit trail, every record appended to the journal so
+    /// far is in the database.
+    pub(crate) async fn settle(&self, rtype: &str) {
+        if rtype == "AuditEvent" {
+            if let Some(s) = self.audit_settle.get() {
+                s.settle().await;
+            }
         }
     }
 

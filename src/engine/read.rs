@@ -13,6 +13,7 @@ impl Engine {
         self.check_type(rtype)?;
         Self::check_id(id)?;
         access.permit(rtype, Permission::Read)?;
+        self.settle(rtype).await;
         let found = self.store.read(rtype, id).await?;
         let found = match found {
             Some(r) if self.visible(access, &r).await? => Some(r),
@@ -43,6 +44,7 @@ impl Engine {
         let v: i64 = version.parse().map_err(|_| {
             FhirError::not_found(format!("{version:?} is not a version of {rtype}/{id}"))
         })?;
+        self.settle(rtype).await;
         let found = self.store.vread(rtype, id, v).await?;
         let found = match found {
             Some(r) if self.visible(access, &r).await? => Some(r),

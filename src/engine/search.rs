@@ -185,6 +185,7 @@ impl Engine {
         if let Some(page) = key.as_deref().and_then(|k| self.cached_page(k)) {
             return Ok(page);
         }
+        self.settle(&q.rtype).await;
         self.compute_page(access, q, base, key).await
     }
 
@@ -208,6 +209,7 @@ impl Engine {
             return Ok(page);
         }
         let q = self.parse_pairs(rtype, pairs, lenient)?;
+        self.settle(rtype).await;
         self.compute_page(access, &q, base, key).await
     }
 

@@ -57,6 +57,62 @@ pub(crate) fn insert_many(rows: &[Columns]) -> Sql {
     sql
 }
 
+/// Every column [`insert_many`] writes, with its type on PostgreSQL.
+const TYPED_COLUMNS: [(&str, &str); 18] = [
+    ("recorded_ms", "bigint"),
+    ("kind", "text"),
+    ("action", "text"),
+    ("outcome", "smallint"),
+    ("status", "smallint"),
+    ("client", "text"),
+    ("client_kind", "text"),
+    ("auth", "text"),
+    ("orgs", "text"),
+    ("peer", "text"),
+    ("rtype", "text"),
+    ("entity", "text"),
+    ("patient", "text"),
+    ("query", "text"),
+    ("query_len", "bigint"),
+    ("request_id", "text"),
+    ("failure", "text"),
+    ("forward", "text"),
+];
+
+/// One `INSERT` of the rows in `array`, a JSON array of [`Columns`] as the audit journal holds
+/// them, in the array's order: one statement text whatever the batch (prepared once), one bind,
+/// and no parsing on our side. The database refuses the whole array if any element is not
+/// well-formed JSON.
+pub(crate) fn insert_json(backend: super::Backend, array: &str) -> Sql {
+    let names: Vec<&str> = TYPED_COLUMNS.iter().map(|(n, _)| *n).collect();
+    let mut sql = Sql::default();
+    sql.push(&format!(
+        "INSERT INTO audit_log ({}) SELECT ",
+        names.join(", ")
+    ));
+    let fields: Vec<String> = match backend {
+        super::Backend::Sqlite => names.iter().map(|n| format!("value ->> '{n}'")).collect(),
+        super::Backend::Postgres => TYPED_COLUMNS
+            .iter()
+            .map(|(n, t)| format!("CAST(e.v ->> '{n}' AS {t})"))
+            .collect(),
+    };
+    sql.push(&fields.join(", "));
+    match backend {
+        super::Backend::Sqlite => {
+            sql.push(" FROM json_each(")
+                .text(array)
+                .push(") ORDER BY key");
+        }
+        super::Backend::Postgres => {
+            sql.push(" FROM jsonb_array_elements(CAST(")
+                .text(array)
+                .push(" AS jsonb)) WITH ORDINALITY AS e(v, n) ORDER BY e.n");
+        }
+    }
+    sql
+}
+
 fn values(sql: &mut Sql, c: &Columns) {
     sql.push("(");
     sql.bind(Bind::Int(c.recorded_ms))
@@ -99,6 +155,60 @@ fn values(sql: &mut Sql, c: &Columns) {
         opt_text(sql, v);
     }
     sql.push(")");
+}
+
+/// Where the audit journal's ingester has got to in one segment file (`audit_journal`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalMark {
+    pub segment: String,
+    /// Bytes of the segment copied into `audit_log`.
+    pub end: u64,
+    /// Every record of the segment is copied (in a synced commit): its file may go.
+    pub done: bool,
+}
+
+pub(crate) fn journal_marks() -> Sql {
+    let mut sql = Sql::default();
+    sql.push("SELECT segment, end_offset, done FROM audit_journal ORDER BY segment");
+    sql
+}
+
+pub(crate) fn journal_mark(r: &AnyRow) -> Result<JournalMark, StoreError> {
+    let segment: String = r
+        .try_get("segment")
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let end = int_col(r, "end_offset")?;
+    Ok(JournalMark {
+        segment,
+        end: u64::try_from(end).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        done: int_col(r, "done")? != 0,
+    })
+}
+
+/// Move `segment`'s mark to `end` (creating it).
+pub(crate) fn journal_advance(segment: &str, end: u64) -> Sql {
+    let mut sql = Sql::default();
+    sql.push("INSERT INTO audit_journal (segment, end_offset, done) VALUES (")
+        .text(segment)
+        .push(", ")
+        .bind(Bind::Int(i64::try_from(end).unwrap_or(i64::MAX)))
+        .push(", 0) ON CONFLICT (segment) DO UPDATE SET end_offset = excluded.end_offset");
+    sql
+}
+
+pub(crate) fn journal_done(segment: &str) -> Sql {
+    let mut sql = Sql::default();
+    sql.push("INSERT INTO audit_journal (segment, end_offset, done) VALUES (")
+        .text(segment)
+        .push(", 0, 1) ON CONFLICT (segment) DO UPDATE SET done = 1");
+    sql
+}
+
+pub(crate) fn journal_forget(segment: &str) -> Sql {
+    let mut sql = Sql::default();
+    sql.push("DELETE FROM audit_journal WHERE segment = ")
+        .text(segment);
+    sql
 }
 
 /// One row read with [`COLUMNS`].

@@ -82,6 +82,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0011_outbox_citizen.sql"),
         postgres: include_str!("migrations/postgres/0011_outbox_citizen.sql"),
     },
+    Migration {
+        version: 12,
+        name: "audit_journal",
+        sqlite: include_str!("migrations/sqlite/0012_audit_journal.sql"),
+        postgres: include_str!("migrations/postgres/0012_audit_journal.sql"),
+    },
 ];
 
 /// The migration after whose script the rows of `kpi_facts` are derived from the stored

@@ -28,7 +28,7 @@ use fhir_core::fhir::search_params::IndexEntry;
 pub use bulk::{BulkJob, BulkStatus, BulkWrite};
 pub use hospital_events::HospitalEvent;
 pub use outbox::{Claim, ClaimedJob, DeadAction, Job, JobStatus, JobUpdate, NewJob};
-pub use sql::SqlStore;
+pub use sql::{sqlite_file, SqlStore};
 
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,6 +307,8 @@ pub trait Storage: Send + Sync + 'static {
     async fn begin(&self) -> Result<Box<dyn StoreTx>, StoreError>;
     /// Check the audit trail's hash chain from its anchor (`sektorbro audit verify`).
     async fn audit_verify(&self) -> Result<audit_log::Verification, StoreError>;
+    /// The audit journal's marks, one per segment not yet forgotten.
+    async fn audit_journal_marks(&self) -> Result<Vec<audit_log::JournalMark>, StoreError>;
     /// Audit rows after `after_seq` recorded at or after `since_ms`, in order, as `(seq,
     /// AuditEvent)` (`sektorbro audit export`).
     async fn audit_export(
@@ -470,6 +472,21 @@ pub trait StoreTx: Send {
         &mut self,
         records: &[&crate::audit::AuditRecord],
     ) -> Result<(), StoreError>;
+    /// Add the audit rows in `rows` (a JSON array of `audit::compact::Columns`, possibly empty)
+    /// copied from the journal's `segment`, and move its mark to `end` in the same transaction
+    /// (see `audit::journal`).
+    async fn audit_from_journal(
+        &mut self,
+        rows: &str,
+        segment: &str,
+        end: u64,
+    ) -> Result<(), StoreError>;
+    /// Mark a journal segment copied in full. The commit is synced, whatever
+    /// `audit.max_unsynced_ms` says: it covers the relaxed commits of the segment's rows, whose
+    /// file is deleted next.
+    async fn audit_segment_done(&mut self, segment: &str) -> Result<(), StoreError>;
+    /// Forget a finished segment's mark (its file is gone).
+    async fn audit_segment_forget(&mut self, segment: &str) -> Result<(), StoreError>;
     /// Chain up to `audit_log::SEAL_BATCH` unsealed audit rows; how many.
     async fn seal_audit(&mut self) -> Result<usize, StoreError>;
     /// Delete the sealed audit rows recorded before `before_ms` (a prefix of the chain) and

@@ -172,13 +172,7 @@ impl SqlStore {
         tuning: super::SqliteTuning<'_>,
         statement_timeout_ms: u64,
     ) -> Result<SqlStore, StoreError> {
-        let path = url
-            .trim_start_matches("sqlite:")
-            .trim_start_matches("//")
-            .split('?')
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let path = sqlite_path(url);
         if path != ":memory:" {
             if let Some(dir) = std::path::Path::new(&path).parent() {
                 if !dir.as_os_str().is_empty() {
@@ -364,6 +358,25 @@ pub(crate) fn int_col(row: &AnyRow, name: &str) -> Result<i64, StoreError> {
         .or_else(|_| row.try_get::<i16, _>(name).map(i64::from))
         .or_else(|_| row.try_get::<i32, _>(name).map(i64::from))
         .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// The file part of a `sqlite:` URL (`:memory:` for an in-memory database).
+fn sqlite_path(url: &str) -> String {
+    url.trim_start_matches("sqlite:")
+        .trim_start_matches("//")
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The database file of a `sqlite:` URL; `None` for another database or an in-memory one.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    if !url.starts_with("sqlite:") || url.contains("mode=memory") {
+        return None;
+    }
+    let path = sqlite_path(url);
+    (path != ":memory:" && !path.is_empty()).then(|| path.into())
 }
 
 #[async_trait]
@@ -750,6 +763,14 @@ impl Storage for SqlStore {
 
     async fn audit_verify(&self) -> Result<audit_log::Verification, StoreError> {
         audit_log::verify(&self.read, 1000).await
+    }
+
+    async fn audit_journal_marks(&self) -> Result<Vec<audit_log::JournalMark>, StoreError> {
+        let rows = query(&audit_log::journal_marks())
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(audit_log::journal_mark).collect()
     }
 
     async fn audit_export(

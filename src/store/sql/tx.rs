@@ -332,6 +332,33 @@ impl StoreTx for SqlTx {
         Ok(())
     }
 
+    async fn audit_from_journal(
+        &mut self,
+        rows: &str,
+        segment: &str,
+        end: u64,
+    ) -> Result<(), StoreError> {
+        if rows != "[]" {
+            self.write_audit_sql(audit_log::insert_json(self.backend, rows))
+                .await?;
+        }
+        self.write_audit_sql(audit_log::journal_advance(segment, end))
+            .await
+    }
+
+    async fn audit_segment_done(&mut self, segment: &str) -> Result<(), StoreError> {
+        self.write_audit_sql(audit_log::journal_done(segment))
+            .await?;
+        // Synced: the rows copied from the segment were committed relaxed, and its file goes.
+        self.audit_only = false;
+        Ok(())
+    }
+
+    async fn audit_segment_forget(&mut self, segment: &str) -> Result<(), StoreError> {
+        self.write_audit_sql(audit_log::journal_forget(segment))
+            .await
+    }
+
     async fn seal_audit(&mut self) -> Result<usize, StoreError> {
         self.lock_audit_chain().await?;
         let sealed = if self.backend == Backend::Sqlite {

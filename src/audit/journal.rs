@@ -1,0 +1,750 @@
+//! The audit journal (issue #19): the records of reads, searches, refusals and forwarding
+//! attempts, appended to a local file before their response leaves, and copied into `audit_log`
+//! in the background.
+//!
+//! Waiting for a database commit before every read's response bounded audited reads to what one
+//! writer's round trips allow, whatever the hardware. An append is one `write` to the operating
+//! system: once it returns, a crash of the process cannot lose the record, and the syncer
+//! `fdatasync`s the file within `audit.max_unsynced_ms` (the window at risk on power loss).
+//!
+//! - **Segments.** The journal is a directory of segment files, `<time>-<random>.journal`, one
+//!   JSON line per record ([`Columns`]). The open segment is closed past [`SEGMENT_BYTES`], or
+//!   at the first failed append (so a torn line can never be followed by a whole one).
+//! - **The ingester** copies whole lines, oldest segment first, into `audit_log`; each
+//!   transaction also moves the segment's mark (`audit_journal.end_offset`), so after a crash it
+//!   starts exactly where the last commit left it: no record lost, none copied twice. A
+//!   segment copied in full is marked done in a synced commit, then its file is deleted, then
+//!   its mark. If the database is unavailable the records wait in the journal.
+//! - **Backpressure.** At most `audit.queue_capacity` records wait for the ingester; past that,
+//!   recorders wait for room (counted and logged), nothing is dropped.
+//! - **Reading the trail** settles first ([`Journal::settle`]): every record appended before is
+//!   copied, so `/fhir/AuditEvent` answers what happened before it was asked.
+//! - **At start** the segments a previous run left are copied before anything is served; a line
+//!   cut short by a crash (its request never answered) is left out. A lock file keeps a second
+//!   process from using the same journal.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use super::compact::Columns;
+use super::writer::{log_lost_row, AuditStats};
+use crate::engine::Engine;
+use crate::store::StoreError;
+
+/// The open segment is closed, and a new one begun, past this many bytes.
+const SEGMENT_BYTES: u64 = 16 << 20;
+/// Most bytes read from a segment for one transaction (a record is at most a few KiB).
+const READ_BYTES: u64 = 1 << 20;
+/// Attempts at copying a batch before its lines are tried one by one.
+const ATTEMPTS: u32 = 4;
+/// How long reading the trail waits for the journal to be copied before it answers anyway.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+const SUFFIX: &str = ".journal";
+/// How long the ingester lets records gather once woken, unless someone waits for them: a
+/// few large transactions cost the database far less than one per record.
+const GATHER: Duration = Duration::from_millis(20);
+
+#[derive(Debug)]
+struct Segment {
+    name: String,
+    /// Bytes of whole records in it.
+    len: u64,
+    /// Nothing more is appended to it.
+    closed: bool,
+    /// Appended by this process (its records are counted in `appended`).
+    ours: bool,
+}
+
+#[derive(Debug, Default)]
+struct Tail {
+    /// The open segment's file, if any (the back of `segments`).
+    file: Option<Arc<File>>,
+    /// Oldest first: the segments not yet copied in full.
+    segments: VecDeque<Segment>,
+    /// Shutting down: appends are refused (the recorder writes to the database directly).
+    stopped: bool,
+}
+
+/// Why an append did not happen.
+#[derive(Debug)]
+pub(crate) enum AppendError {
+    /// The journal is shutting down.
+    Stopped,
+    Io(std::io::Error),
+}
+
+/// The journal's shared half: appended to by recorders, read by the ingester.
+pub(crate) struct Journal {
+    dir: PathBuf,
+    tail: Mutex<Tail>,
+    /// Records appended by this process, and of those copied into the database (or given up).
+    appended: AtomicU64,
+    ingested: watch::Sender<u64>,
+    /// Bytes appended, and bytes known synced to disk.
+    appended_bytes: AtomicU64,
+    synced_bytes: AtomicU64,
+    /// Closed segments still to be synced once.
+    retired: Mutex<Vec<Arc<File>>>,
+    wake: Notify,
+    /// Someone waits for the ingester (a reader of the trail, a recorder out of room): it
+    /// copies at once instead of letting records gather.
+    urgent: AtomicBool,
+    /// The ingester waits for appends (the first append wakes it).
+    idle: AtomicBool,
+    capacity: u64,
+    last_warning_ms: AtomicU64,
+    sync_failed: AtomicBool,
+    /// Held (locked) from `open` until [`Journal::release`].
+    lock: Mutex<Option<File>>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("dir", &self.dir).finish()
+    }
+}
+
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> String {
+    format!("{what} {}: {e}", path.display())
+}
+
+/// The length of the whole lines at the start of `file`: a line cut short by a crash is not
+/// counted (its request was never answered).
+fn whole_lines(file: &File) -> std::io::Result<u64> {
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut buf = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+impl Journal {
+    /// Open the journal in `dir` (created if need be) and copy what a previous run left into
+    /// the database. Fails if another process holds the journal or the database refuses.
+    pub(crate) async fn open(
+        dir: &Path,
+        engine: Arc<Engine>,
+        capacity: usize,
+        batch: usize,
+        stats: Arc<AuditStats>,
+    ) -> Result<(Arc<Journal>, Ingester), String> {
+        std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io_error("cannot open", &lock_path, e))?;
+        lock.try_lock().map_err(|_| {
+            format!(
+                "the audit journal {} is in use by another process (two gateways cannot share one journal; set audit.journal_dir)",
+                dir.display()
+            )
+        })?;
+        let marks: HashMap<String, crate::store::audit_log::JournalMark> = engine
+            .store()
+            .audit_journal_marks()
+            .await
+            .map_err(|e| format!("reading the audit journal's marks: {e}"))?
+            .into_iter()
+            .map(|m| (m.segment.clone(), m))
+            .collect();
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map_err(|e| io_error("cannot read", dir, e))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|n| n.strip_suffix(SUFFIX).map(str::to_string))
+            .collect();
+        names.sort();
+        let mut segments = VecDeque::new();
+        let mut forget = Vec::new();
+        for name in &names {
+            let path = dir.join(format!("{name}{SUFFIX}"));
+            if marks.get(name).is_some_and(|m| m.done) {
+                // Copied in full before the last run stopped; only the deletion was left.
+                std::fs::remove_file(&path).map_err(|e| io_error("cannot delete", &path, e))?;
+                forget.push(name.clone());
+                continue;
+            }
+            let file = File::open(&path).map_err(|e| io_error("cannot open", &path, e))?;
+            let len = whole_lines(&file).map_err(|e| io_error("cannot read", &path, e))?;
+            let size = file.metadata().map(|m| m.len()).unwrap_or(len);
+            if size > len {
+                tracing::warn!(
+                    segment = %name,
+                    bytes = size - len,
+                    "an audit journal record was cut short by a crash: its request was never answered; left out"
+                );
+            }
+            segments.push_back(Segment {
+                name: name.clone(),
+                len,
+                closed: true,
+                ours: false,
+            });
+        }
+        for (name, mark) in &marks {
+            if !names.contains(name) {
+                if !mark.done {
+                    tracing::error!(
+                        segment = %name,
+                        copied_bytes = mark.end,
+                        "an audit journal segment not copied in full is missing from {}: the records after its mark are lost",
+                        dir.display()
+                    );
+                }
+                forget.push(name.clone());
+            }
+        }
+        let (ingested, _) = watch::channel(0);
+        let journal = Arc::new(Journal {
+            dir: dir.to_path_buf(),
+            tail: Mutex::new(Tail {
+                segments,
+                ..Tail::default()
+            }),
+            appended: AtomicU64::new(0),
+            ingested,
+            appended_bytes: AtomicU64::new(0),
+            synced_bytes: AtomicU64::new(0),
+            retired: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+            urgent: AtomicBool::new(false),
+            idle: AtomicBool::new(false),
+            capacity: capacity.max(1) as u64,
+            last_warning_ms: AtomicU64::new(0),
+            sync_failed: AtomicBool::new(false),
+            lock: Mutex::new(Some(lock)),
+        });
+        let mut ingester = Ingester {
+            journal: journal.clone(),
+            engine,
+            stats,
+            batch: batch.max(1),
+            reader: None,
+            marks: marks.into_iter().map(|(k, m)| (k, m.end)).collect(),
+        };
+        for name in forget {
+            ingester
+                .forget(&name)
+                .await
+                .map_err(|e| format!("forgetting audit journal segment {name}: {e}"))?;
+        }
+        // What the previous run left is copied before anything is served.
+        loop {
+            match ingester.step().await {
+                Ok(Step::Idle) => break,
+                Ok(_) => {}
+                Err(e) => return Err(format!("copying the audit journal into the database: {e}")),
+            }
+        }
+        Ok((journal, ingester))
+    }
+
+    /// Records appended and not yet copied.
+    pub(crate) fn backlog(&self) -> u64 {
+        self.appended
+            .load(Ordering::SeqCst)
+            .saturating_sub(*self.ingested.borrow())
+    }
+
+    /// Wait while the backlog is at capacity; whether it was (a backpressure wait).
+    pub(crate) async fn room(&self) -> bool {
+        if self.backlog() < self.capacity {
+            return false;
+        }
+        let mut rx = self.ingested.subscribe();
+        self.hurry();
+        while self.backlog() >= self.capacity {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+        true
+    }
+
+    /// Let records gather for [`GATHER`], unless someone waits for them or the ingester stops.
+    async fn gather(&self, stop: &watch::Receiver<bool>) {
+        if self.urgent.load(Ordering::SeqCst) || *stop.borrow() {
+            return;
+        }
+        let mut stop = stop.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(GATHER) => {}
+            // Only `hurry` wakes a gathering ingester (appenders wake an idle one).
+            _ = self.wake.notified() => {}
+            _ = stop.changed() => {}
+        }
+    }
+
+    /// Wake the ingester to copy at once.
+    fn hurry(&self) {
+        self.urgent.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// Whether a backpressure warning is due (at most one every `every_ms`).
+    pub(crate) fn warning_due(&self, every_ms: u64) -> bool {
+        let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+        let last = self.last_warning_ms.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= every_ms
+            && self
+                .last_warning_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Append one record; once this returns `Ok` the record survives a crash of the process.
+    pub(crate) fn append(&self, row: &Columns) -> Result<(), AppendError> {
+        let mut line = serde_json::to_vec(row)
+            .map_err(|e| AppendError::Io(std::io::Error::other(e.to_string())))?;
+        line.push(b'\n');
+        let n = line.len() as u64;
+        {
+            let mut tail = self
+                .tail
+                .lock()
+                .map_err(|_| AppendError::Io(std::io::Error::other("journal lock poisoned")))?;
+            if tail.stopped {
+                return Err(AppendError::Stopped);
+            }
+            let file = match &tail.file {
+                Some(f) => f.clone(),
+                None => self.open_segment(&mut tail).map_err(AppendError::Io)?,
+            };
+            let written = (&*file).write_all(&line);
+            let Some(segment) = tail.segments.back_mut() else {
+                return Err(AppendError::Io(std::io::Error::other("no open segment")));
+            };
+            match written {
+                Ok(()) => {
+                    segment.len += n;
+                    if segment.len >= SEGMENT_BYTES {
+                        segment.closed = true;
+                        self.retire(&mut tail);
+                    }
+                }
+                Err(e) => {
+                    // Part of the line may be in the file: nothing is appended after it.
+                    segment.closed = true;
+                    self.retire(&mut tail);
+                    return Err(AppendError::Io(e));
+                }
+            }
+        }
+        self.appended.fetch_add(1, Ordering::SeqCst);
+        self.appended_bytes.fetch_add(n, Ordering::SeqCst);
+        if self.idle.swap(false, Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    fn open_segment(&self, tail: &mut Tail) -> std::io::Result<Arc<File>> {
+        let name = format!(
+            "{:013}-{}",
+            chrono::Utc::now().timestamp_millis(),
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let path = self.dir.join(format!("{name}{SUFFIX}"));
+        let file = Arc::new(
+            OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(&path)?,
+        );
+        // The new name must survive a power loss as well as its content.
+        File::open(&self.dir)?.sync_all()?;
+        tail.segments.push_back(Segment {
+            name,
+            len: 0,
+            closed: false,
+            ours: true,
+        });
+        tail.file = Some(file.clone());
+        Ok(file)
+    }
+
+    /// Close the open segment's file; the syncer syncs it once more.
+    fn retire(&self, tail: &mut Tail) {
+        if let Some(file) = tail.file.take() {
+            if let Ok(mut r) = self.retired.lock() {
+                r.push(file);
+            }
+        }
+    }
+
+    /// Refuse further appends and close the open segment (shutdown).
+    pub(crate) fn stop_appending(&self) {
+        if let Ok(mut tail) = self.tail.lock() {
+            tail.stopped = true;
+            if let Some(s) = tail.segments.back_mut() {
+                s.closed = true;
+            }
+            self.retire(&mut tail);
+        }
+        self.hurry();
+    }
+
+    /// Give the journal up (after shutdown): another process may open it.
+    pub(crate) fn release(&self) {
+        if let Ok(mut lock) = self.lock.lock() {
+            lock.take();
+        }
+    }
+
+    /// Wait until every record appended before this call is copied into the database (at most
+    /// [`SETTLE_TIMEOUT`]; after that the trail is read as it is, and a warning says so).
+    pub(crate) async fn settle(&self) {
+        let target = self.appended.load(Ordering::SeqCst);
+        let mut rx = self.ingested.subscribe();
+        if *rx.borrow() >= target {
+            return;
+        }
+        self.hurry();
+        let caught_up = rx.wait_for(|n| *n >= target);
+        if tokio::time::timeout(SETTLE_TIMEOUT, caught_up)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                waiting = target.saturating_sub(*self.ingested.borrow()),
+                "the audit trail is read while records still wait in the journal (the database is slow or unavailable)"
+            );
+        }
+    }
+
+    /// Sync what was appended since the last round; whether anything was.
+    fn sync_once(&self) -> bool {
+        let appended = self.appended_bytes.load(Ordering::SeqCst);
+        let retired: Vec<Arc<File>> = self
+            .retired
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
+        if appended == self.synced_bytes.load(Ordering::SeqCst) && retired.is_empty() {
+            return false;
+        }
+        let open = self.tail.lock().ok().and_then(|t| t.file.clone());
+        let mut ok = true;
+        for file in retired.iter().chain(open.iter()) {
+            if let Err(e) = file.sync_data() {
+                ok = false;
+                if !self.sync_failed.swap(true, Ordering::Relaxed) {
+                    tracing::error!(error = %e, dir = %self.dir.display(), "cannot sync the audit journal to disk; retrying");
+                }
+            }
+        }
+        if ok {
+            self.sync_failed.store(false, Ordering::Relaxed);
+            self.synced_bytes.store(appended, Ordering::SeqCst);
+        } else if let Ok(mut r) = self.retired.lock() {
+            r.extend(retired);
+        }
+        true
+    }
+
+    /// The front segment: its name, whole length, whether closed, whether ours.
+    fn front(&self) -> Option<(String, u64, bool, bool)> {
+        let tail = self.tail.lock().ok()?;
+        tail.segments
+            .front()
+            .map(|s| (s.name.clone(), s.len, s.closed, s.ours))
+    }
+
+    fn pop_front(&self, name: &str) {
+        if let Ok(mut tail) = self.tail.lock() {
+            if tail.segments.front().is_some_and(|s| s.name == name) {
+                tail.segments.pop_front();
+            }
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}{SUFFIX}"))
+    }
+}
+
+/// The syncer: every `interval`, `fdatasync` what was appended since its last round (nothing
+/// when idle), on a blocking thread.
+pub(crate) async fn sync_loop(
+    journal: Arc<Journal>,
+    interval: Duration,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = &mut stop => break,
+        }
+        let j = journal.clone();
+        let _ = tokio::task::spawn_blocking(move || j.sync_once()).await;
+    }
+    let _ = tokio::task::spawn_blocking(move || journal.sync_once()).await;
+}
+
+/// What one step of the ingester did.
+enum Step {
+    /// Copied this many lines.
+    Copied(usize),
+    /// Finished a segment copied in full.
+    Finished,
+    /// Nothing to copy.
+    Idle,
+}
+
+/// The segment being read.
+struct Reader {
+    name: String,
+    file: File,
+    pos: u64,
+}
+
+/// The ingester: copies the journal into `audit_log`, one transaction per batch of lines.
+pub(crate) struct Ingester {
+    journal: Arc<Journal>,
+    engine: Arc<Engine>,
+    stats: Arc<AuditStats>,
+    batch: usize,
+    reader: Option<Reader>,
+    /// Marks read at start: where each segment left by a previous run is to be read from.
+    marks: HashMap<String, u64>,
+}
+
+impl Ingester {
+    /// Copy until stopped; once stopped, until the journal is empty.
+    pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut failures = 0u32;
+        let journal = self.journal.clone();
+        loop {
+            match self.step().await {
+                Ok(Step::Copied(n)) if n >= self.batch => failures = 0,
+                Ok(Step::Copied(_)) => {
+                    // A small batch: let the next gather, unless someone waits.
+                    failures = 0;
+                    journal.gather(&stop).await;
+                }
+                Ok(Step::Finished) => failures = 0,
+                Ok(Step::Idle) => {
+                    failures = 0;
+                    if *stop.borrow() {
+                        return;
+                    }
+                    // Appenders wake an idle ingester only; look once more after saying so.
+                    if !journal.idle.swap(true, Ordering::SeqCst) {
+                        continue;
+                    }
+                    tokio::select! {
+                        _ = journal.wake.notified() => {}
+                        _ = stop.changed() => {}
+                    }
+                    journal.idle.store(false, Ordering::SeqCst);
+                    journal.gather(&stop).await;
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    self.stats.write_failures.inc();
+                    tracing::warn!(error = %e, "cannot copy audit records from the journal into the database; they wait in the journal, retrying");
+                    let wait = Duration::from_millis(100u64 << failures.min(6));
+                    if *stop.borrow() && failures > 8 {
+                        tracing::error!(dir = %self.journal.dir.display(), "stopping with audit records still in the journal: they are copied at the next start");
+                        return;
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Copy one batch, or finish one segment.
+    async fn step(&mut self) -> Result<Step, StoreError> {
+        self.journal.urgent.store(false, Ordering::SeqCst);
+        let Some((name, len, closed, ours)) = self.journal.front() else {
+            return Ok(Step::Idle);
+        };
+        if self.reader.as_ref().is_none_or(|r| r.name != name) {
+            let path = self.journal.path(&name);
+            let file = File::open(&path).map_err(|e| {
+                StoreError::Database(format!("cannot open {}: {e}", path.display()))
+            })?;
+            let pos = self.marks.remove(&name).unwrap_or(0);
+            self.reader = Some(Reader {
+                name: name.clone(),
+                file,
+                pos,
+            });
+        }
+        let Some(reader) = self.reader.as_mut() else {
+            return Ok(Step::Idle);
+        };
+        if reader.pos < len {
+            let want = (len - reader.pos).min(READ_BYTES);
+            let mut buf = vec![0u8; want as usize];
+            reader
+                .file
+                .read_exact_at(&mut buf, reader.pos)
+                .map_err(|e| {
+                    StoreError::Database(format!("cannot read audit journal {}: {e}", reader.name))
+                })?;
+            let mut lines: Vec<&[u8]> = Vec::new();
+            for line in buf.split_inclusive(|b| *b == b'\n') {
+                if !line.ends_with(b"\n") || lines.len() >= self.batch {
+                    break;
+                }
+                lines.push(line);
+            }
+            if lines.is_empty() {
+                return Err(StoreError::Corrupt(format!(
+                    "audit journal {}: no whole record at byte {}",
+                    reader.name, reader.pos
+                )));
+            }
+            let mut consumed = 0u64;
+            let copied = copy(
+                &self.engine,
+                &self.stats,
+                &reader.name,
+                &mut reader.pos,
+                &mut consumed,
+                &lines,
+            )
+            .await;
+            if ours && consumed > 0 {
+                self.journal.ingested.send_modify(|n| *n += consumed);
+            }
+            self.stats.written.inc_by(copied?);
+            self.stats.batches.inc();
+            return Ok(Step::Copied(lines.len()));
+        }
+        if !closed {
+            return Ok(Step::Idle);
+        }
+        // Copied in full: marked done (synced), the file deleted, the mark forgotten.
+        let mut tx = self.engine.store().begin().await?;
+        tx.audit_segment_done(&name).await?;
+        tx.commit().await?;
+        let path = self.journal.path(&name);
+        if let Err(e) = std::fs::remove_file(&path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(StoreError::Database(format!(
+                    "cannot delete {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+        self.forget(&name).await?;
+        self.reader = None;
+        self.journal.pop_front(&name);
+        Ok(Step::Finished)
+    }
+
+    async fn forget(&self, name: &str) -> Result<(), StoreError> {
+        let mut tx = self.engine.store().begin().await?;
+        tx.audit_segment_forget(name).await?;
+        tx.commit().await
+    }
+}
+
+/// Copy `lines` (read from `segment` at `*pos`) into `audit_log`, moving the segment's mark past
+/// them; `*pos` and `*consumed` (lines) follow every mark committed, also when this fails
+/// part-way. Returns how many rows were written.
+///
+/// The lines go to the database as they are, as one JSON array (no parsing here). A batch the
+/// database keeps refusing is copied line by line, each line checked first: a line that is not
+/// a record, or that the database refuses while it still accepts the mark past that line, is
+/// logged and left out; if it refuses the mark too, the database is what fails, and the lines
+/// wait in the journal.
+async fn copy(
+    engine: &Engine,
+    stats: &AuditStats,
+    segment: &str,
+    pos: &mut u64,
+    consumed: &mut u64,
+    lines: &[&[u8]],
+) -> Result<u64, StoreError> {
+    let end = *pos + lines.iter().map(|l| l.len() as u64).sum::<u64>();
+    let mut array = Vec::with_capacity((end - *pos) as usize + 2);
+    array.push(b'[');
+    for (i, line) in lines.iter().enumerate() {
+        if i > 0 {
+            array.push(b',');
+        }
+        array.extend_from_slice(line.strip_suffix(b"\n").unwrap_or(line));
+    }
+    array.push(b']');
+    // Lines are UTF-8 as appended; anything else is copied line by line below.
+    if let Ok(array) = std::str::from_utf8(&array) {
+        for attempt in 0..ATTEMPTS {
+            match write(engine, array, segment, end).await {
+                Ok(()) => {
+                    *pos = end;
+                    *consumed += lines.len() as u64;
+                    return Ok(lines.len() as u64);
+                }
+                Err(e) => {
+                    stats.write_failures.inc();
+                    tracing::warn!(records = lines.len(), attempt = attempt + 1, error = %e, "cannot copy audit records from the journal; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                }
+            }
+        }
+    }
+    let mut written = 0u64;
+    for line in lines {
+        let end = *pos + line.len() as u64;
+        let row = match serde_json::from_slice::<Columns>(line) {
+            Ok(row) => Some(row),
+            Err(e) => {
+                tracing::error!(segment, byte = *pos, error = %e, "an audit journal line is not a record; left out");
+                None
+            }
+        };
+        let one = match &row {
+            Some(r) => format!("[{}]", serde_json::to_string(r).unwrap_or_default()),
+            None => "[]".to_string(),
+        };
+        let refused = match write(engine, &one, segment, end).await {
+            Ok(()) => false,
+            Err(e) => {
+                // Past the refused line alone: if the database takes that, the line is what
+                // it refuses; if not, the database fails and everything waits.
+                write(engine, "[]", segment, end).await?;
+                if let Some(r) = &row {
+                    log_lost_row(r, &format!("the database refuses it: {e}"));
+                }
+                true
+            }
+        };
+        if row.is_none() || refused {
+            stats.dropped.inc();
+        } else {
+            written += 1;
+        }
+        *pos = end;
+        *consumed += 1;
+    }
+    Ok(written)
+}
+
+async fn write(engine: &Engine, rows: &str, segment: &str, end: u64) -> Result<(), StoreError> {
+    let mut tx = engine.store().begin().await?;
+    tx.audit_from_journal(rows, segment, end).await?;
+    tx.commit().await
+}
