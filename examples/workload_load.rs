@@ -40,7 +40,11 @@ fn bundle(n: usize) -> String {
     let p = format!("wl-p-{n}");
     let subject = format!(r#"{{"reference":"Patient/{p}"}}"#);
     let cpr = cpr(n);
-    let gender = if n.is_multiple_of(2) { "female" } else { "male" };
+    let gender = if n.is_multiple_of(2) {
+        "female"
+    } else {
+        "male"
+    };
     let mut entries = Vec::with_capacity(PER_CITIZEN);
     entries.push(entry(
         format!(

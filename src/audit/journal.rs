@@ -629,7 +629,9 @@ impl Ingester {
             if ours && consumed > 0 {
                 self.journal.ingested.send_modify(|n| *n += consumed);
             }
-            self.stats.written.inc_by(copied?);
+            let copied = copied?;
+            self.stats.written.inc_by(copied);
+            self.stats.sealed.inc_by(copied);
             self.stats.batches.inc();
             return Ok(Step::Copied(lines.len()));
         }
@@ -662,13 +664,12 @@ impl Ingester {
     }
 }
 
-/// Copy `lines` (read from `segment` at `*pos`) into `audit_log`, moving the segment's mark past
-/// them; `*pos` and `*consumed` (lines) follow every mark committed, also when this fails
-/// part-way. Returns how many rows were written.
+/// Copy `lines` (read from `segment` at `*pos`) into `audit_log`, sealed as they are inserted,
+/// moving the segment's mark past them; `*pos` and `*consumed` (lines) follow every mark
+/// committed, also when this fails part-way. Returns how many rows were written.
 ///
-/// The lines go to the database as they are, as one JSON array (no parsing here). A batch the
-/// database keeps refusing is copied line by line, each line checked first: a line that is not
-/// a record, or that the database refuses while it still accepts the mark past that line, is
+/// A line that is not a record is logged and left out. A batch the database keeps refusing is
+/// copied line by line: a line it refuses while it still accepts the mark past that line is
 /// logged and left out; if it refuses the mark too, the database is what fails, and the lines
 /// wait in the journal.
 async fn copy(
@@ -679,60 +680,52 @@ async fn copy(
     consumed: &mut u64,
     lines: &[&[u8]],
 ) -> Result<u64, StoreError> {
-    let end = *pos + lines.iter().map(|l| l.len() as u64).sum::<u64>();
-    let mut array = Vec::with_capacity((end - *pos) as usize + 2);
-    array.push(b'[');
-    for (i, line) in lines.iter().enumerate() {
-        if i > 0 {
-            array.push(b',');
-        }
-        array.extend_from_slice(line.strip_suffix(b"\n").unwrap_or(line));
+    let mut rows: Vec<Option<Columns>> = Vec::with_capacity(lines.len());
+    let mut at = *pos;
+    for line in lines {
+        rows.push(match serde_json::from_slice::<Columns>(line) {
+            Ok(row) => Some(row),
+            Err(e) => {
+                tracing::error!(segment, byte = at, error = %e, "an audit journal line is not a record; left out");
+                None
+            }
+        });
+        at += line.len() as u64;
     }
-    array.push(b']');
-    // Lines are UTF-8 as appended; anything else is copied line by line below.
-    if let Ok(array) = std::str::from_utf8(&array) {
-        for attempt in 0..ATTEMPTS {
-            match write(engine, array, segment, end).await {
-                Ok(()) => {
-                    *pos = end;
-                    *consumed += lines.len() as u64;
-                    return Ok(lines.len() as u64);
-                }
-                Err(e) => {
-                    stats.write_failures.inc();
-                    tracing::warn!(records = lines.len(), attempt = attempt + 1, error = %e, "cannot copy audit records from the journal; retrying");
-                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-                }
+    let good: Vec<Columns> = rows.iter().flatten().cloned().collect();
+    let bad = (rows.len() - good.len()) as u64;
+    for attempt in 0..ATTEMPTS {
+        match write(engine, &good, segment, at).await {
+            Ok(()) => {
+                stats.dropped.inc_by(bad);
+                *pos = at;
+                *consumed += lines.len() as u64;
+                return Ok(good.len() as u64);
+            }
+            Err(e) => {
+                stats.write_failures.inc();
+                tracing::warn!(records = good.len(), attempt = attempt + 1, error = %e, "cannot copy audit records from the journal; retrying");
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
             }
         }
     }
     let mut written = 0u64;
-    for line in lines {
+    for (line, row) in lines.iter().zip(rows) {
         let end = *pos + line.len() as u64;
-        let row = match serde_json::from_slice::<Columns>(line) {
-            Ok(row) => Some(row),
-            Err(e) => {
-                tracing::error!(segment, byte = *pos, error = %e, "an audit journal line is not a record; left out");
-                None
-            }
-        };
-        let one = match &row {
-            Some(r) => format!("[{}]", serde_json::to_string(r).unwrap_or_default()),
-            None => "[]".to_string(),
-        };
+        let one: Vec<Columns> = row.into_iter().collect();
         let refused = match write(engine, &one, segment, end).await {
             Ok(()) => false,
             Err(e) => {
                 // Past the refused line alone: if the database takes that, the line is what
                 // it refuses; if not, the database fails and everything waits.
-                write(engine, "[]", segment, end).await?;
-                if let Some(r) = &row {
+                write(engine, &[], segment, end).await?;
+                for r in &one {
                     log_lost_row(r, &format!("the database refuses it: {e}"));
                 }
                 true
             }
         };
-        if row.is_none() || refused {
+        if one.is_empty() || refused {
             stats.dropped.inc();
         } else {
             written += 1;
@@ -743,7 +736,12 @@ async fn copy(
     Ok(written)
 }
 
-async fn write(engine: &Engine, rows: &str, segment: &str, end: u64) -> Result<(), StoreError> {
+async fn write(
+    engine: &Engine,
+    rows: &[Columns],
+    segment: &str,
+    end: u64,
+) -> Result<(), StoreError> {
     let mut tx = engine.store().begin().await?;
     tx.audit_from_journal(rows, segment, end).await?;
     tx.commit().await

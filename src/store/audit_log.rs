@@ -79,12 +79,64 @@ const TYPED_COLUMNS: [(&str, &str); 18] = [
     ("forward", "text"),
 ];
 
-/// One `INSERT` of the rows in `array`, a JSON array of [`Columns`] as the audit journal holds
-/// them, in the array's order: one statement text whatever the batch (prepared once), one bind,
-/// and no parsing on our side. The database refuses the whole array if any element is not
-/// well-formed JSON.
-pub(crate) fn insert_json(backend: super::Backend, array: &str) -> Sql {
-    let names: Vec<&str> = TYPED_COLUMNS.iter().map(|(n, _)| *n).collect();
+/// The seal columns [`insert_sealed`] writes beside [`TYPED_COLUMNS`].
+const SEAL_COLUMNS: [(&str, &str); 3] =
+    [("seq", "bigint"), ("chain_pos", "bigint"), ("hash", "text")];
+
+/// A row as [`insert_sealed`] sends it: its id and its place in the hash chain, decided by the
+/// inserting transaction, and its columns.
+#[derive(serde::Serialize)]
+pub(crate) struct SealedRow<'a> {
+    pub seq: i64,
+    pub chain_pos: i64,
+    pub hash: String,
+    #[serde(flatten)]
+    pub row: &'a Columns,
+}
+
+/// The next `n` values of `seq`, in order, for rows inserted with their seal: on SQLite past
+/// both the largest `seq` and the AUTOINCREMENT counter (read on the writer, so nothing can take
+/// them in between); on PostgreSQL taken from the column's sequence.
+pub(crate) async fn next_seqs(
+    conn: &mut AnyConnection,
+    backend: super::Backend,
+    n: usize,
+) -> Result<Vec<i64>, StoreError> {
+    match backend {
+        super::Backend::Sqlite => {
+            let r = sqlx::query(
+                "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'), 0), \
+                 COALESCE((SELECT MAX(seq) FROM audit_log), 0)) AS last",
+            )
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_err)?;
+            let last = int_col(&r, "last")?;
+            Ok((1..=n as i64).map(|i| last + i).collect())
+        }
+        super::Backend::Postgres => {
+            let rows = sqlx::query(
+                "SELECT nextval(pg_get_serial_sequence('audit_log', 'seq')) AS s FROM generate_series(1, $1)",
+            )
+            .bind(n as i64)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
+            let mut seqs = rows
+                .iter()
+                .map(|r| int_col(r, "s"))
+                .collect::<Result<Vec<i64>, _>>()?;
+            seqs.sort_unstable();
+            Ok(seqs)
+        }
+    }
+}
+
+/// One `INSERT` of the sealed rows in `array`, a JSON array of [`SealedRow`], in the array's
+/// order: one statement text whatever the batch (prepared once) and one bind.
+pub(crate) fn insert_sealed(backend: super::Backend, array: &str) -> Sql {
+    let typed: Vec<(&str, &str)> = TYPED_COLUMNS.iter().chain(&SEAL_COLUMNS).copied().collect();
+    let names: Vec<&str> = typed.iter().map(|(n, _)| *n).collect();
     let mut sql = Sql::default();
     sql.push(&format!(
         "INSERT INTO audit_log ({}) SELECT ",
@@ -92,7 +144,7 @@ pub(crate) fn insert_json(backend: super::Backend, array: &str) -> Sql {
     ));
     let fields: Vec<String> = match backend {
         super::Backend::Sqlite => names.iter().map(|n| format!("value ->> '{n}'")).collect(),
-        super::Backend::Postgres => TYPED_COLUMNS
+        super::Backend::Postgres => typed
             .iter()
             .map(|(n, t)| format!("CAST(e.v ->> '{n}' AS {t})"))
             .collect(),
@@ -726,7 +778,7 @@ pub(crate) fn count(q: &SearchQuery) -> Result<Sql, StoreError> {
 
 /// The last sealed position and hash (the anchor when every sealed row was pruned, the
 /// genesis when there is neither).
-async fn chain_head(conn: &mut AnyConnection) -> Result<(i64, String), StoreError> {
+pub(crate) async fn chain_head(conn: &mut AnyConnection) -> Result<(i64, String), StoreError> {
     let last = sqlx::query(
         "SELECT chain_pos, hash FROM audit_log WHERE chain_pos IS NOT NULL ORDER BY chain_pos DESC LIMIT 1",
     )

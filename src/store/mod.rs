@@ -472,12 +472,12 @@ pub trait StoreTx: Send {
         &mut self,
         records: &[&crate::audit::AuditRecord],
     ) -> Result<(), StoreError>;
-    /// Add the audit rows in `rows` (a JSON array of `audit::compact::Columns`, possibly empty)
-    /// copied from the journal's `segment`, and move its mark to `end` in the same transaction
-    /// (see `audit::journal`).
+    /// Add `rows` copied from the audit journal's `segment`, sealed into the hash chain as they
+    /// are inserted, and move the segment's mark to `end` in the same transaction (see
+    /// `audit::journal`).
     async fn audit_from_journal(
         &mut self,
-        rows: &str,
+        rows: &[crate::audit::compact::Columns],
         segment: &str,
         end: u64,
     ) -> Result<(), StoreError>;

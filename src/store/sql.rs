@@ -50,6 +50,10 @@ pub struct SqlStore {
     /// PostgreSQL: audit-only transactions commit without waiting for the WAL flush
     /// (`audit.max_unsynced_ms` > 0).
     relax_audit: bool,
+    /// Held by a transaction that moves the audit chain's head (sealing, retention, rows copied
+    /// from the journal), so that this process's sealers take turns; PostgreSQL instances also
+    /// take an advisory lock.
+    chain: Arc<tokio::sync::Mutex<()>>,
 }
 
 enum Writer {
@@ -269,6 +273,7 @@ impl SqlStore {
             channel: None,
             disk,
             relax_audit: false,
+            chain: Arc::default(),
         })
     }
 
@@ -303,6 +308,7 @@ impl SqlStore {
             channel: None,
             disk,
             relax_audit: false,
+            chain: Arc::default(),
         })
     }
 }
@@ -805,6 +811,8 @@ impl Storage for SqlStore {
             grants_changed: false,
             audit_only: true,
             relax_audit: self.relax_audit,
+            chain: self.chain.clone(),
+            chain_guard: None,
         }))
     }
 }

@@ -26,6 +26,9 @@ pub(super) struct SqlTx {
     pub(super) grants_changed: bool,
     /// Nothing but audit rows written so far (see [`SqlTx::write_audit_sql`]).
     pub(super) audit_only: bool,
+    /// The store's audit chain lock, and this transaction's hold on it until it ends.
+    pub(super) chain: Arc<tokio::sync::Mutex<()>>,
+    pub(super) chain_guard: Option<tokio::sync::OwnedMutexGuard<()>>,
     /// PostgreSQL: an audit-only transaction commits with `synchronous_commit = off`.
     pub(super) relax_audit: bool,
 }
@@ -52,6 +55,9 @@ impl SqlTx {
     /// On PostgreSQL, one sealer or pruner of the audit chain at a time across instances; the
     /// lock ends with the transaction. SQLite's single writer already serializes them.
     async fn lock_audit_chain(&mut self) -> Result<(), StoreError> {
+        if self.chain_guard.is_none() {
+            self.chain_guard = Some(self.chain.clone().lock_owned().await);
+        }
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(lock_id("sektorbro audit chain"))
@@ -334,12 +340,32 @@ impl StoreTx for SqlTx {
 
     async fn audit_from_journal(
         &mut self,
-        rows: &str,
+        rows: &[crate::audit::compact::Columns],
         segment: &str,
         end: u64,
     ) -> Result<(), StoreError> {
-        if rows != "[]" {
-            self.write_audit_sql(audit_log::insert_json(self.backend, rows))
+        if !rows.is_empty() {
+            // Sealed as inserted: the chain's head and the next ids are read on the writer, under
+            // the chain's lock, so no other row can take them in between; no row is written twice.
+            self.lock_audit_chain().await?;
+            let backend = self.backend;
+            let conn = self.conn().await?;
+            let (mut pos, mut prev) = audit_log::chain_head(conn).await?;
+            let seqs = audit_log::next_seqs(conn, backend, rows.len()).await?;
+            let mut sealed = Vec::with_capacity(rows.len());
+            for (row, seq) in rows.iter().zip(seqs) {
+                pos += 1;
+                prev = crate::audit::compact::chain_hash(&prev, seq, row);
+                sealed.push(audit_log::SealedRow {
+                    seq,
+                    chain_pos: pos,
+                    hash: prev.clone(),
+                    row,
+                });
+            }
+            let array =
+                serde_json::to_string(&sealed).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            self.write_audit_sql(audit_log::insert_sealed(backend, &array))
                 .await?;
         }
         self.write_audit_sql(audit_log::journal_advance(segment, end))
@@ -412,6 +438,8 @@ impl SqlTx {
             grants_changed,
             audit_only,
             relax_audit,
+            // Held until the commit is done: the next sealer reads what this one wrote.
+            chain_guard: _chain,
             ..
         } = *self;
         match tx {
