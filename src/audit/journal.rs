@@ -41,8 +41,11 @@ use crate::store::StoreError;
 
 /// The open segment is closed, and a new one begun, past this many bytes.
 const SEGMENT_BYTES: u64 = 16 << 20;
-/// Most bytes read from a segment for one transaction (a record is at most a few KiB).
-const READ_BYTES: u64 = 1 << 20;
+/// Most bytes read from a segment for one transaction (a record is at most a few KiB, usually
+/// a few hundred bytes: room for [`CATCH_UP`] batches of them).
+const READ_BYTES: u64 = 4 << 20;
+/// How many times `audit.batch_size` one transaction copies when the ingester is behind.
+const CATCH_UP: usize = 4;
 /// Attempts at copying a batch before its lines are tried one by one.
 const ATTEMPTS: u32 = 4;
 /// How long reading the trail waits for the journal to be copied before it answers anyway.
@@ -603,12 +606,15 @@ impl Ingester {
                 .map_err(|e| {
                     StoreError::Database(format!("cannot read audit journal {}: {e}", reader.name))
                 })?;
-            let mut lines: Vec<&[u8]> = Vec::new();
-            for line in buf.split_inclusive(|b| *b == b'\n') {
-                if !line.ends_with(b"\n") || lines.len() >= self.batch {
-                    break;
-                }
-                lines.push(line);
+            let mut lines: Vec<&[u8]> = buf
+                .split_inclusive(|b| *b == b'\n')
+                .take_while(|line| line.ends_with(b"\n"))
+                .take(CATCH_UP * self.batch)
+                .collect();
+            // Batches of `audit.batch_size` keep each transaction's burst of work short; a
+            // backlog of more than two (a slow disk, a busy database) is copied in larger ones.
+            if lines.len() <= 2 * self.batch {
+                lines.truncate(self.batch);
             }
             if lines.is_empty() {
                 return Err(StoreError::Corrupt(format!(
