@@ -273,7 +273,7 @@ impl Auditor {
             let _ = stop.send(());
             let _ = task.await;
         }
-        seal_all(&s.engine, &s.stats).await;
+        seal_at_shutdown(&s.engine, &s.stats).await;
         tracing::info!(
             written = s.stats.written.get(),
             dropped = s.stats.dropped.get(),
@@ -615,19 +615,38 @@ async fn write(
 
 /// Seal until nothing is left unsealed.
 async fn seal_all(engine: &Engine, stats: &AuditStats) {
+    if let Err(e) = seal_until_done(engine, stats).await {
+        tracing::warn!(error = %e, "cannot seal audit records into the hash chain; retrying later");
+    }
+}
+
+async fn seal_until_done(engine: &Engine, stats: &AuditStats) -> Result<(), StoreError> {
     loop {
-        match seal_once(engine).await {
-            Ok(n) => {
-                stats.sealed.inc_by(n as u64);
-                if n < crate::store::audit_log::SEAL_BATCH {
-                    return;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot seal audit records into the hash chain; retrying later");
-                return;
-            }
+        let n = seal_once(engine).await?;
+        stats.sealed.inc_by(n as u64);
+        if n < crate::store::audit_log::SEAL_BATCH {
+            return Ok(());
         }
+    }
+}
+
+/// Rounds of sealing tried at shutdown.
+const SHUTDOWN_SEALS: u32 = 16;
+
+/// The last sealing, at shutdown, retried: on PostgreSQL a pooled connection opened by an HTTP
+/// worker dies with that worker's runtime when the server stops ("a Tokio context … is being
+/// shut down"); the pool drops it and the next round opens one on this runtime. What is still
+/// unsealed after that is sealed at the next start.
+async fn seal_at_shutdown(engine: &Engine, stats: &AuditStats) {
+    let mut last = None;
+    for _ in 0..SHUTDOWN_SEALS {
+        match seal_until_done(engine, stats).await {
+            Ok(()) => return,
+            Err(e) => last = Some(e),
+        }
+    }
+    if let Some(e) = last {
+        tracing::warn!(error = %e, "cannot seal the last audit records into the hash chain at shutdown; they are sealed at the next start");
     }
 }
 
