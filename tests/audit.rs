@@ -16,22 +16,14 @@ use sektorbro::config::{AuditConfig, Config};
 use sektorbro::engine::Engine;
 use serde_json::Value;
 
-use common::{fresh_schema, PG_ENV};
+use common::test_database;
 
 /// An engine over a fresh database, and the temp dir keeping a SQLite file alive.
 async fn engine(postgres: bool) -> Option<(Arc<Engine>, Option<tempfile::TempDir>)> {
     let config = Config::defaults();
-    let (url, dir) = if postgres {
-        let Ok(server) = std::env::var(PG_ENV) else {
-            eprintln!("NOTE: PostgreSQL audit tests SKIPPED ({PG_ENV} is not set)");
-            return None;
-        };
-        (fresh_schema(&server).await, None)
-    } else {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("audit.db").display());
-        (url, Some(dir))
-    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = test_database(postgres, &dir.path().join("audit.db"), "audit").await?;
+    let dir = (!postgres).then_some(dir);
     let store = sektorbro::store::open(&url, 4, "normal", 5000, &config.cache)
         .await
         .expect("open store");

@@ -16,20 +16,12 @@ use sektorbro::config::{AuditConfig, Config};
 use sektorbro::engine::{Access, Engine};
 use serde_json::Value;
 
-use common::{fresh_schema, PG_ENV};
+use common::test_database;
 
 async fn engine(postgres: bool) -> Option<(Arc<Engine>, tempfile::TempDir)> {
     let config = Config::defaults();
     let dir = tempfile::tempdir().expect("temp dir");
-    let url = if postgres {
-        let Ok(server) = std::env::var(PG_ENV) else {
-            eprintln!("NOTE: PostgreSQL audit journal tests SKIPPED ({PG_ENV} is not set)");
-            return None;
-        };
-        fresh_schema(&server).await
-    } else {
-        format!("sqlite://{}", dir.path().join("audit.db").display())
-    };
+    let url = test_database(postgres, &dir.path().join("audit.db"), "audit journal").await?;
     let store = sektorbro::store::open(&url, 4, "normal", 5000, &config.cache)
         .await
         .expect("open store");
@@ -122,6 +114,13 @@ fn segments(dir: &Path) -> Vec<String> {
     names
 }
 
+/// No segment file left in `dir`, and no mark in the database.
+async fn assert_journal_empty(engine: &Engine, dir: &Path) {
+    assert!(segments(dir).is_empty(), "{:?}", segments(dir));
+    let marks = engine.store().audit_journal_marks().await.expect("marks");
+    assert!(marks.is_empty(), "{marks:?}");
+}
+
 async fn records_are_read_back_without_a_flush_and_shutdown_leaves_no_segment(
     engine: Arc<Engine>,
     dir: &Path,
@@ -153,13 +152,7 @@ async fn records_are_read_back_without_a_flush_and_shutdown_leaves_no_segment(
     assert_eq!(audit_events(&engine, "altid=client-j").await.len(), 32);
     assert_eq!(audit_events(&engine, "entity=Patient/p-7").await.len(), 1);
     auditor.shutdown().await;
-    assert!(segments(dir).is_empty(), "{:?}", segments(dir));
-    assert!(engine
-        .store()
-        .audit_journal_marks()
-        .await
-        .expect("marks")
-        .is_empty());
+    assert_journal_empty(&engine, dir).await;
     // After shutdown a record goes to the database directly.
     assert_eq!(
         auditor.record(read_of("Patient/late")).await,
@@ -213,7 +206,7 @@ async fn a_previous_runs_segments_are_copied_once_from_their_marks(
         .await
         .expect("auditor");
     // Copied before `start` returned.
-    assert!(segments(dir).is_empty(), "{:?}", segments(dir));
+    assert_journal_empty(&engine, dir).await;
     let all = audit_events(&engine, "altid=client-j").await;
     let mut entities: Vec<&str> = all
         .iter()
@@ -224,12 +217,6 @@ async fn a_previous_runs_segments_are_copied_once_from_their_marks(
         entities,
         ["Patient/first", "Patient/second", "Patient/third"]
     );
-    assert!(engine
-        .store()
-        .audit_journal_marks()
-        .await
-        .expect("marks")
-        .is_empty());
     auditor.shutdown().await;
 }
 

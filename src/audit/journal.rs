@@ -103,7 +103,6 @@ pub(crate) struct Journal {
     /// The ingester waits for appends (the first append wakes it).
     idle: AtomicBool,
     capacity: u64,
-    last_warning_ms: AtomicU64,
     sync_failed: AtomicBool,
     /// Held (locked) from `open` until [`Journal::release`].
     lock: Mutex<Option<File>>,
@@ -113,6 +112,11 @@ impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Journal").field("dir", &self.dir).finish()
     }
+}
+
+/// The file of segment `name` in the journal directory `dir`.
+fn segment_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}{SUFFIX}"))
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> String {
@@ -179,7 +183,7 @@ impl Journal {
         let mut segments = VecDeque::new();
         let mut forget = Vec::new();
         for name in &names {
-            let path = dir.join(format!("{name}{SUFFIX}"));
+            let path = segment_path(dir, name);
             if marks.get(name).is_some_and(|m| m.done) {
                 // Copied in full before the last run stopped; only the deletion was left.
                 std::fs::remove_file(&path).map_err(|e| io_error("cannot delete", &path, e))?;
@@ -232,7 +236,6 @@ impl Journal {
             urgent: AtomicBool::new(false),
             idle: AtomicBool::new(false),
             capacity: capacity.max(1) as u64,
-            last_warning_ms: AtomicU64::new(0),
             sync_failed: AtomicBool::new(false),
             lock: Mutex::new(Some(lock)),
         });
@@ -303,17 +306,6 @@ impl Journal {
         self.wake.notify_one();
     }
 
-    /// Whether a backpressure warning is due (at most one every `every_ms`).
-    pub(crate) fn warning_due(&self, every_ms: u64) -> bool {
-        let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
-        let last = self.last_warning_ms.load(Ordering::Relaxed);
-        now.saturating_sub(last) >= every_ms
-            && self
-                .last_warning_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-    }
-
     /// Append one record; once this returns `Ok` the record survives a crash of the process.
     pub(crate) fn append(&self, row: &Columns) -> Result<(), AppendError> {
         let mut line = serde_json::to_vec(row)
@@ -366,7 +358,7 @@ impl Journal {
             chrono::Utc::now().timestamp_millis(),
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
-        let path = self.dir.join(format!("{name}{SUFFIX}"));
+        let path = segment_path(&self.dir, &name);
         let file = Arc::new(
             OpenOptions::new()
                 .create_new(true)
@@ -481,7 +473,7 @@ impl Journal {
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}{SUFFIX}"))
+        segment_path(&self.dir, name)
     }
 }
 

@@ -394,14 +394,7 @@ impl Shared {
     /// (backpressure, counted and logged); the database directly once the journal stops.
     async fn append(&self, journal: &Journal, record: AuditRecord) -> Recorded {
         if journal.room().await {
-            self.stats.backpressure.inc();
-            if journal.warning_due(WARN_EVERY_MS as u64) {
-                tracing::warn!(
-                    queue_capacity = self.capacity,
-                    waits = self.stats.backpressure.get(),
-                    "the audit journal's ingester cannot keep up: requests wait for room (backpressure)"
-                );
-            }
+            self.backpressure("the audit journal's ingester cannot keep up: requests wait for room (backpressure)");
         }
         match journal.append(&super::compact::Columns::of(&record)) {
             Ok(()) => Recorded::Written,
@@ -423,15 +416,16 @@ impl Shared {
         match self.tx.try_send(msg) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(msg)) => {
-                self.stats.backpressure.inc();
-                self.warn_backpressure();
+                self.backpressure("the audit writer cannot keep up: requests wait for room in its queue (backpressure)");
                 self.tx.send(msg).await.map_err(|e| e.0)
             }
             Err(mpsc::error::TrySendError::Closed(msg)) => Err(msg),
         }
     }
 
-    fn warn_backpressure(&self) {
+    /// Count a wait for room, and say `why` (at most every [`WARN_EVERY_MS`]).
+    fn backpressure(&self, why: &str) {
+        self.stats.backpressure.inc();
         let now = chrono::Utc::now().timestamp_millis();
         let last = self.last_warning_ms.load(Ordering::Relaxed);
         if now - last >= WARN_EVERY_MS
@@ -443,7 +437,7 @@ impl Shared {
             tracing::warn!(
                 queue_capacity = self.capacity,
                 waits = self.stats.backpressure.get(),
-                "the audit writer cannot keep up: requests wait for room in its queue (backpressure)"
+                "{why}"
             );
         }
     }

@@ -42,12 +42,12 @@ pub(crate) const INSERT_ROWS: usize = 500;
 /// One `INSERT` of many rows (at most [`INSERT_ROWS`]): one statement to parse instead of one
 /// per record, which is most of what an audit batch costs SQLite.
 pub(crate) fn insert_many(rows: &[Columns]) -> Sql {
+    let names: Vec<&str> = TYPED_COLUMNS.iter().map(|(n, _)| *n).collect();
     let mut sql = Sql::default();
-    sql.push(
-        "INSERT INTO audit_log (recorded_ms, kind, action, outcome, status, client, client_kind, \
-         auth, orgs, peer, rtype, entity, patient, query, query_len, request_id, failure, forward) \
-         VALUES ",
-    );
+    sql.push(&format!(
+        "INSERT INTO audit_log ({}) VALUES ",
+        names.join(", ")
+    ));
     for (i, c) in rows.iter().enumerate() {
         if i > 0 {
             sql.push(", ");
@@ -57,7 +57,8 @@ pub(crate) fn insert_many(rows: &[Columns]) -> Sql {
     sql
 }
 
-/// Every column [`insert_many`] writes, with its type on PostgreSQL.
+/// Every column [`insert_many`] writes ([`values`] binds them in this order), with its type on
+/// PostgreSQL.
 const TYPED_COLUMNS: [(&str, &str); 18] = [
     ("recorded_ms", "bigint"),
     ("kind", "text"),
@@ -137,33 +138,29 @@ pub(crate) async fn next_seqs(
 pub(crate) fn insert_sealed(backend: super::Backend, array: &str) -> Sql {
     let typed: Vec<(&str, &str)> = TYPED_COLUMNS.iter().chain(&SEAL_COLUMNS).copied().collect();
     let names: Vec<&str> = typed.iter().map(|(n, _)| *n).collect();
+    let insert = format!("INSERT INTO audit_log ({}) SELECT ", names.join(", "));
     let mut sql = Sql::default();
-    if backend == super::Backend::Sqlite {
-        // Each row's object turned into SQLite's binary JSON once: `->>` on the text that
-        // `json_each` gives re-reads the object for every column (a quarter of the writer's
-        // time under a read load).
-        sql.push("WITH r(k, v) AS MATERIALIZED (SELECT key, jsonb(value) FROM json_each(")
-            .text(array)
-            .push(")) ");
-    }
-    sql.push(&format!(
-        "INSERT INTO audit_log ({}) SELECT ",
-        names.join(", ")
-    ));
-    let fields: Vec<String> = match backend {
-        super::Backend::Sqlite => names.iter().map(|n| format!("v ->> '{n}'")).collect(),
-        super::Backend::Postgres => typed
-            .iter()
-            .map(|(n, t)| format!("CAST(e.v ->> '{n}' AS {t})"))
-            .collect(),
-    };
-    sql.push(&fields.join(", "));
     match backend {
         super::Backend::Sqlite => {
-            sql.push(" FROM r ORDER BY k");
+            // Each row's object turned into SQLite's binary JSON once: `->>` on the text that
+            // `json_each` gives re-reads the object for every column (a quarter of the writer's
+            // time under a read load).
+            let fields: Vec<String> = names.iter().map(|n| format!("v ->> '{n}'")).collect();
+            sql.push("WITH r(k, v) AS MATERIALIZED (SELECT key, jsonb(value) FROM json_each(")
+                .text(array)
+                .push(")) ")
+                .push(&insert)
+                .push(&fields.join(", "))
+                .push(" FROM r ORDER BY k");
         }
         super::Backend::Postgres => {
-            sql.push(" FROM jsonb_array_elements(CAST(")
+            let fields: Vec<String> = typed
+                .iter()
+                .map(|(n, t)| format!("CAST(e.v ->> '{n}' AS {t})"))
+                .collect();
+            sql.push(&insert)
+                .push(&fields.join(", "))
+                .push(" FROM jsonb_array_elements(CAST(")
                 .text(array)
                 .push(" AS jsonb)) WITH ORDINALITY AS e(v, n) ORDER BY e.n");
         }

@@ -84,6 +84,23 @@ pub fn dev_client() -> reqwest::Client {
 /// e.g. `postgres://postgres@127.0.0.1:5432/test`. Unset: those tests are skipped (and say so).
 pub const PG_ENV: &str = "SEKTORBRO_TEST_POSTGRES_URL";
 
+/// The database of one test: a fresh PostgreSQL schema when `postgres` (`None`, with a note on
+/// stderr naming `what`, when `PG_ENV` is unset), else the SQLite file `sqlite_file`.
+pub async fn test_database(
+    postgres: bool,
+    sqlite_file: &std::path::Path,
+    what: &str,
+) -> Option<String> {
+    if !postgres {
+        return Some(format!("sqlite://{}", sqlite_file.display()));
+    }
+    let Ok(server) = std::env::var(PG_ENV) else {
+        eprintln!("NOTE: PostgreSQL {what} tests SKIPPED ({PG_ENV} is not set)");
+        return None;
+    };
+    Some(fresh_schema(&server).await)
+}
+
 /// A new, empty schema on the PostgreSQL server `server`, and a URL that uses it.
 pub async fn fresh_schema(server: &str) -> String {
     sqlx::any::install_default_drivers();

@@ -52,8 +52,9 @@ impl SqlTx {
         self.write_audit_sql(sql).await
     }
 
-    /// On PostgreSQL, one sealer or pruner of the audit chain at a time across instances; the
-    /// lock ends with the transaction. SQLite's single writer already serializes them.
+    /// One transaction at a time moves the audit chain's head (sealing, retention, rows copied
+    /// from the journal): within this process by the store's chain lock, and on PostgreSQL
+    /// across instances by an advisory lock. Both end with the transaction.
     async fn lock_audit_chain(&mut self) -> Result<(), StoreError> {
         if self.chain_guard.is_none() {
             self.chain_guard = Some(self.chain.clone().lock_owned().await);
