@@ -51,7 +51,7 @@ fn bench(c: &mut Criterion) {
                     rt.block_on(e.write(
                         &gw,
                         WriteOp::Create {
-                            rtype: "CarePlan".into(),
+                            rtype: fhir_core::fhir::ResourceType::CARE_PLAN,
                             resource: careplan("p1"),
                             if_none_exist: None,
                         },
@@ -76,7 +76,7 @@ fn bench(c: &mut Criterion) {
                                 e.write(
                                     &gw,
                                     WriteOp::Create {
-                                        rtype: "CarePlan".into(),
+                                        rtype: fhir_core::fhir::ResourceType::CARE_PLAN,
                                         resource: careplan("p1"),
                                         if_none_exist: None,
                                     },
@@ -97,7 +97,7 @@ fn bench(c: &mut Criterion) {
     for n in 0..500 {
         let p = rt
             .block_on(e.write(&gw, WriteOp::Create {
-                rtype: "Patient".into(),
+                rtype: fhir_core::fhir::ResourceType::PATIENT,
                 resource: json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.208.176.1.2", "value": format!("{n:010}")}]}),
                 if_none_exist: None,
             }))
@@ -105,7 +105,7 @@ fn bench(c: &mut Criterion) {
         rt.block_on(e.write(
             &gw,
             WriteOp::Create {
-                rtype: "CarePlan".into(),
+                rtype: fhir_core::fhir::ResourceType::CARE_PLAN,
                 resource: careplan(&p.id),
                 if_none_exist: None,
             },
@@ -119,11 +119,14 @@ fn bench(c: &mut Criterion) {
     let cached = engine(&rt, dir.path(), "normal", true);
     for (label, e) in [("no cache", &e), ("cached", &cached)] {
         c.bench_function(&format!("read Patient (sqlite, {label})"), |b| {
-            b.iter(|| rt.block_on(e.read(&gw, "Patient", &pid)).expect("read"))
+            b.iter(|| {
+                rt.block_on(e.read(&gw, fhir_core::fhir::ResourceType::PATIENT, &pid))
+                    .expect("read")
+            })
         });
         let q = e
             .parse_criteria(
-                "CarePlan",
+                fhir_core::fhir::ResourceType::CARE_PLAN,
                 "patient.identifier=urn:oid:1.2.208.176.1.2|0000000250",
                 false,
             )

@@ -6,6 +6,7 @@
 //! `cargo run --release --example wal_amplification [COUNT]` (Linux: reads `/proc/self/io`).
 //! Figures: docs/benchmarks.md, "Write amplification".
 
+use fhir_core::fhir::ResourceType;
 use sektorbro::config::Config;
 use sektorbro::engine::{Access, Engine, WriteOp};
 use serde_json::{json, Value};
@@ -112,7 +113,8 @@ fn main() {
         let started = std::time::Instant::now();
         for _ in 0..5 {
             for id in ids.iter().flatten() {
-                rt.block_on(engine.read(&gw, "Patient", id)).expect("read");
+                rt.block_on(engine.read(&gw, ResourceType::PATIENT, id))
+                    .expect("read");
             }
         }
         let read_us = started.elapsed().as_secs_f64() * 1e6 / (5 * count) as f64;
@@ -131,7 +133,7 @@ fn main() {
 /// Create one resource; the new id (Patients only).
 async fn create(engine: &Engine, access: &Access, rtype: &str, resource: Value) -> Option<String> {
     let op = WriteOp::Create {
-        rtype: rtype.into(),
+        rtype: ResourceType::parse(rtype).expect("a served type"),
         resource,
         if_none_exist: None,
     };

@@ -55,7 +55,11 @@ fn config(batch_size: usize) -> AuditConfig {
 /// AuditEvents matching `query`, as stored.
 async fn search(engine: &Engine, query: &str) -> Vec<Value> {
     let q = engine
-        .parse_criteria("AuditEvent", &format!("{query}&_count=1000"), false)
+        .parse_criteria(
+            fhir_core::fhir::ResourceType::AUDIT_EVENT,
+            &format!("{query}&_count=1000"),
+            false,
+        )
         .unwrap_or_else(|e| panic!("{query}: {e}"));
     engine
         .store()
@@ -238,7 +242,11 @@ async fn a_record_in_a_write_transaction_commits_with_it_or_not_at_all(engine: A
     // Read back by its id, as `GET /fhir/AuditEvent/{id}` does.
     let id = found[0]["id"].as_str().expect("id");
     let read = engine
-        .read(&sektorbro::engine::Access::gateway(), "AuditEvent", id)
+        .read(
+            &sektorbro::engine::Access::gateway(),
+            fhir_core::fhir::ResourceType::AUDIT_EVENT,
+            id,
+        )
         .await
         .expect("read");
     let read: Value =

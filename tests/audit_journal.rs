@@ -84,7 +84,7 @@ async fn audit_events(engine: &Engine, query: &str) -> Vec<Value> {
     let page = engine
         .search_request(
             &Access::gateway(),
-            "AuditEvent",
+            fhir_core::fhir::ResourceType::AUDIT_EVENT,
             &pairs,
             false,
             "http://gw/fhir",

@@ -101,7 +101,11 @@ timeout_ms = 1000
         .expect("reopen");
     let engine = sektorbro::engine::Engine::new(store, defaults.search);
     let q = engine
-        .parse_criteria("AuditEvent", "subtype=forward&outcome=0", false)
+        .parse_criteria(
+            fhir_core::fhir::ResourceType::AUDIT_EVENT,
+            "subtype=forward&outcome=0",
+            false,
+        )
         .expect("query");
     let hits = engine
         .store()

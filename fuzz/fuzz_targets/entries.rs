@@ -46,7 +46,9 @@ pub fn search_query(data: &[u8]) {
         return;
     };
     let registry = SearchParamRegistry::embedded();
+    use fhir_core::fhir::ResourceType;
     for rtype in ["Patient", "Observation", "CarePlan", "AuditEvent"] {
+        let rtype = ResourceType::parse(rtype).expect("a served type");
         for lenient in [false, true] {
             let opts = ParseOptions {
                 default_count: 20,

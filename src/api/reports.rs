@@ -7,6 +7,7 @@
 //! citizens are reported while later pages of records are still being read.
 
 use actix_web::{web, HttpResponse};
+use fhir_core::fhir::ResourceType;
 
 use crate::api::context::RequestContext;
 use crate::api::AppState;
@@ -144,7 +145,7 @@ pub(crate) async fn permit(
         return Ok(());
     }
     let q = state.engine.parse_pairs(
-        "CarePlan",
+        ResourceType::CARE_PLAN,
         &[(
             "identifier".to_string(),
             format!("{}|", vocab::record_system(municipality)),

@@ -27,6 +27,7 @@ use crate::config::BulkConfig;
 use crate::engine::Engine;
 use crate::error::FhirError;
 use crate::store::{BulkJob, BulkStatus, BulkWrite};
+use fhir_core::fhir::ResourceType;
 
 pub use request::KickOff;
 
@@ -55,12 +56,12 @@ pub enum Level {
 pub struct Spec {
     #[serde(flatten)]
     pub level: Level,
-    /// The types, in the order their files are written.
-    pub types: Vec<String>,
+    /// The types, in the order their files are written (checked again when a job is read back).
+    pub types: Vec<ResourceType>,
     /// Only resources changed after this instant (`_since`), milliseconds since the epoch.
     pub since_ms: Option<i64>,
     /// Search parameters per type (`_typeFilter`), as query pairs.
-    pub type_filters: Vec<(String, Vec<(String, String)>)>,
+    pub type_filters: Vec<(ResourceType, Vec<(String, String)>)>,
 }
 
 /// One NDJSON file of a finished export.

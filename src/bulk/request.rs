@@ -3,7 +3,7 @@
 //! granted, as search answers), a Group looked up as the caller would read it (404).
 
 use fhir_core::fhir::outcome::Issue;
-use fhir_core::fhir::{is_supported_type, SUPPORTED_TYPES};
+use fhir_core::fhir::ResourceType;
 
 use super::{compartment_params, Exporter, Level, Spec};
 use crate::auth::{Caller, Permission};
@@ -78,7 +78,7 @@ impl Exporter {
         let spec = self.check(access, k)?;
         if let Level::Group { id } = &spec.level {
             // 404 for a Group the caller cannot read, exactly as a read would answer.
-            self.engine.read(access, "Group", id).await?;
+            self.engine.read(access, ResourceType::GROUP, id).await?;
         }
         let active = self.engine.store().bulk_active(&caller.client.id).await?;
         if active >= self.config.max_active_per_client {
@@ -132,7 +132,7 @@ impl Exporter {
             Level::System => true,
             _ => compartment_params(t).is_some(),
         };
-        let mut types: Vec<String> = Vec::new();
+        let mut types: Vec<ResourceType> = Vec::new();
         let mut since_ms = None;
         let mut filters: Vec<(String, String)> = Vec::new();
         let mut formats = 0;
@@ -170,7 +170,7 @@ impl Exporter {
                 },
                 "_type" => {
                     for t in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-                        if !is_supported_type(t) {
+                        let Some(rt) = ResourceType::parse(t) else {
                             issues.push(
                                 Issue::error(
                                     "not-supported",
@@ -178,7 +178,9 @@ impl Exporter {
                                 )
                                 .at("_type"),
                             );
-                        } else if !in_scope(t) {
+                            continue;
+                        };
+                        if !in_scope(t) {
                             issues.push(
                                 Issue::error(
                                     "not-supported",
@@ -186,8 +188,8 @@ impl Exporter {
                                 )
                                 .at("_type"),
                             );
-                        } else if !types.iter().any(|x| x == t) {
-                            types.push(t.to_string());
+                        } else if !types.contains(&rt) {
+                            types.push(rt);
                         }
                     }
                 }
@@ -216,7 +218,7 @@ impl Exporter {
             );
         }
         let explicit = !types.is_empty();
-        let mut type_filters: Vec<(String, Vec<(String, String)>)> = Vec::new();
+        let mut type_filters: Vec<(ResourceType, Vec<(String, String)>)> = Vec::new();
         for (_, value) in &filters {
             let Some((t, query)) = value.split_once('?') else {
                 issues.push(
@@ -228,7 +230,7 @@ impl Exporter {
                 );
                 continue;
             };
-            if !is_supported_type(t) {
+            let Some(t) = ResourceType::parse(t) else {
                 issues.push(
                     Issue::error(
                         "not-supported",
@@ -237,8 +239,8 @@ impl Exporter {
                     .at("_typeFilter"),
                 );
                 continue;
-            }
-            if (explicit && !types.iter().any(|x| x == t)) || !in_scope(t) {
+            };
+            if (explicit && !types.contains(&t)) || !in_scope(&t) {
                 issues.push(
                     Issue::error(
                         "invalid",
@@ -250,7 +252,7 @@ impl Exporter {
                 );
                 continue;
             }
-            if type_filters.iter().any(|(x, _)| x == t) {
+            if type_filters.iter().any(|(x, _)| *x == t) {
                 issues.push(
                     Issue::error(
                         "not-supported",
@@ -298,13 +300,13 @@ impl Exporter {
                 }
                 continue;
             }
-            type_filters.push((t.to_string(), pairs));
+            type_filters.push((t, pairs));
         }
         if !issues.is_empty() {
             return Err(FhirError::new(400, issues));
         }
         if let Level::Group { .. } = k.level {
-            access.permit("Group", Permission::Read)?;
+            access.permit(&ResourceType::GROUP, Permission::Read)?;
         }
         let types = if explicit {
             for t in &types {
@@ -312,14 +314,16 @@ impl Exporter {
             }
             types
         } else {
-            let candidates: Vec<&str> = match k.level {
-                Level::System => SUPPORTED_TYPES.to_vec(),
-                _ => super::PATIENT_COMPARTMENT.iter().map(|(t, _)| *t).collect(),
+            let candidates: Vec<ResourceType> = match k.level {
+                Level::System => ResourceType::all().collect(),
+                _ => super::PATIENT_COMPARTMENT
+                    .iter()
+                    .filter_map(|(t, _)| ResourceType::parse(t))
+                    .collect(),
             };
-            let granted: Vec<String> = candidates
+            let granted: Vec<ResourceType> = candidates
                 .into_iter()
                 .filter(|t| access.permit(t, Permission::Search).is_ok())
-                .map(str::to_string)
                 .collect();
             if granted.is_empty() {
                 access.permit_all_types(Permission::Search)?;
@@ -361,7 +365,7 @@ mod tests {
     fn the_compartment_table_names_only_served_types_and_their_parameters() {
         let registry = fhir_core::fhir::search_params::SearchParamRegistry::embedded();
         for (t, params) in super::super::PATIENT_COMPARTMENT {
-            assert!(is_supported_type(t), "{t}");
+            assert!(ResourceType::parse(t).is_some(), "{t}");
             for p in *params {
                 assert!(registry.get(t, p).is_some(), "{t}.{p}");
             }

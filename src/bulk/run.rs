@@ -24,6 +24,7 @@ use crate::auth::Scopes;
 use crate::engine::Access;
 use crate::error::FhirError;
 use crate::store::{BulkJob, BulkStatus, BulkWrite, Visibility};
+use fhir_core::fhir::ResourceType;
 
 /// Why a run ended without a result of its own.
 enum Stopped {
@@ -278,10 +279,10 @@ impl Exporter {
             _ => None,
         };
         let mut out = Vec::new();
-        for (n, rtype) in spec.types.iter().enumerate() {
+        for (n, &rtype) in spec.types.iter().enumerate() {
             let progress = format!("{rtype} ({} of {} types)", n + 1, spec.types.len());
             // The audit trail as of now, journal included.
-            self.engine.settle(rtype).await;
+            self.engine.settle(&rtype).await;
             let files = self
                 .export_type(
                     job,
@@ -301,7 +302,7 @@ impl Exporter {
 
     /// The Patient ids among a Group's members (read as the caller reads it).
     async fn members(&self, access: &Access, id: &str) -> Result<HashSet<String>, FhirError> {
-        let group = self.engine.read(access, "Group", id).await?;
+        let group = self.engine.read(access, ResourceType::GROUP, id).await?;
         let v: Value = serde_json::from_str(group.content.as_deref().unwrap_or("{}"))
             .map_err(|e| FhirError::internal(format!("stored Group unreadable: {e}")))?;
         Ok(v["member"]
@@ -321,7 +322,7 @@ impl Exporter {
         &self,
         job: &BulkJob,
         spec: &Spec,
-        rtype: &str,
+        rtype: ResourceType,
         members: Option<&HashSet<String>>,
         vis: &Visibility,
         dir: &Path,
@@ -331,7 +332,7 @@ impl Exporter {
         let mut pairs: Vec<(String, String)> = spec
             .type_filters
             .iter()
-            .find(|(t, _)| t == rtype)
+            .find(|(t, _)| *t == rtype)
             .map(|(_, p)| p.clone())
             .unwrap_or_default();
         if let Some(since) = spec.since_ms {
@@ -340,7 +341,7 @@ impl Exporter {
                 format!("gt{}", fhir_core::fhir::instant(since)),
             ));
         }
-        let params = compartment_params(rtype);
+        let params = compartment_params(&rtype);
         let membership = match (&spec.level, params) {
             (Level::System, _) => Membership::All,
             (_, Some([])) | (_, None) if rtype == "Patient" => Membership::Patients(members),
@@ -377,7 +378,7 @@ impl Exporter {
         let page = self.config.page_size;
         let mut files = TypeFiles {
             dir,
-            rtype,
+            rtype: &rtype,
             max: self.config.max_resources_per_file,
             current: None,
             done: Vec::new(),

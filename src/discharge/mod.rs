@@ -25,6 +25,7 @@ use crate::municipal::to_fhir::{kind, part_id};
 use crate::municipal::vocab;
 use crate::municipal::{read_json, references};
 use fhir_core::fhir::outcome::Issue;
+use fhir_core::fhir::ResourceType;
 
 pub static NOTE_SCHEMA: Schema = Schema::new(include_str!(
     "../../profiles/municipal/discharge-note-v1.schema.json"
@@ -144,7 +145,7 @@ pub async fn load_record(
     let r = &note.care_record;
     let plan_id = part_id(&r.municipality, &r.record_id, kind::CARE_PLAN, "plan");
     let stored_plan = engine
-        .read(access, "CarePlan", &plan_id)
+        .read(access, ResourceType::CARE_PLAN, &plan_id)
         .await
         .map_err(|e| match e.status {
             403 => e,

@@ -18,11 +18,12 @@ use super::message::{self, NoteIds};
 use super::note::DischargeNote;
 use super::{load_record, mark_warnings, sweden};
 use crate::config::DestinationKind;
-use crate::engine::{Access, Engine};
+use crate::engine::{Access, Engine, Transaction};
 use crate::error::FhirError;
 use crate::forward::Forwarder;
 use crate::store::JobStatus;
 use fhir_core::fhir::outcome::{Issue, Severity};
+use fhir_core::fhir::ResourceType;
 
 /// What the use case needs of the gateway.
 pub struct Services<'a> {
@@ -89,11 +90,13 @@ pub async fn send(
         DestinationKind::FhirMessage => {}
     }
     mark_warnings(&mut built.composition, &warnings);
-    let store = serde_json::json!({
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [put(&built.composition), put(&built.provenance)],
-    });
+    let mut store = Transaction::new();
+    store.put(
+        ResourceType::COMPOSITION,
+        &ids.composition,
+        built.composition,
+    );
+    store.put(ResourceType::PROVENANCE, &ids.provenance, built.provenance);
     let submitted = services
         .forwarder
         .submit(&access, built.message, Some(store), base)
@@ -153,14 +156,4 @@ fn care_communication(
         })
         .collect();
     Err(FhirError::new(422, errors))
-}
-
-/// A transaction entry that stores `r` under its own id.
-fn put(r: &Value) -> Value {
-    let url = format!(
-        "{}/{}",
-        r["resourceType"].as_str().unwrap_or_default(),
-        r["id"].as_str().unwrap_or_default()
-    );
-    serde_json::json!({"resource": r, "request": {"method": "PUT", "url": url}})
 }

@@ -7,56 +7,15 @@
 
 use std::collections::HashMap;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::bundle_json::{self, etag, BundleEntry};
-use super::{
-    now_ms, retrying, Access, Engine, PatchDocument, Resolved, WriteFailure, WriteOp, Written,
-};
+use super::transaction::{check_duplicates, BundleKind, Method, Transaction, TransactionEntry};
+use super::{now_ms, retrying, Access, Engine, Resolved, WriteFailure, WriteOp, Written};
 use crate::error::FhirError;
 use crate::store::report_facts::FactsWrite;
 use crate::store::{Grant, NewJob, StoreTx};
-use fhir_core::fhir::outcome::Issue;
 use fhir_core::fhir::{for_each_reference, instant, new_id};
-
-/// Which kind of Bundle was posted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BundleKind {
-    Transaction,
-    Batch,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Method {
-    // Declaration order is processing order (a PATCH becomes a PUT before processing).
-    Delete,
-    Post,
-    Put,
-    Patch,
-    Get,
-}
-
-/// One parsed `Bundle.entry`.
-#[derive(Debug, Clone)]
-struct EntryRequest {
-    index: usize,
-    method: Method,
-    /// Resource type and the rest of the URL: `("Patient", "123")`, `("Patient", "?identifier=x")`.
-    rtype: String,
-    rest: String,
-    full_url: Option<String>,
-    resource: Option<Value>,
-    if_none_exist: Option<String>,
-    if_match: Option<i64>,
-    /// A PATCH entry's patch (its resource: a Parameters or a Binary holding a JSON Patch).
-    patch: Option<PatchDocument>,
-}
-
-impl EntryRequest {
-    fn location(&self) -> String {
-        format!("Bundle.entry[{}]", self.index)
-    }
-}
 
 /// Put an entry's location in front of each issue's own.
 fn locate(e: FhirError, index: usize) -> FhirError {
@@ -78,32 +37,16 @@ fn locate(e: FhirError, index: usize) -> FhirError {
 }
 
 impl Engine {
-    /// Process a posted `transaction` or `batch` Bundle; returns the response Bundle as JSON text.
+    /// Process a posted `transaction` or `batch` ([`Transaction::from_bundle`]); returns the
+    /// response Bundle as JSON text.
     pub async fn process_bundle(
         &self,
         access: &Access,
-        bundle: &Value,
+        kind: BundleKind,
+        entries: Transaction,
         base: &str,
         answer: Answer,
     ) -> Result<String, FhirError> {
-        if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
-            return Err(FhirError::bad_request(
-                "POST to the base URL takes a Bundle of type transaction or batch",
-            )
-            .at("resourceType"));
-        }
-        let kind = match bundle.get("type").and_then(Value::as_str) {
-            Some("transaction") => BundleKind::Transaction,
-            Some("batch") => BundleKind::Batch,
-            other => {
-                return Err(FhirError::bad_request(format!(
-                    "POST to the base URL takes a Bundle of type transaction or batch, not {}",
-                    other.unwrap_or("(missing)")
-                ))
-                .at("Bundle.type"))
-            }
-        };
-        let entries = parse_entries(bundle)?;
         match kind {
             BundleKind::Transaction => self
                 .transaction(access, entries, base, answer, Extra::Nothing, Checks::Full)
@@ -126,18 +69,12 @@ impl Engine {
     pub(crate) async fn record_transaction(
         &self,
         access: &Access,
-        bundle: &Value,
+        entries: Transaction,
         base: &str,
         answer: Answer,
         checks: Checks,
         facts: Option<&FactsWrite>,
     ) -> Result<Committed, FhirError> {
-        if bundle.get("type").and_then(Value::as_str) != Some("transaction") {
-            return Err(FhirError::internal(
-                "a care record's Bundle must be a transaction",
-            ));
-        }
-        let entries = parse_entries(bundle)?;
         let extra = match facts {
             Some(f) => Extra::Facts(f),
             None => Extra::Nothing,
@@ -151,18 +88,11 @@ impl Engine {
     pub async fn transaction_with_job(
         &self,
         access: &Access,
-        bundle: &Value,
+        entries: Transaction,
         base: &str,
         job: &NewJob,
         grants: &[Grant],
     ) -> Result<String, FhirError> {
-        if bundle.get("type").and_then(Value::as_str) != Some("transaction") {
-            return Err(FhirError::bad_request(
-                "resources stored with a message must come as a Bundle of type transaction",
-            )
-            .at("Bundle.type"));
-        }
-        let entries = parse_entries(bundle)?;
         let (answer, checks) = (Answer::Minimal, Checks::Full);
         self.transaction(
             access,
@@ -191,12 +121,18 @@ impl Engine {
     async fn transaction(
         &self,
         access: &Access,
-        entries: Vec<EntryRequest>,
+        entries: Transaction,
         base: &str,
         answer: Answer,
         extra: Extra<'_>,
         checks: Checks,
     ) -> Result<Committed, FhirError> {
+        if !entries.unsupported.is_empty() {
+            let issues = entries.unsupported.into_iter().flat_map(|(_, e)| e.issues);
+            return Err(FhirError::new(404, issues.collect()));
+        }
+        let size = entries.len();
+        let entries = entries.entries;
         check_duplicates(&entries)?;
         let entries = self.patches_applied(access, entries).await?;
         // Validate every entry first: all problems of all entries in one answer, before any lock.
@@ -245,7 +181,7 @@ impl Engine {
             Ok(written)
         })
         .await?;
-        let mut out: Vec<Option<BundleEntry>> = vec![None; entries.len()];
+        let mut out: Vec<Option<BundleEntry>> = vec![None; size];
         let mut writes: Vec<(usize, Written)> = Vec::with_capacity(written.len());
         for (index, w) in written {
             let w = self
@@ -270,9 +206,9 @@ impl Engine {
         &self,
         tx: &mut dyn StoreTx,
         access: &Access,
-        entries: &[EntryRequest],
+        entries: &[TransactionEntry],
     ) -> Result<Vec<(usize, Written)>, WriteFailure> {
-        let mut order: Vec<&EntryRequest> =
+        let mut order: Vec<&TransactionEntry> =
             entries.iter().filter(|e| e.method != Method::Get).collect();
         order.sort_by_key(|e| (e.method, e.index));
 
@@ -338,14 +274,14 @@ impl Engine {
         reference: &str,
     ) -> Result<String, WriteFailure> {
         let (rtype, query) = reference.split_once('?').unwrap_or((reference, ""));
-        self.check_type(rtype)?;
+        let rtype = Engine::resource_type(rtype)?;
         let criteria = self.parse_criteria(rtype, query, false)?;
         // A reference may name what the caller can read (a shared Organization, say), but an
         // organization named by its SOR/GLN/HSA identifier only as itself or the caller's own.
-        access.permit(rtype, crate::auth::Permission::Search)?;
+        access.permit(&rtype, crate::auth::Permission::Search)?;
         let vis = self
             .tenants
-            .conditional_reference_scope(access, rtype, &criteria);
+            .conditional_reference_scope(access, &rtype, &criteria);
         match self.matches(tx, &vis, &criteria).await?.as_slice() {
             [one] => Ok(format!("{rtype}/{one}")),
             [] => Err(FhirError::precondition_failed(format!(
@@ -360,23 +296,23 @@ impl Engine {
     }
 
     /// The write an entry asks for.
-    fn entry_op(&self, e: &EntryRequest) -> Result<WriteOp, FhirError> {
+    fn entry_op(&self, e: &TransactionEntry) -> Result<WriteOp, FhirError> {
         let resource = || {
             e.resource.clone().ok_or_else(|| {
                 FhirError::bad_request(format!("a {:?} entry needs a resource", e.method))
                     .at(&format!("{}.resource", e.location()))
             })
         };
-        let criteria = |q: &str| self.parse_criteria(&e.rtype, q, false);
+        let criteria = |q: &str| self.parse_criteria(e.rtype, q, false);
         match e.method {
             Method::Post => Ok(WriteOp::Create {
-                rtype: e.rtype.clone(),
+                rtype: e.rtype,
                 resource: resource()?,
                 if_none_exist: e
                     .if_none_exist
                     .as_deref()
                     .map(|q| {
-                        self.parse_if_none_exist(&e.rtype, q).map_err(|err| {
+                        self.parse_if_none_exist(e.rtype, q).map_err(|err| {
                             let at = format!("{}.request.ifNoneExist", e.location());
                             let issues = err
                                 .issues
@@ -393,13 +329,13 @@ impl Engine {
             }),
             Method::Put => match e.rest.strip_prefix('?') {
                 Some(q) => Ok(WriteOp::ConditionalUpdate {
-                    rtype: e.rtype.clone(),
+                    rtype: e.rtype,
                     criteria: criteria(q)?,
                     resource: resource()?,
                     if_match: e.if_match,
                 }),
                 None => Ok(WriteOp::Update {
-                    rtype: e.rtype.clone(),
+                    rtype: e.rtype,
                     id: e.rest.clone(),
                     resource: resource()?,
                     if_match: e.if_match,
@@ -407,13 +343,13 @@ impl Engine {
             },
             Method::Delete if !e.rest.is_empty() && !e.rest.starts_with('?') => {
                 Ok(WriteOp::Delete {
-                    rtype: e.rtype.clone(),
+                    rtype: e.rtype,
                     id: e.rest.clone(),
                 })
             }
             Method::Delete => match e.rest.strip_prefix('?') {
                 Some(q) => Ok(WriteOp::ConditionalDelete {
-                    rtype: e.rtype.clone(),
+                    rtype: e.rtype,
                     criteria: criteria(q)?,
                 }),
                 None => Err(
@@ -435,15 +371,15 @@ impl Engine {
     async fn patches_applied(
         &self,
         access: &Access,
-        mut entries: Vec<EntryRequest>,
-    ) -> Result<Vec<EntryRequest>, FhirError> {
+        mut entries: Vec<TransactionEntry>,
+    ) -> Result<Vec<TransactionEntry>, FhirError> {
         let (mut problems, mut status) = (Vec::new(), 422);
         for e in entries.iter_mut() {
             let Some(patch) = e.patch.take() else {
                 continue;
             };
             match self
-                .patched(access, &e.rtype, &e.rest, &patch, e.if_match)
+                .patched(access, e.rtype, &e.rest, &patch, e.if_match)
                 .await
             {
                 Ok(WriteOp::Update {
@@ -470,18 +406,21 @@ impl Engine {
     async fn batch(
         &self,
         access: &Access,
-        entries: Vec<EntryRequest>,
+        entries: Transaction,
         base: &str,
         answer: Answer,
     ) -> String {
-        let mut out = Vec::with_capacity(entries.len());
-        for e in &entries {
+        let mut out: Vec<Option<BundleEntry>> = vec![None; entries.len()];
+        for (index, err) in &entries.unsupported {
+            out[*index] = Some(error_entry(err));
+        }
+        for e in &entries.entries {
             let entry = if e.method == Method::Get {
                 self.get_entry(access, e, base).await
             } else {
                 let result = match (&e.patch, self.entry_op(e)) {
                     (Some(patch), _) => {
-                        self.patch(access, &e.rtype, &e.rest, patch, e.if_match)
+                        self.patch(access, e.rtype, &e.rest, patch, e.if_match)
                             .await
                     }
                     (None, Ok(op)) => self.write(access, op).await,
@@ -492,22 +431,22 @@ impl Engine {
                     Err(err) => error_entry(&locate(err, e.index)),
                 }
             };
-            out.push(Some(entry));
+            out[e.index] = Some(entry);
         }
         response_bundle("batch-response", out)
     }
 
     /// Answer a GET entry (read, vread or search); errors become the entry's outcome.
-    async fn get_entry(&self, access: &Access, e: &EntryRequest, base: &str) -> BundleEntry {
+    async fn get_entry(&self, access: &Access, e: &TransactionEntry, base: &str) -> BundleEntry {
         let result: Result<(String, Option<String>), FhirError> = async {
             if let Some(query) = e.rest.strip_prefix('?').or(e.rest.is_empty().then_some("")) {
-                let q = self.parse_criteria(&e.rtype, query, false)?;
+                let q = self.parse_criteria(e.rtype, query, false)?;
                 return Ok((self.search(access, &q, base).await?, None));
             }
             let parts: Vec<&str> = e.rest.split('/').collect();
             let r = match parts.as_slice() {
-                [id] => self.read(access, &e.rtype, id).await?,
-                [id, "_history", v] => self.vread(access, &e.rtype, id, v).await?,
+                [id] => self.read(access, e.rtype, id).await?,
+                [id, "_history", v] => self.vread(access, e.rtype, id, v).await?,
                 _ => {
                     return Err(FhirError::bad_request(
                         "unsupported GET url in Bundle entry",
@@ -665,241 +604,4 @@ fn response_bundle(kind: &str, entries: Vec<Option<BundleEntry>>) -> String {
         "type": kind,
     });
     bundle_json::write(head, entries.into_iter().flatten().collect())
-}
-
-/// Parse every entry's request, reporting all problems at once.
-fn parse_entries(bundle: &Value) -> Result<Vec<EntryRequest>, FhirError> {
-    let empty = Vec::new();
-    let list = match bundle.get("entry") {
-        None => &empty,
-        Some(Value::Array(a)) => a,
-        Some(_) => {
-            return Err(FhirError::bad_request("Bundle.entry must be an array").at("Bundle.entry"))
-        }
-    };
-    let mut out = Vec::with_capacity(list.len());
-    let mut issues = Vec::new();
-    for (index, entry) in list.iter().enumerate() {
-        let loc = format!("Bundle.entry[{index}]");
-        let request = entry.get("request");
-        let method = match request
-            .and_then(|r| r.get("method"))
-            .and_then(Value::as_str)
-        {
-            Some("GET") => Method::Get,
-            Some("POST") => Method::Post,
-            Some("PUT") => Method::Put,
-            Some("DELETE") => Method::Delete,
-            Some("PATCH") => Method::Patch,
-            Some(other) => {
-                issues.push(
-                    Issue::error(
-                        "not-supported",
-                        format!("request method {other} is not supported in Bundles"),
-                    )
-                    .at(format!("{loc}.request.method")),
-                );
-                continue;
-            }
-            None => {
-                issues.push(
-                    Issue::error(
-                        "required",
-                        "each entry needs request.method and request.url",
-                    )
-                    .at(format!("{loc}.request")),
-                );
-                continue;
-            }
-        };
-        let Some(url) = request.and_then(|r| r.get("url")).and_then(Value::as_str) else {
-            issues.push(
-                Issue::error("required", "request.url is missing").at(format!("{loc}.request.url")),
-            );
-            continue;
-        };
-        let url = url.trim_start_matches('/');
-        let split = url.find(['/', '?']).unwrap_or(url.len());
-        let (rtype, rest) = url.split_at(split);
-        let rest = rest.strip_prefix('/').unwrap_or(rest).to_string();
-        if !rtype.chars().next().is_some_and(|c| c.is_ascii_uppercase()) || url.contains("://") {
-            issues.push(
-                Issue::error("invalid", format!("request.url must be relative, like Patient/123 or Patient?identifier=x; got {url:?}"))
-                    .at(format!("{loc}.request.url")),
-            );
-            continue;
-        }
-        let resource = entry.get("resource").cloned();
-        if method == Method::Post && !rest.is_empty() {
-            issues.push(
-                Issue::error("invalid", "a POST entry's url is the resource type alone")
-                    .at(format!("{loc}.request.url")),
-            );
-        }
-        if matches!(method, Method::Post | Method::Put) {
-            match resource
-                .as_ref()
-                .and_then(|r| r.get("resourceType"))
-                .and_then(Value::as_str)
-            {
-                Some(t) if t == rtype => {}
-                Some(t) => issues.push(
-                    Issue::error(
-                        "invalid",
-                        format!("the resource is a {t} but request.url names {rtype}"),
-                    )
-                    .at(format!("{loc}.resource.resourceType")),
-                ),
-                None => issues.push(
-                    Issue::error("required", format!("a {method:?} entry needs a resource"))
-                        .at(format!("{loc}.resource")),
-                ),
-            }
-        }
-        let patch = if method == Method::Patch {
-            if rest.is_empty() || rest.contains(['/', '?']) {
-                issues.push(
-                    Issue::error("invalid", "a PATCH entry's url is Type/id")
-                        .at(format!("{loc}.request.url")),
-                );
-            }
-            match patch_document(resource.as_ref(), &loc) {
-                Ok(p) => Some(p),
-                Err(mut found) => {
-                    issues.append(&mut found);
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let if_match = match request
-            .and_then(|r| r.get("ifMatch"))
-            .and_then(Value::as_str)
-        {
-            Some(s) => match super::parse_etag(s) {
-                Some(v) => Some(v),
-                None => {
-                    issues.push(
-                        Issue::error(
-                            "invalid",
-                            format!("ifMatch {s:?} is not an ETag like W/\"1\""),
-                        )
-                        .at(format!("{loc}.request.ifMatch")),
-                    );
-                    None
-                }
-            },
-            None => None,
-        };
-        out.push(EntryRequest {
-            index,
-            method,
-            rtype: rtype.to_string(),
-            rest,
-            full_url: entry
-                .get("fullUrl")
-                .and_then(Value::as_str)
-                .map(String::from),
-            resource,
-            if_none_exist: request
-                .and_then(|r| r.get("ifNoneExist"))
-                .and_then(Value::as_str)
-                .map(String::from),
-            if_match,
-            patch,
-        });
-    }
-    if issues.is_empty() {
-        Ok(out)
-    } else {
-        Err(FhirError::new(400, issues))
-    }
-}
-
-/// The patch a PATCH entry carries (R4 3.1.0.11): a FHIRPath Patch (`Parameters`), or a JSON
-/// Patch as the data of a `Binary` whose contentType is `application/json-patch+json`.
-fn patch_document(resource: Option<&Value>, loc: &str) -> Result<PatchDocument, Vec<Issue>> {
-    let at = format!("{loc}.resource");
-    let kind = resource
-        .and_then(|r| r.get("resourceType"))
-        .and_then(Value::as_str);
-    match (kind, resource) {
-        (Some("Parameters"), Some(r)) => fhir_core::fhirpath::patch::parse(r)
-            .map(PatchDocument::FhirPath)
-            .map_err(|issues| {
-                issues
-                    .into_iter()
-                    .map(|i| match i.expression.clone() {
-                        Some(x) => {
-                            let inner = x.strip_prefix("Parameters").unwrap_or(&x).to_string();
-                            i.at(format!("{at}{inner}"))
-                        }
-                        None => i.at(at.clone()),
-                    })
-                    .collect()
-            }),
-        (Some("Binary"), Some(r)) => {
-            let media = r.get("contentType").and_then(Value::as_str).unwrap_or("");
-            if media.split(';').next().map(str::trim) != Some("application/json-patch+json") {
-                return Err(vec![Issue::error(
-                    "invalid",
-                    format!("a Binary patch has contentType application/json-patch+json, not {media:?}"),
-                )
-                .at(format!("{at}.contentType"))]);
-            }
-            use base64::Engine as _;
-            let data = r.get("data").and_then(Value::as_str).unwrap_or("");
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(data)
-                .map_err(|e| {
-                    vec![Issue::error("invalid", format!("the data is not base64: {e}"))
-                        .at(format!("{at}.data"))]
-                })?;
-            serde_json::from_slice(&bytes)
-                .map(PatchDocument::Json)
-                .map_err(|e| {
-                    vec![Issue::error(
-                        "invalid",
-                        format!("the data is not a JSON Patch document: {e}"),
-                    )
-                    .at(format!("{at}.data"))]
-                })
-        }
-        _ => Err(vec![Issue::error(
-            "required",
-            "a PATCH entry's resource is a Parameters (FHIRPath Patch) or a Binary holding a JSON Patch",
-        )
-        .at(at)]),
-    }
-}
-
-/// A transaction must not touch the same resource twice (R4 3.1.0.11.2).
-fn check_duplicates(entries: &[EntryRequest]) -> Result<(), FhirError> {
-    let mut seen: HashMap<(String, String), usize> = HashMap::new();
-    let mut issues = Vec::new();
-    for e in entries {
-        if matches!(e.method, Method::Put | Method::Patch | Method::Delete)
-            && !e.rest.starts_with('?')
-        {
-            let key = (e.rtype.clone(), e.rest.clone());
-            if let Some(first) = seen.insert(key, e.index) {
-                issues.push(
-                    Issue::error(
-                        "duplicate",
-                        format!(
-                            "{}/{} is also written by Bundle.entry[{first}]",
-                            e.rtype, e.rest
-                        ),
-                    )
-                    .at(format!("{}.request.url", e.location())),
-                );
-            }
-        }
-    }
-    if issues.is_empty() {
-        Ok(())
-    } else {
-        Err(FhirError::new(400, issues))
-    }
 }

@@ -14,6 +14,7 @@ mod policy;
 mod questionnaires;
 mod read;
 mod search;
+mod transaction;
 mod write;
 
 use std::sync::Arc;
@@ -29,12 +30,13 @@ use crate::store::{
 use fhir_core::fhir::outcome::Issue;
 use fhir_core::fhir::search::{parse_search, ParseOptions, SearchQuery};
 use fhir_core::fhir::search_params::SearchParamRegistry;
-use fhir_core::fhir::{instant, is_supported_type, is_valid_id, new_id};
+use fhir_core::fhir::{instant, is_valid_id, new_id, ResourceType};
 
 pub use access::{citizen_of, Access};
-pub use bundle::{Answer, BundleKind, Checks, Committed};
+pub use bundle::{Answer, Checks, Committed};
 pub use bundle_json::BundleEntry;
 pub use policy::WritePolicy;
+pub use transaction::{BundleKind, Transaction};
 
 /// How many times a write is attempted when the database reports a retryable conflict.
 const WRITE_ATTEMPTS: usize = 8;
@@ -60,42 +62,42 @@ pub struct Engine {
 pub enum WriteOp {
     /// POST: create with a server id, unless `if_none_exist` finds a match.
     Create {
-        rtype: String,
+        rtype: ResourceType,
         resource: Value,
         if_none_exist: Option<SearchQuery>,
     },
     /// PUT Type/id: update, or create with the client's id.
     Update {
-        rtype: String,
+        rtype: ResourceType,
         id: String,
         resource: Value,
         if_match: Option<i64>,
     },
     /// PUT Type?criteria.
     ConditionalUpdate {
-        rtype: String,
+        rtype: ResourceType,
         criteria: SearchQuery,
         resource: Value,
         if_match: Option<i64>,
     },
     /// DELETE Type/id.
-    Delete { rtype: String, id: String },
+    Delete { rtype: ResourceType, id: String },
     /// DELETE Type?criteria: delete the one match (none: nothing to do; several: 412).
     ConditionalDelete {
-        rtype: String,
+        rtype: ResourceType,
         criteria: SearchQuery,
     },
 }
 
 impl WriteOp {
     /// The type written.
-    pub fn rtype(&self) -> &str {
+    pub fn rtype(&self) -> ResourceType {
         match self {
             WriteOp::Create { rtype, .. }
             | WriteOp::Update { rtype, .. }
             | WriteOp::ConditionalUpdate { rtype, .. }
             | WriteOp::Delete { rtype, .. }
-            | WriteOp::ConditionalDelete { rtype, .. } => rtype,
+            | WriteOp::ConditionalDelete { rtype, .. } => *rtype,
         }
     }
 }
@@ -113,7 +115,7 @@ pub enum PatchDocument {
 pub struct Written {
     /// 201 created, 200 updated (or matched by a conditional create), 204 deleted.
     pub status: u16,
-    pub rtype: String,
+    pub rtype: ResourceType,
     pub id: String,
     pub version: i64,
     pub last_updated_ms: i64,
@@ -127,27 +129,27 @@ pub struct Written {
 #[derive(Debug, Clone)]
 pub(crate) enum Resolved {
     Create {
-        rtype: String,
+        rtype: ResourceType,
         id: String,
         resource: Value,
     },
     Update {
-        rtype: String,
+        rtype: ResourceType,
         id: String,
         resource: Value,
         if_match: Option<i64>,
     },
     Delete {
-        rtype: String,
+        rtype: ResourceType,
         id: String,
     },
     Existing {
-        rtype: String,
+        rtype: ResourceType,
         id: String,
     },
     /// A conditional delete that matched nothing.
     Nothing {
-        rtype: String,
+        rtype: ResourceType,
     },
 }
 
@@ -159,13 +161,13 @@ impl Resolved {
         }
     }
 
-    pub(crate) fn key(&self) -> (&str, &str) {
+    pub(crate) fn key(&self) -> (ResourceType, &str) {
         match self {
             Resolved::Create { rtype, id, .. }
             | Resolved::Update { rtype, id, .. }
             | Resolved::Delete { rtype, id }
-            | Resolved::Existing { rtype, id } => (rtype, id),
-            Resolved::Nothing { rtype } => (rtype, ""),
+            | Resolved::Existing { rtype, id } => (*rtype, id),
+            Resolved::Nothing { rtype } => (*rtype, ""),
         }
     }
 }
@@ -417,18 +419,17 @@ impl Engine {
         self.registry
     }
 
-    /// 404 for types this server does not serve.
-    pub fn check_type(&self, rtype: &str) -> Result<(), FhirError> {
-        if is_supported_type(rtype) {
-            Ok(())
-        } else {
-            Err(FhirError::not_supported(
+    /// The type named by a request (a URL segment, a Bundle entry): 404 for types this server
+    /// does not serve. Everything past this point takes the checked [`ResourceType`].
+    pub fn resource_type(name: &str) -> Result<ResourceType, FhirError> {
+        ResourceType::parse(name).ok_or_else(|| {
+            FhirError::not_supported(
                 404,
                 format!(
-                    "Resource type {rtype:?} is not supported by this server (see /fhir/metadata)"
+                    "Resource type {name:?} is not supported by this server (see /fhir/metadata)"
                 ),
-            ))
-        }
+            )
+        })
     }
 
     fn check_id(id: &str) -> Result<(), FhirError> {
@@ -448,7 +449,7 @@ impl Engine {
     /// Parse search criteria given as a query string (`identifier=a|b&status=active`).
     pub fn parse_criteria(
         &self,
-        rtype: &str,
+        rtype: ResourceType,
         query: &str,
         lenient: bool,
     ) -> Result<SearchQuery, FhirError> {
@@ -459,8 +460,12 @@ impl Engine {
 
     /// Parse conditional-create criteria (`If-None-Exist`, `entry.request.ifNoneExist`) in any
     /// form clients send them: the bare query, or prefixed with `?`, `Type?` or `[base]/Type?`.
-    pub fn parse_if_none_exist(&self, rtype: &str, text: &str) -> Result<SearchQuery, FhirError> {
-        let query = fhir_core::fhir::search::criteria_query(rtype, text)
+    pub fn parse_if_none_exist(
+        &self,
+        rtype: ResourceType,
+        text: &str,
+    ) -> Result<SearchQuery, FhirError> {
+        let query = fhir_core::fhir::search::criteria_query(&rtype, text)
             .map_err(|msg| FhirError::new(400, vec![Issue::error("invalid", msg)]))?;
         self.parse_criteria(rtype, query, false)
     }
@@ -468,7 +473,7 @@ impl Engine {
     /// Parse search pairs on `rtype`, with this server's paging limits.
     pub fn parse_pairs(
         &self,
-        rtype: &str,
+        rtype: ResourceType,
         pairs: &[(String, String)],
         lenient: bool,
     ) -> Result<SearchQuery, FhirError> {

@@ -9,6 +9,7 @@ use fhir_core::validation::questionnaire::QuestionnaireSource;
 
 use super::Engine;
 use crate::store::Visibility;
+use fhir_core::fhir::ResourceType;
 
 pub(crate) struct StoredQuestionnaires<'a> {
     pub engine: &'a Engine,
@@ -38,7 +39,7 @@ impl StoredQuestionnaires<'_> {
         };
         let q = self
             .engine
-            .parse_pairs("Questionnaire", &pairs, false)
+            .parse_pairs(ResourceType::QUESTIONNAIRE, &pairs, false)
             .ok()?;
         match self.engine.store.search(&q, 1, &self.vis).await {
             Ok(hits) => hits

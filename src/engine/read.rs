@@ -7,20 +7,19 @@ impl Engine {
     pub async fn read(
         &self,
         access: &Access,
-        rtype: &str,
+        rtype: ResourceType,
         id: &str,
     ) -> Result<StoredResource, FhirError> {
-        self.check_type(rtype)?;
         Self::check_id(id)?;
-        access.permit(rtype, Permission::Read)?;
-        self.settle(rtype).await;
-        let found = self.store.read(rtype, id).await?;
+        access.permit(&rtype, Permission::Read)?;
+        self.settle(&rtype).await;
+        let found = self.store.read(&rtype, id).await?;
         let found = match found {
             Some(r) if self.visible(access, &r).await? => Some(r),
             _ => None,
         };
         match found {
-            None => Err(unknown(rtype, id)),
+            None => Err(unknown(&rtype, id)),
             Some(r) if r.deleted => Err(FhirError::gone(format!(
                 "{rtype}/{id} was deleted (version {})",
                 r.version
@@ -34,18 +33,17 @@ impl Engine {
     pub async fn vread(
         &self,
         access: &Access,
-        rtype: &str,
+        rtype: ResourceType,
         id: &str,
         version: &str,
     ) -> Result<StoredResource, FhirError> {
-        self.check_type(rtype)?;
         Self::check_id(id)?;
-        access.permit(rtype, Permission::Read)?;
+        access.permit(&rtype, Permission::Read)?;
         let v: i64 = version.parse().map_err(|_| {
             FhirError::not_found(format!("{version:?} is not a version of {rtype}/{id}"))
         })?;
-        self.settle(rtype).await;
-        let found = self.store.vread(rtype, id, v).await?;
+        self.settle(&rtype).await;
+        let found = self.store.vread(&rtype, id, v).await?;
         let found = match found {
             Some(r) if self.visible(access, &r).await? => Some(r),
             _ => None,
@@ -115,14 +113,12 @@ impl Engine {
                 (None, String::from("_history"))
             }
             HistoryScope::Type(t) => {
-                self.check_type(t)?;
-                access.permit(t, Permission::Search)?;
+                access.permit(&t, Permission::Search)?;
                 (None, format!("{t}/_history"))
             }
             HistoryScope::Instance(t, id) => {
-                self.check_type(t)?;
                 Self::check_id(id)?;
-                access.permit(t, Permission::Read)?;
+                access.permit(&t, Permission::Read)?;
                 (Some((t, id)), format!("{t}/{id}/_history"))
             }
         };
@@ -140,7 +136,7 @@ impl Engine {
             })
             .await?;
         if let (Some((t, id)), true) = (rtype_id, rows.is_empty() && before_seq.is_none()) {
-            return Err(unknown(t, id));
+            return Err(unknown(&t, id));
         }
         let has_next = rows.len() > count;
         let rows = &rows[..rows.len().min(count)];

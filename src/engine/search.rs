@@ -17,7 +17,7 @@ use fhir_core::fhir::search::{
     apply_elements, apply_summary, Cursor, Include, Match, SearchQuery, Summary, Total,
 };
 use fhir_core::fhir::search_params::IndexValue;
-use fhir_core::fhir::{instant, new_id};
+use fhir_core::fhir::{instant, new_id, ResourceType};
 
 /// The most resources `_include`/`_revinclude` add to one page.
 const MAX_INCLUDED: usize = 1000;
@@ -65,7 +65,7 @@ fn dependencies(q: &SearchQuery) -> Dependencies {
             }
         }
     }
-    let mut types = vec![q.rtype.clone()];
+    let mut types = vec![q.rtype.to_string()];
     for f in &q.filters {
         for m in &f.any_of {
             chain_targets(m, &mut types);
@@ -179,7 +179,6 @@ impl Engine {
         q: &SearchQuery,
         base: &str,
     ) -> Result<String, FhirError> {
-        self.check_type(&q.rtype)?;
         access.permit(&q.rtype, Permission::Search)?;
         let key = self.pages.as_ref().map(|_| page_key(access, q, base));
         if let Some(page) = key.as_deref().and_then(|k| self.cached_page(k)) {
@@ -194,22 +193,21 @@ impl Engine {
     pub async fn search_request(
         &self,
         access: &Access,
-        rtype: &str,
+        rtype: ResourceType,
         pairs: &[(String, String)],
         lenient: bool,
         base: &str,
     ) -> Result<String, FhirError> {
-        self.check_type(rtype)?;
-        access.permit(rtype, Permission::Search)?;
+        access.permit(&rtype, Permission::Search)?;
         let key = self
             .pages
             .as_ref()
-            .map(|_| request_key(access, rtype, pairs, lenient, base));
+            .map(|_| request_key(access, &rtype, pairs, lenient, base));
         if let Some(page) = key.as_deref().and_then(|k| self.cached_page(k)) {
             return Ok(page);
         }
         let q = self.parse_pairs(rtype, pairs, lenient)?;
-        self.settle(rtype).await;
+        self.settle(&rtype).await;
         self.compute_page(access, &q, base, key).await
     }
 

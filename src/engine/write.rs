@@ -58,7 +58,7 @@ impl Engine {
     /// Perform one write in its own transaction, retried whole on a retryable conflict.
     pub async fn write(&self, access: &Access, op: WriteOp) -> Result<Written, FhirError> {
         // A type nobody may write is a 405 whatever the body holds, not a 422 about the body.
-        refuse_read_only(op.rtype())?;
+        refuse_read_only(&op.rtype())?;
         self.check_assertions(access, &op)?;
         self.validate_op(&op, &access.readable()).await?;
         let w = retrying(|| self.write_once(access, op.clone())).await?;
@@ -73,12 +73,12 @@ impl Engine {
     pub async fn patch(
         &self,
         access: &Access,
-        rtype: &str,
+        rtype: ResourceType,
         id: &str,
         patch: &PatchDocument,
         if_match: Option<i64>,
     ) -> Result<Written, FhirError> {
-        refuse_read_only(rtype)?;
+        refuse_read_only(&rtype)?;
         for _ in 0..5 {
             let op = self.patched(access, rtype, id, patch, if_match).await?;
             match self.write(access, op).await {
@@ -97,7 +97,7 @@ impl Engine {
     pub(super) async fn patched(
         &self,
         access: &Access,
-        rtype: &str,
+        rtype: ResourceType,
         id: &str,
         patch: &PatchDocument,
         if_match: Option<i64>,
@@ -131,7 +131,7 @@ impl Engine {
                     .map_err(|issue| FhirError::new(422, vec![issue]))?
             }
         }
-        for (key, want) in [("resourceType", rtype), ("id", id)] {
+        for (key, want) in [("resourceType", rtype.as_str()), ("id", id)] {
             if resource.get(key).and_then(Value::as_str) != Some(want) {
                 return Err(FhirError::new(
                     422,
@@ -144,7 +144,7 @@ impl Engine {
             }
         }
         Ok(WriteOp::Update {
-            rtype: rtype.to_string(),
+            rtype,
             id: id.to_string(),
             resource,
             if_match: Some(current.version),
@@ -174,7 +174,7 @@ impl Engine {
         mut w: Written,
     ) -> Result<Written, FhirError> {
         if w.matched_existing {
-            let r = self.read(access, &w.rtype, &w.id).await?;
+            let r = self.read(access, w.rtype, &w.id).await?;
             w.version = r.version;
             w.last_updated_ms = r.last_updated_ms;
             w.content = r.content;
@@ -219,7 +219,6 @@ impl Engine {
                 (rtype, Permission::Delete)
             }
         };
-        self.check_type(rtype)?;
         refuse_read_only(rtype)?;
         access.permit(rtype, permission)?;
         match op {
@@ -228,7 +227,6 @@ impl Engine {
                 resource,
                 if_none_exist,
             } => {
-                self.check_type(&rtype)?;
                 check_body(&rtype, &resource, None)?;
                 if let Some(criteria) = if_none_exist {
                     // The caller's own, and for a directory resource named by an authoritative
@@ -265,7 +263,6 @@ impl Engine {
                 resource,
                 if_match,
             } => {
-                self.check_type(&rtype)?;
                 Self::check_id(&id)?;
                 check_body(&rtype, &resource, Some(&id))?;
                 Ok(Resolved::Update {
@@ -281,7 +278,6 @@ impl Engine {
                 resource,
                 if_match,
             } => {
-                self.check_type(&rtype)?;
                 let body_id = resource.get("id").and_then(Value::as_str).map(String::from);
                 let id = match self
                     .matches(tx, &access.writable(), &criteria)
@@ -322,7 +318,6 @@ impl Engine {
                 })
             }
             WriteOp::Delete { rtype, id } => {
-                self.check_type(&rtype)?;
                 Self::check_id(&id)?;
                 Ok(Resolved::Delete { rtype, id })
             }
@@ -389,7 +384,7 @@ impl Engine {
                 resource,
             } => {
                 let owner = access.owner().map(str::to_string);
-                self.put_version(tx, &rtype, &id, None, owner, resource, "POST", None)
+                self.put_version(tx, rtype, &id, None, owner, resource, "POST", None)
                     .await
             }
             Resolved::Update {
@@ -419,7 +414,7 @@ impl Engine {
                         access.owner().map(str::to_string)
                     }
                 };
-                self.put_version(tx, &rtype, &id, head, owner, resource, "PUT", if_match)
+                self.put_version(tx, rtype, &id, head, owner, resource, "PUT", if_match)
                     .await
             }
             Resolved::Nothing { rtype } => Ok(Written {
@@ -477,7 +472,7 @@ impl Engine {
     pub(super) async fn put_version(
         &self,
         tx: &mut dyn StoreTx,
-        rtype: &str,
+        rtype: ResourceType,
         id: &str,
         head: Option<Head>,
         owner: Option<String>,
@@ -518,9 +513,9 @@ impl Engine {
             .map_err(|e| FhirError::internal(format!("cannot serialize resource: {e}")))?;
         let index = self.registry.extract(&resource);
         let kpi = crate::store::kpis::fact(&resource, &index);
-        let citizen = citizen_of(rtype, id, &resource);
+        let citizen = citizen_of(&rtype, id, &resource);
         tx.write(&NewVersion {
-            rtype,
+            rtype: &rtype,
             id,
             version,
             last_updated_ms: now,
@@ -535,7 +530,7 @@ impl Engine {
         let created = head.is_none_or(|h| h.deleted);
         Ok(Written {
             status: if created { 201 } else { 200 },
-            rtype: rtype.to_string(),
+            rtype,
             id: id.to_string(),
             version,
             last_updated_ms: now,

@@ -25,7 +25,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::config::{DestinationConfig, ForwardingConfig};
-use crate::engine::{Access, Engine, WriteOp};
+use crate::engine::{Access, Engine, Transaction, WriteOp};
 use crate::error::FhirError;
 use crate::lookup::Identifier;
 use crate::lookup::Lookups;
@@ -34,6 +34,7 @@ use crate::metrics::{
 };
 use crate::store::{DeadAction, Grant, Job, JobStatus, NewJob, Storage};
 use fhir_core::fhir::outcome::Issue;
+use fhir_core::fhir::ResourceType;
 use prometheus_client::encoding::EncodeLabelSet;
 
 pub use connector::Attempt;
@@ -196,15 +197,15 @@ impl Forwarder {
     /// The message is validated (as every write: `[validation]`), routed by
     /// `MessageHeader.destination[0].receiver.identifier` to the destination serving that
     /// receiver (422 naming the configured receivers if none does), and written with its job in
-    /// one database transaction, together with `store` (a transaction Bundle of other resources,
-    /// or `None`). Idempotent on `Bundle.id` per sender (the caller's organization): the sender's
+    /// one database transaction, together with `store` (other resources written in the same
+    /// transaction, or `None`). Idempotent on `Bundle.id` per sender (the caller's organization): the sender's
     /// own known message id writes nothing and answers the existing job's status; another
     /// sender's message with the same id is neither seen nor in the way.
     pub async fn submit(
         &self,
         access: &Access,
         message: Value,
-        store: Option<Value>,
+        store: Option<Transaction>,
         base: &str,
     ) -> Result<Submitted, FhirError> {
         access.permit("Bundle", crate::auth::Permission::Create)?;
@@ -229,7 +230,7 @@ impl Forwarder {
         self.engine
             .validate_op(
                 &WriteOp::Create {
-                    rtype: "Bundle".into(),
+                    rtype: ResourceType::BUNDLE,
                     resource: message.clone(),
                     if_none_exist: None,
                 },
@@ -258,10 +259,10 @@ impl Forwarder {
             }],
             _ => Vec::new(),
         };
-        let stored = match &store {
-            Some(bundle) => Some(
+        let stored = match store {
+            Some(entries) => Some(
                 self.engine
-                    .transaction_with_job(access, bundle, base, &job, &grants)
+                    .transaction_with_job(access, entries, base, &job, &grants)
                     .await
                     .map_err(|e| within(e, "store"))?,
             ),

@@ -24,9 +24,10 @@ use serde_json::{json, Value};
 
 use self::record::CareRecord;
 use self::to_fhir::{kind, part_id};
-use crate::engine::{Access, Answer, Checks, Engine};
+use crate::engine::{Access, Answer, Checks, Engine, Transaction};
 use crate::error::FhirError;
 use fhir_core::fhir::outcome::{operation_outcome, Issue, Severity};
+use fhir_core::fhir::ResourceType;
 use fhir_core::validation::terminology::Terminology;
 use fhir_core::validation::Validator;
 
@@ -311,7 +312,7 @@ pub async fn store(
         kind::CARE_PLAN,
         "plan",
     );
-    let existing = match engine.read(access, "CarePlan", &plan_id).await {
+    let existing = match engine.read(access, ResourceType::CARE_PLAN, &plan_id).await {
         Ok(r) => Some(r),
         Err(e) if e.status == 404 || e.status == 410 => None,
         Err(e) => return Err(e),
@@ -333,6 +334,10 @@ pub async fn store(
     if checks == Checks::Full && !enforced {
         bundle = validate_bundle(bundle, validator)?;
     }
+    // The Bundle the mapping wrote, typed: the engine's input, added to below without going
+    // back through JSON.
+    let mut entries = Transaction::from_transaction_bundle(bundle)
+        .map_err(|e| FhirError::internal(format!("the mapped Bundle is not a transaction: {e}")))?;
     let mut stored = Stored::Created;
     if let Some(head) = existing {
         let plan = stored_json(&head)?;
@@ -367,19 +372,20 @@ pub async fn store(
             .at("$.recordVersion"));
         }
         // Parts the new version no longer has are deleted in the same transaction.
-        let keep: HashSet<String> = refs.iter().cloned().collect();
-        let deletes: Vec<Value> = part_refs(&old)
-            .into_iter()
-            .filter(|r| !keep.contains(r))
-            .map(|r| json!({"request": {"method": "DELETE", "url": r}}))
-            .collect();
-        if let Some(entries) = bundle.get_mut("entry").and_then(Value::as_array_mut) {
-            // The CarePlan must still be the one read above: a concurrent post of the same
-            // record makes one of the two fail with 412 instead of interleaving.
-            if let Some(last) = entries.last_mut() {
-                last["request"]["ifMatch"] = json!(format!("W/\"{}\"", head.version));
-            }
-            entries.extend(deletes);
+        // The CarePlan must still be the one read above: a concurrent post of the same record
+        // makes one of the two fail with 412 instead of interleaving.
+        if !entries.require_version(ResourceType::CARE_PLAN, &plan_id, head.version) {
+            return Err(FhirError::internal(
+                "the mapped Bundle does not write its CarePlan",
+            ));
+        }
+        let keep: HashSet<&str> = refs.iter().map(String::as_str).collect();
+        for gone in part_refs(&old)
+            .iter()
+            .filter(|r| !keep.contains(r.as_str()))
+        {
+            let (rtype, id) = gone.split_once('/').unwrap_or_default();
+            entries.delete(Engine::resource_type(rtype)?, id);
         }
         stored = Stored::Updated;
     }
@@ -392,7 +398,7 @@ pub async fn store(
         if_stale_at: None,
     };
     let committed = engine
-        .record_transaction(access, &bundle, base, answer, checks, Some(&facts))
+        .record_transaction(access, entries, base, answer, checks, Some(&facts))
         .await;
     let committed = committed.map_err(|e| {
         if e.status == 412 {
@@ -442,7 +448,11 @@ pub(crate) async fn read_json(
     let (rtype, id) = reference
         .split_once('/')
         .ok_or_else(|| FhirError::internal(format!("{reference} is not a Type/id reference")))?;
-    stored_json(&engine.read(access, rtype, id).await?)
+    stored_json(
+        &engine
+            .read(access, Engine::resource_type(rtype)?, id)
+            .await?,
+    )
 }
 
 /// The references in `resource[key]`, whether it holds one Reference or a list of them.
@@ -541,7 +551,7 @@ pub async fn fetch(
             let r = engine
                 .read(
                     access,
-                    "CarePlan",
+                    ResourceType::CARE_PLAN,
                     &part_id(m, record_id, kind::CARE_PLAN, "plan"),
                 )
                 .await
@@ -555,7 +565,7 @@ pub async fn fetch(
         }
         None => {
             let q = engine.parse_pairs(
-                "CarePlan",
+                ResourceType::CARE_PLAN,
                 &[("identifier".to_string(), record_id.to_string())],
                 false,
             )?;

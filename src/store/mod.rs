@@ -24,6 +24,7 @@ use async_trait::async_trait;
 
 use fhir_core::fhir::search::{Include, SearchQuery, SortValue};
 use fhir_core::fhir::search_params::IndexEntry;
+use fhir_core::fhir::ResourceType;
 
 pub use bulk::{BulkJob, BulkStatus, BulkWrite};
 pub use hospital_events::HospitalEvent;
@@ -232,8 +233,8 @@ pub struct Grant {
 #[derive(Debug, Clone, Copy)]
 pub enum HistoryScope<'a> {
     System,
-    Type(&'a str),
-    Instance(&'a str, &'a str),
+    Type(ResourceType),
+    Instance(ResourceType, &'a str),
 }
 
 /// A history page request: newest first, `before_seq` continues a previous page.

@@ -908,7 +908,7 @@ mod tests {
             .collect();
         parse_search(
             SearchParamRegistry::embedded(),
-            rtype,
+            fhir_core::fhir::ResourceType::parse(rtype).expect("a served type"),
             &pairs,
             ParseOptions {
                 default_count: 20,

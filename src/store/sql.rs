@@ -897,11 +897,11 @@ impl SqlStore {
         match q.scope {
             HistoryScope::System => {}
             HistoryScope::Type(t) => {
-                sql.push(" AND r.res_type = ").text(t);
+                sql.push(" AND r.res_type = ").text(&t);
             }
             HistoryScope::Instance(t, id) => {
                 sql.push(" AND r.res_type = ")
-                    .text(t)
+                    .text(&t)
                     .push(" AND r.id = ")
                     .text(id);
             }

@@ -158,7 +158,53 @@ async fn malformed_bundles_list_every_problem(app: TestApp) {
     assert_eq!(app.post("Bundle", &doc).await.status().as_u16(), 201);
 }
 
+/// A type the server does not serve is refused where its entry is, before anything is written:
+/// in a batch that entry alone (404 in its place), in a transaction the whole Bundle.
+async fn an_unserved_type_is_answered_in_its_entry(app: TestApp) {
+    let entries = json!([
+        {"resource": {"resourceType": "Organization", "name": "Served"}, "request": {"method": "POST", "url": "Organization"}},
+        {"resource": {"resourceType": "Medication"}, "request": {"method": "POST", "url": "Medication"}},
+        {"request": {"method": "GET", "url": "Careplan?status=active"}},
+        {"request": {"method": "GET", "url": "Organization?name=Served"}}
+    ]);
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": entries});
+    let b: Value = app.post("", &batch).await.json().await.unwrap();
+    let statuses: Vec<&str> = b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        vec!["201 Created", "404 Not Found", "404 Not Found", "200 OK"]
+    );
+    assert_eq!(
+        b["entry"][2]["response"]["outcome"]["issue"][0]["expression"][0],
+        "Bundle.entry[2].request.url"
+    );
+    assert_eq!(match_ids(&b["entry"][3]["resource"]).len(), 1);
+
+    let transaction = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+    let res = app.post("", &transaction).await;
+    assert_eq!(res.status().as_u16(), 404);
+    let oo: Value = res.json().await.unwrap();
+    let locations: Vec<&str> = oo["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["expression"][0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        locations,
+        vec!["Bundle.entry[1].request.url", "Bundle.entry[2].request.url"]
+    );
+    let found = app.get_json("Organization?name=Served", 200).await;
+    assert_eq!(match_ids(&found).len(), 1, "the transaction wrote nothing");
+}
+
 on_both_backends!(
+    an_unserved_type_is_answered_in_its_entry,
     transaction_resolves_urn_uuid_references_between_entries,
     transaction_is_all_or_nothing,
     transaction_resolves_conditional_references,

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::report::flows;
+use fhir_core::fhir::ResourceType;
 
 pub async fn audit(
     state: web::Data<AppState>,
@@ -35,7 +36,7 @@ pub async fn audit(
         .engine
         .search_request(
             &ctx.access,
-            "Patient",
+            ResourceType::PATIENT,
             &[
                 ("identifier".to_string(), format!("{}|{cpr}", vocab::CPR)),
                 ("_elements".to_string(), "id".to_string()),
@@ -73,7 +74,13 @@ pub async fn audit(
     ];
     let bundle = match state
         .engine
-        .search_request(&ctx.access, "AuditEvent", &pairs, false, &ctx.base)
+        .search_request(
+            &ctx.access,
+            ResourceType::AUDIT_EVENT,
+            &pairs,
+            false,
+            &ctx.base,
+        )
         .await
     {
         Ok(b) => b,

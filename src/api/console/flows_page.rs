@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::report::flows;
+use fhir_core::fhir::ResourceType;
 
 pub(super) fn date(s: &str) -> Option<chrono::NaiveDate> {
     fhir_core::fhir::datetime::full_date(s)
@@ -251,7 +252,13 @@ pub(super) async fn flows_body(
     ];
     let bundle = state
         .engine
-        .search_request(&ctx.access, "CarePlan", &pairs, false, &ctx.base)
+        .search_request(
+            &ctx.access,
+            ResourceType::CARE_PLAN,
+            &pairs,
+            false,
+            &ctx.base,
+        )
         .await?;
     let bundle: Value = serde_json::from_str(&bundle).unwrap_or(Value::Null);
     let courses = flows::courses(&bundle, from_ms, to_ms, now);

@@ -6,6 +6,7 @@ use crate::api::audit::AuditHint;
 use crate::api::context::{FhirBody, PreferReturn, RequestContext};
 use crate::api::response::ok_json;
 use crate::api::AppState;
+use crate::engine::{Answer, Transaction};
 use crate::error::FhirError;
 
 pub async fn transaction_or_batch(
@@ -20,13 +21,14 @@ pub async fn transaction_or_batch(
         crate::audit::in_tx::set_interaction(crate::audit::Interaction::Batch);
     }
     let answer = match ctx.prefer_return {
-        Some(PreferReturn::Minimal) => crate::engine::Answer::Minimal,
-        _ => crate::engine::Answer::Representation,
+        Some(PreferReturn::Minimal) => Answer::Minimal,
+        _ => Answer::Representation,
     };
+    let (kind, entries) = Transaction::from_bundle(body.0)?;
     Ok(ok_json(
         state
             .engine
-            .process_bundle(&ctx.access, &body.0, &ctx.base, answer)
+            .process_bundle(&ctx.access, kind, entries, &ctx.base, answer)
             .await?,
     ))
 }

@@ -5,7 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use crate::api::context::{FhirBody, JsonBytes, RequestContext, JSON_PATCH};
 use crate::api::response::{self, version_headers, FHIR_JSON};
 use crate::api::AppState;
-use crate::engine::{parse_etag, PatchDocument, WriteOp};
+use crate::engine::{parse_etag, Engine, PatchDocument, WriteOp};
 use crate::error::FhirError;
 use fhir_core::fhir::outcome::Issue;
 use fhir_core::fhir::search::{apply_elements, apply_summary, Summary};
@@ -102,8 +102,7 @@ pub async fn create(
     path: web::Path<String>,
     body: FhirBody,
 ) -> Result<HttpResponse, FhirError> {
-    let rtype = path.into_inner();
-    state.engine.check_type(&rtype)?;
+    let rtype = Engine::resource_type(&path.into_inner())?;
     // fhirpy's get_or_create posts its criteria as a query string; ignoring them would create a
     // duplicate on every call. Conditional create is the If-None-Exist header.
     let searched: Vec<Issue> = ctx
@@ -129,7 +128,7 @@ pub async fn create(
         Some(Ok(q)) => Some(
             state
                 .engine
-                .parse_if_none_exist(&rtype, q)
+                .parse_if_none_exist(rtype, q)
                 .map_err(|e| e.at("If-None-Exist"))?,
         ),
         Some(Err(_)) => return Err(FhirError::bad_request("If-None-Exist is not readable text")),
@@ -156,8 +155,9 @@ pub async fn read(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, FhirError> {
     let (rtype, id) = path.into_inner();
+    let rtype = Engine::resource_type(&rtype)?;
     let subset = Subset::of(&ctx.query)?;
-    let r = state.engine.read(&ctx.access, &rtype, &id).await?;
+    let r = state.engine.read(&ctx.access, rtype, &id).await?;
     let etag = format!("W/\"{}\"", r.version);
     if req
         .headers()
@@ -182,8 +182,9 @@ pub async fn vread(
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, FhirError> {
     let (rtype, id, vid) = path.into_inner();
+    let rtype = Engine::resource_type(&rtype)?;
     let subset = Subset::of(&ctx.query)?;
-    let r = state.engine.vread(&ctx.access, &rtype, &id, &vid).await?;
+    let r = state.engine.vread(&ctx.access, rtype, &id, &vid).await?;
     let body = subset.body(r.content.unwrap_or_default())?;
     let mut b = HttpResponse::Ok();
     version_headers(&mut b, r.version, r.last_updated_ms);
@@ -199,6 +200,7 @@ pub async fn update(
     body: FhirBody,
 ) -> Result<HttpResponse, FhirError> {
     let (rtype, id) = path.into_inner();
+    let rtype = Engine::resource_type(&rtype)?;
     let w = state
         .engine
         .write(
@@ -224,7 +226,7 @@ pub async fn patch(
     body: JsonBytes,
 ) -> Result<HttpResponse, FhirError> {
     let (rtype, id) = path.into_inner();
-    state.engine.check_type(&rtype)?;
+    let rtype = Engine::resource_type(&rtype)?;
     let media = req
         .headers()
         .get("content-type")
@@ -244,7 +246,7 @@ pub async fn patch(
     };
     let w = state
         .engine
-        .patch(&ctx.access, &rtype, &id, &patch, if_match(&req)?)
+        .patch(&ctx.access, rtype, &id, &patch, if_match(&req)?)
         .await?;
     Ok(response::written(&ctx, &w))
 }
@@ -256,8 +258,7 @@ pub async fn conditional_delete(
     ctx: RequestContext,
     path: web::Path<String>,
 ) -> Result<HttpResponse, FhirError> {
-    let rtype = path.into_inner();
-    state.engine.check_type(&rtype)?;
+    let rtype = Engine::resource_type(&path.into_inner())?;
     let pairs: Vec<(String, String)> = ctx
         .query
         .iter()
@@ -270,7 +271,7 @@ pub async fn conditional_delete(
             format!("DELETE needs {rtype}/[id] or search criteria ({rtype}?identifier=…)"),
         ));
     }
-    let criteria = state.engine.parse_pairs(&rtype, &pairs, false)?;
+    let criteria = state.engine.parse_pairs(rtype, &pairs, false)?;
     let w = state
         .engine
         .write(&ctx.access, WriteOp::ConditionalDelete { rtype, criteria })
@@ -290,15 +291,14 @@ pub async fn conditional_update(
     path: web::Path<String>,
     body: FhirBody,
 ) -> Result<HttpResponse, FhirError> {
-    let rtype = path.into_inner();
-    state.engine.check_type(&rtype)?;
+    let rtype = Engine::resource_type(&path.into_inner())?;
     if ctx.query.is_empty() {
         return Err(FhirError::not_supported(
             405,
             format!("PUT needs {rtype}/[id] or search criteria ({rtype}?identifier=…)"),
         ));
     }
-    let criteria = state.engine.parse_pairs(&rtype, &ctx.query, false)?;
+    let criteria = state.engine.parse_pairs(rtype, &ctx.query, false)?;
     let w = state
         .engine
         .write(
@@ -321,6 +321,7 @@ pub async fn delete(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, FhirError> {
     let (rtype, id) = path.into_inner();
+    let rtype = Engine::resource_type(&rtype)?;
     let w = state
         .engine
         .write(&ctx.access, WriteOp::Delete { rtype, id })

@@ -5,6 +5,7 @@ use actix_web::{web, HttpResponse};
 use crate::api::context::RequestContext;
 use crate::api::response::ok_json;
 use crate::api::AppState;
+use crate::engine::Engine;
 use crate::error::FhirError;
 use crate::store::HistoryScope;
 
@@ -27,13 +28,13 @@ pub async fn by_type(
     ctx: RequestContext,
     path: web::Path<String>,
 ) -> Result<HttpResponse, FhirError> {
-    let rtype = path.into_inner();
+    let rtype = Engine::resource_type(&path.into_inner())?;
     Ok(ok_json(
         state
             .engine
             .history(
                 &ctx.access,
-                HistoryScope::Type(&rtype),
+                HistoryScope::Type(rtype),
                 &ctx.query,
                 &ctx.base,
             )
@@ -48,12 +49,13 @@ pub async fn instance(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, FhirError> {
     let (rtype, id) = path.into_inner();
+    let rtype = Engine::resource_type(&rtype)?;
     Ok(ok_json(
         state
             .engine
             .history(
                 &ctx.access,
-                HistoryScope::Instance(&rtype, &id),
+                HistoryScope::Instance(rtype, &id),
                 &ctx.query,
                 &ctx.base,
             )

@@ -5,6 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use crate::api::context::{RawBody, RequestContext};
 use crate::api::response::ok_json;
 use crate::api::AppState;
+use crate::engine::Engine;
 use crate::error::FhirError;
 
 /// `GET /fhir/{type}`.
@@ -52,7 +53,13 @@ async fn run(
 ) -> Result<HttpResponse, FhirError> {
     let bundle = state
         .engine
-        .search_request(&ctx.access, rtype, pairs, ctx.lenient, &ctx.base)
+        .search_request(
+            &ctx.access,
+            Engine::resource_type(rtype)?,
+            pairs,
+            ctx.lenient,
+            &ctx.base,
+        )
         .await?;
     Ok(ok_json(bundle))
 }

@@ -9,8 +9,10 @@ use serde_json::Value;
 use crate::api::context::{FhirBody, RequestContext};
 use crate::api::response::FHIR_JSON;
 use crate::api::AppState;
+use crate::engine::Engine;
 use crate::error::FhirError;
 use fhir_core::fhir::outcome::{operation_outcome, Issue};
+use fhir_core::fhir::ResourceType;
 
 /// `POST /fhir/$validate`.
 pub async fn system(
@@ -28,15 +30,14 @@ pub async fn by_type(
     path: web::Path<String>,
     body: FhirBody,
 ) -> Result<HttpResponse, FhirError> {
-    let rtype = path.into_inner();
-    state.engine.check_type(&rtype)?;
+    let rtype = Engine::resource_type(&path.into_inner())?;
     run(&state, &ctx, Some(rtype), body.0).await
 }
 
 async fn run(
     state: &AppState,
     ctx: &RequestContext,
-    rtype: Option<String>,
+    rtype: Option<ResourceType>,
     body: Value,
 ) -> Result<HttpResponse, FhirError> {
     let Some(policy) = state.engine.validation() else {

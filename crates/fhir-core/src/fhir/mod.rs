@@ -4,11 +4,14 @@
 pub mod datetime;
 pub mod json;
 pub mod outcome;
+pub mod resource_type;
 pub mod search;
 pub mod search_params;
 pub mod summary;
 
 use serde_json::Value;
+
+pub use resource_type::ResourceType;
 
 /// JSON from bytes as `serde_json::from_slice` reads it, faster: the UTF-8 check runs once over
 /// the whole body rather than once per string, which in `from_slice` costs as much as the rest
@@ -52,9 +55,9 @@ pub const SUPPORTED_TYPES: &[&str] = &[
     "Task",
 ];
 
-/// Is `t` a resource type this server stores?
+/// Is `t` a resource type this server stores? (See [`ResourceType::parse`] to keep the answer.)
 pub fn is_supported_type(t: &str) -> bool {
-    SUPPORTED_TYPES.binary_search(&t).is_ok()
+    ResourceType::parse(t).is_some()
 }
 
 /// A valid FHIR logical id: `[A-Za-z0-9\-\.]{1,64}`, and not made of dots only: `.`, `..`

@@ -8,6 +8,7 @@ use base64::Engine as _;
 
 use crate::fhir::outcome::Issue;
 use crate::fhir::search_params::{date_range, normalize_string, ParamType, SearchParamRegistry};
+use crate::fhir::ResourceType;
 
 /// Date and number comparison prefixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,7 +187,7 @@ pub enum Total {
 /// A parsed search on one resource type.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchQuery {
-    pub rtype: String,
+    pub rtype: ResourceType,
     pub filters: Vec<Filter>,
     pub sort: Vec<Sort>,
     pub count: usize,
@@ -348,12 +349,12 @@ fn check_caps(q: &SearchQuery, caps: &SearchCaps) -> Vec<Issue> {
 /// Parse the query pairs of a search on `rtype`. On failure, every problem found is returned.
 pub fn parse_search(
     registry: &SearchParamRegistry,
-    rtype: &str,
+    rtype: ResourceType,
     pairs: &[(String, String)],
     opts: ParseOptions,
 ) -> Result<SearchQuery, Vec<Issue>> {
     let mut q = SearchQuery {
-        rtype: rtype.to_string(),
+        rtype,
         filters: Vec::new(),
         sort: Vec::new(),
         count: opts.default_count,

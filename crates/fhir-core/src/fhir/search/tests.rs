@@ -28,7 +28,7 @@ fn parse(rtype: &str, q: &[(&str, &str)]) -> Result<SearchQuery, Vec<Issue>> {
         .collect();
     parse_search(
         SearchParamRegistry::embedded(),
-        rtype,
+        ResourceType::parse(rtype).expect("a served type"),
         &pairs,
         ParseOptions {
             default_count: 20,
@@ -168,8 +168,20 @@ fn has_counts_against_max_chains() {
         },
     };
     let reg = SearchParamRegistry::embedded();
-    assert!(parse_search(reg, "Patient", &pairs, opts(3)).is_ok());
-    let issues = parse_search(reg, "Patient", &pairs, opts(2)).expect_err("over the cap");
+    assert!(parse_search(
+        reg,
+        ResourceType::parse("Patient").unwrap(),
+        &pairs,
+        opts(3)
+    )
+    .is_ok());
+    let issues = parse_search(
+        reg,
+        ResourceType::parse("Patient").unwrap(),
+        &pairs,
+        opts(2),
+    )
+    .expect_err("over the cap");
     assert!(format!("{issues:?}").contains("max_chains"), "{issues:?}");
 }
 
@@ -199,7 +211,7 @@ fn lenient_handling_ignores_unknown_parameters_with_a_warning() {
     let pairs = vec![("colour".to_string(), "red".to_string())];
     let q = parse_search(
         SearchParamRegistry::embedded(),
-        "CarePlan",
+        ResourceType::parse("CarePlan").unwrap(),
         &pairs,
         ParseOptions {
             default_count: 20,
