@@ -82,7 +82,7 @@ pub async fn send(
         // A Swedish region: a citizen with a personnummer travels in HL7 Sweden's profiles.
         // (A citizen without one keeps the Danish form: nothing changes.)
         DestinationKind::CosmicLink => {
-            sweden::adapt(&mut built.message, base);
+            sweden::adapt(&mut built.message, base)?;
         }
         DestinationKind::Medcom => {
             built.message = care_communication(services, &note, &record, &ids, &now)?;

@@ -641,7 +641,7 @@ async fn a_swedish_citizen_reaches_cosmic_link_in_hl7_swedens_profiles() {
     patient["identifier"]
         .as_array_mut()
         .expect("identifiers")
-        .push(json!({"system": "http://electronichealth.se/identifier/personnummer", "value": "194202022386"}));
+        .push(json!({"system": "http://electronichealth.se/identifier/personnummer", "value": "194202022382"}));
     let res = app.put(&format!("Patient/{pid}"), &patient).await;
     assert_eq!(
         res.status(),
