@@ -3,6 +3,9 @@
 -- (half new Observations, half Goal updates). Ids and CPR numbers follow
 -- examples/workload_load.rs, which loaded the data.
 local citizens = tonumber(os.getenv("CITIZENS") or "1000")
+-- READ_PCT and SEARCH_PCT change the mix (the rest are writes), to see what each kind costs.
+local read_pct = tonumber(os.getenv("READ_PCT") or "70")
+local search_pct = tonumber(os.getenv("SEARCH_PCT") or "20")
 local token = os.getenv("TOKEN") or ""
 local reads = { "Patient/wl-p-", "CarePlan/wl-cp-", "Goal/wl-g1-", "Goal/wl-g2-", "Goal/wl-g3-",
   "Condition/wl-c1-", "Condition/wl-c2-", "Encounter/wl-e-", "Observation/wl-o1-", "Observation/wl-o2-" }
@@ -34,11 +37,11 @@ end
 function request()
   local n = math.random(0, citizens - 1)
   local r = math.random(100)
-  if r <= 70 then
+  if r <= read_pct then
     return wrk.format("GET", "/fhir/" .. reads[math.random(#reads)] .. n)
-  elseif r <= 90 then
+  elseif r <= read_pct + search_pct then
     return wrk.format("GET", "/fhir/CarePlan?patient.identifier=urn:oid:1.2.208.176.1.2%7C" .. cpr(n))
-  elseif r <= 95 then
+  elseif r <= read_pct + search_pct + (100 - read_pct - search_pct) / 2 then
     return wrk.format("POST", "/fhir/Observation", write_headers,
       '{"resourceType":"Observation","status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}]}],'
       .. '"code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},"effectiveDateTime":"2026-12-03T10:00:00+01:00",'

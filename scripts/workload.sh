@@ -14,6 +14,8 @@
 # `sektorbro_workload` on PG_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres).
 # BIN_DIR=DIR uses DIR/sektorbro, DIR/examples/hello_ceiling and DIR/examples/workload_load.
 # KEEP=DIR keeps the loaded database in DIR (SQLite) to rerun the mix with LOADED=DIR.
+# READ_PCT and SEARCH_PCT (default 70 and 20; the rest are writes) change the mix, for example
+# READ_PCT=100 SEARCH_PCT=0 for reads alone.
 # EXTRA_TOML='…' is appended to the gateway's configuration for the mix (for example
 # EXTRA_TOML=$'[audit]\nenabled = false' to see what the audit trail costs).
 set -euo pipefail
@@ -110,7 +112,8 @@ row() { # name output pid
   printf '| %-24s | %10s | %8s | %8s | %8s | %8s | %8s |\n' "$1" "$rps" "$p50" "$p99" "$ratio" "${non2xx:-0}" "$(rss_mib "$3")"
 }
 row "hello (actix ceiling)" "$(wrk -t$THREADS -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$HELLO_PORT/hello")" "$HELLO_PID"
-row "mix 70/20/10, $DB" "$(CITIZENS=$CITIZENS TOKEN=$TOKEN wrk -t$THREADS -c"$CONNS" -d"${DURATION}s" --latency -s scripts/workload.lua "http://127.0.0.1:$GW_PORT")" "$GW_PID"
+MIX="${READ_PCT:-70}/${SEARCH_PCT:-20}/$((100 - ${READ_PCT:-70} - ${SEARCH_PCT:-20}))"
+row "mix $MIX, $DB" "$(CITIZENS=$CITIZENS TOKEN=$TOKEN wrk -t$THREADS -c"$CONNS" -d"${DURATION}s" --latency -s scripts/workload.lua "http://127.0.0.1:$GW_PORT")" "$GW_PID"
 curl -sf -H "Authorization: Bearer $TOKEN" http://127.0.0.1:$GW_PORT/metrics \
   | grep -E '^sektorbro_audit_events_(written|dropped)_total' || true
 if grep -qiE 'error|panic' "$WORK/gw.log"; then echo "gateway log errors:"; grep -iE 'error|panic' "$WORK/gw.log" | head -5; fi

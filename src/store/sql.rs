@@ -210,6 +210,10 @@ impl SqlStore {
         // pages write less per small transaction (docs/benchmarks.md, write amplification).
         // `journal_size_limit`: once checkpointed, the WAL file is cut back to this size, so
         // space a burst of writes took is given back (see group_commit.rs for the checkpoints).
+        // `temp_store = MEMORY`: SQLite's temporary storage (materialized CTEs such as the audit
+        // journal's insert, sorts, spilled statement journals) in memory rather than in temporary
+        // files created, written, truncated and deleted per statement: under a write load those
+        // files were half of the writer's write(2) time (docs/benchmarks.md).
         let synchronous = if tuning.synchronous == "normal" {
             "NORMAL"
         } else {
@@ -217,7 +221,8 @@ impl SqlStore {
         };
         let pragmas: Arc<str> = format!(
             "PRAGMA page_size = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
-             PRAGMA busy_timeout = 10000; PRAGMA journal_size_limit = 4194304;",
+             PRAGMA busy_timeout = 10000; PRAGMA journal_size_limit = 4194304; \
+             PRAGMA temp_store = MEMORY;",
             tuning.page_size
         )
         .into();
