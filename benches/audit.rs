@@ -81,6 +81,9 @@ fn bench(c: &mut Criterion) {
     c.bench_function("audit: record -> compact row", |b| {
         b.iter(|| Columns::of(&record))
     });
+    c.bench_function("audit: chain hash of one row", |b| {
+        b.iter(|| sektorbro::audit::compact::chain_hash("AAAAAAAAAAAAAAAAAAAAAA", 42, &row))
+    });
     c.bench_function("audit: compact row -> AuditEvent JSON text", |b| {
         b.iter(|| to_audit_event(&row.record(), "https://gw.example.dk/fhir").to_string())
     });

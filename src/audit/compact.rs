@@ -267,30 +267,58 @@ impl Columns {
     }
 
     /// The row's content as one unambiguous text (a JSON array of the columns in table order),
-    /// which the hash chain covers.
+    /// which the hash chain covers. Written field by field, as `json!([...]).to_string()` would
+    /// write it (a test holds the two equal) without building the `Value`: every audited request
+    /// hashes one.
     pub fn canonical(&self, seq: i64) -> String {
-        json!([
-            seq,
-            self.recorded_ms,
-            self.kind,
-            self.action,
-            self.outcome,
-            self.status,
-            self.client,
-            self.client_kind,
-            self.auth,
-            self.orgs,
-            self.peer,
-            self.rtype,
-            self.entity,
-            self.patient,
-            self.query,
-            self.query_len,
-            self.request_id,
-            self.failure,
-            self.forward,
-        ])
-        .to_string()
+        let mut out = Vec::with_capacity(128 + self.query.as_ref().map_or(0, String::len));
+        out.push(b'[');
+        let mut put = |first: bool, v: &dyn erased::Field| {
+            if !first {
+                out.push(b',');
+            }
+            v.write(&mut out);
+        };
+        put(true, &seq);
+        put(false, &self.recorded_ms);
+        put(false, &self.kind);
+        put(false, &self.action);
+        put(false, &self.outcome);
+        put(false, &self.status);
+        for v in [
+            &self.client,
+            &self.client_kind,
+            &self.auth,
+            &self.orgs,
+            &self.peer,
+            &self.rtype,
+            &self.entity,
+            &self.patient,
+            &self.query,
+        ] {
+            put(false, v);
+        }
+        put(false, &self.query_len);
+        put(false, &self.request_id);
+        put(false, &self.failure);
+        put(false, &self.forward);
+        out.push(b']');
+        // serde_json writes UTF-8 only.
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// The column types [`Columns::canonical`] writes, each as serde_json writes it.
+mod erased {
+    pub trait Field {
+        fn write(&self, out: &mut Vec<u8>);
+    }
+
+    impl<T: serde::Serialize> Field for T {
+        fn write(&self, out: &mut Vec<u8>) {
+            // Integers, strings and `None` cannot fail to serialize into memory.
+            let _ = serde_json::to_writer(&mut *out, self);
+        }
     }
 }
 
@@ -308,6 +336,64 @@ pub fn chain_hash(previous: &str, seq: i64, row: &Columns) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The canonical text as it was first written (a `Value` built, then written).
+    fn canonical_as_value(c: &Columns, seq: i64) -> String {
+        json!([
+            seq,
+            c.recorded_ms,
+            c.kind,
+            c.action,
+            c.outcome,
+            c.status,
+            c.client,
+            c.client_kind,
+            c.auth,
+            c.orgs,
+            c.peer,
+            c.rtype,
+            c.entity,
+            c.patient,
+            c.query,
+            c.query_len,
+            c.request_id,
+            c.failure,
+            c.forward,
+        ])
+        .to_string()
+    }
+
+    #[test]
+    fn the_canonical_text_is_the_one_the_chain_was_built_with() {
+        let mut c = Columns {
+            recorded_ms: 1_733_400_000_123,
+            kind: "rest".into(),
+            action: "R".into(),
+            outcome: 0,
+            status: Some(200),
+            client: Some("kommune-0101".into()),
+            client_kind: None,
+            auth: Some("bearer".into()),
+            orgs: Some("urn:oid:1.2.208.176.1.1|123\n\"x\"".into()),
+            peer: Some("127.0.0.1".into()),
+            rtype: Some("Patient".into()),
+            entity: Some("Patient/1".into()),
+            patient: Some("Patient/1".into()),
+            query: Some("name=Søren\u{1}\t😀&x=\\".into()),
+            query_len: Some(42),
+            request_id: None,
+            failure: Some("</script>\u{7f}\u{2028}".into()),
+            forward: None,
+        };
+        for seq in [1, -5, i64::MAX] {
+            assert_eq!(c.canonical(seq), canonical_as_value(&c, seq));
+        }
+        c.status = None;
+        c.client = None;
+        c.query_len = None;
+        c.kind = String::new();
+        assert_eq!(c.canonical(7), canonical_as_value(&c, 7));
+    }
 
     #[test]
     fn a_record_survives_its_compact_form() {
