@@ -3,10 +3,10 @@
 //! - [`insert`]: one compact row ([`Columns`]), written in the transaction of the write it
 //!   describes (`StoreTx::audit`) or by the audit writer's group commit (reads, searches,
 //!   refusals, forwarding attempts).
-//! - [`page`] / [`count`] (`search.rs`): `/fhir/AuditEvent` searches translated to SQL over the columns, for the
-//!   parameters administrators use (`date`, `type`, `subtype`, `action`, `outcome`, `entity`,
-//!   `patient`, `altid`, `agent`, `agent-name`, `agent-role`, `address`, `site`, `_id`,
-//!   `_lastUpdated`); anything else is refused (400), never silently ignored.
+//! - [`page`] / [`count`] (`search.rs`): `/fhir/AuditEvent` searches translated to SQL over the
+//!   columns, for the parameters administrators use (`date`, `type`, `subtype`, `action`,
+//!   `outcome`, `entity`, `patient`, `altid`, `agent`, `agent-name`, `agent-role`, `address`,
+//!   `site`, `_id`, `_lastUpdated`); anything else is refused (400), never silently ignored.
 //! - [`seal`]: chains unsealed rows (in `seq` order) to the last sealed one; [`verify`] walks the
 //!   chain; [`prune`] deletes a prefix of the chain older than the retention and anchors the rest.
 //!
