@@ -117,30 +117,24 @@ impl Transaction {
 
     /// Add an entry that writes `resource` as `rtype/id` (an update, or a create with this id).
     pub fn put(&mut self, rtype: ResourceType, id: &str, resource: Value) {
-        let index = self.len();
-        self.entries.push(TransactionEntry {
-            index,
-            method: Method::Put,
-            rtype,
-            rest: id.to_string(),
-            full_url: None,
-            resource: Some(resource),
-            if_none_exist: None,
-            if_match: None,
-            patch: None,
-        });
+        self.push(Method::Put, rtype, id, Some(resource));
     }
 
     /// Add an entry that deletes `rtype/id`.
     pub fn delete(&mut self, rtype: ResourceType, id: &str) {
+        self.push(Method::Delete, rtype, id, None);
+    }
+
+    /// Add an entry of the gateway's own on `rtype/id`, after the others.
+    fn push(&mut self, method: Method, rtype: ResourceType, id: &str, resource: Option<Value>) {
         let index = self.len();
         self.entries.push(TransactionEntry {
             index,
-            method: Method::Delete,
+            method,
             rtype,
             rest: id.to_string(),
             full_url: None,
-            resource: None,
+            resource,
             if_none_exist: None,
             if_match: None,
             patch: None,
