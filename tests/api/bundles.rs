@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{match_ids, TestApp};
+use crate::helpers::{issue_locations, match_ids, response_statuses, TestApp};
 use crate::on_both_backends;
 
 fn discharge_transaction(cpr: &str) -> Value {
@@ -110,14 +110,8 @@ async fn batch_entries_succeed_or_fail_on_their_own(app: TestApp) {
     assert_eq!(res.status().as_u16(), 200);
     let b: Value = res.json().await.unwrap();
     assert_eq!(b["type"], "batch-response");
-    let statuses: Vec<&str> = b["entry"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["response"]["status"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        statuses,
+        response_statuses(&b),
         vec!["201 Created", "404 Not Found", "400 Bad Request", "200 OK"]
     );
     assert_eq!(
@@ -136,14 +130,8 @@ async fn malformed_bundles_list_every_problem(app: TestApp) {
     let res = app.post("", &bundle).await;
     assert_eq!(res.status().as_u16(), 400);
     let oo: Value = res.json().await.unwrap();
-    let locations: Vec<&str> = oo["issue"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["expression"][0].as_str().unwrap())
-        .collect();
     assert_eq!(
-        locations,
+        issue_locations(&oo),
         vec![
             "Bundle.entry[0].request",
             "Bundle.entry[1].request.method",
@@ -169,14 +157,8 @@ async fn an_unserved_type_is_answered_in_its_entry(app: TestApp) {
     ]);
     let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": entries});
     let b: Value = app.post("", &batch).await.json().await.unwrap();
-    let statuses: Vec<&str> = b["entry"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["response"]["status"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        statuses,
+        response_statuses(&b),
         vec!["201 Created", "404 Not Found", "404 Not Found", "200 OK"]
     );
     assert_eq!(
@@ -189,14 +171,8 @@ async fn an_unserved_type_is_answered_in_its_entry(app: TestApp) {
     let res = app.post("", &transaction).await;
     assert_eq!(res.status().as_u16(), 404);
     let oo: Value = res.json().await.unwrap();
-    let locations: Vec<&str> = oo["issue"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["expression"][0].as_str().unwrap())
-        .collect();
     assert_eq!(
-        locations,
+        issue_locations(&oo),
         vec!["Bundle.entry[1].request.url", "Bundle.entry[2].request.url"]
     );
     let found = app.get_json("Organization?name=Served", 200).await;

@@ -214,6 +214,41 @@ pub fn next_link(bundle: &Value) -> Option<String> {
         .map(String::from)
 }
 
+/// The first location of every issue of an OperationOutcome, in order.
+pub fn issue_locations(oo: &Value) -> Vec<&str> {
+    issues(oo)
+        .iter()
+        .filter_map(|i| i["expression"][0].as_str())
+        .collect()
+}
+
+/// The first location of every error of an OperationOutcome, in order.
+pub fn error_locations(oo: &Value) -> Vec<&str> {
+    issues(oo)
+        .iter()
+        .filter(|i| i["severity"] == "error")
+        .filter_map(|i| i["expression"][0].as_str())
+        .collect()
+}
+
+fn issues(oo: &Value) -> &[Value] {
+    oo["issue"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+/// The `response.status` of every entry of a batch or transaction response, in order.
+pub fn response_statuses(bundle: &Value) -> Vec<&str> {
+    bundle["entry"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap_or_default())
+        .collect()
+}
+
 /// Ids of the `match` entries of a searchset, in order.
 pub fn match_ids(bundle: &Value) -> Vec<String> {
     bundle["entry"]

@@ -6,7 +6,7 @@ use reqwest::header::CONTENT_TYPE;
 use sektorbro::config::ValidationMode;
 use serde_json::{json, Value};
 
-use crate::helpers::{match_ids, spawn_app_with, Db, TestApp};
+use crate::helpers::{error_locations, match_ids, spawn_app_with, Db, TestApp};
 use crate::on_both_backends;
 
 async fn post_text(app: &TestApp, path: &str, content_type: &str, body: &str) -> reqwest::Response {
@@ -26,17 +26,6 @@ async fn outcome(res: reqwest::Response, status: u16) -> Value {
     oo
 }
 
-fn locations(oo: &Value) -> Vec<&str> {
-    oo["issue"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .filter(|i| i["severity"] == "error")
-        .filter_map(|i| i["expression"][0].as_str())
-        .collect()
-}
-
 /// NUL and other control characters: 422 with the location, in every validation mode (with
 /// validation off the check at the body still holds), and nothing stored on either database.
 async fn control_characters_are_422_in_every_mode(db: Db) {
@@ -50,7 +39,7 @@ async fn control_characters_are_422_in_every_mode(db: Db) {
             422,
         )
         .await;
-        let at = locations(&oo);
+        let at = error_locations(&oo);
         assert!(at.contains(&"Patient.name[0].family"), "{mode:?}: {oo}");
         assert!(at.contains(&"Patient.name[0].given[1]"), "{mode:?}: {oo}");
         // the short escapes \f and \b too (a fuzzing find)
@@ -65,7 +54,7 @@ async fn control_characters_are_422_in_every_mode(db: Db) {
         )
         .await;
         assert!(
-            locations(&oo).contains(&"Bundle.entry[0].resource.name[0].text"),
+            error_locations(&oo).contains(&"Bundle.entry[0].resource.name[0].text"),
             "{mode:?}: {oo}"
         );
         // an escaped backslash before "u0000" is text, not a control character
@@ -193,7 +182,7 @@ async fn a_decimal_beyond_a_double_is_422(app: TestApp) {
     )
     .await;
     assert_eq!(
-        locations(&oo),
+        error_locations(&oo),
         ["Observation.value.ofType(Quantity).value"],
         "{oo}"
     );

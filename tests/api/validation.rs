@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{match_ids, spawn_app, spawn_app_with, Db, TestApp};
+use crate::helpers::{error_locations, match_ids, spawn_app, spawn_app_with, Db, TestApp};
 use crate::on_both_backends;
 
 const SB_CAREPLAN: &str = "http://sektorbro.dk/fhir/StructureDefinition/sektorbro-careplan";
@@ -81,13 +81,7 @@ async fn transaction_reports_every_invalid_entry(app: TestApp) {
     let res = app.post("", &bundle).await;
     assert_eq!(res.status().as_u16(), 422);
     let oo: Value = res.json().await.unwrap();
-    let locations: Vec<&str> = oo["issue"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["severity"] == "error")
-        .filter_map(|i| i["expression"][0].as_str())
-        .collect();
+    let locations = error_locations(&oo);
     assert!(
         locations.contains(&"Bundle.entry[0].resource.birthDate"),
         "{oo}"
@@ -182,17 +176,6 @@ fn hostile_narratives() -> Vec<String> {
 
 fn patient_with_narrative(div: &str) -> Value {
     json!({"resourceType": "Patient", "text": {"status": "generated", "div": div}})
-}
-
-fn error_locations(oo: &Value) -> Vec<String> {
-    oo["issue"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .filter(|i| i["severity"] == "error")
-        .filter_map(|i| i["expression"][0].as_str().map(String::from))
-        .collect()
 }
 
 async fn hostile_narratives_are_422_alone_and_in_transactions(app: TestApp) {
