@@ -230,14 +230,7 @@ fn one(f: &Filter, m: &Match, sql: &mut Sql) -> Result<(), StoreError> {
     }
     match f.param.as_str() {
         "_id" => match m {
-            Match::Token { code: Some(c), .. } => match c.parse::<i64>() {
-                Ok(n) => {
-                    sql.push("seq = ").bind(Bind::Int(n));
-                }
-                Err(_) => {
-                    sql.push("1=0");
-                }
-            },
+            Match::Token { code: Some(c), .. } => integer_equals("seq", c, sql),
             _ => return Err(bad()),
         },
         "date" | "_lastUpdated" => date_match(m, sql)?,
@@ -283,14 +276,7 @@ fn one(f: &Filter, m: &Match, sql: &mut Sql) -> Result<(), StoreError> {
             _ => return Err(bad()),
         },
         "outcome" => match m {
-            Match::Token { code: Some(c), .. } => match c.parse::<i64>() {
-                Ok(n) => {
-                    sql.push("outcome = ").bind(Bind::Int(n));
-                }
-                Err(_) => {
-                    sql.push("1=0");
-                }
-            },
+            Match::Token { code: Some(c), .. } => integer_equals("outcome", c, sql),
             _ => return Err(bad()),
         },
         "entity" => match m {
@@ -367,6 +353,18 @@ fn one(f: &Filter, m: &Match, sql: &mut Sql) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// `col = c` for an integer column; a code that is not an integer matches nothing.
+fn integer_equals(col: &str, c: &str, sql: &mut Sql) {
+    match c.parse::<i64>() {
+        Ok(n) => {
+            sql.push(&format!("{col} = ")).bind(Bind::Int(n));
+        }
+        Err(_) => {
+            sql.push("1=0");
+        }
+    }
 }
 
 /// The table with an `id` column (the `seq` as text), for `_has`, whose sub-select names it.
