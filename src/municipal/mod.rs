@@ -255,43 +255,48 @@ impl Posted {
     }
 }
 
-/// The ids of the record-scoped resources a record is stored as, `Type/id`.
-fn part_refs(rec: &CareRecord) -> Vec<String> {
+/// The record-scoped resources a record is stored as: type and id.
+fn parts(rec: &CareRecord) -> Vec<(ResourceType, String)> {
     let id = |k: &str, l: &str| part_id(&rec.municipality.code, &rec.record_id, k, l);
     let mut out = vec![
-        format!("CarePlan/{}", id(kind::CARE_PLAN, "plan")),
-        format!("CareTeam/{}", id(kind::CARE_TEAM, "team")),
+        (ResourceType::CARE_PLAN, id(kind::CARE_PLAN, "plan")),
+        (ResourceType::CARE_TEAM, id(kind::CARE_TEAM, "team")),
     ];
     if rec.course.stay.is_some() {
-        out.push(format!("Encounter/{}", id(kind::STAY, "stay")));
+        out.push((ResourceType::ENCOUNTER, id(kind::STAY, "stay")));
     }
     out.extend(
         rec.care_team
             .iter()
-            .map(|m| format!("Practitioner/{}", id(kind::MEMBER, &m.id))),
+            .map(|m| (ResourceType::PRACTITIONER, id(kind::MEMBER, &m.id))),
     );
     out.extend(
         rec.conditions
             .iter()
-            .map(|c| format!("Condition/{}", id(kind::CONDITION, &c.id))),
+            .map(|c| (ResourceType::CONDITION, id(kind::CONDITION, &c.id))),
     );
     out.extend(
         rec.goals
             .iter()
-            .map(|g| format!("Goal/{}", id(kind::GOAL, &g.id))),
+            .map(|g| (ResourceType::GOAL, id(kind::GOAL, &g.id))),
     );
     out.extend(
         rec.meetings
             .iter()
-            .map(|m| format!("Encounter/{}", id(kind::MEETING, &m.id))),
+            .map(|m| (ResourceType::ENCOUNTER, id(kind::MEETING, &m.id))),
     );
-    out.push(format!("Goal/{}", id(kind::PURPOSE, "purpose")));
+    out.push((ResourceType::GOAL, id(kind::PURPOSE, "purpose")));
     out.extend(
         rec.interventions
             .iter()
-            .map(|i| format!("CarePlan/{}", id(kind::INTERVENTION, &i.id))),
+            .map(|i| (ResourceType::CARE_PLAN, id(kind::INTERVENTION, &i.id))),
     );
     out
+}
+
+/// `Type/id` of each of [`parts`].
+fn part_refs(parts: &[(ResourceType, String)]) -> Vec<String> {
+    parts.iter().map(|(t, id)| format!("{t}/{id}")).collect()
 }
 
 /// Store a checked record: one transaction; a newer record version updates the same resources
@@ -329,7 +334,8 @@ pub async fn store(
     let enforced = engine
         .validation()
         .is_some_and(|p| p.mode == crate::config::ValidationMode::Enforce);
-    let refs = part_refs(&rec);
+    let new_parts = parts(&rec);
+    let refs = part_refs(&new_parts);
     let mut bundle = to_fhir::to_bundle(&rec, &validator.terminology);
     if checks == Checks::Full && !enforced {
         bundle = validate_bundle(bundle, validator)?;
@@ -379,13 +385,9 @@ pub async fn store(
                 "the mapped Bundle does not write its CarePlan",
             ));
         }
-        let keep: HashSet<&str> = refs.iter().map(String::as_str).collect();
-        for gone in part_refs(&old)
-            .iter()
-            .filter(|r| !keep.contains(r.as_str()))
-        {
-            let (rtype, id) = gone.split_once('/').unwrap_or_default();
-            entries.delete(Engine::resource_type(rtype)?, id);
+        let keep: HashSet<&(ResourceType, String)> = new_parts.iter().collect();
+        for (rtype, id) in parts(&old).iter().filter(|p| !keep.contains(p)) {
+            entries.delete(*rtype, id);
         }
         stored = Stored::Updated;
     }
