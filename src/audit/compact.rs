@@ -273,18 +273,18 @@ impl Columns {
     pub fn canonical(&self, seq: i64) -> String {
         let mut out = Vec::with_capacity(128 + self.query.as_ref().map_or(0, String::len));
         out.push(b'[');
-        let mut put = |first: bool, v: &dyn erased::Field| {
-            if !first {
+        let mut put = |v: &dyn erased::Field| {
+            if out.len() > 1 {
                 out.push(b',');
             }
             v.write(&mut out);
         };
-        put(true, &seq);
-        put(false, &self.recorded_ms);
-        put(false, &self.kind);
-        put(false, &self.action);
-        put(false, &self.outcome);
-        put(false, &self.status);
+        put(&seq);
+        put(&self.recorded_ms);
+        put(&self.kind);
+        put(&self.action);
+        put(&self.outcome);
+        put(&self.status);
         for v in [
             &self.client,
             &self.client_kind,
@@ -296,12 +296,12 @@ impl Columns {
             &self.patient,
             &self.query,
         ] {
-            put(false, v);
+            put(v);
         }
-        put(false, &self.query_len);
-        put(false, &self.request_id);
-        put(false, &self.failure);
-        put(false, &self.forward);
+        put(&self.query_len);
+        put(&self.request_id);
+        put(&self.failure);
+        put(&self.forward);
         out.push(b']');
         // serde_json writes UTF-8 only.
         String::from_utf8(out).unwrap_or_default()
