@@ -6,6 +6,8 @@ local citizens = tonumber(os.getenv("CITIZENS") or "1000")
 -- READ_PCT and SEARCH_PCT change the mix (the rest are writes), to see what each kind costs.
 local read_pct = tonumber(os.getenv("READ_PCT") or "70")
 local search_pct = tonumber(os.getenv("SEARCH_PCT") or "20")
+-- UPDATE_PCT: the share of the writes that are Goal updates (default 50; the rest are creates).
+local update_pct = tonumber(os.getenv("UPDATE_PCT") or "50")
 local token = os.getenv("TOKEN") or ""
 local reads = { "Patient/wl-p-", "CarePlan/wl-cp-", "Goal/wl-g1-", "Goal/wl-g2-", "Goal/wl-g3-",
   "Condition/wl-c1-", "Condition/wl-c2-", "Encounter/wl-e-", "Observation/wl-o1-", "Observation/wl-o2-" }
@@ -41,7 +43,7 @@ function request()
     return wrk.format("GET", "/fhir/" .. reads[math.random(#reads)] .. n)
   elseif r <= read_pct + search_pct then
     return wrk.format("GET", "/fhir/CarePlan?patient.identifier=urn:oid:1.2.208.176.1.2%7C" .. cpr(n))
-  elseif r <= read_pct + search_pct + (100 - read_pct - search_pct) / 2 then
+  elseif math.random(100) > update_pct then
     return wrk.format("POST", "/fhir/Observation", write_headers,
       '{"resourceType":"Observation","status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}]}],'
       .. '"code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},"effectiveDateTime":"2026-12-03T10:00:00+01:00",'

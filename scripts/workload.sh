@@ -15,9 +15,11 @@
 # BIN_DIR=DIR uses DIR/sektorbro, DIR/examples/hello_ceiling and DIR/examples/workload_load.
 # KEEP=DIR keeps the loaded database in DIR (SQLite) to rerun the mix with LOADED=DIR.
 # READ_PCT and SEARCH_PCT (default 70 and 20; the rest are writes) change the mix, for example
-# READ_PCT=100 SEARCH_PCT=0 for reads alone.
-# EXTRA_TOML='…' is appended to the gateway's configuration for the mix (for example
-# EXTRA_TOML=$'[audit]\nenabled = false' to see what the audit trail costs).
+# READ_PCT=100 SEARCH_PCT=0 for reads alone. UPDATE_PCT (default 50) is the share of the writes
+# that are updates of existing Goals; the rest create Observations.
+# EXTRA_TOML='…' is appended to the gateway's configuration, while loading and for the mix (for
+# example EXTRA_TOML=$'[audit]\nenabled = false' to see what the audit trail costs, or
+# EXTRA_TOML=$'[database]\nsqlite_page_size = 2048' for a file with smaller pages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CITIZENS="${1:-10000}"
@@ -85,7 +87,7 @@ db_mib() {
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -srm); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ -z "${LOADED:-}" ]; then
-  start_gateway 64
+  start_gateway 64 "${EXTRA_TOML:-}"
   echo "loading $CITIZENS citizens ($((CITIZENS * 10)) resources) into $DB"
   "$LOAD_BIN" "http://127.0.0.1:$GW_PORT/fhir" "$TOKEN" "$CITIZENS" 8
   echo "gateway RSS after load: $(rss_mib "$GW_PID") MiB"
