@@ -80,11 +80,12 @@ const TYPED_COLUMNS: [(&str, &str); 18] = [
     ("forward", "text"),
 ];
 
-/// The seal columns [`insert_sealed`] writes beside [`TYPED_COLUMNS`].
+/// The seal columns [`insert_sealed_sqlite`] and [`insert_sealed_postgres`] write beside
+/// [`TYPED_COLUMNS`].
 const SEAL_COLUMNS: [(&str, &str); 3] =
     [("seq", "bigint"), ("chain_pos", "bigint"), ("hash", "text")];
 
-/// A row as [`insert_sealed`] sends it: its id and its place in the hash chain, decided by the
+/// A row as [`insert_sealed_sqlite`] binds it and [`insert_sealed_postgres`] sends it: its id and its place in the hash chain, decided by the
 /// inserting transaction, and its columns.
 #[derive(serde::Serialize)]
 pub(crate) struct SealedRow<'a> {
@@ -133,42 +134,96 @@ pub(crate) async fn next_seqs(
     }
 }
 
-/// One `INSERT` of the sealed rows in `array`, a JSON array of [`SealedRow`], in the array's
-/// order: one statement text whatever the batch (prepared once) and one bind.
-pub(crate) fn insert_sealed(backend: super::Backend, array: &str) -> Sql {
-    let typed: Vec<(&str, &str)> = TYPED_COLUMNS.iter().chain(&SEAL_COLUMNS).copied().collect();
-    let names: Vec<&str> = typed.iter().map(|(n, _)| *n).collect();
-    let insert = format!("INSERT INTO audit_log ({}) SELECT ", names.join(", "));
-    let mut sql = Sql::default();
-    match backend {
-        super::Backend::Sqlite => {
-            // Each row's object turned into SQLite's binary JSON once: `->>` on the text that
-            // `json_each` gives re-reads the object for every column (a quarter of the writer's
-            // time under a read load).
-            let fields: Vec<String> = names.iter().map(|n| format!("v ->> '{n}'")).collect();
-            sql.push("WITH r(k, v) AS MATERIALIZED (SELECT key, jsonb(value) FROM json_each(")
-                .text(array)
-                .push(")) ")
-                .push(&insert)
-                .push(&fields.join(", "))
-                .push(" FROM r ORDER BY k");
-        }
-        super::Backend::Postgres => {
-            let fields: Vec<String> = typed
-                .iter()
-                .map(|(n, t)| format!("CAST(e.v ->> '{n}' AS {t})"))
-                .collect();
-            sql.push(&insert)
-                .push(&fields.join(", "))
-                .push(" FROM jsonb_array_elements(CAST(")
-                .text(array)
-                .push(" AS jsonb)) WITH ORDINALITY AS e(v, n) ORDER BY e.n");
+/// Rows per `INSERT` of [`insert_sealed_sqlite`], largest first: a batch is cut into these sizes,
+/// so SQLite only ever sees five statement texts, each prepared once (sqlx caches them).
+const SQLITE_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// SQLite: the sealed rows, in order, as `INSERT … VALUES` statements of [`SQLITE_CHUNKS`] rows
+/// with every value bound (missing ones as bound NULLs).
+///
+/// Under a read load the ingester inserts a row per read. Handing SQLite the rows as one JSON
+/// array made it parse the array and look up each of 21 fields per row: about a third of the
+/// writer thread's time (docs/benchmarks.md). Bound values cost SQLite nothing to read.
+pub(crate) fn insert_sealed_sqlite(rows: &[SealedRow]) -> Vec<Sql> {
+    let names: Vec<&str> = TYPED_COLUMNS
+        .iter()
+        .chain(&SEAL_COLUMNS)
+        .map(|(n, _)| *n)
+        .collect();
+    let mut out = Vec::new();
+    let mut rest = rows;
+    for size in SQLITE_CHUNKS {
+        while rest.len() >= size {
+            let (chunk, tail) = rest.split_at(size);
+            rest = tail;
+            let mut sql = Sql::default();
+            sql.push(&format!(
+                "INSERT INTO audit_log ({}) VALUES ",
+                names.join(", ")
+            ));
+            for (i, r) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                values_as(&mut sql, r.row, Nulls::Bound);
+                // The row's `)` is replaced by its seal columns.
+                sql.text.pop();
+                sql.push(", ")
+                    .bind(Bind::Int(r.seq))
+                    .push(", ")
+                    .bind(Bind::Int(r.chain_pos))
+                    .push(", ")
+                    .text(&r.hash)
+                    .push(")");
+            }
+            out.push(sql);
         }
     }
+    out
+}
+
+/// PostgreSQL: one `INSERT` of the sealed rows in `array`, a JSON array of [`SealedRow`], in the
+/// array's order: one statement text whatever the batch (prepared once) and one bind.
+pub(crate) fn insert_sealed_postgres(array: &str) -> Sql {
+    let typed: Vec<(&str, &str)> = TYPED_COLUMNS.iter().chain(&SEAL_COLUMNS).copied().collect();
+    let names: Vec<&str> = typed.iter().map(|(n, _)| *n).collect();
+    let fields: Vec<String> = typed
+        .iter()
+        .map(|(n, t)| format!("CAST(e.v ->> '{n}' AS {t})"))
+        .collect();
+    let mut sql = Sql::default();
+    sql.push(&format!(
+        "INSERT INTO audit_log ({}) SELECT ",
+        names.join(", ")
+    ))
+    .push(&fields.join(", "))
+    .push(" FROM jsonb_array_elements(CAST(")
+    .text(array)
+    .push(" AS jsonb)) WITH ORDINALITY AS e(v, n) ORDER BY e.n");
     sql
 }
 
+/// How [`values_as`] writes a missing value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Nulls {
+    /// `NULL` in the text (both databases).
+    Literal,
+    /// A bound NULL, so the text is the same whatever is missing (SQLite).
+    Bound,
+}
+
 fn values(sql: &mut Sql, c: &Columns) {
+    values_as(sql, c, Nulls::Literal)
+}
+
+/// `(…)`: the row's [`TYPED_COLUMNS`] in order.
+fn values_as(sql: &mut Sql, c: &Columns, nulls: Nulls) {
+    let null = |sql: &mut Sql| {
+        match nulls {
+            Nulls::Literal => sql.push("NULL"),
+            Nulls::Bound => sql.bind(Bind::Null),
+        };
+    };
     sql.push("(");
     sql.bind(Bind::Int(c.recorded_ms))
         .push(", ")
@@ -180,16 +235,20 @@ fn values(sql: &mut Sql, c: &Columns) {
     let opt_int = |sql: &mut Sql, v: Option<i64>| {
         sql.push(", ");
         match v {
-            Some(v) => sql.bind(Bind::Int(v)),
-            None => sql.push("NULL"),
-        };
+            Some(v) => {
+                sql.bind(Bind::Int(v));
+            }
+            None => null(sql),
+        }
     };
     let opt_text = |sql: &mut Sql, v: &Option<String>| {
         sql.push(", ");
         match v {
-            Some(v) => sql.text(v),
-            None => sql.push("NULL"),
-        };
+            Some(v) => {
+                sql.text(v);
+            }
+            None => null(sql),
+        }
     };
     opt_int(sql, c.status);
     for v in [

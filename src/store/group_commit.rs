@@ -46,7 +46,7 @@ use tokio::sync::{oneshot, Mutex, Notify, OwnedMutexGuard};
 
 use super::cache::Generations;
 use super::search_sql::Sql;
-use super::sql::{db_err, is_unique_violation, query, query_text};
+use super::sql::{db_err, is_unique_violation, query_text};
 use super::StoreError;
 
 /// Most logical transactions in one physical transaction.
@@ -603,7 +603,11 @@ async fn run_queued(batch: &mut Batch, group: Vec<Queued>) {
         }
         let mut one = Sql::from_text("SAVEPOINT w");
         one.append_ref(&q.sql);
-        match query(&one).execute(&mut *batch.conn).await {
+        let text = one.sqlite_text();
+        match query_text(&text, &one.binds)
+            .execute(&mut *batch.conn)
+            .await
+        {
             Ok(_) => batch.waiters.push(q.done),
             Err(e) => {
                 let err = if is_unique_violation(&e) {
@@ -642,7 +646,11 @@ impl GroupTx {
         if !prefix.is_empty() {
             sql.text.insert_str(0, prefix);
         }
-        match query(&sql).execute(self.conn_held()).await {
+        let text = sql.sqlite_text();
+        match query_text(&text, &sql.binds)
+            .execute(self.conn_held())
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if is_unique_violation(&e) => Err(conflict),
             Err(e) => Err(db_err(e)),
@@ -666,7 +674,11 @@ impl GroupTx {
                 sql.append(pending);
             }
             let conflict = self.conflict.take();
-            match query(&sql).execute(self.conn_held()).await {
+            let text = sql.sqlite_text();
+            match query_text(&text, &sql.binds)
+                .execute(self.conn_held())
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if is_unique_violation(&e) => {
                     return Err(conflict.unwrap_or(StoreError::Busy));

@@ -20,6 +20,9 @@ pub(crate) enum Bind {
     Text(String),
     Int(i64),
     Float(f64),
+    /// SQL NULL as a bound value, so that a statement's text does not depend on which values are
+    /// missing. SQLite only: PostgreSQL would have to infer the parameter's type.
+    Null,
 }
 
 /// A statement under construction.
