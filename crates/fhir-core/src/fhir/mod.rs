@@ -78,9 +78,9 @@ pub fn is_dots(id: &str) -> bool {
     id.bytes().all(|b| b == b'.')
 }
 
-/// A new server-assigned id: a UUID version 7 (RFC 9562), whose first 48 bits are the creation
-/// time in milliseconds and the rest random (with a counter that keeps ids made in the same
-/// millisecond in order).
+/// A new server-assigned id: a UUID version 7 (RFC 9562): the creation time in milliseconds (48
+/// bits), a counter that starts at a random value each millisecond and keeps ids made within it
+/// in order (42 bits), and 32 random bits.
 ///
 /// Ids made one after another sort one after another, so a create adds its rows at the end of
 /// every index keyed by id (the resource tables' keys, the search rows' owner index, the audit
