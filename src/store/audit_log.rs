@@ -43,21 +43,31 @@ pub(crate) const INSERT_ROWS: usize = 500;
 /// per record, which is most of what an audit batch costs SQLite.
 pub(crate) fn insert_many(rows: &[Columns]) -> Sql {
     let names: Vec<&str> = TYPED_COLUMNS.iter().map(|(n, _)| *n).collect();
+    insert_values(&names, rows, |sql, c| {
+        columns_as(sql, c, Nulls::Literal);
+    })
+}
+
+/// `INSERT INTO audit_log (names) VALUES (…), (…)`: `each` writes one row's values, in `names`'
+/// order, between its parentheses.
+fn insert_values<T>(names: &[&str], rows: &[T], mut each: impl FnMut(&mut Sql, &T)) -> Sql {
     let mut sql = Sql::default();
     sql.push(&format!(
         "INSERT INTO audit_log ({}) VALUES ",
         names.join(", ")
     ));
-    for (i, c) in rows.iter().enumerate() {
+    for (i, row) in rows.iter().enumerate() {
         if i > 0 {
             sql.push(", ");
         }
-        values(&mut sql, c);
+        sql.push("(");
+        each(&mut sql, row);
+        sql.push(")");
     }
     sql
 }
 
-/// Every column [`insert_many`] writes ([`values`] binds them in this order), with its type on
+/// Every column [`insert_many`] writes ([`columns_as`] binds them in this order), with its type on
 /// PostgreSQL.
 const TYPED_COLUMNS: [(&str, &str); 18] = [
     ("recorded_ms", "bigint"),
@@ -156,27 +166,15 @@ pub(crate) fn insert_sealed_sqlite(rows: &[SealedRow]) -> Vec<Sql> {
         while rest.len() >= size {
             let (chunk, tail) = rest.split_at(size);
             rest = tail;
-            let mut sql = Sql::default();
-            sql.push(&format!(
-                "INSERT INTO audit_log ({}) VALUES ",
-                names.join(", ")
-            ));
-            for (i, r) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                values_as(&mut sql, r.row, Nulls::Bound);
-                // The row's `)` is replaced by its seal columns.
-                sql.text.pop();
+            out.push(insert_values(&names, chunk, |sql, r| {
+                columns_as(sql, r.row, Nulls::Bound);
                 sql.push(", ")
                     .bind(Bind::Int(r.seq))
                     .push(", ")
                     .bind(Bind::Int(r.chain_pos))
                     .push(", ")
-                    .text(&r.hash)
-                    .push(")");
-            }
-            out.push(sql);
+                    .text(&r.hash);
+            }));
         }
     }
     out
@@ -203,7 +201,7 @@ pub(crate) fn insert_sealed_postgres(array: &str) -> Sql {
     sql
 }
 
-/// How [`values_as`] writes a missing value.
+/// How [`columns_as`] writes a missing value.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Nulls {
     /// `NULL` in the text (both databases).
@@ -212,19 +210,14 @@ enum Nulls {
     Bound,
 }
 
-fn values(sql: &mut Sql, c: &Columns) {
-    values_as(sql, c, Nulls::Literal)
-}
-
-/// `(…)`: the row's [`TYPED_COLUMNS`] in order.
-fn values_as(sql: &mut Sql, c: &Columns, nulls: Nulls) {
+/// The row's [`TYPED_COLUMNS`] in order, separated by commas.
+fn columns_as(sql: &mut Sql, c: &Columns, nulls: Nulls) {
     let null = |sql: &mut Sql| {
         match nulls {
             Nulls::Literal => sql.push("NULL"),
             Nulls::Bound => sql.bind(Bind::Null),
         };
     };
-    sql.push("(");
     sql.bind(Bind::Int(c.recorded_ms))
         .push(", ")
         .text(&c.kind)
@@ -268,7 +261,6 @@ fn values_as(sql: &mut Sql, c: &Columns, nulls: Nulls) {
     for v in [&c.request_id, &c.failure, &c.forward] {
         opt_text(sql, v);
     }
-    sql.push(")");
 }
 
 /// Where the audit journal's ingester has got to in one segment file (`audit_journal`).
