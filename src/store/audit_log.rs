@@ -95,8 +95,8 @@ const TYPED_COLUMNS: [(&str, &str); 18] = [
 const SEAL_COLUMNS: [(&str, &str); 3] =
     [("seq", "bigint"), ("chain_pos", "bigint"), ("hash", "text")];
 
-/// A row as [`insert_sealed_sqlite`] binds it and [`insert_sealed_postgres`] sends it: its id and its place in the hash chain, decided by the
-/// inserting transaction, and its columns.
+/// A row as [`insert_sealed_sqlite`] binds it and [`insert_sealed_postgres`] sends it: its id
+/// and its place in the hash chain, decided by the inserting transaction, and its columns.
 #[derive(serde::Serialize)]
 pub(crate) struct SealedRow<'a> {
     pub seq: i64,
