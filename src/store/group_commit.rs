@@ -510,6 +510,21 @@ async fn rollback_savepoint(batch: &mut Batch, name: &str) {
     }
 }
 
+/// Run `sql` on the writer's connection with SQLite's placeholders ([`Sql::sqlite_text`]: `$N`
+/// are found by name, a linear search per bind); `persistent`: keep the prepared statement, for
+/// a text that is sent again (not a queued group's, which is new each time).
+async fn execute(
+    conn: &mut AnyConnection,
+    sql: &Sql,
+    persistent: bool,
+) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
+    let text = sql.sqlite_text();
+    query_text(&text, &sql.binds)
+        .persistent(persistent)
+        .execute(conn)
+        .await
+}
+
 /// With no physical transaction open: begin, run the group and commit in one round trip
 /// (`relaxed`: unsynced, see the module documentation). If that fails, nothing of it stays, and
 /// the group is run again one by one, synced.
@@ -586,11 +601,7 @@ async fn run_queued(batch: &mut Batch, group: Vec<Queued>) {
         all.append_ref(&q.sql);
     }
     all.append(Sql::from_text("RELEASE g"));
-    let text = all.sqlite_text();
-    let result = query_text(&text, &all.binds)
-        .persistent(false)
-        .execute(&mut *batch.conn)
-        .await;
+    let result = execute(&mut batch.conn, &all, false).await;
     if result.is_ok() {
         batch.waiters.extend(group.into_iter().map(|q| q.done));
         return;
@@ -603,11 +614,7 @@ async fn run_queued(batch: &mut Batch, group: Vec<Queued>) {
         }
         let mut one = Sql::from_text("SAVEPOINT w");
         one.append_ref(&q.sql);
-        let text = one.sqlite_text();
-        match query_text(&text, &one.binds)
-            .execute(&mut *batch.conn)
-            .await
-        {
+        match execute(&mut batch.conn, &one, true).await {
             Ok(_) => batch.waiters.push(q.done),
             Err(e) => {
                 let err = if is_unique_violation(&e) {
@@ -646,11 +653,7 @@ impl GroupTx {
         if !prefix.is_empty() {
             sql.text.insert_str(0, prefix);
         }
-        let text = sql.sqlite_text();
-        match query_text(&text, &sql.binds)
-            .execute(self.conn_held())
-            .await
-        {
+        match execute(self.conn_held(), &sql, true).await {
             Ok(_) => Ok(()),
             Err(e) if is_unique_violation(&e) => Err(conflict),
             Err(e) => Err(db_err(e)),
@@ -674,11 +677,7 @@ impl GroupTx {
                 sql.append(pending);
             }
             let conflict = self.conflict.take();
-            let text = sql.sqlite_text();
-            match query_text(&text, &sql.binds)
-                .execute(self.conn_held())
-                .await
-            {
+            match execute(self.conn_held(), &sql, true).await {
                 Ok(_) => {}
                 Err(e) if is_unique_violation(&e) => {
                     return Err(conflict.unwrap_or(StoreError::Busy));

@@ -210,8 +210,8 @@ impl SqlStore {
         // pages write less per small transaction (docs/benchmarks.md, write amplification).
         // `journal_size_limit`: once checkpointed, the WAL file is cut back to this size, so
         // space a burst of writes took is given back (see group_commit.rs for the checkpoints).
-        // `temp_store = MEMORY`: SQLite's temporary storage (materialized CTEs such as the audit
-        // journal's insert, sorts, spilled statement journals) in memory rather than in temporary
+        // `temp_store = MEMORY`: SQLite's temporary storage (materialized CTEs, sorts, spilled
+        // statement journals) in memory rather than in temporary
         // files created, written, truncated and deleted per statement: under a write load those
         // files were half of the writer's write(2) time (docs/benchmarks.md).
         let synchronous = if tuning.synchronous == "normal" {
