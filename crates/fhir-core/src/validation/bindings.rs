@@ -12,7 +12,10 @@ use crate::fhir::outcome::Severity;
 
 /// The codings in a value of type `code` (`code`, `Coding`, `CodeableConcept`, `Quantity`, a
 /// string or uri bound to a value set).
-fn codings<'a>(val: &'a Value, type_code: &str) -> Option<Vec<(Option<&'a str>, &'a str)>> {
+pub(crate) fn codings<'a>(
+    val: &'a Value,
+    type_code: &str,
+) -> Option<Vec<(Option<&'a str>, &'a str)>> {
     let coding = |c: &'a Value| {
         let code = c.get("code")?.as_str()?;
         Some((c.get("system").and_then(Value::as_str), code))
@@ -33,19 +36,83 @@ fn codings<'a>(val: &'a Value, type_code: &str) -> Option<Vec<(Option<&'a str>, 
 }
 
 pub(crate) fn check(run: &mut Run<'_, '_>, val: &Value, b: &Binding, type_code: &str, _pass: Pass) {
+    let label = match b.strength {
+        Strength::Required => "required binding",
+        Strength::Extensible => "extensible binding",
+        Strength::Preferred => "preferred binding",
+        Strength::Example => return,
+    };
+    check_value_set(run, val, &b.value_set, b.strength, label, type_code);
+}
+
+/// The additional bindings of `b` whose purpose holds an instance to them, where their usage
+/// context holds.
+pub(crate) fn check_additional(run: &mut Run<'_, '_>, val: &Value, b: &Binding, type_code: &str) {
+    for a in &b.additional {
+        let Some(strength) = a.strength() else {
+            continue;
+        };
+        // `any` asks for one repetition in the value set, which a check of each value cannot
+        // decide; a usage context that names no element of the resource cannot be decided either.
+        if a.any || (a.usage.is_empty() && a.usage_undecidable) {
+            continue;
+        }
+        if !a.usage.is_empty()
+            && !a
+                .usage
+                .iter()
+                .any(|(path, concept)| usage_holds(run, path, concept))
+        {
+            continue;
+        }
+        let label = format!("additional binding, purpose {}", a.purpose);
+        check_value_set(run, val, &a.value_set, strength, &label, type_code);
+    }
+}
+
+/// Whether the element at `path` (`Observation.category`) of the innermost resource has one of
+/// `concept`'s codings.
+fn usage_holds(run: &Run<'_, '_>, path: &str, concept: &Value) -> bool {
+    let Some(resource) = run.resources.last() else {
+        return false;
+    };
+    let rtype = resource
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let Some(rest) = path.strip_prefix(rtype).and_then(|r| r.strip_prefix('.')) else {
+        return false;
+    };
+    let wanted: Vec<(Option<&str>, &str)> = codings(concept, "CodeableConcept").unwrap_or_default();
+    super::walk::json_path(resource, rest).into_iter().any(|v| {
+        let found = codings(v, "CodeableConcept")
+            .filter(|c| !c.is_empty())
+            .or_else(|| codings(v, "Coding"))
+            .unwrap_or_default();
+        found.iter().any(|f| wanted.contains(f))
+    })
+}
+
+/// Is the code (or one of the codings) of `val` in value set `vs`? `strength` sets the severity
+/// (required → error, otherwise a warning); `label` names the binding in the messages.
+fn check_value_set(
+    run: &mut Run<'_, '_>,
+    val: &Value,
+    vs: &str,
+    strength: Strength,
+    label: &str,
+    type_code: &str,
+) {
     let Some(codes) = codings(val, type_code) else {
         return;
     };
-    let vs = b.value_set.as_str();
-    let (severity, strength) = match b.strength {
-        Strength::Required => (Severity::Error, "required"),
-        Strength::Extensible => (Severity::Warning, "extensible"),
-        Strength::Preferred => (Severity::Warning, "preferred"),
-        Strength::Example => return,
+    let severity = match strength {
+        Strength::Required => Severity::Error,
+        _ => Severity::Warning,
     };
     if codes.is_empty() {
         // A CodeableConcept with text only, or a Coding without a code.
-        if b.strength == Strength::Required && type_code == "CodeableConcept" {
+        if strength == Strength::Required && type_code == "CodeableConcept" {
             run.issue(
                 Severity::Error,
                 "code-invalid",
@@ -76,9 +143,7 @@ pub(crate) fn check(run: &mut Run<'_, '_>, val: &Value, b: &Binding, type_code: 
             }
         }
     }
-    if !misses.is_empty()
-        && (unknown.is_empty() || b.strength == Strength::Required && unknown.is_empty())
-    {
+    if !misses.is_empty() && unknown.is_empty() {
         let what = misses.join(", ");
         let hint = run
             .v
@@ -89,7 +154,7 @@ pub(crate) fn check(run: &mut Run<'_, '_>, val: &Value, b: &Binding, type_code: 
         run.issue(
             severity,
             "code-invalid",
-            format!("{what} is not in value set {vs} ({strength} binding){hint}"),
+            format!("{what} is not in value set {vs} ({label}){hint}"),
         );
     } else if !unknown.is_empty() {
         unknown.sort();
@@ -98,7 +163,7 @@ pub(crate) fn check(run: &mut Run<'_, '_>, val: &Value, b: &Binding, type_code: 
             Severity::Warning,
             "not-supported",
             format!(
-                "could not check {} against value set {vs} ({strength} binding): {}",
+                "could not check {} against value set {vs} ({label}): {}",
                 misses.first().cloned().unwrap_or_else(|| codes
                     .iter()
                     .map(|(s, c)| describe(*s, c))
@@ -112,7 +177,7 @@ pub(crate) fn check(run: &mut Run<'_, '_>, val: &Value, b: &Binding, type_code: 
             run.unresolved.push((
                 super::UnresolvedBinding {
                     value_set: vs.to_string(),
-                    strength: b.strength,
+                    strength,
                     codes: unknown_codes,
                     location: run.path.clone(),
                     issue: 0,

@@ -42,6 +42,141 @@ pub enum Strength {
 pub struct Binding {
     pub strength: Strength,
     pub value_set: String,
+    /// Further bindings beside the main one (R5's `binding.additional`; in R4 profiles the
+    /// cross-version extension or the tools extension that carries it).
+    pub additional: Vec<AdditionalBinding>,
+}
+
+/// An additional binding: a value set the codes must (or should) also come from, for a purpose,
+/// possibly only where a usage context holds.
+#[derive(Debug, Clone)]
+pub struct AdditionalBinding {
+    /// The purpose code as written (`required`, `maximum`, `extensible`, `current`, …).
+    pub purpose: String,
+    pub value_set: String,
+    /// `(element path, CodeableConcept)` pairs: the binding applies only where one of them holds
+    /// (the element at the path has one of the concept's codings). Empty: it always applies.
+    pub usage: Vec<(String, Value)>,
+    /// Usage contexts that name no element of the resource (jurisdiction, focus …): the binding's
+    /// context cannot be decided from the instance.
+    pub usage_undecidable: bool,
+    /// `any`: one of the element's repetitions in the value set is enough.
+    pub any: bool,
+}
+
+impl AdditionalBinding {
+    /// The strength an instance is held to under this purpose, if any: `required` and `maximum`
+    /// bind like a required binding, `extensible` and `current` like an extensible one; the
+    /// others (`preferred`, `candidate`, `minimum`, `ui`, `starter`, `component`) state what a
+    /// system should support or show, not what an instance must hold.
+    pub fn strength(&self) -> Option<Strength> {
+        match self.purpose.as_str() {
+            "required" | "maximum" => Some(Strength::Required),
+            "extensible" | "current" => Some(Strength::Extensible),
+            _ => None,
+        }
+    }
+}
+
+/// Canonicals of the extension that carries an additional binding in an R4 profile.
+const ADDITIONAL_BINDING_EXTENSIONS: &[&str] = &[
+    "http://hl7.org/fhir/5.0/StructureDefinition/extension-ElementDefinition.binding.additional",
+    "http://hl7.org/fhir/tools/StructureDefinition/additional-binding",
+];
+
+/// The additional bindings of an ElementDefinition's `binding`: R5's `additional` array, and the
+/// R4 extensions that carry the same members as sub-extensions.
+fn additional_bindings(b: &Value) -> Vec<AdditionalBinding> {
+    let usage_of = |u: &Value, out: &mut Vec<(String, Value)>, undecidable: &mut bool| {
+        let path = u
+            .get("code")
+            .and_then(|c| c.get("code"))
+            .and_then(Value::as_str);
+        let concept = u.get("valueCodeableConcept");
+        match (path, concept) {
+            (Some(p), Some(c)) if p.contains('.') => out.push((p.to_string(), c.clone())),
+            _ => *undecidable = true,
+        }
+    };
+    let mut out = Vec::new();
+    for a in b
+        .get("additional")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (Some(purpose), Some(vs)) = (
+            a.get("purpose").and_then(Value::as_str),
+            a.get("valueSet").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        let mut usage = Vec::new();
+        let mut undecidable = false;
+        for u in a
+            .get("usage")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            usage_of(u, &mut usage, &mut undecidable);
+        }
+        out.push(AdditionalBinding {
+            purpose: purpose.to_string(),
+            value_set: vs.to_string(),
+            usage,
+            usage_undecidable: undecidable,
+            any: a.get("any").and_then(Value::as_bool).unwrap_or(false),
+        });
+    }
+    for ext in b
+        .get("extension")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(url) = ext.get("url").and_then(Value::as_str) else {
+            continue;
+        };
+        if !ADDITIONAL_BINDING_EXTENSIONS.contains(&url) {
+            continue;
+        }
+        let (mut purpose, mut vs, mut any) = (None, None, false);
+        let mut usage = Vec::new();
+        let mut undecidable = false;
+        for sub in ext
+            .get("extension")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            match sub.get("url").and_then(Value::as_str) {
+                Some("purpose") => purpose = sub.get("valueCode").and_then(Value::as_str),
+                Some("valueSet") => {
+                    vs = sub
+                        .get("valueCanonical")
+                        .or_else(|| sub.get("valueUri"))
+                        .and_then(Value::as_str)
+                }
+                Some("any") => any = sub.get("valueBoolean").and_then(Value::as_bool) == Some(true),
+                Some("usage") => match sub.get("valueUsageContext") {
+                    Some(u) => usage_of(u, &mut usage, &mut undecidable),
+                    None => undecidable = true,
+                },
+                _ => {}
+            }
+        }
+        if let (Some(purpose), Some(vs)) = (purpose, vs) {
+            out.push(AdditionalBinding {
+                purpose: purpose.to_string(),
+                value_set: vs.to_string(),
+                usage,
+                usage_undecidable: undecidable,
+                any,
+            });
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone)]
@@ -337,15 +472,23 @@ pub fn compile(sd: &Value) -> Result<Profile, String> {
             max_length = None;
         }
         let binding = e.get("binding").and_then(|b| {
-            let strength = match b.get("strength")?.as_str()? {
-                "required" => Strength::Required,
-                "extensible" => Strength::Extensible,
-                "preferred" => Strength::Preferred,
+            let additional = additional_bindings(b);
+            let main = b.get("valueSet").and_then(Value::as_str);
+            if main.is_none() && additional.is_empty() {
+                return None;
+            }
+            // Without a value set the main binding checks nothing; its additional ones still do.
+            let strength = match (main, b.get("strength").and_then(Value::as_str)) {
+                (None, _) => Strength::Example,
+                (_, Some("required")) => Strength::Required,
+                (_, Some("extensible")) => Strength::Extensible,
+                (_, Some("preferred")) => Strength::Preferred,
                 _ => Strength::Example,
             };
             Some(Binding {
                 strength,
-                value_set: b.get("valueSet")?.as_str()?.to_string(),
+                value_set: main.unwrap_or_default().to_string(),
+                additional,
             })
         });
         let constraints = e

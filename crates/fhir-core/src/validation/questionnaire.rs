@@ -594,6 +594,7 @@ impl<'q> Check<'q> {
             let b = Binding {
                 strength: Strength::Required,
                 value_set: vs.to_string(),
+                additional: Vec::new(),
             };
             super::bindings::check(run, val, &b, "Coding", Pass::Base);
         } else if key == "valueString" && kind == "choice" && qi.get("answerValueSet").is_some() {

@@ -29,6 +29,7 @@ mod references;
 #[path = "rules.rs"]
 mod rules;
 mod slicing;
+pub(crate) use slicing::json_path;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Pass {

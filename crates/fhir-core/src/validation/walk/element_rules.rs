@@ -158,10 +158,12 @@ impl<'d, 'v> Run<'d, 'v> {
         let Some(b) = &el.binding else {
             return;
         };
-        if b.strength == Strength::Example {
-            return;
+        if b.strength != Strength::Example {
+            crate::validation::bindings::check(self, val, b, code, pass);
         }
-        crate::validation::bindings::check(self, val, b, code, pass);
+        if !b.additional.is_empty() {
+            crate::validation::bindings::check_additional(self, val, b, code);
+        }
     }
 
     pub(super) fn constraints(
