@@ -578,6 +578,13 @@ impl Validator {
     /// discriminator or `conformsTo()` inside a profile checked this way) are bounded: beyond
     /// 8 levels the answer is no.
     pub fn conforms(&self, v: &Value, url: &str) -> bool {
+        self.conforms_in(v, url, None)
+    }
+
+    /// [`Validator::conforms`] with unversioned canonicals resolved in package `scope`'s
+    /// dependency closure (that of the resource whose check asks). Only `url` (and the base
+    /// definitions) are checked: the profiles `v` claims are its own walk's business.
+    pub(crate) fn conforms_in(&self, v: &Value, url: &str, scope: Option<usize>) -> bool {
         thread_local! {
             static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
         }
@@ -588,6 +595,8 @@ impl Validator {
         });
         let ok = depth <= 8 && {
             let mut run = walk::Run::new(self);
+            run.scope = scope;
+            run.only_required = true;
             run.resource(v, &[url.to_string()]);
             !run.issues.iter().any(|i| i.severity <= Severity::Error)
         };

@@ -86,6 +86,15 @@ pub fn generate(
             }
         }
         previous = Some(id.clone());
+        if let (Some(d), Some(b)) = (obj.get("slicing"), snap[idx].get("slicing")) {
+            if let Some(why) = slicing_redefined(d, b) {
+                warnings.push(format!(
+                    "{id} restates the slicing of its base with a different {why}; a profile may \
+                     close an open slicing but not change its discriminators or order (other \
+                     snapshot generators reject this profile)"
+                ));
+            }
+        }
         merge(&mut snap[idx], obj);
         // A constraint on a child of a sliced element holds in every slice too
         // (`coding.version` max 0 → `coding:S.version` max 0).
@@ -361,6 +370,50 @@ fn merge(target: &mut Value, diff: &Map<String, Value>) {
             t.insert(k.clone(), v.clone());
         }
     }
+}
+
+/// What a differential's `slicing` changes in its base's, when the change is not allowed: the
+/// discriminators (when both give them: same types and paths, in order), `ordered` (when both
+/// give it), or the rules (a profile may narrow `open` to anything and `closed` to `openAtEnd`,
+/// as HL7's snapshot generator accepts; nothing else).
+fn slicing_redefined(diff: &Value, base: &Value) -> Option<String> {
+    let discriminators = |s: &Value| -> Vec<(String, String)> {
+        s.get("discriminator")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|d| (str_of(d, "type").to_string(), str_of(d, "path").to_string()))
+            .collect()
+    };
+    let (dd, bd) = (discriminators(diff), discriminators(base));
+    let show = |d: &[(String, String)]| {
+        d.iter()
+            .map(|(t, p)| format!("{t}:{p}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !dd.is_empty() && !bd.is_empty() && dd != bd {
+        return Some(format!(
+            "discriminator ({} where the base has {})",
+            show(&dd),
+            show(&bd)
+        ));
+    }
+    if let (Some(d), Some(b)) = (
+        diff.get("ordered").and_then(Value::as_bool),
+        base.get("ordered").and_then(Value::as_bool),
+    ) {
+        if d != b {
+            return Some(format!("order (ordered {d} where the base has {b})"));
+        }
+    }
+    let (dr, br) = (str_of(diff, "rules"), str_of(base, "rules"));
+    let allowed = dr.is_empty()
+        || br.is_empty()
+        || dr == br
+        || br == "open"
+        || (dr == "openAtEnd" && br == "closed");
+    (!allowed).then(|| format!("rule ({dr} where the base has {br})"))
 }
 
 /// An element id without its slice names: `A.b:s.c` → `A.b.c`.

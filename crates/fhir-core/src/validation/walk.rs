@@ -79,6 +79,9 @@ pub(crate) struct Run<'d, 'v> {
     pub(crate) supplied: &'v [Value],
     /// Canonicals of Questionnaires that could not be found (each with a warning issued).
     pub(crate) missing_questionnaires: Vec<String>,
+    /// Check only the profiles the caller requires: not those the resources claim, imply
+    /// (vital signs) or that apply globally (a conformance probe, [`Validator::conforms_in`]).
+    pub(crate) only_required: bool,
 }
 
 const MAX_DEPTH: usize = 64;
@@ -100,6 +103,7 @@ impl<'d, 'v> Run<'d, 'v> {
             scratch: Vec::new(),
             supplied: &[],
             missing_questionnaires: Vec::new(),
+            only_required: false,
         }
     }
 
@@ -246,8 +250,9 @@ impl<'d, 'v> Run<'d, 'v> {
             .flatten()
             .filter_map(Value::as_str)
             .map(String::from)
+            .filter(|_| !self.only_required)
             .collect();
-        let implied = if rtype == "Observation" {
+        let implied = if rtype == "Observation" && !self.only_required {
             rules::vital_sign_profile(obj)
         } else {
             None
@@ -258,7 +263,7 @@ impl<'d, 'v> Run<'d, 'v> {
             }
         }
         // and the global profiles of the loaded ImplementationGuides
-        for g in defs.global_profiles(rtype) {
+        for g in defs.global_profiles(rtype).filter(|_| !self.only_required) {
             if !profiles.iter().any(|p| p == g) {
                 profiles.push(g.to_string());
             }

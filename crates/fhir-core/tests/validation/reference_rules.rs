@@ -253,6 +253,32 @@ fn structure_definitions_being_validated() {
         "StructureDefinition.differential",
         "Condition.severity after Condition.code",
     );
+    // Slicing restated on an element its base already slices (R4's vital signs slice
+    // Observation.category by coding.code and coding.system, unordered, open): closing it is
+    // allowed; other discriminators, another order, or opening a closed slicing is not.
+    let restated = |slicing: Value| {
+        json!({"resourceType": "StructureDefinition", "url": "http://example.org/vs-restated",
+            "name": "VsRestated", "status": "draft", "kind": "resource", "abstract": false,
+            "type": "Observation", "derivation": "constraint",
+            "baseDefinition": "http://hl7.org/fhir/StructureDefinition/vitalsigns",
+            "differential": {"element": [
+                {"id": "Observation.category", "path": "Observation.category", "slicing": slicing}]}})
+    };
+    let same = json!([{"type": "value", "path": "coding.code"}, {"type": "value", "path": "coding.system"}]);
+    let closed = restated(json!({"discriminator": same, "ordered": false, "rules": "closed"}));
+    assert!(errors(&closed).is_empty(), "{:#?}", errors(&closed));
+    let only_rules = restated(json!({"discriminator": same, "rules": "openAtEnd"}));
+    assert!(errors(&only_rules).is_empty(), "{:#?}", errors(&only_rules));
+    has_error(
+        &restated(json!({"discriminator": [{"type": "pattern", "path": "$this"}], "rules": "open"})),
+        "StructureDefinition.differential",
+        "different discriminator (pattern:$this where the base has value:coding.code, value:coding.system)",
+    );
+    has_error(
+        &restated(json!({"discriminator": same, "ordered": true, "rules": "open"})),
+        "StructureDefinition.differential",
+        "different order",
+    );
 }
 
 #[test]
@@ -337,5 +363,260 @@ fn implementation_guide_global_profiles_apply_unclaimed() {
     );
     // without the guide nothing applies
     assert!(errors(&nameless).is_empty(), "{:#?}", errors(&nameless));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Additional bindings (R5's `binding.additional`, carried in an R4 profile by the cross-version
+/// extension): a `required` or `maximum` purpose holds the code to the value set as a required
+/// binding does, `extensible`/`current` as an extensible one, the others bind nothing; a usage
+/// context limits the binding to resources where it holds.
+#[test]
+fn additional_bindings_bind_by_purpose_and_usage() {
+    let dir = std::env::temp_dir().join(format!("sektorbro-additional-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/vs/home-visit-kinds",
+        "name": "HomeVisitKinds", "status": "active",
+        "compose": {"include": [{"system": "http://example.org/cs/visits",
+            "concept": [{"code": "rehab"}, {"code": "nursing"}]}]}});
+    let additional = |purpose: &str, usage: Option<Value>| {
+        let mut ext = vec![
+            json!({"url": "purpose", "valueCode": purpose}),
+            json!({"url": "valueSet", "valueCanonical": "http://example.org/vs/home-visit-kinds"}),
+        ];
+        if let Some(u) = usage {
+            ext.push(json!({"url": "usage", "valueUsageContext": u}));
+        }
+        json!({"url": "http://hl7.org/fhir/5.0/StructureDefinition/extension-ElementDefinition.binding.additional",
+            "extension": ext})
+    };
+    let profile = |name: &str, ext: Value| {
+        json!({"resourceType": "StructureDefinition",
+            "url": format!("http://example.org/StructureDefinition/{name}"), "name": name,
+            "status": "draft", "kind": "resource", "abstract": false, "type": "Observation",
+            "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Observation",
+            "derivation": "constraint", "differential": {"element": [
+                {"id": "Observation.code", "path": "Observation.code", "binding": {
+                    "strength": "example", "valueSet": "http://hl7.org/fhir/ValueSet/observation-codes",
+                    "extension": [ext]}}]}})
+    };
+    let home = json!({"code": {"system": "http://example.org/cs/usage", "code": "Observation.category"},
+        "valueCodeableConcept": {"coding": [{"system": "http://example.org/cs/cat", "code": "home"}]}});
+    for (name, ext) in [
+        ("ab-required", additional("required", None)),
+        ("ab-maximum", additional("maximum", None)),
+        ("ab-extensible", additional("extensible", None)),
+        ("ab-candidate", additional("candidate", None)),
+        ("ab-usage", additional("required", Some(home))),
+    ] {
+        std::fs::write(
+            dir.join(format!("{name}.json")),
+            profile(name, ext).to_string(),
+        )
+        .expect("write");
+    }
+    std::fs::write(dir.join("vs.json"), vs.to_string()).expect("write");
+    let v = Validator::with_packages(&[&dir]).expect("load");
+    let check = |name: &str, code: &str, category: Option<&str>| {
+        let mut o = json!({"resourceType": "Observation", "status": "final",
+            "text": {"status": "generated",
+                "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">A home visit</div>"},
+            "meta": {"profile": [format!("http://example.org/StructureDefinition/{name}")]},
+            "code": {"coding": [{"system": "http://example.org/cs/visits", "code": code}]}});
+        if let Some(c) = category {
+            o["category"] =
+                json!([{"coding": [{"system": "http://example.org/cs/cat", "code": c}]}]);
+        }
+        v.validate(&o, &[])
+            .into_iter()
+            .filter(|i| i.severity <= Severity::Warning)
+            .map(|i| (i.severity, i.expression.unwrap_or_default(), i.diagnostics))
+            .collect::<Vec<_>>()
+    };
+    let is_error = |found: &[(Severity, String, String)]| {
+        found.iter().any(|(s, l, m)| {
+            *s == Severity::Error
+                && l == "Observation.code"
+                && m.contains("additional binding")
+                && m.contains("home-visit-kinds")
+        })
+    };
+    // In the value set: nothing to say, whatever the purpose.
+    for name in ["ab-required", "ab-maximum", "ab-extensible", "ab-candidate"] {
+        let found = check(name, "rehab", None);
+        assert!(found.is_empty(), "{name}: {found:#?}");
+    }
+    let found = check("ab-required", "dentist", None);
+    assert!(is_error(&found), "{found:#?}");
+    let found = check("ab-maximum", "dentist", None);
+    assert!(is_error(&found), "{found:#?}");
+    let found = check("ab-extensible", "dentist", None);
+    assert!(!is_error(&found), "{found:#?}");
+    assert!(
+        found
+            .iter()
+            .any(|(s, _, m)| *s == Severity::Warning && m.contains("additional binding")),
+        "{found:#?}"
+    );
+    let found = check("ab-candidate", "dentist", None);
+    assert!(found.is_empty(), "{found:#?}");
+    // The usage context: only Observations in the home category are held to it.
+    let found = check("ab-usage", "dentist", Some("home"));
+    assert!(is_error(&found), "{found:#?}");
+    let found = check("ab-usage", "dentist", Some("clinic"));
+    assert!(!is_error(&found), "{found:#?}");
+    let found = check("ab-usage", "dentist", None);
+    assert!(!is_error(&found), "{found:#?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A reference whose target is in the Bundle: a slice told apart by the target's profile
+/// (`item.resolve()`) takes the entries whose target conforms to the slice's target profile. A
+/// target profile outside slicing is not checked against the target: HL7's validator accepts
+/// MedCom's and dk-core's examples whose referenced entries do not meet it.
+#[test]
+fn referenced_entries_meet_their_target_profiles() {
+    let dir = std::env::temp_dir().join(format!("sektorbro-target-profile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let weight_profile = "http://hl7.org/fhir/StructureDefinition/bodyweight";
+    let sliced = json!({"resourceType": "StructureDefinition",
+        "url": "http://example.org/StructureDefinition/weights-sliced", "name": "WeightsSliced",
+        "status": "draft", "kind": "resource", "abstract": false, "type": "List",
+        "baseDefinition": "http://hl7.org/fhir/StructureDefinition/List",
+        "derivation": "constraint", "differential": {"element": [
+            {"id": "List.entry", "path": "List.entry", "slicing": {
+                "discriminator": [{"type": "profile", "path": "item.resolve()"}], "rules": "open"}},
+            {"id": "List.entry:weight", "path": "List.entry", "sliceName": "weight", "min": 1, "max": "1"},
+            {"id": "List.entry:weight.item", "path": "List.entry.item",
+             "type": [{"code": "Reference", "targetProfile": [weight_profile]}]}]}});
+    let narrowed = json!({"resourceType": "StructureDefinition",
+        "url": "http://example.org/StructureDefinition/weights-only", "name": "WeightsOnly",
+        "status": "draft", "kind": "resource", "abstract": false, "type": "List",
+        "baseDefinition": "http://hl7.org/fhir/StructureDefinition/List",
+        "derivation": "constraint", "differential": {"element": [
+            {"id": "List.entry.item", "path": "List.entry.item",
+             "type": [{"code": "Reference", "targetProfile": [weight_profile]}]}]}});
+    std::fs::write(dir.join("sliced.json"), sliced.to_string()).expect("write");
+    std::fs::write(dir.join("narrowed.json"), narrowed.to_string()).expect("write");
+    let v = Validator::with_packages(&[&dir]).expect("load");
+    let obs = |id: &str, loinc: &str, q: Value| {
+        json!({"fullUrl": format!("urn:uuid:{id}"), "resource": {"resourceType": "Observation",
+            "id": id, "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                "code": "vital-signs"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": loinc}]},
+            "subject": {"reference": "urn:uuid:0a3e7d52-6f0c-4d7e-9a55-3f0d6c1b2a10"},
+            "effectiveDateTime": "2026-12-01", "valueQuantity": q}})
+    };
+    let weight = obs(
+        "6f1c2b3a-0d4e-4f5a-8b6c-7d8e9f0a1b2c",
+        "29463-7",
+        json!({"value": 70, "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg"}),
+    );
+    let pulse = obs(
+        "1b2c3d4e-5f60-4718-8a9b-0c1d2e3f4a5b",
+        "8867-4",
+        json!({"value": 60, "unit": "beats/minute", "system": "http://unitsofmeasure.org", "code": "/min"}),
+    );
+    let patient = json!({"fullUrl": "urn:uuid:0a3e7d52-6f0c-4d7e-9a55-3f0d6c1b2a10",
+        "resource": {"resourceType": "Patient", "id": "0a3e7d52-6f0c-4d7e-9a55-3f0d6c1b2a10", "active": true}});
+    let list = |profile: &str, targets: &[&Value]| {
+        let entries: Vec<Value> = targets
+            .iter()
+            .map(|t| json!({"item": {"reference": t["fullUrl"]}}))
+            .collect();
+        let mut all = vec![
+            json!({"fullUrl": "urn:uuid:9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a",
+            "resource": {"resourceType": "List", "id": "9e8d7c6b-5a49-4382-9170-6f5e4d3c2b1a",
+                "status": "current", "mode": "snapshot",
+                "meta": {"profile": [format!("http://example.org/StructureDefinition/{profile}")]},
+                "entry": entries}}),
+        ];
+        all.extend(targets.iter().map(|t| (*t).clone()));
+        all.push(patient.clone());
+        let b = bundle("collection", Value::Array(all));
+        v.validate(&b, &[])
+            .into_iter()
+            .filter(|i| i.severity <= Severity::Error)
+            .map(|i| (i.expression.unwrap_or_default(), i.diagnostics))
+            .collect::<Vec<_>>()
+    };
+    let found = list("weights-sliced", &[&pulse, &weight]);
+    assert!(found.is_empty(), "{found:#?}");
+    let found = list("weights-sliced", &[&pulse]);
+    assert!(
+        found
+            .iter()
+            .any(|(l, m)| l == "Bundle.entry[0].resource.entry"
+                && m.contains("slice \"weight\"")
+                && m.contains("found 0")),
+        "{found:#?}"
+    );
+    let found = list("weights-only", &[&weight]);
+    assert!(found.is_empty(), "{found:#?}");
+    let found = list("weights-only", &[&pulse]);
+    assert!(found.is_empty(), "{found:#?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A value or pattern discriminator whose element a slice binds (required) to a value set
+/// instead of fixing it: the values whose code is in the value set are in the slice.
+#[test]
+fn a_required_binding_discriminates_slices() {
+    let dir = std::env::temp_dir().join(format!("sektorbro-bound-slice-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/vs/rehab-categories",
+        "name": "RehabCategories", "status": "active",
+        "compose": {"include": [{"system": "http://example.org/cs/rehab",
+            "concept": [{"code": "physio"}, {"code": "occupational"}]}]}});
+    let sd = json!({"resourceType": "StructureDefinition",
+        "url": "http://example.org/StructureDefinition/rehab-observation", "name": "RehabObservation",
+        "status": "draft", "kind": "resource", "abstract": false, "type": "Observation",
+        "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Observation",
+        "derivation": "constraint", "differential": {"element": [
+            {"id": "Observation.category", "path": "Observation.category", "slicing": {
+                "discriminator": [{"type": "value", "path": "coding"}], "rules": "open"}},
+            {"id": "Observation.category:rehab", "path": "Observation.category",
+             "sliceName": "rehab", "min": 1, "max": "1"},
+            {"id": "Observation.category:rehab.coding", "path": "Observation.category.coding",
+             "binding": {"strength": "required", "valueSet": "http://example.org/vs/rehab-categories"}}]}});
+    std::fs::write(dir.join("vs.json"), vs.to_string()).expect("write");
+    std::fs::write(dir.join("sd.json"), sd.to_string()).expect("write");
+    let v = Validator::with_packages(&[&dir]).expect("load");
+    let check = |codes: &[&str]| {
+        let categories: Vec<Value> = codes
+            .iter()
+            .map(|c| json!({"coding": [{"system": "http://example.org/cs/rehab", "code": c}]}))
+            .collect();
+        let o = json!({"resourceType": "Observation", "status": "final",
+            "meta": {"profile": ["http://example.org/StructureDefinition/rehab-observation"]},
+            "category": categories, "code": {"text": "walking test"}});
+        v.validate(&o, &[])
+            .into_iter()
+            .filter(|i| i.severity <= Severity::Error)
+            .map(|i| (i.expression.unwrap_or_default(), i.diagnostics))
+            .collect::<Vec<_>>()
+    };
+    // One category in the value set fills the slice; another beside it is an open extra.
+    let found = check(&["dietary", "physio"]);
+    assert!(found.is_empty(), "{found:#?}");
+    // None in the value set: the required slice is missing.
+    let found = check(&["dietary"]);
+    assert!(
+        found.iter().any(|(l, m)| l == "Observation.category"
+            && m.contains("slice \"rehab\"")
+            && m.contains("found 0")),
+        "{found:#?}"
+    );
+    // Two in the value set: more than the slice allows.
+    let found = check(&["physio", "occupational"]);
+    assert!(
+        found
+            .iter()
+            .any(|(_, m)| m.contains("slice \"rehab\"") && m.contains("at most 1")),
+        "{found:#?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -190,7 +190,8 @@ impl<'d, 'v> Run<'d, 'v> {
                 DiscriminatorKind::Value | DiscriminatorKind::Pattern => {
                     let expected = self.slice_values(prof, s, path);
                     if expected.is_empty() {
-                        return false;
+                        // No fixed value or pattern: a required binding tells the slices apart.
+                        return self.in_bound_slice(item, prof, s, path);
                     }
                     let actual = match path.strip_prefix("resolve()") {
                         Some(rest) => {
@@ -261,6 +262,35 @@ impl<'d, 'v> Run<'d, 'v> {
                         None => t.types.len() == 1,
                     }
                 }
+                DiscriminatorKind::Profile if path_steps(path).last() == Some(&"resolve()") => {
+                    // The referenced resource (contained or in the Bundle) decides: it must
+                    // conform to one of the slice's target profiles.
+                    let before = path.strip_suffix("resolve()").unwrap_or("");
+                    let before = before.trim_end_matches('.');
+                    let reference = json_path(item, before)
+                        .into_iter()
+                        .find_map(|r| r.get("reference").and_then(Value::as_str));
+                    let Some(reference) = reference else {
+                        return false;
+                    };
+                    let Some(target) = self.resolve_reference(reference) else {
+                        self.undetermined = true;
+                        return false;
+                    };
+                    let el = if before.is_empty() || before == "$this" {
+                        Some(slice)
+                    } else {
+                        self.slice_element(prof, s, before)
+                    };
+                    let Some(el) = el else { return false };
+                    let urls: Vec<&String> = el
+                        .types
+                        .iter()
+                        .flat_map(|t| t.target_profiles.iter())
+                        .collect();
+                    urls.iter()
+                        .any(|u| self.v.conforms_in(target, u, self.scope))
+                }
                 DiscriminatorKind::Profile => {
                     let target = if path == "$this" {
                         Some(item)
@@ -280,9 +310,37 @@ impl<'d, 'v> Run<'d, 'v> {
                         .flat_map(|t| t.profiles.iter().chain(t.target_profiles.iter()))
                         .cloned()
                         .collect();
-                    urls.iter().any(|u| self.v.conforms(target, u))
+                    urls.iter()
+                        .any(|u| self.v.conforms_in(target, u, self.scope))
                 }
             }
+        })
+    }
+
+    /// A value or pattern discriminator whose element the slice binds to a value set (required)
+    /// instead of fixing it: the item is in the slice when a code at `path` is in the value set.
+    fn in_bound_slice(&self, item: &Value, prof: &'d Profile, s: ElemIdx, path: &str) -> bool {
+        let Some(el) = self.slice_element(prof, s, path) else {
+            return false;
+        };
+        let Some(b) = el
+            .binding
+            .as_ref()
+            .filter(|b| b.strength == Strength::Required)
+        else {
+            return false;
+        };
+        let type_code = el.types.first().map_or("code", |t| t.code.as_str());
+        json_path(item, path).into_iter().any(|v| {
+            crate::validation::bindings::codings(v, type_code)
+                .unwrap_or_default()
+                .iter()
+                .any(|(system, code)| {
+                    matches!(
+                        self.v.terminology.check_code(&b.value_set, *system, code),
+                        crate::validation::terminology::Membership::Member
+                    )
+                })
         })
     }
 
