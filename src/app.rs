@@ -77,6 +77,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
                 .context("loading the validation packages")?,
         )
     };
+    // Loading freed most of what it allocated; an idle gateway need not hold it.
+    crate::alloc::release_free_memory();
     log_load_report(&validator);
     let load_problems = validator.load_report().problems().count() as i64;
     let policy = crate::engine::WritePolicy {

@@ -22,6 +22,7 @@
 //!
 //! FHIR knowledge, FHIRPath and the validator are in the `fhir-core` crate, which does no I/O.
 
+pub mod alloc;
 pub mod api;
 pub mod app;
 pub mod audit;

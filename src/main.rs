@@ -1,5 +1,9 @@
 //! The `sektorbro` binary: all behaviour lives in the library; this only reports failure.
 
+/// mimalloc instead of glibc's malloc (see `sektorbro::alloc`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     match sektorbro::cli::run() {
         Ok(code) => code,

@@ -18,8 +18,10 @@
 //!   ([`Definitions::profile_in`]), else to the highest loaded version (among equal versions the
 //!   package loaded last).
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -138,31 +140,36 @@ pub struct Source {
 pub struct Definitions {
     packages: Vec<PackageInfo>,
     /// Every loaded version by canonical URL, lowest version first.
-    by_url: HashMap<String, Vec<Arc<Profile>>>,
+    by_url: FxHashMap<String, Vec<Arc<Profile>>>,
     /// By `url|version`.
-    exact: HashMap<String, Arc<Profile>>,
+    exact: FxHashMap<String, Arc<Profile>>,
     /// The defining StructureDefinition of each type (`Patient`, `CodeableConcept`, `string`).
-    types: HashMap<String, Arc<Profile>>,
+    types: FxHashMap<String, Arc<Profile>>,
     resource_types: BTreeSet<String>,
     /// Constraint keys of the base specification: evaluated by the base pass everywhere they
     /// apply, so profile passes skip them.
-    base_keys: HashSet<String>,
+    base_keys: FxHashSet<String>,
     /// Raw StructureDefinitions (with generated snapshots) by `url|version`, as compact JSON
     /// text: kept to generate snapshots of profiles that derive from them, and read rarely after
     /// loading (a StructureDefinition being validated). As parsed trees they would be most of
     /// the validator's memory, and they would be alive beside the compiled definitions at the
     /// peak of loading (measured with massif on `sektorbro validate`).
-    raw: HashMap<String, Box<[u8]>>,
+    raw: FxHashMap<String, Box<[u8]>>,
+    /// The last raw StructureDefinitions parsed, by `url|version`: generating a snapshot parses
+    /// the base and each datatype it unfolds, and a run of profiles on the same types (R4's
+    /// examples hold dozens on Observation) would parse them again for each one. Bounded; cleared
+    /// when full.
+    raw_parsed: Mutex<FxHashMap<String, Arc<Value>>>,
     /// The FHIRPath type model of the loaded types, built as they load (taken by the
     /// invariants' compiler, [`Definitions::take_model`]).
     model: SnapshotModel,
     /// Definitions that could not be loaded, by `url` and `url|version`: why.
-    failed: HashMap<String, String>,
+    failed: FxHashMap<String, String>,
     /// Where each CodeSystem is defined (package, version).
-    code_systems: rustc_hash::FxHashMap<String, Vec<(PkgIdx, Option<String>)>>,
+    code_systems: FxHashMap<String, Vec<(PkgIdx, Option<String>)>>,
     /// Other canonical resources the validator consults (Questionnaire for
     /// QuestionnaireResponse, Measure for MeasureReport), by `resourceType|url`, in load order.
-    canonicals: HashMap<String, Vec<(PkgIdx, Arc<Value>)>>,
+    canonicals: FxHashMap<String, Vec<(PkgIdx, Arc<Value>)>>,
     /// The global profiles of the loaded ImplementationGuides (`ImplementationGuide.global`):
     /// (resource type, profile), each applying to every resource of that type.
     globals: Vec<(String, String)>,
@@ -170,7 +177,7 @@ pub struct Definitions {
 }
 
 /// Where each canonical URL is defined: (package, version) of every loaded resource.
-type Index = HashMap<String, Vec<(PkgIdx, Option<String>)>>;
+type Index = FxHashMap<String, Vec<(PkgIdx, Option<String>)>>;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Target {
@@ -212,16 +219,17 @@ impl Definitions {
         }
         let mut defs = Definitions {
             packages: Vec::with_capacity(kept.len()),
-            by_url: HashMap::new(),
-            exact: HashMap::new(),
-            types: HashMap::new(),
+            by_url: Default::default(),
+            exact: Default::default(),
+            types: Default::default(),
             resource_types: BTreeSet::new(),
-            base_keys: HashSet::new(),
-            raw: HashMap::new(),
+            base_keys: Default::default(),
+            raw: Default::default(),
+            raw_parsed: Default::default(),
             model: SnapshotModel::default(),
-            failed: HashMap::new(),
+            failed: Default::default(),
             code_systems: Default::default(),
-            canonicals: HashMap::new(),
+            canonicals: Default::default(),
             globals: Vec::new(),
             report,
         };
@@ -656,9 +664,21 @@ impl Definitions {
     /// The raw StructureDefinition behind a canonical (with its generated snapshot, if any),
     /// resolved as [`Definitions::profile`] does; parsed from its stored text on each call.
     pub fn raw(&self, canonical: &str) -> Option<Arc<Value>> {
+        /// How many parsed definitions [`Definitions::raw`] keeps.
+        const KEEP: usize = 64;
         let p = self.profile(canonical)?;
-        let text = self.raw.get(&key(&p.url, p.version.as_deref()))?;
-        serde_json::from_slice(text).ok().map(Arc::new)
+        let k = key(&p.url, p.version.as_deref());
+        if let Some(v) = self.raw_parsed.lock().ok()?.get(&k) {
+            return Some(v.clone());
+        }
+        let text = self.raw.get(&k)?;
+        let parsed: Arc<Value> = Arc::new(serde_json::from_slice(text).ok()?);
+        let mut cache = self.raw_parsed.lock().ok()?;
+        if cache.len() >= KEEP {
+            cache.clear();
+        }
+        cache.insert(k, parsed.clone());
+        Some(parsed)
     }
 
     /// The FHIRPath type model of the loaded types (once: it is moved out).
