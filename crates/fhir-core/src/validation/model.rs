@@ -87,96 +87,81 @@ const ADDITIONAL_BINDING_EXTENSIONS: &[&str] = &[
 /// The additional bindings of an ElementDefinition's `binding`: R5's `additional` array, and the
 /// R4 extensions that carry the same members as sub-extensions.
 fn additional_bindings(b: &Value) -> Vec<AdditionalBinding> {
-    let usage_of = |u: &Value, out: &mut Vec<(String, Value)>, undecidable: &mut bool| {
-        let path = u
-            .get("code")
-            .and_then(|c| c.get("code"))
-            .and_then(Value::as_str);
-        let concept = u.get("valueCodeableConcept");
-        match (path, concept) {
-            (Some(p), Some(c)) if p.contains('.') => out.push((p.to_string(), c.clone())),
-            _ => *undecidable = true,
-        }
-    };
-    let mut out = Vec::new();
-    for a in b
-        .get("additional")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let (Some(purpose), Some(vs)) = (
-            a.get("purpose").and_then(Value::as_str),
-            a.get("valueSet").and_then(Value::as_str),
-        ) else {
-            continue;
-        };
-        let mut usage = Vec::new();
-        let mut undecidable = false;
-        for u in a
-            .get("usage")
+    fn items<'a>(v: &'a Value, key: &str) -> std::slice::Iter<'a, Value> {
+        v.get(key)
             .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            usage_of(u, &mut usage, &mut undecidable);
-        }
-        out.push(AdditionalBinding {
-            purpose: purpose.to_string(),
-            value_set: vs.to_string(),
-            usage,
-            usage_undecidable: undecidable,
-            any: a.get("any").and_then(Value::as_bool).unwrap_or(false),
+            .map(|a| a.iter())
+            .unwrap_or_default()
+    }
+    static NO_CONTEXT: Value = Value::Null;
+    /// One additional binding as written, in either form; a usage sub-extension without a
+    /// UsageContext is `null`, which no element can satisfy.
+    #[derive(Default)]
+    struct Written<'a> {
+        purpose: Option<&'a str>,
+        value_set: Option<&'a str>,
+        any: bool,
+        contexts: Vec<&'a Value>,
+    }
+    let mut found: Vec<Written<'_>> = Vec::new();
+    for a in items(b, "additional") {
+        let text = |k: &str| a.get(k).and_then(Value::as_str);
+        found.push(Written {
+            purpose: text("purpose"),
+            value_set: text("valueSet"),
+            any: a.get("any").and_then(Value::as_bool) == Some(true),
+            contexts: items(a, "usage").collect(),
         });
     }
-    for ext in b
-        .get("extension")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let Some(url) = ext.get("url").and_then(Value::as_str) else {
-            continue;
-        };
+    for ext in items(b, "extension") {
+        let url = ext.get("url").and_then(Value::as_str).unwrap_or_default();
         if !ADDITIONAL_BINDING_EXTENSIONS.contains(&url) {
             continue;
         }
-        let (mut purpose, mut vs, mut any) = (None, None, false);
-        let mut usage = Vec::new();
-        let mut undecidable = false;
-        for sub in ext
-            .get("extension")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        let mut one = Written::default();
+        for sub in items(ext, "extension") {
+            let value = |k: &str| sub.get(k).and_then(Value::as_str);
             match sub.get("url").and_then(Value::as_str) {
-                Some("purpose") => purpose = sub.get("valueCode").and_then(Value::as_str),
+                Some("purpose") => one.purpose = value("valueCode"),
                 Some("valueSet") => {
-                    vs = sub
-                        .get("valueCanonical")
-                        .or_else(|| sub.get("valueUri"))
-                        .and_then(Value::as_str)
+                    one.value_set = value("valueCanonical").or_else(|| value("valueUri"))
                 }
-                Some("any") => any = sub.get("valueBoolean").and_then(Value::as_bool) == Some(true),
-                Some("usage") => match sub.get("valueUsageContext") {
-                    Some(u) => usage_of(u, &mut usage, &mut undecidable),
-                    None => undecidable = true,
-                },
+                Some("any") => {
+                    one.any = sub.get("valueBoolean").and_then(Value::as_bool) == Some(true)
+                }
+                Some("usage") => one
+                    .contexts
+                    .push(sub.get("valueUsageContext").unwrap_or(&NO_CONTEXT)),
                 _ => {}
             }
         }
-        if let (Some(purpose), Some(vs)) = (purpose, vs) {
-            out.push(AdditionalBinding {
-                purpose: purpose.to_string(),
-                value_set: vs.to_string(),
-                usage,
-                usage_undecidable: undecidable,
-                any,
-            });
-        }
+        found.push(one);
     }
-    out
+    found
+        .into_iter()
+        .filter_map(|w| {
+            let mut usage = Vec::new();
+            let mut usage_undecidable = false;
+            for u in w.contexts {
+                // `code.code` names an element of the resource (`Observation.category`).
+                let path = u
+                    .get("code")
+                    .and_then(|c| c.get("code"))
+                    .and_then(Value::as_str);
+                match (path, u.get("valueCodeableConcept")) {
+                    (Some(p), Some(c)) if p.contains('.') => usage.push((p.to_string(), c.clone())),
+                    _ => usage_undecidable = true,
+                }
+            }
+            Some(AdditionalBinding {
+                purpose: w.purpose?.to_string(),
+                value_set: w.value_set?.to_string(),
+                usage,
+                usage_undecidable,
+                any: w.any,
+            })
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone)]

@@ -31,6 +31,20 @@ fn bundle(kind: &str, entries: Value) -> Value {
     b
 }
 
+/// A validator loaded with the embedded definitions and `resources`, written for the purpose to
+/// a folder of their own (removed once loaded).
+fn validator_with(name: &str, resources: &[&Value]) -> Validator {
+    let dir = std::env::temp_dir().join(format!("sektorbro-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for (i, r) in resources.iter().enumerate() {
+        std::fs::write(dir.join(format!("{i}.json")), r.to_string()).expect("write");
+    }
+    let v = Validator::with_packages(&[&dir]).expect("load");
+    let _ = std::fs::remove_dir_all(&dir);
+    v
+}
+
 #[test]
 fn full_urls_follow_rest_only_when_they_are_rest_urls() {
     // Any absolute URI identifies an entry; only a RESTful one must name the entry's type and id.
@@ -187,9 +201,6 @@ fn vital_signs_profiles_apply_without_a_claim() {
 
 #[test]
 fn one_of_two_type_profiles_is_enough() {
-    let dir = std::env::temp_dir().join(format!("sektorbro-two-profiles-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
     let sd = json!({"resourceType": "StructureDefinition", "url": "http://example.org/two-profiles",
         "name": "TwoProfiles", "status": "draft", "kind": "resource", "abstract": false,
         "type": "Observation", "derivation": "constraint",
@@ -198,8 +209,7 @@ fn one_of_two_type_profiles_is_enough() {
             {"id": "Observation.value[x]", "path": "Observation.value[x]", "type": [{"code": "Quantity",
               "profile": ["http://hl7.org/fhir/StructureDefinition/SimpleQuantity",
                           "http://hl7.org/fhir/StructureDefinition/MoneyQuantity"]}]}]}});
-    std::fs::write(dir.join("p.json"), sd.to_string()).expect("write");
-    let v = Validator::with_packages(&[&dir]).expect("load");
+    let v = validator_with("two-profiles", &[&sd]);
     let obs = |q: Value| {
         let o = json!({"resourceType": "Observation", "status": "final", "code": {"text": "price"},
             "meta": {"profile": ["http://example.org/two-profiles"]}, "valueQuantity": q});
@@ -218,7 +228,6 @@ fn one_of_two_type_profiles_is_enough() {
     let neither = json!({"value": 10, "comparator": "<", "code": "kg", "system": "http://unitsofmeasure.org"});
     let e = obs(neither);
     assert!(!e.is_empty(), "{e:#?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -315,9 +324,6 @@ fn resource_id_takes_no_extensions() {
 /// resource of their type in the loaded packages, claimed or not.
 #[test]
 fn implementation_guide_global_profiles_apply_unclaimed() {
-    let dir = std::env::temp_dir().join(format!("sektorbro-ig-global-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
     let named = json!({"resourceType": "StructureDefinition",
         "url": "http://example.org/fhir/StructureDefinition/named-patient", "name": "NamedPatient",
         "status": "active", "kind": "resource", "abstract": false, "type": "Patient",
@@ -330,9 +336,7 @@ fn implementation_guide_global_profiles_apply_unclaimed() {
         "fhirVersion": ["4.0.1"], "global": [
             {"type": "Patient", "profile": "http://example.org/fhir/StructureDefinition/named-patient"},
             {"type": "Practitioner", "profile": "http://example.org/fhir/StructureDefinition/absent"}]});
-    std::fs::write(dir.join("sd.json"), named.to_string()).expect("write");
-    std::fs::write(dir.join("ig.json"), guide.to_string()).expect("write");
-    let v = Validator::with_packages(&[&dir]).expect("load");
+    let v = validator_with("ig-global", &[&named, &guide]);
     let errors_of = |r: &Value| -> Vec<String> {
         v.validate(r, &[])
             .into_iter()
@@ -363,7 +367,6 @@ fn implementation_guide_global_profiles_apply_unclaimed() {
     );
     // without the guide nothing applies
     assert!(errors(&nameless).is_empty(), "{:#?}", errors(&nameless));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Additional bindings (R5's `binding.additional`, carried in an R4 profile by the cross-version
@@ -372,9 +375,6 @@ fn implementation_guide_global_profiles_apply_unclaimed() {
 /// context limits the binding to resources where it holds.
 #[test]
 fn additional_bindings_bind_by_purpose_and_usage() {
-    let dir = std::env::temp_dir().join(format!("sektorbro-additional-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
     let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/vs/home-visit-kinds",
         "name": "HomeVisitKinds", "status": "active",
         "compose": {"include": [{"system": "http://example.org/cs/visits",
@@ -402,6 +402,7 @@ fn additional_bindings_bind_by_purpose_and_usage() {
     };
     let home = json!({"code": {"system": "http://example.org/cs/usage", "code": "Observation.category"},
         "valueCodeableConcept": {"coding": [{"system": "http://example.org/cs/cat", "code": "home"}]}});
+    let mut resources = vec![vs];
     for (name, ext) in [
         ("ab-required", additional("required", None)),
         ("ab-maximum", additional("maximum", None)),
@@ -409,14 +410,9 @@ fn additional_bindings_bind_by_purpose_and_usage() {
         ("ab-candidate", additional("candidate", None)),
         ("ab-usage", additional("required", Some(home))),
     ] {
-        std::fs::write(
-            dir.join(format!("{name}.json")),
-            profile(name, ext).to_string(),
-        )
-        .expect("write");
+        resources.push(profile(name, ext));
     }
-    std::fs::write(dir.join("vs.json"), vs.to_string()).expect("write");
-    let v = Validator::with_packages(&[&dir]).expect("load");
+    let v = validator_with("additional", &resources.iter().collect::<Vec<_>>());
     let check = |name: &str, code: &str, category: Option<&str>| {
         let mut o = json!({"resourceType": "Observation", "status": "final",
             "text": {"status": "generated",
@@ -467,7 +463,6 @@ fn additional_bindings_bind_by_purpose_and_usage() {
     assert!(!is_error(&found), "{found:#?}");
     let found = check("ab-usage", "dentist", None);
     assert!(!is_error(&found), "{found:#?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A reference whose target is in the Bundle: a slice told apart by the target's profile
@@ -476,9 +471,6 @@ fn additional_bindings_bind_by_purpose_and_usage() {
 /// MedCom's and dk-core's examples whose referenced entries do not meet it.
 #[test]
 fn referenced_entries_meet_their_target_profiles() {
-    let dir = std::env::temp_dir().join(format!("sektorbro-target-profile-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
     let weight_profile = "http://hl7.org/fhir/StructureDefinition/bodyweight";
     let sliced = json!({"resourceType": "StructureDefinition",
         "url": "http://example.org/StructureDefinition/weights-sliced", "name": "WeightsSliced",
@@ -497,9 +489,7 @@ fn referenced_entries_meet_their_target_profiles() {
         "derivation": "constraint", "differential": {"element": [
             {"id": "List.entry.item", "path": "List.entry.item",
              "type": [{"code": "Reference", "targetProfile": [weight_profile]}]}]}});
-    std::fs::write(dir.join("sliced.json"), sliced.to_string()).expect("write");
-    std::fs::write(dir.join("narrowed.json"), narrowed.to_string()).expect("write");
-    let v = Validator::with_packages(&[&dir]).expect("load");
+    let v = validator_with("target-profile", &[&sliced, &narrowed]);
     let obs = |id: &str, loinc: &str, q: Value| {
         json!({"fullUrl": format!("urn:uuid:{id}"), "resource": {"resourceType": "Observation",
             "id": id, "status": "final",
@@ -557,16 +547,12 @@ fn referenced_entries_meet_their_target_profiles() {
     assert!(found.is_empty(), "{found:#?}");
     let found = list("weights-only", &[&pulse]);
     assert!(found.is_empty(), "{found:#?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A value or pattern discriminator whose element a slice binds (required) to a value set
 /// instead of fixing it: the values whose code is in the value set are in the slice.
 #[test]
 fn a_required_binding_discriminates_slices() {
-    let dir = std::env::temp_dir().join(format!("sektorbro-bound-slice-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
     let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/vs/rehab-categories",
         "name": "RehabCategories", "status": "active",
         "compose": {"include": [{"system": "http://example.org/cs/rehab",
@@ -582,9 +568,7 @@ fn a_required_binding_discriminates_slices() {
              "sliceName": "rehab", "min": 1, "max": "1"},
             {"id": "Observation.category:rehab.coding", "path": "Observation.category.coding",
              "binding": {"strength": "required", "valueSet": "http://example.org/vs/rehab-categories"}}]}});
-    std::fs::write(dir.join("vs.json"), vs.to_string()).expect("write");
-    std::fs::write(dir.join("sd.json"), sd.to_string()).expect("write");
-    let v = Validator::with_packages(&[&dir]).expect("load");
+    let v = validator_with("bound-slice", &[&vs, &sd]);
     let check = |codes: &[&str]| {
         let categories: Vec<Value> = codes
             .iter()
@@ -618,5 +602,4 @@ fn a_required_binding_discriminates_slices() {
             .any(|(_, m)| m.contains("slice \"rehab\"") && m.contains("at most 1")),
         "{found:#?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
