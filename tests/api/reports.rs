@@ -248,6 +248,9 @@ async fn the_report_follows_writes_by_other_routes(app: TestApp) {
         .find(|e| e["url"].as_str().unwrap().ends_with("legal-basis"))
         .expect("the legal basis");
     basis["valueCodeableConcept"]["coding"][0]["code"] = "sul-140".into();
+    // the display goes with the code (a wrong display is refused, as by HL7's validator)
+    basis["valueCodeableConcept"]["coding"][0]["display"] =
+        "Health Act § 140 (rehabilitation after hospital discharge)".into();
     let res = app.put(first, &plan).await;
     assert_eq!(res.status().as_u16(), 200, "{}", res.text().await.unwrap());
     typed[0].course.legal_basis = "sul-140".into();
@@ -264,6 +267,7 @@ async fn the_report_follows_writes_by_other_routes(app: TestApp) {
     .await;
     let severity = "d984ad21-48fe-4619-845e-2aa0303048e7";
     condition["severity"]["coding"][0]["code"] = severity.into();
+    condition["severity"]["coding"][0]["display"] = "2".into(); // FSIII's display for it
     let id = condition["id"].as_str().unwrap().to_string();
     let res = app.put(&format!("Condition/{id}"), &condition).await;
     assert_eq!(res.status().as_u16(), 200, "{}", res.text().await.unwrap());

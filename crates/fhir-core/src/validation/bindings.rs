@@ -240,6 +240,43 @@ pub(crate) fn check_coding(run: &mut Run<'_, '_>, coding: &serde_json::Map<Strin
             code: code.clone(),
             location: format!("{}.code", run.path),
         }),
-        Membership::Member => {}
+        Membership::Member => {
+            // The display is compared in English, as HL7's validator does for a resource that
+            // names no language. In another language a designation may be the right display,
+            // and the code systems are held without their designations: not checked.
+            let english = run
+                .resources
+                .last()
+                .and_then(|r| r.get("language"))
+                .and_then(Value::as_str)
+                .is_none_or(|l| l == "en" || l.starts_with("en-"));
+            let held = exact.as_deref().unwrap_or(&system);
+            if let (true, Some(Value::String(given)), Some(display)) = (
+                english,
+                coding.get("display"),
+                run.v.terminology.display(held, code),
+            ) {
+                if !same_display(given, display) {
+                    let mark = run.path.len();
+                    run.path.push_str(".display");
+                    run.issue(
+                        Severity::Error,
+                        "invalid",
+                        format!(
+                            "wrong display {given:?} for code {code:?} of {system}: the code system's display is {display:?}"
+                        ),
+                    );
+                    run.path.truncate(mark);
+                }
+            }
+        }
     }
+}
+
+/// Whether a Coding's display is the code system's, as HL7's validator compares them: letter
+/// case aside, but with the same spaces.
+fn same_display(given: &str, display: &str) -> bool {
+    given == display
+        || (given.len() == display.len() && given.eq_ignore_ascii_case(display))
+        || given.to_lowercase() == display.to_lowercase()
 }

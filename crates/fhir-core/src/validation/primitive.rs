@@ -164,6 +164,11 @@ pub fn string_format(code: &str, s: &str) -> Result<(), String> {
             if s.starts_with("urn:oid:") && !oid_ok(&s[8..]) {
                 return bad("the part after urn:oid: is not an OID");
             }
+            if code == "canonical" && !s.starts_with('#') && !has_scheme(s) {
+                return bad(
+                    "a canonical URL is absolute (or a #fragment for a contained resource)",
+                );
+            }
             Ok(())
         }
         "uuid" => match s.strip_prefix("urn:uuid:") {
@@ -196,6 +201,17 @@ pub fn string_format(code: &str, s: &str) -> Result<(), String> {
         "xhtml" => super::xhtml::check(s),
         _ => Ok(()),
     }
+}
+
+/// Whether `s` starts with a URI scheme (`http:`, `urn:`): a letter, then letters, digits, `+`,
+/// `-` or `.`, then `:`.
+fn has_scheme(s: &str) -> bool {
+    let Some((scheme, _)) = s.split_once(':') else {
+        return false;
+    };
+    let mut b = scheme.bytes();
+    b.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
 }
 
 /// A `code`'s whitespace (`[^\s]+( [^\s]+)*` of the R4 regex, `\s` being ASCII whitespace): only
@@ -263,6 +279,31 @@ fn temporal(s: &str, ty: FhirType) -> Result<(), String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Canonical URLs are absolute, or a `#fragment` for a contained resource (HL7's validator
+    /// refuses relative ones, 59 of the official R4 examples among them).
+    #[test]
+    fn canonicals_are_absolute() {
+        for ok in [
+            "http://hl7.org/fhir/StructureDefinition/Patient",
+            "http://example.org/Questionnaire/q|1.0",
+            "urn:uuid:6f1c2b3a-0d4e-4f5a-8b6c-7d8e9f0a1b2c",
+            "#q1",
+        ] {
+            assert_eq!(string_format("canonical", ok), Ok(()), "{ok}");
+        }
+        for relative in [
+            "Library/phq-9-logic",
+            "Questionnaire/q|2",
+            "q1",
+            "1http://x",
+        ] {
+            let e = string_format("canonical", relative).expect_err(relative);
+            assert!(e.contains("absolute"), "{e}");
+            // a uri may be relative
+            assert_eq!(string_format("uri", relative), Ok(()), "{relative}");
+        }
+    }
 
     #[test]
     fn code_spacing_is_the_regex_spacing() {

@@ -135,7 +135,9 @@ fn same_value(k: &str, v: &Value, w: &Value) -> bool {
 
 struct Check<'q> {
     q: &'q Value,
-    in_progress: bool,
+    /// The response is not finished (any status but `completed` and `amended`): a missing
+    /// required answer is a warning, as in HL7's validator.
+    incomplete: bool,
 }
 
 impl<'q> Check<'q> {
@@ -235,8 +237,8 @@ impl<'q> Check<'q> {
                     }
                 }
                 None if enabled && flag(qi, "required") => {
-                    let (sev, tail) = if self.in_progress {
-                        (Severity::Warning, " (the response is in progress)")
+                    let (sev, tail) = if self.incomplete {
+                        (Severity::Warning, " (the response is not completed)")
                     } else {
                         (Severity::Error, "")
                     };
@@ -281,12 +283,12 @@ impl<'q> Check<'q> {
             .map(Vec::as_slice)
             .unwrap_or(&[]);
         if answers.is_empty() && flag(qi, "required") && kind != "group" && kind != "display" {
-            if self.in_progress {
+            if self.incomplete {
                 run.issue(
                     Severity::Warning,
                     "required",
                     format!(
-                        "the required item {link:?} has no answer (the response is in progress)"
+                        "the required item {link:?} has no answer (the response is not completed)"
                     ),
                 );
             } else if enabled {
@@ -398,7 +400,7 @@ impl<'q> Check<'q> {
             }
         }
         if let Some(min) = ext(qi, "questionnaire-minOccurs").and_then(|(_, v)| v.as_u64()) {
-            if (n as u64) < min && !self.in_progress {
+            if (n as u64) < min && !self.incomplete {
                 run.issue(
                     Severity::Error,
                     "structure",
@@ -820,8 +822,11 @@ fn push_index(path: &mut String, name: &str, i: usize) {
 
 /// Check the QuestionnaireResponse `qr` (at the run's path) against Questionnaire `q`.
 pub(crate) fn check(run: &mut Run<'_, '_>, qr: &Value, q: &Value) {
-    let in_progress = qr.get("status").and_then(Value::as_str) == Some("in-progress");
-    let c = Check { q, in_progress };
+    let incomplete = !matches!(
+        qr.get("status").and_then(Value::as_str),
+        Some("completed" | "amended")
+    );
+    let c = Check { q, incomplete };
     let mut stack = Vec::new();
     c.items(run, items(q), qr, &mut stack);
 }

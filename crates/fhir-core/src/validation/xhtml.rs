@@ -1,8 +1,8 @@
 //! Narrative safety: `Narrative.div` (FHIR's `xhtml` type) must be well-formed XML whose root is
 //! a `div` in the XHTML namespace, and hold only what the narrative rules allow (txt-1: the basic
 //! formatting elements of HTML 4 chapters 7–11 and 15 without `ins`/`del`, links, images and
-//! inline styles). txt-2 (some non-whitespace content) is not enforced here: an empty narrative is
-//! harmless, and four official R4 examples have one.
+//! inline styles), and txt-2: some content, that is text other than XML whitespace or an image
+//! (what HL7's validator accepts: `<p/>`, `<br/>` or a comment alone are empty; `&#160;` is not).
 //!
 //! The text is parsed by roxmltree, so every check below sees names and values *after* entities
 //! and character references are decoded, with attributes split the way an XML parser splits
@@ -180,16 +180,27 @@ pub fn check(s: &str) -> Result<(), String> {
             root.tag_name().name()
         ));
     }
+    let mut content = false;
     for node in doc.root().descendants() {
         match node.node_type() {
             NodeType::Root => {}
-            NodeType::Element => element(node)?,
-            NodeType::Text => {}
+            NodeType::Element => {
+                element(node)?;
+                content |= node.tag_name().name() == "img";
+            }
+            NodeType::Text => {
+                content |= node
+                    .text()
+                    .is_some_and(|t| t.chars().any(|c| !matches!(c, ' ' | '\t' | '\r' | '\n')))
+            }
             NodeType::Comment => comment(node.text().unwrap_or(""))?,
             NodeType::PI => {
                 return Err("processing instructions are not allowed in a narrative".into())
             }
         }
+    }
+    if !content {
+        return Err("the narrative has no content: it needs some text or an image (txt-2)".into());
     }
     Ok(())
 }
@@ -449,6 +460,28 @@ mod tests {
             div(r#"<span style="background-image: url(data:image/png;base64,iVBO)">x</span>"#),
             div(r#"<p xml:lang="da" lang="da">æøå &lt;ok&gt; &#x263A;</p><!-- a note -->"#),
             "<div xmlns=\"http://www.w3.org/1999/xhtml\">\n  <p>x</p>\n</div>\n".to_string(),
+        ] {
+            assert_eq!(check(&ok), Ok(()), "{ok}");
+        }
+    }
+
+    /// txt-2, as HL7's validator reads it: text other than XML whitespace, or an image.
+    #[test]
+    fn a_narrative_needs_content() {
+        for empty in [
+            div(""),
+            div("  \n\t "),
+            div("<p/>"),
+            div("<br/>"),
+            div("<!-- c -->"),
+        ] {
+            let e = check(&empty).expect_err(&empty);
+            assert!(e.contains("txt-2"), "{e}");
+        }
+        for ok in [
+            div("&#160;"),
+            div(r#"<img src="https://example.org/a.png" alt=""/>"#),
+            div("<p> a </p>"),
         ] {
             assert_eq!(check(&ok), Ok(()), "{ok}");
         }

@@ -147,16 +147,26 @@ fn required_items_and_repeats() {
         "QR",
         "required item with linkId \"a\"",
     );
-    // in progress: a warning only
-    let v = pair_with(
-        items,
-        json!([{"linkId": "b", "answer": [{"valueString": "x"}]}]),
-        "in-progress",
-    );
-    assert!(errs(&v).is_empty(), "{:#?}", errs(&v));
-    assert!(issues(&v)
-        .iter()
-        .any(|(s, _, m)| s == "warning" && m.contains("required item")));
+    // not finished (in progress, stopped, entered in error): a warning only; amended is as
+    // finished as completed (HL7's validator draws the same line)
+    for status in ["in-progress", "stopped", "entered-in-error", "amended"] {
+        let v = pair_with(
+            items.clone(),
+            json!([{"linkId": "b", "answer": [{"valueString": "x"}]}]),
+            status,
+        );
+        if status == "amended" {
+            assert_eq!(errs(&v).len(), 1, "{status}: {:#?}", errs(&v));
+            continue;
+        }
+        assert!(errs(&v).is_empty(), "{status}: {:#?}", errs(&v));
+        assert!(
+            issues(&v)
+                .iter()
+                .any(|(s, _, m)| s == "warning" && m.contains("required item")),
+            "{status}"
+        );
+    }
     one_error(
         pair(
             json!([{"linkId": "a", "type": "string"}]),

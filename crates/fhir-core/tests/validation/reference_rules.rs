@@ -603,3 +603,37 @@ fn a_required_binding_discriminates_slices() {
         "{found:#?}"
     );
 }
+
+/// A Coding's display, for a code system held in full, is the code system's: letter case aside,
+/// with the same spaces (HL7's validator's comparison). In a resource in another language a
+/// designation may be right, and designations are not held: not checked there.
+#[test]
+fn displays_are_the_code_systems() {
+    let obs = |display: &str, language: Option<&str>| {
+        let mut o = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                "code": "laboratory", "display": display}]}]});
+        if let Some(l) = language {
+            o["language"] = json!(l);
+        }
+        o
+    };
+    for ok in ["Laboratory", "laboratory", "LABORATORY"] {
+        let e = errors(&obs(ok, None));
+        assert!(e.is_empty(), "{ok}: {e:#?}");
+    }
+    for wrong in ["Vital Signs", " Laboratory", "Labo ratory"] {
+        has_error(
+            &obs(wrong, None),
+            "Observation.category[0].coding[0].display",
+            "the code system's display is \"Laboratory\"",
+        );
+    }
+    has_error(
+        &obs("Vital Signs", Some("en-GB")),
+        "Observation.category[0].coding[0].display",
+        "wrong display",
+    );
+    let e = errors(&obs("Laboratorium", Some("da")));
+    assert!(e.is_empty(), "{e:#?}");
+}
