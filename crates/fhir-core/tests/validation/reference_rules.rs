@@ -31,6 +31,17 @@ fn bundle(kind: &str, entries: Value) -> Value {
     b
 }
 
+/// A profile (a constraint StructureDefinition) named `name` at
+/// `http://example.org/StructureDefinition/{name}`, on `base` (a core type's or a profile's
+/// canonical), with the differential `elements`.
+fn constraint(name: &str, rtype: &str, base: &str, elements: Value) -> Value {
+    json!({"resourceType": "StructureDefinition",
+        "url": format!("http://example.org/StructureDefinition/{name}"), "name": name,
+        "status": "draft", "kind": "resource", "abstract": false, "type": rtype,
+        "baseDefinition": base, "derivation": "constraint",
+        "differential": {"element": elements}})
+}
+
 /// A validator loaded with the embedded definitions and `resources`, written for the purpose to
 /// a folder of their own (removed once loaded).
 fn validator_with(name: &str, resources: &[&Value]) -> Validator {
@@ -266,12 +277,12 @@ fn structure_definitions_being_validated() {
     // Observation.category by coding.code and coding.system, unordered, open): closing it is
     // allowed; other discriminators, another order, or opening a closed slicing is not.
     let restated = |slicing: Value| {
-        json!({"resourceType": "StructureDefinition", "url": "http://example.org/vs-restated",
-            "name": "VsRestated", "status": "draft", "kind": "resource", "abstract": false,
-            "type": "Observation", "derivation": "constraint",
-            "baseDefinition": "http://hl7.org/fhir/StructureDefinition/vitalsigns",
-            "differential": {"element": [
-                {"id": "Observation.category", "path": "Observation.category", "slicing": slicing}]}})
+        constraint(
+            "VsRestated",
+            "Observation",
+            "http://hl7.org/fhir/StructureDefinition/vitalsigns",
+            json!([{"id": "Observation.category", "path": "Observation.category", "slicing": slicing}]),
+        )
     };
     let same = json!([{"type": "value", "path": "coding.code"}, {"type": "value", "path": "coding.system"}]);
     let closed = restated(json!({"discriminator": same, "ordered": false, "rules": "closed"}));
@@ -391,14 +402,14 @@ fn additional_bindings_bind_by_purpose_and_usage() {
             "extension": ext})
     };
     let profile = |name: &str, ext: Value| {
-        json!({"resourceType": "StructureDefinition",
-            "url": format!("http://example.org/StructureDefinition/{name}"), "name": name,
-            "status": "draft", "kind": "resource", "abstract": false, "type": "Observation",
-            "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Observation",
-            "derivation": "constraint", "differential": {"element": [
-                {"id": "Observation.code", "path": "Observation.code", "binding": {
-                    "strength": "example", "valueSet": "http://hl7.org/fhir/ValueSet/observation-codes",
-                    "extension": [ext]}}]}})
+        constraint(
+            name,
+            "Observation",
+            "http://hl7.org/fhir/StructureDefinition/Observation",
+            json!([{"id": "Observation.code", "path": "Observation.code", "binding": {
+                "strength": "example", "valueSet": "http://hl7.org/fhir/ValueSet/observation-codes",
+                "extension": [ext]}}]),
+        )
     };
     let home = json!({"code": {"system": "http://example.org/cs/usage", "code": "Observation.category"},
         "valueCodeableConcept": {"coding": [{"system": "http://example.org/cs/cat", "code": "home"}]}});
@@ -472,23 +483,25 @@ fn additional_bindings_bind_by_purpose_and_usage() {
 #[test]
 fn referenced_entries_meet_their_target_profiles() {
     let weight_profile = "http://hl7.org/fhir/StructureDefinition/bodyweight";
-    let sliced = json!({"resourceType": "StructureDefinition",
-        "url": "http://example.org/StructureDefinition/weights-sliced", "name": "WeightsSliced",
-        "status": "draft", "kind": "resource", "abstract": false, "type": "List",
-        "baseDefinition": "http://hl7.org/fhir/StructureDefinition/List",
-        "derivation": "constraint", "differential": {"element": [
+    let list = "http://hl7.org/fhir/StructureDefinition/List";
+    let sliced = constraint(
+        "weights-sliced",
+        "List",
+        list,
+        json!([
             {"id": "List.entry", "path": "List.entry", "slicing": {
                 "discriminator": [{"type": "profile", "path": "item.resolve()"}], "rules": "open"}},
             {"id": "List.entry:weight", "path": "List.entry", "sliceName": "weight", "min": 1, "max": "1"},
             {"id": "List.entry:weight.item", "path": "List.entry.item",
-             "type": [{"code": "Reference", "targetProfile": [weight_profile]}]}]}});
-    let narrowed = json!({"resourceType": "StructureDefinition",
-        "url": "http://example.org/StructureDefinition/weights-only", "name": "WeightsOnly",
-        "status": "draft", "kind": "resource", "abstract": false, "type": "List",
-        "baseDefinition": "http://hl7.org/fhir/StructureDefinition/List",
-        "derivation": "constraint", "differential": {"element": [
-            {"id": "List.entry.item", "path": "List.entry.item",
-             "type": [{"code": "Reference", "targetProfile": [weight_profile]}]}]}});
+             "type": [{"code": "Reference", "targetProfile": [weight_profile]}]}]),
+    );
+    let narrowed = constraint(
+        "weights-only",
+        "List",
+        list,
+        json!([{"id": "List.entry.item", "path": "List.entry.item",
+             "type": [{"code": "Reference", "targetProfile": [weight_profile]}]}]),
+    );
     let v = validator_with("target-profile", &[&sliced, &narrowed]);
     let obs = |id: &str, loinc: &str, q: Value| {
         json!({"fullUrl": format!("urn:uuid:{id}"), "resource": {"resourceType": "Observation",
@@ -557,17 +570,18 @@ fn a_required_binding_discriminates_slices() {
         "name": "RehabCategories", "status": "active",
         "compose": {"include": [{"system": "http://example.org/cs/rehab",
             "concept": [{"code": "physio"}, {"code": "occupational"}]}]}});
-    let sd = json!({"resourceType": "StructureDefinition",
-        "url": "http://example.org/StructureDefinition/rehab-observation", "name": "RehabObservation",
-        "status": "draft", "kind": "resource", "abstract": false, "type": "Observation",
-        "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Observation",
-        "derivation": "constraint", "differential": {"element": [
+    let sd = constraint(
+        "rehab-observation",
+        "Observation",
+        "http://hl7.org/fhir/StructureDefinition/Observation",
+        json!([
             {"id": "Observation.category", "path": "Observation.category", "slicing": {
                 "discriminator": [{"type": "value", "path": "coding"}], "rules": "open"}},
             {"id": "Observation.category:rehab", "path": "Observation.category",
              "sliceName": "rehab", "min": 1, "max": "1"},
             {"id": "Observation.category:rehab.coding", "path": "Observation.category.coding",
-             "binding": {"strength": "required", "valueSet": "http://example.org/vs/rehab-categories"}}]}});
+             "binding": {"strength": "required", "valueSet": "http://example.org/vs/rehab-categories"}}]),
+    );
     let v = validator_with("bound-slice", &[&vs, &sd]);
     let check = |codes: &[&str]| {
         let categories: Vec<Value> = codes
