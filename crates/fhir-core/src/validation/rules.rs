@@ -13,6 +13,80 @@ use serde_json::{Map, Value};
 use super::Run;
 use crate::validation::primitive::truncate;
 
+/// The entries of a Bundle by fullUrl, and by `Type/id` for relative references to RESTful
+/// fullUrls.
+struct EntryIndex<'v> {
+    by_url: rustc_hash::FxHashMap<&'v str, usize>,
+    by_tail: rustc_hash::FxHashMap<String, usize>,
+}
+
+impl<'v> EntryIndex<'v> {
+    fn new(entries: &'v [Value]) -> Self {
+        let mut by_url = rustc_hash::FxHashMap::default();
+        let mut by_tail = rustc_hash::FxHashMap::default();
+        for (i, e) in entries.iter().enumerate() {
+            let Some(full) = str_at(e, "fullUrl") else {
+                continue;
+            };
+            by_url.entry(full).or_insert(i);
+            let trimmed = full.split("/_history/").next().unwrap_or(full);
+            let mut parts = trimmed.rsplitn(3, '/');
+            if let (Some(id), Some(t)) = (parts.next(), parts.next()) {
+                by_tail.entry(format!("{t}/{id}")).or_insert(i);
+            }
+        }
+        EntryIndex { by_url, by_tail }
+    }
+
+    /// The entry a reference names: its fullUrl, or (relative) the entry whose RESTful fullUrl
+    /// ends with it; a version (`/_history/…`) is not needed to match.
+    fn find(&self, r: &str) -> Option<usize> {
+        let r = r.split("/_history/").next().unwrap_or(r);
+        self.by_url.get(r).copied().or_else(|| {
+            (!r.contains(':'))
+                .then(|| self.by_tail.get(r).copied())
+                .flatten()
+        })
+    }
+}
+
+/// The items of array `key` of `v` (none when absent).
+fn items<'a>(v: &'a Value, key: &str) -> std::slice::Iter<'a, Value> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(|a| a.iter())
+        .unwrap_or_default()
+}
+
+/// The references of a Composition's sections and their sub-sections, with their paths.
+fn section_entries<'a>(v: &'a Value, prefix: &str, out: &mut Vec<(String, &'a str, &'static str)>) {
+    for (i, sec) in items(v, "section").enumerate() {
+        let at = format!("{prefix}section[{i}]");
+        for (j, e) in items(sec, "entry").enumerate() {
+            if let Some(r) = str_at(e, "reference") {
+                out.push((format!("{at}.entry[{j}]"), r, "section.entry"));
+            }
+        }
+        section_entries(sec, &format!("{at}."), out);
+    }
+}
+
+/// Every `reference` string anywhere in `v`, contained resources' included.
+fn references_in<'a>(v: &'a Value, found: &mut impl FnMut(&'a str)) {
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o {
+                match (k.as_str(), x) {
+                    ("reference", Value::String(r)) => found(r),
+                    _ => references_in(x, found),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| references_in(x, found)),
+        _ => {}
+    }
+}
+
 /// LOINC codes of the R4 vital signs (the codes the core profiles fix, and the more specific
 /// codes HL7's validator also takes as each sign), with the core profile that applies to an
 /// Observation carrying one, whether the resource claims it or not (R4 §"Vital Signs": "if a
@@ -211,6 +285,135 @@ impl<'v> Run<'_, 'v> {
         }
         if btype == "searchset" {
             self.searchset(obj, entries);
+        }
+        if btype == "document" || btype == "message" {
+            self.document_or_message(btype, entries);
+        }
+    }
+
+    /// A document's Composition and a message's MessageHeader point into their Bundle: the
+    /// references HL7's validator resolves there must name entries (the Composition's subject,
+    /// encounter, custodian, authors, attesters and section entries; the MessageHeader's focus).
+    /// In a document every entry must also be linked to the Composition: reachable from it by
+    /// references (else a warning, if the entry at least refers to something that is), or an
+    /// error when no chain of references in either direction connects them.
+    fn document_or_message(&mut self, btype: &str, entries: &'v [Value]) {
+        let Some(first) = entries.first().and_then(|e| e.get("resource")) else {
+            return;
+        };
+        let index = EntryIndex::new(entries);
+        let mut named: Vec<(String, &str, &str)> = Vec::new();
+        match (btype, str_at(first, "resourceType")) {
+            ("document", Some("Composition")) => {
+                for key in ["subject", "encounter", "custodian"] {
+                    if let Some(r) = first.get(key).and_then(|v| str_at(v, "reference")) {
+                        named.push((key.to_string(), r, key));
+                    }
+                }
+                for (i, a) in items(first, "author").enumerate() {
+                    if let Some(r) = str_at(a, "reference") {
+                        named.push((format!("author[{i}]"), r, "author"));
+                    }
+                }
+                for (i, a) in items(first, "attester").enumerate() {
+                    if let Some(r) = a.get("party").and_then(|p| str_at(p, "reference")) {
+                        named.push((format!("attester[{i}].party"), r, "attester.party"));
+                    }
+                }
+                section_entries(first, "", &mut named);
+            }
+            ("message", Some("MessageHeader")) => {
+                for (i, f) in items(first, "focus").enumerate() {
+                    if let Some(r) = str_at(f, "reference") {
+                        named.push((format!("focus[{i}]"), r, "focus"));
+                    }
+                }
+            }
+            _ => return,
+        }
+        let container = if btype == "document" {
+            "Composition"
+        } else {
+            "MessageHeader"
+        };
+        let mark = self.path.len();
+        for (at, r, what) in named {
+            if r.starts_with('#') || index.find(r).is_some() {
+                continue;
+            }
+            let _ = write!(self.path, ".entry[0].resource.{at}");
+            self.error(
+                "not-found",
+                format!(
+                    "{r:?} is not an entry of this Bundle: a {btype}'s {container}.{what} must name one of its entries"
+                ),
+            );
+            self.path.truncate(mark);
+        }
+        if btype == "document" {
+            self.unlinked_entries(entries, &index);
+        }
+    }
+
+    /// Document entries that the Composition's references do not reach (see
+    /// [`Run::document_or_message`]).
+    fn unlinked_entries(&mut self, entries: &'v [Value], index: &EntryIndex<'v>) {
+        let edges: Vec<Vec<usize>> = entries
+            .iter()
+            .map(|e| {
+                let mut out = Vec::new();
+                if let Some(r) = e.get("resource") {
+                    references_in(r, &mut |t| {
+                        if let Some(j) = index.find(t) {
+                            out.push(j);
+                        }
+                    });
+                }
+                out
+            })
+            .collect();
+        let mut back: Vec<Vec<usize>> = vec![Vec::new(); entries.len()];
+        for (i, targets) in edges.iter().enumerate() {
+            for &j in targets {
+                back[j].push(i);
+            }
+        }
+        let reach = |undirected: bool| {
+            let mut seen = vec![false; entries.len()];
+            let mut todo = vec![0usize];
+            seen[0] = true;
+            while let Some(i) = todo.pop() {
+                let behind = if undirected { &back[i][..] } else { &[] };
+                for &j in edges[i].iter().chain(behind) {
+                    if !seen[j] {
+                        seen[j] = true;
+                        todo.push(j);
+                    }
+                }
+            }
+            seen
+        };
+        let forward = reach(false);
+        let connected = reach(true);
+        let mark = self.path.len();
+        for (i, e) in entries.iter().enumerate() {
+            if forward[i] || e.get("resource").is_none() {
+                continue;
+            }
+            let name = str_at(e, "fullUrl").unwrap_or("this entry");
+            let _ = write!(self.path, ".entry[{i}]");
+            if connected[i] {
+                self.warning(
+                    "informational",
+                    format!("{name:?} is not reachable from the Composition by references, only linked to it backwards"),
+                );
+            } else {
+                self.error(
+                    "structure",
+                    format!("{name:?} is not linked to the Composition: no chain of references, in either direction, connects a document's entry to it"),
+                );
+            }
+            self.path.truncate(mark);
         }
     }
 

@@ -651,3 +651,106 @@ fn displays_are_the_code_systems() {
     let e = errors(&obs("Laboratorium", Some("da")));
     assert!(e.is_empty(), "{e:#?}");
 }
+
+/// A document's Composition and a message's MessageHeader name entries of their own Bundle, and a
+/// document's entries hang together by references (HL7's validator's rules, checked with it).
+#[test]
+fn documents_and_messages_point_into_their_bundle() {
+    let narrative = json!({"status": "generated",
+        "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">x</div>"});
+    let entry = |r: Value| {
+        let url = format!(
+            "http://example.org/fhir/{}/{}",
+            r["resourceType"].as_str().unwrap_or_default(),
+            r["id"].as_str().unwrap_or_default()
+        );
+        json!({"fullUrl": url, "resource": r})
+    };
+    let patient = entry(patient("p1"));
+    let composition = |extra: Value| {
+        let mut c = json!({"resourceType": "Composition", "id": "c1", "text": narrative,
+            "status": "final", "type": {"text": "discharge note"}, "date": "2026-12-01",
+            "subject": {"reference": "Patient/p1"}, "author": [{"reference": "Patient/p1"}],
+            "title": "Discharge"});
+        if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+            c.extend(extra.clone());
+        }
+        entry(c)
+    };
+    let observation = |refs: Value| {
+        let mut o = json!({"resourceType": "Observation", "id": "o9", "text": narrative,
+            "status": "final", "code": {"text": "walking"}});
+        if let (Some(o), Some(refs)) = (o.as_object_mut(), refs.as_object()) {
+            o.extend(refs.clone());
+        }
+        entry(o)
+    };
+    let document = |entries: Vec<Value>| {
+        let mut b = bundle("document", Value::Array(entries));
+        b["identifier"] = json!({"system": "urn:ietf:rfc:3986",
+            "value": "urn:uuid:0c3e7d52-6f0c-4d7e-9a55-3f0d6c1b2a10"});
+        b["timestamp"] = json!("2026-12-01T10:00:00Z");
+        b
+    };
+    let good = document(vec![composition(json!({})), patient.clone()]);
+    assert!(errors(&good).is_empty(), "{:#?}", errors(&good));
+    has_error(
+        &document(vec![
+            composition(json!({"encounter": {"reference": "Encounter/e1"}})),
+            patient.clone(),
+        ]),
+        "Bundle.entry[0].resource.encounter",
+        "a document's Composition.encounter must name one of its entries",
+    );
+    has_error(
+        &document(vec![
+            composition(json!({"section": [{"title": "s", "text": narrative,
+                "entry": [{"reference": "Observation/o9"}]}]})),
+            patient.clone(),
+        ]),
+        "Bundle.entry[0].resource.section[0].entry[0]",
+        "Composition.section.entry",
+    );
+    // an entry nothing links to the Composition: an error
+    has_error(
+        &document(vec![
+            composition(json!({})),
+            patient.clone(),
+            observation(json!({})),
+        ]),
+        "Bundle.entry[2]",
+        "is not linked to the Composition",
+    );
+    // linked only backwards (it refers to the Composition's subject): a warning
+    let backwards = document(vec![
+        composition(json!({})),
+        patient.clone(),
+        observation(json!({"subject": {"reference": "Patient/p1"}})),
+    ]);
+    assert!(errors(&backwards).is_empty(), "{:#?}", errors(&backwards));
+    let header = |focus: &str| {
+        entry(
+            json!({"resourceType": "MessageHeader", "id": "m1", "text": narrative,
+            "eventCoding": {"system": "http://example.org/events", "code": "discharge"},
+            "source": {"endpoint": "http://example.org/source"},
+            "focus": [{"reference": focus}]}),
+        )
+    };
+    let message = |entries: Vec<Value>| {
+        let mut b = bundle("message", Value::Array(entries));
+        b["timestamp"] = json!("2026-12-01T10:00:00Z");
+        b
+    };
+    // a message may carry entries nothing refers to
+    let ok = message(vec![
+        header("Patient/p1"),
+        patient.clone(),
+        observation(json!({})),
+    ]);
+    assert!(errors(&ok).is_empty(), "{:#?}", errors(&ok));
+    has_error(
+        &message(vec![header("Observation/zz"), patient]),
+        "Bundle.entry[0].resource.focus[0]",
+        "a message's MessageHeader.focus must name one of its entries",
+    );
+}
