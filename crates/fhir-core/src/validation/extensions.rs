@@ -55,8 +55,17 @@ impl<'d, 'v> Run<'d, 'v> {
             return;
         }
         // Nested extensions of a complex extension are named by a relative url; their parent's
-        // definition checks them.
+        // definition checks them. Anywhere else the url is the definition's canonical.
         if !url.contains(':') {
+            if el.path != "Extension.extension" {
+                let mark = self.path.len();
+                self.path.push_str(".url");
+                self.error(
+                    "value",
+                    format!("extension url {url:?} must be an absolute URL (the extension's canonical); only the parts of a complex extension have names"),
+                );
+                self.path.truncate(mark);
+            }
             return;
         }
         match self.v.defs.profile_in(url, self.scope) {

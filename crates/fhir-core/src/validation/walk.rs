@@ -702,6 +702,16 @@ impl<'d, 'v> Run<'d, 'v> {
         // A resource inside a resource: contained, Bundle.entry.resource, Parameters.
         if code == "Resource" || self.v.defs.is_resource_type(code) {
             if pass == Pass::Base {
+                // A contained resource is found by its id (`#id`): it must have one.
+                if el.path.ends_with(".contained")
+                    && val.is_object()
+                    && val.get("id").is_none_or(|id| !id.is_string())
+                {
+                    self.error(
+                        "required",
+                        "a contained resource needs an id: references to it are #id".into(),
+                    );
+                }
                 self.resource(val, &[]);
             } else {
                 self.resource_profiles(val, el);
@@ -800,11 +810,23 @@ impl<'d, 'v> Run<'d, 'v> {
             return;
         };
         let node = Node { prof: def, elem: 0 };
-        let one = |run: &mut Self, v: &'v Value| match v.as_object() {
+        let one = |run: &mut Self, v: &'v Value, has_value: bool| match v.as_object() {
             Some(o) => {
                 // `value` belongs in the main property, not in `_name`.
                 if o.contains_key("value") {
                     run.error("structure", "the value of a primitive goes in the element itself, not in its _ companion".into());
+                }
+                // ele-1: without a value, the companion must bring extensions (an id alone is
+                // not content).
+                let extended = o
+                    .get("extension")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| !a.is_empty());
+                if !has_value && !extended && !o.is_empty() {
+                    run.error(
+                        "structure",
+                        format!("_{} has neither a value beside it nor extensions: every element needs a value or children (ele-1)", child.name),
+                    );
                 }
                 run.object(o, node, Pass::Base);
             }
@@ -837,7 +859,7 @@ impl<'d, 'v> Run<'d, 'v> {
                         continue;
                     }
                     push_index(&mut self.path, i);
-                    one(self, it);
+                    one(self, it, values.get(i).is_some_and(|v| !v.is_null()));
                     self.path.truncate(mark);
                 }
             }
@@ -848,7 +870,7 @@ impl<'d, 'v> Run<'d, 'v> {
                     if it.is_null() {
                         self.error("structure", "null without a value beside it".into());
                     } else {
-                        one(self, it);
+                        one(self, it, false);
                     }
                     self.path.truncate(mark);
                 }
@@ -861,7 +883,7 @@ impl<'d, 'v> Run<'d, 'v> {
                 "structure",
                 format!("{0} is an array, so _{0} must be one too", child.name),
             ),
-            (v, _) => one(self, v),
+            (v, main) => one(self, v, main.is_some_and(|m| !m.is_null())),
         }
     }
 }

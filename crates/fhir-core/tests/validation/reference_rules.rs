@@ -754,3 +754,35 @@ fn documents_and_messages_point_into_their_bundle() {
         "a message's MessageHeader.focus must name one of its entries",
     );
 }
+
+/// Three structural rules HL7's validator applies: a contained resource has an id; an
+/// extension's url is absolute except for the parts of a complex extension; a primitive's `_`
+/// companion without a value beside it brings extensions (ele-1), not just an id.
+#[test]
+fn ids_urls_and_empty_companions() {
+    let contained = json!({"resourceType": "Patient", "id": "p1", "active": true,
+        "contained": [{"resourceType": "Organization", "name": "Hjemmeplejen"}]});
+    has_error(&contained, "Patient.contained[0]", "needs an id");
+    let relative = json!({"resourceType": "Patient", "id": "p1", "active": true,
+        "extension": [{"url": "birthPlace", "valueString": "Aarhus"}]});
+    has_error(
+        &relative,
+        "Patient.extension[0].url",
+        "must be an absolute URL",
+    );
+    // the parts of a complex extension are named, not absolute
+    let complex = json!({"resourceType": "Patient", "id": "p1", "active": true,
+        "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/patient-nationality",
+            "extension": [{"url": "code", "valueCodeableConcept": {"text": "dansk"}}]}]});
+    assert!(errors(&complex).is_empty(), "{:#?}", errors(&complex));
+    let id_only = json!({"resourceType": "Patient", "id": "p1", "active": true,
+        "_birthDate": {"id": "b1"}});
+    has_error(&id_only, "Patient.birthDate", "ele-1");
+    let absent = json!({"resourceType": "Patient", "id": "p1", "active": true,
+        "_birthDate": {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+            "valueCode": "unknown"}]}});
+    assert!(errors(&absent).is_empty(), "{:#?}", errors(&absent));
+    let beside = json!({"resourceType": "Patient", "id": "p1", "birthDate": "1950-01-01",
+        "_birthDate": {"id": "b1"}});
+    assert!(errors(&beside).is_empty(), "{:#?}", errors(&beside));
+}
