@@ -210,24 +210,13 @@ pub async fn refresh_stale(engine: &Engine) -> Result<usize, FhirError> {
 
 /// Every relative `Type/id` reference in a resource.
 fn references(v: &Value, out: &mut BTreeSet<(String, String)>) {
-    match v {
-        Value::Object(m) => {
-            for (k, x) in m {
-                match (k.as_str(), x) {
-                    ("reference", Value::String(r)) => {
-                        if let Some((t, id)) = r.split_once('/') {
-                            if !id.contains('/') && !t.contains(':') {
-                                out.insert((t.to_string(), id.to_string()));
-                            }
-                        }
-                    }
-                    _ => references(x, out),
-                }
+    fhir_core::fhir::each_reference(v, &mut |r| {
+        if let Some((t, id)) = r.split_once('/') {
+            if !id.contains('/') && !t.contains(':') {
+                out.insert((t.to_string(), id.to_string()));
             }
         }
-        Value::Array(a) => a.iter().for_each(|x| references(x, out)),
-        _ => {}
-    }
+    });
 }
 
 /// Rebuild the records of some CarePlans (`(id, JSON)`): what they refer to is read in one go.

@@ -121,6 +121,31 @@ pub fn for_each_reference(v: &mut Value, f: &mut dyn FnMut(&mut String)) {
     }
 }
 
+/// Call `f` on every `reference` string inside `v`, contained resources' included: the read-only
+/// twin of [`for_each_reference`].
+pub fn each_reference<'a>(v: &'a Value, f: &mut impl FnMut(&'a str)) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                match (k.as_str(), child) {
+                    ("reference", Value::String(r)) => f(r),
+                    _ => each_reference(child, f),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|x| each_reference(x, f)),
+        _ => {}
+    }
+}
+
+/// The items of array member `key` of `v` (none when it is absent or not an array).
+pub fn items_of<'a>(v: &'a Value, key: &str) -> std::slice::Iter<'a, Value> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(|a| a.iter())
+        .unwrap_or_default()
+}
+
 /// Member `key` of a JSON object. FHIR objects have few members, and for those a scan is cheaper
 /// than hashing the key (serde_json's map hashes with SipHash); the validator and FHIRPath look
 /// members up millions of times per corpus.

@@ -58,13 +58,11 @@ impl<'d, 'v> Run<'d, 'v> {
         // definition checks them. Anywhere else the url is the definition's canonical.
         if !url.contains(':') {
             if el.path != "Extension.extension" {
-                let mark = self.path.len();
-                self.path.push_str(".url");
-                self.error(
+                self.error_at(
+                    ".url",
                     "value",
                     format!("extension url {url:?} must be an absolute URL (the extension's canonical); only the parts of a complex extension have names"),
                 );
-                self.path.truncate(mark);
             }
             return;
         }

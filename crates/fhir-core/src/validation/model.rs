@@ -87,12 +87,7 @@ const ADDITIONAL_BINDING_EXTENSIONS: &[&str] = &[
 /// The additional bindings of an ElementDefinition's `binding`: R5's `additional` array, and the
 /// R4 extensions that carry the same members as sub-extensions.
 fn additional_bindings(b: &Value) -> Vec<AdditionalBinding> {
-    fn items<'a>(v: &'a Value, key: &str) -> std::slice::Iter<'a, Value> {
-        v.get(key)
-            .and_then(Value::as_array)
-            .map(|a| a.iter())
-            .unwrap_or_default()
-    }
+    use crate::fhir::items_of as items;
     static NO_CONTEXT: Value = Value::Null;
     /// One additional binding as written, in either form; a usage sub-extension without a
     /// UsageContext is `null`, which no element can satisfy.

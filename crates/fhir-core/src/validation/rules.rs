@@ -10,52 +10,15 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 
+use super::references::EntryIndex;
 use super::Run;
+use crate::fhir::items_of as items;
 use crate::validation::primitive::truncate;
 
-/// The entries of a Bundle by fullUrl, and by `Type/id` for relative references to RESTful
-/// fullUrls.
-struct EntryIndex<'v> {
-    by_url: rustc_hash::FxHashMap<&'v str, usize>,
-    by_tail: rustc_hash::FxHashMap<String, usize>,
-}
-
-impl<'v> EntryIndex<'v> {
-    fn new(entries: &'v [Value]) -> Self {
-        let mut by_url = rustc_hash::FxHashMap::default();
-        let mut by_tail = rustc_hash::FxHashMap::default();
-        for (i, e) in entries.iter().enumerate() {
-            let Some(full) = str_at(e, "fullUrl") else {
-                continue;
-            };
-            by_url.entry(full).or_insert(i);
-            let trimmed = full.split("/_history/").next().unwrap_or(full);
-            let mut parts = trimmed.rsplitn(3, '/');
-            if let (Some(id), Some(t)) = (parts.next(), parts.next()) {
-                by_tail.entry(format!("{t}/{id}")).or_insert(i);
-            }
-        }
-        EntryIndex { by_url, by_tail }
-    }
-
-    /// The entry a reference names: its fullUrl, or (relative) the entry whose RESTful fullUrl
-    /// ends with it; a version (`/_history/…`) is not needed to match.
-    fn find(&self, r: &str) -> Option<usize> {
-        let r = r.split("/_history/").next().unwrap_or(r);
-        self.by_url.get(r).copied().or_else(|| {
-            (!r.contains(':'))
-                .then(|| self.by_tail.get(r).copied())
-                .flatten()
-        })
-    }
-}
-
-/// The items of array `key` of `v` (none when absent).
-fn items<'a>(v: &'a Value, key: &str) -> std::slice::Iter<'a, Value> {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(|a| a.iter())
-        .unwrap_or_default()
+/// A reference without its version (`…/_history/2`): the document rules ask whether the entry
+/// is there at all (versions are [`Run::bundle_versions`]' business).
+fn unversioned(r: &str) -> &str {
+    r.split("/_history/").next().unwrap_or(r)
 }
 
 /// The references of a Composition's sections and their sub-sections, with their paths.
@@ -68,22 +31,6 @@ fn section_entries<'a>(v: &'a Value, prefix: &str, out: &mut Vec<(String, &'a st
             }
         }
         section_entries(sec, &format!("{at}."), out);
-    }
-}
-
-/// Every `reference` string anywhere in `v`, contained resources' included.
-fn references_in<'a>(v: &'a Value, found: &mut impl FnMut(&'a str)) {
-    match v {
-        Value::Object(o) => {
-            for (k, x) in o {
-                match (k.as_str(), x) {
-                    ("reference", Value::String(r)) => found(r),
-                    _ => references_in(x, found),
-                }
-            }
-        }
-        Value::Array(a) => a.iter().for_each(|x| references_in(x, found)),
-        _ => {}
     }
 }
 
@@ -338,7 +285,7 @@ impl<'v> Run<'_, 'v> {
         };
         let mark = self.path.len();
         for (at, r, what) in named {
-            if r.starts_with('#') || index.find(r).is_some() {
+            if r.starts_with('#') || index.find(unversioned(r)).is_some() {
                 continue;
             }
             let _ = write!(self.path, ".entry[0].resource.{at}");
@@ -363,8 +310,8 @@ impl<'v> Run<'_, 'v> {
             .map(|e| {
                 let mut out = Vec::new();
                 if let Some(r) = e.get("resource") {
-                    references_in(r, &mut |t| {
-                        if let Some(j) = index.find(t) {
+                    crate::fhir::each_reference(r, &mut |t| {
+                        if let Some(j) = index.find(unversioned(t)) {
                             out.push(j);
                         }
                     });

@@ -64,6 +64,8 @@ pub(crate) struct Run<'d, 'v> {
     resource_marks: Vec<usize>,
     /// The outermost Bundle, for resolving references between entries.
     pub bundle: Option<&'v Value>,
+    /// Its entries by reference, built on the first look-up ([`Run::bundle_entry`]).
+    bundle_index: std::cell::OnceCell<references::EntryIndex<'v>>,
     /// The package whose dependency closure resolves the unversioned canonicals the instance
     /// names (profiles it claims, extensions): that of the first profile the outermost resource
     /// claiming any resolves to.
@@ -97,6 +99,7 @@ impl<'d, 'v> Run<'d, 'v> {
             resources: Vec::new(),
             resource_marks: Vec::new(),
             bundle: None,
+            bundle_index: std::cell::OnceCell::new(),
             scope: None,
             depth: 0,
             undetermined: false,
@@ -124,6 +127,14 @@ impl<'d, 'v> Run<'d, 'v> {
 
     fn error(&mut self, code: &'static str, msg: String) {
         self.issue(Severity::Error, code, msg)
+    }
+
+    /// An error at child `name` of the current path (`.url`, `.id`).
+    fn error_at(&mut self, name: &str, code: &'static str, msg: String) {
+        let mark = self.path.len();
+        self.path.push_str(name);
+        self.error(code, msg);
+        self.path.truncate(mark);
     }
 
     fn warning(&mut self, code: &'static str, msg: String) {
@@ -186,9 +197,8 @@ impl<'d, 'v> Run<'d, 'v> {
         self.resource_marks.push(self.path.len());
         if let Some(Value::String(id)) = obj.get("id") {
             if !crate::fhir::is_valid_id(id) {
-                let mark = self.path.len();
-                self.path.push_str(".id");
-                self.error(
+                self.error_at(
+                    ".id",
                     "value",
                     if crate::fhir::is_dots(id) && !id.is_empty() {
                         format!(
@@ -201,20 +211,17 @@ impl<'d, 'v> Run<'d, 'v> {
                         )
                     },
                 );
-                self.path.truncate(mark);
             }
         }
         if obj.contains_key("_id") {
             // Resource.id is a plain string (System.String) in R4, not an `id` element: it takes
             // no extensions and no id of its own (HL7's validator refuses them too).
-            let mark = self.path.len();
-            self.path.push_str(".id");
-            self.error(
+            self.error_at(
+                ".id",
                 "structure",
                 "Resource.id cannot carry extensions (_id): it is a plain string, not an element"
                     .into(),
             );
-            self.path.truncate(mark);
         }
         let claimed = obj
             .get("meta")

@@ -73,13 +73,11 @@ impl<'d, 'v> Run<'d, 'v> {
             return;
         };
         if stated != actual as f64 {
-            let mark = self.path.len();
-            self.path.push_str(".size");
-            self.error(
+            self.error_at(
+                ".size",
                 "value",
                 format!("size says {size} bytes, but data decodes to {actual} bytes"),
             );
-            self.path.truncate(mark);
         }
     }
 }

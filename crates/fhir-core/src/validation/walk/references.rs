@@ -149,19 +149,8 @@ impl<'d, 'v> Run<'d, 'v> {
     /// The resource of the Bundle entry whose fullUrl is `r` (or ends with `/r` for relative refs).
     pub(super) fn bundle_entry(&self, r: &str) -> Option<&'v Value> {
         let entries = self.bundle?.get("entry")?.as_array()?;
-        entries.iter().find_map(|e| {
-            let full = e.get("fullUrl")?.as_str()?;
-            let hit = full == r
-                || (!r.contains(':')
-                    && full.len() > r.len()
-                    && full.ends_with(r)
-                    && full.as_bytes()[full.len() - r.len() - 1] == b'/');
-            if hit {
-                e.get("resource")
-            } else {
-                None
-            }
-        })
+        let index = self.bundle_index.get_or_init(|| EntryIndex::new(entries));
+        entries.get(index.find(r)?)?.get("resource")
     }
 
     /// Profile pass over a resource-typed element: the types (and profiles on them) the element
@@ -316,6 +305,51 @@ impl<'d, 'v> Run<'d, 'v> {
                     self.missing_questionnaires.push(canonical.to_string());
                 }
             }
+        }
+    }
+}
+
+/// A Bundle's entries (those with a resource) found by reference in one look-up each: the
+/// entry whose fullUrl is the reference, or, for a relative reference (no `:`), whose fullUrl
+/// ends with `/` and the reference; the first in the Bundle's order when several match.
+pub(super) struct EntryIndex<'v> {
+    by_url: rustc_hash::FxHashMap<&'v str, usize>,
+    /// Every part of each fullUrl after a `/` (`Patient/1` and `1` of `http://x/Patient/1`).
+    by_tail: rustc_hash::FxHashMap<&'v str, usize>,
+}
+
+impl<'v> EntryIndex<'v> {
+    pub(super) fn new(entries: &'v [Value]) -> Self {
+        let mut by_url = rustc_hash::FxHashMap::default();
+        let mut by_tail = rustc_hash::FxHashMap::default();
+        for (i, e) in entries.iter().enumerate() {
+            let Some(full) = e.get("fullUrl").and_then(Value::as_str) else {
+                continue;
+            };
+            if e.get("resource").is_none() {
+                continue;
+            }
+            by_url.entry(full).or_insert(i);
+            for (p, _) in full.match_indices('/') {
+                if p + 1 < full.len() {
+                    by_tail.entry(&full[p + 1..]).or_insert(i);
+                }
+            }
+        }
+        EntryIndex { by_url, by_tail }
+    }
+
+    /// The index of the entry `r` names.
+    pub(super) fn find(&self, r: &str) -> Option<usize> {
+        let exact = self.by_url.get(r).copied();
+        let tail = if r.contains(':') {
+            None
+        } else {
+            self.by_tail.get(r).copied()
+        };
+        match (exact, tail) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 }
