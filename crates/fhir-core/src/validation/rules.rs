@@ -178,7 +178,123 @@ fn searched_types(url: &str, is_type: impl Fn(&str) -> bool) -> Vec<&str> {
         .collect()
 }
 
+/// R4's canonical resources: those whose `url` (a `uri`) is the resource's canonical identity.
+const CANONICAL_RESOURCES: &[&str] = &[
+    "ActivityDefinition",
+    "CapabilityStatement",
+    "ChargeItemDefinition",
+    "CodeSystem",
+    "CompartmentDefinition",
+    "ConceptMap",
+    "EffectEvidenceSynthesis",
+    "EventDefinition",
+    "Evidence",
+    "EvidenceVariable",
+    "ExampleScenario",
+    "GraphDefinition",
+    "ImplementationGuide",
+    "Library",
+    "Measure",
+    "MessageDefinition",
+    "OperationDefinition",
+    "PlanDefinition",
+    "Questionnaire",
+    "ResearchDefinition",
+    "ResearchElementDefinition",
+    "RiskEvidenceSynthesis",
+    "SearchParameter",
+    "StructureDefinition",
+    "StructureMap",
+    "TerminologyCapabilities",
+    "TestScript",
+    "ValueSet",
+];
+
 impl<'v> Run<'_, 'v> {
+    /// A canonical resource's `url` is what other resources cite it by, so it is absolute
+    /// (`http://…`, `urn:uuid:…`), contained or not: `ValueSet/x` or `c1` is refused, as by HL7's
+    /// validator. (The element is a `uri`, which alone would allow a relative one.)
+    pub(super) fn canonical_url(&mut self, obj: &'v Map<String, Value>, rtype: &str) {
+        let Some(url) = obj.get("url").and_then(Value::as_str) else {
+            return;
+        };
+        if !url.is_empty() && !is_absolute(url) && CANONICAL_RESOURCES.contains(&rtype) {
+            self.error_at(
+                ".url",
+                "value",
+                format!(
+                    "url {url:?} must be an absolute URL: it is the canonical URL other resources \
+                     cite this {rtype} by (write e.g. http://example.org/fhir/{rtype}/… or a urn:uuid:)"
+                ),
+            );
+        }
+    }
+
+    /// A CodeSystem that supplements another says so in `content` too (`supplement`): read as a
+    /// code system of its own, its few codes would stand for the whole of the one it adds to.
+    pub(super) fn code_system_rules(&mut self, obj: &'v Map<String, Value>) {
+        let Some(base) = obj.get("supplements").and_then(Value::as_str) else {
+            return;
+        };
+        let content = obj
+            .get("content")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if content != "supplement" {
+            self.error_at(
+                ".content",
+                "invariant",
+                format!(
+                    "this CodeSystem supplements {base}, so its content must be 'supplement', \
+                     not {content:?}"
+                ),
+            );
+        }
+    }
+
+    /// A CapabilityStatement's search parameter that names its definition has that
+    /// definition's type: a `date` parameter defined as a `token` cannot be searched as said.
+    /// The definitions known here are R4's own (`http://hl7.org/fhir/SearchParameter/Type-code`).
+    pub(super) fn capability_statement_rules(&mut self, obj: &'v Map<String, Value>) {
+        let registry = crate::fhir::search_params::SearchParamRegistry::embedded();
+        let mark = self.path.len();
+        let rests = obj
+            .get("rest")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        for (r, rest) in rests.enumerate() {
+            for (i, res) in crate::fhir::items_of(rest, "resource").enumerate() {
+                for (k, sp) in crate::fhir::items_of(res, "searchParam").enumerate() {
+                    let (Some(def), Some(ty)) = (str_at(sp, "definition"), str_at(sp, "type"))
+                    else {
+                        continue;
+                    };
+                    let Some(id) = def.strip_prefix("http://hl7.org/fhir/SearchParameter/") else {
+                        continue;
+                    };
+                    let Some(known) = id
+                        .split_once('-')
+                        .and_then(|(t, code)| registry.get(t, code))
+                    else {
+                        continue;
+                    };
+                    if known.ptype.code() != ty {
+                        let _ = write!(self.path, ".rest[{r}].resource[{i}].searchParam[{k}].type");
+                        self.error(
+                            "value",
+                            format!(
+                                "search parameter {def} is of type {}, but this says {ty}",
+                                known.ptype.code()
+                            ),
+                        );
+                        self.path.truncate(mark);
+                    }
+                }
+            }
+        }
+    }
+
     /// Bundle rules that are not invariants: each fullUrl absolute, and agreeing with its entry's
     /// type and id when it is a RESTful URL; link relations; a searchset's entries.
     pub(super) fn bundle_rules(&mut self, obj: &'v Map<String, Value>) {

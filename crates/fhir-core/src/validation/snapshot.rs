@@ -9,6 +9,8 @@
 //! elements must come in the order of the base; one that does not is reported (the profile is
 //! still generated).
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 
 use super::definitions::Definitions;
@@ -30,6 +32,9 @@ const OVERRIDES: &[&str] = &[
     "definition",
     "comment",
 ];
+
+/// Element id → its `min` and `max` before the differential constrained it.
+type Cardinalities = HashMap<String, (Option<Value>, Option<Value>)>;
 
 fn elements(sd: &Value, part: &str) -> Vec<Value> {
     sd.get(part)
@@ -58,6 +63,10 @@ pub fn generate(
     let mut warnings = Vec::new();
     // The previous differential element's id, to check the order.
     let mut previous: Option<String> = None;
+    // Each constrained element's cardinality before this differential changed it: a new slice
+    // starts from the base's element, not from the slicing entry as constrained here (a slicing
+    // entry with `min` 1 does not make every slice required), as in HL7's generator.
+    let mut before = Cardinalities::new();
     // A profile's paths start with its type, which is the base's type too (for constraints).
     for d in &diff {
         let Some(obj) = d.as_object() else {
@@ -75,7 +84,7 @@ pub fn generate(
             },
         };
         let id = choice_as_type_slice(&snap, &id);
-        let idx = locate(&mut snap, &id, defs)?;
+        let idx = locate(&mut snap, &id, defs, &before)?;
         if let Some(prev) = previous.as_deref() {
             if find(&snap, prev).is_some_and(|p| idx < p) {
                 warnings.push(format!(
@@ -95,6 +104,9 @@ pub fn generate(
                 ));
             }
         }
+        before
+            .entry(id.clone())
+            .or_insert_with(|| (snap[idx].get("min").cloned(), snap[idx].get("max").cloned()));
         merge(&mut snap[idx], obj);
         // A constraint on a child of a sliced element holds in every slice too
         // (`coding.version` max 0 → `coding:S.version` max 0).
@@ -155,7 +167,12 @@ fn find(snap: &[Value], id: &str) -> Option<usize> {
 
 /// The index of the element with `id`, creating it (a slice, or the unfolded children of a
 /// datatype) when the snapshot does not have it yet.
-fn locate(snap: &mut Vec<Value>, id: &str, defs: &Definitions) -> Result<usize, String> {
+fn locate(
+    snap: &mut Vec<Value>,
+    id: &str,
+    defs: &Definitions,
+    before: &Cardinalities,
+) -> Result<usize, String> {
     if let Some(i) = find(snap, id) {
         return Ok(i);
     }
@@ -168,7 +185,7 @@ fn locate(snap: &mut Vec<Value>, id: &str, defs: &Definitions) -> Result<usize, 
             Some((outer, _)) => format!("{parent_id}.{name}:{outer}"),
             None => format!("{parent_id}.{name}"),
         };
-        let sliced = locate(snap, &sliced_id, defs)?;
+        let sliced = locate(snap, &sliced_id, defs, before)?;
         // Unfolding the parent may have brought the slice along (a profile on the type slices it).
         if let Some(i) = find(snap, id) {
             return Ok(i);
@@ -202,6 +219,14 @@ fn locate(snap: &mut Vec<Value>, id: &str, defs: &Definitions) -> Result<usize, 
                 o.remove("slicing");
                 if eid == sliced_id {
                     o.insert("sliceName".into(), Value::String(slice.to_string()));
+                    if let Some((min, max)) = before.get(&sliced_id) {
+                        for (k, v) in [("min", min), ("max", max)] {
+                            match v {
+                                Some(v) => o.insert(k.into(), v.clone()),
+                                None => o.remove(k),
+                            };
+                        }
+                    }
                     // a type slice of a choice (`value[x]:valueQuantity`) has that one type
                     if let Some(t) = choice_slice_type(&eid, slice, o.get("type")) {
                         o.insert("type".into(), Value::Array(vec![t]));
@@ -214,7 +239,7 @@ fn locate(snap: &mut Vec<Value>, id: &str, defs: &Definitions) -> Result<usize, 
         return Ok(at);
     }
     // A child of an element the snapshot has not unfolded yet: unfold the parent's type.
-    let parent = locate(snap, parent_id, defs)?;
+    let parent = locate(snap, parent_id, defs, before)?;
     let already = snap
         .iter()
         .any(|e| str_of(e, "id").starts_with(&format!("{parent_id}.")));

@@ -130,7 +130,7 @@ impl<'d, 'v> Run<'d, 'v> {
     }
 
     /// An error at child `name` of the current path (`.url`, `.id`).
-    fn error_at(&mut self, name: &str, code: &'static str, msg: String) {
+    pub(super) fn error_at(&mut self, name: &str, code: &'static str, msg: String) {
         let mark = self.path.len();
         self.path.push_str(name);
         self.error(code, msg);
@@ -243,10 +243,13 @@ impl<'d, 'v> Run<'d, 'v> {
         if rtype == "Bundle" {
             self.bundle_rules(obj);
         }
+        self.canonical_url(obj, rtype);
         match rtype {
             "StructureDefinition" => self.structure_definition(value),
             "QuestionnaireResponse" => self.questionnaire_response(value, obj),
             "MeasureReport" => super::measure::check_report(self, obj),
+            "CodeSystem" => self.code_system_rules(obj),
+            "CapabilityStatement" => self.capability_statement_rules(obj),
             _ => {}
         }
 

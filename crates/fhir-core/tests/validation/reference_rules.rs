@@ -786,3 +786,137 @@ fn ids_urls_and_empty_companions() {
         "_birthDate": {"id": "b1"}});
     assert!(errors(&beside).is_empty(), "{:#?}", errors(&beside));
 }
+
+/// A slice starts from the base's element, not from the slicing entry as the profile
+/// constrained it: an entry with `min` 1 makes one value required, not one in every slice
+/// (HL7's generator; its test case with a type-sliced `effective[x]` agrees).
+#[test]
+fn slices_do_not_inherit_the_entrys_minimum() {
+    let sd = constraint(
+        "effective-period",
+        "Observation",
+        "http://hl7.org/fhir/StructureDefinition/Observation",
+        json!([
+            {"id": "Observation.effective[x]", "path": "Observation.effective[x]",
+             "slicing": {"discriminator": [{"type": "type", "path": "$this"}], "rules": "open"},
+             "min": 1, "type": [{"code": "dateTime"}, {"code": "Period"}]},
+            {"id": "Observation.effective[x]:effectivePeriod", "path": "Observation.effective[x]",
+             "sliceName": "effectivePeriod", "type": [{"code": "Period"}]},
+            {"id": "Observation.effective[x]:effectivePeriod.start",
+             "path": "Observation.effective[x].start", "min": 1}]),
+    );
+    let v = validator_with("slice-min", &[&sd]);
+    let check = |effective: Value| {
+        let mut o = json!({"resourceType": "Observation", "status": "final",
+            "meta": {"profile": ["http://example.org/StructureDefinition/effective-period"]},
+            "code": {"text": "hunger"}});
+        if let Value::Object(m) = effective {
+            o.as_object_mut().expect("object").extend(m);
+        }
+        v.validate(&o, &[])
+            .into_iter()
+            .filter(|i| i.severity <= Severity::Error)
+            .map(|i| (i.expression.unwrap_or_default(), i.diagnostics))
+            .collect::<Vec<_>>()
+    };
+    let found = check(json!({"effectiveDateTime": "2020-09-10T21:56:54Z"}));
+    assert!(found.is_empty(), "{found:#?}");
+    let found = check(json!({"effectivePeriod": {"start": "2020-09-10"}}));
+    assert!(found.is_empty(), "{found:#?}");
+    // the slice's own constraints still hold, and so does the entry's minimum
+    let found = check(json!({"effectivePeriod": {"end": "2020-09-10"}}));
+    assert!(found.iter().any(|(_, m)| m.contains("start")), "{found:#?}");
+    let found = check(json!({}));
+    assert!(
+        found.iter().any(|(l, _)| l.starts_with("Observation")),
+        "{found:#?}"
+    );
+}
+
+/// A canonical resource's `url` is absolute, contained or not; a `urn:uuid:` is absolute.
+#[test]
+fn canonical_resources_have_absolute_urls() {
+    let vs = |url: &str, contained_url: &str| {
+        json!({"resourceType": "ValueSet", "url": url, "name": "V", "status": "active",
+            "contained": [{"resourceType": "CodeSystem", "id": "c1", "url": contained_url,
+                "status": "active", "content": "complete", "concept": [{"code": "a"}]}],
+            "compose": {"include": [{"system": contained_url, "_system": {"extension": [{
+                "url": "http://hl7.org/fhir/StructureDefinition/valueset-system",
+                "valueCanonical": "#c1"}]}}]}})
+    };
+    let e = errors(&vs(
+        "http://example.org/ValueSet/v",
+        "http://example.org/CodeSystem/c1",
+    ));
+    assert!(e.is_empty(), "{e:#?}");
+    let e = errors(&vs(
+        "urn:uuid:6a2ee390-978e-42c6-8f88-c17dff3bd8a3",
+        "urn:uuid:f3b2bd36-199b-4591-b4db-f49db0912b62",
+    ));
+    assert!(e.is_empty(), "{e:#?}");
+    let bad = vs("ValueSet/v", "c1");
+    has_error(&bad, "ValueSet.url", "must be an absolute URL");
+    has_error(&bad, "ValueSet.contained[0].url", "must be an absolute URL");
+    // `url` of a resource that is not canonical is not its identity: no such rule
+    let e = errors(&json!({"resourceType": "Endpoint", "status": "active",
+        "connectionType": {"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
+            "code": "hl7-fhir-rest"},
+        "payloadType": [{"text": "any"}], "address": "http://example.org/fhir"}));
+    assert!(e.is_empty(), "{e:#?}");
+}
+
+/// A supplement adds to another code system's codes: its `content` says `supplement`, and a
+/// Coding names the code system, not the supplement.
+#[test]
+fn supplements_are_not_code_systems() {
+    let supplement = |content: &str| {
+        json!({"resourceType": "CodeSystem", "url": "http://example.org/CodeSystem/supp",
+            "name": "Supp", "status": "draft", "content": content,
+            "supplements": "http://loinc.org", "concept": [{"code": "test", "display": "test"}]})
+    };
+    has_error(
+        &supplement("complete"),
+        "CodeSystem.content",
+        "content must be 'supplement'",
+    );
+    let e = errors(&supplement("supplement"));
+    assert!(e.is_empty(), "{e:#?}");
+    for content in ["complete", "supplement"] {
+        let v = validator_with(&format!("supplement-{content}"), &[&supplement(content)]);
+        let obs = json!({"resourceType": "Observation", "status": "final", "code": {"coding": [
+            {"system": "http://example.org/CodeSystem/supp", "code": "test"}]}});
+        let found: Vec<_> = v
+            .validate(&obs, &[])
+            .into_iter()
+            .filter(|i| i.severity <= Severity::Error)
+            .map(|i| (i.expression.unwrap_or_default(), i.diagnostics))
+            .collect();
+        assert!(
+            found
+                .iter()
+                .any(|(l, m)| l == "Observation.code.coding[0].system"
+                    && m.contains("is a supplement of http://loinc.org")),
+            "{content}: {found:#?}"
+        );
+    }
+}
+
+/// A CapabilityStatement's search parameter has the type of the R4 definition it names.
+#[test]
+fn capability_search_parameters_have_their_definitions_type() {
+    let cs = |ty: &str| {
+        json!({"resourceType": "CapabilityStatement", "status": "active", "date": "2026-12-06",
+            "kind": "instance", "fhirVersion": "4.0.1", "format": ["json"],
+            "implementation": {"description": "Sektorbro"},
+            "rest": [{"mode": "server", "resource": [{"type": "AllergyIntolerance",
+                "searchParam": [{"name": "clinical-status", "type": ty,
+                    "definition": "http://hl7.org/fhir/SearchParameter/AllergyIntolerance-clinical-status"}]}]}]})
+    };
+    let e = errors(&cs("token"));
+    assert!(e.is_empty(), "{e:#?}");
+    has_error(
+        &cs("date"),
+        "CapabilityStatement.rest[0].resource[0].searchParam[0].type",
+        "is of type token, but this says date",
+    );
+}

@@ -131,7 +131,9 @@ impl Terminology {
         match resource.get("resourceType").and_then(Value::as_str) {
             Some("CodeSystem") => {
                 let cs = CodeSystem::parse(resource)?;
-                if cs.content == Content::Supplement {
+                // A supplement defines no codes, whatever its `content` says (one that says
+                // otherwise is reported when the CodeSystem itself is validated).
+                if cs.content == Content::Supplement || cs.supplements.is_some() {
                     let list = self.supplements.entry(cs.url.clone()).or_default();
                     insert_versioned(list, cs, |c| c.version.as_deref());
                     return Ok(());
@@ -240,12 +242,22 @@ impl Terminology {
         cs.concepts.get(id)?.display.as_deref()
     }
 
-    /// Whether the ValueSet (or a code system's implicit value set) is loaded.
     /// Whether a CodeSystem (or supplement) with URL `url` is loaded.
     pub fn has_code_system(&self, url: &str) -> bool {
         self.code_systems.contains_key(url) || self.supplements.contains_key(url)
     }
 
+    /// The code system that `url` supplements, when `url` is a loaded supplement and not a code
+    /// system of its own.
+    pub fn supplement_of(&self, url: &str) -> Option<&str> {
+        if self.code_systems.contains_key(url) {
+            return None;
+        }
+        let s = self.supplements.get(url)?.last()?;
+        Some(s.supplements.as_deref().unwrap_or_default())
+    }
+
+    /// Whether the ValueSet (or a code system's implicit value set) is loaded.
     pub fn has_value_set(&self, canonical: &str) -> bool {
         self.find_value_set(canonical).is_ok()
     }

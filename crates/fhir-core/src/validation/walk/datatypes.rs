@@ -4,8 +4,8 @@
 use super::*;
 
 impl<'d, 'v> Run<'d, 'v> {
-    /// `Coding.system` names a code system by an absolute URI: not a local reference, and not
-    /// a value set.
+    /// `Coding.system` names a code system by an absolute URI: not a local reference, not a
+    /// value set, and not a supplement.
     pub(super) fn coding_system(&mut self, coding: &Map<String, Value>) {
         let Some(Value::String(system)) = coding.get("system") else {
             return;
@@ -33,6 +33,14 @@ impl<'d, 'v> Run<'d, 'v> {
             self.error(
                 "value",
                 format!("Coding.system {system} is a value set, not a code system"),
+            );
+        } else if let Some(base) = self.v.terminology.supplement_of(system) {
+            self.error(
+                "value",
+                format!(
+                    "Coding.system {system} is a supplement of {base}: a supplement only adds \
+                     designations and properties, so write the code with {base} as its system"
+                ),
             );
         }
         self.path.truncate(mark);
