@@ -920,3 +920,63 @@ fn capability_search_parameters_have_their_definitions_type() {
         "is of type token, but this says date",
     );
 }
+
+/// A `type` discriminator through `resolve()`: the referenced resource's type puts an entry in
+/// the slice whose target profile is for that type.
+#[test]
+fn type_discriminators_through_resolve() {
+    let target = |t: &str| {
+        json!([{"code": "Reference",
+        "targetProfile": [format!("http://hl7.org/fhir/StructureDefinition/{t}")]}])
+    };
+    let sd = constraint(
+        "typed-list",
+        "List",
+        "http://hl7.org/fhir/StructureDefinition/List",
+        json!([
+            {"id": "List.entry", "path": "List.entry", "slicing": {"discriminator": [
+                {"type": "type", "path": "item.resolve()"}], "ordered": false, "rules": "closed"}},
+            {"id": "List.entry:conditions", "path": "List.entry", "sliceName": "conditions",
+             "min": 1, "max": "1"},
+            {"id": "List.entry:conditions.item", "path": "List.entry.item", "type": target("Condition")},
+            {"id": "List.entry:observations", "path": "List.entry", "sliceName": "observations",
+             "min": 1, "max": "3"},
+            {"id": "List.entry:observations.item", "path": "List.entry.item", "type": target("Observation")}]),
+    );
+    let v = validator_with("type-resolve", &[&sd]);
+    let check = |refs: &[&str]| {
+        let entries: Vec<Value> = refs
+            .iter()
+            .map(|r| json!({"item": {"reference": r}}))
+            .collect();
+        let list = json!({"resourceType": "List", "status": "current", "mode": "working",
+            "meta": {"profile": ["http://example.org/StructureDefinition/typed-list"]},
+            "contained": [
+                {"resourceType": "Condition", "id": "c", "subject": {"reference": "#p"}},
+                {"resourceType": "Observation", "id": "o", "status": "final", "code": {"text": "x"}},
+                {"resourceType": "Patient", "id": "p"}],
+            "entry": entries});
+        v.validate(&list, &[])
+            .into_iter()
+            .filter(|i| i.severity <= Severity::Error)
+            .map(|i| (i.expression.unwrap_or_default(), i.diagnostics))
+            .collect::<Vec<_>>()
+    };
+    let found = check(&["#c", "#o"]);
+    assert!(found.is_empty(), "{found:#?}");
+    // a Patient fits neither slice of a closed slicing; two Conditions overfill the first
+    let found = check(&["#c", "#o", "#p"]);
+    assert!(
+        found
+            .iter()
+            .any(|(l, m)| l == "List.entry[2]" && m.contains("matches none of the slices")),
+        "{found:#?}"
+    );
+    let found = check(&["#c", "#c", "#o"]);
+    assert!(
+        found
+            .iter()
+            .any(|(_, m)| m.contains("slice \"conditions\"")),
+        "{found:#?}"
+    );
+}

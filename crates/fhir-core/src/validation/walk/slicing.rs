@@ -228,6 +228,30 @@ impl<'d, 'v> Run<'d, 'v> {
                         _ => true,
                     }
                 }
+                DiscriminatorKind::Profile if path_steps(path).last() == Some(&"resolve()") => {
+                    // The referenced resource (contained or in the Bundle) decides: it must
+                    // conform to one of the slice's target profiles.
+                    let Some((target, urls)) = self.resolved_and_targets(item, prof, s, path)
+                    else {
+                        return false;
+                    };
+                    urls.iter()
+                        .any(|u| self.v.conforms_in(target, u, self.scope))
+                }
+                DiscriminatorKind::Type if path_steps(path).last() == Some(&"resolve()") => {
+                    // The referenced resource's type is one its target profiles are for.
+                    let Some((target, urls)) = self.resolved_and_targets(item, prof, s, path)
+                    else {
+                        return false;
+                    };
+                    let actual = target.get("resourceType").and_then(Value::as_str);
+                    urls.iter().any(|u| {
+                        self.v
+                            .defs
+                            .profile(u)
+                            .is_some_and(|p| Some(p.type_name.as_str()) == actual)
+                    })
+                }
                 DiscriminatorKind::Type => {
                     let t = if path == "$this" {
                         Some(slice)
@@ -262,35 +286,6 @@ impl<'d, 'v> Run<'d, 'v> {
                         None => t.types.len() == 1,
                     }
                 }
-                DiscriminatorKind::Profile if path_steps(path).last() == Some(&"resolve()") => {
-                    // The referenced resource (contained or in the Bundle) decides: it must
-                    // conform to one of the slice's target profiles.
-                    let before = path.strip_suffix("resolve()").unwrap_or("");
-                    let before = before.trim_end_matches('.');
-                    let reference = json_path(item, before)
-                        .into_iter()
-                        .find_map(|r| r.get("reference").and_then(Value::as_str));
-                    let Some(reference) = reference else {
-                        return false;
-                    };
-                    let Some(target) = self.resolve_reference(reference) else {
-                        self.undetermined = true;
-                        return false;
-                    };
-                    let el = if before.is_empty() || before == "$this" {
-                        Some(slice)
-                    } else {
-                        self.slice_element(prof, s, before)
-                    };
-                    let Some(el) = el else { return false };
-                    let urls: Vec<&String> = el
-                        .types
-                        .iter()
-                        .flat_map(|t| t.target_profiles.iter())
-                        .collect();
-                    urls.iter()
-                        .any(|u| self.v.conforms_in(target, u, self.scope))
-                }
                 DiscriminatorKind::Profile => {
                     let target = if path == "$this" {
                         Some(item)
@@ -315,6 +310,39 @@ impl<'d, 'v> Run<'d, 'v> {
                 }
             }
         })
+    }
+
+    /// For a discriminator path ending in `resolve()`: the resource the item's reference names
+    /// (contained or in the Bundle) and the target profiles the slice allows there. `None` when
+    /// the item has no reference, or when it cannot be resolved (then the slices could not be
+    /// told apart).
+    fn resolved_and_targets(
+        &mut self,
+        item: &Value,
+        prof: &'d Profile,
+        s: ElemIdx,
+        path: &str,
+    ) -> Option<(&'v Value, Vec<&'d String>)> {
+        let before = path.strip_suffix("resolve()").unwrap_or("");
+        let before = before.trim_end_matches('.');
+        let reference = json_path(item, before)
+            .into_iter()
+            .find_map(|r| r.get("reference").and_then(Value::as_str))?;
+        let Some(target) = self.resolve_reference(reference) else {
+            self.undetermined = true;
+            return None;
+        };
+        let el = if before.is_empty() || before == "$this" {
+            &prof.elements[s]
+        } else {
+            self.slice_element(prof, s, before)?
+        };
+        let urls = el
+            .types
+            .iter()
+            .flat_map(|t| t.target_profiles.iter())
+            .collect();
+        Some((target, urls))
     }
 
     /// A value or pattern discriminator whose element the slice binds to a value set (required)
