@@ -119,14 +119,14 @@ impl<'d, 'v> Run<'d, 'v> {
                     (e == "Resource" && is_resource)
                         || holder.paths.iter().any(|p| self.path_fits(p, e))
                 }
-                // on an extension whose url is the expression
+                // on an extension whose url is the expression, or on its value
                 "extension" => {
-                    def_path == "Extension"
-                        && holder
-                            .value
-                            .and_then(|h| h.get("url"))
+                    let url_of = |h: Option<&Value>| {
+                        h.and_then(|h| h.get("url"))
                             .and_then(Value::as_str)
                             .is_some_and(|u| u == expr)
+                    };
+                    (def_path == "Extension" && url_of(holder.value)) || url_of(holder.value_of)
                 }
                 "fhirpath" => holder.value.is_some_and(|h| self.fhirpath_context(expr, h)),
                 _ => false,
@@ -189,6 +189,7 @@ impl<'d, 'v> Run<'d, 'v> {
             return Holder {
                 paths: Vec::new(),
                 value: None,
+                value_of: None,
             };
         };
         let defs = &self.v.defs;
@@ -256,6 +257,7 @@ impl<'d, 'v> Run<'d, 'v> {
         Holder {
             paths,
             value: at.0.filter(|v| !v.is_null()).or(at.1),
+            value_of: parent.filter(|_| name.starts_with("value")),
         }
     }
 
@@ -369,6 +371,9 @@ impl<'d, 'v> Run<'d, 'v> {
 struct Holder<'v> {
     paths: Vec<String>,
     value: Option<&'v Value>,
+    /// When the holder is a `value[x]`: the object it is the value of (an extension's value is
+    /// within that extension's context).
+    value_of: Option<&'v Value>,
 }
 
 /// The contexts of an extension, with the corrections HL7's reference validator makes to R4's

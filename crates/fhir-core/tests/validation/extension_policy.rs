@@ -318,6 +318,17 @@ fn extension_and_fhirpath_contexts() {
     );
     // ext-1 forbids a value beside nested extensions, so only the context is looked at here
     assert!(placed(&good).is_empty(), "{:#?}", v.validate(&good, &[]));
+    // on the value of such an extension too (within its context, as HL7's validator reads it)
+    let on_value = patient(
+        json!({"birthDate": "2020-01-01", "_birthDate": {"extension": [
+        {"url": format!("{H}patient-birthTime"), "valueDateTime": "2020-01-01T10:00:00Z",
+         "_valueDateTime": {"extension": [on_ext.clone()]}}]}}),
+    );
+    assert!(
+        placed(&on_value).is_empty(),
+        "{:#?}",
+        v.validate(&on_value, &[])
+    );
     let bad = patient(json!({"extension": [on_ext]}));
     assert_eq!(placed(&bad), ["Patient.extension[0]"]);
 
