@@ -108,7 +108,7 @@ pub(crate) fn vital_sign_profile(obs: &Map<String, Value>) -> Option<String> {
 }
 
 /// Whether `s` is an absolute URI: a scheme (`http:`, `urn:`, `mailto:` …) and something after it.
-fn is_absolute(s: &str) -> bool {
+pub(super) fn is_absolute(s: &str) -> bool {
     let Some((scheme, rest)) = s.split_once(':') else {
         return false;
     };

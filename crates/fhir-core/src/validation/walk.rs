@@ -757,6 +757,9 @@ impl<'d, 'v> Run<'d, 'v> {
                 if code == "Attachment" {
                     self.attachment_size(obj);
                 }
+                if code == "Identifier" {
+                    self.identifier_uri(obj);
+                }
                 if code == "Period" {
                     self.period(obj);
                 }

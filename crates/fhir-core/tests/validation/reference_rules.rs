@@ -980,3 +980,35 @@ fn type_discriminators_through_resolve() {
         "{found:#?}"
     );
 }
+
+/// An Identifier whose system is `urn:ietf:rfc:3986` has a URI for its value: a bare OID is
+/// written `urn:oid:…` (HL7's validator: "must be a full URI").
+#[test]
+fn rfc3986_identifiers_are_uris() {
+    let org = |value: &str| {
+        json!({"resourceType": "Organization", "name": "Aarhus Kommune",
+            "identifier": [{"system": "urn:ietf:rfc:3986", "value": value}]})
+    };
+    for ok in [
+        "urn:oid:2.16.840.1.113883.19.5",
+        "http://example.org/org/1",
+        "urn:uuid:6a2ee390-978e-42c6-8f88-c17dff3bd8a3",
+    ] {
+        let e = errors(&org(ok));
+        assert!(e.is_empty(), "{ok}: {e:#?}");
+    }
+    has_error(
+        &org("2.16.840.1.113883.19.5"),
+        "Organization.identifier[0].value",
+        "write urn:oid:2.16.840.1.113883.19.5",
+    );
+    has_error(
+        &org("Local identifier"),
+        "Organization.identifier[0].value",
+        "not an absolute one",
+    );
+    // another system says nothing about the value's form
+    let e = errors(&json!({"resourceType": "Organization", "name": "X",
+        "identifier": [{"system": "urn:oid:1.2.208.176.1.1", "value": "2.16.840"}]}));
+    assert!(e.is_empty(), "{e:#?}");
+}

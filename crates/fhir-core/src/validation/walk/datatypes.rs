@@ -69,6 +69,36 @@ impl<'d, 'v> Run<'d, 'v> {
         }
     }
 
+    /// An Identifier whose system is `urn:ietf:rfc:3986` says its value is a URI: an absolute
+    /// one (a scheme first), so a bare OID is written `urn:oid:1.2.3` (as HL7's validator checks).
+    pub(super) fn identifier_uri(&mut self, id: &Map<String, Value>) {
+        let (Some(Value::String(system)), Some(Value::String(value))) =
+            (id.get("system"), id.get("value"))
+        else {
+            return;
+        };
+        if system != "urn:ietf:rfc:3986" || super::rules::is_absolute(value) {
+            return;
+        }
+        let oid = !value.is_empty() && value.chars().all(|c| c.is_ascii_digit() || c == '.');
+        self.error_at(
+            ".value",
+            "value",
+            if oid {
+                format!(
+                    "the system urn:ietf:rfc:3986 makes the value a URI, and {value:?} is a bare \
+                     OID: write urn:oid:{value}"
+                )
+            } else {
+                format!(
+                    "the system urn:ietf:rfc:3986 makes the value a URI, and {:?} is not an \
+                     absolute one (it needs a scheme, such as urn:, http:)",
+                    truncate(value)
+                )
+            },
+        );
+    }
+
     /// `Attachment.size` is the number of bytes `data` decodes to.
     pub(super) fn attachment_size(&mut self, att: &Map<String, Value>) {
         let (Some(size), Some(Value::String(data))) = (att.get("size"), att.get("data")) else {
