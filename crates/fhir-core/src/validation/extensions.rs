@@ -43,10 +43,11 @@ impl<'d, 'v> Run<'d, 'v> {
             return;
         };
         let modifier = el.name == "modifierExtension";
-        if !modifier && cross_version(url) {
+        if cross_version(url) {
             // A cross-version extension (an element of another FHIR version, by its
             // `http://hl7.org/fhir/5.0/StructureDefinition/extension-Type.element` url): known
-            // to the reference validator by construction; we hold no other version to check it.
+            // to the reference validator by construction; we hold no other version to check it,
+            // nor whether that element is a modifier.
             self.issue(
                 Severity::Information,
                 "extension",
@@ -68,6 +69,17 @@ impl<'d, 'v> Run<'d, 'v> {
         }
         match self.v.defs.profile_in(url, self.scope) {
             Some(p) if p.type_name == "Extension" => {
+                let defined_modifier = p.elements.first().is_some_and(|e| e.is_modifier);
+                if defined_modifier != modifier {
+                    self.error(
+                        "structure",
+                        if defined_modifier {
+                            format!("{url} is a modifier extension (its definition says isModifier): put it in modifierExtension, not extension")
+                        } else {
+                            format!("{url} is not a modifier extension (its definition does not say isModifier): put it in extension, not modifierExtension")
+                        },
+                    );
+                }
                 self.extension_context(p, obj, el);
                 self.object(obj, Node { prof: p, elem: 0 }, Pass::Profile);
             }

@@ -338,3 +338,66 @@ fn extension_and_fhirpath_contexts() {
         {"use": "nickname", "family": "B", "extension": [on_name]}]}));
     assert_eq!(placed(&names), ["Patient.name[1].extension[0]"]);
 }
+
+/// An extension defined as a modifier goes in `modifierExtension`, any other in `extension`; a
+/// cross-version extension is not known well enough here to say which, so it is not refused in
+/// either.
+#[test]
+fn modifier_extensions_go_where_their_definition_says() {
+    let dir = std::env::temp_dir().join(format!("sektorbro-ext-mod-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let def = |id: &str, modifier: bool| {
+        let mut root = json!({"id": "Extension", "path": "Extension"});
+        if modifier {
+            root["isModifier"] = json!(true);
+            root["isModifierReason"] = json!("says the care is not to be given");
+        }
+        json!({"resourceType": "StructureDefinition", "url": format!("http://example.org/{id}"),
+            "name": id, "status": "active", "kind": "complex-type", "abstract": false,
+            "type": "Extension", "context": [{"type": "element", "expression": "Element"}],
+            "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Extension",
+            "derivation": "constraint", "differential": {"element": [root,
+                {"id": "Extension.url", "path": "Extension.url",
+                    "fixedUri": format!("http://example.org/{id}")},
+                {"id": "Extension.value[x]", "path": "Extension.value[x]",
+                    "type": [{"code": "boolean"}]}]}})
+    };
+    for (id, m) in [("not-to-be-done", true), ("reason-note", false)] {
+        std::fs::write(dir.join(format!("{id}.json")), def(id, m).to_string()).expect("write");
+    }
+    let v = Validator::with_packages(&[&dir]).expect("load");
+    let _ = std::fs::remove_dir_all(&dir);
+    let errs = |r: &Value| -> Vec<(String, String)> {
+        v.validate(r, &[])
+            .into_iter()
+            .filter(|i| i.severity <= fhir_core::fhir::outcome::Severity::Error)
+            .map(|i| (i.expression.unwrap_or_default(), i.diagnostics))
+            .collect()
+    };
+    let with = |slot: &str, url: &str| {
+        let mut p = json!({"resourceType": "Patient", "active": true});
+        p[slot] = json!([{"url": url, "valueBoolean": true}]);
+        p
+    };
+    assert!(errs(&with(
+        "modifierExtension",
+        "http://example.org/not-to-be-done"
+    ))
+    .is_empty());
+    assert!(errs(&with("extension", "http://example.org/reason-note")).is_empty());
+    let e = errs(&with("extension", "http://example.org/not-to-be-done"));
+    assert!(
+        e.iter()
+            .any(|(l, m)| l == "Patient.extension[0]" && m.contains("put it in modifierExtension")),
+        "{e:#?}"
+    );
+    let e = errs(&with("modifierExtension", "http://example.org/reason-note"));
+    assert!(
+        e.iter()
+            .any(|(l, m)| l == "Patient.modifierExtension[0]" && m.contains("put it in extension")),
+        "{e:#?}"
+    );
+    let xver = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Patient.active";
+    assert!(errs(&with("modifierExtension", xver)).is_empty());
+}
