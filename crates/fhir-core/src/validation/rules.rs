@@ -610,11 +610,28 @@ impl<'v> Run<'_, 'v> {
                     && full.ends_with(target)
                     && full.as_bytes()[full.len() - target.len() - 1] == b'/')
         };
-        let versions: Vec<Option<&str>> = entries
+        let matched: Vec<(&str, &Value)> = entries
             .iter()
-            .filter(|e| str_at(e, "fullUrl").is_some_and(same))
-            .filter_map(|e| e.get("resource"))
-            .map(|res| res.get("meta").and_then(|m| str_at(m, "versionId")))
+            .filter_map(|e| {
+                Some((
+                    str_at(e, "fullUrl").filter(|f| same(f))?,
+                    e.get("resource")?,
+                ))
+            })
+            .collect();
+        // Versions of one resource share its fullUrl; the same `Type/id` under different bases
+        // are different resources, which a relative reference does not make ambiguous (it is
+        // resolved against its own entry's base).
+        let unversioned = |f: &str| f.split("/_history/").next().unwrap_or(f).to_string();
+        if matched
+            .windows(2)
+            .any(|w| unversioned(w[0].0) != unversioned(w[1].0))
+        {
+            return;
+        }
+        let versions: Vec<Option<&str>> = matched
+            .iter()
+            .map(|(_, res)| res.get("meta").and_then(|m| str_at(m, "versionId")))
             .collect();
         match version {
             Some(v) if !versions.is_empty() && !versions.contains(&Some(v)) => {

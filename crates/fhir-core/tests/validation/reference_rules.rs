@@ -189,6 +189,16 @@ fn versioned_references_in_a_bundle() {
         "Bundle.entry[0].resource.section[0].entry[1].reference",
         "matches 2 entries",
     );
+    // The same Type/id under two other bases: different resources, not versions; a relative
+    // reference from a third base is not ambiguous (HL7's case bnd-ambiguous-refs).
+    let bases = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "http://example.org/base/Composition/1", "resource": {
+            "resourceType": "Composition", "id": "1", "status": "final", "date": "2022-05-25",
+            "type": {"text": "note"}, "title": "t", "author": [{"reference": "Patient/1"}]}},
+        {"fullUrl": "http://example.org/a/Patient/1", "resource": {"resourceType": "Patient", "id": "1"}},
+        {"fullUrl": "http://example.org/b/Patient/1", "resource": {"resourceType": "Patient", "id": "1"}}]});
+    let e = errors(&bases);
+    assert!(e.is_empty(), "{e:#?}");
 }
 
 #[test]
