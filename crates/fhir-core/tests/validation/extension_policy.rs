@@ -368,13 +368,7 @@ fn modifier_extensions_go_where_their_definition_says() {
     }
     let v = Validator::with_packages(&[&dir]).expect("load");
     let _ = std::fs::remove_dir_all(&dir);
-    let errs = |r: &Value| -> Vec<(String, String)> {
-        v.validate(r, &[])
-            .into_iter()
-            .filter(|i| i.severity <= fhir_core::fhir::outcome::Severity::Error)
-            .map(|i| (i.expression.unwrap_or_default(), i.diagnostics))
-            .collect()
-    };
+    let errs = |r: &Value| -> Vec<(String, String)> { crate::errors_by(&v, r) };
     let with = |slot: &str, url: &str| {
         let mut p = json!({"resourceType": "Patient", "active": true});
         p[slot] = json!([{"url": url, "valueBoolean": true}]);

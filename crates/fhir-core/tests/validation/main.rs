@@ -40,7 +40,12 @@ pub fn issues(v: &Value) -> Vec<(String, String, String)> {
 
 /// The errors as (location, message).
 pub fn errors(v: &Value) -> Vec<(String, String)> {
-    validator()
+    errors_by(&validator(), v)
+}
+
+/// The errors `validator` finds in `v`, as (location, message).
+pub fn errors_by(validator: &Validator, v: &Value) -> Vec<(String, String)> {
+    validator
         .validate(v, &[])
         .into_iter()
         .filter(|i| i.severity <= Severity::Error)

@@ -549,11 +549,7 @@ fn referenced_entries_meet_their_target_profiles() {
         all.extend(targets.iter().map(|t| (*t).clone()));
         all.push(patient.clone());
         let b = bundle("collection", Value::Array(all));
-        v.validate(&b, &[])
-            .into_iter()
-            .filter(|i| i.severity <= Severity::Error)
-            .map(|i| (i.expression.unwrap_or_default(), i.diagnostics))
-            .collect::<Vec<_>>()
+        crate::errors_by(&v, &b)
     };
     let found = list("weights-sliced", &[&pulse, &weight]);
     assert!(found.is_empty(), "{found:#?}");
@@ -601,11 +597,7 @@ fn a_required_binding_discriminates_slices() {
         let o = json!({"resourceType": "Observation", "status": "final",
             "meta": {"profile": ["http://example.org/StructureDefinition/rehab-observation"]},
             "category": categories, "code": {"text": "walking test"}});
-        v.validate(&o, &[])
-            .into_iter()
-            .filter(|i| i.severity <= Severity::Error)
-            .map(|i| (i.expression.unwrap_or_default(), i.diagnostics))
-            .collect::<Vec<_>>()
+        crate::errors_by(&v, &o)
     };
     // One category in the value set fills the slice; another beside it is an open extra.
     let found = check(&["dietary", "physio"]);
@@ -823,11 +815,7 @@ fn slices_do_not_inherit_the_entrys_minimum() {
         if let Value::Object(m) = effective {
             o.as_object_mut().expect("object").extend(m);
         }
-        v.validate(&o, &[])
-            .into_iter()
-            .filter(|i| i.severity <= Severity::Error)
-            .map(|i| (i.expression.unwrap_or_default(), i.diagnostics))
-            .collect::<Vec<_>>()
+        crate::errors_by(&v, &o)
     };
     let found = check(json!({"effectiveDateTime": "2020-09-10T21:56:54Z"}));
     assert!(found.is_empty(), "{found:#?}");
@@ -895,12 +883,7 @@ fn supplements_are_not_code_systems() {
         let v = validator_with(&format!("supplement-{content}"), &[&supplement(content)]);
         let obs = json!({"resourceType": "Observation", "status": "final", "code": {"coding": [
             {"system": "http://example.org/CodeSystem/supp", "code": "test"}]}});
-        let found: Vec<_> = v
-            .validate(&obs, &[])
-            .into_iter()
-            .filter(|i| i.severity <= Severity::Error)
-            .map(|i| (i.expression.unwrap_or_default(), i.diagnostics))
-            .collect();
+        let found: Vec<_> = crate::errors_by(&v, &obs);
         assert!(
             found
                 .iter()
@@ -966,11 +949,7 @@ fn type_discriminators_through_resolve() {
                 {"resourceType": "Observation", "id": "o", "status": "final", "code": {"text": "x"}},
                 {"resourceType": "Patient", "id": "p"}],
             "entry": entries});
-        v.validate(&list, &[])
-            .into_iter()
-            .filter(|i| i.severity <= Severity::Error)
-            .map(|i| (i.expression.unwrap_or_default(), i.diagnostics))
-            .collect::<Vec<_>>()
+        crate::errors_by(&v, &list)
     };
     let found = check(&["#c", "#o"]);
     assert!(found.is_empty(), "{found:#?}");
