@@ -344,9 +344,6 @@ fn extension_and_fhirpath_contexts() {
 /// either.
 #[test]
 fn modifier_extensions_go_where_their_definition_says() {
-    let dir = std::env::temp_dir().join(format!("sektorbro-ext-mod-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
     let def = |id: &str, modifier: bool| {
         let mut root = json!({"id": "Extension", "path": "Extension"});
         if modifier {
@@ -363,11 +360,10 @@ fn modifier_extensions_go_where_their_definition_says() {
                 {"id": "Extension.value[x]", "path": "Extension.value[x]",
                     "type": [{"code": "boolean"}]}]}})
     };
-    for (id, m) in [("not-to-be-done", true), ("reason-note", false)] {
-        std::fs::write(dir.join(format!("{id}.json")), def(id, m).to_string()).expect("write");
-    }
-    let v = Validator::with_packages(&[&dir]).expect("load");
-    let _ = std::fs::remove_dir_all(&dir);
+    let v = crate::validator_with(
+        "ext-mod",
+        &[&def("not-to-be-done", true), &def("reason-note", false)],
+    );
     let errs = |r: &Value| -> Vec<(String, String)> { crate::errors_by(&v, r) };
     let with = |slot: &str, url: &str| {
         let mut p = json!({"resourceType": "Patient", "active": true});

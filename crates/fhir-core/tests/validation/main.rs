@@ -68,3 +68,17 @@ pub fn shared(what: &str) -> Option<std::path::PathBuf> {
         None
     }
 }
+
+/// A validator loaded with the embedded definitions and `resources`, written for the purpose to
+/// a folder of their own (removed once loaded).
+pub fn validator_with(name: &str, resources: &[&Value]) -> Validator {
+    let dir = std::env::temp_dir().join(format!("sektorbro-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for (i, r) in resources.iter().enumerate() {
+        std::fs::write(dir.join(format!("{i}.json")), r.to_string()).expect("write");
+    }
+    let v = Validator::with_packages(&[&dir]).expect("load");
+    let _ = std::fs::remove_dir_all(&dir);
+    v
+}

@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use crate::{errors, validator};
+use crate::{errors, validator, validator_with};
 use fhir_core::fhir::outcome::Severity;
 use fhir_core::validation::Validator;
 
@@ -40,20 +40,6 @@ fn constraint(name: &str, rtype: &str, base: &str, elements: Value) -> Value {
         "status": "draft", "kind": "resource", "abstract": false, "type": rtype,
         "baseDefinition": base, "derivation": "constraint",
         "differential": {"element": elements}})
-}
-
-/// A validator loaded with the embedded definitions and `resources`, written for the purpose to
-/// a folder of their own (removed once loaded).
-fn validator_with(name: &str, resources: &[&Value]) -> Validator {
-    let dir = std::env::temp_dir().join(format!("sektorbro-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    for (i, r) in resources.iter().enumerate() {
-        std::fs::write(dir.join(format!("{i}.json")), r.to_string()).expect("write");
-    }
-    let v = Validator::with_packages(&[&dir]).expect("load");
-    let _ = std::fs::remove_dir_all(&dir);
-    v
 }
 
 #[test]
