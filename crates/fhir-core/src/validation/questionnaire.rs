@@ -58,6 +58,13 @@ fn answer_keys(kind: &str) -> Option<&'static [&'static str]> {
     })
 }
 
+/// The `questionnaire-minOccurs` of an item (0 without it).
+fn min_occurs(qi: &Value) -> u64 {
+    ext(qi, "questionnaire-minOccurs")
+        .and_then(|(_, v)| v.as_u64())
+        .unwrap_or(0)
+}
+
 fn items(v: &Value) -> &[Value] {
     v.get("item")
         .and_then(Value::as_array)
@@ -236,16 +243,21 @@ impl<'q> Check<'q> {
                         run.path.truncate(mark);
                     }
                 }
-                None if enabled && flag(qi, "required") => {
+                None if enabled && (flag(qi, "required") || min_occurs(qi) > 0) => {
                     let (sev, tail) = if self.incomplete {
                         (Severity::Warning, " (the response is not completed)")
                     } else {
                         (Severity::Error, "")
                     };
+                    let what = if flag(qi, "required") {
+                        "the required item".to_string()
+                    } else {
+                        format!("the item (minOccurs {})", min_occurs(qi))
+                    };
                     run.issue(
                         sev,
                         "required",
-                        format!("no response for the required item with linkId {link:?}{tail}"),
+                        format!("no response for {what} with linkId {link:?}{tail}"),
                     );
                 }
                 None => {}
@@ -311,7 +323,7 @@ impl<'q> Check<'q> {
             );
             run.path.truncate(mark);
         }
-        if kind != "group" && kind != "display" && !answers.is_empty() {
+        if kind != "group" && kind != "display" {
             self.occurs(run, qi, answers.len());
         }
         let mut exclusive = None;
@@ -399,14 +411,13 @@ impl<'q> Check<'q> {
                 );
             }
         }
-        if let Some(min) = ext(qi, "questionnaire-minOccurs").and_then(|(_, v)| v.as_u64()) {
-            if (n as u64) < min && !self.incomplete {
-                run.issue(
-                    Severity::Error,
-                    "structure",
-                    format!("item {link:?} has {n} answers, fewer than its minOccurs of {min}"),
-                );
-            }
+        let min = min_occurs(qi);
+        if (n as u64) < min && !self.incomplete {
+            run.issue(
+                Severity::Error,
+                "structure",
+                format!("item {link:?} has {n} answers, fewer than its minOccurs of {min}"),
+            );
         }
     }
 
@@ -530,7 +541,16 @@ impl<'q> Check<'q> {
             }
             _ => {}
         }
-        if kind == "choice" || kind == "open-choice" {
+        // R4 lets integer, date, time and string items offer options too (que-5); an answer to
+        // such an item is one of them.
+        let offers = qi
+            .get("answerOption")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty());
+        if kind == "choice"
+            || kind == "open-choice"
+            || (offers && matches!(kind, "integer" | "date" | "time" | "string"))
+        {
             return self.option(run, qi, kind, key, val);
         }
         false
@@ -599,13 +619,22 @@ impl<'q> Check<'q> {
                 additional: Vec::new(),
             };
             super::bindings::check(run, val, &b, "Coding", Pass::Base);
-        } else if key == "valueString" && kind == "choice" && qi.get("answerValueSet").is_some() {
+        } else if key != "valueCoding" && kind == "choice" {
+            // Without options of the answer's type, a choice is answered with a Coding.
             run.issue(
                 Severity::Error,
                 "code-invalid",
-                format!(
-                    "item {link:?} is a choice from a value set: answer with a Coding, not text"
-                ),
+                if qi.get("answerValueSet").is_some() {
+                    format!(
+                        "item {link:?} is a choice from a value set: answer with a Coding, not {}",
+                        key.trim_start_matches("value")
+                    )
+                } else {
+                    format!(
+                        "item {link:?} is a choice and offers no {} options: answer with a Coding",
+                        key.trim_start_matches("value")
+                    )
+                },
             );
         }
         false

@@ -705,3 +705,57 @@ fn profile_min_and_max_values() {
     assert_eq!(errs(enc(15, "d"), "stay").len(), 1);
     assert!(errs(enc(14, "d"), "stay").is_empty());
 }
+
+/// Items of other types may offer options too (R4's que-5: integer, date, time, string): an
+/// answer is one of them. A choice without options of the answer's type is answered with a
+/// Coding. An item with `questionnaire-minOccurs` is needed like a required one (cases of HL7's
+/// Questionnaire test set, brianpos).
+#[test]
+fn options_of_other_types_choice_answers_and_min_occurs() {
+    let strings = json!([{"linkId": "q1", "type": "string", "repeats": true,
+        "answerOption": [{"valueString": "str1"}, {"valueString": "str2"}]}]);
+    clean(pair(
+        strings.clone(),
+        json!([{"linkId": "q1", "answer": [{"valueString": "str1"}, {"valueString": "str2"}]}]),
+    ));
+    one_error(
+        pair(
+            strings,
+            json!([{"linkId": "q1", "answer": [{"valueString": "str1"}, {"valueString": "str3"}]}]),
+        ),
+        "QR.item[0].answer[1].value.ofType(string)",
+        "not one of the options",
+    );
+    let ints = json!([{"linkId": "n", "type": "integer",
+        "answerOption": [{"valueInteger": 1}, {"valueInteger": 2}]}]);
+    one_error(
+        pair(
+            ints,
+            json!([{"linkId": "n", "answer": [{"valueInteger": 3}]}]),
+        ),
+        "QR.item[0].answer[0].value.ofType(integer)",
+        "not one of the options",
+    );
+    let choice = json!([{"linkId": "c", "type": "choice"}]);
+    clean(pair(
+        choice.clone(),
+        json!([{"linkId": "c", "answer": [{"valueCoding": {"system": "http://example.org/cs", "code": "x"}}]}]),
+    ));
+    one_error(
+        pair(
+            choice,
+            json!([{"linkId": "c", "answer": [{"valueString": "http://example.org"}]}]),
+        ),
+        "QR.item[0].answer[0].value.ofType(string)",
+        "answer with a Coding",
+    );
+    let twice = json!([{"linkId": "s", "type": "string", "extension": [{
+        "url": "http://hl7.org/fhir/StructureDefinition/questionnaire-minOccurs", "valueInteger": 2}]}]);
+    one_error(
+        pair(twice.clone(), json!([{"linkId": "s"}])),
+        "QR",
+        "minOccurs 2",
+    );
+    let e: Vec<_> = errs(&pair_with(twice, json!([{"linkId": "s"}]), "in-progress"));
+    assert!(e.is_empty(), "{e:#?}");
+}
