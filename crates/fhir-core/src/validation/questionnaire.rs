@@ -65,6 +65,54 @@ fn min_occurs(qi: &Value) -> u64 {
         .unwrap_or(0)
 }
 
+/// A Quantity's unit as (system, code).
+fn unit_of(v: &Value) -> (Option<&str>, Option<&str>) {
+    (
+        v.get("system").and_then(Value::as_str),
+        v.get("code").and_then(Value::as_str),
+    )
+}
+
+/// The value of SDC extension `sdc-questionnaire-{name}` on `v`.
+fn sdc_ext<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    const SDC: &str = "http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-";
+    v.get("extension")?.as_array()?.iter().find_map(|e| {
+        let url = e.get("url")?.as_str()?;
+        (url.strip_prefix(SDC)? == name).then(|| value_of(e, "value").map(|(_, v)| v))?
+    })
+}
+
+/// A reference answer names a resource of a type the item allows
+/// (`questionnaire-referenceResource`), when it lists any.
+fn reference_type(run: &mut Run<'_, '_>, qi: &Value, val: &Value) {
+    let allowed: Vec<&str> = exts(qi, "questionnaire-referenceResource")
+        .filter_map(|(_, v)| v.as_str())
+        .collect();
+    let Some(r) = val.get("reference").and_then(Value::as_str) else {
+        return;
+    };
+    if allowed.is_empty() || r.starts_with('#') || r.starts_with("urn:") {
+        return;
+    }
+    let r = r.split("/_history/").next().unwrap_or(r);
+    let r = r.split('?').next().unwrap_or(r);
+    let mut segs = r.rsplit('/');
+    let (Some(_id), Some(ty)) = (segs.next(), segs.next()) else {
+        return;
+    };
+    if !allowed.contains(&ty) && !allowed.contains(&"Resource") {
+        run.issue(
+            Severity::Error,
+            "structure",
+            format!(
+                "the answer refers to a {ty}, but item {:?} takes references to {} only",
+                link_id(qi).unwrap_or(""),
+                allowed.join(", ")
+            ),
+        );
+    }
+}
+
 fn items(v: &Value) -> &[Value] {
     v.get("item")
         .and_then(Value::as_array)
@@ -452,6 +500,12 @@ impl<'q> Check<'q> {
                 }
             }
         }
+        if key == "valueQuantity" {
+            self.quantity(run, qi, val);
+        }
+        if key == "valueReference" {
+            reference_type(run, qi, val);
+        }
         match key {
             "valueString" | "valueUri" => {
                 let s = val.as_str().unwrap_or("");
@@ -554,6 +608,65 @@ impl<'q> Check<'q> {
             return self.option(run, qi, kind, key, val);
         }
         false
+    }
+
+    /// A Quantity answer: within SDC's `minQuantity`/`maxQuantity` (converted between UCUM
+    /// units; units that do not convert are an error), and in one of the item's
+    /// `questionnaire-unitOption` units when it lists any.
+    fn quantity(&self, run: &mut Run<'_, '_>, qi: &Value, val: &Value) {
+        let link = link_id(qi).unwrap_or("");
+        for (name, want, word) in [
+            ("minQuantity", Ordering::Less, "less than the minimum"),
+            ("maxQuantity", Ordering::Greater, "more than the maximum"),
+        ] {
+            let Some(bound) = sdc_ext(qi, name) else {
+                continue;
+            };
+            match order::compare_quantities(val, bound) {
+                Some(o) if o == want => run.issue(
+                    Severity::Error,
+                    "value",
+                    format!(
+                        "the answer {} is {word} of {} for item {link:?}",
+                        order::show("Quantity", val),
+                        order::show("Quantity", bound)
+                    ),
+                ),
+                None if val.get("value").is_some() && !order::quantities_comparable(val, bound) => {
+                    run.issue(
+                        Severity::Error,
+                        "value",
+                        format!(
+                            "the answer {} cannot be compared with the {name} {} of item {link:?}: its unit does not convert",
+                            order::show("Quantity", val),
+                            order::show("Quantity", bound)
+                        ),
+                    )
+                }
+                _ => {}
+            }
+        }
+        let units: Vec<&Value> = exts(qi, "questionnaire-unitOption")
+            .map(|(_, u)| u)
+            .collect();
+        if !units.is_empty() && !units.iter().any(|u| unit_of(u) == unit_of(val)) {
+            let allowed: Vec<&str> = units
+                .iter()
+                .filter_map(|u| u.get("code").and_then(Value::as_str))
+                .collect();
+            run.issue(
+                Severity::Error,
+                "code-invalid",
+                format!(
+                    "the unit {} is not one of the units item {link:?} offers ({})",
+                    val.get("code")
+                        .or_else(|| val.get("unit"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("(none)"),
+                    allowed.join(", ")
+                ),
+            );
+        }
     }
 
     /// A choice answer among the options, or in the answer value set.

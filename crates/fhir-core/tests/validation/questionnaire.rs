@@ -759,3 +759,76 @@ fn options_of_other_types_choice_answers_and_min_occurs() {
     let e: Vec<_> = errs(&pair_with(twice, json!([{"linkId": "s"}]), "in-progress"));
     assert!(e.is_empty(), "{e:#?}");
 }
+
+/// Quantity answers within SDC's `minQuantity`/`maxQuantity` (UCUM units converted; units that
+/// do not convert are an error) and among `questionnaire-unitOption`; reference answers of a
+/// type `questionnaire-referenceResource` allows.
+#[test]
+fn quantity_bounds_units_and_reference_types() {
+    // The Questionnaire's SDC extensions are unknown here (no SDC package): only the
+    // response's errors count.
+    let qr_errs = |v: Value| -> Vec<(String, String)> {
+        errs(&v)
+            .into_iter()
+            .filter(|(l, _)| l.starts_with("QR"))
+            .collect()
+    };
+    let clean = |v: Value| {
+        let e = qr_errs(v);
+        assert!(e.is_empty(), "{e:#?}");
+    };
+    let one_error = |v: Value, location: &str, contains: &str| {
+        let e = qr_errs(v);
+        assert!(
+            e.len() == 1 && e[0].0 == location && e[0].1.contains(contains),
+            "expected one error at {location} with {contains:?}: {e:#?}"
+        );
+    };
+    let q = |v: f64, code: &str| json!({"value": v, "system": "http://unitsofmeasure.org", "code": code});
+    let bounded = json!([{"linkId": "d", "type": "quantity", "extension": [
+        {"url": "http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-minQuantity", "valueQuantity": q(5.0, "km")},
+        {"url": "http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-maxQuantity", "valueQuantity": q(50.0, "km")}]}]);
+    let answer = |v: Value| json!([{"linkId": "d", "answer": [{"valueQuantity": v}]}]);
+    clean(pair(bounded.clone(), answer(q(10000.0, "m"))));
+    one_error(
+        pair(bounded.clone(), answer(q(1000.0, "m"))),
+        "QR.item[0].answer[0].value.ofType(Quantity)",
+        "less than the minimum",
+    );
+    one_error(
+        pair(bounded.clone(), answer(q(60.0, "km"))),
+        "QR.item[0].answer[0].value.ofType(Quantity)",
+        "more than the maximum",
+    );
+    let e = qr_errs(pair(bounded, answer(q(10.0, "kg"))));
+    assert!(
+        e.iter().all(|(_, m)| m.contains("does not convert")) && e.len() == 2,
+        "{e:#?}"
+    );
+    let units = json!([{"linkId": "d", "type": "quantity", "extension": [
+        {"url": "http://hl7.org/fhir/StructureDefinition/questionnaire-unitOption",
+         "valueCoding": {"system": "http://unitsofmeasure.org", "code": "km"}},
+        {"url": "http://hl7.org/fhir/StructureDefinition/questionnaire-unitOption",
+         "valueCoding": {"system": "http://unitsofmeasure.org", "code": "m"}}]}]);
+    clean(pair(units.clone(), answer(q(3.0, "m"))));
+    one_error(
+        pair(units, answer(q(3.0, "kg"))),
+        "QR.item[0].answer[0].value.ofType(Quantity)",
+        "not one of the units",
+    );
+    let refs = json!([{"linkId": "r", "type": "reference", "repeats": true, "extension": [
+        {"url": "http://hl7.org/fhir/StructureDefinition/questionnaire-referenceResource", "valueCode": "Patient"},
+        {"url": "http://hl7.org/fhir/StructureDefinition/questionnaire-referenceResource", "valueCode": "Practitioner"}]}]);
+    let answer =
+        |r: &str| json!([{"linkId": "r", "answer": [{"valueReference": {"reference": r}}]}]);
+    clean(pair(refs.clone(), answer("Patient/p1")));
+    clean(pair(
+        refs.clone(),
+        answer("http://example.org/fhir/Practitioner/x/_history/2"),
+    ));
+    one_error(
+        pair(refs, answer("Organization/o1")),
+        "QR.item[0].answer[0].value.ofType(Reference)",
+        "takes references to Patient, Practitioner only",
+    );
+}
