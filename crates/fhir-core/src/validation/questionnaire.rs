@@ -612,7 +612,7 @@ impl<'q> Check<'q> {
 
     /// A Quantity answer: within SDC's `minQuantity`/`maxQuantity` (converted between UCUM
     /// units; units that do not convert are an error), and in one of the item's
-    /// `questionnaire-unitOption` units when it lists any.
+    /// `questionnaire-unitOption` units when it lists any, or in its `questionnaire-unitValueSet`.
     fn quantity(&self, run: &mut Run<'_, '_>, qi: &Value, val: &Value) {
         let link = link_id(qi).unwrap_or("");
         for (name, want, word) in [
@@ -644,6 +644,25 @@ impl<'q> Check<'q> {
                     )
                 }
                 _ => {}
+            }
+        }
+        if let Some(vs) = ext(qi, "questionnaire-unitValueSet").and_then(|(_, v)| v.as_str()) {
+            // the unit, as a Coding, is in the value set (a required binding)
+            match unit_of(val) {
+                (Some(system), Some(code)) => {
+                    let coding = serde_json::json!({"system": system, "code": code});
+                    let b = Binding {
+                        strength: Strength::Required,
+                        value_set: vs.to_string(),
+                        additional: Vec::new(),
+                    };
+                    super::bindings::check(run, &coding, &b, "Coding", Pass::Base);
+                }
+                _ => run.issue(
+                    Severity::Error,
+                    "code-invalid",
+                    format!("item {link:?} takes units from the value set {vs}: give the unit's system and code"),
+                ),
             }
         }
         let units: Vec<&Value> = exts(qi, "questionnaire-unitOption")

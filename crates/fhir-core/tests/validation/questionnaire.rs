@@ -816,6 +816,17 @@ fn quantity_bounds_units_and_reference_types() {
         "QR.item[0].answer[0].value.ofType(Quantity)",
         "not one of the units",
     );
+    let age_units = json!([{"linkId": "d", "type": "quantity", "extension": [
+        {"url": "http://hl7.org/fhir/StructureDefinition/questionnaire-unitValueSet",
+         "valueCanonical": "http://hl7.org/fhir/ValueSet/age-units"}]}]);
+    clean(pair(age_units.clone(), answer(q(3.0, "a"))));
+    let e = qr_errs(pair(age_units.clone(), answer(q(3.0, "km"))));
+    assert!(e.len() == 1 && e[0].1.contains("age-units"), "{e:#?}");
+    one_error(
+        pair(age_units, answer(json!({"value": 3, "unit": "years"}))),
+        "QR.item[0].answer[0].value.ofType(Quantity)",
+        "give the unit's system and code",
+    );
     let refs = json!([{"linkId": "r", "type": "reference", "repeats": true, "extension": [
         {"url": "http://hl7.org/fhir/StructureDefinition/questionnaire-referenceResource", "valueCode": "Patient"},
         {"url": "http://hl7.org/fhir/StructureDefinition/questionnaire-referenceResource", "valueCode": "Practitioner"}]}]);
