@@ -622,29 +622,19 @@ impl<'q> Check<'q> {
             let Some(bound) = sdc_ext(qi, name) else {
                 continue;
             };
-            match order::compare_quantities(val, bound) {
-                Some(o) if o == want => run.issue(
-                    Severity::Error,
-                    "value",
-                    format!(
-                        "the answer {} is {word} of {} for item {link:?}",
-                        order::show("Quantity", val),
-                        order::show("Quantity", bound)
-                    ),
-                ),
+            let (shown, limit) = (order::show("Quantity", val), order::show("Quantity", bound));
+            let why = match order::compare_quantities(val, bound) {
+                Some(o) if o == want => format!("is {word} of {limit}"),
                 None if val.get("value").is_some() && !order::quantities_comparable(val, bound) => {
-                    run.issue(
-                        Severity::Error,
-                        "value",
-                        format!(
-                            "the answer {} cannot be compared with the {name} {} of item {link:?}: its unit does not convert",
-                            order::show("Quantity", val),
-                            order::show("Quantity", bound)
-                        ),
-                    )
+                    format!("cannot be compared with the {name} {limit}: its unit does not convert")
                 }
-                _ => {}
-            }
+                _ => continue,
+            };
+            run.issue(
+                Severity::Error,
+                "value",
+                format!("the answer {shown} {why} for item {link:?}"),
+            );
         }
         if let Some(vs) = ext(qi, "questionnaire-unitValueSet").and_then(|(_, v)| v.as_str()) {
             // the unit, as a Coding, is in the value set (a required binding)
