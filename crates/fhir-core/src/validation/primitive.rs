@@ -205,7 +205,7 @@ pub fn string_format(code: &str, s: &str) -> Result<(), String> {
 
 /// Whether `s` starts with a URI scheme (`http:`, `urn:`): a letter, then letters, digits, `+`,
 /// `-` or `.`, then `:`.
-fn has_scheme(s: &str) -> bool {
+pub(crate) fn has_scheme(s: &str) -> bool {
     let Some((scheme, _)) = s.split_once(':') else {
         return false;
     };

@@ -109,14 +109,8 @@ pub(crate) fn vital_sign_profile(obs: &Map<String, Value>) -> Option<String> {
 
 /// Whether `s` is an absolute URI: a scheme (`http:`, `urn:`, `mailto:` …) and something after it.
 pub(super) fn is_absolute(s: &str) -> bool {
-    let Some((scheme, rest)) = s.split_once(':') else {
-        return false;
-    };
-    !rest.is_empty()
-        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    crate::validation::primitive::has_scheme(s)
+        && s.split_once(':').is_some_and(|(_, rest)| !rest.is_empty())
 }
 
 /// Whether `s` has the shape of a RESTful resource URL: `[http(s)://server/path/]Type/id`, with
@@ -264,8 +258,8 @@ impl<'v> Run<'_, 'v> {
             .into_iter()
             .flatten();
         for (r, rest) in rests.enumerate() {
-            for (i, res) in crate::fhir::items_of(rest, "resource").enumerate() {
-                for (k, sp) in crate::fhir::items_of(res, "searchParam").enumerate() {
+            for (i, res) in items(rest, "resource").enumerate() {
+                for (k, sp) in items(res, "searchParam").enumerate() {
                     let (Some(def), Some(ty)) = (str_at(sp, "definition"), str_at(sp, "type"))
                     else {
                         continue;
@@ -622,7 +616,6 @@ impl<'v> Run<'_, 'v> {
         // Versions of one resource share its fullUrl; the same `Type/id` under different bases
         // are different resources, which a relative reference does not make ambiguous (it is
         // resolved against its own entry's base).
-        let unversioned = |f: &str| f.split("/_history/").next().unwrap_or(f).to_string();
         if matched
             .windows(2)
             .any(|w| unversioned(w[0].0) != unversioned(w[1].0))

@@ -10,12 +10,7 @@ impl<'d, 'v> Run<'d, 'v> {
         let Some(Value::String(system)) = coding.get("system") else {
             return;
         };
-        let absolute = system.split_once(':').is_some_and(|(scheme, _)| {
-            scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-                && scheme
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-        });
+        let absolute = crate::validation::primitive::has_scheme(system);
         let mark = self.path.len();
         self.path.push_str(".system");
         if !absolute {
