@@ -65,6 +65,16 @@ fn min_occurs(qi: &Value) -> u64 {
         .unwrap_or(0)
 }
 
+/// A Coding that must be in value set `vs` (as under a required binding).
+fn in_value_set(run: &mut Run<'_, '_>, coding: &Value, vs: &str) {
+    let b = Binding {
+        strength: Strength::Required,
+        value_set: vs.to_string(),
+        additional: Vec::new(),
+    };
+    super::bindings::check(run, coding, &b, "Coding", Pass::Base);
+}
+
 /// A Quantity's unit as (system, code).
 fn unit_of(v: &Value) -> (Option<&str>, Option<&str>) {
     (
@@ -74,12 +84,9 @@ fn unit_of(v: &Value) -> (Option<&str>, Option<&str>) {
 }
 
 /// The value of SDC extension `sdc-questionnaire-{name}` on `v`.
-fn sdc_ext<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+fn sdc_ext<'a>(v: &'a Value, name: &'a str) -> Option<&'a Value> {
     const SDC: &str = "http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-";
-    v.get("extension")?.as_array()?.iter().find_map(|e| {
-        let url = e.get("url")?.as_str()?;
-        (url.strip_prefix(SDC)? == name).then(|| value_of(e, "value").map(|(_, v)| v))?
-    })
+    exts_under(v, SDC, name).next().map(|(_, v)| v)
 }
 
 /// A reference answer names a resource of a type the item allows
@@ -134,6 +141,15 @@ fn ext<'a>(v: &'a Value, name: &'a str) -> Option<(&'a str, &'a Value)> {
 }
 
 fn exts<'a>(v: &'a Value, name: &'a str) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
+    exts_under(v, EXT, name)
+}
+
+/// The values (`value[x]` key and value) of the extensions on `v` whose url is `base` + `name`.
+fn exts_under<'a>(
+    v: &'a Value,
+    base: &'a str,
+    name: &'a str,
+) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
     v.get("extension")
         .and_then(Value::as_array)
         .into_iter()
@@ -141,7 +157,7 @@ fn exts<'a>(v: &'a Value, name: &'a str) -> impl Iterator<Item = (&'a str, &'a V
         .filter(move |e| {
             e.get("url")
                 .and_then(Value::as_str)
-                .and_then(|u| u.strip_prefix(EXT))
+                .and_then(|u| u.strip_prefix(base))
                 == Some(name)
         })
         .filter_map(|e| {
@@ -500,13 +516,9 @@ impl<'q> Check<'q> {
                 }
             }
         }
-        if key == "valueQuantity" {
-            self.quantity(run, qi, val);
-        }
-        if key == "valueReference" {
-            reference_type(run, qi, val);
-        }
         match key {
+            "valueQuantity" => self.quantity(run, qi, val),
+            "valueReference" => reference_type(run, qi, val),
             "valueString" | "valueUri" => {
                 let s = val.as_str().unwrap_or("");
                 let n = s.chars().count();
@@ -640,13 +652,7 @@ impl<'q> Check<'q> {
             // the unit, as a Coding, is in the value set (a required binding)
             match unit_of(val) {
                 (Some(system), Some(code)) => {
-                    let coding = serde_json::json!({"system": system, "code": code});
-                    let b = Binding {
-                        strength: Strength::Required,
-                        value_set: vs.to_string(),
-                        additional: Vec::new(),
-                    };
-                    super::bindings::check(run, &coding, &b, "Coding", Pass::Base);
+                    in_value_set(run, &serde_json::json!({"system": system, "code": code}), vs);
                 }
                 _ => run.issue(
                     Severity::Error,
@@ -735,12 +741,7 @@ impl<'q> Check<'q> {
             if val.get("code").is_none() && kind == "open-choice" {
                 return false;
             }
-            let b = Binding {
-                strength: Strength::Required,
-                value_set: vs.to_string(),
-                additional: Vec::new(),
-            };
-            super::bindings::check(run, val, &b, "Coding", Pass::Base);
+            in_value_set(run, val, vs);
         } else if key != "valueCoding" && kind == "choice" {
             // Without options of the answer's type, a choice is answered with a Coding.
             run.issue(
