@@ -257,16 +257,13 @@ pub(crate) fn check_coding(run: &mut Run<'_, '_>, coding: &serde_json::Map<Strin
                 run.v.terminology.display(held, code),
             ) {
                 if !same_display(given, display) {
-                    let mark = run.path.len();
-                    run.path.push_str(".display");
-                    run.issue(
-                        Severity::Error,
+                    run.error_at(
+                        ".display",
                         "invalid",
                         format!(
                             "wrong display {given:?} for code {code:?} of {system}: the code system's display is {display:?}"
                         ),
                     );
-                    run.path.truncate(mark);
                 }
             }
         }
