@@ -57,11 +57,28 @@ pub struct AppState {
 /// Register every route on an actix `App`, from the operation table (`operations.rs`): each
 /// pattern is one resource, whose other methods answer 405 (and OPTIONS its `Allow`); the admin
 /// routes share one scope behind the administrators' gate.
+///
+/// Actix tries the patterns in registration order. The FHIR routes go first (every route's
+/// first segment is literal, so routes under different first segments never compete and their
+/// relative order changes nothing), and the hot read and search routes go right after the
+/// FHIR routes without placeholders, in their narrowed form (`operations::early_patterns`).
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let mut admin = admin::scope();
-    for route in operations::route_patterns() {
+    let (fhir, rest): (Vec<&str>, Vec<&str>) =
+        operations::route_patterns().partition(|r| r.starts_with("/fhir"));
+    let mut early_done = false;
+    for route in fhir {
+        if !early_done && route.contains('{') {
+            for (label, pattern) in operations::early_patterns() {
+                cfg.service(resource(pattern, label));
+            }
+            early_done = true;
+        }
+        cfg.service(resource(route, route));
+    }
+    for route in rest {
         match route.strip_prefix("/admin") {
-            Some(rest) => admin = admin.service(resource(rest, route)),
+            Some(path) => admin = admin.service(resource(path, route)),
             None => {
                 cfg.service(resource(route, route));
             }
@@ -325,11 +342,29 @@ mod tests {
     ) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
         let actix = req
             .match_pattern()
+            .map(|p| without_segment_regexes(&p))
             .unwrap_or_else(|| "unmatched".to_string());
         let ours = route_label(req.path());
         let (req, _) = req.into_parts();
         let body = format!("{actix} {ours}");
         Ok(ServiceResponse::new(req, HttpResponse::Ok().body(body)))
+    }
+
+    /// `{name:regex}` placeholders written `{name}`, as the table writes them.
+    fn without_segment_regexes(pattern: &str) -> String {
+        let (mut out, mut placeholder, mut regex) = (String::new(), false, false);
+        for c in pattern.chars() {
+            match c {
+                '{' => placeholder = true,
+                '}' => (placeholder, regex) = (false, false),
+                ':' if placeholder => regex = true,
+                _ => {}
+            }
+            if !regex {
+                out.push(c);
+            }
+        }
+        out
     }
 
     #[actix_web::test]
@@ -356,6 +391,12 @@ mod tests {
             "/fhir/Patient/_search",
             "/fhir/Patient/_history",
             "/fhir/Patient/p1",
+            "/fhir/Patient/_p1",
+            "/fhir/Patient/.p1",
+            "/fhir/_Patient/p1",
+            "/fhir/$Patient/p1",
+            "/fhir/.Patient",
+            "/fhir/_Patient",
             "/fhir/Patient/p1/_history",
             "/fhir/Patient/p1/$share",
             "/fhir/Measure/kpi-goal-attainment/$evaluate-measure",

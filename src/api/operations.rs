@@ -270,20 +270,44 @@ pub fn route_label(path: &str) -> &'static str {
     let Some(rest) = path.strip_prefix('/') else {
         return "unmatched";
     };
+    // Only patterns of as many segments can match: a length compare skips most of them.
+    let count = rest.bytes().filter(|b| *b == b'/').count() + 1;
     'pattern: for (route, pattern) in patterns {
-        let mut parts = rest.split('/');
-        for want in pattern {
-            match (parts.next(), want) {
-                (Some(got), Some(lit)) if got == *lit => {}
-                (Some(got), None) if !got.is_empty() => {}
+        if pattern.len() != count {
+            continue;
+        }
+        for (got, want) in rest.split('/').zip(pattern) {
+            match want {
+                Some(lit) if got == *lit => {}
+                None if !got.is_empty() => {}
                 _ => continue 'pattern,
             }
         }
-        if parts.next().is_none() {
-            return route;
-        }
+        return route;
     }
     "unmatched"
+}
+
+/// The hot routes' patterns as registered with actix ahead of the rest (`api::routes`), with
+/// their placeholders narrowed to what a FHIR type or id can be: neither starts with `_`, `$`
+/// or `.`, so no literal route (`_history`, `_search`, `$validate`, `.well-known`…) can match
+/// them and they need not wait behind every other pattern. Actix tries a pattern with
+/// placeholders as a regular expression, one after another in registration order: a read
+/// behind fifteen of them spent a tenth of its time in routing. Paths these do not match
+/// still reach the route's resource in the table's order.
+pub fn early_patterns() -> [(&'static str, &'static str); 2] {
+    const ID: &str = "[^/_$.][^/]*";
+    static EARLY: OnceLock<[String; 2]> = OnceLock::new();
+    let [read, search] = EARLY.get_or_init(|| {
+        [
+            format!("/fhir/{{type:{ID}}}/{{id:{ID}}}"),
+            format!("/fhir/{{type:{ID}}}"),
+        ]
+    });
+    [
+        ("/fhir/{type}/{id}", read.as_str()),
+        ("/fhir/{type}", search.as_str()),
+    ]
 }
 
 /// Whether anyone may call `path` without credentials.
