@@ -51,6 +51,7 @@ on_both_backends!(
     a_previous_runs_segments_are_copied_once_from_their_marks,
     a_journal_belongs_to_one_process,
     a_full_journal_makes_recorders_wait_and_drops_nothing,
+    a_line_that_is_not_a_record_is_left_out_and_counted,
 );
 
 fn config(queue_capacity: usize) -> AuditConfig {
@@ -217,6 +218,29 @@ async fn a_previous_runs_segments_are_copied_once_from_their_marks(
         entities,
         ["Patient/first", "Patient/second", "Patient/third"]
     );
+    auditor.shutdown().await;
+}
+
+async fn a_line_that_is_not_a_record_is_left_out_and_counted(engine: Arc<Engine>, dir: &Path) {
+    std::fs::create_dir_all(dir).expect("dir");
+    // Records on both sides of a line that is not one (a disk error, an edit by hand).
+    let mut content = line("Patient/before");
+    content.extend(b"{\"not\": \"a record\"}\n");
+    content.extend(line("Patient/after"));
+    std::fs::write(dir.join("0000000000001-dddddddddddd.journal"), &content).expect("write");
+    let auditor = Auditor::start(engine.clone(), &config(1000), "test-gw", Some(dir))
+        .await
+        .expect("auditor");
+    assert_journal_empty(&engine, dir).await;
+    let all = audit_events(&engine, "altid=client-j").await;
+    let entities: Vec<&str> = all
+        .iter()
+        .filter_map(|e| e["entity"][0]["what"]["reference"].as_str())
+        .collect();
+    assert_eq!(entities.len(), 2, "{entities:?}");
+    assert!(entities.contains(&"Patient/before") && entities.contains(&"Patient/after"));
+    let stats = auditor.stats().expect("enabled");
+    assert_eq!(stats.dropped.get(), 1);
     auditor.shutdown().await;
 }
 

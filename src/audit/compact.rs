@@ -26,9 +26,10 @@ pub const MAX_TEXT_BYTES: usize = 256;
 pub const GENESIS: &str = "00000000000000000000000000000000";
 
 /// The columns of one `audit_log` row, in table order (without `seq`, `chain_pos`, `hash`).
-/// A line of the audit journal is one of these as JSON, empty columns left out.
+/// A line of the audit journal is one of these as JSON, empty columns left out; when, what kind,
+/// which action and the outcome are always written, and a line without them is not a record (a
+/// stray JSON object must not become an empty row of the trail).
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
 pub struct Columns {
     pub recorded_ms: i64,
     pub kind: String,

@@ -678,24 +678,24 @@ async fn copy(
     consumed: &mut u64,
     lines: &[&[u8]],
 ) -> Result<u64, StoreError> {
-    let mut rows: Vec<Option<Columns>> = Vec::with_capacity(lines.len());
+    // Parsed once: `good` holds the records in line order, `bad` the lines that are not one.
+    let mut good: Vec<Columns> = Vec::with_capacity(lines.len());
+    let mut bad: Vec<usize> = Vec::new();
     let mut at = *pos;
-    for line in lines {
-        rows.push(match serde_json::from_slice::<Columns>(line) {
-            Ok(row) => Some(row),
+    for (i, line) in lines.iter().enumerate() {
+        match serde_json::from_slice::<Columns>(line) {
+            Ok(row) => good.push(row),
             Err(e) => {
                 tracing::error!(segment, byte = at, error = %e, "an audit journal line is not a record; left out");
-                None
+                bad.push(i);
             }
-        });
+        }
         at += line.len() as u64;
     }
-    let good: Vec<Columns> = rows.iter().flatten().cloned().collect();
-    let bad = (rows.len() - good.len()) as u64;
     for attempt in 0..ATTEMPTS {
         match write(engine, &good, segment, at).await {
             Ok(()) => {
-                stats.dropped.inc_by(bad);
+                stats.dropped.inc_by(bad.len() as u64);
                 *pos = at;
                 *consumed += lines.len() as u64;
                 return Ok(good.len() as u64);
@@ -707,6 +707,14 @@ async fn copy(
             }
         }
     }
+    let mut records = good.into_iter();
+    let rows = (0..lines.len()).map(|i| {
+        if bad.contains(&i) {
+            None
+        } else {
+            records.next()
+        }
+    });
     let mut written = 0u64;
     for (line, row) in lines.iter().zip(rows) {
         let end = *pos + line.len() as u64;
