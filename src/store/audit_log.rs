@@ -12,6 +12,8 @@
 //!
 //! A row is the AuditEvent with id `seq`, version 1, `lastUpdated` its `recorded`.
 
+use std::sync::OnceLock;
+
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
@@ -44,7 +46,7 @@ pub(crate) const INSERT_ROWS: usize = 500;
 pub(crate) fn insert_many(rows: &[Columns]) -> Sql {
     let names: Vec<&str> = TYPED_COLUMNS.iter().map(|(n, _)| *n).collect();
     insert_values(&names, rows, |sql, c| {
-        columns_as(sql, c, Nulls::Literal);
+        columns_as(sql, c);
     })
 }
 
@@ -154,30 +156,60 @@ const SQLITE_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
 /// Under a read load the ingester inserts a row per read. Handing SQLite the rows as one JSON
 /// array made it parse the array and look up each of 21 fields per row: about a third of the
 /// writer thread's time (docs/benchmarks.md). Bound values cost SQLite nothing to read.
+///
+/// The statement texts depend on the chunk size alone, so each is written once, with anonymous
+/// `?` placeholders (which [`Sql::sqlite_text`] passes through): writing 21 numbered
+/// placeholders per row and rewriting them for SQLite on every batch was a fifth of the
+/// instructions an audited read cost (`examples/audit_ingest.rs`).
 pub(crate) fn insert_sealed_sqlite(rows: &[SealedRow]) -> Vec<Sql> {
+    static TEXTS: OnceLock<Vec<String>> = OnceLock::new();
+    let texts = TEXTS.get_or_init(|| {
+        SQLITE_CHUNKS
+            .iter()
+            .map(|n| sealed_text_sqlite(*n))
+            .collect()
+    });
+    let mut out = Vec::new();
+    let mut rest = rows;
+    for (size, text) in SQLITE_CHUNKS.into_iter().zip(texts) {
+        while rest.len() >= size {
+            let (chunk, tail) = rest.split_at(size);
+            rest = tail;
+            let mut sql = Sql::from_text(text);
+            sql.binds
+                .reserve(size * (TYPED_COLUMNS.len() + SEAL_COLUMNS.len()));
+            for r in chunk {
+                sql.binds.extend(
+                    column_values(r.row)
+                        .into_iter()
+                        .map(|v| v.unwrap_or(Bind::Null)),
+                );
+                sql.binds.extend([
+                    Bind::Int(r.seq),
+                    Bind::Int(r.chain_pos),
+                    Bind::Text(r.hash.clone()),
+                ]);
+            }
+            out.push(sql);
+        }
+    }
+    out
+}
+
+/// `INSERT INTO audit_log (…) VALUES (?, …), …` for `rows` rows of [`TYPED_COLUMNS`] and
+/// [`SEAL_COLUMNS`].
+fn sealed_text_sqlite(rows: usize) -> String {
     let names: Vec<&str> = TYPED_COLUMNS
         .iter()
         .chain(&SEAL_COLUMNS)
         .map(|(n, _)| *n)
         .collect();
-    let mut out = Vec::new();
-    let mut rest = rows;
-    for size in SQLITE_CHUNKS {
-        while rest.len() >= size {
-            let (chunk, tail) = rest.split_at(size);
-            rest = tail;
-            out.push(insert_values(&names, chunk, |sql, r| {
-                columns_as(sql, r.row, Nulls::Bound);
-                sql.push(", ")
-                    .bind(Bind::Int(r.seq))
-                    .push(", ")
-                    .bind(Bind::Int(r.chain_pos))
-                    .push(", ")
-                    .text(&r.hash);
-            }));
-        }
-    }
-    out
+    let one = format!("({})", vec!["?"; names.len()].join(", "));
+    format!(
+        "INSERT INTO audit_log ({}) VALUES {}",
+        names.join(", "),
+        vec![one; rows].join(", ")
+    )
 }
 
 /// PostgreSQL: one `INSERT` of the sealed rows in `array`, a JSON array of [`SealedRow`], in the
@@ -201,66 +233,43 @@ pub(crate) fn insert_sealed_postgres(array: &str) -> Sql {
     sql
 }
 
-/// How [`columns_as`] writes a missing value.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Nulls {
-    /// `NULL` in the text (both databases).
-    Literal,
-    /// A bound NULL, so the text is the same whatever is missing (SQLite).
-    Bound,
+/// The row's [`TYPED_COLUMNS`] in order, separated by commas, a missing value as `NULL`.
+fn columns_as(sql: &mut Sql, c: &Columns) {
+    for (i, v) in column_values(c).into_iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        match v {
+            Some(b) => sql.bind(b),
+            None => sql.push("NULL"),
+        };
+    }
 }
 
-/// The row's [`TYPED_COLUMNS`] in order, separated by commas.
-fn columns_as(sql: &mut Sql, c: &Columns, nulls: Nulls) {
-    let null = |sql: &mut Sql| {
-        match nulls {
-            Nulls::Literal => sql.push("NULL"),
-            Nulls::Bound => sql.bind(Bind::Null),
-        };
-    };
-    sql.bind(Bind::Int(c.recorded_ms))
-        .push(", ")
-        .text(&c.kind)
-        .push(", ")
-        .text(&c.action)
-        .push(", ")
-        .bind(Bind::Int(c.outcome));
-    let opt_int = |sql: &mut Sql, v: Option<i64>| {
-        sql.push(", ");
-        match v {
-            Some(v) => {
-                sql.bind(Bind::Int(v));
-            }
-            None => null(sql),
-        }
-    };
-    let opt_text = |sql: &mut Sql, v: &Option<String>| {
-        sql.push(", ");
-        match v {
-            Some(v) => {
-                sql.text(v);
-            }
-            None => null(sql),
-        }
-    };
-    opt_int(sql, c.status);
-    for v in [
-        &c.client,
-        &c.client_kind,
-        &c.auth,
-        &c.orgs,
-        &c.peer,
-        &c.rtype,
-        &c.entity,
-        &c.patient,
-        &c.query,
-    ] {
-        opt_text(sql, v);
-    }
-    opt_int(sql, c.query_len);
-    for v in [&c.request_id, &c.failure, &c.forward] {
-        opt_text(sql, v);
-    }
+/// The row's values in [`TYPED_COLUMNS`] order, `None` where a column is empty.
+fn column_values(c: &Columns) -> [Option<Bind>; TYPED_COLUMNS.len()] {
+    let int = |v: Option<i64>| v.map(Bind::Int);
+    let text = |v: &Option<String>| v.clone().map(Bind::Text);
+    [
+        Some(Bind::Int(c.recorded_ms)),
+        Some(Bind::Text(c.kind.clone())),
+        Some(Bind::Text(c.action.clone())),
+        Some(Bind::Int(c.outcome)),
+        int(c.status),
+        text(&c.client),
+        text(&c.client_kind),
+        text(&c.auth),
+        text(&c.orgs),
+        text(&c.peer),
+        text(&c.rtype),
+        text(&c.entity),
+        text(&c.patient),
+        text(&c.query),
+        int(c.query_len),
+        text(&c.request_id),
+        text(&c.failure),
+        text(&c.forward),
+    ]
 }
 
 /// Where the audit journal's ingester has got to in one segment file (`audit_journal`).
@@ -632,4 +641,91 @@ pub(crate) fn export_page(after_seq: i64, since_ms: i64, limit: usize) -> Sql {
         .bind(Bind::Int(since_ms))
         .push(&format!(" ORDER BY seq LIMIT {limit}"));
     sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every column different and set, so that a value bound to the wrong column shows.
+    fn full_row(i: i64) -> Columns {
+        let t = |name: &str| Some(format!("{name}-{i}"));
+        Columns {
+            recorded_ms: 1_700_000_000_000 + i,
+            kind: format!("kind-{i}"),
+            action: format!("action-{i}"),
+            outcome: 4,
+            status: Some(200 + i),
+            client: t("client"),
+            client_kind: t("client_kind"),
+            auth: t("auth"),
+            orgs: t("orgs"),
+            peer: t("peer"),
+            rtype: t("rtype"),
+            entity: t("entity"),
+            patient: t("patient"),
+            query: t("query"),
+            query_len: Some(1000 + i),
+            request_id: t("request_id"),
+            failure: t("failure"),
+            forward: t("forward"),
+        }
+    }
+
+    /// The cached `?` texts and the binds built beside them agree: each row comes back from
+    /// SQLite with every column where it was, for batches cut into every chunk size.
+    #[tokio::test]
+    async fn sealed_rows_come_back_from_sqlite_column_for_column() {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .expect("in-memory SQLite");
+        super::super::migrate::run(&pool, super::super::Backend::Sqlite)
+            .await
+            .expect("migrations");
+        // 256 + 64 + 16 + 4 + 1 + 1: every chunk size once, the smallest twice.
+        let n = 342;
+        let rows: Vec<Columns> = (0..n).map(full_row).collect();
+        let sealed: Vec<SealedRow> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| SealedRow {
+                seq: i as i64 + 1,
+                chain_pos: i as i64 + 1,
+                hash: format!("hash-{i}"),
+                row,
+            })
+            .collect();
+        let statements = insert_sealed_sqlite(&sealed);
+        assert_eq!(statements.len(), 6);
+        for sql in &statements {
+            let text = sql.sqlite_text();
+            assert_eq!(text.matches('?').count(), sql.binds.len(), "{text:.80}");
+            super::super::sql::query_text(&text, &sql.binds)
+                .execute(&pool)
+                .await
+                .expect("insert");
+        }
+        let back = sqlx::query(&format!("SELECT {COLUMNS} FROM audit_log ORDER BY seq"))
+            .fetch_all(&pool)
+            .await
+            .expect("select");
+        assert_eq!(back.len(), n as usize);
+        for (i, r) in back.iter().enumerate() {
+            let got = row(r).expect("row");
+            assert_eq!(got.seq, i as i64 + 1);
+            assert_eq!(got.columns, rows[i], "row {i}");
+        }
+        let hashes: Vec<String> = sqlx::query("SELECT hash FROM audit_log ORDER BY seq")
+            .fetch_all(&pool)
+            .await
+            .expect("hashes")
+            .iter()
+            .map(|r| r.try_get::<String, _>(0).expect("hash"))
+            .collect();
+        assert_eq!(hashes[0], "hash-0");
+        assert_eq!(hashes[n as usize - 1], format!("hash-{}", n - 1));
+    }
 }
