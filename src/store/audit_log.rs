@@ -676,15 +676,7 @@ mod tests {
     /// SQLite with every column where it was, for batches cut into every chunk size.
     #[tokio::test]
     async fn sealed_rows_come_back_from_sqlite_column_for_column() {
-        sqlx::any::install_default_drivers();
-        let pool = sqlx::any::AnyPoolOptions::new()
-            .max_connections(1)
-            .connect("sqlite::memory:")
-            .await
-            .expect("in-memory SQLite");
-        super::super::migrate::run(&pool, super::super::Backend::Sqlite)
-            .await
-            .expect("migrations");
+        let pool = super::super::migrate::memory_sqlite().await;
         // 256 + 64 + 16 + 4 + 1 + 1: every chunk size once, the smallest twice.
         let n = 342;
         let rows: Vec<Columns> = (0..n).map(full_row).collect();

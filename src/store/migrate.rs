@@ -192,6 +192,20 @@ pub(super) fn statements(script: &str) -> Vec<String> {
         .collect()
 }
 
+/// A fresh in-memory SQLite database with every migration applied, on one connection (the
+/// unit tests' database).
+#[cfg(test)]
+pub(crate) async fn memory_sqlite() -> AnyPool {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
+        .await
+        .expect("in-memory SQLite");
+    run(&pool, Backend::Sqlite).await.expect("migrations");
+    pool
+}
+
 #[cfg(test)]
 mod tests {
     use super::statements;

@@ -885,15 +885,7 @@ mod tests {
     /// new gateway), one line per step.
     async fn sqlite_plan(sql: &Sql) -> Vec<String> {
         use sqlx::Row as _;
-        sqlx::any::install_default_drivers();
-        let pool = sqlx::any::AnyPoolOptions::new()
-            .max_connections(1)
-            .connect("sqlite::memory:")
-            .await
-            .expect("in-memory SQLite");
-        crate::store::migrate::run(&pool, Backend::Sqlite)
-            .await
-            .expect("migrations");
+        let pool = crate::store::migrate::memory_sqlite().await;
         let text = format!("EXPLAIN QUERY PLAN {}", sql.sqlite_text());
         crate::store::sql::query_text(&text, &sql.binds)
             .fetch_all(&pool)
