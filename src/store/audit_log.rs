@@ -159,7 +159,7 @@ const SQLITE_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
 ///
 /// The statement texts depend on the chunk size alone, so each is written once, with anonymous
 /// `?` placeholders (which [`Sql::sqlite_text`] passes through): writing 21 numbered
-/// placeholders per row and rewriting them for SQLite on every batch was a fifth of the
+/// placeholders per row and rewriting them for SQLite on every batch was a sixth of the
 /// instructions an audited read cost (`examples/audit_ingest.rs`).
 pub(crate) fn insert_sealed_sqlite(rows: &[SealedRow]) -> Vec<Sql> {
     static TEXTS: OnceLock<Vec<String>> = OnceLock::new();
