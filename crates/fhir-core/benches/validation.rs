@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use fhir_core::validation::Validator;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 #[path = "support/r4_examples.rs"]
 mod r4_examples;
@@ -120,6 +120,22 @@ fn bench(c: &mut Criterion) {
         b.iter(|| validator.validate(&careplan, &[]))
     });
 
+    // Large resources: the time per entry should not grow with the resource's size (references
+    // between Bundle entries, contained resources and dom-3 are looked up, not scanned).
+    let mut g = c.benchmark_group("large");
+    g.sample_size(10);
+    for n in [1_000usize, 4_000] {
+        let bundle = large_bundle(n);
+        g.bench_function(format!("collection Bundle, {n} referencing pairs"), |b| {
+            b.iter(|| validator.validate(&bundle, &[]))
+        });
+        let list = large_list(n);
+        g.bench_function(format!("List with {n} contained"), |b| {
+            b.iter(|| validator.validate(&list, &[]))
+        });
+    }
+    g.finish();
+
     let mut g = c.benchmark_group("load");
     g.sample_size(10);
     g.bench_function("base R4", |b| b.iter(|| Validator::r4().expect("load")));
@@ -127,6 +143,26 @@ fn bench(c: &mut Criterion) {
         b.iter(|| Validator::with_packages(&danish).expect("load"))
     });
     g.finish();
+}
+
+/// A collection Bundle of `n` Patients and `n` Observations, each pointing to one of them.
+fn large_bundle(n: usize) -> Value {
+    let url = |kind: &str, i: usize| format!("urn:uuid:00000000-0000-4000-8000-{kind}{i:011}");
+    let mut entry: Vec<Value> = (0..n)
+        .map(|i| json!({"fullUrl": url("0", i), "resource": {"resourceType": "Patient", "active": true}}))
+        .collect();
+    entry.extend((0..n).map(|i| {
+        json!({"fullUrl": url("1", i), "resource": {"resourceType": "Observation", "status": "final",
+            "code": {"text": "puls"}, "subject": {"reference": url("0", i)}}})
+    }));
+    json!({"resourceType": "Bundle", "type": "collection", "entry": entry})
+}
+
+/// A List of `n` contained Patients, each an entry of it.
+fn large_list(n: usize) -> Value {
+    json!({"resourceType": "List", "status": "current", "mode": "working",
+        "contained": (0..n).map(|i| json!({"resourceType": "Patient", "id": format!("p{i}")})).collect::<Vec<_>>(),
+        "entry": (0..n).map(|i| json!({"item": {"reference": format!("#p{i}")}})).collect::<Vec<_>>()})
 }
 
 criterion_group!(benches, bench);

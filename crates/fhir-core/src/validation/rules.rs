@@ -596,21 +596,15 @@ impl<'v> Run<'_, 'v> {
             Some((t, v)) => (t, Some(v)),
             None => (r, None),
         };
-        let same = |full: &str| {
-            let full = full.split("/_history/").next().unwrap_or(full);
-            full == target
-                || (!target.contains(':')
-                    && full.len() > target.len()
-                    && full.ends_with(target)
-                    && full.as_bytes()[full.len() - target.len() - 1] == b'/')
-        };
-        let matched: Vec<(&str, &Value)> = entries
-            .iter()
-            .filter_map(|e| {
-                Some((
-                    str_at(e, "fullUrl").filter(|f| same(f))?,
-                    e.get("resource")?,
-                ))
+        // Found through the Bundle's index: one look-up per reference, not a scan of every
+        // entry (a Bundle of n entries with as many references would cost n² comparisons).
+        let matched: Vec<(&str, &Value)> = self
+            .entry_index(entries)
+            .versions(target)
+            .into_iter()
+            .filter_map(|i| {
+                let e = entries.get(i)?;
+                Some((str_at(e, "fullUrl")?, e.get("resource")?))
             })
             .collect();
         // Versions of one resource share its fullUrl; the same `Type/id` under different bases

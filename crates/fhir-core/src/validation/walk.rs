@@ -21,6 +21,7 @@ use super::Validator;
 use crate::fhir::outcome::{Issue, Severity};
 use crate::fhir::{companion, member};
 
+mod contained;
 mod datatypes;
 mod element_rules;
 #[path = "extensions.rs"]
@@ -60,6 +61,8 @@ pub(crate) struct Run<'d, 'v> {
     pub path: String,
     /// The resources enclosing the current position, innermost last (for `#id` and `%resource`).
     pub resources: Vec<&'v Value>,
+    /// What the walk keeps of each of `resources` (contained ids, dom-3's references).
+    frames: Vec<contained::Frame<'v>>,
     /// Where each of `resources` starts in `path`.
     resource_marks: Vec<usize>,
     /// The outermost Bundle, for resolving references between entries.
@@ -97,6 +100,7 @@ impl<'d, 'v> Run<'d, 'v> {
             unknown_codes: Vec::new(),
             path: String::new(),
             resources: Vec::new(),
+            frames: Vec::new(),
             resource_marks: Vec::new(),
             bundle: None,
             bundle_index: std::cell::OnceCell::new(),
@@ -194,6 +198,7 @@ impl<'d, 'v> Run<'d, 'v> {
             self.bundle = Some(value);
         }
         self.resources.push(value);
+        self.open_frame();
         self.resource_marks.push(self.path.len());
         if let Some(Value::String(id)) = obj.get("id") {
             if !crate::fhir::is_valid_id(id) {
@@ -240,6 +245,7 @@ impl<'d, 'v> Run<'d, 'v> {
         let root = Node { prof: def, elem: 0 };
         self.constraints(value, root.el(), rtype, Pass::Base, None);
         self.object(obj, root, Pass::Base);
+        self.dom3(value, root.el());
         if rtype == "Bundle" {
             self.bundle_rules(obj);
         }
@@ -294,6 +300,7 @@ impl<'d, 'v> Run<'d, 'v> {
             }
         }
         self.scope = outer_scope;
+        self.close_frame(value);
         self.resources.pop();
         self.resource_marks.pop();
         if top {
@@ -705,6 +712,9 @@ impl<'d, 'v> Run<'d, 'v> {
                         format!("longer than the {max} characters allowed"),
                     );
                 }
+            }
+            if pass == Pass::Base {
+                self.note_local_ref(val, el, code);
             }
             self.element_rules(val, el, code, node.prof, pass);
             return;

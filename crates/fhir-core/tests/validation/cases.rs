@@ -560,6 +560,164 @@ fn invariants_are_evaluated_with_their_key() {
     );
 }
 
+/// dom-3 as R4 writes it. The walk checks it natively (its expression costs the square of the
+/// resource's size); our FHIRPath engine evaluating the expression is the reference here.
+const DOM3: &str = "contained.where((('#'+id in (%resource.descendants().reference | \
+    %resource.descendants().as(canonical) | %resource.descendants().as(uri) | \
+    %resource.descendants().as(url))) or descendants().where(reference = '#').exists() or \
+    descendants().where(as(canonical) = '#').exists() or \
+    descendants().where(as(canonical) = '#').exists()).not()).trace('unmatched', id).empty()";
+
+#[test]
+fn dom3_checked_natively_agrees_with_its_expression() {
+    let v = validator();
+    let expr = fhir_core::fhirpath::compile(DOM3).expect("dom-3 compiles");
+    let goal = |id: &str, extra: Value| {
+        let mut g = json!({"resourceType": "Goal", "lifecycleStatus": "active",
+            "description": {"text": "x"}, "subject": {"reference": "Patient/p1"}});
+        if !id.is_empty() {
+            g["id"] = json!(id);
+        }
+        merge(g, extra)
+    };
+    let careplan = |contained: Vec<Value>, extra: Value| {
+        merge(
+            json!({"resourceType": "CarePlan", "status": "active", "intent": "plan",
+                "subject": {"reference": "Patient/p1"}, "contained": contained}),
+            extra,
+        )
+    };
+    let none = json!({});
+    let cases = [
+        (
+            "a reference to it",
+            careplan(
+                vec![goal("g1", json!({}))],
+                json!({"goal": [{"reference": "#g1"}]}),
+            ),
+            true,
+        ),
+        (
+            "nothing refers to it",
+            careplan(vec![goal("g1", json!({}))], json!({})),
+            false,
+        ),
+        (
+            "one of two referenced",
+            careplan(
+                vec![goal("g1", json!({})), goal("g2", json!({}))],
+                json!({"goal": [{"reference": "#g1"}]}),
+            ),
+            false,
+        ),
+        (
+            "referenced from another contained resource",
+            careplan(
+                vec![
+                    goal("g1", json!({})),
+                    goal(
+                        "g2",
+                        json!({"note": [{"authorReference": {"reference": "#g1"}}]}),
+                    ),
+                ],
+                json!({"goal": [{"reference": "#g2"}]}),
+            ),
+            true,
+        ),
+        (
+            "refers back to its container",
+            careplan(
+                vec![goal("g1", json!({"subject": {"reference": "#"}}))],
+                json!({}),
+            ),
+            true,
+        ),
+        (
+            "a uri of # is no reference back",
+            careplan(
+                vec![goal(
+                    "g1",
+                    json!({"target": [{"measure":
+            {"coding": [{"system": "#", "code": "x"}]}}]}),
+                )],
+                json!({}),
+            ),
+            false,
+        ),
+        (
+            "named by a uri",
+            careplan(
+                vec![goal("g1", json!({}))],
+                json!({"instantiatesUri": ["#g1"]}),
+            ),
+            true,
+        ),
+        (
+            "named by a canonical",
+            careplan(
+                vec![goal("g1", json!({}))],
+                json!({"instantiatesCanonical": ["#g1"]}),
+            ),
+            true,
+        ),
+        (
+            "named in a string only",
+            careplan(vec![goal("g1", json!({}))], json!({"description": "#g1"})),
+            false,
+        ),
+        (
+            "in an extension's reference",
+            careplan(
+                vec![goal("g1", json!({}))],
+                json!({"extension":
+            [{"url": "http://example.org/x", "valueReference": {"reference": "#g1"}}]}),
+            ),
+            true,
+        ),
+        (
+            "without an id",
+            careplan(vec![goal("", none.clone())], none.clone()),
+            true,
+        ),
+    ];
+    for (what, r, expected) in cases {
+        let ctx = fhir_core::fhirpath::EvalContext::new(v.model(), &r);
+        let by_expression = expr.evaluate_boolean(&ctx).expect("evaluates") == Some(true);
+        let native = !issues(&r)
+            .iter()
+            .any(|(_, l, m)| l == "CarePlan" && m.contains("[dom-3]"));
+        assert_eq!(
+            native, by_expression,
+            "{what}: native and expression disagree"
+        );
+        assert_eq!(native, expected, "{what}");
+    }
+    // In a Bundle, each entry's resource is its own container: a `#g1` in another entry does
+    // not reach it.
+    let b = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "urn:uuid:6a0f1d0e-0d3c-4b7e-9f57-1b7c1d7e0a01",
+         "resource": careplan(vec![goal("g1", json!({}))], json!({}))},
+        {"fullUrl": "urn:uuid:6a0f1d0e-0d3c-4b7e-9f57-1b7c1d7e0a02",
+         "resource": careplan(vec![goal("g1", json!({}))], json!({"goal": [{"reference": "#g1"}]}))}]});
+    let located: Vec<String> = errors(&b)
+        .into_iter()
+        .filter(|(_, m)| m.contains("[dom-3]"))
+        .map(|(l, m)| {
+            assert!(m.contains("not referenced: #g1"), "{m}");
+            l
+        })
+        .collect();
+    assert_eq!(located, ["Bundle.entry[0].resource"]);
+}
+
+/// `base` with the members of `extra` set on it.
+fn merge(mut base: Value, extra: Value) -> Value {
+    if let (Some(o), Value::Object(e)) = (base.as_object_mut(), extra) {
+        o.extend(e);
+    }
+    base
+}
+
 #[test]
 fn extensions_out_of_their_context_are_flagged() {
     // patient-birthPlace is defined for Patient, not CarePlan

@@ -135,22 +135,17 @@ impl<'d, 'v> Run<'d, 'v> {
         self.bundle_entry(r)
     }
 
-    /// The contained resource with id `local` of the nearest enclosing resource that has one: a
-    /// Bundle entry's resource resolves its `#id` in its own `contained`, not in the Bundle's.
-    pub(super) fn contained(&self, local: &str) -> Option<&'v Value> {
-        self.resources.iter().rev().find_map(|c| {
-            c.get("contained")?
-                .as_array()?
-                .iter()
-                .find(|c| c.get("id").and_then(Value::as_str) == Some(local))
-        })
-    }
-
     /// The resource of the Bundle entry whose fullUrl is `r` (or ends with `/r` for relative refs).
     pub(super) fn bundle_entry(&self, r: &str) -> Option<&'v Value> {
         let entries = self.bundle?.get("entry")?.as_array()?;
-        let index = self.bundle_index.get_or_init(|| EntryIndex::new(entries));
-        entries.get(index.find(r)?)?.get("resource")
+        entries
+            .get(self.entry_index(entries).find(r)?)?
+            .get("resource")
+    }
+
+    /// The index of the Bundle's `entries`, built on first use.
+    pub(super) fn entry_index(&self, entries: &'v [Value]) -> &EntryIndex<'v> {
+        self.bundle_index.get_or_init(|| EntryIndex::new(entries))
     }
 
     /// Profile pass over a resource-typed element: the types (and profiles on them) the element
@@ -316,12 +311,27 @@ pub(super) struct EntryIndex<'v> {
     by_url: rustc_hash::FxHashMap<&'v str, usize>,
     /// Every part of each fullUrl after a `/` (`Patient/1` and `1` of `http://x/Patient/1`).
     by_tail: rustc_hash::FxHashMap<&'v str, usize>,
+    /// The entries (in order) under each fullUrl without its `/_history/…`, and under each part
+    /// of it after a `/`: the versions of one resource a reference may name.
+    versions_by_url: rustc_hash::FxHashMap<&'v str, Vec<usize>>,
+    versions_by_tail: rustc_hash::FxHashMap<&'v str, Vec<usize>>,
+}
+
+/// The parts of `full` after each of its `/` (none empty).
+fn tails(full: &str) -> impl Iterator<Item = &str> {
+    full.match_indices('/')
+        .filter(move |(p, _)| p + 1 < full.len())
+        .map(move |(p, _)| &full[p + 1..])
 }
 
 impl<'v> EntryIndex<'v> {
     pub(super) fn new(entries: &'v [Value]) -> Self {
-        let mut by_url = rustc_hash::FxHashMap::default();
-        let mut by_tail = rustc_hash::FxHashMap::default();
+        let mut index = EntryIndex {
+            by_url: Default::default(),
+            by_tail: Default::default(),
+            versions_by_url: Default::default(),
+            versions_by_tail: Default::default(),
+        };
         for (i, e) in entries.iter().enumerate() {
             let Some(full) = e.get("fullUrl").and_then(Value::as_str) else {
                 continue;
@@ -329,14 +339,41 @@ impl<'v> EntryIndex<'v> {
             if e.get("resource").is_none() {
                 continue;
             }
-            by_url.entry(full).or_insert(i);
-            for (p, _) in full.match_indices('/') {
-                if p + 1 < full.len() {
-                    by_tail.entry(&full[p + 1..]).or_insert(i);
-                }
+            index.by_url.entry(full).or_insert(i);
+            for tail in tails(full) {
+                index.by_tail.entry(tail).or_insert(i);
+            }
+            let unversioned = full.split("/_history/").next().unwrap_or(full);
+            index
+                .versions_by_url
+                .entry(unversioned)
+                .or_default()
+                .push(i);
+            for tail in tails(unversioned) {
+                index.versions_by_tail.entry(tail).or_default().push(i);
             }
         }
-        EntryIndex { by_url, by_tail }
+        index
+    }
+
+    /// The entries, in order, whose fullUrl without its version is `target`, or ends with
+    /// `/target` when `target` is relative (has no `:`).
+    pub(super) fn versions(&self, target: &str) -> Vec<usize> {
+        let exact = self
+            .versions_by_url
+            .get(target)
+            .map_or(&[][..], Vec::as_slice);
+        let tail = match target.contains(':') {
+            true => &[][..],
+            false => self
+                .versions_by_tail
+                .get(target)
+                .map_or(&[][..], Vec::as_slice),
+        };
+        let mut out: Vec<usize> = exact.iter().chain(tail).copied().collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// The index of the entry `r` names.
