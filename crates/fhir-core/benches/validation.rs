@@ -133,6 +133,10 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("List with {n} contained"), |b| {
             b.iter(|| validator.validate(&list, &[]))
         });
+        let response = large_response(n);
+        g.bench_function(format!("QuestionnaireResponse, {n} items"), |b| {
+            b.iter(|| validator.validate(&response, &[]))
+        });
     }
     g.finish();
 
@@ -163,6 +167,24 @@ fn large_list(n: usize) -> Value {
     json!({"resourceType": "List", "status": "current", "mode": "working",
         "contained": (0..n).map(|i| json!({"resourceType": "Patient", "id": format!("p{i}")})).collect::<Vec<_>>(),
         "entry": (0..n).map(|i| json!({"item": {"reference": format!("#p{i}")}})).collect::<Vec<_>>()})
+}
+
+/// A QuestionnaireResponse of `n` answered items, each enabled by the first item's answer, and
+/// `n` items the Questionnaire does not have (its Questionnaire contained).
+fn large_response(n: usize) -> Value {
+    let enabled = json!([{"question": "a", "operator": "=", "answerBoolean": true}]);
+    let mut q_items = vec![json!({"linkId": "a", "type": "boolean", "text": "Samtykke"})];
+    q_items.extend((0..n).map(|i| {
+        json!({"linkId": format!("i{i}"), "type": "string", "text": "Mål", "enableWhen": enabled})
+    }));
+    let mut items = vec![json!({"linkId": "a", "answer": [{"valueBoolean": true}]})];
+    items.extend(
+        (0..n).map(|i| json!({"linkId": format!("i{i}"), "answer": [{"valueString": "gå 100 m"}]})),
+    );
+    items.extend((0..n).map(|i| json!({"linkId": format!("x{i}")})));
+    json!({"resourceType": "QuestionnaireResponse", "status": "completed", "questionnaire": "#q",
+        "contained": [{"resourceType": "Questionnaire", "id": "q", "status": "active", "item": q_items}],
+        "item": items})
 }
 
 criterion_group!(benches, bench);

@@ -11,9 +11,11 @@
 //! Questionnaires, through [`QuestionnaireSource`]). One that cannot be found is a warning
 //! (information for `example.org` URLs, as the reference validator says it).
 
+use std::cell::{OnceCell, RefCell};
 use std::cmp::Ordering;
 use std::future::Future;
 
+use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
 use super::model::{Binding, Strength};
@@ -177,17 +179,15 @@ fn value_of<'a>(v: &'a Value, prefix: &str) -> Option<(&'a str, &'a Value)> {
     })
 }
 
-/// The whole Questionnaire's item with `link`, anywhere.
-fn find_anywhere<'q>(list: &'q [Value], link: &str) -> Option<&'q Value> {
+/// Every item of the Questionnaire `list` (nested ones too) by linkId, the first in document
+/// order for each.
+fn index_anywhere<'q>(list: &'q [Value], out: &mut FxHashMap<&'q str, &'q Value>) {
     for i in list {
-        if link_id(i) == Some(link) {
-            return Some(i);
+        if let Some(link) = link_id(i) {
+            out.entry(link).or_insert(i);
         }
-        if let Some(f) = find_anywhere(items(i), link) {
-            return Some(f);
-        }
+        index_anywhere(items(i), out);
     }
-    None
 }
 
 /// Whether `v` (an answer's or option's `value[x]`) equals `w`, both of type key `k`.
@@ -204,17 +204,40 @@ fn same_value(k: &str, v: &Value, w: &Value) -> bool {
     }
 }
 
-struct Check<'q> {
+/// The answers within one part of a response (its items, theirs, and their answers' items), by
+/// linkId.
+type Answers<'r> = FxHashMap<&'r str, Vec<&'r Value>>;
+
+/// One response against one Questionnaire. Items, groups and enableWhen answers are found
+/// through indexes, built on first use: a response or Questionnaire of n items costs n look-ups,
+/// not n² comparisons (both come from clients, up to `server.max_body_bytes`).
+struct Check<'q, 'r> {
     q: &'q Value,
     /// The response is not finished (any status but `completed` and `amended`): a missing
     /// required answer is a warning, as in HL7's validator.
     incomplete: bool,
+    /// The Questionnaire's items at any level, by linkId.
+    anywhere: OnceCell<FxHashMap<&'q str, &'q Value>>,
+    /// The answers within each part of the response enableWhen looked in (by its address).
+    answers: RefCell<FxHashMap<*const Value, Answers<'r>>>,
 }
 
-impl<'q> Check<'q> {
+impl<'q, 'r> Check<'q, 'r> {
+    /// The Questionnaire's item with `link`, at any level.
+    fn find_anywhere(&self, link: &str) -> Option<&'q Value> {
+        self.anywhere
+            .get_or_init(|| {
+                let mut all = FxHashMap::default();
+                index_anywhere(items(self.q), &mut all);
+                all
+            })
+            .get(link)
+            .copied()
+    }
+
     /// Check `container`'s items (the response, an item, or an answer) against `q_items`.
     /// `stack`: the containers from the response down to this one (for enableWhen).
-    fn items<'r>(
+    fn items(
         &self,
         run: &mut Run<'_, '_>,
         q_items: &'q [Value],
@@ -225,15 +248,21 @@ impl<'q> Check<'q> {
         let list = items(container);
         let mark = run.path.len();
         // linkId → indexes of the response items that carry an answer or items
-        let mut grouped: Vec<(&str, Vec<usize>)> = Vec::new();
+        let mut grouped: FxHashMap<&str, Vec<usize>> = FxHashMap::default();
+        let mut position: FxHashMap<&str, usize> = FxHashMap::default();
+        for (p, q) in q_items.iter().enumerate() {
+            if let Some(link) = link_id(q) {
+                position.entry(link).or_insert(p);
+            }
+        }
         let mut last = 0usize;
         for (i, item) in list.iter().enumerate() {
             let Some(link) = link_id(item) else {
                 continue; // required by the base definition, reported there
             };
             push_index(&mut run.path, "item", i);
-            match q_items.iter().position(|q| link_id(q) == Some(link)) {
-                None => match find_anywhere(items(self.q), link) {
+            match position.get(link).copied() {
+                None => match self.find_anywhere(link) {
                     Some(qi) => {
                         run.issue(
                             Severity::Error,
@@ -258,10 +287,7 @@ impl<'q> Check<'q> {
                     }
                     last = p;
                     if item.get("answer").is_some() || item.get("item").is_some() {
-                        match grouped.iter_mut().find(|(l, _)| *l == link) {
-                            Some((_, v)) => v.push(i),
-                            None => grouped.push((link, vec![i])),
-                        }
+                        grouped.entry(link).or_default().push(i);
                     }
                 }
             }
@@ -270,7 +296,7 @@ impl<'q> Check<'q> {
         for qi in q_items {
             let Some(link) = link_id(qi) else { continue };
             let enabled = self.enabled(qi, stack);
-            let found = grouped.iter().find(|(l, _)| *l == link).map(|(_, v)| v);
+            let found = grouped.get(link);
             match found {
                 Some(idx) => {
                     if idx.len() > 1 && !flag(qi, "repeats") {
@@ -331,7 +357,7 @@ impl<'q> Check<'q> {
     }
 
     /// One response item against its Questionnaire item.
-    fn item<'r>(
+    fn item(
         &self,
         run: &mut Run<'_, '_>,
         qi: &'q Value,
@@ -826,7 +852,7 @@ impl<'q> Check<'q> {
     }
 
     /// Whether the enableWhen conditions of `qi` hold, given the answers in the response.
-    fn enabled(&self, qi: &Value, stack: &[&Value]) -> bool {
+    fn enabled(&self, qi: &Value, stack: &[&'r Value]) -> bool {
         let Some(conds) = qi.get("enableWhen").and_then(Value::as_array) else {
             return true;
         };
@@ -842,7 +868,7 @@ impl<'q> Check<'q> {
         }
     }
 
-    fn condition(&self, c: &Value, stack: &[&Value]) -> bool {
+    fn condition(&self, c: &Value, stack: &[&'r Value]) -> bool {
         let Some(question) = c.get("question").and_then(Value::as_str) else {
             return true;
         };
@@ -851,13 +877,19 @@ impl<'q> Check<'q> {
             return true;
         };
         // the nearest enclosing part of the response that has the question answers it
-        let mut answers: Vec<&Value> = Vec::new();
-        for container in stack.iter().rev() {
-            collect_answers(container, question, &mut answers);
-            if !answers.is_empty() {
-                break;
-            }
-        }
+        let answers: Vec<&Value> = {
+            let mut cache = self.answers.borrow_mut();
+            stack
+                .iter()
+                .rev()
+                .find_map(|container| {
+                    let within = cache
+                        .entry(*container as *const Value)
+                        .or_insert_with(|| answers_within(container));
+                    within.get(question).filter(|a| !a.is_empty()).cloned()
+                })
+                .unwrap_or_default()
+        };
         if op == "exists" {
             return want.as_bool() == Some(!answers.is_empty());
         }
@@ -890,17 +922,26 @@ impl<'q> Check<'q> {
 }
 
 /// Every answer of items with `link` under `container` (through items and answers).
-fn collect_answers<'r>(container: &'r Value, link: &str, out: &mut Vec<&'r Value>) {
-    for item in items(container) {
-        let answers = item.get("answer").and_then(Value::as_array);
-        if link_id(item) == Some(link) {
-            out.extend(answers.into_iter().flatten());
-        }
-        collect_answers(item, link, out);
-        for a in answers.into_iter().flatten() {
-            collect_answers(a, link, out);
+/// The answers within `container` (a response, an item or an answer), by linkId: those of its
+/// items, of their items and of their answers' items, at any depth.
+fn answers_within(container: &Value) -> Answers<'_> {
+    fn walk<'r>(container: &'r Value, out: &mut Answers<'r>) {
+        for item in items(container) {
+            let answers = item.get("answer").and_then(Value::as_array);
+            if let Some(link) = link_id(item) {
+                out.entry(link)
+                    .or_default()
+                    .extend(answers.into_iter().flatten());
+            }
+            walk(item, out);
+            for a in answers.into_iter().flatten() {
+                walk(a, out);
+            }
         }
     }
+    let mut out = Answers::default();
+    walk(container, &mut out);
+    out
 }
 
 /// The FHIR type of a `value[x]` key as locations name it: `valueDateTime` → `dateTime`,
@@ -978,7 +1019,12 @@ pub(crate) fn check(run: &mut Run<'_, '_>, qr: &Value, q: &Value) {
         qr.get("status").and_then(Value::as_str),
         Some("completed" | "amended")
     );
-    let c = Check { q, incomplete };
+    let c = Check {
+        q,
+        incomplete,
+        anywhere: OnceCell::new(),
+        answers: RefCell::new(FxHashMap::default()),
+    };
     let mut stack = Vec::new();
     c.items(run, items(q), qr, &mut stack);
 }
