@@ -734,3 +734,37 @@ fn extensions_out_of_their_context_are_flagged() {
         "{all:#?}"
     );
 }
+
+/// A StructureDefinition with `n` slices of `path` (constraining `base_type`).
+fn sliced_profile(base_type: &str, path: &str, n: usize) -> Value {
+    let mut element = vec![json!({"id": base_type, "path": base_type})];
+    element.extend((0..n).map(|i| {
+        json!({"id": format!("{path}:s{i}"), "path": path, "sliceName": format!("s{i}"), "max": "1"})
+    }));
+    json!({"resourceType": "StructureDefinition", "url": "http://example.org/StructureDefinition/big",
+        "name": "Big", "status": "draft", "kind": "resource", "abstract": false, "type": base_type,
+        "baseDefinition": format!("http://hl7.org/fhir/StructureDefinition/{base_type}"),
+        "derivation": "constraint", "differential": {"element": element}})
+}
+
+#[test]
+fn snapshot_generation_of_a_profile_being_validated_is_bounded() {
+    let at = "StructureDefinition.differential";
+    // 1,000 differential elements are generated (the largest real profiles have a few hundred)
+    let e = errors(&sliced_profile("Patient", "Patient.extension", 999));
+    assert!(!e.iter().any(|(l, _)| l == at), "{e:#?}");
+    // one more is refused, saying why
+    let e = errors(&sliced_profile("Patient", "Patient.extension", 1_000));
+    assert!(
+        e.iter()
+            .any(|(l, m)| l == at && m.contains("snapshots are generated for at most 1000")),
+        "{e:#?}"
+    );
+    // slices that each copy a large subtree stop the snapshot at its bound
+    let e = errors(&sliced_profile("Bundle", "Bundle.entry", 900));
+    assert!(
+        e.iter()
+            .any(|(l, m)| l == at && m.contains("grows past 10000 elements")),
+        "{e:#?}"
+    );
+}
