@@ -483,3 +483,37 @@ fn from_json_reports_malformed_files() {
     let bad_step = json!({"resources": {"Patient": {"x": {"type": "token", "paths": [[1]]}}}});
     assert!(SearchParamRegistry::from_json(&bad_step).is_err());
 }
+
+#[test]
+fn repeated_values_are_indexed_once_in_first_seen_order() {
+    let tok = |c: &str| IndexValue::Token {
+        system: None,
+        code: c.into(),
+    };
+    let mut values = vec![
+        tok("b"),
+        IndexValue::Number(0.0),
+        tok("a"),
+        tok("b"),
+        IndexValue::Number(-0.0),
+        IndexValue::Uri("b".into()),
+        tok("a"),
+    ];
+    dedup(&mut values);
+    assert_eq!(
+        values,
+        [
+            tok("b"),
+            IndexValue::Number(0.0),
+            tok("a"),
+            IndexValue::Uri("b".into())
+        ]
+    );
+    // many values: each once, in order
+    let mut many: Vec<IndexValue> = (0..20_000)
+        .map(|i| tok(&format!("v{}", i % 5_000)))
+        .collect();
+    dedup(&mut many);
+    assert_eq!(many.len(), 5_000);
+    assert_eq!(many[4_999], tok("v4999"));
+}
