@@ -265,27 +265,49 @@ fn segments(route: &'static str) -> Segments {
 /// equal), or `"unmatched"`. Paths are compared segment by segment against patterns prepared
 /// once, without regular expressions: this runs on every request.
 pub fn route_label(path: &str) -> &'static str {
-    static PATTERNS: OnceLock<Vec<(&'static str, Segments)>> = OnceLock::new();
-    let patterns = PATTERNS.get_or_init(|| route_patterns().map(|r| (r, segments(r))).collect());
+    /// The table's patterns, and where `api::routes` registers the early patterns among them
+    /// (before the first FHIR route with a placeholder).
+    type Table = (Vec<(&'static str, Segments)>, usize);
+    static PATTERNS: OnceLock<Table> = OnceLock::new();
+    let (patterns, early_at) = PATTERNS.get_or_init(|| {
+        let all: Vec<_> = route_patterns().map(|r| (r, segments(r))).collect();
+        let at = all
+            .iter()
+            .position(|(r, _)| r.starts_with("/fhir") && r.contains('{'))
+            .unwrap_or(all.len());
+        (all, at)
+    });
     let Some(rest) = path.strip_prefix('/') else {
         return "unmatched";
     };
     // Only patterns of as many segments can match: a length compare skips most of them.
     let count = rest.bytes().filter(|b| *b == b'/').count() + 1;
-    'pattern: for (route, pattern) in patterns {
-        if pattern.len() != count {
-            continue;
-        }
-        for (got, want) in rest.split('/').zip(pattern) {
-            match want {
-                Some(lit) if got == *lit => {}
-                None if !got.is_empty() => {}
-                _ => continue 'pattern,
-            }
-        }
+    let first = |table: &[(&'static str, Segments)]| {
+        table.iter().find_map(|(route, pattern)| {
+            let matches = pattern.len() == count
+                && rest.split('/').zip(pattern).all(|(got, want)| match want {
+                    Some(lit) => got == *lit,
+                    None => !got.is_empty(),
+                });
+            matches.then_some(*route)
+        })
+    };
+    if let Some(route) = first(&patterns[..*early_at]) {
         return route;
     }
-    "unmatched"
+    // The read and search routes next, as actix tries them (`early_patterns`): a FHIR path
+    // whose type and id do not start with `_`, `$` or `.` is theirs, without comparing it with
+    // the two dozen patterns of the same length before them in the table.
+    let narrowed = |s: &str| !s.is_empty() && !s.starts_with(['_', '$', '.']);
+    if let Some(tail) = rest.strip_prefix("fhir/") {
+        let [(read, _), (search, _)] = early_patterns();
+        match tail.split_once('/') {
+            Some((t, id)) if narrowed(t) && narrowed(id) && !id.contains('/') => return read,
+            None if narrowed(tail) => return search,
+            _ => {}
+        }
+    }
+    first(&patterns[*early_at..]).unwrap_or("unmatched")
 }
 
 /// The hot routes' patterns as registered with actix ahead of the rest (`api::routes`), with
