@@ -178,8 +178,9 @@ pub async fn observe(
     if let Some(state) = &state {
         let limited = limits::limited_path(req.path());
         // The client's address: the connection's, or a trusted proxy's word for it.
-        let client = origin::client_ip(req.request(), &state.config.server)
-            .map(|ip| std::net::SocketAddr::new(ip, 0));
+        let ip = origin::client_ip(req.request(), &state.config.server);
+        req.extensions_mut().insert(origin::ClientIp(ip));
+        let client = ip.map(|ip| std::net::SocketAddr::new(ip, 0));
         let peer = limits::peer_key(client);
         let open = operations::route_is_open(route);
         let charged_peer = limited && (open || !auth::recognized(&state.auth, &req));
@@ -277,10 +278,11 @@ pub async fn observe(
     }
     if let Some(state) = &state {
         state.metrics.observe(route, &method, status, elapsed);
-        // Recorded already when a write's transaction carried the record (and succeeded).
+        // Recorded already when a write's transaction carried the record (and succeeded); with
+        // the audit trail off, no record is built.
         let in_tx = scoped.is_some_and(|s| s.recorded() > 0) && status < 400;
         let written = audit::written(res.response());
-        let record = match in_tx {
+        let record = match in_tx || !state.auditor.is_enabled() {
             true => None,
             false => audit::record(
                 res.request(),

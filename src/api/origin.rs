@@ -14,7 +14,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use actix_web::http::header::{HeaderMap, HOST};
-use actix_web::HttpRequest;
+use actix_web::{HttpMessage as _, HttpRequest};
 
 use crate::config::{ForwardedHeaders, ServerConfig, TrustedProxies};
 
@@ -72,8 +72,17 @@ fn of_via(req: &HttpRequest, proxies: &TrustedProxies, family: ForwardedHeaders)
 
 /// The client's address alone (for rate limits and the audit trail).
 pub fn client_ip(req: &HttpRequest, server: &ServerConfig) -> Option<IpAddr> {
+    if let Some(&ClientIp(ip)) = req.extensions().get::<ClientIp>() {
+        return ip;
+    }
     of(req, server).client
 }
+
+/// The client's address as [`client_ip`] found it, kept on the request by the middleware
+/// (`api::observe`): the rate limits, authentication's loopback check and the audit record
+/// each ask, and the forwarding headers are read once.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIp(pub Option<IpAddr>);
 
 /// The decision, apart from actix: `peer` is the connection's peer, `own_*` what the
 /// connection itself says.
