@@ -294,6 +294,11 @@ fn parts(rec: &CareRecord) -> Vec<(ResourceType, String)> {
     out
 }
 
+/// How many resources the record maps to (bounded per request by `limits.max_bundle_entries`).
+pub fn part_count(rec: &CareRecord) -> usize {
+    parts(rec).len()
+}
+
 /// `Type/id` of each of [`parts`].
 fn part_refs(parts: &[(ResourceType, String)]) -> Vec<String> {
     parts.iter().map(|(t, id)| format!("{t}/{id}")).collect()

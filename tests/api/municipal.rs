@@ -288,6 +288,35 @@ async fn the_nesting_limit_applies_to_records() {
     assert_eq!(count(&app, "CarePlan").await, 0);
 }
 
+/// A record's resources are written in one transaction, bounded like a posted transaction
+/// Bundle (`limits.max_bundle_entries`): one more than allowed is refused whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_that_map_to_more_resources_than_a_transaction_may_hold_are_refused() {
+    use crate::helpers::{spawn_app_with, Db};
+    let rec = fixture("haderslev-hjortebro-intervention.json");
+    // the fixture's own count of parts, then a limit just below it
+    let (status, posted) = {
+        let app = spawn_app_with(Db::Sqlite, |_| {})
+            .await
+            .expect("SQLite app");
+        post_record(&app, &rec, None).await
+    };
+    assert_eq!(status, 201, "{posted}");
+    let app = spawn_app_with(Db::Sqlite, |c| c.limits.max_bundle_entries = 10)
+        .await
+        .expect("SQLite app");
+    let (status, oo) = post_record(&app, &rec, None).await;
+    assert_eq!(status, 422, "{oo}");
+    assert_eq!(oo["issue"][0]["code"], "too-costly", "{oo}");
+    assert!(
+        oo["issue"][0]["diagnostics"]
+            .as_str()
+            .is_some_and(|d| d.contains("at most 10 are written in one request")),
+        "{oo}"
+    );
+    assert_eq!(count(&app, "CarePlan").await, 0);
+}
+
 /// A record with only the CPR gets the citizen's name and birth date from the patient registry;
 /// posting it again is "unchanged" (the cache answers); a registry that cannot be reached fails
 /// the post with 503 and stores nothing.
