@@ -32,8 +32,10 @@ pub enum PreferReturn {
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     pub request_id: String,
-    /// The FHIR base URL as the client sees it, e.g. `http://127.0.0.1:8080/fhir`.
-    pub base: String,
+    /// The FHIR base URL, worked out on first use: [`RequestContext::base`].
+    base: std::cell::OnceCell<String>,
+    /// The request, for what is worked out only when asked.
+    req: HttpRequest,
     /// `Prefer: return=…`, if the client sent one (FHIR endpoints default to representation;
     /// the municipal ones answer a summary unless representation is asked for).
     pub prefer_return: Option<PreferReturn>,
@@ -75,15 +77,6 @@ impl RequestContext {
                 }
             }
         }
-        let state = req.app_data::<web::Data<AppState>>();
-        // Never actix's `connection_info()`: it believes forwarding headers from anyone.
-        let base = match state.map(|s| &s.config.server) {
-            Some(server) if !server.base_url.is_empty() => {
-                server.base_url.trim_end_matches('/').to_string()
-            }
-            Some(server) => format!("{}/fhir", super::origin::of(req, server).authority_url()),
-            None => format!("{}/fhir", super::origin::direct(req).authority_url()),
-        };
         // The middleware refuses unauthenticated requests to every endpoint but the open ones;
         // this is the second lock on the same door.
         let caller = req.extensions().get::<Caller>().cloned();
@@ -100,10 +93,33 @@ impl RequestContext {
                 .get::<RequestId>()
                 .map(|r| r.0.clone())
                 .unwrap_or_default(),
-            base,
+            base: std::cell::OnceCell::new(),
+            req: req.clone(),
             prefer_return,
             lenient,
             query,
+        })
+    }
+}
+
+impl RequestContext {
+    /// The FHIR base URL as the client sees it, e.g. `http://127.0.0.1:8080/fhir`: the
+    /// configured `server.base_url`, or the request's origin under the proxy settings. Worked
+    /// out when first asked (a read or a search page without links never needs it).
+    pub fn base(&self) -> &str {
+        self.base.get_or_init(|| {
+            let req = &self.req;
+            let state = req.app_data::<web::Data<AppState>>();
+            // Never actix's `connection_info()`: it believes forwarding headers from anyone.
+            match state.map(|s| &s.config.server) {
+                Some(server) if !server.base_url.is_empty() => {
+                    server.base_url.trim_end_matches('/').to_string()
+                }
+                Some(server) => {
+                    format!("{}/fhir", super::origin::of(req, server).authority_url())
+                }
+                None => format!("{}/fhir", super::origin::direct(req).authority_url()),
+            }
         })
     }
 }

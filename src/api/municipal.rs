@@ -146,7 +146,7 @@ pub async fn post(
         &validator,
         rec,
         warnings,
-        &ctx.base,
+        ctx.base(),
         answer,
     )
     .await?;
@@ -156,7 +156,7 @@ pub async fn post(
     };
     let location = format!(
         "{}/municipal/v1/care-records/{}?municipality={}",
-        ctx.base.trim_end_matches("/fhir"),
+        ctx.base().trim_end_matches("/fhir"),
         posted.record.record_id,
         posted.record.municipality.code
     );
@@ -184,7 +184,7 @@ pub async fn get(
         .iter()
         .find(|(k, _)| k == "municipality")
         .map(|(_, v)| v.as_str());
-    let rec = municipal::fetch(&state.engine, &ctx.access, &id, municipality, &ctx.base).await?;
+    let rec = municipal::fetch(&state.engine, &ctx.access, &id, municipality, ctx.base()).await?;
     let body = serde_json::to_string(&rec)
         .map_err(|e| FhirError::internal(format!("serializing the record: {e}")))?;
     Ok(HttpResponse::Ok()
@@ -209,7 +209,7 @@ pub async fn post_discharge_note(
         forwarder: &state.forwarder,
         gln: &state.config.forwarding.gln,
     };
-    let accepted = send::send(&services, &ctx.access, &ctx.base, note, warnings).await?;
+    let accepted = send::send(&services, &ctx.access, ctx.base(), note, warnings).await?;
     let body = serde_json::json!({
         "noteId": accepted.note_id,
         "messageId": accepted.message_id,
@@ -240,7 +240,7 @@ pub async fn get_hospital_events(
         .iter()
         .find(|(k, _)| k == "municipality")
         .map(|(_, v)| v.as_str());
-    let rec = municipal::fetch(&state.engine, &ctx.access, &id, municipality, &ctx.base).await?;
+    let rec = municipal::fetch(&state.engine, &ctx.access, &id, municipality, ctx.base()).await?;
     let citizen = crate::medcom::citizen_key(&format!("{}|{}", vocab::CPR, rec.citizen.cpr));
     let store = state.engine.store();
     let events = store.hospital_events(&citizen).await?;

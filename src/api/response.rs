@@ -70,7 +70,7 @@ pub fn written(ctx: &RequestContext, w: &Written) -> HttpResponse {
     let status = StatusCode::from_u16(w.status).unwrap_or(StatusCode::OK);
     let mut b = HttpResponse::build(status);
     version_headers(&mut b, w.version, w.last_updated_ms);
-    let location = format!("{}/{}/{}/_history/{}", ctx.base, w.rtype, w.id, w.version);
+    let location = format!("{}/{}/{}/_history/{}", ctx.base(), w.rtype, w.id, w.version);
     if let Ok(v) = HeaderValue::from_str(&location) {
         b.insert_header((header::LOCATION, v.clone()));
         if w.status == 201 {

@@ -42,7 +42,7 @@ pub async fn audit(
                 ("_elements".to_string(), "id".to_string()),
             ],
             false,
-            &ctx.base,
+            ctx.base(),
         )
         .await
     {
@@ -79,7 +79,7 @@ pub async fn audit(
             ResourceType::AUDIT_EVENT,
             &pairs,
             false,
-            &ctx.base,
+            ctx.base(),
         )
         .await
     {

@@ -257,7 +257,7 @@ pub(super) async fn flows_body(
             ResourceType::CARE_PLAN,
             &pairs,
             false,
-            &ctx.base,
+            ctx.base(),
         )
         .await?;
     let bundle: Value = serde_json::from_str(&bundle).unwrap_or(Value::Null);

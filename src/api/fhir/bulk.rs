@@ -66,7 +66,7 @@ async fn kick_off(
         .as_ref()
         .ok_or_else(crate::api::auth::unauthenticated)?;
     let path = req.path().strip_prefix("/fhir").unwrap_or(req.path());
-    let mut request_url = format!("{}{path}", ctx.base);
+    let mut request_url = format!("{}{path}", ctx.base());
     if !req.query_string().is_empty() {
         request_url.push('?');
         request_url.push_str(req.query_string());
@@ -78,7 +78,7 @@ async fn kick_off(
         request_url,
     };
     let id = state.bulk.kick_off(caller, &ctx.access, &k).await?;
-    let status_url = format!("{}/$export-status/{id}", ctx.base);
+    let status_url = format!("{}/$export-status/{id}", ctx.base());
     let text = format!("export accepted; poll {status_url} for its status");
     Ok(HttpResponse::Accepted()
         .insert_header((header::CONTENT_LOCATION, status_url))
@@ -109,7 +109,7 @@ pub async fn status(
             ))
             .finish()),
         BulkStatus::Completed => {
-            let manifest = state.bulk.manifest(&job, &ctx.base)?;
+            let manifest = state.bulk.manifest(&job, ctx.base())?;
             let mut res = HttpResponse::Ok();
             res.content_type("application/json");
             if let Some(t) = job.expires_ms {

@@ -28,7 +28,7 @@ pub async fn transaction_or_batch(
     Ok(ok_json(
         state
             .engine
-            .process_bundle(&ctx.access, kind, entries, &ctx.base, answer)
+            .process_bundle(&ctx.access, kind, entries, ctx.base(), answer)
             .await?,
     ))
 }

@@ -17,7 +17,7 @@ pub async fn system(
     Ok(ok_json(
         state
             .engine
-            .history(&ctx.access, HistoryScope::System, &ctx.query, &ctx.base)
+            .history(&ctx.access, HistoryScope::System, &ctx.query, ctx.base())
             .await?,
     ))
 }
@@ -36,7 +36,7 @@ pub async fn by_type(
                 &ctx.access,
                 HistoryScope::Type(rtype),
                 &ctx.query,
-                &ctx.base,
+                ctx.base(),
             )
             .await?,
     ))
@@ -57,7 +57,7 @@ pub async fn instance(
                 &ctx.access,
                 HistoryScope::Instance(rtype, &id),
                 &ctx.query,
-                &ctx.base,
+                ctx.base(),
             )
             .await?,
     ))

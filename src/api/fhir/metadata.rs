@@ -212,7 +212,7 @@ pub async fn metadata(
     Ok(ok_json(
         capability_statement(
             state.engine.registry(),
-            &ctx.base,
+            ctx.base(),
             &state.started,
             crate::api::smart::oauth_uris(&state.config),
         )

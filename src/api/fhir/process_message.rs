@@ -24,7 +24,7 @@ pub async fn post(
     }
     let done = state
         .forwarder
-        .submit(&ctx.access, body.0, None, &ctx.base)
+        .submit(&ctx.access, body.0, None, ctx.base())
         .await?;
     let text = if done.created {
         format!(

@@ -58,7 +58,7 @@ async fn run(
             Engine::resource_type(rtype)?,
             pairs,
             ctx.lenient,
-            &ctx.base,
+            ctx.base(),
         )
         .await?;
     Ok(ok_json(bundle))
