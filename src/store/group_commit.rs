@@ -146,6 +146,10 @@ pub(crate) struct GroupWriter {
     commits: Arc<AtomicU64>,
 }
 
+/// Most SQL text a transaction buffers before it takes the writer and sends its statements one
+/// by one ([`GroupTx::write`]); a create or update is a few kilobytes.
+pub(crate) const MAX_BUFFERED_TEXT: usize = 256 * 1024;
+
 /// One logical write transaction.
 ///
 /// Its statements are buffered until it first needs the connection; then the savepoint is
@@ -644,9 +648,17 @@ impl GroupTx {
     /// what a unique violation of it means.
     pub(crate) async fn write(&mut self, sql: Sql, conflict: StoreError) -> Result<(), StoreError> {
         if self.guard.is_none() {
-            self.pending.append(sql);
-            self.conflict.get_or_insert(conflict);
-            return Ok(());
+            if self.pending.text.len() + sql.text.len() <= MAX_BUFFERED_TEXT {
+                self.pending.append(sql);
+                self.conflict.get_or_insert(conflict);
+                return Ok(());
+            }
+            // A large transaction (a resource with thousands of search values, a big Bundle):
+            // the writer now, what is buffered sent, and from here each statement on its own.
+            // One text of n statements costs SQLite n copies of its rest (sqlx gives the text's
+            // length without a terminator, so each prepare duplicates what is left): a Patient
+            // with 300,000 given names held the writer for 166 s that way.
+            self.conn().await?;
         }
         let mut sql = sql;
         let prefix = self.statement_prefix();

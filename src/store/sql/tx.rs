@@ -200,12 +200,22 @@ impl StoreTx for SqlTx {
         match &mut self.tx {
             // The statements share one numbering of `$n`, which SQLite binds across statements,
             // and go to SQLite with the transaction's next read or at its commit.
+            // In pieces of at most `MAX_BUFFERED_TEXT`: SQLite copies the rest of a
+            // multi-statement text for each statement it prepares, so a version with thousands
+            // of search values must not go as one text (`GroupTx::write`).
             TxConn::Sqlite(g) => {
-                let mut all = Sql::default();
+                let mut piece = Sql::default();
                 for s in statements {
-                    all.append(s);
+                    if !piece.text.is_empty()
+                        && piece.text.len() + s.text.len()
+                            > crate::store::group_commit::MAX_BUFFERED_TEXT
+                    {
+                        g.write(std::mem::take(&mut piece), conflict.clone())
+                            .await?;
+                    }
+                    piece.append(s);
                 }
-                g.write(all, conflict).await
+                g.write(piece, conflict).await
             }
             // PostgreSQL's extended protocol takes one statement at a time.
             TxConn::Postgres(t) => {
