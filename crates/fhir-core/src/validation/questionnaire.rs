@@ -921,7 +921,6 @@ impl<'q, 'r> Check<'q, 'r> {
     }
 }
 
-/// Every answer of items with `link` under `container` (through items and answers).
 /// The answers within `container` (a response, an item or an answer), by linkId: those of its
 /// items, of their items and of their answers' items, at any depth.
 fn answers_within(container: &Value) -> Answers<'_> {

@@ -17,7 +17,7 @@ use crate::validation::primitive::truncate;
 
 /// A reference without its version (`…/_history/2`): the document rules ask whether the entry
 /// is there at all (versions are [`Run::bundle_versions`]' business).
-fn unversioned(r: &str) -> &str {
+pub(super) fn unversioned(r: &str) -> &str {
     r.split("/_history/").next().unwrap_or(r)
 }
 

@@ -39,8 +39,8 @@ const OVERRIDES: &[&str] = &[
 /// slices took 7 s. The largest profiles in the R4 package and the Danish IGs have 188
 /// differential and 256 snapshot elements; these bounds refuse none of them and keep a hostile
 /// profile to milliseconds.
-pub(crate) const MAX_DIFFERENTIAL: usize = 1_000;
-pub(crate) const MAX_SNAPSHOT: usize = 10_000;
+const MAX_DIFFERENTIAL: usize = 1_000;
+const MAX_SNAPSHOT: usize = 10_000;
 
 /// Element id → its `min` and `max` before the differential constrained it.
 type Cardinalities = HashMap<String, (Option<Value>, Option<Value>)>;

@@ -312,8 +312,8 @@ pub(super) struct EntryIndex<'v> {
     /// The parts of each fullUrl after its last four `/` (`Patient/1` and `1` of
     /// `http://x/Patient/1`): [`tails`].
     by_tail: rustc_hash::FxHashMap<&'v str, usize>,
-    /// The entries (in order) under each fullUrl without its `/_history/…`, and under each part
-    /// of it after a `/`: the versions of one resource a reference may name.
+    /// The entries (in order) under each fullUrl without its `/_history/…`, and under its
+    /// [`tails`]: the versions of one resource a reference may name.
     versions_by_url: rustc_hash::FxHashMap<&'v str, Vec<usize>>,
     versions_by_tail: rustc_hash::FxHashMap<&'v str, Vec<usize>>,
 }
@@ -347,7 +347,7 @@ impl<'v> EntryIndex<'v> {
             for tail in tails(full) {
                 index.by_tail.entry(tail).or_insert(i);
             }
-            let unversioned = full.split("/_history/").next().unwrap_or(full);
+            let unversioned = super::rules::unversioned(full);
             index
                 .versions_by_url
                 .entry(unversioned)
