@@ -281,14 +281,13 @@ pub async fn observe(
         // Recorded already when a write's transaction carried the record (and succeeded); with
         // the audit trail off, no record is built.
         let in_tx = scoped.is_some_and(|s| s.recorded() > 0) && status < 400;
-        let written = audit::written(res.response());
         let record = match in_tx || !state.auditor.is_enabled() {
             true => None,
             false => audit::record(
                 res.request(),
                 route,
                 status,
-                written.as_deref(),
+                audit::written(res.response()).as_deref(),
                 &id,
                 state.config.audit.max_query_bytes,
             ),

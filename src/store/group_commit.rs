@@ -657,7 +657,7 @@ impl GroupTx {
             // the writer now, what is buffered sent, and from here each statement on its own.
             // One text of n statements costs SQLite n copies of its rest (sqlx gives the text's
             // length without a terminator, so each prepare duplicates what is left): a Patient
-            // with 300,000 given names held the writer for 166 s that way.
+            // with 300,000 given names held the writer for minutes that way.
             self.conn().await?;
         }
         let mut sql = sql;

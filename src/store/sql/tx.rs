@@ -198,11 +198,11 @@ impl StoreTx for SqlTx {
             self.written.push((v.rtype.to_string(), v.id.to_string()));
         }
         match &mut self.tx {
-            // The statements share one numbering of `$n`, which SQLite binds across statements,
-            // and go to SQLite with the transaction's next read or at its commit.
-            // In pieces of at most `MAX_BUFFERED_TEXT`: SQLite copies the rest of a
-            // multi-statement text for each statement it prepares, so a version with thousands
-            // of search values must not go as one text (`GroupTx::write`).
+            // Joined into texts of at most `MAX_BUFFERED_TEXT` (each with one numbering of `$n`,
+            // which SQLite binds across its statements), sent with the transaction's next read
+            // or at its commit. SQLite copies the rest of a multi-statement text for each
+            // statement it prepares, so a version with thousands of search values must not go
+            // as one text (`GroupTx::write`).
             TxConn::Sqlite(g) => {
                 let mut piece = Sql::default();
                 for s in statements {
