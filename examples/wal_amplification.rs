@@ -79,6 +79,7 @@ fn main() {
                     synchronous: sync,
                     page_size,
                     audit_sync_ms: 0,
+                    direct_reads: true,
                 },
                 config.database.statement_timeout_ms,
                 &config.cache,

@@ -53,6 +53,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
         crate::store::SqliteTuning {
             synchronous: &config.database.sqlite_synchronous,
             page_size: config.database.sqlite_page_size,
+            direct_reads: config.database.sqlite_direct_reads,
             audit_sync_ms: config.audit.max_unsynced_ms,
         },
         config.database.statement_timeout_ms,

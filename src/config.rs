@@ -397,6 +397,9 @@ pub struct DatabaseConfig {
     /// SQLite only: the page size a new database file is created with (512–65536, a power of
     /// two); an existing file keeps its own.
     pub sqlite_page_size: u32,
+    /// SQLite only: reads by key (read, vread, and `_include`d and referenced resources) run on
+    /// the request's own thread instead of a round trip to sqlx's connection thread.
+    pub sqlite_direct_reads: bool,
     /// Every statement is stopped after this long (0: never): PostgreSQL's `statement_timeout`
     /// on each pooled session, SQLite's progress handler. The request gets 503 with `Retry-After`.
     pub statement_timeout_ms: u64,

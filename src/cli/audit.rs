@@ -22,6 +22,7 @@ async fn open(config: &Config) -> anyhow::Result<std::sync::Arc<dyn Storage>> {
         crate::store::SqliteTuning {
             synchronous: &config.database.sqlite_synchronous,
             page_size: config.database.sqlite_page_size,
+            direct_reads: config.database.sqlite_direct_reads,
             audit_sync_ms: 0,
         },
         0,

@@ -948,6 +948,7 @@ mod tests {
                 synchronous: "full",
                 page_size: 4096,
                 audit_sync_ms,
+                direct_reads: true,
             },
             0,
             &cache,

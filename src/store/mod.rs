@@ -506,6 +506,8 @@ pub struct SqliteTuning<'a> {
     pub synchronous: &'a str,
     pub page_size: u32,
     pub audit_sync_ms: u64,
+    /// Reads by key on the calling thread, not sqlx's (`database.sqlite_direct_reads`).
+    pub direct_reads: bool,
 }
 
 impl<'a> From<&'a str> for SqliteTuning<'a> {
@@ -514,6 +516,7 @@ impl<'a> From<&'a str> for SqliteTuning<'a> {
             synchronous,
             page_size: 4096,
             audit_sync_ms: 0,
+            direct_reads: true,
         }
     }
 }
