@@ -17,6 +17,9 @@
 # READ_PCT and SEARCH_PCT (default 70 and 20; the rest are writes) change the mix, for example
 # READ_PCT=100 SEARCH_PCT=0 for reads alone. UPDATE_PCT (default 50) is the share of the writes
 # that are updates of existing Goals; the rest create Observations.
+# Each row also gives the process's CPU time (user + system) and the bytes it wrote to storage
+# (/proc/PID/io write_bytes: the WAL, the checkpoints, the audit journal) per request, read a
+# second after the run so that the work a request leaves behind counts.
 # EXTRA_TOML='…' is appended to the gateway's configuration, while loading and for the mix (for
 # example EXTRA_TOML=$'[audit]\nenabled = false' to see what the audit trail costs, or
 # EXTRA_TOML=$'[database]\nsqlite_page_size = 2048' for a file with smaller pages).
@@ -101,21 +104,38 @@ start_gateway "$CACHE_MIB" "${EXTRA_TOML:-}"
 HELLO_PID=$!
 sleep 0.5
 
-printf '| %-24s | %10s | %8s | %8s | %8s | %8s | %8s |\n' run req/s p50 p99 "vs hello" non-2xx "RSS MiB"
-echo "|--------------------------|-----------:|---------:|---------:|---------:|---------:|---------:|"
-row() { # name output pid
-  local out=$2 rps p50 p99 non2xx ratio
+# CPU ticks (user + system) and bytes written to storage by a process so far.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+written() { awk '/^write_bytes/ {print $2}' "/proc/$1/io"; }
+printf '| %-24s | %10s | %8s | %8s | %8s | %8s | %8s | %10s | %12s |\n' run req/s p50 p99 "vs hello" non-2xx "RSS MiB" "CPU µs/req" "written/req"
+echo "|--------------------------|-----------:|---------:|---------:|---------:|---------:|---------:|-----------:|-------------:|"
+row() { # name output pid cpu_ticks_before bytes_before
+  local out=$2 rps p50 p99 non2xx ratio requests cpu io
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  requests=$(echo "$out" | awk '/requests in/ {print $1}')
+  # The work a request leaves behind (its audit record's copy, the WAL's checkpoint) is its
+  # own: wait for the process to go quiet before reading its CPU time and bytes written.
+  sleep 1
+  cpu=$(awk -v a="$4" -v b="$(ticks "$3")" -v n="$requests" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", (b - a) * 1e6 / hz / n }')
+  io=$(awk -v a="$5" -v b="$(written "$3")" -v n="$requests" 'BEGIN { printf "%.1f KiB", (b - a) / 1024 / n }')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
   non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
   [ -z "${CEILING:-}" ] && CEILING=$rps
   ratio=$(awk -v a="$rps" -v b="$CEILING" 'BEGIN { printf "%.0f %%", 100 * a / b }')
-  printf '| %-24s | %10s | %8s | %8s | %8s | %8s | %8s |\n' "$1" "$rps" "$p50" "$p99" "$ratio" "${non2xx:-0}" "$(rss_mib "$3")"
+  printf '| %-24s | %10s | %8s | %8s | %8s | %8s | %8s | %10s | %12s |\n' "$1" "$rps" "$p50" "$p99" "$ratio" "${non2xx:-0}" "$(rss_mib "$3")" "$cpu" "$io"
 }
-row "hello (actix ceiling)" "$(wrk -t$THREADS -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$HELLO_PORT/hello")" "$HELLO_PID"
+measure() { # name pid wrk-arguments...
+  local name=$1 pid=$2 t0 b0 out
+  shift 2
+  t0=$(ticks "$pid"); b0=$(written "$pid")
+  out=$(wrk -t$THREADS -c"$CONNS" -d"${DURATION}s" --latency "$@")
+  row "$name" "$out" "$pid" "$t0" "$b0"
+}
+measure "hello (actix ceiling)" "$HELLO_PID" "http://127.0.0.1:$HELLO_PORT/hello"
 MIX="${READ_PCT:-70}/${SEARCH_PCT:-20}/$((100 - ${READ_PCT:-70} - ${SEARCH_PCT:-20}))"
-row "mix $MIX, $DB" "$(CITIZENS=$CITIZENS TOKEN=$TOKEN wrk -t$THREADS -c"$CONNS" -d"${DURATION}s" --latency -s scripts/workload.lua "http://127.0.0.1:$GW_PORT")" "$GW_PID"
+export CITIZENS TOKEN
+measure "mix $MIX, $DB" "$GW_PID" -s scripts/workload.lua "http://127.0.0.1:$GW_PORT"
 curl -sf -H "Authorization: Bearer $TOKEN" http://127.0.0.1:$GW_PORT/metrics \
   | grep -E '^sektorbro_audit_events_(written|dropped)_total' || true
 if grep -qiE 'error|panic' "$WORK/gw.log"; then echo "gateway log errors:"; grep -iE 'error|panic' "$WORK/gw.log" | head -5; fi

@@ -21,6 +21,12 @@ pub struct AuditHint(pub Interaction);
 #[derive(Debug, Clone)]
 pub struct AuditEntity(pub String);
 
+/// Set by a handler on its response: the Patient id the resource it answered with is about
+/// (`StoredResource::citizen`), so that a read of a citizen's CarePlan is found by
+/// `AuditEvent?patient=`, as a read of the Patient is.
+#[derive(Debug, Clone)]
+pub struct AuditCitizen(pub String);
+
 /// Longest path segment (type, id, version) kept in a record: ids are at most 64 characters.
 const MAX_SEGMENT_BYTES: usize = 128;
 
@@ -43,6 +49,7 @@ pub fn record(
     route: &str,
     status: u16,
     written: Option<&str>,
+    citizen: Option<&str>,
     request_id: &str,
     max_query_bytes: usize,
 ) -> Option<AuditRecord> {
@@ -105,6 +112,9 @@ pub fn record(
             .and_then(|r| r.split('/').nth(1))
             .map(|id| PatientRef::Reference(format!("Patient/{id}")));
     }
+    if rec.patient.is_none() {
+        rec.patient = citizen.map(patient_ref);
+    }
     rec.set_query(req.query_string(), max_query_bytes);
     if status >= 400 {
         rec.failure = Some(
@@ -124,6 +134,7 @@ pub fn record(
 pub fn for_write(
     template: &AuditRecord,
     entity: Option<&str>,
+    citizen: Option<&str>,
     status: u16,
     interaction: Option<Interaction>,
 ) -> AuditRecord {
@@ -144,7 +155,20 @@ pub fn for_write(
                 .map(|id| PatientRef::Reference(format!("Patient/{id}")));
         }
     }
+    if r.patient.is_none() {
+        r.patient = citizen.map(patient_ref);
+    }
     r
+}
+
+/// The record's citizen from a Patient id (bounded like the path's segments).
+fn patient_ref(id: &str) -> PatientRef {
+    PatientRef::Reference(format!("Patient/{}", cut(id, MAX_SEGMENT_BYTES)))
+}
+
+/// The [`AuditCitizen`] a handler set on its response.
+pub fn citizen<B>(res: &actix_web::HttpResponse<B>) -> Option<String> {
+    res.extensions().get::<AuditCitizen>().map(|c| c.0.clone())
 }
 
 /// The [`AuditEntity`] a handler set on its response.

@@ -250,14 +250,16 @@ pub async fn observe(
                     route,
                     200,
                     None,
+                    None,
                     &id,
                     st.config.audit.max_query_bytes,
                 );
-                let maker: crate::audit::in_tx::Maker = Box::new(move |entity, status, kind| {
-                    template
-                        .as_ref()
-                        .map(|t| audit::for_write(t, entity, status, kind))
-                });
+                let maker: crate::audit::in_tx::Maker =
+                    Box::new(move |entity, citizen, status, kind| {
+                        template
+                            .as_ref()
+                            .map(|t| audit::for_write(t, entity, citizen, status, kind))
+                    });
                 let (s, fut) = crate::audit::in_tx::scope(maker, next.call(req));
                 scoped = Some(s);
                 fut.instrument(span.clone()).await?.map_into_left_body()
@@ -288,6 +290,7 @@ pub async fn observe(
                 route,
                 status,
                 audit::written(res.response()).as_deref(),
+                audit::citizen(res.response()).as_deref(),
                 &id,
                 state.config.audit.max_query_bytes,
             ),

@@ -16,9 +16,10 @@ use std::rc::Rc;
 use super::{AuditRecord, Interaction};
 use crate::store::{StoreError, StoreTx};
 
-/// Builds the request's record of a committed write: `(entity written, HTTP status, the
-/// interaction when a handler named it)`.
-pub type Maker = Box<dyn Fn(Option<&str>, u16, Option<Interaction>) -> Option<AuditRecord>>;
+/// Builds the request's record of a committed write: `(entity written, the Patient id it is
+/// about, HTTP status, the interaction when a handler named it)`.
+pub type Maker =
+    Box<dyn Fn(Option<&str>, Option<&str>, u16, Option<Interaction>) -> Option<AuditRecord>>;
 
 struct Current {
     make: Maker,
@@ -58,14 +59,16 @@ pub fn set_interaction(interaction: Interaction) {
 }
 
 /// Commit `tx`, with the current request's audit record of this write in it (if there is a
-/// request): `entity` is what was written (`Type/id/_history/v`), `status` the answer it gets.
+/// request): `entity` is what was written (`Type/id/_history/v`), `citizen` the Patient id it is
+/// about, `status` the answer it gets.
 pub async fn commit(
     mut tx: Box<dyn StoreTx>,
     entity: Option<&str>,
+    citizen: Option<&str>,
     status: u16,
 ) -> Result<(), StoreError> {
     let record = CURRENT
-        .try_with(|c| (c.make)(entity, status, c.interaction.borrow().clone()))
+        .try_with(|c| (c.make)(entity, citizen, status, c.interaction.borrow().clone()))
         .ok()
         .flatten();
     let Some(record) = record else {

@@ -112,7 +112,7 @@ impl Engine {
         retrying(|| async {
             let mut tx = self.store().begin().await?;
             enqueue_with_grants(tx.as_mut(), job, grants).await?;
-            crate::audit::in_tx::commit(tx, None, 202).await?;
+            crate::audit::in_tx::commit(tx, None, None, 202).await?;
             Ok(())
         })
         .await
@@ -177,7 +177,7 @@ impl Engine {
                 }
                 Extra::Nothing => 200,
             };
-            crate::audit::in_tx::commit(tx, None, status).await?;
+            crate::audit::in_tx::commit(tx, None, None, status).await?;
             Ok(written)
         })
         .await?;

@@ -123,6 +123,8 @@ pub struct Written {
     pub content: Option<String>,
     /// A conditional create found this existing resource and wrote nothing.
     pub matched_existing: bool,
+    /// The Patient id the written version is about (`access::citizen_of`), for its audit record.
+    pub citizen: Option<String>,
 }
 
 /// A write whose target id is decided (phase one of a write).

@@ -51,7 +51,8 @@ impl Engine {
             ),
         };
         tx.grant(&grant, now_ms()).await?;
-        crate::audit::in_tx::commit(tx, Some(&format!("Patient/{patient_id}")), 200).await?;
+        let entity = format!("Patient/{patient_id}");
+        crate::audit::in_tx::commit(tx, Some(&entity), Some(patient_id), 200).await?;
         Ok(grant)
     }
 
@@ -163,7 +164,13 @@ impl Engine {
             0 => format!("{}/{}", written.rtype, written.id),
             v => format!("{}/{}/_history/{v}", written.rtype, written.id),
         };
-        crate::audit::in_tx::commit(tx, Some(&entity), written.status).await?;
+        crate::audit::in_tx::commit(
+            tx,
+            Some(&entity),
+            written.citizen.as_deref(),
+            written.status,
+        )
+        .await?;
         Ok(written)
     }
 
@@ -377,6 +384,7 @@ impl Engine {
                 last_updated_ms: 0,
                 content: None,
                 matched_existing: true,
+                citizen: None,
             }),
             Resolved::Create {
                 rtype,
@@ -425,6 +433,7 @@ impl Engine {
                 last_updated_ms: 0,
                 content: None,
                 matched_existing: false,
+                citizen: None,
             }),
             Resolved::Delete { rtype, id } => {
                 tx.lock(&format!("res:{rtype}/{id}")).await?;
@@ -433,6 +442,7 @@ impl Engine {
                 let head = head.filter(|h| {
                     access.writable().decides(&rtype, h.owner.as_deref()) == Some(true)
                 });
+                let citizen = head.as_ref().and_then(|h| h.citizen.clone());
                 let (version, last_updated_ms) = match head {
                     Some(h) if !h.deleted => {
                         let now = now_ms();
@@ -463,6 +473,7 @@ impl Engine {
                     last_updated_ms,
                     content: None,
                     matched_existing: false,
+                    citizen,
                 })
             }
         }
@@ -536,6 +547,7 @@ impl Engine {
             last_updated_ms: now,
             content: Some(content),
             matched_existing: false,
+            citizen,
         })
     }
 }

@@ -336,7 +336,7 @@ impl Forwarder {
             let mut tx = self.engine.store().begin().await?;
             tx.record_hospital_event(event).await?;
             tx.enqueue(&job).await?;
-            crate::audit::in_tx::commit(tx, None, 202).await?;
+            crate::audit::in_tx::commit(tx, None, None, 202).await?;
             Ok(())
         })
         .await?;

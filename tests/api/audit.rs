@@ -161,3 +161,92 @@ mod a_refused_message_is_a_dead_letter_on {
         super::a_refused_message_is_a_dead_letter_audited_as_a_serious_failure(Db::Postgres).await;
     }
 }
+
+/// "Who saw this citizen's data": a read of a citizen's CarePlan (a plain read, a version read,
+/// a conditional read answered 304) and a write of it carry the citizen, so
+/// `AuditEvent?patient=` finds them as it finds reads of the Patient itself. A resource about
+/// nobody carries none.
+async fn reads_and_writes_of_a_citizens_resources_are_found_by_patient(db: Db) {
+    let Some(app) = crate::helpers::spawn_app(db).await else {
+        return;
+    };
+    let patient = app
+        .create(&json!({"resourceType": "Patient", "name": [{"family": "Holm"}]}))
+        .await;
+    let pid = patient["id"].as_str().expect("patient id").to_string();
+    let mut plan = app
+        .create(
+            &json!({"resourceType": "CarePlan", "status": "active", "intent": "plan",
+            "subject": {"reference": format!("Patient/{pid}")}}),
+        )
+        .await;
+    let plan_id = plan["id"].as_str().expect("plan id").to_string();
+    let org = app
+        .create(&json!({"resourceType": "Organization", "name": "Hjemmeplejen"}))
+        .await;
+    let org_id = org["id"].as_str().expect("org id");
+    app.get_json(&format!("CarePlan/{plan_id}"), 200).await;
+    app.get_json(&format!("CarePlan/{plan_id}/_history/1"), 200)
+        .await;
+    let not_modified = app
+        .client
+        .get(app.url(&format!("CarePlan/{plan_id}")))
+        .header("If-None-Match", "W/\"1\"")
+        .send()
+        .await
+        .expect("conditional read");
+    assert_eq!(not_modified.status(), 304);
+    plan["status"] = json!("completed");
+    let updated = app.put(&format!("CarePlan/{plan_id}"), &plan).await;
+    assert_eq!(updated.status(), 200);
+    app.get_json(&format!("Organization/{org_id}"), 200).await;
+
+    // The Patient's create, the CarePlan's create, three reads and the update.
+    let events = audit_events(&app, &format!("patient=Patient/{pid}"), 6).await;
+    let about_the_plan: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["entity"].as_array().into_iter().flatten().any(|en| {
+                en["what"]["reference"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with(&format!("CarePlan/{plan_id}")))
+            })
+        })
+        .collect();
+    let mut subtypes: Vec<String> = about_the_plan
+        .iter()
+        .filter_map(|e| e["subtype"][0]["code"].as_str().map(str::to_string))
+        .collect();
+    subtypes.sort();
+    assert_eq!(
+        subtypes,
+        ["create", "read", "read", "update", "vread"],
+        "{about_the_plan:#?}"
+    );
+    let org_reads = audit_events(
+        &app,
+        &format!("entity=Organization/{org_id}&subtype=read"),
+        1,
+    )
+    .await;
+    assert_eq!(org_reads.len(), 1);
+    let entities = org_reads[0]["entity"].as_array().expect("entities");
+    assert!(
+        !entities.iter().any(|en| en["what"]["reference"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("Patient/"))),
+        "an Organization's read names no citizen: {entities:#?}"
+    );
+}
+
+mod reads_and_writes_of_a_citizens_resources_are_found_by_patient_on {
+    use crate::helpers::Db;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::reads_and_writes_of_a_citizens_resources_are_found_by_patient(Db::Sqlite).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::reads_and_writes_of_a_citizens_resources_are_found_by_patient(Db::Postgres).await;
+    }
+}

@@ -2,6 +2,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use crate::api::audit::AuditCitizen;
 use crate::api::context::{FhirBody, JsonBytes, RequestContext, JSON_PATCH};
 use crate::api::response::{self, version_headers, FHIR_JSON};
 use crate::api::AppState;
@@ -158,6 +159,7 @@ pub async fn read(
     let rtype = Engine::resource_type(&rtype)?;
     let subset = Subset::of(&ctx.query)?;
     let r = state.engine.read(&ctx.access, rtype, &id).await?;
+    let citizen = r.citizen.clone().map(AuditCitizen);
     let etag = format!("W/\"{}\"", r.version);
     if req
         .headers()
@@ -167,11 +169,17 @@ pub async fn read(
     {
         let mut b = HttpResponse::NotModified();
         version_headers(&mut b, r.version, r.last_updated_ms);
+        if let Some(c) = citizen {
+            b.extensions_mut().insert(c);
+        }
         return Ok(b.finish());
     }
     let body = subset.body(r.content.unwrap_or_default())?;
     let mut b = HttpResponse::Ok();
     version_headers(&mut b, r.version, r.last_updated_ms);
+    if let Some(c) = citizen {
+        b.extensions_mut().insert(c);
+    }
     Ok(b.content_type(FHIR_JSON).body(body))
 }
 
@@ -188,6 +196,9 @@ pub async fn vread(
     let body = subset.body(r.content.unwrap_or_default())?;
     let mut b = HttpResponse::Ok();
     version_headers(&mut b, r.version, r.last_updated_ms);
+    if let Some(c) = r.citizen {
+        b.extensions_mut().insert(AuditCitizen(c));
+    }
     Ok(b.content_type(FHIR_JSON).body(body))
 }
 
