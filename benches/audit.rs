@@ -29,7 +29,8 @@ fn read_record() -> AuditRecord {
     r
 }
 
-/// A read of one of many CarePlans (a new id each time), as the middleware records it.
+/// A read of one of many Patients or CarePlans (a new id each time), as the middleware records
+/// it: a CarePlan's read names its citizen too.
 fn varied_read(n: usize) -> AuditRecord {
     let mut r = read_record();
     let id = uuid::Uuid::new_v4();
@@ -40,7 +41,8 @@ fn varied_read(n: usize) -> AuditRecord {
     } else {
         r.resource_type = Some("CarePlan".into());
         r.resource = Some(format!("CarePlan/{id}"));
-        r.patient = None;
+        let citizen = uuid::Uuid::new_v4();
+        r.patient = Some(PatientRef::Reference(format!("Patient/{citizen}")));
     }
     r.request_id = Some(uuid::Uuid::new_v4().to_string());
     r
