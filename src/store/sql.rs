@@ -276,8 +276,15 @@ impl SqlStore {
         let write =
             Writer::Sqlite(GroupWriter::new(&write, read.clone(), disk.clone(), relaxed).await?);
         let direct = match &timeout_file {
+            // Without them every read takes sqlx's pool, as before: slower, not wrong.
             Some(file) if tuning.direct_reads && !url.contains("mode=memory") => {
-                Some(DirectReads::open(file)?)
+                match DirectReads::open(file) {
+                    Ok(direct) => Some(direct),
+                    Err(e) => {
+                        tracing::warn!(error = %e, file = %file.display(), "cannot open read-only SQLite connections; reads by id go through the connection pool");
+                        None
+                    }
+                }
             }
             _ => None,
         };
