@@ -57,6 +57,11 @@ pub async fn authenticate(auth: &Authenticator, req: &ServiceRequest) -> Result<
                 "the Authorization header is not readable text".into(),
             ))
         })?;
+        // Recognized a moment ago (the rate limit asked): hashed and looked up already.
+        if let Some(Recognized(caller)) = req.extensions_mut().remove::<Recognized>() {
+            auth.note_recognized(&caller);
+            return Ok(caller);
+        }
         let token = crate::auth::bearer_token(value).map_err(refused)?;
         // Counts its own refusals.
         return auth.bearer(token, peer_is_loopback).await;
@@ -76,19 +81,30 @@ pub async fn authenticate(auth: &Authenticator, req: &ServiceRequest) -> Result<
 /// token accepted before (still cached), or a TLS client certificate (verified in the
 /// handshake) without a bearer token. Such requests skip the per-peer limit, so a flood of bad
 /// requests from a shared address (a NAT, a proxy) does not lock out its established clients.
+/// A recognized bearer token's caller is kept on the request for [`authenticate`].
 pub fn recognized(auth: &Authenticator, req: &ServiceRequest) -> bool {
     let peer_is_loopback = peer_is_loopback(req);
     match req.headers().get(header::AUTHORIZATION) {
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|v| crate::auth::bearer_token(v).ok())
-            .is_some_and(|t| auth.recognizes(t, peer_is_loopback)),
+        Some(value) => {
+            let caller = value
+                .to_str()
+                .ok()
+                .and_then(|v| crate::auth::bearer_token(v).ok())
+                .and_then(|t| auth.recognized(t, peer_is_loopback));
+            let known = caller.is_some();
+            if let Some(c) = caller {
+                req.extensions_mut().insert(Recognized(c));
+            }
+            known
+        }
         None => req
             .conn_data::<PeerCertificate>()
             .is_some_and(|c| auth.certificate_known(&c.subject)),
     }
 }
+
+/// The caller [`recognized`] found for the request's bearer token.
+struct Recognized(Caller);
 
 /// Loopback only when the connection is, and no trusted proxy on it relays someone else.
 pub(crate) fn peer_is_loopback(req: &ServiceRequest) -> bool {

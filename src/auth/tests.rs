@@ -572,6 +572,39 @@ async fn an_unreachable_jwks_is_a_503() {
     assert_eq!(e.issue_code(), "transient");
 }
 
+/// What the middleware's recognition answers is what `bearer` would: the same caller for a
+/// verified JWT still cached and for the development token on loopback, nothing for a token never
+/// verified, an expired-looking forgery or the development token from elsewhere; and a request
+/// authenticated that way is counted as `bearer` counts it.
+#[test]
+fn recognition_answers_as_bearer_would() {
+    let auth = pem_authenticator();
+    let token = sign(rs256(), &claims(), "rsa-a");
+    assert!(auth.recognized(&token, false).is_none(), "not verified yet");
+    let verified = verdict(&auth, &token).expect("valid");
+    let known = auth
+        .recognized(&format!(" {token} "), false)
+        .expect("cached");
+    assert_eq!(known.client.id, verified.client.id);
+    assert_eq!(known.method, AuthMethod::Jwt);
+    assert_eq!(
+        format!("{:?}", known.scopes),
+        format!("{:?}", verified.scopes)
+    );
+    auth.note_recognized(&known);
+    assert_eq!(auth.stats().cached.get(), 1);
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    assert!(auth.recognized(&forged, false).is_none());
+    let dev = auth.recognized(DEV_TOKEN, true).expect("loopback");
+    assert_eq!(dev.method, AuthMethod::DevToken);
+    auth.note_recognized(&dev);
+    assert_eq!(auth.stats().dev_token.get(), 1);
+    assert!(
+        auth.recognized(DEV_TOKEN, false).is_none(),
+        "not from elsewhere"
+    );
+}
+
 #[test]
 fn the_dev_token_works_on_loopback_only() {
     let auth = pem_authenticator(); // server.listen is 127.0.0.1:8080 by default

@@ -342,19 +342,37 @@ impl Authenticator {
     /// without any cryptography: the development token (from loopback) or a verified JWT still
     /// in its cache. One hash and one look-up; forged tokens are never recognized.
     pub fn recognizes(&self, token: &str, peer_is_loopback: bool) -> bool {
+        self.recognized(token, peer_is_loopback).is_some()
+    }
+
+    /// The caller of a token [`Authenticator::recognizes`], which [`Authenticator::bearer`]
+    /// would answer with: the request middleware asks both, and keeps this answer so that the
+    /// token is hashed and looked up once per request.
+    pub fn recognized(&self, token: &str, peer_is_loopback: bool) -> Option<Caller> {
         let token = token.trim();
         if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
-            return false;
+            return None;
         }
         let hash = sha256(token.as_bytes());
         if let Some(dev) = &self.dev {
             if constant_time_eq(&hash, &dev.token_hash) {
-                return peer_is_loopback;
+                return peer_is_loopback.then(|| dev.caller.clone());
             }
         }
         self.verified
             .get(&hash)
-            .is_some_and(|v| unix_now() <= v.exp)
+            .filter(|v| unix_now() <= v.exp)
+            .map(|v| v.caller.clone())
+    }
+
+    /// Count a request authenticated by a caller [`Authenticator::recognized`] found, as
+    /// [`Authenticator::bearer`] counts its own.
+    pub fn note_recognized(&self, caller: &Caller) {
+        let counter = match caller.method {
+            AuthMethod::DevToken => &self.stats.dev_token,
+            _ => &self.stats.cached,
+        };
+        counter.inc();
     }
 
     /// Count a refusal decided before a token reached [`Authenticator::bearer`] (no credentials,
