@@ -5,6 +5,8 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // Before anything opens a database: SQLite allocates through mimalloc too.
+    sektorbro::alloc::sqlite_on_mimalloc();
     match sektorbro::cli::run() {
         Ok(code) => code,
         Err(e) => {
