@@ -25,9 +25,15 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension as _};
 
 use crate::store::{StoreError, StoredResource};
 
-/// Connections kept between reads: one per thread that reads at once on a 2-core machine with
-/// a few spare; more are opened when needed and closed when returned past this.
-const KEEP: usize = 8;
+/// Connections kept between reads: two per core (actix runs a worker thread per core, and the
+/// background tasks read too), at least 8 and at most 64. More are opened when needed and
+/// closed when given back past this; a new connection reads the schema on its first statement,
+/// so too few kept would cost that on many reads.
+fn keep() -> usize {
+    std::thread::available_parallelism()
+        .map_or(8, |n| n.get() * 2)
+        .clamp(8, 64)
+}
 
 /// How long a direct read waits for a lock before the caller takes the pooled path: not at
 /// all, since the wait would hold the request's thread, which serves other connections too;
@@ -49,6 +55,8 @@ pub(super) enum Direct<T> {
 pub(super) struct DirectReads {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    /// How many idle connections are kept ([`keep`]).
+    keep: usize,
 }
 
 const READ: &str = "SELECT res_type, id, version, last_updated, deleted, content, owner, citizen \
@@ -63,6 +71,7 @@ impl DirectReads {
         let reads = DirectReads {
             path: path.to_path_buf(),
             idle: Mutex::new(Vec::new()),
+            keep: keep(),
         };
         let conn = reads.connect().map_err(err)?;
         reads.give_back(conn);
@@ -83,7 +92,7 @@ impl DirectReads {
 
     fn give_back(&self, conn: Connection) {
         if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < KEEP {
+            if idle.len() < self.keep {
                 idle.push(conn);
             }
         }
@@ -318,6 +327,8 @@ mod tests {
             panic!("g1 is there");
         };
         assert_eq!(now.version, 3);
+        // One thread reading in turn reuses the one connection opened at start.
+        assert_eq!(direct.idle.lock().map(|i| i.len()).unwrap_or(0), 1);
     }
 
     /// Direct connections are read-only, and an in-memory database has none.
