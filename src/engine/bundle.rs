@@ -177,7 +177,8 @@ impl Engine {
                 }
                 Extra::Nothing => 200,
             };
-            crate::audit::in_tx::commit(tx, None, None, status).await?;
+            let citizen = one_citizen(&written);
+            crate::audit::in_tx::commit(tx, None, citizen, status).await?;
             Ok(written)
         })
         .await?;
@@ -604,4 +605,13 @@ fn response_bundle(kind: &str, entries: Vec<Option<BundleEntry>>) -> String {
         "type": kind,
     });
     bundle_json::write(head, entries.into_iter().flatten().collect())
+}
+
+/// The citizen a transaction's writes are about, when they name exactly one (a municipal care
+/// record, a transaction of one citizen's resources and directory entries): its audit record
+/// carries it, as a single write's does. Several citizens, or none: `None`.
+fn one_citizen(written: &[(usize, Written)]) -> Option<&str> {
+    let mut citizens = written.iter().filter_map(|(_, w)| w.citizen.as_deref());
+    let first = citizens.next()?;
+    citizens.all(|c| c == first).then_some(first)
 }

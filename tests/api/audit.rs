@@ -223,6 +223,54 @@ async fn reads_and_writes_of_a_citizens_resources_are_found_by_patient(db: Db) {
         ["create", "read", "read", "update", "vread"],
         "{about_the_plan:#?}"
     );
+    // A transaction about one citizen (a new Patient and their CarePlan, by urn:uuid) carries
+    // that citizen; one about two carries none.
+    let one = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:6f1c7a52-3f0e-4c1e-9d0a-1b2c3d4e5f60",
+         "resource": {"resourceType": "Patient", "name": [{"family": "Krogh"}]},
+         "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "CarePlan", "status": "active", "intent": "plan",
+            "subject": {"reference": "urn:uuid:6f1c7a52-3f0e-4c1e-9d0a-1b2c3d4e5f60"}},
+         "request": {"method": "POST", "url": "CarePlan"}}]});
+    let answer = app.post("", &one).await;
+    assert_eq!(answer.status(), 200);
+    let answer: Value = answer.json().await.expect("transaction-response");
+    let krogh = answer["entry"][0]["response"]["location"]
+        .as_str()
+        .and_then(|l| l.split('/').nth(1))
+        .expect("the Patient's location")
+        .to_string();
+    let found = audit_events(
+        &app,
+        &format!("patient=Patient/{krogh}&subtype=transaction"),
+        1,
+    )
+    .await;
+    assert_eq!(found.len(), 1);
+    let two = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Goal", "lifecycleStatus": "active",
+            "description": {"text": "a"}, "subject": {"reference": format!("Patient/{pid}")}},
+         "request": {"method": "POST", "url": "Goal"}},
+        {"resource": {"resourceType": "Goal", "lifecycleStatus": "active",
+            "description": {"text": "b"}, "subject": {"reference": format!("Patient/{krogh}")}},
+         "request": {"method": "POST", "url": "Goal"}}]});
+    assert_eq!(app.post("", &two).await.status(), 200);
+    let all = audit_events(&app, "subtype=transaction", 2).await;
+    assert_eq!(all.len(), 2, "{all:#?}");
+    let about = |e: &Value, p: &str| {
+        e["entity"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|en| en["what"]["reference"].as_str() == Some(format!("Patient/{p}").as_str()))
+    };
+    assert_eq!(
+        all.iter()
+            .filter(|e| about(e, &pid) || about(e, &krogh))
+            .count(),
+        1,
+        "only the one-citizen transaction names a citizen: {all:#?}"
+    );
     let org_reads = audit_events(
         &app,
         &format!("entity=Organization/{org_id}&subtype=read"),
