@@ -361,6 +361,17 @@ pub(crate) fn query_text<'q>(
     q
 }
 
+/// The current version of a resource (`$1` type, `$2` id): [`search_sql::RESOURCE_COLUMNS`].
+/// Also read by `direct.rs`, which binds the placeholders in their order.
+const READ_SQL: &str = "SELECT r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content, \
+                        r.owner, r.citizen FROM resources r WHERE r.res_type = $1 AND r.id = $2";
+
+/// One version of a resource (`$1` type, `$2` id, `$3` version): [`search_sql::RESOURCE_COLUMNS`]
+/// and then `method`.
+const VREAD_SQL: &str = "SELECT r.res_type, r.id, r.version, r.last_updated, r.deleted, \
+                         r.content, r.owner, r.citizen, r.method FROM resource_versions r \
+                         WHERE r.res_type = $1 AND r.id = $2 AND r.version = $3";
+
 /// A row with [`search_sql::RESOURCE_COLUMNS`] as a stored resource.
 fn resource_row(row: &AnyRow, method: Option<String>) -> Result<StoredResource, StoreError> {
     let get = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
@@ -870,14 +881,12 @@ impl SqlStore {
         {
             return Ok(found);
         }
-        let row = sqlx::query(
-            "SELECT r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content, r.owner, r.citizen FROM resources r WHERE r.res_type = $1 AND r.id = $2",
-        )
-        .bind(rtype)
-        .bind(id)
-        .fetch_optional(&self.read)
-        .await
-        .map_err(db_err)?;
+        let row = sqlx::query(READ_SQL)
+            .bind(rtype)
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
         row.map(|r| resource_row(&r, None)).transpose()
     }
 
@@ -896,15 +905,13 @@ impl SqlStore {
         {
             return Ok(found);
         }
-        let row = sqlx::query(
-            "SELECT r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content, r.method, r.owner, r.citizen FROM resource_versions r WHERE r.res_type = $1 AND r.id = $2 AND r.version = $3",
-        )
-        .bind(rtype)
-        .bind(id)
-        .bind(version)
-        .fetch_optional(&self.read)
-        .await
-        .map_err(db_err)?;
+        let row = sqlx::query(VREAD_SQL)
+            .bind(rtype)
+            .bind(id)
+            .bind(version)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
         row.map(|r| {
             let method = r.try_get("method").ok();
             resource_row(&r, method)

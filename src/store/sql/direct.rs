@@ -59,12 +59,6 @@ pub(super) struct DirectReads {
     keep: usize,
 }
 
-const READ: &str = "SELECT res_type, id, version, last_updated, deleted, content, owner, citizen \
-                    FROM resources WHERE res_type = ?1 AND id = ?2";
-const VREAD: &str = "SELECT res_type, id, version, last_updated, deleted, content, owner, \
-                     citizen, method FROM resource_versions \
-                     WHERE res_type = ?1 AND id = ?2 AND version = ?3";
-
 impl DirectReads {
     /// Direct reads of the SQLite file at `path` (checked by opening one connection).
     pub(super) fn open(path: &Path) -> Result<DirectReads, StoreError> {
@@ -124,7 +118,7 @@ impl DirectReads {
         id: &str,
     ) -> Result<Direct<Option<StoredResource>>, StoreError> {
         self.with(|c| {
-            c.prepare_cached(READ)?
+            c.prepare_cached(super::READ_SQL)?
                 .query_row([rtype, id], |row| resource(row, None))
                 .optional()
         })
@@ -138,7 +132,7 @@ impl DirectReads {
         version: i64,
     ) -> Result<Direct<Option<StoredResource>>, StoreError> {
         self.with(|c| {
-            c.prepare_cached(VREAD)?
+            c.prepare_cached(super::VREAD_SQL)?
                 .query_row(rusqlite::params![rtype, id, version], |row| {
                     let method: Option<String> = row.get(8)?;
                     resource(row, method)
@@ -168,14 +162,15 @@ impl DirectReads {
             let mut rows = stmt.raw_query();
             let mut out = Vec::new();
             while let Some(row) = rows.next()? {
-                out.push(resource_by_name(row)?);
+                out.push(resource(row, None)?);
             }
             Ok(out)
         })
     }
 }
 
-/// A row of [`READ`]'s columns, in that order.
+/// A row whose first columns are `search_sql::RESOURCE_COLUMNS`, in that order (`READ_SQL`,
+/// `VREAD_SQL`, `search_sql::by_keys`).
 fn resource(row: &rusqlite::Row<'_>, method: Option<String>) -> rusqlite::Result<StoredResource> {
     Ok(StoredResource {
         rtype: row.get(0)?,
@@ -187,21 +182,6 @@ fn resource(row: &rusqlite::Row<'_>, method: Option<String>) -> rusqlite::Result
         method: method.unwrap_or_default(),
         owner: row.get(6)?,
         citizen: row.get(7)?,
-    })
-}
-
-/// A row with `search_sql::RESOURCE_COLUMNS`, by column name.
-fn resource_by_name(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredResource> {
-    Ok(StoredResource {
-        rtype: row.get("res_type")?,
-        id: row.get("id")?,
-        version: row.get("version")?,
-        last_updated_ms: row.get("last_updated")?,
-        deleted: row.get::<_, i64>("deleted")? != 0,
-        content: row.get("content")?,
-        method: String::new(),
-        owner: row.get("owner")?,
-        citizen: row.get("citizen")?,
     })
 }
 
