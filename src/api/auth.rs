@@ -46,7 +46,6 @@ fn outcome(e: &AuthError) -> FhirError {
 /// presented too), else the connection's client certificate. Every refusal is counted in
 /// `sektorbro_auth_refused_total` by its reason.
 pub async fn authenticate(auth: &Authenticator, req: &ServiceRequest) -> Result<Caller, AuthError> {
-    let peer_is_loopback = peer_is_loopback(req);
     let refused = |e: AuthError| {
         auth.note_refusal(&e);
         e
@@ -64,7 +63,7 @@ pub async fn authenticate(auth: &Authenticator, req: &ServiceRequest) -> Result<
         }
         let token = crate::auth::bearer_token(value).map_err(refused)?;
         // Counts its own refusals.
-        return auth.bearer(token, peer_is_loopback).await;
+        return auth.bearer(token, peer_is_loopback(req)).await;
     }
     if let Some(cert) = req.conn_data::<PeerCertificate>() {
         return auth.certificate(&cert.subject).ok_or_else(|| {
