@@ -64,6 +64,8 @@ pub struct AuditStats {
     /// Rows sealed into the hash chain, and rows deleted by retention.
     pub sealed: Counter,
     pub pruned: Counter,
+    /// Search keys written into `audit_keys`, from new rows or moved between its levels.
+    pub keys_moved: Counter,
 }
 
 /// The journal's tasks, stopped at shutdown.
@@ -343,6 +345,11 @@ impl Auditor {
                 "sektorbro_audit_pruned",
                 "Audit rows deleted by retention",
                 &st.pruned,
+            ),
+            (
+                "sektorbro_audit_keys_moved",
+                "Audit search keys written in sorted runs: from new rows, or from one level to the next",
+                &st.keys_moved,
             ),
         ] {
             registry.register(name, help, counter.clone());
@@ -644,6 +651,36 @@ async fn seal_at_shutdown(engine: &Engine, stats: &AuditStats) {
     }
 }
 
+/// Steps of [`index_keys`] per round of the sealer, so that a backlog (a trail from before
+/// migration 0013, or a long stall) is worked off between other rounds' sealing.
+const KEY_STEPS_PER_ROUND: usize = 64;
+
+/// Move sealed rows' search keys into their sorted runs, a bounded step per transaction,
+/// until there is nothing to move.
+async fn index_keys(engine: &Engine, stats: &AuditStats) {
+    let shape = crate::store::audit_log::KeyShape::default();
+    for _ in 0..KEY_STEPS_PER_ROUND {
+        let step = async {
+            let mut tx = engine.store().begin().await?;
+            let n = tx.index_audit_keys(&shape).await?;
+            if n > 0 {
+                tx.commit().await?;
+            }
+            Ok::<u64, StoreError>(n)
+        };
+        match step.await {
+            Ok(0) => return,
+            Ok(n) => {
+                stats.keys_moved.inc_by(n);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot move audit search keys; retrying later (searches read the rows instead)");
+                return;
+            }
+        }
+    }
+}
+
 async fn seal_once(engine: &Engine) -> Result<usize, StoreError> {
     let mut tx = engine.store().begin().await?;
     let n = tx.seal_audit().await?;
@@ -674,6 +711,7 @@ async fn seal_loop(
     let mut next_prune = tokio::time::Instant::now();
     loop {
         seal_all(&engine, &stats).await;
+        index_keys(&engine, &stats).await;
         if retention_days > 0 && tokio::time::Instant::now() >= next_prune {
             match prune(&engine, retention_days).await {
                 Ok(n) => {

@@ -22,7 +22,10 @@ use super::sql::{db_err, int_col, query};
 use super::{StoreError, StoredResource};
 use crate::audit::compact::{chain_hash, Columns, GENESIS};
 
+mod keys;
 mod search;
+pub use keys::KeyShape;
+pub(crate) use keys::step as index_keys;
 pub(crate) use search::{by_id, count, hits, page};
 
 /// The columns read back, in [`Columns`] order, after `seq`.
@@ -614,6 +617,7 @@ pub(crate) async fn prune(
         .await
         .and_then(|r| r.try_get::<i64, _>(0))
         .map_err(db_err)?;
+    let mut statements = keys::forget(conn, upto).await?;
     let mut out = Sql::default();
     out.push("DELETE FROM audit_log WHERE chain_pos IS NOT NULL AND chain_pos <= ")
         .bind(Bind::Int(upto));
@@ -629,7 +633,8 @@ pub(crate) async fn prune(
             ") ON CONFLICT (id) DO UPDATE SET chain_pos = excluded.chain_pos, \
              hash = excluded.hash, pruned_ms = excluded.pruned_ms",
         );
-    Ok(Some((vec![out, anchor], n as u64)))
+    statements.extend([out, anchor]);
+    Ok(Some((statements, n as u64)))
 }
 
 /// Rows after `after_seq` recorded at or after `since_ms`, in `seq` order (for export).

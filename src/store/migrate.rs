@@ -88,6 +88,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0012_audit_journal.sql"),
         postgres: include_str!("migrations/postgres/0012_audit_journal.sql"),
     },
+    Migration {
+        version: 13,
+        name: "audit_keys",
+        sqlite: include_str!("migrations/sqlite/0013_audit_keys.sql"),
+        postgres: include_str!("migrations/postgres/0013_audit_keys.sql"),
+    },
 ];
 
 /// The migration after whose script the rows of `kpi_facts` are derived from the stored

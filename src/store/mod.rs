@@ -490,6 +490,9 @@ pub trait StoreTx: Send {
     async fn audit_segment_forget(&mut self, segment: &str) -> Result<(), StoreError>;
     /// Chain up to `audit_log::SEAL_BATCH` unsealed audit rows; how many.
     async fn seal_audit(&mut self) -> Result<usize, StoreError>;
+    /// One bounded step of moving sealed audit rows' keys into `audit_keys` (see
+    /// `audit_log::KeyShape`); how many keys it wrote (0: nothing to do).
+    async fn index_audit_keys(&mut self, shape: &audit_log::KeyShape) -> Result<u64, StoreError>;
     /// Delete the sealed audit rows recorded before `before_ms` (a prefix of the chain) and
     /// anchor the chain at the last one deleted; how many.
     async fn prune_audit(&mut self, before_ms: i64, now_ms: i64) -> Result<u64, StoreError>;

@@ -101,6 +101,12 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 impl SqlStore {
+    /// The readers, for tests that look at tables no `Storage` method shows.
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.read
+    }
+
     /// The SQLite writer's relaxed commits made and known synced (tests).
     #[cfg(test)]
     pub(crate) fn sync_counts(&self) -> Option<(u64, u64)> {

@@ -120,6 +120,18 @@ fn system_is(system: &TokenSystem, want: &[&str]) -> bool {
     }
 }
 
+/// The rows whose entity or patient is the reference `Type/id` (any version), found by their keys
+/// (`keys.rs`) and, for rows not in the keys yet, by their columns; without a type, by the
+/// columns alone (a scan).
+fn about(rtype: Option<&str>, id: &str, sql: &mut Sql) {
+    match rtype {
+        Some(t) => super::keys::rows_about(&format!("{t}/{id}"), sql, |s| {
+            reference_match(&["t.entity", "t.patient"], Some(t), id, s)
+        }),
+        None => reference_match(&["entity", "patient"], None, id, sql),
+    }
+}
+
 /// A reference `Type/id` as stored (entity, patient): exact, or any version of it.
 fn reference_match(cols: &[&str], rtype: Option<&str>, id: &str, sql: &mut Sql) {
     for (i, col) in cols.iter().enumerate() {
@@ -280,9 +292,7 @@ fn one(f: &Filter, m: &Match, sql: &mut Sql) -> Result<(), StoreError> {
             _ => return Err(bad()),
         },
         "entity" => match m {
-            Match::Ref { rtype, id } => {
-                reference_match(&["entity", "patient"], rtype.as_deref(), id, sql)
-            }
+            Match::Ref { rtype, id } => about(rtype.as_deref(), id, sql),
             _ => return Err(bad()),
         },
         "patient" => match m {
@@ -290,7 +300,7 @@ fn one(f: &Filter, m: &Match, sql: &mut Sql) -> Result<(), StoreError> {
                 if rtype.as_deref().is_some_and(|t| t != "Patient") {
                     sql.push("1=0");
                 } else {
-                    reference_match(&["patient", "entity"], Some("Patient"), id, sql)
+                    about(Some("Patient"), id, sql)
                 }
             }
             _ => return Err(bad()),

@@ -420,6 +420,28 @@ impl StoreTx for SqlTx {
         Ok(n)
     }
 
+    async fn index_audit_keys(
+        &mut self,
+        shape: &audit_log::KeyShape,
+    ) -> Result<u64, StoreError> {
+        self.lock_audit_chain().await?;
+        let step = if self.backend == Backend::Sqlite {
+            // On a reader, as sealing does: under the chain's lock the committed state is the
+            // whole truth, and the writer is held only for the statements.
+            let mut conn = self.read.acquire().await.map_err(db_err)?;
+            audit_log::index_keys(&mut conn, shape).await?
+        } else {
+            audit_log::index_keys(self.conn().await?, shape).await?
+        };
+        let Some((statements, n)) = step else {
+            return Ok(0);
+        };
+        for s in statements {
+            self.write_audit_sql(s).await?;
+        }
+        Ok(n)
+    }
+
     async fn prune_audit(&mut self, before_ms: i64, now_ms: i64) -> Result<u64, StoreError> {
         self.lock_audit_chain().await?;
         let Some((statements, n)) = audit_log::prune(self.conn().await?, before_ms, now_ms).await?
