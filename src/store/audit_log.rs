@@ -25,7 +25,7 @@ use crate::audit::compact::{chain_hash, Columns, GENESIS};
 mod keys;
 mod search;
 pub use keys::KeyShape;
-pub(crate) use keys::step as index_keys;
+pub(crate) use keys::{key, step as index_keys};
 pub(crate) use search::{by_id, count, hits, page};
 
 /// The columns read back, in [`Columns`] order, after `seq`.

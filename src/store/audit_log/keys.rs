@@ -82,17 +82,31 @@ pub(crate) fn refs<'a>(entity: Option<&'a str>, patient: Option<&'a str>) -> Vec
     out
 }
 
+/// The key of a ref in `audit_keys`: 64-bit FNV-1a, stable across builds and platforms. A key
+/// is 8 bytes instead of the ref's 40–50, and the search checks the row's own columns, so a
+/// collision only means one more row looked at.
+pub(crate) fn key(r: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in r.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
 fn unversioned(r: &str) -> &str {
     r.find("/_history/").map_or(r, |i| &r[..i])
 }
 
-/// `seq IN (…)`: the rows whose entity or patient is `r` (`Type/id`), in any version. `tail`
-/// writes the condition on the columns of a row not in the keys yet (alias `t`).
-pub(crate) fn rows_about(r: &str, sql: &mut Sql, tail: impl Fn(&mut Sql)) {
+/// The rows whose entity or patient is `r` (`Type/id`), in any version: `seq IN (…) AND …`.
+/// `columns` writes the condition on a row's columns with the given alias prefix (`""` or
+/// `"t."`): for the rows not in the keys yet, and as the check that the key's row is one.
+pub(crate) fn rows_about(r: &str, sql: &mut Sql, columns: impl Fn(&mut Sql, &str)) {
     sql.push(&format!(
         "seq IN (SELECT seq FROM audit_keys WHERE level IN ({ALL_LEVELS}) AND ref = "
     ))
-    .text(r);
+    .bind(Bind::Int(key(r)));
+    let tail = |sql: &mut Sql| columns(sql, "t.");
     sql.push(
         " UNION ALL SELECT t.seq FROM audit_log t WHERE t.chain_pos > \
          (SELECT upto FROM audit_key_mark WHERE id = 1) AND (",
@@ -100,7 +114,9 @@ pub(crate) fn rows_about(r: &str, sql: &mut Sql, tail: impl Fn(&mut Sql)) {
     tail(sql);
     sql.push(") UNION ALL SELECT t.seq FROM audit_log t WHERE t.chain_pos IS NULL AND (");
     tail(sql);
-    sql.push("))");
+    sql.push(")) AND (");
+    columns(sql, "");
+    sql.push(")");
 }
 
 /// A level's row in `audit_key_levels`.
@@ -111,11 +127,10 @@ struct Level {
 }
 
 async fn levels(conn: &mut AnyConnection) -> Result<Vec<Level>, StoreError> {
-    let rows =
-        sqlx::query("SELECT level, entries, draining FROM audit_key_levels ORDER BY level")
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db_err)?;
+    let rows = sqlx::query("SELECT level, entries, draining FROM audit_key_levels ORDER BY level")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
     rows.iter()
         .map(|r| {
             Ok(Level {
@@ -169,10 +184,13 @@ pub(crate) async fn step(
     let mut tail = Sql::default();
     tail.push("SELECT seq, chain_pos, entity, patient FROM audit_log WHERE chain_pos > ")
         .bind(Bind::Int(upto))
-        .push(&format!(" ORDER BY chain_pos LIMIT {}", shape.tail_rows.max(1)));
+        .push(&format!(
+            " ORDER BY chain_pos LIMIT {}",
+            shape.tail_rows.max(1)
+        ));
     let rows = query(&tail).fetch_all(&mut *conn).await.map_err(db_err)?;
     if rows.len() >= shape.tail_rows.max(1) {
-        let mut keys: Vec<(String, i64)> = Vec::with_capacity(rows.len() * 2);
+        let mut keys: Vec<(i64, i64)> = Vec::with_capacity(rows.len() * 2);
         let mut last = upto;
         for r in &rows {
             let seq = int_col(r, "seq")?;
@@ -180,7 +198,7 @@ pub(crate) async fn step(
             let entity: Option<String> = r.try_get("entity").map_err(db_err)?;
             let patient: Option<String> = r.try_get("patient").map_err(db_err)?;
             for k in refs(entity.as_deref(), patient.as_deref()) {
-                keys.push((k.to_string(), seq));
+                keys.push((key(k), seq));
             }
         }
         keys.sort_unstable();
@@ -192,7 +210,7 @@ pub(crate) async fn step(
             sql.push("INSERT INTO audit_keys (level, ref, seq) VALUES ");
             for (i, (k, seq)) in chunk.iter().enumerate() {
                 sql.push(if i == 0 { "(1, " } else { ", (1, " })
-                    .text(k)
+                    .bind(Bind::Int(*k))
                     .push(", ")
                     .bind(Bind::Int(*seq))
                     .push(")");
@@ -232,13 +250,13 @@ pub(crate) async fn step(
         .await
         .map_err(db_err)?;
     // `level = k` and, for a chunk, up to its last key.
-    let range = |sql: &mut Sql, boundary: &Option<(String, i64)>| {
+    let range = |sql: &mut Sql, boundary: &Option<(i64, i64)>| {
         sql.push(" WHERE level = ").bind(Bind::Int(k));
         if let Some((r, s)) = boundary {
             sql.push(" AND ref <= ")
-                .text(r)
+                .bind(Bind::Int(*r))
                 .push(" AND (ref < ")
-                .text(r)
+                .bind(Bind::Int(*r))
                 .push(" OR seq <= ")
                 .bind(Bind::Int(*s))
                 .push(")");
@@ -246,10 +264,7 @@ pub(crate) async fn step(
     };
     let (boundary, moved, rest) = match boundary {
         Some(r) => {
-            let at = (
-                r.try_get::<String, _>("ref").map_err(db_err)?,
-                int_col(&r, "seq")?,
-            );
+            let at = (int_col(&r, "ref")?, int_col(&r, "seq")?);
             (Some(at), shape.chunk.max(1), true)
         }
         None => {
@@ -307,7 +322,7 @@ pub(crate) async fn forget(conn: &mut AnyConnection, upto: i64) -> Result<Vec<Sq
             d.push(&format!(
                 "DELETE FROM audit_keys WHERE level IN ({ALL_LEVELS}) AND ref = "
             ))
-            .text(k)
+            .bind(Bind::Int(key(k)))
             .push(" AND seq = ")
             .bind(Bind::Int(seq));
             out.push(d);
@@ -338,6 +353,14 @@ mod tests {
             refs(Some("metadata"), Some("http://x/y|1")),
             Vec::<&str>::new()
         );
+    }
+
+    #[test]
+    fn keys_are_stable_fnv_1a() {
+        // The published FNV-1a 64 test vectors: keys written by one build are found by the next.
+        assert_eq!(key("") as u64, 0xcbf2_9ce4_8422_2325);
+        assert_eq!(key("a") as u64, 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(key("foobar") as u64, 0x8594_4171_f739_67e8);
     }
 
     #[test]
@@ -379,7 +402,10 @@ mod store_tests {
         let p = format!("Patient/p{}", i % 5);
         let (entity, patient) = match i % 6 {
             0 => (Some(p.clone()), Some(p)),
-            1 => (Some(format!("CarePlan/c{}/_history/{}", i % 7, i % 3 + 1)), Some(p)),
+            1 => (
+                Some(format!("CarePlan/c{}/_history/{}", i % 7, i % 3 + 1)),
+                Some(p),
+            ),
             2 => (Some(format!("CarePlan/c{}", i % 7)), Some(p)),
             3 => (Some(format!("CarePlan/c{}", i % 7)), None),
             4 => (None, Some("urn:oid:1.2.208.176.1.2|0101010101".to_string())),
@@ -431,14 +457,18 @@ mod store_tests {
             },
         )
         .expect("query parses");
-        let hits = store.search(&q, 1000, &Visibility::All).await.expect("search");
+        let hits = store
+            .search(&q, 1000, &Visibility::All)
+            .await
+            .expect("search");
         hits.iter().map(|h| h.seq).collect()
     }
 
     /// Every search agrees with the rows it should find, and each key is in one level only.
     async fn agree(store: &SqlStore, rows: &[(i64, Columns)]) {
-        let mut queries: Vec<(&str, String)> =
-            (0..5).map(|p| ("patient", format!("Patient/p{p}"))).collect();
+        let mut queries: Vec<(&str, String)> = (0..5)
+            .map(|p| ("patient", format!("Patient/p{p}")))
+            .collect();
         queries.extend((0..7).map(|c| ("entity", format!("CarePlan/c{c}"))));
         for (param, r) in &queries {
             let want: BTreeSet<i64> = rows
@@ -455,7 +485,11 @@ mod store_tests {
         .fetch_one(store.pool())
         .await
         .expect("count");
-        assert_eq!(twice.try_get::<i64, _>("n").expect("n"), 0, "a key in two levels");
+        assert_eq!(
+            twice.try_get::<i64, _>("n").expect("n"),
+            0,
+            "a key in two levels"
+        );
     }
 
     async fn step(store: &SqlStore, shape: &KeyShape) -> u64 {
@@ -482,7 +516,12 @@ mod store_tests {
                 .expect("rows");
             tx.commit().await.expect("commit");
             let first = rows.last().map_or(1, |(s, _)| s + 1);
-            rows.extend(batch.into_iter().enumerate().map(|(i, c)| (first + i as i64, c)));
+            rows.extend(
+                batch
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, c)| (first + i as i64, c)),
+            );
             // Odd rounds stop after two steps, so that searches also meet a level half moved
             // and rows past the mark; even rounds move everything there is to move.
             let mut steps = 0;
@@ -517,7 +556,11 @@ mod store_tests {
         .fetch_one(store.pool())
         .await
         .expect("count");
-        assert_eq!(dangling.try_get::<i64, _>("n").expect("n"), 0, "keys of pruned rows");
+        assert_eq!(
+            dangling.try_get::<i64, _>("n").expect("n"),
+            0,
+            "keys of pruned rows"
+        );
         while step(&store, &shape).await > 0 {}
         agree(&store, &rows).await;
     }

@@ -125,8 +125,9 @@ fn system_is(system: &TokenSystem, want: &[&str]) -> bool {
 /// columns alone (a scan).
 fn about(rtype: Option<&str>, id: &str, sql: &mut Sql) {
     match rtype {
-        Some(t) => super::keys::rows_about(&format!("{t}/{id}"), sql, |s| {
-            reference_match(&["t.entity", "t.patient"], Some(t), id, s)
+        Some(t) => super::keys::rows_about(&format!("{t}/{id}"), sql, |s, alias| {
+            let cols = [format!("{alias}entity"), format!("{alias}patient")];
+            reference_match(&[&cols[0], &cols[1]], Some(t), id, s)
         }),
         None => reference_match(&["entity", "patient"], None, id, sql),
     }

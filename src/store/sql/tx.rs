@@ -85,12 +85,7 @@ impl SqlTx {
 
 /// Stable 64-bit FNV-1a, so every instance maps a lock key to the same advisory lock.
 fn lock_id(key: &str) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h as i64
+    audit_log::key(key)
 }
 
 /// Index columns (system, value, lo, hi, num) of one search value.
@@ -420,10 +415,7 @@ impl StoreTx for SqlTx {
         Ok(n)
     }
 
-    async fn index_audit_keys(
-        &mut self,
-        shape: &audit_log::KeyShape,
-    ) -> Result<u64, StoreError> {
+    async fn index_audit_keys(&mut self, shape: &audit_log::KeyShape) -> Result<u64, StoreError> {
         self.lock_audit_chain().await?;
         let step = if self.backend == Backend::Sqlite {
             // On a reader, as sealing does: under the chain's lock the committed state is the

@@ -12,8 +12,10 @@ DROP INDEX audit_log_patient;
 DROP INDEX audit_log_entity;
 CREATE TABLE audit_keys (
     level SMALLINT NOT NULL,
-    -- `Type/id` without a version: a row's entity, and its patient when that is a reference
-    ref   TEXT     NOT NULL,
+    -- a 64-bit hash (FNV-1a) of a `Type/id` without version: a row's entity, and its patient
+    -- when that is a reference. The search checks the row's columns too, so a collision costs a
+    -- look at one more row, never a wrong match.
+    ref   BIGINT   NOT NULL,
     seq   BIGINT   NOT NULL,
     PRIMARY KEY (level, ref, seq)
 ) WITHOUT ROWID;
