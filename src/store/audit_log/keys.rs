@@ -181,15 +181,26 @@ pub(crate) async fn step(
         .map(|r| int_col(&r, "upto"))
         .transpose()?
         .unwrap_or(0);
-    let mut tail = Sql::default();
-    tail.push("SELECT seq, chain_pos, entity, patient FROM audit_log WHERE chain_pos > ")
-        .bind(Bind::Int(upto))
-        .push(&format!(
-            " ORDER BY chain_pos LIMIT {}",
-            shape.tail_rows.max(1)
-        ));
-    let rows = query(&tail).fetch_all(&mut *conn).await.map_err(db_err)?;
-    if rows.len() >= shape.tail_rows.max(1) {
+    // Chain positions have no gaps past the mark (retention deletes a prefix of the chain), so
+    // the head tells how many sealed rows the tail holds without reading them: the sealer asks
+    // every round, and reading a tail that is not full yet each time cost more than the keys.
+    let head: i64 = sqlx::query(
+        "SELECT chain_pos FROM audit_log WHERE chain_pos IS NOT NULL \
+         ORDER BY chain_pos DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?
+    .map(|r| int_col(&r, "chain_pos"))
+    .transpose()?
+    .unwrap_or(0);
+    let tail_rows = shape.tail_rows.max(1);
+    if head - upto >= tail_rows as i64 {
+        let mut tail = Sql::default();
+        tail.push("SELECT seq, chain_pos, entity, patient FROM audit_log WHERE chain_pos > ")
+            .bind(Bind::Int(upto))
+            .push(&format!(" ORDER BY chain_pos LIMIT {tail_rows}"));
+        let rows = query(&tail).fetch_all(&mut *conn).await.map_err(db_err)?;
         let mut keys: Vec<(i64, i64)> = Vec::with_capacity(rows.len() * 2);
         let mut last = upto;
         for r in &rows {
