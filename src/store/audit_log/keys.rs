@@ -229,9 +229,9 @@ pub(crate) async fn step(
             out.push(sql);
         }
         let mut mark = Sql::default();
-        mark.push("UPDATE audit_key_mark SET upto = ")
+        mark.push("INSERT INTO audit_key_mark (id, upto) VALUES (1, ")
             .bind(Bind::Int(last))
-            .push(" WHERE id = 1");
+            .push(") ON CONFLICT (id) DO UPDATE SET upto = excluded.upto");
         out.push(mark);
         let one = levels.iter().find(|l| l.level == 1);
         out.push(set_level(
