@@ -52,7 +52,7 @@ impl Default for KeyShape {
             tail_rows: 4096,
             level_one: 65_536,
             fanout: 8,
-            chunk: 32_768,
+            chunk: 16_384,
         }
     }
 }
