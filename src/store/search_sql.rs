@@ -863,7 +863,7 @@ fn escape_like(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::{ids, page, referencing, Backend, Bind, Sql, Visibility};
     use fhir_core::fhir::search::{parse_search, Include, ParseOptions, SearchCaps, SearchQuery};
     use fhir_core::fhir::search_params::SearchParamRegistry;
@@ -896,7 +896,8 @@ mod tests {
             .collect()
     }
 
-    fn query(rtype: &str, pairs: &[(&str, &str)]) -> SearchQuery {
+    /// A parsed search of `rtype` (tests elsewhere in the store use it too).
+    pub(crate) fn query(rtype: &str, pairs: &[(&str, &str)]) -> SearchQuery {
         let pairs: Vec<(String, String)> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -390,8 +390,6 @@ mod tests {
 mod store_tests {
     use std::collections::BTreeSet;
 
-    use fhir_core::fhir::search::{parse_search, ParseOptions, SearchCaps};
-    use fhir_core::fhir::search_params::SearchParamRegistry;
     use sqlx::Row;
 
     use super::KeyShape;
@@ -452,22 +450,8 @@ mod store_tests {
     }
 
     async fn found(store: &SqlStore, param: &str, r: &str) -> BTreeSet<i64> {
-        let pairs = vec![
-            (param.to_string(), r.to_string()),
-            ("_count".to_string(), "1000".to_string()),
-        ];
-        let q = parse_search(
-            SearchParamRegistry::embedded(),
-            fhir_core::fhir::ResourceType::parse("AuditEvent").expect("served"),
-            &pairs,
-            ParseOptions {
-                default_count: 20,
-                max_count: 1000,
-                lenient: false,
-                caps: SearchCaps::default(),
-            },
-        )
-        .expect("query parses");
+        let q =
+            crate::store::search_sql::tests::query("AuditEvent", &[(param, r), ("_count", "1000")]);
         let hits = store
             .search(&q, 1000, &Visibility::All)
             .await
@@ -489,18 +473,22 @@ mod store_tests {
                 .collect();
             assert_eq!(found(store, param, r).await, want, "{param}={r}");
         }
-        let twice = sqlx::query(
+        let twice = count(
+            store,
             "SELECT COUNT(*) AS n FROM (SELECT ref, seq FROM audit_keys GROUP BY ref, seq \
              HAVING COUNT(*) > 1) d",
         )
-        .fetch_one(store.pool())
-        .await
-        .expect("count");
-        assert_eq!(
-            twice.try_get::<i64, _>("n").expect("n"),
-            0,
-            "a key in two levels"
-        );
+        .await;
+        assert_eq!(twice, 0, "a key in two levels");
+    }
+
+    /// The `n` of a `SELECT COUNT(*) AS n …`.
+    async fn count(store: &SqlStore, sql: &str) -> i64 {
+        sqlx::query(sql)
+            .fetch_one(store.pool())
+            .await
+            .and_then(|r| r.try_get::<i64, _>("n"))
+            .expect("count")
     }
 
     async fn step(store: &SqlStore, shape: &KeyShape) -> u64 {
@@ -544,14 +532,8 @@ mod store_tests {
             }
             agree(&store, &rows).await;
         }
-        let deepest = sqlx::query("SELECT MAX(level) AS l FROM audit_keys")
-            .fetch_one(store.pool())
-            .await
-            .expect("levels");
-        assert!(
-            deepest.try_get::<i64, _>("l").expect("l") >= 3,
-            "keys moved down at least two levels"
-        );
+        let deepest = count(&store, "SELECT MAX(level) AS n FROM audit_keys").await;
+        assert!(deepest >= 3, "keys moved down at least two levels");
         // Retention: the first 40 rows go, and their keys with them.
         let before = rows[40].1.recorded_ms;
         let mut tx = store.begin().await.expect("begin");
@@ -560,18 +542,13 @@ mod store_tests {
         assert_eq!(pruned, 40);
         rows.drain(..40);
         agree(&store, &rows).await;
-        let dangling = sqlx::query(
+        let dangling = count(
+            &store,
             "SELECT COUNT(*) AS n FROM audit_keys k WHERE NOT EXISTS \
              (SELECT 1 FROM audit_log a WHERE a.seq = k.seq)",
         )
-        .fetch_one(store.pool())
-        .await
-        .expect("count");
-        assert_eq!(
-            dangling.try_get::<i64, _>("n").expect("n"),
-            0,
-            "keys of pruned rows"
-        );
+        .await;
+        assert_eq!(dangling, 0, "keys of pruned rows");
         while step(&store, &shape).await > 0 {}
         agree(&store, &rows).await;
     }
