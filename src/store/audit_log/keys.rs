@@ -157,6 +157,15 @@ fn set_level(level: i64, entries: i64, draining: bool) -> Sql {
     sql
 }
 
+/// Column `n` of the first row of `sql`, 0 when there is none.
+async fn first_int(conn: &mut AnyConnection, sql: &str) -> Result<i64, StoreError> {
+    sqlx::query(sql)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?
+        .map_or(Ok(0), |r| int_col(&r, "n"))
+}
+
 /// Keys per `INSERT` (two binds each).
 const INSERT_KEYS: usize = 500;
 
@@ -174,26 +183,16 @@ pub(crate) async fn step(
             .map_or(0, |x| x.entries)
     };
     // The tail first: its rows are what a search reads without keys.
-    let upto: i64 = sqlx::query("SELECT upto FROM audit_key_mark WHERE id = 1")
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_err)?
-        .map(|r| int_col(&r, "upto"))
-        .transpose()?
-        .unwrap_or(0);
+    let upto = first_int(conn, "SELECT upto AS n FROM audit_key_mark WHERE id = 1").await?;
     // Chain positions have no gaps past the mark (retention deletes a prefix of the chain), so
     // the head tells how many sealed rows the tail holds without reading them: the sealer asks
     // every round, and reading a tail that is not full yet each time cost more than the keys.
-    let head: i64 = sqlx::query(
-        "SELECT chain_pos FROM audit_log WHERE chain_pos IS NOT NULL \
+    let head = first_int(
+        conn,
+        "SELECT chain_pos AS n FROM audit_log WHERE chain_pos IS NOT NULL \
          ORDER BY chain_pos DESC LIMIT 1",
     )
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_err)?
-    .map(|r| int_col(&r, "chain_pos"))
-    .transpose()?
-    .unwrap_or(0);
+    .await?;
     let tail_rows = shape.tail_rows.max(1);
     if head - upto >= tail_rows as i64 {
         let mut tail = Sql::default();
