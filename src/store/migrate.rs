@@ -94,6 +94,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0013_audit_keys.sql"),
         postgres: include_str!("migrations/postgres/0013_audit_keys.sql"),
     },
+    Migration {
+        version: 14,
+        name: "date_index_partial",
+        sqlite: include_str!("migrations/sqlite/0014_date_index_partial.sql"),
+        postgres: include_str!("migrations/postgres/0014_date_index_partial.sql"),
+    },
 ];
 
 /// The migration after whose script the rows of `kpi_facts` are derived from the stored

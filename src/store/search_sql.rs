@@ -493,6 +493,11 @@ fn filter(sql: &mut Sql, alias: &str, rtype: &str, f: &Filter, vis: &Visibility)
                 sql.push(close);
                 return;
             }
+            // The date index holds only rows with a date (migration 0014); a query must say so
+            // for either database to use it (`hi > x` alone does not imply it).
+            if !f.any_of.is_empty() && f.any_of.iter().all(|m| matches!(m, Match::Date { .. })) {
+                let _ = write!(sql.text, " AND {i}.lo IS NOT NULL");
+            }
             sql.push(" AND (");
             alternatives(sql, &i, &f.any_of, vis);
             sql.push(")").push(close);
@@ -964,6 +969,29 @@ pub(crate) mod tests {
             !plan.iter().any(|step| step.contains("resources_order")),
             "{plan:#?}"
         );
+    }
+
+    /// The date index holds only rows with a date (migration 0014): every date prefix, alone,
+    /// with another parameter, or among several dates, still finds its rows through it.
+    #[tokio::test]
+    async fn date_searches_use_the_partial_date_index() {
+        let vis = Visibility::All;
+        for pairs in [
+            vec![("date", "gt2026-01-01")],
+            vec![("date", "lt2026-01-01")],
+            vec![("date", "eb2026-01-01")],
+            vec![("date", "2026-01-01")],
+            vec![("date", "ap2026-01-01")],
+            vec![("date", "ge2026-01-01,le2025-01-01")],
+            vec![("date", "ge2026-01-01"), ("status", "final")],
+        ] {
+            let q = query("Observation", &pairs);
+            let plan = sqlite_plan(&page(&q, 21, Backend::Sqlite, &vis)).await;
+            assert!(
+                plan.iter().any(|step| step.contains("search_index_date")),
+                "{pairs:?}: {plan:#?}"
+            );
+        }
     }
 
     #[test]
