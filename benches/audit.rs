@@ -84,7 +84,7 @@ async fn bytes_per_read(
         let mut tx = engine.store().begin().await.expect("begin");
         let moved = tx.index_audit_keys(&shape).await.expect("keys");
         tx.commit().await.expect("commit");
-        if moved == 0 {
+        if moved.is_none() {
             break;
         }
     }

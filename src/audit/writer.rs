@@ -666,14 +666,16 @@ async fn index_keys(engine: &Engine, stats: &AuditStats) {
         let step = async {
             let mut tx = engine.store().begin().await?;
             let n = tx.index_audit_keys(&shape).await?;
-            if n > 0 {
+            // A step that wrote no keys may still have moved the mark (past rows that name no
+            // citizen or resource): it is committed all the same.
+            if n.is_some() {
                 tx.commit().await?;
             }
-            Ok::<u64, StoreError>(n)
+            Ok::<Option<u64>, StoreError>(n)
         };
         match step.await {
-            Ok(0) => return,
-            Ok(n) => {
+            Ok(None) => return,
+            Ok(Some(n)) => {
                 stats.keys_moved.inc_by(n);
             }
             Err(e) => {

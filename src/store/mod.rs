@@ -491,8 +491,13 @@ pub trait StoreTx: Send {
     /// Chain up to `audit_log::SEAL_BATCH` unsealed audit rows; how many.
     async fn seal_audit(&mut self) -> Result<usize, StoreError>;
     /// One bounded step of moving sealed audit rows' keys into `audit_keys` (see
-    /// `audit_log::KeyShape`); how many keys it wrote (0: nothing to do).
-    async fn index_audit_keys(&mut self, shape: &audit_log::KeyShape) -> Result<u64, StoreError>;
+    /// `audit_log::KeyShape`): `None` when there is nothing to do; otherwise the transaction is
+    /// to be committed, and how many keys it wrote (0 when the rows it moved the mark past name
+    /// no citizen or resource).
+    async fn index_audit_keys(
+        &mut self,
+        shape: &audit_log::KeyShape,
+    ) -> Result<Option<u64>, StoreError>;
     /// Delete the sealed audit rows recorded before `before_ms` (a prefix of the chain) and
     /// anchor the chain at the last one deleted; how many.
     async fn prune_audit(&mut self, before_ms: i64, now_ms: i64) -> Result<u64, StoreError>;

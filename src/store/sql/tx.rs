@@ -415,7 +415,10 @@ impl StoreTx for SqlTx {
         Ok(n)
     }
 
-    async fn index_audit_keys(&mut self, shape: &audit_log::KeyShape) -> Result<u64, StoreError> {
+    async fn index_audit_keys(
+        &mut self,
+        shape: &audit_log::KeyShape,
+    ) -> Result<Option<u64>, StoreError> {
         self.lock_audit_chain().await?;
         let step = if self.backend == Backend::Sqlite {
             // On a reader, as sealing does: under the chain's lock the committed state is the
@@ -426,12 +429,12 @@ impl StoreTx for SqlTx {
             audit_log::index_keys(self.conn().await?, shape).await?
         };
         let Some((statements, n)) = step else {
-            return Ok(0);
+            return Ok(None);
         };
         for s in statements {
             self.write_audit_sql(s).await?;
         }
-        Ok(n)
+        Ok(Some(n))
     }
 
     async fn prune_audit(&mut self, before_ms: i64, now_ms: i64) -> Result<u64, StoreError> {
