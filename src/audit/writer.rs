@@ -695,14 +695,22 @@ async fn seal_once(engine: &Engine) -> Result<usize, StoreError> {
     Ok(n)
 }
 
-/// Delete what `retention_days` no longer keeps.
+/// Delete what `retention_days` no longer keeps, in transactions of a bounded number of rows
+/// (a first retention on a long trail is many of them, each leaving the writer to others in
+/// between); how many rows.
 pub async fn prune(engine: &Engine, retention_days: u32) -> Result<u64, StoreError> {
     let now = chrono::Utc::now().timestamp_millis();
     let before = now - i64::from(retention_days) * 86_400_000;
-    let mut tx = engine.store().begin().await?;
-    let n = tx.prune_audit(before, now).await?;
-    tx.commit().await?;
-    Ok(n)
+    let mut total = 0;
+    loop {
+        let mut tx = engine.store().begin().await?;
+        let n = tx.prune_audit(before, now).await?;
+        tx.commit().await?;
+        total += n;
+        if n == 0 {
+            return Ok(total);
+        }
+    }
 }
 
 /// The sealer: seal every `interval`; with a retention, prune at start and hourly.

@@ -33,6 +33,9 @@ pub(crate) const COLUMNS: &str = "seq, recorded_ms, kind, action, outcome, statu
     client_kind, auth, orgs, peer, rtype, entity, patient, query, query_len, request_id, failure, \
     forward, chain_pos, hash";
 
+/// Most rows one retention transaction deletes (see [`prune`]).
+pub(crate) const PRUNE_BATCH: i64 = if cfg!(test) { 7 } else { 5_000 };
+
 /// Rows sealed per statement.
 pub(crate) const SEAL_BATCH: usize = 500;
 
@@ -594,6 +597,19 @@ pub(crate) async fn prune(
     let upto = match first_kept {
         Some(p) => p - 1,
         None => head,
+    };
+    // At most PRUNE_BATCH rows a transaction: the rows' search keys are read and deleted with
+    // them, and a first prune of a long trail would otherwise hold all of it in memory and the
+    // writer for minutes. `prune` in `audit::writer` runs batches until nothing is left.
+    let first: Option<i64> =
+        sqlx::query("SELECT MIN(chain_pos) FROM audit_log WHERE chain_pos IS NOT NULL")
+            .fetch_one(&mut *conn)
+            .await
+            .and_then(|r| r.try_get::<Option<i64>, _>(0))
+            .map_err(db_err)?;
+    let upto = match first {
+        Some(first) => upto.min(first + PRUNE_BATCH - 1),
+        None => upto,
     };
     let mut sql = Sql::default();
     sql.push("SELECT chain_pos, hash FROM audit_log WHERE chain_pos = ")
