@@ -699,18 +699,40 @@ async fn seal_once(engine: &Engine) -> Result<usize, StoreError> {
 /// (a first retention on a long trail is many of them, each leaving the writer to others in
 /// between); how many rows.
 pub async fn prune(engine: &Engine, retention_days: u32) -> Result<u64, StoreError> {
+    let mut total = 0;
+    loop {
+        let (n, done) = prune_some(engine, retention_days, usize::MAX).await?;
+        total += n;
+        if done {
+            return Ok(total);
+        }
+    }
+}
+
+/// Prune transactions of the sealer's round: at most this many, so that a long backlog is
+/// worked off between rounds of sealing and key moves instead of stopping them.
+const PRUNE_TRANSACTIONS_PER_ROUND: usize = 20;
+
+/// At most `transactions` retention transactions: how many rows they deleted, and whether
+/// nothing old enough is left.
+async fn prune_some(
+    engine: &Engine,
+    retention_days: u32,
+    transactions: usize,
+) -> Result<(u64, bool), StoreError> {
     let now = chrono::Utc::now().timestamp_millis();
     let before = now - i64::from(retention_days) * 86_400_000;
     let mut total = 0;
-    loop {
+    for _ in 0..transactions {
         let mut tx = engine.store().begin().await?;
         let n = tx.prune_audit(before, now).await?;
         tx.commit().await?;
         total += n;
         if n == 0 {
-            return Ok(total);
+            return Ok((total, true));
         }
     }
+    Ok((total, false))
 }
 
 /// The sealer: seal every `interval`; with a retention, prune at start and hourly.
@@ -726,9 +748,12 @@ async fn seal_loop(
         seal_all(&engine, &stats).await;
         index_keys(&engine, &stats).await;
         if retention_days > 0 && tokio::time::Instant::now() >= next_prune {
-            match prune(&engine, retention_days).await {
-                Ok(n) => {
+            // A backlog goes on in the next round; otherwise the next prune is in an hour.
+            let mut more = false;
+            match prune_some(&engine, retention_days, PRUNE_TRANSACTIONS_PER_ROUND).await {
+                Ok((n, done)) => {
                     stats.pruned.inc_by(n);
+                    more = !done;
                     if n > 0 {
                         tracing::info!(
                             rows = n,
@@ -739,7 +764,9 @@ async fn seal_loop(
                 }
                 Err(e) => tracing::warn!(error = %e, "audit retention failed; retrying later"),
             }
-            next_prune = tokio::time::Instant::now() + PRUNE_EVERY;
+            if !more {
+                next_prune = tokio::time::Instant::now() + PRUNE_EVERY;
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
