@@ -110,7 +110,7 @@ pub fn record(
             .resource
             .as_deref()
             .and_then(|r| r.split('/').nth(1))
-            .map(|id| PatientRef::Reference(format!("Patient/{id}")));
+            .map(patient_ref);
     }
     if rec.patient.is_none() {
         rec.patient = citizen.map(patient_ref);
@@ -149,10 +149,7 @@ pub fn for_write(
     if let Some(e) = entity {
         r.resource = Some(cut(e, 3 * MAX_SEGMENT_BYTES + 16).to_string());
         if e.starts_with("Patient/") {
-            r.patient = e
-                .split('/')
-                .nth(1)
-                .map(|id| PatientRef::Reference(format!("Patient/{id}")));
+            r.patient = e.split('/').nth(1).map(patient_ref);
         }
     }
     if r.patient.is_none() {
@@ -161,7 +158,8 @@ pub fn for_write(
     r
 }
 
-/// The record's citizen from a Patient id (bounded like the path's segments).
+/// The record's citizen from a Patient id (bounded like the path's segments; ids from the path
+/// and from what was stored are within that bound already).
 fn patient_ref(id: &str) -> PatientRef {
     PatientRef::Reference(format!("Patient/{}", cut(id, MAX_SEGMENT_BYTES)))
 }

@@ -338,16 +338,11 @@ impl Authenticator {
         })
     }
 
-    /// Whether `token` is one this authenticator has already accepted and would accept again
-    /// without any cryptography: the development token (from loopback) or a verified JWT still
-    /// in its cache. One hash and one look-up; forged tokens are never recognized.
-    pub fn recognizes(&self, token: &str, peer_is_loopback: bool) -> bool {
-        self.recognized(token, peer_is_loopback).is_some()
-    }
-
-    /// The caller of a token [`Authenticator::recognizes`], which [`Authenticator::bearer`]
-    /// would answer with: the request middleware asks both, and keeps this answer so that the
-    /// token is hashed and looked up once per request.
+    /// The caller of a `token` this authenticator has already accepted and would accept again
+    /// without any cryptography, as [`Authenticator::bearer`] would answer: the development
+    /// token (from loopback) or a verified JWT still in its cache. One hash and one look-up;
+    /// forged tokens are never recognized. The request middleware asks this for the rate limit
+    /// and keeps the answer, so that a token is hashed and looked up once per request.
     pub fn recognized(&self, token: &str, peer_is_loopback: bool) -> Option<Caller> {
         let token = token.trim();
         if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
