@@ -699,14 +699,8 @@ async fn seal_once(engine: &Engine) -> Result<usize, StoreError> {
 /// (a first retention on a long trail is many of them, each leaving the writer to others in
 /// between); how many rows.
 pub async fn prune(engine: &Engine, retention_days: u32) -> Result<u64, StoreError> {
-    let mut total = 0;
-    loop {
-        let (n, done) = prune_some(engine, retention_days, usize::MAX).await?;
-        total += n;
-        if done {
-            return Ok(total);
-        }
-    }
+    let (n, _) = prune_some(engine, retention_days, usize::MAX).await?;
+    Ok(n)
 }
 
 /// Prune transactions of the sealer's round: at most this many, so that a long backlog is

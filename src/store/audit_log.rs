@@ -410,6 +410,22 @@ pub(crate) fn stored(row: &AuditRow) -> StoredResource {
     }
 }
 
+/// The first column of the first row of `sql`, an integer: `None` when there is no row, or it
+/// is NULL.
+pub(super) async fn first_int(
+    conn: &mut AnyConnection,
+    sql: &Sql,
+) -> Result<Option<i64>, StoreError> {
+    let row = query(sql)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    match row {
+        Some(r) => r.try_get::<Option<i64>, _>(0).map_err(db_err),
+        None => Ok(None),
+    }
+}
+
 /// The last sealed position and hash (the anchor when every sealed row was pruned, the
 /// genesis when there is neither).
 pub(crate) async fn chain_head(conn: &mut AnyConnection) -> Result<(i64, String), StoreError> {
@@ -588,11 +604,7 @@ pub(crate) async fn prune(
         "SELECT MIN(chain_pos) FROM audit_log WHERE chain_pos IS NOT NULL AND recorded_ms >= ",
     )
     .bind(Bind::Int(before_ms));
-    let first_kept: Option<i64> = query(&sql)
-        .fetch_one(&mut *conn)
-        .await
-        .and_then(|r| r.try_get::<Option<i64>, _>(0))
-        .map_err(db_err)?;
+    let first_kept = first_int(conn, &sql).await?;
     let (head, _) = chain_head(conn).await?;
     let upto = match first_kept {
         Some(p) => p - 1,
@@ -601,12 +613,11 @@ pub(crate) async fn prune(
     // At most PRUNE_BATCH rows a transaction: the rows' search keys are read and deleted with
     // them, and a first prune of a long trail would otherwise hold all of it in memory and the
     // writer for minutes. `prune` in `audit::writer` runs batches until nothing is left.
-    let first: Option<i64> =
-        sqlx::query("SELECT MIN(chain_pos) FROM audit_log WHERE chain_pos IS NOT NULL")
-            .fetch_one(&mut *conn)
-            .await
-            .and_then(|r| r.try_get::<Option<i64>, _>(0))
-            .map_err(db_err)?;
+    let first = first_int(
+        conn,
+        &Sql::from_text("SELECT MIN(chain_pos) FROM audit_log WHERE chain_pos IS NOT NULL"),
+    )
+    .await?;
     let upto = match first {
         Some(first) => upto.min(first + PRUNE_BATCH - 1),
         None => upto,

@@ -19,11 +19,13 @@
 //! Every step runs under the audit chain's lock, so one process (and one PostgreSQL instance) at
 //! a time moves keys, and the rows up to the chain's head are all committed.
 
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::super::search_sql::{Bind, Sql};
 use super::super::sql::{db_err, int_col, query};
 use super::super::StoreError;
+use super::first_int;
 
 /// The deepest level. With the default shape, level 10 starts past 8.8 × 10¹² keys.
 pub(crate) const MAX_LEVEL: i64 = 10;
@@ -157,13 +159,17 @@ fn set_level(level: i64, entries: i64, draining: bool) -> Sql {
     sql
 }
 
-/// Column `n` of the first row of `sql`, 0 when there is none.
-async fn first_int(conn: &mut AnyConnection, sql: &str) -> Result<i64, StoreError> {
-    sqlx::query(sql)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_err)?
-        .map_or(Ok(0), |r| int_col(&r, "n"))
+/// The keys of a row read with its `seq`, `entity` and `patient`, as `(key, seq)`.
+fn row_keys(r: &AnyRow, out: &mut Vec<(i64, i64)>) -> Result<(), StoreError> {
+    let seq = int_col(r, "seq")?;
+    let entity: Option<String> = r.try_get("entity").map_err(db_err)?;
+    let patient: Option<String> = r.try_get("patient").map_err(db_err)?;
+    out.extend(
+        refs(entity.as_deref(), patient.as_deref())
+            .into_iter()
+            .map(|k| (key(k), seq)),
+    );
+    Ok(())
 }
 
 /// Keys per `INSERT` (two binds each).
@@ -183,16 +189,16 @@ pub(crate) async fn step(
             .map_or(0, |x| x.entries)
     };
     // The tail first: its rows are what a search reads without keys.
-    let upto = first_int(conn, "SELECT upto AS n FROM audit_key_mark WHERE id = 1").await?;
+    let mark = Sql::from_text("SELECT upto FROM audit_key_mark WHERE id = 1");
+    let upto = first_int(conn, &mark).await?.unwrap_or(0);
     // Chain positions have no gaps past the mark (retention deletes a prefix of the chain), so
     // the head tells how many sealed rows the tail holds without reading them: the sealer asks
     // every round, and reading a tail that is not full yet each time cost more than the keys.
-    let head = first_int(
-        conn,
-        "SELECT chain_pos AS n FROM audit_log WHERE chain_pos IS NOT NULL \
+    let head = Sql::from_text(
+        "SELECT chain_pos FROM audit_log WHERE chain_pos IS NOT NULL \
          ORDER BY chain_pos DESC LIMIT 1",
-    )
-    .await?;
+    );
+    let head = first_int(conn, &head).await?.unwrap_or(0);
     let tail_rows = shape.tail_rows.max(1);
     if head - upto >= tail_rows as i64 {
         let mut tail = Sql::default();
@@ -203,13 +209,8 @@ pub(crate) async fn step(
         let mut keys: Vec<(i64, i64)> = Vec::with_capacity(rows.len() * 2);
         let mut last = upto;
         for r in &rows {
-            let seq = int_col(r, "seq")?;
             last = int_col(r, "chain_pos")?;
-            let entity: Option<String> = r.try_get("entity").map_err(db_err)?;
-            let patient: Option<String> = r.try_get("patient").map_err(db_err)?;
-            for k in refs(entity.as_deref(), patient.as_deref()) {
-                keys.push((key(k), seq));
-            }
+            row_keys(r, &mut keys)?;
         }
         keys.sort_unstable();
         keys.dedup();
@@ -322,23 +323,23 @@ pub(crate) async fn forget(conn: &mut AnyConnection, upto: i64) -> Result<Vec<Sq
     )
     .bind(Bind::Int(upto));
     let rows = query(&sql).fetch_all(&mut *conn).await.map_err(db_err)?;
-    let mut out = Vec::new();
+    let mut keys = Vec::new();
     for r in &rows {
-        let seq = int_col(r, "seq")?;
-        let entity: Option<String> = r.try_get("entity").map_err(db_err)?;
-        let patient: Option<String> = r.try_get("patient").map_err(db_err)?;
-        for k in refs(entity.as_deref(), patient.as_deref()) {
+        row_keys(r, &mut keys)?;
+    }
+    Ok(keys
+        .into_iter()
+        .map(|(k, seq)| {
             let mut d = Sql::default();
             d.push(&format!(
                 "DELETE FROM audit_keys WHERE level IN ({ALL_LEVELS}) AND ref = "
             ))
-            .bind(Bind::Int(key(k)))
+            .bind(Bind::Int(k))
             .push(" AND seq = ")
             .bind(Bind::Int(seq));
-            out.push(d);
-        }
-    }
-    Ok(out)
+            d
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -69,6 +69,20 @@ impl SqlTx {
         Ok(())
     }
 
+    /// Where a transaction holding the chain's lock reads what it will write (sealing, key
+    /// moves). On SQLite a reader, so that the single writer is held only for the statements
+    /// (and a sealing commit can be relaxed like the records it seals): this process is the
+    /// file's only writer and takes these steps one at a time under the lock, so the committed
+    /// rows are the whole truth. On PostgreSQL the transaction itself.
+    async fn chain_reader(&mut self) -> Result<ChainReader<'_>, StoreError> {
+        if self.backend == Backend::Sqlite {
+            let conn = self.read.acquire().await.map_err(db_err)?;
+            Ok(ChainReader::Reader(conn))
+        } else {
+            Ok(ChainReader::Tx(self.conn().await?))
+        }
+    }
+
     /// [`SqlTx::write_sql`] of the audit trail's own statements: a transaction of nothing else
     /// succeeding does not tell that the disk has room for clinical writes again.
     async fn write_audit_sql(&mut self, sql: Sql) -> Result<(), StoreError> {
@@ -79,6 +93,31 @@ impl SqlTx {
                 .await
                 .map(|_| ())
                 .map_err(db_err),
+        }
+    }
+}
+
+/// The connection of [`SqlTx::chain_reader`].
+enum ChainReader<'a> {
+    Reader(sqlx::pool::PoolConnection<Any>),
+    Tx(&'a mut AnyConnection),
+}
+
+impl std::ops::Deref for ChainReader<'_> {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        match self {
+            ChainReader::Reader(c) => c,
+            ChainReader::Tx(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for ChainReader<'_> {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self {
+            ChainReader::Reader(c) => c,
+            ChainReader::Tx(c) => c,
         }
     }
 }
@@ -399,15 +438,7 @@ impl StoreTx for SqlTx {
 
     async fn seal_audit(&mut self) -> Result<usize, StoreError> {
         self.lock_audit_chain().await?;
-        let sealed = if self.backend == Backend::Sqlite {
-            // Read on a reader, so that sealing never holds the single writer (and its commit
-            // can be relaxed like the records it seals): this process is the file's only writer
-            // and its sealer runs one round at a time, so the committed rows are the whole truth.
-            let mut conn = self.read.acquire().await.map_err(db_err)?;
-            audit_log::seal(&mut conn).await?
-        } else {
-            audit_log::seal(self.conn().await?).await?
-        };
+        let sealed = audit_log::seal(&mut *self.chain_reader().await?).await?;
         let Some((sql, n)) = sealed else {
             return Ok(0);
         };
@@ -420,14 +451,7 @@ impl StoreTx for SqlTx {
         shape: &audit_log::KeyShape,
     ) -> Result<Option<u64>, StoreError> {
         self.lock_audit_chain().await?;
-        let step = if self.backend == Backend::Sqlite {
-            // On a reader, as sealing does: under the chain's lock the committed state is the
-            // whole truth, and the writer is held only for the statements.
-            let mut conn = self.read.acquire().await.map_err(db_err)?;
-            audit_log::index_keys(&mut conn, shape).await?
-        } else {
-            audit_log::index_keys(self.conn().await?, shape).await?
-        };
+        let step = audit_log::index_keys(&mut *self.chain_reader().await?, shape).await?;
         let Some((statements, n)) = step else {
             return Ok(None);
         };
