@@ -201,9 +201,17 @@ fn keys_by_type(sql: &mut Sql, keys: &[(String, String)], type_col: &str, id_col
     });
 }
 
+/// [`RESOURCE_COLUMNS`] as a literal, for statements written with `concat!` (`sql.rs`'s point
+/// reads, which `direct.rs` maps by position).
+macro_rules! resource_columns {
+    () => {
+        "r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content, r.owner, r.citizen"
+    };
+}
+pub(crate) use resource_columns;
+
 /// Columns every resource query selects, in this order.
-pub(crate) const RESOURCE_COLUMNS: &str =
-    "r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content, r.owner, r.citizen";
+pub(crate) const RESOURCE_COLUMNS: &str = resource_columns!();
 
 /// The page query: matching current resources after the cursor, `limit` of them, sorted.
 pub(crate) fn page(q: &SearchQuery, limit: usize, backend: Backend, vis: &Visibility) -> Sql {

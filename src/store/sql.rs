@@ -369,14 +369,19 @@ pub(crate) fn query_text<'q>(
 
 /// The current version of a resource (`$1` type, `$2` id): [`search_sql::RESOURCE_COLUMNS`].
 /// Also read by `direct.rs`, which binds the placeholders in their order.
-const READ_SQL: &str = "SELECT r.res_type, r.id, r.version, r.last_updated, r.deleted, r.content, \
-                        r.owner, r.citizen FROM resources r WHERE r.res_type = $1 AND r.id = $2";
+const READ_SQL: &str = concat!(
+    "SELECT ",
+    search_sql::resource_columns!(),
+    " FROM resources r WHERE r.res_type = $1 AND r.id = $2"
+);
 
 /// One version of a resource (`$1` type, `$2` id, `$3` version): [`search_sql::RESOURCE_COLUMNS`]
 /// and then `method`.
-const VREAD_SQL: &str = "SELECT r.res_type, r.id, r.version, r.last_updated, r.deleted, \
-                         r.content, r.owner, r.citizen, r.method FROM resource_versions r \
-                         WHERE r.res_type = $1 AND r.id = $2 AND r.version = $3";
+const VREAD_SQL: &str = concat!(
+    "SELECT ",
+    search_sql::resource_columns!(),
+    ", r.method FROM resource_versions r WHERE r.res_type = $1 AND r.id = $2 AND r.version = $3"
+);
 
 /// A row with [`search_sql::RESOURCE_COLUMNS`] as a stored resource.
 fn resource_row(row: &AnyRow, method: Option<String>) -> Result<StoredResource, StoreError> {
