@@ -19,7 +19,9 @@
 # that are updates of existing Goals; the rest create Observations.
 # Each row also gives the process's CPU time (user + system) and the bytes it wrote to storage
 # (/proc/PID/io write_bytes: the WAL, the checkpoints, the audit journal) per request, read a
-# second after the run so that the work a request leaves behind counts.
+# second after the run so that the work a request leaves behind counts. write_bytes counts pages
+# as the kernel accounts them and overstates what strace sees written, several times over under
+# writes (docs/benchmarks.md, "The date index"): compare builds with it, not disks.
 # EXTRA_TOML='…' is appended to the gateway's configuration, while loading and for the mix (for
 # example EXTRA_TOML=$'[audit]\nenabled = false' to see what the audit trail costs, or
 # EXTRA_TOML=$'[database]\nsqlite_page_size = 2048' for a file with smaller pages).
