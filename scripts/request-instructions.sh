@@ -52,6 +52,7 @@ PY
   kill -INT "$gw"
   wait "$gw" || true
   sed -n 's/^summary: //p' "$work/cg.out"
+  [ -n "${KEEP_CG:-}" ] && cp "$work/cg.out" "$KEEP_CG.$n"
   rm -rf "$work"
 }
 

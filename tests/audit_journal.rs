@@ -191,6 +191,16 @@ async fn a_previous_runs_segments_are_copied_once_from_their_marks(
     let torn = line("Patient/torn");
     content.extend(&torn[..torn.len() / 2]);
     std::fs::write(dir.join(format!("{half}.journal")), &content).expect("write");
+    // A mapped segment left by a crash: its records, a line being copied (zeros in it), then
+    // the rest of its reserved room in zeros.
+    let mapped = "0000000000003-dddddddddddd";
+    let mut content = line("Patient/mapped");
+    let torn = line("Patient/torn-mapped");
+    content.extend(&torn[..torn.len() / 2]);
+    content.extend(vec![0u8; 10]);
+    content.extend(&torn[torn.len() / 2 + 10..]);
+    content.resize(content.len() + 200_000, 0);
+    std::fs::write(dir.join(format!("{mapped}.journal")), &content).expect("write");
     let mut tx = engine.store().begin().await.expect("begin");
     let row: Columns = serde_json::from_slice(&first).expect("row");
     tx.audit_from_journal(&[row], half, first.len() as u64)
@@ -216,7 +226,12 @@ async fn a_previous_runs_segments_are_copied_once_from_their_marks(
     entities.sort();
     assert_eq!(
         entities,
-        ["Patient/first", "Patient/second", "Patient/third"]
+        [
+            "Patient/first",
+            "Patient/mapped",
+            "Patient/second",
+            "Patient/third"
+        ]
     );
     auditor.shutdown().await;
 }

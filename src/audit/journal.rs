@@ -8,8 +8,18 @@
 //! `fdatasync`s the file within `audit.max_unsynced_ms` (the window at risk on power loss).
 //!
 //! - **Segments.** The journal is a directory of segment files, `<time>-<random>.journal`, one
-//!   JSON line per record ([`Columns`]). The open segment is closed past [`SEGMENT_BYTES`], or
-//!   at the first failed append (so a torn line can never be followed by a whole one).
+//!   JSON line per record ([`Columns`]). The open segment is closed when the next record would
+//!   take it past [`SEGMENT_BYTES`], or at the first failed append (so a torn line can never be
+//!   followed by a whole one).
+//! - **Appending without a system call.** The open segment's blocks are reserved
+//!   (`posix_fallocate`) and the file is mapped shared: an append copies the line into the page
+//!   cache under the journal's lock. What is in the page cache belongs to the kernel, so the
+//!   record survives a crash of the process as it did after a `write`; the syncer writes the
+//!   mapping back (`msync`) as it synced the file. A `write` per audited request held the lock
+//!   through a system call, and two workers queued on it. Where blocks cannot be reserved or the
+//!   file cannot be mapped, the segment is appended to with positioned writes, as before. A
+//!   closed segment is cut to its records; one left by a crash ends in reserved zeros, which
+//!   the next start does not count as records.
 //! - **The ingester** copies whole lines, oldest segment first, into `audit_log`; each
 //!   transaction also moves the segment's mark (`audit_journal.end_offset`), so after a crash it
 //!   starts exactly where the last commit left it: no record lost, none copied twice. A
@@ -25,7 +35,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
-use std::io::Write as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,7 +48,8 @@ use super::writer::{log_lost_row, AuditStats};
 use crate::engine::Engine;
 use crate::store::StoreError;
 
-/// The open segment is closed, and a new one begun, past this many bytes.
+/// A segment holds at most this many bytes (the size reserved for a mapped one); a record that
+/// would go past it begins a new segment.
 const SEGMENT_BYTES: u64 = 16 << 20;
 /// Most bytes read from a segment for one transaction (a record is at most a few KiB, usually
 /// a few hundred bytes: room for [`CATCH_UP`] batches of them).
@@ -66,10 +76,25 @@ struct Segment {
     ours: bool,
 }
 
+/// The open segment's file, and its mapping when it has one.
+#[derive(Debug, Clone)]
+struct OpenFile {
+    file: Arc<File>,
+    /// `SEGMENT_BYTES` of the file, mapped shared; `None` appends with positioned writes.
+    map: Option<Arc<memmap2::MmapRaw>>,
+}
+
+/// A closed segment's file, synced once more by the syncer (and cut to `len`, its records).
+#[derive(Debug)]
+struct Retired {
+    open: OpenFile,
+    len: u64,
+}
+
 #[derive(Debug, Default)]
 struct Tail {
     /// The open segment's file, if any (the back of `segments`).
-    file: Option<Arc<File>>,
+    file: Option<OpenFile>,
     /// Oldest first: the segments not yet copied in full.
     segments: VecDeque<Segment>,
     /// Shutting down: appends are refused (the recorder writes to the database directly).
@@ -95,7 +120,7 @@ pub(crate) struct Journal {
     appended_bytes: AtomicU64,
     synced_bytes: AtomicU64,
     /// Closed segments still to be synced once.
-    retired: Mutex<Vec<Arc<File>>>,
+    retired: Mutex<Vec<Retired>>,
     wake: Notify,
     /// Someone waits for the ingester (a reader of the trail, a recorder out of room): it
     /// copies at once instead of letting records gather.
@@ -104,6 +129,8 @@ pub(crate) struct Journal {
     idle: AtomicBool,
     capacity: u64,
     sync_failed: AtomicBool,
+    /// A segment could not be mapped (said once).
+    unmapped: AtomicBool,
     /// Held (locked) from `open` until [`Journal::release`].
     lock: Mutex<Option<File>>,
 }
@@ -123,22 +150,49 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> String {
     format!("{what} {}: {e}", path.display())
 }
 
-/// The length of the whole lines at the start of `file`: a line cut short by a crash is not
-/// counted (its request was never answered).
-fn whole_lines(file: &File) -> std::io::Result<u64> {
-    let len = file.metadata()?.len();
-    let mut end = len;
+/// The records at the start of `file`: the length of its whole lines, and the bytes after them
+/// that a crash cut short (a record whose request was never answered).
+///
+/// A mapped segment left by a crash ends in reserved zero bytes, and a line being copied when
+/// the process died may hold zeros (a record never holds one: JSON escapes control
+/// characters). So the records end at the last line break before the first zero byte.
+fn whole_lines(file: &File) -> std::io::Result<(u64, u64)> {
+    let size = file.metadata()?.len();
     let mut buf = vec![0u8; 64 * 1024];
-    while end > 0 {
-        let start = end.saturating_sub(buf.len() as u64);
-        let chunk = &mut buf[..(end - start) as usize];
-        file.read_exact_at(chunk, start)?;
-        if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
-            return Ok(start + i as u64 + 1);
+    let mut at = 0u64;
+    let mut whole = 0u64;
+    while at < size {
+        let n = (size - at).min(buf.len() as u64) as usize;
+        let chunk = &mut buf[..n];
+        file.read_exact_at(chunk, at)?;
+        let data = match memchr::memchr(0, chunk) {
+            Some(zero) => &chunk[..zero],
+            None => &chunk[..],
+        };
+        if let Some(i) = memchr::memrchr(b'\n', data) {
+            whole = at + i as u64 + 1;
         }
-        end = start;
+        if data.len() < chunk.len() {
+            return Ok((whole, at + data.len() as u64 - whole));
+        }
+        at += n as u64;
     }
-    Ok(0)
+    Ok((whole, size - whole))
+}
+
+/// Reserve `SEGMENT_BYTES` for `file` and map them shared, or say why not.
+fn map_segment(file: &File) -> std::io::Result<memmap2::MmapRaw> {
+    use std::os::fd::AsRawFd as _;
+    let len = libc::off_t::try_from(SEGMENT_BYTES).map_err(std::io::Error::other)?;
+    // SAFETY: a plain system call on a file descriptor this function borrows.
+    let err = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    if err != 0 {
+        return Err(std::io::Error::from_raw_os_error(err));
+    }
+    // The mapping covers exactly the reserved length.
+    memmap2::MmapOptions::new()
+        .len(SEGMENT_BYTES as usize)
+        .map_raw(file)
 }
 
 impl Journal {
@@ -191,12 +245,11 @@ impl Journal {
                 continue;
             }
             let file = File::open(&path).map_err(|e| io_error("cannot open", &path, e))?;
-            let len = whole_lines(&file).map_err(|e| io_error("cannot read", &path, e))?;
-            let size = file.metadata().map(|m| m.len()).unwrap_or(len);
-            if size > len {
+            let (len, cut) = whole_lines(&file).map_err(|e| io_error("cannot read", &path, e))?;
+            if cut > 0 {
                 tracing::warn!(
                     segment = %name,
-                    bytes = size - len,
+                    bytes = cut,
                     "an audit journal record was cut short by a crash: its request was never answered; left out"
                 );
             }
@@ -237,6 +290,7 @@ impl Journal {
             idle: AtomicBool::new(false),
             capacity: capacity.max(1) as u64,
             sync_failed: AtomicBool::new(false),
+            unmapped: AtomicBool::new(false),
             lock: Mutex::new(Some(lock)),
         });
         let mut ingester = Ingester {
@@ -313,6 +367,11 @@ impl Journal {
             .map_err(|e| AppendError::Io(std::io::Error::other(e.to_string())))?;
         line.push(b'\n');
         let n = line.len() as u64;
+        if n > SEGMENT_BYTES {
+            return Err(AppendError::Io(std::io::Error::other(format!(
+                "an audit record of {n} bytes is larger than a journal segment"
+            ))));
+        }
         {
             let mut tail = self
                 .tail
@@ -321,21 +380,47 @@ impl Journal {
             if tail.stopped {
                 return Err(AppendError::Stopped);
             }
-            let file = match &tail.file {
+            let full = tail
+                .segments
+                .back()
+                .is_some_and(|s| tail.file.is_some() && s.len + n > SEGMENT_BYTES);
+            if full {
+                if let Some(segment) = tail.segments.back_mut() {
+                    segment.closed = true;
+                }
+                self.retire(&mut tail);
+            }
+            let open = match &tail.file {
                 Some(f) => f.clone(),
                 None => self.open_segment(&mut tail).map_err(AppendError::Io)?,
             };
-            let written = (&*file).write_all(&line);
             let Some(segment) = tail.segments.back_mut() else {
                 return Err(AppendError::Io(std::io::Error::other("no open segment")));
+            };
+            let written = match &open.map {
+                Some(map) if segment.len + n <= map.len() as u64 => {
+                    let at = segment.len as usize;
+                    // SAFETY: `at + n` is within the mapping (checked above); the journal's
+                    // lock, held here, orders every copy into it; the lock file keeps other
+                    // processes out of the directory, and nothing else writes or cuts the file
+                    // while it is mapped (it is cut only once retired and unmapped).
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            line.as_ptr(),
+                            map.as_mut_ptr().add(at),
+                            line.len(),
+                        );
+                    }
+                    Ok(())
+                }
+                Some(_) => Err(std::io::Error::other(
+                    "the journal segment's mapping is full",
+                )),
+                None => open.file.write_all_at(&line, segment.len),
             };
             match written {
                 Ok(()) => {
                     segment.len += n;
-                    if segment.len >= SEGMENT_BYTES {
-                        segment.closed = true;
-                        self.retire(&mut tail);
-                    }
                 }
                 Err(e) => {
                     // Part of the line may be in the file: nothing is appended after it.
@@ -353,19 +438,33 @@ impl Journal {
         Ok(())
     }
 
-    fn open_segment(&self, tail: &mut Tail) -> std::io::Result<Arc<File>> {
+    fn open_segment(&self, tail: &mut Tail) -> std::io::Result<OpenFile> {
         let name = format!(
             "{:013}-{}",
             chrono::Utc::now().timestamp_millis(),
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
         let path = segment_path(&self.dir, &name);
-        let file = Arc::new(
-            OpenOptions::new()
-                .create_new(true)
-                .append(true)
-                .open(&path)?,
-        );
+        let file = OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&path)?;
+        let map = match map_segment(&file) {
+            Ok(map) => Some(Arc::new(map)),
+            Err(e) => {
+                // Appended with positioned writes instead; nothing reserved is left behind.
+                file.set_len(0)?;
+                if !self.unmapped.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, dir = %self.dir.display(), "cannot reserve and map an audit journal segment; appending with a system call per record instead");
+                }
+                None
+            }
+        };
+        let file = OpenFile {
+            file: Arc::new(file),
+            map,
+        };
         // The new name must survive a power loss as well as its content.
         File::open(&self.dir)?.sync_all()?;
         tail.segments.push_back(Segment {
@@ -378,11 +477,12 @@ impl Journal {
         Ok(file)
     }
 
-    /// Close the open segment's file; the syncer syncs it once more.
+    /// Close the open segment's file; the syncer syncs it once more and cuts it to its records.
     fn retire(&self, tail: &mut Tail) {
-        if let Some(file) = tail.file.take() {
+        if let Some(open) = tail.file.take() {
+            let len = tail.segments.back().map_or(0, |s| s.len);
             if let Ok(mut r) = self.retired.lock() {
-                r.push(file);
+                r.push(Retired { open, len });
             }
         }
     }
@@ -430,7 +530,7 @@ impl Journal {
     /// Sync what was appended since the last round; whether anything was.
     fn sync_once(&self) -> bool {
         let appended = self.appended_bytes.load(Ordering::SeqCst);
-        let retired: Vec<Arc<File>> = self
+        let retired: Vec<Retired> = self
             .retired
             .lock()
             .map(|mut r| std::mem::take(&mut *r))
@@ -440,21 +540,41 @@ impl Journal {
         }
         let open = self.tail.lock().ok().and_then(|t| t.file.clone());
         let mut ok = true;
-        for file in retired.iter().chain(open.iter()) {
-            if let Err(e) = file.sync_data() {
-                ok = false;
-                if !self.sync_failed.swap(true, Ordering::Relaxed) {
-                    tracing::error!(error = %e, dir = %self.dir.display(), "cannot sync the audit journal to disk; retrying");
+        let mut failed = Vec::new();
+        for r in retired {
+            // Written back through the mapping, then cut to its records (nothing writes to
+            // it any more), then synced with its new length.
+            let done = sync(&r.open).and_then(|()| {
+                if r.open.map.is_some() {
+                    r.open.file.set_len(r.len)?;
                 }
+                r.open.file.sync_data()
+            });
+            if let Err(e) = done {
+                ok = false;
+                self.sync_error(&e);
+                failed.push(r);
+            }
+        }
+        if let Some(open) = &open {
+            if let Err(e) = sync(open) {
+                ok = false;
+                self.sync_error(&e);
             }
         }
         if ok {
             self.sync_failed.store(false, Ordering::Relaxed);
             self.synced_bytes.store(appended, Ordering::SeqCst);
         } else if let Ok(mut r) = self.retired.lock() {
-            r.extend(retired);
+            r.extend(failed);
         }
         true
+    }
+
+    fn sync_error(&self, e: &std::io::Error) {
+        if !self.sync_failed.swap(true, Ordering::Relaxed) {
+            tracing::error!(error = %e, dir = %self.dir.display(), "cannot sync the audit journal to disk; retrying");
+        }
     }
 
     /// The front segment: its name, whole length, whether closed, whether ours.
@@ -475,6 +595,14 @@ impl Journal {
 
     fn path(&self, name: &str) -> PathBuf {
         segment_path(&self.dir, name)
+    }
+}
+
+/// Write a segment's records to disk: its mapping (`msync`), or its file (`fdatasync`).
+fn sync(open: &OpenFile) -> std::io::Result<()> {
+    match &open.map {
+        Some(map) => map.flush(),
+        None => open.file.sync_data(),
     }
 }
 
@@ -756,4 +884,44 @@ async fn write(
     let mut tx = engine.store().begin().await?;
     tx.audit_from_journal(rows, segment, end).await?;
     tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_of(content: &[u8]) -> (u64, u64) {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("s.journal");
+        std::fs::write(&path, content).expect("write");
+        whole_lines(&File::open(&path).expect("open")).expect("whole lines")
+    }
+
+    #[test]
+    fn records_end_at_the_last_line_break_before_the_reserved_zeros() {
+        let rec = b"{\"a\":1}\n";
+        let two: Vec<u8> = [&rec[..], &rec[..]].concat();
+        // Written with `write`: a line cut short, or none.
+        assert_eq!(lines_of(&two), (16, 0));
+        assert_eq!(lines_of(&[&two[..], b"{\"a\""].concat()), (16, 4));
+        assert_eq!(lines_of(b""), (0, 0));
+        // Mapped: the rest of the reserved room is zeros, past the 64 KiB read chunk too.
+        let mut mapped = two.clone();
+        mapped.resize(200_000, 0);
+        assert_eq!(lines_of(&mapped), (16, 0));
+        // A line being copied when the process died: its start, or its end without its start.
+        let mut torn = two.clone();
+        torn.extend(b"{\"a\"");
+        torn.resize(100_000, 0);
+        assert_eq!(lines_of(&torn), (16, 4));
+        let mut torn_end = two.clone();
+        torn_end.extend([0, 0, 0, b'1', b'}', b'\n']);
+        torn_end.resize(70_000, 0);
+        assert_eq!(lines_of(&torn_end), (16, 0));
+        // Records that reach past the first read chunk.
+        let long: Vec<u8> = rec.repeat(10_000);
+        let mut long_mapped = long.clone();
+        long_mapped.resize(300_000, 0);
+        assert_eq!(lines_of(&long_mapped), (80_000, 0));
+    }
 }
