@@ -9,7 +9,8 @@
 # instrumentation on, sends N requests (default 4000) for PATH (default: that Patient's read)
 # on one keep-alive connection, waits 2 s for background work (the audit record's copy into
 # the database), and prints the count for N and for 0 requests and their difference per
-# request. AUDIT=off runs with `audit.enabled = false`; BIN= picks the binary. Loopback only.
+# request. AUDIT=off runs with `audit.enabled = false`; BIN= picks the binary; KEEP_CG=PREFIX keeps
+# the callgrind files (PREFIX.0, PREFIX.N) for callgrind_annotate. Loopback only.
 # Needs valgrind and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
