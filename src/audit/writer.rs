@@ -403,7 +403,7 @@ impl Shared {
         if journal.room().await {
             self.backpressure("the audit journal's ingester cannot keep up: requests wait for room (backpressure)");
         }
-        match journal.append(&super::compact::Columns::of(&record)) {
+        match journal.append(super::compact::Columns::of(&record)) {
             Ok(()) => Recorded::Written,
             Err(AppendError::Stopped) => self.write_alone(record).await,
             Err(AppendError::Io(e)) => {
