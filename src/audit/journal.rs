@@ -1001,6 +1001,97 @@ async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::{AuditRecord, Interaction};
+
+    /// A journal in `dir` with no database behind it: appends, kept rows, the syncer's round.
+    fn journal(dir: &Path) -> Journal {
+        let (ingested, _) = watch::channel(0);
+        Journal {
+            dir: dir.to_path_buf(),
+            tail: Mutex::new(Tail::default()),
+            appended: AtomicU64::new(0),
+            ingested,
+            appended_bytes: AtomicU64::new(0),
+            synced_bytes: AtomicU64::new(0),
+            retired: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+            urgent: AtomicBool::new(false),
+            idle: AtomicBool::new(false),
+            capacity: 1000,
+            sync_failed: AtomicBool::new(false),
+            unmapped: AtomicBool::new(false),
+            lock: Mutex::new(None),
+        }
+    }
+
+    fn row(n: u16) -> Columns {
+        let mut r = AuditRecord::new(Interaction::Read, 200);
+        r.resource = Some(format!("Patient/p{n}"));
+        Columns::of(&r)
+    }
+
+    #[test]
+    fn kept_rows_are_the_lines_at_the_ingesters_position_and_a_closed_segment_is_cut_to_them() {
+        let dir = tempfile::tempdir().expect("dir");
+        let j = journal(dir.path());
+        for n in 0..5 {
+            j.append(row(n)).expect("append");
+        }
+        let (name, len, closed, ours, serial) = j.front().expect("segment");
+        assert!(!closed && ours && serial == 1);
+        // The mapped file holds the lines the kept rows stand for, at their places.
+        let path = j.path(&name);
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), SEGMENT_BYTES);
+        let bytes = std::fs::read(&path).expect("read");
+        let lines: Vec<&[u8]> = bytes[..len as usize]
+            .split_inclusive(|b| *b == b'\n')
+            .collect();
+        assert_eq!(lines.len(), 5);
+        assert_eq!(
+            whole_lines(&File::open(&path).expect("open")).expect("lines"),
+            (len, 0)
+        );
+
+        // Five rows from the start: more than twice two, so all of them.
+        let kept = j.take_pending(serial, 0, 100, 2);
+        assert_eq!(kept.len(), 5);
+        let mut at = 0;
+        for (k, line) in kept.iter().zip(&lines) {
+            assert_eq!(k.start, at);
+            assert_eq!(k.len, line.len() as u64);
+            let parsed: Columns = serde_json::from_slice(line).expect("line");
+            assert_eq!(parsed, k.row);
+            at += k.len;
+        }
+        assert!(j.take_pending(serial, at, 100, 2).is_empty());
+
+        // Three more; the ingester copied the first from the file: that row is dropped, and of
+        // the two left, no more than `fewest` are taken at a time.
+        for n in 5..8 {
+            j.append(row(n)).expect("append");
+        }
+        let first = j.tail.lock().expect("tail").pending[0].len;
+        let kept = j.take_pending(serial, at + first, 100, 1);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].row.entity.as_deref(), Some("Patient/p6"));
+        // Not at the ingester's position: nothing, and the row stays.
+        assert!(j.take_pending(serial, at, 100, 10).is_empty());
+        let last = j.take_pending(serial, at + first + kept[0].len, 100, 10);
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].row.entity.as_deref(), Some("Patient/p7"));
+        // Once the ingester is on a later segment, this one's rows are dropped.
+        j.append(row(8)).expect("append");
+        assert!(j.take_pending(serial + 1, 0, 100, 10).is_empty());
+        assert!(j.tail.lock().expect("tail").pending.is_empty());
+
+        // Closed and synced: cut to its records.
+        j.stop_appending();
+        assert!(j.sync_once());
+        let (_, len, closed, _, _) = j.front().expect("segment");
+        assert!(closed);
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), len);
+        assert!(matches!(j.append(row(9)), Err(AppendError::Stopped)));
+    }
 
     fn lines_of(content: &[u8]) -> (u64, u64) {
         let dir = tempfile::tempdir().expect("dir");
