@@ -250,6 +250,112 @@ pub(crate) fn page(q: &SearchQuery, limit: usize, backend: Backend, vis: &Visibi
     sql
 }
 
+/// Index rows a density probe counts at most: a filter matching this many is broad.
+const DENSE_MATCHES: i64 = 1024;
+/// Below that, a filter is broad when at least one resource of its type in this many matches.
+const DENSE_SHARE: i64 = 8;
+
+/// The one filter of a search that [`dense_page`] can answer: SQLite, creation order (no
+/// `_sort`), a single filter on an indexed parameter, not negated, without `:missing`, chains
+/// or `_has`.
+fn dense_filter(q: &SearchQuery, backend: Backend) -> Option<&Filter> {
+    let [f] = q.filters.as_slice() else {
+        return None;
+    };
+    let plain = |m: &Match| {
+        !matches!(
+            m,
+            Match::Missing(_) | Match::Chain { .. } | Match::Has { .. }
+        )
+    };
+    (backend == Backend::Sqlite
+        && q.sort.is_empty()
+        && !f.negate
+        && !matches!(f.param.as_str(), "_id" | "_lastUpdated" | "_has")
+        && !f.any_of.is_empty()
+        && f.any_of.iter().all(plain))
+    .then_some(f)
+}
+
+/// For a search [`dense_filter`] accepts, a statement giving one row of two numbers for
+/// [`is_dense`]: the filter's index rows (at most [`DENSE_MATCHES`]) and, when fewer, the type's
+/// resources (at most [`DENSE_SHARE`] times as many, plus one). Both are counted on covering
+/// indexes, so the probe reads at most a few thousand index entries.
+///
+/// [`page`] finds the matches first and then their resources, and sorts them: on SQLite that
+/// is a row read per match, 47 ms for a filter matching 10,000 CarePlans, for every page.
+/// When matches are dense, walking the type in creation order and testing each resource
+/// ([`dense_page`]) stops at the page's end instead: 0.06 ms for the same page.
+pub(crate) fn density_probe(q: &SearchQuery, backend: Backend, vis: &Visibility) -> Option<Sql> {
+    let f = dense_filter(q, backend)?;
+    let mut sql = Sql {
+        backend: Some(backend),
+        ..Sql::default()
+    };
+    sql.push("WITH m(v) AS (SELECT count(*) FROM (SELECT 1 FROM search_index i WHERE ");
+    index_filter(&mut sql, "i", &q.rtype, f, vis);
+    let _ = write!(
+        sql.text,
+        " LIMIT {DENSE_MATCHES})) SELECT v, CASE WHEN v >= {DENSE_MATCHES} THEN 0 ELSE (SELECT count(*) FROM (SELECT 1 FROM resources x WHERE x.res_type = "
+    );
+    sql.text(&q.rtype);
+    let _ = write!(
+        sql.text,
+        " LIMIT (SELECT v FROM m) * {DENSE_SHARE} + 1)) END FROM m"
+    );
+    Some(sql)
+}
+
+/// Whether a [`density_probe`]'s numbers make the search broad enough for [`dense_page`]:
+/// [`DENSE_MATCHES`] matches or more (a very large type may then be walked further than the
+/// matches would have been read: at most the page size times the type's size over the
+/// matches), or at least one resource of the type in [`DENSE_SHARE`]. No match at all is not
+/// broad.
+pub(crate) fn is_dense(matches: i64, type_rows: i64) -> bool {
+    matches >= DENSE_MATCHES || (matches > 0 && type_rows <= matches * DENSE_SHARE)
+}
+
+/// [`page`] for a broad search that [`dense_filter`] accepts, on SQLite: the type's resources
+/// walked in creation order (`resources_order`), each tested for the filter through its own
+/// index rows (`search_index_owner`), until the page is full. The same rows as [`page`], in the
+/// same order.
+pub(crate) fn dense_page(q: &SearchQuery, limit: usize, vis: &Visibility) -> Option<Sql> {
+    let f = dense_filter(q, Backend::Sqlite)?;
+    let mut sql = Sql {
+        backend: Some(Backend::Sqlite),
+        ..Sql::default()
+    };
+    let _ = write!(
+        sql.text,
+        "SELECT {RESOURCE_COLUMNS}, r.created_seq FROM resources r WHERE r.res_type = "
+    );
+    sql.text(&q.rtype);
+    sql.push(" AND r.deleted = 0 AND EXISTS (SELECT 1 FROM search_index i INDEXED BY search_index_owner WHERE i.res_id = r.id AND ");
+    index_filter(&mut sql, "i", &q.rtype, f, vis);
+    sql.push(")");
+    visibility(&mut sql, "r", vis);
+    if let Some(after) = &q.after {
+        sql.push(" AND r.created_seq > ").bind(Bind::Int(after.seq));
+    }
+    let _ = write!(sql.text, " ORDER BY r.created_seq LIMIT {limit}");
+    Some(sql)
+}
+
+/// The index rows `i` of a resource of type `rtype` that match `f` (a plain filter on an
+/// indexed parameter), as [`filter`] selects them.
+fn index_filter(sql: &mut Sql, i: &str, rtype: &str, f: &Filter, vis: &Visibility) {
+    let _ = write!(sql.text, "{i}.res_type = ");
+    sql.text(rtype);
+    let _ = write!(sql.text, " AND {i}.param = ");
+    sql.text(&f.param);
+    if f.any_of.iter().all(|m| matches!(m, Match::Date { .. })) {
+        let _ = write!(sql.text, " AND {i}.lo IS NOT NULL");
+    }
+    sql.push(" AND (");
+    alternatives(sql, i, &f.any_of, vis);
+    sql.push(")");
+}
+
 /// How the creation sequence is written in `ORDER BY`: bare, or on SQLite as `+` (an
 /// expression, which no index delivers in order) when the query narrows the matches by a
 /// resource's id. Without table statistics SQLite prefers walking `resources_order` (type,
@@ -975,6 +1081,135 @@ pub(crate) mod tests {
         let plan = sqlite_plan(&sql).await;
         assert!(
             !plan.iter().any(|step| step.contains("resources_order")),
+            "{plan:#?}"
+        );
+    }
+
+    /// A broad search on SQLite walks the type in creation order ([`super::dense_page`]) and
+    /// finds the same rows in the same order, page after page, as [`page`]: token and
+    /// date filters, several values, visibility by owner, deleted resources left out. The probe
+    /// tells broad from narrow as [`super::is_dense`] says.
+    #[tokio::test]
+    async fn a_broad_search_walks_the_type_and_finds_what_the_lookup_finds() {
+        use super::{dense_page, density_probe, is_dense};
+        use sqlx::Row as _;
+        let pool = crate::store::migrate::memory_sqlite().await;
+        let run = |sql: Sql| {
+            let pool = pool.clone();
+            async move {
+                crate::store::sql::query_text(&sql.sqlite_text(), &sql.binds)
+                    .fetch_all(&pool)
+                    .await
+                    .expect("query")
+            }
+        };
+        // 60 CarePlans, created in an order unlike their ids; every third draft, every fifth
+        // deleted, owners alternating; each with a status, a title word and a period date.
+        for n in 0..60i64 {
+            let id = format!("cp-{:02}", (n * 37) % 60);
+            let status = if n % 3 == 0 { "draft" } else { "active" };
+            let owner = if n % 2 == 0 { "org-a" } else { "org-b" };
+            let mut sql = Sql::from_text(
+                "INSERT INTO resources (res_type, id, version, last_updated, deleted, content, created_seq, owner) VALUES ('CarePlan', ",
+            );
+            sql.text(&id).push(", 1, 0, ");
+            sql.bind(Bind::Int(i64::from(n % 5 == 0)));
+            sql.push(", '{}', ")
+                .bind(Bind::Int(1000 - n * 7))
+                .push(", ");
+            sql.text(owner).push(")");
+            run(sql).await;
+            for (param, value, lo) in [
+                ("status", status, None),
+                ("intent", if n % 4 == 0 { "plan" } else { "order" }, None),
+                ("date", "", Some(1_700_000_000_000 + n * 86_400_000)),
+            ] {
+                let mut sql = Sql::from_text(
+                    "INSERT INTO search_index (res_type, res_id, param, system, value, lo, hi) VALUES ('CarePlan', ",
+                );
+                sql.text(&id)
+                    .push(", ")
+                    .text(param)
+                    .push(", '', ")
+                    .text(value)
+                    .push(", ");
+                sql.bind(lo.map_or(Bind::Null, Bind::Int)).push(", ");
+                sql.bind(lo.map_or(Bind::Null, |l| Bind::Int(l + 86_399_999)))
+                    .push(")");
+                run(sql).await;
+            }
+        }
+        let ids = |rows: &[sqlx::any::AnyRow]| -> Vec<(String, i64)> {
+            rows.iter()
+                .map(|r| {
+                    (
+                        r.try_get::<String, _>("id").expect("id"),
+                        r.try_get::<i64, _>("created_seq").expect("seq"),
+                    )
+                })
+                .collect()
+        };
+        let owned = Visibility::Owned(vec!["org-a".to_string()].into());
+        for (pairs, vis) in [
+            (vec![("status", "active")], Visibility::All),
+            (vec![("status", "active,draft")], Visibility::All),
+            (vec![("status", "draft")], owned.clone()),
+            (vec![("intent", "plan")], Visibility::All),
+            (vec![("date", "ge2023-11-20")], Visibility::All),
+        ] {
+            let mut q = query("CarePlan", &pairs);
+            let probe = density_probe(&q, Backend::Sqlite, &vis).expect("a plain filter");
+            let row = &run(probe).await[0];
+            let (m, n) = (
+                row.try_get::<i64, _>(0).expect("m"),
+                row.try_get::<i64, _>(1).expect("n"),
+            );
+            assert!(is_dense(m, n), "{pairs:?}: {m} matches of {n}");
+            let mut pages = 0;
+            loop {
+                let lookup = ids(&run(page(&q, 7, Backend::Sqlite, &vis)).await);
+                let walked = ids(&run(dense_page(&q, 7, &vis).expect("dense")).await);
+                assert_eq!(walked, lookup, "{pairs:?}, page {pages}");
+                let Some((_, seq)) = lookup.last().cloned() else {
+                    break;
+                };
+                q.after = Some(fhir_core::fhir::search::Cursor {
+                    values: Vec::new(),
+                    seq,
+                });
+                pages += 1;
+            }
+            assert!(pages >= 2, "{pairs:?} should span pages");
+        }
+        // Narrow, or nothing at all: the lookup.
+        assert!(!is_dense(0, 1));
+        assert!(!is_dense(3, 60));
+        assert!(is_dense(8, 60));
+        assert!(is_dense(1024, 1_000_000));
+        // Not of the walk's shape: sorted, two filters, negated, a chain.
+        for pairs in [
+            vec![("status", "active"), ("_sort", "date")],
+            vec![("status", "active"), ("intent", "plan")],
+            vec![("status:not", "active")],
+            vec![("patient.identifier", "x|1")],
+            vec![("_id", "cp-01")],
+        ] {
+            let q = query("CarePlan", &pairs);
+            assert!(
+                density_probe(&q, Backend::Sqlite, &Visibility::All).is_none(),
+                "{pairs:?}"
+            );
+        }
+        let q = query("CarePlan", &[("status", "active")]);
+        assert!(density_probe(&q, Backend::Postgres, &Visibility::All).is_none());
+        // The walk's plan: the type in creation order, each resource's own index rows.
+        let plan = sqlite_plan(&dense_page(&q, 21, &Visibility::All).expect("dense")).await;
+        assert!(
+            plan.iter().any(|s| s.contains("resources_order")),
+            "{plan:#?}"
+        );
+        assert!(
+            plan.iter().any(|s| s.contains("search_index_owner")),
             "{plan:#?}"
         );
     }

@@ -556,7 +556,7 @@ impl Storage for SqlStore {
         }
         let sql = search_sql::page(q, limit, self.backend, vis);
         let Some(cache) = &self.cache else {
-            return self.search_db(q, &sql).await;
+            return self.page_db(q, limit, vis, &sql).await;
         };
         let key = SearchKey::new("page", &sql.text, &sql.binds);
         let slots = StoreCache::query_slots(q);
@@ -564,7 +564,7 @@ impl Storage for SqlStore {
             return Ok(Vec::clone(&hits));
         }
         let ticket = cache.search_ticket(&slots);
-        let hits = self.search_db(q, &sql).await?;
+        let hits = self.page_db(q, limit, vis, &sql).await?;
         if let Some(ticket) = ticket {
             cache.fill_search(ticket, key, SearchValue::Hits(Arc::new(hits.clone())));
         }
@@ -780,7 +780,7 @@ impl Storage for SqlStore {
         vis: &Visibility,
     ) -> Result<Vec<SearchHit>, StoreError> {
         let sql = search_sql::page(q, limit, self.backend, vis);
-        self.search_db(q, &sql).await
+        self.page_db(q, limit, vis, &sql).await
     }
 
     async fn bulk_job(&self, id: &str) -> Result<Option<BulkJob>, StoreError> {
@@ -992,6 +992,32 @@ impl SqlStore {
     }
 
     #[tracing::instrument(name = "database", level = "debug", skip_all, fields(db.operation.name = "search", db.system.name = self.backend.name(), otel.kind = "client"))]
+    /// A page of `q` (`sql`, its [`search_sql::page`]); on SQLite a broad single-filter search
+    /// walks the type in creation order instead ([`search_sql::dense_page`]), after a probe of
+    /// at most a few thousand index entries says it is broad.
+    async fn page_db(
+        &self,
+        q: &SearchQuery,
+        limit: usize,
+        vis: &Visibility,
+        sql: &Sql,
+    ) -> Result<Vec<SearchHit>, StoreError> {
+        if let Some(probe) = search_sql::density_probe(q, self.backend, vis) {
+            let row = query(&probe).fetch_one(&self.read).await.map_err(db_err)?;
+            let (matches, rows) = (
+                int_col(&row, "v")?,
+                row.try_get::<i64, _>(1)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
+            if search_sql::is_dense(matches, rows) {
+                if let Some(dense) = search_sql::dense_page(q, limit, vis) {
+                    return self.search_db(q, &dense).await;
+                }
+            }
+        }
+        self.search_db(q, sql).await
+    }
+
     async fn search_db(&self, q: &SearchQuery, sql: &Sql) -> Result<Vec<SearchHit>, StoreError> {
         let rows = query(sql).fetch_all(&self.read).await.map_err(db_err)?;
         let corrupt = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
