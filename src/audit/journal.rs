@@ -295,26 +295,7 @@ impl Journal {
                 forget.push(name.clone());
             }
         }
-        let (ingested, _) = watch::channel(0);
-        let journal = Arc::new(Journal {
-            dir: dir.to_path_buf(),
-            tail: Mutex::new(Tail {
-                segments,
-                ..Tail::default()
-            }),
-            appended: AtomicU64::new(0),
-            ingested,
-            appended_bytes: AtomicU64::new(0),
-            synced_bytes: AtomicU64::new(0),
-            retired: Mutex::new(Vec::new()),
-            wake: Notify::new(),
-            urgent: AtomicBool::new(false),
-            idle: AtomicBool::new(false),
-            capacity: capacity.max(1) as u64,
-            sync_failed: AtomicBool::new(false),
-            unmapped: AtomicBool::new(false),
-            lock: Mutex::new(Some(lock)),
-        });
+        let journal = Arc::new(Journal::new(dir, segments, capacity, Some(lock)));
         let mut ingester = Ingester {
             journal: journal.clone(),
             engine,
@@ -339,6 +320,36 @@ impl Journal {
             }
         }
         Ok((journal, ingester))
+    }
+
+    /// A journal in `dir` holding `segments` (a previous run's, oldest first), room for
+    /// `capacity` records waiting, and the directory's `lock` while it is held.
+    fn new(
+        dir: &Path,
+        segments: VecDeque<Segment>,
+        capacity: usize,
+        lock: Option<File>,
+    ) -> Journal {
+        let (ingested, _) = watch::channel(0);
+        Journal {
+            dir: dir.to_path_buf(),
+            tail: Mutex::new(Tail {
+                segments,
+                ..Tail::default()
+            }),
+            appended: AtomicU64::new(0),
+            ingested,
+            appended_bytes: AtomicU64::new(0),
+            synced_bytes: AtomicU64::new(0),
+            retired: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+            urgent: AtomicBool::new(false),
+            idle: AtomicBool::new(false),
+            capacity: capacity.max(1) as u64,
+            sync_failed: AtomicBool::new(false),
+            unmapped: AtomicBool::new(false),
+            lock: Mutex::new(lock),
+        }
     }
 
     /// Records appended and not yet copied.
@@ -801,13 +812,7 @@ impl Ingester {
                     rows,
                 )
                 .await;
-                if consumed > 0 {
-                    self.journal.ingested.send_modify(|c| *c += consumed);
-                }
-                let copied = copied?;
-                self.stats.written.inc_by(copied);
-                self.stats.sealed.inc_by(copied);
-                self.stats.batches.inc();
+                counted(&self.journal, &self.stats, consumed, copied)?;
                 return Ok(Step::Copied(n));
             }
         }
@@ -846,13 +851,12 @@ impl Ingester {
                 &lines,
             )
             .await;
-            if ours && consumed > 0 {
-                self.journal.ingested.send_modify(|n| *n += consumed);
-            }
-            let copied = copied?;
-            self.stats.written.inc_by(copied);
-            self.stats.sealed.inc_by(copied);
-            self.stats.batches.inc();
+            counted(
+                &self.journal,
+                &self.stats,
+                if ours { consumed } else { 0 },
+                copied,
+            )?;
             return Ok(Step::Copied(lines.len()));
         }
         if !closed {
@@ -882,6 +886,24 @@ impl Ingester {
         tx.audit_segment_forget(name).await?;
         tx.commit().await
     }
+}
+
+/// After a copy: `consumed` lines of this process's records are ingested (waking those who wait
+/// for them), and the rows `copied` are counted.
+fn counted(
+    journal: &Journal,
+    stats: &AuditStats,
+    consumed: u64,
+    copied: Result<u64, StoreError>,
+) -> Result<(), StoreError> {
+    if consumed > 0 {
+        journal.ingested.send_modify(|n| *n += consumed);
+    }
+    let copied = copied?;
+    stats.written.inc_by(copied);
+    stats.sealed.inc_by(copied);
+    stats.batches.inc();
+    Ok(())
 }
 
 /// Copy `lines` (read from `segment` at `*pos`) into `audit_log`, sealed as they are inserted,
@@ -1005,23 +1027,7 @@ mod tests {
 
     /// A journal in `dir` with no database behind it: appends, kept rows, the syncer's round.
     fn journal(dir: &Path) -> Journal {
-        let (ingested, _) = watch::channel(0);
-        Journal {
-            dir: dir.to_path_buf(),
-            tail: Mutex::new(Tail::default()),
-            appended: AtomicU64::new(0),
-            ingested,
-            appended_bytes: AtomicU64::new(0),
-            synced_bytes: AtomicU64::new(0),
-            retired: Mutex::new(Vec::new()),
-            wake: Notify::new(),
-            urgent: AtomicBool::new(false),
-            idle: AtomicBool::new(false),
-            capacity: 1000,
-            sync_failed: AtomicBool::new(false),
-            unmapped: AtomicBool::new(false),
-            lock: Mutex::new(None),
-        }
+        Journal::new(dir, VecDeque::new(), 1000, None)
     }
 
     fn row(n: u16) -> Columns {
