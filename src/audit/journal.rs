@@ -436,7 +436,8 @@ impl Journal {
                     // SAFETY: `at + n` is within the mapping (checked above); the journal's
                     // lock, held here, orders every copy into it; the lock file keeps other
                     // processes out of the directory, and nothing else writes or cuts the file
-                    // while it is mapped (it is cut only once retired and unmapped).
+                    // while appends reach it (it is cut only once retired, under this lock,
+                    // after which no append copies into its mapping).
                     unsafe {
                         std::ptr::copy_nonoverlapping(
                             line.as_ptr(),
