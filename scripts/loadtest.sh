@@ -12,6 +12,9 @@
 # Each route's line also gives the server's CPU time per request (from /proc, user + system,
 # including the background work a request leaves, such as its audit record's copy), and that
 # as a multiple of hello's: the steadier measure of the work per request on a shared machine.
+# After the table, the gateway's CPU time per request by thread (its HTTP workers, sqlx's
+# SQLite threads, the tokio runtime's background tasks such as the audit ingester), from
+# /proc/PID/task/*/stat, threads alive at the end: where the work per request went.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
@@ -72,16 +75,26 @@ LUA
 
 # CPU ticks (user + system) the process has used so far.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# The same per thread, summed by the thread's name (names with spaces joined by `_`).
+thread_ticks() {
+  for t in /proc/"$1"/task/*; do
+    printf '%s %s\n' "$(tr ' ' _ < "$t/comm")" "$(awk '{print $14 + $15}' "$t/stat")"
+  done 2>/dev/null | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
+}
+BY_THREAD=""
 
 run() { # name pid url [script]
   local name=$1 pid=$2 url=$3 script=${4:-}
-  local out t0 t1
+  local out t0 t1 th0
   t0=$(ticks "$pid")
+  th0=$(thread_ticks "$pid")
   if [ -n "$script" ]; then out=$(wrk -t$THREADS -c"$CONNS" -d"${DURATION}s" --latency -s "$script" "$url"); else out=$(wrk -t$THREADS -c"$CONNS" -d"${DURATION}s" --latency -H "$AUTH" "$url"); fi
   # Work the request started but finished after its response (the audit journal's copy into
   # the database) belongs to it: wait for the server to go quiet before reading its CPU time.
   sleep 0.5
   t1=$(ticks "$pid")
+  local th1
+  th1=$(thread_ticks "$pid")
   local rps p50 p99 non2xx requests
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   requests=$(echo "$out" | awk '/requests in/ {print $1}')
@@ -97,6 +110,10 @@ run() { # name pid url [script]
   ratio=$(awk -v a="$rps" -v b="$CEILING" 'BEGIN { printf "%.0f %%", 100 * a / b }')
   cpu_ratio=$(awk -v a="$cpu" -v b="$CEILING_CPU" 'BEGIN { printf "%.1f x", a / b }')
   printf '| %-28s | %10s | %8s | %8s | %8s | %8s | %7s | %s |\n' "$name" "$rps" "$p50" "$p99" "$ratio" "$cpu" "$cpu_ratio" "${non2xx:-0}"
+  if [ "$pid" = "${GW_PID:-}" ]; then
+    BY_THREAD+="$name: $(join <(echo "$th0") <(echo "$th1") | awk -v n="$requests" -v hz="$(getconf CLK_TCK)" \
+      '$3 > $2 { printf "%s%s %.1f", sep, $1, ($3 - $2) * 1e6 / hz / n; sep = ", " }')"$'\n'
+  fi
 }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -srm); wrk -t$THREADS -c$CONNS -d${DURATION}s; gateway workers=$WORKERS, SQLite synchronous=full, cache ${CACHE:-on}, audit ${AUDIT:-on}"
@@ -107,6 +124,9 @@ run "read Patient/{id}" "$GW_PID" "$BASE/Patient/$READ_ID"
 run "search CarePlan by CPR chain" "$GW_PID" "$BASE/CarePlan?patient.identifier=urn:oid:1.2.208.176.1.2%7C01011001234"
 run "search Patient?name=hans" "$GW_PID" "$BASE/Patient?name=hans&_count=10"
 run "create Observation" "$GW_PID" "$BASE/Observation" "$WORK/create.lua"
+echo
+echo "gateway CPU µs/req by thread:"
+printf '%s' "$BY_THREAD"
 # What auditing every request cost: events written, and lost when the queue stayed full (each
 # lost one is also in the gateway's log, at error level).
 curl -sf -H "$AUTH" http://127.0.0.1:$GW_PORT/metrics | grep -E '^sektorbro_audit_events_(written|dropped)_total' || true
