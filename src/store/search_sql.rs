@@ -301,7 +301,7 @@ pub(crate) fn density_probe(q: &SearchQuery, backend: Backend, vis: &Visibility)
     sql.text(&q.rtype);
     let _ = write!(
         sql.text,
-        " LIMIT (SELECT v FROM m) * {DENSE_SHARE} + 1)) END FROM m"
+        " LIMIT (SELECT v FROM m) * {DENSE_SHARE} + 1)) END AS n FROM m"
     );
     Some(sql)
 }
@@ -341,14 +341,21 @@ pub(crate) fn dense_page(q: &SearchQuery, limit: usize, vis: &Visibility) -> Opt
     Some(sql)
 }
 
-/// The index rows `i` of a resource of type `rtype` that match `f` (a plain filter on an
-/// indexed parameter), as [`filter`] selects them.
-fn index_filter(sql: &mut Sql, i: &str, rtype: &str, f: &Filter, vis: &Visibility) {
+/// The index rows `i` of parameter `param` of a resource of type `rtype`.
+fn index_param(sql: &mut Sql, i: &str, rtype: &str, param: &str) {
     let _ = write!(sql.text, "{i}.res_type = ");
     sql.text(rtype);
     let _ = write!(sql.text, " AND {i}.param = ");
-    sql.text(&f.param);
-    if f.any_of.iter().all(|m| matches!(m, Match::Date { .. })) {
+    sql.text(param);
+}
+
+/// The index rows `i` of a resource of type `rtype` that match `f`, a filter on an indexed
+/// parameter: [`filter`]'s sub-select, and [`density_probe`]'s and [`dense_page`]'s.
+fn index_filter(sql: &mut Sql, i: &str, rtype: &str, f: &Filter, vis: &Visibility) {
+    index_param(sql, i, rtype, &f.param);
+    // The date index holds only rows with a date (migration 0014); a query must say so for
+    // either database to use it (`hi > x` alone does not imply it).
+    if !f.any_of.is_empty() && f.any_of.iter().all(|m| matches!(m, Match::Date { .. })) {
         let _ = write!(sql.text, " AND {i}.lo IS NOT NULL");
     }
     sql.push(" AND (");
@@ -597,24 +604,14 @@ fn filter(sql: &mut Sql, alias: &str, rtype: &str, f: &Filter, vis: &Visibility)
             let open = if array { "= ANY(ARRAY(" } else { "IN (" };
             let _ = write!(
                 sql.text,
-                "{alias}.id {open}SELECT {i}.res_id FROM search_index {i} WHERE {i}.res_type = "
+                "{alias}.id {open}SELECT {i}.res_id FROM search_index {i} WHERE "
             );
-            sql.text(rtype);
-            let _ = write!(sql.text, " AND {i}.param = ");
-            sql.text(param);
-            let close = if array { "))" } else { ")" };
             if missing.is_some() {
-                sql.push(close);
-                return;
+                index_param(sql, &i, rtype, param);
+            } else {
+                index_filter(sql, &i, rtype, f, vis);
             }
-            // The date index holds only rows with a date (migration 0014); a query must say so
-            // for either database to use it (`hi > x` alone does not imply it).
-            if !f.any_of.is_empty() && f.any_of.iter().all(|m| matches!(m, Match::Date { .. })) {
-                let _ = write!(sql.text, " AND {i}.lo IS NOT NULL");
-            }
-            sql.push(" AND (");
-            alternatives(sql, &i, &f.any_of, vis);
-            sql.push(")").push(close);
+            sql.push(if array { "))" } else { ")" });
         }
     }
 }

@@ -991,10 +991,11 @@ impl SqlStore {
             .collect()
     }
 
-    #[tracing::instrument(name = "database", level = "debug", skip_all, fields(db.operation.name = "search", db.system.name = self.backend.name(), otel.kind = "client"))]
     /// A page of `q` (`sql`, its [`search_sql::page`]); on SQLite a broad single-filter search
     /// walks the type in creation order instead ([`search_sql::dense_page`]), after a probe of
-    /// at most a few thousand index entries says it is broad.
+    /// at most a few thousand index entries says it is broad. One span covers the probe and the
+    /// page.
+    #[tracing::instrument(name = "database", level = "debug", skip_all, fields(db.operation.name = "search", db.system.name = self.backend.name(), otel.kind = "client"))]
     async fn page_db(
         &self,
         q: &SearchQuery,
@@ -1004,11 +1005,7 @@ impl SqlStore {
     ) -> Result<Vec<SearchHit>, StoreError> {
         if let Some(probe) = search_sql::density_probe(q, self.backend, vis) {
             let row = query(&probe).fetch_one(&self.read).await.map_err(db_err)?;
-            let (matches, rows) = (
-                int_col(&row, "v")?,
-                row.try_get::<i64, _>(1)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            );
+            let (matches, rows) = (int_col(&row, "v")?, int_col(&row, "n")?);
             if search_sql::is_dense(matches, rows) {
                 if let Some(dense) = search_sql::dense_page(q, limit, vis) {
                     return self.search_db(q, &dense).await;
