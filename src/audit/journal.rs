@@ -77,9 +77,8 @@ struct Segment {
     len: u64,
     /// Nothing more is appended to it.
     closed: bool,
-    /// Appended by this process (its records are counted in `appended`).
-    ours: bool,
-    /// This process's number for it (0 for a previous run's): what [`Pending`] rows name.
+    /// This process's number for it, what [`Pending`] rows name; 0 for a previous run's. A
+    /// segment of this process has its records counted in `appended`.
     serial: u64,
 }
 
@@ -278,7 +277,6 @@ impl Journal {
                 name: name.clone(),
                 len,
                 closed: true,
-                ours: false,
                 serial: 0,
             });
         }
@@ -514,7 +512,6 @@ impl Journal {
             name,
             len: 0,
             closed: false,
-            ours: true,
             serial,
         });
         tail.file = Some(file.clone());
@@ -588,12 +585,13 @@ impl Journal {
         for r in retired {
             // Written back through the mapping, then cut to its records (nothing writes to
             // it any more), then synced with its new length.
-            let done = sync(&r.open).and_then(|()| {
-                if r.open.map.is_some() {
-                    r.open.file.set_len(r.len)?;
-                }
-                r.open.file.sync_data()
-            });
+            let done = match &r.open.map {
+                Some(map) => map
+                    .flush()
+                    .and_then(|()| r.open.file.set_len(r.len))
+                    .and_then(|()| r.open.file.sync_data()),
+                None => r.open.file.sync_data(),
+            };
             if let Err(e) = done {
                 ok = false;
                 self.sync_error(&e);
@@ -621,12 +619,12 @@ impl Journal {
         }
     }
 
-    /// The front segment: its name, whole length, whether closed, whether ours, its number.
-    fn front(&self) -> Option<(String, u64, bool, bool, u64)> {
+    /// The front segment: its name, whole length, whether closed, its number (0: not ours).
+    fn front(&self) -> Option<(String, u64, bool, u64)> {
         let tail = self.tail.lock().ok()?;
         tail.segments
             .front()
-            .map(|s| (s.name.clone(), s.len, s.closed, s.ours, s.serial))
+            .map(|s| (s.name.clone(), s.len, s.closed, s.serial))
     }
 
     /// The kept rows of the lines that start at `pos` in segment `serial`, one after the other:
@@ -776,7 +774,7 @@ impl Ingester {
     /// Copy one batch, or finish one segment.
     async fn step(&mut self) -> Result<Step, StoreError> {
         self.journal.urgent.store(false, Ordering::SeqCst);
-        let Some((name, len, closed, ours, serial)) = self.journal.front() else {
+        let Some((name, len, closed, serial)) = self.journal.front() else {
             return Ok(Step::Idle);
         };
         if self.reader.as_ref().is_none_or(|r| r.name != name) {
@@ -855,7 +853,7 @@ impl Ingester {
             counted(
                 &self.journal,
                 &self.stats,
-                if ours { consumed } else { 0 },
+                if serial > 0 { consumed } else { 0 },
                 copied,
             )?;
             return Ok(Step::Copied(lines.len()));
@@ -1044,8 +1042,8 @@ mod tests {
         for n in 0..5 {
             j.append(row(n)).expect("append");
         }
-        let (name, len, closed, ours, serial) = j.front().expect("segment");
-        assert!(!closed && ours && serial == 1);
+        let (name, len, closed, serial) = j.front().expect("segment");
+        assert!(!closed && serial == 1);
         // The mapped file holds the lines the kept rows stand for, at their places.
         let path = j.path(&name);
         assert_eq!(std::fs::metadata(&path).expect("meta").len(), SEGMENT_BYTES);
@@ -1094,7 +1092,7 @@ mod tests {
         // Closed and synced: cut to its records.
         j.stop_appending();
         assert!(j.sync_once());
-        let (_, len, closed, _, _) = j.front().expect("segment");
+        let (_, len, closed, _) = j.front().expect("segment");
         assert!(closed);
         assert_eq!(std::fs::metadata(&path).expect("meta").len(), len);
         assert!(matches!(j.append(row(9)), Err(AppendError::Stopped)));
