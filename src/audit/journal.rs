@@ -792,54 +792,45 @@ impl Ingester {
         let Some(reader) = self.reader.as_mut() else {
             return Ok(Step::Idle);
         };
-        if reader.pos < len && serial > 0 {
-            let kept =
-                self.journal
-                    .take_pending(serial, reader.pos, CATCH_UP * self.batch, self.batch);
-            if !kept.is_empty() {
-                let n = kept.len();
-                let lens: Vec<u64> = kept.iter().map(|p| p.len).collect();
-                let rows: Vec<Option<Columns>> = kept.into_iter().map(|p| Some(p.row)).collect();
-                let mut consumed = 0u64;
-                let copied = copy_rows(
-                    &self.engine,
-                    &self.stats,
-                    &reader.name,
-                    &mut reader.pos,
-                    &mut consumed,
-                    &lens,
-                    rows,
-                )
-                .await;
-                counted(&self.journal, &self.stats, consumed, copied)?;
-                return Ok(Step::Copied(n));
-            }
-        }
         if reader.pos < len {
-            let want = (len - reader.pos).min(READ_BYTES) as usize;
-            if self.buf.len() < want {
-                self.buf.resize(READ_BYTES as usize, 0);
-            }
-            let buf = &mut self.buf[..want];
-            reader.file.read_exact_at(buf, reader.pos).map_err(|e| {
-                StoreError::Database(format!("cannot read audit journal {}: {e}", reader.name))
-            })?;
-            let mut lines: Vec<&[u8]> = buf
-                .split_inclusive(|b| *b == b'\n')
-                .take_while(|line| line.ends_with(b"\n"))
-                .take(CATCH_UP * self.batch)
-                .collect();
-            // Batches of `audit.batch_size` keep each transaction's burst of work short; a
-            // backlog of more than two (a slow disk, a busy database) is copied in larger ones.
-            if lines.len() <= 2 * self.batch {
-                lines.truncate(self.batch);
-            }
-            if lines.is_empty() {
-                return Err(StoreError::Corrupt(format!(
-                    "audit journal {}: no whole record at byte {}",
-                    reader.name, reader.pos
-                )));
-            }
+            // This process's records from the rows kept at append, when they are the lines at
+            // the reader's position; otherwise the lines read from the file and parsed.
+            let kept = if serial > 0 {
+                self.journal
+                    .take_pending(serial, reader.pos, CATCH_UP * self.batch, self.batch)
+            } else {
+                Vec::new()
+            };
+            let (lens, rows): (Vec<u64>, Vec<Option<Columns>>) = if kept.is_empty() {
+                let want = (len - reader.pos).min(READ_BYTES) as usize;
+                if self.buf.len() < want {
+                    self.buf.resize(READ_BYTES as usize, 0);
+                }
+                let buf = &mut self.buf[..want];
+                reader.file.read_exact_at(buf, reader.pos).map_err(|e| {
+                    StoreError::Database(format!("cannot read audit journal {}: {e}", reader.name))
+                })?;
+                let mut lines: Vec<&[u8]> = buf
+                    .split_inclusive(|b| *b == b'\n')
+                    .take_while(|line| line.ends_with(b"\n"))
+                    .take(CATCH_UP * self.batch)
+                    .collect();
+                // Batches of `audit.batch_size` keep each transaction's burst of work short; a
+                // backlog of more than two (a slow disk, a busy database) is copied in larger
+                // ones.
+                if lines.len() <= 2 * self.batch {
+                    lines.truncate(self.batch);
+                }
+                if lines.is_empty() {
+                    return Err(StoreError::Corrupt(format!(
+                        "audit journal {}: no whole record at byte {}",
+                        reader.name, reader.pos
+                    )));
+                }
+                parse(&lines, &reader.name, reader.pos)
+            } else {
+                kept.into_iter().map(|p| (p.len, Some(p.row))).unzip()
+            };
             let mut consumed = 0u64;
             let copied = copy(
                 &self.engine,
@@ -847,7 +838,8 @@ impl Ingester {
                 &reader.name,
                 &mut reader.pos,
                 &mut consumed,
-                &lines,
+                &lens,
+                rows,
             )
             .await;
             counted(
@@ -856,7 +848,7 @@ impl Ingester {
                 if serial > 0 { consumed } else { 0 },
                 copied,
             )?;
-            return Ok(Step::Copied(lines.len()));
+            return Ok(Step::Copied(lens.len()));
         }
         if !closed {
             return Ok(Step::Idle);
@@ -905,40 +897,33 @@ fn counted(
     Ok(())
 }
 
-/// Copy `lines` (read from `segment` at `*pos`) into `audit_log`, sealed as they are inserted,
-/// moving the segment's mark past them; `*pos` and `*consumed` (lines) follow every mark
-/// committed, also when this fails part-way. Returns how many rows were written.
-///
-/// A line that is not a record is logged and left out. A batch the database keeps refusing is
-/// copied line by line: a line it refuses while it still accepts the mark past that line is
-/// logged and left out; if it refuses the mark too, the database is what fails, and the lines
-/// wait in the journal.
-async fn copy(
-    engine: &Engine,
-    stats: &AuditStats,
-    segment: &str,
-    pos: &mut u64,
-    consumed: &mut u64,
-    lines: &[&[u8]],
-) -> Result<u64, StoreError> {
-    let mut at = *pos;
-    let rows = lines
+/// The records of `lines`, read from `segment` at byte `pos`: each line's length, and its row
+/// (`None`, logged, for a line that is not a record).
+fn parse(lines: &[&[u8]], segment: &str, pos: u64) -> (Vec<u64>, Vec<Option<Columns>>) {
+    let mut at = pos;
+    lines
         .iter()
         .map(|line| {
             let row = serde_json::from_slice::<Columns>(line)
                 .inspect_err(|e| tracing::error!(segment, byte = at, error = %e, "an audit journal line is not a record; left out"))
                 .ok();
             at += line.len() as u64;
-            row
+            (line.len() as u64, row)
         })
-        .collect();
-    let lens: Vec<u64> = lines.iter().map(|l| l.len() as u64).collect();
-    copy_rows(engine, stats, segment, pos, consumed, &lens, rows).await
+        .unzip()
 }
 
-/// [`copy`] of lines already parsed: `rows[i]` is the record of the line of `lens[i]` bytes
-/// (`None`: not a record).
-async fn copy_rows(
+/// Copy the records of the lines of `lens` bytes (read from `segment` at `*pos`; `rows[i]` the
+/// record of line `i`, `None` if it is not one) into `audit_log`, sealed as they are inserted,
+/// moving the segment's mark past them; `*pos` and `*consumed` (lines) follow every mark
+/// committed, also when this fails part-way. Returns how many rows were written.
+///
+/// A line that is not a record (logged by [`parse`]) is left out and counted as dropped. A batch
+/// the database keeps refusing is
+/// copied line by line: a line it refuses while it still accepts the mark past that line is
+/// logged and left out; if it refuses the mark too, the database is what fails, and the lines
+/// wait in the journal.
+async fn copy(
     engine: &Engine,
     stats: &AuditStats,
     segment: &str,
