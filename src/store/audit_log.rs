@@ -39,43 +39,21 @@ pub(crate) const PRUNE_BATCH: i64 = if cfg!(test) { 7 } else { 5_000 };
 /// Rows sealed per statement.
 pub(crate) const SEAL_BATCH: usize = 500;
 
-/// The statement that stores one row (unsealed).
+/// The statement that stores one row unsealed: a write's own record, in the write's
+/// transaction (the sealer chains it later; see [`seal`]).
 pub(crate) fn insert(c: &Columns) -> Sql {
-    insert_many(std::slice::from_ref(c))
-}
-
-/// Most rows in one `INSERT` (18 binds each at most, well under SQLite's 32,766).
-pub(crate) const INSERT_ROWS: usize = 500;
-
-/// One `INSERT` of many rows (at most [`INSERT_ROWS`]): one statement to parse instead of one
-/// per record, which is most of what an audit batch costs SQLite.
-pub(crate) fn insert_many(rows: &[Columns]) -> Sql {
     let names: Vec<&str> = TYPED_COLUMNS.iter().map(|(n, _)| *n).collect();
-    insert_values(&names, rows, |sql, c| {
-        columns_as(sql, c);
-    })
-}
-
-/// `INSERT INTO audit_log (names) VALUES (…), (…)`: `each` writes one row's values, in `names`'
-/// order, between its parentheses.
-fn insert_values<T>(names: &[&str], rows: &[T], mut each: impl FnMut(&mut Sql, &T)) -> Sql {
     let mut sql = Sql::default();
     sql.push(&format!(
-        "INSERT INTO audit_log ({}) VALUES ",
+        "INSERT INTO audit_log ({}) VALUES (",
         names.join(", ")
     ));
-    for (i, row) in rows.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.push("(");
-        each(&mut sql, row);
-        sql.push(")");
-    }
+    columns_as(&mut sql, c);
+    sql.push(")");
     sql
 }
 
-/// Every column [`insert_many`] writes ([`columns_as`] binds them in this order), with its type on
+/// Every column [`insert`] writes ([`columns_as`] binds them in this order), with its type on
 /// PostgreSQL.
 const TYPED_COLUMNS: [(&str, &str); 18] = [
     ("recorded_ms", "bigint"),
