@@ -7,6 +7,7 @@
 use actix_web::http::Method;
 use actix_web::HttpMessage as _;
 
+use crate::audit::compact::prefix as cut;
 use crate::audit::{AuditRecord, Interaction, PatientRef, Who};
 use crate::auth::Caller;
 
@@ -29,18 +30,6 @@ pub struct AuditCitizen(pub String);
 
 /// Longest path segment (type, id, version) kept in a record: ids are at most 64 characters.
 const MAX_SEGMENT_BYTES: usize = 128;
-
-/// The first `max` bytes of `s`, cut back to a character boundary.
-fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
 
 /// The audit record of an answered request; `None` for the routes that are not audited.
 /// `written` is the response's [`AuditEntity`], if its handler set one.

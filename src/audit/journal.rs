@@ -121,6 +121,13 @@ struct Tail {
     serial: u64,
 }
 
+/// An append that did not happen: why, and the row it was given.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub error: AppendError,
+    pub row: Columns,
+}
+
 /// Why an append did not happen.
 #[derive(Debug)]
 pub(crate) enum AppendError {
@@ -393,88 +400,108 @@ impl Journal {
     }
 
     /// Append one record; once this returns `Ok` the record survives a crash of the process.
-    pub(crate) fn append(&self, row: Columns) -> Result<(), AppendError> {
-        let mut line = serde_json::to_vec(&row)
-            .map_err(|e| AppendError::Io(std::io::Error::other(e.to_string())))?;
-        line.push(b'\n');
-        let n = line.len() as u64;
-        if n > SEGMENT_BYTES {
-            return Err(AppendError::Io(std::io::Error::other(format!(
-                "an audit record of {n} bytes is larger than a journal segment"
-            ))));
+    pub(crate) fn append(&self, row: Columns) -> Result<(), Refused> {
+        thread_local! {
+            /// The line being appended, reused: a fresh vector grew twice for every record.
+            static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        {
+        let appended = LINE.with(|line| {
+            let mut line = line.borrow_mut();
+            line.clear();
+            serde_json::to_writer(&mut *line, &row)
+                .map_err(|e| AppendError::Io(std::io::Error::other(e.to_string())))?;
+            line.push(b'\n');
+            let n = line.len() as u64;
+            if n > SEGMENT_BYTES {
+                return Err(AppendError::Io(std::io::Error::other(format!(
+                    "an audit record of {n} bytes is larger than a journal segment"
+                ))));
+            }
             let mut tail = self
                 .tail
                 .lock()
                 .map_err(|_| AppendError::Io(std::io::Error::other("journal lock poisoned")))?;
-            if tail.stopped {
-                return Err(AppendError::Stopped);
-            }
-            let full = tail
-                .segments
-                .back()
-                .is_some_and(|s| tail.file.is_some() && s.len + n > SEGMENT_BYTES);
-            if full {
-                if let Some(segment) = tail.segments.back_mut() {
-                    segment.closed = true;
-                }
-                self.retire(&mut tail);
-            }
-            let open = match &tail.file {
-                Some(f) => f.clone(),
-                None => self.open_segment(&mut tail).map_err(AppendError::Io)?,
-            };
-            let Some(segment) = tail.segments.back_mut() else {
-                return Err(AppendError::Io(std::io::Error::other("no open segment")));
-            };
-            let written = match &open.map {
-                Some(map) if segment.len + n <= map.len() as u64 => {
-                    let at = segment.len as usize;
-                    // SAFETY: `at + n` is within the mapping (checked above); the journal's
-                    // lock, held here, orders every copy into it; the lock file keeps other
-                    // processes out of the directory, and nothing else writes or cuts the file
-                    // while appends reach it (it is cut only once retired, under this lock,
-                    // after which no append copies into its mapping).
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            line.as_ptr(),
-                            map.as_mut_ptr().add(at),
-                            line.len(),
-                        );
-                    }
-                    Ok(())
-                }
-                Some(_) => Err(std::io::Error::other(
-                    "the journal segment's mapping is full",
-                )),
-                None => open.file.write_all_at(&line, segment.len),
-            };
-            match written {
-                Ok(()) => {
-                    let (serial, start) = (segment.serial, segment.len);
-                    segment.len += n;
-                    tail.pending.push_back(Pending {
-                        serial,
-                        start,
-                        len: n,
-                        row,
-                    });
-                }
-                Err(e) => {
-                    // Part of the line may be in the file: nothing is appended after it.
-                    segment.closed = true;
-                    self.retire(&mut tail);
-                    return Err(AppendError::Io(e));
-                }
-            }
-        }
+            let (serial, start) = self.copy_line(&mut tail, &line)?;
+            Ok((tail, serial, start, n))
+        });
+        let (mut tail, serial, start, len) = match appended {
+            Ok(done) => done,
+            Err(error) => return Err(Refused { error, row }),
+        };
+        tail.pending.push_back(Pending {
+            serial,
+            start,
+            len,
+            row,
+        });
+        drop(tail);
         self.appended.fetch_add(1, Ordering::SeqCst);
-        self.appended_bytes.fetch_add(n, Ordering::SeqCst);
+        self.appended_bytes.fetch_add(len, Ordering::SeqCst);
         if self.idle.swap(false, Ordering::SeqCst) {
             self.wake.notify_one();
         }
         Ok(())
+    }
+
+    /// Copy `line` to the end of the open segment (opening one, or the next when it would not
+    /// fit), under the lock; the segment's number and where the line starts in it.
+    fn copy_line(&self, tail: &mut Tail, line: &[u8]) -> Result<(u64, u64), AppendError> {
+        let n = line.len() as u64;
+        if tail.stopped {
+            return Err(AppendError::Stopped);
+        }
+        let full = tail
+            .segments
+            .back()
+            .is_some_and(|s| tail.file.is_some() && s.len + n > SEGMENT_BYTES);
+        if full {
+            if let Some(segment) = tail.segments.back_mut() {
+                segment.closed = true;
+            }
+            self.retire(tail);
+        }
+        let open = match &tail.file {
+            Some(f) => f.clone(),
+            None => self.open_segment(tail).map_err(AppendError::Io)?,
+        };
+        let Some(segment) = tail.segments.back_mut() else {
+            return Err(AppendError::Io(std::io::Error::other("no open segment")));
+        };
+        let written = match &open.map {
+            Some(map) if segment.len + n <= map.len() as u64 => {
+                let at = segment.len as usize;
+                // SAFETY: `at + n` is within the mapping (checked above); the journal's
+                // lock, held here, orders every copy into it; the lock file keeps other
+                // processes out of the directory, and nothing else writes or cuts the file
+                // while appends reach it (it is cut only once retired, under this lock,
+                // after which no append copies into its mapping).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        line.as_ptr(),
+                        map.as_mut_ptr().add(at),
+                        line.len(),
+                    );
+                }
+                Ok(())
+            }
+            Some(_) => Err(std::io::Error::other(
+                "the journal segment's mapping is full",
+            )),
+            None => open.file.write_all_at(line, segment.len),
+        };
+        match written {
+            Ok(()) => {
+                let at = (segment.serial, segment.len);
+                segment.len += n;
+                Ok(at)
+            }
+            Err(e) => {
+                // Part of the line may be in the file: nothing is appended after it.
+                segment.closed = true;
+                self.retire(tail);
+                Err(AppendError::Io(e))
+            }
+        }
     }
 
     fn open_segment(&self, tail: &mut Tail) -> std::io::Result<OpenFile> {
@@ -1080,7 +1107,13 @@ mod tests {
         let (_, len, closed, _) = j.front().expect("segment");
         assert!(closed);
         assert_eq!(std::fs::metadata(&path).expect("meta").len(), len);
-        assert!(matches!(j.append(row(9)), Err(AppendError::Stopped)));
+        assert!(matches!(
+            j.append(row(9)),
+            Err(Refused {
+                error: AppendError::Stopped,
+                ..
+            })
+        ));
     }
 
     fn lines_of(content: &[u8]) -> (u64, u64) {

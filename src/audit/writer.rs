@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::journal::{AppendError, Ingester, Journal};
+use super::journal::{AppendError, Ingester, Journal, Refused};
 use super::AuditRecord;
 use crate::config::AuditConfig;
 use crate::engine::Engine;
@@ -403,15 +403,18 @@ impl Shared {
         if journal.room().await {
             self.backpressure("the audit journal's ingester cannot keep up: requests wait for room (backpressure)");
         }
-        match journal.append(super::compact::Columns::of(&record)) {
+        match journal.append(super::compact::Columns::from(record)) {
             Ok(()) => Recorded::Written,
-            Err(AppendError::Stopped) => self.write_alone(record).await,
-            Err(AppendError::Io(e)) => {
+            Err(Refused {
+                error: AppendError::Stopped,
+                row,
+            }) => self.write_alone(row.record()).await,
+            Err(Refused {
+                error: AppendError::Io(e),
+                row,
+            }) => {
                 self.stats.write_failures.inc();
-                log_lost(
-                    &record,
-                    &format!("cannot append it to the audit journal: {e}"),
-                );
+                log_lost_row(&row, &format!("cannot append it to the audit journal: {e}"));
                 Recorded::Failed
             }
         }
