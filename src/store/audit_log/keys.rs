@@ -19,7 +19,6 @@
 //! Every step runs under the audit chain's lock, so one process (and one PostgreSQL instance) at
 //! a time moves keys, and the rows up to the chain's head are all committed.
 
-use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::super::search_sql::{Bind, Sql};
@@ -159,17 +158,44 @@ fn set_level(level: i64, entries: i64, draining: bool) -> Sql {
     sql
 }
 
-/// The keys of a row read with its `seq`, `entity` and `patient`, as `(key, seq)`.
-fn row_keys(r: &AnyRow, out: &mut Vec<(i64, i64)>) -> Result<(), StoreError> {
-    let seq = int_col(r, "seq")?;
-    let entity: Option<String> = r.try_get("entity").map_err(db_err)?;
-    let patient: Option<String> = r.try_get("patient").map_err(db_err)?;
-    out.extend(
-        refs(entity.as_deref(), patient.as_deref())
-            .into_iter()
-            .map(|k| (key(k), seq)),
-    );
-    Ok(())
+/// The keys of the rows `rows` selects (`seq, chain_pos, entity, patient`), as `(key, seq)`, and
+/// the last of their chain positions. The rows come back as one JSON array in one row: read a
+/// row at a time, each of the thousands a step reads crossed from SQLite's thread to the
+/// runtime's and woke it, and that hand-over, more than SQLite's work, was what a step cost
+/// (docs/benchmarks.md).
+async fn keys_of(
+    conn: &mut AnyConnection,
+    rows: Sql,
+) -> Result<(Vec<(i64, i64)>, Option<i64>), StoreError> {
+    let (all, one) = match conn.backend_name() {
+        "PostgreSQL" => ("json_agg", "json_build_array"),
+        _ => ("json_group_array", "json_array"),
+    };
+    // The rows' statement inside, its placeholders as they are (nothing is bound before it).
+    let mut sql = Sql::from_text(&format!(
+        "SELECT CAST({all}({one}(seq, chain_pos, entity, patient)) AS TEXT) AS rows FROM ({}) t",
+        rows.text
+    ));
+    sql.binds = rows.binds;
+    let row = query(&sql).fetch_one(&mut *conn).await.map_err(db_err)?;
+    let text: Option<String> = row.try_get("rows").map_err(db_err)?;
+    type Rows = Vec<(i64, i64, Option<String>, Option<String>)>;
+    let rows: Rows = match text {
+        Some(t) => serde_json::from_str(&t)
+            .map_err(|e| StoreError::Corrupt(format!("audit rows' keys: {e}")))?,
+        None => Vec::new(),
+    };
+    let mut keys = Vec::with_capacity(rows.len() * 2);
+    let mut last = None;
+    for (seq, pos, entity, patient) in &rows {
+        last = last.max(Some(*pos));
+        keys.extend(
+            refs(entity.as_deref(), patient.as_deref())
+                .into_iter()
+                .map(|k| (key(k), *seq)),
+        );
+    }
+    Ok((keys, last))
 }
 
 /// Keys per `INSERT` (two binds each).
@@ -205,13 +231,8 @@ pub(crate) async fn step(
         tail.push("SELECT seq, chain_pos, entity, patient FROM audit_log WHERE chain_pos > ")
             .bind(Bind::Int(upto))
             .push(&format!(" ORDER BY chain_pos LIMIT {tail_rows}"));
-        let rows = query(&tail).fetch_all(&mut *conn).await.map_err(db_err)?;
-        let mut keys: Vec<(i64, i64)> = Vec::with_capacity(rows.len() * 2);
-        let mut last = upto;
-        for r in &rows {
-            last = int_col(r, "chain_pos")?;
-            row_keys(r, &mut keys)?;
-        }
+        let (mut keys, last) = keys_of(conn, tail).await?;
+        let last = last.unwrap_or(upto);
         keys.sort_unstable();
         keys.dedup();
         let n = keys.len();
@@ -318,15 +339,11 @@ pub(crate) async fn step(
 pub(crate) async fn forget(conn: &mut AnyConnection, upto: i64) -> Result<Vec<Sql>, StoreError> {
     let mut sql = Sql::default();
     sql.push(
-        "SELECT seq, entity, patient FROM audit_log WHERE chain_pos IS NOT NULL \
+        "SELECT seq, chain_pos, entity, patient FROM audit_log WHERE chain_pos IS NOT NULL \
          AND chain_pos <= (SELECT upto FROM audit_key_mark WHERE id = 1) AND chain_pos <= ",
     )
     .bind(Bind::Int(upto));
-    let rows = query(&sql).fetch_all(&mut *conn).await.map_err(db_err)?;
-    let mut keys = Vec::new();
-    for r in &rows {
-        row_keys(r, &mut keys)?;
-    }
+    let (keys, _) = keys_of(conn, sql).await?;
     Ok(keys
         .into_iter()
         .map(|(k, seq)| {
