@@ -1,7 +1,8 @@
 //! The audit trail's work per record: AuditRecord → compact row, a row rendered back as an
 //! AuditEvent (reads of the trail), a batch of 256 rows written in one transaction on SQLite
-//! (synchronous=full), and the storage a read record takes (printed: bytes per record on
-//! SQLite, and on PostgreSQL when `SEKTORBRO_TEST_POSTGRES_URL` is set).
+//! (synchronous=full), and the storage a read record takes as the gateway stores it (printed:
+//! bytes per record on SQLite, and on PostgreSQL when `SEKTORBRO_TEST_POSTGRES_URL` is set,
+//! without and with a journal).
 //! `cargo bench --bench audit`; figures in docs/audit.md.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
@@ -48,12 +49,23 @@ fn varied_read(n: usize) -> AuditRecord {
     r
 }
 
-/// Write `n` read records as the gateway stores them (in transactions of 256, sealed as they
-/// are inserted: the journal's copy on SQLite, the audit writer's batches on PostgreSQL), and
+/// How read records reach the database.
+#[derive(Clone, Copy)]
+enum Path {
+    /// Copied from the journal, sealed as they are inserted (SQLite; PostgreSQL with
+    /// `audit.journal_dir`).
+    Journal,
+    /// The audit writer's batches, sealed afterwards by the sealer (PostgreSQL without a
+    /// journal, the default there).
+    Writer,
+}
+
+/// Write `n` read records as the gateway stores them on `path` (in transactions of 256), and
 /// return the bytes the database grew by per record.
 async fn bytes_per_read(
     engine: &Engine,
     n: usize,
+    path: Path,
     size: impl Fn() -> futures_util::future::BoxFuture<'static, i64>,
 ) -> f64 {
     let before = size().await;
@@ -61,11 +73,30 @@ async fn bytes_per_read(
     while left > 0 {
         let k = left.min(256);
         let records: Vec<_> = (0..k).map(varied_read).collect();
-        let all: Vec<&AuditRecord> = records.iter().collect();
         let mut tx = engine.store().begin().await.expect("begin");
-        tx.audit_many(&all).await.expect("audit");
+        match path {
+            Path::Journal => {
+                let rows: Vec<Columns> = records.iter().map(Columns::of).collect();
+                let end = (n - left + k) as u64;
+                tx.audit_from_journal(&rows, "0000000000001-bench", end)
+                    .await
+                    .expect("audit");
+            }
+            Path::Writer => {
+                let all: Vec<&AuditRecord> = records.iter().collect();
+                tx.audit_many(&all).await.expect("audit");
+            }
+        }
         tx.commit().await.expect("commit");
         left -= k;
+    }
+    loop {
+        let mut tx = engine.store().begin().await.expect("begin");
+        let sealed = tx.seal_audit().await.expect("seal");
+        tx.commit().await.expect("commit");
+        if sealed == 0 {
+            break;
+        }
     }
     // The search keys, as the sealer moves them (in steps of 500 rows here, so that all of the
     // records' keys are counted, none left in the tail).
@@ -114,7 +145,7 @@ fn bench(c: &mut Criterion) {
     // Storage per read record: the database file (after a checkpoint folds the WAL in).
     const N: usize = 20_000;
     let sqlite_url = url.clone();
-    let per = rt.block_on(bytes_per_read(&engine, N, move || {
+    let per = rt.block_on(bytes_per_read(&engine, N, Path::Journal, move || {
         let url = sqlite_url.clone();
         Box::pin(async move {
             sqlx::any::install_default_drivers();
@@ -139,38 +170,43 @@ fn bench(c: &mut Criterion) {
         "audit storage, SQLite: {per:.0} bytes per read record ({N} records, rows, indexes and search keys)"
     );
     if let Ok(server) = std::env::var("SEKTORBRO_TEST_POSTGRES_URL") {
-        let pg = rt.block_on(async {
-            sqlx::any::install_default_drivers();
-            let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
-            let pool = sqlx::AnyPool::connect(&server).await.expect("pg");
-            sqlx::query(&format!("CREATE SCHEMA {schema}"))
-                .execute(&pool)
-                .await
-                .expect("schema");
-            pool.close().await;
-            let sep = if server.contains('?') { '&' } else { '?' };
-            format!("{server}{sep}options=-c%20search_path%3D{schema}")
-        });
-        let store = rt
-            .block_on(sektorbro::store::open(&pg, 4, "full", 5000, &config.cache))
-            .expect("open pg");
-        let pg_engine = Engine::new(store, config.search.clone());
-        let per = rt.block_on(bytes_per_read(&pg_engine, N, move || {
-            let url = pg.clone();
-            Box::pin(async move {
-                let pool = sqlx::AnyPool::connect(&url).await.expect("connect");
-                let size: i64 = sqlx::query_scalar(
-                    "SELECT (pg_total_relation_size('audit_log') \
-                         + pg_total_relation_size('audit_keys'))::BIGINT",
-                )
-                .fetch_one(&pool)
-                .await
-                .expect("size");
+        for (path, how) in [
+            (Path::Writer, "the audit writer, sealed after"),
+            (Path::Journal, "with a journal, sealed as inserted"),
+        ] {
+            let pg = rt.block_on(async {
+                sqlx::any::install_default_drivers();
+                let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
+                let pool = sqlx::AnyPool::connect(&server).await.expect("pg");
+                sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                    .execute(&pool)
+                    .await
+                    .expect("schema");
                 pool.close().await;
-                size
-            })
-        }));
-        eprintln!("audit storage, PostgreSQL: {per:.0} bytes per read record ({N} records, rows, indexes, TOAST, search keys)");
+                let sep = if server.contains('?') { '&' } else { '?' };
+                format!("{server}{sep}options=-c%20search_path%3D{schema}")
+            });
+            let store = rt
+                .block_on(sektorbro::store::open(&pg, 4, "full", 5000, &config.cache))
+                .expect("open pg");
+            let pg_engine = Engine::new(store, config.search.clone());
+            let per = rt.block_on(bytes_per_read(&pg_engine, N, path, move || {
+                let url = pg.clone();
+                Box::pin(async move {
+                    let pool = sqlx::AnyPool::connect(&url).await.expect("connect");
+                    let size: i64 = sqlx::query_scalar(
+                        "SELECT (pg_total_relation_size('audit_log') \
+                             + pg_total_relation_size('audit_keys'))::BIGINT",
+                    )
+                    .fetch_one(&pool)
+                    .await
+                    .expect("size");
+                    pool.close().await;
+                    size
+                })
+            }));
+            eprintln!("audit storage, PostgreSQL ({how}): {per:.0} bytes per read record ({N} records, rows, indexes, TOAST, search keys)");
+        }
     }
 
     let mut group = c.benchmark_group("audit");

@@ -42,18 +42,30 @@ pub(crate) const SEAL_BATCH: usize = 500;
 /// The statement that stores one row unsealed: a write's own record, in the write's
 /// transaction (the sealer chains it later; see [`seal`]).
 pub(crate) fn insert(c: &Columns) -> Sql {
+    insert_many(std::slice::from_ref(c))
+}
+
+/// Most rows in one `INSERT` (18 binds each at most, well under SQLite's 32,766).
+pub(crate) const INSERT_ROWS: usize = 500;
+
+/// One `INSERT` of many unsealed rows (at most [`INSERT_ROWS`]), the audit writer's batch: one
+/// statement to parse instead of one per record, which is most of what an audit batch costs.
+pub(crate) fn insert_many(rows: &[Columns]) -> Sql {
     let names: Vec<&str> = TYPED_COLUMNS.iter().map(|(n, _)| *n).collect();
     let mut sql = Sql::default();
     sql.push(&format!(
-        "INSERT INTO audit_log ({}) VALUES (",
+        "INSERT INTO audit_log ({}) VALUES ",
         names.join(", ")
     ));
-    columns_as(&mut sql, c);
-    sql.push(")");
+    for (i, c) in rows.iter().enumerate() {
+        sql.push(if i == 0 { "(" } else { ", (" });
+        columns_as(&mut sql, c);
+        sql.push(")");
+    }
     sql
 }
 
-/// Every column [`insert`] writes ([`columns_as`] binds them in this order), with its type on
+/// Every column [`insert_many`] writes ([`columns_as`] binds them in this order), with its type on
 /// PostgreSQL.
 const TYPED_COLUMNS: [(&str, &str); 18] = [
     ("recorded_ms", "bigint"),

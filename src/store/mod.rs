@@ -467,8 +467,8 @@ pub trait StoreTx: Send {
     async fn put_report_facts(&mut self, w: &report_facts::FactsWrite) -> Result<bool, StoreError>;
     /// Add an audit record to this transaction: stored if and only if the transaction commits.
     async fn audit(&mut self, record: &crate::audit::AuditRecord) -> Result<(), StoreError>;
-    /// Add many audit records (the audit writer's batch), sealed into the hash chain as they are
-    /// inserted (as [`StoreTx::audit_from_journal`] does), in as few statements as the database allows.
+    /// Add many audit records (the audit writer's batch), in as few statements as the database
+    /// allows; the sealer chains them.
     async fn audit_many(
         &mut self,
         records: &[&crate::audit::AuditRecord],
