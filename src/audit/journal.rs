@@ -121,11 +121,12 @@ struct Tail {
     serial: u64,
 }
 
-/// An append that did not happen: why, and the row it was given.
+/// An append that did not happen: why, and the row it was given (boxed: refusals are rare, and
+/// the row would make every append's result as large).
 #[derive(Debug)]
 pub(crate) struct Refused {
     pub error: AppendError,
-    pub row: Columns,
+    pub row: Box<Columns>,
 }
 
 /// Why an append did not happen.
@@ -426,7 +427,12 @@ impl Journal {
         });
         let (mut tail, serial, start, len) = match appended {
             Ok(done) => done,
-            Err(error) => return Err(Refused { error, row }),
+            Err(error) => {
+                return Err(Refused {
+                    error,
+                    row: Box::new(row),
+                })
+            }
         };
         tail.pending.push_back(Pending {
             serial,
