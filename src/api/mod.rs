@@ -181,11 +181,13 @@ pub async fn observe(
         let ip = origin::client_ip(req.request(), &state.config.server);
         req.extensions_mut().insert(origin::ClientIp(ip));
         let client = ip.map(|ip| std::net::SocketAddr::new(ip, 0));
-        let peer = limits::peer_key(client);
         let open = operations::route_is_open(route);
         let charged_peer = limited && (open || !auth::recognized(&state.auth, &req));
-        if charged_peer {
-            if let Err(wait) = state.limits.take_peer(&peer) {
+        // The peer's key only when its bucket is charged: formatting the address was a
+        // thousand instructions of every authenticated request that never used it.
+        let peer = charged_peer.then(|| limits::peer_key(client));
+        if let Some(peer) = &peer {
+            if let Err(wait) = state.limits.take_peer(peer) {
                 refusal = Some(limits::too_many_response(wait));
             }
         }
@@ -201,8 +203,8 @@ pub async fn observe(
             };
             match who {
                 Ok(caller) => {
-                    if charged_peer {
-                        state.limits.authenticated(&peer);
+                    if let Some(peer) = &peer {
+                        state.limits.authenticated(peer);
                     }
                     if limited {
                         if let Err(wait) = state.limits.take_client(&caller.client.id) {
