@@ -442,24 +442,70 @@ pub(crate) async fn chain_head(conn: &mut AnyConnection) -> Result<(i64, String)
     }
 }
 
+/// The rows `select` reads, as `T`s deserialized from objects of `fields` (columns `select`
+/// names): one JSON array in one result row (`json_group_array` on SQLite, `json_agg` on
+/// PostgreSQL), in no particular order. The sealer and the search keys' steps read hundreds or
+/// thousands of rows at a time; read a row at a time through sqlx, each row crossed from
+/// SQLite's thread to the runtime's and woke it, which cost more than SQLite's work
+/// (docs/benchmarks.md).
+pub(crate) async fn json_rows<T: serde::de::DeserializeOwned>(
+    conn: &mut AnyConnection,
+    select: &Sql,
+    fields: &[&str],
+) -> Result<Vec<T>, StoreError> {
+    let (all, object) = match conn.backend_name() {
+        "PostgreSQL" => ("json_agg", "json_build_object"),
+        _ => ("json_group_array", "json_object"),
+    };
+    let pairs: Vec<String> = fields.iter().map(|f| format!("'{f}', {f}")).collect();
+    // The rows' statement inside, its placeholders as they are (nothing is bound before it).
+    let mut sql = Sql::from_text(&format!(
+        "SELECT CAST({all}({object}({})) AS TEXT) AS rows FROM ({}) t",
+        pairs.join(", "),
+        select.text
+    ));
+    sql.binds = select.binds.clone();
+    let row = query(&sql).fetch_one(&mut *conn).await.map_err(db_err)?;
+    let text: Option<String> = row.try_get("rows").map_err(db_err)?;
+    match text {
+        Some(t) => serde_json::from_str(&t)
+            .map_err(|e| StoreError::Corrupt(format!("audit rows read as JSON: {e}"))),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// Chain up to [`SEAL_BATCH`] unsealed rows, in `seq` order, after the last sealed one: the
 /// statement that records it (`None`: nothing to seal) and how many rows it seals. Runs inside a
 /// write transaction, which on PostgreSQL first takes the chain's advisory lock.
 pub(crate) async fn seal(conn: &mut AnyConnection) -> Result<Option<(Sql, usize)>, StoreError> {
     let (mut pos, mut prev) = chain_head(conn).await?;
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM audit_log WHERE chain_pos IS NULL ORDER BY seq LIMIT {SEAL_BATCH}"
-    ))
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_err)?;
+    /// An unsealed row as [`json_rows`] reads it.
+    #[derive(serde::Deserialize)]
+    struct Unsealed {
+        seq: i64,
+        #[serde(flatten)]
+        columns: Columns,
+    }
+    let fields: Vec<&str> = COLUMNS
+        .split(", ")
+        .filter(|c| !matches!(*c, "chain_pos" | "hash"))
+        .collect();
+    let mut rows: Vec<Unsealed> = json_rows(
+        conn,
+        &Sql::from_text(&format!(
+            "SELECT {COLUMNS} FROM audit_log WHERE chain_pos IS NULL ORDER BY seq LIMIT {SEAL_BATCH}"
+        )),
+        &fields,
+    )
+    .await?;
+    // The aggregate's order is the database's choice; the chain's is `seq`.
+    rows.sort_unstable_by_key(|r| r.seq);
     if rows.is_empty() {
         return Ok(None);
     }
     let mut sql = Sql::default();
     sql.push("WITH v(s, p, h) AS (VALUES ");
     for (i, r) in rows.iter().enumerate() {
-        let r = row(r)?;
         pos += 1;
         prev = chain_hash(&prev, r.seq, &r.columns);
         if i > 0 {

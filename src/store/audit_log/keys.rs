@@ -19,7 +19,7 @@
 //! Every step runs under the audit chain's lock, so one process (and one PostgreSQL instance) at
 //! a time moves keys, and the rows up to the chain's head are all committed.
 
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 
 use super::super::search_sql::{Bind, Sql};
 use super::super::sql::{db_err, int_col, query};
@@ -159,40 +159,28 @@ fn set_level(level: i64, entries: i64, draining: bool) -> Sql {
 }
 
 /// The keys of the rows `rows` selects (`seq, chain_pos, entity, patient`), as `(key, seq)`, and
-/// the last of their chain positions. The rows come back as one JSON array in one row: read a
-/// row at a time, each of the thousands a step reads crossed from SQLite's thread to the
-/// runtime's and woke it, and that hand-over, more than SQLite's work, was what a step cost
-/// (docs/benchmarks.md).
+/// the last of their chain positions; the rows read in one result row ([`super::json_rows`]).
 async fn keys_of(
     conn: &mut AnyConnection,
     rows: Sql,
 ) -> Result<(Vec<(i64, i64)>, Option<i64>), StoreError> {
-    let (all, one) = match conn.backend_name() {
-        "PostgreSQL" => ("json_agg", "json_build_array"),
-        _ => ("json_group_array", "json_array"),
-    };
-    // The rows' statement inside, its placeholders as they are (nothing is bound before it).
-    let mut sql = Sql::from_text(&format!(
-        "SELECT CAST({all}({one}(seq, chain_pos, entity, patient)) AS TEXT) AS rows FROM ({}) t",
-        rows.text
-    ));
-    sql.binds = rows.binds;
-    let row = query(&sql).fetch_one(&mut *conn).await.map_err(db_err)?;
-    let text: Option<String> = row.try_get("rows").map_err(db_err)?;
-    type Rows = Vec<(i64, i64, Option<String>, Option<String>)>;
-    let rows: Rows = match text {
-        Some(t) => serde_json::from_str(&t)
-            .map_err(|e| StoreError::Corrupt(format!("audit rows' keys: {e}")))?,
-        None => Vec::new(),
-    };
+    #[derive(serde::Deserialize)]
+    struct Keyed {
+        seq: i64,
+        chain_pos: i64,
+        entity: Option<String>,
+        patient: Option<String>,
+    }
+    let rows: Vec<Keyed> =
+        super::json_rows(conn, &rows, &["seq", "chain_pos", "entity", "patient"]).await?;
     let mut keys = Vec::with_capacity(rows.len() * 2);
     let mut last = None;
-    for (seq, pos, entity, patient) in &rows {
-        last = last.max(Some(*pos));
+    for r in &rows {
+        last = last.max(Some(r.chain_pos));
         keys.extend(
-            refs(entity.as_deref(), patient.as_deref())
+            refs(r.entity.as_deref(), r.patient.as_deref())
                 .into_iter()
-                .map(|k| (key(k), *seq)),
+                .map(|k| (key(k), r.seq)),
         );
     }
     Ok((keys, last))
