@@ -95,50 +95,6 @@ impl SqlTx {
                 .map_err(db_err),
         }
     }
-
-    /// Insert audit `rows` (the journal's) sealed into the hash chain as they go in: the chain's
-    /// head and the next ids are read on the writer, under the chain's lock, so no other row can
-    /// take them in between, and no row is written twice.
-    ///
-    /// The audit writer's batches (PostgreSQL without a journal) are not inserted this way:
-    /// sealed as inserted they cost a PostgreSQL gateway 15–20 % of its audited reads a second,
-    /// and the slowest read waited three times as long, behind the key steps holding the chain's
-    /// lock (docs/audit.md, "Figures"). The sealer seals them afterwards, with an `UPDATE`.
-    async fn insert_sealed(
-        &mut self,
-        rows: &[crate::audit::compact::Columns],
-    ) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        self.lock_audit_chain().await?;
-        let backend = self.backend;
-        let conn = self.conn().await?;
-        let (mut pos, mut prev) = audit_log::chain_head(conn).await?;
-        let seqs = audit_log::next_seqs(conn, backend, rows.len()).await?;
-        let mut sealed = Vec::with_capacity(rows.len());
-        for (row, seq) in rows.iter().zip(seqs) {
-            pos += 1;
-            prev = crate::audit::compact::chain_hash(&prev, seq, row);
-            sealed.push(audit_log::SealedRow {
-                seq,
-                chain_pos: pos,
-                hash: prev.clone(),
-                row,
-            });
-        }
-        if backend == Backend::Sqlite {
-            for sql in audit_log::insert_sealed_sqlite(&sealed) {
-                self.write_audit_sql(sql).await?;
-            }
-            Ok(())
-        } else {
-            let array =
-                serde_json::to_string(&sealed).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            self.write_audit_sql(audit_log::insert_sealed_postgres(&array))
-                .await
-        }
-    }
 }
 
 /// The connection of [`SqlTx::chain_reader`].
@@ -417,6 +373,10 @@ impl StoreTx for SqlTx {
         &mut self,
         records: &[&crate::audit::AuditRecord],
     ) -> Result<(), StoreError> {
+        // Unsealed, for the sealer: sealed as inserted, as the journal's rows are, they cost a
+        // PostgreSQL gateway 15–20 % of its audited reads a second, and the slowest read waited
+        // three times as long, behind the key steps holding the chain's lock (docs/audit.md,
+        // "Figures").
         for chunk in records.chunks(audit_log::INSERT_ROWS) {
             let rows: Vec<_> = chunk
                 .iter()
@@ -433,7 +393,36 @@ impl StoreTx for SqlTx {
         segment: &str,
         end: u64,
     ) -> Result<(), StoreError> {
-        self.insert_sealed(rows).await?;
+        if !rows.is_empty() {
+            // Sealed as inserted: the chain's head and the next ids are read on the writer, under
+            // the chain's lock, so no other row can take them in between; no row is written twice.
+            self.lock_audit_chain().await?;
+            let backend = self.backend;
+            let conn = self.conn().await?;
+            let (mut pos, mut prev) = audit_log::chain_head(conn).await?;
+            let seqs = audit_log::next_seqs(conn, backend, rows.len()).await?;
+            let mut sealed = Vec::with_capacity(rows.len());
+            for (row, seq) in rows.iter().zip(seqs) {
+                pos += 1;
+                prev = crate::audit::compact::chain_hash(&prev, seq, row);
+                sealed.push(audit_log::SealedRow {
+                    seq,
+                    chain_pos: pos,
+                    hash: prev.clone(),
+                    row,
+                });
+            }
+            if backend == Backend::Sqlite {
+                for sql in audit_log::insert_sealed_sqlite(&sealed) {
+                    self.write_audit_sql(sql).await?;
+                }
+            } else {
+                let array = serde_json::to_string(&sealed)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                self.write_audit_sql(audit_log::insert_sealed_postgres(&array))
+                    .await?;
+            }
+        }
         self.write_audit_sql(audit_log::journal_advance(segment, end))
             .await
     }
