@@ -450,7 +450,7 @@ pub(crate) async fn chain_head(conn: &mut AnyConnection) -> Result<(i64, String)
 /// (docs/benchmarks.md).
 pub(crate) async fn json_rows<T: serde::de::DeserializeOwned>(
     conn: &mut AnyConnection,
-    select: &Sql,
+    select: Sql,
     fields: &[&str],
 ) -> Result<Vec<T>, StoreError> {
     let (all, object) = match conn.backend_name() {
@@ -464,7 +464,7 @@ pub(crate) async fn json_rows<T: serde::de::DeserializeOwned>(
         pairs.join(", "),
         select.text
     ));
-    sql.binds = select.binds.clone();
+    sql.binds = select.binds;
     let row = query(&sql).fetch_one(&mut *conn).await.map_err(db_err)?;
     let text: Option<String> = row.try_get("rows").map_err(db_err)?;
     match text {
@@ -492,7 +492,7 @@ pub(crate) async fn seal(conn: &mut AnyConnection) -> Result<Option<(Sql, usize)
         .collect();
     let mut rows: Vec<Unsealed> = json_rows(
         conn,
-        &Sql::from_text(&format!(
+        Sql::from_text(&format!(
             "SELECT {COLUMNS} FROM audit_log WHERE chain_pos IS NULL ORDER BY seq LIMIT {SEAL_BATCH}"
         )),
         &fields,

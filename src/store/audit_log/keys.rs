@@ -172,7 +172,7 @@ async fn keys_of(
         patient: Option<String>,
     }
     let rows: Vec<Keyed> =
-        super::json_rows(conn, &rows, &["seq", "chain_pos", "entity", "patient"]).await?;
+        super::json_rows(conn, rows, &["seq", "chain_pos", "entity", "patient"]).await?;
     let mut keys = Vec::with_capacity(rows.len() * 2);
     let mut last = None;
     for r in &rows {
