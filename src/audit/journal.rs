@@ -660,10 +660,10 @@ impl Journal {
             .map(|s| (s.name.clone(), s.len, s.closed, s.serial))
     }
 
-    /// The kept rows of the lines that start at `pos` in segment `serial`, one after the other:
-    /// at most `most`, or `fewest` when no more than `2 * fewest` are there (as the ingester
-    /// batches lines). Rows of lines before `pos` (copied from the file instead) are dropped.
-    fn take_pending(&self, serial: u64, pos: u64, most: usize, fewest: usize) -> Vec<Pending> {
+    /// The kept rows of the lines that start at `pos` in segment `serial`, one after the other,
+    /// as many as [`batch_len`] takes for `batch`. Rows of lines before `pos` (copied from the
+    /// file instead) are dropped.
+    fn take_pending(&self, serial: u64, pos: u64, batch: usize) -> Vec<Pending> {
         let Ok(mut tail) = self.tail.lock() else {
             return Vec::new();
         };
@@ -677,16 +677,13 @@ impl Journal {
         let mut at = pos;
         let mut n = 0;
         for p in pending.iter() {
-            if n == most || p.serial != serial || p.start != at {
+            if n == CATCH_UP * batch || p.serial != serial || p.start != at {
                 break;
             }
             at += p.len;
             n += 1;
         }
-        if n <= 2 * fewest {
-            n = n.min(fewest);
-        }
-        pending.drain(..n).collect()
+        pending.drain(..batch_len(n, batch)).collect()
     }
 
     fn pop_front(&self, name: &str) {
@@ -829,8 +826,7 @@ impl Ingester {
             // This process's records from the rows kept at append, when they are the lines at
             // the reader's position; otherwise the lines read from the file and parsed.
             let kept = if serial > 0 {
-                self.journal
-                    .take_pending(serial, reader.pos, CATCH_UP * self.batch, self.batch)
+                self.journal.take_pending(serial, reader.pos, self.batch)
             } else {
                 Vec::new()
             };
@@ -848,12 +844,7 @@ impl Ingester {
                     .take_while(|line| line.ends_with(b"\n"))
                     .take(CATCH_UP * self.batch)
                     .collect();
-                // Batches of `audit.batch_size` keep each transaction's burst of work short; a
-                // backlog of more than two (a slow disk, a busy database) is copied in larger
-                // ones.
-                if lines.len() <= 2 * self.batch {
-                    lines.truncate(self.batch);
-                }
+                lines.truncate(batch_len(lines.len(), self.batch));
                 if lines.is_empty() {
                     return Err(StoreError::Corrupt(format!(
                         "audit journal {}: no whole record at byte {}",
@@ -909,6 +900,18 @@ impl Ingester {
         let mut tx = self.engine.store().begin().await?;
         tx.audit_segment_forget(name).await?;
         tx.commit().await
+    }
+}
+
+/// How many of `available` records (at most [`CATCH_UP`] batches of them) the ingester copies
+/// in one transaction: batches of `audit.batch_size` keep each transaction's burst of work
+/// short; a backlog of more than two (a slow disk, a busy database) is copied in larger ones.
+fn batch_len(available: usize, batch: usize) -> usize {
+    let n = available.min(CATCH_UP * batch);
+    if n <= 2 * batch {
+        n.min(batch)
+    } else {
+        n
     }
 }
 
@@ -1075,8 +1078,8 @@ mod tests {
             (len, 0)
         );
 
-        // Five rows from the start: more than twice two, so all of them.
-        let kept = j.take_pending(serial, 0, 100, 2);
+        // Five rows from the start: more than twice a batch of two, so all of them.
+        let kept = j.take_pending(serial, 0, 2);
         assert_eq!(kept.len(), 5);
         let mut at = 0;
         for (k, line) in kept.iter().zip(&lines) {
@@ -1086,7 +1089,7 @@ mod tests {
             assert_eq!(parsed, k.row);
             at += k.len;
         }
-        assert!(j.take_pending(serial, at, 100, 2).is_empty());
+        assert!(j.take_pending(serial, at, 2).is_empty());
 
         // Three more; the ingester copied the first from the file: that row is dropped, and of
         // the two left, no more than `fewest` are taken at a time.
@@ -1094,17 +1097,17 @@ mod tests {
             j.append(row(n)).expect("append");
         }
         let first = j.tail.lock().expect("tail").pending[0].len;
-        let kept = j.take_pending(serial, at + first, 100, 1);
+        let kept = j.take_pending(serial, at + first, 1);
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].row.entity.as_deref(), Some("Patient/p6"));
         // Not at the ingester's position: nothing, and the row stays.
-        assert!(j.take_pending(serial, at, 100, 10).is_empty());
-        let last = j.take_pending(serial, at + first + kept[0].len, 100, 10);
+        assert!(j.take_pending(serial, at, 10).is_empty());
+        let last = j.take_pending(serial, at + first + kept[0].len, 10);
         assert_eq!(last.len(), 1);
         assert_eq!(last[0].row.entity.as_deref(), Some("Patient/p7"));
         // Once the ingester is on a later segment, this one's rows are dropped.
         j.append(row(8)).expect("append");
-        assert!(j.take_pending(serial + 1, 0, 100, 10).is_empty());
+        assert!(j.take_pending(serial + 1, 0, 10).is_empty());
         assert!(j.tail.lock().expect("tail").pending.is_empty());
 
         // Closed and synced: cut to its records.
