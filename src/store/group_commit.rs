@@ -45,7 +45,7 @@ use sqlx::{Any, AnyConnection, AnyPool, Row};
 use tokio::sync::{oneshot, Mutex, Notify, OwnedMutexGuard};
 
 use super::cache::Generations;
-use super::search_sql::Sql;
+use super::search_sql::{anonymous_into, Sql};
 use super::sql::{db_err, is_unique_violation, query_text};
 use super::StoreError;
 
@@ -529,6 +529,31 @@ async fn execute(
         .await
 }
 
+/// The SQLite text of a queued group between `first` and `last` (statements without binds),
+/// its binds being the group's in order. Each transaction's statements are rewritten on their
+/// own (anonymous `?`, [`anonymous_into`]); only a transaction whose placeholders are not in
+/// order makes the whole text numbered, which needs them renumbered across the group.
+fn group_text(first: &str, group: &[Queued], last: &str) -> String {
+    let mut text = String::with_capacity(
+        first.len() + last.len() + group.iter().map(|q| q.sql.text.len() + 2).sum::<usize>() + 2,
+    );
+    text.push_str(first);
+    for q in group {
+        text.push_str("; ");
+        if !anonymous_into(&q.sql.text, q.sql.binds.len(), &mut text) {
+            let mut all = Sql::from_text(first);
+            for q in group {
+                all.append_ref(&q.sql);
+            }
+            all.append(Sql::from_text(last));
+            return all.sqlite_text();
+        }
+    }
+    text.push_str("; ");
+    text.push_str(last);
+    text
+}
+
 /// With no physical transaction open: begin, run the group and commit in one round trip
 /// (`relaxed`: unsynced, see the module documentation). If that fails, nothing of it stays, and
 /// the group is run again one by one, synced.
@@ -544,14 +569,13 @@ async fn run_and_commit(batch: &mut Batch, group: Vec<Queued>, relaxed: bool) {
     if relaxed {
         batch.lowered = true;
     }
-    let mut all = Sql::from_text(&format!("{mode}BEGIN IMMEDIATE; PRAGMA data_version"));
-    for q in &group {
-        all.append_ref(&q.sql);
-    }
-    all.append(Sql::from_text("COMMIT"));
     let started = std::time::Instant::now();
-    let text = all.sqlite_text();
-    let result = query_text(&text, &all.binds)
+    let text = group_text(
+        &format!("{mode}BEGIN IMMEDIATE; PRAGMA data_version"),
+        &group,
+        "COMMIT",
+    );
+    let result = query_text(&text, group.iter().flat_map(|q| &q.sql.binds))
         .persistent(false)
         .fetch_all(&mut *batch.conn)
         .await;
@@ -599,13 +623,11 @@ async fn run_queued(batch: &mut Batch, group: Vec<Queued>) {
         return;
     }
     // One savepoint around the group, so that a failure undoes the group only.
-    let mut all = Sql::default();
-    all.push("SAVEPOINT g");
-    for q in &group {
-        all.append_ref(&q.sql);
-    }
-    all.append(Sql::from_text("RELEASE g"));
-    let result = execute(&mut batch.conn, &all, false).await;
+    let text = group_text("SAVEPOINT g", &group, "RELEASE g");
+    let result = query_text(&text, group.iter().flat_map(|q| &q.sql.binds))
+        .persistent(false)
+        .execute(&mut *batch.conn)
+        .await;
     if result.is_ok() {
         batch.waiters.extend(group.into_iter().map(|q| q.done));
         return;
@@ -793,6 +815,49 @@ impl Drop for GroupTx {
 #[cfg(test)]
 mod tests {
     use crate::store::NewVersion;
+
+    /// The group's text as it was built before [`super::group_text`]: every transaction's
+    /// placeholders renumbered into one statement, then made SQLite's.
+    fn renumbered(first: &str, group: &[super::Queued], last: &str) -> String {
+        let mut all = super::Sql::from_text(first);
+        for q in group {
+            all.append_ref(&q.sql);
+        }
+        all.append(super::Sql::from_text(last));
+        all.sqlite_text()
+    }
+
+    #[test]
+    fn a_group_text_is_what_renumbering_the_whole_group_gives() {
+        use crate::store::search_sql::{Bind, Sql};
+        let queued = |sql: Sql| super::Queued {
+            sql,
+            conflict: crate::store::StoreError::Busy,
+            done: tokio::sync::oneshot::channel().0,
+            relaxed: false,
+        };
+        let statement = |n: i64| {
+            let mut sql = Sql::from_text("INSERT INTO t (a, b) VALUES (");
+            sql.bind(Bind::Int(n)).push(", ");
+            sql.bind(Bind::Text(format!("$'{n}"))).push(")");
+            let mut more = Sql::from_text("UPDATE u SET c = json_set(c, '$.n', ");
+            more.bind(Bind::Int(n)).push(")");
+            sql.append(more);
+            sql
+        };
+        let in_order: Vec<super::Queued> = (0..12).map(|n| queued(statement(n))).collect();
+        let text = super::group_text("BEGIN", &in_order, "COMMIT");
+        assert_eq!(text, renumbered("BEGIN", &in_order, "COMMIT"));
+        assert_eq!(text.matches('?').count(), 36);
+        // One transaction with its placeholders out of order: the whole group numbered.
+        let mut odd = Sql::from_text("SELECT $2, $1");
+        odd.binds = vec![Bind::Int(1), Bind::Int(2)];
+        let mut mixed: Vec<super::Queued> = (0..3).map(|n| queued(statement(n))).collect();
+        mixed.push(queued(odd));
+        let text = super::group_text("SAVEPOINT g", &mixed, "RELEASE g");
+        assert_eq!(text, renumbered("SAVEPOINT g", &mixed, "RELEASE g"));
+        assert!(text.contains("SELECT ?11, ?10"), "{text}");
+    }
 
     async fn burst(store: &dyn crate::store::Storage, prefix: &str, n: usize) {
         let text = format!(

@@ -353,7 +353,7 @@ pub(crate) fn query(sql: &Sql) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArgu
 /// [`Sql::sqlite_text`]).
 pub(crate) fn query_text<'q>(
     text: &'q str,
-    binds: &'q [Bind],
+    binds: impl IntoIterator<Item = &'q Bind>,
 ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
     let mut q = sqlx::query(text);
     for b in binds {
