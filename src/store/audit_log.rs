@@ -453,20 +453,14 @@ pub(crate) async fn json_rows<T: serde::de::DeserializeOwned>(
     select: Sql,
     fields: &[&str],
 ) -> Result<Vec<T>, StoreError> {
-    let (all, object) = match conn.backend_name() {
-        "PostgreSQL" => ("json_agg", "json_build_object"),
-        _ => ("json_group_array", "json_object"),
+    let postgres = conn.backend_name() == "PostgreSQL";
+    let all = if postgres {
+        "json_agg"
+    } else {
+        "json_group_array"
     };
-    let pairs: Vec<String> = fields.iter().map(|f| format!("'{f}', {f}")).collect();
-    // The rows' statement inside, its placeholders as they are (nothing is bound before it).
-    let mut sql = Sql::from_text(&format!(
-        "SELECT CAST({all}({object}({})) AS TEXT) AS rows FROM ({}) t",
-        pairs.join(", "),
-        select.text
-    ));
-    sql.binds = select.binds;
-    let row = query(&sql).fetch_one(&mut *conn).await.map_err(db_err)?;
-    let text: Option<String> = row.try_get("rows").map_err(db_err)?;
+    let object = json_object_sql(postgres, fields);
+    let text = aggregate_text(conn, select, &format!("{all}({object})")).await?;
     match text {
         Some(t) => serde_json::from_str(&t)
             .map_err(|e| StoreError::Corrupt(format!("audit rows read as JSON: {e}"))),
@@ -474,55 +468,100 @@ pub(crate) async fn json_rows<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// `json_object('f', f, …)` (`json_build_object` on PostgreSQL) of `fields`.
+fn json_object_sql(postgres: bool, fields: &[&str]) -> String {
+    let pairs: Vec<String> = fields.iter().map(|f| format!("'{f}', {f}")).collect();
+    let object = if postgres {
+        "json_build_object"
+    } else {
+        "json_object"
+    };
+    format!("{object}({})", pairs.join(", "))
+}
+
+/// The one value of `aggregate` (an aggregate over the columns of `select`, as text) over the
+/// rows of `select`; `None` when there are none.
+async fn aggregate_text(
+    conn: &mut AnyConnection,
+    select: Sql,
+    aggregate: &str,
+) -> Result<Option<String>, StoreError> {
+    // The rows' statement inside, its placeholders as they are (nothing is bound before it).
+    let mut sql = Sql::from_text(&format!(
+        "SELECT CAST({aggregate} AS TEXT) AS rows FROM ({}) t",
+        select.text
+    ));
+    sql.binds = select.binds;
+    let row = query(&sql).fetch_one(&mut *conn).await.map_err(db_err)?;
+    row.try_get("rows").map_err(db_err)
+}
+
 /// Chain up to [`SEAL_BATCH`] unsealed rows, in `seq` order, after the last sealed one: the
 /// statement that records it (`None`: nothing to seal) and how many rows it seals. Runs inside a
 /// write transaction, which on PostgreSQL first takes the chain's advisory lock.
+///
+/// The rows come as one text in one result row, as [`json_rows`] reads them, but each row a
+/// JSON value `[seq, {columns}]` of its own, in `seq` order (an ordered aggregate), hashed as
+/// it is parsed: no list of up to 500 rows is built, and no field is buffered to find `seq`.
+/// Under a create load the list's growth was the runtime's largest allocation, on fresh pages.
 pub(crate) async fn seal(conn: &mut AnyConnection) -> Result<Option<(Sql, usize)>, StoreError> {
     let (mut pos, mut prev) = chain_head(conn).await?;
-    /// An unsealed row as [`json_rows`] reads it.
-    #[derive(serde::Deserialize)]
-    struct Unsealed {
-        seq: i64,
-        #[serde(flatten)]
-        columns: Columns,
-    }
+    let postgres = conn.backend_name() == "PostgreSQL";
     let fields: Vec<&str> = COLUMNS
         .split(", ")
-        .filter(|c| !matches!(*c, "chain_pos" | "hash"))
+        .filter(|c| !matches!(*c, "seq" | "chain_pos" | "hash"))
         .collect();
-    let mut rows: Vec<Unsealed> = json_rows(
-        conn,
-        Sql::from_text(&format!(
-            "SELECT {COLUMNS} FROM audit_log WHERE chain_pos IS NULL ORDER BY seq LIMIT {SEAL_BATCH}"
-        )),
-        &fields,
-    )
-    .await?;
-    // The aggregate's order is the database's choice; the chain's is `seq`.
-    rows.sort_unstable_by_key(|r| r.seq);
-    if rows.is_empty() {
+    let object = json_object_sql(postgres, &fields);
+    let aggregate = if postgres {
+        format!("string_agg(json_build_array(seq, {object})::text, ' ' ORDER BY seq)")
+    } else {
+        format!("group_concat(json_array(seq, {object}), ' ' ORDER BY seq)")
+    };
+    let select = Sql::from_text(&format!(
+        "SELECT {COLUMNS} FROM audit_log WHERE chain_pos IS NULL ORDER BY seq LIMIT {SEAL_BATCH}"
+    ));
+    let Some(text) = aggregate_text(conn, select, &aggregate).await? else {
+        return Ok(None);
+    };
+    // The new positions and hashes as one JSON array of `[seq, chain_pos, hash]`, bound to one
+    // statement whose text never changes: SQLite and PostgreSQL prepare it once, where a
+    // `VALUES` list of 1,500 binds was parsed and planned anew every round.
+    let mut sealed = String::with_capacity(SEAL_BATCH * 96);
+    sealed.push('[');
+    let mut n = 0;
+    for row in serde_json::Deserializer::from_str(&text).into_iter::<(i64, Columns)>() {
+        let (seq, columns) =
+            row.map_err(|e| StoreError::Corrupt(format!("audit rows read as JSON: {e}")))?;
+        pos += 1;
+        prev = chain_hash(&prev, seq, &columns);
+        if n > 0 {
+            sealed.push(',');
+        }
+        n += 1;
+        let triple = serde_json::to_string(&(seq, pos, &prev))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sealed.push_str(&triple);
+    }
+    sealed.push(']');
+    if n == 0 {
         return Ok(None);
     }
     let mut sql = Sql::default();
-    sql.push("WITH v(s, p, h) AS (VALUES ");
-    for (i, r) in rows.iter().enumerate() {
-        pos += 1;
-        prev = chain_hash(&prev, r.seq, &r.columns);
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.push("(")
-            .bind(Bind::Int(r.seq))
-            .push(", ")
-            .bind(Bind::Int(pos))
-            .push(", ")
-            .text(&prev)
-            .push(")");
+    if postgres {
+        sql.push(
+            "UPDATE audit_log SET chain_pos = (v.e ->> 1)::bigint, hash = v.e ->> 2 \
+             FROM json_array_elements(CAST(",
+        )
+        .text(&sealed)
+        .push(" AS json)) AS v(e) WHERE audit_log.seq = (v.e ->> 0)::bigint");
+    } else {
+        sql.push(
+            "UPDATE audit_log SET chain_pos = v.value ->> 1, hash = v.value ->> 2 FROM json_each(",
+        )
+        .text(&sealed)
+        .push(") v WHERE audit_log.seq = v.value ->> 0");
     }
-    // A join, not a correlated sub-select per column: those scan the VALUES list once per row,
-    // which made sealing quadratic in the batch (half of the gateway's CPU under a read load).
-    sql.push(") UPDATE audit_log SET chain_pos = v.p, hash = v.h FROM v WHERE audit_log.seq = v.s");
-    Ok(Some((sql, rows.len())))
+    Ok(Some((sql, n)))
 }
 
 /// What `sektorbro audit verify` found.
