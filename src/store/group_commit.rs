@@ -541,17 +541,23 @@ fn group_text(first: &str, group: &[Queued], last: &str) -> String {
     for q in group {
         text.push_str("; ");
         if !anonymous_into(&q.sql.text, q.sql.binds.len(), &mut text) {
-            let mut all = Sql::from_text(first);
-            for q in group {
-                all.append_ref(&q.sql);
-            }
-            all.append(Sql::from_text(last));
-            return all.sqlite_text();
+            return renumbered_text(first, group, last);
         }
     }
     text.push_str("; ");
     text.push_str(last);
     text
+}
+
+/// [`group_text`] the general way: every transaction's placeholders renumbered into one
+/// statement, then made SQLite's ([`Sql::sqlite_text`]).
+fn renumbered_text(first: &str, group: &[Queued], last: &str) -> String {
+    let mut all = Sql::from_text(first);
+    for q in group {
+        all.append_ref(&q.sql);
+    }
+    all.append(Sql::from_text(last));
+    all.sqlite_text()
 }
 
 /// With no physical transaction open: begin, run the group and commit in one round trip
@@ -816,19 +822,9 @@ impl Drop for GroupTx {
 mod tests {
     use crate::store::NewVersion;
 
-    /// The group's text as it was built before [`super::group_text`]: every transaction's
-    /// placeholders renumbered into one statement, then made SQLite's.
-    fn renumbered(first: &str, group: &[super::Queued], last: &str) -> String {
-        let mut all = super::Sql::from_text(first);
-        for q in group {
-            all.append_ref(&q.sql);
-        }
-        all.append(super::Sql::from_text(last));
-        all.sqlite_text()
-    }
-
     #[test]
     fn a_group_text_is_what_renumbering_the_whole_group_gives() {
+        use super::renumbered_text as renumbered;
         use crate::store::search_sql::{Bind, Sql};
         let queued = |sql: Sql| super::Queued {
             sql,
