@@ -74,11 +74,15 @@ wrk.body = '{"resourceType":"Observation","status":"final","category":[{"coding"
 LUA
 
 # CPU ticks (user + system) the process has used so far.
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Fields after the command name, which is in parentheses and may hold spaces ("actix-server
+# worker 0"): counting fields from the line's start read the wrong ones for such threads (their
+# majflt and utime instead of utime and stime: the HTTP workers' kernel time was left out).
+stat_ticks() { sed 's/.*) //' "$1" | awk '{print $12 + $13}'; }
+ticks() { stat_ticks "/proc/$1/stat"; }
 # The same per thread, summed by the thread's name (names with spaces joined by `_`).
 thread_ticks() {
   for t in /proc/"$1"/task/*; do
-    printf '%s %s\n' "$(tr ' ' _ < "$t/comm")" "$(awk '{print $14 + $15}' "$t/stat")"
+    printf '%s %s\n' "$(tr ' ' _ < "$t/comm")" "$(stat_ticks "$t/stat")"
   done 2>/dev/null | awk '{a[$1] += $2} END {for (k in a) print k, a[k]}' | sort
 }
 BY_THREAD=""
