@@ -442,30 +442,26 @@ pub(crate) async fn chain_head(conn: &mut AnyConnection) -> Result<(i64, String)
     }
 }
 
-/// The rows `select` reads, as `T`s deserialized from objects of `fields` (columns `select`
-/// names): one JSON array in one result row (`json_group_array` on SQLite, `json_agg` on
-/// PostgreSQL), in no particular order. The sealer and the search keys' steps read hundreds or
-/// thousands of rows at a time; read a row at a time through sqlx, each row crossed from
-/// SQLite's thread to the runtime's and woke it, which cost more than SQLite's work
-/// (docs/benchmarks.md).
-pub(crate) async fn json_rows<T: serde::de::DeserializeOwned>(
+/// The rows `select` reads, each a JSON array of `fields` (columns `select` names), as the text
+/// of one JSON array in one result row (`json_group_array` on SQLite, `json_agg` on
+/// PostgreSQL), in no particular order; `None` when there are none. The sealer and the search
+/// keys' steps read hundreds or thousands of rows at a time; read a row at a time through sqlx,
+/// each row crossed from SQLite's thread to the runtime's and woke it, which cost more than
+/// SQLite's work (docs/benchmarks.md). Arrays rather than objects: no field name is written
+/// for every row and looked up again to parse it.
+pub(crate) async fn json_rows(
     conn: &mut AnyConnection,
     select: Sql,
     fields: &[&str],
-) -> Result<Vec<T>, StoreError> {
+) -> Result<Option<String>, StoreError> {
     let postgres = conn.backend_name() == "PostgreSQL";
-    let all = if postgres {
-        "json_agg"
+    let fields = fields.join(", ");
+    let aggregate = if postgres {
+        format!("json_agg(json_build_array({fields}))")
     } else {
-        "json_group_array"
+        format!("json_group_array(json_array({fields}))")
     };
-    let object = json_object_sql(postgres, fields);
-    let text = aggregate_text(conn, select, &format!("{all}({object})")).await?;
-    match text {
-        Some(t) => serde_json::from_str(&t)
-            .map_err(|e| StoreError::Corrupt(format!("audit rows read as JSON: {e}"))),
-        None => Ok(Vec::new()),
-    }
+    aggregate_text(conn, select, &aggregate).await
 }
 
 /// `json_object('f', f, …)` (`json_build_object` on PostgreSQL) of `fields`.
