@@ -67,7 +67,7 @@ pub fn record(
         Some(state) => super::origin::client_ip(req, &state.config.server),
         None => req.peer_addr().map(|a| a.ip()),
     }
-    .map(|ip| ip.to_string());
+    .map(ip_text);
     rec.who = req.extensions().get::<Caller>().map(|c| Who {
         client_id: c.client.id.clone(),
         name: None,
@@ -87,8 +87,8 @@ pub fn record(
         (
             "/fhir/{type}/{id}" | "/fhir/{type}/{id}/_history" | "/fhir/{type}/{id}/$share",
             [t, id, ..],
-        ) => Some(format!("{t}/{id}")),
-        ("/fhir/Group/{id}/$export", [t, id, ..]) => Some(format!("{t}/{id}")),
+        ) => Some([*t, "/", id].concat()),
+        ("/fhir/Group/{id}/$export", [t, id, ..]) => Some([*t, "/", id].concat()),
         ("/fhir/{type}/{id}/_history/{vid}", [t, id, _, v]) => {
             Some(format!("{t}/{id}/_history/{v}"))
         }
@@ -150,7 +150,32 @@ pub fn for_write(
 /// The record's citizen from a Patient id (bounded like the path's segments; ids from the path
 /// and from what was stored are within that bound already).
 fn patient_ref(id: &str) -> PatientRef {
-    PatientRef::Reference(format!("Patient/{}", cut(id, MAX_SEGMENT_BYTES)))
+    PatientRef::Reference(["Patient/", cut(id, MAX_SEGMENT_BYTES)].concat())
+}
+
+/// The client's address as text, as `Display` writes it: an IPv4 address (nearly every
+/// request) written octet by octet, where `Display` went through the formatter's padding
+/// machinery at a sixth of the record's cost.
+fn ip_text(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut out = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+            out
+        }
+        v6 => v6.to_string(),
+    }
 }
 
 /// The [`AuditCitizen`] a handler set on its response.
@@ -161,4 +186,23 @@ pub fn citizen<B>(res: &actix_web::HttpResponse<B>) -> Option<String> {
 /// The [`AuditEntity`] a handler set on its response.
 pub fn written<B>(res: &actix_web::HttpResponse<B>) -> Option<String> {
     res.extensions().get::<AuditEntity>().map(|e| e.0.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_address_is_written_as_display_writes_it() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.9.100.255",
+            "192.168.1.20",
+            "::1",
+            "2001:db8::7",
+            "::ffff:10.0.0.1",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().expect("address");
+            assert_eq!(super::ip_text(ip), ip.to_string());
+        }
+    }
 }

@@ -409,8 +409,7 @@ impl Journal {
         let appended = LINE.with(|line| {
             let mut line = line.borrow_mut();
             line.clear();
-            serde_json::to_writer(&mut *line, &row)
-                .map_err(|e| AppendError::Io(std::io::Error::other(e.to_string())))?;
+            row.write_line(&mut line);
             line.push(b'\n');
             let n = line.len() as u64;
             if n > SEGMENT_BYTES {
