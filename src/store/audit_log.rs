@@ -520,8 +520,10 @@ pub(crate) async fn seal(conn: &mut AnyConnection) -> Result<Option<(Sql, usize)
         return Ok(None);
     };
     // The new positions and hashes as one JSON array of `[seq, chain_pos, hash]`, bound to one
-    // statement whose text never changes: SQLite and PostgreSQL prepare it once, where a
-    // `VALUES` list of 1,500 binds was parsed and planned anew every round.
+    // statement whose text never changes, where a `VALUES` list of 1,500 binds was parsed and
+    // planned anew every round. PostgreSQL prepares it once; on SQLite it reaches the writer in
+    // the transaction's text (the rows were read on a reader) and is parsed with its group
+    // commit, one short statement.
     let mut sealed = String::with_capacity(SEAL_BATCH * 96);
     sealed.push('[');
     let mut n = 0;
