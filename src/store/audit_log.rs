@@ -146,18 +146,25 @@ pub(crate) async fn next_seqs(
 /// so SQLite only ever sees five statement texts, each prepared once (sqlx caches them).
 const SQLITE_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
 
-/// SQLite: the sealed rows, in order, as `INSERT … VALUES` statements of [`SQLITE_CHUNKS`] rows
-/// with every value bound (missing ones as bound NULLs).
+/// SQLite: insert the sealed rows, in order, on `conn` (the writer, inside its transaction), as
+/// `INSERT … VALUES` statements of [`SQLITE_CHUNKS`] rows with every value bound (missing ones
+/// as bound NULLs).
 ///
 /// Under a read load the ingester inserts a row per read. Handing SQLite the rows as one JSON
 /// array made it parse the array and look up each of 21 fields per row: about a third of the
 /// writer thread's time (docs/benchmarks.md). Bound values cost SQLite nothing to read.
 ///
 /// The statement texts depend on the chunk size alone, so each is written once, with anonymous
-/// `?` placeholders (which [`Sql::sqlite_text`] passes through): writing 21 numbered
-/// placeholders per row and rewriting them for SQLite on every batch was a sixth of the
-/// instructions an audited read cost (`examples/audit_ingest.rs`).
-pub(crate) fn insert_sealed_sqlite(rows: &[SealedRow]) -> Vec<Sql> {
+/// `?` placeholders: writing 21 numbered placeholders per row and rewriting them for SQLite on
+/// every batch was a sixth of the instructions an audited read cost
+/// (`examples/audit_ingest.rs`). The values are bound borrowed from the rows, in
+/// [`TYPED_COLUMNS`] then [`SEAL_COLUMNS`] order: sqlx copies each text once to hand it to
+/// SQLite's thread, where cloning them into owned binds first made the ingester allocate every
+/// text twice (its largest cost in the runtime's thread under a read load, freed on SQLite's).
+pub(crate) async fn insert_sealed_sqlite(
+    conn: &mut AnyConnection,
+    rows: &[SealedRow<'_>],
+) -> Result<(), sqlx::Error> {
     static TEXTS: OnceLock<Vec<String>> = OnceLock::new();
     let texts = TEXTS.get_or_init(|| {
         SQLITE_CHUNKS
@@ -165,31 +172,41 @@ pub(crate) fn insert_sealed_sqlite(rows: &[SealedRow]) -> Vec<Sql> {
             .map(|n| sealed_text_sqlite(*n))
             .collect()
     });
-    let mut out = Vec::new();
     let mut rest = rows;
     for (size, text) in SQLITE_CHUNKS.into_iter().zip(texts) {
         while rest.len() >= size {
             let (chunk, tail) = rest.split_at(size);
             rest = tail;
-            let mut sql = Sql::from_text(text);
-            sql.binds
-                .reserve(size * (TYPED_COLUMNS.len() + SEAL_COLUMNS.len()));
+            let mut q = sqlx::query(text.as_str());
             for r in chunk {
-                sql.binds.extend(
-                    column_values(r.row)
-                        .into_iter()
-                        .map(|v| v.unwrap_or(Bind::Null)),
-                );
-                sql.binds.extend([
-                    Bind::Int(r.seq),
-                    Bind::Int(r.chain_pos),
-                    Bind::Text(r.hash.clone()),
-                ]);
+                let c = r.row;
+                q = q
+                    .bind(c.recorded_ms)
+                    .bind(c.kind.as_str())
+                    .bind(c.action.as_str())
+                    .bind(c.outcome)
+                    .bind(c.status)
+                    .bind(c.client.as_deref())
+                    .bind(c.client_kind.as_deref())
+                    .bind(c.auth.as_deref())
+                    .bind(c.orgs.as_deref())
+                    .bind(c.peer.as_deref())
+                    .bind(c.rtype.as_deref())
+                    .bind(c.entity.as_deref())
+                    .bind(c.patient.as_deref())
+                    .bind(c.query.as_deref())
+                    .bind(c.query_len)
+                    .bind(c.request_id.as_deref())
+                    .bind(c.failure.as_deref())
+                    .bind(c.forward.as_deref())
+                    .bind(r.seq)
+                    .bind(r.chain_pos)
+                    .bind(r.hash.as_str());
             }
-            out.push(sql);
+            q.persistent(true).execute(&mut *conn).await?;
         }
     }
-    out
+    Ok(())
 }
 
 /// `INSERT INTO audit_log (…) VALUES (?, …), …` for `rows` rows of [`TYPED_COLUMNS`] and
@@ -795,15 +812,15 @@ mod tests {
                 row,
             })
             .collect();
-        let statements = insert_sealed_sqlite(&sealed);
-        assert_eq!(statements.len(), 6);
-        for sql in &statements {
-            let text = sql.sqlite_text();
-            assert_eq!(text.matches('?').count(), sql.binds.len(), "{text:.80}");
-            super::super::sql::query_text(&text, &sql.binds)
-                .execute(&pool)
-                .await
-                .expect("insert");
+        let mut conn = pool.acquire().await.expect("connection");
+        insert_sealed_sqlite(&mut conn, &sealed)
+            .await
+            .expect("insert");
+        drop(conn);
+        for n in SQLITE_CHUNKS {
+            let text = sealed_text_sqlite(n);
+            let columns = TYPED_COLUMNS.len() + SEAL_COLUMNS.len();
+            assert_eq!(text.matches('?').count(), n * columns, "{text:.80}");
         }
         let back = sqlx::query(&format!("SELECT {COLUMNS} FROM audit_log ORDER BY seq"))
             .fetch_all(&pool)

@@ -20,9 +20,6 @@ pub(crate) enum Bind {
     Text(String),
     Int(i64),
     Float(f64),
-    /// SQL NULL as a bound value, so that a statement's text does not depend on which values are
-    /// missing. SQLite only: PostgreSQL would have to infer the parameter's type.
-    Null,
 }
 
 /// A statement under construction.
@@ -1145,9 +1142,14 @@ pub(crate) mod tests {
                     .push(", '', ")
                     .text(value)
                     .push(", ");
-                sql.bind(lo.map_or(Bind::Null, Bind::Int)).push(", ");
-                sql.bind(lo.map_or(Bind::Null, |l| Bind::Int(l + 86_399_999)))
-                    .push(")");
+                match lo {
+                    Some(l) => sql
+                        .bind(Bind::Int(l))
+                        .push(", ")
+                        .bind(Bind::Int(l + 86_399_999))
+                        .push(")"),
+                    None => sql.push("NULL, NULL)"),
+                };
                 run(sql).await;
             }
         }

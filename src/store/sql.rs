@@ -361,7 +361,6 @@ pub(crate) fn query_text<'q>(
             Bind::Text(s) => q.bind(s.as_str()),
             Bind::Int(i) => q.bind(*i),
             Bind::Float(f) => q.bind(*f),
-            Bind::Null => q.bind(None::<i64>),
         };
     }
     q

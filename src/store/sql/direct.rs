@@ -156,7 +156,6 @@ impl DirectReads {
                     super::Bind::Text(s) => stmt.raw_bind_parameter(at, s.as_str())?,
                     super::Bind::Int(n) => stmt.raw_bind_parameter(at, n)?,
                     super::Bind::Float(f) => stmt.raw_bind_parameter(at, f)?,
-                    super::Bind::Null => stmt.raw_bind_parameter(at, rusqlite::types::Null)?,
                 }
             }
             let mut rows = stmt.raw_query();

@@ -413,9 +413,17 @@ impl StoreTx for SqlTx {
                 });
             }
             if backend == Backend::Sqlite {
-                for sql in audit_log::insert_sealed_sqlite(&sealed) {
-                    self.write_audit_sql(sql).await?;
-                }
+                // On the writer, which `conn` took above: nothing is buffered before it.
+                let conn = self.conn().await?;
+                audit_log::insert_sealed_sqlite(conn, &sealed)
+                    .await
+                    .map_err(|e| {
+                        if super::is_unique_violation(&e) {
+                            StoreError::Busy
+                        } else {
+                            db_err(e)
+                        }
+                    })?;
             } else {
                 let array = serde_json::to_string(&sealed)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
