@@ -345,13 +345,21 @@ impl Columns {
     /// write it (a test holds the two equal) without building the `Value`: every audited request
     /// hashes one.
     pub fn canonical(&self, seq: i64) -> String {
-        let mut out = Vec::with_capacity(128 + self.query.as_ref().map_or(0, String::len));
+        let mut out = Vec::with_capacity(512 + self.query.as_ref().map_or(0, String::len));
+        self.canonical_into(seq, &mut out);
+        // serde_json writes UTF-8 only.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// [`Columns::canonical`] appended to `out`, as bytes.
+    fn canonical_into(&self, seq: i64, out: &mut Vec<u8>) {
+        let start = out.len();
         out.push(b'[');
         let mut put = |v: &dyn erased::Field| {
-            if out.len() > 1 {
+            if out.len() > start + 1 {
                 out.push(b',');
             }
-            v.write(&mut out);
+            v.write(out);
         };
         put(&seq);
         put(&self.recorded_ms);
@@ -377,8 +385,6 @@ impl Columns {
         put(&self.failure);
         put(&self.forward);
         out.push(b']');
-        // serde_json writes UTF-8 only.
-        String::from_utf8(out).unwrap_or_default()
     }
 }
 
@@ -436,7 +442,16 @@ pub fn chain_hash(previous: &str, seq: i64, row: &Columns) -> String {
     let mut h = Sha256::new();
     h.update(previous.as_bytes());
     h.update(b"\n");
-    h.update(row.canonical(seq).as_bytes());
+    thread_local! {
+        /// The canonical text being hashed, reused: the ingester hashes a row per record.
+        static TEXT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    TEXT.with(|text| {
+        let mut text = text.borrow_mut();
+        text.clear();
+        row.canonical_into(seq, &mut text);
+        h.update(&text[..]);
+    });
     let digest = h.finalize();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
 }
