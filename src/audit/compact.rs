@@ -296,47 +296,56 @@ impl Columns {
         }
     }
 
+    /// The columns in table order (without `seq`, `chain_pos`, `hash`), each with its name and
+    /// its value borrowed: the one list the journal line, the canonical text and the row's
+    /// binds are written from (`store::audit_log`'s `TYPED_COLUMNS` names the same columns in
+    /// the same order, a test holds them equal).
+    pub fn values(&self) -> [(&'static str, ColumnValue<'_>); 18] {
+        use ColumnValue::{Int, Text};
+        fn text(v: &Option<String>) -> ColumnValue<'_> {
+            Text(v.as_deref())
+        }
+        [
+            ("recorded_ms", Int(Some(self.recorded_ms))),
+            ("kind", Text(Some(&self.kind))),
+            ("action", Text(Some(&self.action))),
+            ("outcome", Int(Some(self.outcome))),
+            ("status", Int(self.status)),
+            ("client", text(&self.client)),
+            ("client_kind", text(&self.client_kind)),
+            ("auth", text(&self.auth)),
+            ("orgs", text(&self.orgs)),
+            ("peer", text(&self.peer)),
+            ("rtype", text(&self.rtype)),
+            ("entity", text(&self.entity)),
+            ("patient", text(&self.patient)),
+            ("query", text(&self.query)),
+            ("query_len", Int(self.query_len)),
+            ("request_id", text(&self.request_id)),
+            ("failure", text(&self.failure)),
+            ("forward", text(&self.forward)),
+        ]
+    }
+
     /// The row as a line of the audit journal: a JSON object of the columns, empty ones left
     /// out, byte for byte what serde_json writes for it (a test holds the two equal), without
     /// serde's per-field machinery: every audited request writes one on its worker.
     pub fn write_line(&self, out: &mut Vec<u8>) {
-        use erased::Field as _;
-        out.extend_from_slice(b"{\"recorded_ms\":");
-        self.recorded_ms.write(out);
-        out.extend_from_slice(b",\"kind\":");
-        self.kind.write(out);
-        out.extend_from_slice(b",\"action\":");
-        self.action.write(out);
-        out.extend_from_slice(b",\"outcome\":");
-        self.outcome.write(out);
-        let mut put = |name: &str, v: Option<&dyn erased::Field>| {
-            if let Some(v) = v {
-                out.extend_from_slice(b",\"");
-                out.extend_from_slice(name.as_bytes());
-                out.extend_from_slice(b"\":");
-                v.write(out);
+        out.push(b'{');
+        let mut first = true;
+        for (name, v) in self.values() {
+            if v.is_null() {
+                continue;
             }
-        };
-        fn text(v: &Option<String>) -> Option<&dyn erased::Field> {
-            v.as_ref().map(|v| v as &dyn erased::Field)
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+            v.write_json(out);
         }
-        fn int(v: &Option<i64>) -> Option<&dyn erased::Field> {
-            v.as_ref().map(|v| v as &dyn erased::Field)
-        }
-        put("status", int(&self.status));
-        put("client", text(&self.client));
-        put("client_kind", text(&self.client_kind));
-        put("auth", text(&self.auth));
-        put("orgs", text(&self.orgs));
-        put("peer", text(&self.peer));
-        put("rtype", text(&self.rtype));
-        put("entity", text(&self.entity));
-        put("patient", text(&self.patient));
-        put("query", text(&self.query));
-        put("query_len", int(&self.query_len));
-        put("request_id", text(&self.request_id));
-        put("failure", text(&self.failure));
-        put("forward", text(&self.forward));
         out.push(b'}');
     }
 
@@ -353,66 +362,37 @@ impl Columns {
 
     /// [`Columns::canonical`] appended to `out`, as bytes.
     fn canonical_into(&self, seq: i64, out: &mut Vec<u8>) {
-        let start = out.len();
         out.push(b'[');
-        let mut put = |v: &dyn erased::Field| {
-            if out.len() > start + 1 {
-                out.push(b',');
-            }
-            v.write(out);
-        };
-        put(&seq);
-        put(&self.recorded_ms);
-        put(&self.kind);
-        put(&self.action);
-        put(&self.outcome);
-        put(&self.status);
-        for v in [
-            &self.client,
-            &self.client_kind,
-            &self.auth,
-            &self.orgs,
-            &self.peer,
-            &self.rtype,
-            &self.entity,
-            &self.patient,
-            &self.query,
-        ] {
-            put(v);
+        ColumnValue::Int(Some(seq)).write_json(out);
+        for (_, v) in self.values() {
+            out.push(b',');
+            v.write_json(out);
         }
-        put(&self.query_len);
-        put(&self.request_id);
-        put(&self.failure);
-        put(&self.forward);
         out.push(b']');
     }
 }
 
-/// The column types [`Columns::canonical`] writes, each as serde_json writes it.
-mod erased {
-    pub trait Field {
-        fn write(&self, out: &mut Vec<u8>);
+/// One column's value, borrowed from a row ([`Columns::values`]); `None` where it is empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnValue<'a> {
+    Int(Option<i64>),
+    Text(Option<&'a str>),
+}
+
+impl ColumnValue<'_> {
+    pub fn is_null(&self) -> bool {
+        matches!(self, ColumnValue::Int(None) | ColumnValue::Text(None))
     }
 
-    impl Field for i64 {
-        fn write(&self, out: &mut Vec<u8>) {
+    /// The value as serde_json writes it, `null` when empty.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
             // Integers cannot fail to serialize into memory.
-            let _ = serde_json::to_writer(&mut *out, self);
-        }
-    }
-
-    impl Field for String {
-        fn write(&self, out: &mut Vec<u8>) {
-            super::write_json_str(out, self);
-        }
-    }
-
-    impl<T: Field> Field for Option<T> {
-        fn write(&self, out: &mut Vec<u8>) {
-            match self {
-                Some(v) => v.write(out),
-                None => out.extend_from_slice(b"null"),
+            ColumnValue::Int(Some(i)) => {
+                let _ = serde_json::to_writer(&mut *out, i);
             }
+            ColumnValue::Text(Some(s)) => write_json_str(out, s),
+            ColumnValue::Int(None) | ColumnValue::Text(None) => out.extend_from_slice(b"null"),
         }
     }
 }

@@ -20,7 +20,7 @@ use sqlx::{AnyConnection, Row};
 use super::search_sql::{Bind, Sql};
 use super::sql::{db_err, int_col, query};
 use super::{StoreError, StoredResource};
-use crate::audit::compact::{chain_hash, Columns, GENESIS};
+use crate::audit::compact::{chain_hash, ColumnValue, Columns, GENESIS};
 
 mod keys;
 mod search;
@@ -179,29 +179,13 @@ pub(crate) async fn insert_sealed_sqlite(
             rest = tail;
             let mut q = sqlx::query(text.as_str());
             for r in chunk {
-                let c = r.row;
-                q = q
-                    .bind(c.recorded_ms)
-                    .bind(c.kind.as_str())
-                    .bind(c.action.as_str())
-                    .bind(c.outcome)
-                    .bind(c.status)
-                    .bind(c.client.as_deref())
-                    .bind(c.client_kind.as_deref())
-                    .bind(c.auth.as_deref())
-                    .bind(c.orgs.as_deref())
-                    .bind(c.peer.as_deref())
-                    .bind(c.rtype.as_deref())
-                    .bind(c.entity.as_deref())
-                    .bind(c.patient.as_deref())
-                    .bind(c.query.as_deref())
-                    .bind(c.query_len)
-                    .bind(c.request_id.as_deref())
-                    .bind(c.failure.as_deref())
-                    .bind(c.forward.as_deref())
-                    .bind(r.seq)
-                    .bind(r.chain_pos)
-                    .bind(r.hash.as_str());
+                for (_, v) in r.row.values() {
+                    q = match v {
+                        ColumnValue::Int(i) => q.bind(i),
+                        ColumnValue::Text(t) => q.bind(t),
+                    };
+                }
+                q = q.bind(r.seq).bind(r.chain_pos).bind(r.hash.as_str());
             }
             q.persistent(true).execute(&mut *conn).await?;
         }
@@ -261,28 +245,10 @@ fn columns_as(sql: &mut Sql, c: &Columns) {
 
 /// The row's values in [`TYPED_COLUMNS`] order, `None` where a column is empty.
 fn column_values(c: &Columns) -> [Option<Bind>; TYPED_COLUMNS.len()] {
-    let int = |v: Option<i64>| v.map(Bind::Int);
-    let text = |v: &Option<String>| v.clone().map(Bind::Text);
-    [
-        Some(Bind::Int(c.recorded_ms)),
-        Some(Bind::Text(c.kind.clone())),
-        Some(Bind::Text(c.action.clone())),
-        Some(Bind::Int(c.outcome)),
-        int(c.status),
-        text(&c.client),
-        text(&c.client_kind),
-        text(&c.auth),
-        text(&c.orgs),
-        text(&c.peer),
-        text(&c.rtype),
-        text(&c.entity),
-        text(&c.patient),
-        text(&c.query),
-        int(c.query_len),
-        text(&c.request_id),
-        text(&c.failure),
-        text(&c.forward),
-    ]
+    c.values().map(|(_, v)| match v {
+        ColumnValue::Int(i) => i.map(Bind::Int),
+        ColumnValue::Text(t) => t.map(|t| Bind::Text(t.to_string())),
+    })
 }
 
 /// Where the audit journal's ingester has got to in one segment file (`audit_journal`).
@@ -792,6 +758,14 @@ mod tests {
             failure: t("failure"),
             forward: t("forward"),
         }
+    }
+
+    /// The columns the statements name are the ones a row's values come in, in that order.
+    #[test]
+    fn typed_columns_are_the_rows_values_in_order() {
+        let names: Vec<&str> = Columns::default().values().map(|(n, _)| n).to_vec();
+        let typed: Vec<&str> = TYPED_COLUMNS.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, typed);
     }
 
     /// The cached `?` texts and the binds built beside them agree: each row comes back from
