@@ -507,8 +507,8 @@ pub(crate) async fn seal(conn: &mut AnyConnection) -> Result<Option<(Sql, usize)
     // planned anew every round. PostgreSQL prepares it once; on SQLite it reaches the writer in
     // the transaction's text (the rows were read on a reader) and is parsed with its group
     // commit, one short statement.
-    let mut sealed = String::with_capacity(SEAL_BATCH * 96);
-    sealed.push('[');
+    let mut sealed = Vec::with_capacity(SEAL_BATCH * 96);
+    sealed.push(b'[');
     let mut n = 0;
     for row in serde_json::Deserializer::from_str(&text).into_iter::<(i64, Columns)>() {
         let (seq, columns) =
@@ -516,17 +516,17 @@ pub(crate) async fn seal(conn: &mut AnyConnection) -> Result<Option<(Sql, usize)
         pos += 1;
         prev = chain_hash(&prev, seq, &columns);
         if n > 0 {
-            sealed.push(',');
+            sealed.push(b',');
         }
         n += 1;
-        let triple = serde_json::to_string(&(seq, pos, &prev))
+        serde_json::to_writer(&mut sealed, &(seq, pos, &prev))
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sealed.push_str(&triple);
     }
-    sealed.push(']');
+    sealed.push(b']');
     if n == 0 {
         return Ok(None);
     }
+    let sealed = String::from_utf8(sealed).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let mut sql = Sql::default();
     if postgres {
         sql.push(
