@@ -46,7 +46,7 @@ use tokio::sync::{oneshot, Mutex, Notify, OwnedMutexGuard};
 
 use super::cache::Generations;
 use super::search_sql::{anonymous_into, Sql};
-use super::sql::{db_err, is_unique_violation, query_text};
+use super::sql::{db_err, query_text, write_err};
 use super::StoreError;
 
 /// Most logical transactions in one physical transaction.
@@ -649,11 +649,7 @@ async fn run_queued(batch: &mut Batch, group: Vec<Queued>) {
         match execute(&mut batch.conn, &one, true).await {
             Ok(_) => batch.waiters.push(q.done),
             Err(e) => {
-                let err = if is_unique_violation(&e) {
-                    q.conflict
-                } else {
-                    db_err(e)
-                };
+                let err = write_err(e, q.conflict);
                 rollback_savepoint(batch, "w").await;
                 let _ = q.done.send(Err(err));
             }
@@ -693,11 +689,10 @@ impl GroupTx {
         if !prefix.is_empty() {
             sql.text.insert_str(0, prefix);
         }
-        match execute(self.conn_held(), &sql, true).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => Err(conflict),
-            Err(e) => Err(db_err(e)),
-        }
+        execute(self.conn_held(), &sql, true)
+            .await
+            .map(|_| ())
+            .map_err(|e| write_err(e, conflict))
     }
 
     /// The writer connection, for a statement whose rows are read: takes the writer, opens the
@@ -717,12 +712,8 @@ impl GroupTx {
                 sql.append(pending);
             }
             let conflict = self.conflict.take();
-            match execute(self.conn_held(), &sql, true).await {
-                Ok(_) => {}
-                Err(e) if is_unique_violation(&e) => {
-                    return Err(conflict.unwrap_or(StoreError::Busy));
-                }
-                Err(e) => return Err(db_err(e)),
+            if let Err(e) = execute(self.conn_held(), &sql, true).await {
+                return Err(write_err(e, conflict.unwrap_or(StoreError::Busy)));
             }
         }
         Ok(self.conn_held())

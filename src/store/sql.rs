@@ -91,6 +91,16 @@ pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// A write statement's error: `conflict` (what a unique violation means for that statement) or
+/// the database's error.
+pub(crate) fn write_err(e: sqlx::Error, conflict: StoreError) -> StoreError {
+    if is_unique_violation(&e) {
+        conflict
+    } else {
+        db_err(e)
+    }
+}
+
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(d) => {

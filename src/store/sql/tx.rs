@@ -254,10 +254,8 @@ impl StoreTx for SqlTx {
             // PostgreSQL's extended protocol takes one statement at a time.
             TxConn::Postgres(t) => {
                 for s in &statements {
-                    match query(s).execute(&mut **t).await {
-                        Ok(_) => {}
-                        Err(e) if is_unique_violation(&e) => return Err(conflict),
-                        Err(e) => return Err(db_err(e)),
+                    if let Err(e) = query(s).execute(&mut **t).await {
+                        return Err(write_err(e, conflict));
                     }
                 }
                 Ok(())
@@ -417,13 +415,7 @@ impl StoreTx for SqlTx {
                 let conn = self.conn().await?;
                 audit_log::insert_sealed_sqlite(conn, &sealed)
                     .await
-                    .map_err(|e| {
-                        if super::is_unique_violation(&e) {
-                            StoreError::Busy
-                        } else {
-                            db_err(e)
-                        }
-                    })?;
+                    .map_err(|e| write_err(e, StoreError::Busy))?;
             } else {
                 let array = serde_json::to_string(&sealed)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
