@@ -1,5 +1,5 @@
 //! Group commit for SQLite: many write transactions share one durable `COMMIT`, and write-only
-//! transactions share one round trip to SQLite.
+//! transactions share a few round trips to SQLite, with statements kept prepared.
 //!
 //! SQLite admits one writer at a time, and with `synchronous=FULL` every commit waits for an
 //! fsync. Here each logical transaction is a `SAVEPOINT` inside a physical transaction on the one
@@ -11,10 +11,12 @@
 //! A logical transaction takes the writer only when it must read inside the transaction
 //! (`head`, conditional search). Until then its statements are buffered; a transaction that
 //! only writes (a plain create) never holds the writer at all: at commit its statements are
-//! queued for the *committer*, a task that runs everything queued as one multi-statement round
-//! trip ending in `COMMIT`. While that commit waits for its fsync, the next requests queue up, so
-//! under load N creates cost one round trip and one fsync, and request handling overlaps the
-//! fsync instead of waiting for the slowest request of a batch.
+//! queued for the *committer*, a task that runs everything queued in a few multi-statement round
+//! trips ending in `COMMIT`: consecutive transactions of the same text go together, in batches
+//! of a few fixed sizes, so that each batch's text comes back and stays prepared ([`run_each`]).
+//! While that commit waits for its fsync, the next requests queue up, so under load N creates
+//! cost a few round trips and one fsync, and request handling overlaps the fsync instead of
+//! waiting for the slowest request of a batch.
 //!
 //! Checkpoints (copying the WAL into the database file, with an fsync of its own) run on a
 //! reader connection in the background instead of inside a writer's `COMMIT`.
@@ -114,8 +116,11 @@ impl SyncState {
     }
 }
 
-const SYNC_FULL: &str = "PRAGMA synchronous = FULL; ";
-const SYNC_NORMAL: &str = "PRAGMA synchronous = NORMAL; ";
+/// A physical transaction's start, setting the synchronous mode first where it must change:
+/// three fixed texts, each prepared once.
+const BEGIN: &str = "BEGIN IMMEDIATE; PRAGMA data_version";
+const BEGIN_FULL: &str = "PRAGMA synchronous = FULL; BEGIN IMMEDIATE; PRAGMA data_version";
+const BEGIN_NORMAL: &str = "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE; PRAGMA data_version";
 
 /// A write-only transaction waiting for the writer.
 struct Queued {
@@ -418,11 +423,7 @@ async fn ensure_open(batch: &mut Batch) -> Result<(), StoreError> {
     if batch.open {
         return Ok(());
     }
-    let begin = if batch.lowered {
-        "PRAGMA synchronous = FULL; BEGIN IMMEDIATE; PRAGMA data_version"
-    } else {
-        "BEGIN IMMEDIATE; PRAGMA data_version"
-    };
+    let begin = if batch.lowered { BEGIN_FULL } else { BEGIN };
     let rows = sqlx::query(begin)
         .fetch_all(&mut *batch.conn)
         .await
@@ -529,62 +530,23 @@ async fn execute(
         .await
 }
 
-/// The SQLite text of a queued group between `first` and `last` (statements without binds),
-/// its binds being the group's in order. Each transaction's statements are rewritten on their
-/// own (anonymous `?`, [`anonymous_into`]); only a transaction whose placeholders are not in
-/// order makes the whole text numbered, which needs them renumbered across the group.
-fn group_text(first: &str, group: &[Queued], last: &str) -> String {
-    let mut text = String::with_capacity(
-        first.len() + last.len() + group.iter().map(|q| q.sql.text.len() + 2).sum::<usize>() + 2,
-    );
-    text.push_str(first);
-    for q in group {
-        text.push_str("; ");
-        if !anonymous_into(&q.sql.text, q.sql.binds.len(), &mut text) {
-            return renumbered_text(first, group, last);
-        }
-    }
-    text.push_str("; ");
-    text.push_str(last);
-    text
-}
-
-/// [`group_text`] the general way: every transaction's placeholders renumbered into one
-/// statement, then made SQLite's ([`Sql::sqlite_text`]).
-fn renumbered_text(first: &str, group: &[Queued], last: &str) -> String {
-    let mut all = Sql::from_text(first);
-    for q in group {
-        all.append_ref(&q.sql);
-    }
-    all.append(Sql::from_text(last));
-    all.sqlite_text()
-}
-
-/// With no physical transaction open: begin, run the group and commit in one round trip
+/// With no physical transaction open: begin, run the group and commit ([`run_each`])
 /// (`relaxed`: unsynced, see the module documentation). If that fails, nothing of it stays, and
 /// the group is run again one by one, synced.
 async fn run_and_commit(batch: &mut Batch, group: Vec<Queued>, relaxed: bool) {
     // The synchronous mode is set before BEGIN, in the same round trip, and only when it differs
     // from what the connection has. `lowered` is set before NORMAL is sent and
     // cleared only once FULL has been set again.
-    let mode = match (relaxed, batch.lowered) {
-        (true, false) => SYNC_NORMAL,
-        (false, true) => SYNC_FULL,
-        _ => "",
+    let begin = match (relaxed, batch.lowered) {
+        (true, false) => BEGIN_NORMAL,
+        (false, true) => BEGIN_FULL,
+        _ => BEGIN,
     };
     if relaxed {
         batch.lowered = true;
     }
     let started = std::time::Instant::now();
-    let text = group_text(
-        &format!("{mode}BEGIN IMMEDIATE; PRAGMA data_version"),
-        &group,
-        "COMMIT",
-    );
-    let result = query_text(&text, group.iter().flat_map(|q| &q.sql.binds))
-        .persistent(false)
-        .fetch_all(&mut *batch.conn)
-        .await;
+    let result = run_each(&mut batch.conn, begin, &group, "COMMIT").await;
     tracing::debug!(
         writes = group.len(),
         us = started.elapsed().as_micros() as u64,
@@ -616,6 +578,86 @@ async fn run_and_commit(batch: &mut Batch, group: Vec<Queued>, relaxed: bool) {
     }
 }
 
+/// How many transactions of the same text one statement batch runs: a run of equal texts is cut
+/// into these sizes, largest first. Each size of each text is kept prepared, alone and with the
+/// group's first or last statement around it: a few entries a kind of write in the connection's
+/// statement cache (sqlx keeps the 100 last used).
+const RUN_CHUNKS: [usize; 4] = [8, 4, 2, 1];
+
+/// Run `first`, then `group`'s transactions, then `last`: the rows the statements gave (the
+/// data version `first` reads), or the first error (what ran is then left for the caller to
+/// undo).
+///
+/// The statements are kept prepared. A group's whole text was new each time, so SQLite parsed
+/// and planned every statement of every write anew with each group, and copied the rest of the
+/// text for each statement (sqlx passes its length without a terminator): about a sixth of a
+/// create's CPU. Writes of one kind have one text (a create of an Observation, a write's audit
+/// record), so consecutive transactions of the same text go as one batch of [`RUN_CHUNKS`]
+/// copies of it, `first` in front of the first batch and `last` behind the last: texts that
+/// come back, and a group of one kind of write in one to three round trips. One round trip per
+/// transaction lost more to the writer's waits than the parse it saved (docs/benchmarks.md,
+/// "Statements kept prepared").
+async fn run_each(
+    conn: &mut AnyConnection,
+    first: &'static str,
+    group: &[Queued],
+    last: &'static str,
+) -> Result<Vec<AnyRow>, sqlx::Error> {
+    let mut rows = Vec::new();
+    let mut one = String::new();
+    let mut text = String::new();
+    let mut rest = group;
+    let mut started = false;
+    loop {
+        text.clear();
+        if !started {
+            text.push_str(first);
+            started = true;
+        }
+        let mut chunk: &[Queued] = &[];
+        if let Some(head) = rest.first() {
+            let same = rest
+                .iter()
+                .take_while(|q| {
+                    q.sql.text == head.sql.text && q.sql.binds.len() == head.sql.binds.len()
+                })
+                .count();
+            one.clear();
+            let tail;
+            (chunk, tail) = if anonymous_into(&head.sql.text, head.sql.binds.len(), &mut one) {
+                let size = RUN_CHUNKS.into_iter().find(|c| *c <= same).unwrap_or(1);
+                for _ in 0..size {
+                    if !text.is_empty() {
+                        text.push_str("; ");
+                    }
+                    text.push_str(&one);
+                }
+                rest.split_at(size)
+            } else if text.is_empty() {
+                // Placeholders out of order: this transaction alone, numbered.
+                text = head.sql.sqlite_text();
+                rest.split_at(1)
+            } else {
+                // `first` goes on its own, the numbered transaction next.
+                (&[][..], rest)
+            };
+            rest = tail;
+        }
+        if rest.is_empty() {
+            text.push_str("; ");
+            text.push_str(last);
+        }
+        rows.extend(
+            query_text(&text, chunk.iter().flat_map(|q| &q.sql.binds))
+                .fetch_all(&mut *conn)
+                .await?,
+        );
+        if rest.is_empty() {
+            return Ok(rows);
+        }
+    }
+}
+
 /// Run queued write-only transactions inside the open physical transaction: all in one round
 /// trip, or, if that fails, one by one.
 async fn run_queued(batch: &mut Batch, group: Vec<Queued>) {
@@ -629,11 +671,7 @@ async fn run_queued(batch: &mut Batch, group: Vec<Queued>) {
         return;
     }
     // One savepoint around the group, so that a failure undoes the group only.
-    let text = group_text("SAVEPOINT g", &group, "RELEASE g");
-    let result = query_text(&text, group.iter().flat_map(|q| &q.sql.binds))
-        .persistent(false)
-        .execute(&mut *batch.conn)
-        .await;
+    let result = run_each(&mut batch.conn, "SAVEPOINT g", &group, "RELEASE g").await;
     if result.is_ok() {
         batch.waiters.extend(group.into_iter().map(|q| q.done));
         return;
@@ -813,37 +851,103 @@ impl Drop for GroupTx {
 mod tests {
     use crate::store::NewVersion;
 
-    #[test]
-    fn a_group_text_is_what_renumbering_the_whole_group_gives() {
-        use super::renumbered_text as renumbered;
+    /// A group of runs of equal texts (longer than the largest chunk, and every size below
+    /// it), other texts between them and a transaction with its placeholders out of order: every
+    /// statement runs once, in the group's order, with its own values.
+    #[tokio::test]
+    async fn a_group_runs_in_order_with_its_own_values_whatever_its_runs() {
         use crate::store::search_sql::{Bind, Sql};
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect("sqlite::memory:")
+            .await
+            .expect("connect");
+        sqlx::query("CREATE TABLE t (n INTEGER PRIMARY KEY, kind TEXT, v TEXT)")
+            .execute(&mut conn)
+            .await
+            .expect("create");
         let queued = |sql: Sql| super::Queued {
             sql,
             conflict: crate::store::StoreError::Busy,
             done: tokio::sync::oneshot::channel().0,
             relaxed: false,
         };
-        let statement = |n: i64| {
-            let mut sql = Sql::from_text("INSERT INTO t (a, b) VALUES (");
-            sql.bind(Bind::Int(n)).push(", ");
+        let insert = |n: i64, kind: &str| {
+            let mut sql = Sql::from_text("INSERT INTO t (n, kind, v) VALUES (");
+            sql.bind(Bind::Int(n)).push(&format!(", '{kind}', "));
             sql.bind(Bind::Text(format!("$'{n}"))).push(")");
-            let mut more = Sql::from_text("UPDATE u SET c = json_set(c, '$.n', ");
-            more.bind(Bind::Int(n)).push(")");
-            sql.append(more);
             sql
         };
-        let in_order: Vec<super::Queued> = (0..12).map(|n| queued(statement(n))).collect();
-        let text = super::group_text("BEGIN", &in_order, "COMMIT");
-        assert_eq!(text, renumbered("BEGIN", &in_order, "COMMIT"));
-        assert_eq!(text.matches('?').count(), 36);
-        // One transaction with its placeholders out of order: the whole group numbered.
-        let mut odd = Sql::from_text("SELECT $2, $1");
-        odd.binds = vec![Bind::Int(1), Bind::Int(2)];
-        let mut mixed: Vec<super::Queued> = (0..3).map(|n| queued(statement(n))).collect();
-        mixed.push(queued(odd));
-        let text = super::group_text("SAVEPOINT g", &mixed, "RELEASE g");
-        assert_eq!(text, renumbered("SAVEPOINT g", &mixed, "RELEASE g"));
-        assert!(text.contains("SELECT ?11, ?10"), "{text}");
+        let mut group = Vec::new();
+        let mut expected = Vec::new();
+        let mut n = 0;
+        for (kind, count) in [
+            ("a", 19),
+            ("b", 1),
+            ("a", 3),
+            ("c", 2),
+            ("odd", 1),
+            ("a", 5),
+        ] {
+            for _ in 0..count {
+                n += 1;
+                let sql = if kind == "odd" {
+                    let mut odd =
+                        Sql::from_text("INSERT INTO t (v, kind, n) VALUES ($2, 'odd', $1)");
+                    odd.binds = vec![Bind::Int(n), Bind::Text(format!("$'{n}"))];
+                    odd
+                } else {
+                    insert(n, kind)
+                };
+                group.push(queued(sql));
+                expected.push((n, kind.to_string(), format!("$'{n}")));
+            }
+        }
+        super::run_each(&mut conn, "BEGIN", &group, "COMMIT")
+            .await
+            .expect("run");
+        let rows: Vec<(i64, String, String)> =
+            sqlx::query_as("SELECT n, kind, v FROM t ORDER BY rowid")
+                .fetch_all(&mut conn)
+                .await
+                .expect("read");
+        assert_eq!(rows, expected);
+        // A group that begins with the numbered transaction: `first` goes alone before it.
+        let mut odd = Sql::from_text("INSERT INTO t (v, kind, n) VALUES ($2, 'odd', $1)");
+        odd.binds = vec![Bind::Int(100), Bind::Text("$'100".into())];
+        let lead = vec![
+            queued(odd),
+            queued(insert(101, "a")),
+            queued(insert(102, "a")),
+        ];
+        super::run_each(&mut conn, "BEGIN", &lead, "COMMIT")
+            .await
+            .expect("run");
+        let tail: Vec<(i64, String, String)> =
+            sqlx::query_as("SELECT n, kind, v FROM t WHERE n >= 100 ORDER BY rowid")
+                .fetch_all(&mut conn)
+                .await
+                .expect("read");
+        let want: Vec<(i64, String, String)> = [(100, "odd"), (101, "a"), (102, "a")]
+            .into_iter()
+            .map(|(n, k)| (n, k.to_string(), format!("$'{n}")))
+            .collect();
+        assert_eq!(tail, want);
+        n += 3;
+        // A failing transaction stops the run with its error, and what ran is left to undo.
+        let again = vec![queued(insert(1000, "a")), queued(insert(1, "a"))];
+        assert!(super::run_each(&mut conn, "BEGIN", &again, "COMMIT")
+            .await
+            .is_err());
+        sqlx::query("ROLLBACK")
+            .execute(&mut conn)
+            .await
+            .expect("rollback");
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+            .fetch_one(&mut conn)
+            .await
+            .expect("count");
+        assert_eq!(count, n);
     }
 
     async fn burst(store: &dyn crate::store::Storage, prefix: &str, n: usize) {
