@@ -987,3 +987,63 @@ fn rfc3986_identifiers_are_uris() {
         "identifier": [{"system": "urn:oid:1.2.208.176.1.1", "value": "2.16.840"}]}));
     assert!(e.is_empty(), "{e:#?}");
 }
+
+#[test]
+fn a_parameters_profile_holds_its_parameters_not_their_parts() {
+    // `Parameters.parameter.part` reuses the definition of `Parameters.parameter`
+    // (contentReference). A profile's slices, cardinality and constraints on the parameters are
+    // about the parameters: parts named otherwise are not refused by them (HL7's reference
+    // validator 6.10.2 agrees, checked on the same profile and instances).
+    let sd = constraint(
+        "params-alpha",
+        "Parameters",
+        "http://hl7.org/fhir/StructureDefinition/Parameters",
+        json!([
+            {"id": "Parameters.parameter", "path": "Parameters.parameter", "min": 1, "max": "1",
+             "slicing": {"discriminator": [{"type": "value", "path": "name"}], "rules": "closed"},
+             "constraint": [{"key": "tpa-1", "severity": "error", "human": "names begin with a",
+                "expression": "name.startsWith('a')",
+                "source": "http://example.org/StructureDefinition/params-alpha"}]},
+            {"id": "Parameters.parameter:alpha", "path": "Parameters.parameter",
+             "sliceName": "alpha", "min": 1, "max": "1"},
+            {"id": "Parameters.parameter:alpha.name", "path": "Parameters.parameter.name",
+             "fixedString": "alpha"},
+            {"id": "Parameters.parameter:alpha.value[x]", "path": "Parameters.parameter.value[x]",
+             "max": "0"},
+            {"id": "Parameters.parameter:alpha.part", "path": "Parameters.parameter.part", "min": 1}
+        ]),
+    );
+    let v = validator_with("params-alpha", &[&sd]);
+    let check = |p: Value| {
+        v.validate(
+            &p,
+            &["http://example.org/StructureDefinition/params-alpha".to_string()],
+        )
+        .into_iter()
+        .filter(|i| i.severity <= Severity::Error)
+        .map(|i| (i.expression.unwrap_or_default(), i.diagnostics))
+        .collect::<Vec<_>>()
+    };
+    let parts = json!({"resourceType": "Parameters", "parameter": [{"name": "alpha", "part": [
+        {"name": "x", "valueString": "y"}, {"name": "z", "valueInteger": 3}]}]});
+    let e = check(parts);
+    assert!(e.is_empty(), "{e:#?}");
+    // The profile does hold the parameters themselves: one in no slice of the closed slicing is
+    // refused for that and still held to the parameters' constraint (the reference reports both).
+    let beta = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "alpha", "part": [{"name": "x", "valueString": "y"}]},
+        {"name": "beta", "valueString": "b"}]});
+    let e = check(beta);
+    assert!(
+        e.iter()
+            .any(|(l, m)| l == "Parameters.parameter[1]" && m.contains("tpa-1")),
+        "{e:#?}"
+    );
+    let without = json!({"resourceType": "Parameters", "parameter": [{"name": "alpha"}]});
+    let e = check(without);
+    assert!(
+        e.iter()
+            .any(|(l, _)| l.starts_with("Parameters.parameter[0]")),
+        "{e:#?}"
+    );
+}

@@ -104,20 +104,21 @@ impl<'d, 'v> Run<'d, 'v> {
                                 parent.prof.label()
                             ),
                         );
-                    } else {
-                        let ti = choice_type
-                            .and_then(|t| el.types.iter().position(|x| x.code == t))
-                            .unwrap_or(0);
-                        self.item(
-                            item,
-                            Node {
-                                prof: parent.prof,
-                                elem: c,
-                            },
-                            ti,
-                            Pass::Profile,
-                        );
                     }
+                    // In no slice, open or closed: still held to the slicing's own element (its
+                    // constraints and types), as every value of the element is.
+                    let ti = choice_type
+                        .and_then(|t| el.types.iter().position(|x| x.code == t))
+                        .unwrap_or(0);
+                    self.item(
+                        item,
+                        Node {
+                            prof: parent.prof,
+                            elem: c,
+                        },
+                        ti,
+                        Pass::Profile,
+                    );
                 }
             }
             self.path.truncate(mark);
