@@ -583,6 +583,10 @@ async fn run_and_commit(batch: &mut Batch, group: Vec<Queued>, relaxed: bool) {
 /// group's first or last statement around it: a few entries a kind of write in the connection's
 /// statement cache (sqlx keeps the 100 last used).
 const RUN_CHUNKS: [usize; 4] = [8, 4, 2, 1];
+/// Longest text kept prepared. A large transaction (a municipal care record of a few dozen
+/// resources, a Bundle) has a text of its own that seldom comes back; kept, its hundreds of
+/// statements would hold memory until a hundred later texts pushed them out.
+const KEPT_TEXT_MAX: usize = 64 * 1024;
 
 /// Run `first`, then `group`'s transactions, then `last`: the rows the statements gave (the
 /// data version `first` reads), or the first error (what ran is then left for the caller to
@@ -649,6 +653,7 @@ async fn run_each(
         }
         rows.extend(
             query_text(&text, chunk.iter().flat_map(|q| &q.sql.binds))
+                .persistent(text.len() <= KEPT_TEXT_MAX)
                 .fetch_all(&mut *conn)
                 .await?,
         );
@@ -878,6 +883,11 @@ mod tests {
             sql.bind(Bind::Text(format!("$'{n}"))).push(")");
             sql
         };
+        let odd = |n: i64| {
+            let mut sql = Sql::from_text("INSERT INTO t (v, kind, n) VALUES ($2, 'odd', $1)");
+            sql.binds = vec![Bind::Int(n), Bind::Text(format!("$'{n}"))];
+            sql
+        };
         let mut group = Vec::new();
         let mut expected = Vec::new();
         let mut n = 0;
@@ -892,10 +902,7 @@ mod tests {
             for _ in 0..count {
                 n += 1;
                 let sql = if kind == "odd" {
-                    let mut odd =
-                        Sql::from_text("INSERT INTO t (v, kind, n) VALUES ($2, 'odd', $1)");
-                    odd.binds = vec![Bind::Int(n), Bind::Text(format!("$'{n}"))];
-                    odd
+                    odd(n)
                 } else {
                     insert(n, kind)
                 };
@@ -913,10 +920,8 @@ mod tests {
                 .expect("read");
         assert_eq!(rows, expected);
         // A group that begins with the numbered transaction: `first` goes alone before it.
-        let mut odd = Sql::from_text("INSERT INTO t (v, kind, n) VALUES ($2, 'odd', $1)");
-        odd.binds = vec![Bind::Int(100), Bind::Text("$'100".into())];
         let lead = vec![
-            queued(odd),
+            queued(odd(100)),
             queued(insert(101, "a")),
             queued(insert(102, "a")),
         ];
@@ -933,6 +938,25 @@ mod tests {
             .map(|(n, k)| (n, k.to_string(), format!("$'{n}")))
             .collect();
         assert_eq!(tail, want);
+        // Texts past what is kept prepared run all the same (a large transaction's).
+        let big = |n: i64| {
+            let mut sql = Sql::from_text(&format!(
+                "INSERT INTO t (n, kind, v) VALUES ($1, '{}', $2)",
+                "x".repeat(super::KEPT_TEXT_MAX)
+            ));
+            sql.binds = vec![Bind::Int(n), Bind::Text(format!("$'{n}"))];
+            sql
+        };
+        let large = vec![queued(big(200)), queued(big(201))];
+        super::run_each(&mut conn, "BEGIN", &large, "COMMIT")
+            .await
+            .expect("run");
+        let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM t WHERE n IN (200, 201)")
+            .fetch_one(&mut conn)
+            .await
+            .expect("count");
+        assert_eq!(kept, 2);
+        n += 2;
         n += 3;
         // A failing transaction stops the run with its error, and what ran is left to undo.
         let again = vec![queued(insert(1000, "a")), queued(insert(1, "a"))];
