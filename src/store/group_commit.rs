@@ -856,13 +856,15 @@ impl Drop for GroupTx {
 mod tests {
     use crate::store::NewVersion;
 
-    /// A group of runs of equal texts (longer than the largest chunk, and every size below
-    /// it), other texts between them and a transaction with its placeholders out of order: every
-    /// statement runs once, in the group's order, with its own values.
+    /// Groups of runs of equal texts (longer than the largest chunk, and every size below it),
+    /// other texts between them, a transaction with its placeholders out of order (first and in
+    /// the middle), texts too long to keep: every statement runs once, in the group's order,
+    /// with its own values; a failing one stops the run.
     #[tokio::test]
     async fn a_group_runs_in_order_with_its_own_values_whatever_its_runs() {
         use crate::store::search_sql::{Bind, Sql};
         use sqlx::Connection;
+        type Row = (i64, String, String);
         sqlx::any::install_default_drivers();
         let mut conn = sqlx::AnyConnection::connect("sqlite::memory:")
             .await
@@ -871,95 +873,78 @@ mod tests {
             .execute(&mut conn)
             .await
             .expect("create");
-        let queued = |sql: Sql| super::Queued {
-            sql,
-            conflict: crate::store::StoreError::Busy,
-            done: tokio::sync::oneshot::channel().0,
-            relaxed: false,
-        };
-        let insert = |n: i64, kind: &str| {
-            let mut sql = Sql::from_text("INSERT INTO t (n, kind, v) VALUES (");
-            sql.bind(Bind::Int(n)).push(&format!(", '{kind}', "));
-            sql.bind(Bind::Text(format!("$'{n}"))).push(")");
-            sql
-        };
-        let odd = |n: i64| {
-            let mut sql = Sql::from_text("INSERT INTO t (v, kind, n) VALUES ($2, 'odd', $1)");
-            sql.binds = vec![Bind::Int(n), Bind::Text(format!("$'{n}"))];
-            sql
-        };
-        let mut group = Vec::new();
-        let mut expected = Vec::new();
-        let mut n = 0;
-        for (kind, count) in [
-            ("a", 19),
-            ("b", 1),
-            ("a", 3),
-            ("c", 2),
-            ("odd", 1),
-            ("a", 5),
-        ] {
-            for _ in 0..count {
-                n += 1;
-                let sql = if kind == "odd" {
-                    odd(n)
-                } else {
-                    insert(n, kind)
-                };
-                group.push(queued(sql));
-                expected.push((n, kind.to_string(), format!("$'{n}")));
+        // (n, kind) → a write of that row: `odd` with its placeholders out of order, `big` with
+        // a text longer than what is kept prepared, others plain.
+        let write = |n: i64, kind: &str| {
+            let value = Bind::Text(format!("$'{n}"));
+            let sql = match kind {
+                "odd" => {
+                    let mut sql =
+                        Sql::from_text("INSERT INTO t (v, kind, n) VALUES ($2, 'odd', $1)");
+                    sql.binds = vec![Bind::Int(n), value];
+                    sql
+                }
+                _ => {
+                    let literal = if kind == "big" {
+                        "x".repeat(super::KEPT_TEXT_MAX)
+                    } else {
+                        kind.to_string()
+                    };
+                    let mut sql = Sql::from_text("INSERT INTO t (n, kind, v) VALUES (");
+                    sql.bind(Bind::Int(n)).push(&format!(", '{literal}', "));
+                    sql.bind(value).push(")");
+                    sql
+                }
+            };
+            super::Queued {
+                sql,
+                conflict: crate::store::StoreError::Busy,
+                done: tokio::sync::oneshot::channel().0,
+                relaxed: false,
             }
-        }
-        super::run_each(&mut conn, "BEGIN", &group, "COMMIT")
-            .await
-            .expect("run");
-        let rows: Vec<(i64, String, String)> =
-            sqlx::query_as("SELECT n, kind, v FROM t ORDER BY rowid")
-                .fetch_all(&mut conn)
-                .await
-                .expect("read");
-        assert_eq!(rows, expected);
-        // A group that begins with the numbered transaction: `first` goes alone before it.
-        let lead = vec![
-            queued(odd(100)),
-            queued(insert(101, "a")),
-            queued(insert(102, "a")),
-        ];
-        super::run_each(&mut conn, "BEGIN", &lead, "COMMIT")
-            .await
-            .expect("run");
-        let tail: Vec<(i64, String, String)> =
-            sqlx::query_as("SELECT n, kind, v FROM t WHERE n >= 100 ORDER BY rowid")
-                .fetch_all(&mut conn)
-                .await
-                .expect("read");
-        let want: Vec<(i64, String, String)> = [(100, "odd"), (101, "a"), (102, "a")]
-            .into_iter()
-            .map(|(n, k)| (n, k.to_string(), format!("$'{n}")))
-            .collect();
-        assert_eq!(tail, want);
-        // Texts past what is kept prepared run all the same (a large transaction's).
-        let big = |n: i64| {
-            let mut sql = Sql::from_text(&format!(
-                "INSERT INTO t (n, kind, v) VALUES ($1, '{}', $2)",
-                "x".repeat(super::KEPT_TEXT_MAX)
-            ));
-            sql.binds = vec![Bind::Int(n), Bind::Text(format!("$'{n}"))];
-            sql
         };
-        let large = vec![queued(big(200)), queued(big(201))];
-        super::run_each(&mut conn, "BEGIN", &large, "COMMIT")
-            .await
-            .expect("run");
-        let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM t WHERE n IN (200, 201)")
-            .fetch_one(&mut conn)
-            .await
-            .expect("count");
-        assert_eq!(kept, 2);
-        n += 2;
-        n += 3;
+        let groups: [&[(&str, i64)]; 3] = [
+            &[
+                ("a", 19),
+                ("b", 1),
+                ("a", 3),
+                ("c", 2),
+                ("odd", 1),
+                ("a", 5),
+            ],
+            &[("odd", 1), ("a", 2)],
+            &[("big", 2)],
+        ];
+        let mut n = 0;
+        for runs in groups {
+            let mut group = Vec::new();
+            let mut expected: Vec<Row> = Vec::new();
+            let from = n + 1;
+            for &(kind, count) in runs {
+                for _ in 0..count {
+                    n += 1;
+                    group.push(write(n, kind));
+                    let stored = if kind == "big" {
+                        "x".repeat(super::KEPT_TEXT_MAX)
+                    } else {
+                        kind.to_string()
+                    };
+                    expected.push((n, stored, format!("$'{n}")));
+                }
+            }
+            super::run_each(&mut conn, "BEGIN", &group, "COMMIT")
+                .await
+                .expect("run");
+            let rows: Vec<Row> =
+                sqlx::query_as("SELECT n, kind, v FROM t WHERE n >= ? ORDER BY rowid")
+                    .bind(from)
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("read");
+            assert_eq!(rows, expected, "{runs:?}");
+        }
         // A failing transaction stops the run with its error, and what ran is left to undo.
-        let again = vec![queued(insert(1000, "a")), queued(insert(1, "a"))];
+        let again = vec![write(1000, "a"), write(1, "a")];
         assert!(super::run_each(&mut conn, "BEGIN", &again, "COMMIT")
             .await
             .is_err());
