@@ -504,9 +504,9 @@ pub(crate) async fn seal(conn: &mut AnyConnection) -> Result<Option<(Sql, usize)
     };
     // The new positions and hashes as one JSON array of `[seq, chain_pos, hash]`, bound to one
     // statement whose text never changes, where a `VALUES` list of 1,500 binds was parsed and
-    // planned anew every round. PostgreSQL prepares it once; on SQLite it reaches the writer in
-    // the transaction's text (the rows were read on a reader) and is parsed with its group
-    // commit, one short statement.
+    // planned anew every round. PostgreSQL prepares it once; on SQLite it reaches the writer as
+    // a queued transaction's text (the rows were read on a reader), which the committer keeps
+    // prepared too (`group_commit::run_each`).
     let mut sealed = Vec::with_capacity(SEAL_BATCH * 96);
     sealed.push(b'[');
     let mut n = 0;

@@ -517,7 +517,7 @@ async fn rollback_savepoint(batch: &mut Batch, name: &str) {
 
 /// Run `sql` on the writer's connection with SQLite's placeholders ([`Sql::sqlite_text`]: `$N`
 /// are found by name, a linear search per bind); `persistent`: keep the prepared statement, for
-/// a text that is sent again (not a queued group's, which is new each time).
+/// a text that is sent again.
 async fn execute(
     conn: &mut AnyConnection,
     sql: &Sql,
@@ -620,8 +620,10 @@ async fn run_each(
         }
         let mut chunk: &[Queued] = &[];
         if let Some(head) = rest.first() {
+            // Only as far as the largest batch: a run is cut into batches one at a time.
             let same = rest
                 .iter()
+                .take(RUN_CHUNKS[0])
                 .take_while(|q| {
                     q.sql.text == head.sql.text && q.sql.binds.len() == head.sql.binds.len()
                 })
