@@ -76,6 +76,9 @@ pub(crate) struct Run<'d, 'v> {
     depth: usize,
     /// Set when a slice discriminator needed a reference that cannot be resolved here.
     undetermined: bool,
+    /// Slices met whose value or pattern discriminator has nothing to match on (no fixed
+    /// value, pattern or required binding at its path): the slicing cannot be evaluated.
+    unmatchable: Vec<ElemIdx>,
     /// Per-object counts of each child's values (and the JSON key of a choice's variant), as a
     /// stack shared by nested objects instead of a map allocated per object.
     scratch: Vec<(ElemIdx, usize, &'v str)>,
@@ -107,6 +110,7 @@ impl<'d, 'v> Run<'d, 'v> {
             scope: None,
             depth: 0,
             undetermined: false,
+            unmatchable: Vec::new(),
             scratch: Vec::new(),
             supplied: &[],
             missing_questionnaires: Vec::new(),

@@ -1047,3 +1047,90 @@ fn a_parameters_profile_holds_its_parameters_not_their_parts() {
         "{e:#?}"
     );
 }
+
+#[test]
+fn a_value_slice_with_nothing_to_match_on_is_an_error_not_a_silent_miss() {
+    // A `value` or `pattern` discriminator names the element whose fixed value, pattern or
+    // required binding tells a slice apart. Where the slice has none of them there, no value
+    // can be matched to it: HL7's reference validator 6.10.2 reports "Could not match
+    // discriminator" for every instance with a value to sort, also when the pattern sits on the
+    // slice itself (a CodeableConcept) but the discriminator names `coding.code` below it, which
+    // the profile does not unfold. Before, such values were quietly in no slice. Each verdict
+    // below was checked against the reference on the same profiles and instances.
+    let slicing = |path: &str, kind: &str| {
+        json!({"id": "Observation.category", "path": "Observation.category",
+               "slicing": {"discriminator": [{"type": kind, "path": path}], "rules": "open"}})
+    };
+    let on_parent = constraint(
+        "obs-on-parent",
+        "Observation",
+        "http://hl7.org/fhir/StructureDefinition/Observation",
+        json!([
+            slicing("coding.code", "pattern"),
+            {"id": "Observation.category:vs", "path": "Observation.category", "sliceName": "vs",
+             "min": 0, "max": "1",
+             "patternCodeableConcept": {"coding": [{"code": "vital-signs",
+                "system": "http://terminology.hl7.org/CodeSystem/observation-category"}]}}
+        ]),
+    );
+    let nothing = constraint(
+        "obs-nothing",
+        "Observation",
+        "http://hl7.org/fhir/StructureDefinition/Observation",
+        json!([
+            slicing("coding.code", "value"),
+            {"id": "Observation.category:other", "path": "Observation.category",
+             "sliceName": "other", "min": 0, "max": "1"}
+        ]),
+    );
+    let on_this = constraint(
+        "obs-on-this",
+        "Observation",
+        "http://hl7.org/fhir/StructureDefinition/Observation",
+        json!([
+            slicing("$this", "pattern"),
+            {"id": "Observation.category:vs", "path": "Observation.category", "sliceName": "vs",
+             "min": 1, "max": "1",
+             "patternCodeableConcept": {"coding": [{"code": "vital-signs",
+                "system": "http://terminology.hl7.org/CodeSystem/observation-category"}]}}
+        ]),
+    );
+    let v = validator_with("obs-slices", &[&on_parent, &nothing, &on_this]);
+    let errors = |profile: &str, o: &Value| {
+        v.validate(
+            o,
+            &[format!("http://example.org/StructureDefinition/{profile}")],
+        )
+        .into_iter()
+        .filter(|i| i.severity <= Severity::Error)
+        .map(|i| i.diagnostics)
+        .collect::<Vec<_>>()
+    };
+    let category = |code: &str| {
+        json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+               "category": [{"coding": [{"code": code,
+                  "system": "http://terminology.hl7.org/CodeSystem/observation-category"}]}]})
+    };
+    for profile in ["obs-on-parent", "obs-nothing"] {
+        for code in ["vital-signs", "laboratory"] {
+            let e = errors(profile, &category(code));
+            assert!(
+                e.iter().any(|m| m.contains("cannot be told apart")),
+                "{profile} {code}: {e:#?}"
+            );
+        }
+        // Nothing to sort, nothing to report.
+        let none = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}});
+        let e = errors(profile, &none);
+        assert!(e.is_empty(), "{profile}: {e:#?}");
+    }
+    // The pattern where the discriminator points: matched as before.
+    let e = errors("obs-on-this", &category("vital-signs"));
+    assert!(e.is_empty(), "{e:#?}");
+    let e = errors("obs-on-this", &category("laboratory"));
+    assert!(
+        e.iter().any(|m| m.contains("needs at least 1"))
+            && !e.iter().any(|m| m.contains("cannot be told apart")),
+        "{e:#?}"
+    );
+}

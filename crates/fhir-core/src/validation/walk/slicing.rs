@@ -24,12 +24,41 @@ impl<'d, 'v> Run<'d, 'v> {
         };
         let is_array = val.is_array();
         self.undetermined = false;
+        self.unmatchable.clear();
         let mut assigned: Vec<Option<ElemIdx>> = Vec::with_capacity(items.len());
         for item in &items {
             let slice = el.slices.iter().copied().find(|&s| {
                 self.in_slice(item, parent.prof, s, &slicing.discriminators, choice_type)
             });
             assigned.push(slice);
+        }
+        let mut unmatchable = std::mem::take(&mut self.unmatchable);
+        unmatchable.sort_unstable();
+        unmatchable.dedup();
+        for &s in &unmatchable {
+            let paths: Vec<&str> = slicing
+                .discriminators
+                .iter()
+                .filter(|d| {
+                    matches!(
+                        d.kind,
+                        DiscriminatorKind::Value | DiscriminatorKind::Pattern
+                    )
+                })
+                .map(|d| d.path.as_str())
+                .collect();
+            self.error(
+                "processing",
+                format!(
+                    "the slices of {} cannot be told apart: slice {:?} of profile {} has no fixed \
+                     value, pattern or required binding at its discriminator ({}), so no value \
+                     can be matched to it",
+                    el.path,
+                    parent.prof.elements[s].slice_name.as_deref().unwrap_or(""),
+                    parent.prof.label(),
+                    paths.join(", ")
+                ),
+            );
         }
         if self.undetermined {
             self.undetermined = false;
@@ -191,6 +220,10 @@ impl<'d, 'v> Run<'d, 'v> {
                 DiscriminatorKind::Value | DiscriminatorKind::Pattern => {
                     let expected = self.slice_values(prof, s, path);
                     if expected.is_empty() {
+                        if self.nothing_to_match(prof, s, path) {
+                            self.unmatchable.push(s);
+                            return false;
+                        }
                         // No fixed value or pattern: a required binding tells the slices apart.
                         return self.in_bound_slice(item, prof, s, path);
                     }
@@ -371,6 +404,67 @@ impl<'d, 'v> Run<'d, 'v> {
                     )
                 })
         })
+    }
+
+    /// Whether slice `s` has nothing a value or pattern discriminator at `path` could match:
+    /// the element there (in the profile, or in the base definition of its type where the
+    /// profile does not unfold it) has no fixed value or pattern (the caller found none) and no
+    /// required binding. A pattern on an ancestor does not count: the discriminator names the
+    /// element that carries the value (as HL7's reference validator reads it). Paths through
+    /// `resolve()` or `extension(…)`, and paths that name no element, are left undecided.
+    fn nothing_to_match(&self, prof: &'d Profile, s: ElemIdx, path: &str) -> bool {
+        if path.contains("resolve()") || path.contains('(') {
+            return false;
+        }
+        let mut node = Node { prof, elem: s };
+        for step in path_steps(path) {
+            if step == "$this" || step.is_empty() {
+                continue;
+            }
+            let el = node.el();
+            if let Some(c) = el
+                .children
+                .iter()
+                .copied()
+                .find(|&c| node.prof.elements[c].name == step)
+            {
+                node = Node {
+                    prof: node.prof,
+                    elem: c,
+                };
+                continue;
+            }
+            // Not unfolded here: the type's own profile, or its base definition.
+            let Some(t) = el.types.first() else {
+                return false;
+            };
+            let base = format!("http://hl7.org/fhir/StructureDefinition/{}", t.code);
+            let Some(p) = t
+                .profiles
+                .first()
+                .and_then(|u| self.v.defs.profile(u))
+                .or_else(|| self.v.defs.profile(&base))
+            else {
+                return false;
+            };
+            let Some(c) = p
+                .root()
+                .children
+                .iter()
+                .copied()
+                .find(|&c| p.elements[c].name == step)
+            else {
+                return false;
+            };
+            node = Node { prof: p, elem: c };
+        }
+        let el = node.el();
+        el.fixed.is_none()
+            && el.pattern.is_none()
+            && !el
+                .binding
+                .as_ref()
+                .is_some_and(|b| b.strength == Strength::Required)
     }
 
     /// The element at `path` below slice `s` (dotted child names; `$this` is the slice itself).
