@@ -72,6 +72,7 @@ pub fn run(opts: Options) -> ExitCode {
         Ok(f) => f,
         Err(e) => return usage(e),
     };
+    crate::alloc::keep_freed_memory();
     let started = Instant::now();
     let validator = match Validator::load(&Sources {
         embedded_igs: true,
