@@ -78,7 +78,9 @@ impl<'a> Hooks<'a> for ValidatorHooks<'_> {
     }
 }
 
-/// Rules the walk checks itself: ele-1 and ext-1 run on every element; ref-1 (a local `#id`
+/// Rules the walk checks itself (three more, whose expressions walk a whole conformance
+/// resource, are answered from the JSON by `native_rules` where they are written as R4 writes
+/// them): ele-1 and ext-1 run on every element; ref-1 (a local `#id`
 /// reference finds its contained resource); per-1 (FHIRPath's `<=` is empty between a date and
 /// a dateTime, where the reference validator compares their boundaries); dom-3 (its expression
 /// costs the square of the resource's size: `walk/contained.rs`).
@@ -265,28 +267,32 @@ pub(crate) fn check(
                 continue;
             }
         }
-        let ctx = ctx.get_or_insert_with(|| {
-            let mut ctx = EvalContext::new(&v.invariants.model, resource)
-                .with_focus(focus(val, el, type_code))
-                .with_hooks(&hooks);
-            if let Some(r) = root {
-                ctx = ctx.with_root_resource(r);
-            }
-            if let Some(b) = bundle {
-                ctx = ctx.with_bundle(b);
-            }
-            ctx
-        });
         hooks
             .unresolved
             .store(false, std::sync::atomic::Ordering::Relaxed);
-        let expr = &inv.expr;
         let severity = if c.error {
             Severity::Error
         } else {
             Severity::Warning
         };
-        let result = expr.evaluate_boolean(ctx);
+        let result = match super::native_rules::verdict(&c.key, &c.expression, val) {
+            Some(pass) => Ok(Some(pass)),
+            None => {
+                let ctx = ctx.get_or_insert_with(|| {
+                    let mut ctx = EvalContext::new(&v.invariants.model, resource)
+                        .with_focus(focus(val, el, type_code))
+                        .with_hooks(&hooks);
+                    if let Some(r) = root {
+                        ctx = ctx.with_root_resource(r);
+                    }
+                    if let Some(b) = bundle {
+                        ctx = ctx.with_bundle(b);
+                    }
+                    ctx
+                });
+                inv.expr.evaluate_boolean(ctx)
+            }
+        };
         match result {
             Ok(Some(false)) if hooks.unresolved.load(std::sync::atomic::Ordering::Relaxed) => {
                 run.issue(

@@ -13,6 +13,7 @@ pub mod definitions;
 pub mod invariants;
 pub mod measure;
 pub mod model;
+mod native_rules;
 pub mod order;
 pub mod package;
 pub mod primitive;

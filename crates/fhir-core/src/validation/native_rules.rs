@@ -1,0 +1,755 @@
+//! Base invariants whose FHIRPath walks a whole conformance resource, answered here from the
+//! JSON instead, with the same verdict (a unit test holds each to its expression over the
+//! official R4 examples and written cases). Where a value's JSON type is not one the rule was
+//! written for, the answer is "not decided" and the expression is evaluated as before.
+//!
+//! Over the 5,306 official R4 examples (mostly conformance resources, 8,085
+//! StructureDefinitions counting those inside Bundles) these three were the costliest rules of
+//! a validation pass: `csd-1` 92 ms, `sdf-9` 71 ms and `sdf-19` 48 ms of 826 ms of invariants
+//! (docs/validation.md). Each is linear in the resource's size either way; the expression pays
+//! the evaluator's cost per node it visits.
+
+use std::sync::OnceLock;
+
+use serde_json::{Map, Value};
+
+use crate::fhir::{companion, member};
+
+/// csd-1 as R4 writes it (CodeSystem): every code of the concept tree is unique.
+const CSD_1: &str = "concept.code.combine($this.descendants().concept.code).isDistinct()";
+/// sdf-9 as R4 writes it (StructureDefinition): the root element has no label, code or
+/// requirements.
+const SDF_9: &str = "children().element.where(path.contains('.').not()).label.empty() and children().element.where(path.contains('.').not()).code.empty() and children().element.where(path.contains('.').not()).requirements.empty()";
+/// sdf-19 as R4 writes it (StructureDefinition): HL7's own definitions use only FHIR and
+/// FHIRPath system types.
+const SDF_19: &str = "url.startsWith('http://hl7.org/fhir/StructureDefinition') implies (differential.element.type.code.all(matches('^[a-zA-Z0-9]+$') or matches('^http:\\\\/\\\\/hl7\\\\.org\\\\/fhirpath\\\\/System\\\\.[A-Z][A-Za-z]+$')) and snapshot.element.type.code.all(matches('^[a-zA-Z0-9\\\\.]+$') or matches('^http:\\\\/\\\\/hl7\\\\.org\\\\/fhirpath\\\\/System\\\\.[A-Z][A-Za-z]+$')))";
+
+/// The verdict of rule `key` with `expression` on `focus` (pass `true`, fail `false`), when it
+/// is one of the rules above written as R4 writes it and the focus holds what it was written
+/// for; `None`: evaluate the expression.
+pub(crate) fn verdict(key: &str, expression: &str, focus: &Value) -> Option<bool> {
+    let obj = focus.as_object()?;
+    let rule = RULES.iter().find(|(k, _, _)| *k == key)?;
+    if rule.1 != expression {
+        return None;
+    }
+    (rule.2)(obj)
+}
+
+type Rule = fn(&Map<String, Value>) -> Option<bool>;
+
+/// Each rule: its key, its expression as R4 writes it, and its answer from the JSON.
+const RULES: &[(&str, &str, Rule)] = &[
+    ("csd-1", CSD_1, csd_1),
+    ("sdf-9", SDF_9, sdf_9),
+    ("sdf-19", SDF_19, sdf_19),
+    ("sdf-1", SDF_1, sdf_1),
+    ("sdf-3", SDF_3, sdf_3),
+    ("sdf-14", SDF_14, sdf_14),
+    ("sdf-16", SDF_16, sdf_16),
+    ("sdf-23", SDF_23, sdf_23),
+    ("eld-2", ELD_2, eld_2),
+    ("eld-13", ELD_13, eld_13),
+    ("eld-14", ELD_14, eld_14),
+    ("eld-17", ELD_17, eld_17),
+    ("eld-18", ELD_18, eld_18),
+];
+
+/// sdf-1 (StructureDefinition): outside constraints, the snapshot's paths are unique.
+const SDF_1: &str = "derivation = 'constraint' or snapshot.element.select(path).isDistinct()";
+/// sdf-3 (StructureDefinition.snapshot): every element has a definition, min and max.
+const SDF_3: &str = "element.all(definition.exists() and min.exists() and max.exists())";
+/// sdf-14 (StructureDefinition): every element has an id.
+const SDF_14: &str = "snapshot.element.all(id.exists()) and differential.element.all(id.exists())";
+/// sdf-16 (StructureDefinition): the snapshot's element ids are there and unique.
+const SDF_16: &str =
+    "snapshot.element.all(id.exists()) and snapshot.element.id.trace('ids').isDistinct()";
+/// sdf-23 (StructureDefinition): no slice name on a root element.
+const SDF_23: &str =
+    "(snapshot | differential).element.all(path.contains('.').not() implies sliceName.empty())";
+/// eld-2 (ElementDefinition): min is not above max.
+const ELD_2: &str =
+    "min.empty() or max.empty() or (max = '*') or iif(max != '*', min <= max.toInteger())";
+/// eld-13 (ElementDefinition): each type code once.
+const ELD_13: &str = "type.select(code).isDistinct()";
+/// eld-14 (ElementDefinition): each constraint key once.
+const ELD_14: &str = "constraint.select(key).isDistinct()";
+/// eld-17 (ElementDefinition.type): target profiles only on references and canonicals.
+const ELD_17: &str = "(code='Reference' or code = 'canonical') or targetProfile.empty()";
+/// eld-18 (ElementDefinition): a modifier says why it is one.
+const ELD_18: &str = "(isModifier.exists() and isModifier) implies isModifierReason.exists()";
+
+/// The `element`s of `holder` (a snapshot or differential) that are objects.
+fn elements(holder: &Map<String, Value>) -> impl Iterator<Item = &Map<String, Value>> {
+    objects(member(holder, "element"))
+}
+
+fn sdf_1(root: &Map<String, Value>) -> Option<bool> {
+    match values(root, "derivation", true).as_slice() {
+        [(Some(Value::String(d)), _)] if d == "constraint" => return Some(true),
+        // another derivation, or one without a value (`=` is false there): the paths decide
+        [(Some(Value::String(_)), _)] | [(None, _)] => {}
+        // no derivation: `{} or false` is empty, which passes
+        [] => return Some(true),
+        _ => return None,
+    }
+    let paths = objects(member(root, "snapshot"))
+        .flat_map(elements)
+        .flat_map(|e| values(e, "path", true));
+    distinct(paths)
+}
+
+fn sdf_3(snapshot: &Map<String, Value>) -> Option<bool> {
+    Some(
+        elements(snapshot)
+            .all(|e| has(e, "definition", true) && has(e, "min", true) && has(e, "max", true)),
+    )
+}
+
+fn all_have_ids(holder: Option<&Value>) -> bool {
+    objects(holder)
+        .flat_map(elements)
+        .all(|e| has(e, "id", true))
+}
+
+fn sdf_14(root: &Map<String, Value>) -> Option<bool> {
+    Some(all_have_ids(member(root, "snapshot")) && all_have_ids(member(root, "differential")))
+}
+
+fn sdf_16(root: &Map<String, Value>) -> Option<bool> {
+    if !all_have_ids(member(root, "snapshot")) {
+        return Some(false);
+    }
+    let ids = objects(member(root, "snapshot"))
+        .flat_map(elements)
+        .flat_map(|e| values(e, "id", true));
+    distinct(ids)
+}
+
+fn sdf_23(root: &Map<String, Value>) -> Option<bool> {
+    let holders = objects(member(root, "snapshot")).chain(objects(member(root, "differential")));
+    for e in holders.flat_map(elements) {
+        // `path.contains('.').not()`: true without a dot, empty without a path value
+        let root_or_unknown = match member(e, "path") {
+            Some(Value::String(p)) => !p.contains('.'),
+            Some(Value::Null) | None => true,
+            Some(_) => return None,
+        };
+        if root_or_unknown && has(e, "sliceName", true) {
+            return Some(false);
+        }
+    }
+    Some(true)
+}
+
+/// A string FHIRPath's `toInteger()` converts: an optional sign and digits.
+fn to_integer(s: &str) -> Option<Option<i64>> {
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(None); // not an integer: toInteger() is empty
+    }
+    s.parse::<i64>().ok().map(Some) // `None`: too large to decide here
+}
+
+fn eld_2(e: &Map<String, Value>) -> Option<bool> {
+    let min = values(e, "min", true);
+    let max = values(e, "max", true);
+    if min.is_empty() || max.is_empty() {
+        return Some(true);
+    }
+    let ([(Some(Value::Number(min)), _)], [(Some(Value::String(max)), _)]) =
+        (min.as_slice(), max.as_slice())
+    else {
+        return None;
+    };
+    if max == "*" {
+        return Some(true);
+    }
+    let min = min.as_i64()?;
+    // a max that is no integer makes the comparison empty, which passes
+    Some(to_integer(max)?.is_none_or(|max| min <= max))
+}
+
+fn eld_13(e: &Map<String, Value>) -> Option<bool> {
+    distinct(objects(member(e, "type")).flat_map(|t| values(t, "code", true)))
+}
+
+fn eld_14(e: &Map<String, Value>) -> Option<bool> {
+    distinct(objects(member(e, "constraint")).flat_map(|c| values(c, "key", true)))
+}
+
+fn eld_17(t: &Map<String, Value>) -> Option<bool> {
+    match values(t, "code", true).as_slice() {
+        [(Some(Value::String(code)), _)] => {
+            Some(code == "Reference" || code == "canonical" || !has(t, "targetProfile", true))
+        }
+        // no code: the comparisons are empty, and `{} or false` passes
+        [] => Some(true),
+        // a code without a value equals nothing: the target profiles decide
+        [(None, _)] => Some(!has(t, "targetProfile", true)),
+        _ => None,
+    }
+}
+
+fn eld_18(e: &Map<String, Value>) -> Option<bool> {
+    match values(e, "isModifier", true).as_slice() {
+        // a value without a value is one item, which `and` takes as true
+        [(Some(Value::Bool(true)), _)] | [(None, _)] => Some(has(e, "isModifierReason", true)),
+        [(Some(Value::Bool(false)), _)] | [] => Some(true),
+        _ => None,
+    }
+}
+
+/// The values one JSON member stands for in FHIRPath: an array's items, or the value itself;
+/// none for `null`.
+fn items(v: Option<&Value>) -> &[Value] {
+    match v {
+        Some(Value::Array(a)) => a,
+        Some(Value::Null) | None => &[],
+        Some(v) => std::slice::from_ref(v),
+    }
+}
+
+/// csd-1. The codes are those of the root's `concept`s and of the `concept`s of every object
+/// below it (what `descendants().concept` reaches, contained resources included), compared as
+/// [`distinct`] compares them.
+fn csd_1(root: &Map<String, Value>) -> Option<bool> {
+    let mut codes = Vec::new();
+    let mut stack: Vec<&Map<String, Value>> = vec![root];
+    while let Some(obj) = stack.pop() {
+        for c in objects(member(obj, "concept")) {
+            codes.extend(values(c, "code", true));
+        }
+        for (k, v) in obj {
+            if k.starts_with('_') {
+                continue;
+            }
+            stack.extend(objects(Some(v)));
+        }
+    }
+    distinct(codes)
+}
+
+/// What FHIRPath finds as child `name` of `obj` (as `push_values` aligns them): each a value and,
+/// for a primitive, its `_name` companion; nulls are nothing.
+fn values<'a>(
+    obj: &'a Map<String, Value>,
+    name: &str,
+    primitive: bool,
+) -> Vec<(Option<&'a Value>, Option<&'a Value>)> {
+    let v = member(obj, name).filter(|x| !x.is_null());
+    let e = if primitive {
+        companion(obj, name).filter(|x| !x.is_null())
+    } else {
+        None
+    };
+    match (v, e) {
+        (Some(Value::Array(arr)), e) => {
+            let earr = e.and_then(Value::as_array);
+            let n = arr.len().max(earr.map_or(0, Vec::len));
+            (0..n)
+                .map(|i| {
+                    let vi = arr.get(i).filter(|x| !x.is_null());
+                    let ei = earr.and_then(|a| a.get(i)).filter(|x| !x.is_null());
+                    (vi, ei)
+                })
+                .filter(|(vi, ei)| vi.is_some() || ei.is_some())
+                .collect()
+        }
+        (None, Some(Value::Array(earr))) => earr
+            .iter()
+            .filter(|x| !x.is_null())
+            .map(|ei| (None, Some(ei)))
+            .collect(),
+        (None, None) => Vec::new(),
+        (v, e) => vec![(v, e)],
+    }
+}
+
+/// Whether FHIRPath finds child `name` of `obj` ([`values`]).
+fn has(obj: &Map<String, Value>, name: &str, primitive: bool) -> bool {
+    !values(obj, name, primitive).is_empty()
+}
+
+/// `isDistinct()` over primitive values: equal strings are the same, values without a value
+/// are the same when their companions are; `None` for any other kind of value.
+fn distinct<'a>(
+    vals: impl IntoIterator<Item = (Option<&'a Value>, Option<&'a Value>)>,
+) -> Option<bool> {
+    let mut seen: rustc_hash::FxHashSet<&str> = Default::default();
+    let mut valueless: Vec<&Value> = Vec::new();
+    let mut duplicate = false;
+    for (v, e) in vals {
+        match (v, e) {
+            (Some(Value::String(s)), _) => duplicate |= !seen.insert(s.as_str()),
+            (None, Some(ext)) => {
+                duplicate |= valueless.contains(&ext);
+                valueless.push(ext);
+            }
+            _ => return None,
+        }
+    }
+    Some(!duplicate)
+}
+
+/// The objects among `items`.
+fn objects(v: Option<&Value>) -> impl Iterator<Item = &Map<String, Value>> {
+    items(v).iter().filter_map(Value::as_object)
+}
+
+/// sdf-9. `children().element`: the `element`s of every object among the root's members
+/// (`snapshot`, `differential`). Those whose `path` has no `.` must have no label, code or
+/// requirements; an element without a path value is not among them.
+fn sdf_9(root: &Map<String, Value>) -> Option<bool> {
+    for (k, v) in root {
+        if k.starts_with('_') || k == "resourceType" {
+            continue;
+        }
+        for child in items(Some(v)) {
+            let Value::Object(child) = child else {
+                continue;
+            };
+            for element in items(member(child, "element")) {
+                let Value::Object(e) = element else {
+                    continue;
+                };
+                let root_element = match member(e, "path") {
+                    Some(Value::String(p)) => !p.contains('.'),
+                    Some(Value::Null) | None => false,
+                    Some(_) => return None,
+                };
+                if root_element
+                    && (has(e, "label", true)
+                        || has(e, "code", false)
+                        || has(e, "requirements", true))
+                {
+                    return Some(false);
+                }
+            }
+        }
+    }
+    Some(true)
+}
+
+/// sdf-19. Only definitions whose url starts with HL7's StructureDefinition base are held to it:
+/// each type code of the differential a FHIR type name or a FHIRPath system type, of the
+/// snapshot also with dots. A code without a value fails (`matches` gives nothing).
+fn sdf_19(root: &Map<String, Value>) -> Option<bool> {
+    match member(root, "url") {
+        Some(Value::String(u)) if u.starts_with("http://hl7.org/fhir/StructureDefinition") => {}
+        Some(Value::String(_)) | Some(Value::Null) | None => return Some(true),
+        Some(_) => return None,
+    }
+    static SYSTEM: OnceLock<regex::Regex> = OnceLock::new();
+    let system = SYSTEM.get_or_init(|| {
+        regex::Regex::new(r"^http://hl7\.org/fhirpath/System\.[A-Z][A-Za-z]+$")
+            .unwrap_or_else(|_| unreachable!("a fixed pattern"))
+    });
+    let code_ok = |code: &str, dots: bool| {
+        let plain = !code.is_empty()
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || (dots && b == b'.'));
+        plain || system.is_match(code)
+    };
+    for (part, dots) in [("differential", false), ("snapshot", true)] {
+        for holder in items(member(root, part)) {
+            let Value::Object(holder) = holder else {
+                continue;
+            };
+            for element in items(member(holder, "element")) {
+                let Value::Object(e) = element else {
+                    continue;
+                };
+                for t in items(member(e, "type")) {
+                    let Value::Object(t) = t else {
+                        continue;
+                    };
+                    match member(t, "code") {
+                        Some(Value::String(code)) => {
+                            if !code_ok(code, dots) {
+                                return Some(false);
+                            }
+                        }
+                        Some(Value::Null) | None => {
+                            if has(t, "code", true) {
+                                return Some(false); // `_code` alone: no value to match
+                            }
+                        }
+                        Some(_) => return None,
+                    }
+                }
+            }
+        }
+    }
+    Some(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fhirpath::{self, EvalContext};
+    use crate::validation::Validator;
+    use serde_json::json;
+
+    /// Whether `expression` holds on `focus` (of FHIR type `ty`, the element `path`, within
+    /// `resource`) by the FHIRPath engine, as `invariants::check` reads a result: empty or true
+    /// passes.
+    fn by_expression(
+        v: &Validator,
+        expression: &str,
+        resource: &Value,
+        focus: &Value,
+        ty: &str,
+        path: &str,
+    ) -> bool {
+        let expr = fhirpath::compile(expression).expect("compiles");
+        let mut ctx = EvalContext::new(&v.invariants.model, resource);
+        if !std::ptr::eq(resource, focus) {
+            ctx = ctx.with_focus(fhirpath::Node::element(focus, ty, path));
+        }
+        !matches!(expr.evaluate_boolean(&ctx), Ok(Some(false)))
+    }
+
+    fn rule(key: &str) -> &'static str {
+        RULES
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, e, _)| *e)
+            .expect("a native rule")
+    }
+
+    /// Every CodeSystem and StructureDefinition in `v`, inside Bundles and `contained` too.
+    fn collect<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+        match v {
+            Value::Object(o) => {
+                if matches!(
+                    o.get("resourceType").and_then(Value::as_str),
+                    Some("CodeSystem" | "StructureDefinition")
+                ) {
+                    out.push(v);
+                }
+                o.values().for_each(|x| collect(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| collect(x, out)),
+            _ => {}
+        }
+    }
+
+    /// Each rule that applies in resource `r`, on each of its foci: the native verdict (where it
+    /// decides) against the expression's. The number decided.
+    fn agree(v: &Validator, r: &Value) -> usize {
+        let mut foci: Vec<(&str, &Value, &str, &str)> = Vec::new();
+        if r["resourceType"] == "CodeSystem" {
+            foci.push(("csd-1", r, "", ""));
+        } else {
+            for k in ["sdf-9", "sdf-19", "sdf-1", "sdf-14", "sdf-16", "sdf-23"] {
+                foci.push((k, r, "", ""));
+            }
+            if r["snapshot"].is_object() {
+                let snap = &r["snapshot"];
+                foci.push((
+                    "sdf-3",
+                    snap,
+                    "BackboneElement",
+                    "StructureDefinition.snapshot",
+                ));
+            }
+            for part in ["snapshot", "differential"] {
+                for e in r[part]["element"].as_array().into_iter().flatten() {
+                    for k in ["eld-2", "eld-13", "eld-14", "eld-18"] {
+                        foci.push((k, e, "ElementDefinition", "ElementDefinition"));
+                    }
+                    for t in e["type"].as_array().into_iter().flatten() {
+                        foci.push(("eld-17", t, "BackboneElement", "ElementDefinition.type"));
+                    }
+                }
+            }
+        }
+        let mut decided = 0;
+        for (k, focus, ty, path) in foci {
+            let Some(native) = verdict(k, rule(k), focus) else {
+                continue;
+            };
+            decided += 1;
+            assert_eq!(
+                native,
+                by_expression(v, rule(k), r, focus, ty, path),
+                "{k} on {} at {focus}",
+                r.get("url").or(r.get("id")).unwrap_or(&Value::Null)
+            );
+        }
+        decided
+    }
+
+    #[test]
+    fn the_rules_are_the_ones_r4_defines() {
+        let v = Validator::r4().expect("R4 definitions");
+        for (key, text, _) in RULES {
+            let ty = match key.split('-').next() {
+                Some("csd") => "CodeSystem",
+                Some("sdf") => "StructureDefinition",
+                _ => "ElementDefinition",
+            };
+            let p = v
+                .defs
+                .profile(&format!("http://hl7.org/fhir/StructureDefinition/{ty}"))
+                .expect("base definition");
+            let found = p
+                .elements
+                .iter()
+                .flat_map(|e| &e.constraints)
+                .find(|c| c.key == *key)
+                .expect("the rule");
+            assert_eq!(found.expression, *text, "{key}");
+        }
+    }
+
+    #[test]
+    fn written_cases_get_the_expressions_verdicts() {
+        let v = Validator::r4().expect("R4 definitions");
+        let cs = |concepts: Value| {
+            json!({"resourceType": "CodeSystem", "status": "draft",
+            "content": "complete", "concept": concepts})
+        };
+        let cases = [
+            cs(json!([{"code": "a"}, {"code": "b", "concept": [{"code": "c"}]}])),
+            cs(json!([{"code": "a"}, {"code": "b", "concept": [{"code": "a"}]}])),
+            cs(json!([{"code": "a", "concept": [{"code": "b", "concept": [{"code": "b"}]}]}])),
+            cs(
+                json!([{"_code": {"extension": [{"url": "http://x.org/e", "valueString": "1"}]}},
+                      {"_code": {"extension": [{"url": "http://x.org/e", "valueString": "1"}]}}]),
+            ),
+            cs(
+                json!([{"_code": {"extension": [{"url": "http://x.org/e", "valueString": "1"}]}},
+                      {"_code": {"extension": [{"url": "http://x.org/e", "valueString": "2"}]}}]),
+            ),
+            cs(json!([{"code": "a"}, "b", {"display": "no code"}])),
+            json!({"resourceType": "CodeSystem", "status": "draft", "content": "complete",
+                   "concept": [{"code": "a"}],
+                   "contained": [{"resourceType": "CodeSystem", "id": "in", "status": "draft",
+                                  "content": "complete", "concept": [{"code": "a"}]}]}),
+        ];
+        let sd = |url: &str, root: Value, code: Value| {
+            json!({"resourceType": "StructureDefinition", "url": url, "name": "X",
+                "status": "draft", "kind": "resource", "abstract": false, "type": "Patient",
+                "snapshot": {"element": [root, {"path": "Patient.name", "type": [code]}]},
+                "differential": {"element": [{"path": "Patient"}, {"_path": {"id": "p"}}]}})
+        };
+        let hl7 = "http://hl7.org/fhir/StructureDefinition/X";
+        let other = "http://example.org/StructureDefinition/X";
+        let sds = [
+            sd(
+                hl7,
+                json!({"path": "Patient"}),
+                json!({"code": "HumanName"}),
+            ),
+            sd(
+                hl7,
+                json!({"path": "Patient", "label": "x"}),
+                json!({"code": "HumanName"}),
+            ),
+            sd(
+                hl7,
+                json!({"path": "Patient", "_label": {"id": "l"}}),
+                json!({"code": "A"}),
+            ),
+            sd(
+                hl7,
+                json!({"path": "Patient", "code": []}),
+                json!({"code": "A"}),
+            ),
+            sd(
+                hl7,
+                json!({"path": "Patient", "code": [{"code": "x"}]}),
+                json!({"code": "A"}),
+            ),
+            sd(
+                hl7,
+                json!({"path": "Patient", "requirements": "r"}),
+                json!({"code": "A"}),
+            ),
+            sd(
+                hl7,
+                json!({"_path": {"id": "p"}, "label": "x"}),
+                json!({"code": "A"}),
+            ),
+            sd(
+                hl7,
+                json!({"path": "Patient"}),
+                json!({"code": "Human-Name"}),
+            ),
+            sd(hl7, json!({"path": "Patient"}), json!({"code": "a.b"})),
+            sd(
+                hl7,
+                json!({"path": "Patient"}),
+                json!({"_code": {"id": "c"}}),
+            ),
+            sd(
+                hl7,
+                json!({"path": "Patient"}),
+                json!({"code": "http://hl7.org/fhirpath/System.String"}),
+            ),
+            sd(
+                hl7,
+                json!({"path": "Patient"}),
+                json!({"code": "http://hl7.org/fhirpath/System.string"}),
+            ),
+            sd(
+                other,
+                json!({"path": "Patient"}),
+                json!({"code": "Human-Name"}),
+            ),
+        ];
+        // Element-level rules, and the snapshot's own: each snapshot below against all of them.
+        let with = |derivation: Option<&str>, elements: Value| {
+            let mut sd = json!({"resourceType": "StructureDefinition", "name": "Y",
+                "url": "http://example.org/StructureDefinition/Y", "status": "draft",
+                "kind": "resource", "abstract": false, "type": "Patient",
+                "snapshot": {"element": elements}});
+            if let Some(d) = derivation {
+                sd["derivation"] = json!(d);
+            }
+            sd
+        };
+        let full = |path: &str, id: &str| json!({"id": id, "path": path, "definition": "d", "min": 0, "max": "1"});
+        let more = [
+            with(
+                None,
+                json!([full("Patient", "Patient"), full("Patient.a", "Patient.a")]),
+            ),
+            with(
+                Some("specialization"),
+                json!([full("Patient", "a"), full("Patient", "b")]),
+            ),
+            with(None, json!([full("Patient", "a"), full("Patient", "b")])),
+            with(
+                Some("constraint"),
+                json!([full("Patient", "a"), full("Patient", "a")]),
+            ),
+            with(
+                Some("specialization"),
+                json!([full("Patient", "a"), full("Patient.x", "a")]),
+            ),
+            with(None, json!([{"path": "Patient", "min": 0, "max": "1"}])),
+            {
+                let mut sd = with(None, json!([full("Patient", "a"), full("Patient", "b")]));
+                sd["_derivation"] = json!({"id": "d"});
+                sd
+            },
+            with(
+                None,
+                json!([{"path": "Patient", "_id": {"id": "i"}, "definition": "d",
+                "min": 0, "max": "1"}]),
+            ),
+            with(
+                None,
+                json!([{"id": "P", "path": "Patient", "sliceName": "s"}]),
+            ),
+            with(
+                None,
+                json!([{"id": "P", "_path": {"id": "p"}, "sliceName": "s"}]),
+            ),
+            with(
+                None,
+                json!([{"id": "P", "path": "Patient.x", "sliceName": "s"}]),
+            ),
+            with(
+                None,
+                json!([
+                {"path": "P.a", "min": 2, "max": "1"}, {"path": "P.b", "min": 2, "max": "*"},
+                {"path": "P.c", "min": 2, "max": "abc"}, {"path": "P.d", "min": 0, "max": "-1"},
+                {"path": "P.e", "min": 1, "max": "+1"}, {"path": "P.f", "min": 3},
+                {"path": "P.g", "max": "0"}, {"path": "P.h", "min": 1, "_max": {"id": "m"}}]),
+            ),
+            with(
+                None,
+                json!([
+                {"path": "P.a", "type": [{"code": "string"}, {"code": "string"}]},
+                {"path": "P.b", "type": [{"code": "string"}, {"code": "code"}]},
+                {"path": "P.c", "type": [{"_code": {"id": "x"}}, {"_code": {"id": "x"}}]},
+                {"path": "P.d", "type": [{"_code": {"id": "x"}}, {"_code": {"id": "y"}}]},
+                {"path": "P.e", "constraint": [{"key": "k"}, {"key": "k"}]},
+                {"path": "P.f", "constraint": [{"key": "k"}, {"key": "l"}]}]),
+            ),
+            with(
+                None,
+                json!([
+                {"path": "P.a", "type": [{"code": "Reference", "targetProfile": ["http://x"]}]},
+                {"path": "P.b", "type": [{"code": "string", "targetProfile": ["http://x"]}]},
+                {"path": "P.c", "type": [{"code": "canonical", "targetProfile": ["http://x"]}]},
+                {"path": "P.d", "type": [{"_code": {"id": "c"}, "targetProfile": ["http://x"]}]},
+                {"path": "P.e", "type": [{"code": "string"}]}]),
+            ),
+            with(
+                None,
+                json!([
+                {"path": "P.a", "isModifier": true},
+                {"path": "P.b", "isModifier": true, "isModifierReason": "why"},
+                {"path": "P.c", "isModifier": false},
+                {"path": "P.d", "_isModifier": {"id": "m"}}]),
+            ),
+        ];
+        let mut decided = 0;
+        for r in more.iter() {
+            decided += agree(&v, r);
+        }
+        for r in cases.iter().chain(&sds) {
+            decided += agree(&v, r);
+        }
+        assert!(decided > cases.len() + 6 * sds.len(), "{decided}");
+    }
+
+    /// Every CodeSystem and StructureDefinition of the official R4 examples, as published and
+    /// with a duplicate code, a labelled root element and a bad type code added.
+    #[test]
+    fn the_official_examples_get_the_expressions_verdicts() {
+        let package = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/fhir-packages/hl7.fhir.r4.examples-4.0.1.tgz");
+        if !package.exists() {
+            eprintln!("skipped: {} is not here (../shared)", package.display());
+            return;
+        }
+        let v = Validator::r4().expect("R4 definitions");
+        let file = std::fs::File::open(&package).expect("package");
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        let (mut resources, mut decided) = (0, 0);
+        for entry in archive.entries().expect("entries") {
+            let mut entry = entry.expect("entry");
+            let name = entry.path().expect("path").to_string_lossy().into_owned();
+            if !name.ends_with(".json") || name.ends_with("package.json") {
+                continue;
+            }
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).expect("read");
+            let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else {
+                continue;
+            };
+            let mut found = Vec::new();
+            collect(&doc, &mut found);
+            for r in found {
+                resources += 1;
+                decided += agree(&v, r);
+                let mut m = r.clone();
+                if let Some(first) = m["concept"].get_mut(0) {
+                    let code = first["code"].clone();
+                    first["concept"] = json!([{"code": code}]);
+                }
+                if let Some(e) = m["snapshot"]["element"].get_mut(0) {
+                    e["label"] = json!("added");
+                }
+                if let Some(t) = m["differential"]["element"]
+                    .as_array_mut()
+                    .and_then(|e| e.iter_mut().find(|e| e.get("type").is_some()))
+                {
+                    t["type"][0]["code"] = json!("not a type");
+                }
+                decided += agree(&v, &m);
+            }
+        }
+        assert!(
+            resources > 1000 && decided > 2 * resources,
+            "{resources} {decided}"
+        );
+    }
+}
