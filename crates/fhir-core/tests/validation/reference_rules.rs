@@ -1061,18 +1061,22 @@ fn a_value_slice_with_nothing_to_match_on_is_an_error_not_a_silent_miss() {
         json!({"id": "Observation.category", "path": "Observation.category",
                "slicing": {"discriminator": [{"type": kind, "path": path}], "rules": "open"}})
     };
-    let on_parent = constraint(
-        "obs-on-parent",
-        "Observation",
-        "http://hl7.org/fhir/StructureDefinition/Observation",
-        json!([
-            slicing("coding.code", "pattern"),
-            {"id": "Observation.category:vs", "path": "Observation.category", "sliceName": "vs",
-             "min": 0, "max": "1",
-             "patternCodeableConcept": {"coding": [{"code": "vital-signs",
-                "system": "http://terminology.hl7.org/CodeSystem/observation-category"}]}}
-        ]),
-    );
+    // A vital-signs slice with its pattern on the slice itself, told apart at `path`.
+    let vital_signs = |name: &str, path: &str, min: u32| {
+        constraint(
+            name,
+            "Observation",
+            "http://hl7.org/fhir/StructureDefinition/Observation",
+            json!([
+                slicing(path, "pattern"),
+                {"id": "Observation.category:vs", "path": "Observation.category",
+                 "sliceName": "vs", "min": min, "max": "1",
+                 "patternCodeableConcept": {"coding": [{"code": "vital-signs",
+                    "system": "http://terminology.hl7.org/CodeSystem/observation-category"}]}}
+            ]),
+        )
+    };
+    let on_parent = vital_signs("obs-on-parent", "coding.code", 0);
     let nothing = constraint(
         "obs-nothing",
         "Observation",
@@ -1083,18 +1087,7 @@ fn a_value_slice_with_nothing_to_match_on_is_an_error_not_a_silent_miss() {
              "sliceName": "other", "min": 0, "max": "1"}
         ]),
     );
-    let on_this = constraint(
-        "obs-on-this",
-        "Observation",
-        "http://hl7.org/fhir/StructureDefinition/Observation",
-        json!([
-            slicing("$this", "pattern"),
-            {"id": "Observation.category:vs", "path": "Observation.category", "sliceName": "vs",
-             "min": 1, "max": "1",
-             "patternCodeableConcept": {"coding": [{"code": "vital-signs",
-                "system": "http://terminology.hl7.org/CodeSystem/observation-category"}]}}
-        ]),
-    );
+    let on_this = vital_signs("obs-on-this", "$this", 1);
     let v = validator_with("obs-slices", &[&on_parent, &nothing, &on_this]);
     let errors = |profile: &str, o: &Value| {
         v.validate(
