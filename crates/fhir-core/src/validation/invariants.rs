@@ -107,6 +107,8 @@ pub(crate) struct Resolved {
     invariant: Option<Arc<Invariant>>,
     /// A key of the base specification (evaluated by the base pass; profile passes skip it).
     base_key: bool,
+    /// The rule answered from the JSON where it can be (`native_rules`), found once here.
+    native: Option<super::native_rules::Rule>,
 }
 
 impl Compiled {
@@ -162,6 +164,7 @@ impl Compiled {
         Resolved {
             invariant,
             base_key: defs.is_base_key(&c.key),
+            native: super::native_rules::rule(&c.key, &c.expression),
         }
     }
 
@@ -275,7 +278,10 @@ pub(crate) fn check(
         } else {
             Severity::Warning
         };
-        let result = match super::native_rules::verdict(&c.key, &c.expression, val) {
+        let native = resolved
+            .native
+            .and_then(|rule| val.as_object().and_then(rule));
+        let result = match native {
             Some(pass) => Ok(Some(pass)),
             None => {
                 let ctx = ctx.get_or_insert_with(|| {

@@ -26,19 +26,23 @@ const SDF_9: &str = "children().element.where(path.contains('.').not()).label.em
 /// FHIRPath system types.
 const SDF_19: &str = "url.startsWith('http://hl7.org/fhir/StructureDefinition') implies (differential.element.type.code.all(matches('^[a-zA-Z0-9]+$') or matches('^http:\\\\/\\\\/hl7\\\\.org\\\\/fhirpath\\\\/System\\\\.[A-Z][A-Za-z]+$')) and snapshot.element.type.code.all(matches('^[a-zA-Z0-9\\\\.]+$') or matches('^http:\\\\/\\\\/hl7\\\\.org\\\\/fhirpath\\\\/System\\\\.[A-Z][A-Za-z]+$')))";
 
-/// The verdict of rule `key` with `expression` on `focus` (pass `true`, fail `false`), when it
-/// is one of the rules above written as R4 writes it and the focus holds what it was written
-/// for; `None`: evaluate the expression.
-pub(crate) fn verdict(key: &str, expression: &str, focus: &Value) -> Option<bool> {
-    let obj = focus.as_object()?;
-    let rule = RULES.iter().find(|(k, _, _)| *k == key)?;
-    if rule.1 != expression {
-        return None;
-    }
-    (rule.2)(obj)
+/// The answer from the JSON of rule `key`, when it is one of [`RULES`] and written as R4 writes
+/// it (found once per constraint, at load).
+pub(crate) fn rule(key: &str, expression: &str) -> Option<Rule> {
+    RULES
+        .iter()
+        .find(|(k, e, _)| *k == key && *e == expression)
+        .map(|(_, _, r)| *r)
 }
 
-type Rule = fn(&Map<String, Value>) -> Option<bool>;
+/// A rule's verdict on its focus object: pass `true`, fail `false`; `None` when the focus holds
+/// values of other JSON types than the rule was written for (evaluate the expression).
+pub(crate) type Rule = fn(&Map<String, Value>) -> Option<bool>;
+
+#[cfg(test)]
+fn verdict(key: &str, expression: &str, focus: &Value) -> Option<bool> {
+    rule(key, expression)?(focus.as_object()?)
+}
 
 /// Each rule: its key, its expression as R4 writes it, and its answer from the JSON.
 const RULES: &[(&str, &str, Rule)] = &[
