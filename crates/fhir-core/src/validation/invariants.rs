@@ -78,9 +78,8 @@ impl<'a> Hooks<'a> for ValidatorHooks<'_> {
     }
 }
 
-/// Rules the walk checks itself (three more, whose expressions walk a whole conformance
-/// resource, are answered from the JSON by `native_rules` where they are written as R4 writes
-/// them): ele-1 and ext-1 run on every element; ref-1 (a local `#id`
+/// Rules the walk checks itself (others are answered from the JSON by `native_rules` where they
+/// are written as R4 writes them, found per constraint in [`Resolved`]): ele-1 and ext-1 run on every element; ref-1 (a local `#id`
 /// reference finds its contained resource); per-1 (FHIRPath's `<=` is empty between a date and
 /// a dateTime, where the reference validator compares their boundaries); dom-3 (its expression
 /// costs the square of the resource's size: `walk/contained.rs`).

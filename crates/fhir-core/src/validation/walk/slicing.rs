@@ -35,7 +35,7 @@ impl<'d, 'v> Run<'d, 'v> {
         let mut unmatchable = std::mem::take(&mut self.unmatchable);
         unmatchable.sort_unstable();
         unmatchable.dedup();
-        for &s in &unmatchable {
+        if !unmatchable.is_empty() {
             let paths: Vec<&str> = slicing
                 .discriminators
                 .iter()
@@ -47,18 +47,20 @@ impl<'d, 'v> Run<'d, 'v> {
                 })
                 .map(|d| d.path.as_str())
                 .collect();
-            self.error(
-                "processing",
-                format!(
-                    "the slices of {} cannot be told apart: slice {:?} of profile {} has no fixed \
-                     value, pattern or required binding at its discriminator ({}), so no value \
-                     can be matched to it",
-                    el.path,
-                    parent.prof.elements[s].slice_name.as_deref().unwrap_or(""),
-                    parent.prof.label(),
-                    paths.join(", ")
-                ),
-            );
+            for &s in &unmatchable {
+                self.error(
+                    "processing",
+                    format!(
+                        "the slices of {} cannot be told apart: slice {:?} of profile {} has no fixed \
+                         value, pattern or required binding at its discriminator ({}), so no value \
+                         can be matched to it",
+                        el.path,
+                        parent.prof.elements[s].slice_name.as_deref().unwrap_or(""),
+                        parent.prof.label(),
+                        paths.join(", ")
+                    ),
+                );
+            }
         }
         if self.undetermined {
             self.undetermined = false;
@@ -413,52 +415,12 @@ impl<'d, 'v> Run<'d, 'v> {
     /// element that carries the value (as HL7's reference validator reads it). Paths through
     /// `resolve()` or `extension(…)`, and paths that name no element, are left undecided.
     fn nothing_to_match(&self, prof: &'d Profile, s: ElemIdx, path: &str) -> bool {
-        if path.contains("resolve()") || path.contains('(') {
+        if path.contains('(') {
             return false;
         }
-        let mut node = Node { prof, elem: s };
-        for step in path_steps(path) {
-            if step == "$this" || step.is_empty() {
-                continue;
-            }
-            let el = node.el();
-            if let Some(c) = el
-                .children
-                .iter()
-                .copied()
-                .find(|&c| node.prof.elements[c].name == step)
-            {
-                node = Node {
-                    prof: node.prof,
-                    elem: c,
-                };
-                continue;
-            }
-            // Not unfolded here: the type's own profile, or its base definition.
-            let Some(t) = el.types.first() else {
-                return false;
-            };
-            let base = format!("http://hl7.org/fhir/StructureDefinition/{}", t.code);
-            let Some(p) = t
-                .profiles
-                .first()
-                .and_then(|u| self.v.defs.profile(u))
-                .or_else(|| self.v.defs.profile(&base))
-            else {
-                return false;
-            };
-            let Some(c) = p
-                .root()
-                .children
-                .iter()
-                .copied()
-                .find(|&c| p.elements[c].name == step)
-            else {
-                return false;
-            };
-            node = Node { prof: p, elem: c };
-        }
-        let el = node.el();
+        let Some(el) = self.element_below(prof, s, path, true) else {
+            return false;
+        };
         el.fixed.is_none()
             && el.pattern.is_none()
             && !el
@@ -473,6 +435,19 @@ impl<'d, 'v> Run<'d, 'v> {
         prof: &'d Profile,
         s: ElemIdx,
         path: &str,
+    ) -> Option<&'d Element> {
+        self.element_below(prof, s, path, false)
+    }
+
+    /// [`Run::slice_element`]: where the profile does not unfold a step, the step is looked up in
+    /// the profile of the element's type; with `base_types`, in the type's base definition when
+    /// the type names no profile that is loaded.
+    fn element_below(
+        &self,
+        prof: &'d Profile,
+        s: ElemIdx,
+        path: &str,
+        base_types: bool,
     ) -> Option<&'d Element> {
         let mut node = Node { prof, elem: s };
         if path == "$this" {
@@ -499,7 +474,15 @@ impl<'d, 'v> Run<'d, 'v> {
                 None => {
                     // not unfolded in this profile: look into the type's profile
                     let t = el.types.first()?;
-                    let p = t.profiles.first().and_then(|u| self.v.defs.profile(u))?;
+                    let p = t
+                        .profiles
+                        .first()
+                        .and_then(|u| self.v.defs.profile(u))
+                        .or_else(|| {
+                            let base =
+                                format!("http://hl7.org/fhir/StructureDefinition/{}", t.code);
+                            base_types.then(|| self.v.defs.profile(&base)).flatten()
+                        })?;
                     let c = p
                         .root()
                         .children
