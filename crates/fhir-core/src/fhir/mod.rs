@@ -157,6 +157,24 @@ pub fn member<'a>(obj: &'a serde_json::Map<String, Value>, key: &str) -> Option<
     }
 }
 
+/// [`member`] as a method of any JSON value (`None` unless it is an object that holds `key`), for
+/// code that would otherwise write `value.get("key")` and hash the key.
+pub trait Member {
+    fn member(&self, key: &str) -> Option<&Value>;
+}
+
+impl Member for Value {
+    fn member(&self, key: &str) -> Option<&Value> {
+        self.as_object().and_then(|o| member(o, key))
+    }
+}
+
+impl Member for serde_json::Map<String, Value> {
+    fn member(&self, key: &str) -> Option<&Value> {
+        member(self, key)
+    }
+}
+
 /// The `_key` member (a primitive's id and extensions) of a JSON object, without building `_key`
 /// (it is usually absent, so this is a miss over every member more often than not).
 pub fn companion<'a>(obj: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {

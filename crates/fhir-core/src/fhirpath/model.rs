@@ -6,6 +6,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use std::sync::{Arc, OnceLock};
 
+use crate::fhir::Member;
 use serde_json::Value as Json;
 
 /// What the model knows about one child element of a type or inline element.
@@ -189,16 +190,16 @@ impl SnapshotModel {
     /// Adds one StructureDefinition (ignored unless it defines a base type).
     pub fn add(&mut self, sd: &Json) {
         self.inherited = OnceLock::new();
-        if sd.get("resourceType").and_then(Json::as_str) != Some("StructureDefinition") {
+        if sd.member("resourceType").and_then(Json::as_str) != Some("StructureDefinition") {
             return;
         }
-        if sd.get("derivation").and_then(Json::as_str) == Some("constraint") {
+        if sd.member("derivation").and_then(Json::as_str) == Some("constraint") {
             return;
         }
-        let Some(ty) = sd.get("type").and_then(Json::as_str) else {
+        let Some(ty) = sd.member("type").and_then(Json::as_str) else {
             return;
         };
-        let kind = match sd.get("kind").and_then(Json::as_str) {
+        let kind = match sd.member("kind").and_then(Json::as_str) {
             Some("primitive-type") => Kind::Primitive,
             Some("complex-type") => Kind::Complex,
             Some("resource") => Kind::Resource,
@@ -208,26 +209,26 @@ impl SnapshotModel {
             return;
         }
         let name = sd
-            .get("url")
+            .member("url")
             .and_then(Json::as_str)
             .map(last_segment)
             .filter(|n| *n == ty)
             .unwrap_or(ty)
             .to_string();
         self.kinds.insert(name.clone(), kind);
-        if let Some(base) = sd.get("baseDefinition").and_then(Json::as_str) {
+        if let Some(base) = sd.member("baseDefinition").and_then(Json::as_str) {
             self.bases
                 .insert(name.clone(), last_segment(base).to_string());
         }
         let Some(elems) = sd
-            .get("snapshot")
-            .and_then(|s| s.get("element"))
+            .member("snapshot")
+            .and_then(|s| s.member("element"))
             .and_then(Json::as_array)
         else {
             return;
         };
         for e in elems {
-            let Some(path) = e.get("path").and_then(Json::as_str) else {
+            let Some(path) = e.member("path").and_then(Json::as_str) else {
                 continue;
             };
             let Some((parent, last)) = path.rsplit_once('.') else {
@@ -237,31 +238,31 @@ impl SnapshotModel {
                 Some(b) => (b, true),
                 None => (last, false),
             };
-            let many = match e.get("max").and_then(Json::as_str) {
+            let many = match e.member("max").and_then(Json::as_str) {
                 Some("*") => true,
                 Some(n) => n.parse::<u32>().map(|v| v > 1).unwrap_or(false),
                 None => false,
             };
             let mut types: Vec<String> = e
-                .get("type")
+                .member("type")
                 .and_then(Json::as_array)
                 .map(|ts| {
                     ts.iter()
                         .filter_map(|t| {
-                            let code = t.get("code").and_then(Json::as_str)?;
+                            let code = t.member("code").and_then(Json::as_str)?;
                             // system-typed elements (ids, Extension.url) may name their
                             // FHIR type in an extension
                             let fhir_type = t
-                                .get("extension")
+                                .member("extension")
                                 .and_then(Json::as_array)
                                 .into_iter()
                                 .flatten()
                                 .find(|x| {
-                                    x.get("url").and_then(Json::as_str).is_some_and(|u| {
+                                    x.member("url").and_then(Json::as_str).is_some_and(|u| {
                                         u.ends_with("structuredefinition-fhir-type")
                                     })
                                 })
-                                .and_then(|x| x.get("valueUrl").or_else(|| x.get("valueUri")))
+                                .and_then(|x| x.member("valueUrl").or_else(|| x.member("valueUri")))
                                 .and_then(Json::as_str);
                             Some(match fhir_type {
                                 Some(ft) if code.starts_with("http://hl7.org/fhirpath/") => {
@@ -274,7 +275,7 @@ impl SnapshotModel {
                 })
                 .unwrap_or_default();
             let mut inline_path = None;
-            if let Some(cr) = e.get("contentReference").and_then(Json::as_str) {
+            if let Some(cr) = e.member("contentReference").and_then(Json::as_str) {
                 let target = cr.rsplit_once('#').map(|(_, t)| t).unwrap_or(cr);
                 inline_path = Some(target.to_string());
                 if types.is_empty() {

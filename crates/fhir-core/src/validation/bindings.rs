@@ -2,6 +2,7 @@
 //! error; extensible and preferred → warning. A value set or code system we cannot evaluate is a
 //! warning that says why, never a silent pass.
 
+use crate::fhir::Member;
 use serde_json::Value;
 
 use super::definitions::CodeSystemChoice;
@@ -17,14 +18,14 @@ pub(crate) fn codings<'a>(
     type_code: &str,
 ) -> Option<Vec<(Option<&'a str>, &'a str)>> {
     let coding = |c: &'a Value| {
-        let code = c.get("code")?.as_str()?;
-        Some((c.get("system").and_then(Value::as_str), code))
+        let code = c.member("code")?.as_str()?;
+        Some((c.member("system").and_then(Value::as_str), code))
     };
     match type_code {
         "code" | "string" | "uri" => Some(vec![(None, val.as_str()?)]),
         "Coding" | "Quantity" => Some(coding(val).into_iter().collect()),
         "CodeableConcept" => Some(
-            val.get("coding")
+            val.member("coding")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
@@ -77,7 +78,7 @@ fn usage_holds(run: &Run<'_, '_>, path: &str, concept: &Value) -> bool {
         return false;
     };
     let rtype = resource
-        .get("resourceType")
+        .member("resourceType")
         .and_then(Value::as_str)
         .unwrap_or("");
     let Some(rest) = path.strip_prefix(rtype).and_then(|r| r.strip_prefix('.')) else {
@@ -198,11 +199,11 @@ fn describe(system: Option<&str>, code: &str) -> String {
 /// A Coding whose system we hold completely must use one of its codes, bound or not.
 pub(crate) fn check_coding(run: &mut Run<'_, '_>, coding: &serde_json::Map<String, Value>) {
     let (Some(Value::String(system)), Some(Value::String(code))) =
-        (coding.get("system"), coding.get("code"))
+        (coding.member("system"), coding.member("code"))
     else {
         return;
     };
-    let (system, exact) = match coding.get("version").and_then(Value::as_str) {
+    let (system, exact) = match coding.member("version").and_then(Value::as_str) {
         Some(v) => (format!("{system}|{v}"), None),
         None => match run.v.defs.code_system_in(system, run.scope) {
             CodeSystemChoice::Exact(s) => (system.clone(), Some(s)),
@@ -247,13 +248,13 @@ pub(crate) fn check_coding(run: &mut Run<'_, '_>, coding: &serde_json::Map<Strin
             let english = run
                 .resources
                 .last()
-                .and_then(|r| r.get("language"))
+                .and_then(|r| r.member("language"))
                 .and_then(Value::as_str)
                 .is_none_or(|l| l == "en" || l.starts_with("en-"));
             let held = exact.as_deref().unwrap_or(&system);
             if let (true, Some(Value::String(given)), Some(display)) = (
                 english,
-                coding.get("display"),
+                coding.member("display"),
                 run.v.terminology.display(held, code),
             ) {
                 if !same_display(given, display) {

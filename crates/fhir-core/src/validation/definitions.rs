@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use crate::fhir::Member;
 use anyhow::{Context, Result};
 use serde_json::Value;
 
@@ -269,14 +270,17 @@ impl Definitions {
         let mut index: [Index; 3] = Default::default();
         for (p, resources) in contents.iter().enumerate() {
             for r in resources {
-                let target = match r.get("resourceType").and_then(Value::as_str) {
+                let target = match r.member("resourceType").and_then(Value::as_str) {
                     Some("StructureDefinition") => Target::Structure,
                     Some("ValueSet") => Target::ValueSet,
                     Some("CodeSystem") => Target::CodeSystem,
                     _ => continue,
                 };
-                if let Some(url) = r.get("url").and_then(Value::as_str) {
-                    let version = r.get("version").and_then(Value::as_str).map(String::from);
+                if let Some(url) = r.member("url").and_then(Value::as_str) {
+                    let version = r
+                        .member("version")
+                        .and_then(Value::as_str)
+                        .map(String::from);
                     index[target as usize]
                         .entry(url.to_string())
                         .or_default()
@@ -291,7 +295,7 @@ impl Definitions {
             let closure = defs.packages[p].closure.clone();
             let pin = |url: &str, t: Target| pin(&index[t as usize], url, &closure);
             for r in resources.iter_mut() {
-                match r.get("resourceType").and_then(Value::as_str) {
+                match r.member("resourceType").and_then(Value::as_str) {
                     Some("StructureDefinition") => pin_structure(r, &pin),
                     Some("ValueSet") => pin_value_set(r, &pin),
                     _ => {}
@@ -303,11 +307,11 @@ impl Definitions {
         for (p, resources) in contents.into_iter().enumerate() {
             let id = defs.packages[p].id();
             for r in resources {
-                let rtype = r.get("resourceType").and_then(Value::as_str);
+                let rtype = r.member("resourceType").and_then(Value::as_str);
                 if rtype == Some("StructureDefinition") {
                     sds.push((p, r));
                 } else if let (Some(t @ ("Questionnaire" | "Measure")), Some(url)) =
-                    (rtype, r.get("url").and_then(Value::as_str))
+                    (rtype, r.member("url").and_then(Value::as_str))
                 {
                     let key = format!("{t}|{url}");
                     defs.canonicals
@@ -432,7 +436,7 @@ impl Definitions {
     fn add_all(&mut self, sds: Vec<(PkgIdx, Value)>) {
         let mut pending: Vec<(PkgIdx, Value)> = Vec::new();
         for (p, sd) in sds {
-            if sd.get("kind").and_then(Value::as_str) == Some("logical") {
+            if sd.member("kind").and_then(Value::as_str) == Some("logical") {
                 continue;
             }
             if has_snapshot(&sd) {
@@ -449,14 +453,14 @@ impl Definitions {
                 .iter()
                 .flat_map(|(_, sd)| {
                     let url = url_of(sd).to_string();
-                    let v = sd.get("version").and_then(Value::as_str);
+                    let v = sd.member("version").and_then(Value::as_str);
                     [key(&url, v), url]
                 })
                 .collect();
             let mut waiting = Vec::new();
             for (p, sd) in pending {
                 let base = sd
-                    .get("baseDefinition")
+                    .member("baseDefinition")
                     .and_then(Value::as_str)
                     .and_then(|b| self.raw(b));
                 let blocked = !relaxed
@@ -481,7 +485,7 @@ impl Definitions {
         }
         for (p, sd) in pending {
             let base = sd
-                .get("baseDefinition")
+                .member("baseDefinition")
                 .and_then(Value::as_str)
                 .unwrap_or("(none)");
             let why = match self.failure(base) {
@@ -509,7 +513,7 @@ impl Definitions {
         let url = url_of(sd).to_string();
         let id = self.packages[p].id();
         self.report.problem(&id, &url, why.clone());
-        if let Some(v) = sd.get("version").and_then(Value::as_str) {
+        if let Some(v) = sd.member("version").and_then(Value::as_str) {
             self.failed.insert(key(&url, Some(v)), why.clone());
         }
         self.failed.insert(url, why);
@@ -614,7 +618,7 @@ impl Definitions {
             return list
                 .iter()
                 .rev()
-                .find(|(_, r)| r.get("version").and_then(Value::as_str) == Some(v))
+                .find(|(_, r)| r.member("version").and_then(Value::as_str) == Some(v))
                 .map(|(_, r)| r);
         }
         if let Some(p) = scope.and_then(|s| self.packages.get(s)) {
@@ -815,7 +819,7 @@ fn pin_value_set(vs: &mut Value, pin: &impl Fn(&str, Target) -> Option<String>) 
                 continue;
             }
             let pinned = o
-                .get("system")
+                .member("system")
                 .and_then(Value::as_str)
                 .and_then(|s| pin(s, Target::CodeSystem));
             if let Some((_, v)) = pinned.as_deref().and_then(|p| p.rsplit_once('|')) {
@@ -827,28 +831,30 @@ fn pin_value_set(vs: &mut Value, pin: &impl Fn(&str, Target) -> Option<String>) 
 
 /// The profiles a differential names on its types (extensions, datatype profiles).
 fn type_profiles(sd: &Value) -> Vec<&str> {
-    sd.get("differential")
-        .and_then(|d| d.get("element"))
+    sd.member("differential")
+        .and_then(|d| d.member("element"))
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter_map(|e| e.get("type").and_then(Value::as_array))
+        .filter_map(|e| e.member("type").and_then(Value::as_array))
         .flatten()
-        .filter_map(|t| t.get("profile").and_then(Value::as_array))
+        .filter_map(|t| t.member("profile").and_then(Value::as_array))
         .flatten()
         .filter_map(Value::as_str)
         .collect()
 }
 
 fn has_snapshot(sd: &Value) -> bool {
-    sd.get("snapshot")
-        .and_then(|s| s.get("element"))
+    sd.member("snapshot")
+        .and_then(|s| s.member("element"))
         .and_then(Value::as_array)
         .is_some_and(|a| !a.is_empty())
 }
 
 fn url_of(r: &Value) -> &str {
-    r.get("url").and_then(Value::as_str).unwrap_or("(no url)")
+    r.member("url")
+        .and_then(Value::as_str)
+        .unwrap_or("(no url)")
 }
 
 /// `url|version`, or the url alone without a version.
@@ -862,14 +868,14 @@ fn key(url: &str, version: Option<&str>) -> String {
 /// `url|version` → (`url`, `Some(version)`).
 /// `ImplementationGuide.global`: (type, profile) pairs.
 fn global_profiles(ig: &Value) -> Vec<(String, String)> {
-    ig.get("global")
+    ig.member("global")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(|g| {
             Some((
-                g.get("type")?.as_str()?.to_string(),
-                g.get("profile")?.as_str()?.to_string(),
+                g.member("type")?.as_str()?.to_string(),
+                g.member("profile")?.as_str()?.to_string(),
             ))
         })
         .collect()

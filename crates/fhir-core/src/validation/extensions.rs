@@ -14,6 +14,7 @@
 //!
 //! A child module of the walk, so it reports through the same [`Run`].
 
+use crate::fhir::Member;
 use serde_json::{Map, Value};
 
 use super::{Node, Pass, Run};
@@ -39,7 +40,7 @@ impl<'d, 'v> Run<'d, 'v> {
                 "an extension needs a value or nested extensions (ext-1)".into(),
             );
         }
-        let Some(Value::String(url)) = obj.get("url") else {
+        let Some(Value::String(url)) = obj.member("url") else {
             return;
         };
         let modifier = el.name == "modifierExtension";
@@ -134,7 +135,7 @@ impl<'d, 'v> Run<'d, 'v> {
                 // on an extension whose url is the expression, or on its value
                 "extension" => {
                     let url_of = |h: Option<&Value>| {
-                        h.and_then(|h| h.get("url"))
+                        h.and_then(|h| h.member("url"))
                             .and_then(Value::as_str)
                             .is_some_and(|u| u == expr)
                     };
@@ -206,7 +207,7 @@ impl<'d, 'v> Run<'d, 'v> {
         };
         let defs = &self.v.defs;
         let rtype = resource
-            .get("resourceType")
+            .member("resourceType")
             .and_then(Value::as_str)
             .unwrap_or("");
         let rel = self.path.get(mark..).unwrap_or("");
@@ -352,7 +353,7 @@ impl<'d, 'v> Run<'d, 'v> {
     ) -> Option<bool> {
         let &resource = self.resources.last()?;
         let compiled = fhirpath::compile(rule).ok()?;
-        let focus = if holder.get("resourceType").is_some() {
+        let focus = if holder.member("resourceType").is_some() {
             fhirpath::Node::resource(holder)
         } else if holder.is_object() {
             if def_path.contains('.') {

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use crate::fhir::Member;
 use rustc_hash::FxHashMap;
 use serde_json::Value;
 
@@ -39,14 +40,14 @@ impl<'a> Hooks<'a> for ValidatorHooks<'_> {
             Membership::Unknown { .. } => None,
         };
         let coding = |c: &Value| {
-            let code = c.get("code")?.as_str()?;
-            answer(t.check_code(value_set, c.get("system").and_then(Value::as_str), code))
+            let code = c.member("code")?.as_str()?;
+            answer(t.check_code(value_set, c.member("system").and_then(Value::as_str), code))
         };
         match item {
             Item::String(code) => answer(t.check_code(value_set, None, code)),
             Item::Node(n) => match n.value? {
                 Value::String(code) => answer(t.check_code(value_set, None, code)),
-                v if v.get("coding").is_some() => {
+                v if v.member("coding").is_some() => {
                     let results: Vec<Option<bool>> = v["coding"]
                         .as_array()
                         .into_iter()

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
 
+use crate::fhir::Member;
 use serde_json::Value;
 
 /// Index of an element inside its `Profile::elements`.
@@ -104,29 +105,32 @@ fn additional_bindings(b: &Value) -> Vec<AdditionalBinding> {
         found.push(Written {
             purpose: text("purpose"),
             value_set: text("valueSet"),
-            any: a.get("any").and_then(Value::as_bool) == Some(true),
+            any: a.member("any").and_then(Value::as_bool) == Some(true),
             contexts: items(a, "usage").collect(),
         });
     }
     for ext in items(b, "extension") {
-        let url = ext.get("url").and_then(Value::as_str).unwrap_or_default();
+        let url = ext
+            .member("url")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if !ADDITIONAL_BINDING_EXTENSIONS.contains(&url) {
             continue;
         }
         let mut one = Written::default();
         for sub in items(ext, "extension") {
             let value = |k: &str| sub.get(k).and_then(Value::as_str);
-            match sub.get("url").and_then(Value::as_str) {
+            match sub.member("url").and_then(Value::as_str) {
                 Some("purpose") => one.purpose = value("valueCode"),
                 Some("valueSet") => {
                     one.value_set = value("valueCanonical").or_else(|| value("valueUri"))
                 }
                 Some("any") => {
-                    one.any = sub.get("valueBoolean").and_then(Value::as_bool) == Some(true)
+                    one.any = sub.member("valueBoolean").and_then(Value::as_bool) == Some(true)
                 }
                 Some("usage") => one
                     .contexts
-                    .push(sub.get("valueUsageContext").unwrap_or(&NO_CONTEXT)),
+                    .push(sub.member("valueUsageContext").unwrap_or(&NO_CONTEXT)),
                 _ => {}
             }
         }
@@ -140,10 +144,10 @@ fn additional_bindings(b: &Value) -> Vec<AdditionalBinding> {
             for u in w.contexts {
                 // `code.code` names an element of the resource (`Observation.category`).
                 let path = u
-                    .get("code")
-                    .and_then(|c| c.get("code"))
+                    .member("code")
+                    .and_then(|c| c.member("code"))
                     .and_then(Value::as_str);
-                match (path, u.get("valueCodeableConcept")) {
+                match (path, u.member("valueCodeableConcept")) {
                     (Some(p), Some(c)) if p.contains('.') => usage.push((p.to_string(), c.clone())),
                     _ => usage_undecidable = true,
                 }
@@ -325,15 +329,15 @@ fn parse_max(v: Option<&Value>) -> Option<Option<u32>> {
 }
 
 fn type_ref(t: &Value, path: &str, resource: bool) -> Option<TypeRef> {
-    let mut code = t.get("code")?.as_str()?.to_string();
+    let mut code = t.member("code")?.as_str()?.to_string();
     if code.starts_with("http://hl7.org/fhirpath/System.") {
         let fhir = t
-            .get("extension")
+            .member("extension")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .find(|x| x.get("url").and_then(Value::as_str) == Some(FHIR_TYPE_EXT))
-            .and_then(|x| x.get("valueUrl").or_else(|| x.get("valueUri")))
+            .find(|x| x.member("url").and_then(Value::as_str) == Some(FHIR_TYPE_EXT))
+            .and_then(|x| x.member("valueUrl").or_else(|| x.member("valueUri")))
             .and_then(Value::as_str);
         code = match fhir {
             Some(f) => f.to_string(),
@@ -351,8 +355,8 @@ fn type_ref(t: &Value, path: &str, resource: bool) -> Option<TypeRef> {
     }
     Some(TypeRef {
         code,
-        profiles: strings(t.get("profile")),
-        target_profiles: strings(t.get("targetProfile")),
+        profiles: strings(t.member("profile")),
+        target_profiles: strings(t.member("targetProfile")),
     })
 }
 
@@ -377,7 +381,7 @@ pub fn compile(sd: &Value) -> Result<Profile, String> {
             .to_string()
     };
     let url = s("url");
-    let kind = match sd.get("kind").and_then(Value::as_str) {
+    let kind = match sd.member("kind").and_then(Value::as_str) {
         Some("primitive-type") => Kind::PrimitiveType,
         Some("complex-type") => Kind::ComplexType,
         Some("resource") => Kind::Resource,
@@ -385,8 +389,8 @@ pub fn compile(sd: &Value) -> Result<Profile, String> {
         other => return Err(format!("{url}: unknown kind {other:?}")),
     };
     let raw = sd
-        .get("snapshot")
-        .and_then(|s| s.get("element"))
+        .member("snapshot")
+        .and_then(|s| s.member("element"))
         .and_then(Value::as_array)
         .ok_or_else(|| format!("{url}: no snapshot"))?;
     if raw.is_empty() {
@@ -396,24 +400,24 @@ pub fn compile(sd: &Value) -> Result<Profile, String> {
     let mut by_id: HashMap<String, ElemIdx> = HashMap::with_capacity(raw.len());
     for (i, e) in raw.iter().enumerate() {
         let path = e
-            .get("path")
+            .member("path")
             .and_then(Value::as_str)
             .ok_or_else(|| format!("{url}: element {i} has no path"))?
             .to_string();
         let id = e
-            .get("id")
+            .member("id")
             .and_then(Value::as_str)
             .map(String::from)
             .unwrap_or_else(|| synth_id(&path, e, &elements));
         let last = path.rsplit('.').next().unwrap_or(&path);
         let choice = last.ends_with("[x]");
         let name = last.trim_end_matches("[x]").to_string();
-        let min = e.get("min").and_then(Value::as_u64).unwrap_or(0) as u32;
-        let max = parse_max(e.get("max")).unwrap_or(None);
-        let base_max = parse_max(e.get("base").and_then(|b| b.get("max")));
+        let min = e.member("min").and_then(Value::as_u64).unwrap_or(0) as u32;
+        let max = parse_max(e.member("max")).unwrap_or(None);
+        let base_max = parse_max(e.member("base").and_then(|b| b.member("max")));
         let base_min = e
-            .get("base")
-            .and_then(|b| b.get("min"))
+            .member("base")
+            .and_then(|b| b.member("min"))
             .and_then(Value::as_u64);
         let array = match base_max {
             Some(bm) => bm.is_none_or(|m| m > 1),
@@ -421,7 +425,7 @@ pub fn compile(sd: &Value) -> Result<Profile, String> {
         };
         let base_card_same = base_min == Some(u64::from(min)) && base_max == Some(max);
         let types = e
-            .get("type")
+            .member("type")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -432,7 +436,7 @@ pub fn compile(sd: &Value) -> Result<Profile, String> {
         let mut min_value = None;
         let mut max_value = None;
         let mut max_length = e
-            .get("maxLength")
+            .member("maxLength")
             .and_then(Value::as_u64)
             .map(|n| n as usize);
         if let Some(obj) = e.as_object() {
@@ -451,14 +455,14 @@ pub fn compile(sd: &Value) -> Result<Profile, String> {
         if max_length == Some(0) {
             max_length = None;
         }
-        let binding = e.get("binding").and_then(|b| {
+        let binding = e.member("binding").and_then(|b| {
             let additional = additional_bindings(b);
-            let main = b.get("valueSet").and_then(Value::as_str);
+            let main = b.member("valueSet").and_then(Value::as_str);
             if main.is_none() && additional.is_empty() {
                 return None;
             }
             // Without a value set the main binding checks nothing; its additional ones still do.
-            let strength = match (main, b.get("strength").and_then(Value::as_str)) {
+            let strength = match (main, b.member("strength").and_then(Value::as_str)) {
                 (None, _) => Strength::Example,
                 (_, Some("required")) => Strength::Required,
                 (_, Some("extensible")) => Strength::Extensible,
@@ -472,30 +476,30 @@ pub fn compile(sd: &Value) -> Result<Profile, String> {
             })
         });
         let constraints = e
-            .get("constraint")
+            .member("constraint")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
             .filter_map(|c| {
-                let key = c.get("key")?.as_str()?;
-                let expression = c.get("expression")?.as_str()?;
+                let key = c.member("key")?.as_str()?;
+                let expression = c.member("expression")?.as_str()?;
                 Some(Constraint {
                     key: key.to_string(),
-                    error: c.get("severity").and_then(Value::as_str) != Some("warning"),
+                    error: c.member("severity").and_then(Value::as_str) != Some("warning"),
                     expression: corrected(key, expression).to_string(),
-                    human: c.get("human").and_then(Value::as_str).map(String::from),
+                    human: c.member("human").and_then(Value::as_str).map(String::from),
                     compiled: std::sync::OnceLock::new(),
                 })
             })
             .collect();
-        let slicing = e.get("slicing").map(|s| Slicing {
+        let slicing = e.member("slicing").map(|s| Slicing {
             discriminators: s
-                .get("discriminator")
+                .member("discriminator")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
                 .filter_map(|d| {
-                    let kind = match d.get("type")?.as_str()? {
+                    let kind = match d.member("type")?.as_str()? {
                         "value" => DiscriminatorKind::Value,
                         "pattern" => DiscriminatorKind::Pattern,
                         "type" => DiscriminatorKind::Type,
@@ -505,12 +509,15 @@ pub fn compile(sd: &Value) -> Result<Profile, String> {
                     };
                     Some(Discriminator {
                         kind,
-                        path: d.get("path")?.as_str()?.to_string(),
+                        path: d.member("path")?.as_str()?.to_string(),
                     })
                 })
                 .collect(),
-            ordered: s.get("ordered").and_then(Value::as_bool).unwrap_or(false),
-            rules: match s.get("rules").and_then(Value::as_str) {
+            ordered: s
+                .member("ordered")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            rules: match s.member("rules").and_then(Value::as_str) {
                 Some("closed") => SlicingRules::Closed,
                 Some("openAtEnd") => SlicingRules::OpenAtEnd,
                 _ => SlicingRules::Open,
@@ -521,7 +528,10 @@ pub fn compile(sd: &Value) -> Result<Profile, String> {
             path,
             name,
             choice,
-            slice_name: e.get("sliceName").and_then(Value::as_str).map(String::from),
+            slice_name: e
+                .member("sliceName")
+                .and_then(Value::as_str)
+                .map(String::from),
             min,
             max,
             array,
@@ -539,7 +549,7 @@ pub fn compile(sd: &Value) -> Result<Profile, String> {
             min_value,
             max_value,
             is_modifier: e
-                .get("isModifier")
+                .member("isModifier")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
             keys: FxHashMap::default(),
@@ -571,7 +581,7 @@ pub fn compile(sd: &Value) -> Result<Profile, String> {
     }
     // contentReference `#Questionnaire.item` → the element with that id.
     for (i, e) in raw.iter().enumerate() {
-        if let Some(r) = e.get("contentReference").and_then(Value::as_str) {
+        if let Some(r) = e.member("contentReference").and_then(Value::as_str) {
             let target = r.rsplit_once('#').map_or(r, |(_, t)| t);
             elements[i].content_ref = by_id.get(target).copied();
         }
@@ -592,30 +602,36 @@ pub fn compile(sd: &Value) -> Result<Profile, String> {
     }
     Ok(Profile {
         url,
-        version: sd.get("version").and_then(Value::as_str).map(String::from),
+        version: sd
+            .member("version")
+            .and_then(Value::as_str)
+            .map(String::from),
         name: s("name"),
         type_name: s("type"),
         kind,
-        is_abstract: sd.get("abstract").and_then(Value::as_bool).unwrap_or(false),
-        constraint: sd.get("derivation").and_then(Value::as_str) == Some("constraint"),
+        is_abstract: sd
+            .member("abstract")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        constraint: sd.member("derivation").and_then(Value::as_str) == Some("constraint"),
         base: sd
-            .get("baseDefinition")
+            .member("baseDefinition")
             .and_then(Value::as_str)
             .map(String::from),
         elements,
         context: sd
-            .get("context")
+            .member("context")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
             .filter_map(|c| {
                 Some((
-                    c.get("type")?.as_str()?.to_string(),
-                    c.get("expression")?.as_str()?.to_string(),
+                    c.member("type")?.as_str()?.to_string(),
+                    c.member("expression")?.as_str()?.to_string(),
                 ))
             })
             .collect(),
-        context_invariants: strings(sd.get("contextInvariant")),
+        context_invariants: strings(sd.member("contextInvariant")),
         package: 0,
     })
 }
@@ -623,7 +639,7 @@ pub fn compile(sd: &Value) -> Result<Profile, String> {
 /// An element id for snapshots that lack ids: the path, with the slice name of the nearest
 /// enclosing slice spliced in.
 fn synth_id(path: &str, e: &Value, before: &[Element]) -> String {
-    if let Some(slice) = e.get("sliceName").and_then(Value::as_str) {
+    if let Some(slice) = e.member("sliceName").and_then(Value::as_str) {
         return format!("{path}:{slice}");
     }
     for prev in before.iter().rev() {

@@ -8,6 +8,7 @@
 
 use std::fmt::Write as _;
 
+use crate::fhir::Member;
 use serde_json::{Map, Value};
 
 use super::references::EntryIndex;
@@ -92,12 +93,12 @@ const VITAL_SIGNS: &[(&str, &[&str])] = &[
 /// The core vital-signs profile that applies to an Observation by its code (the first LOINC
 /// coding that is a vital sign decides, as in HL7's validator), if any.
 pub(crate) fn vital_sign_profile(obs: &Map<String, Value>) -> Option<String> {
-    let codings = obs.get("code")?.get("coding")?.as_array()?;
+    let codings = obs.member("code")?.member("coding")?.as_array()?;
     for c in codings {
-        if c.get("system").and_then(Value::as_str) != Some("http://loinc.org") {
+        if c.member("system").and_then(Value::as_str) != Some("http://loinc.org") {
             continue;
         }
-        let Some(code) = c.get("code").and_then(Value::as_str) else {
+        let Some(code) = c.member("code").and_then(Value::as_str) else {
             continue;
         };
         if let Some((name, _)) = VITAL_SIGNS.iter().find(|(_, codes)| codes.contains(&code)) {
@@ -209,7 +210,7 @@ impl<'v> Run<'_, 'v> {
     /// (`http://…`, `urn:uuid:…`), contained or not: `ValueSet/x` or `c1` is refused, as by HL7's
     /// validator. (The element is a `uri`, which alone would allow a relative one.)
     pub(super) fn canonical_url(&mut self, obj: &'v Map<String, Value>, rtype: &str) {
-        let Some(url) = obj.get("url").and_then(Value::as_str) else {
+        let Some(url) = obj.member("url").and_then(Value::as_str) else {
             return;
         };
         if !url.is_empty() && !is_absolute(url) && CANONICAL_RESOURCES.contains(&rtype) {
@@ -227,11 +228,11 @@ impl<'v> Run<'_, 'v> {
     /// A CodeSystem that supplements another says so in `content` too (`supplement`): read as a
     /// code system of its own, its few codes would stand for the whole of the one it adds to.
     pub(super) fn code_system_rules(&mut self, obj: &'v Map<String, Value>) {
-        let Some(base) = obj.get("supplements").and_then(Value::as_str) else {
+        let Some(base) = obj.member("supplements").and_then(Value::as_str) else {
             return;
         };
         let content = obj
-            .get("content")
+            .member("content")
             .and_then(Value::as_str)
             .unwrap_or_default();
         if content != "supplement" {
@@ -253,7 +254,7 @@ impl<'v> Run<'_, 'v> {
         let registry = crate::fhir::search_params::SearchParamRegistry::embedded();
         let mark = self.path.len();
         let rests = obj
-            .get("rest")
+            .member("rest")
             .and_then(Value::as_array)
             .into_iter()
             .flatten();
@@ -292,8 +293,11 @@ impl<'v> Run<'_, 'v> {
     /// Bundle rules that are not invariants: each fullUrl absolute, and agreeing with its entry's
     /// type and id when it is a RESTful URL; link relations; a searchset's entries.
     pub(super) fn bundle_rules(&mut self, obj: &'v Map<String, Value>) {
-        let btype = obj.get("type").and_then(Value::as_str).unwrap_or_default();
-        let entries: &[Value] = match obj.get("entry") {
+        let btype = obj
+            .member("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let entries: &[Value] = match obj.member("entry") {
             Some(Value::Array(a)) => a,
             _ => &[],
         };
@@ -312,7 +316,7 @@ impl<'v> Run<'_, 'v> {
                         truncate(full)
                     ),
                 );
-            } else if let Some(res) = e.get("resource") {
+            } else if let Some(res) = e.member("resource") {
                 let rt = str_at(res, "resourceType");
                 let defs = &self.v.defs;
                 // Only a fullUrl shaped like a RESTful URL of a resource must name the entry's own
@@ -355,7 +359,7 @@ impl<'v> Run<'_, 'v> {
     /// references (else a warning, if the entry at least refers to something that is), or an
     /// error when no chain of references in either direction connects them.
     fn document_or_message(&mut self, btype: &str, entries: &'v [Value]) {
-        let Some(first) = entries.first().and_then(|e| e.get("resource")) else {
+        let Some(first) = entries.first().and_then(|e| e.member("resource")) else {
             return;
         };
         let index = EntryIndex::new(entries);
@@ -373,7 +377,7 @@ impl<'v> Run<'_, 'v> {
                     }
                 }
                 for (i, a) in items(first, "attester").enumerate() {
-                    if let Some(r) = a.get("party").and_then(|p| str_at(p, "reference")) {
+                    if let Some(r) = a.member("party").and_then(|p| str_at(p, "reference")) {
                         named.push((format!("attester[{i}].party"), r, "attester.party"));
                     }
                 }
@@ -419,7 +423,7 @@ impl<'v> Run<'_, 'v> {
             .iter()
             .map(|e| {
                 let mut out = Vec::new();
-                if let Some(r) = e.get("resource") {
+                if let Some(r) = e.member("resource") {
                     crate::fhir::each_reference(r, &mut |t| {
                         if let Some(j) = index.find(unversioned(t)) {
                             out.push(j);
@@ -454,7 +458,7 @@ impl<'v> Run<'_, 'v> {
         let connected = reach(true);
         let mark = self.path.len();
         for (i, e) in entries.iter().enumerate() {
-            if forward[i] || e.get("resource").is_none() {
+            if forward[i] || e.member("resource").is_none() {
                 continue;
             }
             let name = str_at(e, "fullUrl").unwrap_or("this entry");
@@ -477,7 +481,7 @@ impl<'v> Run<'_, 'v> {
     /// `Bundle.link`: paging relations only where paging exists (searchset, history), and no
     /// relation among `self` and the paging ones twice.
     fn bundle_links(&mut self, obj: &'v Map<String, Value>, btype: &str) {
-        let Some(Value::Array(links)) = obj.get("link") else {
+        let Some(Value::Array(links)) = obj.member("link") else {
             return;
         };
         const PAGING: [&str; 4] = ["first", "previous", "next", "last"];
@@ -521,11 +525,11 @@ impl<'v> Run<'_, 'v> {
     /// A searchset's entries: when they carry `search.mode`, a match or include has a resource
     /// with an id (a match of a searched type), and an outcome is an OperationOutcome.
     fn searchset(&mut self, obj: &'v Map<String, Value>, entries: &'v [Value]) {
-        let mode = |e: &'v Value| e.get("search").and_then(|s| str_at(s, "mode"));
+        let mode = |e: &'v Value| e.member("search").and_then(|s| str_at(s, "mode"));
         let with_mode = entries.iter().filter(|e| mode(e).is_some()).count();
         let defs = &self.v.defs;
         let types: Vec<&str> = obj
-            .get("link")
+            .member("link")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -536,7 +540,7 @@ impl<'v> Run<'_, 'v> {
         let mark = self.path.len();
         for (i, e) in entries.iter().enumerate() {
             let _ = write!(self.path, ".entry[{i}]");
-            let res = e.get("resource");
+            let res = e.member("resource");
             let rt = res.and_then(|r| str_at(r, "resourceType")).unwrap_or("");
             let id = res.and_then(|r| str_at(r, "id"));
             match (res, mode(e)) {
@@ -587,7 +591,7 @@ impl<'v> Run<'_, 'v> {
     pub(super) fn bundle_versions(&mut self, r: &str) {
         let Some(entries) = self
             .bundle
-            .and_then(|b| b.get("entry"))
+            .and_then(|b| b.member("entry"))
             .and_then(Value::as_array)
         else {
             return;
@@ -604,7 +608,7 @@ impl<'v> Run<'_, 'v> {
             .into_iter()
             .filter_map(|i| {
                 let e = entries.get(i)?;
-                Some((str_at(e, "fullUrl")?, e.get("resource")?))
+                Some((str_at(e, "fullUrl")?, e.member("resource")?))
             })
             .collect();
         // Versions of one resource share its fullUrl; the same `Type/id` under different bases
@@ -618,7 +622,7 @@ impl<'v> Run<'_, 'v> {
         }
         let versions: Vec<Option<&str>> = matched
             .iter()
-            .map(|(_, res)| res.get("meta").and_then(|m| str_at(m, "versionId")))
+            .map(|(_, res)| res.member("meta").and_then(|m| str_at(m, "versionId")))
             .collect();
         match version {
             Some(v) if !versions.is_empty() && !versions.contains(&Some(v)) => {
@@ -654,8 +658,8 @@ impl<'v> Run<'_, 'v> {
         let defs = &self.v.defs;
         let base = str_at(sd, "baseDefinition").and_then(|b| defs.raw(b));
         let has_diff = sd
-            .get("differential")
-            .and_then(|d| d.get("element"))
+            .member("differential")
+            .and_then(|d| d.member("element"))
             .and_then(Value::as_array)
             .is_some_and(|a| !a.is_empty());
         if str_at(sd, "derivation") == Some("constraint") && has_diff {
@@ -680,7 +684,7 @@ impl<'v> Run<'_, 'v> {
         {
             let fixed = ["differential", "snapshot"].iter().find_map(|part| {
                 sd.get(*part)?
-                    .get("element")?
+                    .member("element")?
                     .as_array()?
                     .iter()
                     .filter(|e| str_at(e, "path") == Some("Extension.url"))

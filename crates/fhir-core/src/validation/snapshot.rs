@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 
+use crate::fhir::Member;
 use serde_json::{Map, Value};
 
 use super::definitions::Definitions;
@@ -47,7 +48,7 @@ type Cardinalities = HashMap<String, (Option<Value>, Option<Value>)>;
 
 fn elements(sd: &Value, part: &str) -> Vec<Value> {
     sd.get(part)
-        .and_then(|s| s.get("element"))
+        .and_then(|s| s.member("element"))
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default()
@@ -92,9 +93,9 @@ pub fn generate(
         if path.is_empty() {
             return Err("a differential element has no path".into());
         }
-        let id = match obj.get("id").and_then(Value::as_str) {
+        let id = match obj.member("id").and_then(Value::as_str) {
             Some(id) => id.to_string(),
-            None => match obj.get("sliceName").and_then(Value::as_str) {
+            None => match obj.member("sliceName").and_then(Value::as_str) {
                 Some(s) => format!("{path}:{s}"),
                 None => path.to_string(),
             },
@@ -117,7 +118,7 @@ pub fn generate(
             }
         }
         previous = Some(id.clone());
-        if let (Some(d), Some(b)) = (obj.get("slicing"), snap[idx].get("slicing")) {
+        if let (Some(d), Some(b)) = (obj.member("slicing"), snap[idx].member("slicing")) {
             if let Some(why) = slicing_redefined(d, b) {
                 warnings.push(format!(
                     "{id} restates the slicing of its base with a different {why}; a profile may \
@@ -126,9 +127,12 @@ pub fn generate(
                 ));
             }
         }
-        before
-            .entry(id.clone())
-            .or_insert_with(|| (snap[idx].get("min").cloned(), snap[idx].get("max").cloned()));
+        before.entry(id.clone()).or_insert_with(|| {
+            (
+                snap[idx].member("min").cloned(),
+                snap[idx].member("max").cloned(),
+            )
+        });
         merge(&mut snap[idx], obj);
         // A constraint on a child of a sliced element holds in every slice too
         // (`coding.version` max 0 → `coding:S.version` max 0).
@@ -167,7 +171,7 @@ fn choice_as_type_slice(snap: &[Value], id: &str) -> String {
                     .find(|&k| {
                         let choice = format!("{out}{}[x]", &seg[..k]);
                         find(snap, &choice).is_some_and(|c| {
-                            choice_slice_type(&choice, seg, snap[c].get("type")).is_some()
+                            choice_slice_type(&choice, seg, snap[c].member("type")).is_some()
                         })
                     });
                 if let Some(k) = split {
@@ -213,7 +217,7 @@ fn locate(
             return Ok(i);
         }
         // A type slice of a choice (`value[x]:valueQuantity`) implies slicing by type.
-        let implied = choice_slice_type(&sliced_id, slice, snap[sliced].get("type")).is_some();
+        let implied = choice_slice_type(&sliced_id, slice, snap[sliced].member("type")).is_some();
         if let Some(o) = snap[sliced].as_object_mut() {
             if implied && !o.contains_key("slicing") {
                 o.insert(
@@ -250,7 +254,7 @@ fn locate(
                         }
                     }
                     // a type slice of a choice (`value[x]:valueQuantity`) has that one type
-                    if let Some(t) = choice_slice_type(&eid, slice, o.get("type")) {
+                    if let Some(t) = choice_slice_type(&eid, slice, o.member("type")) {
                         o.insert("type".into(), Value::Array(vec![t]));
                     }
                 }
@@ -322,11 +326,11 @@ fn unfold(
     let parent_id = str_of(p, "id").to_string();
     let parent_path = str_of(p, "path").to_string();
     let types = p
-        .get("type")
+        .member("type")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let source = if let Some(r) = p.get("contentReference").and_then(Value::as_str) {
+    let source = if let Some(r) = p.member("contentReference").and_then(Value::as_str) {
         // copy the referenced element's children from this same snapshot
         let target = r.rsplit_once('#').map_or(r, |(_, t)| t).to_string();
         let kids: Vec<Value> = snap
@@ -352,7 +356,7 @@ fn unfold(
             }
         };
         let profile_url = t
-            .get("profile")
+            .member("profile")
             .and_then(Value::as_array)
             .and_then(|a| a.first())
             .and_then(Value::as_str);
@@ -399,13 +403,13 @@ fn merge(target: &mut Value, diff: &Map<String, Value>) {
     for (k, v) in diff {
         if k == "constraint" {
             let mut all = t
-                .get("constraint")
+                .member("constraint")
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
             for c in v.as_array().into_iter().flatten() {
-                let key = c.get("key");
-                all.retain(|x| x.get("key") != key);
+                let key = c.member("key");
+                all.retain(|x| x.member("key") != key);
                 all.push(c.clone());
             }
             t.insert(k.clone(), Value::Array(all));
@@ -425,7 +429,7 @@ fn merge(target: &mut Value, diff: &Map<String, Value>) {
 /// as HL7's snapshot generator accepts; nothing else).
 fn slicing_redefined(diff: &Value, base: &Value) -> Option<String> {
     let discriminators = |s: &Value| -> Vec<(String, String)> {
-        s.get("discriminator")
+        s.member("discriminator")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -447,8 +451,8 @@ fn slicing_redefined(diff: &Value, base: &Value) -> Option<String> {
         ));
     }
     if let (Some(d), Some(b)) = (
-        diff.get("ordered").and_then(Value::as_bool),
-        base.get("ordered").and_then(Value::as_bool),
+        diff.member("ordered").and_then(Value::as_bool),
+        base.member("ordered").and_then(Value::as_bool),
     ) {
         if d != b {
             return Some(format!("order (ordered {d} where the base has {b})"));
@@ -476,13 +480,13 @@ fn narrow(target: &mut Value, diff: &Map<String, Value>) {
     let Some(t) = target.as_object_mut() else {
         return;
     };
-    if let Some(min) = diff.get("min").and_then(Value::as_u64) {
-        if t.get("min").and_then(Value::as_u64).unwrap_or(0) < min {
+    if let Some(min) = diff.member("min").and_then(Value::as_u64) {
+        if t.member("min").and_then(Value::as_u64).unwrap_or(0) < min {
             t.insert("min".into(), Value::from(min));
         }
     }
-    if let Some(max) = diff.get("max").and_then(Value::as_str) {
-        let current = t.get("max").and_then(Value::as_str).unwrap_or("*");
+    if let Some(max) = diff.member("max").and_then(Value::as_str) {
+        let current = t.member("max").and_then(Value::as_str).unwrap_or("*");
         let stricter = match (current.parse::<u64>(), max.parse::<u64>()) {
             (_, Err(_)) => false,
             (Err(_), Ok(_)) => true,

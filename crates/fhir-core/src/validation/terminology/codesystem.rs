@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use rustc_hash::FxHashMap as HashMap;
 
+use crate::fhir::Member;
 use regex::Regex;
 use serde_json::Value;
 
@@ -74,12 +75,12 @@ impl CodeSystem {
             Some(other) => return Err(format!("CodeSystem {url}: unknown content '{other}'")),
             None => return Err(format!("CodeSystem {url}: content is missing")),
         };
-        let case_sensitive = match resource.get("caseSensitive") {
+        let case_sensitive = match resource.member("caseSensitive") {
             None | Some(Value::Null) => None,
             Some(Value::Bool(b)) => Some(*b),
             Some(_) => return Err(format!("CodeSystem {url}: caseSensitive is not a boolean")),
         };
-        let version_needed = matches!(resource.get("versionNeeded"), Some(Value::Bool(true)));
+        let version_needed = matches!(resource.member("versionNeeded"), Some(Value::Bool(true)));
         let value_set = opt_str(resource, "valueSet")?.map(str::to_owned);
         let supplements = opt_str(resource, "supplements")?.map(str::to_owned);
 
@@ -388,7 +389,7 @@ fn property_value(p: &Value) -> Option<String> {
             Value::String(s) => Some(s.clone()),
             Value::Bool(b) => Some(b.to_string()),
             Value::Number(n) => Some(n.to_string()),
-            Value::Object(o) => o.get("code").and_then(Value::as_str).map(str::to_owned),
+            Value::Object(o) => o.member("code").and_then(Value::as_str).map(str::to_owned),
             _ => None,
         };
     }

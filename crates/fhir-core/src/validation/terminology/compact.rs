@@ -2,12 +2,13 @@
 //! repository (no narrative, descriptions, copyright, contacts, definitions, designations or
 //! extensions). The terminology store answers the same on compacted and full resources.
 
+use crate::fhir::Member;
 use serde_json::{Map, Value};
 
 /// Strips a CodeSystem or ValueSet to the elements that membership, hierarchy and display
 /// depend on. Other resources are returned unchanged.
 pub fn compact(resource: &Value) -> Value {
-    match resource.get("resourceType").and_then(Value::as_str) {
+    match resource.member("resourceType").and_then(Value::as_str) {
         Some("CodeSystem") => keep(
             resource,
             &[

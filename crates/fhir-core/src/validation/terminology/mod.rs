@@ -53,6 +53,7 @@ use std::cmp::Ordering;
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Mutex;
 
+use crate::fhir::Member;
 use serde_json::Value;
 
 use self::codesystem::{CodeSystem, Content};
@@ -128,7 +129,7 @@ impl Terminology {
     /// Adds a CodeSystem or ValueSet. Other resource types and malformed resources are
     /// rejected with a message; the store is unchanged then.
     pub fn add(&mut self, resource: &Value) -> Result<(), String> {
-        match resource.get("resourceType").and_then(Value::as_str) {
+        match resource.member("resourceType").and_then(Value::as_str) {
             Some("CodeSystem") => {
                 let cs = CodeSystem::parse(resource)?;
                 // A supplement defines no codes, whatever its `content` says (one that says

@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::fhir::Member;
 use serde_json::Value;
 
 use super::codesystem::{array, full_match_regex, CodeSystem, Content};
@@ -72,11 +73,11 @@ impl ValueSet {
         let url = req_str(resource, "url")?.to_owned();
         let version = opt_str(resource, "version")?.map(str::to_owned);
         let ctx = |e: String| format!("ValueSet {url}: {e}");
-        let compose = match resource.get("compose") {
+        let compose = match resource.member("compose") {
             None | Some(Value::Null) => None,
             Some(c) => Some(Compose::parse(c).map_err(ctx)?),
         };
-        let expansion = match resource.get("expansion") {
+        let expansion = match resource.member("expansion") {
             None | Some(Value::Null) => None,
             Some(e) => Some(Expansion::parse(e).map_err(ctx)?),
         };
@@ -128,7 +129,7 @@ impl Compose {
         let clauses = |key: &str| -> Result<Vec<Clause>, String> {
             array(c, key)?.iter().map(Clause::parse).collect()
         };
-        let inactive = match c.get("inactive") {
+        let inactive = match c.member("inactive") {
             None | Some(Value::Null) => None,
             Some(Value::Bool(b)) => Some(*b),
             Some(_) => return Err("compose.inactive is not a boolean".into()),
@@ -190,8 +191,8 @@ impl Expansion {
             }
             stack.extend(array(c, "contains")?.iter());
         }
-        let total = e.get("total").and_then(Value::as_u64);
-        let offset = e.get("offset").and_then(Value::as_u64).unwrap_or(0);
+        let total = e.member("total").and_then(Value::as_u64);
+        let offset = e.member("offset").and_then(Value::as_u64).unwrap_or(0);
         let partial = offset > 0 || total.is_some_and(|t| t > codes.len() as u64);
         Ok(Expansion { codes, partial })
     }

@@ -10,6 +10,7 @@
 
 use std::cell::OnceCell;
 
+use crate::fhir::Member;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::Value;
 
@@ -126,9 +127,9 @@ impl<'v> Run<'_, 'v> {
 /// The contained resources of `resource` by id, the first of each.
 fn index(resource: &Value) -> FxHashMap<&str, &Value> {
     let mut by_id = FxHashMap::default();
-    let contained = resource.get("contained").and_then(Value::as_array);
+    let contained = resource.member("contained").and_then(Value::as_array);
     for c in contained.into_iter().flatten() {
-        if let Some(id) = c.get("id").and_then(Value::as_str) {
+        if let Some(id) = c.member("id").and_then(Value::as_str) {
             by_id.entry(id).or_insert(c);
         }
     }
@@ -138,7 +139,7 @@ fn index(resource: &Value) -> FxHashMap<&str, &Value> {
 /// The ids of the contained resources of `resource` that nothing within it references and that
 /// do not refer back to it, in order.
 fn unreferenced<'v>(resource: &'v Value, frame: &Frame<'v>) -> Vec<&'v str> {
-    let Some(contained) = resource.get("contained").and_then(Value::as_array) else {
+    let Some(contained) = resource.member("contained").and_then(Value::as_array) else {
         return Vec::new();
     };
     let refs: FxHashSet<&str> = frame
@@ -158,7 +159,7 @@ fn unreferenced<'v>(resource: &'v Value, frame: &Frame<'v>) -> Vec<&'v str> {
         .filter_map(|c| {
             // dom-3 builds `'#' + id`, empty without an id, which leaves the resource out of
             // its `where` (the missing id is reported by its own rule).
-            let id = c.get("id")?.as_str()?;
+            let id = c.member("id")?.as_str()?;
             (!refs.contains(id)).then_some(id)
         })
         .collect()

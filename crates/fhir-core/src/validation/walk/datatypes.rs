@@ -2,12 +2,13 @@
 //! starts before it ends, an `Attachment`'s size matches its data.
 
 use super::*;
+use crate::fhir::Member;
 
 impl<'d, 'v> Run<'d, 'v> {
     /// `Coding.system` names a code system by an absolute URI: not a local reference, not a
     /// value set, and not a supplement.
     pub(super) fn coding_system(&mut self, coding: &Map<String, Value>) {
-        let Some(Value::String(system)) = coding.get("system") else {
+        let Some(Value::String(system)) = coding.member("system") else {
             return;
         };
         let absolute = crate::validation::primitive::has_scheme(system);
@@ -45,7 +46,8 @@ impl<'d, 'v> Run<'d, 'v> {
     /// date against a dateTime by the day); equal there is undecided, which fails the rule as
     /// it does in the reference validator.
     pub(super) fn period(&mut self, p: &Map<String, Value>) {
-        let (Some(Value::String(start)), Some(Value::String(end))) = (p.get("start"), p.get("end"))
+        let (Some(Value::String(start)), Some(Value::String(end))) =
+            (p.member("start"), p.member("end"))
         else {
             return;
         };
@@ -68,7 +70,7 @@ impl<'d, 'v> Run<'d, 'v> {
     /// one (a scheme first), so a bare OID is written `urn:oid:1.2.3` (as HL7's validator checks).
     pub(super) fn identifier_uri(&mut self, id: &Map<String, Value>) {
         let (Some(Value::String(system)), Some(Value::String(value))) =
-            (id.get("system"), id.get("value"))
+            (id.member("system"), id.member("value"))
         else {
             return;
         };
@@ -96,7 +98,8 @@ impl<'d, 'v> Run<'d, 'v> {
 
     /// `Attachment.size` is the number of bytes `data` decodes to.
     pub(super) fn attachment_size(&mut self, att: &Map<String, Value>) {
-        let (Some(size), Some(Value::String(data))) = (att.get("size"), att.get("data")) else {
+        let (Some(size), Some(Value::String(data))) = (att.member("size"), att.member("data"))
+        else {
             return;
         };
         let (Some(stated), Some(actual)) = (

@@ -2,6 +2,7 @@
 //! types, and the profiles a referenced or contained resource must meet.
 
 use super::*;
+use crate::fhir::Member;
 
 impl<'d, 'v> Run<'d, 'v> {
     /// Reference format, contained and Bundle resolution, target types (narrowed by `profile`).
@@ -11,13 +12,13 @@ impl<'d, 'v> Run<'d, 'v> {
         el: &Element,
         profile: Option<&Profile>,
     ) {
-        let Some(Value::String(r)) = obj.get("reference") else {
+        let Some(Value::String(r)) = obj.member("reference") else {
             return;
         };
         let mark = self.path.len();
         self.path.push_str(".reference");
         let target_type = self.reference_type(r, profile.is_none());
-        if let (Some(t), Some(Value::String(declared))) = (&target_type, obj.get("type")) {
+        if let (Some(t), Some(Value::String(declared))) = (&target_type, obj.member("type")) {
             if t != declared && profile.is_none() {
                 self.error(
                     "value",
@@ -59,7 +60,7 @@ impl<'d, 'v> Run<'d, 'v> {
             }
             return match found {
                 Some(c) => c
-                    .get("resourceType")
+                    .member("resourceType")
                     .and_then(Value::as_str)
                     .map(String::from),
                 None => {
@@ -78,7 +79,7 @@ impl<'d, 'v> Run<'d, 'v> {
         }
         if let Some(entry) = self.bundle_entry(r) {
             return entry
-                .get("resourceType")
+                .member("resourceType")
                 .and_then(Value::as_str)
                 .map(String::from);
         }
@@ -137,10 +138,10 @@ impl<'d, 'v> Run<'d, 'v> {
 
     /// The resource of the Bundle entry whose fullUrl is `r` (or ends with `/r` for relative refs).
     pub(super) fn bundle_entry(&self, r: &str) -> Option<&'v Value> {
-        let entries = self.bundle?.get("entry")?.as_array()?;
+        let entries = self.bundle?.member("entry")?.as_array()?;
         entries
             .get(self.entry_index(entries).find(r)?)?
-            .get("resource")
+            .member("resource")
     }
 
     /// The index of the Bundle's `entries`, built on first use.
@@ -154,7 +155,7 @@ impl<'d, 'v> Run<'d, 'v> {
         let Some(obj) = val.as_object() else {
             return;
         };
-        let Some(rtype) = obj.get("resourceType").and_then(Value::as_str) else {
+        let Some(rtype) = obj.member("resourceType").and_then(Value::as_str) else {
             return;
         };
         if el.types.is_empty()
@@ -227,15 +228,15 @@ impl<'d, 'v> Run<'d, 'v> {
         'd: 'x,
         'v: 'x,
     {
-        let is = |r: &&Value| r.get("resourceType").and_then(Value::as_str) == Some(rtype);
+        let is = |r: &&Value| r.member("resourceType").and_then(Value::as_str) == Some(rtype);
         if let Some(id) = canonical.strip_prefix('#') {
             return holder
-                .get("contained")
+                .member("contained")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
                 .filter(is)
-                .find(|r| r.get("id").and_then(Value::as_str) == Some(id));
+                .find(|r| r.member("id").and_then(Value::as_str) == Some(id));
         }
         let (url, version) = match canonical.split_once('|') {
             Some((u, v)) => (u, Some(v)),
@@ -247,18 +248,19 @@ impl<'d, 'v> Run<'d, 'v> {
             .filter(|id| crate::fhir::is_valid_id(id));
         let matches = |r: &&Value| {
             is(r)
-                && (r.get("url").and_then(Value::as_str) == Some(url)
-                    && version.is_none_or(|v| r.get("version").and_then(Value::as_str) == Some(v))
-                    || literal.is_some() && r.get("id").and_then(Value::as_str) == literal)
+                && (r.member("url").and_then(Value::as_str) == Some(url)
+                    && version
+                        .is_none_or(|v| r.member("version").and_then(Value::as_str) == Some(v))
+                    || literal.is_some() && r.member("id").and_then(Value::as_str) == literal)
         };
         let (v, supplied, bundle, scope): (&'d Validator, &'v [Value], _, _) =
             (self.v, self.supplied, self.bundle, self.scope);
         let in_bundle = bundle
-            .and_then(|b| b.get("entry"))
+            .and_then(|b| b.member("entry"))
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .filter_map(|e| e.get("resource"))
+            .filter_map(|e| e.member("resource"))
             .find(matches);
         in_bundle
             .or_else(|| supplied.iter().find(matches))
@@ -337,10 +339,10 @@ impl<'v> EntryIndex<'v> {
             versions_by_tail: Default::default(),
         };
         for (i, e) in entries.iter().enumerate() {
-            let Some(full) = e.get("fullUrl").and_then(Value::as_str) else {
+            let Some(full) = e.member("fullUrl").and_then(Value::as_str) else {
                 continue;
             };
-            if e.get("resource").is_none() {
+            if e.member("resource").is_none() {
                 continue;
             }
             index.by_url.entry(full).or_insert(i);

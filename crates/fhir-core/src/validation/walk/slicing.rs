@@ -3,6 +3,7 @@
 
 use super::element_rules::{equal_ignoring_extras, matches_pattern};
 use super::*;
+use crate::fhir::Member;
 
 impl<'d, 'v> Run<'d, 'v> {
     /// Sliced element in a profile pass: sort the values into slices by discriminator, then check
@@ -232,7 +233,7 @@ impl<'d, 'v> Run<'d, 'v> {
                     let actual = match path.strip_prefix("resolve()") {
                         Some(rest) => {
                             let target = item
-                                .get("reference")
+                                .member("reference")
                                 .and_then(Value::as_str)
                                 .and_then(|r| self.resolve_reference(r));
                             match target {
@@ -280,7 +281,7 @@ impl<'d, 'v> Run<'d, 'v> {
                     else {
                         return false;
                     };
-                    let actual = target.get("resourceType").and_then(Value::as_str);
+                    let actual = target.member("resourceType").and_then(Value::as_str);
                     urls.iter().any(|u| {
                         self.v
                             .defs
@@ -311,7 +312,7 @@ impl<'d, 'v> Run<'d, 'v> {
                     };
                     let Some(target) = target else { return false };
                     let actual = target
-                        .get("resourceType")
+                        .member("resourceType")
                         .and_then(Value::as_str)
                         .map(String::from);
                     match actual {
@@ -363,7 +364,7 @@ impl<'d, 'v> Run<'d, 'v> {
         let before = before.trim_end_matches('.');
         let reference = json_path(item, before)
             .into_iter()
-            .find_map(|r| r.get("reference").and_then(Value::as_str))?;
+            .find_map(|r| r.member("reference").and_then(Value::as_str))?;
         let Some(target) = self.resolve_reference(reference) else {
             self.undetermined = true;
             return None;
@@ -706,12 +707,12 @@ pub(crate) fn json_path<'a>(v: &'a Value, path: &str) -> Vec<&'a Value> {
         if let Some(url) = extension_step(step) {
             for c in current {
                 for x in c
-                    .get("extension")
+                    .member("extension")
                     .and_then(Value::as_array)
                     .into_iter()
                     .flatten()
                 {
-                    if x.get("url").and_then(Value::as_str) == Some(url) {
+                    if x.member("url").and_then(Value::as_str) == Some(url) {
                         next.push(x);
                     }
                 }
