@@ -369,6 +369,13 @@ fn url(value: &str, image: bool) -> Result<(), String> {
     let owned: String;
     let cleaned = if value.bytes().all(|b| matches!(b, 0x21..=0x7e)) {
         value
+    } else if !has_control(value) {
+        // Spaces, but no control character: nothing to trim or refuse. What is judged below
+        // (the scheme, and a data: URL's media type) ends by the first comma, so only that much
+        // is copied without its spaces (the R4 narratives' images are `data: image/png;…`).
+        let end = value.find(',').map_or(value.len(), |i| i + 1);
+        owned = value[..end].chars().filter(|c| *c != ' ').collect();
+        &owned
     } else {
         // The blanks are ASCII, so they are dropped byte by byte (what is left is still UTF-8).
         let kept: Vec<u8> = value
@@ -717,7 +724,17 @@ mod tests {
 
         #[test]
         fn urls_are_judged_as_a_copy_without_blanks_judges_them(
-            s in r"[ \t\x01]{0,2}[a-zA-Z]{0,3}[ \t\n\r\x01\x7f\u{85}]?[a-z+.]{0,4}[:/#?]?[ a-z\x01\x7f\u{85}]{0,4}",
+            s in r"[ \t\x01]{0,2}[a-zA-Z]{0,3}[ \t\n\r\x01\x7f\u{85},]?[a-z+.]{0,4}[:/#?,]?[ a-z\x01\x7f\u{85};,/]{0,6}",
+            image: bool,
+        ) {
+            proptest::prop_assert_eq!(super::url(&s, image).is_ok(), byte_by_byte::url_ok(&s, image), "{:?}", s);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn data_urls_are_judged_as_a_copy_without_blanks_judges_them(
+            s in r"[ \x01]?[dD]a ?ta ?: ?(image ?/ ?(png|svg\+xml|JPEG)|text/html)? ?[;,]?[a-z0-9 ,;/+=\t]{0,8}",
             image: bool,
         ) {
             proptest::prop_assert_eq!(super::url(&s, image).is_ok(), byte_by_byte::url_ok(&s, image), "{:?}", s);
