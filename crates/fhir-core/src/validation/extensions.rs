@@ -240,8 +240,9 @@ impl<'d, 'v> Run<'d, 'v> {
                         _ => n.to_string(),
                     };
                     at = (
-                        base.and_then(|b| b.get(&key)),
-                        base.and_then(|b| b.get(format!("_{key}"))),
+                        base.and_then(|b| b.member(&key)),
+                        base.and_then(|b| b.as_object())
+                            .and_then(|o| crate::fhir::companion(o, &key)),
                     );
                     node = match node {
                         Some(nd) => self.logical_step(nd, &key, &mut logical),
@@ -254,8 +255,10 @@ impl<'d, 'v> Run<'d, 'v> {
                 Step::OfType(t) => {
                     let key = choice_key(name, t);
                     at = (
-                        parent.and_then(|b| b.get(&key)),
-                        parent.and_then(|b| b.get(format!("_{key}"))),
+                        parent.and_then(|b| b.member(&key)),
+                        parent
+                            .and_then(|b| b.as_object())
+                            .and_then(|o| crate::fhir::companion(o, &key)),
                     );
                 }
                 Step::Index(i) => at = (at.0.and_then(|v| v.get(i)), at.1.and_then(|v| v.get(i))),
@@ -320,7 +323,7 @@ impl<'d, 'v> Run<'d, 'v> {
     fn extension_value(&self, holder: &'v Value, obj: &'v Map<String, Value>) -> Option<&'v Value> {
         ["extension", "modifierExtension"]
             .iter()
-            .filter_map(|k| holder.get(*k).and_then(Value::as_array))
+            .filter_map(|k| holder.member(k).and_then(Value::as_array))
             .flatten()
             .find(|x| x.as_object().is_some_and(|o| std::ptr::eq(o, obj)))
     }

@@ -5,13 +5,14 @@
 //! A Measure that cannot be found leaves the report unchecked, with no issue (the reference
 //! validator says the same only as a hint).
 
+use crate::fhir::Member;
 use serde_json::{Map, Value};
 
 use super::walk::Run;
 use crate::fhir::outcome::Severity;
 
 fn list<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key)
+    v.member(key)
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[])

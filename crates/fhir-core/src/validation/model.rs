@@ -101,7 +101,7 @@ fn additional_bindings(b: &Value) -> Vec<AdditionalBinding> {
     }
     let mut found: Vec<Written<'_>> = Vec::new();
     for a in items(b, "additional") {
-        let text = |k: &str| a.get(k).and_then(Value::as_str);
+        let text = |k: &str| a.member(k).and_then(Value::as_str);
         found.push(Written {
             purpose: text("purpose"),
             value_set: text("valueSet"),
@@ -119,7 +119,7 @@ fn additional_bindings(b: &Value) -> Vec<AdditionalBinding> {
         }
         let mut one = Written::default();
         for sub in items(ext, "extension") {
-            let value = |k: &str| sub.get(k).and_then(Value::as_str);
+            let value = |k: &str| sub.member(k).and_then(Value::as_str);
             match sub.member("url").and_then(Value::as_str) {
                 Some("purpose") => one.purpose = value("valueCode"),
                 Some("valueSet") => {
@@ -375,7 +375,7 @@ pub fn choice_key(name: &str, type_code: &str) -> String {
 /// Compile a StructureDefinition (with a snapshot) into a `Profile`.
 pub fn compile(sd: &Value) -> Result<Profile, String> {
     let s = |k: &str| {
-        sd.get(k)
+        sd.member(k)
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string()

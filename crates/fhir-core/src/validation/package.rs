@@ -240,7 +240,7 @@ impl Package {
     fn settle(&mut self, bundled: Vec<Value>) {
         let key = |r: &Value| {
             let s = |k: &str| {
-                r.get(k)
+                r.member(k)
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string()
@@ -293,7 +293,7 @@ type Identity = (String, String, Vec<(String, String)>);
 
 /// `name`, `version` and `dependencies` of a `package.json` (or a compact file's `package`).
 fn manifest_identity(manifest: &Value) -> Result<Identity> {
-    let field = |k: &str| manifest.get(k).and_then(Value::as_str).map(String::from);
+    let field = |k: &str| manifest.member(k).and_then(Value::as_str).map(String::from);
     let (Some(n), Some(v)) = (field("name"), field("version")) else {
         bail!("package.json lacks name or version");
     };

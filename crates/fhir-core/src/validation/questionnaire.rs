@@ -15,6 +15,7 @@ use std::cell::{OnceCell, RefCell};
 use std::cmp::Ordering;
 use std::future::Future;
 
+use crate::fhir::Member;
 use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
@@ -134,7 +135,7 @@ fn link_id(v: &Value) -> Option<&str> {
 }
 
 fn flag(v: &Value, name: &str) -> bool {
-    v.get(name).and_then(Value::as_bool).unwrap_or(false)
+    v.member(name).and_then(Value::as_bool).unwrap_or(false)
 }
 
 /// The value of extension `EXT + name` on `v` (its `value[x]` key and value), the first one.
@@ -735,7 +736,7 @@ impl<'q, 'r> Check<'q, 'r> {
                 .collect();
             let hit = of_type
                 .iter()
-                .find(|o| o.get(key).is_some_and(|w| same_value(key, val, w)));
+                .find(|o| o.member(key).is_some_and(|w| same_value(key, val, w)));
             match hit {
                 Some(o) => {
                     return ext(o, "questionnaire-optionExclusive")

@@ -152,7 +152,7 @@ fn is_id(s: &str) -> bool {
 }
 
 fn str_at<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
-    v.get(k).and_then(Value::as_str)
+    v.member(k).and_then(Value::as_str)
 }
 
 /// The resource types a searchset's `self` link searched for: the last path segment when it is a
@@ -367,7 +367,7 @@ impl<'v> Run<'_, 'v> {
         match (btype, str_at(first, "resourceType")) {
             ("document", Some("Composition")) => {
                 for key in ["subject", "encounter", "custodian"] {
-                    if let Some(r) = first.get(key).and_then(|v| str_at(v, "reference")) {
+                    if let Some(r) = first.member(key).and_then(|v| str_at(v, "reference")) {
                         named.push((key.to_string(), r, key));
                     }
                 }
@@ -683,7 +683,7 @@ impl<'v> Run<'_, 'v> {
             && !url.is_empty()
         {
             let fixed = ["differential", "snapshot"].iter().find_map(|part| {
-                sd.get(*part)?
+                sd.member(part)?
                     .member("element")?
                     .as_array()?
                     .iter()

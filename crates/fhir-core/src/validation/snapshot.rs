@@ -47,7 +47,7 @@ const MAX_SNAPSHOT: usize = 10_000;
 type Cardinalities = HashMap<String, (Option<Value>, Option<Value>)>;
 
 fn elements(sd: &Value, part: &str) -> Vec<Value> {
-    sd.get(part)
+    sd.member(part)
         .and_then(|s| s.member("element"))
         .and_then(Value::as_array)
         .cloned()
@@ -55,7 +55,7 @@ fn elements(sd: &Value, part: &str) -> Vec<Value> {
 }
 
 fn str_of<'a>(e: &'a Value, k: &str) -> &'a str {
-    e.get(k).and_then(Value::as_str).unwrap_or_default()
+    e.member(k).and_then(Value::as_str).unwrap_or_default()
 }
 
 /// `sd` with `snapshot` filled from `base` (a StructureDefinition with a snapshot), and warnings

@@ -398,7 +398,7 @@ fn property_value(p: &Value) -> Option<String> {
 
 /// An optional array member; anything else than an array or absence is an error.
 pub(super) fn array<'a>(v: &'a Value, key: &str) -> Result<&'a [Value], String> {
-    match v.get(key) {
+    match v.member(key) {
         None | Some(Value::Null) => Ok(&[]),
         Some(Value::Array(a)) => Ok(a),
         Some(_) => Err(format!("'{key}' is not an array")),

@@ -432,7 +432,7 @@ fn split_canonical(canonical: &str) -> (&str, Option<&str>) {
 }
 
 fn req_str<'a>(v: &'a Value, key: &str) -> Result<&'a str, String> {
-    match v.get(key) {
+    match v.member(key) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s),
         Some(Value::String(_)) | None | Some(Value::Null) => Err(format!("'{key}' is missing")),
         Some(_) => Err(format!("'{key}' is not a string")),
@@ -440,7 +440,7 @@ fn req_str<'a>(v: &'a Value, key: &str) -> Result<&'a str, String> {
 }
 
 fn opt_str<'a>(v: &'a Value, key: &str) -> Result<Option<&'a str>, String> {
-    match v.get(key) {
+    match v.member(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(format!("'{key}' is not a string")),
