@@ -435,13 +435,20 @@ impl<'d, 'v> Run<'d, 'v> {
             self.values(val, node, c, ti, Pass::Base, ext);
             self.path.truncate(mark);
         }
+        // The children are in ascending order (the snapshot's), so with the object's few counts
+        // sorted the same way the two lists are walked together: searching the counts once per
+        // child was a tenth of the walk on definitions with forty children.
+        self.scratch[base..].sort_unstable_by_key(|e| e.0);
+        let mut k = base;
         for &c in &el.children {
+            while self.scratch.get(k).is_some_and(|e| e.0 < c) {
+                k += 1;
+            }
+            let n = self.scratch.get(k).filter(|e| e.0 == c).map_or(0, |e| e.1);
             let child = &node.prof.elements[c];
-            let n = self.scratch[base..]
-                .iter()
-                .find(|e| e.0 == c)
-                .map_or(0, |e| e.1);
-            self.cardinality(child, n, None);
+            if n > 0 || child.min > 0 {
+                self.cardinality(child, n, None);
+            }
         }
         self.scratch.truncate(base);
     }

@@ -243,3 +243,25 @@ fn versions_coexist_and_resolve_within_their_closure() {
         "medcom.fhir.dk.hospitalnotification#3.0.2"
     );
 }
+
+/// The walk pairs an object's member counts with its element's children by walking both in
+/// ascending order (`walk.rs`, `object_base`): every compiled element, in every embedded
+/// package, must list its children so.
+#[test]
+fn every_elements_children_are_in_ascending_order() {
+    let v = Validator::embedded().expect("load");
+    let mut elements = 0;
+    for p in v.defs.all_profiles() {
+        for (i, e) in p.elements.iter().enumerate() {
+            elements += 1;
+            assert!(
+                e.children.windows(2).all(|w| w[0] < w[1]),
+                "{} element {i} ({}): children {:?}",
+                p.url,
+                e.path,
+                e.children
+            );
+        }
+    }
+    assert!(elements > 10_000, "only {elements} elements compiled");
+}
