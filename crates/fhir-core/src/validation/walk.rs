@@ -371,6 +371,9 @@ impl<'d, 'v> Run<'d, 'v> {
             return;
         }
         let base = self.scratch.len();
+        // Most objects have no `_name` member: then no primitive needs its companion looked for
+        // (a scan of the object per primitive member otherwise).
+        let companions = obj.keys().any(|k| k.starts_with('_'));
         for (key, val) in obj {
             if key == "resourceType" && is_resource_root {
                 continue;
@@ -427,7 +430,7 @@ impl<'d, 'v> Run<'d, 'v> {
                 self.path.truncate(mark);
             }
             self.push_name(child, ti);
-            let ext = if is_primitive_type(child, ti) {
+            let ext = if companions && is_primitive_type(child, ti) {
                 companion(obj, key)
             } else {
                 None
