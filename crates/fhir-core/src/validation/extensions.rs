@@ -239,11 +239,7 @@ impl<'d, 'v> Run<'d, 'v> {
                         Some(Step::OfType(t)) => choice_key(n, t),
                         _ => n.to_string(),
                     };
-                    at = (
-                        base.and_then(|b| b.member(&key)),
-                        base.and_then(|b| b.as_object())
-                            .and_then(|o| crate::fhir::companion(o, &key)),
-                    );
+                    at = with_companion(base, &key);
                     node = match node {
                         Some(nd) => self.logical_step(nd, &key, &mut logical),
                         None => {
@@ -254,12 +250,7 @@ impl<'d, 'v> Run<'d, 'v> {
                 }
                 Step::OfType(t) => {
                     let key = choice_key(name, t);
-                    at = (
-                        parent.and_then(|b| b.member(&key)),
-                        parent
-                            .and_then(|b| b.as_object())
-                            .and_then(|o| crate::fhir::companion(o, &key)),
-                    );
+                    at = with_companion(parent, &key);
                 }
                 Step::Index(i) => at = (at.0.and_then(|v| v.get(i)), at.1.and_then(|v| v.get(i))),
             }
@@ -397,6 +388,19 @@ struct Holder<'v> {
 /// element definition's type (stated for its `code`), `regex` (stated for the type's `code`
 /// only, used on the type), and the normative version and capability expectation extensions
 /// (used on nearly anything).
+/// Member `key` of `holder` and its `_key` companion (a primitive's id and extensions), each
+/// `None` when absent or when `holder` is not an object.
+fn with_companion<'v>(
+    holder: Option<&'v Value>,
+    key: &str,
+) -> (Option<&'v Value>, Option<&'v Value>) {
+    let obj = holder.and_then(Value::as_object);
+    (
+        obj.and_then(|o| crate::fhir::member(o, key)),
+        obj.and_then(|o| crate::fhir::companion(o, key)),
+    )
+}
+
 fn corrected_contexts(ext: &Profile) -> std::borrow::Cow<'_, [(String, String)]> {
     const R4: &str = "http://hl7.org/fhir/StructureDefinition/";
     let Some(name) = ext.url.strip_prefix(R4) else {
