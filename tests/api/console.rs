@@ -124,12 +124,20 @@ async fn exists(c: &Client, css: &str) -> bool {
 }
 
 /// Wait (up to 20 s) for an element of the page a click navigates to.
+///
+/// chromedriver answers a query that the page load interrupts with a non-standard error,
+/// "aborted by navigation" (seen once in a full `.ci/run`, on a loaded machine); the next
+/// query sees the new page, so that one error is asked again within the same 20 s.
 async fn wait_for(c: &Client, css: &str) {
-    c.wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css} never appeared: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match c.wait().at_most(left).for_element(Locator::Css(css)).await {
+            Ok(_) => return,
+            Err(e) if e.to_string().contains("aborted by navigation") && !left.is_zero() => {}
+            Err(e) => panic!("{css} never appeared: {e}"),
+        }
+    }
 }
 
 /// Sign in with `token`; `then` is an element of the page that follows.
