@@ -9,7 +9,9 @@
 # instrumentation on, sends N requests (default 4000) for PATH (default: that Patient's read)
 # on one keep-alive connection, waits 2 s for background work (the audit record's copy into
 # the database), and prints the count for N and for 0 requests and their difference per
-# request. AUDIT=off runs with `audit.enabled = false`; BIN= picks the binary; KEEP_CG=PREFIX keeps
+# request. BODY=FILE sends each request as a POST of that FHIR JSON to PATH (a create; default path:
+# the body's resource type), expecting 201. AUDIT=off runs with `audit.enabled = false`; BIN= picks
+# the binary; KEEP_CG=PREFIX keeps
 # the callgrind files (PREFIX.0, PREFIX.N) for callgrind_annotate. Loopback only.
 # Needs valgrind and python3.
 set -euo pipefail
@@ -36,17 +38,26 @@ count() { # requests -> instructions
     -H 'Content-Type: application/fhir+json' \
     -d '{"resourceType":"Patient","identifier":[{"system":"urn:oid:1.2.208.176.1.2","value":"0101011234"}],"name":[{"family":"Hansen","given":["Lis"]}]}' \
     | sed -E 's/.*"id":"([^"]+)".*/\1/')
-  path=${REQ_PATH:-/fhir/Patient/$pid}
+  if [ -n "${BODY:-}" ]; then
+    path=${REQ_PATH:-/fhir/$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["resourceType"])' "$BODY")}
+  else
+    path=${REQ_PATH:-/fhir/Patient/$pid}
+  fi
   callgrind_control -i on "$gw" >/dev/null 2>&1
-  python3 - "$PORT" "$n" "$path" "$TOKEN" <<'PY'
+  python3 - "$PORT" "$n" "$path" "$TOKEN" "${BODY:-}" <<'PY'
 import http.client, sys
-port, n, path, token = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+port, n, path, token, body = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+data = open(body, 'rb').read() if body else None
+headers = {'Authorization': 'Bearer ' + token}
+if data:
+    headers['Content-Type'] = 'application/fhir+json'
+want = 201 if data else 200
 c = http.client.HTTPConnection('127.0.0.1', port)
 for _ in range(n):
-    c.request('GET', path, headers={'Authorization': 'Bearer ' + token})
+    c.request('POST' if data else 'GET', path, body=data, headers=headers)
     r = c.getresponse()
     r.read()
-    if r.status != 200:
+    if r.status != want:
         sys.exit(f'{path}: HTTP {r.status}')
 PY
   sleep 2
