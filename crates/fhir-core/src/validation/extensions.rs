@@ -123,6 +123,11 @@ impl<'d, 'v> Run<'d, 'v> {
                 e == def_path || e == "Element" || e == "Any"
             }
         });
+        // The holder is only needed to judge the other kinds of context, or for the context
+        // invariants: building its paths was most of what this check cost.
+        if quick && ext.context_invariants.is_empty() {
+            return;
+        }
         let holder = self.holder();
         let ok = quick || {
             let is_resource = holder.paths.len() == 1;
