@@ -34,11 +34,11 @@ use serde_json::Value as Json;
 pub use decimal::Decimal;
 pub use functions::escape_html;
 pub use model::{system_type_of_primitive, ChildDef, JsonOnlyModel, ModelInfo, SnapshotModel};
+/// The regular expressions `matches()` compiles, for native rules that must match as it does.
+pub(crate) use parser::{build_regex, Pattern};
 pub use quantity::Quantity;
 pub use temporal::{Precision, Temporal, TemporalKind};
 pub use value::{Collection, Item, Node, TypeInfo};
-/// The regular expressions `matches()` compiles, for native rules that must match as it does.
-pub(crate) use parser::{build_regex, Pattern};
 
 /// A syntax error, with the byte offset in the source where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]

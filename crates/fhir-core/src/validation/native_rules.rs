@@ -75,7 +75,30 @@ const RULES: &[(&str, &str, Rule)] = &[
     ("dom-6", DOM_6, dom_6),
     ("eld-19", ELD_19, eld_19),
     ("eld-20", ELD_20, eld_20),
+    ("bdl-7", BDL_7, bdl_7),
+    ("sdf-0", SDF_0, sdf_0),
+    ("sdf-4", SDF_4, sdf_4),
+    ("sdf-22", SDF_22, sdf_22),
+    ("eld-11", ELD_11, eld_11),
+    ("eld-12", ELD_12, eld_12),
 ];
+
+/// bdl-7 (Bundle): outside a history, no two entries with a fullUrl have the same fullUrl and
+/// version (the two texts joined, as `&` joins them).
+const BDL_7: &str = "(type = 'history') or entry.where(fullUrl.exists()).select(fullUrl&resource.meta.versionId).isDistinct()";
+/// sdf-0 (StructureDefinition): the name holds a capital letter (unanchored, as eld-19).
+const SDF_0: &str = "name.matches('[A-Z]([A-Za-z0-9_]){0,254}')";
+/// sdf-0's pattern.
+const SDF_0_PATTERN: &str = "[A-Z]([A-Za-z0-9_]){0,254}";
+/// sdf-4 (StructureDefinition): a concrete definition has a base.
+const SDF_4: &str = "abstract = true or baseDefinition.exists()";
+/// sdf-22 (StructureDefinition): HL7's own definitions give no default values.
+const SDF_22: &str = "url.startsWith('http://hl7.org/fhir/StructureDefinition') implies (snapshot.element.defaultValue.empty() and differential.element.defaultValue.empty())";
+/// eld-11 (ElementDefinition): a binding only on a bindable type. As written, `select(…)`
+/// yields a boolean (true or false) for each type with a code, which `exists()` finds.
+const ELD_11: &str = "binding.empty() or type.code.empty() or type.select((code = 'code') or (code = 'Coding') or (code='CodeableConcept') or (code = 'Quantity') or (code = 'string') or (code = 'uri')).exists()";
+/// eld-12 (ElementDefinition.binding): a value set is an absolute URL or URN.
+const ELD_12: &str = "valueSet.exists() implies (valueSet.startsWith('http:') or valueSet.startsWith('https') or valueSet.startsWith('urn:'))";
 
 /// bdl-8 (Bundle.entry): a fullUrl is not a version-specific reference.
 const BDL_8: &str = "fullUrl.contains('/_history/').not()";
@@ -85,8 +108,7 @@ const DOM_6: &str = "text.`div`.exists()";
 /// `matches()` is not anchored: one such character is enough.
 const ELD_19: &str = r#"path.matches('[^\\s\\.,:;\\\'"\\/|?!@#$%&*()\\[\\]{}]{1,64}(\\.[^\\s\\.,:;\\\'"\\/|?!@#$%&*()\\[\\]{}]{1,64}(\\[x\\])?(\\:[^\\s\\.]+)?)*')"#;
 /// eld-19's pattern, as the FHIRPath string above reads.
-const ELD_19_PATTERN: &str =
-    r#"[^\s\.,:;\'"\/|?!@#$%&*()\[\]{}]{1,64}(\.[^\s\.,:;\'"\/|?!@#$%&*()\[\]{}]{1,64}(\[x\])?(\:[^\s\.]+)?)*"#;
+const ELD_19_PATTERN: &str = r#"[^\s\.,:;\'"\/|?!@#$%&*()\[\]{}]{1,64}(\.[^\s\.,:;\'"\/|?!@#$%&*()\[\]{}]{1,64}(\[x\])?(\:[^\s\.]+)?)*"#;
 /// eld-20 (ElementDefinition): a path holds a letter (unanchored, as eld-19; a warning).
 const ELD_20: &str = r"path.matches('[A-Za-z][A-Za-z0-9]*(\\.[a-z][A-Za-z0-9]*(\\[x])?)*')";
 /// eld-20's pattern, as the FHIRPath string above reads.
@@ -181,6 +203,132 @@ fn path_matches(
     // A string path is the one value FHIRPath sees, with or without a `_path` companion.
     match member(e, "path") {
         Some(Value::String(p)) => re.is_match(p).ok(),
+        _ => None,
+    }
+}
+
+/// bdl-7. Every entry an object, its fullUrl and version strings (or absent); anything else is
+/// left to the expression.
+fn bdl_7(bundle: &Map<String, Value>) -> Option<bool> {
+    match values(bundle, "type", true).as_slice() {
+        // `empty or X` is true or empty: a pass either way
+        [] => return Some(true),
+        [(Some(Value::String(t)), None)] if t == "history" => return Some(true),
+        [(Some(Value::String(_)), None)] => {}
+        _ => return None,
+    }
+    let mut seen: rustc_hash::FxHashSet<String> = Default::default();
+    for e in items(member(bundle, "entry")) {
+        let Value::Object(e) = e else {
+            return None;
+        };
+        let url = match values(e, "fullUrl", true).as_slice() {
+            [] => continue,
+            [(Some(Value::String(u)), None)] => u.as_str(),
+            _ => return None,
+        };
+        let version = match member(e, "resource") {
+            None | Some(Value::Null) => "",
+            Some(Value::Object(r)) => match member(r, "meta") {
+                None | Some(Value::Null) => "",
+                Some(Value::Object(m)) => match values(m, "versionId", true).as_slice() {
+                    [] => "",
+                    [(Some(Value::String(v)), None)] => v.as_str(),
+                    _ => return None,
+                },
+                Some(_) => return None,
+            },
+            Some(_) => return None,
+        };
+        if !seen.insert(format!("{url}{version}")) {
+            return Some(false);
+        }
+    }
+    Some(true)
+}
+
+fn sdf_0(root: &Map<String, Value>) -> Option<bool> {
+    static RE: OnceLock<Option<crate::fhirpath::Pattern>> = OnceLock::new();
+    let re = RE
+        .get_or_init(|| crate::fhirpath::build_regex(SDF_0_PATTERN).ok())
+        .as_ref()?;
+    match values(root, "name", true).as_slice() {
+        [] => Some(true),
+        [(Some(Value::String(n)), _)] => re.is_match(n).ok(),
+        _ => None,
+    }
+}
+
+/// sdf-4. `abstract` absent makes `empty or X`: true or empty, a pass either way.
+fn sdf_4(root: &Map<String, Value>) -> Option<bool> {
+    match values(root, "abstract", true).as_slice() {
+        [(Some(Value::Bool(true)), None)] | [] => Some(true),
+        [(Some(Value::Bool(false)), None)] => Some(has(root, "baseDefinition", true)),
+        _ => None,
+    }
+}
+
+/// sdf-22. Decided only where no element has anything named like a default value: one that
+/// does is left to the expression (which knows the choice's types).
+fn sdf_22(root: &Map<String, Value>) -> Option<bool> {
+    match values(root, "url", true).as_slice() {
+        // `empty implies X` is true or empty: a pass either way
+        [] => return Some(true),
+        [(Some(Value::String(u)), None)]
+            if !u.starts_with("http://hl7.org/fhir/StructureDefinition") =>
+        {
+            return Some(true)
+        }
+        [(Some(Value::String(_)), None)] => {}
+        _ => return None,
+    }
+    for part in ["snapshot", "differential"] {
+        for holder in objects(member(root, part)) {
+            for e in items(member(holder, "element")) {
+                match e {
+                    Value::Object(e) => {
+                        let named =
+                            |k: &String| k.trim_start_matches('_').starts_with("defaultValue");
+                        if e.keys().any(named) {
+                            return None;
+                        }
+                    }
+                    Value::Null => {}
+                    _ => return None,
+                }
+            }
+        }
+    }
+    Some(true)
+}
+
+/// eld-11. With a binding, every type's code a plain string (or absent): true, as
+/// [`ELD_11`] says. Anything else is left to the expression.
+fn eld_11(e: &Map<String, Value>) -> Option<bool> {
+    match member(e, "binding") {
+        None | Some(Value::Null) => return Some(true),
+        Some(Value::Object(_)) => {}
+        Some(_) => return None,
+    }
+    for t in items(member(e, "type")) {
+        match t {
+            Value::Null => {}
+            Value::Object(t) => match values(t, "code", true).as_slice() {
+                [] | [(Some(Value::String(_)), None)] => {}
+                _ => return None,
+            },
+            _ => return None,
+        }
+    }
+    Some(true)
+}
+
+fn eld_12(binding: &Map<String, Value>) -> Option<bool> {
+    match values(binding, "valueSet", true).as_slice() {
+        [] => Some(true),
+        [(Some(Value::String(v)), None)] => {
+            Some(v.starts_with("http:") || v.starts_with("https") || v.starts_with("urn:"))
+        }
         _ => None,
     }
 }
@@ -671,6 +819,7 @@ mod tests {
                 }
             }
             Some("Bundle") => {
+                foci.push(("bdl-7", r, "", ""));
                 for e in r["entry"].as_array().into_iter().flatten() {
                     foci.push(("bdl-5", e, BACKBONE, "Bundle.entry"));
                     foci.push(("bdl-8", e, BACKBONE, "Bundle.entry"));
@@ -678,7 +827,8 @@ mod tests {
             }
             Some("StructureDefinition") => {
                 let on_root = [
-                    "sdf-9", "sdf-19", "sdf-1", "sdf-14", "sdf-16", "sdf-17", "sdf-23",
+                    "sdf-9", "sdf-19", "sdf-1", "sdf-14", "sdf-16", "sdf-17", "sdf-23", "sdf-0",
+                    "sdf-4", "sdf-22",
                 ];
                 for k in on_root {
                     foci.push((k, r, "", ""));
@@ -693,7 +843,9 @@ mod tests {
                 }
                 for part in ["snapshot", "differential"] {
                     for e in r[part]["element"].as_array().into_iter().flatten() {
-                        for k in ["eld-2", "eld-13", "eld-14", "eld-18", "eld-19", "eld-20"] {
+                        for k in [
+                            "eld-2", "eld-11", "eld-13", "eld-14", "eld-18", "eld-19", "eld-20",
+                        ] {
                             foci.push((k, e, "ElementDefinition", "ElementDefinition"));
                         }
                         for t in e["type"].as_array().into_iter().flatten() {
@@ -701,6 +853,14 @@ mod tests {
                         }
                         for c in e["constraint"].as_array().into_iter().flatten() {
                             foci.push(("eld-21", c, BACKBONE, "ElementDefinition.constraint"));
+                        }
+                        if e["binding"].is_object() {
+                            foci.push((
+                                "eld-12",
+                                &e["binding"],
+                                BACKBONE,
+                                "ElementDefinition.binding",
+                            ));
                         }
                     }
                 }
@@ -993,6 +1153,54 @@ mod tests {
                        {"path": "Patient.a[x]"}, {"path": "Patient.a:b"}, {"path": "é.b"},
                        {"path": "1.2"}, {"path": "Patient.A"}, {"_path": {"id": "p"}},
                        {"path": 7}, {"path": "Patient", "_path": {"id": "q"}}]}}),
+            // bdl-7: the same fullUrl and version twice, joined texts that collide, a history
+            json!({"resourceType": "Bundle", "type": "collection", "entry": [
+                   {"fullUrl": "urn:a", "resource": {"resourceType": "Basic",
+                    "meta": {"versionId": "1"}}},
+                   {"fullUrl": "urn:a", "resource": {"resourceType": "Basic",
+                    "meta": {"versionId": "2"}}}, {"fullUrl": "urn:b"}]}),
+            json!({"resourceType": "Bundle", "type": "collection", "entry": [
+                   {"fullUrl": "urn:a", "resource": {"resourceType": "Basic",
+                    "meta": {"versionId": "1"}}},
+                   {"fullUrl": "urn:a", "resource": {"resourceType": "Basic",
+                    "meta": {"versionId": "1"}}}]}),
+            json!({"resourceType": "Bundle", "type": "collection", "entry": [
+                   {"fullUrl": "urn:a1", "resource": {"resourceType": "Basic",
+                    "meta": {"versionId": "2"}}},
+                   {"fullUrl": "urn:a", "resource": {"resourceType": "Basic",
+                    "meta": {"versionId": "12"}}}, {"fullUrl": "urn:c"}, {"fullUrl": "urn:c"}]}),
+            json!({"resourceType": "Bundle", "type": "history", "entry": [
+                   {"fullUrl": "urn:a"}, {"fullUrl": "urn:a"}]}),
+            json!({"resourceType": "Bundle", "entry": [{"fullUrl": "urn:a"}, {"fullUrl": "urn:a"}]}),
+            json!({"resourceType": "Bundle", "type": "batch", "entry": [
+                   {"_fullUrl": {"id": "u"}}, {"fullUrl": "urn:a", "resource": {"resourceType":
+                   "Basic", "meta": {"_versionId": {"id": "v"}}}}]}),
+            // sdf-0, sdf-4, sdf-22, eld-11 and eld-12
+            json!({"resourceType": "StructureDefinition", "name": "lower_only", "status": "draft",
+                   "url": "http://hl7.org/fhir/StructureDefinition/U", "kind": "resource",
+                   "abstract": false, "type": "Patient",
+                   "snapshot": {"element": [{"path": "Patient", "defaultValueString": "x"}]},
+                   "differential": {"element": [
+                       {"path": "Patient.a", "binding": {"strength": "required",
+                        "valueSet": "http://x.org/vs"}, "type": [{"code": "Reference"}]},
+                       {"path": "Patient.b", "binding": {"strength": "required",
+                        "valueSet": "ValueSet/x"}, "type": [{"code": "code"}]},
+                       {"path": "Patient.c", "binding": {"strength": "example"}},
+                       {"path": "Patient.d", "binding": {"strength": "example",
+                        "_valueSet": {"id": "v"}}, "type": [{"_code": {"id": "c"}}]},
+                       {"path": "Patient.e", "binding": {"valueSet": "urn:oid:1.2"},
+                        "type": [{"code": "string"}, {"code": "Period"}]}]}}),
+            json!({"resourceType": "StructureDefinition", "name": "Ok", "status": "draft",
+                   "url": "http://hl7.org/fhir/StructureDefinition/T", "kind": "resource",
+                   "abstract": true, "type": "Patient",
+                   "differential": {"element": [{"path": "Patient", "_defaultValueString":
+                   {"id": "d"}}]}}),
+            json!({"resourceType": "StructureDefinition", "_name": {"id": "n"}, "status": "draft",
+                   "kind": "resource", "type": "Patient",
+                   "differential": {"element": [{"path": "Patient", "defaultValueCode": "x"}]}}),
+            json!({"resourceType": "StructureDefinition", "name": "B", "status": "draft",
+                   "url": "http://example.org/StructureDefinition/B", "kind": "resource",
+                   "_abstract": {"id": "a"}, "baseDefinition": "http://x", "type": "Patient"}),
         ];
         let mut decided = 0;
         for r in others.iter() {
@@ -1005,6 +1213,44 @@ mod tests {
             decided += agree(&v, r);
         }
         assert!(decided > cases.len() + 6 * sds.len(), "{decided}");
+    }
+
+    /// The new rules decide the cases they were written for (not only defer), both ways.
+    #[test]
+    fn the_path_and_bundle_rules_decide_both_ways() {
+        let dup = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+            {"fullUrl": "urn:a", "resource": {"resourceType": "Basic", "meta": {"versionId": "1"}}},
+            {"fullUrl": "urn:a", "resource": {"resourceType": "Basic", "meta": {"versionId": "1"}}}]});
+        let joined = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+            {"fullUrl": "urn:a1", "resource": {"resourceType": "Basic", "meta": {"versionId": "2"}}},
+            {"fullUrl": "urn:a", "resource": {"resourceType": "Basic", "meta": {"versionId": "12"}}}]});
+        let distinct = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+            {"fullUrl": "urn:a"}, {"fullUrl": "urn:b"}]});
+        assert_eq!(verdict("bdl-7", BDL_7, &dup), Some(false));
+        assert_eq!(verdict("bdl-7", BDL_7, &joined), Some(false));
+        assert_eq!(verdict("bdl-7", BDL_7, &distinct), Some(true));
+        let entry = |u: &str| json!({"fullUrl": u});
+        assert_eq!(
+            verdict("bdl-8", BDL_8, &entry("http://a/P/1/_history/2")),
+            Some(false)
+        );
+        assert_eq!(verdict("bdl-8", BDL_8, &entry("http://a/P/1")), Some(true));
+        let el = |p: &str| json!({"path": p});
+        assert_eq!(verdict("eld-19", ELD_19, &el("Patient.name")), Some(true));
+        assert_eq!(verdict("eld-19", ELD_19, &el(".:;")), Some(false));
+        assert_eq!(verdict("eld-20", ELD_20, &el("1.2")), Some(false));
+        assert_eq!(verdict("eld-20", ELD_20, &el("Patient")), Some(true));
+        assert_eq!(
+            verdict("dom-6", DOM_6, &json!({"resourceType": "Patient"})),
+            Some(false)
+        );
+        let sd = json!({"abstract": false, "name": "lower"});
+        assert_eq!(verdict("sdf-4", SDF_4, &sd), Some(false));
+        assert_eq!(verdict("sdf-0", SDF_0, &sd), Some(false));
+        assert_eq!(
+            verdict("eld-12", ELD_12, &json!({"valueSet": "ValueSet/x"})),
+            Some(false)
+        );
     }
 
     /// Every CodeSystem and StructureDefinition of the official R4 examples, as published and
