@@ -278,9 +278,7 @@ pub(crate) fn check(
         } else {
             Severity::Warning
         };
-        let native = resolved
-            .native
-            .and_then(|rule| val.as_object().and_then(rule));
+        let native = resolved.native.and_then(|rule| rule.verdict(val));
         let result = match native {
             Some(pass) => Ok(Some(pass)),
             None => {

@@ -38,51 +38,71 @@ pub(crate) fn rule(key: &str, expression: &str) -> Option<Rule> {
         .map(|(_, _, r)| *r)
 }
 
-/// A rule's verdict on its focus object: pass `true`, fail `false`; `None` when the focus holds
-/// values of other JSON types than the rule was written for (evaluate the expression).
-pub(crate) type Rule = fn(&Map<String, Value>) -> Option<bool>;
+/// A rule's verdict on its focus: pass `true`, fail `false`; `None` when the focus holds values
+/// of other JSON types than the rule was written for (evaluate the expression). Most rules are
+/// on an object; a few on a primitive's string value (`eld-3` on `ElementDefinition.max`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Rule {
+    Object(fn(&Map<String, Value>) -> Option<bool>),
+    Text(fn(&str) -> Option<bool>),
+}
+
+impl Rule {
+    /// The verdict on `focus`, when it is the kind of value the rule is written for.
+    pub(crate) fn verdict(self, focus: &Value) -> Option<bool> {
+        match (self, focus) {
+            (Rule::Object(rule), Value::Object(o)) => rule(o),
+            (Rule::Text(rule), Value::String(s)) => rule(s),
+            _ => None,
+        }
+    }
+}
 
 #[cfg(test)]
 fn verdict(key: &str, expression: &str, focus: &Value) -> Option<bool> {
-    rule(key, expression)?(focus.as_object()?)
+    rule(key, expression)?.verdict(focus)
 }
 
 /// Each rule: its key, its expression as R4 writes it, and its answer from the JSON.
 const RULES: &[(&str, &str, Rule)] = &[
-    ("csd-1", CSD_1, csd_1),
-    ("sdf-9", SDF_9, sdf_9),
-    ("sdf-19", SDF_19, sdf_19),
-    ("sdf-1", SDF_1, sdf_1),
-    ("sdf-3", SDF_3, sdf_3),
-    ("sdf-14", SDF_14, sdf_14),
-    ("sdf-16", SDF_16, sdf_16),
-    ("sdf-23", SDF_23, sdf_23),
-    ("eld-2", ELD_2, eld_2),
-    ("eld-13", ELD_13, eld_13),
-    ("eld-14", ELD_14, eld_14),
-    ("eld-17", ELD_17, eld_17),
-    ("eld-18", ELD_18, eld_18),
-    ("sdf-2", SDF_2, sdf_2),
-    ("sdf-8b", SDF_8B, sdf_8b),
-    ("sdf-17", SDF_17, sdf_17),
-    ("eld-21", ELD_21, eld_21),
-    ("vsd-6", VSD_6, vsd_6),
-    ("vsd-9", VSD_9, vsd_9),
-    ("vsd-10", VSD_10, vsd_10),
-    ("cpt-2", CPT_2, cpt_2),
-    ("bdl-5", BDL_5, bdl_5),
-    ("bdl-8", BDL_8, bdl_8),
-    ("dom-6", DOM_6, dom_6),
-    ("eld-19", ELD_19, eld_19),
-    ("eld-20", ELD_20, eld_20),
-    ("bdl-7", BDL_7, bdl_7),
-    ("sdf-0", SDF_0, sdf_0),
-    ("sdf-4", SDF_4, sdf_4),
-    ("sdf-22", SDF_22, sdf_22),
-    ("eld-11", ELD_11, eld_11),
-    ("eld-12", ELD_12, eld_12),
+    ("csd-1", CSD_1, Rule::Object(csd_1)),
+    ("sdf-9", SDF_9, Rule::Object(sdf_9)),
+    ("sdf-19", SDF_19, Rule::Object(sdf_19)),
+    ("sdf-1", SDF_1, Rule::Object(sdf_1)),
+    ("sdf-3", SDF_3, Rule::Object(sdf_3)),
+    ("sdf-14", SDF_14, Rule::Object(sdf_14)),
+    ("sdf-16", SDF_16, Rule::Object(sdf_16)),
+    ("sdf-23", SDF_23, Rule::Object(sdf_23)),
+    ("eld-2", ELD_2, Rule::Object(eld_2)),
+    ("eld-13", ELD_13, Rule::Object(eld_13)),
+    ("eld-14", ELD_14, Rule::Object(eld_14)),
+    ("eld-17", ELD_17, Rule::Object(eld_17)),
+    ("eld-18", ELD_18, Rule::Object(eld_18)),
+    ("sdf-2", SDF_2, Rule::Object(sdf_2)),
+    ("sdf-8b", SDF_8B, Rule::Object(sdf_8b)),
+    ("sdf-17", SDF_17, Rule::Object(sdf_17)),
+    ("eld-21", ELD_21, Rule::Object(eld_21)),
+    ("vsd-6", VSD_6, Rule::Object(vsd_6)),
+    ("vsd-9", VSD_9, Rule::Object(vsd_9)),
+    ("vsd-10", VSD_10, Rule::Object(vsd_10)),
+    ("cpt-2", CPT_2, Rule::Object(cpt_2)),
+    ("bdl-5", BDL_5, Rule::Object(bdl_5)),
+    ("bdl-8", BDL_8, Rule::Object(bdl_8)),
+    ("dom-6", DOM_6, Rule::Object(dom_6)),
+    ("eld-19", ELD_19, Rule::Object(eld_19)),
+    ("eld-20", ELD_20, Rule::Object(eld_20)),
+    ("bdl-7", BDL_7, Rule::Object(bdl_7)),
+    ("sdf-0", SDF_0, Rule::Object(sdf_0)),
+    ("sdf-4", SDF_4, Rule::Object(sdf_4)),
+    ("sdf-22", SDF_22, Rule::Object(sdf_22)),
+    ("eld-11", ELD_11, Rule::Object(eld_11)),
+    ("eld-12", ELD_12, Rule::Object(eld_12)),
+    ("eld-3", ELD_3, Rule::Text(eld_3)),
 ];
 
+/// eld-3 (ElementDefinition.max): `*` or a whole number not below zero; a text that is not a
+/// number makes the last part empty, a pass.
+const ELD_3: &str = "empty() or ($this = '*') or (toInteger() >= 0)";
 /// bdl-7 (Bundle): outside a history, no two entries with a fullUrl have the same fullUrl and
 /// version (the two texts joined, as `&` joins them).
 const BDL_7: &str = "(type = 'history') or entry.where(fullUrl.exists()).select(fullUrl&resource.meta.versionId).isDistinct()";
@@ -481,6 +501,13 @@ fn to_integer(s: &str) -> Option<Option<i64>> {
     s.parse::<i64>().ok().map(Some) // `None`: too large to decide here
 }
 
+fn eld_3(max: &str) -> Option<bool> {
+    if max == "*" {
+        return Some(true);
+    }
+    Some(to_integer(max)?.is_none_or(|n| n >= 0))
+}
+
 fn eld_2(e: &Map<String, Value>) -> Option<bool> {
     let min = values(e, "min", true);
     let max = values(e, "max", true);
@@ -853,6 +880,9 @@ mod tests {
                         }
                         for c in e["constraint"].as_array().into_iter().flatten() {
                             foci.push(("eld-21", c, BACKBONE, "ElementDefinition.constraint"));
+                        }
+                        if e["max"].is_string() {
+                            foci.push(("eld-3", &e["max"], "string", "ElementDefinition.max"));
                         }
                         if e["binding"].is_object() {
                             foci.push((
@@ -1251,6 +1281,10 @@ mod tests {
             verdict("eld-12", ELD_12, &json!({"valueSet": "ValueSet/x"})),
             Some(false)
         );
+        assert_eq!(verdict("eld-3", ELD_3, &json!("-1")), Some(false));
+        assert_eq!(verdict("eld-3", ELD_3, &json!("*")), Some(true));
+        assert_eq!(verdict("eld-3", ELD_3, &json!("2")), Some(true));
+        assert_eq!(verdict("eld-3", ELD_3, &json!("two")), Some(true));
     }
 
     /// Every CodeSystem and StructureDefinition of the official R4 examples, as published and
