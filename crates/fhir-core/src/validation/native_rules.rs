@@ -210,21 +210,30 @@ fn eld_20(e: &Map<String, Value>) -> Option<bool> {
     path_matches(e, &RE, ELD_20_PATTERN)
 }
 
-/// `path.matches(pattern)` on an ElementDefinition with one string `path`, with the regular
-/// expression `matches()` would compile (kept in `re`).
+/// `path.matches(pattern)` on an ElementDefinition with one string `path`.
 fn path_matches(
     e: &Map<String, Value>,
     re: &OnceLock<Option<crate::fhirpath::Pattern>>,
     pattern: &str,
 ) -> Option<bool> {
-    let re = re
-        .get_or_init(|| crate::fhirpath::build_regex(pattern).ok())
-        .as_ref()?;
     // A string path is the one value FHIRPath sees, with or without a `_path` companion.
     match member(e, "path") {
-        Some(Value::String(p)) => re.is_match(p).ok(),
+        Some(Value::String(p)) => matches(re, pattern, p),
         _ => None,
     }
+}
+
+/// `text.matches(pattern)` with the regular expression `matches()` would compile, built once
+/// into `re`; `None` when it does not compile or cannot decide (left to the expression).
+fn matches(
+    re: &OnceLock<Option<crate::fhirpath::Pattern>>,
+    pattern: &str,
+    text: &str,
+) -> Option<bool> {
+    re.get_or_init(|| crate::fhirpath::build_regex(pattern).ok())
+        .as_ref()?
+        .is_match(text)
+        .ok()
 }
 
 /// bdl-7. Every entry an object, its fullUrl and version strings (or absent); anything else is
@@ -269,12 +278,9 @@ fn bdl_7(bundle: &Map<String, Value>) -> Option<bool> {
 
 fn sdf_0(root: &Map<String, Value>) -> Option<bool> {
     static RE: OnceLock<Option<crate::fhirpath::Pattern>> = OnceLock::new();
-    let re = RE
-        .get_or_init(|| crate::fhirpath::build_regex(SDF_0_PATTERN).ok())
-        .as_ref()?;
     match values(root, "name", true).as_slice() {
         [] => Some(true),
-        [(Some(Value::String(n)), _)] => re.is_match(n).ok(),
+        [(Some(Value::String(n)), _)] => matches(&RE, SDF_0_PATTERN, n),
         _ => None,
     }
 }
@@ -302,21 +308,13 @@ fn sdf_22(root: &Map<String, Value>) -> Option<bool> {
         [(Some(Value::String(_)), None)] => {}
         _ => return None,
     }
+    let named = |k: &String| k.trim_start_matches('_').starts_with("defaultValue");
     for part in ["snapshot", "differential"] {
-        for holder in objects(member(root, part)) {
-            for e in items(member(holder, "element")) {
-                match e {
-                    Value::Object(e) => {
-                        let named =
-                            |k: &String| k.trim_start_matches('_').starts_with("defaultValue");
-                        if e.keys().any(named) {
-                            return None;
-                        }
-                    }
-                    Value::Null => {}
-                    _ => return None,
-                }
-            }
+        if all_elements(member(root, part))?
+            .iter()
+            .any(|e| e.keys().any(named))
+        {
+            return None;
         }
     }
     Some(true)
