@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::bundle_json::{self, etag, BundleEntry};
 use super::transaction::{check_duplicates, BundleKind, Method, Transaction, TransactionEntry};
+use super::write::HeadRead;
 use super::{now_ms, retrying, Access, Engine, Resolved, WriteFailure, WriteOp, Written};
 use crate::error::FhirError;
 use crate::store::report_facts::FactsWrite;
@@ -109,7 +110,7 @@ impl Engine {
     /// An outbox job (and the grants its message implies) alone, in its own transaction
     /// (retried on a conflict like any write).
     pub async fn enqueue(&self, job: &NewJob, grants: &[Grant]) -> Result<(), FhirError> {
-        retrying(|| async {
+        retrying(|_| async {
             let mut tx = self.store().begin().await?;
             enqueue_with_grants(tx.as_mut(), job, grants).await?;
             crate::audit::in_tx::commit(tx, None, None, 202).await?;
@@ -161,7 +162,7 @@ impl Engine {
         if !problems.is_empty() {
             return Err(FhirError::new(status, problems));
         }
-        let written = retrying(|| async {
+        let written = retrying(|_| async {
             let mut tx = self.store().begin().await?;
             let written = self
                 .transaction_writes(tx.as_mut(), access, &entries)
@@ -260,7 +261,7 @@ impl Engine {
                 });
             }
             let w = self
-                .execute(tx, access, r)
+                .execute(tx, access, r, HeadRead::InTransaction)
                 .await
                 .map_err(|f| relocate(f, index))?;
             written.push((index, w));

@@ -16,7 +16,7 @@ impl Engine {
     ) -> Result<crate::store::Grant, FhirError> {
         Self::check_id(patient_id)?;
         access.permit("Patient", Permission::Update)?;
-        retrying(|| self.share_once(access, patient_id, recipient, reason)).await
+        retrying(|_| self.share_once(access, patient_id, recipient, reason)).await
     }
 
     pub(super) async fn share_once(
@@ -62,7 +62,7 @@ impl Engine {
         refuse_read_only(&op.rtype())?;
         self.check_assertions(access, &op)?;
         self.validate_op(&op, &access.readable()).await?;
-        let w = retrying(|| self.write_once(access, op.clone())).await?;
+        let w = retrying(|attempt| self.write_once(access, op.clone(), attempt)).await?;
         self.fill_existing(access, w).await
     }
 
@@ -152,14 +152,21 @@ impl Engine {
         })
     }
 
+    /// One attempt (`attempt`, from 1) of a single write: the first reads the head it updates
+    /// outside the transaction where the store can ([`HeadRead::Committed`]), later ones in it.
     pub(super) async fn write_once(
         &self,
         access: &Access,
         op: WriteOp,
+        attempt: usize,
     ) -> Result<Written, WriteFailure> {
         let mut tx = self.store.begin().await?;
         let resolved = self.resolve(tx.as_mut(), access, op, None).await?;
-        let written = self.execute(tx.as_mut(), access, resolved).await?;
+        let heads = match attempt {
+            1 => HeadRead::Committed,
+            _ => HeadRead::InTransaction,
+        };
+        let written = self.execute(tx.as_mut(), access, resolved, heads).await?;
         let entity = match written.version {
             0 => format!("{}/{}", written.rtype, written.id),
             v => format!("{}/{}/_history/{v}", written.rtype, written.id),
@@ -374,6 +381,7 @@ impl Engine {
         tx: &mut dyn StoreTx,
         access: &Access,
         op: Resolved,
+        heads: HeadRead,
     ) -> Result<Written, WriteFailure> {
         match op {
             Resolved::Existing { rtype, id } => Ok(Written {
@@ -402,7 +410,7 @@ impl Engine {
                 if_match,
             } => {
                 tx.lock(&format!("res:{rtype}/{id}")).await?;
-                let head = tx.head(&rtype, &id).await?;
+                let head = heads.read(tx, &rtype, &id).await?;
                 let owner = match &head {
                     // An id keeps its owner; another tenant's id is not there for this caller.
                     Some(h) => {
@@ -437,7 +445,7 @@ impl Engine {
             }),
             Resolved::Delete { rtype, id } => {
                 tx.lock(&format!("res:{rtype}/{id}")).await?;
-                let head = tx.head(&rtype, &id).await?;
+                let head = heads.read(tx, &rtype, &id).await?;
                 // Another tenant's resource is, for this caller, one that does not exist.
                 let head = head.filter(|h| {
                     access.writable().decides(&rtype, h.owner.as_deref()) == Some(true)
@@ -549,5 +557,29 @@ impl Engine {
             matched_existing: false,
             citizen,
         })
+    }
+}
+
+/// Where a write reads the head of the resource it writes a version of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeadRead {
+    /// As committed, where the store can read it outside the transaction
+    /// ([`StoreTx::head_to_write`]): a single write's first attempt.
+    Committed,
+    /// Inside the transaction: a retry, and every entry of a Bundle.
+    InTransaction,
+}
+
+impl HeadRead {
+    async fn read(
+        self,
+        tx: &mut dyn StoreTx,
+        rtype: &str,
+        id: &str,
+    ) -> Result<Option<crate::store::Head>, crate::store::StoreError> {
+        match self {
+            HeadRead::Committed => tx.head_to_write(rtype, id).await,
+            HeadRead::InTransaction => tx.head(rtype, id).await,
+        }
     }
 }

@@ -332,7 +332,7 @@ impl Forwarder {
             now_ms: now_ms(),
             sender,
         };
-        crate::engine::retrying(|| async {
+        crate::engine::retrying(|_| async {
             let mut tx = self.engine.store().begin().await?;
             tx.record_hospital_event(event).await?;
             tx.enqueue(&job).await?;

@@ -764,6 +764,12 @@ impl GroupTx {
         Ok(self.conn_held())
     }
 
+    /// Whether this transaction has taken the writer (it read inside the transaction, or
+    /// wrote more than is buffered).
+    pub(crate) fn holds_writer(&self) -> bool {
+        self.guard.is_some()
+    }
+
     fn conn_held(&mut self) -> &mut AnyConnection {
         // `guard` is only taken by `commit` and `drop`, which consume or end `self`.
         &mut self

@@ -420,6 +420,16 @@ pub trait StoreTx: Send {
     async fn lock(&mut self, key: &str) -> Result<(), StoreError>;
     /// The current head of `rtype/id`, as this transaction sees it.
     async fn head(&mut self, rtype: &str, id: &str) -> Result<Option<Head>, StoreError>;
+    /// The head that a new version of `rtype/id`, written next in this transaction as version
+    /// `head.version + 1` (1 when there is none), is based on. A backend may read it outside
+    /// the transaction, from what is committed, when no write of this transaction has touched
+    /// `rtype/id`: the version it then writes is unique per id, so a write based on a head that
+    /// has moved since fails with [`StoreError::VersionConflict`] and the engine runs it again
+    /// from a fresh head. SQLite does so until the transaction holds the writer (`sql/tx.rs`),
+    /// so that an update's work between its read and its write does not hold the one writer.
+    async fn head_to_write(&mut self, rtype: &str, id: &str) -> Result<Option<Head>, StoreError> {
+        self.head(rtype, id).await
+    }
     /// Ids of up to `limit` resources visible under `vis` matching `q`, as this transaction
     /// sees them.
     async fn search_ids(

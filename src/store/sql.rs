@@ -58,7 +58,7 @@ pub struct SqlStore {
     chain: Arc<tokio::sync::Mutex<()>>,
     /// SQLite: reads by key on the calling thread (`direct.rs`); `None` on PostgreSQL, for an
     /// in-memory database, or with `database.sqlite_direct_reads = false`.
-    direct: Option<DirectReads>,
+    direct: Option<Arc<DirectReads>>,
 }
 
 enum Writer {
@@ -295,7 +295,7 @@ impl SqlStore {
             // Without them every read takes sqlx's pool, as before: slower, not wrong.
             Some(file) if tuning.direct_reads && !url.contains("mode=memory") => {
                 match DirectReads::open(file) {
-                    Ok(direct) => Some(direct),
+                    Ok(direct) => Some(Arc::new(direct)),
                     Err(e) => {
                         tracing::warn!(error = %e, file = %file.display(), "cannot open read-only SQLite connections; reads by id go through the connection pool");
                         None
@@ -383,6 +383,11 @@ const READ_SQL: &str = concat!(
     search_sql::resource_columns!(),
     " FROM resources r WHERE r.res_type = $1 AND r.id = $2"
 );
+
+/// The head of a resource (`$1` type, `$2` id): version, deleted, owner, citizen. Also read by
+/// `direct.rs`.
+const HEAD_SQL: &str =
+    "SELECT version, deleted, owner, citizen FROM resources WHERE res_type = $1 AND id = $2";
 
 /// One version of a resource (`$1` type, `$2` id, `$3` version): [`search_sql::RESOURCE_COLUMNS`]
 /// and then `method`.
@@ -865,6 +870,7 @@ impl Storage for SqlStore {
             cache: self.cache.clone(),
             channel: self.channel.clone(),
             written: Vec::new(),
+            direct: self.direct.clone(),
             grants_changed: false,
             audit_only: true,
             relax_audit: self.relax_audit,

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _};
 
-use crate::store::{StoreError, StoredResource};
+use crate::store::{Head, StoreError, StoredResource};
 
 /// Connections kept between reads: two per core (actix runs a worker thread per core, and the
 /// background tasks read too), at least 8 and at most 64. More are opened when needed and
@@ -120,6 +120,24 @@ impl DirectReads {
         self.with(|c| {
             c.prepare_cached(super::READ_SQL)?
                 .query_row([rtype, id], |row| resource(row, None))
+                .optional()
+        })
+    }
+
+    /// The head of `rtype/id` as last committed ([`StoreTx::head_to_write`]).
+    ///
+    /// [`StoreTx::head_to_write`]: crate::store::StoreTx::head_to_write
+    pub(super) fn head(&self, rtype: &str, id: &str) -> Result<Direct<Option<Head>>, StoreError> {
+        self.with(|c| {
+            c.prepare_cached(super::HEAD_SQL)?
+                .query_row([rtype, id], |row| {
+                    Ok(Head {
+                        version: row.get(0)?,
+                        deleted: row.get::<_, i64>(1)? != 0,
+                        owner: row.get(2)?,
+                        citizen: row.get(3)?,
+                    })
+                })
                 .optional()
         })
     }

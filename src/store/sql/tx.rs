@@ -20,8 +20,12 @@ pub(super) struct SqlTx {
     pub(super) cache: Option<Arc<StoreCache>>,
     /// PostgreSQL: the channel that announces this transaction's writes at commit.
     pub(super) channel: Option<String>,
-    /// `Type/id` of every version written, for the caches once the commit is durable.
+    /// `Type/id` of every version written: for the caches once the commit is durable, and so
+    /// that [`StoreTx::head_to_write`] reads what this transaction wrote.
     pub(super) written: Vec<(String, String)>,
+    /// SQLite: the store's read-only connections, where [`StoreTx::head_to_write`] reads before
+    /// the transaction holds the writer.
+    pub(super) direct: Option<Arc<DirectReads>>,
     /// A grant was added: every cached search may now show the grantee more.
     pub(super) grants_changed: bool,
     /// Nothing but audit rows written so far (see [`SqlTx::write_audit_sql`]).
@@ -199,6 +203,30 @@ impl StoreTx for SqlTx {
         .transpose()
     }
 
+    /// SQLite, before this transaction holds the writer and when it has not written `rtype/id`:
+    /// the committed head, read on the calling thread (`direct.rs`). Taking the writer for the
+    /// read would hold it, and every other write behind it, through the update's work up to
+    /// its commit (building the version, its search values): updates went one at a time, at
+    /// about 1,000 a second with the machine half idle (docs/benchmarks.md). What the head
+    /// misses (a write queued or in the group ahead of this one) is caught by the versions'
+    /// `UNIQUE (res_type, id, version)`: [`StoreError::VersionConflict`], and the engine writes
+    /// again.
+    async fn head_to_write(&mut self, rtype: &str, id: &str) -> Result<Option<Head>, StoreError> {
+        let outside = match (&self.tx, &self.direct) {
+            (TxConn::Sqlite(g), Some(direct)) if !g.holds_writer() => Some(direct),
+            _ => None,
+        };
+        if let Some(direct) = outside {
+            let touched = self.written.iter().any(|(t, i)| t == rtype && i == id);
+            if !touched {
+                if let Direct::Done(head) = direct.head(rtype, id)? {
+                    return Ok(head);
+                }
+            }
+        }
+        self.head(rtype, id).await
+    }
+
     #[tracing::instrument(name = "database", level = "debug", skip_all, fields(db.operation.name = "search_ids", db.system.name = self.backend.name(), otel.kind = "client"))]
     async fn search_ids(
         &mut self,
@@ -228,9 +256,7 @@ impl StoreTx for SqlTx {
             id: v.id.to_string(),
             version: v.version,
         };
-        if self.cache.is_some() || self.channel.is_some() {
-            self.written.push((v.rtype.to_string(), v.id.to_string()));
-        }
+        self.written.push((v.rtype.to_string(), v.id.to_string()));
         match &mut self.tx {
             // Joined into texts of at most `MAX_BUFFERED_TEXT` (each with one numbering of `$n`,
             // which SQLite binds across its statements), sent with the transaction's next read
@@ -866,6 +892,68 @@ mod tests {
         };
         updates_touch_only_changed_rows(&schema.url, "ctid").await;
         schema.drop().await;
+    }
+
+    /// SQLite: a version written from a head read outside the transaction (`head_to_write`)
+    /// cannot go over a version committed in between: of two updates based on the same head,
+    /// the second to commit gets a version conflict (which the engine retries), and the first
+    /// one's version stays. A transaction that wrote the id reads its own write instead.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_from_a_moved_head_conflict() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("h.db").display());
+        let url = url.as_str();
+        let mut cache = crate::config::Config::defaults().cache;
+        cache.enabled = false;
+        let store = crate::store::open(url, 2, "normal", 0, &cache)
+            .await
+            .expect("store");
+        let goal = json!({"resourceType": "Goal", "id": "g1", "lifecycleStatus": "active",
+            "description": {"text": "Gå til købmanden"}, "subject": {"reference": "Patient/p1"}});
+        write(&*store, &goal, 1).await;
+        let text = goal.to_string();
+        let version = |version: i64| NewVersion {
+            rtype: "Goal",
+            id: "g1",
+            version,
+            last_updated_ms: version,
+            method: "PUT",
+            content: Some(&text),
+            index: &[],
+            kpi: None,
+            owner: None,
+            citizen: None,
+        };
+        let mut first = store.begin().await.expect("begin");
+        let mut second = store.begin().await.expect("begin");
+        for tx in [&mut first, &mut second] {
+            // Read outside the writer: a read inside it would hold the writer, and the second
+            // read would wait for the first transaction to end.
+            let head = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                tx.head_to_write("Goal", "g1"),
+            )
+            .await
+            .expect("both heads are read without waiting for the writer")
+            .expect("head");
+            assert_eq!(head.map(|h| h.version), Some(1));
+        }
+        first.write(&version(2)).await.expect("write");
+        // What this transaction wrote is what it reads, wherever it reads it.
+        let own = first.head_to_write("Goal", "g1").await.expect("own head");
+        assert_eq!(own.map(|h| h.version), Some(2));
+        first.commit().await.expect("the first commits");
+        let lost = async {
+            second.write(&version(2)).await?;
+            second.commit().await
+        };
+        match lost.await {
+            Err(crate::store::StoreError::VersionConflict { version: 2, .. }) => {}
+            other => panic!("the second update must conflict, not {other:?}"),
+        }
+        let mut tx = store.begin().await.expect("begin");
+        let head = tx.head_to_write("Goal", "g1").await.expect("head");
+        assert_eq!(head.map(|h| (h.version, h.deleted)), Some((2, false)));
     }
 
     /// Rows copied from the audit journal on SQLite go in as bound values, in statements of
