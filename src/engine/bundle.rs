@@ -162,10 +162,12 @@ impl Engine {
         if !problems.is_empty() {
             return Err(FhirError::new(status, problems));
         }
-        let written = retrying(|_| async {
+        let entries = &entries;
+        let written = retrying(|attempt| async move {
+            let heads = HeadRead::first(attempt);
             let mut tx = self.store().begin().await?;
             let written = self
-                .transaction_writes(tx.as_mut(), access, &entries)
+                .transaction_writes(tx.as_mut(), access, entries, heads)
                 .await?;
             let status = match extra {
                 Extra::Job(job, grants) => {
@@ -209,6 +211,7 @@ impl Engine {
         tx: &mut dyn StoreTx,
         access: &Access,
         entries: &[TransactionEntry],
+        heads: HeadRead,
     ) -> Result<Vec<(usize, Written)>, WriteFailure> {
         let mut order: Vec<&TransactionEntry> =
             entries.iter().filter(|e| e.method != Method::Get).collect();
@@ -261,7 +264,7 @@ impl Engine {
                 });
             }
             let w = self
-                .execute(tx, access, r, HeadRead::InTransaction)
+                .execute(tx, access, r, heads)
                 .await
                 .map_err(|f| relocate(f, index))?;
             written.push((index, w));

@@ -152,8 +152,7 @@ impl Engine {
         })
     }
 
-    /// One attempt (`attempt`, from 1) of a single write: the first reads the head it updates
-    /// outside the transaction where the store can ([`HeadRead::Committed`]), later ones in it.
+    /// One attempt (`attempt`, from 1) of a single write ([`HeadRead::first`]).
     pub(super) async fn write_once(
         &self,
         access: &Access,
@@ -162,11 +161,9 @@ impl Engine {
     ) -> Result<Written, WriteFailure> {
         let mut tx = self.store.begin().await?;
         let resolved = self.resolve(tx.as_mut(), access, op, None).await?;
-        let heads = match attempt {
-            1 => HeadRead::Committed,
-            _ => HeadRead::InTransaction,
-        };
-        let written = self.execute(tx.as_mut(), access, resolved, heads).await?;
+        let written = self
+            .execute(tx.as_mut(), access, resolved, HeadRead::first(attempt))
+            .await?;
         let entity = match written.version {
             0 => format!("{}/{}", written.rtype, written.id),
             v => format!("{}/{}/_history/{v}", written.rtype, written.id),
@@ -564,13 +561,23 @@ impl Engine {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HeadRead {
     /// As committed, where the store can read it outside the transaction
-    /// ([`StoreTx::head_to_write`]): a single write's first attempt.
+    /// ([`StoreTx::head_to_write`]).
     Committed,
-    /// Inside the transaction: a retry, and every entry of a Bundle.
+    /// Inside the transaction.
     InTransaction,
 }
 
 impl HeadRead {
+    /// A write's (or a transaction Bundle's) first attempt reads as committed; a retry, which
+    /// follows a version conflict, reads inside its transaction, so that writers of a
+    /// contended resource take turns instead of conflicting again.
+    pub(crate) fn first(attempt: usize) -> HeadRead {
+        match attempt {
+            1 => HeadRead::Committed,
+            _ => HeadRead::InTransaction,
+        }
+    }
+
     async fn read(
         self,
         tx: &mut dyn StoreTx,
