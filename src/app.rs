@@ -173,6 +173,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<web::Data<AppState>> 
     let limits = Arc::new(api::limits::RateLimits::new(&config.limits));
     limits.register_metrics(metrics.registry());
     crate::telemetry::register_metrics(metrics.registry());
+    crate::engine::register_metrics(metrics.registry());
     // Constant after start: what the validation definitions could not load (see the log).
     let problems = prometheus_client::metrics::gauge::Gauge::<i64>::default();
     problems.set(load_problems);

@@ -189,6 +189,7 @@ where
         attempt += 1;
         match unit(attempt).await {
             Err(WriteFailure::Retry(e)) if attempt < WRITE_ATTEMPTS => {
+                write_retries().inc();
                 tracing::debug!(attempt, error = %e, "retrying after a conflict");
                 tokio::time::sleep(std::time::Duration::from_millis(2 << attempt.min(6))).await;
             }
@@ -196,6 +197,24 @@ where
             Ok(v) => return Ok(v),
         }
     }
+}
+
+/// Write transactions run again by [`retrying`], since start (process-wide: every engine of the
+/// process retries through the one function).
+fn write_retries() -> &'static prometheus_client::metrics::counter::Counter {
+    static RETRIES: std::sync::OnceLock<prometheus_client::metrics::counter::Counter> =
+        std::sync::OnceLock::new();
+    RETRIES.get_or_init(Default::default)
+}
+
+/// Put the engine's counters on `/metrics`.
+pub fn register_metrics(registry: &mut crate::metrics::Registry) {
+    registry.register(
+        "sektorbro_write_retries",
+        "Write transactions run again after a version conflict or a busy database; on SQLite \
+         mostly writes whose resource changed between reading its version and committing",
+        write_retries().clone(),
+    );
 }
 
 /// The answer for an id that does not exist or is outside the caller's tenancy: the same words,
