@@ -97,15 +97,7 @@ async fn a_retried_delivery_is_two_audit_events(db: Db) {
             .is_some_and(|d| d.starts_with("retry (HTTP 503)")),
         "{retry}"
     );
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.addr))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     // The two delivery attempts, and the HTTP requests of this test (each audited too).
     let written: u64 = metrics
         .lines()

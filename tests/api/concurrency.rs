@@ -62,7 +62,7 @@ async fn concurrent_updates_never_lose_a_version(app: TestApp) {
         .create(&json!({"resourceType": "Task", "status": "requested", "intent": "order"}))
         .await;
     let id = created["id"].as_str().unwrap().to_string();
-    let retries_before = write_retries(&app).await;
+    let retries_before = app.metric("sektorbro_write_retries_total").await;
     let mut tasks = Vec::new();
     for n in 0..30 {
         let client = app.client.clone();
@@ -115,27 +115,9 @@ async fn concurrent_updates_never_lose_a_version(app: TestApp) {
     // racing for one resource conflict at commit and are run again, and /metrics counts them.
     // PostgreSQL's updates lock the row instead and need not conflict.
     if matches!(app.db, Db::Sqlite) {
-        let retries = write_retries(&app).await;
+        let retries = app.metric("sektorbro_write_retries_total").await;
         assert!(retries > retries_before, "{retries_before} -> {retries}");
     }
-}
-
-/// `sektorbro_write_retries_total` on /metrics (process-wide: other tests only add to it).
-async fn write_retries(app: &TestApp) -> u64 {
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.addr))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("sektorbro_write_retries_total "))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("the retries counter")
 }
 
 on_both_backends!(

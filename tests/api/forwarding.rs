@@ -176,15 +176,7 @@ async fn a_message_is_delivered_once_with_its_id_as_idempotency_key_and_resubmis
     let body: Value = serde_json::from_slice(&r.body).expect("JSON");
     assert_eq!(body, m, "the Bundle is sent as submitted");
 
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.addr))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("sektorbro_outbox_jobs{destination=\"region\",status=\"delivered\"} 1")
     );
@@ -216,15 +208,7 @@ async fn label_values_are_escaped_in_metrics() {
         res.text().await.unwrap_or_default()
     );
     app.wait_status("esc-1", "delivered").await;
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.addr))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     let label = r#"destination="region \"south\"\\dk\",forged=\"1""#;
     for series in [
         format!("sektorbro_outbox_jobs{{{label},status=\"delivered\"}} 1\n"),
@@ -587,15 +571,7 @@ async fn a_dead_region_does_not_hold_up_another() {
             .contains("connect"),
         "{job}"
     );
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.addr))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("sektorbro_forward_breaker_state{destination=\"dead\"} 1")
             || metrics.contains("sektorbro_forward_breaker_state{destination=\"dead\"} 2"),
@@ -646,15 +622,7 @@ async fn two_instances_on_postgresql_share_the_work_without_delivering_twice() {
         assert_eq!(got, expected, "in order per citizen");
     }
     for app in [&a, &b] {
-        let metrics = app
-            .client
-            .get(format!("{}/metrics", app.addr))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let metrics = app.metrics().await;
         assert!(
             metrics.contains(
                 "sektorbro_forward_attempts_total{destination=\"region\",outcome=\"delivered\"}"

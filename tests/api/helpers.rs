@@ -184,6 +184,26 @@ impl TestApp {
         body
     }
 
+    /// The text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.addr))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// The value of the series `name` (with its labels, as written) in `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in {text}"))
+    }
+
     /// GET an absolute URL the server handed out (a paging link) and parse it, expecting 200.
     pub async fn follow(&self, url: &str) -> Value {
         let res = self.client.get(url).send().await.expect("request");

@@ -89,22 +89,6 @@ async fn a_client_over_its_rate_gets_429_with_retry_after() {
     assert_eq!(health.status().as_u16(), 200);
 }
 
-/// The value of the series `name` (with its labels, as written) in `/metrics`.
-async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.addr))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in {text}"))
-}
-
 /// Issue 20, item 1: the limit per peer address holds before authentication. 300 requests
 /// without a token, with garbage or with a JWT signed by an attacker's key see 429s (the
 /// signature is not even checked once the peer is over its rate), are counted as refusals by
@@ -164,15 +148,24 @@ async fn unauthenticated_floods_are_limited_per_peer_before_authentication() {
             "{kind}: the established client goes on"
         );
     }
-    assert!(metric(&app, "sektorbro_requests_throttled_total{limit=\"peer\"}").await >= 150.0);
-    assert!(metric(&app, "sektorbro_auth_refused_total{reason=\"missing\"}").await >= 1.0);
-    assert!(metric(&app, "sektorbro_auth_refused_total{reason=\"malformed\"}").await >= 1.0);
     assert!(
-        metric(
-            &app,
-            "sektorbro_auth_refused_total{reason=\"bad_signature\"}"
-        )
-        .await
+        app.metric("sektorbro_requests_throttled_total{limit=\"peer\"}")
+            .await
+            >= 150.0
+    );
+    assert!(
+        app.metric("sektorbro_auth_refused_total{reason=\"missing\"}")
+            .await
+            >= 1.0
+    );
+    assert!(
+        app.metric("sektorbro_auth_refused_total{reason=\"malformed\"}")
+            .await
+            >= 1.0
+    );
+    assert!(
+        app.metric("sektorbro_auth_refused_total{reason=\"bad_signature\"}")
+            .await
             >= 1.0
     );
 }
@@ -187,7 +180,9 @@ async fn requests_without_credentials_are_counted_as_missing() {
         let res = bare.get(app.url("Patient")).send().await.unwrap();
         assert_eq!(res.status().as_u16(), 401);
     }
-    let n = metric(&app, "sektorbro_auth_refused_total{reason=\"missing\"}").await;
+    let n = app
+        .metric("sektorbro_auth_refused_total{reason=\"missing\"}")
+        .await;
     assert_eq!(n, 3.0);
 }
 

@@ -313,15 +313,7 @@ async fn lookup_metrics_are_on_the_metrics_endpoint() {
     let app = gateway(&registry, 3600, 60, 3600).await;
     lookup_patient(&app, "1010101010").await;
     lookup_patient(&app, "1010101010").await;
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.addr))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = app.metrics().await;
     for want in [
         "# TYPE sektorbro_lookup_hits_total counter",
         "sektorbro_lookup_hits_total{cache=\"patients\"} 1",
