@@ -177,9 +177,10 @@ impl Resolved {
 /// Run `unit`, one whole database transaction, until it succeeds or fails for good: a retryable
 /// conflict (version race, busy database) runs it again after a short, growing pause, up to
 /// [`WRITE_ATTEMPTS`] times. Every write path of the engine retries through here. `unit` is
-/// told which attempt it is (1 first): a single write reads its head outside the transaction
-/// on the first attempt only ([`crate::store::StoreTx::head_to_write`]), so that a contended
-/// resource's writers fall back to taking turns instead of conflicting again.
+/// told which attempt it is (1 first): a write, single or a transaction Bundle's, reads its
+/// heads outside the transaction on the first attempt only (`write::HeadRead::first`,
+/// [`crate::store::StoreTx::head_to_write`]), so that a contended resource's writers fall back
+/// to taking turns instead of conflicting again.
 pub(crate) async fn retrying<T, Fut>(mut unit: impl FnMut(usize) -> Fut) -> Result<T, FhirError>
 where
     Fut: std::future::Future<Output = Result<T, WriteFailure>>,
