@@ -384,7 +384,8 @@ const READ_SQL: &str = concat!(
     " FROM resources r WHERE r.res_type = $1 AND r.id = $2"
 );
 
-/// The head of a resource (`$1` type, `$2` id): version, deleted, owner, citizen. Also read by
+/// The head of a resource (`$1` type, `$2` id): version, deleted, owner, citizen. Read inside a
+/// write transaction (`StoreTx::head`, `FOR UPDATE` added on PostgreSQL) and outside it by
 /// `direct.rs`.
 const HEAD_SQL: &str =
     "SELECT version, deleted, owner, citizen FROM resources WHERE res_type = $1 AND id = $2";

@@ -179,11 +179,9 @@ impl StoreTx for SqlTx {
 
     #[tracing::instrument(name = "database", level = "debug", skip_all, fields(db.operation.name = "head", db.system.name = self.backend.name(), otel.kind = "client"))]
     async fn head(&mut self, rtype: &str, id: &str) -> Result<Option<Head>, StoreError> {
-        let mut sql = Sql::default();
-        sql.push("SELECT version, deleted, owner, citizen FROM resources WHERE res_type = ")
-            .text(rtype)
-            .push(" AND id = ")
-            .text(id);
+        // The statement `head_to_write` reads outside the transaction, here inside it.
+        let mut sql = Sql::from_text(HEAD_SQL);
+        sql.binds = vec![Bind::Text(rtype.to_string()), Bind::Text(id.to_string())];
         if self.backend == Backend::Postgres {
             sql.push(" FOR UPDATE");
         }
@@ -212,13 +210,9 @@ impl StoreTx for SqlTx {
     /// `UNIQUE (res_type, id, version)`: [`StoreError::VersionConflict`], and the engine writes
     /// again.
     async fn head_to_write(&mut self, rtype: &str, id: &str) -> Result<Option<Head>, StoreError> {
-        let outside = match (&self.tx, &self.direct) {
-            (TxConn::Sqlite(g), Some(direct)) if !g.holds_writer() => Some(direct),
-            _ => None,
-        };
-        if let Some(direct) = outside {
+        if let (TxConn::Sqlite(g), Some(direct)) = (&self.tx, &self.direct) {
             let touched = self.written.iter().any(|(t, i)| t == rtype && i == id);
-            if !touched {
+            if !g.holds_writer() && !touched {
                 if let Direct::Done(head) = direct.head(rtype, id)? {
                     return Ok(head);
                 }
