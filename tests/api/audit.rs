@@ -97,14 +97,9 @@ async fn a_retried_delivery_is_two_audit_events(db: Db) {
             .is_some_and(|d| d.starts_with("retry (HTTP 503)")),
         "{retry}"
     );
-    let metrics = app.metrics().await;
     // The two delivery attempts, and the HTTP requests of this test (each audited too).
-    let written: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("sektorbro_audit_events_written_total "))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("written counter");
-    assert!(written >= 2, "{metrics}");
+    let written = app.metric("sektorbro_audit_events_written_total").await;
+    assert!(written >= 2.0, "{written} audit events written");
 }
 
 async fn a_refused_message_is_a_dead_letter_audited_as_a_serious_failure(db: Db) {
