@@ -232,8 +232,15 @@ async fn sigkill_during_writes_keeps_the_audit_record_of_every_answered_request(
     );
     assert!(text.contains("the chain is intact"), "{text}");
 
-    // A row edited behind the gateway's back: verify fails and names it.
+    // A row edited behind the gateway's back: verify fails and names it, at the row's place in
+    // the chain. That is not its `seq`: read records come in from the journal already sealed,
+    // while a write's record is sealed after it commits, so the two orders differ.
     let pool = sqlx::AnyPool::connect(&db).await.expect("raw");
+    let (pos,): (i64,) = sqlx::query_as("SELECT chain_pos FROM audit_log WHERE seq = 7")
+        .fetch_one(&pool)
+        .await
+        .expect("row 7 is sealed");
+    eprintln!("AuditEvent/7 is at position {pos} of the chain");
     sqlx::query("UPDATE audit_log SET client = 'someone-else' WHERE seq = 7")
         .execute(&pool)
         .await
@@ -252,7 +259,7 @@ async fn sigkill_during_writes_keeps_the_audit_record_of_every_answered_request(
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
-        text.contains("BROKEN at position 7 (AuditEvent/7)"),
+        text.contains(&format!("BROKEN at position {pos} (AuditEvent/7)")),
         "{text}"
     );
 }
