@@ -362,14 +362,23 @@ impl Columns {
 
     /// [`Columns::canonical`] appended to `out`, as bytes.
     fn canonical_into(&self, seq: i64, out: &mut Vec<u8>) {
-        out.push(b'[');
-        ColumnValue::Int(Some(seq)).write_json(out);
-        for (_, v) in self.values() {
-            out.push(b',');
-            v.write_json(out);
-        }
-        out.push(b']');
+        canonical_values_into(seq, self.values().iter().map(|(_, v)| *v), out);
     }
+}
+
+/// The canonical text of a row given as its id and its values in [`Columns::values`] order.
+fn canonical_values_into<'a>(
+    seq: i64,
+    values: impl Iterator<Item = ColumnValue<'a>>,
+    out: &mut Vec<u8>,
+) {
+    out.push(b'[');
+    ColumnValue::Int(Some(seq)).write_json(out);
+    for v in values {
+        out.push(b',');
+        v.write_json(out);
+    }
+    out.push(b']');
 }
 
 /// One column's value, borrowed from a row ([`Columns::values`]); `None` where it is empty.
@@ -419,6 +428,16 @@ pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
 /// The chained hash of a row: SHA-256 over the previous hash and the row's canonical content,
 /// its first 128 bits in base64url (22 characters).
 pub fn chain_hash(previous: &str, seq: i64, row: &Columns) -> String {
+    chain_hash_of_values(previous, seq, row.values().iter().map(|(_, v)| *v))
+}
+
+/// [`chain_hash`] of a row given as its values in [`Columns::values`] order: what SQLite's
+/// `sektorbro_chain_hash` computes from the values an `INSERT` stores (`store::sqlite_chain`).
+pub fn chain_hash_of_values<'a>(
+    previous: &str,
+    seq: i64,
+    values: impl Iterator<Item = ColumnValue<'a>>,
+) -> String {
     let mut h = Sha256::new();
     h.update(previous.as_bytes());
     h.update(b"\n");
@@ -429,7 +448,7 @@ pub fn chain_hash(previous: &str, seq: i64, row: &Columns) -> String {
     TEXT.with(|text| {
         let mut text = text.borrow_mut();
         text.clear();
-        row.canonical_into(seq, &mut text);
+        canonical_values_into(seq, values, &mut text);
         h.update(&text[..]);
     });
     let digest = h.finalize();

@@ -2,7 +2,8 @@
 //!
 //! - [`insert`]: one compact row ([`Columns`]), written in the transaction of the write it
 //!   describes (`StoreTx::audit`) or by the audit writer's group commit (reads, searches,
-//!   refusals, forwarding attempts).
+//!   refusals, forwarding attempts); on SQLite sealed by the same statement
+//!   ([`insert_sealed_sqlite_in_tx`]).
 //! - [`page`] / [`count`] (`search.rs`): `/fhir/AuditEvent` searches translated to SQL over the
 //!   columns, for the parameters administrators use (`date`, `type`, `subtype`, `action`,
 //!   `outcome`, `entity`, `patient`, `altid`, `agent`, `agent-name`, `agent-role`, `address`,
@@ -39,10 +40,64 @@ pub(crate) const PRUNE_BATCH: i64 = if cfg!(test) { 7 } else { 5_000 };
 /// Rows sealed per statement.
 pub(crate) const SEAL_BATCH: usize = 500;
 
-/// The statement that stores one row unsealed: a write's own record, in the write's
-/// transaction (the sealer chains it later; see [`seal`]).
+/// The statement that stores one row unsealed (PostgreSQL: a write's own record, in the write's
+/// transaction; the sealer chains it later, see [`seal`]). SQLite seals it as it is inserted:
+/// [`insert_sealed_sqlite_in_tx`].
 pub(crate) fn insert(c: &Columns) -> Sql {
     insert_many(std::slice::from_ref(c))
+}
+
+/// SQLite: the statement that stores one row already sealed, for a transaction on the single
+/// writer (a write's own record, or the audit writer's rows). It reads the chain's head (the
+/// last sealed row, else the retention anchor, else the genesis) and the next id as
+/// [`next_seqs`] does, and hashes the row with `sektorbro_chain_hash` (`store::sqlite_chain`),
+/// all in the one statement: nothing runs on the writer between the read and the insert, and a
+/// transaction rolled back to its savepoint gives its position back to the next. The chain's
+/// lock is not taken, so a clinical write never waits on it: every other step that moves the
+/// head (the ingester, the sealer, retention) does so on the writer too.
+pub(crate) fn insert_sealed_sqlite_in_tx(c: &Columns) -> Sql {
+    // Scalar subqueries only, each run once per statement: subqueries in `FROM` made SQLite
+    // build a temporary table each (a fresh page zeroed per table per row, 30k instructions a
+    // create more than inserting unsealed and sealing later). The row's values are bound twice
+    // (stored, and given to the hash) and the id is computed twice, both cheaper than that.
+    static HEAD: OnceLock<String> = OnceLock::new();
+    let head = HEAD.get_or_init(|| {
+        let names: Vec<&str> = TYPED_COLUMNS.iter().map(|(n, _)| *n).collect();
+        let seq = "(SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'), 0), \
+                   COALESCE((SELECT MAX(seq) FROM audit_log), 0)) + 1)";
+        // The last sealed row's column, else the retention anchor's (closed by the caller).
+        let last = |col: &str| {
+            format!(
+                "COALESCE((SELECT {col} FROM audit_log WHERE chain_pos IS NOT NULL ORDER BY chain_pos DESC LIMIT 1), \
+                 (SELECT {col} FROM audit_anchor WHERE id = 1)"
+            )
+        };
+        format!(
+            "INSERT INTO audit_log (seq, chain_pos, hash, {names}) VALUES ({seq}, {pos}, 0) + 1, \
+             {f}({prev}, '{GENESIS}'), {seq}, ",
+            names = names.join(", "),
+            pos = last("chain_pos"),
+            prev = last("hash"),
+            f = super::sqlite_chain::NAME,
+        )
+    });
+    let values = column_values(c);
+    let mut sql = Sql::default();
+    sql.push(head);
+    // First as the hash's arguments, then as the stored columns.
+    for close in ["), ", ")"] {
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            match v {
+                Some(b) => sql.bind(b.clone()),
+                None => sql.push("NULL"),
+            };
+        }
+        sql.push(close);
+    }
+    sql
 }
 
 /// Most rows in one `INSERT` (18 binds each at most, well under SQLite's 32,766).
@@ -543,6 +598,15 @@ pub(crate) async fn seal(conn: &mut AnyConnection) -> Result<Option<(Sql, usize)
         .push(") v WHERE audit_log.seq = v.value ->> 0");
     }
     Ok(Some((sql, n)))
+}
+
+/// Whether any row waits to be sealed.
+pub(crate) async fn any_unsealed(conn: &mut AnyConnection) -> Result<bool, StoreError> {
+    let row = sqlx::query("SELECT 1 AS one FROM audit_log WHERE chain_pos IS NULL LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    Ok(row.is_some())
 }
 
 /// What `sektorbro audit verify` found.

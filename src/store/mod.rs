@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod report_facts;
 mod search_sql;
 mod sql;
+mod sqlite_chain;
 mod sqlite_timeout;
 #[cfg(test)]
 mod test_pg;

@@ -198,6 +198,8 @@ impl SqlStore {
         statement_timeout_ms: u64,
     ) -> Result<SqlStore, StoreError> {
         let path = sqlite_path(url);
+        // Before the first connection: a write's audit record is sealed by its INSERT.
+        super::sqlite_chain::install();
         if path != ":memory:" {
             if let Some(dir) = std::path::Path::new(&path).parent() {
                 if !dir.as_os_str().is_empty() {
