@@ -31,13 +31,7 @@ const ARGS: c_int = 20;
 /// Register the auto-extension, once per process, before the first connection is opened.
 pub(crate) fn install() {
     static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: `on_open` has the entry-point signature SQLite expects; registering it has no
-        // other precondition.
-        unsafe {
-            ffi::sqlite3_auto_extension(Some(on_open));
-        }
-    });
+    super::sqlite_timeout::register(&ONCE, on_open);
 }
 
 /// Run by SQLite for each new connection: define the function on it.

@@ -66,16 +66,29 @@ impl Conn {
     }
 }
 
+/// What SQLite runs on each new connection once registered with [`register`].
+pub(super) type EntryPoint = unsafe extern "C" fn(
+    *mut ffi::sqlite3,
+    *mut *mut c_char,
+    *const ffi::sqlite3_api_routines,
+) -> c_int;
+
+/// Register `entry` as an auto-extension, which SQLite runs on every connection the process
+/// opens from then on; `once` makes it once per process.
+pub(super) fn register(once: &'static Once, entry: EntryPoint) {
+    once.call_once(|| {
+        // SAFETY: `entry` has the entry-point signature SQLite expects; registering it has no
+        // other precondition.
+        unsafe {
+            ffi::sqlite3_auto_extension(Some(entry));
+        }
+    });
+}
+
 /// Register the auto-extension, once per process.
 fn install() {
     static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: `on_open` has the entry-point signature SQLite expects; registering it has no
-        // other precondition.
-        unsafe {
-            ffi::sqlite3_auto_extension(Some(on_open));
-        }
-    });
+    register(&ONCE, on_open);
 }
 
 /// Run by SQLite for each new connection.
