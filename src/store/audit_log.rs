@@ -48,7 +48,7 @@ pub(crate) fn insert(c: &Columns) -> Sql {
 }
 
 /// SQLite: the statement that stores one row already sealed, for a transaction on the single
-/// writer (a write's own record, or the audit writer's rows). It reads the chain's head (the
+/// writer (a write's own record). It reads the chain's head (the
 /// last sealed row, else the retention anchor, else the genesis) and the next id as
 /// [`next_seqs`] does, and hashes the row with `sektorbro_chain_hash` (`store::sqlite_chain`),
 /// all in the one statement: nothing runs on the writer between the read and the insert, and a

@@ -176,7 +176,8 @@ mod tests {
     }
 
     /// A write's records inserted sealed, one after another and beside a transaction dropped
-    /// unfinished, form a chain `verify` accepts, with nothing left to seal.
+    /// unfinished, form a chain `verify` accepts, with nothing left to seal; the audit writer's
+    /// unsealed rows among them are chained by the sealer after them.
     #[tokio::test]
     async fn records_sealed_as_inserted_verify() {
         let dir = tempfile::tempdir().expect("dir");
@@ -198,5 +199,23 @@ mod tests {
         let v = store.audit_verify().await.expect("verify");
         assert!(v.first_break.is_none(), "{v:?}");
         assert_eq!((v.checked, v.unsealed, v.head.0), (8, 0, 8), "{v:?}");
+
+        // The audit writer's rows (no journal) go in unsealed, between writes' sealed ones; the
+        // sealer chains them after the head those writes moved.
+        let (a, b) = (record(200), record(201));
+        let mut tx = store.begin().await.expect("begin");
+        tx.audit_many(&[&a, &b]).await.expect("unsealed");
+        tx.commit().await.expect("commit");
+        let mut tx = store.begin().await.expect("begin");
+        tx.audit(&record(202)).await.expect("sealed");
+        tx.commit().await.expect("commit");
+        let v = store.audit_verify().await.expect("verify");
+        assert_eq!((v.checked, v.unsealed, v.head.0), (9, 2, 9), "{v:?}");
+        let mut tx = store.begin().await.expect("begin");
+        assert_eq!(tx.seal_audit().await.expect("seal"), 2);
+        tx.commit().await.expect("commit");
+        let v = store.audit_verify().await.expect("verify");
+        assert!(v.first_break.is_none(), "{v:?}");
+        assert_eq!((v.checked, v.unsealed, v.head.0), (11, 0, 11), "{v:?}");
     }
 }

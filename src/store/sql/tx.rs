@@ -398,18 +398,11 @@ impl StoreTx for SqlTx {
         &mut self,
         records: &[&crate::audit::AuditRecord],
     ) -> Result<(), StoreError> {
-        // SQLite: sealed as inserted, a statement each (each reads the head the one before it
-        // moved), as a write's own record is.
-        if self.backend == Backend::Sqlite {
-            for r in records {
-                self.audit(r).await?;
-            }
-            return Ok(());
-        }
-        // PostgreSQL: unsealed, for the sealer: sealed as inserted, as the journal's rows are,
-        // they cost a PostgreSQL gateway 15–20 % of its audited reads a second, and the slowest
-        // read waited three times as long, behind the key steps holding the chain's lock
-        // (docs/audit.md, "Figures").
+        // Unsealed, for the sealer, many rows to a statement. Sealed as inserted, as the
+        // journal's rows are, they cost a PostgreSQL gateway 15–20 % of its audited reads a
+        // second, and the slowest read waited three times as long, behind the key steps holding
+        // the chain's lock (docs/audit.md, "Figures"); on SQLite, sealed as a write's record is,
+        // they would be a statement each.
         for chunk in records.chunks(audit_log::INSERT_ROWS) {
             let rows: Vec<_> = chunk
                 .iter()
@@ -478,9 +471,9 @@ impl StoreTx for SqlTx {
     async fn seal_audit(&mut self) -> Result<usize, StoreError> {
         self.lock_audit_chain().await?;
         let sealed = if self.backend == Backend::Sqlite {
-            // Rows are sealed as inserted here; unsealed ones are left from an older version
-            // (or a PostgreSQL-era copy). Writes seal their records on the writer without the
-            // chain's lock, so the head a reader sees may be behind: the rare rows to seal are
+            // Rows left unsealed here are the audit writer's (no journal) and an older
+            // version's. Writes seal their records on the writer without the
+            // chain's lock, so the head a reader sees may be behind: the rows to seal are
             // read, and the head with them, on the writer.
             if !audit_log::any_unsealed(&mut *self.chain_reader().await?).await? {
                 return Ok(0);
