@@ -233,8 +233,8 @@ async fn sigkill_during_writes_keeps_the_audit_record_of_every_answered_request(
     assert!(text.contains("the chain is intact"), "{text}");
 
     // A row edited behind the gateway's back: verify fails and names it, at the row's place in
-    // the chain. That is not its `seq`: read records come in from the journal already sealed,
-    // while a write's record is sealed after it commits, so the two orders differ.
+    // the chain. That need not be its `seq`: a row inserted unsealed (the audit writer's, or on
+    // PostgreSQL a write's record) is chained after rows that came later, so the orders differ.
     let pool = sqlx::AnyPool::connect(&db).await.expect("raw");
     let (pos,): (i64,) = sqlx::query_as("SELECT chain_pos FROM audit_log WHERE seq = 7")
         .fetch_one(&pool)

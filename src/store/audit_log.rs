@@ -40,6 +40,17 @@ pub(crate) const PRUNE_BATCH: i64 = if cfg!(test) { 7 } else { 5_000 };
 /// Rows sealed per statement.
 pub(crate) const SEAL_BATCH: usize = 500;
 
+/// SQLite: the largest `seq` given so far, past both the rows and the AUTOINCREMENT counter
+/// ([`next_seqs`], and the id [`insert_sealed_sqlite_in_tx`] gives).
+const SQLITE_LAST_SEQ: &str =
+    "MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'), 0), \
+     COALESCE((SELECT MAX(seq) FROM audit_log), 0))";
+
+/// The last sealed row, after `SELECT` and its columns ([`chain_head`], the head
+/// [`insert_sealed_sqlite_in_tx`] reads, and the keys' look at the head).
+const LAST_SEALED: &str =
+    "FROM audit_log WHERE chain_pos IS NOT NULL ORDER BY chain_pos DESC LIMIT 1";
+
 /// The statement that stores one row unsealed (PostgreSQL: a write's own record, in the write's
 /// transaction; the sealer chains it later, see [`seal`]). SQLite seals it as it is inserted:
 /// [`insert_sealed_sqlite_in_tx`].
@@ -63,13 +74,11 @@ pub(crate) fn insert_sealed_sqlite_in_tx(c: &Columns) -> Sql {
     static HEAD: OnceLock<String> = OnceLock::new();
     let head = HEAD.get_or_init(|| {
         let names: Vec<&str> = TYPED_COLUMNS.iter().map(|(n, _)| *n).collect();
-        let seq = "(SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'), 0), \
-                   COALESCE((SELECT MAX(seq) FROM audit_log), 0)) + 1)";
+        let seq = format!("(SELECT {SQLITE_LAST_SEQ} + 1)");
         // The last sealed row's column, else the retention anchor's (closed by the caller).
         let last = |col: &str| {
             format!(
-                "COALESCE((SELECT {col} FROM audit_log WHERE chain_pos IS NOT NULL ORDER BY chain_pos DESC LIMIT 1), \
-                 (SELECT {col} FROM audit_anchor WHERE id = 1)"
+                "COALESCE((SELECT {col} {LAST_SEALED}), (SELECT {col} FROM audit_anchor WHERE id = 1)"
             )
         };
         format!(
@@ -169,13 +178,10 @@ pub(crate) async fn next_seqs(
 ) -> Result<Vec<i64>, StoreError> {
     match backend {
         super::Backend::Sqlite => {
-            let r = sqlx::query(
-                "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'), 0), \
-                 COALESCE((SELECT MAX(seq) FROM audit_log), 0)) AS last",
-            )
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db_err)?;
+            let r = sqlx::query(&format!("SELECT {SQLITE_LAST_SEQ} AS last"))
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db_err)?;
             let last = int_col(&r, "last")?;
             Ok((1..=n as i64).map(|i| last + i).collect())
         }
@@ -457,12 +463,10 @@ pub(super) async fn first_int(
 /// The last sealed position and hash (the anchor when every sealed row was pruned, the
 /// genesis when there is neither).
 pub(crate) async fn chain_head(conn: &mut AnyConnection) -> Result<(i64, String), StoreError> {
-    let last = sqlx::query(
-        "SELECT chain_pos, hash FROM audit_log WHERE chain_pos IS NOT NULL ORDER BY chain_pos DESC LIMIT 1",
-    )
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_err)?;
+    let last = sqlx::query(&format!("SELECT chain_pos, hash {LAST_SEALED}"))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
     let row = match last {
         Some(r) => Some(r),
         None => sqlx::query("SELECT chain_pos, hash FROM audit_anchor WHERE id = 1")

@@ -7,9 +7,9 @@
 //! ([`audit_log::insert_sealed_sqlite_in_tx`](super::audit_log::insert_sealed_sqlite_in_tx)),
 //! on SQLite's single writer, inside the write's transaction: the statement reads the chain's
 //! head and hashes the row it stores in one step, so nothing can take the position in between,
-//! and a transaction rolled back takes its position with it. Sealing the row afterwards (an
-//! `UPDATE` of every row by the sealer, its page and index entries written twice) was a fifth
-//! of what a create cost with the audit trail on (docs/benchmarks.md).
+//! and a transaction rolled back takes its position with it. Sealed afterwards by the sealer,
+//! the record was unprotected until its next round and written twice (an `UPDATE` of the row
+//! and its index entries); creates a second were the same either way (docs/benchmarks.md).
 //!
 //! The function hashes the values it is given, as given: integers as numbers, texts as JSON
 //! strings, NULL as `null`. Anything else (a real, a blob, text that is not UTF-8) is an error,

@@ -271,10 +271,7 @@ pub(crate) async fn step(
     // Chain positions have no gaps past the mark (retention deletes a prefix of the chain), so
     // the head tells how many sealed rows the tail holds without reading them: the sealer asks
     // every round, and reading a tail that is not full yet each time cost more than the keys.
-    let head = Sql::from_text(
-        "SELECT chain_pos FROM audit_log WHERE chain_pos IS NOT NULL \
-         ORDER BY chain_pos DESC LIMIT 1",
-    );
+    let head = Sql::from_text(&format!("SELECT chain_pos {}", super::LAST_SEALED));
     let head = first_int(conn, &head).await?.unwrap_or(0);
     let tail_rows = shape.tail_rows.max(1);
     if head - upto >= tail_rows as i64 {
